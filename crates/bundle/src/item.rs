@@ -1,0 +1,47 @@
+//! The items a bundle payload carries (bundles/SPEC.md §4).
+
+use ferry_model::crypto::Signature;
+use ferry_model::{MemberId, VersionVector};
+use serde::{Deserialize, Serialize};
+
+/// How the last commit of a run is vouched for by its author.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunProof {
+    /// The author is the bundle's sender and the run ends at the sender's head: the bundle
+    /// signature vouches for it (no extra bytes).
+    Sender,
+    /// A signature by the author over its head at the run's last commit, without a digest.
+    Head(Signature),
+    /// A bundle signature the author made earlier, forwarded with the digest it signed, so a
+    /// relay never needs to re-sign another member's commits.
+    Bundle {
+        /// The digest the author signed.
+        digest: [u8; 32],
+        /// The author's signature.
+        sig: Signature,
+    },
+}
+
+/// One entry of the payload. A payload is: one `Receipt`, any number of `PeerReceipt`s,
+/// then runs, each a `Run` followed by exactly `count` `Commit`s of that author in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Item {
+    /// The sender's version vector: every commit it holds. Its own entry is its head, which
+    /// the bundle signature vouches for.
+    Receipt(VersionVector),
+    /// What the sender knows another member holds (gossip; optional).
+    PeerReceipt(MemberId, VersionVector),
+    /// The start of a run of consecutive commits by one author.
+    Run {
+        /// The author.
+        author: MemberId,
+        /// Number of the first commit.
+        first: u64,
+        /// How many commits follow (at least 1).
+        count: u64,
+        /// Who vouches for commit `first + count − 1`.
+        proof: RunProof,
+    },
+    /// One commit's canonical encoding (see `ferry_model::commit`).
+    Commit(Vec<u8>),
+}

@@ -1,0 +1,90 @@
+//! The ferry bundle format, version 1 (normative text: `bundles/SPEC.md`).
+//!
+//! A bundle is what travels: a small plaintext [`Header`], then a ChaCha20-Poly1305 stream
+//! in 64 KiB chunks under a key derived from the dataset key and the header's fresh salt.
+//! Inside the stream: one compression flag byte, the (optionally zstd-compressed) sequence
+//! of postcard-encoded [`Item`]s, and the sender's 64-byte Ed25519 signature.
+//!
+//! This crate is pure: it reads from any `Read` and writes to any `Write`, takes the salt as
+//! an argument and leaves signing and signature checking to the caller through the
+//! [`Trailer`] digest, because the signed message includes the sender's commit-chain hash,
+//! which only the caller's store knows.
+//!
+//! ```
+//! use ferry_bundle::{BundleReader, BundleWriter, DatasetKey, Header, Item, WriteOptions};
+//! use ferry_model::{crypto::SecretKey, DatasetId, MemberId, VersionVector};
+//!
+//! let key = DatasetKey([9; 32]);
+//! let header = Header { dataset: DatasetId([1; 8]), sender: MemberId(2), salt: [5; 16] };
+//! let signer = SecretKey::from_bytes([3; 32]);
+//! let mut w = BundleWriter::new(Vec::new(), &header, &key, WriteOptions::default()).unwrap();
+//! w.push(&Item::Receipt(VersionVector::new())).unwrap();
+//! let (bytes, digest) = w.finish(|digest| signer.sign(digest)).unwrap();
+//!
+//! let mut r = BundleReader::open(&bytes[..]).unwrap().decrypt(&key).unwrap();
+//! assert_eq!(r.header().sender, MemberId(2));
+//! assert_eq!(r.next_item().unwrap(), Some(Item::Receipt(VersionVector::new())));
+//! assert_eq!(r.next_item().unwrap(), None);
+//! let trailer = r.finish().unwrap();
+//! assert_eq!(trailer.digest, digest);
+//! assert!(signer.public().verify(&trailer.digest, &trailer.signature));
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod header;
+mod item;
+mod reader;
+pub mod stream;
+mod writer;
+
+pub use header::{DatasetKey, Header, MAGIC, VERSION};
+pub use item::{Item, RunProof};
+pub use reader::{BundleReader, Opener, Trailer};
+pub use writer::{BundleWriter, WriteOptions};
+
+/// Size of the signature at the end of the plaintext stream.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Largest encoded item a reader accepts (a commit at its limit plus framing).
+pub const MAX_ITEM: usize = ferry_model::limits::MAX_COMMIT + 64;
+
+/// Why a bundle could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Reading or writing the underlying bytes failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The bytes do not start like a ferry bundle.
+    #[error("not a ferry bundle (wrong magic byte)")]
+    NotABundle,
+    /// The bundle uses a format version this build does not know.
+    #[error("bundle format version {0} is not supported by this ferry (it reads version 1); upgrade ferry")]
+    UnsupportedVersion(u8),
+    /// The header ended early or is malformed.
+    #[error("bundle header is truncated or malformed")]
+    BadHeader,
+    /// A chunk did not authenticate: the bundle was truncated, corrupted, or encrypted under
+    /// another key.
+    #[error("bundle is damaged or truncated, or was made with a different dataset key (chunk {chunk} failed authentication)")]
+    Decrypt {
+        /// Index of the failing chunk.
+        chunk: u64,
+    },
+    /// The compressed payload is corrupt.
+    #[error("bundle payload does not decompress: {0}")]
+    Decompress(std::io::Error),
+    /// The payload's items are malformed or out of order.
+    #[error("bundle payload is malformed: {0}")]
+    Malformed(String),
+    /// The payload is too short to hold a signature.
+    #[error("bundle is too short to carry a signature")]
+    NoSignature,
+}
+
+impl From<postcard::Error> for BundleError {
+    fn from(e: postcard::Error) -> Self {
+        BundleError::Malformed(e.to_string())
+    }
+}

@@ -1,0 +1,147 @@
+//! Writing a bundle.
+
+use crate::header::{DatasetKey, Header};
+use crate::stream::EncryptWriter;
+use crate::{BundleError, Item};
+use ferry_model::crypto::Signature;
+use std::io::Write;
+
+/// Payload compression flag: the items follow uncompressed.
+pub(crate) const FLAG_STORED: u8 = 0;
+/// Payload compression flag: the items are one zstd frame.
+pub(crate) const FLAG_ZSTD: u8 = 1;
+
+/// Payloads up to this size are compressed in memory and stored uncompressed when that is
+/// smaller; larger ones stream through zstd.
+const SMALL: usize = 16 * 1024;
+
+/// How to write a bundle.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteOptions {
+    /// zstd level (1–22). Higher is smaller and slower.
+    pub level: i32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { level: 12 }
+    }
+}
+
+enum Sink<W: Write> {
+    /// Items buffered in memory while the payload is small.
+    Small(Vec<u8>),
+    /// A zstd stream into the digest and the encryption.
+    Zstd(zstd::stream::write::Encoder<'static, Digesting<W>>),
+}
+
+/// Hashes everything written through it (the signed digest covers the plaintext).
+pub(crate) struct Digesting<W: Write> {
+    inner: EncryptWriter<W>,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Digesting<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The digest hasher: BLAKE3 in key-derivation mode, seeded with the header bytes.
+pub(crate) fn digest_hasher(header: &[u8]) -> blake3::Hasher {
+    let mut h = blake3::Hasher::new_derive_key("ferry v1 bundle digest");
+    h.update(header);
+    h
+}
+
+/// Writes one bundle, streaming: memory use does not grow with the bundle.
+pub struct BundleWriter<W: Write> {
+    sink: Option<Sink<W>>,
+    digesting: Option<Digesting<W>>,
+    options: WriteOptions,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> BundleWriter<W> {
+    /// Writes the header to `out` and prepares the encrypted stream.
+    pub fn new(
+        mut out: W,
+        header: &Header,
+        key: &DatasetKey,
+        options: WriteOptions,
+    ) -> Result<Self, BundleError> {
+        let raw = header.encode();
+        out.write_all(&raw)?;
+        let digesting = Digesting {
+            inner: EncryptWriter::new(out, key.bundle_key(&raw)),
+            hasher: digest_hasher(&raw),
+        };
+        Ok(BundleWriter {
+            sink: Some(Sink::Small(Vec::new())),
+            digesting: Some(digesting),
+            options,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends one item. The caller keeps the item order of bundles/SPEC.md §4.
+    pub fn push(&mut self, item: &Item) -> Result<(), BundleError> {
+        self.scratch.clear();
+        let bytes = postcard::to_extend(item, std::mem::take(&mut self.scratch))?;
+        match self.sink.as_mut().expect("sink present until finish") {
+            Sink::Small(buf) => {
+                buf.extend_from_slice(&bytes);
+                if buf.len() > SMALL {
+                    let buf = std::mem::take(buf);
+                    let mut digesting = self.digesting.take().expect("not yet streaming");
+                    digesting.write_all(&[FLAG_ZSTD])?;
+                    let mut enc = zstd::stream::write::Encoder::new(digesting, self.options.level)?;
+                    enc.include_checksum(false)?;
+                    enc.write_all(&buf)?;
+                    self.sink = Some(Sink::Zstd(enc));
+                }
+            }
+            Sink::Zstd(enc) => enc.write_all(&bytes)?,
+        }
+        self.scratch = bytes;
+        Ok(())
+    }
+
+    /// Ends the payload, asks `sign` to sign the digest, appends the signature and seals the
+    /// stream. Returns the inner writer and the digest that was signed.
+    pub fn finish(
+        mut self,
+        sign: impl FnOnce(&[u8; 32]) -> Signature,
+    ) -> Result<(W, [u8; 32]), BundleError> {
+        let mut digesting = match self.sink.take().expect("sink present") {
+            Sink::Small(buf) => {
+                let mut d = self.digesting.take().expect("small payloads are not streaming");
+                let packed = zstd::bulk::Compressor::new(self.options.level.max(19))
+                    .and_then(|mut c| {
+                        c.include_checksum(false)?;
+                        c.include_contentsize(false)?;
+                        c.compress(&buf)
+                    })?;
+                if packed.len() < buf.len() {
+                    d.write_all(&[FLAG_ZSTD])?;
+                    d.write_all(&packed)?;
+                } else {
+                    d.write_all(&[FLAG_STORED])?;
+                    d.write_all(&buf)?;
+                }
+                d
+            }
+            Sink::Zstd(enc) => enc.finish()?,
+        };
+        let digest = *digesting.hasher.finalize().as_bytes();
+        let sig = sign(&digest);
+        digesting.inner.write_all(&sig.0)?;
+        let out = digesting.inner.finish()?;
+        Ok((out, digest))
+    }
+}

@@ -1,0 +1,194 @@
+//! Clocks: version vectors for causality, hybrid logical clocks for time.
+//!
+//! A [`VersionVector`] says which commits a replica (or a commit's author) has seen: for each
+//! member, the highest commit number such that all of that member's commits up to it are
+//! known. Causality and concurrency are decided only by version vectors.
+//!
+//! An [`Hlc`] (hybrid logical clock) stamps each commit with a time close to the wall clock
+//! that never goes backwards and is always later than everything its author had seen. It is
+//! used for display and as a deterministic tie-break between concurrent writes, never to
+//! decide what happened before what.
+
+use crate::{Dot, MemberId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A hybrid logical clock reading: milliseconds since the Unix epoch in the high 48 bits and a
+/// logical counter in the low 16 bits. Comparing two `Hlc`s compares time first, then counter.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct Hlc(pub u64);
+
+impl Hlc {
+    /// Largest physical time an `Hlc` can carry (year 10889).
+    pub const MAX_MS: u64 = (1 << 48) - 1;
+
+    /// Builds a reading from milliseconds and a counter. Milliseconds above [`Hlc::MAX_MS`]
+    /// are clamped.
+    pub fn from_parts(ms: u64, counter: u16) -> Hlc {
+        Hlc((ms.min(Self::MAX_MS) << 16) | counter as u64)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn ms(self) -> u64 {
+        self.0 >> 16
+    }
+
+    /// The logical counter.
+    pub fn counter(self) -> u16 {
+        (self.0 & 0xffff) as u16
+    }
+
+    /// The reading for a new local event at wall time `now_ms`, given the latest reading this
+    /// node has issued or seen (`self`). Always strictly greater than `self`.
+    pub fn tick(self, now_ms: u64) -> Hlc {
+        let now_ms = now_ms.min(Self::MAX_MS);
+        if now_ms > self.ms() {
+            Hlc::from_parts(now_ms, 0)
+        } else if self.counter() < u16::MAX {
+            Hlc(self.0 + 1)
+        } else {
+            Hlc::from_parts(self.ms() + 1, 0)
+        }
+    }
+
+    /// The latest of two readings: what a node remembers after receiving `other`.
+    pub fn observe(self, other: Hlc) -> Hlc {
+        self.max(other)
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.ms(), self.counter())
+    }
+}
+
+/// For each member, how many of its commits (a prefix 1..=n) are covered. Members that are
+/// absent count as 0. Encoded as a postcard map of `(member, n)` pairs in member order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct VersionVector(BTreeMap<MemberId, u64>);
+
+impl VersionVector {
+    /// The empty vector: nothing seen.
+    pub fn new() -> VersionVector {
+        VersionVector::default()
+    }
+
+    /// How many of `member`'s commits are covered.
+    pub fn get(&self, member: MemberId) -> u64 {
+        self.0.get(&member).copied().unwrap_or(0)
+    }
+
+    /// Sets the entry for `member`; 0 removes it.
+    pub fn set(&mut self, member: MemberId, n: u64) {
+        if n == 0 {
+            self.0.remove(&member);
+        } else {
+            self.0.insert(member, n);
+        }
+    }
+
+    /// Whether the event `dot` is covered (happened before or is included).
+    pub fn covers(&self, dot: Dot) -> bool {
+        self.get(dot.author) >= dot.seq
+    }
+
+    /// Raises every entry to at least `other`'s (the least upper bound).
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (&m, &n) in &other.0 {
+            if n > self.get(m) {
+                self.0.insert(m, n);
+            }
+        }
+    }
+
+    /// Whether every entry of `other` is covered by `self`.
+    pub fn dominates(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(&m, &n)| self.get(m) >= n)
+    }
+
+    /// The entries, in member order, without zeros.
+    pub fn iter(&self) -> impl Iterator<Item = (MemberId, u64)> + '_ {
+        self.0.iter().map(|(&m, &n)| (m, n)).filter(|&(_, n)| n > 0)
+    }
+
+    /// Whether nothing is covered.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Total number of commits covered.
+    pub fn total(&self) -> u64 {
+        self.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The entries where `self` is ahead of `base`, with `self`'s value.
+    pub fn changed_since(&self, base: &VersionVector) -> Vec<(MemberId, u64)> {
+        self.iter().filter(|&(m, n)| n != base.get(m)).collect()
+    }
+}
+
+impl FromIterator<(MemberId, u64)> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = (MemberId, u64)>>(iter: I) -> Self {
+        let mut v = VersionVector::new();
+        for (m, n) in iter {
+            if n > v.get(m) {
+                v.set(m, n);
+            }
+        }
+        v
+    }
+}
+
+impl fmt::Display for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, (m, n)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{m}:{n}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hlc_tick_is_strictly_monotonic_even_when_the_wall_clock_goes_back() {
+        let h = Hlc::from_parts(5_000, 3);
+        assert_eq!(h.tick(6_000), Hlc::from_parts(6_000, 0));
+        assert_eq!(h.tick(4_000), Hlc::from_parts(5_000, 4));
+        let full = Hlc::from_parts(5_000, u16::MAX);
+        assert_eq!(full.tick(0), Hlc::from_parts(5_001, 0));
+    }
+
+    #[test]
+    fn hlc_parts_round_trip_and_clamp() {
+        let h = Hlc::from_parts(1_763_000_000_000, 7);
+        assert_eq!((h.ms(), h.counter()), (1_763_000_000_000, 7));
+        assert_eq!(Hlc::from_parts(u64::MAX, 0).ms(), Hlc::MAX_MS);
+    }
+
+    #[test]
+    fn version_vector_covers_merges_and_dominates() {
+        let mut a: VersionVector = [(MemberId(1), 3), (MemberId(2), 1)].into_iter().collect();
+        let b: VersionVector = [(MemberId(2), 4)].into_iter().collect();
+        assert!(a.covers(Dot::new(MemberId(1), 3)));
+        assert!(!a.covers(Dot::new(MemberId(1), 4)));
+        assert!(!a.covers(Dot::new(MemberId(3), 1)));
+        assert!(!a.dominates(&b));
+        a.merge(&b);
+        assert!(a.dominates(&b));
+        assert_eq!(a.get(MemberId(2)), 4);
+        assert_eq!(a.total(), 7);
+        a.set(MemberId(1), 0);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![(MemberId(2), 4)]);
+    }
+}

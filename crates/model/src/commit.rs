@@ -1,0 +1,688 @@
+//! Commits: an atomic group of writes by one member, and their canonical encoding.
+//!
+//! Each member numbers its commits 1, 2, 3, … . A commit's encoding is relative to the
+//! author's previous commit (its [`ChainContext`]): the clock is a delta, the causal context
+//! lists only the entries that changed, and field and collection names are indices into a
+//! table each author grows as it writes. Because commit `n` always depends on commit `n − 1`
+//! of the same author, every receiver holds that context when it decodes a commit, and the
+//! encoding is canonical: the bytes that are hashed and signed are the bytes that travel.
+//!
+//! The hash chain `h(n) = BLAKE3(h(n−1), n, bytes(n))` ties each commit to all earlier ones
+//! of its author, so one signature over a head vouches for the whole chain up to it.
+
+use crate::clock::{Hlc, VersionVector};
+use crate::crypto::{JoinProof, PublicKey};
+use crate::{DatasetId, Dot, Hash, MemberId, Value, limits};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// One change to one field (or to the whole record, for [`Op::Delete`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Assign a value to a field.
+    Set(String, Value),
+    /// Add to a counter field (concurrent increments add up).
+    Incr(String, i64),
+    /// Add a string to a set field (add wins over a concurrent remove).
+    Add(String, String),
+    /// Remove a string from a set field (removes only the adds this commit has seen).
+    Remove(String, String),
+    /// Delete the record: removes every field value this commit has seen.
+    Delete,
+}
+
+impl Op {
+    /// The field this op touches, if it touches one field.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Op::Set(f, _) | Op::Incr(f, _) | Op::Add(f, _) | Op::Remove(f, _) => Some(f),
+            Op::Delete => None,
+        }
+    }
+}
+
+/// One entry of a commit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Ops on one record of one collection.
+    Record {
+        /// Collection name.
+        collection: String,
+        /// Record id.
+        id: String,
+        /// The ops, applied in order.
+        ops: Vec<Op>,
+    },
+    /// The admin's first commit: it founds the dataset.
+    Genesis {
+        /// The dataset's human name.
+        name: String,
+        /// The admin device's label.
+        label: String,
+        /// The admin's public key.
+        admin_key: PublicKey,
+    },
+    /// A member's first commit: the admin's invitation and the new device's key.
+    Join(JoinProof),
+}
+
+/// A decoded commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    /// Who wrote it.
+    pub author: MemberId,
+    /// The author's commit number (1, 2, 3, …).
+    pub seq: u64,
+    /// Hybrid logical clock when it was written.
+    pub hlc: Hlc,
+    /// What the author had applied from other members when it wrote this commit (the causal
+    /// context, without the author's own entry, which is always `seq − 1`).
+    pub deps: VersionVector,
+    /// The changes.
+    pub changes: Vec<Change>,
+}
+
+impl Commit {
+    /// The commit's identity as an event.
+    pub fn dot(&self) -> Dot {
+        Dot::new(self.author, self.seq)
+    }
+
+    /// Everything this commit causally follows: its deps plus the author's earlier commits.
+    pub fn context(&self) -> VersionVector {
+        let mut c = self.deps.clone();
+        c.set(self.author, self.seq - 1);
+        c
+    }
+}
+
+/// Why a commit could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The bytes are not a valid postcard encoding of a commit.
+    #[error("malformed commit encoding: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// Bytes were left over after the commit.
+    #[error("{0} unexpected bytes after the commit")]
+    TrailingBytes(usize),
+    /// The commit is larger than the format allows.
+    #[error("commit of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// The clock did not move forward from the author's previous commit.
+    #[error("clock does not advance past the author's previous commit")]
+    ClockNotMonotonic,
+    /// The causal context names the author itself, goes backwards, or is unsorted.
+    #[error("invalid causal context: {0}")]
+    BadDeps(&'static str),
+    /// A name is empty, too long, repeated or refers past the author's name table.
+    #[error("invalid name: {0}")]
+    BadName(&'static str),
+    /// A record id is empty or too long.
+    #[error("invalid record id")]
+    BadRecordId,
+    /// A genesis or join change is missing, misplaced or duplicated.
+    #[error("invalid membership change: {0}")]
+    BadMembership(&'static str),
+    /// A value is not valid (non-finite float or out-of-range decimal).
+    #[error("invalid value")]
+    BadValue,
+    /// The commit to encode is not the author's next one.
+    #[error("commit {got} of member {author} does not follow {have}")]
+    OutOfOrder {
+        /// The author.
+        author: MemberId,
+        /// The commit's number.
+        got: u64,
+        /// The last number in the chain context.
+        have: u64,
+    },
+}
+
+/// What decoding or encoding an author's next commit needs: the state of the author's chain
+/// after its latest commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainContext {
+    /// The author.
+    pub author: MemberId,
+    /// The number of the latest commit (0 before the first).
+    pub seq: u64,
+    /// The chain hash after the latest commit.
+    pub hash: Hash,
+    /// The latest commit's clock.
+    pub hlc: Hlc,
+    /// The latest commit's causal context (without the author's own entry).
+    pub deps: VersionVector,
+    /// The author's name table: collection and field names in order of first use.
+    pub names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+/// The chain hash before an author's first commit.
+pub fn chain_root(dataset: DatasetId, author: MemberId) -> Hash {
+    let mut h = blake3::Hasher::new_derive_key("ferry v1 chain root");
+    h.update(&dataset.0);
+    h.update(&author.0.to_le_bytes());
+    Hash(*h.finalize().as_bytes())
+}
+
+/// The chain hash after commit `seq` with encoding `bytes`, given the hash before it.
+pub fn chain_next(prev: &Hash, seq: u64, bytes: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new_derive_key("ferry v1 commit chain");
+    h.update(&prev.0);
+    h.update(&seq.to_le_bytes());
+    h.update(bytes);
+    Hash(*h.finalize().as_bytes())
+}
+
+impl ChainContext {
+    /// The context before `author`'s first commit.
+    pub fn new(dataset: DatasetId, author: MemberId) -> ChainContext {
+        ChainContext {
+            author,
+            seq: 0,
+            hash: chain_root(dataset, author),
+            hlc: Hlc::default(),
+            deps: VersionVector::new(),
+            names: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Rebuilds a context from stored parts.
+    pub fn from_parts(
+        author: MemberId,
+        seq: u64,
+        hash: Hash,
+        hlc: Hlc,
+        deps: VersionVector,
+        names: Vec<String>,
+    ) -> ChainContext {
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        ChainContext {
+            author,
+            seq,
+            hash,
+            hlc,
+            deps,
+            names,
+            index,
+        }
+    }
+
+    /// Encodes `commit`, which must be this author's next commit, and advances the context.
+    pub fn encode(&mut self, commit: &Commit) -> Result<Vec<u8>, CommitError> {
+        if commit.author != self.author || commit.seq != self.seq + 1 {
+            return Err(CommitError::OutOfOrder {
+                author: commit.author,
+                got: commit.seq,
+                have: self.seq,
+            });
+        }
+        if self.seq > 0 && commit.hlc <= self.hlc {
+            return Err(CommitError::ClockNotMonotonic);
+        }
+        let mut new_names = Vec::new();
+        let mut intern = |name: &str, ctx: &mut ChainContext| -> Result<u32, CommitError> {
+            check_name(name)?;
+            if let Some(&i) = ctx.index.get(name) {
+                return Ok(i);
+            }
+            let i = ctx.names.len() as u32;
+            ctx.names.push(name.to_string());
+            ctx.index.insert(name.to_string(), i);
+            new_names.push(name.to_string());
+            Ok(i)
+        };
+        let saved_names = self.names.len();
+        let mut changes = Vec::with_capacity(commit.changes.len());
+        let result = (|| {
+            for change in &commit.changes {
+                changes.push(match change {
+                    Change::Record {
+                        collection,
+                        id,
+                        ops,
+                    } => {
+                        check_record_id(id)?;
+                        let coll = intern(collection, self)?;
+                        let mut wire_ops = Vec::with_capacity(ops.len());
+                        for op in ops {
+                            wire_ops.push(match op {
+                                Op::Set(f, v) => WireOp::set(intern(f, self)?, v.clone()),
+                                Op::Incr(f, n) => WireOp::Incr(intern(f, self)?, *n),
+                                Op::Add(f, e) => WireOp::Add(intern(f, self)?, e.clone()),
+                                Op::Remove(f, e) => WireOp::Remove(intern(f, self)?, e.clone()),
+                                Op::Delete => WireOp::Delete,
+                            });
+                        }
+                        WireChange::Record {
+                            coll,
+                            id: id.clone(),
+                            ops: wire_ops,
+                        }
+                    }
+                    Change::Genesis {
+                        name,
+                        label,
+                        admin_key,
+                    } => WireChange::Genesis {
+                        name: name.clone(),
+                        label: label.clone(),
+                        admin_key: *admin_key,
+                    },
+                    Change::Join(p) => WireChange::Join(p.clone()),
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.rollback_names(saved_names);
+            return Err(e);
+        }
+        let (ms, lc) = if self.seq == 0 {
+            (commit.hlc.ms(), commit.hlc.counter())
+        } else {
+            (commit.hlc.ms() - self.hlc.ms(), commit.hlc.counter())
+        };
+        let mut deps = commit.deps.clone();
+        deps.set(commit.author, 0);
+        let wire = WireCommit {
+            ms,
+            lc,
+            deps: deps
+                .changed_since(&self.deps)
+                .into_iter()
+                .map(|(m, n)| (m.0, n))
+                .collect(),
+            names: new_names,
+            changes,
+        };
+        let bytes = postcard::to_allocvec(&wire)?;
+        // Decoding our own output validates it exactly as a receiver will.
+        self.rollback_names(saved_names);
+        let decoded = self.decode(&bytes)?;
+        debug_assert_eq!(decoded.seq, commit.seq);
+        Ok(bytes)
+    }
+
+    fn rollback_names(&mut self, len: usize) {
+        for name in self.names.drain(len..) {
+            self.index.remove(&name);
+        }
+    }
+
+    /// Decodes the author's next commit from `bytes`, checks it, and advances the context
+    /// (including the chain hash).
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Commit, CommitError> {
+        if bytes.len() > limits::MAX_COMMIT {
+            return Err(CommitError::TooLarge(bytes.len()));
+        }
+        let (wire, rest): (WireCommit, _) = postcard::take_from_bytes(bytes)?;
+        if !rest.is_empty() {
+            return Err(CommitError::TrailingBytes(rest.len()));
+        }
+        let seq = self.seq + 1;
+        let hlc = if self.seq == 0 {
+            Hlc::from_parts(wire.ms, wire.lc)
+        } else {
+            let ms = self
+                .hlc
+                .ms()
+                .checked_add(wire.ms)
+                .filter(|&ms| ms <= Hlc::MAX_MS)
+                .ok_or(CommitError::ClockNotMonotonic)?;
+            Hlc::from_parts(ms, wire.lc)
+        };
+        if wire.ms > Hlc::MAX_MS || (self.seq > 0 && hlc <= self.hlc) {
+            return Err(CommitError::ClockNotMonotonic);
+        }
+        let mut deps = self.deps.clone();
+        let mut last = 0u32;
+        for (i, &(m, n)) in wire.deps.iter().enumerate() {
+            if i > 0 && m <= last {
+                return Err(CommitError::BadDeps("entries not in member order"));
+            }
+            last = m;
+            let m = MemberId(m);
+            if m == self.author {
+                return Err(CommitError::BadDeps("names the author itself"));
+            }
+            if n <= deps.get(m) {
+                return Err(CommitError::BadDeps("does not advance"));
+            }
+            deps.set(m, n);
+        }
+        let names_before = self.names.len();
+        for name in &wire.names {
+            if let Err(e) = check_name(name) {
+                self.rollback_names(names_before);
+                return Err(e);
+            }
+            if self.index.contains_key(name) {
+                self.rollback_names(names_before);
+                return Err(CommitError::BadName("defined twice"));
+            }
+            self.index.insert(name.clone(), self.names.len() as u32);
+            self.names.push(name.clone());
+        }
+        let changes = match self.decode_changes(seq, wire.changes) {
+            Ok(c) => c,
+            Err(e) => {
+                self.rollback_names(names_before);
+                return Err(e);
+            }
+        };
+        self.seq = seq;
+        self.hash = chain_next(&self.hash, seq, bytes);
+        self.hlc = hlc;
+        self.deps = deps.clone();
+        Ok(Commit {
+            author: self.author,
+            seq,
+            hlc,
+            deps,
+            changes,
+        })
+    }
+
+    /// Decodes the changes of the author's commit `seq` (already verified, so `seq` ≤
+    /// `self.seq`) without touching the context: how a stored commit is read back to be
+    /// applied once its causal dependencies have arrived.
+    pub fn decode_stored(&self, seq: u64, bytes: &[u8]) -> Result<Vec<Change>, CommitError> {
+        let (wire, _): (WireCommit, _) = postcard::take_from_bytes(bytes)?;
+        self.decode_changes(seq, wire.changes)
+    }
+
+    fn name(&self, i: u32) -> Result<String, CommitError> {
+        self.names
+            .get(i as usize)
+            .cloned()
+            .ok_or(CommitError::BadName("index past the author's name table"))
+    }
+
+    fn decode_changes(
+        &self,
+        seq: u64,
+        wire: Vec<WireChange>,
+    ) -> Result<Vec<Change>, CommitError> {
+        let mut out = Vec::with_capacity(wire.len());
+        for (i, change) in wire.into_iter().enumerate() {
+            let first = seq == 1 && i == 0;
+            out.push(match change {
+                WireChange::Record { coll, id, ops } => {
+                    if first {
+                        return Err(CommitError::BadMembership(
+                            "a member's first commit must start with its genesis or join",
+                        ));
+                    }
+                    check_record_id(&id)?;
+                    let mut decoded = Vec::with_capacity(ops.len());
+                    for op in ops {
+                        decoded.push(op.into_op(self)?);
+                    }
+                    Change::Record {
+                        collection: self.name(coll)?,
+                        id,
+                        ops: decoded,
+                    }
+                }
+                WireChange::Genesis {
+                    name,
+                    label,
+                    admin_key,
+                } => {
+                    if !first || self.author != MemberId::ADMIN {
+                        return Err(CommitError::BadMembership(
+                            "genesis outside the admin's first commit",
+                        ));
+                    }
+                    if name.len() > limits::MAX_LABEL || label.len() > limits::MAX_LABEL {
+                        return Err(CommitError::BadName("dataset name or label too long"));
+                    }
+                    Change::Genesis {
+                        name,
+                        label,
+                        admin_key,
+                    }
+                }
+                WireChange::Join(proof) => {
+                    if !first || self.author == MemberId::ADMIN {
+                        return Err(CommitError::BadMembership(
+                            "join outside a member's first commit",
+                        ));
+                    }
+                    Change::Join(proof)
+                }
+            });
+        }
+        if seq == 1 && out.is_empty() {
+            return Err(CommitError::BadMembership(
+                "a member's first commit must carry its genesis or join",
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), CommitError> {
+    if name.is_empty() {
+        return Err(CommitError::BadName("empty"));
+    }
+    if name.len() > limits::MAX_NAME {
+        return Err(CommitError::BadName("too long"));
+    }
+    Ok(())
+}
+
+fn check_record_id(id: &str) -> Result<(), CommitError> {
+    if id.is_empty() || id.len() > limits::MAX_RECORD_ID {
+        return Err(CommitError::BadRecordId);
+    }
+    Ok(())
+}
+
+/// The encoding of a commit (bundles/SPEC.md §5.2).
+#[derive(Serialize, Deserialize)]
+struct WireCommit {
+    /// Milliseconds since the author's previous commit (absolute for commit 1).
+    ms: u64,
+    /// Logical counter of the clock.
+    lc: u16,
+    /// Causal-context entries that changed since the author's previous commit.
+    deps: Vec<(u32, u64)>,
+    /// Names appended to the author's name table.
+    names: Vec<String>,
+    changes: Vec<WireChange>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireChange {
+    Record {
+        coll: u32,
+        id: String,
+        ops: Vec<WireOp>,
+    },
+    Genesis {
+        name: String,
+        label: String,
+        admin_key: PublicKey,
+    },
+    Join(JoinProof),
+}
+
+/// One op with the value's type folded into the op tag, so a typical field write costs one
+/// tag byte and one name byte before its value.
+#[derive(Serialize, Deserialize)]
+enum WireOp {
+    Null(u32),
+    False(u32),
+    True(u32),
+    Int(u32, i64),
+    Dec(u32, i64, u8),
+    F64(u32, f64),
+    Str(u32, String),
+    Bytes(u32, Vec<u8>),
+    Incr(u32, i64),
+    Add(u32, String),
+    Remove(u32, String),
+    Delete,
+}
+
+impl WireOp {
+    fn set(f: u32, v: Value) -> WireOp {
+        match v {
+            Value::Null => WireOp::Null(f),
+            Value::Bool(false) => WireOp::False(f),
+            Value::Bool(true) => WireOp::True(f),
+            Value::Int(i) => WireOp::Int(f, i),
+            Value::Float(x) => match crate::value::to_decimal(x) {
+                Some((m, e)) => WireOp::Dec(f, m, e),
+                None => WireOp::F64(f, x),
+            },
+            Value::Str(s) => WireOp::Str(f, s),
+            Value::Bytes(b) => WireOp::Bytes(f, b),
+        }
+    }
+
+    fn into_op(self, ctx: &ChainContext) -> Result<Op, CommitError> {
+        Ok(match self {
+            WireOp::Null(f) => Op::Set(ctx.name(f)?, Value::Null),
+            WireOp::False(f) => Op::Set(ctx.name(f)?, Value::Bool(false)),
+            WireOp::True(f) => Op::Set(ctx.name(f)?, Value::Bool(true)),
+            WireOp::Int(f, i) => Op::Set(ctx.name(f)?, Value::Int(i)),
+            WireOp::Dec(f, m, e) => Op::Set(
+                ctx.name(f)?,
+                Value::Float(crate::value::from_decimal(m, e).ok_or(CommitError::BadValue)?),
+            ),
+            WireOp::F64(f, x) => Op::Set(
+                ctx.name(f)?,
+                Value::float(x).map_err(|_| CommitError::BadValue)?,
+            ),
+            WireOp::Str(f, s) => Op::Set(ctx.name(f)?, Value::Str(s)),
+            WireOp::Bytes(f, b) => Op::Set(ctx.name(f)?, Value::Bytes(b)),
+            WireOp::Incr(f, n) => Op::Incr(ctx.name(f)?, n),
+            WireOp::Add(f, e) => Op::Add(ctx.name(f)?, e),
+            WireOp::Remove(f, e) => Op::Remove(ctx.name(f)?, e),
+            WireOp::Delete => Op::Delete,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretKey;
+
+    const DS: DatasetId = DatasetId([3; 8]);
+
+    fn genesis() -> Commit {
+        Commit {
+            author: MemberId::ADMIN,
+            seq: 1,
+            hlc: Hlc::from_parts(1_763_000_000_000, 0),
+            deps: VersionVector::new(),
+            changes: vec![Change::Genesis {
+                name: "clinics".into(),
+                label: "hq".into(),
+                admin_key: SecretKey::from_bytes([1; 32]).public(),
+            }],
+        }
+    }
+
+    fn visit(seq: u64, ms: u64, deps: VersionVector) -> Commit {
+        Commit {
+            author: MemberId::ADMIN,
+            seq,
+            hlc: Hlc::from_parts(ms, 0),
+            deps,
+            changes: vec![Change::Record {
+                collection: "visits".into(),
+                id: format!("v-{seq}"),
+                ops: vec![
+                    Op::Set("village".into(), Value::Str("Kisumu Ndogo".into())),
+                    Op::Set("weight_kg".into(), Value::Float(61.5)),
+                    Op::Set("followup".into(), Value::Bool(true)),
+                    Op::Delete,
+                    Op::Incr("count".into(), -2),
+                    Op::Add("tags".into(), "tb".into()),
+                    Op::Remove("tags".into(), "hiv".into()),
+                    Op::Set("raw".into(), Value::Bytes(vec![0, 255])),
+                    Op::Set("note".into(), Value::Null),
+                    Op::Set("big".into(), Value::Float(1e300)),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn commits_round_trip_and_chain_identically_on_both_sides() {
+        let mut writer = ChainContext::new(DS, MemberId::ADMIN);
+        let mut reader = ChainContext::new(DS, MemberId::ADMIN);
+        let deps: VersionVector = [(MemberId(2), 5)].into_iter().collect();
+        let commits = [
+            genesis(),
+            visit(2, 1_763_000_000_500, deps.clone()),
+            visit(3, 1_763_000_060_000, deps),
+        ];
+        let mut sizes = vec![];
+        for c in &commits {
+            let bytes = writer.encode(c).unwrap();
+            sizes.push(bytes.len());
+            assert_eq!(&reader.decode(&bytes).unwrap(), c);
+        }
+        assert_eq!(writer, reader);
+        // Names are sent once per author: the third commit is smaller than the second.
+        assert!(sizes[2] < sizes[1], "{sizes:?}");
+    }
+
+    #[test]
+    fn decoding_rejects_what_an_honest_author_never_writes() {
+        let mut w = ChainContext::new(DS, MemberId::ADMIN);
+        let g = w.encode(&genesis()).unwrap();
+        let next = visit(2, 1_763_000_000_001, VersionVector::new());
+        let good = w.encode(&next).unwrap();
+
+        // A member's commit 1 that is not a join.
+        let mut r = ChainContext::new(DS, MemberId(2));
+        assert!(matches!(
+            r.decode(&g),
+            Err(CommitError::BadMembership(_))
+        ));
+        // Trailing garbage.
+        let mut r = ChainContext::new(DS, MemberId::ADMIN);
+        r.decode(&g).unwrap();
+        let mut padded = good.clone();
+        padded.push(0);
+        assert!(matches!(
+            r.clone().decode(&padded),
+            Err(CommitError::TrailingBytes(1))
+        ));
+        // Truncated.
+        assert!(matches!(
+            r.clone().decode(&good[..good.len() - 1]),
+            Err(CommitError::Malformed(_))
+        ));
+        // The decoder state is unchanged by a failed decode.
+        let before = r.clone();
+        let _ = r.decode(&padded);
+        assert_eq!(r, before);
+        assert_eq!(r.decode(&good).unwrap(), next);
+    }
+
+    #[test]
+    fn encoding_refuses_a_clock_that_goes_backwards_or_a_skipped_seq() {
+        let mut w = ChainContext::new(DS, MemberId::ADMIN);
+        w.encode(&genesis()).unwrap();
+        let stale = visit(2, 1_000, VersionVector::new());
+        assert!(matches!(w.encode(&stale), Err(CommitError::ClockNotMonotonic)));
+        let skipped = visit(3, 1_763_000_000_001, VersionVector::new());
+        assert!(matches!(w.encode(&skipped), Err(CommitError::OutOfOrder { .. })));
+        assert_eq!(w.seq, 1);
+        assert!(w.names.is_empty(), "failed encodes leave no names behind");
+    }
+}

@@ -1,0 +1,330 @@
+//! Keys and signatures: who may write, and how anyone can check it offline.
+//!
+//! Every signature in ferry is Ed25519 (RFC 8032), checked with `verify_strict`, over a
+//! message that starts with a distinct, NUL-terminated context string so that a signature
+//! made for one purpose can never be replayed for another (bundles/SPEC.md §7).
+
+use crate::{DatasetId, Hash, MemberId, limits};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// An Ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", &crate::id::hex(&self.0)[..16])
+    }
+}
+
+impl PublicKey {
+    /// Whether `sig` is a valid strict Ed25519 signature of `msg` by this key.
+    pub fn verify(&self, msg: &[u8], sig: &Signature) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
+            .is_ok()
+    }
+
+    /// A short fingerprint for people to compare: the first 8 bytes of the key, in hex.
+    pub fn fingerprint(&self) -> String {
+        crate::id::hex(&self.0[..8])
+    }
+}
+
+/// An Ed25519 signature (64 bytes, encoded without a length prefix).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}…)", &crate::id::hex(&self.0)[..16])
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(64)?;
+        for b in &self.0 {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Signature;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Signature, A::Error> {
+                let mut out = [0u8; 64];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Signature(out))
+            }
+        }
+        d.deserialize_tuple(64, V)
+    }
+}
+
+/// An Ed25519 signing key. The secret never leaves the node's home folder, except inside an
+/// invitation (which carries a one-time invitation key, not a member key).
+#[derive(Clone)]
+pub struct SecretKey(SigningKey);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(public {:?})", self.public())
+    }
+}
+
+impl SecretKey {
+    /// A key from 32 bytes of secret randomness (the caller draws them).
+    pub fn from_bytes(bytes: [u8; 32]) -> SecretKey {
+        SecretKey(SigningKey::from_bytes(&bytes))
+    }
+
+    /// The 32 secret bytes, for storing.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The matching public key.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Signature {
+        Signature(self.0.sign(msg).to_bytes())
+    }
+}
+
+/// The message a member signs to vouch for its own hash chain up to `seq`: "every commit of
+/// mine up to `seq` is the one whose chain hash is `chain`". When the signature is a bundle
+/// signature, `digest` is the BLAKE3 digest of the bundle's header and payload, so the same
+/// signature also authenticates the bundle (bundles/SPEC.md §7.1).
+pub fn head_message(
+    dataset: DatasetId,
+    member: MemberId,
+    seq: u64,
+    chain: &Hash,
+    digest: Option<&[u8; 32]>,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(100);
+    m.extend_from_slice(b"ferry v1 head\0");
+    m.extend_from_slice(&dataset.0);
+    m.extend_from_slice(&member.0.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(&chain.0);
+    match digest {
+        Some(d) => {
+            m.push(1);
+            m.extend_from_slice(d);
+        }
+        None => m.push(0),
+    }
+    m
+}
+
+/// The message the admin signs when it invites member `member`: the invitation key that may
+/// introduce that member, and the label the admin gave it.
+pub fn invite_message(
+    dataset: DatasetId,
+    member: MemberId,
+    invite_key: &PublicKey,
+    label: &str,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(80 + label.len());
+    m.extend_from_slice(b"ferry v1 invite\0");
+    m.extend_from_slice(&dataset.0);
+    m.extend_from_slice(&member.0.to_le_bytes());
+    m.extend_from_slice(&invite_key.0);
+    m.extend_from_slice(label.as_bytes());
+    m
+}
+
+/// The message an invitation key signs to bind the joining device's own key to the member
+/// number.
+pub fn join_message(dataset: DatasetId, member: MemberId, member_key: &PublicKey) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64);
+    m.extend_from_slice(b"ferry v1 join\0");
+    m.extend_from_slice(&dataset.0);
+    m.extend_from_slice(&member.0.to_le_bytes());
+    m.extend_from_slice(&member_key.0);
+    m
+}
+
+/// The admin's signed permission for one new member (carried inside an invitation file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteCert {
+    /// The member number the admin reserved.
+    pub member: MemberId,
+    /// The label the admin chose (e.g. "clinic-b").
+    pub label: String,
+    /// The one-time invitation public key.
+    pub invite_key: PublicKey,
+    /// The admin's signature over [`invite_message`].
+    pub cert: Signature,
+}
+
+/// The first change of every non-admin member's first commit: proof that the admin invited
+/// it. Any member holding the admin's public key can check it, offline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinProof {
+    /// The admin's invitation for this member number.
+    pub invite: InviteCert,
+    /// The joining device's own, newly generated public key.
+    pub member_key: PublicKey,
+    /// The invitation key's signature over [`join_message`].
+    pub join_sig: Signature,
+}
+
+/// Why a join proof was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The proof names a different member number than the commit's author.
+    #[error("the invitation is for member {invited}, but the commit is by member {author}")]
+    WrongMember {
+        /// Member number in the invitation.
+        invited: MemberId,
+        /// Author of the commit carrying it.
+        author: MemberId,
+    },
+    /// The admin's signature does not verify: the invitation was not issued by this
+    /// dataset's admin.
+    #[error("the invitation was not signed by this dataset's admin")]
+    BadCert,
+    /// The invitation key did not sign the member key.
+    #[error("the join was not signed with the invitation key")]
+    BadJoinSig,
+    /// The label is longer than the limit.
+    #[error("the member label is too long")]
+    LabelTooLong,
+}
+
+impl JoinProof {
+    /// Checks the proof for `author` in `dataset` against the admin's key.
+    pub fn verify(
+        &self,
+        dataset: DatasetId,
+        author: MemberId,
+        admin: &PublicKey,
+    ) -> Result<(), JoinError> {
+        if self.invite.member != author {
+            return Err(JoinError::WrongMember {
+                invited: self.invite.member,
+                author,
+            });
+        }
+        if self.invite.label.len() > limits::MAX_LABEL {
+            return Err(JoinError::LabelTooLong);
+        }
+        let msg = invite_message(
+            dataset,
+            self.invite.member,
+            &self.invite.invite_key,
+            &self.invite.label,
+        );
+        if !admin.verify(&msg, &self.invite.cert) {
+            return Err(JoinError::BadCert);
+        }
+        let msg = join_message(dataset, author, &self.member_key);
+        if !self.invite.invite_key.verify(&msg, &self.join_sig) {
+            return Err(JoinError::BadJoinSig);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn a_join_proof_verifies_only_for_its_member_dataset_and_admin() {
+        let ds = DatasetId([7; 8]);
+        let admin = key(1);
+        let invite = key(2);
+        let device = key(3);
+        let member = MemberId(4);
+        let cert = admin.sign(&invite_message(ds, member, &invite.public(), "clinic-b"));
+        let proof = JoinProof {
+            invite: InviteCert {
+                member,
+                label: "clinic-b".into(),
+                invite_key: invite.public(),
+                cert,
+            },
+            member_key: device.public(),
+            join_sig: invite.sign(&join_message(ds, member, &device.public())),
+        };
+        assert_eq!(proof.verify(ds, member, &admin.public()), Ok(()));
+        assert_eq!(
+            proof.verify(ds, MemberId(5), &admin.public()),
+            Err(JoinError::WrongMember {
+                invited: member,
+                author: MemberId(5)
+            })
+        );
+        assert_eq!(
+            proof.verify(DatasetId([8; 8]), member, &admin.public()),
+            Err(JoinError::BadCert)
+        );
+        assert_eq!(
+            proof.verify(ds, member, &key(9).public()),
+            Err(JoinError::BadCert)
+        );
+        let mut forged = proof.clone();
+        forged.member_key = key(10).public();
+        assert_eq!(
+            forged.verify(ds, member, &admin.public()),
+            Err(JoinError::BadJoinSig)
+        );
+    }
+
+    #[test]
+    fn signatures_encode_as_64_raw_bytes() {
+        let sig = key(1).sign(b"x");
+        let bytes = postcard::to_allocvec(&sig).unwrap();
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(postcard::from_bytes::<Signature>(&bytes).unwrap(), sig);
+        assert!(postcard::from_bytes::<Signature>(&bytes[..63]).is_err());
+    }
+
+    #[test]
+    fn head_signatures_are_bound_to_every_field() {
+        let k = key(1);
+        let ds = DatasetId([1; 8]);
+        let h = Hash([5; 32]);
+        let msg = head_message(ds, MemberId(1), 3, &h, None);
+        let sig = k.sign(&msg);
+        assert!(k.public().verify(&msg, &sig));
+        for other in [
+            head_message(ds, MemberId(2), 3, &h, None),
+            head_message(ds, MemberId(1), 4, &h, None),
+            head_message(ds, MemberId(1), 3, &Hash([6; 32]), None),
+            head_message(ds, MemberId(1), 3, &h, Some(&[0; 32])),
+            head_message(DatasetId([2; 8]), MemberId(1), 3, &h, None),
+        ] {
+            assert!(!k.public().verify(&other, &sig));
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Field values and their compact encoding.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a field holds.
+///
+/// Floats are always finite: decoders reject NaN and infinities, and [`Value::parse`] turns
+/// such text into a string.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "CompactValue", into = "CompactValue")]
+pub enum Value {
+    /// No value.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A 64-bit signed integer.
+    Int(i64),
+    /// A finite 64-bit float.
+    Float(f64),
+    /// UTF-8 text.
+    Str(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+}
+
+/// Why a piece of text could not become a value.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum ValueParseError {
+    /// A float was NaN or infinite.
+    #[error("numbers must be finite")]
+    NotFinite,
+    /// A decimal had a mantissa of 2^53 or more or an exponent above 22.
+    #[error("decimal number out of range")]
+    BadDecimal,
+}
+
+impl Value {
+    /// Reads a value typed on the command line: an integer, a float, `true`, `false` or `null`;
+    /// anything else is a string. Text in double quotes is always a string (the quotes are
+    /// removed), so `'"0042"'` stays the text `0042`.
+    ///
+    /// ```
+    /// use ferry_model::Value;
+    /// assert_eq!(Value::parse("34"), Value::Int(34));
+    /// assert_eq!(Value::parse("61.5"), Value::Float(61.5));
+    /// assert_eq!(Value::parse("true"), Value::Bool(true));
+    /// assert_eq!(Value::parse("0042"), Value::Str("0042".into()));
+    /// assert_eq!(Value::parse("\"34\""), Value::Str("34".into()));
+    /// assert_eq!(Value::parse("Kisumu Ndogo"), Value::Str("Kisumu Ndogo".into()));
+    /// ```
+    pub fn parse(text: &str) -> Value {
+        match text {
+            "null" => return Value::Null,
+            "true" => return Value::Bool(true),
+            "false" => return Value::Bool(false),
+            _ => {}
+        }
+        if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') {
+            return Value::Str(text[1..text.len() - 1].to_string());
+        }
+        if is_canonical_int(text) {
+            if let Ok(i) = text.parse::<i64>() {
+                return Value::Int(i);
+            }
+        }
+        if is_plain_float(text) {
+            if let Ok(f) = text.parse::<f64>() {
+                if f.is_finite() {
+                    return Value::Float(f);
+                }
+            }
+        }
+        Value::Str(text.to_string())
+    }
+
+    /// A float value, refusing NaN and infinities.
+    pub fn float(f: f64) -> Result<Value, ValueParseError> {
+        if f.is_finite() {
+            Ok(Value::Float(f))
+        } else {
+            Err(ValueParseError::NotFinite)
+        }
+    }
+
+    /// The name of the value's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::Bytes(_) => "bytes",
+        }
+    }
+
+    /// A total order used to break ties deterministically: by type, then by value.
+    pub fn total_cmp(&self, other: &Value) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        fn rank(v: &Value) -> u8 {
+            match v {
+                Value::Null => 0,
+                Value::Bool(_) => 1,
+                Value::Int(_) => 2,
+                Value::Float(_) => 3,
+                Value::Str(_) => 4,
+                Value::Bytes(_) => 5,
+            }
+        }
+        match (self, other) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+            (Value::Str(a), Value::Str(b)) => a.cmp(b),
+            (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+            _ => rank(self).cmp(&rank(other)).then(Ordering::Equal),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) if x.fract() == 0.0 && x.abs() < 1e16 => write!(f, "{x:.1}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Str(s) => f.write_str(s),
+            Value::Bytes(b) => write!(f, "<{} bytes>", b.len()),
+        }
+    }
+}
+
+fn is_canonical_int(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+}
+
+fn is_plain_float(t: &str) -> bool {
+    let body = t.strip_prefix('-').unwrap_or(t);
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (mantissa, None),
+    };
+    let int_ok = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && (int == "0" || !int.starts_with('0'));
+    let frac_ok = frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+    let exp_ok = exp.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    int_ok && frac_ok && exp_ok && (frac.is_some() || exp.is_some())
+}
+
+/// Exact powers of ten representable in an f64 (10^0 ..= 10^22).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Writes `x` as `mantissa / 10^exp` when that is exact and short (e.g. 61.5 → (615, 1)), so
+/// that typical measurements take 2–4 bytes instead of 8.
+pub(crate) fn to_decimal(x: f64) -> Option<(i64, u8)> {
+    if !x.is_finite() || (x == 0.0 && x.is_sign_negative()) {
+        return None;
+    }
+    // Display prints the shortest text that reads back to the same float, without exponent.
+    let text = format!("{x}");
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    if frac.len() > 22 || int.len() + frac.len() > 17 {
+        return None;
+    }
+    let mantissa: i64 = format!("{int}{frac}").parse().ok()?;
+    if mantissa.unsigned_abs() >= 1 << 53 {
+        return None;
+    }
+    let exp = frac.len() as u8;
+    (from_decimal(mantissa, exp)? == x).then_some((mantissa, exp))
+}
+
+/// The inverse of [`to_decimal`]: exact and platform-independent, because both operands are
+/// exactly representable and IEEE division rounds correctly.
+pub(crate) fn from_decimal(mantissa: i64, exp: u8) -> Option<f64> {
+    if mantissa.unsigned_abs() >= 1 << 53 {
+        return None;
+    }
+    let p = *POW10.get(exp as usize)?;
+    Some(mantissa as f64 / p)
+}
+
+/// The encoding of a [`Value`] (bundles/SPEC.md §5.3): integers as zig-zag varints, floats as
+/// short decimals where exact.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum CompactValue {
+    Null,
+    False,
+    True,
+    Int(i64),
+    Dec(i64, u8),
+    F64(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+}
+
+impl From<Value> for CompactValue {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::Null => CompactValue::Null,
+            Value::Bool(false) => CompactValue::False,
+            Value::Bool(true) => CompactValue::True,
+            Value::Int(i) => CompactValue::Int(i),
+            Value::Float(f) => match to_decimal(f) {
+                Some((m, e)) => CompactValue::Dec(m, e),
+                None => CompactValue::F64(f),
+            },
+            Value::Str(s) => CompactValue::Str(s),
+            Value::Bytes(b) => CompactValue::Bytes(b),
+        }
+    }
+}
+
+impl TryFrom<CompactValue> for Value {
+    type Error = ValueParseError;
+
+    fn try_from(v: CompactValue) -> Result<Self, Self::Error> {
+        Ok(match v {
+            CompactValue::Null => Value::Null,
+            CompactValue::False => Value::Bool(false),
+            CompactValue::True => Value::Bool(true),
+            CompactValue::Int(i) => Value::Int(i),
+            CompactValue::Dec(m, e) => Value::Float(from_decimal(m, e).ok_or(ValueParseError::BadDecimal)?),
+            CompactValue::F64(f) => Value::float(f)?,
+            CompactValue::Str(s) => Value::Str(s),
+            CompactValue::Bytes(b) => Value::Bytes(b),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parse_follows_the_cli_contract() {
+        let cases = [
+            ("0", Value::Int(0)),
+            ("-17", Value::Int(-17)),
+            ("007", Value::Str("007".into())),
+            ("1.", Value::Str("1.".into())),
+            ("-0.5", Value::Float(-0.5)),
+            ("2.5e3", Value::Float(2500.0)),
+            ("NaN", Value::Str("NaN".into())),
+            ("inf", Value::Str("inf".into())),
+            ("null", Value::Null),
+            ("false", Value::Bool(false)),
+            ("\"null\"", Value::Str("null".into())),
+            ("99999999999999999999", Value::Str("99999999999999999999".into())),
+            ("", Value::Str(String::new())),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Value::parse(text), want, "parsing {text:?}");
+        }
+    }
+
+    #[test]
+    fn measurements_encode_as_short_decimals() {
+        for (x, want) in [(61.5, (615, 1)), (37.8, (378, 1)), (0.1, (1, 1)), (-2.25, (-225, 2))] {
+            assert_eq!(to_decimal(x), Some(want), "{x}");
+        }
+        let bytes = postcard::to_allocvec(&Value::Float(37.8)).unwrap();
+        assert_eq!(bytes.len(), 4, "tag + 2-byte mantissa + exponent");
+        assert_eq!(to_decimal(-0.0), None);
+        assert_eq!(to_decimal(1e300), None);
+    }
+
+    proptest! {
+        #[test]
+        fn every_finite_float_round_trips_bit_exactly(bits in any::<u64>()) {
+            let x = f64::from_bits(bits);
+            prop_assume!(x.is_finite());
+            let bytes = postcard::to_allocvec(&Value::Float(x)).unwrap();
+            let back: Value = postcard::from_bytes(&bytes).unwrap();
+            match back {
+                Value::Float(y) => prop_assert_eq!(y.to_bits(), x.to_bits()),
+                other => prop_assert!(false, "decoded {:?}", other),
+            }
+        }
+
+        #[test]
+        fn short_decimals_round_trip(m in -100_000_000i64..100_000_000, e in 0u8..6) {
+            let x = from_decimal(m, e).unwrap();
+            let bytes = postcard::to_allocvec(&Value::Float(x)).unwrap();
+            let back: Value = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(back, Value::Float(x));
+        }
+    }
+}

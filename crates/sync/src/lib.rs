@@ -1,0 +1,31 @@
+//! ferry's sync engine: what to do with a bundle, and what to put in one.
+//!
+//! The engine is pure logic over a [`Storage`] trait. It never opens files or sockets and
+//! never reads the clock: the caller passes `now` and random salts, and supplies storage
+//! (SQLite in `ferry-store`, or [`mem::MemStorage`] for tests and seeded simulations).
+//!
+//! - [`Engine::ingest`] reads one bundle: it checks every commit against its author's hash
+//!   chain and signature, stores what is new, counts duplicates, keeps commits whose
+//!   causal dependencies are missing as *pending*, and keeps runs that cannot be checked yet
+//!   (their author's earlier commits or membership have not arrived) as *stashed*.
+//! - [`Engine::settle`] applies whatever pending and stashed commits have become ready.
+//! - [`Engine::commit_local`] records this node's own writes.
+//! - [`plan::plan_export`] decides what a bundle must carry, and [`Engine::export`] writes it.
+//!
+//! Callers run `ingest` + `settle` inside one storage transaction and roll back on error:
+//! a bundle is applied entirely or not at all.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod engine;
+pub mod mem;
+mod membership;
+pub mod plan;
+pub mod sim;
+mod storage;
+
+pub use engine::{Engine, ExportReport, IngestError, IngestReport, RunSummary, SettleReport};
+pub use engine::may_write;
+pub use membership::Invitation;
+pub use plan::{Coverage, ExportRun};
+pub use storage::{MemberInfo, Proof, Storage, StoredCommit};

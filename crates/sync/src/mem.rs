@@ -1,0 +1,168 @@
+//! An in-memory [`Storage`], for tests and seeded simulations of many replicas.
+//!
+//! Transactions are by cloning: take a copy before [`crate::Engine::ingest`] and put it back
+//! if the ingest fails.
+
+use crate::storage::{MemberInfo, Proof, Storage, StoredCommit};
+use ferry_model::commit::ChainContext;
+use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
+use std::collections::BTreeMap;
+
+/// The in-memory storage's only error: data it should hold is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("in-memory storage is missing {0}")]
+pub struct MemError(pub String);
+
+/// Everything a replica stores, in maps.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    members: BTreeMap<MemberId, MemberInfo>,
+    chains: BTreeMap<MemberId, ChainContext>,
+    commits: BTreeMap<(MemberId, u64), StoredCommit>,
+    proofs: BTreeMap<(MemberId, u64), Proof>,
+    applied: VersionVector,
+    /// Records by (collection, id).
+    pub records: BTreeMap<(String, String), RecordState>,
+    stash: BTreeMap<(MemberId, u64), Vec<u8>>,
+    stash_proofs: BTreeMap<(MemberId, u64), Proof>,
+    peers: BTreeMap<MemberId, VersionVector>,
+    clock: Hlc,
+}
+
+impl Storage for MemStorage {
+    type Error = MemError;
+
+    fn missing(what: String) -> MemError {
+        MemError(what)
+    }
+
+    fn members(&self) -> Result<Vec<MemberInfo>, MemError> {
+        Ok(self.members.values().cloned().collect())
+    }
+
+    fn member(&self, m: MemberId) -> Result<Option<MemberInfo>, MemError> {
+        Ok(self.members.get(&m).cloned())
+    }
+
+    fn put_member(&mut self, info: &MemberInfo) -> Result<(), MemError> {
+        self.members.insert(info.member, info.clone());
+        Ok(())
+    }
+
+    fn chain(&self, m: MemberId) -> Result<Option<ChainContext>, MemError> {
+        Ok(self.chains.get(&m).cloned())
+    }
+
+    fn put_chain(&mut self, ctx: &ChainContext) -> Result<(), MemError> {
+        self.chains.insert(ctx.author, ctx.clone());
+        Ok(())
+    }
+
+    fn stored(&self) -> Result<VersionVector, MemError> {
+        Ok(self.chains.values().map(|c| (c.author, c.seq)).collect())
+    }
+
+    fn insert_commit(&mut self, c: &StoredCommit) -> Result<(), MemError> {
+        self.commits.insert((c.author, c.seq), c.clone());
+        Ok(())
+    }
+
+    fn commit(&self, m: MemberId, seq: u64) -> Result<Option<StoredCommit>, MemError> {
+        Ok(self.commits.get(&(m, seq)).cloned())
+    }
+
+    fn commit_hash(&self, m: MemberId, seq: u64) -> Result<Option<Hash>, MemError> {
+        Ok(self.commits.get(&(m, seq)).map(|c| c.hash))
+    }
+
+    fn put_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), MemError> {
+        self.proofs.insert((author, proof.seq), proof.clone());
+        Ok(())
+    }
+
+    fn proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>, MemError> {
+        Ok(self.proofs.get(&(author, seq)).cloned())
+    }
+
+    fn applied(&self) -> Result<VersionVector, MemError> {
+        Ok(self.applied.clone())
+    }
+
+    fn set_applied(&mut self, m: MemberId, seq: u64) -> Result<(), MemError> {
+        self.applied.set(m, seq);
+        Ok(())
+    }
+
+    fn record(&self, collection: &str, id: &str) -> Result<Option<RecordState>, MemError> {
+        Ok(self
+            .records
+            .get(&(collection.to_string(), id.to_string()))
+            .cloned())
+    }
+
+    fn put_record(
+        &mut self,
+        collection: &str,
+        id: &str,
+        state: &RecordState,
+    ) -> Result<(), MemError> {
+        self.records
+            .insert((collection.to_string(), id.to_string()), state.clone());
+        Ok(())
+    }
+
+    fn stash_commit(&mut self, author: MemberId, seq: u64, bytes: &[u8]) -> Result<bool, MemError> {
+        if self.stash.contains_key(&(author, seq)) {
+            return Ok(false);
+        }
+        self.stash.insert((author, seq), bytes.to_vec());
+        Ok(true)
+    }
+
+    fn stash_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), MemError> {
+        self.stash_proofs
+            .entry((author, proof.seq))
+            .or_insert_with(|| proof.clone());
+        Ok(())
+    }
+
+    fn stashed_commit(&self, author: MemberId, seq: u64) -> Result<Option<Vec<u8>>, MemError> {
+        Ok(self.stash.get(&(author, seq)).cloned())
+    }
+
+    fn stashed_proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>, MemError> {
+        Ok(self.stash_proofs.get(&(author, seq)).cloned())
+    }
+
+    fn unstash(&mut self, author: MemberId, up_to: u64) -> Result<(), MemError> {
+        self.stash.retain(|&(a, s), _| a != author || s > up_to);
+        self.stash_proofs.retain(|&(a, s), _| a != author || s > up_to);
+        Ok(())
+    }
+
+    fn stashed(&self) -> Result<Vec<(MemberId, u64)>, MemError> {
+        let mut out: BTreeMap<MemberId, u64> = BTreeMap::new();
+        for &(a, _) in self.stash.keys() {
+            *out.entry(a).or_default() += 1;
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    fn peer(&self, m: MemberId) -> Result<VersionVector, MemError> {
+        Ok(self.peers.get(&m).cloned().unwrap_or_default())
+    }
+
+    fn merge_peer(&mut self, m: MemberId, vv: &VersionVector) -> Result<(), MemError> {
+        self.peers.entry(m).or_default().merge(vv);
+        Ok(())
+    }
+
+    fn clock(&self) -> Result<Hlc, MemError> {
+        Ok(self.clock)
+    }
+
+    fn set_clock(&mut self, hlc: Hlc) -> Result<(), MemError> {
+        self.clock = hlc;
+        Ok(())
+    }
+}

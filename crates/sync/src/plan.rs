@@ -1,0 +1,136 @@
+//! Deciding what a bundle must carry: pure functions over version vectors.
+
+use ferry_model::{MemberId, VersionVector};
+
+/// A contiguous range of one author's commits that some bundle carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Coverage {
+    /// The author.
+    pub author: MemberId,
+    /// First commit number.
+    pub first: u64,
+    /// Last commit number (inclusive).
+    pub last: u64,
+}
+
+/// One run to put into a bundle: `author`'s commits `first..=last`.
+pub type ExportRun = Coverage;
+
+/// The runs a bundle must carry so that every peer gets what it lacks, given what this node
+/// holds (`stored`), what each peer is known to hold, and what other bundles already on the
+/// same medium carry (`carried`).
+///
+/// For each author, the run goes from the oldest commit some peer lacks up to the newest
+/// one held here (a run always ends at a commit this node holds a proof for). It is left out
+/// when the bundles already on the medium carry all of it.
+///
+/// ```
+/// use ferry_model::{MemberId, VersionVector};
+/// use ferry_sync::plan::{plan_export, Coverage};
+///
+/// let stored: VersionVector = [(MemberId(1), 5), (MemberId(2), 3)].into_iter().collect();
+/// let hq: VersionVector = [(MemberId(1), 5), (MemberId(2), 1)].into_iter().collect();
+/// let clinic: VersionVector = [(MemberId(1), 2), (MemberId(2), 3)].into_iter().collect();
+/// let runs = plan_export(&stored, &[hq, clinic], &[]);
+/// assert_eq!(runs, vec![
+///     Coverage { author: MemberId(1), first: 3, last: 5 },
+///     Coverage { author: MemberId(2), first: 2, last: 3 },
+/// ]);
+/// ```
+pub fn plan_export(
+    stored: &VersionVector,
+    peers: &[VersionVector],
+    carried: &[Coverage],
+) -> Vec<ExportRun> {
+    let mut runs = Vec::new();
+    for (author, last) in stored.iter() {
+        let Some(lowest) = peers.iter().map(|p| p.get(author)).min() else {
+            continue;
+        };
+        if lowest >= last {
+            continue;
+        }
+        let run = Coverage {
+            author,
+            first: lowest + 1,
+            last,
+        };
+        if !is_carried(&run, carried) {
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+/// Whether the ranges in `carried` together cover all of `run`.
+pub fn is_carried(run: &Coverage, carried: &[Coverage]) -> bool {
+    let mut ranges: Vec<_> = carried
+        .iter()
+        .filter(|c| c.author == run.author)
+        .map(|c| (c.first, c.last))
+        .collect();
+    ranges.sort_unstable();
+    let mut next = run.first;
+    for (first, last) in ranges {
+        if first > next {
+            break;
+        }
+        if last >= next {
+            next = last + 1;
+        }
+        if next > run.last {
+            return true;
+        }
+    }
+    next > run.last
+}
+
+/// Whether every peer already holds everything in `coverage` (so a bundle carrying only
+/// that may be removed from a shared medium).
+pub fn acknowledged_by_all(coverage: &[Coverage], peers: &[VersionVector]) -> bool {
+    coverage
+        .iter()
+        .all(|c| peers.iter().all(|p| p.get(c.author) >= c.last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cov(a: u32, first: u64, last: u64) -> Coverage {
+        Coverage {
+            author: MemberId(a),
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn carried_ranges_must_cover_the_whole_run() {
+        let run = cov(1, 3, 9);
+        assert!(is_carried(&run, &[cov(1, 1, 9)]));
+        assert!(is_carried(&run, &[cov(1, 6, 9), cov(1, 3, 5)]));
+        assert!(is_carried(&run, &[cov(1, 1, 4), cov(1, 5, 12)]));
+        assert!(!is_carried(&run, &[cov(1, 1, 4), cov(1, 6, 12)]));
+        assert!(!is_carried(&run, &[cov(2, 1, 12)]));
+        assert!(!is_carried(&run, &[cov(1, 4, 12)]));
+    }
+
+    #[test]
+    fn nothing_is_planned_without_peers_or_when_all_are_current() {
+        let stored: VersionVector = [(MemberId(1), 4)].into_iter().collect();
+        assert!(plan_export(&stored, &[], &[]).is_empty());
+        assert!(plan_export(&stored, std::slice::from_ref(&stored), &[]).is_empty());
+        let behind = VersionVector::new();
+        assert_eq!(plan_export(&stored, &[behind.clone()], &[]), vec![cov(1, 1, 4)]);
+        assert!(plan_export(&stored, &[behind], &[cov(1, 1, 4)]).is_empty());
+    }
+
+    #[test]
+    fn acknowledgement_needs_every_peer() {
+        let a: VersionVector = [(MemberId(1), 4)].into_iter().collect();
+        let b: VersionVector = [(MemberId(1), 2)].into_iter().collect();
+        assert!(acknowledged_by_all(&[cov(1, 1, 4)], std::slice::from_ref(&a)));
+        assert!(!acknowledged_by_all(&[cov(1, 1, 4)], &[a, b]));
+    }
+}

@@ -1,0 +1,257 @@
+//! Deterministic replicas in memory, for tests and seeded simulations.
+//!
+//! A [`SimNode`] is a whole ferry node without files: an [`Engine`] over [`MemStorage`],
+//! with keys and salts drawn from a seeded generator, so a scenario replays exactly from
+//! its seed.
+
+use crate::engine::{Engine, IngestError, IngestReport};
+use crate::mem::{MemError, MemStorage};
+use crate::membership::Invitation;
+use crate::plan::{Coverage, plan_export};
+use crate::storage::Storage;
+use ferry_bundle::{BundleReader, DatasetKey, WriteOptions};
+use ferry_model::crypto::SecretKey;
+use ferry_model::{Change, Commit, DatasetId, MemberId, Op, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// SplitMix64: a tiny, well-mixed deterministic generator (not for real keys).
+#[derive(Clone, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `N` random bytes.
+    pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        for chunk in out.chunks_mut(8) {
+            let r = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+        out
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// One replica.
+#[derive(Clone, Debug)]
+pub struct SimNode {
+    /// Its engine.
+    pub engine: Engine,
+    /// Its storage.
+    pub store: MemStorage,
+    /// Its device key.
+    pub secret: SecretKey,
+    /// The dataset key.
+    pub key: DatasetKey,
+    /// Its label.
+    pub label: String,
+    /// The dataset name.
+    pub dataset_name: String,
+    /// Its random source.
+    pub rng: SplitMix,
+}
+
+/// The sim's ingest result.
+pub type SimResult = Result<IngestReport, IngestError<MemError>>;
+
+impl SimNode {
+    /// Creates a dataset with this node as admin.
+    pub fn create(dataset_name: &str, label: &str, seed: u64, now_ms: u64) -> SimNode {
+        let mut rng = SplitMix(seed);
+        let secret = SecretKey::from_bytes(rng.bytes());
+        let engine = Engine {
+            dataset: DatasetId(rng.bytes()),
+            admin_key: secret.public(),
+            me: MemberId::ADMIN,
+        };
+        let mut node = SimNode {
+            engine,
+            store: MemStorage::default(),
+            key: DatasetKey(rng.bytes()),
+            secret,
+            label: label.to_string(),
+            dataset_name: dataset_name.to_string(),
+            rng,
+        };
+        let genesis = Change::Genesis {
+            name: dataset_name.to_string(),
+            label: label.to_string(),
+            admin_key: node.secret.public(),
+        };
+        node.engine
+            .commit_local(&mut node.store, vec![genesis], now_ms)
+            .expect("genesis");
+        node
+    }
+
+    /// The admin invites `member`, and records the invitation in `_members`.
+    pub fn invite(&mut self, member: MemberId, label: &str, now_ms: u64) -> Invitation {
+        let inv = Invitation::issue(
+            &self.secret,
+            self.engine.dataset,
+            &self.dataset_name,
+            self.key.0,
+            member,
+            label,
+            self.rng.bytes(),
+        );
+        self.write(
+            "_members",
+            &member.0.to_string(),
+            vec![Op::Set("label".into(), Value::Str(label.into()))],
+            now_ms,
+        );
+        inv
+    }
+
+    /// A new device joins with an invitation.
+    pub fn join(inv: &Invitation, seed: u64, now_ms: u64) -> SimNode {
+        let mut rng = SplitMix(seed);
+        let secret = SecretKey::from_bytes(rng.bytes());
+        let mut node = SimNode {
+            engine: Engine {
+                dataset: inv.dataset,
+                admin_key: inv.admin_key,
+                me: inv.member(),
+            },
+            store: MemStorage::default(),
+            key: DatasetKey(inv.dataset_key),
+            label: inv.cert.label.clone(),
+            dataset_name: inv.dataset_name.clone(),
+            secret,
+            rng,
+        };
+        let proof = inv.join_proof(&node.secret.public());
+        node.engine
+            .commit_local(&mut node.store, vec![Change::Join(proof)], now_ms)
+            .expect("join");
+        node
+    }
+
+    /// This node's member number.
+    pub fn me(&self) -> MemberId {
+        self.engine.me
+    }
+
+    /// Writes ops to one record in a local commit.
+    pub fn write(&mut self, collection: &str, id: &str, ops: Vec<Op>, now_ms: u64) -> Commit {
+        self.engine
+            .commit_local(
+                &mut self.store,
+                vec![Change::Record {
+                    collection: collection.into(),
+                    id: id.into(),
+                    ops,
+                }],
+                now_ms,
+            )
+            .expect("local commit")
+    }
+
+    /// Members this node knows of (joined or invited), without itself.
+    pub fn known_peers(&self) -> Vec<MemberId> {
+        let mut peers: BTreeSet<MemberId> = self
+            .store
+            .members()
+            .expect("mem")
+            .into_iter()
+            .map(|m| m.member)
+            .collect();
+        for (coll, id) in self.store.records.keys() {
+            if coll == "_members" {
+                if let Ok(n) = id.parse() {
+                    peers.insert(MemberId(n));
+                }
+            }
+        }
+        peers.remove(&self.me());
+        peers.into_iter().collect()
+    }
+
+    /// A bundle with everything some known peer lacks (minus what `carried` already holds).
+    pub fn bundle(&mut self, carried: &[Coverage]) -> Vec<u8> {
+        let peers: Vec<_> = self
+            .known_peers()
+            .into_iter()
+            .map(|p| self.store.peer(p).expect("mem"))
+            .collect();
+        let stored = self.store.stored().expect("mem");
+        let runs = plan_export(&stored, &peers, carried);
+        self.bundle_with(&runs)
+    }
+
+    /// A bundle carrying exactly `runs`.
+    pub fn bundle_with(&mut self, runs: &[Coverage]) -> Vec<u8> {
+        let salt = self.rng.bytes();
+        let (bytes, _) = self
+            .engine
+            .export(
+                &self.store,
+                runs,
+                &[],
+                Vec::new(),
+                salt,
+                &self.key,
+                &self.secret,
+                WriteOptions::default(),
+            )
+            .expect("export");
+        bytes
+    }
+
+    /// Ingests and settles one bundle, all or nothing.
+    pub fn ingest(&mut self, bytes: &[u8]) -> SimResult {
+        let before = self.store.clone();
+        let result = BundleReader::open(bytes)
+            .map_err(IngestError::from)
+            .and_then(|opener| self.engine.ingest(&mut self.store, opener, &self.key))
+            .and_then(|report| {
+                self.engine.settle(&mut self.store)?;
+                Ok(report)
+            });
+        if result.is_err() {
+            self.store = before;
+        }
+        result
+    }
+
+    /// The visible records (collection, id) → shown fields, without reserved collections.
+    pub fn listing(&self) -> BTreeMap<(String, String), BTreeMap<String, Value>> {
+        self.store
+            .records
+            .iter()
+            .filter(|((c, _), r)| !c.starts_with('_') && r.is_live())
+            .map(|(k, r)| {
+                let fields = r
+                    .shown()
+                    .into_iter()
+                    .map(|(f, v)| (f.to_string(), v))
+                    .collect();
+                (k.clone(), fields)
+            })
+            .collect()
+    }
+
+    /// (collection, id, field) of every conflicted field.
+    pub fn conflicts(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for ((c, id), r) in &self.store.records {
+            for f in r.conflicted_fields() {
+                out.push((c.clone(), id.clone(), f.to_string()));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,126 @@
+//! The storage a replica needs, as a trait.
+
+use ferry_model::commit::ChainContext;
+use ferry_model::crypto::{PublicKey, Signature};
+use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
+
+/// A member whose key this replica knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Member number.
+    pub member: MemberId,
+    /// The member's device key.
+    pub key: PublicKey,
+    /// The label the admin gave it.
+    pub label: String,
+}
+
+/// A commit whose place in its author's chain has been checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredCommit {
+    /// The author.
+    pub author: MemberId,
+    /// Its number.
+    pub seq: u64,
+    /// The chain hash after it.
+    pub hash: Hash,
+    /// Its clock.
+    pub hlc: Hlc,
+    /// Its causal context (without the author's own entry).
+    pub deps: VersionVector,
+    /// Its canonical encoding.
+    pub bytes: Vec<u8>,
+}
+
+/// An author's signature over its chain head at `seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proof {
+    /// The commit number the signature vouches for.
+    pub seq: u64,
+    /// The bundle digest it also covers, when it was a bundle signature.
+    pub digest: Option<[u8; 32]>,
+    /// The signature.
+    pub sig: Signature,
+}
+
+/// Everything the engine reads and writes. Implementations run inside a transaction that
+/// the caller commits after a successful ingest and rolls back otherwise.
+///
+/// Invariants the engine keeps (and implementations may rely on):
+/// - a member's commits are inserted in order 1, 2, 3, … with no gaps;
+/// - `set_applied(m, n)` is called with `n` = the previous value + 1;
+/// - for every member other than the local node with commits, a proof is stored at its
+///   latest commit.
+pub trait Storage {
+    /// The storage's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The error for data the engine stored earlier and cannot find again (the storage is
+    /// corrupt or was changed behind the engine's back).
+    fn missing(what: String) -> Self::Error;
+
+    /// Every member whose key is known.
+    fn members(&self) -> Result<Vec<MemberInfo>, Self::Error>;
+    /// One member.
+    fn member(&self, m: MemberId) -> Result<Option<MemberInfo>, Self::Error>;
+    /// Records a member's key (from its verified join or from the dataset's genesis).
+    fn put_member(&mut self, info: &MemberInfo) -> Result<(), Self::Error>;
+
+    /// The author's chain after its latest stored commit, or `None` before its first.
+    fn chain(&self, m: MemberId) -> Result<Option<ChainContext>, Self::Error>;
+    /// Saves the author's chain after appending commits (names only ever grow).
+    fn put_chain(&mut self, ctx: &ChainContext) -> Result<(), Self::Error>;
+    /// For each author, its latest stored commit number.
+    fn stored(&self) -> Result<VersionVector, Self::Error>;
+
+    /// Stores a checked commit (not yet applied).
+    fn insert_commit(&mut self, c: &StoredCommit) -> Result<(), Self::Error>;
+    /// One stored commit.
+    fn commit(&self, m: MemberId, seq: u64) -> Result<Option<StoredCommit>, Self::Error>;
+    /// The chain hash after one stored commit.
+    fn commit_hash(&self, m: MemberId, seq: u64) -> Result<Option<Hash>, Self::Error>;
+
+    /// Stores an author's proof.
+    fn put_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), Self::Error>;
+    /// The author's proof at exactly `seq`.
+    fn proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>, Self::Error>;
+
+    /// For each author, the latest commit applied to records.
+    fn applied(&self) -> Result<VersionVector, Self::Error>;
+    /// Marks the author's commit `seq` applied.
+    fn set_applied(&mut self, m: MemberId, seq: u64) -> Result<(), Self::Error>;
+    /// A record's merge state.
+    fn record(&self, collection: &str, id: &str) -> Result<Option<RecordState>, Self::Error>;
+    /// Saves a record's merge state.
+    fn put_record(
+        &mut self,
+        collection: &str,
+        id: &str,
+        state: &RecordState,
+    ) -> Result<(), Self::Error>;
+
+    /// Keeps a commit that cannot be checked yet. Returns `false` if one is already kept at
+    /// that place (the first one is kept).
+    fn stash_commit(&mut self, author: MemberId, seq: u64, bytes: &[u8])
+    -> Result<bool, Self::Error>;
+    /// Keeps a proof for stashed commits.
+    fn stash_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), Self::Error>;
+    /// A stashed commit.
+    fn stashed_commit(&self, author: MemberId, seq: u64) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// A stashed proof at exactly `seq`.
+    fn stashed_proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>, Self::Error>;
+    /// Drops stashed commits and proofs of `author` numbered up to `up_to`.
+    fn unstash(&mut self, author: MemberId, up_to: u64) -> Result<(), Self::Error>;
+    /// Authors with stashed commits, and how many each.
+    fn stashed(&self) -> Result<Vec<(MemberId, u64)>, Self::Error>;
+
+    /// What `m` is known to hold.
+    fn peer(&self, m: MemberId) -> Result<VersionVector, Self::Error>;
+    /// Raises what `m` is known to hold.
+    fn merge_peer(&mut self, m: MemberId, vv: &VersionVector) -> Result<(), Self::Error>;
+
+    /// The latest clock reading issued or seen.
+    fn clock(&self) -> Result<Hlc, Self::Error>;
+    /// Saves the clock.
+    fn set_clock(&mut self, hlc: Hlc) -> Result<(), Self::Error>;
+}

@@ -1,0 +1,294 @@
+//! The sync engine end to end, in memory: three laptops, bundles in any order, twice, via a
+//! third laptop, damaged or forged.
+
+use ferry_bundle::{BundleReader, DatasetKey, Item, RunProof};
+use ferry_model::crypto::SecretKey;
+use ferry_model::{Change, MemberId, Op, Value};
+use ferry_sync::plan::Coverage;
+use ferry_sync::sim::{SimNode, SplitMix};
+use ferry_sync::{Invitation, IngestError, Storage};
+
+const T0: u64 = 1_763_000_000_000;
+
+fn set(f: &str, v: Value) -> Op {
+    Op::Set(f.into(), v)
+}
+
+/// HQ plus two clinics that have exchanged their joins, so every node knows every member.
+fn three() -> (SimNode, SimNode, SimNode) {
+    let mut hq = SimNode::create("clinics", "hq", 1, T0);
+    let inv_a = hq.invite(MemberId(2), "clinic-a", T0 + 1);
+    let inv_b = hq.invite(MemberId(3), "clinic-b", T0 + 2);
+    let mut a = SimNode::join(&inv_a, 2, T0 + 10);
+    let mut b = SimNode::join(&inv_b, 3, T0 + 20);
+    // Each clinic's first bundle (its join) reaches HQ; HQ's reaches both clinics.
+    let from_a = a.bundle_with(&[Coverage { author: MemberId(2), first: 1, last: 1 }]);
+    let from_b = b.bundle_with(&[Coverage { author: MemberId(3), first: 1, last: 1 }]);
+    hq.ingest(&from_a).unwrap();
+    hq.ingest(&from_b).unwrap();
+    let from_hq = hq.bundle(&[]);
+    a.ingest(&from_hq).unwrap();
+    b.ingest(&from_hq).unwrap();
+    (hq, a, b)
+}
+
+#[test]
+fn three_laptops_converge_whatever_the_order_duplicates_and_relays() {
+    let (mut hq, mut a, mut b) = three();
+    assert_eq!(a.known_peers(), vec![MemberId(1), MemberId(3)]);
+    hq.write("visits", "v-1", vec![set("village", Value::Str("Kisumu".into()))], T0 + 100);
+    a.write("visits", "v-2", vec![set("weight_kg", Value::Float(61.5))], T0 + 110);
+    b.write("visits", "v-3", vec![set("temp_c", Value::Float(37.8))], T0 + 120);
+    // A concurrent edit: both clinics correct HQ's record without seeing each other.
+    let hq1 = hq.bundle(&[]);
+    a.ingest(&hq1).unwrap();
+    b.ingest(&hq1).unwrap();
+    a.write("visits", "v-1", vec![set("village", Value::Str("Kisumu Ndogo".into()))], T0 + 200);
+    b.write("visits", "v-1", vec![set("village", Value::Str("Kisumu Ndogo B".into()))], T0 + 201);
+
+    let bundles = vec![hq.bundle(&[]), a.bundle(&[]), b.bundle(&[])];
+    // B's bundle reaches HQ only through A (A relays B's commits without re-signing).
+    a.ingest(&bundles[2]).unwrap();
+    let relay = a.bundle(&[]);
+    let mut rng = SplitMix(7);
+    let mut deliveries: Vec<(usize, Vec<u8>)> = vec![
+        (0, relay.clone()),
+        (0, bundles[1].clone()),
+        (1, bundles[0].clone()),
+        (2, bundles[0].clone()),
+        (2, bundles[1].clone()),
+        (0, relay.clone()), // late duplicate
+        (2, relay),
+    ];
+    // Shuffle.
+    for i in (1..deliveries.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        deliveries.swap(i, j);
+    }
+    let mut nodes = [hq, a, b];
+    for (to, bytes) in &deliveries {
+        nodes[*to].ingest(bytes).unwrap();
+    }
+    let [hq, a, b] = nodes;
+    assert_eq!(hq.listing(), a.listing());
+    assert_eq!(a.listing(), b.listing());
+    assert_eq!(hq.listing().len(), 3);
+    for n in [&hq, &a, &b] {
+        assert_eq!(
+            n.conflicts(),
+            vec![("visits".into(), "v-1".into(), "village".into())],
+            "{} sees the concurrent edit",
+            n.label
+        );
+    }
+    // B's later clock wins on every node; both values are kept.
+    let shown = &hq.listing()[&("visits".to_string(), "v-1".to_string())]["village"];
+    assert_eq!(shown, &Value::Str("Kisumu Ndogo B".into()));
+}
+
+#[test]
+fn the_same_bundle_twice_is_counted_as_duplicates_and_changes_nothing() {
+    let (mut hq, mut a, _) = three();
+    hq.write("visits", "v-1", vec![set("age_years", Value::Int(34))], T0 + 100);
+    let bundle = hq.bundle(&[]);
+    let first = a.ingest(&bundle).unwrap();
+    let listing = a.listing();
+    let again = a.ingest(&bundle).unwrap();
+    assert_eq!(first.new, 1);
+    assert_eq!((again.new, again.duplicates), (0, first.new + first.duplicates));
+    assert_eq!(a.listing(), listing);
+}
+
+#[test]
+fn a_commit_whose_dependencies_are_missing_waits_then_applies() {
+    let (mut hq, mut a, mut b) = three();
+    hq.write("visits", "v-1", vec![set("n", Value::Int(1))], T0 + 100);
+    let hq_bundle = hq.bundle(&[]);
+    a.ingest(&hq_bundle).unwrap();
+    // A edits HQ's record: A's commit depends on HQ's.
+    a.write("visits", "v-1", vec![set("n", Value::Int(2))], T0 + 200);
+    let only_a = a.bundle_with(&[Coverage { author: MemberId(2), first: 2, last: 2 }]);
+    let report = b.ingest(&only_a).unwrap();
+    assert_eq!((report.new, report.applied), (1, 0), "pending on HQ's commit");
+    assert!(b.listing().is_empty());
+    b.ingest(&hq_bundle).unwrap();
+    let rec = &b.listing()[&("visits".to_string(), "v-1".to_string())];
+    assert_eq!(rec["n"], Value::Int(2));
+    assert!(b.conflicts().is_empty(), "A's edit saw HQ's: no conflict");
+}
+
+#[test]
+fn commits_from_a_member_whose_join_has_not_arrived_are_stashed_until_it_does() {
+    let mut hq = SimNode::create("clinics", "hq", 1, T0);
+    let inv = hq.invite(MemberId(2), "clinic-a", T0 + 1);
+    let mut a = SimNode::join(&inv, 2, T0 + 10);
+    a.write("visits", "v-9", vec![set("x", Value::Int(9))], T0 + 20);
+    // A bundle with only A's second commit: HQ has never seen A.
+    let late = a.bundle_with(&[Coverage { author: MemberId(2), first: 2, last: 2 }]);
+    let report = hq.ingest(&late).unwrap();
+    assert_eq!((report.stashed, report.authenticated), (1, false));
+    assert!(hq.listing().is_empty());
+    let join = a.bundle_with(&[Coverage { author: MemberId(2), first: 1, last: 1 }]);
+    hq.ingest(&join).unwrap();
+    assert_eq!(hq.listing().len(), 1);
+    assert!(hq.store.stashed().unwrap().is_empty());
+}
+
+#[test]
+fn bundles_of_another_dataset_or_non_members_are_refused_without_changes() {
+    let (mut hq, mut a, _) = three();
+    let other = SimNode::create("other", "x", 99, T0).bundle_with(&[]);
+    let before = a.listing();
+    assert!(matches!(a.ingest(&other), Err(IngestError::WrongDataset { .. })));
+
+    // Someone who has the dataset key (say, found on a lost laptop) but no admin-signed
+    // invitation makes up its own.
+    let fake_admin = SecretKey::from_bytes([42; 32]);
+    let forged = Invitation::issue(
+        &fake_admin,
+        hq.engine.dataset,
+        "clinics",
+        hq.key.0,
+        MemberId(7),
+        "intruder",
+        [43; 32],
+    );
+    let mut intruder = SimNode::join(&forged, 44, T0);
+    intruder.engine.admin_key = hq.engine.admin_key;
+    intruder.write("visits", "v-1", vec![set("x", Value::Int(666))], T0 + 1);
+    let bundle = intruder.bundle_with(&[Coverage { author: MemberId(7), first: 1, last: 2 }]);
+    assert!(matches!(
+        a.ingest(&bundle),
+        Err(IngestError::NotMember { member: MemberId(7), .. })
+    ));
+    assert_eq!(a.listing(), before);
+
+    // A second device using clinic A's member number with its own key.
+    let mut impostor = a.clone();
+    impostor.secret = SecretKey::from_bytes([45; 32]);
+    impostor.write("visits", "v-1", vec![set("x", Value::Int(1))], T0 + 500);
+    let forged = impostor.bundle(&[]);
+    assert!(matches!(
+        hq.ingest(&forged),
+        Err(IngestError::BadSignature { member: MemberId(2) })
+    ));
+}
+
+#[test]
+fn a_relayed_run_with_a_forged_proof_is_refused() {
+    let (mut hq, mut a, mut b) = three();
+    a.write("visits", "v-1", vec![set("x", Value::Int(1))], T0 + 100);
+    hq.ingest(&a.bundle(&[])).unwrap();
+    // HQ relays A's commit to B, but tampers with the forwarded proof.
+    let honest = hq.bundle_with(&[Coverage { author: MemberId(2), first: 2, last: 2 }]);
+    let mut reader = BundleReader::open(&honest[..]).unwrap().decrypt(&hq.key).unwrap();
+    let mut items = Vec::new();
+    while let Some(item) = reader.next_item().unwrap() {
+        items.push(item);
+    }
+    let run_proof = items.iter().find_map(|i| match i {
+        Item::Run { proof, .. } => Some(proof.clone()),
+        _ => None,
+    });
+    assert!(matches!(run_proof, Some(RunProof::Bundle { .. })));
+    // Rewrite the bundle with a bit flipped in the forwarded signature.
+    let mut tampered_items = items.clone();
+    for item in &mut tampered_items {
+        if let Item::Run { proof: RunProof::Bundle { sig, .. }, .. } = item {
+            sig.0[0] ^= 1;
+        }
+    }
+    let header = ferry_bundle::Header {
+        dataset: hq.engine.dataset,
+        sender: MemberId(1),
+        salt: [1; 16],
+    };
+    let mut w = ferry_bundle::BundleWriter::new(
+        Vec::new(),
+        &header,
+        &hq.key,
+        ferry_bundle::WriteOptions::default(),
+    )
+    .unwrap();
+    for item in &tampered_items {
+        w.push(item).unwrap();
+    }
+    let hash = hq.store.commit_hash(MemberId(1), hq.store.stored().unwrap().get(MemberId(1))).unwrap().unwrap();
+    let head = hq.store.stored().unwrap().get(MemberId(1));
+    let (tampered, _) = w
+        .finish(|d| {
+            hq.secret.sign(&ferry_model::crypto::head_message(
+                hq.engine.dataset,
+                MemberId(1),
+                head,
+                &hash,
+                Some(d),
+            ))
+        })
+        .unwrap();
+    assert!(matches!(
+        b.ingest(&tampered),
+        Err(IngestError::BadSignature { member: MemberId(2) })
+    ));
+    assert!(b.ingest(&honest).is_ok());
+}
+
+#[test]
+fn a_bundle_under_the_wrong_key_or_damaged_is_refused() {
+    let (mut hq, mut a, _) = three();
+    hq.write("visits", "v-1", vec![set("x", Value::Int(1))], T0 + 100);
+    let bundle = hq.bundle(&[]);
+    let mut damaged = bundle.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x01;
+    assert!(matches!(a.ingest(&damaged), Err(IngestError::Bundle(_))));
+    assert!(matches!(
+        a.ingest(&bundle[..bundle.len() - 3]),
+        Err(IngestError::Bundle(_))
+    ));
+    let mut wrong = a.clone();
+    wrong.key = DatasetKey([0; 32]);
+    assert!(matches!(wrong.ingest(&bundle), Err(IngestError::Bundle(_))));
+    assert!(a.ingest(&bundle).is_ok());
+}
+
+#[test]
+fn a_device_restored_from_an_old_backup_that_writes_again_is_detected_as_a_fork() {
+    let (mut hq, mut a, _) = three();
+    let backup = a.clone();
+    a.write("visits", "v-1", vec![set("x", Value::Int(1))], T0 + 100);
+    hq.ingest(&a.bundle(&[])).unwrap();
+    let mut restored = backup;
+    restored.write("visits", "v-1", vec![set("x", Value::Int(2))], T0 + 200);
+    let err = hq.ingest(&restored.bundle(&[])).unwrap_err();
+    assert!(matches!(err, IngestError::Fork { author: MemberId(2), seq: 2 }), "{err}");
+}
+
+#[test]
+fn local_commits_refuse_nothing_and_members_may_not_write_others_metadata() {
+    let (mut hq, mut a, _) = three();
+    // Clinic A tries to relabel clinic B and set a dataset rule: skipped everywhere.
+    a.engine
+        .commit_local(
+            &mut a.store,
+            vec![
+                Change::Record {
+                    collection: "_members".into(),
+                    id: "3".into(),
+                    ops: vec![set("label", Value::Str("mine".into()))],
+                },
+                Change::Record {
+                    collection: "_members".into(),
+                    id: "2".into(),
+                    ops: vec![set("email", Value::Str("a@example.test".into()))],
+                },
+            ],
+            T0 + 100,
+        )
+        .unwrap();
+    hq.ingest(&a.bundle(&[])).unwrap();
+    let label = hq.store.records[&("_members".to_string(), "3".to_string())].winner("label").cloned();
+    assert_eq!(label, Some(Value::Str("clinic-b".into())));
+    let email = hq.store.records[&("_members".to_string(), "2".to_string())].winner("email").cloned();
+    assert_eq!(email, Some(Value::Str("a@example.test".into())));
+}
