@@ -182,10 +182,15 @@ impl SimNode {
 
     /// A bundle with everything some known peer lacks (minus what `carried` already holds).
     pub fn bundle(&mut self, carried: &[Coverage]) -> Vec<u8> {
-        let peers: Vec<_> = self
-            .known_peers()
-            .into_iter()
-            .map(|p| self.store.peer(p).expect("mem"))
+        let peers = self.known_peers();
+        self.bundle_for(&peers, carried)
+    }
+
+    /// A bundle with everything one of `peers` lacks (minus what `carried` already holds).
+    pub fn bundle_for(&mut self, peers: &[MemberId], carried: &[Coverage]) -> Vec<u8> {
+        let peers: Vec<_> = peers
+            .iter()
+            .map(|&p| self.store.peer(p).expect("mem"))
             .collect();
         let stored = self.store.stored().expect("mem");
         let runs = plan_export(&stored, &peers, carried);

@@ -1,0 +1,130 @@
+//! The on-disk encoding of a record's merge state.
+//!
+//! Each record is one row. Its blob lists the distinct commit stamps once and refers to
+//! them by position, and names fields by local numbers (table `local_names`), so a record
+//! written by one commit costs one stamp, not one per field.
+
+use ferry_model::record::{Entry, Sibling};
+use ferry_model::{Dot, Hlc, MemberId, RecordState, Stamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    /// (author, seq, hlc) of every stamp used below.
+    stamps: Vec<(u32, u64, u64)>,
+    /// (local field name, [(stamp index, entry)]).
+    fields: Vec<(u32, Vec<(u32, Entry)>)>,
+    /// Stamp indices of surviving deletes.
+    tombstones: Vec<u32>,
+}
+
+/// Why a stored record could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("stored record state is corrupt: {0}")]
+pub struct CodecError(pub(crate) String);
+
+/// Encodes `state`, numbering field names with `name_id`.
+pub fn encode(
+    state: &RecordState,
+    mut name_id: impl FnMut(&str) -> Result<u32, CodecError>,
+) -> Result<Vec<u8>, CodecError> {
+    let mut stamps: Vec<Stamp> = Vec::new();
+    let mut index = |s: &Stamp| -> u32 {
+        match stamps.iter().position(|x| x == s) {
+            Some(i) => i as u32,
+            None => {
+                stamps.push(*s);
+                (stamps.len() - 1) as u32
+            }
+        }
+    };
+    let mut fields = Vec::with_capacity(state.fields.len());
+    for (name, sibs) in &state.fields {
+        let entries = sibs
+            .iter()
+            .map(|s| (index(&s.stamp), s.entry.clone()))
+            .collect();
+        fields.push((name_id(name)?, entries));
+    }
+    let tombstones = state.tombstones.iter().map(&mut index).collect();
+    let blob = Blob {
+        stamps: stamps
+            .iter()
+            .map(|s| (s.dot.author.0, s.dot.seq, s.hlc.0))
+            .collect(),
+        fields,
+        tombstones,
+    };
+    postcard::to_allocvec(&blob).map_err(|e| CodecError(e.to_string()))
+}
+
+/// Decodes a blob, turning local field numbers back into names with `name`.
+pub fn decode(
+    bytes: &[u8],
+    mut name: impl FnMut(u32) -> Result<String, CodecError>,
+) -> Result<RecordState, CodecError> {
+    let blob: Blob = postcard::from_bytes(bytes).map_err(|e| CodecError(e.to_string()))?;
+    let stamps: Vec<Stamp> = blob
+        .stamps
+        .iter()
+        .map(|&(a, s, h)| Stamp {
+            dot: Dot::new(MemberId(a), s),
+            hlc: Hlc(h),
+        })
+        .collect();
+    let stamp = |i: u32| {
+        stamps
+            .get(i as usize)
+            .copied()
+            .ok_or_else(|| CodecError(format!("stamp {i} out of range")))
+    };
+    let mut fields = BTreeMap::new();
+    for (id, entries) in blob.fields {
+        let mut sibs = Vec::with_capacity(entries.len());
+        for (i, entry) in entries {
+            sibs.push(Sibling {
+                stamp: stamp(i)?,
+                entry,
+            });
+        }
+        fields.insert(name(id)?, sibs);
+    }
+    let tombstones = blob
+        .tombstones
+        .into_iter()
+        .map(stamp)
+        .collect::<Result<_, _>>()?;
+    Ok(RecordState { fields, tombstones })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_model::{Op, Value, VersionVector};
+
+    #[test]
+    fn record_state_round_trips_and_shares_stamps() {
+        let mut r = RecordState::default();
+        let a = Stamp {
+            dot: Dot::new(MemberId(1), 7),
+            hlc: Hlc::from_parts(1_763_000_000_000, 2),
+        };
+        let b = Stamp {
+            dot: Dot::new(MemberId(2), 3),
+            hlc: Hlc::from_parts(1_763_000_000_500, 0),
+        };
+        let none = VersionVector::new();
+        for (f, v) in [("village", Value::Str("Kisumu".into())), ("age", Value::Int(34))] {
+            r.apply(a, &none, &Op::Set(f.into(), v));
+        }
+        r.apply(b, &none, &Op::Set("age".into(), Value::Int(35)));
+        r.apply(b, &none, &Op::Delete);
+        let names = ["age", "village"];
+        let bytes = encode(&r, |n| Ok(names.iter().position(|x| *x == n).unwrap() as u32)).unwrap();
+        let back = decode(&bytes, |i| Ok(names[i as usize].to_string())).unwrap();
+        assert_eq!(back, r);
+        assert!(bytes.len() < 60, "{} bytes", bytes.len());
+        assert!(decode(&bytes[..bytes.len() - 1], |i| Ok(names[i as usize].into())).is_err());
+    }
+}

@@ -1,0 +1,849 @@
+//! The SQLite-backed store.
+
+use crate::codec::{self, CodecError};
+use crate::migrations::MIGRATIONS;
+use ferry_model::commit::ChainContext;
+use ferry_model::crypto::{PublicKey, Signature};
+use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
+use ferry_sync::plan::Coverage;
+use ferry_sync::{MemberInfo, Proof, Storage, StoredCommit};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored record blob does not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A stored value does not decode.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Something the store should hold is missing.
+    #[error("the store is missing {0}")]
+    Missing(String),
+    /// The database was written by a newer ferry.
+    #[error("this home was written by a newer ferry (schema {found}, this ferry knows up to {known}); upgrade ferry")]
+    NewerSchema {
+        /// Schema version found.
+        found: u32,
+        /// Newest schema this build knows.
+        known: u32,
+    },
+}
+
+impl From<postcard::Error> for StoreError {
+    fn from(e: postcard::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Default)]
+struct NameCache {
+    by_name: HashMap<String, u32>,
+    by_id: HashMap<u32, String>,
+    loaded: bool,
+    /// Names were added by a transaction that has not committed (yet).
+    uncommitted: bool,
+}
+
+/// One node's database.
+pub struct Store {
+    conn: Connection,
+    names: NameCache,
+}
+
+/// A conflicted record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConflictRow {
+    /// Collection.
+    pub collection: String,
+    /// Record id.
+    pub id: String,
+    /// Its merge state.
+    pub state: RecordState,
+}
+
+/// What a peer is known to hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerRow {
+    /// The peer.
+    pub member: MemberId,
+    /// Its version vector.
+    pub vv: VersionVector,
+    /// When it was last raised (ms since the epoch).
+    pub updated_ms: u64,
+}
+
+/// A bundle file this node has read or written, by its content name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BundleSeen {
+    /// The file name (content hash).
+    pub name: String,
+    /// Its sender.
+    pub sender: MemberId,
+    /// The runs it carries.
+    pub coverage: Vec<Coverage>,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// A quarantined input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuarantineRow {
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// Where it came from.
+    pub source: String,
+    /// Where the copy is kept.
+    pub stored_as: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests, simulations).
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit that returned is on disk, even if the power fails right after.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store {
+            conn,
+            names: NameCache::default(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: u32 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as u32;
+        if version > known {
+            return Err(StoreError::NewerSchema {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The schema version.
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Empties the name cache if the last transaction that added names rolled back.
+    fn refresh_names(&mut self) {
+        if self.names.uncommitted {
+            self.names = NameCache::default();
+        }
+    }
+
+    /// Starts a write transaction. `now_ms` stamps bookkeeping rows.
+    pub fn transaction(&mut self, now_ms: u64) -> Result<StoreTx<'_>> {
+        self.refresh_names();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(StoreTx {
+            tx,
+            names: &mut self.names,
+            now_ms,
+        })
+    }
+
+    /// Starts a read transaction (a consistent snapshot).
+    pub fn read(&mut self) -> Result<StoreTx<'_>> {
+        self.refresh_names();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        Ok(StoreTx {
+            tx,
+            names: &mut self.names,
+            now_ms: 0,
+        })
+    }
+}
+
+/// A transaction on the store. Dropping it without [`StoreTx::commit`] rolls back.
+pub struct StoreTx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    names: &'a mut NameCache,
+    now_ms: u64,
+}
+
+fn i(n: u64) -> i64 {
+    n as i64
+}
+
+fn u(n: i64) -> u64 {
+    n as u64
+}
+
+fn blob32(b: Vec<u8>) -> Result<[u8; 32]> {
+    b.try_into()
+        .map_err(|_| StoreError::Corrupt("expected 32 bytes".into()))
+}
+
+fn sig(b: Vec<u8>) -> Result<Signature> {
+    Ok(Signature(b.try_into().map_err(|_| {
+        StoreError::Corrupt("expected a 64-byte signature".into())
+    })?))
+}
+
+impl StoreTx<'_> {
+    /// Makes the transaction's changes durable. Dropping a transaction instead rolls it
+    /// back.
+    pub fn commit(self) -> Result<()> {
+        let StoreTx { tx, names, .. } = self;
+        tx.commit()?;
+        names.uncommitted = false;
+        Ok(())
+    }
+
+    fn load_names(&mut self) -> Result<()> {
+        if self.names.loaded {
+            return Ok(());
+        }
+        let mut stmt = self.tx.prepare_cached("SELECT id, name FROM local_names")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+        let mut cache = NameCache {
+            loaded: true,
+            ..Default::default()
+        };
+        for row in rows {
+            let (id, name) = row?;
+            cache.by_name.insert(name.clone(), id);
+            cache.by_id.insert(id, name);
+        }
+        *self.names = cache;
+        Ok(())
+    }
+
+    fn name_id(&mut self, name: &str) -> Result<u32> {
+        self.load_names()?;
+        if let Some(&id) = self.names.by_name.get(name) {
+            return Ok(id);
+        }
+        self.tx
+            .prepare_cached("INSERT INTO local_names (name) VALUES (?1)")?
+            .execute(params![name])?;
+        let id = self.tx.last_insert_rowid() as u32;
+        self.names.uncommitted = true;
+        self.names.by_name.insert(name.to_string(), id);
+        self.names.by_id.insert(id, name.to_string());
+        Ok(id)
+    }
+
+    fn existing_name_id(&mut self, name: &str) -> Result<Option<u32>> {
+        self.load_names()?;
+        Ok(self.names.by_name.get(name).copied())
+    }
+
+    fn decode_record(&mut self, bytes: &[u8]) -> Result<RecordState> {
+        self.load_names()?;
+        let names = &self.names.by_id;
+        Ok(codec::decode(bytes, |id| {
+            names
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| codec_err(format!("unknown local name {id}")))
+        })?)
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets a metadata value.
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+            .execute(params![key, value])?;
+        Ok(())
+    }
+
+    /// Calls `f` with every record of `collection`, in id order (byte order of UTF-8).
+    pub fn for_each_record(
+        &mut self,
+        collection: &str,
+        live_only: bool,
+        mut f: impl FnMut(&str, &RecordState) -> Result<()>,
+    ) -> Result<()> {
+        let Some(coll) = self.existing_name_id(collection)? else {
+            return Ok(());
+        };
+        self.load_names()?;
+        let names = &self.names.by_id;
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, state FROM records WHERE coll = ?1 AND (live = 1 OR ?2 = 0) ORDER BY id",
+        )?;
+        let mut rows = stmt.query(params![coll, live_only as i64])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let bytes: Vec<u8> = row.get(1)?;
+            let state = codec::decode(&bytes, |n| {
+                names
+                    .get(&n)
+                    .cloned()
+                    .ok_or_else(|| codec_err(format!("unknown local name {n}")))
+            })?;
+            f(&id, &state)?;
+        }
+        Ok(())
+    }
+
+    /// Collections with live records, and how many each, by name.
+    pub fn collections(&mut self) -> Result<Vec<(String, u64)>> {
+        self.load_names()?;
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT coll, count(*) FROM records WHERE live = 1 GROUP BY coll",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, n) = row?;
+            let name = self.names.by_id.get(&id).cloned().unwrap_or_default();
+            out.push((name, u(n)));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Records with concurrent values or a delete/edit conflict, by collection and id.
+    pub fn conflicts(&mut self) -> Result<Vec<ConflictRow>> {
+        let rows: Vec<(u32, String, Vec<u8>)> = {
+            let mut stmt = self
+                .tx
+                .prepare_cached("SELECT coll, id, state FROM records WHERE conflicted = 1")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let mut out = Vec::new();
+        for (coll, id, bytes) in rows {
+            let state = self.decode_record(&bytes)?;
+            let collection = self.names.by_id.get(&coll).cloned().unwrap_or_default();
+            out.push(ConflictRow {
+                collection,
+                id,
+                state,
+            });
+        }
+        out.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
+        Ok(out)
+    }
+
+    /// Every peer this node has heard from.
+    pub fn peers(&self) -> Result<Vec<PeerRow>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT member, vv, updated_ms FROM peers ORDER BY member")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (m, vv, at) = row?;
+            out.push(PeerRow {
+                member: MemberId(m),
+                vv: postcard::from_bytes(&vv)?,
+                updated_ms: u(at),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of live records in all collections that are not reserved.
+    pub fn record_count(&self) -> Result<u64> {
+        let n: i64 = self.tx.query_row(
+            "SELECT count(*) FROM records r JOIN local_names n ON n.id = r.coll
+             WHERE r.live = 1 AND substr(n.name, 1, 1) <> '_'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(u(n))
+    }
+
+    /// A bundle file seen before, by content name.
+    pub fn bundle_seen(&self, name: &str) -> Result<Option<BundleSeen>> {
+        let row: Option<(u32, Vec<u8>, i64)> = self
+            .tx
+            .prepare_cached("SELECT sender, coverage, bytes FROM bundles_seen WHERE name = ?1")?
+            .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((sender, coverage, bytes)) = row else {
+            return Ok(None);
+        };
+        let runs: Vec<(u32, u64, u64)> = postcard::from_bytes(&coverage)?;
+        Ok(Some(BundleSeen {
+            name: name.to_string(),
+            sender: MemberId(sender),
+            coverage: runs
+                .into_iter()
+                .map(|(a, first, last)| Coverage {
+                    author: MemberId(a),
+                    first,
+                    last,
+                })
+                .collect(),
+            bytes: u(bytes),
+        }))
+    }
+
+    /// Remembers what a bundle file carries.
+    pub fn put_bundle_seen(&self, seen: &BundleSeen) -> Result<()> {
+        let runs: Vec<(u32, u64, u64)> = seen
+            .coverage
+            .iter()
+            .map(|c| (c.author.0, c.first, c.last))
+            .collect();
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO bundles_seen (name, sender, coverage, bytes, seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                seen.name,
+                seen.sender.0,
+                postcard::to_allocvec(&runs)?,
+                i(seen.bytes),
+                i(self.now_ms)
+            ])?;
+        Ok(())
+    }
+
+    /// Records a quarantined input.
+    pub fn add_quarantine(&self, row: &QuarantineRow) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO quarantine (at_ms, source, stored_as, reason) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![i(row.at_ms), row.source, row.stored_as, row.reason])?;
+        Ok(())
+    }
+
+    /// Every quarantined input, oldest first.
+    pub fn quarantine(&self) -> Result<Vec<QuarantineRow>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT at_ms, source, stored_as, reason FROM quarantine ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(QuarantineRow {
+                at_ms: u(r.get(0)?),
+                source: r.get(1)?,
+                stored_as: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+fn codec_err(msg: String) -> CodecError {
+    CodecError(msg)
+}
+
+impl Storage for StoreTx<'_> {
+    type Error = StoreError;
+
+    fn missing(what: String) -> StoreError {
+        StoreError::Missing(what)
+    }
+
+    fn members(&self) -> Result<Vec<MemberInfo>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT member, key, label FROM members ORDER BY member")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (m, key, label) = row?;
+            out.push(MemberInfo {
+                member: MemberId(m),
+                key: PublicKey(blob32(key)?),
+                label,
+            });
+        }
+        Ok(out)
+    }
+
+    fn member(&self, m: MemberId) -> Result<Option<MemberInfo>> {
+        let row: Option<(Vec<u8>, String)> = self
+            .tx
+            .prepare_cached("SELECT key, label FROM members WHERE member = ?1")?
+            .query_row(params![m.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(key, label)| {
+            Ok(MemberInfo {
+                member: m,
+                key: PublicKey(blob32(key)?),
+                label,
+            })
+        })
+        .transpose()
+    }
+
+    fn put_member(&mut self, info: &MemberInfo) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO members (member, key, label) VALUES (?1, ?2, ?3)")?
+            .execute(params![info.member.0, &info.key.0[..], info.label])?;
+        Ok(())
+    }
+
+    fn chain(&self, m: MemberId) -> Result<Option<ChainContext>> {
+        let row: Option<(i64, Vec<u8>, i64, Vec<u8>)> = self
+            .tx
+            .prepare_cached("SELECT seq, hash, hlc, deps FROM chains WHERE author = ?1")?
+            .query_row(params![m.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let Some((seq, hash, hlc, deps)) = row else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT name FROM chain_names WHERE author = ?1 ORDER BY idx")?;
+        let names = stmt
+            .query_map(params![m.0], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some(ChainContext::from_parts(
+            m,
+            u(seq),
+            Hash(blob32(hash)?),
+            Hlc(u(hlc)),
+            postcard::from_bytes(&deps)?,
+            names,
+        )))
+    }
+
+    fn put_chain(&mut self, ctx: &ChainContext) -> Result<()> {
+        let have: i64 = self
+            .tx
+            .prepare_cached("SELECT names FROM chains WHERE author = ?1")?
+            .query_row(params![ctx.author.0], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        {
+            let mut ins = self.tx.prepare_cached(
+                "INSERT INTO chain_names (author, idx, name) VALUES (?1, ?2, ?3)",
+            )?;
+            for (idx, name) in ctx.names.iter().enumerate().skip(have as usize) {
+                ins.execute(params![ctx.author.0, idx as i64, name])?;
+            }
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO chains (author, seq, hash, hlc, deps, names)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                ctx.author.0,
+                i(ctx.seq),
+                &ctx.hash.0[..],
+                i(ctx.hlc.0),
+                postcard::to_allocvec(&ctx.deps)?,
+                ctx.names.len() as i64
+            ])?;
+        Ok(())
+    }
+
+    fn stored(&self) -> Result<VersionVector> {
+        let mut stmt = self.tx.prepare_cached("SELECT author, seq FROM chains")?;
+        let rows = stmt.query_map([], |r| Ok((MemberId(r.get(0)?), u(r.get(1)?))))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn insert_commit(&mut self, c: &StoredCommit) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO commits (author, seq, hash, hlc, deps, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                c.author.0,
+                i(c.seq),
+                &c.hash.0[..],
+                i(c.hlc.0),
+                postcard::to_allocvec(&c.deps)?,
+                c.bytes
+            ])?;
+        Ok(())
+    }
+
+    fn commit(&self, m: MemberId, seq: u64) -> Result<Option<StoredCommit>> {
+        let row: Option<(Vec<u8>, i64, Vec<u8>, Vec<u8>)> = self
+            .tx
+            .prepare_cached("SELECT hash, hlc, deps, body FROM commits WHERE author = ?1 AND seq = ?2")?
+            .query_row(params![m.0, i(seq)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        row.map(|(hash, hlc, deps, bytes)| {
+            Ok(StoredCommit {
+                author: m,
+                seq,
+                hash: Hash(blob32(hash)?),
+                hlc: Hlc(u(hlc)),
+                deps: postcard::from_bytes(&deps)?,
+                bytes,
+            })
+        })
+        .transpose()
+    }
+
+    fn commit_hash(&self, m: MemberId, seq: u64) -> Result<Option<Hash>> {
+        let row: Option<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT hash FROM commits WHERE author = ?1 AND seq = ?2")?
+            .query_row(params![m.0, i(seq)], |r| r.get(0))
+            .optional()?;
+        row.map(|h| Ok(Hash(blob32(h)?))).transpose()
+    }
+
+    fn put_proof(&mut self, author: MemberId, proof: &Proof) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO proofs (author, seq, digest, sig) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                author.0,
+                i(proof.seq),
+                proof.digest.as_ref().map(|d| &d[..]),
+                &proof.sig.0[..]
+            ])?;
+        Ok(())
+    }
+
+    fn proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>> {
+        read_proof(&self.tx, "proofs", author, seq)
+    }
+
+    fn applied(&self) -> Result<VersionVector> {
+        let mut stmt = self.tx.prepare_cached("SELECT author, seq FROM applied")?;
+        let rows = stmt.query_map([], |r| Ok((MemberId(r.get(0)?), u(r.get(1)?))))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn set_applied(&mut self, m: MemberId, seq: u64) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO applied (author, seq) VALUES (?1, ?2)")?
+            .execute(params![m.0, i(seq)])?;
+        Ok(())
+    }
+
+    fn record(&self, collection: &str, id: &str) -> Result<Option<RecordState>> {
+        let Some(&coll) = self.names.by_name.get(collection) else {
+            if self.names.loaded {
+                return Ok(None);
+            }
+            // Load the cache through a fresh lookup.
+            let coll: Option<u32> = self
+                .tx
+                .prepare_cached("SELECT id FROM local_names WHERE name = ?1")?
+                .query_row(params![collection], |r| r.get(0))
+                .optional()?;
+            let Some(coll) = coll else { return Ok(None) };
+            return self.record_by_id(coll, id);
+        };
+        self.record_by_id(coll, id)
+    }
+
+    fn put_record(&mut self, collection: &str, id: &str, state: &RecordState) -> Result<()> {
+        let coll = self.name_id(collection)?;
+        let mut missing = Vec::new();
+        for name in state.fields.keys() {
+            if !self.names.by_name.contains_key(name) {
+                missing.push(name.clone());
+            }
+        }
+        for name in missing {
+            self.name_id(&name)?;
+        }
+        let by_name = &self.names.by_name;
+        let bytes = codec::encode(state, |n| {
+            by_name
+                .get(n)
+                .copied()
+                .ok_or_else(|| codec_err(format!("no local name for {n}")))
+        })?;
+        let conflicted = !state.conflicted_fields().is_empty() || state.delete_conflict();
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO records (coll, id, state, live, conflicted)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![coll, id, bytes, state.is_live() as i64, conflicted as i64])?;
+        Ok(())
+    }
+
+    fn stash_commit(&mut self, author: MemberId, seq: u64, bytes: &[u8]) -> Result<bool> {
+        let n = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO stash (author, seq, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![author.0, i(seq), bytes])?;
+        Ok(n == 1)
+    }
+
+    fn stash_proof(&mut self, author: MemberId, proof: &Proof) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO stash_proofs (author, seq, digest, sig) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                author.0,
+                i(proof.seq),
+                proof.digest.as_ref().map(|d| &d[..]),
+                &proof.sig.0[..]
+            ])?;
+        Ok(())
+    }
+
+    fn stashed_commit(&self, author: MemberId, seq: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT body FROM stash WHERE author = ?1 AND seq = ?2")?
+            .query_row(params![author.0, i(seq)], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn stashed_proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>> {
+        read_proof(&self.tx, "stash_proofs", author, seq)
+    }
+
+    fn unstash(&mut self, author: MemberId, up_to: u64) -> Result<()> {
+        let up_to = up_to.min(i64::MAX as u64) as i64;
+        self.tx
+            .prepare_cached("DELETE FROM stash WHERE author = ?1 AND seq <= ?2")?
+            .execute(params![author.0, up_to])?;
+        self.tx
+            .prepare_cached("DELETE FROM stash_proofs WHERE author = ?1 AND seq <= ?2")?
+            .execute(params![author.0, up_to])?;
+        Ok(())
+    }
+
+    fn stashed(&self) -> Result<Vec<(MemberId, u64)>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT author, count(*) FROM stash GROUP BY author ORDER BY author")?;
+        let rows = stmt.query_map([], |r| Ok((MemberId(r.get(0)?), u(r.get(1)?))))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn peer(&self, m: MemberId) -> Result<VersionVector> {
+        let row: Option<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT vv FROM peers WHERE member = ?1")?
+            .query_row(params![m.0], |r| r.get(0))
+            .optional()?;
+        Ok(match row {
+            Some(b) => postcard::from_bytes(&b)?,
+            None => VersionVector::new(),
+        })
+    }
+
+    fn merge_peer(&mut self, m: MemberId, vv: &VersionVector) -> Result<()> {
+        let mut have = self.peer(m)?;
+        if have.dominates(vv) {
+            return Ok(());
+        }
+        have.merge(vv);
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO peers (member, vv, updated_ms) VALUES (?1, ?2, ?3)")?
+            .execute(params![m.0, postcard::to_allocvec(&have)?, i(self.now_ms)])?;
+        Ok(())
+    }
+
+    fn clock(&self) -> Result<Hlc> {
+        Ok(match self.meta("clock")? {
+            Some(b) => Hlc(u64::from_le_bytes(
+                b.try_into()
+                    .map_err(|_| StoreError::Corrupt("clock".into()))?,
+            )),
+            None => Hlc::default(),
+        })
+    }
+
+    fn set_clock(&mut self, hlc: Hlc) -> Result<()> {
+        self.set_meta("clock", &hlc.0.to_le_bytes())
+    }
+}
+
+impl StoreTx<'_> {
+    fn record_by_id(&self, coll: u32, id: &str) -> Result<Option<RecordState>> {
+        let row: Option<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT state FROM records WHERE coll = ?1 AND id = ?2")?
+            .query_row(params![coll, id], |r| r.get(0))
+            .optional()?;
+        let Some(bytes) = row else { return Ok(None) };
+        // Names of an existing record are always in the table; read them directly when the
+        // cache is cold.
+        let names = &self.names.by_id;
+        let tx = &self.tx;
+        Ok(Some(codec::decode(&bytes, |n| {
+            if let Some(name) = names.get(&n) {
+                return Ok(name.clone());
+            }
+            tx.query_row("SELECT name FROM local_names WHERE id = ?1", params![n], |r| {
+                r.get(0)
+            })
+            .map_err(|e| codec_err(format!("local name {n}: {e}")))
+        })?))
+    }
+}
+
+fn read_proof(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    author: MemberId,
+    seq: u64,
+) -> Result<Option<Proof>> {
+    let sql = format!("SELECT digest, sig FROM {table} WHERE author = ?1 AND seq = ?2");
+    let row: Option<(Option<Vec<u8>>, Vec<u8>)> = tx
+        .prepare_cached(&sql)?
+        .query_row(params![author.0, i(seq)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(digest, s)| {
+        Ok(Proof {
+            seq,
+            digest: digest.map(blob32).transpose()?,
+            sig: sig(s)?,
+        })
+    })
+    .transpose()
+}
