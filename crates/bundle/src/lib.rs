@@ -60,14 +60,18 @@ pub enum BundleError {
     #[error("not a ferry bundle (wrong magic byte)")]
     NotABundle,
     /// The bundle uses a format version this build does not know.
-    #[error("bundle format version {0} is not supported by this ferry (it reads version 1); upgrade ferry")]
+    #[error(
+        "bundle format version {0} is not supported by this ferry (it reads version 1); upgrade ferry"
+    )]
     UnsupportedVersion(u8),
     /// The header ended early or is malformed.
     #[error("bundle header is truncated or malformed")]
     BadHeader,
     /// A chunk did not authenticate: the bundle was truncated, corrupted, or encrypted under
     /// another key.
-    #[error("bundle is damaged or truncated, or was made with a different dataset key (chunk {chunk} failed authentication)")]
+    #[error(
+        "bundle is damaged or truncated, or was made with a different dataset key (chunk {chunk} failed authentication)"
+    )]
     Decrypt {
         /// Index of the failing chunk.
         chunk: u64,

@@ -188,7 +188,9 @@ impl<R: Read> BundleReader<R> {
             self.pos = 0;
         }
         if self.buf.len() >= MAX_ITEM {
-            return Err(BundleError::Malformed("an item exceeds the size limit".into()));
+            return Err(BundleError::Malformed(
+                "an item exceeds the size limit".into(),
+            ));
         }
         let want = self.buf.len().clamp(64 * 1024, MAX_ITEM - self.buf.len());
         let have = self.buf.len();

@@ -32,7 +32,7 @@ enum Sink<W: Write> {
     /// Items buffered in memory while the payload is small.
     Small(Vec<u8>),
     /// A zstd stream into the digest and the encryption.
-    Zstd(zstd::stream::write::Encoder<'static, Digesting<W>>),
+    Zstd(Box<zstd::stream::write::Encoder<'static, Digesting<W>>>),
 }
 
 /// Hashes everything written through it (the signed digest covers the plaintext).
@@ -103,7 +103,7 @@ impl<W: Write> BundleWriter<W> {
                     let mut enc = zstd::stream::write::Encoder::new(digesting, self.options.level)?;
                     enc.include_checksum(false)?;
                     enc.write_all(&buf)?;
-                    self.sink = Some(Sink::Zstd(enc));
+                    self.sink = Some(Sink::Zstd(Box::new(enc)));
                 }
             }
             Sink::Zstd(enc) => enc.write_all(&bytes)?,
@@ -120,9 +120,12 @@ impl<W: Write> BundleWriter<W> {
     ) -> Result<(W, [u8; 32]), BundleError> {
         let mut digesting = match self.sink.take().expect("sink present") {
             Sink::Small(buf) => {
-                let mut d = self.digesting.take().expect("small payloads are not streaming");
-                let packed = zstd::bulk::Compressor::new(self.options.level.max(19))
-                    .and_then(|mut c| {
+                let mut d = self
+                    .digesting
+                    .take()
+                    .expect("small payloads are not streaming");
+                let packed =
+                    zstd::bulk::Compressor::new(self.options.level.max(19)).and_then(|mut c| {
                         c.include_checksum(false)?;
                         c.include_contentsize(false)?;
                         c.compress(&buf)

@@ -405,11 +405,7 @@ impl ChainContext {
             .ok_or(CommitError::BadName("index past the author's name table"))
     }
 
-    fn decode_changes(
-        &self,
-        seq: u64,
-        wire: Vec<WireChange>,
-    ) -> Result<Vec<Change>, CommitError> {
+    fn decode_changes(&self, seq: u64, wire: Vec<WireChange>) -> Result<Vec<Change>, CommitError> {
         let mut out = Vec::with_capacity(wire.len());
         for (i, change) in wire.into_iter().enumerate() {
             let first = seq == 1 && i == 0;
@@ -649,10 +645,7 @@ mod tests {
 
         // A member's commit 1 that is not a join.
         let mut r = ChainContext::new(DS, MemberId(2));
-        assert!(matches!(
-            r.decode(&g),
-            Err(CommitError::BadMembership(_))
-        ));
+        assert!(matches!(r.decode(&g), Err(CommitError::BadMembership(_))));
         // Trailing garbage.
         let mut r = ChainContext::new(DS, MemberId::ADMIN);
         r.decode(&g).unwrap();
@@ -679,9 +672,15 @@ mod tests {
         let mut w = ChainContext::new(DS, MemberId::ADMIN);
         w.encode(&genesis()).unwrap();
         let stale = visit(2, 1_000, VersionVector::new());
-        assert!(matches!(w.encode(&stale), Err(CommitError::ClockNotMonotonic)));
+        assert!(matches!(
+            w.encode(&stale),
+            Err(CommitError::ClockNotMonotonic)
+        ));
         let skipped = visit(3, 1_763_000_000_001, VersionVector::new());
-        assert!(matches!(w.encode(&skipped), Err(CommitError::OutOfOrder { .. })));
+        assert!(matches!(
+            w.encode(&skipped),
+            Err(CommitError::OutOfOrder { .. })
+        ));
         assert_eq!(w.seq, 1);
         assert!(w.names.is_empty(), "failed encodes leave no names behind");
     }

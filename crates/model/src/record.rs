@@ -33,11 +33,7 @@ impl Stamp {
     }
 
     fn cmp_display(&self, other: &Stamp) -> Ordering {
-        (self.hlc, self.dot.author, self.dot.seq).cmp(&(
-            other.hlc,
-            other.dot.author,
-            other.dot.seq,
-        ))
+        (self.hlc, self.dot.author, self.dot.seq).cmp(&(other.hlc, other.dot.author, other.dot.seq))
     }
 }
 
@@ -250,8 +246,16 @@ mod tests {
         // Two writers each write 50 times, each having seen only its own writes.
         let mut r = RecordState::default();
         for seq in 1..=50 {
-            r.apply(st(1, seq, seq), &ctx(&[(1, seq - 1)]), &set("w", seq as i64));
-            r.apply(st(2, seq, seq), &ctx(&[(2, seq - 1)]), &set("w", -(seq as i64)));
+            r.apply(
+                st(1, seq, seq),
+                &ctx(&[(1, seq - 1)]),
+                &set("w", seq as i64),
+            );
+            r.apply(
+                st(2, seq, seq),
+                &ctx(&[(2, seq - 1)]),
+                &set("w", -(seq as i64)),
+            );
         }
         assert_eq!(r.values("w").len(), 2);
     }
@@ -283,11 +287,31 @@ mod tests {
         r.apply(st(1, 2, 2), &ctx(&[(1, 1)]), &Op::Incr("n".into(), 2));
         r.apply(st(2, 1, 2), &ctx(&[(1, 1)]), &Op::Incr("n".into(), 3));
         assert_eq!(r.shown()["n"], Value::Int(15));
-        r.apply(st(1, 3, 3), &ctx(&[(1, 2)]), &Op::Add("t".into(), "x".into()));
-        r.apply(st(2, 2, 4), &ctx(&[(1, 3), (2, 1)]), &Op::Remove("t".into(), "x".into()));
+        r.apply(
+            st(1, 3, 3),
+            &ctx(&[(1, 2)]),
+            &Op::Add("t".into(), "x".into()),
+        );
+        r.apply(
+            st(2, 2, 4),
+            &ctx(&[(1, 3), (2, 1)]),
+            &Op::Remove("t".into(), "x".into()),
+        );
         assert!(!r.fields.contains_key("t"));
-        r.apply(st(1, 4, 5), &ctx(&[(1, 3)]), &Op::Add("t".into(), "x".into()));
-        r.apply(st(2, 3, 6), &ctx(&[(1, 3), (2, 2)]), &Op::Remove("t".into(), "x".into()));
-        assert_eq!(r.shown()["t"], Value::Str("x".into()), "a concurrent add survives");
+        r.apply(
+            st(1, 4, 5),
+            &ctx(&[(1, 3)]),
+            &Op::Add("t".into(), "x".into()),
+        );
+        r.apply(
+            st(2, 3, 6),
+            &ctx(&[(1, 3), (2, 2)]),
+            &Op::Remove("t".into(), "x".into()),
+        );
+        assert_eq!(
+            r.shown()["t"],
+            Value::Str("x".into()),
+            "a concurrent add survives"
+        );
     }
 }

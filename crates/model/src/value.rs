@@ -238,7 +238,9 @@ impl TryFrom<CompactValue> for Value {
             CompactValue::False => Value::Bool(false),
             CompactValue::True => Value::Bool(true),
             CompactValue::Int(i) => Value::Int(i),
-            CompactValue::Dec(m, e) => Value::Float(from_decimal(m, e).ok_or(ValueParseError::BadDecimal)?),
+            CompactValue::Dec(m, e) => {
+                Value::Float(from_decimal(m, e).ok_or(ValueParseError::BadDecimal)?)
+            }
             CompactValue::F64(f) => Value::float(f)?,
             CompactValue::Str(s) => Value::Str(s),
             CompactValue::Bytes(b) => Value::Bytes(b),
@@ -265,7 +267,10 @@ mod tests {
             ("null", Value::Null),
             ("false", Value::Bool(false)),
             ("\"null\"", Value::Str("null".into())),
-            ("99999999999999999999", Value::Str("99999999999999999999".into())),
+            (
+                "99999999999999999999",
+                Value::Str("99999999999999999999".into()),
+            ),
             ("", Value::Str(String::new())),
         ];
         for (text, want) in cases {
@@ -275,7 +280,12 @@ mod tests {
 
     #[test]
     fn measurements_encode_as_short_decimals() {
-        for (x, want) in [(61.5, (615, 1)), (37.8, (378, 1)), (0.1, (1, 1)), (-2.25, (-225, 2))] {
+        for (x, want) in [
+            (61.5, (615, 1)),
+            (37.8, (378, 1)),
+            (0.1, (1, 1)),
+            (-2.25, (-225, 2)),
+        ] {
             assert_eq!(to_decimal(x), Some(want), "{x}");
         }
         let bytes = postcard::to_allocvec(&Value::Float(37.8)).unwrap();

@@ -1,1 +1,33 @@
-//! placeholder
+//! A ferry node: one home folder holding one member of one dataset.
+//!
+//! This crate is where ferry meets the outside world. It owns the home folder (database,
+//! quarantine, outbox), draws randomness and reads the clock, and drives the pure sync
+//! engine over the SQLite store and the transports. The CLI is a thin layer over
+//! [`Node`]; everything a user can do is a method here, testable without a process.
+//!
+//! **Architecture Invariant:** this is the only crate that knows the concrete transports;
+//! it registers them explicitly (no global registry).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod exchange;
+mod home;
+mod identity;
+pub mod json;
+mod node;
+mod progress;
+pub mod time;
+
+pub use error::NodeError;
+pub use exchange::{
+    ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,
+};
+pub use home::Home;
+pub use identity::Identity;
+pub use node::{ConflictValue, ConflictView, InviteReport, LoadReport, MemberStatus, Node, Status};
+pub use progress::{NoProgress, Progress};
+
+pub(crate) fn id_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

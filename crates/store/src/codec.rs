@@ -115,13 +115,19 @@ mod tests {
             hlc: Hlc::from_parts(1_763_000_000_500, 0),
         };
         let none = VersionVector::new();
-        for (f, v) in [("village", Value::Str("Kisumu".into())), ("age", Value::Int(34))] {
+        for (f, v) in [
+            ("village", Value::Str("Kisumu".into())),
+            ("age", Value::Int(34)),
+        ] {
             r.apply(a, &none, &Op::Set(f.into(), v));
         }
         r.apply(b, &none, &Op::Set("age".into(), Value::Int(35)));
         r.apply(b, &none, &Op::Delete);
         let names = ["age", "village"];
-        let bytes = encode(&r, |n| Ok(names.iter().position(|x| *x == n).unwrap() as u32)).unwrap();
+        let bytes = encode(&r, |n| {
+            Ok(names.iter().position(|x| *x == n).unwrap() as u32)
+        })
+        .unwrap();
         let back = decode(&bytes, |i| Ok(names[i as usize].to_string())).unwrap();
         assert_eq!(back, r);
         assert!(bytes.len() < 60, "{} bytes", bytes.len());

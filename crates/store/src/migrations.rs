@@ -74,6 +74,7 @@ pub const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         sender INTEGER NOT NULL,
         coverage BLOB NOT NULL,
+        receipt BLOB NOT NULL,
         bytes INTEGER NOT NULL,
         seen_ms INTEGER NOT NULL
     ) WITHOUT ROWID;

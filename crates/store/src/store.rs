@@ -28,7 +28,9 @@ pub enum StoreError {
     #[error("the store is missing {0}")]
     Missing(String),
     /// The database was written by a newer ferry.
-    #[error("this home was written by a newer ferry (schema {found}, this ferry knows up to {known}); upgrade ferry")]
+    #[error(
+        "this home was written by a newer ferry (schema {found}, this ferry knows up to {known}); upgrade ferry"
+    )]
     NewerSchema {
         /// Schema version found.
         found: u32,
@@ -44,6 +46,9 @@ impl From<postcard::Error> for StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// hash, hlc, deps, body of a stored commit.
+type CommitRow = (Vec<u8>, i64, Vec<u8>, Vec<u8>);
 
 #[derive(Default)]
 struct NameCache {
@@ -91,6 +96,8 @@ pub struct BundleSeen {
     pub sender: MemberId,
     /// The runs it carries.
     pub coverage: Vec<Coverage>,
+    /// The sender's receipt in it.
+    pub receipt: VersionVector,
     /// Its size.
     pub bytes: u64,
 }
@@ -331,9 +338,9 @@ impl StoreTx<'_> {
     /// Collections with live records, and how many each, by name.
     pub fn collections(&mut self) -> Result<Vec<(String, u64)>> {
         self.load_names()?;
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT coll, count(*) FROM records WHERE live = 1 GROUP BY coll",
-        )?;
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT coll, count(*) FROM records WHERE live = 1 GROUP BY coll")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
@@ -374,7 +381,11 @@ impl StoreTx<'_> {
             .tx
             .prepare_cached("SELECT member, vv, updated_ms FROM peers ORDER BY member")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -401,12 +412,16 @@ impl StoreTx<'_> {
 
     /// A bundle file seen before, by content name.
     pub fn bundle_seen(&self, name: &str) -> Result<Option<BundleSeen>> {
-        let row: Option<(u32, Vec<u8>, i64)> = self
+        let row: Option<(u32, Vec<u8>, Vec<u8>, i64)> = self
             .tx
-            .prepare_cached("SELECT sender, coverage, bytes FROM bundles_seen WHERE name = ?1")?
-            .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached(
+                "SELECT sender, coverage, receipt, bytes FROM bundles_seen WHERE name = ?1",
+            )?
+            .query_row(params![name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
-        let Some((sender, coverage, bytes)) = row else {
+        let Some((sender, coverage, receipt, bytes)) = row else {
             return Ok(None);
         };
         let runs: Vec<(u32, u64, u64)> = postcard::from_bytes(&coverage)?;
@@ -421,6 +436,7 @@ impl StoreTx<'_> {
                     last,
                 })
                 .collect(),
+            receipt: postcard::from_bytes(&receipt)?,
             bytes: u(bytes),
         }))
     }
@@ -434,13 +450,15 @@ impl StoreTx<'_> {
             .collect();
         self.tx
             .prepare_cached(
-                "INSERT OR REPLACE INTO bundles_seen (name, sender, coverage, bytes, seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO bundles_seen
+                 (name, sender, coverage, receipt, bytes, seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 seen.name,
                 seen.sender.0,
                 postcard::to_allocvec(&runs)?,
+                postcard::to_allocvec(&seen.receipt)?,
                 i(seen.bytes),
                 i(self.now_ms)
             ])?;
@@ -490,7 +508,11 @@ impl Storage for StoreTx<'_> {
             .tx
             .prepare_cached("SELECT member, key, label FROM members ORDER BY member")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -522,7 +544,9 @@ impl Storage for StoreTx<'_> {
 
     fn put_member(&mut self, info: &MemberInfo) -> Result<()> {
         self.tx
-            .prepare_cached("INSERT OR REPLACE INTO members (member, key, label) VALUES (?1, ?2, ?3)")?
+            .prepare_cached(
+                "INSERT OR REPLACE INTO members (member, key, label) VALUES (?1, ?2, ?3)",
+            )?
             .execute(params![info.member.0, &info.key.0[..], info.label])?;
         Ok(())
     }
@@ -531,7 +555,9 @@ impl Storage for StoreTx<'_> {
         let row: Option<(i64, Vec<u8>, i64, Vec<u8>)> = self
             .tx
             .prepare_cached("SELECT seq, hash, hlc, deps FROM chains WHERE author = ?1")?
-            .query_row(params![m.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_row(params![m.0], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
         let Some((seq, hash, hlc, deps)) = row else {
             return Ok(None);
@@ -606,9 +632,11 @@ impl Storage for StoreTx<'_> {
     }
 
     fn commit(&self, m: MemberId, seq: u64) -> Result<Option<StoredCommit>> {
-        let row: Option<(Vec<u8>, i64, Vec<u8>, Vec<u8>)> = self
+        let row: Option<CommitRow> = self
             .tx
-            .prepare_cached("SELECT hash, hlc, deps, body FROM commits WHERE author = ?1 AND seq = ?2")?
+            .prepare_cached(
+                "SELECT hash, hlc, deps, body FROM commits WHERE author = ?1 AND seq = ?2",
+            )?
             .query_row(params![m.0, i(seq)], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
@@ -707,7 +735,13 @@ impl Storage for StoreTx<'_> {
                 "INSERT OR REPLACE INTO records (coll, id, state, live, conflicted)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![coll, id, bytes, state.is_live() as i64, conflicted as i64])?;
+            .execute(params![
+                coll,
+                id,
+                bytes,
+                state.is_live() as i64,
+                conflicted as i64
+            ])?;
         Ok(())
     }
 
@@ -783,7 +817,9 @@ impl Storage for StoreTx<'_> {
         }
         have.merge(vv);
         self.tx
-            .prepare_cached("INSERT OR REPLACE INTO peers (member, vv, updated_ms) VALUES (?1, ?2, ?3)")?
+            .prepare_cached(
+                "INSERT OR REPLACE INTO peers (member, vv, updated_ms) VALUES (?1, ?2, ?3)",
+            )?
             .execute(params![m.0, postcard::to_allocvec(&have)?, i(self.now_ms)])?;
         Ok(())
     }
@@ -819,9 +855,11 @@ impl StoreTx<'_> {
             if let Some(name) = names.get(&n) {
                 return Ok(name.clone());
             }
-            tx.query_row("SELECT name FROM local_names WHERE id = ?1", params![n], |r| {
-                r.get(0)
-            })
+            tx.query_row(
+                "SELECT name FROM local_names WHERE id = ?1",
+                params![n],
+                |r| r.get(0),
+            )
             .map_err(|e| codec_err(format!("local name {n}: {e}")))
         })?))
     }

@@ -38,7 +38,16 @@ impl Node {
         let tx = self.store.read().unwrap();
         let (bytes, _) = self
             .engine
-            .export(&tx, runs, &[], Vec::new(), [7; 16], &self.key, &self.secret, WriteOptions::default())
+            .export(
+                &tx,
+                runs,
+                &[],
+                Vec::new(),
+                [7; 16],
+                &self.key,
+                &self.secret,
+                WriteOptions::default(),
+            )
             .unwrap();
         bytes
     }
@@ -56,12 +65,18 @@ impl Node {
 
     fn value(&mut self, id: &str, field: &str) -> Option<Value> {
         let tx = self.store.read().unwrap();
-        tx.record("visits", id).unwrap().and_then(|r| r.winner(field).cloned())
+        tx.record("visits", id)
+            .unwrap()
+            .and_then(|r| r.winner(field).cloned())
     }
 }
 
 fn run(author: u32, first: u64, last: u64) -> Coverage {
-    Coverage { author: MemberId(author), first, last }
+    Coverage {
+        author: MemberId(author),
+        first,
+        last,
+    }
 }
 
 #[test]
@@ -71,7 +86,11 @@ fn a_pending_commit_survives_a_restart_and_applies_when_its_dependency_arrives()
     let dataset = ferry_model::DatasetId([2; 8]);
     let key = DatasetKey([3; 32]);
     let mut hq = Node {
-        engine: Engine { dataset, admin_key: admin.public(), me: MemberId(1) },
+        engine: Engine {
+            dataset,
+            admin_key: admin.public(),
+            me: MemberId(1),
+        },
         store: Store::open(&dir.path().join("hq.db")).unwrap(),
         secret: admin.clone(),
         key: key.clone(),
@@ -81,17 +100,25 @@ fn a_pending_commit_survives_a_restart_and_applies_when_its_dependency_arrives()
         hq.engine
             .commit_local(
                 &mut tx,
-                vec![Change::Genesis { name: "d".into(), label: "hq".into(), admin_key: admin.public() }],
+                vec![Change::Genesis {
+                    name: "d".into(),
+                    label: "hq".into(),
+                    admin_key: admin.public(),
+                }],
                 T0,
             )
             .unwrap();
         tx.commit().unwrap();
     }
-    let inv = Invitation::issue(&admin, dataset, "d", key.0, MemberId(2), "a", [4; 32]);
+    let inv = Invitation::issue(&admin, "hq", dataset, "d", key.0, MemberId(2), "a", [4; 32]);
     let path_a = dir.path().join("a.db");
     let device = SecretKey::from_bytes([5; 32]);
     let mut a = Node {
-        engine: Engine { dataset, admin_key: admin.public(), me: MemberId(2) },
+        engine: Engine {
+            dataset,
+            admin_key: admin.public(),
+            me: MemberId(2),
+        },
         store: Store::open(&path_a).unwrap(),
         secret: device.clone(),
         key: key.clone(),
@@ -99,7 +126,11 @@ fn a_pending_commit_survives_a_restart_and_applies_when_its_dependency_arrives()
     {
         let mut tx = a.store.transaction(T0).unwrap();
         a.engine
-            .commit_local(&mut tx, vec![Change::Join(inv.join_proof(&device.public()))], T0 + 1)
+            .commit_local(
+                &mut tx,
+                vec![Change::Join(inv.join_proof(&device.public()))],
+                T0 + 1,
+            )
             .unwrap();
         tx.commit().unwrap();
     }
@@ -109,13 +140,19 @@ fn a_pending_commit_survives_a_restart_and_applies_when_its_dependency_arrives()
     let late = hq.bundle(&[run(1, 3, 3)]);
     let early = hq.bundle(&[run(1, 1, 2)]);
     let r = a.ingest(&late);
-    assert_eq!(r.stashed, 1, "HQ's commits 1–2 are missing: commit 3 cannot be checked yet");
+    assert_eq!(
+        r.stashed, 1,
+        "HQ's commits 1–2 are missing: commit 3 cannot be checked yet"
+    );
     assert_eq!(a.value("v-1", "village"), None);
     // Restart.
     drop(a.store);
     a.store = Store::open(&path_a).unwrap();
     a.ingest(&early);
-    assert_eq!(a.value("v-1", "village"), Some(Value::Str("Kisumu Ndogo".into())));
+    assert_eq!(
+        a.value("v-1", "village"),
+        Some(Value::Str("Kisumu Ndogo".into()))
+    );
     let tx = a.store.read().unwrap();
     assert!(tx.stashed().unwrap().is_empty());
     assert_eq!(tx.applied().unwrap().get(MemberId(1)), 3);
@@ -143,7 +180,10 @@ fn a_rolled_back_transaction_leaves_no_trace_even_in_the_name_cache() {
     assert!(tx.collections().unwrap().is_empty());
     let mut r = ferry_model::RecordState::default();
     r.apply(
-        ferry_model::Stamp { dot: ferry_model::Dot::new(MemberId(1), 1), hlc: ferry_model::Hlc(1) },
+        ferry_model::Stamp {
+            dot: ferry_model::Dot::new(MemberId(1), 1),
+            hlc: ferry_model::Hlc(1),
+        },
         &Default::default(),
         &Op::Set("g".into(), Value::Int(2)),
     );

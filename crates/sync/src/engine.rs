@@ -57,7 +57,9 @@ pub enum IngestError<E: std::error::Error + 'static> {
     },
     /// A signature does not match the member's key: forged, or damaged in a way the
     /// encryption did not catch (only a member could have made it).
-    #[error("signature of member {member} does not verify: the bundle is forged or was made by a device that is not that member")]
+    #[error(
+        "signature of member {member} does not verify: the bundle is forged or was made by a device that is not that member"
+    )]
     BadSignature {
         /// The member whose signature failed.
         member: MemberId,
@@ -72,7 +74,9 @@ pub enum IngestError<E: std::error::Error + 'static> {
         source: JoinError,
     },
     /// A second device joined with an invitation that was already used.
-    #[error("member {member} already joined from another device; an invitation can be used only once")]
+    #[error(
+        "member {member} already joined from another device; an invitation can be used only once"
+    )]
     InvitationReused {
         /// The member number.
         member: MemberId,
@@ -82,7 +86,9 @@ pub enum IngestError<E: std::error::Error + 'static> {
     WrongGenesis,
     /// Two different commits with the same author and number: the author's device was
     /// restored from an old backup (or cloned) and wrote again.
-    #[error("member {author} has two different versions of commit {seq}; its device was probably restored from an old backup or cloned")]
+    #[error(
+        "member {author} has two different versions of commit {seq}; its device was probably restored from an old backup or cloned"
+    )]
     Fork {
         /// The author.
         author: MemberId,
@@ -106,6 +112,8 @@ pub struct IngestReport {
     pub applied: u64,
     /// The runs the bundle carried.
     pub runs: Vec<RunSummary>,
+    /// The runs kept aside, waiting for earlier commits or their author's membership.
+    pub stashed_runs: Vec<RunSummary>,
     /// Whether the sender's signature was checked (false when the sender's own chain is not
     /// known here yet; its commits then wait, stashed).
     pub authenticated: bool,
@@ -193,13 +201,13 @@ impl Engine {
                     proof,
                 } => {
                     let last = first + count - 1;
-                    if proof == RunProof::Sender {
-                        if author != header.sender || sender_run.is_some() {
-                            return Err(BundleError::Malformed(
-                                "a run vouched for by the sender is not the sender's".into(),
-                            )
-                            .into());
-                        }
+                    if proof == RunProof::Sender
+                        && (author != header.sender || sender_run.is_some())
+                    {
+                        return Err(BundleError::Malformed(
+                            "a run vouched for by the sender is not the sender's".into(),
+                        )
+                        .into());
                     }
                     let stashed = self.ingest_run(
                         store,
@@ -215,6 +223,13 @@ impl Engine {
                     )?;
                     if proof == RunProof::Sender {
                         sender_run = Some((last, stashed));
+                    }
+                    if stashed {
+                        report.stashed_runs.push(Coverage {
+                            author,
+                            first,
+                            last,
+                        });
                     }
                     report.runs.push(Coverage {
                         author,
@@ -352,19 +367,22 @@ impl Engine {
                 let prev = self.hash_at(store, author, seq - 1)?;
                 let expect = self.hash_at(store, author, seq)?;
                 if chain_next(&prev, seq, &bytes) != expect {
+                    if seq == 1 {
+                        // A different first commit: another device joined with the same
+                        // invitation (or claims the admin's number).
+                        return Err(IngestError::InvitationReused { member: author });
+                    }
                     return Err(IngestError::Fork { author, seq });
                 }
                 report.duplicates += 1;
                 last_hash = Some(expect);
                 continue;
             }
-            let commit = ctx
-                .decode(&bytes)
-                .map_err(|source| IngestError::Commit {
-                    author,
-                    seq,
-                    source,
-                })?;
+            let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
+                author,
+                seq,
+                source,
+            })?;
             if seq == 1 {
                 key = Some(self.admit(store, &commit)?);
             }
@@ -505,17 +523,19 @@ impl Engine {
                     if !applied.dominates(&c.deps) {
                         break;
                     }
-                    if !chains.contains_key(&author) {
-                        let chain = st::<S, _>(store.chain(author))?.expect("stored implies chain");
-                        chains.insert(author, chain);
-                    }
-                    let changes = chains[&author]
-                        .decode_stored(seq, &c.bytes)
-                        .map_err(|source| IngestError::Commit {
+                    let chain = match chains.entry(author) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                            st::<S, _>(store.chain(author))?.expect("stored implies chain"),
+                        ),
+                    };
+                    let changes = chain.decode_stored(seq, &c.bytes).map_err(|source| {
+                        IngestError::Commit {
                             author,
                             seq,
                             source,
-                        })?;
+                        }
+                    })?;
                     let commit = Commit {
                         author,
                         seq,
@@ -547,8 +567,7 @@ impl Engine {
         // Anything at or below what is already held is obsolete.
         st::<S, _>(store.unstash(author, have))?;
         let known = st::<S, _>(store.member(author))?;
-        if known.is_none() && have == 0 && st::<S, _>(store.stashed_commit(author, 1))?.is_none()
-        {
+        if known.is_none() && have == 0 && st::<S, _>(store.stashed_commit(author, 1))?.is_none() {
             return Ok(false);
         }
         let start = chain.unwrap_or_else(|| ChainContext::new(self.dataset, author));
@@ -600,8 +619,7 @@ impl Engine {
         // Pass 2: store the verified commits.
         let mut ctx = start;
         for seq in have + 1..=good {
-            let bytes = st::<S, _>(store.stashed_commit(author, seq))?
-                .expect("checked in pass 1");
+            let bytes = st::<S, _>(store.stashed_commit(author, seq))?.expect("checked in pass 1");
             let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
                 author,
                 seq,
@@ -743,9 +761,8 @@ impl Engine {
         }
         let head = receipt.get(self.me);
         let hash = self.hash_at(store, self.me, head)?;
-        let (out, digest) = w.finish(|d| {
-            signer.sign(&head_message(self.dataset, self.me, head, &hash, Some(d)))
-        })?;
+        let (out, digest) =
+            w.finish(|d| signer.sign(&head_message(self.dataset, self.me, head, &hash, Some(d))))?;
         report.digest = digest;
         Ok((out, report))
     }

@@ -24,8 +24,8 @@ pub mod plan;
 pub mod sim;
 mod storage;
 
-pub use engine::{Engine, ExportReport, IngestError, IngestReport, RunSummary, SettleReport};
 pub use engine::may_write;
+pub use engine::{Engine, ExportReport, IngestError, IngestReport, RunSummary, SettleReport};
 pub use membership::Invitation;
 pub use plan::{Coverage, ExportRun};
 pub use storage::{MemberInfo, Proof, Storage, StoredCommit};

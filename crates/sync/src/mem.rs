@@ -136,7 +136,8 @@ impl Storage for MemStorage {
 
     fn unstash(&mut self, author: MemberId, up_to: u64) -> Result<(), MemError> {
         self.stash.retain(|&(a, s), _| a != author || s > up_to);
-        self.stash_proofs.retain(|&(a, s), _| a != author || s > up_to);
+        self.stash_proofs
+            .retain(|&(a, s), _| a != author || s > up_to);
         Ok(())
     }
 

@@ -19,6 +19,8 @@ pub struct Invitation {
     pub dataset_key: [u8; 32],
     /// The admin's public key (the trust anchor).
     pub admin_key: PublicKey,
+    /// The admin's label.
+    pub admin_label: String,
     /// The admin's signed permission for this member number.
     pub cert: InviteCert,
     /// The one-time invitation secret key.
@@ -26,10 +28,12 @@ pub struct Invitation {
 }
 
 impl Invitation {
-    /// The admin issues an invitation for `member` labelled `label`; `invite_secret` is 32
-    /// fresh random bytes.
+    /// The admin (labelled `admin_label`) issues an invitation for `member` labelled `label`;
+    /// `invite_secret` is 32 fresh random bytes.
+    #[allow(clippy::too_many_arguments)]
     pub fn issue(
         admin: &SecretKey,
+        admin_label: &str,
         dataset: DatasetId,
         dataset_name: &str,
         dataset_key: [u8; 32],
@@ -44,6 +48,7 @@ impl Invitation {
             dataset_name: dataset_name.to_string(),
             dataset_key,
             admin_key: admin.public(),
+            admin_label: admin_label.to_string(),
             cert: InviteCert {
                 member,
                 label: label.to_string(),

@@ -21,8 +21,9 @@ pub type ExportRun = Coverage;
 /// same medium carry (`carried`).
 ///
 /// For each author, the run goes from the oldest commit some peer lacks up to the newest
-/// one held here (a run always ends at a commit this node holds a proof for). It is left out
-/// when the bundles already on the medium carry all of it.
+/// one held here (a run always ends at a commit this node holds a proof for). The part at
+/// its start that bundles already on the medium carry is left out; so is the whole run when
+/// they carry all of it.
 ///
 /// ```
 /// use ferry_model::{MemberId, VersionVector};
@@ -31,9 +32,10 @@ pub type ExportRun = Coverage;
 /// let stored: VersionVector = [(MemberId(1), 5), (MemberId(2), 3)].into_iter().collect();
 /// let hq: VersionVector = [(MemberId(1), 5), (MemberId(2), 1)].into_iter().collect();
 /// let clinic: VersionVector = [(MemberId(1), 2), (MemberId(2), 3)].into_iter().collect();
-/// let runs = plan_export(&stored, &[hq, clinic], &[]);
+/// let on_stick = [Coverage { author: MemberId(1), first: 1, last: 4 }];
+/// let runs = plan_export(&stored, &[hq, clinic], &on_stick);
 /// assert_eq!(runs, vec![
-///     Coverage { author: MemberId(1), first: 3, last: 5 },
+///     Coverage { author: MemberId(1), first: 5, last: 5 },
 ///     Coverage { author: MemberId(2), first: 2, last: 3 },
 /// ]);
 /// ```
@@ -47,42 +49,40 @@ pub fn plan_export(
         let Some(lowest) = peers.iter().map(|p| p.get(author)).min() else {
             continue;
         };
-        if lowest >= last {
-            continue;
-        }
-        let run = Coverage {
-            author,
-            first: lowest + 1,
-            last,
-        };
-        if !is_carried(&run, carried) {
-            runs.push(run);
+        let first = carried_through(author, lowest + 1, carried) + 1;
+        if first <= last {
+            runs.push(Coverage {
+                author,
+                first,
+                last,
+            });
         }
     }
     runs
 }
 
-/// Whether the ranges in `carried` together cover all of `run`.
-pub fn is_carried(run: &Coverage, carried: &[Coverage]) -> bool {
+/// The last commit of `author` such that `carried` covers every commit from `from` up to
+/// it (`from − 1` when it does not cover `from`).
+fn carried_through(author: MemberId, from: u64, carried: &[Coverage]) -> u64 {
     let mut ranges: Vec<_> = carried
         .iter()
-        .filter(|c| c.author == run.author)
+        .filter(|c| c.author == author)
         .map(|c| (c.first, c.last))
         .collect();
     ranges.sort_unstable();
-    let mut next = run.first;
+    let mut next = from;
     for (first, last) in ranges {
         if first > next {
             break;
         }
-        if last >= next {
-            next = last + 1;
-        }
-        if next > run.last {
-            return true;
-        }
+        next = next.max(last + 1);
     }
-    next > run.last
+    next - 1
+}
+
+/// Whether the ranges in `carried` together cover all of `run`.
+pub fn is_carried(run: &Coverage, carried: &[Coverage]) -> bool {
+    carried_through(run.author, run.first, carried) >= run.last
 }
 
 /// Whether every peer already holds everything in `coverage` (so a bundle carrying only
@@ -122,15 +122,31 @@ mod tests {
         assert!(plan_export(&stored, &[], &[]).is_empty());
         assert!(plan_export(&stored, std::slice::from_ref(&stored), &[]).is_empty());
         let behind = VersionVector::new();
-        assert_eq!(plan_export(&stored, &[behind.clone()], &[]), vec![cov(1, 1, 4)]);
-        assert!(plan_export(&stored, &[behind], &[cov(1, 1, 4)]).is_empty());
+        assert_eq!(
+            plan_export(&stored, std::slice::from_ref(&behind), &[]),
+            vec![cov(1, 1, 4)]
+        );
+        assert!(plan_export(&stored, std::slice::from_ref(&behind), &[cov(1, 1, 4)]).is_empty());
+        assert_eq!(
+            plan_export(&stored, std::slice::from_ref(&behind), &[cov(1, 1, 2)]),
+            vec![cov(1, 3, 4)],
+            "the carried start is left out"
+        );
+        assert_eq!(
+            plan_export(&stored, &[behind], &[cov(1, 2, 4)]),
+            vec![cov(1, 1, 4)],
+            "a gap at the start means the whole run"
+        );
     }
 
     #[test]
     fn acknowledgement_needs_every_peer() {
         let a: VersionVector = [(MemberId(1), 4)].into_iter().collect();
         let b: VersionVector = [(MemberId(1), 2)].into_iter().collect();
-        assert!(acknowledged_by_all(&[cov(1, 1, 4)], std::slice::from_ref(&a)));
+        assert!(acknowledged_by_all(
+            &[cov(1, 1, 4)],
+            std::slice::from_ref(&a)
+        ));
         assert!(!acknowledged_by_all(&[cov(1, 1, 4)], &[a, b]));
     }
 }

@@ -100,6 +100,7 @@ impl SimNode {
     pub fn invite(&mut self, member: MemberId, label: &str, now_ms: u64) -> Invitation {
         let inv = Invitation::issue(
             &self.secret,
+            &self.label,
             self.engine.dataset,
             &self.dataset_name,
             self.key.0,
@@ -134,6 +135,13 @@ impl SimNode {
             rng,
         };
         let proof = inv.join_proof(&node.secret.public());
+        node.store
+            .put_member(&crate::MemberInfo {
+                member: MemberId::ADMIN,
+                key: inv.admin_key,
+                label: inv.admin_label.clone(),
+            })
+            .expect("mem");
         node.engine
             .commit_local(&mut node.store, vec![Change::Join(proof)], now_ms)
             .expect("join");

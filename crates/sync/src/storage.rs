@@ -101,8 +101,12 @@ pub trait Storage {
 
     /// Keeps a commit that cannot be checked yet. Returns `false` if one is already kept at
     /// that place (the first one is kept).
-    fn stash_commit(&mut self, author: MemberId, seq: u64, bytes: &[u8])
-    -> Result<bool, Self::Error>;
+    fn stash_commit(
+        &mut self,
+        author: MemberId,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<bool, Self::Error>;
     /// Keeps a proof for stashed commits.
     fn stash_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), Self::Error>;
     /// A stashed commit.

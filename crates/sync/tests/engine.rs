@@ -6,7 +6,7 @@ use ferry_model::crypto::SecretKey;
 use ferry_model::{Change, MemberId, Op, Value};
 use ferry_sync::plan::Coverage;
 use ferry_sync::sim::{SimNode, SplitMix};
-use ferry_sync::{Invitation, IngestError, Storage};
+use ferry_sync::{IngestError, Invitation, Storage};
 
 const T0: u64 = 1_763_000_000_000;
 
@@ -22,8 +22,16 @@ fn three() -> (SimNode, SimNode, SimNode) {
     let mut a = SimNode::join(&inv_a, 2, T0 + 10);
     let mut b = SimNode::join(&inv_b, 3, T0 + 20);
     // Each clinic's first bundle (its join) reaches HQ; HQ's reaches both clinics.
-    let from_a = a.bundle_with(&[Coverage { author: MemberId(2), first: 1, last: 1 }]);
-    let from_b = b.bundle_with(&[Coverage { author: MemberId(3), first: 1, last: 1 }]);
+    let from_a = a.bundle_with(&[Coverage {
+        author: MemberId(2),
+        first: 1,
+        last: 1,
+    }]);
+    let from_b = b.bundle_with(&[Coverage {
+        author: MemberId(3),
+        first: 1,
+        last: 1,
+    }]);
     hq.ingest(&from_a).unwrap();
     hq.ingest(&from_b).unwrap();
     let from_hq = hq.bundle(&[]);
@@ -36,17 +44,42 @@ fn three() -> (SimNode, SimNode, SimNode) {
 fn three_laptops_converge_whatever_the_order_duplicates_and_relays() {
     let (mut hq, mut a, mut b) = three();
     assert_eq!(a.known_peers(), vec![MemberId(1), MemberId(3)]);
-    hq.write("visits", "v-1", vec![set("village", Value::Str("Kisumu".into()))], T0 + 100);
-    a.write("visits", "v-2", vec![set("weight_kg", Value::Float(61.5))], T0 + 110);
-    b.write("visits", "v-3", vec![set("temp_c", Value::Float(37.8))], T0 + 120);
+    hq.write(
+        "visits",
+        "v-1",
+        vec![set("village", Value::Str("Kisumu".into()))],
+        T0 + 100,
+    );
+    a.write(
+        "visits",
+        "v-2",
+        vec![set("weight_kg", Value::Float(61.5))],
+        T0 + 110,
+    );
+    b.write(
+        "visits",
+        "v-3",
+        vec![set("temp_c", Value::Float(37.8))],
+        T0 + 120,
+    );
     // A concurrent edit: both clinics correct HQ's record without seeing each other.
     let hq1 = hq.bundle(&[]);
     a.ingest(&hq1).unwrap();
     b.ingest(&hq1).unwrap();
-    a.write("visits", "v-1", vec![set("village", Value::Str("Kisumu Ndogo".into()))], T0 + 200);
-    b.write("visits", "v-1", vec![set("village", Value::Str("Kisumu Ndogo B".into()))], T0 + 201);
+    a.write(
+        "visits",
+        "v-1",
+        vec![set("village", Value::Str("Kisumu Ndogo".into()))],
+        T0 + 200,
+    );
+    b.write(
+        "visits",
+        "v-1",
+        vec![set("village", Value::Str("Kisumu Ndogo B".into()))],
+        T0 + 201,
+    );
 
-    let bundles = vec![hq.bundle(&[]), a.bundle(&[]), b.bundle(&[])];
+    let bundles = [hq.bundle(&[]), a.bundle(&[]), b.bundle(&[])];
     // B's bundle reaches HQ only through A (A relays B's commits without re-signing).
     a.ingest(&bundles[2]).unwrap();
     let relay = a.bundle(&[]);
@@ -89,13 +122,21 @@ fn three_laptops_converge_whatever_the_order_duplicates_and_relays() {
 #[test]
 fn the_same_bundle_twice_is_counted_as_duplicates_and_changes_nothing() {
     let (mut hq, mut a, _) = three();
-    hq.write("visits", "v-1", vec![set("age_years", Value::Int(34))], T0 + 100);
+    hq.write(
+        "visits",
+        "v-1",
+        vec![set("age_years", Value::Int(34))],
+        T0 + 100,
+    );
     let bundle = hq.bundle(&[]);
     let first = a.ingest(&bundle).unwrap();
     let listing = a.listing();
     let again = a.ingest(&bundle).unwrap();
     assert_eq!(first.new, 1);
-    assert_eq!((again.new, again.duplicates), (0, first.new + first.duplicates));
+    assert_eq!(
+        (again.new, again.duplicates),
+        (0, first.new + first.duplicates)
+    );
     assert_eq!(a.listing(), listing);
 }
 
@@ -107,9 +148,17 @@ fn a_commit_whose_dependencies_are_missing_waits_then_applies() {
     a.ingest(&hq_bundle).unwrap();
     // A edits HQ's record: A's commit depends on HQ's.
     a.write("visits", "v-1", vec![set("n", Value::Int(2))], T0 + 200);
-    let only_a = a.bundle_with(&[Coverage { author: MemberId(2), first: 2, last: 2 }]);
+    let only_a = a.bundle_with(&[Coverage {
+        author: MemberId(2),
+        first: 2,
+        last: 2,
+    }]);
     let report = b.ingest(&only_a).unwrap();
-    assert_eq!((report.new, report.applied), (1, 0), "pending on HQ's commit");
+    assert_eq!(
+        (report.new, report.applied),
+        (1, 0),
+        "pending on HQ's commit"
+    );
     assert!(b.listing().is_empty());
     b.ingest(&hq_bundle).unwrap();
     let rec = &b.listing()[&("visits".to_string(), "v-1".to_string())];
@@ -124,11 +173,19 @@ fn commits_from_a_member_whose_join_has_not_arrived_are_stashed_until_it_does() 
     let mut a = SimNode::join(&inv, 2, T0 + 10);
     a.write("visits", "v-9", vec![set("x", Value::Int(9))], T0 + 20);
     // A bundle with only A's second commit: HQ has never seen A.
-    let late = a.bundle_with(&[Coverage { author: MemberId(2), first: 2, last: 2 }]);
+    let late = a.bundle_with(&[Coverage {
+        author: MemberId(2),
+        first: 2,
+        last: 2,
+    }]);
     let report = hq.ingest(&late).unwrap();
     assert_eq!((report.stashed, report.authenticated), (1, false));
     assert!(hq.listing().is_empty());
-    let join = a.bundle_with(&[Coverage { author: MemberId(2), first: 1, last: 1 }]);
+    let join = a.bundle_with(&[Coverage {
+        author: MemberId(2),
+        first: 1,
+        last: 1,
+    }]);
     hq.ingest(&join).unwrap();
     assert_eq!(hq.listing().len(), 1);
     assert!(hq.store.stashed().unwrap().is_empty());
@@ -139,13 +196,17 @@ fn bundles_of_another_dataset_or_non_members_are_refused_without_changes() {
     let (mut hq, mut a, _) = three();
     let other = SimNode::create("other", "x", 99, T0).bundle_with(&[]);
     let before = a.listing();
-    assert!(matches!(a.ingest(&other), Err(IngestError::WrongDataset { .. })));
+    assert!(matches!(
+        a.ingest(&other),
+        Err(IngestError::WrongDataset { .. })
+    ));
 
     // Someone who has the dataset key (say, found on a lost laptop) but no admin-signed
     // invitation makes up its own.
     let fake_admin = SecretKey::from_bytes([42; 32]);
     let forged = Invitation::issue(
         &fake_admin,
+        "fake",
         hq.engine.dataset,
         "clinics",
         hq.key.0,
@@ -156,10 +217,17 @@ fn bundles_of_another_dataset_or_non_members_are_refused_without_changes() {
     let mut intruder = SimNode::join(&forged, 44, T0);
     intruder.engine.admin_key = hq.engine.admin_key;
     intruder.write("visits", "v-1", vec![set("x", Value::Int(666))], T0 + 1);
-    let bundle = intruder.bundle_with(&[Coverage { author: MemberId(7), first: 1, last: 2 }]);
+    let bundle = intruder.bundle_with(&[Coverage {
+        author: MemberId(7),
+        first: 1,
+        last: 2,
+    }]);
     assert!(matches!(
         a.ingest(&bundle),
-        Err(IngestError::NotMember { member: MemberId(7), .. })
+        Err(IngestError::NotMember {
+            member: MemberId(7),
+            ..
+        })
     ));
     assert_eq!(a.listing(), before);
 
@@ -170,7 +238,9 @@ fn bundles_of_another_dataset_or_non_members_are_refused_without_changes() {
     let forged = impostor.bundle(&[]);
     assert!(matches!(
         hq.ingest(&forged),
-        Err(IngestError::BadSignature { member: MemberId(2) })
+        Err(IngestError::BadSignature {
+            member: MemberId(2)
+        })
     ));
 }
 
@@ -180,8 +250,15 @@ fn a_relayed_run_with_a_forged_proof_is_refused() {
     a.write("visits", "v-1", vec![set("x", Value::Int(1))], T0 + 100);
     hq.ingest(&a.bundle(&[])).unwrap();
     // HQ relays A's commit to B, but tampers with the forwarded proof.
-    let honest = hq.bundle_with(&[Coverage { author: MemberId(2), first: 2, last: 2 }]);
-    let mut reader = BundleReader::open(&honest[..]).unwrap().decrypt(&hq.key).unwrap();
+    let honest = hq.bundle_with(&[Coverage {
+        author: MemberId(2),
+        first: 2,
+        last: 2,
+    }]);
+    let mut reader = BundleReader::open(&honest[..])
+        .unwrap()
+        .decrypt(&hq.key)
+        .unwrap();
     let mut items = Vec::new();
     while let Some(item) = reader.next_item().unwrap() {
         items.push(item);
@@ -194,7 +271,11 @@ fn a_relayed_run_with_a_forged_proof_is_refused() {
     // Rewrite the bundle with a bit flipped in the forwarded signature.
     let mut tampered_items = items.clone();
     for item in &mut tampered_items {
-        if let Item::Run { proof: RunProof::Bundle { sig, .. }, .. } = item {
+        if let Item::Run {
+            proof: RunProof::Bundle { sig, .. },
+            ..
+        } = item
+        {
             sig.0[0] ^= 1;
         }
     }
@@ -213,7 +294,11 @@ fn a_relayed_run_with_a_forged_proof_is_refused() {
     for item in &tampered_items {
         w.push(item).unwrap();
     }
-    let hash = hq.store.commit_hash(MemberId(1), hq.store.stored().unwrap().get(MemberId(1))).unwrap().unwrap();
+    let hash = hq
+        .store
+        .commit_hash(MemberId(1), hq.store.stored().unwrap().get(MemberId(1)))
+        .unwrap()
+        .unwrap();
     let head = hq.store.stored().unwrap().get(MemberId(1));
     let (tampered, _) = w
         .finish(|d| {
@@ -228,7 +313,9 @@ fn a_relayed_run_with_a_forged_proof_is_refused() {
         .unwrap();
     assert!(matches!(
         b.ingest(&tampered),
-        Err(IngestError::BadSignature { member: MemberId(2) })
+        Err(IngestError::BadSignature {
+            member: MemberId(2)
+        })
     ));
     assert!(b.ingest(&honest).is_ok());
 }
@@ -261,7 +348,16 @@ fn a_device_restored_from_an_old_backup_that_writes_again_is_detected_as_a_fork(
     let mut restored = backup;
     restored.write("visits", "v-1", vec![set("x", Value::Int(2))], T0 + 200);
     let err = hq.ingest(&restored.bundle(&[])).unwrap_err();
-    assert!(matches!(err, IngestError::Fork { author: MemberId(2), seq: 2 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            IngestError::Fork {
+                author: MemberId(2),
+                seq: 2
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -287,8 +383,12 @@ fn local_commits_refuse_nothing_and_members_may_not_write_others_metadata() {
         )
         .unwrap();
     hq.ingest(&a.bundle(&[])).unwrap();
-    let label = hq.store.records[&("_members".to_string(), "3".to_string())].winner("label").cloned();
+    let label = hq.store.records[&("_members".to_string(), "3".to_string())]
+        .winner("label")
+        .cloned();
     assert_eq!(label, Some(Value::Str("clinic-b".into())));
-    let email = hq.store.records[&("_members".to_string(), "2".to_string())].winner("email").cloned();
+    let email = hq.store.records[&("_members".to_string(), "2".to_string())]
+        .winner("email")
+        .cloned();
     assert_eq!(email, Some(Value::Str("a@example.test".into())));
 }

@@ -1,0 +1,437 @@
+//! `ferry`: the command-line tool. Glue only: parse arguments, call `ferry_node`, print.
+//!
+//! Exit status: 0 on success; 1 when anything failed (including an import where some files
+//! were refused, after the good ones applied); 2 for a usage error.
+#![forbid(unsafe_code)]
+// The CLI is the one crate that prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod demo;
+mod output;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use ferry_model::Value;
+use ferry_node::{Home, Node, json};
+use output::{Bar, out};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Store-and-forward sync for records edited where the network does not reach.
+///
+/// Records are packed into signed, encrypted bundles that travel on a USB stick (or any
+/// folder) and are applied on the other side in any order, any number of times.
+#[derive(Parser)]
+#[command(name = "ferry", version, about, long_about = None, max_term_width = 100)]
+struct Cli {
+    /// The node's home folder [default: $FERRY_HOME, else ~/.local/share/ferry]
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this laptop's node: a new dataset (--create) or join one (--join)
+    Init(InitArgs),
+    /// Write an invitation file for a new laptop (admin only)
+    Invite {
+        /// Where to write the invitation (a file that does not exist yet)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// A name for the new member, e.g. clinic-b
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Set fields of a record: VALUE is an integer, a float, true, false, null, else text
+    Put {
+        /// Collection, e.g. visits
+        collection: String,
+        /// Record id, e.g. v-2026-000123
+        id: String,
+        /// One or more FIELD=VALUE (quote "34" to keep it text)
+        #[arg(required = true, value_name = "FIELD=VALUE")]
+        fields: Vec<String>,
+    },
+    /// Show a record
+    Get {
+        /// Collection
+        collection: String,
+        /// Record id
+        id: String,
+        /// Print one JSON object of field → value
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the records of a collection, sorted by id
+    List {
+        /// Collection
+        collection: String,
+        /// Print a JSON array of {"id", "fields"}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a record
+    Delete {
+        /// Collection
+        collection: String,
+        /// Record id
+        id: String,
+    },
+    /// Load records from a JSON-lines file (one object per line with an "id" key)
+    Load {
+        /// Collection
+        collection: String,
+        /// The .jsonl file ("-" for standard input)
+        file: PathBuf,
+    },
+    /// Print a collection as JSON lines (the inverse of load)
+    Dump {
+        /// Collection
+        collection: String,
+    },
+    /// Write what the other laptops still need into DIR (e.g. a USB stick)
+    Export {
+        /// The stick or shared folder
+        dir: PathBuf,
+    },
+    /// Apply bundle files, or every bundle under folders
+    Import {
+        /// Bundle files or folders
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Import from DIR, then export to it: the one command to run when the stick arrives
+    Sync {
+        /// The stick or shared folder
+        dir: PathBuf,
+    },
+    /// This node, the dataset, the members and what each still lacks
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fields edited on two laptops at once, with every value
+    Conflicts {
+        /// Print a JSON array of {"collection", "id", "field", "winner", "values"}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect a bundle without applying it
+    Verify {
+        /// The bundle file
+        file: PathBuf,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch three laptops sync through a folder, in a temporary folder
+    Demo {
+        /// Keep the demo's folders here instead of a temporary folder
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Mode {
+    /// Create a new dataset with this name; this laptop becomes its admin
+    #[arg(long, value_name = "DATASET")]
+    create: Option<String>,
+    /// Join a dataset with an invitation file from its admin
+    #[arg(long, value_name = "INVITE_FILE")]
+    join: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// A name for this laptop, e.g. hq or clinic-a
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    mode: Mode,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if output::is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            let msg = format!("{e:#}");
+            eprintln!("ferry: error: {}", msg.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(home: &Option<PathBuf>) -> Result<Node> {
+    let home = Home::resolve(home.clone())?;
+    Ok(Node::open(&home)?)
+}
+
+fn parse_field(arg: &str) -> Result<(String, Value)> {
+    let Some((field, value)) = arg.split_once('=') else {
+        bail!("{arg:?} is not FIELD=VALUE (for example weight_kg=61.5)");
+    };
+    Ok((field.to_string(), Value::parse(value)))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init(args) => {
+            let home = Home::resolve(cli.home)?;
+            let node = match (&args.mode.create, &args.mode.join) {
+                (Some(dataset), None) => Node::create(&home, &args.name, dataset)?,
+                (None, Some(invite)) => Node::join(&home, &args.name, invite)?,
+                _ => unreachable!("clap requires exactly one of --create and --join"),
+            };
+            let id = node.identity();
+            out(format_args!(
+                "Created node {:?} (member #{}) in {}",
+                id.label,
+                id.me.0,
+                home.root().display()
+            ))?;
+            if id.is_admin() {
+                out(format_args!(
+                    "New dataset {:?} ({}). You are its admin: add laptops with `ferry invite --out FILE --label NAME`.",
+                    id.dataset_name, id.dataset
+                ))?;
+            } else {
+                out(format_args!(
+                    "Joined dataset {:?} ({}). Your key fingerprint is {}. Run `ferry sync DIR` to exchange data; you may now delete the invitation file.",
+                    id.dataset_name,
+                    id.dataset,
+                    node.public_key().fingerprint()
+                ))?;
+            }
+        }
+        Command::Invite { out: path, label } => {
+            let mut node = open(&cli.home)?;
+            let r = node.invite(&path, label.as_deref())?;
+            out(format_args!(
+                "Wrote invitation for {:?} (member #{}) to {}",
+                r.label,
+                r.member,
+                r.path.display()
+            ))?;
+            out(format_args!(
+                "Carry it like a key: anyone who holds it can join and read the dataset. On the new laptop run: ferry init --name {} --join {}",
+                r.label,
+                r.path.display()
+            ))?;
+        }
+        Command::Put {
+            collection,
+            id,
+            fields,
+        } => {
+            let fields = fields
+                .iter()
+                .map(|f| parse_field(f))
+                .collect::<Result<Vec<_>>>()?;
+            let mut node = open(&cli.home)?;
+            node.put(&collection, &id, &fields)?;
+        }
+        Command::Get {
+            collection,
+            id,
+            json: as_json,
+        } => {
+            let mut node = open(&cli.home)?;
+            let Some(rec) = node.get(&collection, &id)?.filter(|r| r.is_live()) else {
+                bail!("no record {id:?} in collection {collection:?}");
+            };
+            if as_json {
+                let obj: serde_json::Map<_, _> = rec
+                    .shown()
+                    .into_iter()
+                    .map(|(f, v)| (f.to_string(), json::to_json(&v)))
+                    .collect();
+                out(format_args!("{}", serde_json::Value::Object(obj)))?;
+            } else {
+                let conflicted = rec.conflicted_fields();
+                for (f, v) in rec.shown() {
+                    let mark = if conflicted.contains(&f) {
+                        "   (conflict: see `ferry conflicts`)"
+                    } else {
+                        ""
+                    };
+                    out(format_args!("{f}: {v}{mark}"))?;
+                }
+            }
+        }
+        Command::List {
+            collection,
+            json: as_json,
+        } => {
+            let mut node = open(&cli.home)?;
+            if as_json {
+                out(format_args!("{}", list_json(&mut node, &collection)?))?;
+            } else {
+                let mut lines = Vec::new();
+                node.for_each_record(&collection, |id, r| {
+                    let fields: Vec<String> = r
+                        .shown()
+                        .into_iter()
+                        .map(|(f, v)| format!("{f}={v}"))
+                        .collect();
+                    lines.push(format!("{id}  {}", fields.join("  ")));
+                    Ok(())
+                })?;
+                for l in lines {
+                    out(format_args!("{l}"))?;
+                }
+            }
+        }
+        Command::Delete { collection, id } => {
+            let mut node = open(&cli.home)?;
+            if !node.delete(&collection, &id)? {
+                bail!("no record {id:?} in collection {collection:?}");
+            }
+        }
+        Command::Load { collection, file } => {
+            let mut node = open(&cli.home)?;
+            let r = if file.as_os_str() == "-" {
+                let stdin = std::io::stdin();
+                node.load(&collection, &mut stdin.lock(), None, &Bar::new())?
+            } else {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                let len = f.metadata().ok().map(|m| m.len());
+                let mut r = std::io::BufReader::new(f);
+                node.load(&collection, &mut r, len, &Bar::new())
+                    .with_context(|| {
+                        format!("{} was not loaded (nothing was written)", file.display())
+                    })?
+            };
+            out(format_args!(
+                "Loaded {} records into {collection:?} ({} commits)",
+                r.records, r.commits
+            ))?;
+        }
+        Command::Dump { collection } => {
+            let mut node = open(&cli.home)?;
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            node.dump(&collection, &mut lock)?;
+            std::io::Write::flush(&mut lock)?;
+        }
+        Command::Export { dir } => {
+            let mut node = open(&cli.home)?;
+            if !dir.is_dir() {
+                bail!(
+                    "{} is not a folder; give the folder of the USB stick or shared drive",
+                    dir.display()
+                );
+            }
+            let r = node.export(&dir, &Bar::new())?;
+            output::print_export(&r)?;
+        }
+        Command::Import { paths } => {
+            let mut node = open(&cli.home)?;
+            let r = node.import(&paths, &Bar::new())?;
+            output::print_import(&r)?;
+            if r.rejected() > 0 {
+                bail!(
+                    "{} of {} files were refused and quarantined in {} (the others were applied)",
+                    r.rejected(),
+                    r.files.len(),
+                    node.home().quarantine().display()
+                );
+            }
+        }
+        Command::Sync { dir } => {
+            let mut node = open(&cli.home)?;
+            let r = node.sync(&dir, &Bar::new())?;
+            output::print_import(&r.import)?;
+            output::print_export(&r.export)?;
+            if r.import.rejected() > 0 {
+                bail!(
+                    "{} files on {} were refused and quarantined in {} (everything else synced)",
+                    r.import.rejected(),
+                    dir.display(),
+                    node.home().quarantine().display()
+                );
+            }
+        }
+        Command::Status { json: as_json } => {
+            let mut node = open(&cli.home)?;
+            let s = node.status()?;
+            if as_json {
+                out(format_args!("{}", serde_json::to_string_pretty(&s)?))?;
+            } else {
+                output::print_status(&s)?;
+            }
+        }
+        Command::Conflicts { json: as_json } => {
+            let mut node = open(&cli.home)?;
+            let c = node.conflicts()?;
+            if as_json {
+                out(format_args!("{}", serde_json::to_string_pretty(&c)?))?;
+            } else if c.is_empty() {
+                out(format_args!("No conflicts."))?;
+            } else {
+                for v in &c {
+                    out(format_args!(
+                        "{}/{} {}: shown {} — edited at the same time:",
+                        v.collection, v.id, v.field, v.winner
+                    ))?;
+                    for val in &v.values {
+                        out(format_args!(
+                            "    {}  by {} at {}",
+                            val.value, val.author, val.at
+                        ))?;
+                    }
+                }
+            }
+        }
+        Command::Verify {
+            file,
+            json: as_json,
+        } => {
+            let mut node = open(&cli.home)?;
+            let r = node.verify(&file)?;
+            if as_json {
+                out(format_args!("{}", serde_json::to_string_pretty(&r)?))?;
+            } else {
+                output::print_verify(&r)?;
+            }
+            if let Some(p) = &r.problem {
+                bail!("{}: {p}", file.display());
+            }
+        }
+        Command::Demo { keep } => {
+            demo::run(keep)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry list --json`: an array of `{"id", "fields"}` sorted by id.
+pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
+    let mut items = Vec::new();
+    node.for_each_record(collection, |id, r| {
+        let fields: serde_json::Map<_, _> = r
+            .shown()
+            .into_iter()
+            .map(|(f, v)| (f.to_string(), json::to_json(&v)))
+            .collect();
+        items.push(serde_json::json!({ "id": id, "fields": fields }));
+        Ok(())
+    })?;
+    Ok(serde_json::Value::Array(items).to_string())
+}
+
+/// Whether stderr is a terminal (progress bars are drawn only then).
+pub(crate) fn interactive() -> bool {
+    std::io::stderr().is_terminal()
+}

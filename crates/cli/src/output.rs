@@ -1,0 +1,255 @@
+//! Printing: lines on stdout, progress bars on stderr (only on a terminal).
+
+use anyhow::Result;
+use ferry_node::{ExportOutcome, FileResult, ImportReport, Progress, Status, VerifyReport};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::cell::RefCell;
+use std::fmt;
+use std::io::Write;
+
+/// Prints one line to stdout. A closed pipe (`ferry list | head`) ends the program quietly.
+pub fn out(line: fmt::Arguments<'_>) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    lock.write_fmt(line)?;
+    lock.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Whether an error is a closed stdout pipe.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub struct Bar {
+    bar: RefCell<Option<ProgressBar>>,
+}
+
+impl Bar {
+    pub fn new() -> Bar {
+        Bar {
+            bar: RefCell::new(None),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&self, what: &str, total: Option<u64>) {
+        if !crate::interactive() {
+            return;
+        }
+        let bar = match total {
+            Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
+            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+        };
+        let style = if total.is_some() {
+            ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {eta}")
+        } else {
+            ProgressStyle::with_template("{msg:30} {spinner} {bytes}")
+        };
+        if let Ok(style) = style {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.bar.borrow().as_ref() {
+            b.inc(n);
+        }
+    }
+
+    fn end(&self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn size(n: u64) -> String {
+    if n < 10_000 {
+        format!("{n} B")
+    } else if n < 10_000_000 {
+        format!("{:.1} kB", n as f64 / 1000.0)
+    } else {
+        format!("{:.1} MB", n as f64 / 1e6)
+    }
+}
+
+pub fn print_import(r: &ImportReport) -> Result<()> {
+    for f in &r.files {
+        let name = f.path.display();
+        match &f.result {
+            FileResult::Applied {
+                sender,
+                new,
+                duplicates,
+                waiting,
+            } => {
+                let mut parts = vec![format!("{new} new")];
+                if new + duplicates + waiting == 0 {
+                    parts = vec!["no changes, a receipt".to_string()];
+                }
+                if *duplicates > 0 {
+                    parts.push(format!("{duplicates} already here"));
+                }
+                if *waiting > 0 {
+                    parts.push(format!("{waiting} waiting for earlier changes"));
+                }
+                out(format_args!(
+                    "applied  {name} ({}, from {sender}): {}",
+                    size(f.bytes),
+                    parts.join(", ")
+                ))?;
+            }
+            FileResult::AlreadyApplied => {
+                out(format_args!("skipped  {name}: already applied"))?;
+            }
+            FileResult::Rejected {
+                reason,
+                quarantined,
+            } => {
+                let kept = quarantined
+                    .as_ref()
+                    .map(|q| format!("; a copy is kept in {}", q.display()))
+                    .unwrap_or_default();
+                out(format_args!("REFUSED  {name}: {reason}{kept}"))?;
+            }
+        }
+    }
+    if r.pending > 0 {
+        out(format_args!(
+            "{} changes wait for changes they depend on; they apply when those arrive",
+            r.pending
+        ))?;
+    }
+    Ok(())
+}
+
+pub fn print_export(r: &ExportOutcome) -> Result<()> {
+    match &r.written {
+        Some((path, bytes, commits)) => out(format_args!(
+            "wrote    {} ({}, {})",
+            path.display(),
+            size(*bytes),
+            match commits {
+                0 => "no new changes: a receipt of what this laptop holds".to_string(),
+                1 => "1 change".to_string(),
+                n => format!("{n} changes"),
+            }
+        ))?,
+        None => out(format_args!(
+            "nothing new to write to {}: it already carries everything the others need",
+            r.folder.display()
+        ))?,
+    }
+    if !r.removed.is_empty() {
+        out(format_args!(
+            "removed  {} bundles every member already has",
+            r.removed.len()
+        ))?;
+    }
+    Ok(())
+}
+
+pub fn print_status(s: &Status) -> Result<()> {
+    out(format_args!(
+        "node     {} (member #{}) in {}",
+        s.label, s.member, s.home
+    ))?;
+    out(format_args!("dataset  {} ({})", s.dataset, s.dataset_id))?;
+    out(format_args!(
+        "records  {}   conflicts {}   pending {}   waiting for prerequisites {}   quarantined {}",
+        s.records, s.conflicts, s.pending, s.waiting_for_prerequisites, s.quarantined
+    ))?;
+    out(format_args!("members:"))?;
+    for m in &s.members {
+        let role = match (m.admin, m.you) {
+            (true, true) => ", admin",
+            (true, false) => " (admin)",
+            _ => "",
+        };
+        if m.you {
+            out(format_args!(
+                "  #{:<3} {:<16} (this laptop{role}) holds {} changes",
+                m.member, m.label, m.holds
+            ))?;
+            continue;
+        }
+        let state = if m.joined {
+            ""
+        } else {
+            " invited, not joined yet;"
+        };
+        let heard = m
+            .last_heard
+            .as_deref()
+            .map_or("never heard from".to_string(), |t| {
+                format!("last heard {t}")
+            });
+        out(format_args!(
+            "  #{:<3} {:<16}{role}{state} holds {} changes, lacks {} of ours; {heard}",
+            m.member, m.label, m.holds, m.lacks_from_us
+        ))?;
+    }
+    for (at, source, reason) in &s.recent_quarantine {
+        out(format_args!("quarantined {at}: {source}: {reason}"))?;
+    }
+    Ok(())
+}
+
+pub fn print_verify(r: &VerifyReport) -> Result<()> {
+    out(format_args!(
+        "file       {} ({})",
+        r.path.display(),
+        size(r.bytes)
+    ))?;
+    if r.version == 0 {
+        return Ok(());
+    }
+    out(format_args!(
+        "dataset    {}{}",
+        r.dataset,
+        if r.our_dataset {
+            " (this dataset)"
+        } else {
+            " (NOT this dataset)"
+        }
+    ))?;
+    out(format_args!(
+        "sender     {} (member #{})",
+        r.sender.1, r.sender.0
+    ))?;
+    for (author, first, last) in &r.runs {
+        out(format_args!("commits    {author}: {first}–{last}"))?;
+    }
+    if r.problem.is_none() {
+        out(format_args!(
+            "integrity  intact; signature {}",
+            if r.signature_checked {
+                "valid"
+            } else {
+                "not checkable yet (the sender's earlier changes have not arrived)"
+            }
+        ))?;
+        out(format_args!(
+            "effect     {} new, {} already here{}",
+            r.new,
+            r.duplicates,
+            if r.already_applied {
+                " (this file was applied before)"
+            } else {
+                ""
+            }
+        ))?;
+        for m in &r.missing {
+            out(format_args!("missing    {m}"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The node's errors: each one a sentence a person can act on.
+
+use std::path::PathBuf;
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The home folder holds no node yet.
+    #[error(
+        "no ferry node in {0}; create one with `ferry init --name LABEL --create DATASET` or `ferry init --name LABEL --join INVITE_FILE`"
+    )]
+    NoNode(PathBuf),
+    /// `init` on a home that already holds a node.
+    #[error("{0} already holds a ferry node; use another --home for a second node")]
+    AlreadyInitialized(PathBuf),
+    /// Something other than the admin tried to invite.
+    #[error("only the dataset's admin ({admin}) can invite new members")]
+    NotAdmin {
+        /// The admin's label.
+        admin: String,
+    },
+    /// An invitation file could not be used.
+    #[error("{path} is not a usable ferry invitation: {reason}")]
+    BadInvite {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file or folder operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] ferry_store::StoreError),
+    /// A transport failed.
+    #[error(transparent)]
+    Transport(#[from] ferry_transport::TransportError),
+    /// Input a person gave is not valid.
+    #[error("{0}")]
+    Input(String),
+    /// The sync engine refused a local operation (a bug or a corrupt store).
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl NodeError {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        NodeError::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> From<ferry_sync::IngestError<E>> for NodeError {
+    fn from(e: ferry_sync::IngestError<E>) -> Self {
+        NodeError::Engine(e.to_string())
+    }
+}

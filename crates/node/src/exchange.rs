@@ -1,0 +1,610 @@
+//! Moving bundles: import, export, sync, verify.
+
+use crate::NodeError;
+use crate::node::{Node, random};
+use crate::progress::Progress;
+use crate::time::{file_stamp, now_ms};
+use ferry_bundle::{BundleReader, WriteOptions};
+use ferry_model::{DatasetId, MemberId};
+use ferry_store::{BundleSeen, QuarantineRow};
+use ferry_sync::plan::{acknowledged_by_all, plan_export};
+use ferry_sync::{Coverage, IngestError, IngestReport, Storage};
+use ferry_transport::{Disposition, MessageId, Transport};
+use ferry_transport_dir::{DirTransport, SUFFIX};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// What became of one file given to `import`.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileOutcome {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// What happened.
+    pub result: FileResult,
+}
+
+/// The result of importing one file.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FileResult {
+    /// Read and applied.
+    Applied {
+        /// Sender's label.
+        sender: String,
+        /// Commits new to this node.
+        new: u64,
+        /// Commits this node already had.
+        duplicates: u64,
+        /// Commits waiting for earlier commits or their author's membership.
+        waiting: u64,
+    },
+    /// This exact file was applied before.
+    AlreadyApplied,
+    /// Refused; nothing from it was applied.
+    Rejected {
+        /// Why, in one line.
+        reason: String,
+        /// The quarantined copy, if one could be made.
+        quarantined: Option<PathBuf>,
+    },
+}
+
+/// What `import` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ImportReport {
+    /// One entry per file.
+    pub files: Vec<FileOutcome>,
+    /// Commits still pending (their dependencies are missing) after the import.
+    pub pending: u64,
+}
+
+impl ImportReport {
+    /// How many files were refused.
+    pub fn rejected(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| matches!(f.result, FileResult::Rejected { .. }))
+            .count()
+    }
+}
+
+/// What `export` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExportOutcome {
+    /// The folder the bundles live in.
+    pub folder: PathBuf,
+    /// The bundle written, if one was needed: file, size, commits.
+    pub written: Option<(PathBuf, u64, u64)>,
+    /// Bundles removed because every member already holds their content.
+    pub removed: Vec<String>,
+    /// Bundles left on the medium.
+    pub on_medium: usize,
+}
+
+/// What `sync` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    /// The import half.
+    pub import: ImportReport,
+    /// The export half.
+    pub export: ExportOutcome,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Format version.
+    pub version: u8,
+    /// The bundle's dataset (hex) and whether it is this node's.
+    pub dataset: String,
+    /// Whether the dataset is this node's.
+    pub our_dataset: bool,
+    /// Sender number and label.
+    pub sender: (u32, String),
+    /// The runs of commits: (author label, first, last).
+    pub runs: Vec<(String, u64, u64)>,
+    /// Commits new to this node.
+    pub new: u64,
+    /// Commits this node already holds.
+    pub duplicates: u64,
+    /// Whether the sender's signature could be checked (and was valid).
+    pub signature_checked: bool,
+    /// What this node lacks before it can apply the bundle.
+    pub missing: Vec<String>,
+    /// Whether this exact file was already applied here.
+    pub already_applied: bool,
+    /// `None` if the bundle is intact and authentic as far as this node can tell; else why
+    /// not.
+    pub problem: Option<String>,
+}
+
+/// Reads a whole file to name it by content: the first 16 bytes of its BLAKE3 hash, hex.
+fn content_name(path: &Path) -> io::Result<(String, u64)> {
+    let mut f = File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    let n = io::copy(&mut f, &mut h)?;
+    Ok((h.finalize().to_hex()[..32].to_string(), n))
+}
+
+/// Counts bytes read into a progress display.
+struct Counting<'a, R> {
+    inner: R,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// Hashes what is written through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Bundle files under `path`: the file itself, or every `*.ferry` file below a folder.
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), NodeError> {
+    let meta = std::fs::metadata(path).map_err(|e| NodeError::io("cannot read", path, e))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .map_err(|e| NodeError::io("cannot read folder", path, e))?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else if name.ends_with(SUFFIX) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Plain-language reason for a refused bundle.
+fn reason<E: std::error::Error>(e: &IngestError<E>) -> String {
+    match e {
+        IngestError::Bundle(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Node {
+    /// The folder on a medium where this dataset's bundles live: `ROOT/ferry/DATASET_ID`.
+    pub fn bundle_folder(&self, root: &Path) -> PathBuf {
+        root.join("ferry").join(self.id.dataset.to_hex())
+    }
+
+    /// Applies bundle files (or every bundle file under folders). Files that are refused are
+    /// quarantined and reported; the good ones still apply.
+    pub fn import(
+        &mut self,
+        paths: &[PathBuf],
+        progress: &dyn Progress,
+    ) -> Result<ImportReport, NodeError> {
+        let mut files = Vec::new();
+        for p in paths {
+            collect(p, &mut files)?;
+        }
+        let mut report = ImportReport::default();
+        for path in files {
+            let outcome = self.import_file(&path, progress)?;
+            report.files.push(outcome);
+        }
+        let tx = self.read()?;
+        let stored = tx.stored()?;
+        let applied = tx.applied()?;
+        report.pending = stored.total().saturating_sub(applied.total());
+        Ok(report)
+    }
+
+    fn import_file(
+        &mut self,
+        path: &Path,
+        progress: &dyn Progress,
+    ) -> Result<FileOutcome, NodeError> {
+        let (name, bytes) = match content_name(path) {
+            Ok(x) => x,
+            Err(e) => {
+                return Ok(FileOutcome {
+                    path: path.to_path_buf(),
+                    bytes: 0,
+                    result: FileResult::Rejected {
+                        reason: format!("cannot read the file: {e}"),
+                        quarantined: None,
+                    },
+                });
+            }
+        };
+        let done = |result| FileOutcome {
+            path: path.to_path_buf(),
+            bytes,
+            result,
+        };
+        if self.read()?.bundle_seen(&name)?.is_some() {
+            return Ok(done(FileResult::AlreadyApplied));
+        }
+        let file = File::open(path).map_err(|e| NodeError::io("cannot open", path, e))?;
+        progress.begin(
+            &format!(
+                "importing {}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            Some(bytes),
+        );
+        let reader = BufReader::with_capacity(
+            256 * 1024,
+            Counting {
+                inner: file,
+                progress,
+            },
+        );
+        let now = now_ms();
+        let labels = self.labels()?;
+        let engine = self.engine.clone();
+        let key = self.id.dataset_key.clone();
+        let mut tx = self.store.transaction(now)?;
+        let result = BundleReader::open(reader)
+            .map_err(IngestError::from)
+            .and_then(|opener| engine.ingest(&mut tx, opener, &key))
+            .and_then(|r| engine.settle(&mut tx).map(|s| (r, s)));
+        progress.end();
+        match result {
+            Ok((r, _settled)) => {
+                tx.put_bundle_seen(&BundleSeen {
+                    name,
+                    sender: r.sender,
+                    coverage: r.runs.clone(),
+                    receipt: r.receipt.clone().unwrap_or_default(),
+                    bytes,
+                })?;
+                tx.commit()?;
+                let sender = self
+                    .labels()?
+                    .get(&r.sender)
+                    .or(labels.get(&r.sender))
+                    .cloned()
+                    .unwrap_or_else(|| r.sender.to_string());
+                Ok(done(FileResult::Applied {
+                    sender,
+                    new: r.new,
+                    duplicates: r.duplicates,
+                    waiting: r.stashed,
+                }))
+            }
+            Err(IngestError::Storage(e)) => Err(e.into()),
+            Err(e) => {
+                drop(tx);
+                let why = reason(&e);
+                let quarantined = self.quarantine(path, &name, &why)?;
+                Ok(done(FileResult::Rejected {
+                    reason: why,
+                    quarantined,
+                }))
+            }
+        }
+    }
+
+    /// Copies a refused file into the quarantine folder with its reason; returns the copy.
+    fn quarantine(
+        &mut self,
+        path: &Path,
+        name: &str,
+        why: &str,
+    ) -> Result<Option<PathBuf>, NodeError> {
+        let dir = self.home.quarantine();
+        std::fs::create_dir_all(&dir).map_err(|e| NodeError::io("cannot create", &dir, e))?;
+        crate::home::private_dir(&dir)?;
+        // The same refused content is kept once.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.contains(name) && !n.ends_with(".reason.txt") {
+                    return Ok(Some(e.path()));
+                }
+            }
+        }
+        let now = now_ms();
+        let original = path.file_name().unwrap_or_default().to_string_lossy();
+        let stored = dir.join(format!("{}-{name}-{original}", file_stamp(now)));
+        if let Err(e) = std::fs::copy(path, &stored) {
+            return Err(NodeError::io("cannot copy into quarantine", path, e));
+        }
+        let note = format!(
+            "file: {}\nrefused: {}\nreason: {why}\n",
+            path.display(),
+            crate::time::format_utc(now)
+        );
+        let note_path = PathBuf::from(format!("{}.reason.txt", stored.display()));
+        std::fs::write(&note_path, note)
+            .map_err(|e| NodeError::io("cannot write", &note_path, e))?;
+        let tx = self.store.transaction(now)?;
+        tx.add_quarantine(&QuarantineRow {
+            at_ms: now,
+            source: path.display().to_string(),
+            stored_as: stored.display().to_string(),
+            reason: why.to_string(),
+        })?;
+        tx.commit()?;
+        Ok(Some(stored))
+    }
+
+    /// Writes what the other members still need into `root` (a stick, a shared folder), and
+    /// removes bundles there whose content every member already holds.
+    pub fn export(
+        &mut self,
+        root: &Path,
+        progress: &dyn Progress,
+    ) -> Result<ExportOutcome, NodeError> {
+        let folder = self.bundle_folder(root);
+        let mut transport = DirTransport::new(&folder);
+        let me = self.id.me;
+        // What the medium already carries (only bundles this node has read or written
+        // count: a file it cannot vouch for must not stop it from writing).
+        let mut on_medium: Vec<(MessageId, Option<BundleSeen>)> = Vec::new();
+        for info in transport.list()? {
+            let path = folder.join(&info.id.0);
+            let seen = match content_name(&path) {
+                Ok((name, _)) => self.read()?.bundle_seen(&name)?,
+                Err(_) => None,
+            };
+            on_medium.push((info.id, seen));
+        }
+        let peers = self.known_peers()?;
+        let (stored, peer_vvs) = {
+            let tx = self.read()?;
+            let vvs = peers
+                .iter()
+                .map(|&p| tx.peer(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            (tx.stored()?, vvs)
+        };
+        let carried: Vec<Coverage> = on_medium
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .flat_map(|s| s.coverage.iter().copied())
+            .collect();
+        let runs = plan_export(&stored, &peer_vvs, &carried);
+        let receipt_present = on_medium
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .any(|s| s.sender == me && s.receipt == stored);
+        let mut outcome = ExportOutcome {
+            folder: folder.clone(),
+            ..Default::default()
+        };
+        if !runs.is_empty() || !receipt_present {
+            let commits: u64 = runs.iter().map(|r| r.last - r.first + 1).sum();
+            progress.begin("exporting", Some(commits));
+            let (name, len, staged) = self.write_bundle(&runs)?;
+            progress.advance(commits);
+            progress.end();
+            let mut f =
+                File::open(&staged).map_err(|e| NodeError::io("cannot open", &staged, e))?;
+            let sent = transport.send(&format!("{name}{SUFFIX}"), &mut f, len);
+            let _ = std::fs::remove_file(&staged);
+            let info = sent?;
+            let seen = BundleSeen {
+                name: name.clone(),
+                sender: me,
+                coverage: runs.clone(),
+                receipt: stored.clone(),
+                bytes: len,
+            };
+            let tx = self.store.transaction(now_ms())?;
+            tx.put_bundle_seen(&seen)?;
+            tx.commit()?;
+            if !on_medium.iter().any(|(id, _)| *id == info.id) {
+                on_medium.push((info.id.clone(), Some(seen)));
+            }
+            outcome.written = Some((PathBuf::from(info.location), len, commits));
+        }
+        // Tidy up: a bundle may go when every member holds its commits and a newer bundle
+        // from the same sender (with a newer receipt) stays.
+        let mut everyone = peer_vvs.clone();
+        everyone.push(stored.clone());
+        let seen: Vec<(MessageId, BundleSeen)> = on_medium
+            .iter()
+            .filter_map(|(id, s)| s.clone().map(|s| (id.clone(), s)))
+            .collect();
+        for (id, s) in &seen {
+            let superseded = seen.iter().any(|(oid, o)| {
+                oid != id
+                    && o.sender == s.sender
+                    && o.receipt.dominates(&s.receipt)
+                    && (o.receipt != s.receipt || oid > id)
+            });
+            if superseded && acknowledged_by_all(&s.coverage, &everyone) {
+                transport.settle(id, &Disposition::Obsolete)?;
+                outcome.removed.push(id.0.clone());
+            }
+        }
+        outcome.on_medium = on_medium.len() - outcome.removed.len();
+        Ok(outcome)
+    }
+
+    /// Writes a bundle carrying `runs` into the outbox; returns its content name, size and
+    /// path.
+    fn write_bundle(&mut self, runs: &[Coverage]) -> Result<(String, u64, PathBuf), NodeError> {
+        let outbox = self.home.outbox();
+        std::fs::create_dir_all(&outbox).map_err(|e| NodeError::io("cannot create", &outbox, e))?;
+        let staged = outbox.join(format!(".{}.tmp", crate::id_hex(&random::<8>())));
+        let file = File::create(&staged).map_err(|e| NodeError::io("cannot create", &staged, e))?;
+        let out = Hashing {
+            inner: io::BufWriter::with_capacity(256 * 1024, file),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        };
+        let engine = self.engine.clone();
+        let key = self.id.dataset_key.clone();
+        let secret = self.id.secret.clone();
+        let tx = self.read()?;
+        let written = engine.export(
+            &tx,
+            runs,
+            &[],
+            out,
+            random(),
+            &key,
+            &secret,
+            WriteOptions::default(),
+        );
+        drop(tx);
+        let (out, _) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e.into());
+            }
+        };
+        let name = out.hasher.finalize().to_hex()[..32].to_string();
+        let len = out.len;
+        let file = out
+            .inner
+            .into_inner()
+            .map_err(|e| NodeError::io("cannot write", &staged, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| NodeError::io("cannot write", &staged, e))?;
+        Ok((name, len, staged))
+    }
+
+    /// Imports from `root`'s bundle folder, then exports to it: the one command a stick
+    /// carrier runs.
+    pub fn sync(&mut self, root: &Path, progress: &dyn Progress) -> Result<SyncReport, NodeError> {
+        if !root.is_dir() {
+            return Err(NodeError::Input(format!(
+                "{} is not a folder; give the folder of the USB stick or shared drive",
+                root.display()
+            )));
+        }
+        let folder = self.bundle_folder(root);
+        let import = if folder.is_dir() {
+            self.import(&[folder], progress)?
+        } else {
+            ImportReport::default()
+        };
+        let export = self.export(root, progress)?;
+        Ok(SyncReport { import, export })
+    }
+
+    /// Inspects a bundle without applying it.
+    pub fn verify(&mut self, path: &Path) -> Result<VerifyReport, NodeError> {
+        let (name, bytes) =
+            content_name(path).map_err(|e| NodeError::io("cannot read", path, e))?;
+        let already_applied = self.read()?.bundle_seen(&name)?.is_some();
+        let labels = self.labels()?;
+        let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
+        let file = File::open(path).map_err(|e| NodeError::io("cannot open", path, e))?;
+        let mut report = VerifyReport {
+            path: path.to_path_buf(),
+            bytes,
+            version: 0,
+            dataset: String::new(),
+            our_dataset: false,
+            sender: (0, String::new()),
+            runs: Vec::new(),
+            new: 0,
+            duplicates: 0,
+            signature_checked: false,
+            missing: Vec::new(),
+            already_applied,
+            problem: None,
+        };
+        let opener = match BundleReader::open(BufReader::new(file)) {
+            Ok(o) => o,
+            Err(e) => {
+                report.problem = Some(e.to_string());
+                return Ok(report);
+            }
+        };
+        let header = opener.header().clone();
+        report.version = ferry_bundle::VERSION;
+        report.dataset = header.dataset.to_hex();
+        report.our_dataset = header.dataset == self.id.dataset;
+        report.sender = (header.sender.0, label(header.sender));
+        let engine = self.engine.clone();
+        let key = self.id.dataset_key.clone();
+        // Run the real ingest in a transaction that is never committed.
+        let mut tx = self.store.transaction(now_ms())?;
+        match engine.ingest(&mut tx, opener, &key) {
+            Ok(r) => {
+                fill_verify(&mut report, &r, &tx, &label)?;
+            }
+            Err(IngestError::Storage(e)) => return Err(e.into()),
+            Err(e) => report.problem = Some(reason(&e)),
+        }
+        drop(tx);
+        Ok(report)
+    }
+
+    /// The dataset id.
+    pub fn dataset(&self) -> DatasetId {
+        self.id.dataset
+    }
+}
+
+fn fill_verify(
+    report: &mut VerifyReport,
+    r: &IngestReport,
+    tx: &ferry_store::StoreTx<'_>,
+    label: &dyn Fn(MemberId) -> String,
+) -> Result<(), NodeError> {
+    report.runs = r
+        .runs
+        .iter()
+        .map(|c| (label(c.author), c.first, c.last))
+        .collect();
+    report.new = r.new;
+    report.duplicates = r.duplicates;
+    report.signature_checked = r.authenticated;
+    for run in &r.stashed_runs {
+        let have = tx.chain(run.author)?.map_or(0, |c| c.seq);
+        if tx.member(run.author)?.is_none() && have == 0 {
+            report.missing.push(format!(
+                "the membership (join) of member {}",
+                label(run.author)
+            ));
+        } else if run.first > have + 1 {
+            report.missing.push(format!(
+                "commits {}–{} of {}",
+                have + 1,
+                run.first - 1,
+                label(run.author)
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,722 @@
+//! The node: identity, local edits and what the store knows.
+
+use crate::home::{Home, write_private};
+use crate::identity::Identity;
+use crate::progress::Progress;
+use crate::time::now_ms;
+use crate::{NodeError, json};
+use ferry_bundle::DatasetKey;
+use ferry_model::crypto::{PublicKey, SecretKey};
+use ferry_model::{Change, DatasetId, MemberId, Op, RecordState, Value, limits};
+use ferry_store::{Store, StoreTx};
+use ferry_sync::{Engine, Invitation, MemberInfo, Storage};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// Bytes that open an invitation file.
+const INVITE_MAGIC: &[u8; 8] = b"ferryinv";
+/// Records per commit when loading in bulk.
+const LOAD_BATCH: usize = 1000;
+
+/// One ferry node, opened from its home folder.
+pub struct Node {
+    pub(crate) home: Home,
+    pub(crate) store: Store,
+    pub(crate) id: Identity,
+    pub(crate) engine: Engine,
+}
+
+/// What `invite` produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct InviteReport {
+    /// The file written.
+    pub path: PathBuf,
+    /// The member number reserved.
+    pub member: u32,
+    /// The label.
+    pub label: String,
+}
+
+/// What `load` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadReport {
+    /// Records written.
+    pub records: u64,
+    /// Commits made.
+    pub commits: u64,
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    /// Member number.
+    pub member: u32,
+    /// Label.
+    pub label: String,
+    /// Whether this is the local node.
+    pub you: bool,
+    /// Whether it is the admin.
+    pub admin: bool,
+    /// Whether its join has reached this node (else: invited only).
+    pub joined: bool,
+    /// Its key fingerprint, when joined.
+    pub fingerprint: Option<String>,
+    /// How many commits it is known to hold.
+    pub holds: u64,
+    /// How many commits this node holds that it is not known to hold.
+    pub lacks_from_us: u64,
+    /// When this node last learned something about it (ISO 8601), if ever.
+    pub last_heard: Option<String>,
+}
+
+/// `ferry status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Home folder.
+    pub home: String,
+    /// This node's label.
+    pub label: String,
+    /// This node's member number.
+    pub member: u32,
+    /// Dataset name.
+    pub dataset: String,
+    /// Dataset id (hex).
+    pub dataset_id: String,
+    /// Members.
+    pub members: Vec<MemberStatus>,
+    /// Live records (excluding dataset metadata).
+    pub records: u64,
+    /// Records with unresolved concurrent writes.
+    pub conflicts: u64,
+    /// Commits held but waiting for commits they depend on.
+    pub pending: u64,
+    /// Commits kept aside until their author's earlier commits or membership arrive.
+    pub waiting_for_prerequisites: u64,
+    /// Inputs refused and kept in quarantine.
+    pub quarantined: u64,
+    /// The most recent quarantine entries (at most 5): time, source, reason.
+    pub recent_quarantine: Vec<(String, String, String)>,
+}
+
+/// One value of a conflicted field.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConflictValue {
+    /// The value.
+    #[serde(serialize_with = "ser_value")]
+    pub value: Value,
+    /// The author's label.
+    pub author: String,
+    /// When it was written (ISO 8601, from the hybrid clock).
+    pub at: String,
+}
+
+/// One conflicted field (`ferry conflicts`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ConflictView {
+    /// Collection.
+    pub collection: String,
+    /// Record id.
+    pub id: String,
+    /// Field.
+    pub field: String,
+    /// The value shown everywhere.
+    #[serde(serialize_with = "ser_value")]
+    pub winner: Value,
+    /// Every concurrent value, the winner first.
+    pub values: Vec<ConflictValue>,
+}
+
+fn ser_value<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+    json::to_json(v).serialize(s)
+}
+
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system provides randomness");
+    b
+}
+
+fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
+    if s.trim().is_empty() || s.len() > limits::MAX_LABEL || s.chars().any(char::is_control) {
+        return Err(NodeError::Input(format!(
+            "{what} must be 1 to {} characters, without control characters",
+            limits::MAX_LABEL
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a collection name typed by a person.
+pub(crate) fn check_collection(c: &str) -> Result<(), NodeError> {
+    if c.is_empty() || c.len() > limits::MAX_NAME {
+        return Err(NodeError::Input(format!(
+            "collection names must be 1 to {} bytes",
+            limits::MAX_NAME
+        )));
+    }
+    if c.starts_with('_') {
+        return Err(NodeError::Input(format!(
+            "collection {c:?}: names starting with '_' are reserved for ferry's own metadata"
+        )));
+    }
+    Ok(())
+}
+
+fn check_id(id: &str) -> Result<(), NodeError> {
+    if id.is_empty() || id.len() > limits::MAX_RECORD_ID {
+        return Err(NodeError::Input(format!(
+            "record ids must be 1 to {} bytes",
+            limits::MAX_RECORD_ID
+        )));
+    }
+    Ok(())
+}
+
+fn check_field(f: &str) -> Result<(), NodeError> {
+    if f.is_empty() || f.len() > limits::MAX_NAME {
+        return Err(NodeError::Input(format!(
+            "field names must be 1 to {} bytes",
+            limits::MAX_NAME
+        )));
+    }
+    if f == "id" {
+        return Err(NodeError::Input(
+            "\"id\" is the record id, not a field; choose another field name".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Creates a node in `home` and a new dataset with it as admin.
+    pub fn create(home: &Home, label: &str, dataset_name: &str) -> Result<Node, NodeError> {
+        check_label("--name", label)?;
+        check_label("the dataset name", dataset_name)?;
+        if home.exists() {
+            return Err(NodeError::AlreadyInitialized(home.root().to_path_buf()));
+        }
+        let secret = SecretKey::from_bytes(random());
+        let id = Identity {
+            dataset: DatasetId(random()),
+            dataset_name: dataset_name.to_string(),
+            dataset_key: DatasetKey(random()),
+            admin_key: secret.public(),
+            me: MemberId::ADMIN,
+            label: label.to_string(),
+            secret,
+        };
+        let genesis = Change::Genesis {
+            name: dataset_name.to_string(),
+            label: label.to_string(),
+            admin_key: id.admin_key,
+        };
+        Self::init(home, id, None, genesis)
+    }
+
+    /// Creates a node in `home` that joins a dataset with the invitation in `invite`.
+    pub fn join(home: &Home, label: &str, invite: &Path) -> Result<Node, NodeError> {
+        check_label("--name", label)?;
+        if home.exists() {
+            return Err(NodeError::AlreadyInitialized(home.root().to_path_buf()));
+        }
+        let bytes = std::fs::read(invite).map_err(|e| NodeError::io("cannot read", invite, e))?;
+        let bad = |reason: &str| NodeError::BadInvite {
+            path: invite.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let body = bytes
+            .strip_prefix(INVITE_MAGIC)
+            .ok_or_else(|| bad("it does not start like an invitation file"))?;
+        let inv: Invitation =
+            postcard::from_bytes(body).map_err(|_| bad("the file is damaged or truncated"))?;
+        let secret = SecretKey::from_bytes(random());
+        let proof = inv.join_proof(&secret.public());
+        proof
+            .verify(inv.dataset, inv.member(), &inv.admin_key)
+            .map_err(|e| bad(&e.to_string()))?;
+        let id = Identity {
+            dataset: inv.dataset,
+            dataset_name: inv.dataset_name.clone(),
+            dataset_key: DatasetKey(inv.dataset_key),
+            admin_key: inv.admin_key,
+            me: inv.member(),
+            label: label.to_string(),
+            secret,
+        };
+        let admin = MemberInfo {
+            member: MemberId::ADMIN,
+            key: inv.admin_key,
+            label: inv.admin_label.clone(),
+        };
+        let mut node = Self::init(home, id, Some(admin), Change::Join(proof))?;
+        if label != inv.cert.label {
+            node.commit(vec![Change::Record {
+                collection: "_members".into(),
+                id: inv.member().0.to_string(),
+                ops: vec![Op::Set("label".into(), Value::Str(label.into()))],
+            }])?;
+        }
+        Ok(node)
+    }
+
+    /// Makes the home, stores the identity (and the admin, known from an invitation), and
+    /// writes the node's first commit.
+    fn init(
+        home: &Home,
+        id: Identity,
+        admin: Option<MemberInfo>,
+        first: Change,
+    ) -> Result<Node, NodeError> {
+        home.create()?;
+        let result = (|| {
+            let mut store = Store::open(&home.db())?;
+            let engine = Engine {
+                dataset: id.dataset,
+                admin_key: id.admin_key,
+                me: id.me,
+            };
+            let now = now_ms();
+            let mut tx = store.transaction(now)?;
+            tx.set_meta("identity", &id.to_bytes())?;
+            if let Some(admin) = &admin {
+                tx.put_member(admin)?;
+            }
+            engine.commit_local(&mut tx, vec![first], now)?;
+            tx.commit()?;
+            Ok(Node {
+                home: home.clone(),
+                store,
+                id,
+                engine,
+            })
+        })();
+        if result.is_err() {
+            // Leave no half-made node behind.
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", home.db().display()));
+            }
+        }
+        result
+    }
+
+    /// Opens the node in `home`.
+    pub fn open(home: &Home) -> Result<Node, NodeError> {
+        if !home.exists() {
+            return Err(NodeError::NoNode(home.root().to_path_buf()));
+        }
+        let mut store = Store::open(&home.db())?;
+        let id = {
+            let tx = store.read()?;
+            let bytes = tx
+                .meta("identity")?
+                .ok_or_else(|| NodeError::NoNode(home.root().to_path_buf()))?;
+            Identity::from_bytes(&bytes).map_err(|e| {
+                NodeError::Engine(format!(
+                    "the node identity in {} is corrupt: {e}",
+                    home.db().display()
+                ))
+            })?
+        };
+        let engine = Engine {
+            dataset: id.dataset,
+            admin_key: id.admin_key,
+            me: id.me,
+        };
+        Ok(Node {
+            home: home.clone(),
+            store,
+            id,
+            engine,
+        })
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.id
+    }
+
+    /// The home folder.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// This node's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.id.secret.public()
+    }
+
+    fn commit(&mut self, changes: Vec<Change>) -> Result<(), NodeError> {
+        let now = now_ms();
+        let mut tx = self.store.transaction(now)?;
+        self.engine.commit_local(&mut tx, changes, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes an invitation for a new member to `out` (admin only).
+    pub fn invite(&mut self, out: &Path, label: Option<&str>) -> Result<InviteReport, NodeError> {
+        if !self.id.is_admin() {
+            let admin = self
+                .labels()?
+                .get(&MemberId::ADMIN)
+                .cloned()
+                .unwrap_or_default();
+            return Err(NodeError::NotAdmin { admin });
+        }
+        let member = {
+            let tx = self.store.read()?;
+            let mut top = tx.members()?.iter().map(|m| m.member.0).max().unwrap_or(1);
+            if let Some(n) = tx.meta("last_invited")? {
+                top = top.max(u32::from_le_bytes(n.try_into().unwrap_or_default()));
+            }
+            MemberId(top + 1)
+        };
+        let label = label.map_or_else(|| format!("member-{}", member.0), str::to_string);
+        check_label("--label", &label)?;
+        let inv = Invitation::issue(
+            &self.id.secret,
+            &self.id.label,
+            self.id.dataset,
+            &self.id.dataset_name,
+            self.id.dataset_key.0,
+            member,
+            &label,
+            random(),
+        );
+        let mut bytes = INVITE_MAGIC.to_vec();
+        bytes.extend(postcard::to_allocvec(&inv).expect("invitation encodes"));
+        write_private(out, &bytes)?;
+        let now = now_ms();
+        let mut tx = self.store.transaction(now)?;
+        tx.set_meta("last_invited", &member.0.to_le_bytes())?;
+        self.engine.commit_local(
+            &mut tx,
+            vec![Change::Record {
+                collection: "_members".into(),
+                id: member.0.to_string(),
+                ops: vec![Op::Set("label".into(), Value::Str(label.clone()))],
+            }],
+            now,
+        )?;
+        tx.commit()?;
+        Ok(InviteReport {
+            path: out.to_path_buf(),
+            member: member.0,
+            label,
+        })
+    }
+
+    /// Sets fields of one record in one commit.
+    pub fn put(
+        &mut self,
+        collection: &str,
+        id: &str,
+        fields: &[(String, Value)],
+    ) -> Result<(), NodeError> {
+        check_collection(collection)?;
+        check_id(id)?;
+        if fields.is_empty() {
+            return Err(NodeError::Input("give at least one FIELD=VALUE".into()));
+        }
+        for (f, _) in fields {
+            check_field(f)?;
+        }
+        self.commit(vec![Change::Record {
+            collection: collection.into(),
+            id: id.into(),
+            ops: fields
+                .iter()
+                .map(|(f, v)| Op::Set(f.clone(), v.clone()))
+                .collect(),
+        }])
+    }
+
+    /// Deletes a record. Returns `false` if there was no such live record.
+    pub fn delete(&mut self, collection: &str, id: &str) -> Result<bool, NodeError> {
+        check_collection(collection)?;
+        check_id(id)?;
+        if !self.get(collection, id)?.is_some_and(|r| r.is_live()) {
+            return Ok(false);
+        }
+        self.commit(vec![Change::Record {
+            collection: collection.into(),
+            id: id.into(),
+            ops: vec![Op::Delete],
+        }])?;
+        Ok(true)
+    }
+
+    /// A record's merge state.
+    pub fn get(&mut self, collection: &str, id: &str) -> Result<Option<RecordState>, NodeError> {
+        let tx = self.store.read()?;
+        Ok(tx.record(collection, id)?)
+    }
+
+    /// Calls `f` with every live record of `collection`, in id order.
+    pub fn for_each_record(
+        &mut self,
+        collection: &str,
+        mut f: impl FnMut(&str, &RecordState) -> Result<(), NodeError>,
+    ) -> Result<(), NodeError> {
+        let mut tx = self.store.read()?;
+        let mut inner_err = None;
+        tx.for_each_record(collection, true, |id, r| {
+            if let Err(e) = f(id, r) {
+                inner_err = Some(e);
+                return Err(ferry_store::StoreError::Missing("(stopped)".into()));
+            }
+            Ok(())
+        })
+        .or_else(|e| if inner_err.is_some() { Ok(()) } else { Err(e) })?;
+        match inner_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Loads records from JSON lines (`{"id": "...", "field": value, ...}`), in one
+    /// transaction: either every line is loaded or none.
+    pub fn load(
+        &mut self,
+        collection: &str,
+        input: &mut dyn BufRead,
+        total_bytes: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<LoadReport, NodeError> {
+        check_collection(collection)?;
+        let now = now_ms();
+        let mut report = LoadReport::default();
+        let mut tx = self.store.transaction(now)?;
+        let mut batch = Vec::with_capacity(LOAD_BATCH);
+        let mut line = String::new();
+        let mut line_no = 0u64;
+        progress.begin(&format!("loading {collection}"), total_bytes);
+        loop {
+            line.clear();
+            let n = input
+                .read_line(&mut line)
+                .map_err(|e| NodeError::Input(format!("line {}: cannot read: {e}", line_no + 1)))?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            progress.advance(n as u64);
+            if line.trim().is_empty() {
+                continue;
+            }
+            let change = parse_line(collection, &line)
+                .map_err(|e| NodeError::Input(format!("line {line_no}: {e}")))?;
+            batch.push(change);
+            if batch.len() == LOAD_BATCH {
+                report.records += batch.len() as u64;
+                report.commits += 1;
+                self.engine
+                    .commit_local(&mut tx, std::mem::take(&mut batch), now)?;
+            }
+        }
+        if !batch.is_empty() {
+            report.records += batch.len() as u64;
+            report.commits += 1;
+            self.engine.commit_local(&mut tx, batch, now)?;
+        }
+        tx.commit()?;
+        progress.end();
+        Ok(report)
+    }
+
+    /// Writes every live record of `collection` as JSON lines (the inverse of `load`).
+    pub fn dump(&mut self, collection: &str, out: &mut dyn Write) -> Result<u64, NodeError> {
+        let mut n = 0;
+        self.for_each_record(collection, |id, r| {
+            let mut obj = serde_json::Map::new();
+            obj.insert("id".into(), id.into());
+            for (f, v) in r.shown() {
+                obj.insert(f.to_string(), json::to_json(&v));
+            }
+            serde_json::to_writer(&mut *out, &obj).map_err(|e| NodeError::Io {
+                what: "cannot write",
+                path: "output".into(),
+                source: e.into(),
+            })?;
+            out.write_all(b"\n")
+                .map_err(|e| NodeError::io("cannot write", "output", e))?;
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Member number → label: the `_members` label if set, else the label from the join.
+    pub fn labels(&mut self) -> Result<BTreeMap<MemberId, String>, NodeError> {
+        let mut tx = self.store.read()?;
+        let mut out: BTreeMap<MemberId, String> = tx
+            .members()?
+            .into_iter()
+            .map(|m| (m.member, m.label))
+            .collect();
+        tx.for_each_record("_members", false, |id, r| {
+            if let (Ok(n), Some(Value::Str(l))) = (id.parse::<u32>(), r.winner("label")) {
+                out.insert(MemberId(n), l.clone());
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every member this node knows of (joined or invited), itself excluded.
+    pub(crate) fn known_peers(&mut self) -> Result<Vec<MemberId>, NodeError> {
+        let mut peers: BTreeSet<MemberId> = self.labels()?.into_keys().collect();
+        peers.remove(&self.id.me);
+        Ok(peers.into_iter().collect())
+    }
+
+    /// Unresolved concurrent writes.
+    pub fn conflicts(&mut self) -> Result<Vec<ConflictView>, NodeError> {
+        let labels = self.labels()?;
+        let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
+        let mut tx = self.store.read()?;
+        let mut out = Vec::new();
+        for row in tx.conflicts()? {
+            if row.collection.starts_with('_') {
+                continue;
+            }
+            for field in row.state.conflicted_fields() {
+                let values: Vec<ConflictValue> = row
+                    .state
+                    .values(field)
+                    .into_iter()
+                    .map(|(stamp, v)| ConflictValue {
+                        value: v.clone(),
+                        author: label(stamp.dot.author),
+                        at: crate::time::format_utc(stamp.hlc.ms()),
+                    })
+                    .collect();
+                out.push(ConflictView {
+                    collection: row.collection.clone(),
+                    id: row.id.clone(),
+                    field: field.to_string(),
+                    winner: values[0].value.clone(),
+                    values,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// What this node knows about itself, the dataset and its members.
+    pub fn status(&mut self) -> Result<Status, NodeError> {
+        let labels = self.labels()?;
+        let conflicts = self.conflicts()?.len() as u64;
+        let tx = self.store.read()?;
+        let stored = tx.stored()?;
+        let applied = tx.applied()?;
+        let keys: BTreeMap<MemberId, PublicKey> = tx
+            .members()?
+            .into_iter()
+            .map(|m| (m.member, m.key))
+            .collect();
+        let heard: BTreeMap<MemberId, (ferry_model::VersionVector, u64)> = tx
+            .peers()?
+            .into_iter()
+            .map(|p| (p.member, (p.vv, p.updated_ms)))
+            .collect();
+        let mut members = Vec::new();
+        for (&m, label) in &labels {
+            let you = m == self.id.me;
+            let (vv, at) = if you {
+                (stored.clone(), None)
+            } else {
+                heard
+                    .get(&m)
+                    .map_or((Default::default(), None), |(vv, at)| {
+                        (vv.clone(), Some(*at))
+                    })
+            };
+            let lacks: u64 = stored
+                .iter()
+                .map(|(a, n)| n.saturating_sub(vv.get(a)))
+                .sum();
+            members.push(MemberStatus {
+                member: m.0,
+                label: label.clone(),
+                you,
+                admin: m == MemberId::ADMIN,
+                joined: keys.contains_key(&m),
+                fingerprint: keys.get(&m).map(|k| k.fingerprint()),
+                holds: vv.total(),
+                lacks_from_us: if you { 0 } else { lacks },
+                last_heard: at.filter(|&t| t > 0).map(crate::time::format_utc),
+            });
+        }
+        let pending = stored.total() - applied.total().min(stored.total());
+        let stashed = tx.stashed()?.iter().map(|(_, n)| n).sum();
+        let quarantine = tx.quarantine()?;
+        let records = tx.record_count()?;
+        Ok(Status {
+            home: self.home.root().display().to_string(),
+            label: self.id.label.clone(),
+            member: self.id.me.0,
+            dataset: self.id.dataset_name.clone(),
+            dataset_id: self.id.dataset.to_hex(),
+            members,
+            records,
+            conflicts,
+            pending,
+            waiting_for_prerequisites: stashed,
+            quarantined: quarantine.len() as u64,
+            recent_quarantine: quarantine
+                .iter()
+                .rev()
+                .take(5)
+                .map(|q| {
+                    (
+                        crate::time::format_utc(q.at_ms),
+                        q.source.clone(),
+                        q.reason.clone(),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    pub(crate) fn read(&mut self) -> Result<StoreTx<'_>, NodeError> {
+        Ok(self.store.read()?)
+    }
+}
+
+fn parse_line(collection: &str, line: &str) -> Result<Change, String> {
+    let obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+    let id = match obj.get("id") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => return Err("needs an \"id\" key holding a non-empty string".into()),
+    };
+    if id.len() > limits::MAX_RECORD_ID {
+        return Err(format!("id longer than {} bytes", limits::MAX_RECORD_ID));
+    }
+    let mut ops = Vec::with_capacity(obj.len());
+    for (k, v) in &obj {
+        if k == "id" {
+            continue;
+        }
+        if k.is_empty() || k.len() > limits::MAX_NAME {
+            return Err(format!(
+                "field names must be 1 to {} bytes",
+                limits::MAX_NAME
+            ));
+        }
+        let value = json::from_json(v).map_err(|e| format!("field {k:?}: {e}"))?;
+        ops.push(Op::Set(k.clone(), value));
+    }
+    if ops.is_empty() {
+        return Err(format!("record {id:?} has no fields"));
+    }
+    Ok(Change::Record {
+        collection: collection.to_string(),
+        id,
+        ops,
+    })
+}

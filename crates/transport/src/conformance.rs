@@ -1,0 +1,118 @@
+//! The conformance suite every transport must pass.
+//!
+//! A transport crate calls [`run`] from a test with a factory that returns a fresh pair of
+//! endpoints on the same medium: `(sender, receiver)`. Each check panics with a message
+//! naming the broken rule.
+
+use crate::{Disposition, Transport, TransportError};
+use std::io::Read;
+
+/// Runs every check. `pair` makes a fresh (sender, receiver) on one empty medium.
+pub fn run<T: Transport>(mut pair: impl FnMut() -> (T, T)) {
+    let (mut a, mut b) = pair();
+    delivers_bytes_unchanged(&mut a, &mut b);
+    let (mut a, mut b) = pair();
+    carries_binary_and_large_messages(&mut a, &mut b);
+    let (mut a, mut b) = pair();
+    refuses_oversized_messages(&mut a, &mut b);
+    let (mut a, mut b) = pair();
+    settling_is_safe(&mut a, &mut b);
+}
+
+fn read_all<T: Transport>(t: &mut T, id: &crate::MessageId) -> Vec<u8> {
+    let mut out = Vec::new();
+    t.open(id)
+        .expect("open a listed message")
+        .read_to_end(&mut out)
+        .expect("read a listed message");
+    out
+}
+
+fn received<T: Transport>(b: &mut T) -> Vec<Vec<u8>> {
+    let ids: Vec<_> = b.list().expect("list").into_iter().map(|m| m.id).collect();
+    let mut out: Vec<_> = ids.iter().map(|id| read_all(b, id)).collect();
+    out.sort();
+    out
+}
+
+/// What is sent is what arrives, byte for byte, and every message sent is listed.
+pub fn delivers_bytes_unchanged<T: Transport>(a: &mut T, b: &mut T) {
+    let msgs: [&[u8]; 3] = [
+        b"first bundle",
+        b"second bundle",
+        b"\x00\xff\xc0\xdb binary",
+    ];
+    for (i, m) in msgs.iter().enumerate() {
+        a.send(&format!("m{i}"), &mut &m[..], m.len() as u64)
+            .expect("send");
+    }
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| m.to_vec()).collect();
+    want.sort();
+    assert_eq!(
+        received(b),
+        want,
+        "received messages differ from those sent"
+    );
+}
+
+/// Binary content of every byte value, and a message as large as the transport allows (up to
+/// 4 MiB), arrive intact.
+pub fn carries_binary_and_large_messages<T: Transport>(a: &mut T, b: &mut T) {
+    let cap = a.capabilities().max_message_bytes.unwrap_or(u64::MAX);
+    let len = cap.min(4 << 20) as usize;
+    let body: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    a.send("large", &mut &body[..], body.len() as u64)
+        .expect("send a message at the size limit");
+    assert_eq!(received(b), vec![body], "a large message was altered");
+}
+
+/// A message above `max_message_bytes` is refused with `TooLarge`, and nothing arrives.
+pub fn refuses_oversized_messages<T: Transport>(a: &mut T, b: &mut T) {
+    let Some(max) = a.capabilities().max_message_bytes else {
+        return;
+    };
+    let body = vec![7u8; max as usize + 1];
+    match a.send("too-big", &mut &body[..], body.len() as u64) {
+        Err(TransportError::TooLarge { size, max: m }) => {
+            assert_eq!((size, m), (max + 1, max));
+        }
+        other => panic!("an oversized message must be refused with TooLarge, got {other:?}"),
+    }
+    assert!(received(b).is_empty(), "an oversized message arrived");
+}
+
+/// Settling never loses a message that was not declared obsolete: a rejected message stays
+/// where it is; an obsolete one may go.
+pub fn settling_is_safe<T: Transport>(a: &mut T, b: &mut T) {
+    a.send("keep", &mut &b"keep me"[..], 7).expect("send");
+    let id = b.list().expect("list")[0].id.clone();
+    b.settle(
+        &id,
+        &Disposition::Rejected {
+            reason: "test".into(),
+        },
+    )
+    .expect("settle rejected");
+    assert_eq!(
+        received(b),
+        vec![b"keep me".to_vec()],
+        "a rejected message must stay in place"
+    );
+    if a.capabilities().shared_medium {
+        b.settle(&id, &Disposition::Processed)
+            .expect("settle processed");
+        assert_eq!(
+            received(b),
+            vec![b"keep me".to_vec()],
+            "on a shared medium a processed message stays for the next reader"
+        );
+        b.settle(&id, &Disposition::Obsolete)
+            .expect("settle obsolete");
+        assert!(
+            received(b).is_empty(),
+            "an obsolete message on a shared medium is removed"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `ferry` binary on temporary home folders and "USB sticks".
+//!
+//! These are the foundation issue's "done means" checks, run exactly as a user would.
+
+mod util;
+
+mod cli;
+mod crash;
+mod rejects;
+mod three_laptops;
