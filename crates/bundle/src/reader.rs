@@ -7,8 +7,10 @@ use crate::{BundleError, Item, MAX_ITEM, SIGNATURE_LEN};
 use ferry_model::crypto::Signature;
 use std::io::{self, BufReader, Read};
 
+// wire-format: begin
 /// Largest zstd window a reader accepts (2^24 = 16 MiB), which bounds decompression memory.
 pub const MAX_WINDOW_LOG: u32 = 24;
+// wire-format: end
 
 /// What the end of a bundle carries: the signature and the digest it must be checked against
 /// (with `ferry_model::crypto::head_message`).

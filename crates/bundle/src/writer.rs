@@ -6,10 +6,12 @@ use crate::{BundleError, Item};
 use ferry_model::crypto::Signature;
 use std::io::Write;
 
+// wire-format: begin
 /// Payload compression flag: the items follow uncompressed.
 pub(crate) const FLAG_STORED: u8 = 0;
 /// Payload compression flag: the items are one zstd frame.
 pub(crate) const FLAG_ZSTD: u8 = 1;
+// wire-format: end
 
 /// Payloads up to this size are compressed in memory and stored uncompressed when that is
 /// smaller; larger ones stream through zstd.
@@ -52,12 +54,14 @@ impl<W: Write> Write for Digesting<W> {
     }
 }
 
+// wire-format: begin
 /// The digest hasher: BLAKE3 in key-derivation mode, seeded with the header bytes.
 pub(crate) fn digest_hasher(header: &[u8]) -> blake3::Hasher {
     let mut h = blake3::Hasher::new_derive_key("ferry v1 bundle digest");
     h.update(header);
     h
 }
+// wire-format: end
 
 /// Writes one bundle, streaming: memory use does not grow with the bundle.
 pub struct BundleWriter<W: Write> {

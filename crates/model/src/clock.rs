@@ -66,10 +66,12 @@ impl fmt::Display for Hlc {
     }
 }
 
+// wire-format: begin
 /// For each member, how many of its commits (a prefix 1..=n) are covered. Members that are
 /// absent count as 0. Encoded as a postcard map of `(member, n)` pairs in member order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct VersionVector(BTreeMap<MemberId, u64>);
+// wire-format: end
 
 impl VersionVector {
     /// The empty vector: nothing seen.

@@ -158,6 +158,7 @@ pub struct ChainContext {
     index: HashMap<String, u32>,
 }
 
+// wire-format: begin
 /// The chain hash before an author's first commit.
 pub fn chain_root(dataset: DatasetId, author: MemberId) -> Hash {
     let mut h = blake3::Hasher::new_derive_key("ferry v1 chain root");
@@ -165,7 +166,9 @@ pub fn chain_root(dataset: DatasetId, author: MemberId) -> Hash {
     h.update(&author.0.to_le_bytes());
     Hash(*h.finalize().as_bytes())
 }
+// wire-format: end
 
+// wire-format: begin
 /// The chain hash after commit `seq` with encoding `bytes`, given the hash before it.
 pub fn chain_next(prev: &Hash, seq: u64, bytes: &[u8]) -> Hash {
     let mut h = blake3::Hasher::new_derive_key("ferry v1 commit chain");
@@ -174,6 +177,7 @@ pub fn chain_next(prev: &Hash, seq: u64, bytes: &[u8]) -> Hash {
     h.update(bytes);
     Hash(*h.finalize().as_bytes())
 }
+// wire-format: end
 
 impl ChainContext {
     /// The context before `author`'s first commit.
@@ -482,6 +486,7 @@ fn check_record_id(id: &str) -> Result<(), CommitError> {
     Ok(())
 }
 
+// wire-format: begin
 /// The encoding of a commit (bundles/SPEC.md §5.2).
 #[derive(Serialize, Deserialize)]
 struct WireCommit {
@@ -528,6 +533,7 @@ enum WireOp {
     Remove(u32, String),
     Delete,
 }
+// wire-format: end
 
 impl WireOp {
     fn set(f: u32, v: Value) -> WireOp {

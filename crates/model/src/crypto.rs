@@ -112,6 +112,7 @@ impl SecretKey {
     }
 }
 
+// wire-format: begin
 /// The message a member signs to vouch for its own hash chain up to `seq`: "every commit of
 /// mine up to `seq` is the one whose chain hash is `chain`". When the signature is a bundle
 /// signature, `digest` is the BLAKE3 digest of the bundle's header and payload, so the same
@@ -191,6 +192,7 @@ pub struct JoinProof {
     /// The invitation key's signature over [`join_message`].
     pub join_sig: Signature,
 }
+// wire-format: end
 
 /// Why a join proof was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

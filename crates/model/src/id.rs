@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+// wire-format: begin
 /// A member of a dataset, numbered by the admin when it issues the invitation.
 ///
 /// The admin is always member 1. Numbers are small so that vector clocks and bundle headers
@@ -11,6 +12,7 @@ use std::fmt;
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
 pub struct MemberId(pub u32);
+// wire-format: end
 
 impl MemberId {
     /// The dataset's creator and admin.

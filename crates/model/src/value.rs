@@ -162,12 +162,15 @@ fn is_plain_float(t: &str) -> bool {
     int_ok && frac_ok && exp_ok && (frac.is_some() || exp.is_some())
 }
 
+// wire-format: begin
 /// Exact powers of ten representable in an f64 (10^0 ..= 10^22).
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
+// wire-format: end
 
+// wire-format: begin
 /// Writes `x` as `mantissa / 10^exp` when that is exact and short (e.g. 61.5 → (615, 1)), so
 /// that typical measurements take 2–4 bytes instead of 8.
 pub(crate) fn to_decimal(x: f64) -> Option<(i64, u8)> {
@@ -211,6 +214,7 @@ pub(crate) enum CompactValue {
     Str(String),
     Bytes(Vec<u8>),
 }
+// wire-format: end
 
 impl From<Value> for CompactValue {
     fn from(v: Value) -> Self {
