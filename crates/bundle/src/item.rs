@@ -43,5 +43,5 @@ pub enum Item {
         proof: RunProof,
     },
     /// One commit's canonical encoding (see `ferry_model::commit`).
-    Commit(Vec<u8>),
+    Commit(#[serde(with = "serde_bytes")] Vec<u8>),
 }

@@ -49,6 +49,12 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Largest encoded item a reader accepts (a commit at its limit plus framing).
 pub const MAX_ITEM: usize = ferry_model::limits::MAX_COMMIT + 64;
 
+/// Most runs one bundle may carry (an honest bundle has at most one per member).
+pub const MAX_RUNS: usize = 65_536;
+
+/// Largest commit number (commit numbers fit a signed 64-bit integer in every store).
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// Why a bundle could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

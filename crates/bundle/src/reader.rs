@@ -3,7 +3,7 @@
 use crate::header::{DatasetKey, Header};
 use crate::stream::DecryptReader;
 use crate::writer::{FLAG_STORED, FLAG_ZSTD, digest_hasher};
-use crate::{BundleError, Item, MAX_ITEM, SIGNATURE_LEN};
+use crate::{BundleError, Item, MAX_ITEM, MAX_RUNS, MAX_SEQ, SIGNATURE_LEN};
 use ferry_model::crypto::Signature;
 use std::io::{self, BufReader, Read};
 
@@ -70,6 +70,7 @@ impl<R: Read> Opener<R> {
             pos: 0,
             eof: false,
             state: State::Start,
+            run_authors: Default::default(),
         })
     }
 }
@@ -155,6 +156,8 @@ pub struct BundleReader<R: Read> {
     pos: usize,
     eof: bool,
     state: State,
+    /// Authors that had a run so far (one run per author).
+    run_authors: std::collections::HashSet<u32>,
 }
 
 /// Turns an i/o error that wraps a [`BundleError`] (from the decrypting stream) back into it.
@@ -189,30 +192,22 @@ impl<R: Read> BundleReader<R> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        if self.buf.len() >= MAX_ITEM {
+        // Grow geometrically so a large item is re-parsed only a few times.
+        let want = self.buf.len().max(64 * 1024).min(MAX_ITEM - self.buf.len());
+        if want == 0 {
             return Err(BundleError::Malformed(
                 "an item exceeds the size limit".into(),
             ));
         }
-        let want = self.buf.len().clamp(64 * 1024, MAX_ITEM - self.buf.len());
-        let have = self.buf.len();
-        self.buf.resize(have + want, 0);
-        let n = loop {
-            match self.body.read(&mut self.buf[have..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let zstd = matches!(self.body, Body::Zstd(_));
-                    let err = unwrap_io(e);
-                    return Err(match err {
-                        BundleError::Io(e) if zstd => BundleError::Decompress(e),
-                        other => other,
-                    });
-                }
-                Ok(n) => break n,
-            }
-        };
-        self.buf.truncate(have + n);
-        self.eof = n == 0;
+        let zstd = matches!(self.body, Body::Zstd(_));
+        let n = (&mut self.body)
+            .take(want as u64)
+            .read_to_end(&mut self.buf)
+            .map_err(|e| match unwrap_io(e) {
+                BundleError::Io(e) if zstd => BundleError::Decompress(e),
+                other => other,
+            })?;
+        self.eof = n < want;
         Ok(())
     }
 
@@ -247,6 +242,14 @@ impl<R: Read> BundleReader<R> {
 
     fn check_order(&mut self, item: &Item) -> Result<(), BundleError> {
         let bad = |what: &str| Err(BundleError::Malformed(what.to_string()));
+        if let Item::Run { author, .. } = item {
+            if self.run_authors.len() == MAX_RUNS {
+                return bad("more runs than the format allows");
+            }
+            if !self.run_authors.insert(author.0) {
+                return bad("two runs of the same author");
+            }
+        }
         self.state = match (self.state, item) {
             (State::Start, Item::Receipt(_)) => State::Receipts,
             (State::Start, _) => return bad("the payload must start with the sender's receipt"),
@@ -258,7 +261,11 @@ impl<R: Read> BundleReader<R> {
             }
             (_, Item::Run { count: 0, .. }) => return bad("an empty run"),
             (_, Item::Run { first: 0, .. }) => return bad("commit numbers start at 1"),
-            (_, Item::Run { first, count, .. }) if first.checked_add(*count).is_none() => {
+            (_, Item::Run { first, count, .. })
+                if first
+                    .checked_add(*count)
+                    .is_none_or(|end| end - 1 > MAX_SEQ) =>
+            {
                 return bad("a run past the largest commit number");
             }
             (_, Item::Run { count, .. }) => State::InRun(*count),
@@ -287,5 +294,62 @@ impl<R: Read> BundleReader<R> {
                 buffered.into_inner().finish()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BundleWriter, DatasetKey, Header, WriteOptions};
+    use ferry_model::{DatasetId, MemberId};
+
+    fn bundle_with_commit(len: usize) -> Vec<u8> {
+        let key = DatasetKey([1; 32]);
+        let header = Header {
+            dataset: DatasetId([2; 8]),
+            sender: MemberId(1),
+            salt: [3; 16],
+        };
+        let mut w =
+            BundleWriter::new(Vec::new(), &header, &key, WriteOptions { level: 1 }).unwrap();
+        w.push(&Item::Receipt(Default::default())).unwrap();
+        w.push(&Item::Run {
+            author: MemberId(1),
+            first: 1,
+            count: 1,
+            proof: crate::RunProof::Sender,
+        })
+        .unwrap();
+        // Incompressible, so the stored size is the real size.
+        let mut x = 0x9e37_79b9u32;
+        let body: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        w.push(&Item::Commit(body)).unwrap();
+        w.finish(|_| ferry_model::crypto::Signature([0; 64]))
+            .unwrap()
+            .0
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<usize, BundleError> {
+        let mut r = BundleReader::open(bytes)?.decrypt(&DatasetKey([1; 32]))?;
+        let mut n = 0;
+        while r.next_item()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn an_item_above_the_limit_is_refused_not_a_panic() {
+        let big = bundle_with_commit(MAX_ITEM + 10);
+        assert!(matches!(read_all(&big), Err(BundleError::Malformed(_))));
+        let ok = bundle_with_commit(ferry_model::limits::MAX_COMMIT);
+        assert_eq!(read_all(&ok).unwrap(), 3);
     }
 }

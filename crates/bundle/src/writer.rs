@@ -20,7 +20,8 @@ const SMALL: usize = 16 * 1024;
 /// How to write a bundle.
 #[derive(Clone, Copy, Debug)]
 pub struct WriteOptions {
-    /// zstd level (1–22). Higher is smaller and slower.
+    /// zstd level, 1–19 (higher is smaller and slower). Levels above 19 would need a window
+    /// larger than readers accept, so they are treated as 19.
     pub level: i32,
 }
 
@@ -93,6 +94,10 @@ impl<W: Write> BundleWriter<W> {
         })
     }
 
+    fn level(&self) -> i32 {
+        self.options.level.clamp(1, 19)
+    }
+
     /// Appends one item. The caller keeps the item order of bundles/SPEC.md §4.
     pub fn push(&mut self, item: &Item) -> Result<(), BundleError> {
         self.scratch.clear();
@@ -104,7 +109,7 @@ impl<W: Write> BundleWriter<W> {
                     let buf = std::mem::take(buf);
                     let mut digesting = self.digesting.take().expect("not yet streaming");
                     digesting.write_all(&[FLAG_ZSTD])?;
-                    let mut enc = zstd::stream::write::Encoder::new(digesting, self.options.level)?;
+                    let mut enc = zstd::stream::write::Encoder::new(digesting, self.level())?;
                     enc.include_checksum(false)?;
                     enc.write_all(&buf)?;
                     self.sink = Some(Sink::Zstd(Box::new(enc)));
@@ -128,12 +133,11 @@ impl<W: Write> BundleWriter<W> {
                     .digesting
                     .take()
                     .expect("small payloads are not streaming");
-                let packed =
-                    zstd::bulk::Compressor::new(self.options.level.max(19)).and_then(|mut c| {
-                        c.include_checksum(false)?;
-                        c.include_contentsize(false)?;
-                        c.compress(&buf)
-                    })?;
+                let packed = zstd::bulk::Compressor::new(19).and_then(|mut c| {
+                    c.include_checksum(false)?;
+                    c.include_contentsize(false)?;
+                    c.compress(&buf)
+                })?;
                 if packed.len() < buf.len() {
                     d.write_all(&[FLAG_ZSTD])?;
                     d.write_all(&packed)?;

@@ -90,6 +90,7 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
                 new,
                 duplicates,
                 waiting,
+                warnings,
             } => {
                 let mut parts = vec![format!("{new} new")];
                 if new + duplicates + waiting == 0 {
@@ -106,6 +107,9 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
                     size(f.bytes),
                     parts.join(", ")
                 ))?;
+                for w in warnings {
+                    out(format_args!("WARNING  {w}"))?;
+                }
             }
             FileResult::AlreadyApplied => {
                 out(format_args!("skipped  {name}: already applied"))?;

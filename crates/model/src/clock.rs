@@ -42,23 +42,34 @@ impl Hlc {
     }
 
     /// The reading for a new local event at wall time `now_ms`, given the latest reading this
-    /// node has issued or seen (`self`). Always strictly greater than `self`.
-    pub fn tick(self, now_ms: u64) -> Hlc {
+    /// node has issued or seen (`self`). Strictly greater than `self`; `None` only when
+    /// `self` is the largest reading there is.
+    pub fn tick(self, now_ms: u64) -> Option<Hlc> {
         let now_ms = now_ms.min(Self::MAX_MS);
         if now_ms > self.ms() {
-            Hlc::from_parts(now_ms, 0)
+            Some(Hlc::from_parts(now_ms, 0))
         } else if self.counter() < u16::MAX {
-            Hlc(self.0 + 1)
+            Some(Hlc(self.0 + 1))
+        } else if self.ms() < Self::MAX_MS {
+            Some(Hlc::from_parts(self.ms() + 1, 0))
         } else {
-            Hlc::from_parts(self.ms() + 1, 0)
+            None
         }
     }
 
-    /// The latest of two readings: what a node remembers after receiving `other`.
-    pub fn observe(self, other: Hlc) -> Hlc {
-        self.max(other)
+    /// What a node remembers after receiving a commit stamped `other` at wall time `now_ms`:
+    /// the later reading, but never more than [`MAX_DRIFT_MS`] ahead of its own wall clock.
+    /// A device whose clock is far ahead therefore cannot drag every other clock with it;
+    /// causality never depends on this (it is decided by version vectors).
+    pub fn observe(self, other: Hlc, now_ms: u64) -> Hlc {
+        let ceiling = Hlc::from_parts(now_ms.saturating_add(MAX_DRIFT_MS), u16::MAX);
+        self.max(other.min(ceiling))
     }
 }
+
+/// How far ahead of the local wall clock a received clock reading may move the local hybrid
+/// clock (one hour).
+pub const MAX_DRIFT_MS: u64 = 3_600_000;
 
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -122,9 +133,9 @@ impl VersionVector {
         self.iter().next().is_none()
     }
 
-    /// Total number of commits covered.
+    /// Total number of commits covered (saturating: receipts come from other nodes).
     pub fn total(&self) -> u64 {
-        self.iter().map(|(_, n)| n).sum()
+        self.iter().fold(0u64, |a, (_, n)| a.saturating_add(n))
     }
 
     /// The entries where `self` is ahead of `base`, with `self`'s value.
@@ -165,10 +176,30 @@ mod tests {
     #[test]
     fn hlc_tick_is_strictly_monotonic_even_when_the_wall_clock_goes_back() {
         let h = Hlc::from_parts(5_000, 3);
-        assert_eq!(h.tick(6_000), Hlc::from_parts(6_000, 0));
-        assert_eq!(h.tick(4_000), Hlc::from_parts(5_000, 4));
+        assert_eq!(h.tick(6_000), Some(Hlc::from_parts(6_000, 0)));
+        assert_eq!(h.tick(4_000), Some(Hlc::from_parts(5_000, 4)));
         let full = Hlc::from_parts(5_000, u16::MAX);
-        assert_eq!(full.tick(0), Hlc::from_parts(5_001, 0));
+        assert_eq!(full.tick(0), Some(Hlc::from_parts(5_001, 0)));
+        assert_eq!(
+            Hlc(u64::MAX).tick(0),
+            None,
+            "the last reading has no successor"
+        );
+    }
+
+    #[test]
+    fn a_far_future_reading_moves_the_local_clock_only_up_to_the_drift_bound() {
+        let now = 1_763_000_000_000;
+        let local = Hlc::from_parts(now, 0);
+        let years_ahead = Hlc::from_parts(now + 2 * 365 * 86_400_000, 0);
+        let seen = local.observe(years_ahead, now);
+        assert_eq!(seen.ms(), now + MAX_DRIFT_MS);
+        assert_eq!(
+            local.observe(Hlc(u64::MAX), now).tick(now).map(|h| h.ms()),
+            Some(now + MAX_DRIFT_MS + 1)
+        );
+        let behind = Hlc::from_parts(now - 1000, 0);
+        assert_eq!(local.observe(behind, now), local);
     }
 
     #[test]

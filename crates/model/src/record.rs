@@ -159,13 +159,15 @@ impl RecordState {
     pub fn shown(&self) -> BTreeMap<&str, Value> {
         let mut out = BTreeMap::new();
         for (name, sibs) in &self.fields {
-            let incr: i64 = sibs
+            // Summed exactly, then clamped once, so the order of siblings cannot matter.
+            let sum: i128 = sibs
                 .iter()
                 .filter_map(|s| match s.entry {
-                    Entry::Incr(n) => Some(n),
+                    Entry::Incr(n) => Some(n as i128),
                     _ => None,
                 })
-                .fold(0i64, |a, n| a.saturating_add(n));
+                .sum();
+            let incr = sum.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
             let has_incr = sibs.iter().any(|s| matches!(s.entry, Entry::Incr(_)));
             let mut elems: Vec<&str> = sibs
                 .iter()
@@ -175,7 +177,9 @@ impl RecordState {
                 })
                 .collect();
             let value = match (self.winner(name), has_incr) {
-                (Some(Value::Int(i)), true) => Value::Int(i.saturating_add(incr)),
+                (Some(Value::Int(i)), true) => {
+                    Value::Int((*i as i128 + sum).clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+                }
                 (Some(Value::Float(x)), true) => Value::Float(x + incr as f64),
                 (Some(v), _) => v.clone(),
                 (None, true) => Value::Int(incr),

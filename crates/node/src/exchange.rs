@@ -5,7 +5,7 @@ use crate::node::{Node, random};
 use crate::progress::Progress;
 use crate::time::{file_stamp, now_ms};
 use ferry_bundle::{BundleReader, WriteOptions};
-use ferry_model::{DatasetId, MemberId};
+use ferry_model::{DatasetId, MemberId, VersionVector};
 use ferry_store::{BundleSeen, QuarantineRow};
 use ferry_sync::plan::{acknowledged_by_all, plan_export};
 use ferry_sync::{Coverage, IngestError, IngestReport, Storage};
@@ -41,6 +41,8 @@ pub enum FileResult {
         duplicates: u64,
         /// Commits waiting for earlier commits or their author's membership.
         waiting: u64,
+        /// Things a person should know (a member's forked history, dropped bogus commits).
+        warnings: Vec<String>,
     },
     /// This exact file was applied before.
     AlreadyApplied,
@@ -134,16 +136,20 @@ fn content_name(path: &Path) -> io::Result<(String, u64)> {
     Ok((h.finalize().to_hex()[..32].to_string(), n))
 }
 
-/// Counts bytes read into a progress display.
+/// Counts bytes read into a progress display, and hashes them when asked.
 struct Counting<'a, R> {
     inner: R,
     progress: &'a dyn Progress,
+    hasher: Option<std::rc::Rc<std::cell::RefCell<blake3::Hasher>>>,
 }
 
 impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.progress.advance(n as u64);
+        if let Some(h) = &self.hasher {
+            h.borrow_mut().update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -265,11 +271,14 @@ impl Node {
             ),
             Some(bytes),
         );
+        // Hash what is actually read, to be sure the file did not change since it was named.
+        let hasher = std::rc::Rc::new(std::cell::RefCell::new(blake3::Hasher::new()));
         let reader = BufReader::with_capacity(
             256 * 1024,
             Counting {
                 inner: file,
                 progress,
+                hasher: Some(hasher.clone()),
             },
         );
         let now = now_ms();
@@ -279,16 +288,26 @@ impl Node {
         let mut tx = self.store.transaction(now)?;
         let result = BundleReader::open(reader)
             .map_err(IngestError::from)
-            .and_then(|opener| engine.ingest(&mut tx, opener, &key))
-            .and_then(|r| engine.settle(&mut tx).map(|s| (r, s)));
+            .and_then(|opener| engine.ingest(&mut tx, opener, &key, now))
+            .and_then(|r| engine.settle(&mut tx, now).map(|s| (r, s)));
         progress.end();
+        let read_name = hasher.borrow().finalize().to_hex()[..32].to_string();
+        let result = result.and_then(|x| {
+            if read_name == name {
+                Ok(x)
+            } else {
+                Err(IngestError::Bundle(ferry_bundle::BundleError::Io(
+                    io::Error::other("the file changed while it was being read; import it again"),
+                )))
+            }
+        });
         match result {
-            Ok((r, _settled)) => {
+            Ok((r, settled)) => {
                 tx.put_bundle_seen(&BundleSeen {
                     name,
                     sender: r.sender,
                     coverage: r.runs.clone(),
-                    receipt: r.receipt.clone().unwrap_or_default(),
+                    receipt: r.receipt.clone(),
                     bytes,
                 })?;
                 tx.commit()?;
@@ -298,11 +317,29 @@ impl Node {
                     .or(labels.get(&r.sender))
                     .cloned()
                     .unwrap_or_else(|| r.sender.to_string());
+                let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
+                let mut warnings: Vec<String> = r
+                    .forks
+                    .iter()
+                    .map(|(m, seq)| {
+                        format!(
+                            "{} has two different versions of its change {seq} (a laptop restored from an old backup, cloned, or an invitation used twice); the copy in this bundle was not applied",
+                            label(*m)
+                        )
+                    })
+                    .collect();
+                warnings.extend(settled.dropped.iter().map(|(m, first, last, why)| {
+                    format!(
+                        "changes {first}–{last} of {} kept from an earlier bundle were dropped: {why}",
+                        label(*m)
+                    )
+                }));
                 Ok(done(FileResult::Applied {
                     sender,
                     new: r.new,
                     duplicates: r.duplicates,
                     waiting: r.stashed,
+                    warnings,
                 }))
             }
             Err(IngestError::Storage(e)) => Err(e.into()),
@@ -401,7 +438,7 @@ impl Node {
         let receipt_present = on_medium
             .iter()
             .filter_map(|(_, s)| s.as_ref())
-            .any(|s| s.sender == me && s.receipt == stored);
+            .any(|s| s.sender == me && s.receipt.as_ref() == Some(&stored));
         let mut outcome = ExportOutcome {
             folder: folder.clone(),
             ..Default::default()
@@ -421,7 +458,7 @@ impl Node {
                 name: name.clone(),
                 sender: me,
                 coverage: runs.clone(),
-                receipt: stored.clone(),
+                receipt: Some(stored.clone()),
                 bytes: len,
             };
             let tx = self.store.transaction(now_ms())?;
@@ -433,19 +470,24 @@ impl Node {
             outcome.written = Some((PathBuf::from(info.location), len, commits));
         }
         // Tidy up: a bundle may go when every member holds its commits and a newer bundle
-        // from the same sender (with a newer receipt) stays.
+        // from the same sender (with a newer receipt) stays. Bundles whose signature this
+        // node could not check are never removed by it.
         let mut everyone = peer_vvs.clone();
         everyone.push(stored.clone());
-        let seen: Vec<(MessageId, BundleSeen)> = on_medium
+        let seen: Vec<(MessageId, BundleSeen, VersionVector)> = on_medium
             .iter()
-            .filter_map(|(id, s)| s.clone().map(|s| (id.clone(), s)))
+            .filter_map(|(id, s)| {
+                let s = s.clone()?;
+                let receipt = s.receipt.clone()?;
+                Some((id.clone(), s, receipt))
+            })
             .collect();
-        for (id, s) in &seen {
-            let superseded = seen.iter().any(|(oid, o)| {
+        for (id, s, receipt) in &seen {
+            let superseded = seen.iter().any(|(oid, o, newer)| {
                 oid != id
                     && o.sender == s.sender
-                    && o.receipt.dominates(&s.receipt)
-                    && (o.receipt != s.receipt || oid > id)
+                    && newer.dominates(receipt)
+                    && (newer != receipt || oid > id)
             });
             if superseded && acknowledged_by_all(&s.coverage, &everyone) {
                 transport.settle(id, &Disposition::Obsolete)?;
@@ -558,8 +600,9 @@ impl Node {
         let engine = self.engine.clone();
         let key = self.id.dataset_key.clone();
         // Run the real ingest in a transaction that is never committed.
-        let mut tx = self.store.transaction(now_ms())?;
-        match engine.ingest(&mut tx, opener, &key) {
+        let now = now_ms();
+        let mut tx = self.store.transaction(now)?;
+        match engine.ingest(&mut tx, opener, &key, now) {
             Ok(r) => {
                 fill_verify(&mut report, &r, &tx, &label)?;
             }

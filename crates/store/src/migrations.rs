@@ -52,18 +52,20 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (coll, id)
     ) WITHOUT ROWID;
     CREATE INDEX records_conflicted ON records (conflicted) WHERE conflicted = 1;
-    CREATE TABLE stash (
+    CREATE TABLE stash_runs (
+        id INTEGER PRIMARY KEY,
         author INTEGER NOT NULL,
+        first INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        digest BLOB,
+        sig BLOB
+    );
+    CREATE INDEX stash_runs_author ON stash_runs (author);
+    CREATE TABLE stash_commits (
+        run INTEGER NOT NULL,
         seq INTEGER NOT NULL,
         body BLOB NOT NULL,
-        PRIMARY KEY (author, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE stash_proofs (
-        author INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
-        digest BLOB,
-        sig BLOB NOT NULL,
-        PRIMARY KEY (author, seq)
+        PRIMARY KEY (run, seq)
     ) WITHOUT ROWID;
     CREATE TABLE peers (
         member INTEGER PRIMARY KEY,
@@ -74,7 +76,7 @@ pub const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         sender INTEGER NOT NULL,
         coverage BLOB NOT NULL,
-        receipt BLOB NOT NULL,
+        receipt BLOB,
         bytes INTEGER NOT NULL,
         seen_ms INTEGER NOT NULL
     ) WITHOUT ROWID;

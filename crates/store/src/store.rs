@@ -6,7 +6,7 @@ use ferry_model::commit::ChainContext;
 use ferry_model::crypto::{PublicKey, Signature};
 use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
 use ferry_sync::plan::Coverage;
-use ferry_sync::{MemberInfo, Proof, Storage, StoredCommit};
+use ferry_sync::{MemberInfo, Proof, StashedRun, Storage, StoredCommit};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,6 +46,9 @@ impl From<postcard::Error> for StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// sender, coverage, receipt, size of a seen bundle.
+type SeenRow = (u32, Vec<u8>, Option<Vec<u8>>, i64);
 
 /// hash, hlc, deps, body of a stored commit.
 type CommitRow = (Vec<u8>, i64, Vec<u8>, Vec<u8>);
@@ -96,8 +99,8 @@ pub struct BundleSeen {
     pub sender: MemberId,
     /// The runs it carries.
     pub coverage: Vec<Coverage>,
-    /// The sender's receipt in it.
-    pub receipt: VersionVector,
+    /// The sender's receipt in it, when its signature could be checked.
+    pub receipt: Option<VersionVector>,
     /// Its size.
     pub bytes: u64,
 }
@@ -412,7 +415,7 @@ impl StoreTx<'_> {
 
     /// A bundle file seen before, by content name.
     pub fn bundle_seen(&self, name: &str) -> Result<Option<BundleSeen>> {
-        let row: Option<(u32, Vec<u8>, Vec<u8>, i64)> = self
+        let row: Option<SeenRow> = self
             .tx
             .prepare_cached(
                 "SELECT sender, coverage, receipt, bytes FROM bundles_seen WHERE name = ?1",
@@ -436,7 +439,7 @@ impl StoreTx<'_> {
                     last,
                 })
                 .collect(),
-            receipt: postcard::from_bytes(&receipt)?,
+            receipt: receipt.map(|r| postcard::from_bytes(&r)).transpose()?,
             bytes: u(bytes),
         }))
     }
@@ -458,7 +461,10 @@ impl StoreTx<'_> {
                 seen.name,
                 seen.sender.0,
                 postcard::to_allocvec(&runs)?,
-                postcard::to_allocvec(&seen.receipt)?,
+                seen.receipt
+                    .as_ref()
+                    .map(postcard::to_allocvec)
+                    .transpose()?,
                 i(seen.bytes),
                 i(self.now_ms)
             ])?;
@@ -745,55 +751,90 @@ impl Storage for StoreTx<'_> {
         Ok(())
     }
 
-    fn stash_commit(&mut self, author: MemberId, seq: u64, bytes: &[u8]) -> Result<bool> {
-        let n = self
-            .tx
-            .prepare_cached("INSERT OR IGNORE INTO stash (author, seq, body) VALUES (?1, ?2, ?3)")?
-            .execute(params![author.0, i(seq), bytes])?;
-        Ok(n == 1)
+    fn stash_run(&mut self, author: MemberId, first: u64, last: u64) -> Result<u64> {
+        self.tx
+            .prepare_cached("INSERT INTO stash_runs (author, first, last) VALUES (?1, ?2, ?3)")?
+            .execute(params![author.0, i(first), i(last)])?;
+        Ok(self.tx.last_insert_rowid() as u64)
     }
 
-    fn stash_proof(&mut self, author: MemberId, proof: &Proof) -> Result<()> {
+    fn stash_commit(&mut self, run: u64, seq: u64, bytes: &[u8]) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO stash_proofs (author, seq, digest, sig) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO stash_commits (run, seq, body) VALUES (?1, ?2, ?3)",
             )?
+            .execute(params![i(run), i(seq), bytes])?;
+        Ok(())
+    }
+
+    fn set_stash_proof(&mut self, run: u64, proof: &Proof) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE stash_runs SET digest = ?2, sig = ?3 WHERE id = ?1")?
             .execute(params![
-                author.0,
-                i(proof.seq),
+                i(run),
                 proof.digest.as_ref().map(|d| &d[..]),
                 &proof.sig.0[..]
             ])?;
         Ok(())
     }
 
-    fn stashed_commit(&self, author: MemberId, seq: u64) -> Result<Option<Vec<u8>>> {
+    fn stashed_runs(&self, author: MemberId) -> Result<Vec<StashedRun>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, first, last, digest, sig FROM stash_runs WHERE author = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![author.0], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, first, last, digest, s) = row?;
+            let proof = match s {
+                Some(s) => Some(Proof {
+                    seq: u(last),
+                    digest: digest.map(blob32).transpose()?,
+                    sig: sig(s)?,
+                }),
+                None => None,
+            };
+            out.push(StashedRun {
+                id: u(id),
+                author,
+                first: u(first),
+                last: u(last),
+                proof,
+            });
+        }
+        Ok(out)
+    }
+
+    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
             .tx
-            .prepare_cached("SELECT body FROM stash WHERE author = ?1 AND seq = ?2")?
-            .query_row(params![author.0, i(seq)], |r| r.get(0))
+            .prepare_cached("SELECT body FROM stash_commits WHERE run = ?1 AND seq = ?2")?
+            .query_row(params![i(run), i(seq)], |r| r.get(0))
             .optional()?)
     }
 
-    fn stashed_proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>> {
-        read_proof(&self.tx, "stash_proofs", author, seq)
-    }
-
-    fn unstash(&mut self, author: MemberId, up_to: u64) -> Result<()> {
-        let up_to = up_to.min(i64::MAX as u64) as i64;
+    fn drop_stashed(&mut self, run: u64) -> Result<()> {
         self.tx
-            .prepare_cached("DELETE FROM stash WHERE author = ?1 AND seq <= ?2")?
-            .execute(params![author.0, up_to])?;
+            .prepare_cached("DELETE FROM stash_commits WHERE run = ?1")?
+            .execute(params![i(run)])?;
         self.tx
-            .prepare_cached("DELETE FROM stash_proofs WHERE author = ?1 AND seq <= ?2")?
-            .execute(params![author.0, up_to])?;
+            .prepare_cached("DELETE FROM stash_runs WHERE id = ?1")?
+            .execute(params![i(run)])?;
         Ok(())
     }
 
     fn stashed(&self) -> Result<Vec<(MemberId, u64)>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT author, count(*) FROM stash GROUP BY author ORDER BY author")?;
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT author, sum(last - first + 1) FROM stash_runs GROUP BY author ORDER BY author",
+        )?;
         let rows = stmt.query_map([], |r| Ok((MemberId(r.get(0)?), u(r.get(1)?))))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }

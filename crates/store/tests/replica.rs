@@ -56,9 +56,9 @@ impl Node {
         let mut tx = self.store.transaction(T0).unwrap();
         let r = self
             .engine
-            .ingest(&mut tx, BundleReader::open(bytes).unwrap(), &self.key)
+            .ingest(&mut tx, BundleReader::open(bytes).unwrap(), &self.key, T0)
             .unwrap();
-        self.engine.settle(&mut tx).unwrap();
+        self.engine.settle(&mut tx, T0).unwrap();
         tx.commit().unwrap();
         r
     }

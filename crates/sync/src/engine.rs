@@ -8,10 +8,7 @@ use ferry_bundle::{
 };
 use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey, head_message};
-use ferry_model::{
-    Change, Commit, DatasetId, Hash, Hlc, MemberId, RecordState, Stamp, VersionVector,
-};
-use std::collections::BTreeMap;
+use ferry_model::{Change, Commit, DatasetId, Hash, MemberId, RecordState, Stamp, VersionVector};
 use std::io::{Read, Write};
 
 /// The engine for one node in one dataset.
@@ -119,6 +116,20 @@ pub struct IngestReport {
     pub authenticated: bool,
     /// The sender's receipt, when authenticated.
     pub receipt: Option<VersionVector>,
+    /// Relayed runs skipped because their author has two different versions of a commit
+    /// (author, commit number): a device restored from an old backup or cloned, or an
+    /// invitation used twice (commit 1). The rest of the bundle still applies.
+    pub forks: Vec<(MemberId, u64)>,
+}
+
+/// What became of one run.
+enum RunOutcome {
+    /// Checked and stored (or already held).
+    Stored,
+    /// Kept aside, with this stash id.
+    Stashed(u64),
+    /// Skipped: its author's history forks from the one held here.
+    Forked,
 }
 
 /// One run of a bundle.
@@ -131,8 +142,9 @@ pub struct SettleReport {
     pub applied: u64,
     /// Stashed commits that could now be checked and were stored.
     pub unstashed: u64,
-    /// Stashed commits that failed their check and were dropped, with the reason.
-    pub dropped: Vec<(MemberId, u64, String)>,
+    /// Stashed runs that failed their check and were dropped: author, first and last
+    /// commit, reason.
+    pub dropped: Vec<(MemberId, u64, u64, String)>,
 }
 
 /// What [`Engine::export`] wrote.
@@ -164,13 +176,15 @@ pub fn may_write(author: MemberId, collection: &str, id: &str) -> bool {
 }
 
 impl Engine {
-    /// Reads one bundle, storing and applying what it can. The caller checks nothing before
-    /// (the header is checked here) and commits its transaction only on `Ok`.
+    /// Reads one bundle, storing and applying what it can, at wall time `now_ms`. The caller
+    /// checks nothing before (the header is checked here) and commits its transaction only
+    /// on `Ok`.
     pub fn ingest<S: Storage, R: Read>(
         &self,
         store: &mut S,
         opener: Opener<R>,
         key: &DatasetKey,
+        now_ms: u64,
     ) -> Res<IngestReport, S> {
         let header = opener.header().clone();
         if header.dataset != self.dataset {
@@ -179,71 +193,67 @@ impl Engine {
                 expected: self.dataset,
             });
         }
+        let sender = header.sender;
         let mut reader = opener.decrypt(key)?;
         let Some(Item::Receipt(receipt)) = reader.next_item()? else {
             unreachable!("the reader checks that a payload starts with a receipt");
         };
         let mut report = IngestReport {
-            sender: header.sender,
+            sender,
             ..Default::default()
         };
         let mut applied = st::<S, _>(store.applied())?;
-        let mut peer_receipts = Vec::new();
-        // The sender's own run, if any: (last seq, stashed?).
-        let mut sender_run: Option<(u64, bool)> = None;
+        // The sender's own run, if any: its last commit and, if stashed, its stash id.
+        let mut sender_run: Option<(u64, Option<u64>)> = None;
         while let Some(item) = reader.next_item()? {
-            match item {
-                Item::PeerReceipt(m, vv) => peer_receipts.push((m, vv)),
-                Item::Run {
-                    author,
-                    first,
-                    count,
-                    proof,
-                } => {
-                    let last = first + count - 1;
-                    if proof == RunProof::Sender
-                        && (author != header.sender || sender_run.is_some())
-                    {
-                        return Err(BundleError::Malformed(
-                            "a run vouched for by the sender is not the sender's".into(),
-                        )
-                        .into());
-                    }
-                    let stashed = self.ingest_run(
-                        store,
-                        &mut reader,
-                        &mut applied,
-                        &mut report,
-                        Coverage {
-                            author,
-                            first,
-                            last,
-                        },
-                        &proof,
-                    )?;
+            let Item::Run {
+                author,
+                first,
+                count,
+                proof,
+            } = item
+            else {
+                // Peer receipts are gossip that version 1 readers ignore (SPEC §4); the
+                // reader has already rejected every other item out of place.
+                continue;
+            };
+            let run = Coverage {
+                author,
+                first,
+                last: first + count - 1,
+            };
+            if proof == RunProof::Sender && author != sender {
+                return Err(BundleError::Malformed(
+                    "a run vouched for by the sender is not the sender's".into(),
+                )
+                .into());
+            }
+            let outcome = self.ingest_run(
+                store,
+                &mut reader,
+                sender,
+                now_ms,
+                &mut applied,
+                &mut report,
+                run,
+                &proof,
+            )?;
+            match outcome {
+                RunOutcome::Stored => report.runs.push(run),
+                RunOutcome::Stashed(id) => {
+                    report.runs.push(run);
+                    report.stashed_runs.push(run);
                     if proof == RunProof::Sender {
-                        sender_run = Some((last, stashed));
+                        sender_run = Some((run.last, Some(id)));
                     }
-                    if stashed {
-                        report.stashed_runs.push(Coverage {
-                            author,
-                            first,
-                            last,
-                        });
-                    }
-                    report.runs.push(Coverage {
-                        author,
-                        first,
-                        last,
-                    });
                 }
-                Item::Receipt(_) | Item::Commit(_) => {
-                    unreachable!("the reader checks item order")
-                }
+                RunOutcome::Forked => {}
+            }
+            if proof == RunProof::Sender && sender_run.is_none() {
+                sender_run = Some((run.last, None));
             }
         }
         let trailer = reader.finish()?;
-        let sender = header.sender;
         let head = receipt.get(sender);
         let proof = Proof {
             seq: head,
@@ -257,15 +267,17 @@ impl Engine {
                 )
                 .into());
             }
-            if stashed {
-                st::<S, _>(store.stash_proof(sender, &proof))?;
+            if let Some(id) = stashed {
+                // The bundle signature is the stashed run's proof; it is checked with the
+                // run once the sender's earlier commits (or membership) arrive.
+                st::<S, _>(store.set_stash_proof(id, &proof))?;
                 return Ok(report);
             }
         }
         let stored_head = st::<S, _>(store.chain(sender))?.map_or(0, |c| c.seq);
         let Some(member) = st::<S, _>(store.member(sender))? else {
-            // Only relayed runs from a sender not known here yet: they were checked on their
-            // own; the receipt cannot be trusted, so it is ignored.
+            // A sender not known here yet: its relayed runs were checked on their own, and its
+            // receipt cannot be trusted, so it is ignored.
             return Ok(report);
         };
         if head > stored_head {
@@ -283,11 +295,6 @@ impl Engine {
         if sender != self.me {
             st::<S, _>(store.merge_peer(sender, &receipt))?;
         }
-        for (m, vv) in &peer_receipts {
-            if *m != self.me && *m != sender {
-                st::<S, _>(store.merge_peer(*m, vv))?;
-            }
-        }
         report.receipt = Some(receipt);
         Ok(report)
     }
@@ -301,16 +308,31 @@ impl Engine {
         })
     }
 
-    /// Reads one run's commits. Returns whether the run was stashed.
+    /// Whether `bytes` is the commit `seq` of `author` already held (same chain hash).
+    fn is_held<S: Storage>(
+        &self,
+        store: &S,
+        author: MemberId,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Res<bool, S> {
+        let prev = self.hash_at(store, author, seq - 1)?;
+        Ok(chain_next(&prev, seq, bytes) == self.hash_at(store, author, seq)?)
+    }
+
+    /// Reads one run's commits.
+    #[allow(clippy::too_many_arguments)]
     fn ingest_run<S: Storage, R: Read>(
         &self,
         store: &mut S,
         reader: &mut BundleReader<R>,
+        sender: MemberId,
+        now_ms: u64,
         applied: &mut VersionVector,
         report: &mut IngestReport,
         run: Coverage,
         proof: &RunProof,
-    ) -> Res<bool, S> {
+    ) -> Res<RunOutcome, S> {
         let Coverage {
             author,
             first,
@@ -325,38 +347,32 @@ impl Engine {
                 _ => unreachable!("the reader checks that a run holds `count` commits"),
             }
         };
+        let stored_proof = match proof {
+            RunProof::Sender => None,
+            RunProof::Head(sig) => Some(Proof {
+                seq: last,
+                digest: None,
+                sig: *sig,
+            }),
+            RunProof::Bundle { digest, sig } => Some(Proof {
+                seq: last,
+                digest: Some(*digest),
+                sig: *sig,
+            }),
+        };
         if first > have + 1 || (first > 1 && known.is_none()) {
             // Earlier commits (or the author's membership) have not arrived: keep the run
-            // aside until they do.
+            // aside, as a unit, until they do.
+            let id = st::<S, _>(store.stash_run(author, first, last))?;
             for seq in first..=last {
                 let bytes = next_commit(reader)?;
-                if seq > have {
-                    st::<S, _>(store.stash_commit(author, seq, &bytes))?;
-                    report.stashed += 1;
-                } else {
-                    report.duplicates += 1;
-                }
+                st::<S, _>(store.stash_commit(id, seq, &bytes))?;
             }
-            match proof {
-                RunProof::Sender => {}
-                RunProof::Head(sig) => st::<S, _>(store.stash_proof(
-                    author,
-                    &Proof {
-                        seq: last,
-                        digest: None,
-                        sig: *sig,
-                    },
-                ))?,
-                RunProof::Bundle { digest, sig } => st::<S, _>(store.stash_proof(
-                    author,
-                    &Proof {
-                        seq: last,
-                        digest: Some(*digest),
-                        sig: *sig,
-                    },
-                ))?,
+            if let Some(p) = &stored_proof {
+                st::<S, _>(store.set_stash_proof(id, p))?;
             }
-            return Ok(true);
+            report.stashed += last - first + 1;
+            return Ok(RunOutcome::Stashed(id));
         }
         let mut ctx = chain.unwrap_or_else(|| ChainContext::new(self.dataset, author));
         let mut key = known.map(|m| m.key);
@@ -364,18 +380,24 @@ impl Engine {
         for seq in first..=last {
             let bytes = next_commit(reader)?;
             if seq <= ctx.seq {
-                let prev = self.hash_at(store, author, seq - 1)?;
-                let expect = self.hash_at(store, author, seq)?;
-                if chain_next(&prev, seq, &bytes) != expect {
-                    if seq == 1 {
-                        // A different first commit: another device joined with the same
-                        // invitation (or claims the admin's number).
-                        return Err(IngestError::InvitationReused { member: author });
+                if !self.is_held(store, author, seq, &bytes)? {
+                    if author == sender {
+                        // The sender itself forked (or reused an invitation): refuse.
+                        return Err(if seq == 1 {
+                            IngestError::InvitationReused { member: author }
+                        } else {
+                            IngestError::Fork { author, seq }
+                        });
                     }
-                    return Err(IngestError::Fork { author, seq });
+                    // Another member's fork, relayed: skip that run only.
+                    for _ in seq..last {
+                        next_commit(reader)?;
+                    }
+                    report.forks.push((author, seq));
+                    return Ok(RunOutcome::Forked);
                 }
                 report.duplicates += 1;
-                last_hash = Some(expect);
+                last_hash = Some(self.hash_at(store, author, seq)?);
                 continue;
             }
             let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
@@ -397,27 +419,14 @@ impl Engine {
             report.new += 1;
             last_hash = Some(ctx.hash);
             if applied.get(author) + 1 == seq && applied.dominates(&commit.deps) {
-                self.apply(store, &commit)?;
+                self.apply(store, &commit, now_ms)?;
                 applied.set(author, seq);
                 report.applied += 1;
             }
         }
         let hash = last_hash.expect("a run has at least one commit");
         let key = key.expect("the author's key is known after its first commit");
-        let stored = match proof {
-            RunProof::Sender => None,
-            RunProof::Head(sig) => Some(Proof {
-                seq: last,
-                digest: None,
-                sig: *sig,
-            }),
-            RunProof::Bundle { digest, sig } => Some(Proof {
-                seq: last,
-                digest: Some(*digest),
-                sig: *sig,
-            }),
-        };
-        if let Some(p) = stored {
+        if let Some(p) = stored_proof {
             let msg = head_message(self.dataset, author, last, &hash, p.digest.as_ref());
             if !key.verify(&msg, &p.sig) {
                 return Err(IngestError::BadSignature { member: author });
@@ -429,30 +438,16 @@ impl Engine {
         if last > have {
             st::<S, _>(store.put_chain(&ctx))?;
         }
-        Ok(false)
+        Ok(RunOutcome::Stored)
     }
 
     /// Checks an author's first commit (genesis or join) and records the member's key.
     fn admit<S: Storage>(&self, store: &mut S, commit: &Commit) -> Res<PublicKey, S> {
-        let (key, label) = match commit.changes.first() {
-            Some(Change::Genesis {
-                admin_key, label, ..
-            }) => {
-                if *admin_key != self.admin_key {
-                    return Err(IngestError::WrongGenesis);
-                }
-                (*admin_key, label.clone())
-            }
-            Some(Change::Join(proof)) => {
-                proof
-                    .verify(self.dataset, commit.author, &self.admin_key)
-                    .map_err(|source| IngestError::NotMember {
-                        member: commit.author,
-                        source,
-                    })?;
-                (proof.member_key, proof.invite.label.clone())
-            }
-            _ => unreachable!("the commit decoder requires a genesis or join first"),
+        let key = self.first_commit_key(commit)?;
+        let label = match commit.changes.first() {
+            Some(Change::Genesis { label, .. }) => label.clone(),
+            Some(Change::Join(proof)) => proof.invite.label.clone(),
+            _ => unreachable!("checked by first_commit_key"),
         };
         match st::<S, _>(store.member(commit.author))? {
             Some(m) if m.key != key => {
@@ -470,8 +465,34 @@ impl Engine {
         Ok(key)
     }
 
+    /// The member key an author's first commit establishes, after checking its genesis or
+    /// join against the admin key.
+    fn first_commit_key<E: std::error::Error + 'static>(
+        &self,
+        commit: &Commit,
+    ) -> Result<PublicKey, IngestError<E>> {
+        match commit.changes.first() {
+            Some(Change::Genesis { admin_key, .. }) => {
+                if *admin_key != self.admin_key {
+                    return Err(IngestError::WrongGenesis);
+                }
+                Ok(*admin_key)
+            }
+            Some(Change::Join(proof)) => {
+                proof
+                    .verify(self.dataset, commit.author, &self.admin_key)
+                    .map_err(|source| IngestError::NotMember {
+                        member: commit.author,
+                        source,
+                    })?;
+                Ok(proof.member_key)
+            }
+            _ => unreachable!("the commit decoder requires a genesis or join first"),
+        }
+    }
+
     /// Applies a commit's record changes and advances the clock.
-    fn apply<S: Storage>(&self, store: &mut S, commit: &Commit) -> Res<(), S> {
+    fn apply<S: Storage>(&self, store: &mut S, commit: &Commit, now_ms: u64) -> Res<(), S> {
         let stamp = Stamp {
             dot: commit.dot(),
             hlc: commit.hlc,
@@ -496,15 +517,16 @@ impl Engine {
         }
         st::<S, _>(store.set_applied(commit.author, commit.seq))?;
         let clock = st::<S, _>(store.clock())?;
-        if commit.hlc > clock {
-            st::<S, _>(store.set_clock(commit.hlc))?;
+        let seen = clock.observe(commit.hlc, now_ms);
+        if seen > clock {
+            st::<S, _>(store.set_clock(seen))?;
         }
         Ok(())
     }
 
     /// Applies every pending commit whose dependencies are now present and checks every
     /// stashed run whose prerequisites have arrived, until nothing more can be done.
-    pub fn settle<S: Storage>(&self, store: &mut S) -> Res<SettleReport, S> {
+    pub fn settle<S: Storage>(&self, store: &mut S, now_ms: u64) -> Res<SettleReport, S> {
         let mut report = SettleReport::default();
         loop {
             let mut progress = false;
@@ -513,8 +535,8 @@ impl Engine {
             }
             let stored = st::<S, _>(store.stored())?;
             let mut applied = st::<S, _>(store.applied())?;
-            let mut chains: BTreeMap<MemberId, ChainContext> = BTreeMap::new();
             for (author, top) in stored.iter() {
+                let mut chain: Option<ChainContext> = None;
                 while applied.get(author) < top {
                     let seq = applied.get(author) + 1;
                     let c = st::<S, _>(store.commit(author, seq))?.ok_or_else(|| {
@@ -523,19 +545,17 @@ impl Engine {
                     if !applied.dominates(&c.deps) {
                         break;
                     }
-                    let chain = match chains.entry(author) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => e.insert(
-                            st::<S, _>(store.chain(author))?.expect("stored implies chain"),
-                        ),
-                    };
-                    let changes = chain.decode_stored(seq, &c.bytes).map_err(|source| {
-                        IngestError::Commit {
-                            author,
-                            seq,
-                            source,
-                        }
-                    })?;
+                    if chain.is_none() {
+                        chain = st::<S, _>(store.chain(author))?;
+                    }
+                    let ctx = chain.as_ref().expect("stored implies a chain");
+                    let changes =
+                        ctx.decode_stored(seq, &c.bytes)
+                            .map_err(|source| IngestError::Commit {
+                                author,
+                                seq,
+                                source,
+                            })?;
                     let commit = Commit {
                         author,
                         seq,
@@ -543,7 +563,7 @@ impl Engine {
                         deps: c.deps,
                         changes,
                     };
-                    self.apply(store, &commit)?;
+                    self.apply(store, &commit, now_ms)?;
                     applied.set(author, seq);
                     report.applied += 1;
                     progress = true;
@@ -555,71 +575,117 @@ impl Engine {
         }
     }
 
-    /// Tries to move an author's stashed commits into its chain. Returns whether any moved.
+    /// Moves an author's stashed runs into its chain as far as they check out. A run that
+    /// fails its check is dropped on its own; the others are kept. Returns whether any
+    /// commit moved.
     fn unstash<S: Storage>(
         &self,
         store: &mut S,
         author: MemberId,
         report: &mut SettleReport,
     ) -> Res<bool, S> {
-        let chain = st::<S, _>(store.chain(author))?;
-        let have = chain.as_ref().map_or(0, |c| c.seq);
-        // Anything at or below what is already held is obsolete.
-        st::<S, _>(store.unstash(author, have))?;
-        let known = st::<S, _>(store.member(author))?;
-        if known.is_none() && have == 0 && st::<S, _>(store.stashed_commit(author, 1))?.is_none() {
-            return Ok(false);
+        let mut moved = false;
+        loop {
+            let have = st::<S, _>(store.chain(author))?.map_or(0, |c| c.seq);
+            let mut candidates = Vec::new();
+            for run in st::<S, _>(store.stashed_runs(author))? {
+                if run.last <= have {
+                    st::<S, _>(store.drop_stashed(run.id))?;
+                } else if run.first <= have + 1 && run.proof.is_some() {
+                    candidates.push(run);
+                }
+            }
+            // The longest run first: one check moves the most.
+            candidates.sort_by_key(|r| std::cmp::Reverse(r.last));
+            let mut progressed = false;
+            for run in candidates {
+                match self.check_stashed(store, &run, have)? {
+                    Ok(()) => {
+                        self.promote(store, &run, have)?;
+                        report.unstashed += run.last - have;
+                        progressed = true;
+                        break;
+                    }
+                    Err(reason) => {
+                        report.dropped.push((author, run.first, run.last, reason));
+                        st::<S, _>(store.drop_stashed(run.id))?;
+                    }
+                }
+            }
+            if !progressed {
+                return Ok(moved);
+            }
+            moved = true;
         }
-        let start = chain.unwrap_or_else(|| ChainContext::new(self.dataset, author));
-        // Pass 1: check the chain and find the last stashed proof that verifies.
-        let mut ctx = start.clone();
-        let mut key = known.as_ref().map(|m| m.key);
-        let mut good = have;
-        let mut seq = have + 1;
-        let failure = loop {
-            let Some(bytes) = st::<S, _>(store.stashed_commit(author, seq))? else {
-                break None;
+    }
+
+    /// Checks a stashed run against the chain held (`have` commits): the overlap must be the
+    /// same commits, the rest must decode in order, a first commit must be a valid genesis
+    /// or join, and the proof must verify. `Ok(Err(reason))` when it does not.
+    fn check_stashed<S: Storage>(
+        &self,
+        store: &S,
+        run: &crate::StashedRun,
+        have: u64,
+    ) -> Res<Result<(), String>, S> {
+        let author = run.author;
+        let fetch =
+            |seq: u64| -> Res<Option<Vec<u8>>, S> { st::<S, _>(store.stashed_commit(run.id, seq)) };
+        for seq in run.first..=have {
+            let Some(bytes) = fetch(seq)? else {
+                return Ok(Err(format!("commit {seq} is missing from the run")));
+            };
+            if !self.is_held(store, author, seq, &bytes)? {
+                return Ok(Err(format!(
+                    "commit {seq} differs from the one held here (a fork)"
+                )));
+            }
+        }
+        let mut ctx = st::<S, _>(store.chain(author))?
+            .unwrap_or_else(|| ChainContext::new(self.dataset, author));
+        let mut key = st::<S, _>(store.member(author))?.map(|m| m.key);
+        for seq in have + 1..=run.last {
+            let Some(bytes) = fetch(seq)? else {
+                return Ok(Err(format!("commit {seq} is missing from the run")));
             };
             let commit = match ctx.decode(&bytes) {
                 Ok(c) => c,
-                Err(e) => break Some(format!("commit {seq} is invalid: {e}")),
+                Err(e) => return Ok(Err(format!("commit {seq} is invalid: {e}"))),
             };
             if seq == 1 {
-                match commit.changes.first() {
-                    Some(Change::Join(p))
-                        if p.verify(self.dataset, author, &self.admin_key).is_ok() =>
-                    {
-                        key = Some(p.member_key)
-                    }
-                    Some(Change::Genesis { admin_key, .. }) if *admin_key == self.admin_key => {
-                        key = Some(*admin_key)
-                    }
-                    _ => break Some("its membership proof does not verify".into()),
+                match self.first_commit_key::<S::Error>(&commit) {
+                    Ok(k) if key.is_none_or(|held| held == k) => key = Some(k),
+                    Ok(_) => return Ok(Err("another device already joined as this member".into())),
+                    Err(e) => return Ok(Err(e.to_string())),
                 }
             }
-            if let Some(p) = st::<S, _>(store.stashed_proof(author, seq))? {
-                let msg = head_message(self.dataset, author, seq, &ctx.hash, p.digest.as_ref());
-                if key.is_some_and(|k| k.verify(&msg, &p.sig)) {
-                    good = seq;
-                } else {
-                    break Some(format!("the signature over commit {seq} does not verify"));
-                }
-            }
-            seq += 1;
-        };
-        if let Some(reason) = &failure {
-            report.dropped.push((author, seq, reason.clone()));
         }
-        if good == have {
-            if failure.is_some() {
-                st::<S, _>(store.unstash(author, u64::MAX))?;
-            }
-            return Ok(false);
+        let proof = run.proof.as_ref().expect("candidates have a proof");
+        let msg = head_message(
+            self.dataset,
+            author,
+            run.last,
+            &ctx.hash,
+            proof.digest.as_ref(),
+        );
+        if !key.is_some_and(|k| k.verify(&msg, &proof.sig)) {
+            return Ok(Err(format!(
+                "the signature over commit {} does not verify",
+                run.last
+            )));
         }
-        // Pass 2: store the verified commits.
-        let mut ctx = start;
-        for seq in have + 1..=good {
-            let bytes = st::<S, _>(store.stashed_commit(author, seq))?.expect("checked in pass 1");
+        Ok(Ok(()))
+    }
+
+    /// Stores a checked stashed run's new commits and proof, and forgets the run.
+    fn promote<S: Storage>(&self, store: &mut S, run: &crate::StashedRun, have: u64) -> Res<(), S> {
+        let author = run.author;
+        let mut ctx = st::<S, _>(store.chain(author))?
+            .unwrap_or_else(|| ChainContext::new(self.dataset, author));
+        for seq in have + 1..=run.last {
+            let bytes = st::<S, _>(store.stashed_commit(run.id, seq))?.ok_or_else(|| {
+                IngestError::Storage(missing::<S>(format!("stashed commit {seq}")))
+            })?;
             let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
                 author,
                 seq,
@@ -636,16 +702,12 @@ impl Engine {
                 deps: commit.deps,
                 bytes,
             }))?;
-            report.unstashed += 1;
         }
-        let proof = st::<S, _>(store.stashed_proof(author, good))?.expect("checked in pass 1");
+        let proof = run.proof.clone().expect("checked");
         st::<S, _>(store.put_proof(author, &proof))?;
         st::<S, _>(store.put_chain(&ctx))?;
-        // After a failure, whatever followed the bad commit is dropped too; a genuine copy
-        // will be sent again because no receipt covers it.
-        let drop_to = if failure.is_some() { u64::MAX } else { good };
-        st::<S, _>(store.unstash(author, drop_to))?;
-        Ok(true)
+        st::<S, _>(store.drop_stashed(run.id))?;
+        Ok(())
     }
 
     /// Records this node's own commit of `changes` at wall time `now_ms` and applies it.
@@ -657,7 +719,15 @@ impl Engine {
     ) -> Res<Commit, S> {
         let mut ctx = st::<S, _>(store.chain(self.me))?
             .unwrap_or_else(|| ChainContext::new(self.dataset, self.me));
-        let hlc = st::<S, _>(store.clock())?.max(ctx.hlc).tick(now_ms);
+        let hlc =
+            st::<S, _>(store.clock())?
+                .max(ctx.hlc)
+                .tick(now_ms)
+                .ok_or(IngestError::Commit {
+                    author: self.me,
+                    seq: ctx.seq + 1,
+                    source: CommitError::ClockNotMonotonic,
+                })?;
         let mut deps = st::<S, _>(store.applied())?;
         deps.set(self.me, 0);
         let commit = Commit {
@@ -684,7 +754,7 @@ impl Engine {
             bytes,
         }))?;
         st::<S, _>(store.put_chain(&ctx))?;
-        self.apply(store, &commit)?;
+        self.apply(store, &commit, now_ms)?;
         Ok(commit)
     }
 
@@ -765,11 +835,6 @@ impl Engine {
             w.finish(|d| signer.sign(&head_message(self.dataset, self.me, head, &hash, Some(d))))?;
         report.digest = digest;
         Ok((out, report))
-    }
-
-    /// The clock reading a new local commit would get (for callers that need it ahead).
-    pub fn next_clock<S: Storage>(&self, store: &S, now_ms: u64) -> Res<Hlc, S> {
-        Ok(st::<S, _>(store.clock())?.tick(now_ms))
     }
 
     /// Applies nothing; reads a record's state (convenience for callers and tests).

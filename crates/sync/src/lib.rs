@@ -28,4 +28,4 @@ pub use engine::may_write;
 pub use engine::{Engine, ExportReport, IngestError, IngestReport, RunSummary, SettleReport};
 pub use membership::Invitation;
 pub use plan::{Coverage, ExportRun};
-pub use storage::{MemberInfo, Proof, Storage, StoredCommit};
+pub use storage::{MemberInfo, Proof, StashedRun, Storage, StoredCommit};

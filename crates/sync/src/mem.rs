@@ -3,7 +3,7 @@
 //! Transactions are by cloning: take a copy before [`crate::Engine::ingest`] and put it back
 //! if the ingest fails.
 
-use crate::storage::{MemberInfo, Proof, Storage, StoredCommit};
+use crate::storage::{MemberInfo, Proof, StashedRun, Storage, StoredCommit};
 use ferry_model::commit::ChainContext;
 use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
 use std::collections::BTreeMap;
@@ -23,8 +23,9 @@ pub struct MemStorage {
     applied: VersionVector,
     /// Records by (collection, id).
     pub records: BTreeMap<(String, String), RecordState>,
-    stash: BTreeMap<(MemberId, u64), Vec<u8>>,
-    stash_proofs: BTreeMap<(MemberId, u64), Proof>,
+    stash_runs: BTreeMap<u64, StashedRun>,
+    stash_commits: BTreeMap<(u64, u64), Vec<u8>>,
+    next_stash: u64,
     peers: BTreeMap<MemberId, VersionVector>,
     clock: Hlc,
 }
@@ -111,40 +112,57 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    fn stash_commit(&mut self, author: MemberId, seq: u64, bytes: &[u8]) -> Result<bool, MemError> {
-        if self.stash.contains_key(&(author, seq)) {
-            return Ok(false);
-        }
-        self.stash.insert((author, seq), bytes.to_vec());
-        Ok(true)
+    fn stash_run(&mut self, author: MemberId, first: u64, last: u64) -> Result<u64, MemError> {
+        self.next_stash += 1;
+        let id = self.next_stash;
+        self.stash_runs.insert(
+            id,
+            StashedRun {
+                id,
+                author,
+                first,
+                last,
+                proof: None,
+            },
+        );
+        Ok(id)
     }
 
-    fn stash_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), MemError> {
-        self.stash_proofs
-            .entry((author, proof.seq))
-            .or_insert_with(|| proof.clone());
+    fn stash_commit(&mut self, run: u64, seq: u64, bytes: &[u8]) -> Result<(), MemError> {
+        self.stash_commits.insert((run, seq), bytes.to_vec());
         Ok(())
     }
 
-    fn stashed_commit(&self, author: MemberId, seq: u64) -> Result<Option<Vec<u8>>, MemError> {
-        Ok(self.stash.get(&(author, seq)).cloned())
+    fn set_stash_proof(&mut self, run: u64, proof: &Proof) -> Result<(), MemError> {
+        if let Some(r) = self.stash_runs.get_mut(&run) {
+            r.proof = Some(proof.clone());
+        }
+        Ok(())
     }
 
-    fn stashed_proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>, MemError> {
-        Ok(self.stash_proofs.get(&(author, seq)).cloned())
+    fn stashed_runs(&self, author: MemberId) -> Result<Vec<StashedRun>, MemError> {
+        Ok(self
+            .stash_runs
+            .values()
+            .filter(|r| r.author == author)
+            .cloned()
+            .collect())
     }
 
-    fn unstash(&mut self, author: MemberId, up_to: u64) -> Result<(), MemError> {
-        self.stash.retain(|&(a, s), _| a != author || s > up_to);
-        self.stash_proofs
-            .retain(|&(a, s), _| a != author || s > up_to);
+    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<Vec<u8>>, MemError> {
+        Ok(self.stash_commits.get(&(run, seq)).cloned())
+    }
+
+    fn drop_stashed(&mut self, run: u64) -> Result<(), MemError> {
+        self.stash_runs.remove(&run);
+        self.stash_commits.retain(|&(r, _), _| r != run);
         Ok(())
     }
 
     fn stashed(&self) -> Result<Vec<(MemberId, u64)>, MemError> {
         let mut out: BTreeMap<MemberId, u64> = BTreeMap::new();
-        for &(a, _) in self.stash.keys() {
-            *out.entry(a).or_default() += 1;
+        for r in self.stash_runs.values() {
+            *out.entry(r.author).or_default() += r.last - r.first + 1;
         }
         Ok(out.into_iter().collect())
     }

@@ -49,6 +49,9 @@ pub fn plan_export(
         let Some(lowest) = peers.iter().map(|p| p.get(author)).min() else {
             continue;
         };
+        if lowest >= last {
+            continue;
+        }
         let first = carried_through(author, lowest + 1, carried) + 1;
         if first <= last {
             runs.push(Coverage {

@@ -61,6 +61,8 @@ pub struct SimNode {
     pub dataset_name: String,
     /// Its random source.
     pub rng: SplitMix,
+    /// Its wall clock (ms since the epoch): the latest time it wrote at, or set by a test.
+    pub now_ms: u64,
 }
 
 /// The sim's ingest result.
@@ -84,6 +86,7 @@ impl SimNode {
             label: label.to_string(),
             dataset_name: dataset_name.to_string(),
             rng,
+            now_ms,
         };
         let genesis = Change::Genesis {
             name: dataset_name.to_string(),
@@ -133,6 +136,7 @@ impl SimNode {
             dataset_name: inv.dataset_name.clone(),
             secret,
             rng,
+            now_ms,
         };
         let proof = inv.join_proof(&node.secret.public());
         node.store
@@ -155,6 +159,7 @@ impl SimNode {
 
     /// Writes ops to one record in a local commit.
     pub fn write(&mut self, collection: &str, id: &str, ops: Vec<Op>, now_ms: u64) -> Commit {
+        self.now_ms = self.now_ms.max(now_ms);
         self.engine
             .commit_local(
                 &mut self.store,
@@ -229,9 +234,12 @@ impl SimNode {
         let before = self.store.clone();
         let result = BundleReader::open(bytes)
             .map_err(IngestError::from)
-            .and_then(|opener| self.engine.ingest(&mut self.store, opener, &self.key))
+            .and_then(|opener| {
+                self.engine
+                    .ingest(&mut self.store, opener, &self.key, self.now_ms)
+            })
             .and_then(|report| {
-                self.engine.settle(&mut self.store)?;
+                self.engine.settle(&mut self.store, self.now_ms)?;
                 Ok(report)
             });
         if result.is_err() {

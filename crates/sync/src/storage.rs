@@ -32,6 +32,21 @@ pub struct StoredCommit {
     pub bytes: Vec<u8>,
 }
 
+/// A run kept aside until it can be checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StashedRun {
+    /// Its id in the storage.
+    pub id: u64,
+    /// The author.
+    pub author: MemberId,
+    /// First commit number.
+    pub first: u64,
+    /// Last commit number.
+    pub last: u64,
+    /// The author's proof at `last`, once known.
+    pub proof: Option<Proof>,
+}
+
 /// An author's signature over its chain head at `seq`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proof {
@@ -99,23 +114,21 @@ pub trait Storage {
         state: &RecordState,
     ) -> Result<(), Self::Error>;
 
-    /// Keeps a commit that cannot be checked yet. Returns `false` if one is already kept at
-    /// that place (the first one is kept).
-    fn stash_commit(
-        &mut self,
-        author: MemberId,
-        seq: u64,
-        bytes: &[u8],
-    ) -> Result<bool, Self::Error>;
-    /// Keeps a proof for stashed commits.
-    fn stash_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), Self::Error>;
-    /// A stashed commit.
-    fn stashed_commit(&self, author: MemberId, seq: u64) -> Result<Option<Vec<u8>>, Self::Error>;
-    /// A stashed proof at exactly `seq`.
-    fn stashed_proof(&self, author: MemberId, seq: u64) -> Result<Option<Proof>, Self::Error>;
-    /// Drops stashed commits and proofs of `author` numbered up to `up_to`.
-    fn unstash(&mut self, author: MemberId, up_to: u64) -> Result<(), Self::Error>;
-    /// Authors with stashed commits, and how many each.
+    /// Starts keeping a run that cannot be checked yet (its author's earlier commits or
+    /// membership are missing). Returns the run's id. Each run is kept, checked and dropped
+    /// as a unit, so a bogus copy can never hide a genuine one.
+    fn stash_run(&mut self, author: MemberId, first: u64, last: u64) -> Result<u64, Self::Error>;
+    /// Keeps one commit of a stashed run.
+    fn stash_commit(&mut self, run: u64, seq: u64, bytes: &[u8]) -> Result<(), Self::Error>;
+    /// Sets the proof of a stashed run (at its last commit).
+    fn set_stash_proof(&mut self, run: u64, proof: &Proof) -> Result<(), Self::Error>;
+    /// The stashed runs of `author`.
+    fn stashed_runs(&self, author: MemberId) -> Result<Vec<StashedRun>, Self::Error>;
+    /// One commit of a stashed run.
+    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// Forgets a stashed run and its commits.
+    fn drop_stashed(&mut self, run: u64) -> Result<(), Self::Error>;
+    /// Authors with stashed runs, and how many commits those hold.
     fn stashed(&self) -> Result<Vec<(MemberId, u64)>, Self::Error>;
 
     /// What `m` is known to hold.

@@ -392,3 +392,161 @@ fn local_commits_refuse_nothing_and_members_may_not_write_others_metadata() {
         .cloned();
     assert_eq!(email, Some(Value::Str("a@example.test".into())));
 }
+
+// Regression tests for problems found in review (named after the problem they pin).
+
+#[test]
+fn a_commit_stamped_at_the_end_of_time_does_not_stop_other_nodes_from_writing() {
+    let (mut hq, mut a, _) = three();
+    // A's wall clock is absurd: its commit carries the largest time there is.
+    a.write("visits", "v-1", vec![set("x", Value::Int(1))], u64::MAX);
+    hq.now_ms = T0 + 1_000;
+    hq.ingest(&a.bundle(&[])).unwrap();
+    let clock = hq.store.clock().unwrap();
+    assert!(
+        clock.ms() <= T0 + 1_000 + ferry_model::clock::MAX_DRIFT_MS,
+        "{clock}"
+    );
+    for i in 0..100 {
+        hq.write("visits", "v-2", vec![set("n", Value::Int(i))], T0 + 2_000);
+    }
+    assert_eq!(
+        hq.listing()[&("visits".to_string(), "v-2".to_string())]["n"],
+        Value::Int(99)
+    );
+}
+
+#[test]
+fn gossip_and_absurd_receipts_cannot_stop_exports_to_honest_peers() {
+    let (mut hq, a, b) = three();
+    hq.write("visits", "v-1", vec![set("x", Value::Int(1))], T0 + 100);
+    // A claims (in its receipt and as gossip about B) to hold more than exists.
+    let absurd: ferry_model::VersionVector = [
+        (MemberId(1), u64::MAX),
+        (MemberId(2), 1),
+        (MemberId(3), u64::MAX),
+    ]
+    .into_iter()
+    .collect();
+    let header = ferry_bundle::Header {
+        dataset: a.engine.dataset,
+        sender: MemberId(2),
+        salt: [3; 16],
+    };
+    let mut w = ferry_bundle::BundleWriter::new(
+        Vec::new(),
+        &header,
+        &a.key,
+        ferry_bundle::WriteOptions::default(),
+    )
+    .unwrap();
+    let mut receipt = absurd.clone();
+    receipt.set(MemberId(2), a.store.stored().unwrap().get(MemberId(2)));
+    w.push(&Item::Receipt(receipt.clone())).unwrap();
+    w.push(&Item::PeerReceipt(MemberId(3), absurd)).unwrap();
+    let head = receipt.get(MemberId(2));
+    let hash = a.store.commit_hash(MemberId(2), head).unwrap().unwrap();
+    let (bytes, _) = w
+        .finish(|d| {
+            a.secret.sign(&ferry_model::crypto::head_message(
+                a.engine.dataset,
+                MemberId(2),
+                head,
+                &hash,
+                Some(d),
+            ))
+        })
+        .unwrap();
+    hq.ingest(&bytes).unwrap();
+    // HQ still sends B what B lacks, and does not panic planning for A.
+    let out = hq.bundle(&[]);
+    let mut b = b;
+    let r = b.ingest(&out).unwrap();
+    assert!(r.new > 0, "B still receives HQ's commits");
+    assert!(
+        b.listing()
+            .contains_key(&("visits".to_string(), "v-1".to_string()))
+    );
+}
+
+#[test]
+fn a_bogus_stashed_copy_cannot_hide_the_genuine_commits() {
+    let (mut hq, mut a, _) = three();
+    for i in 0..6 {
+        hq.write(
+            "visits",
+            &format!("v-{i}"),
+            vec![set("n", Value::Int(i))],
+            T0 + 100 + i as u64,
+        );
+    }
+    let head = hq.store.stored().unwrap().get(MemberId(1));
+    let have = a.store.stored().unwrap().get(MemberId(1));
+    assert!(head >= have + 4);
+    // Someone with the dataset key makes a bundle claiming HQ's later commits, with garbage.
+    let header = ferry_bundle::Header {
+        dataset: hq.engine.dataset,
+        sender: MemberId(9),
+        salt: [4; 16],
+    };
+    let mut w = ferry_bundle::BundleWriter::new(
+        Vec::new(),
+        &header,
+        &hq.key,
+        ferry_bundle::WriteOptions::default(),
+    )
+    .unwrap();
+    w.push(&Item::Receipt(Default::default())).unwrap();
+    w.push(&Item::Run {
+        author: MemberId(1),
+        first: have + 3,
+        count: 1,
+        proof: RunProof::Head(ferry_model::crypto::Signature([7; 64])),
+    })
+    .unwrap();
+    w.push(&Item::Commit(vec![1, 2, 3])).unwrap();
+    let (bogus, _) = w
+        .finish(|_| ferry_model::crypto::Signature([0; 64]))
+        .unwrap();
+    assert_eq!(a.ingest(&bogus).unwrap().stashed, 1);
+    // The genuine commits arrive later, the later part first.
+    let later = hq.bundle_with(&[Coverage {
+        author: MemberId(1),
+        first: have + 3,
+        last: head,
+    }]);
+    let earlier = hq.bundle_with(&[Coverage {
+        author: MemberId(1),
+        first: have + 1,
+        last: have + 2,
+    }]);
+    a.ingest(&later).unwrap();
+    a.ingest(&earlier).unwrap();
+    assert_eq!(a.store.stored().unwrap().get(MemberId(1)), head);
+    assert!(
+        a.store.stashed().unwrap().is_empty(),
+        "the bogus run is dropped"
+    );
+    assert_eq!(a.listing().len(), 6);
+}
+
+#[test]
+fn a_relayed_fork_skips_only_that_members_run() {
+    let (mut hq, mut a, mut b) = three();
+    let backup = a.clone();
+    a.write("visits", "v-1", vec![set("x", Value::Int(1))], T0 + 100);
+    hq.ingest(&a.bundle(&[])).unwrap();
+    // A restored copy of A writes a different commit 2, which reaches B.
+    let mut restored = backup;
+    restored.write("visits", "v-1", vec![set("x", Value::Int(2))], T0 + 200);
+    b.ingest(&restored.bundle(&[])).unwrap();
+    // HQ relays A's genuine commit 2 together with its own new work.
+    hq.write("visits", "v-9", vec![set("y", Value::Int(9))], T0 + 300);
+    let relay = hq.bundle(&[]);
+    let r = b.ingest(&relay).unwrap();
+    assert_eq!(r.forks, vec![(MemberId(2), 2)]);
+    assert!(
+        b.listing()
+            .contains_key(&("visits".to_string(), "v-9".to_string()))
+    );
+}

@@ -114,7 +114,10 @@ fn export(st: &MemStorage, salt: u8, key: [u8; 32], signer: [u8; 32]) -> Vec<u8>
 }
 
 /// Every vector: (file name, header lines, bytes).
-fn generate() -> Vec<(&'static str, Vec<(&'static str, String)>, Vec<u8>)> {
+/// A vector: file name, header lines, bundle bytes.
+type Vector = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+
+fn generate() -> Vec<Vector> {
     let admin_pub = hex(&SecretKey::from_bytes(ADMIN).public().0);
     let common = |expect: &str, comment: &str| {
         vec![
@@ -300,7 +303,7 @@ fn classify(
     let mut st = MemStorage::default();
     let r = BundleReader::open(bytes)
         .map_err(IngestError::<ferry_sync::mem::MemError>::from)
-        .and_then(|o| e.ingest(&mut st, o, &key));
+        .and_then(|o| e.ingest(&mut st, o, &key, T0));
     r.map_err(|e| {
         match e {
             IngestError::Bundle(BundleError::NotABundle | BundleError::BadHeader) => {
@@ -407,6 +410,7 @@ fn a_relayed_run_keeps_the_authors_proof_and_verifies_on_a_third_replica() {
             &mut relay,
             BundleReader::open(&bundle[..]).unwrap(),
             &DatasetKey(KEY),
+            T0,
         )
         .unwrap();
     let proof = relay
@@ -457,6 +461,7 @@ fn a_relayed_run_keeps_the_authors_proof_and_verifies_on_a_third_replica() {
         &mut third,
         BundleReader::open(&relayed[..]).unwrap(),
         &DatasetKey(KEY),
+        T0,
     )
     .unwrap();
     assert_eq!(r.new, 2);
