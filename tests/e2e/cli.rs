@@ -218,3 +218,63 @@ fn the_demo_runs_and_ends_with_three_identical_laptops() {
         "{text}"
     );
 }
+
+#[test]
+fn importing_a_stick_shared_with_another_dataset_leaves_the_other_datasets_bundles_alone() {
+    let base = tempfile::tempdir().unwrap();
+    let l = node(base.path());
+    let other = Laptop::new(base.path(), "other");
+    other.ok(&["init", "--name", "x", "--create", "another NGO"]);
+    let stick = base.path().join("stick");
+    std::fs::create_dir(&stick).unwrap();
+    other.ok(&["export", s(&stick)]);
+    l.ok(&["put", "visits", "v-1", "x=1"]);
+    l.ok(&["export", s(&stick)]);
+    let out = l.ok(&["import", s(&stick)]);
+    assert!(
+        out.contains("left alone 1 bundles of other datasets"),
+        "{out}"
+    );
+    assert!(!out.contains("REFUSED"), "{out}");
+}
+
+#[test]
+fn exporting_to_a_full_stick_fails_in_one_line_and_leaves_no_partial_file() {
+    let base = tempfile::tempdir().unwrap();
+    let l = node(base.path());
+    let input = base.path().join("many.jsonl");
+    let mut text = String::new();
+    // Varied text so the bundle does not compress below the stick's size.
+    let mut x: u64 = 7;
+    for i in 0..3000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        text.push_str(&format!(
+            "{{\"id\":\"v-{i}\",\"note\":\"{x:x}{:x}\"}}\n",
+            x.rotate_left(17)
+        ));
+    }
+    std::fs::write(&input, text).unwrap();
+    l.ok(&["load", "visits", s(&input)]);
+    let stick = base.path().join("stick");
+    std::fs::create_dir(&stick).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&stick)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        mounted,
+        "mounting a tmpfs failed: this test needs root (CI runs as root)"
+    );
+    let (_, err) = l.fails(&["export", s(&stick)]);
+    let left = files(&stick);
+    let _ = Command::new("umount").arg(&stick).status();
+    assert!(
+        err.contains("is full") && err.contains("bytes needed"),
+        "{err}"
+    );
+    assert!(left.is_empty(), "{left:?}");
+}

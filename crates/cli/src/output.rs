@@ -126,6 +126,12 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
             }
         }
     }
+    if r.other_datasets > 0 {
+        out(format_args!(
+            "left alone {} bundles of other datasets (in their own ferry/<dataset> folders)",
+            r.other_datasets
+        ))?;
+    }
     if r.pending > 0 {
         out(format_args!(
             "{} changes wait for changes they depend on; they apply when those arrive",

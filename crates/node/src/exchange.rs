@@ -62,6 +62,8 @@ pub struct ImportReport {
     pub files: Vec<FileOutcome>,
     /// Commits still pending (their dependencies are missing) after the import.
     pub pending: u64,
+    /// Bundle files of other datasets found in their own folders and left alone.
+    pub other_datasets: u64,
 }
 
 impl ImportReport {
@@ -173,8 +175,15 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Bundle files under `path`: the file itself, or every `*.ferry` file below a folder.
-fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), NodeError> {
+/// Bundle files under `path`: the file itself, or every `*.ferry` file below a folder —
+/// except in `ferry/<dataset id>` folders of other datasets (a stick shared by several
+/// datasets), which are counted in `skipped` instead.
+fn collect(
+    path: &Path,
+    ours: &str,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut u64,
+) -> Result<(), NodeError> {
     let meta = std::fs::metadata(path).map_err(|e| NodeError::io("cannot read", path, e))?;
     if meta.is_file() {
         out.push(path.to_path_buf());
@@ -192,12 +201,28 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), NodeError> {
         }
         let p = e.path();
         if p.is_dir() {
-            collect(&p, out)?;
+            let foreign = path.file_name().is_some_and(|n| n == "ferry")
+                && name.len() == 16
+                && name.bytes().all(|b| b.is_ascii_hexdigit())
+                && name != ours;
+            if foreign {
+                *skipped += collect_count(&p);
+                continue;
+            }
+            collect(&p, ours, out, skipped)?;
         } else if name.ends_with(SUFFIX) {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// How many bundle files are below a folder.
+fn collect_count(path: &Path) -> u64 {
+    let mut files = Vec::new();
+    let mut skipped = 0;
+    let _ = collect(path, "", &mut files, &mut skipped);
+    files.len() as u64
 }
 
 /// Plain-language reason for a refused bundle.
@@ -222,10 +247,11 @@ impl Node {
         progress: &dyn Progress,
     ) -> Result<ImportReport, NodeError> {
         let mut files = Vec::new();
-        for p in paths {
-            collect(p, &mut files)?;
-        }
         let mut report = ImportReport::default();
+        let ours = self.id.dataset.to_hex();
+        for p in paths {
+            collect(p, &ours, &mut files, &mut report.other_datasets)?;
+        }
         for path in files {
             let outcome = self.import_file(&path, progress)?;
             report.files.push(outcome);
