@@ -86,10 +86,9 @@ fn run(seed: u64) {
     for _round in 0..3 {
         for i in 0..nodes.len() {
             let bundle = nodes[i].bundle(&[]);
-            for j in 0..nodes.len() {
+            for (j, node) in nodes.iter_mut().enumerate() {
                 if i != j {
-                    nodes[j]
-                        .ingest(&bundle)
+                    node.ingest(&bundle)
                         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
                 }
             }
