@@ -165,11 +165,27 @@ fn main() -> ExitCode {
             if output::is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            let msg = format!("{e:#}");
-            eprintln!("ferry: error: {}", msg.replace('\n', " "));
+            eprintln!("ferry: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, without repeating a cause that a message already
+/// quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
 fn open(home: &Option<PathBuf>) -> Result<Node> {
@@ -356,8 +372,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output::print_export(&r.export)?;
             if r.import.rejected() > 0 {
                 bail!(
-                    "{} files on {} were refused and quarantined in {} (everything else synced)",
-                    r.import.rejected(),
+                    "{} on {} refused and quarantined in {} (everything else synced)",
+                    match r.import.rejected() {
+                        1 => "1 file was".to_string(),
+                        n => format!("{n} files were"),
+                    },
                     dir.display(),
                     node.home().quarantine().display()
                 );

@@ -71,6 +71,14 @@ impl Progress for Bar {
     }
 }
 
+fn changes(n: u64) -> String {
+    if n == 1 {
+        "1 change".into()
+    } else {
+        format!("{n} changes")
+    }
+}
+
 fn size(n: u64) -> String {
     if n < 10_000 {
         format!("{n} B")
@@ -186,8 +194,10 @@ pub fn print_status(s: &Status) -> Result<()> {
         };
         if m.you {
             out(format_args!(
-                "  #{:<3} {:<16} (this laptop{role}) holds {} changes",
-                m.member, m.label, m.holds
+                "  #{:<3} {:<16} (this laptop{role}) holds {}",
+                m.member,
+                m.label,
+                changes(m.holds)
             ))?;
             continue;
         }
@@ -203,8 +213,11 @@ pub fn print_status(s: &Status) -> Result<()> {
                 format!("last heard {t}")
             });
         out(format_args!(
-            "  #{:<3} {:<16}{role}{state} holds {} changes, lacks {} of ours; {heard}",
-            m.member, m.label, m.holds, m.lacks_from_us
+            "  #{:<3} {:<16}{role}{state} holds {}, lacks {} of ours; {heard}",
+            m.member,
+            m.label,
+            changes(m.holds),
+            m.lacks_from_us
         ))?;
     }
     for (at, source, reason) in &s.recent_quarantine {
