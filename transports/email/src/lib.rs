@@ -1,0 +1,1 @@
+//! ferry's email transport (work in progress).

@@ -1,0 +1,1 @@
+//! ferry's serial transport (work in progress).

@@ -1,0 +1,1 @@
+//! ferry's sms transport (work in progress).
