@@ -11,7 +11,7 @@ mod output;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use ferry_model::Value;
+use ferry_model::{Rule, Value};
 use ferry_node::{Home, Node, json};
 use output::{Bar, out};
 use std::io::IsTerminal;
@@ -65,6 +65,9 @@ enum Command {
         /// Print one JSON object of field → value
         #[arg(long)]
         json: bool,
+        /// Also show every concurrent value of conflicted fields, with who wrote it and when
+        #[arg(long)]
+        conflicts: bool,
     },
     /// List the records of a collection, sorted by id
     List {
@@ -73,6 +76,58 @@ enum Command {
         /// Print a JSON array of {"id", "fields"}
         #[arg(long)]
         json: bool,
+    },
+    /// Settle a conflict: write VALUE over every concurrent value of FIELD, for everyone
+    Resolve {
+        /// Collection
+        collection: String,
+        /// Record id
+        id: String,
+        /// The conflicted field
+        field: String,
+        /// The value to keep (same typing as `put`)
+        value: String,
+    },
+    /// Add N (may be negative) to a counter field; increments made on other laptops add up
+    Incr {
+        /// Collection
+        collection: String,
+        /// Record id
+        id: String,
+        /// Field
+        field: String,
+        /// The amount
+        #[arg(allow_hyphen_values = true)]
+        by: i64,
+    },
+    /// Add strings to a set field (for tags)
+    Add {
+        /// Collection
+        collection: String,
+        /// Record id
+        id: String,
+        /// Field
+        field: String,
+        /// The strings to add
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
+    /// Remove strings from a set field (an add made elsewhere at the same time wins)
+    Remove {
+        /// Collection
+        collection: String,
+        /// Record id
+        id: String,
+        /// Field
+        field: String,
+        /// The strings to remove
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
+    /// Merge rules per field: how values written at the same time on two laptops combine
+    Rule {
+        #[command(subcommand)]
+        action: RuleAction,
     },
     /// Delete a record
     Delete {
@@ -134,6 +189,25 @@ enum Command {
         /// Keep the demo's folders here instead of a temporary folder
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuleAction {
+    /// Set the rule of a field (admin only): conflict, lww, max, min, counter, set or first
+    Set {
+        /// Collection
+        collection: String,
+        /// Field
+        field: String,
+        /// conflict | lww | max | min | counter | set | first
+        rule: String,
+    },
+    /// List the rules that are set
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -261,27 +335,62 @@ fn run(cli: Cli) -> Result<ExitCode> {
             collection,
             id,
             json: as_json,
+            conflicts,
         } => {
             let mut node = open(&cli.home)?;
+            let rules = node.rules()?;
             let Some(rec) = node.get(&collection, &id)?.filter(|r| r.is_live()) else {
                 bail!("no record {id:?} in collection {collection:?}");
             };
-            if as_json {
-                let obj: serde_json::Map<_, _> = rec
-                    .shown()
-                    .into_iter()
-                    .map(|(f, v)| (f.to_string(), json::to_json(&v)))
-                    .collect();
+            let rule_of = |f: &str| rules.of(&collection, f);
+            if as_json && conflicts {
+                let mut obj = serde_json::Map::new();
+                for (f, shown) in rec.shown_with(rule_of) {
+                    let values: Vec<_> = rec
+                        .values(f)
+                        .into_iter()
+                        .map(|(stamp, v)| {
+                            serde_json::json!({
+                                "value": json::to_json(v),
+                                "author": node_label(&mut node, stamp.dot.author),
+                                "at": ferry_node::time::format_utc(stamp.hlc.ms()),
+                            })
+                        })
+                        .collect();
+                    obj.insert(
+                        f.to_string(),
+                        serde_json::json!({ "shown": json::shown_to_json(&shown), "values": values }),
+                    );
+                }
+                out(format_args!("{}", serde_json::Value::Object(obj)))?;
+            } else if as_json {
+                let obj = json::record_to_json(&rec, rule_of);
                 out(format_args!("{}", serde_json::Value::Object(obj)))?;
             } else {
                 let conflicted = rec.conflicted_fields();
-                for (f, v) in rec.shown() {
-                    let mark = if conflicted.contains(&f) {
-                        "   (conflict: see `ferry conflicts`)"
+                for (f, shown) in rec.shown_with(rule_of) {
+                    let rule = rules.of(&collection, f);
+                    let listed = conflicted.contains(&f) && rule == Rule::Conflict;
+                    let mark = if listed && !conflicts {
+                        "   (conflict: see `ferry conflicts` or `ferry get --conflicts`)"
                     } else {
                         ""
                     };
-                    out(format_args!("{f}: {v}{mark}"))?;
+                    out(format_args!("{f}: {}{mark}", output::shown(&shown)))?;
+                    if conflicts && rec.values(f).len() > 1 {
+                        for (stamp, v) in rec.values(f) {
+                            out(format_args!(
+                                "    {v}  by {} at {}",
+                                node_label(&mut node, stamp.dot.author),
+                                ferry_node::time::format_utc(stamp.hlc.ms())
+                            ))?;
+                        }
+                    }
+                }
+                if rec.delete_conflict() {
+                    out(format_args!(
+                        "(this record was deleted on another laptop while it was edited here or elsewhere; it is kept: `ferry delete` removes it for everyone)"
+                    ))?;
                 }
             }
         }
@@ -293,18 +402,92 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if as_json {
                 out(format_args!("{}", list_json(&mut node, &collection)?))?;
             } else {
+                let rules = node.rules()?;
                 let mut lines = Vec::new();
                 node.for_each_record(&collection, |id, r| {
                     let fields: Vec<String> = r
-                        .shown()
+                        .shown_with(|f| rules.of(&collection, f))
                         .into_iter()
-                        .map(|(f, v)| format!("{f}={v}"))
+                        .map(|(f, v)| format!("{f}={}", output::shown(&v)))
                         .collect();
                     lines.push(format!("{id}  {}", fields.join("  ")));
                     Ok(())
                 })?;
                 for l in lines {
                     out(format_args!("{l}"))?;
+                }
+            }
+        }
+        Command::Resolve {
+            collection,
+            id,
+            field,
+            value,
+        } => {
+            let mut node = open(&cli.home)?;
+            node.resolve(&collection, &id, &field, Value::parse(&value))?;
+            out(format_args!(
+                "Resolved {collection}/{id} {field} = {value}; the other laptops drop the conflict once this change reaches them"
+            ))?;
+        }
+        Command::Incr {
+            collection,
+            id,
+            field,
+            by,
+        } => {
+            let mut node = open(&cli.home)?;
+            node.incr(&collection, &id, &field, by)?;
+        }
+        Command::Add {
+            collection,
+            id,
+            field,
+            values,
+        } => {
+            let mut node = open(&cli.home)?;
+            node.set_add(&collection, &id, &field, &values)?;
+        }
+        Command::Remove {
+            collection,
+            id,
+            field,
+            values,
+        } => {
+            let mut node = open(&cli.home)?;
+            node.set_remove(&collection, &id, &field, &values)?;
+        }
+        Command::Rule { action } => {
+            let mut node = open(&cli.home)?;
+            match action {
+                RuleAction::Set {
+                    collection,
+                    field,
+                    rule,
+                } => {
+                    let rule: Rule = rule.parse().map_err(anyhow::Error::msg)?;
+                    node.set_rule(&collection, &field, rule)?;
+                    out(format_args!("{collection}.{field} now merges by {rule}"))?;
+                }
+                RuleAction::List { json: as_json } => {
+                    let rules = node.rules()?.list();
+                    if as_json {
+                        let items: Vec<_> = rules
+                            .iter()
+                            .map(|(c, f, r)| {
+                                serde_json::json!({"collection": c, "field": f, "rule": r.name()})
+                            })
+                            .collect();
+                        out(format_args!("{}", serde_json::Value::Array(items)))?;
+                    } else if rules.is_empty() {
+                        out(format_args!(
+                            "No rules set: every field keeps concurrent values and lists them as conflicts."
+                        ))?;
+                    } else {
+                        for (c, f, r) in rules {
+                            out(format_args!("{c}.{f}  {r}"))?;
+                        }
+                    }
                 }
             }
         }
@@ -437,17 +620,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `ferry list --json`: an array of `{"id", "fields"}` sorted by id.
 pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
+    let rules = node.rules()?;
     let mut items = Vec::new();
     node.for_each_record(collection, |id, r| {
-        let fields: serde_json::Map<_, _> = r
-            .shown()
-            .into_iter()
-            .map(|(f, v)| (f.to_string(), json::to_json(&v)))
-            .collect();
+        let fields = json::record_to_json(r, |f| rules.of(collection, f));
         items.push(serde_json::json!({ "id": id, "fields": fields }));
         Ok(())
     })?;
     Ok(serde_json::Value::Array(items).to_string())
+}
+
+/// A member's label, or its number.
+fn node_label(node: &mut Node, m: ferry_model::MemberId) -> String {
+    node.labels()
+        .ok()
+        .and_then(|l| l.get(&m).cloned())
+        .unwrap_or_else(|| m.to_string())
 }
 
 /// Whether stderr is a terminal (progress bars are drawn only then).

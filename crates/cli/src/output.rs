@@ -71,6 +71,14 @@ impl Progress for Bar {
     }
 }
 
+/// A shown field for people: a value, or a set as `{a, b}`.
+pub fn shown(s: &ferry_model::Shown) -> String {
+    match s {
+        ferry_model::Shown::Value(v) => v.to_string(),
+        ferry_model::Shown::Set(e) => format!("{{{}}}", e.join(", ")),
+    }
+}
+
 fn changes(n: u64) -> String {
     if n == 1 {
         "1 change".into()

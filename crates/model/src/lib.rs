@@ -17,8 +17,8 @@
 //! use ferry_model::{Dot, Hlc, MemberId, Op, RecordState, Stamp, Value, VersionVector};
 //!
 //! let mut rec = RecordState::default();
-//! let a = Stamp { dot: Dot::new(MemberId(1), 1), hlc: Hlc::from_parts(1_000, 0) };
-//! let b = Stamp { dot: Dot::new(MemberId(2), 1), hlc: Hlc::from_parts(2_000, 0) };
+//! let a = Stamp::new(Dot::new(MemberId(1), 1), Hlc::from_parts(1_000, 0));
+//! let b = Stamp::new(Dot::new(MemberId(2), 1), Hlc::from_parts(2_000, 0));
 //! // Two writes that did not see each other: both are kept, one wins everywhere.
 //! rec.apply(a, &VersionVector::new(), &Op::Set("weight_kg".into(), Value::Float(61.5)));
 //! rec.apply(b, &VersionVector::new(), &Op::Set("weight_kg".into(), Value::Float(62.0)));
@@ -38,7 +38,7 @@ mod value;
 pub use clock::{Hlc, VersionVector};
 pub use commit::{Change, Commit, Op};
 pub use id::{DatasetId, Dot, Hash, MemberId};
-pub use record::{RecordState, Stamp};
+pub use record::{RecordState, Rule, Shown, Stamp};
 pub use value::{Value, ValueParseError};
 
 /// Limits that every decoder enforces, so hostile input cannot make a reader allocate without

@@ -8,32 +8,142 @@
 //! - concurrent writes to one field are all kept (siblings) and nothing is lost;
 //! - siblings never pile up: a later write that saw them replaces them all.
 //!
-//! Which sibling is *shown* is decided by [`Stamp::beats`], the same on every node.
+//! How a field is *shown* depends on its merge [`Rule`]; the order among concurrent writes
+//! is [`Stamp::cmp_rank`], the same on every node.
 
 use crate::{Dot, Hlc, Op, Value, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// How far (in ms) a commit's clock may stray from the latest clock reading of the *other*
+/// members' commits its author had seen before the clock stops counting: 30 days. See
+/// [`Stamp::rank`].
+pub const CLOCK_TRUST_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// The identity and time of the commit that made a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Stamp {
     /// The commit.
     pub dot: Dot,
-    /// Its hybrid logical clock.
+    /// Its hybrid logical clock, as its author's device stamped it.
     pub hlc: Hlc,
+    /// The time used to order it among concurrent writes (ms since the epoch): its clock,
+    /// kept within [`CLOCK_TRUST_WINDOW_MS`] of the newest clock among the other members'
+    /// commits its author had seen. A device whose date is years off therefore neither wins
+    /// nor loses every later conflict: it counts as at most 30 days ahead of (or behind)
+    /// what it had last received. A device that had seen nobody else yet is not limited.
+    pub rank: u64,
 }
 
 impl Stamp {
-    /// The deterministic display order among concurrent writes: the later clock wins; on
-    /// equal clocks the higher member number, then the higher commit number. Clocks only
-    /// break ties between writes that are already known to be concurrent.
-    pub fn beats(&self, other: &Stamp) -> bool {
-        self.cmp_display(other) == Ordering::Greater
+    /// A stamp whose rank is its own clock (no other member's clock to compare with).
+    pub fn new(dot: Dot, hlc: Hlc) -> Stamp {
+        Stamp {
+            dot,
+            hlc,
+            rank: hlc.ms(),
+        }
     }
 
-    fn cmp_display(&self, other: &Stamp) -> Ordering {
-        (self.hlc, self.dot.author, self.dot.seq).cmp(&(other.hlc, other.dot.author, other.dot.seq))
+    /// A stamp whose rank is its clock kept within the trust window around `seen`, the
+    /// newest clock among the other members' commits in its causal context.
+    pub fn ranked(dot: Dot, hlc: Hlc, seen: Option<Hlc>) -> Stamp {
+        let rank = match seen {
+            Some(s) => hlc.ms().clamp(
+                s.ms().saturating_sub(CLOCK_TRUST_WINDOW_MS),
+                s.ms().saturating_add(CLOCK_TRUST_WINDOW_MS),
+            ),
+            None => hlc.ms(),
+        };
+        Stamp { dot, hlc, rank }
+    }
+
+    /// The order among concurrent writes: by rank, then clock, then member number, then
+    /// commit number. The greatest is shown first ("latest"); `first` takes the least.
+    pub fn cmp_rank(&self, other: &Stamp) -> Ordering {
+        (self.rank, self.hlc, self.dot.author, self.dot.seq).cmp(&(
+            other.rank,
+            other.hlc,
+            other.dot.author,
+            other.dot.seq,
+        ))
+    }
+
+    /// Whether `self` is shown before `other`.
+    pub fn beats(&self, other: &Stamp) -> bool {
+        self.cmp_rank(other) == Ordering::Greater
+    }
+}
+
+/// How concurrent writes to one field are merged and shown. Set per field by the admin and
+/// replicated as dataset metadata; `Conflict` when nothing is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Rule {
+    /// Keep every concurrent value, show one (the latest by [`Stamp::cmp_rank`]) and list the
+    /// field as a conflict for a person to resolve.
+    #[default]
+    Conflict,
+    /// Show the latest value by ferry's clock and do not list it: for fields where the last
+    /// write really is what users want.
+    Lww,
+    /// Show the largest of the concurrent values.
+    Max,
+    /// Show the smallest of the concurrent values.
+    Min,
+    /// A number that concurrent increments add to (`ferry incr`).
+    Counter,
+    /// A set of strings; an add wins over a concurrent remove (`ferry add`/`ferry remove`).
+    Set,
+    /// The first value ever written keeps it (e.g. a registration number).
+    First,
+}
+
+impl Rule {
+    /// Every rule, in the order they are documented.
+    pub const ALL: [Rule; 7] = [
+        Rule::Conflict,
+        Rule::Lww,
+        Rule::Max,
+        Rule::Min,
+        Rule::Counter,
+        Rule::Set,
+        Rule::First,
+    ];
+
+    /// The rule's name as typed on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Conflict => "conflict",
+            Rule::Lww => "lww",
+            Rule::Max => "max",
+            Rule::Min => "min",
+            Rule::Counter => "counter",
+            Rule::Set => "set",
+            Rule::First => "first",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Rule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rule, String> {
+        Rule::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Rule::ALL.iter().map(|r| r.name()).collect();
+                format!("unknown rule {s:?}; the rules are {}", names.join(", "))
+            })
     }
 }
 
@@ -57,6 +167,15 @@ pub struct Sibling {
     pub entry: Entry,
 }
 
+/// What a field shows under its rule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Shown {
+    /// One value.
+    Value(Value),
+    /// A set of strings, sorted.
+    Set(Vec<String>),
+}
+
 /// The merge state of one record.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RecordState {
@@ -64,6 +183,10 @@ pub struct RecordState {
     pub fields: BTreeMap<String, Vec<Sibling>>,
     /// Record deletes not yet superseded by a write that saw them.
     pub tombstones: Vec<Stamp>,
+    /// For each field whose earliest value ever written is no longer among its surviving
+    /// writes: that earliest value (what the `first` rule shows). Kept only while it is
+    /// earlier than every surviving value, so the state is the same on every node.
+    pub firsts: BTreeMap<String, Sibling>,
 }
 
 impl RecordState {
@@ -75,12 +198,12 @@ impl RecordState {
         self.tombstones.retain(|t| !ctx.covers(t.dot));
         match op {
             Op::Set(f, v) => {
-                let sibs = self.fields.entry(f.clone()).or_default();
-                sibs.retain(|s| !seen(&s.stamp));
-                sibs.push(Sibling {
+                let removed = self.remove_from(f, |s| seen(&s.stamp));
+                self.fields.entry(f.clone()).or_default().push(Sibling {
                     stamp,
                     entry: Entry::Value(v.clone()),
                 });
+                self.retire(f, removed);
             }
             Op::Incr(f, n) => {
                 let sibs = self.fields.entry(f.clone()).or_default();
@@ -99,23 +222,26 @@ impl RecordState {
                 }
             }
             Op::Add(f, e) => {
-                let sibs = self.fields.entry(f.clone()).or_default();
-                sibs.retain(|s| !(matches!(&s.entry, Entry::Elem(x) if x == e) && seen(&s.stamp)));
-                sibs.push(Sibling {
+                let removed = self.remove_from(f, |s| {
+                    matches!(&s.entry, Entry::Elem(x) if x == e) && seen(&s.stamp)
+                });
+                self.fields.entry(f.clone()).or_default().push(Sibling {
                     stamp,
                     entry: Entry::Elem(e.clone()),
                 });
+                self.retire(f, removed);
             }
             Op::Remove(f, e) => {
-                if let Some(sibs) = self.fields.get_mut(f) {
-                    sibs.retain(|s| {
-                        !(matches!(&s.entry, Entry::Elem(x) if x == e) && seen(&s.stamp))
-                    });
-                }
+                let removed = self.remove_from(f, |s| {
+                    matches!(&s.entry, Entry::Elem(x) if x == e) && seen(&s.stamp)
+                });
+                self.retire(f, removed);
             }
             Op::Delete => {
-                for sibs in self.fields.values_mut() {
-                    sibs.retain(|s| !seen(&s.stamp));
+                let names: Vec<String> = self.fields.keys().cloned().collect();
+                for f in names {
+                    let removed = self.remove_from(&f, |s| seen(&s.stamp));
+                    self.retire(&f, removed);
                 }
                 if !self.tombstones.iter().any(|t| t.dot == stamp.dot) {
                     self.tombstones.push(stamp);
@@ -123,6 +249,52 @@ impl RecordState {
             }
         }
         self.fields.retain(|_, sibs| !sibs.is_empty());
+        // One canonical order, so equal states are equal values (and equal bytes on disk).
+        if let Some(f) = op.field() {
+            if let Some(sibs) = self.fields.get_mut(f) {
+                sibs.sort_by(|a, b| sibling_key(a).cmp(&sibling_key(b)));
+            }
+        }
+        self.tombstones.sort_by_key(|t| t.dot);
+    }
+
+    /// Removes the siblings of `field` matching `pred` and returns them.
+    fn remove_from(&mut self, field: &str, pred: impl Fn(&Sibling) -> bool) -> Vec<Sibling> {
+        let Some(sibs) = self.fields.get_mut(field) else {
+            return Vec::new();
+        };
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(sibs).into_iter().partition(pred);
+        *sibs = kept;
+        removed
+    }
+
+    /// Keeps the earliest value ever written to `field` after `removed` left it.
+    fn retire(&mut self, field: &str, removed: Vec<Sibling>) {
+        let earliest_removed = removed
+            .into_iter()
+            .filter(|s| matches!(s.entry, Entry::Value(_)))
+            .min_by(|a, b| a.stamp.cmp_rank(&b.stamp));
+        let mut first = self.firsts.remove(field);
+        if let Some(r) = earliest_removed {
+            if first
+                .as_ref()
+                .is_none_or(|f| r.stamp.cmp_rank(&f.stamp) == Ordering::Less)
+            {
+                first = Some(r);
+            }
+        }
+        let earliest_current = self
+            .fields
+            .get(field)
+            .into_iter()
+            .flatten()
+            .filter(|s| matches!(s.entry, Entry::Value(_)))
+            .min_by(|a, b| a.stamp.cmp_rank(&b.stamp));
+        if let Some(f) = first {
+            if earliest_current.is_none_or(|c| f.stamp.cmp_rank(&c.stamp) == Ordering::Less) {
+                self.firsts.insert(field.to_string(), f);
+            }
+        }
     }
 
     /// Whether the record has any field value (a record whose fields were all deleted is
@@ -131,7 +303,7 @@ impl RecordState {
         !self.fields.is_empty()
     }
 
-    /// The assigned values of a field, the shown one (the winner) first.
+    /// The assigned values of a field, the latest by [`Stamp::cmp_rank`] first.
     pub fn values(&self, field: &str) -> Vec<(&Stamp, &Value)> {
         let mut vals: Vec<_> = self
             .fields
@@ -143,58 +315,101 @@ impl RecordState {
                 _ => None,
             })
             .collect();
-        vals.sort_by(|a, b| b.0.cmp_display(a.0));
+        vals.sort_by(|a, b| b.0.cmp_rank(a.0));
         vals
     }
 
-    /// The value shown for a field: the winner among its concurrent values, plus the sum of
-    /// any counter increments.
+    /// The latest of a field's concurrent values (what the `conflict` and `lww` rules show).
     pub fn winner(&self, field: &str) -> Option<&Value> {
         self.values(field).first().map(|(_, v)| *v)
     }
 
-    /// The value shown for each field, by field name: the winning value, with any counter
-    /// increments added to it (or to 0); a field holding only set elements shows them sorted,
-    /// one per line.
-    pub fn shown(&self) -> BTreeMap<&str, Value> {
-        let mut out = BTreeMap::new();
-        for (name, sibs) in &self.fields {
-            // Summed exactly, then clamped once, so the order of siblings cannot matter.
-            let sum: i128 = sibs
-                .iter()
-                .filter_map(|s| match s.entry {
-                    Entry::Incr(n) => Some(n as i128),
-                    _ => None,
-                })
-                .sum();
-            let incr = sum.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
-            let has_incr = sibs.iter().any(|s| matches!(s.entry, Entry::Incr(_)));
-            let mut elems: Vec<&str> = sibs
+    /// What `field` shows under `rule`, if it shows anything.
+    pub fn show(&self, field: &str, rule: Rule) -> Option<Shown> {
+        let sibs = self.fields.get(field)?;
+        let incr: Vec<i64> = sibs
+            .iter()
+            .filter_map(|s| match s.entry {
+                Entry::Incr(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let values = self.values(field);
+        if rule == Rule::Set {
+            let mut elems: Vec<String> = sibs
                 .iter()
                 .filter_map(|s| match &s.entry {
-                    Entry::Elem(e) => Some(e.as_str()),
-                    _ => None,
+                    Entry::Elem(e) => Some(e.clone()),
+                    Entry::Value(Value::Str(v)) => Some(v.clone()),
+                    Entry::Value(Value::Null) | Entry::Incr(_) => None,
+                    Entry::Value(v) => Some(v.to_string()),
                 })
                 .collect();
-            let value = match (self.winner(name), has_incr) {
-                (Some(Value::Int(i)), true) => {
-                    Value::Int((*i as i128 + sum).clamp(i64::MIN as i128, i64::MAX as i128) as i64)
-                }
-                (Some(Value::Float(x)), true) => Value::Float(x + incr as f64),
-                (Some(v), _) => v.clone(),
-                (None, true) => Value::Int(incr),
-                (None, false) => {
-                    elems.sort_unstable();
-                    elems.dedup();
-                    Value::Str(elems.join("\n"))
-                }
-            };
-            out.insert(name.as_str(), value);
+            elems.sort_unstable();
+            elems.dedup();
+            return Some(Shown::Set(elems));
         }
-        out
+        let base = match rule {
+            Rule::Max => values
+                .iter()
+                .map(|(_, v)| *v)
+                .max_by(|a, b| numeric_cmp(a, b)),
+            Rule::Min => values
+                .iter()
+                .map(|(_, v)| *v)
+                .min_by(|a, b| numeric_cmp(a, b)),
+            Rule::First => match self.firsts.get(field) {
+                Some(Sibling {
+                    entry: Entry::Value(v),
+                    ..
+                }) => Some(v),
+                _ => values.last().map(|(_, v)| *v),
+            },
+            Rule::Conflict | Rule::Lww | Rule::Counter | Rule::Set => {
+                values.first().map(|(_, v)| *v)
+            }
+        };
+        if incr.is_empty() {
+            return match base {
+                Some(v) => Some(Shown::Value(v.clone())),
+                // Only set elements: show them, whatever the rule, so nothing is hidden.
+                None => self.show(field, Rule::Set),
+            };
+        }
+        // Counter increments add to the base value (or to 0), summed exactly.
+        let sum: i128 = incr.iter().map(|&n| n as i128).sum();
+        let clamp = |x: i128| x.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        Some(Shown::Value(match base {
+            Some(Value::Int(i)) => Value::Int(clamp(*i as i128 + sum)),
+            Some(Value::Float(x)) => Value::Float(x + clamp(sum) as f64),
+            _ => Value::Int(clamp(sum)),
+        }))
     }
 
-    /// Fields that hold more than one concurrent value, by name.
+    /// What every field shows, with `rule_of` giving each field's rule.
+    pub fn shown_with(&self, rule_of: impl Fn(&str) -> Rule) -> BTreeMap<&str, Shown> {
+        self.fields
+            .keys()
+            .filter_map(|f| Some((f.as_str(), self.show(f, rule_of(f))?)))
+            .collect()
+    }
+
+    /// What every field shows when no rules are set (every field `conflict`), as values: a
+    /// field holding only set elements shows them sorted, one per line.
+    pub fn shown(&self) -> BTreeMap<&str, Value> {
+        self.shown_with(|_| Rule::Conflict)
+            .into_iter()
+            .map(|(f, s)| {
+                let v = match s {
+                    Shown::Value(v) => v,
+                    Shown::Set(e) => Value::Str(e.join("\n")),
+                };
+                (f, v)
+            })
+            .collect()
+    }
+
+    /// Fields that hold more than one concurrent value, by name (whatever their rule).
     pub fn conflicted_fields(&self) -> Vec<&str> {
         self.fields
             .keys()
@@ -204,9 +419,43 @@ impl RecordState {
     }
 
     /// Whether a delete and a write that did not see it both survive: the record was deleted
-    /// on one node while it was edited on another. The record stays visible.
+    /// on one node while it was edited on another. The record stays visible (the edit is
+    /// never lost) until a person deletes it again or edits it.
     pub fn delete_conflict(&self) -> bool {
         !self.tombstones.is_empty() && self.is_live()
+    }
+
+    /// Every write still held (for checks: a write is never lost without a write that saw
+    /// it).
+    pub fn stamps(&self) -> impl Iterator<Item = (&str, &Sibling)> {
+        self.fields
+            .iter()
+            .flat_map(|(f, sibs)| sibs.iter().map(move |s| (f.as_str(), s)))
+    }
+}
+
+/// The canonical order of a field's siblings: by dot, then kind, then element.
+fn sibling_key(s: &Sibling) -> (Dot, u8, &str) {
+    match &s.entry {
+        Entry::Value(_) => (s.stamp.dot, 0, ""),
+        Entry::Incr(_) => (s.stamp.dot, 1, ""),
+        Entry::Elem(e) => (s.stamp.dot, 2, e.as_str()),
+    }
+}
+
+/// Numbers by numeric value (integers and floats together), then anything else by
+/// [`Value::total_cmp`].
+fn numeric_cmp(a: &Value, b: &Value) -> Ordering {
+    let num = |v: &Value| match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(x) => Some(*x),
+        _ => None,
+    };
+    match (num(a), num(b)) {
+        (Some(x), Some(y)) => x.total_cmp(&y).then_with(|| a.total_cmp(b)),
+        (Some(_), None) => Ordering::Greater,
+        (None, Some(_)) => Ordering::Less,
+        (None, None) => a.total_cmp(b),
     }
 }
 
@@ -214,12 +463,10 @@ impl RecordState {
 mod tests {
     use super::*;
     use crate::MemberId;
+    use proptest::prelude::*;
 
     fn st(author: u32, seq: u64, ms: u64) -> Stamp {
-        Stamp {
-            dot: Dot::new(MemberId(author), seq),
-            hlc: Hlc::from_parts(ms, 0),
-        }
+        Stamp::new(Dot::new(MemberId(author), seq), Hlc::from_parts(ms, 0))
     }
 
     fn ctx(entries: &[(u32, u64)]) -> VersionVector {
@@ -313,9 +560,163 @@ mod tests {
             &Op::Remove("t".into(), "x".into()),
         );
         assert_eq!(
-            r.shown()["t"],
-            Value::Str("x".into()),
+            r.show("t", Rule::Set),
+            Some(Shown::Set(vec!["x".into()])),
             "a concurrent add survives"
         );
+    }
+
+    #[test]
+    fn counter_sums_do_not_depend_on_sibling_order_near_the_limits() {
+        let incrs = [i64::MAX, 1, -1];
+        let mut shown = Vec::new();
+        for order in [[0, 1, 2], [0, 2, 1], [2, 1, 0]] {
+            let mut r = RecordState::default();
+            for (k, &i) in order.iter().enumerate() {
+                r.apply(
+                    st(k as u32 + 1, 1, 1),
+                    &ctx(&[]),
+                    &Op::Incr("n".into(), incrs[i]),
+                );
+            }
+            shown.push(r.shown()["n"].clone());
+        }
+        assert!(
+            shown.iter().all(|v| *v == Value::Int(i64::MAX)),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn each_rule_shows_what_it_promises() {
+        let mut r = RecordState::default();
+        r.apply(
+            st(1, 1, 100),
+            &ctx(&[]),
+            &Op::Set("f".into(), Value::Float(38.5)),
+        );
+        r.apply(
+            st(2, 1, 300),
+            &ctx(&[]),
+            &Op::Set("f".into(), Value::Int(37)),
+        );
+        r.apply(
+            st(3, 1, 200),
+            &ctx(&[]),
+            &Op::Set("f".into(), Value::Float(39.1)),
+        );
+        let show = |r: &RecordState, rule| match r.show("f", rule) {
+            Some(Shown::Value(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(show(&r, Rule::Conflict), Value::Int(37), "latest");
+        assert_eq!(show(&r, Rule::Lww), Value::Int(37));
+        assert_eq!(show(&r, Rule::Max), Value::Float(39.1));
+        assert_eq!(show(&r, Rule::Min), Value::Int(37));
+        assert_eq!(show(&r, Rule::First), Value::Float(38.5), "earliest");
+        // A later write that saw all three replaces them, but `first` keeps the first.
+        r.apply(st(1, 2, 400), &ctx(&[(1, 1), (2, 1), (3, 1)]), &set("f", 1));
+        assert_eq!(show(&r, Rule::Conflict), Value::Int(1));
+        assert_eq!(show(&r, Rule::First), Value::Float(38.5));
+        assert_eq!(Rule::from_str("max"), Ok(Rule::Max));
+        assert!(Rule::from_str("largest").unwrap_err().contains("max"));
+    }
+
+    #[test]
+    fn a_clock_years_ahead_counts_as_at_most_the_trust_window_ahead() {
+        let now = 1_763_000_000_000;
+        let seen = Some(Hlc::from_parts(now, 0));
+        let ahead = Stamp::ranked(
+            Dot::new(MemberId(1), 5),
+            Hlc::from_parts(now + 2 * 365 * 86_400_000, 0),
+            seen,
+        );
+        let behind = Stamp::ranked(
+            Dot::new(MemberId(2), 5),
+            Hlc::from_parts(now - 2 * 365 * 86_400_000, 0),
+            seen,
+        );
+        assert_eq!(ahead.rank, now + CLOCK_TRUST_WINDOW_MS);
+        assert_eq!(behind.rank, now - CLOCK_TRUST_WINDOW_MS);
+        // An honest write 31 days after the skewed device's last sync is shown over it.
+        let honest = Stamp::ranked(
+            Dot::new(MemberId(3), 9),
+            Hlc::from_parts(now + 31 * 86_400_000, 0),
+            Some(Hlc::from_parts(now + 31 * 86_400_000 - 1000, 0)),
+        );
+        assert!(honest.beats(&ahead));
+        assert!(ahead.beats(&behind));
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..3u8, 0..50i64).prop_map(|(f, v)| Op::Set(format!("f{f}"), Value::Int(v))),
+            (0..3u8, -5..5i64).prop_map(|(f, n)| Op::Incr(format!("f{f}"), n)),
+            (0..3u8).prop_map(|e| Op::Add("tags".into(), format!("t{e}"))),
+            (0..3u8).prop_map(|e| Op::Remove("tags".into(), format!("t{e}"))),
+            Just(Op::Delete),
+        ]
+    }
+
+    proptest! {
+        /// Writes by three members, each member's writes in order, each seeing a random
+        /// prefix of the others' (a valid causal history), applied in every causal order we
+        /// try: the state is the same.
+        #[test]
+        fn any_causal_order_gives_the_same_state(
+            ops in proptest::collection::vec((0..3u32, arb_op(), 0..4u64, 0..4u64, 0..10_000u64), 1..25),
+            shuffle in any::<u64>(),
+        ) {
+            // Build commits: (stamp, ctx, op).
+            let mut seqs = [0u64; 3];
+            let mut commits = Vec::new();
+            for (author, op, see_a, see_b, ms) in ops {
+                let a = author as usize;
+                seqs[a] += 1;
+                let mut c = VersionVector::new();
+                c.set(MemberId(author + 1), seqs[a] - 1);
+                let others = [(a + 1) % 3, (a + 2) % 3];
+                for (o, see) in others.iter().zip([see_a, see_b]) {
+                    // Only commits already made can be seen.
+                    c.set(MemberId(*o as u32 + 1), see.min(seqs[*o]));
+                }
+                commits.push((st(author + 1, seqs[a], ms), c, op));
+            }
+            let apply_in = |order: &[usize]| {
+                let mut r = RecordState::default();
+                for &i in order {
+                    let (s, c, op) = &commits[i];
+                    r.apply(*s, c, op);
+                }
+                r
+            };
+            let natural: Vec<usize> = (0..commits.len()).collect();
+            // Another causal order: repeatedly pick a random ready commit.
+            let mut rng = shuffle;
+            let mut done = vec![false; commits.len()];
+            let mut applied = VersionVector::new();
+            let mut order = Vec::new();
+            while order.len() < commits.len() {
+                let ready: Vec<usize> = (0..commits.len())
+                    .filter(|&i| !done[i] && applied.dominates(&commits[i].1)
+                        && applied.get(commits[i].0.dot.author) + 1 == commits[i].0.dot.seq)
+                    .collect();
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let i = ready[(rng >> 33) as usize % ready.len()];
+                done[i] = true;
+                applied.set(commits[i].0.dot.author, commits[i].0.dot.seq);
+                order.push(i);
+            }
+            prop_assert_eq!(apply_in(&natural), apply_in(&order));
+        }
+
+        #[test]
+        fn ranks_stay_within_the_window_of_what_was_seen(
+            ms in 0..(1u64 << 47), seen in 0..(1u64 << 47)
+        ) {
+            let s = Stamp::ranked(Dot::new(MemberId(1), 1), Hlc::from_parts(ms, 0), Some(Hlc::from_parts(seen, 0)));
+            prop_assert!(s.rank.abs_diff(seen) <= CLOCK_TRUST_WINDOW_MS);
+            prop_assert!(s.rank == ms || s.rank.abs_diff(seen) == CLOCK_TRUST_WINDOW_MS);
+        }
     }
 }

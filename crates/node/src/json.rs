@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ferry_model::Value;
+use ferry_model::{RecordState, Rule, Shown, Value};
 use serde_json::Value as Json;
 
 /// A value as JSON.
@@ -19,6 +19,26 @@ pub fn to_json(v: &Value) -> Json {
         Value::Str(s) => Json::String(s.clone()),
         Value::Bytes(b) => serde_json::json!({ "$base64": STANDARD.encode(b) }),
     }
+}
+
+/// What a field shows, as JSON: its value, or an array of strings for a set.
+pub fn shown_to_json(s: &Shown) -> Json {
+    match s {
+        Shown::Value(v) => to_json(v),
+        Shown::Set(elems) => Json::Array(elems.iter().map(|e| Json::String(e.clone())).collect()),
+    }
+}
+
+/// A record's fields as one JSON object (field → shown value), each field under its rule.
+pub fn record_to_json(
+    state: &RecordState,
+    rule_of: impl Fn(&str) -> Rule,
+) -> serde_json::Map<String, Json> {
+    state
+        .shown_with(rule_of)
+        .into_iter()
+        .map(|(f, s)| (f.to_string(), shown_to_json(&s)))
+        .collect()
 }
 
 /// A JSON value as a field value; `Err` says why it cannot be one.

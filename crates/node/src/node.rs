@@ -7,7 +7,7 @@ use crate::time::now_ms;
 use crate::{NodeError, json};
 use ferry_bundle::DatasetKey;
 use ferry_model::crypto::{PublicKey, SecretKey};
-use ferry_model::{Change, DatasetId, MemberId, Op, RecordState, Value, limits};
+use ferry_model::{Change, DatasetId, MemberId, Op, RecordState, Rule, Value, limits};
 use ferry_store::{Store, StoreTx};
 use ferry_sync::{Engine, Invitation, MemberInfo, Storage};
 use serde::Serialize;
@@ -98,6 +98,28 @@ pub struct Status {
     pub quarantined: u64,
     /// The most recent quarantine entries (at most 5): time, source, reason.
     pub recent_quarantine: Vec<(String, String, String)>,
+}
+
+/// The merge rules of the dataset: (collection, field) → rule; `conflict` when unset.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rules(BTreeMap<(String, String), Rule>);
+
+impl Rules {
+    /// The rule of one field.
+    pub fn of(&self, collection: &str, field: &str) -> Rule {
+        self.0
+            .get(&(collection.to_string(), field.to_string()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every rule that is set: (collection, field, rule), sorted.
+    pub fn list(&self) -> Vec<(String, String, Rule)> {
+        self.0
+            .iter()
+            .map(|((c, f), r)| (c.clone(), f.clone(), *r))
+            .collect()
+    }
 }
 
 /// One value of a conflicted field.
@@ -529,12 +551,11 @@ impl Node {
     /// Writes every live record of `collection` as JSON lines (the inverse of `load`).
     pub fn dump(&mut self, collection: &str, out: &mut dyn Write) -> Result<u64, NodeError> {
         let mut n = 0;
+        let rules = self.rules()?;
         self.for_each_record(collection, |id, r| {
             let mut obj = serde_json::Map::new();
             obj.insert("id".into(), id.into());
-            for (f, v) in r.shown() {
-                obj.insert(f.to_string(), json::to_json(&v));
-            }
+            obj.extend(json::record_to_json(r, |f| rules.of(collection, f)));
             serde_json::to_writer(&mut *out, &obj).map_err(|e| NodeError::Io {
                 what: "cannot write",
                 path: "output".into(),
@@ -572,9 +593,12 @@ impl Node {
         Ok(peers.into_iter().collect())
     }
 
-    /// Unresolved concurrent writes.
+    /// Unresolved concurrent writes: fields under the `conflict` rule with more than one
+    /// value, and records deleted on one laptop while edited on another (field `(record)`,
+    /// values `deleted` and `kept`).
     pub fn conflicts(&mut self) -> Result<Vec<ConflictView>, NodeError> {
         let labels = self.labels()?;
+        let rules = self.rules()?;
         let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
         let mut tx = self.store.read()?;
         let mut out = Vec::new();
@@ -583,6 +607,9 @@ impl Node {
                 continue;
             }
             for field in row.state.conflicted_fields() {
+                if rules.of(&row.collection, field) != Rule::Conflict {
+                    continue;
+                }
                 let values: Vec<ConflictValue> = row
                     .state
                     .values(field)
@@ -601,8 +628,168 @@ impl Node {
                     values,
                 });
             }
+            if row.state.delete_conflict() {
+                let mut values: Vec<ConflictValue> = row
+                    .state
+                    .tombstones
+                    .iter()
+                    .map(|t| ConflictValue {
+                        value: Value::Str("deleted".into()),
+                        author: label(t.dot.author),
+                        at: crate::time::format_utc(t.hlc.ms()),
+                    })
+                    .collect();
+                let mut edits: Vec<_> = row.state.stamps().map(|(_, s)| s.stamp).collect();
+                edits.sort_by(|a, b| b.cmp_rank(a));
+                edits.dedup_by_key(|s| s.dot);
+                values.splice(
+                    0..0,
+                    edits.iter().map(|s| ConflictValue {
+                        value: Value::Str("kept".into()),
+                        author: label(s.dot.author),
+                        at: crate::time::format_utc(s.hlc.ms()),
+                    }),
+                );
+                out.push(ConflictView {
+                    collection: row.collection.clone(),
+                    id: row.id.clone(),
+                    field: "(record)".into(),
+                    winner: Value::Str("kept".into()),
+                    values,
+                });
+            }
         }
         Ok(out)
+    }
+
+    /// The dataset's merge rules.
+    pub fn rules(&mut self) -> Result<Rules, NodeError> {
+        let mut tx = self.store.read()?;
+        let mut out = BTreeMap::new();
+        tx.for_each_record("_rules", true, |collection, r| {
+            for (field, v) in r.shown() {
+                if let Value::Str(name) = v {
+                    if let Ok(rule) = name.parse::<Rule>() {
+                        out.insert((collection.to_string(), field.to_string()), rule);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Rules(out))
+    }
+
+    /// Sets the merge rule of a field (admin only); replicated to every member.
+    pub fn set_rule(&mut self, collection: &str, field: &str, rule: Rule) -> Result<(), NodeError> {
+        check_collection(collection)?;
+        check_field(field)?;
+        if !self.id.is_admin() {
+            let admin = self
+                .labels()?
+                .get(&MemberId::ADMIN)
+                .cloned()
+                .unwrap_or_default();
+            return Err(NodeError::Input(format!(
+                "only the dataset's admin ({admin}) can set merge rules"
+            )));
+        }
+        self.commit(vec![Change::Record {
+            collection: "_rules".into(),
+            id: collection.into(),
+            ops: vec![Op::Set(field.into(), Value::Str(rule.name().into()))],
+        }])
+    }
+
+    /// Writes one op on one field of a record, after checking the names.
+    fn edit(&mut self, collection: &str, id: &str, field: &str, op: Op) -> Result<(), NodeError> {
+        check_collection(collection)?;
+        check_id(id)?;
+        check_field(field)?;
+        self.commit(vec![Change::Record {
+            collection: collection.into(),
+            id: id.into(),
+            ops: vec![op],
+        }])
+    }
+
+    /// Adds `by` to a counter field (concurrent increments add up).
+    pub fn incr(
+        &mut self,
+        collection: &str,
+        id: &str,
+        field: &str,
+        by: i64,
+    ) -> Result<(), NodeError> {
+        self.edit(collection, id, field, Op::Incr(field.into(), by))
+    }
+
+    /// Adds strings to a set field.
+    pub fn set_add(
+        &mut self,
+        collection: &str,
+        id: &str,
+        field: &str,
+        elems: &[String],
+    ) -> Result<(), NodeError> {
+        check_collection(collection)?;
+        check_id(id)?;
+        check_field(field)?;
+        self.commit(vec![Change::Record {
+            collection: collection.into(),
+            id: id.into(),
+            ops: elems
+                .iter()
+                .map(|e| Op::Add(field.into(), e.clone()))
+                .collect(),
+        }])
+    }
+
+    /// Removes strings from a set field (the adds this laptop has seen; a concurrent add
+    /// elsewhere wins).
+    pub fn set_remove(
+        &mut self,
+        collection: &str,
+        id: &str,
+        field: &str,
+        elems: &[String],
+    ) -> Result<(), NodeError> {
+        check_collection(collection)?;
+        check_id(id)?;
+        check_field(field)?;
+        self.commit(vec![Change::Record {
+            collection: collection.into(),
+            id: id.into(),
+            ops: elems
+                .iter()
+                .map(|e| Op::Remove(field.into(), e.clone()))
+                .collect(),
+        }])
+    }
+
+    /// Resolves a conflicted field with `value`: a write that supersedes every value this
+    /// laptop holds, so once it has travelled the conflict is gone everywhere.
+    pub fn resolve(
+        &mut self,
+        collection: &str,
+        id: &str,
+        field: &str,
+        value: Value,
+    ) -> Result<(), NodeError> {
+        let conflicted = self
+            .conflicts()?
+            .into_iter()
+            .any(|c| c.collection == collection && c.id == id && c.field == field);
+        if !conflicted {
+            return Err(NodeError::Input(format!(
+                "{collection}/{id} has no conflict on {field:?} here; see `ferry conflicts`, or use `ferry put` to change a value"
+            )));
+        }
+        if field == "(record)" {
+            return Err(NodeError::Input(
+                "a record deleted on one laptop and edited on another is resolved with `ferry delete COLLECTION ID` (delete it for everyone) or `ferry put COLLECTION ID FIELD=VALUE` (keep it)".into(),
+            ));
+        }
+        self.edit(collection, id, field, Op::Set(field.into(), value))
     }
 
     /// What this node knows about itself, the dataset and its members.
@@ -707,6 +894,16 @@ fn parse_line(collection: &str, line: &str) -> Result<Change, String> {
                 "field names must be 1 to {} bytes",
                 limits::MAX_NAME
             ));
+        }
+        if let serde_json::Value::Array(items) = v {
+            // A set: each string is added.
+            for item in items {
+                let serde_json::Value::String(e) = item else {
+                    return Err(format!("field {k:?}: arrays may only hold strings (a set)"));
+                };
+                ops.push(Op::Add(k.clone(), e.clone()));
+            }
+            continue;
         }
         let value = json::from_json(v).map_err(|e| format!("field {k:?}: {e}"))?;
         ops.push(Op::Set(k.clone(), value));

@@ -11,12 +11,14 @@ use std::collections::BTreeMap;
 
 #[derive(Serialize, Deserialize)]
 struct Blob {
-    /// (author, seq, hlc) of every stamp used below.
-    stamps: Vec<(u32, u64, u64)>,
+    /// (author, seq, hlc, rank − clock ms as a signed number) of every stamp used below.
+    stamps: Vec<(u32, u64, u64, i64)>,
     /// (local field name, [(stamp index, entry)]).
     fields: Vec<(u32, Vec<(u32, Entry)>)>,
     /// Stamp indices of surviving deletes.
     tombstones: Vec<u32>,
+    /// (local field name, stamp index, entry) of retired first values.
+    firsts: Vec<(u32, u32, Entry)>,
 }
 
 /// Why a stored record could not be read.
@@ -48,13 +50,25 @@ pub fn encode(
         fields.push((name_id(name)?, entries));
     }
     let tombstones = state.tombstones.iter().map(&mut index).collect();
+    let mut firsts = Vec::with_capacity(state.firsts.len());
+    for (name, sib) in &state.firsts {
+        firsts.push((name_id(name)?, index(&sib.stamp), sib.entry.clone()));
+    }
     let blob = Blob {
         stamps: stamps
             .iter()
-            .map(|s| (s.dot.author.0, s.dot.seq, s.hlc.0))
+            .map(|s| {
+                (
+                    s.dot.author.0,
+                    s.dot.seq,
+                    s.hlc.0,
+                    s.rank.wrapping_sub(s.hlc.ms()) as i64,
+                )
+            })
             .collect(),
         fields,
         tombstones,
+        firsts,
     };
     postcard::to_allocvec(&blob).map_err(|e| CodecError(e.to_string()))
 }
@@ -68,9 +82,10 @@ pub fn decode(
     let stamps: Vec<Stamp> = blob
         .stamps
         .iter()
-        .map(|&(a, s, h)| Stamp {
+        .map(|&(a, s, h, r)| Stamp {
             dot: Dot::new(MemberId(a), s),
             hlc: Hlc(h),
+            rank: Hlc(h).ms().wrapping_add(r as u64),
         })
         .collect();
     let stamp = |i: u32| {
@@ -95,7 +110,21 @@ pub fn decode(
         .into_iter()
         .map(stamp)
         .collect::<Result<_, _>>()?;
-    Ok(RecordState { fields, tombstones })
+    let mut firsts = BTreeMap::new();
+    for (id, i, entry) in blob.firsts {
+        firsts.insert(
+            name(id)?,
+            Sibling {
+                stamp: stamp(i)?,
+                entry,
+            },
+        );
+    }
+    Ok(RecordState {
+        fields,
+        tombstones,
+        firsts,
+    })
 }
 
 #[cfg(test)]
@@ -106,14 +135,15 @@ mod tests {
     #[test]
     fn record_state_round_trips_and_shares_stamps() {
         let mut r = RecordState::default();
-        let a = Stamp {
-            dot: Dot::new(MemberId(1), 7),
-            hlc: Hlc::from_parts(1_763_000_000_000, 2),
-        };
-        let b = Stamp {
-            dot: Dot::new(MemberId(2), 3),
-            hlc: Hlc::from_parts(1_763_000_000_500, 0),
-        };
+        let a = Stamp::new(
+            Dot::new(MemberId(1), 7),
+            Hlc::from_parts(1_763_000_000_000, 2),
+        );
+        let b = Stamp::ranked(
+            Dot::new(MemberId(2), 3),
+            Hlc::from_parts(1_763_000_000_500, 0),
+            Some(Hlc::from_parts(1, 0)),
+        );
         let none = VersionVector::new();
         for (f, v) in [
             ("village", Value::Str("Kisumu".into())),
@@ -122,7 +152,13 @@ mod tests {
             r.apply(a, &none, &Op::Set(f.into(), v));
         }
         r.apply(b, &none, &Op::Set("age".into(), Value::Int(35)));
-        r.apply(b, &none, &Op::Delete);
+        let covers_a: VersionVector = [(MemberId(1), 7)].into_iter().collect();
+        r.apply(
+            b,
+            &covers_a,
+            &Op::Set("village".into(), Value::Str("Obunga".into())),
+        );
+        assert!(!r.firsts.is_empty(), "the first village was retired");
         let names = ["age", "village"];
         let bytes = encode(&r, |n| {
             Ok(names.iter().position(|x| *x == n).unwrap() as u32)
@@ -130,7 +166,7 @@ mod tests {
         .unwrap();
         let back = decode(&bytes, |i| Ok(names[i as usize].to_string())).unwrap();
         assert_eq!(back, r);
-        assert!(bytes.len() < 60, "{} bytes", bytes.len());
+        assert!(bytes.len() < 90, "{} bytes", bytes.len());
         assert!(decode(&bytes[..bytes.len() - 1], |i| Ok(names[i as usize].into())).is_err());
     }
 }

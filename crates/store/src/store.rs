@@ -669,6 +669,15 @@ impl Storage for StoreTx<'_> {
         row.map(|h| Ok(Hash(blob32(h)?))).transpose()
     }
 
+    fn commit_hlc(&self, m: MemberId, seq: u64) -> Result<Option<Hlc>> {
+        let row: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT hlc FROM commits WHERE author = ?1 AND seq = ?2")?
+            .query_row(params![m.0, i(seq)], |r| r.get(0))
+            .optional()?;
+        Ok(row.map(|h| Hlc(u(h))))
+    }
+
     fn put_proof(&mut self, author: MemberId, proof: &Proof) -> Result<()> {
         self.tx
             .prepare_cached(

@@ -165,10 +165,7 @@ fn a_rolled_back_transaction_leaves_no_trace_even_in_the_name_cache() {
         let mut tx = store.transaction(T0).unwrap();
         let mut r = ferry_model::RecordState::default();
         r.apply(
-            ferry_model::Stamp {
-                dot: ferry_model::Dot::new(MemberId(1), 1),
-                hlc: ferry_model::Hlc(1),
-            },
+            ferry_model::Stamp::new(ferry_model::Dot::new(MemberId(1), 1), ferry_model::Hlc(1)),
             &Default::default(),
             &Op::Set("f".into(), Value::Int(1)),
         );
@@ -180,10 +177,7 @@ fn a_rolled_back_transaction_leaves_no_trace_even_in_the_name_cache() {
     assert!(tx.collections().unwrap().is_empty());
     let mut r = ferry_model::RecordState::default();
     r.apply(
-        ferry_model::Stamp {
-            dot: ferry_model::Dot::new(MemberId(1), 1),
-            hlc: ferry_model::Hlc(1),
-        },
+        ferry_model::Stamp::new(ferry_model::Dot::new(MemberId(1), 1), ferry_model::Hlc(1)),
         &Default::default(),
         &Op::Set("g".into(), Value::Int(2)),
     );

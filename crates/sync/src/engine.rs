@@ -8,7 +8,9 @@ use ferry_bundle::{
 };
 use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey, head_message};
-use ferry_model::{Change, Commit, DatasetId, Hash, MemberId, RecordState, Stamp, VersionVector};
+use ferry_model::{
+    Change, Commit, DatasetId, Hash, Hlc, MemberId, RecordState, Stamp, VersionVector,
+};
 use std::io::{Read, Write};
 
 /// The engine for one node in one dataset.
@@ -491,12 +493,25 @@ impl Engine {
         }
     }
 
+    /// The stamp of a commit: its clock, ranked against the newest clock among the other
+    /// members' commits in its causal context (see `Stamp::ranked`).
+    fn stamp<S: Storage>(&self, store: &S, commit: &Commit) -> Res<Stamp, S> {
+        let mut seen: Option<Hlc> = None;
+        for (m, n) in commit.deps.iter() {
+            if m == commit.author {
+                continue;
+            }
+            let h = st::<S, _>(store.commit_hlc(m, n))?.ok_or_else(|| {
+                IngestError::Storage(missing::<S>(format!("clock of commit {n} of {m}")))
+            })?;
+            seen = seen.max(Some(h));
+        }
+        Ok(Stamp::ranked(commit.dot(), commit.hlc, seen))
+    }
+
     /// Applies a commit's record changes and advances the clock.
     fn apply<S: Storage>(&self, store: &mut S, commit: &Commit, now_ms: u64) -> Res<(), S> {
-        let stamp = Stamp {
-            dot: commit.dot(),
-            hlc: commit.hlc,
-        };
+        let stamp = self.stamp(store, commit)?;
         let ctx = commit.context();
         for change in &commit.changes {
             if let Change::Record {

@@ -76,6 +76,10 @@ impl Storage for MemStorage {
         Ok(self.commits.get(&(m, seq)).map(|c| c.hash))
     }
 
+    fn commit_hlc(&self, m: MemberId, seq: u64) -> Result<Option<Hlc>, MemError> {
+        Ok(self.commits.get(&(m, seq)).map(|c| c.hlc))
+    }
+
     fn put_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), MemError> {
         self.proofs.insert((author, proof.seq), proof.clone());
         Ok(())

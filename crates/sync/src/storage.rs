@@ -94,6 +94,8 @@ pub trait Storage {
     fn commit(&self, m: MemberId, seq: u64) -> Result<Option<StoredCommit>, Self::Error>;
     /// The chain hash after one stored commit.
     fn commit_hash(&self, m: MemberId, seq: u64) -> Result<Option<Hash>, Self::Error>;
+    /// The clock of one stored commit.
+    fn commit_hlc(&self, m: MemberId, seq: u64) -> Result<Option<Hlc>, Self::Error>;
 
     /// Stores an author's proof.
     fn put_proof(&mut self, author: MemberId, proof: &Proof) -> Result<(), Self::Error>;

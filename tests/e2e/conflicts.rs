@@ -1,0 +1,173 @@
+//! Conflicts people can see and resolve, merge rules, deletes — through the real CLI and
+//! folders.
+
+use crate::util::{Laptop, files, s, three};
+use std::path::Path;
+
+/// Everyone exports into `dir` and imports from it, twice, so all changes reach everyone.
+fn exchange(laptops: &[&Laptop], dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for _ in 0..2 {
+        for l in laptops {
+            l.ok(&["sync", s(dir)]);
+        }
+    }
+}
+
+fn conflicts(l: &Laptop) -> serde_json::Value {
+    serde_json::from_str(&l.ok(&["conflicts", "--json"])).unwrap()
+}
+
+#[test]
+fn a_concurrent_edit_is_listed_everywhere_resolved_on_one_laptop_and_gone_everywhere() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    hq.ok(&["put", "visits", "v-1", "weight_kg=61.5"]);
+    exchange(&[&hq, &a, &b], &stick);
+    // Offline, both clinics correct the weight.
+    a.ok(&["put", "visits", "v-1", "weight_kg=62.0"]);
+    b.ok(&["put", "visits", "v-1", "weight_kg=61.0"]);
+    exchange(&[&a, &b, &hq], &stick);
+    for l in [&hq, &a, &b] {
+        let c = conflicts(l);
+        assert_eq!(c.as_array().unwrap().len(), 1, "{c}");
+        assert_eq!(c[0]["field"], "weight_kg");
+        let detail = l.ok(&["get", "visits", "v-1", "--conflicts"]);
+        assert!(
+            detail.contains("62.0") && detail.contains("61.0"),
+            "{detail}"
+        );
+    }
+    let out = hq.ok(&["resolve", "visits", "v-1", "weight_kg", "61.8"]);
+    assert!(out.contains("Resolved"), "{out}");
+    assert_eq!(conflicts(&hq), serde_json::json!([]));
+    let (_, err) = hq.fails(&["resolve", "visits", "v-1", "weight_kg", "1"]);
+    assert!(err.contains("no conflict"), "{err}");
+    exchange(&[&hq, &a, &b], &stick);
+    for l in [&hq, &a, &b] {
+        assert_eq!(conflicts(l), serde_json::json!([]), "{}", l.home.display());
+        assert_eq!(
+            l.ok(&["get", "visits", "v-1", "--json"]).trim(),
+            r#"{"weight_kg":61.8}"#
+        );
+    }
+    // A later concurrent write after the resolution is a new conflict, not a lost one.
+    a.ok(&["put", "visits", "v-1", "weight_kg=63.0"]);
+    b.ok(&["put", "visits", "v-1", "weight_kg=60.0"]);
+    exchange(&[&a, &b, &hq], &stick);
+    assert_eq!(conflicts(&hq).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_counter_incremented_on_three_offline_laptops_sums_correctly() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    hq.ok(&["rule", "set", "stock", "nets", "counter"]);
+    hq.ok(&["put", "stock", "kisumu", "nets=100"]);
+    exchange(&[&hq, &a, &b], &stick);
+    hq.ok(&["incr", "stock", "kisumu", "nets", "-30"]);
+    a.ok(&["incr", "stock", "kisumu", "nets", "5"]);
+    a.ok(&["incr", "stock", "kisumu", "nets", "5"]);
+    b.ok(&["incr", "stock", "kisumu", "nets", "-12"]);
+    exchange(&[&hq, &a, &b], &stick);
+    for l in [&hq, &a, &b] {
+        assert_eq!(
+            l.ok(&["get", "stock", "kisumu", "--json"]).trim(),
+            r#"{"nets":68}"#
+        );
+        assert_eq!(conflicts(l), serde_json::json!([]));
+    }
+    let rules = hq.ok(&["rule", "list"]);
+    assert!(rules.contains("stock.nets  counter"), "{rules}");
+    let (_, err) = a.fails(&["rule", "set", "stock", "nets", "lww"]);
+    assert!(err.contains("only the dataset's admin"), "{err}");
+    let (_, err) = hq.fails(&["rule", "set", "stock", "nets", "largest"]);
+    assert!(err.contains("unknown rule") && err.contains("max"), "{err}");
+}
+
+#[test]
+fn a_delete_racing_an_update_is_listed_and_can_be_settled_either_way() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    hq.ok(&["put", "visits", "v-dup", "village=Obunga"]);
+    hq.ok(&["put", "visits", "v-2", "village=Manyatta"]);
+    exchange(&[&hq, &a, &b], &stick);
+    a.ok(&["delete", "visits", "v-dup"]);
+    b.ok(&["put", "visits", "v-dup", "village=Nyalenda"]);
+    exchange(&[&a, &b, &hq], &stick);
+    for l in [&hq, &a, &b] {
+        let c = conflicts(l);
+        assert_eq!(c.as_array().unwrap().len(), 1, "{c}");
+        assert_eq!(c[0]["field"], "(record)");
+        assert_eq!(c[0]["winner"], "kept");
+        let values: Vec<&str> = c[0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["value"].as_str().unwrap())
+            .collect();
+        assert!(
+            values.contains(&"deleted") && values.contains(&"kept"),
+            "{values:?}"
+        );
+        // The edit is not lost: the record is still listed, with the new village.
+        assert_eq!(
+            l.ok(&["get", "visits", "v-dup", "--json"]).trim(),
+            r#"{"village":"Nyalenda"}"#
+        );
+    }
+    // Deleting again, having seen the edit, deletes it for everyone.
+    hq.ok(&["delete", "visits", "v-dup"]);
+    exchange(&[&hq, &a, &b], &stick);
+    for l in [&hq, &a, &b] {
+        assert_eq!(conflicts(l), serde_json::json!([]));
+        l.fails(&["get", "visits", "v-dup"]);
+    }
+    // Re-creating a deleted id works.
+    a.ok(&["put", "visits", "v-dup", "village=Kondele"]);
+    exchange(&[&a, &hq, &b], &stick);
+    assert_eq!(
+        b.ok(&["get", "visits", "v-dup", "--json"]).trim(),
+        r#"{"village":"Kondele"}"#
+    );
+    assert!(files(&stick).len() <= 6);
+}
+
+#[test]
+fn sets_max_and_first_rules_merge_as_documented() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    hq.ok(&["rule", "set", "patients", "tags", "set"]);
+    hq.ok(&["rule", "set", "patients", "temp_max", "max"]);
+    hq.ok(&["rule", "set", "patients", "reg_no", "first"]);
+    hq.ok(&["put", "patients", "p-1", "reg_no=R-001"]);
+    hq.ok(&["add", "patients", "p-1", "tags", "tb", "hiv"]);
+    exchange(&[&hq, &a, &b], &stick);
+    a.ok(&["remove", "patients", "p-1", "tags", "hiv"]);
+    b.ok(&["add", "patients", "p-1", "tags", "hiv", "malaria"]);
+    a.ok(&["put", "patients", "p-1", "temp_max=38.5", "reg_no=R-002"]);
+    b.ok(&["put", "patients", "p-1", "temp_max=39.1"]);
+    exchange(&[&a, &b, &hq], &stick);
+    for l in [&hq, &a, &b] {
+        assert_eq!(
+            l.ok(&["get", "patients", "p-1", "--json"]).trim(),
+            r#"{"reg_no":"R-001","tags":["hiv","malaria","tb"],"temp_max":39.1}"#
+        );
+        assert_eq!(
+            conflicts(l),
+            serde_json::json!([]),
+            "rules other than conflict are not listed"
+        );
+    }
+    // dump writes sets as arrays, and load reads them back.
+    let dump = hq.ok(&["dump", "patients"]);
+    assert!(dump.contains(r#""tags":["hiv","malaria","tb"]"#), "{dump}");
+}
