@@ -96,7 +96,7 @@ fn load_and_dump_are_inverse_and_a_bad_line_loads_nothing() {
     std::fs::write(&bad, "{\"id\":\"c\",\"x\":1}\n{\"id\":\"d\",\"x\":[1,2]}\n").unwrap();
     let (_, err) = l.fails(&["load", "visits", s(&bad)]);
     assert!(
-        err.contains("line 2") && err.contains("arrays are not supported"),
+        err.contains("line 2") && err.contains("arrays may only hold strings"),
         "{err}"
     );
     assert!(err.contains("nothing was written"), "{err}");

@@ -171,3 +171,62 @@ fn sets_max_and_first_rules_merge_as_documented() {
     let dump = hq.ok(&["dump", "patients"]);
     assert!(dump.contains(r#""tags":["hiv","malaria","tb"]"#), "{dump}");
 }
+
+#[test]
+fn compaction_shrinks_the_store_and_a_member_invited_later_still_gets_everything() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    // Many small edits, as a clinic makes over weeks.
+    for i in 0..300 {
+        a.ok(&[
+            "put",
+            "visits",
+            &format!("v-{:03}", i % 60),
+            &format!("n={i}"),
+            "village=Obunga",
+        ]);
+    }
+    hq.ok(&["put", "visits", "v-del", "village=x"]);
+    exchange(&[&hq, &a, &b], &stick);
+    a.ok(&["delete", "visits", "v-del"]);
+    exchange(&[&a, &hq, &b], &stick);
+    exchange(&[&a, &hq, &b], &stick);
+    let out = a.ok(&["compact"]);
+    assert!(out.contains("Compacted"), "{out}");
+    // `sync` already compacts automatically; `compact` reports the total.
+    let total: u64 = out
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total >= 290, "{out}");
+    let out = a.ok(&["purge"]);
+    assert!(out.contains("Purged 1 deleted records"), "{out}");
+    // A clinic invited now, after history was compacted everywhere it could be.
+    for l in [&hq, &b] {
+        l.ok(&["compact"]);
+    }
+    let inv = base.join("c.invite");
+    hq.ok(&["invite", "--out", s(&inv), "--label", "clinic-c"]);
+    let c = Laptop::new(base, "c");
+    c.ok(&["init", "--name", "clinic-c", "--join", s(&inv)]);
+    exchange(&[&hq, &c, &a, &b, &c], &stick);
+    let all = hq.list("visits");
+    assert_eq!(c.list("visits"), all);
+    assert_eq!(a.list("visits"), all);
+    let records: serde_json::Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(records.as_array().unwrap().len(), 60);
+    // The newcomer can write and everyone gets it.
+    c.ok(&["put", "visits", "v-c", "village=Nyalenda"]);
+    exchange(&[&c, &hq, &a, &b], &stick);
+    assert_eq!(b.list("visits"), c.list("visits"));
+    let st = c.status();
+    assert_eq!(st["pending"], 0);
+    assert_eq!(st["waiting_for_prerequisites"], 0);
+}

@@ -1,7 +1,7 @@
 //! The items a bundle payload carries (bundles/SPEC.md §4).
 
 use ferry_model::crypto::Signature;
-use ferry_model::{MemberId, VersionVector};
+use ferry_model::{Hash, Hlc, MemberId, VersionVector};
 use serde::{Deserialize, Serialize};
 
 /// How the last commit of a run is vouched for by its author.
@@ -23,7 +23,8 @@ pub enum RunProof {
 }
 
 /// One entry of the payload. A payload is: one `Receipt`, any number of `PeerReceipt`s,
-/// then runs, each a `Run` followed by exactly `count` `Commit`s of that author in order.
+/// optionally a snapshot (`Snapshot`, then `SnapshotChain`s, then `SnapshotRecord`s), then
+/// runs, each a `Run` followed by exactly `count` `Commit`s of that author in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Item {
     /// The sender's version vector: every commit it holds. Its own entry is its head, which
@@ -44,4 +45,43 @@ pub enum Item {
     },
     /// One commit's canonical encoding (see `ferry_model::commit`).
     Commit(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The start of a snapshot: the sender's records as they are after applying `state`,
+    /// for a member that needs commits the sender has compacted away (`compacted`: for each
+    /// author, the last commit whose body the sender no longer has).
+    Snapshot {
+        /// What the records reflect.
+        state: VersionVector,
+        /// What the sender has compacted.
+        compacted: VersionVector,
+    },
+    /// One author's chain at the snapshot point: commit `seq`'s chain hash, clock, causal
+    /// context and name-table length, the names, and the author's commit 1 (its genesis or
+    /// join, which proves its membership).
+    SnapshotChain {
+        /// The author.
+        author: MemberId,
+        /// The commit the snapshot reflects.
+        seq: u64,
+        /// Its chain hash.
+        hash: Hash,
+        /// Its clock.
+        hlc: Hlc,
+        /// Its causal context (without the author's own entry).
+        deps: VersionVector,
+        /// The author's name table after it.
+        names: Vec<String>,
+        /// The author's commit 1.
+        #[serde(with = "serde_bytes")]
+        first: Vec<u8>,
+    },
+    /// One record's merge state at the snapshot point.
+    SnapshotRecord {
+        /// Collection.
+        collection: String,
+        /// Record id.
+        id: String,
+        /// `postcard(RecordState)` (see bundles/SPEC.md §4.1).
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+    },
 }

@@ -145,6 +145,8 @@ impl<R: Read> Read for Body<R> {
 enum State {
     Start,
     Receipts,
+    SnapshotChains,
+    SnapshotRecords,
     InRun(u64),
 }
 
@@ -256,6 +258,14 @@ impl<R: Read> BundleReader<R> {
             (_, Item::Receipt(_)) => return bad("a second receipt"),
             (State::Receipts, Item::PeerReceipt(..)) => State::Receipts,
             (_, Item::PeerReceipt(..)) => return bad("a peer receipt after the first run"),
+            (State::Receipts, Item::Snapshot { .. }) => State::SnapshotChains,
+            (_, Item::Snapshot { .. }) => return bad("a snapshot out of place"),
+            (State::SnapshotChains, Item::SnapshotChain { .. }) => State::SnapshotChains,
+            (_, Item::SnapshotChain { .. }) => return bad("a snapshot chain out of place"),
+            (State::SnapshotChains | State::SnapshotRecords, Item::SnapshotRecord { .. }) => {
+                State::SnapshotRecords
+            }
+            (_, Item::SnapshotRecord { .. }) => return bad("a snapshot record out of place"),
             (State::InRun(n), Item::Run { .. }) if n > 0 => {
                 return bad("a run starts before the previous one ends");
             }

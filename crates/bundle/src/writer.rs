@@ -20,8 +20,9 @@ const SMALL: usize = 16 * 1024;
 /// How to write a bundle.
 #[derive(Clone, Copy, Debug)]
 pub struct WriteOptions {
-    /// zstd level, 1–19 (higher is smaller and slower). Levels above 19 would need a window
-    /// larger than readers accept, so they are treated as 19.
+    /// zstd level, 1–19 (higher is smaller and slower); 0 stores the payload uncompressed.
+    /// Levels above 19 would need a window larger than readers accept, so they are treated
+    /// as 19.
     pub level: i32,
 }
 
@@ -36,6 +37,8 @@ enum Sink<W: Write> {
     Small(Vec<u8>),
     /// A zstd stream into the digest and the encryption.
     Zstd(Box<zstd::stream::write::Encoder<'static, Digesting<W>>>),
+    /// Items straight into the digest and the encryption (level 0).
+    Stored,
 }
 
 /// Hashes everything written through it (the signed digest covers the plaintext).
@@ -82,12 +85,18 @@ impl<W: Write> BundleWriter<W> {
     ) -> Result<Self, BundleError> {
         let raw = header.encode();
         out.write_all(&raw)?;
-        let digesting = Digesting {
+        let mut digesting = Digesting {
             inner: EncryptWriter::new(out, key.bundle_key(&raw)),
             hasher: digest_hasher(&raw),
         };
+        let sink = if options.level <= 0 {
+            digesting.write_all(&[FLAG_STORED])?;
+            Sink::Stored
+        } else {
+            Sink::Small(Vec::new())
+        };
         Ok(BundleWriter {
-            sink: Some(Sink::Small(Vec::new())),
+            sink: Some(sink),
             digesting: Some(digesting),
             options,
             scratch: Vec::new(),
@@ -116,6 +125,11 @@ impl<W: Write> BundleWriter<W> {
                 }
             }
             Sink::Zstd(enc) => enc.write_all(&bytes)?,
+            Sink::Stored => self
+                .digesting
+                .as_mut()
+                .expect("stored payloads keep the writer")
+                .write_all(&bytes)?,
         }
         self.scratch = bytes;
         Ok(())
@@ -148,6 +162,10 @@ impl<W: Write> BundleWriter<W> {
                 d
             }
             Sink::Zstd(enc) => enc.finish()?,
+            Sink::Stored => self
+                .digesting
+                .take()
+                .expect("stored payloads keep the writer"),
         };
         let digest = *digesting.hasher.finalize().as_bytes();
         let sig = sign(&digest);

@@ -164,6 +164,10 @@ enum Command {
         /// The stick or shared folder
         dir: PathBuf,
     },
+    /// Drop history every member already holds, and give the space back to the disk
+    Compact,
+    /// Remove deleted records for good (for privacy), once every member has their delete
+    Purge,
     /// This node, the dataset, the members and what each still lacks
     Status {
         /// Print JSON
@@ -563,6 +567,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     dir.display(),
                     node.home().quarantine().display()
                 );
+            }
+        }
+        Command::Compact => {
+            let mut node = open(&cli.home)?;
+            let r = node.compact(true)?;
+            out(format_args!(
+                "Compacted {} changes every member already holds ({} in all, counting earlier automatic compaction); store {} → {}",
+                r.dropped,
+                r.total,
+                output::size(r.bytes_before),
+                output::size(r.bytes_after)
+            ))?;
+        }
+        Command::Purge => {
+            let mut node = open(&cli.home)?;
+            let r = node.purge()?;
+            out(format_args!(
+                "Purged {} deleted records; store {} → {}",
+                r.purged,
+                output::size(r.compact.bytes_before),
+                output::size(r.compact.bytes_after)
+            ))?;
+            if r.waiting > 0 {
+                out(format_args!(
+                    "{} deleted records stay until every member has received their delete; run `ferry purge` again after the next syncs",
+                    r.waiting
+                ))?;
             }
         }
         Command::Status { json: as_json } => {

@@ -87,7 +87,7 @@ fn changes(n: u64) -> String {
     }
 }
 
-fn size(n: u64) -> String {
+pub fn size(n: u64) -> String {
     if n < 10_000 {
         format!("{n} B")
     } else if n < 10_000_000 {
@@ -106,10 +106,13 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
                 new,
                 duplicates,
                 waiting,
+                snapshot,
                 warnings,
             } => {
                 let mut parts = vec![format!("{new} new")];
-                if new + duplicates + waiting == 0 {
+                if *snapshot {
+                    parts.insert(0, "installed a snapshot of the dataset".to_string());
+                } else if new + duplicates + waiting == 0 {
                     parts = vec!["no changes, a receipt".to_string()];
                 }
                 if *duplicates > 0 {
@@ -173,6 +176,13 @@ pub fn print_export(r: &ExportOutcome) -> Result<()> {
             "nothing new to write to {}: it already carries everything the others need",
             r.folder.display()
         ))?,
+    }
+    if let Some((path, bytes)) = &r.snapshot {
+        out(format_args!(
+            "wrote    {} ({}, a snapshot for members that joined after history was compacted)",
+            path.display(),
+            size(*bytes)
+        ))?;
     }
     if !r.removed.is_empty() {
         out(format_args!(

@@ -172,6 +172,50 @@ impl fmt::Display for VersionVector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn tick_always_moves_forward_and_tracks_the_wall_clock(h in any::<u64>(), now in 0..Hlc::MAX_MS) {
+            let h = Hlc(h);
+            match h.tick(now) {
+                Some(next) => {
+                    prop_assert!(next > h);
+                    prop_assert!(next.ms() >= now.min(Hlc::MAX_MS));
+                }
+                None => prop_assert_eq!(h, Hlc(u64::MAX)),
+            }
+        }
+
+        #[test]
+        fn observe_never_goes_back_and_never_jumps_past_the_drift_bound(
+            local in 0..(1u64 << 62), remote in any::<u64>(), now in 0..(1u64 << 46)
+        ) {
+            let (local, remote) = (Hlc(local), Hlc(remote));
+            let seen = local.observe(remote, now);
+            prop_assert!(seen >= local);
+            prop_assert!(seen == local || seen.ms() <= now + MAX_DRIFT_MS);
+            prop_assert!(seen <= local.max(remote));
+        }
+
+        #[test]
+        fn merge_is_the_least_upper_bound(
+            a in proptest::collection::vec((1u32..6, 0u64..20), 0..6),
+            b in proptest::collection::vec((1u32..6, 0u64..20), 0..6),
+        ) {
+            let a: VersionVector = a.into_iter().map(|(m, n)| (MemberId(m), n)).collect();
+            let b: VersionVector = b.into_iter().map(|(m, n)| (MemberId(m), n)).collect();
+            let mut ab = a.clone();
+            ab.merge(&b);
+            let mut ba = b.clone();
+            ba.merge(&a);
+            prop_assert_eq!(&ab, &ba);
+            prop_assert!(ab.dominates(&a) && ab.dominates(&b));
+            for (m, n) in ab.iter() {
+                prop_assert_eq!(n, a.get(m).max(b.get(m)));
+            }
+        }
+    }
 
     #[test]
     fn hlc_tick_is_strictly_monotonic_even_when_the_wall_clock_goes_back() {

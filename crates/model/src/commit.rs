@@ -78,6 +78,9 @@ pub struct Commit {
     /// What the author had applied from other members when it wrote this commit (the causal
     /// context, without the author's own entry, which is always `seq − 1`).
     pub deps: VersionVector,
+    /// The newest clock among the other members' commits the author had applied (its
+    /// reference for how far its own clock may be trusted; see `Stamp::ranked`), if any.
+    pub seen: Option<Hlc>,
     /// The changes.
     pub changes: Vec<Change>,
 }
@@ -86,6 +89,11 @@ impl Commit {
     /// The commit's identity as an event.
     pub fn dot(&self) -> Dot {
         Dot::new(self.author, self.seq)
+    }
+
+    /// The stamp its writes carry, ranked against what its author had seen.
+    pub fn stamp(&self) -> crate::Stamp {
+        crate::Stamp::ranked(self.dot(), self.hlc, self.seen)
     }
 
     /// Everything this commit causally follows: its deps plus the author's earlier commits.
@@ -304,6 +312,9 @@ impl ChainContext {
                 .map(|(m, n)| (m.0, n))
                 .collect(),
             names: new_names,
+            seen: commit
+                .seen
+                .map(|h| h.ms().wrapping_sub(commit.hlc.ms()) as i64),
             changes,
         };
         let bytes = postcard::to_allocvec(&wire)?;
@@ -381,6 +392,17 @@ impl ChainContext {
                 return Err(e);
             }
         };
+        let seen = match wire.seen {
+            None => None,
+            Some(d) => {
+                let ms = hlc.ms().wrapping_add(d as u64);
+                if ms > Hlc::MAX_MS {
+                    self.rollback_names(names_before);
+                    return Err(CommitError::ClockNotMonotonic);
+                }
+                Some(Hlc::from_parts(ms, 0))
+            }
+        };
         self.seq = seq;
         self.hash = chain_next(&self.hash, seq, bytes);
         self.hlc = hlc;
@@ -390,16 +412,34 @@ impl ChainContext {
             seq,
             hlc,
             deps,
+            seen,
             changes,
         })
     }
 
-    /// Decodes the changes of the author's commit `seq` (already verified, so `seq` ≤
-    /// `self.seq`) without touching the context: how a stored commit is read back to be
-    /// applied once its causal dependencies have arrived.
-    pub fn decode_stored(&self, seq: u64, bytes: &[u8]) -> Result<Vec<Change>, CommitError> {
+    /// Decodes the author's commit `seq` (already verified, so `seq` ≤ `self.seq`), whose
+    /// clock `hlc` and causal context `deps` were stored with it, without touching the
+    /// context: how a stored commit is read back to be applied once its causal dependencies
+    /// have arrived.
+    pub fn decode_stored(
+        &self,
+        seq: u64,
+        hlc: Hlc,
+        deps: VersionVector,
+        bytes: &[u8],
+    ) -> Result<Commit, CommitError> {
         let (wire, _): (WireCommit, _) = postcard::take_from_bytes(bytes)?;
-        self.decode_changes(seq, wire.changes)
+        let seen = wire
+            .seen
+            .map(|d| Hlc::from_parts(hlc.ms().wrapping_add(d as u64), 0));
+        Ok(Commit {
+            author: self.author,
+            seq,
+            hlc,
+            deps,
+            seen,
+            changes: self.decode_changes(seq, wire.changes)?,
+        })
     }
 
     fn name(&self, i: u32) -> Result<String, CommitError> {
@@ -496,6 +536,9 @@ struct WireCommit {
     lc: u16,
     /// Causal-context entries that changed since the author's previous commit.
     deps: Vec<(u32, u64)>,
+    /// The newest clock among other members' commits the author had applied, as
+    /// milliseconds relative to this commit's own (usually a small negative number).
+    seen: Option<i64>,
     /// Names appended to the author's name table.
     names: Vec<String>,
     changes: Vec<WireChange>,
@@ -588,6 +631,7 @@ mod tests {
             seq: 1,
             hlc: Hlc::from_parts(1_763_000_000_000, 0),
             deps: VersionVector::new(),
+            seen: None,
             changes: vec![Change::Genesis {
                 name: "clinics".into(),
                 label: "hq".into(),
@@ -601,6 +645,7 @@ mod tests {
             author: MemberId::ADMIN,
             seq,
             hlc: Hlc::from_parts(ms, 0),
+            seen: (!deps.is_empty()).then(|| Hlc::from_parts(ms - 40_000, 0)),
             deps,
             changes: vec![Change::Record {
                 collection: "visits".into(),

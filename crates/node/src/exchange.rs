@@ -7,7 +7,7 @@ use crate::time::{file_stamp, now_ms};
 use ferry_bundle::{BundleReader, WriteOptions};
 use ferry_model::{DatasetId, MemberId, VersionVector};
 use ferry_store::{BundleSeen, QuarantineRow};
-use ferry_sync::plan::{acknowledged_by_all, plan_export};
+use ferry_sync::plan::{acknowledged_by_all, needs_snapshot, plan_export};
 use ferry_sync::{Coverage, IngestError, IngestReport, Storage};
 use ferry_transport::{Disposition, MessageId, Transport};
 use ferry_transport_dir::{DirTransport, SUFFIX};
@@ -41,6 +41,9 @@ pub enum FileResult {
         duplicates: u64,
         /// Commits waiting for earlier commits or their author's membership.
         waiting: u64,
+        /// Whether a snapshot in it was installed (this laptop joined after the others had
+        /// compacted their history).
+        snapshot: bool,
         /// Things a person should know (a member's forked history, dropped bogus commits).
         warnings: Vec<String>,
     },
@@ -83,6 +86,8 @@ pub struct ExportOutcome {
     pub folder: PathBuf,
     /// The bundle written, if one was needed: file, size, commits.
     pub written: Option<(PathBuf, u64, u64)>,
+    /// The snapshot written for a member that lacks history compacted away here: file, size.
+    pub snapshot: Option<(PathBuf, u64)>,
     /// Bundles removed because every member already holds their content.
     pub removed: Vec<String>,
     /// Bundles left on the medium.
@@ -96,6 +101,8 @@ pub struct SyncReport {
     pub import: ImportReport,
     /// The export half.
     pub export: ExportOutcome,
+    /// Commit bodies compacted away afterwards (every member holds them).
+    pub compacted: u64,
 }
 
 /// What `verify` found.
@@ -334,6 +341,7 @@ impl Node {
                     sender: r.sender,
                     coverage: r.runs.clone(),
                     receipt: r.receipt.clone(),
+                    snapshot: r.snapshot_state.clone(),
                     bytes,
                 })?;
                 tx.commit()?;
@@ -365,6 +373,7 @@ impl Node {
                     new: r.new,
                     duplicates: r.duplicates,
                     waiting: r.stashed,
+                    snapshot: r.snapshot,
                     warnings,
                 }))
             }
@@ -460,7 +469,8 @@ impl Node {
             .filter_map(|(_, s)| s.as_ref())
             .flat_map(|s| s.coverage.iter().copied())
             .collect();
-        let runs = plan_export(&stored, &peer_vvs, &carried);
+        let compacted = self.compacted()?;
+        let runs = plan_export(&stored, &peer_vvs, &carried, &compacted);
         let receipt_present = on_medium
             .iter()
             .filter_map(|(_, s)| s.as_ref())
@@ -469,10 +479,22 @@ impl Node {
             folder: folder.clone(),
             ..Default::default()
         };
+        // A member that lacks history compacted away here gets a snapshot (once per state).
+        let snapshot_present = on_medium
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .any(|s| s.sender == me && s.snapshot.is_some() && s.receipt.as_ref() == Some(&stored));
+        let mut to_write = Vec::new();
+        if needs_snapshot(&peer_vvs, &compacted) && !snapshot_present {
+            to_write.push(None);
+        }
         if !runs.is_empty() || !receipt_present {
-            let commits: u64 = runs.iter().map(|r| r.last - r.first + 1).sum();
+            to_write.push(Some(runs));
+        }
+        for kind in to_write {
+            let commits: u64 = kind.iter().flatten().map(|r| r.last - r.first + 1).sum();
             progress.begin("exporting", Some(commits));
-            let (name, len, staged) = self.write_bundle(&runs)?;
+            let (name, len, staged, snapshot) = self.write_bundle(kind.as_deref())?;
             progress.advance(commits);
             progress.end();
             let mut f =
@@ -483,8 +505,9 @@ impl Node {
             let seen = BundleSeen {
                 name: name.clone(),
                 sender: me,
-                coverage: runs.clone(),
+                coverage: kind.clone().unwrap_or_default(),
                 receipt: Some(stored.clone()),
+                snapshot,
                 bytes: len,
             };
             let tx = self.store.transaction(now_ms())?;
@@ -493,7 +516,11 @@ impl Node {
             if !on_medium.iter().any(|(id, _)| *id == info.id) {
                 on_medium.push((info.id.clone(), Some(seen)));
             }
-            outcome.written = Some((PathBuf::from(info.location), len, commits));
+            if kind.is_some() {
+                outcome.written = Some((PathBuf::from(info.location), len, commits));
+            } else {
+                outcome.snapshot = Some((PathBuf::from(info.location), len));
+            }
         }
         // Tidy up: a bundle may go when every member holds its commits and a newer bundle
         // from the same sender (with a newer receipt) stays. Bundles whose signature this
@@ -515,7 +542,11 @@ impl Node {
                     && newer.dominates(receipt)
                     && (newer != receipt || oid > id)
             });
-            if superseded && acknowledged_by_all(&s.coverage, &everyone) {
+            let snapshot_done = s
+                .snapshot
+                .as_ref()
+                .is_none_or(|state| everyone.iter().all(|p| p.dominates(state)));
+            if superseded && snapshot_done && acknowledged_by_all(&s.coverage, &everyone) {
                 transport.settle(id, &Disposition::Obsolete)?;
                 outcome.removed.push(id.0.clone());
             }
@@ -524,9 +555,12 @@ impl Node {
         Ok(outcome)
     }
 
-    /// Writes a bundle carrying `runs` into the outbox; returns its content name, size and
-    /// path.
-    fn write_bundle(&mut self, runs: &[Coverage]) -> Result<(String, u64, PathBuf), NodeError> {
+    /// Writes a bundle into the outbox: one carrying `runs`, or (for `None`) a snapshot.
+    /// Returns its content name, size, path, and the state a snapshot reflects.
+    fn write_bundle(
+        &mut self,
+        runs: Option<&[Coverage]>,
+    ) -> Result<(String, u64, PathBuf, Option<VersionVector>), NodeError> {
         let outbox = self.home.outbox();
         std::fs::create_dir_all(&outbox).map_err(|e| NodeError::io("cannot create", &outbox, e))?;
         let staged = outbox.join(format!(".{}.tmp", crate::id_hex(&random::<8>())));
@@ -540,16 +574,25 @@ impl Node {
         let key = self.id.dataset_key.clone();
         let secret = self.id.secret.clone();
         let tx = self.read()?;
-        let written = engine.export(
-            &tx,
-            runs,
-            &[],
-            out,
-            random(),
-            &key,
-            &secret,
-            WriteOptions::default(),
-        );
+        let snapshot = match runs {
+            Some(_) => None,
+            None => Some(tx.applied()?),
+        };
+        let written = match runs {
+            Some(runs) => engine.export(
+                &tx,
+                runs,
+                &[],
+                out,
+                random(),
+                &key,
+                &secret,
+                WriteOptions::default(),
+            ),
+            None => {
+                engine.export_snapshot(&tx, out, random(), &key, &secret, WriteOptions::default())
+            }
+        };
         drop(tx);
         let (out, _) = match written {
             Ok(x) => x,
@@ -566,7 +609,7 @@ impl Node {
             .map_err(|e| NodeError::io("cannot write", &staged, e.into_error()))?;
         file.sync_all()
             .map_err(|e| NodeError::io("cannot write", &staged, e))?;
-        Ok((name, len, staged))
+        Ok((name, len, staged, snapshot))
     }
 
     /// Imports from `root`'s bundle folder, then exports to it: the one command a stick
@@ -585,7 +628,13 @@ impl Node {
             ImportReport::default()
         };
         let export = self.export(root, progress)?;
-        Ok(SyncReport { import, export })
+        // Automatic compaction: history every member now holds is not needed any more.
+        let compacted = self.compact(false)?.dropped;
+        Ok(SyncReport {
+            import,
+            export,
+            compacted,
+        })
     }
 
     /// Inspects a bundle without applying it.

@@ -13,6 +13,7 @@
 mod error;
 mod exchange;
 mod home;
+mod housekeeping;
 mod identity;
 pub mod json;
 mod node;
@@ -24,6 +25,7 @@ pub use exchange::{
     ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,
 };
 pub use home::Home;
+pub use housekeeping::{CompactReport, PurgeReport};
 pub use identity::Identity;
 pub use node::{ConflictValue, ConflictView, InviteReport, LoadReport, MemberStatus, Node, Status};
 pub use progress::{NoProgress, Progress};

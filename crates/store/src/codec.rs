@@ -142,7 +142,7 @@ mod tests {
         let b = Stamp::ranked(
             Dot::new(MemberId(2), 3),
             Hlc::from_parts(1_763_000_000_500, 0),
-            Some(Hlc::from_parts(1, 0)),
+            Some(Hlc::from_parts(1_762_000_000_000, 0)),
         );
         let none = VersionVector::new();
         for (f, v) in [

@@ -17,7 +17,8 @@ pub const MIGRATIONS: &[&str] = &[
         hash BLOB NOT NULL,
         hlc INTEGER NOT NULL,
         deps BLOB NOT NULL,
-        names INTEGER NOT NULL
+        names INTEGER NOT NULL,
+        compacted INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE chain_names (
         author INTEGER NOT NULL,
@@ -31,6 +32,7 @@ pub const MIGRATIONS: &[&str] = &[
         hash BLOB NOT NULL,
         hlc INTEGER NOT NULL,
         deps BLOB NOT NULL,
+        names INTEGER NOT NULL,
         body BLOB NOT NULL,
         PRIMARY KEY (author, seq)
     ) WITHOUT ROWID;
@@ -77,6 +79,7 @@ pub const MIGRATIONS: &[&str] = &[
         sender INTEGER NOT NULL,
         coverage BLOB NOT NULL,
         receipt BLOB,
+        snapshot BLOB,
         bytes INTEGER NOT NULL,
         seen_ms INTEGER NOT NULL
     ) WITHOUT ROWID;

@@ -47,11 +47,11 @@ impl From<postcard::Error> for StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// sender, coverage, receipt, size of a seen bundle.
-type SeenRow = (u32, Vec<u8>, Option<Vec<u8>>, i64);
+/// sender, coverage, receipt, snapshot, size of a seen bundle.
+type SeenRow = (u32, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, i64);
 
-/// hash, hlc, deps, body of a stored commit.
-type CommitRow = (Vec<u8>, i64, Vec<u8>, Vec<u8>);
+/// hash, hlc, deps, names, body of a stored commit.
+type CommitRow = (Vec<u8>, i64, Vec<u8>, u32, Vec<u8>);
 
 #[derive(Default)]
 struct NameCache {
@@ -101,6 +101,8 @@ pub struct BundleSeen {
     pub coverage: Vec<Coverage>,
     /// The sender's receipt in it, when its signature could be checked.
     pub receipt: Option<VersionVector>,
+    /// The state its snapshot reflects, if it carries one.
+    pub snapshot: Option<VersionVector>,
     /// Its size.
     pub bytes: u64,
 }
@@ -161,6 +163,13 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as u32)?;
             tx.commit()?;
         }
+        Ok(())
+    }
+
+    /// Rewrites the database file without its free space (after compaction or purge).
+    pub fn vacuum(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
     }
 
@@ -413,18 +422,56 @@ impl StoreTx<'_> {
         Ok(u(n))
     }
 
+    /// How many commits have had their bodies compacted away.
+    pub fn compacted_count(&self) -> Result<u64> {
+        let n: i64 = self.tx.query_row(
+            "SELECT count(*) FROM commits WHERE length(body) = 0",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(u(n))
+    }
+
+    /// Removes a record for good (purge).
+    pub fn delete_record(&mut self, collection: &str, id: &str) -> Result<()> {
+        if let Some(coll) = self.existing_name_id(collection)? {
+            self.tx
+                .prepare_cached("DELETE FROM records WHERE coll = ?1 AND id = ?2")?
+                .execute(params![coll, id])?;
+        }
+        Ok(())
+    }
+
+    /// Records with no field left (deleted), as (collection, id, state).
+    pub fn dead_records(&mut self) -> Result<Vec<(String, String, RecordState)>> {
+        let rows: Vec<(u32, String, Vec<u8>)> = {
+            let mut stmt = self
+                .tx
+                .prepare_cached("SELECT coll, id, state FROM records WHERE live = 0")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let mut out = Vec::new();
+        for (coll, id, bytes) in rows {
+            let state = self.decode_record(&bytes)?;
+            let collection = self.names.by_id.get(&coll).cloned().unwrap_or_default();
+            out.push((collection, id, state));
+        }
+        Ok(out)
+    }
+
     /// A bundle file seen before, by content name.
     pub fn bundle_seen(&self, name: &str) -> Result<Option<BundleSeen>> {
         let row: Option<SeenRow> = self
             .tx
             .prepare_cached(
-                "SELECT sender, coverage, receipt, bytes FROM bundles_seen WHERE name = ?1",
+                "SELECT sender, coverage, receipt, snapshot, bytes FROM bundles_seen WHERE name = ?1",
             )?
             .query_row(params![name], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
-        let Some((sender, coverage, receipt, bytes)) = row else {
+        let Some((sender, coverage, receipt, snapshot, bytes)) = row else {
             return Ok(None);
         };
         let runs: Vec<(u32, u64, u64)> = postcard::from_bytes(&coverage)?;
@@ -440,6 +487,7 @@ impl StoreTx<'_> {
                 })
                 .collect(),
             receipt: receipt.map(|r| postcard::from_bytes(&r)).transpose()?,
+            snapshot: snapshot.map(|r| postcard::from_bytes(&r)).transpose()?,
             bytes: u(bytes),
         }))
     }
@@ -454,14 +502,18 @@ impl StoreTx<'_> {
         self.tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO bundles_seen
-                 (name, sender, coverage, receipt, bytes, seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (name, sender, coverage, receipt, snapshot, bytes, seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 seen.name,
                 seen.sender.0,
                 postcard::to_allocvec(&runs)?,
                 seen.receipt
+                    .as_ref()
+                    .map(postcard::to_allocvec)
+                    .transpose()?,
+                seen.snapshot
                     .as_ref()
                     .map(postcard::to_allocvec)
                     .transpose()?,
@@ -601,8 +653,10 @@ impl Storage for StoreTx<'_> {
         }
         self.tx
             .prepare_cached(
-                "INSERT OR REPLACE INTO chains (author, seq, hash, hlc, deps, names)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO chains (author, seq, hash, hlc, deps, names)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+                   hlc = excluded.hlc, deps = excluded.deps, names = excluded.names",
             )?
             .execute(params![
                 ctx.author.0,
@@ -624,7 +678,8 @@ impl Storage for StoreTx<'_> {
     fn insert_commit(&mut self, c: &StoredCommit) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO commits (author, seq, hash, hlc, deps, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO commits (author, seq, hash, hlc, deps, names, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 c.author.0,
@@ -632,6 +687,7 @@ impl Storage for StoreTx<'_> {
                 &c.hash.0[..],
                 i(c.hlc.0),
                 postcard::to_allocvec(&c.deps)?,
+                c.names,
                 c.bytes
             ])?;
         Ok(())
@@ -641,19 +697,20 @@ impl Storage for StoreTx<'_> {
         let row: Option<CommitRow> = self
             .tx
             .prepare_cached(
-                "SELECT hash, hlc, deps, body FROM commits WHERE author = ?1 AND seq = ?2",
+                "SELECT hash, hlc, deps, names, body FROM commits WHERE author = ?1 AND seq = ?2",
             )?
             .query_row(params![m.0, i(seq)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
-        row.map(|(hash, hlc, deps, bytes)| {
+        row.map(|(hash, hlc, deps, names, bytes)| {
             Ok(StoredCommit {
                 author: m,
                 seq,
                 hash: Hash(blob32(hash)?),
                 hlc: Hlc(u(hlc)),
                 deps: postcard::from_bytes(&deps)?,
+                names,
                 bytes,
             })
         })
@@ -846,6 +903,81 @@ impl Storage for StoreTx<'_> {
         )?;
         let rows = stmt.query_map([], |r| Ok((MemberId(r.get(0)?), u(r.get(1)?))))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn compacted(&self, m: MemberId) -> Result<u64> {
+        let n: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT compacted FROM chains WHERE author = ?1")?
+            .query_row(params![m.0], |r| r.get(0))
+            .optional()?;
+        Ok(n.map_or(0, u))
+    }
+
+    fn compact(&mut self, upto: &VersionVector) -> Result<u64> {
+        let mut dropped = 0;
+        for (m, n) in upto.iter() {
+            dropped += self
+                .tx
+                .prepare_cached(
+                    "UPDATE commits SET body = x'' WHERE author = ?1 AND seq >= 2 AND seq <= ?2
+                     AND length(body) > 0",
+                )?
+                .execute(params![m.0, i(n)])? as u64;
+            self.tx
+                .prepare_cached(
+                    "UPDATE chains SET compacted = max(compacted, ?2) WHERE author = ?1",
+                )?
+                .execute(params![m.0, i(n)])?;
+            self.tx
+                .prepare_cached(
+                    "DELETE FROM proofs WHERE author = ?1
+                     AND seq < (SELECT seq FROM chains WHERE author = ?1)",
+                )?
+                .execute(params![m.0])?;
+        }
+        Ok(dropped)
+    }
+
+    fn visit_records(&self, f: &mut ferry_sync::RecordVisitor<'_, StoreError>) -> Result<()> {
+        let names: HashMap<u32, String> = {
+            let mut stmt = self.tx.prepare_cached("SELECT id, name FROM local_names")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT coll, id, state FROM records ORDER BY coll, id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let coll: u32 = row.get(0)?;
+            let id: String = row.get(1)?;
+            let bytes: Vec<u8> = row.get(2)?;
+            let state = codec::decode(&bytes, |n| {
+                names
+                    .get(&n)
+                    .cloned()
+                    .ok_or_else(|| codec_err(format!("unknown local name {n}")))
+            })?;
+            let collection = names
+                .get(&coll)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown collection {coll}")))?;
+            f(collection, &id, &state)?;
+        }
+        Ok(())
+    }
+
+    fn clear_records(&mut self) -> Result<()> {
+        self.tx.execute("DELETE FROM records", [])?;
+        Ok(())
+    }
+
+    fn reset_applied(&mut self, vv: &VersionVector) -> Result<()> {
+        self.tx.execute("DELETE FROM applied", [])?;
+        for (m, n) in vv.iter() {
+            self.set_applied(m, n)?;
+        }
+        Ok(())
     }
 
     fn peer(&self, m: MemberId) -> Result<VersionVector> {

@@ -8,9 +8,7 @@ use ferry_bundle::{
 };
 use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey, head_message};
-use ferry_model::{
-    Change, Commit, DatasetId, Hash, Hlc, MemberId, RecordState, Stamp, VersionVector,
-};
+use ferry_model::{Change, Commit, DatasetId, Hash, Hlc, MemberId, RecordState, VersionVector};
 use std::io::{Read, Write};
 
 /// The engine for one node in one dataset.
@@ -118,10 +116,23 @@ pub struct IngestReport {
     pub authenticated: bool,
     /// The sender's receipt, when authenticated.
     pub receipt: Option<VersionVector>,
+    /// Whether the bundle's snapshot was installed (this node lacked commits that the sender
+    /// had compacted away).
+    pub snapshot: bool,
+    /// The state the bundle's snapshot reflects, if it carried one (installed or not).
+    pub snapshot_state: Option<VersionVector>,
     /// Relayed runs skipped because their author has two different versions of a commit
     /// (author, commit number): a device restored from an old backup or cloned, or an
     /// invitation used twice (commit 1). The rest of the bundle still applies.
     pub forks: Vec<(MemberId, u64)>,
+}
+
+/// A snapshot being installed.
+struct Snapshot {
+    /// What applied becomes.
+    state: VersionVector,
+    /// What this node held before.
+    stored: VersionVector,
 }
 
 /// What became of one run.
@@ -207,18 +218,64 @@ impl Engine {
         let mut applied = st::<S, _>(store.applied())?;
         // The sender's own run, if any: its last commit and, if stashed, its stash id.
         let mut sender_run: Option<(u64, Option<u64>)> = None;
+        // A snapshot being installed: its state (what applied becomes) and what was held.
+        let mut snapshot: Option<Snapshot> = None;
         while let Some(item) = reader.next_item()? {
-            let Item::Run {
-                author,
-                first,
-                count,
-                proof,
-            } = item
-            else {
+            let (author, first, count, proof) = match item {
+                Item::Run {
+                    author,
+                    first,
+                    count,
+                    proof,
+                } => (author, first, count, proof),
+                Item::Snapshot { state, compacted } => {
+                    report.snapshot_state = Some(state.clone());
+                    if let Some(s) = self.snapshot_wanted(store, &state, &compacted)? {
+                        st::<S, _>(store.clear_records())?;
+                        snapshot = Some(s);
+                        report.snapshot = true;
+                    }
+                    continue;
+                }
+                Item::SnapshotChain {
+                    author,
+                    seq,
+                    hash,
+                    hlc,
+                    deps,
+                    names,
+                    first,
+                } => {
+                    if let Some(s) = &snapshot {
+                        let held = s.stored.get(author);
+                        self.install_chain(
+                            store, author, seq, held, hash, hlc, deps, names, &first,
+                        )?;
+                    }
+                    continue;
+                }
+                Item::SnapshotRecord {
+                    collection,
+                    id,
+                    state,
+                } => {
+                    if snapshot.is_some() {
+                        let state: RecordState = postcard::from_bytes(&state).map_err(|e| {
+                            BundleError::Malformed(format!(
+                                "snapshot record {collection}/{id}: {e}"
+                            ))
+                        })?;
+                        st::<S, _>(store.put_record(&collection, &id, &state))?;
+                    }
+                    continue;
+                }
                 // Peer receipts are gossip that version 1 readers ignore (SPEC §4); the
                 // reader has already rejected every other item out of place.
-                continue;
+                _ => continue,
             };
+            if let Some(s) = snapshot.take() {
+                applied = self.finish_snapshot(store, s, now_ms)?;
+            }
             let run = Coverage {
                 author,
                 first,
@@ -255,6 +312,9 @@ impl Engine {
                 sender_run = Some((run.last, None));
             }
         }
+        if let Some(s) = snapshot.take() {
+            self.finish_snapshot(store, s, now_ms)?;
+        }
         let trailer = reader.finish()?;
         let head = receipt.get(sender);
         let proof = Proof {
@@ -285,7 +345,10 @@ impl Engine {
         if head > stored_head {
             return Ok(report);
         }
-        let hash = self.hash_at(store, sender, head)?;
+        let Some(hash) = self.known_hash(store, sender, head)? else {
+            // The sender's head lies in history this node received as a snapshot.
+            return Ok(report);
+        };
         let msg = head_message(self.dataset, sender, head, &hash, Some(&trailer.digest));
         if !member.key.verify(&msg, &trailer.signature) {
             return Err(IngestError::BadSignature { member: sender });
@@ -310,7 +373,23 @@ impl Engine {
         })
     }
 
+    /// The chain hash after commit `seq` of `author`, if this node knows it (it does not for
+    /// commits inside history it received as a snapshot).
+    fn known_hash<S: Storage>(
+        &self,
+        store: &S,
+        author: MemberId,
+        seq: u64,
+    ) -> Res<Option<Hash>, S> {
+        if seq == 0 {
+            return Ok(Some(chain_root(self.dataset, author)));
+        }
+        st::<S, _>(store.commit_hash(author, seq))
+    }
+
     /// Whether `bytes` is the commit `seq` of `author` already held (same chain hash).
+    /// Commits inside history received as a snapshot cannot be compared one by one and
+    /// count as held.
     fn is_held<S: Storage>(
         &self,
         store: &S,
@@ -318,8 +397,13 @@ impl Engine {
         seq: u64,
         bytes: &[u8],
     ) -> Res<bool, S> {
-        let prev = self.hash_at(store, author, seq - 1)?;
-        Ok(chain_next(&prev, seq, bytes) == self.hash_at(store, author, seq)?)
+        match (
+            self.known_hash(store, author, seq - 1)?,
+            self.known_hash(store, author, seq)?,
+        ) {
+            (Some(prev), Some(this)) => Ok(chain_next(&prev, seq, bytes) == this),
+            _ => Ok(true),
+        }
     }
 
     /// Reads one run's commits.
@@ -399,7 +483,7 @@ impl Engine {
                     return Ok(RunOutcome::Forked);
                 }
                 report.duplicates += 1;
-                last_hash = Some(self.hash_at(store, author, seq)?);
+                last_hash = self.known_hash(store, author, seq)?;
                 continue;
             }
             let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
@@ -416,6 +500,7 @@ impl Engine {
                 hash: ctx.hash,
                 hlc: commit.hlc,
                 deps: commit.deps.clone(),
+                names: ctx.names.len() as u32,
                 bytes,
             }))?;
             report.new += 1;
@@ -426,9 +511,10 @@ impl Engine {
                 report.applied += 1;
             }
         }
-        let hash = last_hash.expect("a run has at least one commit");
         let key = key.expect("the author's key is known after its first commit");
-        if let Some(p) = stored_proof {
+        // (A run that ends inside history received as a snapshot cannot be checked and
+        // brings nothing new.)
+        if let (Some(p), Some(hash)) = (stored_proof, last_hash) {
             let msg = head_message(self.dataset, author, last, &hash, p.digest.as_ref());
             if !key.verify(&msg, &p.sig) {
                 return Err(IngestError::BadSignature { member: author });
@@ -493,25 +579,9 @@ impl Engine {
         }
     }
 
-    /// The stamp of a commit: its clock, ranked against the newest clock among the other
-    /// members' commits in its causal context (see `Stamp::ranked`).
-    fn stamp<S: Storage>(&self, store: &S, commit: &Commit) -> Res<Stamp, S> {
-        let mut seen: Option<Hlc> = None;
-        for (m, n) in commit.deps.iter() {
-            if m == commit.author {
-                continue;
-            }
-            let h = st::<S, _>(store.commit_hlc(m, n))?.ok_or_else(|| {
-                IngestError::Storage(missing::<S>(format!("clock of commit {n} of {m}")))
-            })?;
-            seen = seen.max(Some(h));
-        }
-        Ok(Stamp::ranked(commit.dot(), commit.hlc, seen))
-    }
-
     /// Applies a commit's record changes and advances the clock.
     fn apply<S: Storage>(&self, store: &mut S, commit: &Commit, now_ms: u64) -> Res<(), S> {
-        let stamp = self.stamp(store, commit)?;
+        let stamp = commit.stamp();
         let ctx = commit.context();
         for change in &commit.changes {
             if let Change::Record {
@@ -564,20 +634,13 @@ impl Engine {
                         chain = st::<S, _>(store.chain(author))?;
                     }
                     let ctx = chain.as_ref().expect("stored implies a chain");
-                    let changes =
-                        ctx.decode_stored(seq, &c.bytes)
+                    let commit =
+                        ctx.decode_stored(seq, c.hlc, c.deps, &c.bytes)
                             .map_err(|source| IngestError::Commit {
                                 author,
                                 seq,
                                 source,
                             })?;
-                    let commit = Commit {
-                        author,
-                        seq,
-                        hlc: c.hlc,
-                        deps: c.deps,
-                        changes,
-                    };
                     self.apply(store, &commit, now_ms)?;
                     applied.set(author, seq);
                     report.applied += 1;
@@ -715,6 +778,7 @@ impl Engine {
                 hash: ctx.hash,
                 hlc: commit.hlc,
                 deps: commit.deps,
+                names: ctx.names.len() as u32,
                 bytes,
             }))?;
         }
@@ -723,6 +787,237 @@ impl Engine {
         st::<S, _>(store.put_chain(&ctx))?;
         st::<S, _>(store.drop_stashed(run.id))?;
         Ok(())
+    }
+
+    /// Whether to install a snapshot of `state` (with history compacted up to `compacted`):
+    /// only when this node lacks commits it can no longer get any other way, and everything
+    /// it applied from others is in the snapshot (so nothing it holds is lost).
+    fn snapshot_wanted<S: Storage>(
+        &self,
+        store: &S,
+        state: &VersionVector,
+        compacted: &VersionVector,
+    ) -> Res<Option<Snapshot>, S> {
+        let stored = st::<S, _>(store.stored())?;
+        let applied = st::<S, _>(store.applied())?;
+        let needs = compacted.iter().any(|(a, c)| stored.get(a) < c);
+        let covered = applied.iter().all(|(a, n)| {
+            if a == self.me {
+                n >= state.get(a)
+            } else {
+                n <= state.get(a)
+            }
+        });
+        Ok((needs && covered).then(|| Snapshot {
+            state: state.clone(),
+            stored,
+        }))
+    }
+
+    /// Installs one author's chain from a snapshot, if this node holds less of it.
+    #[allow(clippy::too_many_arguments)]
+    fn install_chain<S: Storage>(
+        &self,
+        store: &mut S,
+        author: MemberId,
+        seq: u64,
+        held: u64,
+        hash: Hash,
+        hlc: Hlc,
+        deps: VersionVector,
+        names: Vec<String>,
+        first: &[u8],
+    ) -> Res<(), S> {
+        if held >= seq || seq == 0 {
+            return Ok(());
+        }
+        if held == 0 {
+            // The author's membership comes with its commit 1, checked like any other.
+            let mut ctx = ChainContext::new(self.dataset, author);
+            let commit = ctx.decode(first).map_err(|source| IngestError::Commit {
+                author,
+                seq: 1,
+                source,
+            })?;
+            self.admit(store, &commit)?;
+            st::<S, _>(store.insert_commit(&StoredCommit {
+                author,
+                seq: 1,
+                hash: ctx.hash,
+                hlc: commit.hlc,
+                deps: commit.deps,
+                names: ctx.names.len() as u32,
+                bytes: first.to_vec(),
+            }))?;
+            if seq == 1 {
+                st::<S, _>(store.put_chain(&ctx))?;
+                // Without the author's signature over it, this node cannot pass the commit
+                // on; marked compacted, a member that lacks it gets a snapshot instead.
+                let upto: VersionVector = [(author, 1)].into_iter().collect();
+                st::<S, _>(store.compact(&upto))?;
+                return Ok(());
+            }
+        }
+        if names.len() > ferry_model::limits::MAX_COMMIT {
+            return Err(BundleError::Malformed("a snapshot name table is too long".into()).into());
+        }
+        // Commit `seq` is known by its hash, clock and context; its body (and those before
+        // it) were compacted away by the sender.
+        st::<S, _>(store.insert_commit(&StoredCommit {
+            author,
+            seq,
+            hash,
+            hlc,
+            deps: deps.clone(),
+            names: names.len() as u32,
+            bytes: Vec::new(),
+        }))?;
+        let ctx = ChainContext::from_parts(author, seq, hash, hlc, deps, names);
+        st::<S, _>(store.put_chain(&ctx))?;
+        let upto: VersionVector = [(author, seq)].into_iter().collect();
+        st::<S, _>(store.compact(&upto))?;
+        Ok(())
+    }
+
+    /// Ends a snapshot install: what is applied becomes the snapshot's state, then this
+    /// node's own later commits are applied again on top. Returns what is applied.
+    fn finish_snapshot<S: Storage>(
+        &self,
+        store: &mut S,
+        s: Snapshot,
+        now_ms: u64,
+    ) -> Res<VersionVector, S> {
+        let mut applied = s.state.clone();
+        let own_from = s.state.get(self.me);
+        applied.set(self.me, own_from);
+        st::<S, _>(store.reset_applied(&applied))?;
+        let top = s.stored.get(self.me);
+        if top > own_from {
+            let chain = st::<S, _>(store.chain(self.me))?.expect("own chain");
+            for seq in own_from + 1..=top {
+                let c = st::<S, _>(store.commit(self.me, seq))?.ok_or_else(|| {
+                    IngestError::Storage(missing::<S>(format!("own commit {seq}")))
+                })?;
+                let commit =
+                    chain
+                        .decode_stored(seq, c.hlc, c.deps, &c.bytes)
+                        .map_err(|source| IngestError::Commit {
+                            author: self.me,
+                            seq,
+                            source,
+                        })?;
+                self.apply(store, &commit, now_ms)?;
+            }
+            applied.set(self.me, top);
+        }
+        Ok(applied)
+    }
+
+    /// Writes a snapshot bundle: this node's records as they are, for members that need
+    /// commits it has compacted away, then the commits it holds but has not applied.
+    #[allow(clippy::too_many_arguments)]
+    pub fn export_snapshot<S: Storage, W: Write>(
+        &self,
+        store: &S,
+        out: W,
+        salt: [u8; 16],
+        key: &DatasetKey,
+        signer: &SecretKey,
+        options: WriteOptions,
+    ) -> Res<(W, ExportReport), S> {
+        let header = Header {
+            dataset: self.dataset,
+            sender: self.me,
+            salt,
+        };
+        let receipt = st::<S, _>(store.stored())?;
+        let state = st::<S, _>(store.applied())?;
+        let mut compacted = VersionVector::new();
+        for (a, _) in receipt.iter() {
+            compacted.set(a, st::<S, _>(store.compacted(a))?);
+        }
+        let mut w = BundleWriter::new(out, &header, key, options)?;
+        w.push(&Item::Receipt(receipt.clone()))?;
+        w.push(&Item::Snapshot {
+            state: state.clone(),
+            compacted,
+        })?;
+        for (author, seq) in state.iter() {
+            let at = st::<S, _>(store.commit(author, seq))?.ok_or_else(|| {
+                IngestError::Storage(missing::<S>(format!("commit {seq} of {author}")))
+            })?;
+            let first = st::<S, _>(store.commit(author, 1))?.ok_or_else(|| {
+                IngestError::Storage(missing::<S>(format!("commit 1 of {author}")))
+            })?;
+            let chain = st::<S, _>(store.chain(author))?
+                .ok_or_else(|| IngestError::Storage(missing::<S>(format!("chain of {author}"))))?;
+            w.push(&Item::SnapshotChain {
+                author,
+                seq,
+                hash: at.hash,
+                hlc: at.hlc,
+                deps: at.deps,
+                names: chain.names[..at.names as usize].to_vec(),
+                first: first.bytes,
+            })?;
+        }
+        let mut failed = None;
+        st::<S, _>(store.visit_records(&mut |collection, id, state| {
+            let item = Item::SnapshotRecord {
+                collection: collection.to_string(),
+                id: id.to_string(),
+                state: postcard::to_allocvec(state).expect("a record state encodes"),
+            };
+            if let Err(e) = w.push(&item) {
+                failed = Some(e);
+            }
+            Ok(())
+        }))?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        let mut report = ExportReport::default();
+        for (author, top) in receipt.iter() {
+            let from = state.get(author) + 1;
+            if from > top {
+                continue;
+            }
+            let proof = match st::<S, _>(store.proof(author, top))? {
+                Some(Proof {
+                    digest: Some(digest),
+                    sig,
+                    ..
+                }) => RunProof::Bundle { digest, sig },
+                Some(Proof {
+                    digest: None, sig, ..
+                }) => RunProof::Head(sig),
+                None => continue,
+            };
+            w.push(&Item::Run {
+                author,
+                first: from,
+                count: top - from + 1,
+                proof,
+            })?;
+            for seq in from..=top {
+                let c = st::<S, _>(store.commit(author, seq))?.ok_or_else(|| {
+                    IngestError::Storage(missing::<S>(format!("commit {seq} of {author}")))
+                })?;
+                w.push(&Item::Commit(c.bytes))?;
+                report.commits += 1;
+            }
+            report.runs.push(Coverage {
+                author,
+                first: from,
+                last: top,
+            });
+        }
+        let head = receipt.get(self.me);
+        let hash = self.hash_at(store, self.me, head)?;
+        let (out, digest) =
+            w.finish(|d| signer.sign(&head_message(self.dataset, self.me, head, &hash, Some(d))))?;
+        report.digest = digest;
+        Ok((out, report))
     }
 
     /// Records this node's own commit of `changes` at wall time `now_ms` and applies it.
@@ -745,11 +1040,19 @@ impl Engine {
                 })?;
         let mut deps = st::<S, _>(store.applied())?;
         deps.set(self.me, 0);
+        // The newest clock among the other members' commits applied here.
+        let mut seen: Option<Hlc> = None;
+        for (m, n) in deps.iter() {
+            if let Some(h) = st::<S, _>(store.commit_hlc(m, n))? {
+                seen = seen.max(Some(Hlc::from_parts(h.ms(), 0)));
+            }
+        }
         let commit = Commit {
             author: self.me,
             seq: ctx.seq + 1,
             hlc,
             deps,
+            seen,
             changes,
         };
         let bytes = ctx.encode(&commit).map_err(|source| IngestError::Commit {
@@ -766,6 +1069,7 @@ impl Engine {
             hash: ctx.hash,
             hlc,
             deps: commit.deps.clone(),
+            names: ctx.names.len() as u32,
             bytes,
         }))?;
         st::<S, _>(store.put_chain(&ctx))?;
@@ -836,9 +1140,14 @@ impl Engine {
                 proof,
             })?;
             for seq in run.first..=run.last {
-                let c = st::<S, _>(store.commit(run.author, seq))?.ok_or_else(|| {
-                    IngestError::Storage(missing::<S>(format!("commit {seq} of {}", run.author)))
-                })?;
+                let c = st::<S, _>(store.commit(run.author, seq))?
+                    .filter(|c| !c.bytes.is_empty())
+                    .ok_or_else(|| {
+                        IngestError::Storage(missing::<S>(format!(
+                            "commit {seq} of {} (compacted away: plan runs after it)",
+                            run.author
+                        )))
+                    })?;
                 w.push(&Item::Commit(c.bytes))?;
                 report.commits += 1;
             }

@@ -22,10 +22,11 @@ pub mod mem;
 mod membership;
 pub mod plan;
 pub mod sim;
+pub mod simulation;
 mod storage;
 
 pub use engine::may_write;
 pub use engine::{Engine, ExportReport, IngestError, IngestReport, RunSummary, SettleReport};
 pub use membership::Invitation;
 pub use plan::{Coverage, ExportRun};
-pub use storage::{MemberInfo, Proof, StashedRun, Storage, StoredCommit};
+pub use storage::{MemberInfo, Proof, RecordVisitor, StashedRun, Storage, StoredCommit};

@@ -28,6 +28,7 @@ pub struct MemStorage {
     next_stash: u64,
     peers: BTreeMap<MemberId, VersionVector>,
     clock: Hlc,
+    compacted: VersionVector,
 }
 
 impl Storage for MemStorage {
@@ -94,6 +95,21 @@ impl Storage for MemStorage {
     }
 
     fn set_applied(&mut self, m: MemberId, seq: u64) -> Result<(), MemError> {
+        // The engine's invariants, checked on every apply (the simulation relies on them):
+        // each commit once, in its author's order, after everything it depends on.
+        assert_eq!(
+            seq,
+            self.applied.get(m) + 1,
+            "commit {seq} of {m} applied twice or out of order"
+        );
+        let c = self
+            .commits
+            .get(&(m, seq))
+            .ok_or_else(|| MemError(format!("commit {seq} of {m} applied without being stored")))?;
+        assert!(
+            self.applied.dominates(&c.deps),
+            "commit {seq} of {m} applied before its dependencies"
+        );
         self.applied.set(m, seq);
         Ok(())
     }
@@ -169,6 +185,50 @@ impl Storage for MemStorage {
             *out.entry(r.author).or_default() += r.last - r.first + 1;
         }
         Ok(out.into_iter().collect())
+    }
+
+    fn compacted(&self, m: MemberId) -> Result<u64, MemError> {
+        Ok(self.compacted.get(m))
+    }
+
+    fn compact(&mut self, upto: &VersionVector) -> Result<u64, MemError> {
+        let mut dropped = 0;
+        for (m, n) in upto.iter() {
+            for seq in 2..=n {
+                if let Some(c) = self.commits.get_mut(&(m, seq)) {
+                    if !c.bytes.is_empty() {
+                        c.bytes = Vec::new();
+                        dropped += 1;
+                    }
+                }
+            }
+            if n > self.compacted.get(m) {
+                self.compacted.set(m, n);
+            }
+            let head = self.chains.get(&m).map_or(0, |c| c.seq);
+            self.proofs.retain(|&(a, s), _| a != m || s >= head);
+        }
+        Ok(dropped)
+    }
+
+    fn visit_records(
+        &self,
+        f: &mut crate::storage::RecordVisitor<'_, MemError>,
+    ) -> Result<(), MemError> {
+        for ((c, id), r) in &self.records {
+            f(c, id, r)?;
+        }
+        Ok(())
+    }
+
+    fn clear_records(&mut self) -> Result<(), MemError> {
+        self.records.clear();
+        Ok(())
+    }
+
+    fn reset_applied(&mut self, vv: &VersionVector) -> Result<(), MemError> {
+        self.applied = vv.clone();
+        Ok(())
     }
 
     fn peer(&self, m: MemberId) -> Result<VersionVector, MemError> {

@@ -23,7 +23,9 @@ pub type ExportRun = Coverage;
 /// For each author, the run goes from the oldest commit some peer lacks up to the newest
 /// one held here (a run always ends at a commit this node holds a proof for). The part at
 /// its start that bundles already on the medium carry is left out; so is the whole run when
-/// they carry all of it.
+/// they carry all of it; so are commits whose bodies this node has compacted away
+/// (`compacted`: for each author, the last such commit) — a peer that lacks those needs a
+/// snapshot ([`needs_snapshot`]).
 ///
 /// ```
 /// use ferry_model::{MemberId, VersionVector};
@@ -33,7 +35,7 @@ pub type ExportRun = Coverage;
 /// let hq: VersionVector = [(MemberId(1), 5), (MemberId(2), 1)].into_iter().collect();
 /// let clinic: VersionVector = [(MemberId(1), 2), (MemberId(2), 3)].into_iter().collect();
 /// let on_stick = [Coverage { author: MemberId(1), first: 1, last: 4 }];
-/// let runs = plan_export(&stored, &[hq, clinic], &on_stick);
+/// let runs = plan_export(&stored, &[hq, clinic], &on_stick, &VersionVector::new());
 /// assert_eq!(runs, vec![
 ///     Coverage { author: MemberId(1), first: 5, last: 5 },
 ///     Coverage { author: MemberId(2), first: 2, last: 3 },
@@ -43,6 +45,7 @@ pub fn plan_export(
     stored: &VersionVector,
     peers: &[VersionVector],
     carried: &[Coverage],
+    compacted: &VersionVector,
 ) -> Vec<ExportRun> {
     let mut runs = Vec::new();
     for (author, last) in stored.iter() {
@@ -52,7 +55,8 @@ pub fn plan_export(
         if lowest >= last {
             continue;
         }
-        let first = carried_through(author, lowest + 1, carried) + 1;
+        let first = (carried_through(author, lowest + 1, carried) + 1)
+            .max(compacted.get(author).saturating_add(1));
         if first <= last {
             runs.push(Coverage {
                 author,
@@ -81,6 +85,13 @@ fn carried_through(author: MemberId, from: u64, carried: &[Coverage]) -> u64 {
         next = next.max(last + 1);
     }
     next - 1
+}
+
+/// Whether some peer lacks commits this node has compacted away, and so needs a snapshot.
+pub fn needs_snapshot(peers: &[VersionVector], compacted: &VersionVector) -> bool {
+    peers
+        .iter()
+        .any(|p| compacted.iter().any(|(a, c)| p.get(a) < c))
 }
 
 /// Whether the ranges in `carried` together cover all of `run`.
@@ -122,24 +133,51 @@ mod tests {
     #[test]
     fn nothing_is_planned_without_peers_or_when_all_are_current() {
         let stored: VersionVector = [(MemberId(1), 4)].into_iter().collect();
-        assert!(plan_export(&stored, &[], &[]).is_empty());
-        assert!(plan_export(&stored, std::slice::from_ref(&stored), &[]).is_empty());
+        let none = VersionVector::new();
+        assert!(plan_export(&stored, &[], &[], &none).is_empty());
+        assert!(plan_export(&stored, std::slice::from_ref(&stored), &[], &none).is_empty());
         let behind = VersionVector::new();
         assert_eq!(
-            plan_export(&stored, std::slice::from_ref(&behind), &[]),
+            plan_export(&stored, std::slice::from_ref(&behind), &[], &none),
             vec![cov(1, 1, 4)]
         );
-        assert!(plan_export(&stored, std::slice::from_ref(&behind), &[cov(1, 1, 4)]).is_empty());
+        assert!(
+            plan_export(
+                &stored,
+                std::slice::from_ref(&behind),
+                &[cov(1, 1, 4)],
+                &none
+            )
+            .is_empty()
+        );
         assert_eq!(
-            plan_export(&stored, std::slice::from_ref(&behind), &[cov(1, 1, 2)]),
+            plan_export(
+                &stored,
+                std::slice::from_ref(&behind),
+                &[cov(1, 1, 2)],
+                &none
+            ),
             vec![cov(1, 3, 4)],
             "the carried start is left out"
         );
         assert_eq!(
-            plan_export(&stored, &[behind], &[cov(1, 2, 4)]),
+            plan_export(
+                &stored,
+                std::slice::from_ref(&behind),
+                &[cov(1, 2, 4)],
+                &none
+            ),
             vec![cov(1, 1, 4)],
             "a gap at the start means the whole run"
         );
+        let compacted: VersionVector = [(MemberId(1), 3)].into_iter().collect();
+        assert_eq!(
+            plan_export(&stored, std::slice::from_ref(&behind), &[], &compacted),
+            vec![cov(1, 4, 4)],
+            "compacted commits cannot be sent"
+        );
+        assert!(needs_snapshot(&[behind], &compacted));
+        assert!(!needs_snapshot(&[stored], &compacted));
     }
 
     #[test]

@@ -7,11 +7,11 @@
 use crate::engine::{Engine, IngestError, IngestReport};
 use crate::mem::{MemError, MemStorage};
 use crate::membership::Invitation;
-use crate::plan::{Coverage, plan_export};
+use crate::plan::{Coverage, needs_snapshot, plan_export};
 use crate::storage::Storage;
 use ferry_bundle::{BundleReader, DatasetKey, WriteOptions};
 use ferry_model::crypto::SecretKey;
-use ferry_model::{Change, Commit, DatasetId, MemberId, Op, Value};
+use ferry_model::{Change, Commit, DatasetId, MemberId, Op, Value, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// SplitMix64: a tiny, well-mixed deterministic generator (not for real keys).
@@ -63,6 +63,8 @@ pub struct SimNode {
     pub rng: SplitMix,
     /// Its wall clock (ms since the epoch): the latest time it wrote at, or set by a test.
     pub now_ms: u64,
+    /// How its bundles are written (the simulation stores them uncompressed, for speed).
+    pub options: WriteOptions,
 }
 
 /// The sim's ingest result.
@@ -87,6 +89,7 @@ impl SimNode {
             dataset_name: dataset_name.to_string(),
             rng,
             now_ms,
+            options: WriteOptions::default(),
         };
         let genesis = Change::Genesis {
             name: dataset_name.to_string(),
@@ -137,6 +140,7 @@ impl SimNode {
             secret,
             rng,
             now_ms,
+            options: WriteOptions::default(),
         };
         let proof = inv.join_proof(&node.secret.public());
         node.store
@@ -206,8 +210,53 @@ impl SimNode {
             .map(|&p| self.store.peer(p).expect("mem"))
             .collect();
         let stored = self.store.stored().expect("mem");
-        let runs = plan_export(&stored, &peers, carried);
+        let runs = plan_export(&stored, &peers, carried, &self.compacted());
         self.bundle_with(&runs)
+    }
+
+    /// For each author, the last commit compacted away here.
+    pub fn compacted(&self) -> VersionVector {
+        let stored = self.store.stored().expect("mem");
+        stored
+            .iter()
+            .map(|(a, _)| (a, self.store.compacted(a).expect("mem")))
+            .collect()
+    }
+
+    /// A snapshot bundle, if some known peer lacks commits compacted away here.
+    pub fn snapshot_if_needed(&mut self) -> Option<Vec<u8>> {
+        let peers: Vec<_> = self
+            .known_peers()
+            .into_iter()
+            .map(|p| self.store.peer(p).expect("mem"))
+            .collect();
+        if !needs_snapshot(&peers, &self.compacted()) {
+            return None;
+        }
+        let salt = self.rng.bytes();
+        let (bytes, _) = self
+            .engine
+            .export_snapshot(
+                &self.store,
+                Vec::new(),
+                salt,
+                &self.key,
+                &self.secret,
+                self.options,
+            )
+            .expect("snapshot");
+        Some(bytes)
+    }
+
+    /// Compacts the history every known member holds (by what this node knows of them).
+    /// Returns how many commit bodies were dropped.
+    pub fn compact(&mut self) -> u64 {
+        let mut horizon = self.store.stored().expect("mem");
+        for p in self.known_peers() {
+            let vv = self.store.peer(p).expect("mem");
+            horizon = horizon.iter().map(|(a, n)| (a, n.min(vv.get(a)))).collect();
+        }
+        self.store.compact(&horizon).expect("mem")
     }
 
     /// A bundle carrying exactly `runs`.
@@ -223,10 +272,25 @@ impl SimNode {
                 salt,
                 &self.key,
                 &self.secret,
-                WriteOptions::default(),
+                self.options,
             )
             .expect("export");
         bytes
+    }
+
+    /// Ingests and settles one bundle, leaving the store as it is if that fails midway
+    /// (for callers that stop at the first error anyway; [`SimNode::ingest`] rolls back).
+    pub fn ingest_or_fail(&mut self, bytes: &[u8]) -> SimResult {
+        BundleReader::open(bytes)
+            .map_err(IngestError::from)
+            .and_then(|opener| {
+                self.engine
+                    .ingest(&mut self.store, opener, &self.key, self.now_ms)
+            })
+            .and_then(|report| {
+                self.engine.settle(&mut self.store, self.now_ms)?;
+                Ok(report)
+            })
     }
 
     /// Ingests and settles one bundle, all or nothing.

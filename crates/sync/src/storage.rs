@@ -28,9 +28,15 @@ pub struct StoredCommit {
     pub hlc: Hlc,
     /// Its causal context (without the author's own entry).
     pub deps: VersionVector,
-    /// Its canonical encoding.
+    /// The length of the author's name table after it (to rebuild the chain context at
+    /// this commit).
+    pub names: u32,
+    /// Its canonical encoding; empty once compacted away.
     pub bytes: Vec<u8>,
 }
+
+/// A callback over records: (collection, id, state).
+pub type RecordVisitor<'a, E> = dyn FnMut(&str, &str, &RecordState) -> Result<(), E> + 'a;
 
 /// A run kept aside until it can be checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +138,19 @@ pub trait Storage {
     fn drop_stashed(&mut self, run: u64) -> Result<(), Self::Error>;
     /// Authors with stashed runs, and how many commits those hold.
     fn stashed(&self) -> Result<Vec<(MemberId, u64)>, Self::Error>;
+
+    /// The highest commit of `m` whose body was compacted away (commits 2 up to it have no
+    /// body; commit 1, the member's genesis or join, always keeps its body), or 0.
+    fn compacted(&self, m: MemberId) -> Result<u64, Self::Error>;
+    /// Drops the bodies of commits 2 up to `upto[m]` of each member; their hash, clock and
+    /// causal context stay. Returns how many bodies were dropped.
+    fn compact(&mut self, upto: &VersionVector) -> Result<u64, Self::Error>;
+    /// Calls `f` with every record of every collection: (collection, id, state).
+    fn visit_records(&self, f: &mut RecordVisitor<'_, Self::Error>) -> Result<(), Self::Error>;
+    /// Removes every record (before installing a snapshot).
+    fn clear_records(&mut self) -> Result<(), Self::Error>;
+    /// Sets what is applied for every author at once (installing a snapshot).
+    fn reset_applied(&mut self, vv: &VersionVector) -> Result<(), Self::Error>;
 
     /// What `m` is known to hold.
     fn peer(&self, m: MemberId) -> Result<VersionVector, Self::Error>;

@@ -1,0 +1,112 @@
+//! Keeping the store small: compaction of history every member holds, and purge of
+//! deleted records.
+
+use crate::NodeError;
+use crate::node::Node;
+use crate::time::now_ms;
+use ferry_model::VersionVector;
+use ferry_sync::Storage;
+use serde::Serialize;
+
+/// What `compact` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CompactReport {
+    /// Commit bodies dropped now.
+    pub dropped: u64,
+    /// Commits whose bodies are compacted away, in all (including earlier, automatic runs).
+    pub total: u64,
+    /// Store size before (bytes, database and its log).
+    pub bytes_before: u64,
+    /// Store size after.
+    pub bytes_after: u64,
+}
+
+/// What `purge` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PurgeReport {
+    /// Deleted records removed for good.
+    pub purged: u64,
+    /// Deleted records kept because some member has not received their delete yet.
+    pub waiting: u64,
+    /// The compaction that went with it.
+    pub compact: CompactReport,
+}
+
+impl Node {
+    /// For each author, the last commit this node has compacted away.
+    pub fn compacted(&mut self) -> Result<VersionVector, NodeError> {
+        let tx = self.read()?;
+        let stored = tx.stored()?;
+        let mut out = VersionVector::new();
+        for (a, _) in stored.iter() {
+            out.set(a, tx.compacted(a)?);
+        }
+        Ok(out)
+    }
+
+    /// What every member this node knows of (joined or invited) is known to hold, and this
+    /// node holds too: the history nobody needs from it any more.
+    pub fn horizon(&mut self) -> Result<VersionVector, NodeError> {
+        let peers = self.known_peers()?;
+        let tx = self.read()?;
+        let mut horizon = tx.stored()?;
+        for p in peers {
+            let vv = tx.peer(p)?;
+            horizon = horizon.iter().map(|(a, n)| (a, n.min(vv.get(a)))).collect();
+        }
+        Ok(horizon)
+    }
+
+    fn store_bytes(&self) -> u64 {
+        let db = self.home.db();
+        let wal = std::path::PathBuf::from(format!("{}-wal", db.display()));
+        [db, wal]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Drops the bodies of commits every known member holds (members invited later get a
+    /// snapshot instead). With `vacuum`, also gives the freed space back to the disk.
+    pub fn compact(&mut self, vacuum: bool) -> Result<CompactReport, NodeError> {
+        let bytes_before = self.store_bytes();
+        let horizon = self.horizon()?;
+        let mut tx = self.store.transaction(now_ms())?;
+        let dropped = tx.compact(&horizon)?;
+        let total = tx.compacted_count()?;
+        tx.commit()?;
+        if vacuum {
+            self.store.vacuum()?;
+        }
+        Ok(CompactReport {
+            dropped,
+            total,
+            bytes_before,
+            bytes_after: self.store_bytes(),
+        })
+    }
+
+    /// Removes deleted records for good once every member has received their delete, and
+    /// compacts the history that still holds their data.
+    pub fn purge(&mut self) -> Result<PurgeReport, NodeError> {
+        let horizon = self.horizon()?;
+        let bytes_before = self.store_bytes();
+        let mut tx = self.store.transaction(now_ms())?;
+        let mut report = PurgeReport::default();
+        for (collection, id, state) in tx.dead_records()? {
+            // Safe to forget when every member has seen every delete: no edit that did not
+            // see them can still arrive, so nothing could conflict with them.
+            if state.tombstones.iter().all(|t| horizon.covers(t.dot)) {
+                tx.delete_record(&collection, &id)?;
+                report.purged += 1;
+            } else {
+                report.waiting += 1;
+            }
+        }
+        tx.commit()?;
+        report.compact = self.compact(true)?;
+        report.compact.bytes_before = bytes_before;
+        Ok(report)
+    }
+}

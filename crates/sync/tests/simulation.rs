@@ -1,0 +1,36 @@
+//! The deterministic simulation (see `ferry_sync::simulation`), short mode: CI runs it on
+//! every change. Replay one seed with
+//! `FERRY_SIM_SEED=1234 cargo test -p ferry-sync --test simulation`; run the long mode with
+//! `cargo run --release -p ferry-sync --example simulate -- 1000000`.
+
+use ferry_sync::simulation::run_caught;
+
+/// Seeds that once failed, kept so they never fail again.
+const REGRESSION_SEEDS: &[u64] = &[];
+
+#[test]
+fn two_thousand_seeded_runs_converge_without_losing_a_write() {
+    if let Some(seed) = std::env::var("FERRY_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        let outcome = run_caught(seed).unwrap_or_else(|e| panic!("{e}"));
+        assert!(outcome.writes > 0);
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut writes = 0;
+    for seed in REGRESSION_SEEDS.iter().copied().chain(0..2_000) {
+        match run_caught(seed) {
+            Ok(o) => writes += o.writes,
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 2000 seeds failed; replay one with FERRY_SIM_SEED=<seed>:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(writes > 10_000, "the runs made only {writes} writes");
+}
