@@ -61,15 +61,26 @@ impl Stamp {
         Stamp { dot, hlc, rank }
     }
 
-    /// The order among concurrent writes: by rank, then clock, then member number, then
+    /// How far its clock lies outside the trust window (0 when it does not).
+    fn excess(&self) -> u64 {
+        self.hlc.ms().abs_diff(self.rank)
+    }
+
+    /// The order among concurrent writes: by rank; on equal ranks, the clock closer to the
+    /// trust window first (two clocks cut back to the same rank are told apart by how far
+    /// off they were: the less implausible one is the later); then clock, member number and
     /// commit number. The greatest is shown first ("latest"); `first` takes the least.
     pub fn cmp_rank(&self, other: &Stamp) -> Ordering {
-        (self.rank, self.hlc, self.dot.author, self.dot.seq).cmp(&(
-            other.rank,
-            other.hlc,
-            other.dot.author,
-            other.dot.seq,
-        ))
+        self.rank
+            .cmp(&other.rank)
+            .then_with(|| other.excess().cmp(&self.excess()))
+            .then_with(|| {
+                (self.hlc, self.dot.author, self.dot.seq).cmp(&(
+                    other.hlc,
+                    other.dot.author,
+                    other.dot.seq,
+                ))
+            })
     }
 
     /// Whether `self` is shown before `other`.

@@ -550,3 +550,39 @@ fn a_relayed_fork_skips_only_that_members_run() {
             .contains_key(&("visits".to_string(), "v-9".to_string()))
     );
 }
+
+#[test]
+fn a_laptop_whose_date_is_two_years_ahead_is_accepted_but_does_not_win_every_later_conflict() {
+    const DAY: u64 = 86_400_000;
+    let (mut hq, mut a, mut b) = three();
+    hq.write("visits", "v-1", vec![set("w", Value::Int(1))], T0 + 100);
+    let from_hq = hq.bundle(&[]);
+    a.ingest(&from_hq).unwrap();
+    b.ingest(&from_hq).unwrap();
+    // Clinic A's date is two years ahead: its write is accepted everywhere.
+    let skewed = T0 + 2 * 365 * DAY;
+    a.write("visits", "v-1", vec![set("w", Value::Int(2))], skewed);
+    // Clinic B, honest, edits the same field 40 days later without having seen A's edit.
+    b.write(
+        "visits",
+        "v-1",
+        vec![set("w", Value::Int(3))],
+        T0 + 40 * DAY,
+    );
+    let (from_a, from_b) = (a.bundle(&[]), b.bundle(&[]));
+    for n in [&mut hq, &mut a, &mut b] {
+        n.now_ms = T0 + 41 * DAY;
+        n.ingest(&from_a).unwrap();
+        n.ingest(&from_b).unwrap();
+        assert_eq!(
+            n.listing()[&("visits".to_string(), "v-1".to_string())]["w"],
+            Value::Int(3),
+            "{}: the honest later edit is shown",
+            n.label
+        );
+        assert_eq!(n.conflicts().len(), 1, "both values are kept and listed");
+    }
+    // Nobody's clock was dragged two years ahead by A.
+    let clock = hq.store.clock().unwrap();
+    assert!(clock.ms() < T0 + 42 * DAY, "{clock}");
+}
