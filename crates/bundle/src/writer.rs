@@ -28,7 +28,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { level: 12 }
+        WriteOptions { level: 17 }
     }
 }
 

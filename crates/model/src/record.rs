@@ -209,12 +209,36 @@ impl RecordState {
         self.tombstones.retain(|t| !ctx.covers(t.dot));
         match op {
             Op::Set(f, v) => {
-                let removed = self.remove_from(f, |s| seen(&s.stamp));
-                self.fields.entry(f.clone()).or_default().push(Sibling {
+                let sib = Sibling {
                     stamp,
                     entry: Entry::Value(v.clone()),
-                });
-                self.retire(f, removed);
+                };
+                match self.fields.get_mut(f.as_str()) {
+                    // The common case: a field written for the first time.
+                    None if !self.firsts.contains_key(f.as_str()) => {
+                        self.fields.insert(f.clone(), vec![sib]);
+                        return;
+                    }
+                    None => {
+                        self.fields.insert(f.clone(), vec![sib]);
+                        self.retire(f, Vec::new());
+                        return;
+                    }
+                    Some(sibs) => {
+                        // Also common: one earlier value that this write saw.
+                        if sibs.len() == 1
+                            && seen(&sibs[0].stamp)
+                            && !self.firsts.contains_key(f.as_str())
+                        {
+                            let old = std::mem::replace(&mut sibs[0], sib);
+                            self.retire(f, vec![old]);
+                            return;
+                        }
+                        let removed = self.remove_from(f, |s| seen(&s.stamp));
+                        self.fields.entry(f.clone()).or_default().push(sib);
+                        self.retire(f, removed);
+                    }
+                }
             }
             Op::Incr(f, n) => {
                 let sibs = self.fields.entry(f.clone()).or_default();
@@ -259,10 +283,12 @@ impl RecordState {
                 }
             }
         }
-        self.fields.retain(|_, sibs| !sibs.is_empty());
+        if matches!(op, Op::Delete | Op::Remove(..) | Op::Set(..) | Op::Add(..)) {
+            self.fields.retain(|_, sibs| !sibs.is_empty());
+        }
         // One canonical order, so equal states are equal values (and equal bytes on disk).
         if let Some(f) = op.field() {
-            if let Some(sibs) = self.fields.get_mut(f) {
+            if let Some(sibs) = self.fields.get_mut(f).filter(|s| s.len() > 1) {
                 sibs.sort_by(|a, b| sibling_key(a).cmp(&sibling_key(b)));
             }
         }
@@ -418,6 +444,17 @@ impl RecordState {
                 (f, v)
             })
             .collect()
+    }
+
+    /// Whether some field holds more than one concurrent value, or a delete crossed an edit
+    /// (cheap: no allocation).
+    pub fn has_conflict(&self) -> bool {
+        self.fields.values().any(|sibs| {
+            sibs.iter()
+                .filter(|s| matches!(s.entry, Entry::Value(_)))
+                .nth(1)
+                .is_some()
+        }) || self.delete_conflict()
     }
 
     /// Fields that hold more than one concurrent value, by name (whatever their rule).

@@ -7,8 +7,8 @@ use std::fmt;
 ///
 /// Floats are always finite: decoders reject NaN and infinities, and [`Value::parse`] turns
 /// such text into a string.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "CompactValue", into = "CompactValue")]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "CompactValue")]
 pub enum Value {
     /// No value.
     Null,
@@ -201,6 +201,31 @@ pub(crate) fn from_decimal(mantissa: i64, exp: u8) -> Option<f64> {
     Some(mantissa as f64 / p)
 }
 
+/// Serialized exactly as [`CompactValue`], without copying the value first.
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTupleVariant;
+        const NAME: &str = "CompactValue";
+        match self {
+            Value::Null => s.serialize_unit_variant(NAME, 0, "Null"),
+            Value::Bool(false) => s.serialize_unit_variant(NAME, 1, "False"),
+            Value::Bool(true) => s.serialize_unit_variant(NAME, 2, "True"),
+            Value::Int(i) => s.serialize_newtype_variant(NAME, 3, "Int", i),
+            Value::Float(x) => match to_decimal(*x) {
+                Some((m, e)) => {
+                    let mut t = s.serialize_tuple_variant(NAME, 4, "Dec", 2)?;
+                    t.serialize_field(&m)?;
+                    t.serialize_field(&e)?;
+                    t.end()
+                }
+                None => s.serialize_newtype_variant(NAME, 5, "F64", x),
+            },
+            Value::Str(x) => s.serialize_newtype_variant(NAME, 6, "Str", x),
+            Value::Bytes(b) => s.serialize_newtype_variant(NAME, 7, "Bytes", b),
+        }
+    }
+}
+
 /// The encoding of a [`Value`] (bundles/SPEC.md §5.3): integers as zig-zag varints, floats as
 /// short decimals where exact.
 #[derive(Serialize, Deserialize)]
@@ -216,6 +241,7 @@ pub(crate) enum CompactValue {
 }
 // wire-format: end
 
+#[cfg(test)]
 impl From<Value> for CompactValue {
     fn from(v: Value) -> Self {
         match v {
@@ -279,6 +305,24 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(Value::parse(text), want, "parsing {text:?}");
+        }
+    }
+
+    #[test]
+    fn the_direct_encoding_is_the_compact_one() {
+        for v in [
+            Value::Null,
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Int(-5),
+            Value::Float(61.5),
+            Value::Float(1e300),
+            Value::Str("Kisumu".into()),
+            Value::Bytes(vec![0, 255]),
+        ] {
+            let direct = postcard::to_allocvec(&v).unwrap();
+            let compact = postcard::to_allocvec(&CompactValue::from(v.clone())).unwrap();
+            assert_eq!(direct, compact, "{v:?}");
         }
     }
 

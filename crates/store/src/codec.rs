@@ -9,16 +9,18 @@ use ferry_model::{Dot, Hlc, MemberId, RecordState, Stamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The stored blob; `E` is `Entry` when reading and `&Entry` when writing (same bytes,
+/// no copies).
 #[derive(Serialize, Deserialize)]
-struct Blob {
+struct Blob<E> {
     /// (author, seq, hlc, rank − clock ms as a signed number) of every stamp used below.
     stamps: Vec<(u32, u64, u64, i64)>,
     /// (local field name, [(stamp index, entry)]).
-    fields: Vec<(u32, Vec<(u32, Entry)>)>,
+    fields: Vec<(u32, Vec<(u32, E)>)>,
     /// Stamp indices of surviving deletes.
     tombstones: Vec<u32>,
     /// (local field name, stamp index, entry) of retired first values.
-    firsts: Vec<(u32, u32, Entry)>,
+    firsts: Vec<(u32, u32, E)>,
 }
 
 /// Why a stored record could not be read.
@@ -43,16 +45,13 @@ pub fn encode(
     };
     let mut fields = Vec::with_capacity(state.fields.len());
     for (name, sibs) in &state.fields {
-        let entries = sibs
-            .iter()
-            .map(|s| (index(&s.stamp), s.entry.clone()))
-            .collect();
+        let entries = sibs.iter().map(|s| (index(&s.stamp), &s.entry)).collect();
         fields.push((name_id(name)?, entries));
     }
     let tombstones = state.tombstones.iter().map(&mut index).collect();
     let mut firsts = Vec::with_capacity(state.firsts.len());
     for (name, sib) in &state.firsts {
-        firsts.push((name_id(name)?, index(&sib.stamp), sib.entry.clone()));
+        firsts.push((name_id(name)?, index(&sib.stamp), &sib.entry));
     }
     let blob = Blob {
         stamps: stamps
@@ -78,7 +77,7 @@ pub fn decode(
     bytes: &[u8],
     mut name: impl FnMut(u32) -> Result<String, CodecError>,
 ) -> Result<RecordState, CodecError> {
-    let blob: Blob = postcard::from_bytes(bytes).map_err(|e| CodecError(e.to_string()))?;
+    let blob: Blob<Entry> = postcard::from_bytes(bytes).map_err(|e| CodecError(e.to_string()))?;
     let stamps: Vec<Stamp> = blob
         .stamps
         .iter()

@@ -53,10 +53,13 @@ type SeenRow = (u32, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, i64);
 /// hash, hlc, deps, names, body of a stored commit.
 type CommitRow = (Vec<u8>, i64, Vec<u8>, u32, Vec<u8>);
 
+/// Maps keyed by short local names: a fast, non-cryptographic hasher is enough here.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct NameCache {
-    by_name: HashMap<String, u32>,
-    by_id: HashMap<u32, String>,
+    by_name: FastMap<String, u32>,
+    by_id: FastMap<u32, String>,
     loaded: bool,
     /// Names were added by a transaction that has not committed (yet).
     uncommitted: bool,
@@ -801,7 +804,7 @@ impl Storage for StoreTx<'_> {
                 .copied()
                 .ok_or_else(|| codec_err(format!("no local name for {n}")))
         })?;
-        let conflicted = !state.conflicted_fields().is_empty() || state.delete_conflict();
+        let conflicted = state.has_conflict();
         self.tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO records (coll, id, state, live, conflicted)
@@ -940,7 +943,7 @@ impl Storage for StoreTx<'_> {
     }
 
     fn visit_records(&self, f: &mut ferry_sync::RecordVisitor<'_, StoreError>) -> Result<()> {
-        let names: HashMap<u32, String> = {
+        let names: FastMap<u32, String> = {
             let mut stmt = self.tx.prepare_cached("SELECT id, name FROM local_names")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
             rows.collect::<std::result::Result<_, _>>()?

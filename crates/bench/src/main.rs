@@ -1,0 +1,443 @@
+//! `ferry-bench`: what a sync costs on the wire, on disk, in time and memory, measured side
+//! by side with what a user would do by hand and with the information floor.
+//!
+//! ```text
+//! cargo run --release -p ferry-bench -- quick      # < 1 minute; prints tables (CI runs it)
+//! cargo run --release -p ferry-bench -- all        # 1 … 1 000 000 records; writes
+//!                                                  # crates/bench/BENCHMARKS.md and the SVG chart
+//! ```
+//!
+//! Every measurement goes through the same library calls as the `ferry` commands (load,
+//! export, import, compact). Memory is the peak resident size of a child process that runs
+//! one export or import. Nothing here judges: goals are printed next to the figures.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod report;
+mod workload;
+
+use anyhow::{Context, Result, bail};
+use ferry_node::{Home, NoProgress, Node};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const SEED: u64 = 20261122;
+
+/// What one workload size measured.
+#[derive(Clone, Debug, Default)]
+pub struct SizeResult {
+    /// Records.
+    pub n: u64,
+    /// JSON lines, bytes.
+    pub jsonl: u64,
+    /// JSON lines + zstd -19.
+    pub jsonl_zstd: u64,
+    /// Values as CSV + xz -9.
+    pub csv_xz: u64,
+    /// ferry's bundle for the first full sync.
+    pub full: u64,
+    /// Records edited in the edit mix.
+    pub edited: u64,
+    /// ferry's bundle carrying the edit mix.
+    pub incr: u64,
+    /// Edits as JSON lines + zstd -19 (what a user would send by hand).
+    pub incr_jsonl_zstd: u64,
+    /// Seconds: `ferry load` of the records.
+    pub load_s: f64,
+    /// Seconds: export of the full sync.
+    pub export_s: f64,
+    /// Seconds: import of the full sync into an empty replica.
+    pub import_s: f64,
+    /// Seconds: plain SQLite inserting the same rows in one transaction.
+    pub sqlite_s: f64,
+    /// Store bytes after the import and edits.
+    pub store: u64,
+    /// Store bytes after compaction.
+    pub store_compacted: u64,
+    /// The plain SQLite table's file.
+    pub sqlite_bytes: u64,
+    /// Peak resident memory of an export / import child process, kB (large sizes only).
+    pub export_peak_kb: Option<u64>,
+    /// See `export_peak_kb`.
+    pub import_peak_kb: Option<u64>,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("child") => child(&args[1..]),
+        Some("quick") => {
+            let results = run(&[1, 10, 1_000, 10_000], &[])?;
+            report::print(&results, &fixed()?);
+            Ok(())
+        }
+        Some("all") => {
+            let results = run(&[1, 10, 1_000, 100_000, 1_000_000], &[100_000, 1_000_000])?;
+            let fixed = fixed()?;
+            report::print(&results, &fixed);
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            report::write(&dir, &results, &fixed)?;
+            println!("\nwrote {}", dir.join("BENCHMARKS.md").display());
+            Ok(())
+        }
+        _ => bail!("usage: ferry-bench quick | all"),
+    }
+}
+
+/// The small-bundle figures: (fixed overhead, one incremental reference record, empty
+/// receipt), in bytes, measured through the sync engine as in `size_budget.rs`.
+pub struct Fixed {
+    /// Fixed overhead of a bundle.
+    pub overhead: u64,
+    /// One new reference record from a known member.
+    pub one_record: u64,
+    /// A bundle with nothing but a receipt.
+    pub receipt: u64,
+}
+
+fn fixed() -> Result<Fixed> {
+    use ferry_model::{MemberId, Op, Value};
+    use ferry_sync::sim::SimNode;
+    let t0 = 1_763_000_000_000;
+    let reference = |p: &str| {
+        let s = |v: &str| Value::Str(v.into());
+        vec![
+            Op::Set("patient_id".into(), s(p)),
+            Op::Set("visit_date".into(), s("2026-11-03")),
+            Op::Set("village".into(), s("Kisumu Ndogo")),
+            Op::Set("chw".into(), s("chw-017")),
+            Op::Set("age_years".into(), Value::Int(34)),
+            Op::Set("sex".into(), s("F")),
+            Op::Set("weight_kg".into(), Value::Float(61.5)),
+            Op::Set("muac_mm".into(), Value::Int(242)),
+            Op::Set("temp_c".into(), Value::Float(37.8)),
+            Op::Set("diagnosis".into(), s("malaria")),
+            Op::Set("treatment".into(), s("ACT")),
+            Op::Set("followup".into(), Value::Bool(true)),
+        ]
+    };
+    let mut hq = SimNode::create("clinics", "hq", 1, t0);
+    let inv = hq.invite(MemberId(2), "clinic-a", t0 + 1);
+    let _ = hq.invite(MemberId(3), "clinic-b", t0 + 2);
+    let mut a = SimNode::join(&inv, 2, t0 + 10);
+    hq.ingest(&a.bundle(&[]))?;
+    a.ingest(&hq.bundle(&[]))?;
+    a.write(
+        "visits",
+        "v-2026-000122",
+        reference("p-004511"),
+        t0 + 60_000,
+    );
+    hq.ingest(&a.bundle(&[]))?;
+    a.ingest(&hq.bundle(&[]))?;
+    a.write(
+        "visits",
+        "v-2026-000123",
+        reference("p-004512"),
+        t0 + 900_000,
+    );
+    let one = a.bundle_for(&[MemberId::ADMIN], &[]).len() as u64;
+    let receipt = a.bundle_with(&[]).len() as u64;
+    let header = ferry_bundle::Header {
+        dataset: a.engine.dataset,
+        sender: MemberId(2),
+        salt: [0; 16],
+    }
+    .encode()
+    .len() as u64;
+    Ok(Fixed {
+        overhead: header + 1 + 16 + 64,
+        one_record: one,
+        receipt,
+    })
+}
+
+fn run(sizes: &[u64], memory_sizes: &[u64]) -> Result<Vec<SizeResult>> {
+    let mut out = Vec::new();
+    for &n in sizes {
+        eprintln!("measuring {n} records …");
+        let mut r = measure(n, memory_sizes.contains(&n))?;
+        r.n = n;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn files_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        files_bytes(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn store_bytes(home: &Path) -> u64 {
+    ["ferry.db", "ferry.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(home.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn xz9(data: &[u8]) -> Result<u64> {
+    let mut child = Command::new("xz")
+        .args(["-9", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running xz (Debian package xz-utils)")?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output()?;
+    writer.join().expect("writer thread")?;
+    Ok(out.stdout.len() as u64)
+}
+
+fn measure(n: u64, memory: bool) -> Result<SizeResult> {
+    let mut r = SizeResult::default();
+    let tmp = tempfile::tempdir()?;
+    let base = tmp.path();
+    // Baselines.
+    let mut jsonl = Vec::new();
+    let mut csv = String::from("id,");
+    csv.push_str(&workload::FIELDS.join(","));
+    csv.push('\n');
+    for i in 0..n {
+        let (id, fields) = workload::visit(SEED, i);
+        jsonl.extend_from_slice(workload::json_line(&id, &fields).as_bytes());
+        jsonl.push(b'\n');
+        csv.push_str(&workload::csv_line(&id, &fields));
+        csv.push('\n');
+    }
+    r.jsonl = jsonl.len() as u64;
+    r.jsonl_zstd = zstd::bulk::compress(&jsonl, 19)?.len() as u64;
+    r.csv_xz = xz9(csv.as_bytes())?;
+
+    // Two laptops: HQ has the records, clinic A joins and receives them.
+    let hq_home = Home::at(base.join("hq"));
+    let a_home = Home::at(base.join("a"));
+    let mut hq = Node::create(&hq_home, "hq", "bench")?;
+    let inv = base.join("a.invite");
+    hq.invite(&inv, Some("clinic-a"))?;
+    let mut a = Node::join(&a_home, "clinic-a", &inv)?;
+    let join = base.join("join");
+    std::fs::create_dir(&join)?;
+    a.export(&join, &NoProgress)?;
+    hq.import(&[join], &NoProgress)?;
+    let start = Instant::now();
+    hq.load("visits", &mut &jsonl[..], Some(r.jsonl), &NoProgress)?;
+    r.load_s = start.elapsed().as_secs_f64();
+
+    let full = base.join("full");
+    std::fs::create_dir(&full)?;
+    if memory {
+        drop(hq);
+        r.export_peak_kb = Some(child_run("export", &hq_home, &full)?);
+        hq = Node::open(&hq_home)?;
+        // Time it in process too (the child's figure includes starting up).
+        let again = base.join("full-timed");
+        std::fs::create_dir(&again)?;
+        let start = Instant::now();
+        hq.export(&again, &NoProgress)?;
+        r.export_s = start.elapsed().as_secs_f64();
+    } else {
+        let start = Instant::now();
+        hq.export(&full, &NoProgress)?;
+        r.export_s = start.elapsed().as_secs_f64();
+    }
+    r.full = files_bytes(&full);
+    if memory {
+        // The import is measured in a child on a copy of A (so A itself stays fresh).
+        let copy = base.join("a-copy");
+        copy_dir(&a_home_root(&a_home), &copy)?;
+        drop(a);
+        r.import_peak_kb = Some(child_run("import", &Home::at(&copy), &full)?);
+        a = Node::open(&a_home)?;
+    }
+    let start = Instant::now();
+    let imported = a.import(std::slice::from_ref(&full), &NoProgress)?;
+    r.import_s = start.elapsed().as_secs_f64();
+    if imported.rejected() > 0 {
+        bail!("the full bundle was refused");
+    }
+    if a.status()?.records != n {
+        bail!("clinic A has {} records, not {n}", a.status()?.records);
+    }
+
+    // Plain SQLite, the same rows in one transaction.
+    let sqlite_path = base.join("plain.db");
+    let start = Instant::now();
+    {
+        let mut conn = rusqlite::Connection::open(&sqlite_path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE visits (id TEXT PRIMARY KEY, patient_id TEXT, visit_date TEXT,
+               village TEXT, chw TEXT, age_years INTEGER, sex TEXT, weight_kg REAL,
+               muac_mm INTEGER, diagnosis TEXT, treatment TEXT, followup INTEGER, note TEXT);",
+        )?;
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+            )?;
+            for i in 0..n {
+                let (id, f) = workload::visit(SEED, i);
+                let p: Vec<rusqlite::types::Value> = std::iter::once(id.into())
+                    .chain(f.iter().map(sql_value))
+                    .collect();
+                stmt.execute(rusqlite::params_from_iter(p))?;
+            }
+        }
+        tx.commit()?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    }
+    r.sqlite_s = start.elapsed().as_secs_f64();
+    r.sqlite_bytes = store_bytes_of(&sqlite_path);
+
+    // The edit mix: clinic A edits 20 % of the records; HQ edits some at the same time.
+    let edits = workload::edits(SEED, n);
+    r.edited = edits.len() as u64;
+    let mut a_lines = Vec::new();
+    let mut hq_lines = Vec::new();
+    for (i, fields, concurrent) in &edits {
+        let (id, _) = workload::visit(SEED, *i);
+        let mut obj = serde_json::Map::new();
+        obj.insert("id".into(), id.clone().into());
+        for (f, v) in fields {
+            obj.insert(workload::FIELDS[*f].into(), ferry_node::json::to_json(v));
+        }
+        a_lines.extend_from_slice(
+            serde_json::Value::Object(obj.clone())
+                .to_string()
+                .as_bytes(),
+        );
+        a_lines.push(b'\n');
+        if *concurrent {
+            hq_lines.extend_from_slice(serde_json::Value::Object(obj).to_string().as_bytes());
+            hq_lines.push(b'\n');
+        }
+    }
+    r.incr_jsonl_zstd = zstd::bulk::compress(&a_lines, 19)?.len() as u64;
+    if !edits.is_empty() {
+        a.load("visits", &mut &a_lines[..], None, &NoProgress)?;
+        if !hq_lines.is_empty() {
+            hq.load("visits", &mut &hq_lines[..], None, &NoProgress)?;
+        }
+    }
+    let incr = base.join("incr");
+    std::fs::create_dir(&incr)?;
+    a.export(&incr, &NoProgress)?;
+    r.incr = files_bytes(&incr);
+    r.store = store_bytes(a_home.root());
+    // Receipts travel back so A knows HQ holds everything, then A compacts.
+    hq.import(std::slice::from_ref(&incr), &NoProgress)?;
+    let back = base.join("back");
+    std::fs::create_dir(&back)?;
+    hq.export(&back, &NoProgress)?;
+    a.import(&[back], &NoProgress)?;
+    a.compact(true)?;
+    r.store_compacted = store_bytes(a_home.root());
+    Ok(r)
+}
+
+fn a_home_root(home: &Home) -> PathBuf {
+    home.root().to_path_buf()
+}
+
+fn store_bytes_of(db: &Path) -> u64 {
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    [db.to_path_buf(), wal]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+fn sql_value(v: &ferry_model::Value) -> rusqlite::types::Value {
+    use ferry_model::Value;
+    match v {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Bool(b) => rusqlite::types::Value::Integer(*b as i64),
+        Value::Int(i) => rusqlite::types::Value::Integer(*i),
+        Value::Float(f) => rusqlite::types::Value::Real(*f),
+        Value::Str(s) => rusqlite::types::Value::Text(s.clone()),
+        Value::Bytes(b) => rusqlite::types::Value::Blob(b.clone()),
+    }
+}
+
+/// Runs this program as a child doing one export or import, and returns its peak resident
+/// memory in kB.
+fn child_run(what: &str, home: &Home, dir: &Path) -> Result<u64> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .args(["child", what])
+        .arg(home.root())
+        .arg(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "child {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .strip_prefix("peak_kb ")
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("child {what} printed {text:?}"))
+}
+
+/// The child: one export or import, then its peak resident memory (VmHWM) on stdout.
+fn child(args: &[String]) -> Result<()> {
+    let [what, home, dir] = args else {
+        bail!("usage: ferry-bench child export|import HOME DIR");
+    };
+    let mut node = Node::open(&Home::at(home))?;
+    match what.as_str() {
+        "export" => {
+            node.export(Path::new(dir), &NoProgress)?;
+        }
+        "import" => {
+            let r = node.import(&[PathBuf::from(dir)], &NoProgress)?;
+            if r.rejected() > 0 {
+                bail!("import refused a file");
+            }
+        }
+        _ => bail!("unknown child {what}"),
+    }
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .context("VmHWM in /proc/self/status")?;
+    println!("peak_kb {kb}");
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Tables on stdout, and `BENCHMARKS.md` with an SVG chart.
+
+use crate::{Fixed, SizeResult};
+use anyhow::Result;
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn per(bytes: u64, n: u64) -> f64 {
+    bytes as f64 / n.max(1) as f64
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    n as f64 / secs.max(1e-9)
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 10_000.0 {
+        format!("{:.0}k/s", r / 1000.0)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
+/// The report as Markdown tables (also what is printed).
+fn tables(results: &[SizeResult], fixed: &Fixed) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "### Wire bytes: first full sync\n");
+    let _ = writeln!(
+        s,
+        "| records | JSON lines | JSONL + zstd -19 | values CSV + xz -9 | **ferry bundle** | ferry ÷ CSV+xz | ferry ÷ JSONL+zstd | ferry B/record |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | **{}** | {:.2} | {:.2} | {:.1} |",
+            r.n,
+            r.jsonl,
+            r.jsonl_zstd,
+            r.csv_xz,
+            r.full,
+            r.full as f64 / r.csv_xz as f64,
+            r.full as f64 / r.jsonl_zstd as f64,
+            per(r.full, r.n)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nThe ferry bundle is signed and encrypted and also carries the dataset's membership (the genesis, two invitations, a join); the baselines carry only the values.\n"
+    );
+    let _ = writeln!(s, "### Wire bytes: incremental sync (the edit mix)\n");
+    let _ = writeln!(
+        s,
+        "| records | edited (20 %) | ferry bundle | ferry per edited record | edits as JSONL + zstd -19 |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1} | {} |",
+            r.n,
+            r.edited,
+            r.incr,
+            per(r.incr, r.edited),
+            r.incr_jsonl_zstd
+        );
+    }
+    let _ = writeln!(s, "\n### Small bundles\n");
+    let _ = writeln!(s, "| what | bytes | goal |");
+    let _ = writeln!(s, "|---|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| fixed overhead per bundle (header, flag, tag, signature) | {} | ≤ 120 |",
+        fixed.overhead
+    );
+    let _ = writeln!(
+        s,
+        "| one new reference record from a known member, whole bundle | {} | ≤ 260 |",
+        fixed.one_record
+    );
+    let _ = writeln!(s, "| a receipt only (3 members) | {} | |", fixed.receipt);
+    let _ = writeln!(s, "\n### Speed\n");
+    let _ = writeln!(
+        s,
+        "| records | load | export | import (apply) | plain SQLite insert | apply ÷ SQLite |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} s ({}) | {:.2} s ({}) | {:.2} s ({}) | {:.2} s ({}) | {:.2} |",
+            r.n,
+            r.load_s,
+            fmt_rate(rate(r.n, r.load_s)),
+            r.export_s,
+            fmt_rate(rate(r.n, r.export_s)),
+            r.import_s,
+            fmt_rate(rate(r.n, r.import_s)),
+            r.sqlite_s,
+            fmt_rate(rate(r.n, r.sqlite_s)),
+            r.sqlite_s / r.import_s
+        );
+    }
+    if results.iter().any(|r| r.export_peak_kb.is_some()) {
+        let _ = writeln!(s, "\n### Peak memory (resident, whole process)\n");
+        let _ = writeln!(s, "| records | export | import | goal |");
+        let _ = writeln!(s, "|---:|---:|---:|---:|");
+        for r in results.iter().filter(|r| r.export_peak_kb.is_some()) {
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} MB | {:.1} MB | ≤ 100 MB |",
+                r.n,
+                r.export_peak_kb.unwrap_or(0) as f64 / 1024.0,
+                r.import_peak_kb.unwrap_or(0) as f64 / 1024.0
+            );
+        }
+    }
+    let _ = writeln!(s, "\n### Disk\n");
+    let _ = writeln!(
+        s,
+        "| records | ferry store, B/record | after compaction | plain SQLite table, B/record | ferry ÷ plain (compacted) |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            r.n,
+            per(r.store, r.n),
+            per(r.store_compacted, r.n),
+            per(r.sqlite_bytes, r.n),
+            r.store_compacted as f64 / r.sqlite_bytes.max(1) as f64
+        );
+    }
+    s
+}
+
+/// Prints the tables.
+pub fn print(results: &[SizeResult], fixed: &Fixed) {
+    println!("{}", tables(results, fixed));
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0} GiB", kb as f64 / 1048576.0));
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|o| {
+            o.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_default();
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem} RAM, {os}, {rustc}, release build")
+}
+
+/// One bar series: name, colour, the figure it shows.
+type Series = (&'static str, &'static str, fn(&SizeResult) -> u64);
+
+/// A grouped bar chart of bytes per record (full sync) against the baselines.
+fn svg(results: &[SizeResult]) -> String {
+    let rows: Vec<&SizeResult> = results.iter().filter(|r| r.n >= 1000).collect();
+    let series: [Series; 4] = [
+        ("JSON lines", "#bbbbbb", |r| r.jsonl),
+        ("JSONL + zstd -19", "#6699cc", |r| r.jsonl_zstd),
+        ("values CSV + xz -9", "#99cc99", |r| r.csv_xz),
+        ("ferry bundle (signed, encrypted)", "#cc6633", |r| r.full),
+    ];
+    let max = rows
+        .iter()
+        .flat_map(|r| series.iter().map(move |(_, _, f)| per(f(r), r.n)))
+        .fold(1.0f64, f64::max);
+    let (w, h, left, top, bottom) = (760.0, 360.0, 60.0, 40.0, 60.0);
+    let plot_h = h - top - bottom;
+    let group_w = (w - left - 20.0) / rows.len().max(1) as f64;
+    let bar_w = group_w / (series.len() as f64 + 1.0);
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<text x="{left}" y="20" font-size="14">Bytes per record, first full sync (lower is better)</text>
+<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>
+<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>
+"##,
+        h - bottom,
+        h - bottom,
+        w - 20.0,
+        h - bottom
+    );
+    for t in 0..=4 {
+        let v = max * t as f64 / 4.0;
+        let y = h - bottom - plot_h * t as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="end">{v:.0}</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eeeeee"/>"##,
+            left - 6.0,
+            y + 4.0,
+            w - 20.0
+        );
+    }
+    for (g, r) in rows.iter().enumerate() {
+        let x0 = left + g as f64 * group_w + bar_w / 2.0;
+        for (k, (_, color, f)) in series.iter().enumerate() {
+            let v = per(f(r), r.n);
+            let bh = plot_h * v / max;
+            let x = x0 + k as f64 * bar_w;
+            let _ = writeln!(
+                s,
+                r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{v:.0}</text>"##,
+                h - bottom - bh,
+                bar_w * 0.9,
+                x + bar_w * 0.45,
+                h - bottom - bh - 3.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle">{} records</text>"##,
+            x0 + bar_w * series.len() as f64 / 2.0,
+            h - bottom + 16.0,
+            r.n
+        );
+    }
+    for (k, (name, color, _)) in series.iter().enumerate() {
+        let x = left + k as f64 * 170.0;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{}">{name}</text>"##,
+            h - 22.0,
+            x + 16.0,
+            h - 12.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Writes `BENCHMARKS.md` and `bytes-per-record.svg` into `dir`.
+pub fn write(dir: &Path, results: &[SizeResult], fixed: &Fixed) -> Result<()> {
+    std::fs::write(dir.join("bytes-per-record.svg"), svg(results))?;
+    let mut md = String::new();
+    let _ = writeln!(md, "# ferry benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Regenerate with `cargo run --release -p ferry-bench -- all` (this file and `bytes-per-record.svg`); `quick` prints a smaller run. Numbers below are from one run on: {}.\n",
+        machine()
+    );
+    let _ = writeln!(
+        md,
+        "The workload is `crates/bench/src/workload.rs`: seeded patient visits with 12 fields shaped like the reference record (ids, a date, one of 200 villages, enums, small numbers, one decimal, an often-empty note, a bool), and an edit mix where 20 % of records get 1–3 field edits on another laptop, a tenth of them edited concurrently at the origin. Every figure goes through the same library calls as `ferry load`, `export`, `import` and `compact`.\n"
+    );
+    let _ = writeln!(md, "![bytes per record](bytes-per-record.svg)\n");
+    md.push_str(&tables(results, fixed));
+    std::fs::write(dir.join("BENCHMARKS.md"), md)?;
+    Ok(())
+}
