@@ -124,6 +124,11 @@ enum Command {
         #[arg(required = true)]
         values: Vec<String>,
     },
+    /// This laptop's email address and phone number, published to every member
+    Contact {
+        #[command(subcommand)]
+        action: ContactAction,
+    },
     /// Merge rules per field: how values written at the same time on two laptops combine
     Rule {
         #[command(subcommand)]
@@ -193,6 +198,25 @@ enum Command {
         /// Keep the demo's folders here instead of a temporary folder
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContactAction {
+    /// Publish this laptop's email address and/or phone number (used by `ferry send email/sms`)
+    Set {
+        /// Email address, e.g. clinic-a@example.org
+        #[arg(long)]
+        email: Option<String>,
+        /// Phone number in international form, e.g. +254712345678
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    /// Every member's published addresses
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -460,6 +484,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let mut node = open(&cli.home)?;
             node.set_remove(&collection, &id, &field, &values)?;
+        }
+        Command::Contact { action } => {
+            let mut node = open(&cli.home)?;
+            match action {
+                ContactAction::Set { email, phone } => {
+                    node.set_contact(email.as_deref(), phone.as_deref())?;
+                    out(format_args!(
+                        "Published; the other members learn it with the next sync"
+                    ))?;
+                }
+                ContactAction::List { json: as_json } => {
+                    let labels = node.labels()?;
+                    let contacts = node.contacts()?;
+                    if as_json {
+                        let items: Vec<_> = contacts
+                            .iter()
+                            .map(|(m, c)| {
+                                serde_json::json!({
+                                    "member": m.0,
+                                    "label": labels.get(m),
+                                    "email": c.email,
+                                    "phone": c.phone,
+                                })
+                            })
+                            .collect();
+                        out(format_args!("{}", serde_json::Value::Array(items)))?;
+                    } else if contacts.is_empty() {
+                        out(format_args!("No member has published an address yet."))?;
+                    } else {
+                        for (m, c) in &contacts {
+                            out(format_args!(
+                                "#{:<3} {:<16} {:<30} {}",
+                                m.0,
+                                labels.get(m).cloned().unwrap_or_default(),
+                                c.email.as_deref().unwrap_or("-"),
+                                c.phone.as_deref().unwrap_or("-")
+                            ))?;
+                        }
+                    }
+                }
+            }
         }
         Command::Rule { action } => {
             let mut node = open(&cli.home)?;

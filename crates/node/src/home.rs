@@ -5,6 +5,8 @@
 //!   ferry.db         the node's SQLite store (mode 0600): identity, keys, data, history
 //!   quarantine/      copies of refused inputs, each with a .reason.txt beside it
 //!   outbox/          bundles being written (temporary)
+//!   ferry.toml       settings of the email, SMS and serial transports (optional)
+//!   transports/NAME/ each transport's durable state (queued and partly received messages)
 //! ```
 
 use crate::NodeError;
@@ -49,6 +51,16 @@ impl Home {
     /// The database.
     pub fn db(&self) -> PathBuf {
         self.root.join("ferry.db")
+    }
+
+    /// The configuration file (`ferry.toml`): transport settings.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("ferry.toml")
+    }
+
+    /// A transport's own folder for durable state (queued messages, received parts).
+    pub fn transport_state(&self, name: &str) -> PathBuf {
+        self.root.join("transports").join(name)
     }
 
     /// Where refused inputs are copied.

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod contacts;
 mod error;
 mod exchange;
 mod home;
@@ -20,6 +21,7 @@ mod node;
 mod progress;
 pub mod time;
 
+pub use contacts::Contact;
 pub use error::NodeError;
 pub use exchange::{
     ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,

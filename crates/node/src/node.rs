@@ -369,6 +369,11 @@ impl Node {
         self.id.secret.public()
     }
 
+    /// Commits changes made by this node (used by other modules of the crate).
+    pub(crate) fn commit_changes(&mut self, changes: Vec<Change>) -> Result<(), NodeError> {
+        self.commit(changes)
+    }
+
     fn commit(&mut self, changes: Vec<Change>) -> Result<(), NodeError> {
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
