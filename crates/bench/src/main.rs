@@ -98,26 +98,10 @@ pub struct Fixed {
 }
 
 fn fixed() -> Result<Fixed> {
-    use ferry_model::{MemberId, Op, Value};
+    use ferry_model::MemberId;
     use ferry_sync::sim::SimNode;
     let t0 = 1_763_000_000_000;
-    let reference = |p: &str| {
-        let s = |v: &str| Value::Str(v.into());
-        vec![
-            Op::Set("patient_id".into(), s(p)),
-            Op::Set("visit_date".into(), s("2026-11-03")),
-            Op::Set("village".into(), s("Kisumu Ndogo")),
-            Op::Set("chw".into(), s("chw-017")),
-            Op::Set("age_years".into(), Value::Int(34)),
-            Op::Set("sex".into(), s("F")),
-            Op::Set("weight_kg".into(), Value::Float(61.5)),
-            Op::Set("muac_mm".into(), Value::Int(242)),
-            Op::Set("temp_c".into(), Value::Float(37.8)),
-            Op::Set("diagnosis".into(), s("malaria")),
-            Op::Set("treatment".into(), s("ACT")),
-            Op::Set("followup".into(), Value::Bool(true)),
-        ]
-    };
+    let reference = ferry_sync::sim::reference_record;
     let mut hq = SimNode::create("clinics", "hq", 1, t0);
     let inv = hq.invite(MemberId(2), "clinic-a", t0 + 1);
     let _ = hq.invite(MemberId(3), "clinic-b", t0 + 2);

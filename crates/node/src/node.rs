@@ -705,15 +705,21 @@ impl Node {
         }])
     }
 
-    /// Writes one op on one field of a record, after checking the names.
-    fn edit(&mut self, collection: &str, id: &str, field: &str, op: Op) -> Result<(), NodeError> {
+    /// Writes ops on one field of a record in one commit, after checking the names.
+    fn edit(
+        &mut self,
+        collection: &str,
+        id: &str,
+        field: &str,
+        ops: Vec<Op>,
+    ) -> Result<(), NodeError> {
         check_collection(collection)?;
         check_id(id)?;
         check_field(field)?;
         self.commit(vec![Change::Record {
             collection: collection.into(),
             id: id.into(),
-            ops: vec![op],
+            ops,
         }])
     }
 
@@ -725,7 +731,7 @@ impl Node {
         field: &str,
         by: i64,
     ) -> Result<(), NodeError> {
-        self.edit(collection, id, field, Op::Incr(field.into(), by))
+        self.edit(collection, id, field, vec![Op::Incr(field.into(), by)])
     }
 
     /// Adds strings to a set field.
@@ -736,17 +742,11 @@ impl Node {
         field: &str,
         elems: &[String],
     ) -> Result<(), NodeError> {
-        check_collection(collection)?;
-        check_id(id)?;
-        check_field(field)?;
-        self.commit(vec![Change::Record {
-            collection: collection.into(),
-            id: id.into(),
-            ops: elems
-                .iter()
-                .map(|e| Op::Add(field.into(), e.clone()))
-                .collect(),
-        }])
+        let ops = elems
+            .iter()
+            .map(|e| Op::Add(field.into(), e.clone()))
+            .collect();
+        self.edit(collection, id, field, ops)
     }
 
     /// Removes strings from a set field (the adds this laptop has seen; a concurrent add
@@ -758,17 +758,11 @@ impl Node {
         field: &str,
         elems: &[String],
     ) -> Result<(), NodeError> {
-        check_collection(collection)?;
-        check_id(id)?;
-        check_field(field)?;
-        self.commit(vec![Change::Record {
-            collection: collection.into(),
-            id: id.into(),
-            ops: elems
-                .iter()
-                .map(|e| Op::Remove(field.into(), e.clone()))
-                .collect(),
-        }])
+        let ops = elems
+            .iter()
+            .map(|e| Op::Remove(field.into(), e.clone()))
+            .collect();
+        self.edit(collection, id, field, ops)
     }
 
     /// Resolves a conflicted field with `value`: a write that supersedes every value this
@@ -794,7 +788,7 @@ impl Node {
                 "a record deleted on one laptop and edited on another is resolved with `ferry delete COLLECTION ID` (delete it for everyone) or `ferry put COLLECTION ID FIELD=VALUE` (keep it)".into(),
             ));
         }
-        self.edit(collection, id, field, Op::Set(field.into(), value))
+        self.edit(collection, id, field, vec![Op::Set(field.into(), value)])
     }
 
     /// What this node knows about itself, the dataset and its members.

@@ -367,25 +367,33 @@ impl StoreTx<'_> {
         Ok(out)
     }
 
-    /// Records with concurrent values or a delete/edit conflict, by collection and id.
-    pub fn conflicts(&mut self) -> Result<Vec<ConflictRow>> {
+    /// The decoded records a query returns as (coll, id, state) rows.
+    fn decoded_rows(&mut self, sql: &str) -> Result<Vec<(String, String, RecordState)>> {
         let rows: Vec<(u32, String, Vec<u8>)> = {
-            let mut stmt = self
-                .tx
-                .prepare_cached("SELECT coll, id, state FROM records WHERE conflicted = 1")?;
+            let mut stmt = self.tx.prepare_cached(sql)?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<std::result::Result<_, _>>()?
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
         for (coll, id, bytes) in rows {
             let state = self.decode_record(&bytes)?;
             let collection = self.names.by_id.get(&coll).cloned().unwrap_or_default();
-            out.push(ConflictRow {
+            out.push((collection, id, state));
+        }
+        Ok(out)
+    }
+
+    /// Records with concurrent values or a delete/edit conflict, by collection and id.
+    pub fn conflicts(&mut self) -> Result<Vec<ConflictRow>> {
+        let mut out: Vec<ConflictRow> = self
+            .decoded_rows("SELECT coll, id, state FROM records WHERE conflicted = 1")?
+            .into_iter()
+            .map(|(collection, id, state)| ConflictRow {
                 collection,
                 id,
                 state,
-            });
-        }
+            })
+            .collect();
         out.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
         Ok(out)
     }
@@ -447,20 +455,7 @@ impl StoreTx<'_> {
 
     /// Records with no field left (deleted), as (collection, id, state).
     pub fn dead_records(&mut self) -> Result<Vec<(String, String, RecordState)>> {
-        let rows: Vec<(u32, String, Vec<u8>)> = {
-            let mut stmt = self
-                .tx
-                .prepare_cached("SELECT coll, id, state FROM records WHERE live = 0")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
-        let mut out = Vec::new();
-        for (coll, id, bytes) in rows {
-            let state = self.decode_record(&bytes)?;
-            let collection = self.names.by_id.get(&coll).cloned().unwrap_or_default();
-            out.push((collection, id, state));
-        }
-        Ok(out)
+        self.decoded_rows("SELECT coll, id, state FROM records WHERE live = 0")
     }
 
     /// A bundle file seen before, by content name.

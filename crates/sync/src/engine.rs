@@ -913,9 +913,109 @@ impl Engine {
         Ok(applied)
     }
 
+    /// Starts a bundle from this node: the header and its receipt.
+    fn start_bundle<S: Storage, W: Write>(
+        &self,
+        store: &S,
+        out: W,
+        salt: [u8; 16],
+        key: &DatasetKey,
+        options: WriteOptions,
+    ) -> Res<(BundleWriter<W>, VersionVector), S> {
+        let header = Header {
+            dataset: self.dataset,
+            sender: self.me,
+            salt,
+        };
+        let receipt = st::<S, _>(store.stored())?;
+        let mut w = BundleWriter::new(out, &header, key, options)?;
+        w.push(&Item::Receipt(receipt.clone()))?;
+        Ok((w, receipt))
+    }
+
+    /// Writes runs with their proofs: this node signs its own head (or the bundle does);
+    /// other authors' runs carry the proof this node holds at their end.
+    fn push_runs<S: Storage, W: Write>(
+        &self,
+        store: &S,
+        w: &mut BundleWriter<W>,
+        runs: &[ExportRun],
+        receipt: &VersionVector,
+        signer: &SecretKey,
+        report: &mut ExportReport,
+    ) -> Res<(), S> {
+        for run in runs {
+            let proof = if run.author == self.me && run.last == receipt.get(self.me) {
+                RunProof::Sender
+            } else if run.author == self.me {
+                let hash = self.hash_at(store, self.me, run.last)?;
+                RunProof::Head(signer.sign(&head_message(
+                    self.dataset,
+                    self.me,
+                    run.last,
+                    &hash,
+                    None,
+                )))
+            } else {
+                match st::<S, _>(store.proof(run.author, run.last))? {
+                    Some(Proof {
+                        digest: Some(digest),
+                        sig,
+                        ..
+                    }) => RunProof::Bundle { digest, sig },
+                    Some(Proof {
+                        digest: None, sig, ..
+                    }) => RunProof::Head(sig),
+                    None => {
+                        return Err(IngestError::Storage(missing::<S>(format!(
+                            "proof for commit {} of {}",
+                            run.last, run.author
+                        ))));
+                    }
+                }
+            };
+            w.push(&Item::Run {
+                author: run.author,
+                first: run.first,
+                count: run.last - run.first + 1,
+                proof,
+            })?;
+            for seq in run.first..=run.last {
+                let c = st::<S, _>(store.commit(run.author, seq))?
+                    .filter(|c| !c.bytes.is_empty())
+                    .ok_or_else(|| {
+                        IngestError::Storage(missing::<S>(format!(
+                            "commit {seq} of {} (compacted away: plan runs after it)",
+                            run.author
+                        )))
+                    })?;
+                w.push(&Item::Commit(c.bytes))?;
+                report.commits += 1;
+            }
+            report.runs.push(*run);
+        }
+        Ok(())
+    }
+
+    /// Signs and seals a bundle: the signature vouches for this node's head and the digest.
+    fn seal<S: Storage, W: Write>(
+        &self,
+        store: &S,
+        w: BundleWriter<W>,
+        receipt: &VersionVector,
+        signer: &SecretKey,
+        mut report: ExportReport,
+    ) -> Res<(W, ExportReport), S> {
+        let head = receipt.get(self.me);
+        let hash = self.hash_at(store, self.me, head)?;
+        let (out, digest) =
+            w.finish(|d| signer.sign(&head_message(self.dataset, self.me, head, &hash, Some(d))))?;
+        report.digest = digest;
+        Ok((out, report))
+    }
+
     /// Writes a snapshot bundle: this node's records as they are, for members that need
     /// commits it has compacted away, then the commits it holds but has not applied.
-    #[allow(clippy::too_many_arguments)]
     pub fn export_snapshot<S: Storage, W: Write>(
         &self,
         store: &S,
@@ -925,19 +1025,12 @@ impl Engine {
         signer: &SecretKey,
         options: WriteOptions,
     ) -> Res<(W, ExportReport), S> {
-        let header = Header {
-            dataset: self.dataset,
-            sender: self.me,
-            salt,
-        };
-        let receipt = st::<S, _>(store.stored())?;
+        let (mut w, receipt) = self.start_bundle(store, out, salt, key, options)?;
         let state = st::<S, _>(store.applied())?;
         let mut compacted = VersionVector::new();
         for (a, _) in receipt.iter() {
             compacted.set(a, st::<S, _>(store.compacted(a))?);
         }
-        let mut w = BundleWriter::new(out, &header, key, options)?;
-        w.push(&Item::Receipt(receipt.clone()))?;
         w.push(&Item::Snapshot {
             state: state.clone(),
             compacted,
@@ -976,48 +1069,19 @@ impl Engine {
         if let Some(e) = failed {
             return Err(e.into());
         }
+        // Then what is held but not applied (pending), as ordinary runs.
+        let pending: Vec<ExportRun> = receipt
+            .iter()
+            .filter(|&(a, top)| state.get(a) < top)
+            .map(|(author, last)| Coverage {
+                author,
+                first: state.get(author) + 1,
+                last,
+            })
+            .collect();
         let mut report = ExportReport::default();
-        for (author, top) in receipt.iter() {
-            let from = state.get(author) + 1;
-            if from > top {
-                continue;
-            }
-            let proof = match st::<S, _>(store.proof(author, top))? {
-                Some(Proof {
-                    digest: Some(digest),
-                    sig,
-                    ..
-                }) => RunProof::Bundle { digest, sig },
-                Some(Proof {
-                    digest: None, sig, ..
-                }) => RunProof::Head(sig),
-                None => continue,
-            };
-            w.push(&Item::Run {
-                author,
-                first: from,
-                count: top - from + 1,
-                proof,
-            })?;
-            for seq in from..=top {
-                let c = st::<S, _>(store.commit(author, seq))?.ok_or_else(|| {
-                    IngestError::Storage(missing::<S>(format!("commit {seq} of {author}")))
-                })?;
-                w.push(&Item::Commit(c.bytes))?;
-                report.commits += 1;
-            }
-            report.runs.push(Coverage {
-                author,
-                first: from,
-                last: top,
-            });
-        }
-        let head = receipt.get(self.me);
-        let hash = self.hash_at(store, self.me, head)?;
-        let (out, digest) =
-            w.finish(|d| signer.sign(&head_message(self.dataset, self.me, head, &hash, Some(d))))?;
-        report.digest = digest;
-        Ok((out, report))
+        self.push_runs(store, &mut w, &pending, &receipt, signer, &mut report)?;
+        self.seal(store, w, &receipt, signer, report)
     }
 
     /// Records this node's own commit of `changes` at wall time `now_ms` and applies it.
@@ -1091,74 +1155,13 @@ impl Engine {
         signer: &SecretKey,
         options: WriteOptions,
     ) -> Res<(W, ExportReport), S> {
-        let header = Header {
-            dataset: self.dataset,
-            sender: self.me,
-            salt,
-        };
-        let receipt = st::<S, _>(store.stored())?;
-        let mut w = BundleWriter::new(out, &header, key, options)?;
-        w.push(&Item::Receipt(receipt.clone()))?;
+        let (mut w, receipt) = self.start_bundle(store, out, salt, key, options)?;
         for (m, vv) in peer_receipts {
             w.push(&Item::PeerReceipt(*m, vv.clone()))?;
         }
         let mut report = ExportReport::default();
-        for run in runs {
-            let proof = if run.author == self.me && run.last == receipt.get(self.me) {
-                RunProof::Sender
-            } else if run.author == self.me {
-                let hash = self.hash_at(store, self.me, run.last)?;
-                RunProof::Head(signer.sign(&head_message(
-                    self.dataset,
-                    self.me,
-                    run.last,
-                    &hash,
-                    None,
-                )))
-            } else {
-                match st::<S, _>(store.proof(run.author, run.last))? {
-                    Some(Proof {
-                        digest: Some(digest),
-                        sig,
-                        ..
-                    }) => RunProof::Bundle { digest, sig },
-                    Some(Proof {
-                        digest: None, sig, ..
-                    }) => RunProof::Head(sig),
-                    None => {
-                        return Err(IngestError::Storage(missing::<S>(format!(
-                            "proof for commit {} of {}",
-                            run.last, run.author
-                        ))));
-                    }
-                }
-            };
-            w.push(&Item::Run {
-                author: run.author,
-                first: run.first,
-                count: run.last - run.first + 1,
-                proof,
-            })?;
-            for seq in run.first..=run.last {
-                let c = st::<S, _>(store.commit(run.author, seq))?
-                    .filter(|c| !c.bytes.is_empty())
-                    .ok_or_else(|| {
-                        IngestError::Storage(missing::<S>(format!(
-                            "commit {seq} of {} (compacted away: plan runs after it)",
-                            run.author
-                        )))
-                    })?;
-                w.push(&Item::Commit(c.bytes))?;
-                report.commits += 1;
-            }
-            report.runs.push(*run);
-        }
-        let head = receipt.get(self.me);
-        let hash = self.hash_at(store, self.me, head)?;
-        let (out, digest) =
-            w.finish(|d| signer.sign(&head_message(self.dataset, self.me, head, &hash, Some(d))))?;
-        report.digest = digest;
-        Ok((out, report))
+        self.push_runs(store, &mut w, runs, &receipt, signer, &mut report)?;
+        self.seal(store, w, &receipt, signer, report)
     }
 
     /// Applies nothing; reads a record's state (convenience for callers and tests).

@@ -14,6 +14,25 @@ use ferry_model::crypto::SecretKey;
 use ferry_model::{Change, Commit, DatasetId, MemberId, Op, Value, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The foundation issue's reference record (collection `visits`) for patient `patient`.
+pub fn reference_record(patient: &str) -> Vec<Op> {
+    let s = |v: &str| Value::Str(v.into());
+    vec![
+        Op::Set("patient_id".into(), s(patient)),
+        Op::Set("visit_date".into(), s("2026-11-03")),
+        Op::Set("village".into(), s("Kisumu Ndogo")),
+        Op::Set("chw".into(), s("chw-017")),
+        Op::Set("age_years".into(), Value::Int(34)),
+        Op::Set("sex".into(), s("F")),
+        Op::Set("weight_kg".into(), Value::Float(61.5)),
+        Op::Set("muac_mm".into(), Value::Int(242)),
+        Op::Set("temp_c".into(), Value::Float(37.8)),
+        Op::Set("diagnosis".into(), s("malaria")),
+        Op::Set("treatment".into(), s("ACT")),
+        Op::Set("followup".into(), Value::Bool(true)),
+    ]
+}
+
 /// SplitMix64: a tiny, well-mixed deterministic generator (not for real keys).
 #[derive(Clone, Debug)]
 pub struct SplitMix(pub u64);

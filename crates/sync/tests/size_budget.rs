@@ -2,31 +2,12 @@
 //! record from a known member, with names already seen, ≤ 260 B in total).
 #![allow(clippy::print_stdout)] // The measured sizes are part of the report.
 
-use ferry_model::{MemberId, Op, Value};
+use ferry_model::MemberId;
 use ferry_sync::Storage;
 use ferry_sync::plan::Coverage;
-use ferry_sync::sim::SimNode;
+use ferry_sync::sim::{SimNode, reference_record as reference};
 
 const T0: u64 = 1_763_000_000_000;
-
-/// The reference record of the foundation issue.
-fn reference(patient: &str) -> Vec<Op> {
-    let s = |v: &str| Value::Str(v.into());
-    vec![
-        Op::Set("patient_id".into(), s(patient)),
-        Op::Set("visit_date".into(), s("2026-11-03")),
-        Op::Set("village".into(), s("Kisumu Ndogo")),
-        Op::Set("chw".into(), s("chw-017")),
-        Op::Set("age_years".into(), Value::Int(34)),
-        Op::Set("sex".into(), s("F")),
-        Op::Set("weight_kg".into(), Value::Float(61.5)),
-        Op::Set("muac_mm".into(), Value::Int(242)),
-        Op::Set("temp_c".into(), Value::Float(37.8)),
-        Op::Set("diagnosis".into(), s("malaria")),
-        Op::Set("treatment".into(), s("ACT")),
-        Op::Set("followup".into(), Value::Bool(true)),
-    ]
-}
 
 /// Header 27 B (magic, version, dataset id, one-byte member number, salt) + compression
 /// flag 1 B + one Poly1305 tag 16 B + signature 64 B.
