@@ -7,5 +7,6 @@ mod util;
 mod cli;
 mod conflicts;
 mod crash;
+mod email;
 mod rejects;
 mod three_laptops;

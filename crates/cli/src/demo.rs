@@ -55,7 +55,7 @@ fn sync(l: &mut Laptop, stick: &Path) -> Result<SyncReport> {
                 "{short}… from {sender} ({} B): a receipt (what {sender} holds)",
                 f.bytes
             )),
-            FileResult::AlreadyApplied => {}
+            FileResult::AlreadyApplied | FileResult::RefusedBefore { .. } => {}
             FileResult::Rejected { reason, .. } => {
                 read.push(format!("{short}… REFUSED and quarantined: {reason}"))
             }

@@ -165,9 +165,16 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Import from DIR, then export to it: the one command to run when the stick arrives
-    Sync {
-        /// The stick or shared folder
-        dir: PathBuf,
+    Sync(SyncArgs),
+    /// Send what the other members lack by email (or SMS)
+    Send {
+        #[command(subcommand)]
+        via: SendVia,
+    },
+    /// Receive bundles by email (or from an SMS gateway's spool)
+    Receive {
+        #[command(subcommand)]
+        via: ReceiveVia,
     },
     /// Drop history every member already holds, and give the space back to the disk
     Compact,
@@ -199,6 +206,91 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
+}
+
+/// `ferry sync DIR`, or `ferry sync email|…` (a folder named like a transport: `./email`).
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SyncArgs {
+    /// The stick or shared folder
+    #[arg(required = true)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    via: Option<SyncVia>,
+}
+
+#[derive(Subcommand)]
+enum SyncVia {
+    /// Receive by email, then send what the others lack
+    Email(EmailArgs),
+}
+
+#[derive(Subcommand)]
+enum SendVia {
+    /// Send by email to every member with an address (or --to)
+    Email(EmailArgs),
+}
+
+#[derive(Subcommand)]
+enum ReceiveVia {
+    /// Fetch ferry's emails (IMAP or a Maildir) and apply the bundles in them
+    Email(EmailArgs),
+}
+
+/// Email settings; each overrides the same key of `[email]` in ferry.toml.
+#[derive(Args)]
+struct EmailArgs {
+    /// Send to this address (repeatable) instead of every member's published address
+    #[arg(long, value_name = "ADDRESS")]
+    to: Vec<String>,
+    /// This laptop's sender address
+    #[arg(long)]
+    from: Option<String>,
+    /// smtp://HOST:PORT (STARTTLS if offered), smtps://HOST:PORT or smtp+plain://HOST:PORT
+    #[arg(long)]
+    smtp_url: Option<String>,
+    /// SMTP login
+    #[arg(long)]
+    smtp_user: Option<String>,
+    /// Name of the environment variable that holds the SMTP password
+    #[arg(long, value_name = "VAR")]
+    smtp_password_env: Option<String>,
+    /// imap://HOST:PORT (STARTTLS if offered), imaps://HOST:PORT or imap+plain://HOST:PORT
+    #[arg(long)]
+    imap_url: Option<String>,
+    /// IMAP login
+    #[arg(long)]
+    imap_user: Option<String>,
+    /// Name of the environment variable that holds the IMAP password
+    #[arg(long, value_name = "VAR")]
+    imap_password_env: Option<String>,
+    /// The mailbox folder to read (default INBOX)
+    #[arg(long)]
+    imap_folder: Option<String>,
+    /// Where applied emails are filed (default Ferry/Processed)
+    #[arg(long)]
+    processed_folder: Option<String>,
+    /// Read a local Maildir folder instead of IMAP
+    #[arg(long, value_name = "DIR")]
+    maildir: Option<PathBuf>,
+}
+
+impl EmailArgs {
+    fn config(&self) -> ferry_node::EmailConfig {
+        ferry_node::EmailConfig {
+            from: self.from.clone(),
+            smtp_url: self.smtp_url.clone(),
+            smtp_user: self.smtp_user.clone(),
+            smtp_password_env: self.smtp_password_env.clone(),
+            imap_url: self.imap_url.clone(),
+            imap_user: self.imap_user.clone(),
+            imap_password_env: self.imap_password_env.clone(),
+            imap_folder: self.imap_folder.clone(),
+            processed_folder: self.processed_folder.clone(),
+            maildir: self.maildir.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -617,21 +709,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
-        Command::Sync { dir } => {
+        Command::Sync(SyncArgs { dir, via }) => {
             let mut node = open(&cli.home)?;
-            let r = node.sync(&dir, &Bar::new())?;
-            output::print_import(&r.import)?;
-            output::print_export(&r.export)?;
-            if r.import.rejected() > 0 {
-                bail!(
-                    "{} on {} refused and quarantined in {} (everything else synced)",
-                    match r.import.rejected() {
-                        1 => "1 file was".to_string(),
-                        n => format!("{n} files were"),
-                    },
-                    dir.display(),
-                    node.home().quarantine().display()
-                );
+            match (dir, via) {
+                (_, Some(SyncVia::Email(args))) => {
+                    let r = node.receive_email(args.config(), &Bar::new())?;
+                    output::print_email_receive(&r)?;
+                    let s = node.send_email(args.config(), &args.to, &Bar::new())?;
+                    output::print_email_send(&s)?;
+                    refused(
+                        &node,
+                        r.import.rejected() + r.damaged.len(),
+                        "in the mailbox",
+                    )?;
+                }
+                (Some(dir), None) => {
+                    let r = node.sync(&dir, &Bar::new())?;
+                    output::print_import(&r.import)?;
+                    output::print_export(&r.export)?;
+                    refused(&node, r.import.rejected(), &format!("on {}", dir.display()))?;
+                }
+                (None, None) => unreachable!("clap requires a folder or a transport"),
+            }
+        }
+        Command::Send { via } => {
+            let mut node = open(&cli.home)?;
+            match via {
+                SendVia::Email(args) => {
+                    let s = node.send_email(args.config(), &args.to, &Bar::new())?;
+                    output::print_email_send(&s)?;
+                }
+            }
+        }
+        Command::Receive { via } => {
+            let mut node = open(&cli.home)?;
+            match via {
+                ReceiveVia::Email(args) => {
+                    let r = node.receive_email(args.config(), &Bar::new())?;
+                    output::print_email_receive(&r)?;
+                    refused(
+                        &node,
+                        r.import.rejected() + r.damaged.len(),
+                        "in the mailbox",
+                    )?;
+                }
             }
         }
         Command::Compact => {
@@ -724,6 +845,21 @@ pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
         Ok(())
     })?;
     Ok(serde_json::Value::Array(items).to_string())
+}
+
+/// Fails (after everything else was done) when some input was refused.
+fn refused(node: &Node, n: usize, place: &str) -> Result<()> {
+    if n > 0 {
+        bail!(
+            "{} {place} refused and quarantined in {} (everything else synced)",
+            match n {
+                1 => "1 bundle was".to_string(),
+                n => format!("{n} bundles were"),
+            },
+            node.home().quarantine().display()
+        );
+    }
+    Ok(())
 }
 
 /// A member's label, or its number.

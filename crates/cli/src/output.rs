@@ -133,6 +133,15 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
             FileResult::AlreadyApplied => {
                 out(format_args!("skipped  {name}: already applied"))?;
             }
+            FileResult::RefusedBefore {
+                reason,
+                quarantined,
+            } => {
+                out(format_args!(
+                    "skipped  {name}: refused before ({reason}); the copy is in {}; you may delete the original",
+                    quarantined.display()
+                ))?;
+            }
             FileResult::Rejected {
                 reason,
                 quarantined,
@@ -144,6 +153,9 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
                 out(format_args!("REFUSED  {name}: {reason}{kept}"))?;
             }
         }
+    }
+    for w in &r.waiting_parts {
+        out(format_args!("waiting  {w}"))?;
     }
     if r.other_datasets > 0 {
         out(format_args!(
@@ -193,6 +205,82 @@ pub fn print_export(r: &ExportOutcome) -> Result<()> {
     Ok(())
 }
 
+pub fn print_email_send(r: &ferry_node::EmailSendReport) -> Result<()> {
+    for s in &r.flushed {
+        out(format_args!(
+            "sent     {} (from the outbox; {}, {} email{}) to {}",
+            s.name,
+            size(s.bytes),
+            s.emails,
+            if s.emails == 1 { "" } else { "s" },
+            s.to.join(", ")
+        ))?;
+    }
+    for s in &r.sent {
+        out(format_args!(
+            "sent     {} ({}, {} email{}, {} with MIME) to {}",
+            s.name,
+            size(s.bytes),
+            s.emails,
+            if s.emails == 1 { "" } else { "s" },
+            size(s.email_bytes),
+            s.to.join(", ")
+        ))?;
+    }
+    if r.nothing_new {
+        out(format_args!(
+            "nothing new to send to {}",
+            r.recipients.join(", ")
+        ))?;
+    }
+    for (name, attempts, err) in &r.queued {
+        out(format_args!(
+            "queued   {name}: tried {attempts} time{}; {}",
+            if *attempts == 1 { "" } else { "s" },
+            err.as_deref().unwrap_or("not tried yet")
+        ))?;
+    }
+    Ok(())
+}
+
+pub fn print_email_receive(r: &ferry_node::EmailReceiveReport) -> Result<()> {
+    print_import(&r.import)?;
+    for d in &r.damaged {
+        if let FileResult::Rejected {
+            reason,
+            quarantined,
+        } = &d.result
+        {
+            let kept = quarantined
+                .as_ref()
+                .map(|q| format!("; a copy is kept in {}", q.display()))
+                .unwrap_or_default();
+            out(format_args!(
+                "REFUSED  an attachment in {}: {reason}{kept}; the email stays where it is",
+                d.path.display()
+            ))?;
+        }
+    }
+    for (name, have, len) in &r.incomplete {
+        out(format_args!(
+            "waiting  bundle {name}: {} of {} received; the other parts have not arrived yet",
+            size(*have),
+            size(*len)
+        ))?;
+    }
+    if r.import.files.is_empty() && r.damaged.is_empty() && r.incomplete.is_empty() {
+        out(format_args!("no new ferry email"))?;
+    }
+    if r.other_mail > 0 {
+        out(format_args!(
+            "left alone {} other email{}",
+            r.other_mail,
+            if r.other_mail == 1 { "" } else { "s" }
+        ))?;
+    }
+    Ok(())
+}
+
 pub fn print_status(s: &Status) -> Result<()> {
     out(format_args!(
         "node     {} (member #{}) in {}",
@@ -236,6 +324,13 @@ pub fn print_status(s: &Status) -> Result<()> {
             m.label,
             changes(m.holds),
             m.lacks_from_us
+        ))?;
+    }
+    for (name, attempts, err) in &s.email_outbox {
+        out(format_args!(
+            "email outbox: {name} waiting after {attempts} tr{}; {}; `ferry send email` tries again",
+            if *attempts == 1 { "y" } else { "ies" },
+            err.as_deref().unwrap_or("not tried yet")
         ))?;
     }
     for (at, source, reason) in &s.recent_quarantine {

@@ -45,6 +45,13 @@ pub enum NodeError {
     /// A transport failed.
     #[error(transparent)]
     Transport(#[from] ferry_transport::TransportError),
+    /// The email transport failed.
+    #[error(transparent)]
+    Email(#[from] ferry_transport_email::EmailError),
+    /// A bundle could not be sent now and is kept to be sent later (message, how many are
+    /// waiting).
+    #[error("{0}")]
+    Queued(String, usize),
     /// Input a person gave is not valid.
     #[error("{0}")]
     Input(String),

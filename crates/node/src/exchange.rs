@@ -49,6 +49,13 @@ pub enum FileResult {
     },
     /// This exact file was applied before.
     AlreadyApplied,
+    /// This exact content was refused before (it is in quarantine); not counted again.
+    RefusedBefore {
+        /// Why it was refused.
+        reason: String,
+        /// The quarantined copy.
+        quarantined: PathBuf,
+    },
     /// Refused; nothing from it was applied.
     Rejected {
         /// Why, in one line.
@@ -67,6 +74,8 @@ pub struct ImportReport {
     pub pending: u64,
     /// Bundle files of other datasets found in their own folders and left alone.
     pub other_datasets: u64,
+    /// Bundles split into parts (by email) still waiting for their other parts.
+    pub waiting_parts: Vec<String>,
 }
 
 impl ImportReport {
@@ -217,11 +226,27 @@ fn collect(
                 continue;
             }
             collect(&p, ours, out, skipped)?;
-        } else if name.ends_with(SUFFIX) {
+        } else if name.ends_with(SUFFIX) || name.ends_with(".eml") || name.ends_with(".ferrypart") {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// Whether a file is a saved email or part attachment rather than a bundle.
+fn is_saved_email(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    if head.starts_with(&[ferry_bundle::MAGIC, ferry_bundle::VERSION]) {
+        return false;
+    }
+    !matches!(
+        ferry_transport_email::classify(head),
+        ferry_transport_email::FileKind::Other
+    )
 }
 
 /// How many bundle files are below a folder.
@@ -260,6 +285,19 @@ impl Node {
             collect(p, &ours, &mut files, &mut report.other_datasets)?;
         }
         for path in files {
+            if is_saved_email(&path) {
+                // A saved email or part attachment: its bundle comes out through the email
+                // transport's reassembly.
+                let r = self.import_saved_email(&path, progress)?;
+                report.files.extend(r.import.files);
+                report.files.extend(r.damaged);
+                for (name, have, len) in r.incomplete {
+                    report.waiting_parts.push(format!(
+                        "bundle {name}: {have} of {len} bytes received by email so far"
+                    ));
+                }
+                continue;
+            }
             let outcome = self.import_file(&path, progress)?;
             report.files.push(outcome);
         }
@@ -275,11 +313,43 @@ impl Node {
         path: &Path,
         progress: &dyn Progress,
     ) -> Result<FileOutcome, NodeError> {
+        self.import_file_as(path, path, progress)
+    }
+
+    /// Imports one bundle arriving by a transport (an email, a radio session, …): it is
+    /// kept in a file in the home folder while it is applied, and reported as `origin`.
+    pub fn import_message(
+        &mut self,
+        body: &mut dyn Read,
+        origin: &str,
+        progress: &dyn Progress,
+    ) -> Result<FileOutcome, NodeError> {
+        let inbox = self.home.root().join("inbox");
+        std::fs::create_dir_all(&inbox).map_err(|e| NodeError::io("cannot create", &inbox, e))?;
+        let staged = inbox.join(format!("{}.ferry", crate::id_hex(&random::<8>())));
+        let result = (|| {
+            let mut f =
+                File::create(&staged).map_err(|e| NodeError::io("cannot create", &staged, e))?;
+            io::copy(body, &mut f).map_err(|e| NodeError::io("cannot write", &staged, e))?;
+            f.sync_all()
+                .map_err(|e| NodeError::io("cannot write", &staged, e))?;
+            self.import_file_as(&staged, Path::new(origin), progress)
+        })();
+        let _ = std::fs::remove_file(&staged);
+        result
+    }
+
+    fn import_file_as(
+        &mut self,
+        path: &Path,
+        origin: &Path,
+        progress: &dyn Progress,
+    ) -> Result<FileOutcome, NodeError> {
         let (name, bytes) = match content_name(path) {
             Ok(x) => x,
             Err(e) => {
                 return Ok(FileOutcome {
-                    path: path.to_path_buf(),
+                    path: origin.to_path_buf(),
                     bytes: 0,
                     result: FileResult::Rejected {
                         reason: format!("cannot read the file: {e}"),
@@ -289,12 +359,24 @@ impl Node {
             }
         };
         let done = |result| FileOutcome {
-            path: path.to_path_buf(),
+            path: origin.to_path_buf(),
             bytes,
             result,
         };
         if self.read()?.bundle_seen(&name)?.is_some() {
             return Ok(done(FileResult::AlreadyApplied));
+        }
+        // The same content refused before is not refused (and counted as an error) again.
+        if let Some(q) = self
+            .read()?
+            .quarantine()?
+            .into_iter()
+            .find(|q| q.stored_as.contains(&name))
+        {
+            return Ok(done(FileResult::RefusedBefore {
+                reason: q.reason,
+                quarantined: PathBuf::from(q.stored_as),
+            }));
         }
         let file = File::open(path).map_err(|e| NodeError::io("cannot open", path, e))?;
         progress.begin(
@@ -381,7 +463,7 @@ impl Node {
             Err(e) => {
                 drop(tx);
                 let why = reason(&e);
-                let quarantined = self.quarantine(path, &name, &why)?;
+                let quarantined = self.quarantine(path, origin, &name, &why)?;
                 Ok(done(FileResult::Rejected {
                     reason: why,
                     quarantined,
@@ -391,9 +473,12 @@ impl Node {
     }
 
     /// Copies a refused file into the quarantine folder with its reason; returns the copy.
-    fn quarantine(
+    /// Copies refused input into the quarantine folder with its reason (`path` is the file
+    /// to copy, `origin` where it came from).
+    pub(crate) fn quarantine(
         &mut self,
         path: &Path,
+        origin: &Path,
         name: &str,
         why: &str,
     ) -> Result<Option<PathBuf>, NodeError> {
@@ -410,14 +495,14 @@ impl Node {
             }
         }
         let now = now_ms();
-        let original = path.file_name().unwrap_or_default().to_string_lossy();
+        let original = origin.file_name().unwrap_or_default().to_string_lossy();
         let stored = dir.join(format!("{}-{name}-{original}", file_stamp(now)));
         if let Err(e) = std::fs::copy(path, &stored) {
             return Err(NodeError::io("cannot copy into quarantine", path, e));
         }
         let note = format!(
             "file: {}\nrefused: {}\nreason: {why}\n",
-            path.display(),
+            origin.display(),
             crate::time::format_utc(now)
         );
         let note_path = PathBuf::from(format!("{}.reason.txt", stored.display()));
@@ -426,7 +511,7 @@ impl Node {
         let tx = self.store.transaction(now)?;
         tx.add_quarantine(&QuarantineRow {
             at_ms: now,
-            source: path.display().to_string(),
+            source: origin.display().to_string(),
             stored_as: stored.display().to_string(),
             reason: why.to_string(),
         })?;
@@ -557,7 +642,7 @@ impl Node {
 
     /// Writes a bundle into the outbox: one carrying `runs`, or (for `None`) a snapshot.
     /// Returns its content name, size, path, and the state a snapshot reflects.
-    fn write_bundle(
+    pub(crate) fn write_bundle(
         &mut self,
         runs: Option<&[Coverage]>,
     ) -> Result<(String, u64, PathBuf, Option<VersionVector>), NodeError> {

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod contacts;
+mod email;
 mod error;
 mod exchange;
 mod home;
@@ -22,10 +23,12 @@ mod progress;
 pub mod time;
 
 pub use contacts::Contact;
+pub use email::{EmailReceiveReport, EmailSendReport, EmailSent};
 pub use error::NodeError;
 pub use exchange::{
     ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,
 };
+pub use ferry_transport_email::EmailConfig;
 pub use home::Home;
 pub use housekeeping::{CompactReport, PurgeReport};
 pub use identity::Identity;

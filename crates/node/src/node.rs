@@ -98,6 +98,8 @@ pub struct Status {
     pub quarantined: u64,
     /// The most recent quarantine entries (at most 5): time, source, reason.
     pub recent_quarantine: Vec<(String, String, String)>,
+    /// Bundles waiting in the email outbox: (name, attempts, last error).
+    pub email_outbox: Vec<(String, u32, Option<String>)>,
 }
 
 /// The merge rules of the dataset: (collection, field) → rule; `conflict` when unset.
@@ -795,6 +797,7 @@ impl Node {
     pub fn status(&mut self) -> Result<Status, NodeError> {
         let labels = self.labels()?;
         let conflicts = self.conflicts()?.len() as u64;
+        let email_outbox = self.email_outbox()?;
         let tx = self.store.read()?;
         let stored = tx.stored()?;
         let applied = tx.applied()?;
@@ -864,6 +867,7 @@ impl Node {
                     )
                 })
                 .collect(),
+            email_outbox,
         })
     }
 

@@ -1,0 +1,300 @@
+//! Syncing by email: bundles as attachments over SMTP, received over IMAP or from a Maildir.
+//!
+//! Settings come from `[email]` in `ferry.toml`, overridden by flags. What to send is
+//! planned for the members who will read it (those with a published email address, or the
+//! `--to` addresses), exactly as for a USB stick.
+
+use crate::NodeError;
+use crate::exchange::{FileOutcome, FileResult, ImportReport};
+use crate::node::Node;
+use crate::progress::Progress;
+use crate::time::now_ms;
+use ferry_model::{MemberId, VersionVector};
+use ferry_sync::Storage;
+use ferry_sync::plan::{needs_snapshot, plan_export};
+use ferry_transport::{Disposition, Transport};
+use ferry_transport_email::{EmailConfig, EmailError, EmailTransport, FlushMode};
+use serde::Serialize;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// One bundle handed to the mail server.
+#[derive(Clone, Debug, Serialize)]
+pub struct EmailSent {
+    /// The bundle's content name.
+    pub name: String,
+    /// Bundle bytes.
+    pub bytes: u64,
+    /// Emails it took.
+    pub emails: u32,
+    /// Bytes of those emails, as handed to SMTP.
+    pub email_bytes: u64,
+    /// Recipients.
+    pub to: Vec<String>,
+}
+
+/// What `send email` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EmailSendReport {
+    /// Earlier bundles from the outbox that went out now.
+    pub flushed: Vec<EmailSent>,
+    /// New bundles sent (the changes, and a snapshot if a member needed one).
+    pub sent: Vec<EmailSent>,
+    /// Bundles still waiting in the outbox: (name, attempts, last error).
+    pub queued: Vec<(String, u32, Option<String>)>,
+    /// Whether there was nothing new to send.
+    pub nothing_new: bool,
+    /// Who it was for.
+    pub recipients: Vec<String>,
+}
+
+/// What `receive email` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EmailReceiveReport {
+    /// The bundles applied (or refused), one entry each.
+    pub import: ImportReport,
+    /// Bundles still missing parts: (name, bytes held, bytes in all).
+    pub incomplete: Vec<(String, u64, u64)>,
+    /// Emails that are not ferry's (left untouched).
+    pub other_mail: usize,
+    /// Damaged attachments quarantined.
+    pub damaged: Vec<FileOutcome>,
+}
+
+fn sent(s: ferry_transport_email::Sent) -> EmailSent {
+    EmailSent {
+        name: s.name,
+        bytes: s.len,
+        emails: s.emails,
+        email_bytes: s.email_bytes,
+        to: s.to,
+    }
+}
+
+impl Node {
+    /// The email transport, from `[email]` in `ferry.toml` overridden by `flags`.
+    pub fn email_transport(&self, flags: EmailConfig) -> Result<EmailTransport, NodeError> {
+        let file: EmailConfig = match self.config_section("email")? {
+            Some(table) => table.try_into().map_err(|e: toml::de::Error| {
+                NodeError::Input(format!(
+                    "[email] in {}: {}",
+                    self.home().config().display(),
+                    e.message()
+                ))
+            })?,
+            None => EmailConfig::default(),
+        };
+        let config = file.overridden_by(flags);
+        Ok(EmailTransport::new(
+            config,
+            &self.identity().dataset.to_hex(),
+            self.home().transport_state("email"),
+        )?)
+    }
+
+    /// Sends what the recipients still need: first anything left in the outbox, then one
+    /// bundle (and a snapshot when a recipient joined after history was compacted). A
+    /// bundle the server does not take stays queued and the error says so.
+    pub fn send_email(
+        &mut self,
+        flags: EmailConfig,
+        to: &[String],
+        progress: &dyn Progress,
+    ) -> Result<EmailSendReport, NodeError> {
+        let mut transport = self.email_transport(flags)?;
+        let mut report = EmailSendReport::default();
+        // Recipients: the given addresses, else every other member with one.
+        let me = self.identity().me;
+        let contacts = self.contacts()?;
+        let by_address: Vec<(MemberId, String)> = contacts
+            .iter()
+            .filter(|(m, _)| **m != me)
+            .filter_map(|(m, c)| c.email.clone().map(|e| (*m, e)))
+            .collect();
+        let recipients: Vec<String> = if to.is_empty() {
+            by_address.iter().map(|(_, e)| e.clone()).collect()
+        } else {
+            to.to_vec()
+        };
+        if recipients.is_empty() {
+            return Err(NodeError::Input(
+                "no member has published an email address yet (`ferry contact set --email` on their laptops); give --to ADDRESS".into(),
+            ));
+        }
+        transport.set_recipients(&recipients)?;
+        report.recipients = recipients.clone();
+        let flushed = transport.flush_outbox(FlushMode::All)?;
+        report.flushed = flushed.sent.into_iter().map(sent).collect();
+        // Plan for the members who read these addresses (all members if none is known).
+        let mut readers: Vec<MemberId> = by_address
+            .iter()
+            .filter(|(_, e)| recipients.iter().any(|r| r.eq_ignore_ascii_case(e)))
+            .map(|(m, _)| *m)
+            .collect();
+        if readers.is_empty() {
+            readers = self.known_peers()?;
+        }
+        let (stored, peer_vvs) = {
+            let tx = self.read()?;
+            let vvs = readers
+                .iter()
+                .map(|&p| tx.peer(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            (tx.stored()?, vvs)
+        };
+        let compacted = self.compacted()?;
+        let runs = plan_export(&stored, &peer_vvs, &[], &compacted);
+        let last_receipt: Option<VersionVector> = self
+            .read()?
+            .meta("email_receipt")?
+            .and_then(|b| postcard::from_bytes(&b).ok());
+        let mut to_send: Vec<Option<Vec<ferry_sync::Coverage>>> = Vec::new();
+        if needs_snapshot(&peer_vvs, &compacted) {
+            to_send.push(None);
+        }
+        if !runs.is_empty() || last_receipt.as_ref() != Some(&stored) {
+            to_send.push(Some(runs));
+        }
+        report.nothing_new = to_send.is_empty();
+        for kind in to_send {
+            progress.begin("sending by email", None);
+            let (name, len, staged, _) = self.write_bundle(kind.as_deref())?;
+            let mut f =
+                File::open(&staged).map_err(|e| NodeError::io("cannot open", &staged, e))?;
+            let result = transport.send_bundle(&name, &mut f, len);
+            let _ = std::fs::remove_file(&staged);
+            progress.end();
+            match result {
+                Ok(s) => report.sent.push(sent(s)),
+                // Kept in the outbox: the caller reports it and exits non-zero.
+                Err(e @ EmailError::Queued { .. }) => {
+                    report.queued = queued(&transport)?;
+                    return Err(NodeError::Queued(e.to_string(), report.queued.len()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let tx = self.store.transaction(now_ms())?;
+        tx.set_meta(
+            "email_receipt",
+            &postcard::to_allocvec(&stored).expect("encodes"),
+        )?;
+        tx.commit()?;
+        report.queued = queued(&transport)?;
+        Ok(report)
+    }
+
+    /// Fetches ferry's emails, applies every complete bundle (filing its emails in the
+    /// processed folder), quarantines damaged attachments (their emails stay in place), and
+    /// reports bundles still missing parts. Other mail is never touched.
+    pub fn receive_email(
+        &mut self,
+        flags: EmailConfig,
+        progress: &dyn Progress,
+    ) -> Result<EmailReceiveReport, NodeError> {
+        let mut transport = self.email_transport(flags)?;
+        let received = transport.receive()?;
+        let mut report = EmailReceiveReport {
+            other_mail: received.other_mail,
+            ..Default::default()
+        };
+        self.take_email_bundles(&mut transport, received.complete, &mut report, progress)?;
+        Ok(report)
+    }
+
+    fn take_email_bundles(
+        &mut self,
+        transport: &mut EmailTransport,
+        complete: Vec<ferry_transport::MessageInfo>,
+        report: &mut EmailReceiveReport,
+        progress: &dyn Progress,
+    ) -> Result<(), NodeError> {
+        for info in complete {
+            let outcome = {
+                let mut body = transport.open(&info.id)?;
+                self.import_message(&mut body, &info.location, progress)?
+            };
+            let disposition = match &outcome.result {
+                FileResult::Applied { .. } | FileResult::AlreadyApplied => Disposition::Processed,
+                FileResult::Rejected { reason, .. } | FileResult::RefusedBefore { reason, .. } => {
+                    Disposition::Rejected {
+                        reason: reason.clone(),
+                    }
+                }
+            };
+            transport.settle(&info.id, &disposition)?;
+            report.import.files.push(outcome);
+        }
+        for p in transport.problems()? {
+            let name = blake3::hash(&p.data).to_hex()[..32].to_string();
+            let file = self
+                .home()
+                .root()
+                .join("inbox")
+                .join(format!("{name}.damaged"));
+            std::fs::create_dir_all(file.parent().expect("has a parent"))
+                .map_err(|e| NodeError::io("cannot create", &file, e))?;
+            std::fs::write(&file, &p.data).map_err(|e| NodeError::io("cannot write", &file, e))?;
+            let origin = PathBuf::from(&p.location);
+            let quarantined = self.quarantine(&file, &origin, &name, &p.reason)?;
+            let _ = std::fs::remove_file(&file);
+            transport.dismiss_problem(&p.id)?;
+            report.damaged.push(FileOutcome {
+                path: origin,
+                bytes: p.data.len() as u64,
+                result: FileResult::Rejected {
+                    reason: p.reason,
+                    quarantined,
+                },
+            });
+        }
+        report.incomplete = transport
+            .incomplete()?
+            .into_iter()
+            .map(|i| (i.name, i.have, i.len))
+            .collect();
+        let tx = self.read()?;
+        report.import.pending = tx.stored()?.total().saturating_sub(tx.applied()?.total());
+        Ok(())
+    }
+
+    /// Takes in saved emails (`.eml`) and saved part attachments: whole bundles apply,
+    /// parts wait for the rest.
+    pub(crate) fn import_saved_email(
+        &mut self,
+        path: &Path,
+        progress: &dyn Progress,
+    ) -> Result<EmailReceiveReport, NodeError> {
+        let mut transport = self.email_transport(EmailConfig::default())?;
+        let imported = transport.import_file(path)?;
+        let mut report = EmailReceiveReport::default();
+        self.take_email_bundles(&mut transport, imported.complete, &mut report, progress)?;
+        for d in imported.damaged {
+            report.damaged.push(FileOutcome {
+                path: path.to_path_buf(),
+                bytes: 0,
+                result: FileResult::Rejected {
+                    reason: d.reason,
+                    quarantined: None,
+                },
+            });
+        }
+        Ok(report)
+    }
+
+    /// Bundles waiting in the email outbox, for `status`: (name, attempts, last error).
+    pub fn email_outbox(&self) -> Result<Vec<(String, u32, Option<String>)>, NodeError> {
+        if !self.home().transport_state("email").exists() {
+            return Ok(Vec::new());
+        }
+        let transport = self.email_transport(EmailConfig::default())?;
+        queued(&transport)
+    }
+}
+
+fn queued(t: &EmailTransport) -> Result<Vec<(String, u32, Option<String>)>, NodeError> {
+    Ok(t.outbox()?
+        .into_iter()
+        .map(|q| (q.name, q.attempts, q.last_error))
+        .collect())
+}
