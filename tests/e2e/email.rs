@@ -2,7 +2,7 @@
 //! (SMTP) and Dovecot (IMAP) on 127.0.0.1.
 
 #[path = "../../transports/email/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod mail;
 
 use crate::util::{Laptop, s};
