@@ -1,1 +1,66 @@
-//! ferry's sms transport (work in progress).
+//! ferry's SMS transport: bundles (opaque bytes) as text or binary SMS through Kannel, Gammu
+//! SMSD's spool folders, or any HTTP SMS API.
+//!
+//! - **Encoding** ([`text`]): text SMS use 73 characters of the GSM-7 basic alphabet that
+//!   gateways leave alone, as one base-73 number per SMS: 6.19 bits per character, **123
+//!   bytes per 160-character SMS**. Binary (8-bit) SMS carry 140 bytes.
+//! - **Frames** ([`frame`]): each SMS carries 4 (one-part message), 5 (2–16 parts) or 6
+//!   (17–256 parts) bytes of header and checksum: a 14-bit message tag, part index and
+//!   count, CRC-16. So a text SMS carries 117–119 bytes of message, a binary one 134–136,
+//!   and a 233-byte bundle takes 2 SMS either way.
+//! - **Reassembly** is durable (the state folder the node gives [`SmsTransport::open`]):
+//!   parts may arrive in any order, twice, days apart, across restarts; a complete message
+//!   appears in the [`ferry_transport::Transport`] mailbox (`list`/`open`/`settle`).
+//! - **Repair**: [`SmsTransport::request_missing`] sends the sender a compact "missing 3,5
+//!   of message X" control SMS; the sender answers from its copy of what it sent
+//!   ([`SmsTransport::accept`] queues the parts, [`SmsTransport::flush_queue`] sends them),
+//!   or says it no longer holds it.
+//! - **Expiry**: [`SmsTransport::expire`] gives up messages that made no progress for
+//!   `expiry_hours`, with a [`Report`] each; nothing is dropped silently.
+//! - **Budget**: `daily_budget` SMS per peer per UTC day; what goes beyond waits in a
+//!   durable queue. [`SmsTransport::dry_run`] says how many SMS a message would take;
+//!   [`SmsTransport::counters`] gives sent and queued counts per peer.
+//! - **Gateways**: Kannel (`sendsms` GET or POST; incoming SMS through the [`Listener`]),
+//!   Gammu SMSD (files in its outbox; [`SmsTransport::receive_spool`] reads its inbox), and
+//!   an HTTP template ([`HttpTemplate`]).
+//!
+//! **Architecture Invariant:** like every transport, this one moves opaque bytes: it never
+//! parses a bundle. Receipts and everything else the node sends are just messages to it.
+//!
+//! ```no_run
+//! use ferry_transport_sms::{GatewayKind, Peer, Phone, SmsConfig, SmsTransport};
+//! # fn main() -> Result<(), ferry_transport_sms::SmsError> {
+//! let mut config = SmsConfig::new(GatewayKind::Kannel, Phone::parse("+15550001")?);
+//! config.sendsms_url = Some("http://127.0.0.1:13013/cgi-bin/sendsms".into());
+//! config.username = Some("tester".into());
+//! let mut sms = SmsTransport::open_with_password(config, "/tmp/ferry-sms", Some("foobar".into()))?;
+//! let clinic = Phone::parse("+15550002")?;
+//! sms.set_peers([Peer::new(clinic.clone(), "clinic-a")]);
+//! println!("{} SMS", sms.dry_run(&clinic, 233)?.messages);
+//! let report = sms.send_to(&clinic, "bundle-1", &[0u8; 233])?;
+//! println!("{} sent, {} queued", report.sent_now, report.queued);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+pub mod frame;
+mod gateway;
+mod http;
+mod listen;
+mod phone;
+mod sms;
+mod store;
+pub mod text;
+
+pub use config::{GatewayKind, HttpMethod, HttpTemplate, SmsConfig};
+pub use error::SmsError;
+pub use gateway::SmsBody;
+pub use listen::{Event, Listener, Stopper, listen};
+pub use phone::{Peer, Phone};
+pub use sms::{
+    Accepted, Clock, DryRun, FlushReport, GiveUpReason, IncomingSms, Incomplete, PeerCounters,
+    RepairRequest, Report, ReportKind, SendReport, SmsTransport,
+};
