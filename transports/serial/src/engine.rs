@@ -1,0 +1,1364 @@
+//! The session protocol as a state machine: frames and the time go in, frames and events
+//! come out. No threads, no device; only the receive store touches files.
+//!
+//! - **Opening.** Each end picks a random *epoch* and sends HELLO (its epoch, the peer's if
+//!   known, its MTU) until it hears a HELLO echoing its epoch. A HELLO with a new epoch from an
+//!   established peer means the peer restarted: the association starts over (or, once the
+//!   application has seen messages of the old one, the session fails with `PeerRestarted`).
+//! - **Messages.** The sender OFFERs each message (slot, length, BLAKE3 hash); the receiver
+//!   answers NEED with the byte ranges it lacks (from its state folder: this is resume), or
+//!   DONE if it holds the message whole. The sender sends DATA for exactly those ranges.
+//!   When every byte is in and the hash checks, the receiver sends DONE and delivers the
+//!   message (in slot order).
+//! - **Reliability.** Selective repeat: every frame but HELLO and ACK has a sequence
+//!   number; at most `window` DATA frames are unacknowledged; the sender asks for an ACK
+//!   (POLL) every half window and on the last frame of a burst; an ACK names the highest
+//!   number received and a 64-bit map of the ones below. A frame older than an acknowledged
+//!   one that is not acknowledged itself was lost (serial links keep order): its content is
+//!   sent again under a new number. When no ACK comes within the retransmission timeout
+//!   (smoothed round trip + 4 × deviation, RFC 6298, doubled per silent timeout), a small
+//!   PROBE asks for one, instead of repeating data. Retries are bounded: a piece of a
+//!   message sent `MAX_SENDS` times ends the session (`TooManyTries`), and the application's
+//!   calls give up once the peer has been silent for `timeout` (`LinkLost`). While an
+//!   interactive session is idle, a PROBE every `timeout / 4` shows each end that the other
+//!   is still there.
+//! - **Closing.** When the application closes and every message it sent is DONE, CLOSE is
+//!   sent; the session is over once the peer's CLOSE arrived and ours was acknowledged.
+
+use crate::error::Fault;
+use crate::progress::Flow;
+use crate::ranges::RangeSet;
+use crate::store::{Lookup, Partial, RxStore};
+use crate::wire::{Body, DATA_HEADER, Frame, VERSION};
+use crate::{MAX_MESSAGE, MessageHash};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How many messages may be offered at once.
+const OFFER_AHEAD: usize = 4;
+/// How often one piece of a message may be sent in a session before the link is declared
+/// unusable (at 30 % frame loss, 24 losses in a row happen once in 10^12 tries).
+pub(crate) const MAX_SENDS: u8 = 24;
+/// REFUSE reason: larger than this end takes.
+pub(crate) const REFUSE_TOO_LARGE: u8 = 1;
+
+/// Counters of one session.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// Frames written to the device.
+    pub frames_sent: u64,
+    /// Valid frames received from the peer.
+    pub frames_received: u64,
+    /// Received frames thrown away as damaged (CRC, escapes, length).
+    pub frames_damaged: u64,
+    /// Bytes written to the device (after escaping and encapsulation).
+    pub wire_bytes_sent: u64,
+    /// Message bytes sent in DATA frames, repeats included.
+    pub data_bytes_sent: u64,
+    /// Message bytes sent again in this session (after a loss, a cut, or a peer restart).
+    pub data_bytes_resent: u64,
+    /// New message bytes received and stored.
+    pub data_bytes_received: u64,
+    /// Message bytes received that were already held.
+    pub duplicate_bytes_received: u64,
+    /// Bytes of offered messages that were already held from earlier sessions.
+    pub resumed_bytes: u64,
+    /// Frames declared lost whose content was sent again.
+    pub retransmissions: u64,
+    /// PROBEs sent after a timeout.
+    pub probes: u64,
+    /// Smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    /// Estimated airtime of everything sent (bytes at the configured rate).
+    pub airtime: Duration,
+}
+
+/// Fixed parameters of an engine.
+#[derive(Clone, Debug)]
+pub(crate) struct Params {
+    /// Message bytes per DATA frame this end sends and accepts.
+    pub(crate) mtu: u16,
+    /// Unacknowledged DATA frames allowed.
+    pub(crate) window: usize,
+    /// Link time of one full DATA frame.
+    pub(crate) frame_time: Duration,
+    /// Link time of one byte.
+    pub(crate) byte_time: Duration,
+    /// Open the link (send HELLO) without having anything to send.
+    pub(crate) announce: bool,
+    /// Fail with `PeerRestarted` (instead of starting over) once the application saw a
+    /// message of the association.
+    pub(crate) fault_on_restart: bool,
+    /// Send a PROBE when the established link has been quiet this long, so each end knows
+    /// the other is still there while its application thinks.
+    pub(crate) keepalive: Option<Duration>,
+}
+
+/// What the engine tells its driver.
+#[derive(Clone, Debug)]
+pub(crate) enum Event {
+    Established,
+    /// A whole message from the peer, checked, is in the store.
+    Delivered {
+        hash: MessageHash,
+        resumed: u64,
+    },
+    /// The peer holds a message we sent.
+    Sent {
+        hash: MessageHash,
+    },
+    /// The peer will not take a message we sent.
+    Refused {
+        hash: MessageHash,
+        reason: u8,
+    },
+    /// The peer has nothing more to send.
+    PeerClosed,
+    /// The peer restarted before anything was delivered; the association started over.
+    Reassociated,
+    Progress {
+        flow: Flow,
+        hash: MessageHash,
+        total: u64,
+        done: u64,
+        resumed: u64,
+    },
+    Fault(Fault),
+}
+
+#[derive(Debug)]
+struct OutMsg {
+    hash: MessageHash,
+    data: Arc<Vec<u8>>,
+    slot: Option<u16>,
+    offered: bool,
+    answered: bool,
+    more: bool,
+    to_send: RangeSet,
+    acked: RangeSet,
+    inflight: RangeSet,
+    done_wait: Option<Instant>,
+    resumed: u64,
+}
+
+impl OutMsg {
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn done_bytes(&self) -> u64 {
+        self.len()
+            .saturating_sub(self.to_send.len() + self.inflight.len())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ctrl {
+    Offer(MessageHash),
+    Need(u16),
+    Done(u16),
+    Refuse(u16, u8),
+    Close,
+}
+
+#[derive(Debug)]
+enum Sent {
+    Data {
+        hash: MessageHash,
+        start: u64,
+        end: u64,
+    },
+    Ctrl(Ctrl),
+    Probe,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    sent: Sent,
+    at: Instant,
+    poll: bool,
+}
+
+#[derive(Debug)]
+enum RxState {
+    Partial(Partial),
+    Complete,
+}
+
+#[derive(Debug)]
+struct RxSlot {
+    hash: MessageHash,
+    len: u64,
+    state: RxState,
+    resumed: u64,
+    delivered: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    epoch: u16,
+    mtu: u16,
+}
+
+/// Round-trip estimator (RFC 6298).
+#[derive(Debug)]
+struct Rtt {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    min: Duration,
+    max: Duration,
+    initial: Duration,
+}
+
+impl Rtt {
+    fn sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(r);
+                self.rttvar = self.rttvar * 3 / 4 + diff / 4;
+                self.srtt = Some(s * 7 / 8 + r / 8);
+            }
+        }
+    }
+
+    fn rto(&self) -> Duration {
+        match self.srtt {
+            None => self.initial,
+            Some(s) => {
+                (s + (self.rttvar * 4).max(Duration::from_millis(50))).clamp(self.min, self.max)
+            }
+        }
+    }
+}
+
+/// One end of a session.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    p: Params,
+    epoch: u16,
+    store: RxStore,
+    peer: Option<Peer>,
+    established: bool,
+    sent_echo: bool,
+    hello_reply: bool,
+    hello_at: Instant,
+    dirty: bool,
+    last_heard: Option<Instant>,
+    fault: Option<Fault>,
+    // Sending.
+    next_seq: u64,
+    inflight: BTreeMap<u64, Inflight>,
+    data_inflight: usize,
+    since_poll: usize,
+    last_poll_at: Instant,
+    last_progress: Instant,
+    backoff: u32,
+    probe_due: bool,
+    rtt: Rtt,
+    ctrl: VecDeque<Ctrl>,
+    out: Vec<OutMsg>,
+    next_slot: u16,
+    ever_sent: HashMap<MessageHash, RangeSet>,
+    sends: HashMap<(MessageHash, u64), u8>,
+    // Receiving.
+    rx_largest: Option<u64>,
+    rx_bitmap: u64,
+    ack_due: Option<Instant>,
+    rx: BTreeMap<u16, RxSlot>,
+    next_deliver: u16,
+    // Closing.
+    close_requested: bool,
+    close_sent: bool,
+    close_acked: bool,
+    peer_closed: bool,
+    events: Vec<Event>,
+    pub(crate) stats: SessionStats,
+}
+
+/// The 64-bit number nearest to `reference` whose low 16 bits are `s`.
+fn unwrap_seq(reference: u64, s: u16) -> u64 {
+    let cand = (reference & !0xFFFF) | u64::from(s);
+    let dist = |c: u64| c.abs_diff(reference);
+    let mut best = cand;
+    if cand >= 0x1_0000 && dist(cand - 0x1_0000) < dist(best) {
+        best = cand - 0x1_0000;
+    }
+    if dist(cand + 0x1_0000) < dist(best) {
+        best = cand + 0x1_0000;
+    }
+    best
+}
+
+impl Engine {
+    pub(crate) fn new(p: Params, epoch: u16, store: RxStore, now: Instant) -> Engine {
+        let initial = Duration::from_secs(1) + p.frame_time * 3;
+        // An ACK may wait behind one frame the peer is sending, then takes its own time.
+        let min = Duration::from_millis(200) + p.frame_time * 2;
+        Engine {
+            epoch,
+            store,
+            peer: None,
+            established: false,
+            sent_echo: false,
+            hello_reply: false,
+            hello_at: now,
+            dirty: false,
+            last_heard: None,
+            fault: None,
+            next_seq: 0,
+            inflight: BTreeMap::new(),
+            data_inflight: 0,
+            since_poll: 0,
+            last_poll_at: now,
+            last_progress: now,
+            backoff: 0,
+            probe_due: false,
+            rtt: Rtt {
+                srtt: None,
+                rttvar: Duration::ZERO,
+                min,
+                max: Duration::from_secs(60).max(min),
+                initial,
+            },
+            ctrl: VecDeque::new(),
+            out: Vec::new(),
+            next_slot: 0,
+            ever_sent: HashMap::new(),
+            sends: HashMap::new(),
+            rx_largest: None,
+            rx_bitmap: 0,
+            ack_due: None,
+            rx: BTreeMap::new(),
+            next_deliver: 0,
+            close_requested: false,
+            close_sent: false,
+            close_acked: false,
+            peer_closed: false,
+            events: Vec::new(),
+            stats: SessionStats::default(),
+            p,
+        }
+    }
+
+    pub(crate) fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub(crate) fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
+    }
+
+    pub(crate) fn rto(&self) -> Duration {
+        self.rtt.rto()
+    }
+
+    fn mtu(&self) -> usize {
+        usize::from(
+            self.peer
+                .map_or(self.p.mtu, |p| p.mtu.min(self.p.mtu))
+                .max(1),
+        )
+    }
+
+    fn fail(&mut self, f: Fault) {
+        if self.fault.is_none() {
+            self.fault = Some(f.clone());
+            self.events.push(Event::Fault(f));
+        }
+    }
+
+    fn push_ctrl(&mut self, c: Ctrl) {
+        if !self.ctrl.contains(&c) {
+            self.ctrl.push_back(c);
+        }
+    }
+
+    fn wants_link(&self) -> bool {
+        self.p.announce || !self.out.is_empty() || self.close_requested
+    }
+
+    /// Queues a message (a message already queued is not queued twice).
+    pub(crate) fn queue(&mut self, hash: MessageHash, data: Arc<Vec<u8>>) {
+        if self.out.iter().any(|m| m.hash == hash) {
+            return;
+        }
+        self.out.push(OutMsg {
+            hash,
+            data,
+            slot: None,
+            offered: false,
+            answered: false,
+            more: false,
+            to_send: RangeSet::new(),
+            acked: RangeSet::new(),
+            inflight: RangeSet::new(),
+            done_wait: None,
+            resumed: 0,
+        });
+    }
+
+    /// The application will send nothing more.
+    pub(crate) fn request_close(&mut self) {
+        self.close_requested = true;
+    }
+
+    /// Whether closing is finished: our CLOSE was acknowledged (or the peer, having sent its
+    /// own CLOSE, went silent) and the peer's CLOSE arrived.
+    pub(crate) fn close_complete(&self, now: Instant) -> bool {
+        let peer_gone = self
+            .last_heard
+            .is_some_and(|t| now.duration_since(t) > self.rto() * 3);
+        self.close_sent && self.peer_closed && (self.close_acked || peer_gone)
+    }
+
+    fn reassociate(&mut self) {
+        for slot in self.rx.values_mut() {
+            if let RxState::Partial(p) = &mut slot.state {
+                let _ = p.sync();
+            }
+        }
+        self.established = false;
+        self.sent_echo = false;
+        self.inflight.clear();
+        self.data_inflight = 0;
+        self.since_poll = 0;
+        self.backoff = 0;
+        self.probe_due = false;
+        self.ctrl.clear();
+        self.next_slot = 0;
+        for m in &mut self.out {
+            m.slot = None;
+            m.offered = false;
+            m.answered = false;
+            m.more = false;
+            m.to_send = RangeSet::new();
+            m.acked = RangeSet::new();
+            m.inflight = RangeSet::new();
+            m.done_wait = None;
+        }
+        self.rx_largest = None;
+        self.rx_bitmap = 0;
+        self.ack_due = None;
+        self.rx.clear();
+        self.next_deliver = 0;
+        self.close_sent = false;
+        self.close_acked = false;
+        self.peer_closed = false;
+        self.events.push(Event::Reassociated);
+    }
+
+    /// Handles one valid frame from the link.
+    pub(crate) fn on_frame(&mut self, f: Frame, now: Instant) {
+        if self.fault.is_some() || f.epoch == self.epoch {
+            return;
+        }
+        if let Body::Hello { version, echo, mtu } = f.body {
+            self.last_heard = Some(now);
+            self.stats.frames_received += 1;
+            self.on_hello(f.epoch, version, echo, mtu, now);
+            return;
+        }
+        if self.peer.map(|p| p.epoch) != Some(f.epoch) {
+            return; // a stale frame of an earlier session, or a stranger
+        }
+        self.last_heard = Some(now);
+        self.stats.frames_received += 1;
+        if !self.established {
+            self.establish();
+        }
+        if let Body::Ack { largest, bitmap } = f.body {
+            self.on_ack(largest, bitmap, now);
+            return;
+        }
+        let reference = self.rx_largest.unwrap_or(u64::from(f.seq) + 0x1_0000);
+        let seq = unwrap_seq(reference, f.seq);
+        let dup = self.rx_record(seq);
+        if f.poll || dup {
+            self.ack_due = Some(now);
+        } else if self.ack_due.is_none() {
+            let delay = self.p.frame_time * (self.p.window as u32 / 2 + 1);
+            self.ack_due = Some(now + delay.max(Duration::from_millis(20)));
+        }
+        if dup {
+            return;
+        }
+        match f.body {
+            Body::Offer { slot, len, hash } => {
+                self.on_offer(slot, u64::from(len), MessageHash(hash), now)
+            }
+            Body::Need { slot, more, ranges } => self.on_need(slot, more, &ranges, now),
+            Body::Data { slot, offset, data } => self.on_data(slot, u64::from(offset), &data),
+            Body::Done { slot } => self.on_done(slot),
+            Body::Refuse { slot, reason } => {
+                if let Some(i) = self.out.iter().position(|m| m.slot == Some(slot)) {
+                    let m = self.out.remove(i);
+                    self.events.push(Event::Refused {
+                        hash: m.hash,
+                        reason,
+                    });
+                }
+            }
+            Body::Close => {
+                if !self.peer_closed {
+                    self.peer_closed = true;
+                    self.events.push(Event::PeerClosed);
+                }
+            }
+            Body::Probe | Body::Hello { .. } | Body::Ack { .. } => {}
+        }
+    }
+
+    fn establish(&mut self) {
+        self.established = true;
+        self.hello_reply = false;
+        self.events.push(Event::Established);
+    }
+
+    fn on_hello(&mut self, epoch: u16, version: u8, echo: u16, mtu: u16, _now: Instant) {
+        if version != VERSION {
+            self.fail(Fault::Version(version));
+            return;
+        }
+        match self.peer {
+            Some(p) if p.epoch == epoch => {}
+            Some(_) => {
+                if self.dirty && self.p.fault_on_restart {
+                    self.fail(Fault::PeerRestarted);
+                    return;
+                }
+                self.reassociate();
+            }
+            None => {}
+        }
+        self.peer = Some(Peer {
+            epoch,
+            mtu: mtu.max(1),
+        });
+        if echo == self.epoch && !self.established {
+            self.establish();
+        }
+        if echo != self.epoch || !self.sent_echo {
+            self.hello_reply = true;
+        }
+    }
+
+    /// Records a received sequence number; true if it was seen before.
+    fn rx_record(&mut self, s: u64) -> bool {
+        match self.rx_largest {
+            None => {
+                self.rx_largest = Some(s);
+                self.rx_bitmap = 0;
+                false
+            }
+            Some(l) if s > l => {
+                let sh = s - l;
+                self.rx_bitmap = if sh >= 64 { 0 } else { self.rx_bitmap << sh };
+                if sh <= 64 {
+                    self.rx_bitmap |= 1 << (sh - 1);
+                }
+                self.rx_largest = Some(s);
+                false
+            }
+            Some(l) if s == l => true,
+            Some(l) => {
+                let d = l - s;
+                if d > 64 {
+                    return true;
+                }
+                let bit = 1u64 << (d - 1);
+                let seen = self.rx_bitmap & bit != 0;
+                self.rx_bitmap |= bit;
+                seen
+            }
+        }
+    }
+
+    fn on_ack(&mut self, largest: u16, bitmap: u64, now: Instant) {
+        if self.next_seq == 0 {
+            return;
+        }
+        let largest = unwrap_seq(self.next_seq - 1, largest);
+        if largest >= self.next_seq {
+            return;
+        }
+        let keys: Vec<u64> = self.inflight.range(..=largest).map(|(k, _)| *k).collect();
+        let mut progress = false;
+        for k in keys {
+            let d = largest - k;
+            let acked = d == 0 || (d <= 64 && bitmap >> (d - 1) & 1 == 1);
+            let Some(f) = self.inflight.remove(&k) else {
+                continue;
+            };
+            if matches!(f.sent, Sent::Data { .. }) {
+                self.data_inflight -= 1;
+            }
+            if acked {
+                progress = true;
+                if d == 0 && f.poll {
+                    self.rtt.sample(now.saturating_duration_since(f.at));
+                    self.stats.rtt = self.rtt.srtt;
+                }
+                self.on_acked(f.sent, now);
+            } else {
+                self.stats.retransmissions += 1;
+                self.on_lost(f.sent);
+            }
+        }
+        if progress {
+            self.backoff = 0;
+            self.last_progress = now;
+        }
+    }
+
+    fn msg_mut(&mut self, hash: &MessageHash) -> Option<&mut OutMsg> {
+        self.out.iter_mut().find(|m| m.hash == *hash)
+    }
+
+    fn on_acked(&mut self, sent: Sent, now: Instant) {
+        match sent {
+            Sent::Data { hash, start, end } => {
+                let rto = self.rto();
+                let Some(m) = self.msg_mut(&hash) else { return };
+                m.inflight.remove(start, end);
+                m.acked.insert(start, end);
+                let (total, done, resumed) = (m.len(), m.done_bytes(), m.resumed);
+                let finished = m.to_send.is_empty() && m.inflight.is_empty();
+                let more = m.more;
+                if finished && !more {
+                    m.done_wait = Some(now + rto * 2);
+                }
+                if finished && more {
+                    self.push_ctrl(Ctrl::Offer(hash));
+                }
+                self.events.push(Event::Progress {
+                    flow: Flow::Sending,
+                    hash,
+                    total,
+                    done,
+                    resumed,
+                });
+            }
+            Sent::Ctrl(Ctrl::Close) => self.close_acked = true,
+            Sent::Ctrl(_) | Sent::Probe => {}
+        }
+    }
+
+    fn on_lost(&mut self, sent: Sent) {
+        match sent {
+            Sent::Data { hash, start, end } => {
+                if let Some(m) = self.msg_mut(&hash) {
+                    m.inflight.remove(start, end);
+                    let mut r = RangeSet::new();
+                    r.insert(start, end);
+                    r.subtract(&m.acked);
+                    for (a, b) in r.iter() {
+                        m.to_send.insert(a, b);
+                    }
+                }
+            }
+            Sent::Ctrl(Ctrl::Offer(hash)) => {
+                if self.out.iter().any(|m| m.hash == hash) {
+                    self.push_ctrl(Ctrl::Offer(hash));
+                }
+            }
+            Sent::Ctrl(c @ (Ctrl::Need(_) | Ctrl::Done(_))) => {
+                let slot = match c {
+                    Ctrl::Need(s) | Ctrl::Done(s) => s,
+                    _ => unreachable!("matched above"),
+                };
+                if let Some(rs) = self.rx.get(&slot) {
+                    let c = match rs.state {
+                        RxState::Complete => Ctrl::Done(slot),
+                        RxState::Partial(_) => Ctrl::Need(slot),
+                    };
+                    self.push_ctrl(c);
+                }
+            }
+            Sent::Ctrl(c @ Ctrl::Refuse(..)) => self.push_ctrl(c),
+            Sent::Ctrl(Ctrl::Close) => {
+                if !self.close_acked {
+                    self.push_ctrl(Ctrl::Close);
+                }
+            }
+            Sent::Probe => {}
+        }
+    }
+
+    fn on_offer(&mut self, slot: u16, len: u64, hash: MessageHash, now: Instant) {
+        let _ = now;
+        if len > MAX_MESSAGE {
+            self.push_ctrl(Ctrl::Refuse(slot, REFUSE_TOO_LARGE));
+            return;
+        }
+        if let Some(rs) = self.rx.get(&slot) {
+            if rs.hash == hash && rs.len == len {
+                let c = match rs.state {
+                    RxState::Complete => Ctrl::Done(slot),
+                    RxState::Partial(_) => Ctrl::Need(slot),
+                };
+                self.push_ctrl(c);
+                return;
+            }
+        }
+        let state = match self.store.lookup(&hash, len) {
+            Ok(Lookup::Complete) => RxState::Complete,
+            Ok(Lookup::Partial(p)) => RxState::Partial(p),
+            Err(e) => {
+                let f = Fault::state(self.store.dir(), &e);
+                self.fail(f);
+                return;
+            }
+        };
+        let resumed = match &state {
+            RxState::Complete => len,
+            RxState::Partial(p) => p.held().len(),
+        };
+        self.stats.resumed_bytes += resumed;
+        self.rx.insert(
+            slot,
+            RxSlot {
+                hash,
+                len,
+                state,
+                resumed,
+                delivered: false,
+            },
+        );
+        self.events.push(Event::Progress {
+            flow: Flow::Receiving,
+            hash,
+            total: len,
+            done: resumed,
+            resumed,
+        });
+        self.check_complete(slot);
+    }
+
+    /// After a write (or an offer): finish a complete message, or ask for what is missing.
+    fn check_complete(&mut self, slot: u16) {
+        let Some(rs) = self.rx.get_mut(&slot) else {
+            return;
+        };
+        let ctrl = match &mut rs.state {
+            RxState::Complete => Ctrl::Done(slot),
+            RxState::Partial(p) if p.is_complete() => match p.finish(&self.store) {
+                Ok(true) => {
+                    rs.state = RxState::Complete;
+                    Ctrl::Done(slot)
+                }
+                Ok(false) => Ctrl::Need(slot),
+                Err(e) => {
+                    let f = Fault::state(p.path(), &e);
+                    self.fail(f);
+                    return;
+                }
+            },
+            RxState::Partial(_) => Ctrl::Need(slot),
+        };
+        let done = ctrl == Ctrl::Done(slot);
+        self.push_ctrl(ctrl);
+        if done {
+            self.deliver_in_order();
+        }
+    }
+
+    fn deliver_in_order(&mut self) {
+        while let Some(rs) = self.rx.get_mut(&self.next_deliver) {
+            if !matches!(rs.state, RxState::Complete) {
+                break;
+            }
+            if !rs.delivered {
+                rs.delivered = true;
+                self.dirty = true;
+                self.events.push(Event::Delivered {
+                    hash: rs.hash,
+                    resumed: rs.resumed,
+                });
+            }
+            self.next_deliver = self.next_deliver.wrapping_add(1);
+        }
+    }
+
+    fn on_data(&mut self, slot: u16, offset: u64, data: &[u8]) {
+        let Some(rs) = self.rx.get_mut(&slot) else {
+            return;
+        };
+        let end = offset + data.len() as u64;
+        let RxState::Partial(p) = &mut rs.state else {
+            self.stats.duplicate_bytes_received += data.len() as u64;
+            return;
+        };
+        if end > rs.len {
+            return;
+        }
+        let new = data.len() as u64 - p.held().overlap(offset, end);
+        if let Err(e) = p.write(offset, data) {
+            let f = Fault::state(p.path(), &e);
+            self.fail(f);
+            return;
+        }
+        self.stats.data_bytes_received += new;
+        self.stats.duplicate_bytes_received += data.len() as u64 - new;
+        let (hash, total, done, resumed) = (rs.hash, rs.len, p.held().len(), rs.resumed);
+        self.events.push(Event::Progress {
+            flow: Flow::Receiving,
+            hash,
+            total,
+            done,
+            resumed,
+        });
+        if p.is_complete() {
+            self.check_complete(slot);
+        }
+    }
+
+    fn on_need(&mut self, slot: u16, more: bool, ranges: &[(u32, u32)], _now: Instant) {
+        let Some(m) = self.out.iter_mut().find(|m| m.slot == Some(slot)) else {
+            return;
+        };
+        let mut want = RangeSet::new();
+        for &(o, l) in ranges {
+            let (a, b) = (u64::from(o), (u64::from(o) + u64::from(l)).min(m.len()));
+            want.insert(a, b);
+        }
+        if !m.answered && !more {
+            m.resumed = m.len() - want.len();
+        }
+        m.answered = true;
+        m.more = more;
+        m.done_wait = None;
+        let mut fresh = want.clone();
+        fresh.subtract(&m.inflight);
+        fresh.subtract(&m.acked);
+        if fresh.is_empty() && m.inflight.is_empty() && !want.is_empty() {
+            // The receiver lost what it had acknowledged (its hash check failed): start over.
+            m.acked = RangeSet::new();
+            fresh = want;
+        }
+        m.to_send = fresh;
+        let hash = m.hash;
+        let (total, done, resumed) = (m.len(), m.done_bytes(), m.resumed);
+        if m.to_send.is_empty() && m.inflight.is_empty() && more {
+            self.push_ctrl(Ctrl::Offer(hash));
+        }
+        self.events.push(Event::Progress {
+            flow: Flow::Sending,
+            hash,
+            total,
+            done,
+            resumed,
+        });
+    }
+
+    fn on_done(&mut self, slot: u16) {
+        if let Some(i) = self.out.iter().position(|m| m.slot == Some(slot)) {
+            let m = self.out.remove(i);
+            self.ever_sent.remove(&m.hash);
+            self.sends.retain(|k, _| k.0 != m.hash);
+            self.dirty = true;
+            let total = m.len();
+            self.events.push(Event::Progress {
+                flow: Flow::Sending,
+                hash: m.hash,
+                total,
+                done: total,
+                resumed: m.resumed,
+            });
+            self.events.push(Event::Sent { hash: m.hash });
+            // Frames still in flight for it are now moot.
+        }
+    }
+
+    /// When to PROBE: an RTO after the last POLL, while a POLL is unanswered. Frames sent
+    /// mid-burst without POLL arm no timer: the burst always ends with a POLL.
+    fn loss_deadline(&self) -> Option<Instant> {
+        if !self.inflight.values().any(|f| f.poll) {
+            return None;
+        }
+        let rto = (self.rto() * 2u32.saturating_pow(self.backoff)).min(self.rtt.max);
+        Some(self.last_poll_at.max(self.last_progress) + rto)
+    }
+
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        let k = self.p.keepalive?;
+        if !self.established || !self.inflight.is_empty() || self.probe_due || self.close_sent {
+            return None;
+        }
+        Some(
+            self.last_poll_at
+                .max(self.last_heard.unwrap_or(self.last_poll_at))
+                + k,
+        )
+    }
+
+    /// Runs timers; call after every input and at `next_deadline`.
+    pub(crate) fn on_tick(&mut self, now: Instant) {
+        if self.fault.is_some() {
+            return;
+        }
+        if self.loss_deadline().is_some_and(|d| d <= now) {
+            self.probe_due = true;
+            self.backoff = (self.backoff + 1).min(8);
+            self.last_poll_at = now;
+        }
+        if self.keepalive_deadline().is_some_and(|d| d <= now) {
+            self.probe_due = true;
+            self.last_poll_at = now;
+        }
+        if !self.established {
+            return;
+        }
+        let mut reoffer = Vec::new();
+        for m in &mut self.out {
+            if m.done_wait.is_some_and(|d| d <= now) {
+                m.done_wait = None;
+                m.acked = RangeSet::new();
+                reoffer.push(m.hash);
+            }
+        }
+        for h in reoffer {
+            self.push_ctrl(Ctrl::Offer(h));
+        }
+        let pending: Vec<MessageHash> = self
+            .out
+            .iter_mut()
+            .take(OFFER_AHEAD)
+            .filter(|m| !m.offered)
+            .map(|m| {
+                m.offered = true;
+                m.hash
+            })
+            .collect();
+        for h in pending {
+            self.push_ctrl(Ctrl::Offer(h));
+        }
+        if self.close_requested && self.out.is_empty() && !self.close_sent {
+            self.close_sent = true;
+            self.push_ctrl(Ctrl::Close);
+        }
+    }
+
+    /// When `on_tick` next has work.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let mut d = [
+            self.ack_due,
+            (!self.established && self.wants_link()).then_some(self.hello_at),
+            self.loss_deadline(),
+            self.keepalive_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        for m in &self.out {
+            if let Some(w) = m.done_wait {
+                d = Some(d.map_or(w, |x| x.min(w)));
+            }
+        }
+        d
+    }
+
+    fn data_ready(&self) -> bool {
+        self.data_inflight < self.p.window
+            && self.out.iter().any(|m| m.answered && !m.to_send.is_empty())
+    }
+
+    /// Whether a frame is waiting to be sent now.
+    pub(crate) fn wants_transmit(&self, now: Instant) -> bool {
+        if self.fault.is_some() {
+            return false;
+        }
+        self.ack_due.is_some_and(|t| t <= now)
+            || self.hello_reply
+            || (!self.established && self.wants_link() && self.hello_at <= now)
+            || (self.established && (self.probe_due || !self.ctrl.is_empty() || self.data_ready()))
+    }
+
+    fn numbered(&mut self, body: Body, sent: Sent, poll: bool, now: Instant) -> Frame {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if matches!(sent, Sent::Data { .. }) {
+            self.data_inflight += 1;
+        }
+        if poll {
+            self.since_poll = 0;
+        } else {
+            self.since_poll += 1;
+        }
+        if self.inflight.is_empty() {
+            self.last_progress = now;
+        }
+        let frame = Frame {
+            epoch: self.epoch,
+            seq: seq as u16,
+            poll,
+            body,
+        };
+        // Round trips count from the end of the frame's own transmission.
+        let at = now + self.p.byte_time * (frame.encode().len() as u32 + 2);
+        if poll {
+            self.last_poll_at = at;
+        }
+        self.inflight.insert(seq, Inflight { sent, at, poll });
+        frame
+    }
+
+    /// The next frame to write, if any. Call when the link may take a frame.
+    pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        if self.fault.is_some() {
+            return None;
+        }
+        if self.ack_due.is_some_and(|t| t <= now) {
+            self.ack_due = None;
+            // What we acknowledge must survive a crash.
+            for rs in self.rx.values_mut() {
+                if let RxState::Partial(p) = &mut rs.state {
+                    if let Err(e) = p.sync() {
+                        let f = Fault::state(p.path(), &e);
+                        self.fail(f);
+                        return None;
+                    }
+                }
+            }
+            if let Some(l) = self.rx_largest {
+                let body = Body::Ack {
+                    largest: l as u16,
+                    bitmap: self.rx_bitmap,
+                };
+                return Some(Frame {
+                    epoch: self.epoch,
+                    seq: 0,
+                    poll: false,
+                    body,
+                });
+            }
+        }
+        if self.hello_reply || (!self.established && self.wants_link() && self.hello_at <= now) {
+            self.hello_reply = false;
+            self.hello_at = now + self.rtt.initial.min(Duration::from_secs(10));
+            let echo = self.peer.map_or(0, |p| p.epoch);
+            self.sent_echo = self.peer.is_some();
+            let body = Body::Hello {
+                version: VERSION,
+                echo,
+                mtu: self.p.mtu,
+            };
+            return Some(Frame {
+                epoch: self.epoch,
+                seq: 0,
+                poll: false,
+                body,
+            });
+        }
+        if !self.established {
+            return None;
+        }
+        if self.probe_due {
+            self.probe_due = false;
+            self.stats.probes += 1;
+            return Some(self.numbered(Body::Probe, Sent::Probe, true, now));
+        }
+        while let Some(c) = self.ctrl.pop_front() {
+            if let Some(body) = self.materialize(&c) {
+                return Some(self.numbered(body, Sent::Ctrl(c), true, now));
+            }
+        }
+        if !self.data_ready() {
+            return None;
+        }
+        let mtu = self.mtu() as u64;
+        let i = self
+            .out
+            .iter()
+            .position(|m| m.answered && !m.to_send.is_empty())?;
+        let m = &mut self.out[i];
+        let (a, b) = m.to_send.first()?;
+        let end = b.min(a + mtu);
+        m.to_send.remove(a, end);
+        m.inflight.insert(a, end);
+        let slot = m.slot.unwrap_or(0);
+        let hash = m.hash;
+        let data = m.data[a as usize..end as usize].to_vec();
+        let ever = self.ever_sent.entry(hash).or_default();
+        let again = ever.overlap(a, end);
+        ever.insert(a, end);
+        self.stats.data_bytes_sent += end - a;
+        self.stats.data_bytes_resent += again;
+        let tries = self.sends.entry((hash, a)).or_insert(0);
+        *tries += 1;
+        if *tries > MAX_SENDS {
+            self.fail(Fault::TooManyTries(end - a));
+            return None;
+        }
+        let last = self.data_inflight + 1 >= self.p.window
+            || !self.out.iter().any(|m| m.answered && !m.to_send.is_empty());
+        let poll = last || self.since_poll + 1 >= (self.p.window / 2).max(1);
+        let body = Body::Data {
+            slot,
+            offset: a as u32,
+            data,
+        };
+        Some(self.numbered(
+            body,
+            Sent::Data {
+                hash,
+                start: a,
+                end,
+            },
+            poll,
+            now,
+        ))
+    }
+
+    fn materialize(&mut self, c: &Ctrl) -> Option<Body> {
+        match c {
+            Ctrl::Offer(hash) => {
+                let next = &mut self.next_slot;
+                let m = self.out.iter_mut().find(|m| m.hash == *hash)?;
+                let slot = *m.slot.get_or_insert_with(|| {
+                    let s = *next;
+                    *next = next.wrapping_add(1);
+                    s
+                });
+                m.offered = true;
+                Some(Body::Offer {
+                    slot,
+                    len: m.len() as u32,
+                    hash: m.hash.0,
+                })
+            }
+            Ctrl::Need(slot) => {
+                let per = ((self.mtu() + DATA_HEADER).saturating_sub(4) / 8).clamp(1, 255);
+                let rs = self.rx.get(slot)?;
+                match &rs.state {
+                    RxState::Complete => Some(Body::Done { slot: *slot }),
+                    RxState::Partial(p) => {
+                        let missing = p.held().missing(rs.len);
+                        let ranges: Vec<(u32, u32)> = missing
+                            .iter()
+                            .take(per)
+                            .map(|(a, b)| (a as u32, (b - a) as u32))
+                            .collect();
+                        let more = missing.iter().count() > per;
+                        Some(Body::Need {
+                            slot: *slot,
+                            more,
+                            ranges,
+                        })
+                    }
+                }
+            }
+            Ctrl::Done(slot) => Some(Body::Done { slot: *slot }),
+            Ctrl::Refuse(slot, reason) => Some(Body::Refuse {
+                slot: *slot,
+                reason: *reason,
+            }),
+            Ctrl::Close => Some(Body::Close),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_unwrap_around_the_reference() {
+        assert_eq!(unwrap_seq(0x1_0005, 3), 0x1_0003);
+        assert_eq!(unwrap_seq(0x1_FFFE, 2), 0x2_0002);
+        assert_eq!(unwrap_seq(0x2_0001, 0xFFFF), 0x1_FFFF);
+        assert_eq!(unwrap_seq(5, 7), 7);
+    }
+
+    struct Pair {
+        a: Engine,
+        b: Engine,
+        now: Instant,
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+    }
+
+    fn params() -> Params {
+        Params {
+            mtu: 50,
+            window: 4,
+            frame_time: Duration::from_millis(10),
+            byte_time: Duration::from_micros(100),
+            announce: true,
+            fault_on_restart: true,
+            keepalive: None,
+        }
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let now = Instant::now();
+            let a = Engine::new(params(), 0x0A0A, RxStore::open(da.path()).unwrap(), now);
+            let b = Engine::new(params(), 0x0B0B, RxStore::open(db.path()).unwrap(), now);
+            Pair {
+                a,
+                b,
+                now,
+                _dirs: (da, db),
+            }
+        }
+
+        /// Runs both ends in lock-step, dropping frames for which `drop(n)` is true
+        /// (n counts frames). Returns the events of each end.
+        fn run(
+            &mut self,
+            steps: usize,
+            mut drop: impl FnMut(usize, &Frame) -> bool,
+        ) -> (Vec<Event>, Vec<Event>) {
+            let (mut ea, mut eb) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            for _ in 0..steps {
+                self.now += Duration::from_millis(10);
+                let now = self.now;
+                self.a.on_tick(now);
+                self.b.on_tick(now);
+                while let Some(f) = self.a.poll_transmit(now) {
+                    n += 1;
+                    if !drop(n, &f) {
+                        self.b.on_frame(Frame::decode(&f.encode()).unwrap(), now);
+                    }
+                }
+                while let Some(f) = self.b.poll_transmit(now) {
+                    n += 1;
+                    if !drop(n, &f) {
+                        self.a.on_frame(Frame::decode(&f.encode()).unwrap(), now);
+                    }
+                }
+                ea.extend(self.a.take_events());
+                eb.extend(self.b.take_events());
+            }
+            (ea, eb)
+        }
+    }
+
+    fn delivered(ev: &[Event]) -> Vec<MessageHash> {
+        ev.iter()
+            .filter_map(|e| {
+                if let Event::Delivered { hash, .. } = e {
+                    Some(*hash)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_cross_both_ways_and_close() {
+        let mut p = Pair::new();
+        let ma: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let mb: Vec<u8> = (0..777u32).map(|i| (i * 3) as u8).collect();
+        let (ha, hb) = (MessageHash::of(&ma), MessageHash::of(&mb));
+        p.a.queue(ha, Arc::new(ma));
+        p.b.queue(hb, Arc::new(mb));
+        p.a.request_close();
+        p.b.request_close();
+        let (ea, eb) = p.run(2000, |_, _| false);
+        assert_eq!(delivered(&eb), vec![ha]);
+        assert_eq!(delivered(&ea), vec![hb]);
+        assert!(p.a.close_complete(p.now) && p.b.close_complete(p.now));
+        assert_eq!(p.a.stats.data_bytes_resent, 0);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_within_a_session() {
+        let mut p = Pair::new();
+        p.a.next_seq = 0xFFF0;
+        let m: Vec<u8> = (0..3000u32).map(|i| (i % 13) as u8).collect();
+        let h = MessageHash::of(&m);
+        p.a.queue(h, Arc::new(m));
+        let (_, eb) = p.run(2000, |_, _| false);
+        assert_eq!(delivered(&eb), vec![h]);
+        assert!(p.a.next_seq > 0x1_0000);
+        assert_eq!(p.a.stats.data_bytes_resent, 0);
+    }
+
+    #[test]
+    fn lost_frames_are_sent_again_and_the_message_arrives() {
+        let mut p = Pair::new();
+        let m: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let h = MessageHash::of(&m);
+        p.a.queue(h, Arc::new(m));
+        // Drop 30 % of the frames in both directions (a fixed pseudo-random pattern).
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let (_, eb) = p.run(5000, |_, _| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 10 < 3
+        });
+        assert_eq!(delivered(&eb), vec![h]);
+        assert!(p.a.stats.retransmissions > 0);
+    }
+
+    #[test]
+    fn a_restarted_receiver_resumes_from_its_state_folder() {
+        let mut p = Pair::new();
+        let m: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
+        let h = MessageHash::of(&m);
+        p.a.queue(h, Arc::new(m));
+        // Run until about half has arrived, then restart B on the same folder.
+        let mut steps = 0;
+        while p.b.stats.data_bytes_received < 1000 {
+            p.run(1, |_, _| false);
+            steps += 1;
+            assert!(steps < 1000);
+        }
+        let held = p.b.stats.data_bytes_received;
+        let store = RxStore::open(p._dirs.1.path()).unwrap();
+        p.b = Engine::new(params(), 0x0C0C, store, p.now);
+        let (ea, eb) = p.run(3000, |_, _| false);
+        assert_eq!(delivered(&eb), vec![h]);
+        assert!(ea.iter().any(|e| matches!(e, Event::Reassociated)));
+        assert_eq!(p.b.stats.resumed_bytes, held);
+        // Only what was in flight at the restart is sent again.
+        assert!(
+            p.a.stats.data_bytes_resent <= 4 * 50,
+            "{}",
+            p.a.stats.data_bytes_resent
+        );
+    }
+
+    #[test]
+    fn a_piece_that_never_gets_through_ends_the_session() {
+        let mut p = Pair::new();
+        let m = vec![0xC0; 120];
+        p.a.queue(MessageHash::of(&m), Arc::new(m));
+        // Everything crosses except DATA at offset 50.
+        let (ea, _) = p.run(20_000, |_, f| {
+            matches!(f.body, Body::Data { offset: 50, .. })
+        });
+        assert!(
+            ea.iter()
+                .any(|e| matches!(e, Event::Fault(Fault::TooManyTries(50)))),
+            "{ea:?}"
+        );
+    }
+
+    #[test]
+    fn a_restart_after_delivery_is_a_fault() {
+        let mut p = Pair::new();
+        let m = b"receipt".to_vec();
+        let h = MessageHash::of(&m);
+        p.b.queue(h, Arc::new(m));
+        let (ea, _) = p.run(100, |_, _| false);
+        assert_eq!(delivered(&ea), vec![h]);
+        let store = RxStore::open(p._dirs.1.path()).unwrap();
+        p.b = Engine::new(params(), 0x0C0C, store, p.now);
+        let (ea, _) = p.run(100, |_, _| false);
+        assert!(
+            ea.iter()
+                .any(|e| matches!(e, Event::Fault(Fault::PeerRestarted)))
+        );
+    }
+}
