@@ -9,4 +9,5 @@ mod conflicts;
 mod crash;
 mod email;
 mod rejects;
+mod sms;
 mod three_laptops;

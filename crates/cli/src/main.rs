@@ -176,6 +176,11 @@ enum Command {
         #[command(subcommand)]
         via: ReceiveVia,
     },
+    /// SMS gateways that call ferry (HTTP)
+    Sms {
+        #[command(subcommand)]
+        action: SmsAction,
+    },
     /// Drop history every member already holds, and give the space back to the disk
     Compact,
     /// Remove deleted records for good (for privacy), once every member has their delete
@@ -223,18 +228,111 @@ struct SyncArgs {
 enum SyncVia {
     /// Receive by email, then send what the others lack
     Email(EmailArgs),
+    /// Receive SMS from a spool gateway (Gammu), then send each member what it lacks
+    Sms(SmsArgs),
 }
 
 #[derive(Subcommand)]
 enum SendVia {
     /// Send by email to every member with an address (or --to)
     Email(EmailArgs),
+    /// Send each member with a phone number (or --to) exactly what it lacks, by SMS
+    Sms(SmsSendArgs),
 }
 
 #[derive(Subcommand)]
 enum ReceiveVia {
     /// Fetch ferry's emails (IMAP or a Maildir) and apply the bundles in them
     Email(EmailArgs),
+    /// Read incoming SMS from a spool gateway (Gammu's inbox folder) and apply them
+    Sms(SmsArgs),
+}
+
+#[derive(Subcommand)]
+enum SmsAction {
+    /// Receive SMS from an HTTP gateway (Kannel, an Android gateway app) until stopped
+    Listen(SmsListenArgs),
+}
+
+/// SMS settings; each overrides the same key of `[sms]` in ferry.toml.
+#[derive(Args)]
+struct SmsArgs {
+    /// kannel, gammu or http
+    #[arg(long)]
+    gateway: Option<String>,
+    /// This laptop's own number, e.g. +254712345678
+    #[arg(long)]
+    from: Option<String>,
+    /// The gateway's send URL (Kannel: http://HOST:13013/cgi-bin/sendsms)
+    #[arg(long)]
+    sendsms_url: Option<String>,
+    /// The gateway's user name
+    #[arg(long)]
+    username: Option<String>,
+    /// Name of the environment variable that holds the gateway password
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+    /// Gammu's outbox folder
+    #[arg(long, value_name = "DIR")]
+    outbox: Option<String>,
+    /// Gammu's inbox folder
+    #[arg(long, value_name = "DIR")]
+    inbox: Option<String>,
+    /// SMS per member per day at most
+    #[arg(long)]
+    daily_budget: Option<u32>,
+    /// Send 8-bit binary SMS (when the gateway supports it)
+    #[arg(long)]
+    binary: bool,
+}
+
+impl SmsArgs {
+    fn flags(&self) -> ferry_node::SmsFlags {
+        use ferry_node::SmsSetting::{Flag, Number, Text};
+        let mut f = ferry_node::SmsFlags::new();
+        let texts = [
+            ("gateway", &self.gateway),
+            ("from", &self.from),
+            ("sendsms_url", &self.sendsms_url),
+            ("username", &self.username),
+            ("password_env", &self.password_env),
+            ("outbox", &self.outbox),
+            ("inbox", &self.inbox),
+        ];
+        for (k, v) in texts {
+            if let Some(v) = v {
+                f.insert(k, Text(v.clone()));
+            }
+        }
+        if let Some(n) = self.daily_budget {
+            f.insert("daily_budget", Number(n as i64));
+        }
+        if self.binary {
+            f.insert("binary", Flag(true));
+        }
+        f
+    }
+}
+
+#[derive(Args)]
+struct SmsSendArgs {
+    /// Send to this number (repeatable) instead of every member's published number
+    #[arg(long, value_name = "+NUMBER")]
+    to: Vec<String>,
+    /// Say how many SMS it would take, and send nothing
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    sms: SmsArgs,
+}
+
+#[derive(Args)]
+struct SmsListenArgs {
+    /// Address to listen on, e.g. 127.0.0.1:18080 (the gateway calls http://ADDRESS/sms)
+    #[arg(long, alias = "listen")]
+    bind: Option<String>,
+    #[command(flatten)]
+    sms: SmsArgs,
 }
 
 /// Email settings; each overrides the same key of `[email]` in ferry.toml.
@@ -723,6 +821,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "in the mailbox",
                     )?;
                 }
+                (_, Some(SyncVia::Sms(args))) => {
+                    let r = node.receive_sms(&args.flags(), &Bar::new())?;
+                    output::print_sms_receive(&r)?;
+                    let s = node.send_sms(&args.flags(), &[], false, &Bar::new())?;
+                    output::print_sms_send(&s)?;
+                    refused(&node, r.import.rejected(), "by SMS")?;
+                }
                 (Some(dir), None) => {
                     let r = node.sync(&dir, &Bar::new())?;
                     output::print_import(&r.import)?;
@@ -739,6 +844,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let s = node.send_email(args.config(), &args.to, &Bar::new())?;
                     output::print_email_send(&s)?;
                 }
+                SendVia::Sms(args) => {
+                    let s =
+                        node.send_sms(&args.sms.flags(), &args.to, args.dry_run, &Bar::new())?;
+                    output::print_sms_send(&s)?;
+                }
             }
         }
         Command::Receive { via } => {
@@ -753,7 +863,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "in the mailbox",
                     )?;
                 }
+                ReceiveVia::Sms(args) => {
+                    let r = node.receive_sms(&args.flags(), &Bar::new())?;
+                    output::print_sms_receive(&r)?;
+                    refused(&node, r.import.rejected(), "by SMS")?;
+                }
             }
+        }
+        Command::Sms {
+            action: SmsAction::Listen(args),
+        } => {
+            let mut node = open(&cli.home)?;
+            node.sms_listen(
+                &args.sms.flags(),
+                args.bind.as_deref(),
+                |addr, _stopper| {
+                    let _ = out(format_args!(
+                        "listening on http://{addr}/sms (GET or POST with from, to, text); stop with Ctrl-C"
+                    ));
+                },
+                |line| {
+                    let _ = out(format_args!("{line}"));
+                },
+                &Bar::new(),
+            )?;
         }
         Command::Compact => {
             let mut node = open(&cli.home)?;

@@ -281,6 +281,49 @@ pub fn print_email_receive(r: &ferry_node::EmailReceiveReport) -> Result<()> {
     Ok(())
 }
 
+pub fn print_sms_send(r: &ferry_node::SmsSendReport) -> Result<()> {
+    if r.flushed > 0 {
+        out(format_args!("sent     {} SMS that were waiting", r.flushed))?;
+    }
+    for p in &r.peers {
+        if let Some(note) = &p.note {
+            out(format_args!(
+                "{:<8} {} ({}): {note}",
+                if p.bytes > 0 { "NOT SENT" } else { "skipped" },
+                p.label,
+                p.phone
+            ))?;
+            continue;
+        }
+        let verb = if r.dry_run { "would send" } else { "sent" };
+        out(format_args!(
+            "{verb} {} ({}): {} B in {} SMS; {} now, {} waiting for the daily budget",
+            p.label, p.phone, p.bytes, p.messages, p.sent_now, p.queued
+        ))?;
+    }
+    Ok(())
+}
+
+pub fn print_sms_receive(r: &ferry_node::SmsReceiveReport) -> Result<()> {
+    print_import(&r.import)?;
+    if r.parts > 0 {
+        out(format_args!(
+            "stored   {} SMS parts of bundles not complete yet",
+            r.parts
+        ))?;
+    }
+    if r.repairs > 0 {
+        out(format_args!(
+            "asked    for missing parts of {} bundles",
+            r.repairs
+        ))?;
+    }
+    for n in &r.notes {
+        out(format_args!("NOTE     {n}"))?;
+    }
+    Ok(())
+}
+
 pub fn print_status(s: &Status) -> Result<()> {
     out(format_args!(
         "node     {} (member #{}) in {}",
@@ -332,6 +375,22 @@ pub fn print_status(s: &Status) -> Result<()> {
             if *attempts == 1 { "y" } else { "ies" },
             err.as_deref().unwrap_or("not tried yet")
         ))?;
+    }
+    for c in &s.sms {
+        let (queued, incomplete) = (c.queued, c.incomplete);
+        let mut line = format!(
+            "sms      {}: {} of {} sent today",
+            c.peer, c.sent_today, c.daily_budget
+        );
+        if queued > 0 {
+            line += &format!(
+                ", {queued} queued (over the daily budget, or the gateway failed; `ferry send sms` tries again)"
+            );
+        }
+        if incomplete > 0 {
+            line += &format!(", {incomplete} incoming bundle(s) waiting for missing SMS");
+        }
+        out(format_args!("{line}"))?;
     }
     for (at, source, reason) in &s.recent_quarantine {
         out(format_args!("quarantined {at}: {source}: {reason}"))?;

@@ -45,6 +45,9 @@ pub enum NodeError {
     /// A transport failed.
     #[error(transparent)]
     Transport(#[from] ferry_transport::TransportError),
+    /// The SMS transport failed.
+    #[error(transparent)]
+    Sms(#[from] ferry_transport_sms::SmsError),
     /// The email transport failed.
     #[error(transparent)]
     Email(#[from] ferry_transport_email::EmailError),

@@ -20,6 +20,7 @@ mod identity;
 pub mod json;
 mod node;
 mod progress;
+mod sms;
 pub mod time;
 
 pub use contacts::Contact;
@@ -34,6 +35,7 @@ pub use housekeeping::{CompactReport, PurgeReport};
 pub use identity::Identity;
 pub use node::{ConflictValue, ConflictView, InviteReport, LoadReport, MemberStatus, Node, Status};
 pub use progress::{NoProgress, Progress};
+pub use sms::{SmsCounters, SmsFlags, SmsPeerSend, SmsReceiveReport, SmsSendReport, SmsSetting};
 
 pub(crate) fn id_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

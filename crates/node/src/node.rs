@@ -100,6 +100,8 @@ pub struct Status {
     pub recent_quarantine: Vec<(String, String, String)>,
     /// Bundles waiting in the email outbox: (name, attempts, last error).
     pub email_outbox: Vec<(String, u32, Option<String>)>,
+    /// SMS counters per member.
+    pub sms: Vec<crate::SmsCounters>,
 }
 
 /// The merge rules of the dataset: (collection, field) → rule; `conflict` when unset.
@@ -798,6 +800,7 @@ impl Node {
         let labels = self.labels()?;
         let conflicts = self.conflicts()?.len() as u64;
         let email_outbox = self.email_outbox()?;
+        let sms = self.sms_counters()?;
         let tx = self.store.read()?;
         let stored = tx.stored()?;
         let applied = tx.applied()?;
@@ -868,6 +871,7 @@ impl Node {
                 })
                 .collect(),
             email_outbox,
+            sms,
         })
     }
 

@@ -63,6 +63,9 @@ struct NameCache {
     loaded: bool,
     /// Names were added by a transaction that has not committed (yet).
     uncommitted: bool,
+    /// SQLite's `data_version` when the cache was checked: it changes when another
+    /// connection (a listener in another process, say) commits, which may add names.
+    data_version: Option<i64>,
 }
 
 /// One node's database.
@@ -196,6 +199,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        check_data_version(&tx, &mut self.names)?;
         Ok(StoreTx {
             tx,
             names: &mut self.names,
@@ -209,12 +213,27 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        check_data_version(&tx, &mut self.names)?;
         Ok(StoreTx {
             tx,
             names: &mut self.names,
             now_ms: 0,
         })
     }
+}
+
+/// Drops the name cache if another connection committed since it was checked. Runs inside
+/// the transaction after a read, so the version belongs to the transaction's snapshot.
+fn check_data_version(tx: &rusqlite::Transaction<'_>, names: &mut NameCache) -> Result<()> {
+    tx.query_row("SELECT count(*) FROM applied WHERE 0", [], |_| Ok(()))?;
+    let version: i64 = tx.pragma_query_value(None, "data_version", |r| r.get(0))?;
+    if names.data_version != Some(version) {
+        *names = NameCache {
+            data_version: Some(version),
+            ..NameCache::default()
+        };
+    }
+    Ok(())
 }
 
 /// A transaction on the store. Dropping it without [`StoreTx::commit`] rolls back.
@@ -261,6 +280,7 @@ impl StoreTx<'_> {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
         let mut cache = NameCache {
             loaded: true,
+            data_version: self.names.data_version,
             ..Default::default()
         };
         for row in rows {
@@ -275,6 +295,18 @@ impl StoreTx<'_> {
     fn name_id(&mut self, name: &str) -> Result<u32> {
         self.load_names()?;
         if let Some(&id) = self.names.by_name.get(name) {
+            return Ok(id);
+        }
+        // Another process (a listener and a `ferry put`, say) may have added it since the
+        // cache was loaded; names are never renumbered, so a stale cache only lacks some.
+        let known: Option<u32> = self
+            .tx
+            .prepare_cached("SELECT id FROM local_names WHERE name = ?1")?
+            .query_row(params![name], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = known {
+            self.names.by_name.insert(name.to_string(), id);
+            self.names.by_id.insert(id, name.to_string());
             return Ok(id);
         }
         self.tx
@@ -292,15 +324,32 @@ impl StoreTx<'_> {
         Ok(self.names.by_name.get(name).copied())
     }
 
+    /// Reloads the name cache: another process may have added names since it was loaded.
+    fn reload_names(&mut self) -> Result<()> {
+        self.names.loaded = false;
+        let uncommitted = self.names.uncommitted;
+        self.load_names()?;
+        self.names.uncommitted = uncommitted;
+        Ok(())
+    }
+
     fn decode_record(&mut self, bytes: &[u8]) -> Result<RecordState> {
         self.load_names()?;
-        let names = &self.names.by_id;
-        Ok(codec::decode(bytes, |id| {
-            names
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| codec_err(format!("unknown local name {id}")))
-        })?)
+        let decode = |names: &FastMap<u32, String>| {
+            codec::decode(bytes, |id| {
+                names
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| codec_err(format!("unknown local name {id}")))
+            })
+        };
+        match decode(&self.names.by_id) {
+            Ok(state) => Ok(state),
+            Err(_) => {
+                self.reload_names()?;
+                Ok(decode(&self.names.by_id)?)
+            }
+        }
     }
 
     /// A metadata value.

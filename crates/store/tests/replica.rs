@@ -186,3 +186,51 @@ fn a_rolled_back_transaction_leaves_no_trace_even_in_the_name_cache() {
     let tx = store.read().unwrap();
     assert_eq!(tx.record("c", "2").unwrap(), Some(r));
 }
+
+#[test]
+fn two_processes_on_one_database_do_not_trip_over_each_others_names() {
+    // A listener keeps the database open while `ferry put` in another process adds names:
+    // each connection's name cache must notice the other's additions.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.db");
+    let mut listener = Store::open(&path).unwrap();
+    let mut put = Store::open(&path).unwrap();
+    let state = |field: &str, v: i64| {
+        let mut r = ferry_model::RecordState::default();
+        r.apply(
+            ferry_model::Stamp::new(ferry_model::Dot::new(MemberId(1), 1), ferry_model::Hlc(1)),
+            &Default::default(),
+            &Op::Set(field.into(), Value::Int(v)),
+        );
+        r
+    };
+    let write = |store: &mut Store, coll: &str, id: &str, r: &ferry_model::RecordState| {
+        let mut tx = store.transaction(T0).unwrap();
+        tx.put_record(coll, id, r).unwrap();
+        tx.commit().unwrap();
+    };
+    // Both load their caches.
+    write(&mut listener, "visits", "0", &state("a", 0));
+    assert!(put.read().unwrap().record("visits", "0").unwrap().is_some());
+    // Each adds names the other has not seen, twice over.
+    write(&mut put, "visits", "1", &state("weight_kg", 1));
+    write(&mut listener, "visits", "2", &state("muac_mm", 2));
+    write(&mut put, "households", "1", &state("muac_mm", 3));
+    write(&mut listener, "households", "2", &state("weight_kg", 4));
+    for store in [&mut listener, &mut put] {
+        let tx = store.read().unwrap();
+        assert_eq!(
+            tx.record("visits", "1").unwrap(),
+            Some(state("weight_kg", 1))
+        );
+        assert_eq!(tx.record("visits", "2").unwrap(), Some(state("muac_mm", 2)));
+        assert_eq!(
+            tx.record("households", "1").unwrap(),
+            Some(state("muac_mm", 3))
+        );
+        assert_eq!(
+            tx.record("households", "2").unwrap(),
+            Some(state("weight_kg", 4))
+        );
+    }
+}

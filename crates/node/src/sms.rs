@@ -1,0 +1,443 @@
+//! Syncing by SMS: one compact bundle per member with a phone number, holding exactly what
+//! that member lacks, through an SMS gateway (Kannel-style HTTP, Gammu's spool folders, or a
+//! generic HTTP gateway).
+//!
+//! Settings come from `[sms]` in `ferry.toml`; each flag overrides the key of the same name.
+
+use crate::NodeError;
+use crate::exchange::{FileOutcome, FileResult, ImportReport};
+use crate::node::Node;
+use crate::progress::Progress;
+use crate::time::now_ms;
+use ferry_model::{MemberId, VersionVector};
+use ferry_store::QuarantineRow;
+use ferry_sync::Storage;
+use ferry_sync::plan::{needs_snapshot, plan_export};
+use ferry_transport::{Disposition, Transport};
+use ferry_transport_sms::{Accepted, Event, Peer, Phone, ReportKind, SmsConfig, SmsTransport};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What `send sms` did (or, for a dry run, would do) for one member.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmsPeerSend {
+    /// The member's label.
+    pub label: String,
+    /// Its number.
+    pub phone: String,
+    /// Bundle bytes (0 when there was nothing new).
+    pub bytes: u64,
+    /// SMS the bundle takes.
+    pub messages: usize,
+    /// SMS sent now.
+    pub sent_now: usize,
+    /// SMS waiting for tomorrow's budget or for the gateway.
+    pub queued: usize,
+    /// Why nothing was sent, if so.
+    pub note: Option<String>,
+}
+
+/// What `send sms` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SmsSendReport {
+    /// SMS from earlier that went out now.
+    pub flushed: usize,
+    /// One entry per member.
+    pub peers: Vec<SmsPeerSend>,
+    /// Whether this was a dry run (nothing sent).
+    pub dry_run: bool,
+}
+
+/// What `receive sms` (or one round of `sms listen`) did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SmsReceiveReport {
+    /// Bundles applied (or refused).
+    pub import: ImportReport,
+    /// SMS parts stored, waiting for the rest of their bundle.
+    pub parts: usize,
+    /// Requests for missing parts sent.
+    pub repairs: usize,
+    /// Things to tell the user (SMS refused, bundles given up), one line each.
+    pub notes: Vec<String>,
+}
+
+/// An SMS flag value for `[sms]` (overrides the key of the same name).
+#[derive(Clone, Debug)]
+pub enum SmsSetting {
+    /// A text setting.
+    Text(String),
+    /// A number.
+    Number(i64),
+    /// A yes/no.
+    Flag(bool),
+}
+
+/// SMS counters for one member (or number), shown by `status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SmsCounters {
+    /// The member's label, or the number when no member published it.
+    pub peer: String,
+    /// SMS sent to it today.
+    pub sent_today: u32,
+    /// The daily budget.
+    pub daily_budget: u32,
+    /// SMS waiting to be sent (over the budget, or the gateway failed).
+    pub queued: usize,
+    /// Bundles from it still waiting for missing SMS.
+    pub incomplete: usize,
+}
+
+/// Flags for `[sms]`: key → value.
+pub type SmsFlags = BTreeMap<&'static str, SmsSetting>;
+
+impl Node {
+    /// The SMS transport from `[sms]` in `ferry.toml` with `flags` applied, knowing every
+    /// member's published phone number.
+    pub fn sms_transport(&mut self, flags: &SmsFlags) -> Result<SmsTransport, NodeError> {
+        let config = self.sms_config(flags)?;
+        let mut t = SmsTransport::open(config, self.home().transport_state("sms"))?;
+        t.set_peers(
+            self.sms_peers()?
+                .into_iter()
+                .map(|(_, label, p)| Peer::new(p, label)),
+        );
+        Ok(t)
+    }
+
+    /// `[sms]` from `ferry.toml` with `flags` applied.
+    fn sms_config(&mut self, flags: &SmsFlags) -> Result<SmsConfig, NodeError> {
+        let mut table = self.config_section("sms")?.unwrap_or_default();
+        for (k, v) in flags {
+            let value = match v {
+                SmsSetting::Text(t) => toml::Value::String(t.clone()),
+                SmsSetting::Number(n) => toml::Value::Integer(*n),
+                SmsSetting::Flag(b) => toml::Value::Boolean(*b),
+            };
+            table.insert((*k).to_string(), value);
+        }
+        // Bundles are signed and checked, so an SMS from a number ferry has not learned yet
+        // (a member whose number travels in that very bundle) is taken, unless the settings
+        // say otherwise.
+        if !table.contains_key("accept_unknown") {
+            table.insert("accept_unknown".into(), toml::Value::Boolean(true));
+        }
+        if !table.contains_key("gateway") || !table.contains_key("from") {
+            return Err(NodeError::Input(format!(
+                "SMS is not set up: add [sms] with gateway and from to {} (see README, \"By SMS\"), or give --gateway and --from",
+                self.home().config().display()
+            )));
+        }
+        let config: SmsConfig = table.try_into().map_err(|e: toml::de::Error| {
+            NodeError::Input(format!(
+                "[sms] in {}: {}",
+                self.home().config().display(),
+                e.message()
+            ))
+        })?;
+        Ok(config)
+    }
+
+    /// Every other member with a published phone number: (member, label, number).
+    fn sms_peers(&mut self) -> Result<Vec<(MemberId, String, Phone)>, NodeError> {
+        let me = self.identity().me;
+        let labels = self.labels()?;
+        let mut out = Vec::new();
+        for (m, c) in self.contacts()? {
+            if m == me {
+                continue;
+            }
+            if let Some(p) = c.phone.as_deref().and_then(|p| Phone::parse(p).ok()) {
+                out.push((
+                    m,
+                    labels.get(&m).cloned().unwrap_or_else(|| m.to_string()),
+                    p,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends each member with a phone number (or the `to` numbers) exactly what it lacks, in
+    /// one bundle as small as the format allows, within each member's daily budget. With
+    /// `dry_run`, says how many SMS that would take and sends nothing.
+    pub fn send_sms(
+        &mut self,
+        flags: &SmsFlags,
+        to: &[String],
+        dry_run: bool,
+        progress: &dyn Progress,
+    ) -> Result<SmsSendReport, NodeError> {
+        let mut transport = self.sms_transport(flags)?;
+        let mut report = SmsSendReport {
+            dry_run,
+            ..Default::default()
+        };
+        if !dry_run {
+            report.flushed = transport.flush_queue()?.sent;
+        }
+        let known = self.sms_peers()?;
+        let targets: Vec<(Option<MemberId>, String, Phone)> = if to.is_empty() {
+            known
+                .iter()
+                .map(|(m, l, p)| (Some(*m), l.clone(), p.clone()))
+                .collect()
+        } else {
+            let mut out = Vec::new();
+            for t in to {
+                let p = Phone::parse(t)?;
+                let member = known.iter().find(|(_, _, q)| *q == p);
+                out.push((
+                    member.map(|(m, _, _)| *m),
+                    member.map_or_else(|| t.clone(), |(_, l, _)| l.clone()),
+                    p,
+                ));
+            }
+            out
+        };
+        if targets.is_empty() {
+            return Err(NodeError::Input(
+                "no member has published a phone number yet (`ferry contact set --phone` on their laptops); give --to +NUMBER".into(),
+            ));
+        }
+        let compacted = self.compacted()?;
+        for (member, label, phone) in targets {
+            let (stored, vv) = {
+                let tx = self.read()?;
+                let vv = match member {
+                    Some(m) => tx.peer(m)?,
+                    None => VersionVector::new(),
+                };
+                (tx.stored()?, vv)
+            };
+            let mut entry = SmsPeerSend {
+                label,
+                phone: phone.to_string(),
+                bytes: 0,
+                messages: 0,
+                sent_now: 0,
+                queued: 0,
+                note: None,
+            };
+            if needs_snapshot(std::slice::from_ref(&vv), &compacted) {
+                entry.note = Some(
+                    "it joined after history was compacted and needs a snapshot: sync it by USB stick or email once".into(),
+                );
+                report.peers.push(entry);
+                continue;
+            }
+            let runs = plan_export(&stored, std::slice::from_ref(&vv), &[], &compacted);
+            let receipt_key = format!("sms_receipt:{phone}");
+            let last: Option<VersionVector> = self
+                .read()?
+                .meta(&receipt_key)?
+                .and_then(|b| postcard::from_bytes(&b).ok());
+            if runs.is_empty() && last.as_ref() == Some(&stored) {
+                entry.note = Some("nothing new for it".into());
+                report.peers.push(entry);
+                continue;
+            }
+            progress.begin(&format!("SMS for {}", entry.label), None);
+            let (name, len, staged, _) = self.write_bundle(Some(&runs))?;
+            let bytes =
+                std::fs::read(&staged).map_err(|e| NodeError::io("cannot read", &staged, e));
+            let _ = std::fs::remove_file(&staged);
+            let bytes = bytes?;
+            progress.end();
+            entry.bytes = len;
+            if len > transport.max_message_bytes() {
+                entry.note = Some(format!(
+                    "{len} bytes to send is more than SMS can carry ({} bytes); sync it by USB stick or email",
+                    transport.max_message_bytes()
+                ));
+                report.peers.push(entry);
+                continue;
+            }
+            entry.messages = transport.messages_for(len)?;
+            if dry_run {
+                let d = transport.dry_run(&phone, len)?;
+                entry.sent_now = d.send_today;
+                entry.queued = d.queued;
+            } else {
+                let sent = transport.send_to(&phone, &name, &bytes)?;
+                entry.sent_now = sent.sent_now;
+                entry.queued = sent.queued;
+                let tx = self.store.transaction(now_ms())?;
+                tx.set_meta(
+                    &receipt_key,
+                    &postcard::to_allocvec(&stored).expect("encodes"),
+                )?;
+                tx.commit()?;
+            }
+            report.peers.push(entry);
+        }
+        Ok(report)
+    }
+
+    /// Applies every complete bundle the transport holds, then asks for missing parts and
+    /// reports what the transport set aside or gave up.
+    fn take_sms(
+        &mut self,
+        transport: &mut SmsTransport,
+        report: &mut SmsReceiveReport,
+        progress: &dyn Progress,
+    ) -> Result<(), NodeError> {
+        for info in transport.list()? {
+            let origin = match transport.sender_of(&info.id)? {
+                Some(p) => format!("SMS from {p}"),
+                None => info.location.clone(),
+            };
+            let outcome: FileOutcome = {
+                let mut body = transport.open(&info.id)?;
+                self.import_message(&mut body, &origin, progress)?
+            };
+            let disposition = match &outcome.result {
+                FileResult::Applied { .. } | FileResult::AlreadyApplied => Disposition::Processed,
+                FileResult::Rejected { reason, .. } | FileResult::RefusedBefore { reason, .. } => {
+                    Disposition::Rejected {
+                        reason: reason.clone(),
+                    }
+                }
+            };
+            transport.settle(&info.id, &disposition)?;
+            report.import.files.push(outcome);
+        }
+        report.repairs += transport.request_missing()?.len();
+        transport.expire()?;
+        for r in transport.reports()? {
+            let (line, kept) = match &r.kind {
+                ReportKind::GaveUp {
+                    from,
+                    have,
+                    count,
+                    reason,
+                    kept_at,
+                    ..
+                } => (
+                    format!(
+                        "gave up a bundle from {from}: {have} of {count} SMS arrived ({reason:?}); ask the sender to send again"
+                    ),
+                    kept_at.clone(),
+                ),
+                ReportKind::Malformed {
+                    from,
+                    reason,
+                    kept_at,
+                } => (
+                    format!("an SMS from {from} was set aside: {reason}"),
+                    kept_at.clone(),
+                ),
+                other => (format!("{other:?}"), std::path::PathBuf::new()),
+            };
+            let tx = self.store.transaction(now_ms())?;
+            tx.add_quarantine(&QuarantineRow {
+                at_ms: now_ms(),
+                source: "SMS".into(),
+                stored_as: kept.display().to_string(),
+                reason: line.clone(),
+            })?;
+            tx.commit()?;
+            transport.dismiss_report(&r.id)?;
+            report.notes.push(line);
+        }
+        let tx = self.read()?;
+        report.import.pending = tx.stored()?.total().saturating_sub(tx.applied()?.total());
+        Ok(())
+    }
+
+    /// Reads incoming SMS from a spool gateway (Gammu's inbox folder) and applies what is
+    /// complete.
+    pub fn receive_sms(
+        &mut self,
+        flags: &SmsFlags,
+        progress: &dyn Progress,
+    ) -> Result<SmsReceiveReport, NodeError> {
+        let mut transport = self.sms_transport(flags)?;
+        let mut report = SmsReceiveReport::default();
+        for a in transport.receive_spool()? {
+            if matches!(a, Accepted::Part { .. }) {
+                report.parts += 1;
+            }
+        }
+        self.take_sms(&mut transport, &mut report, progress)?;
+        Ok(report)
+    }
+
+    /// Serves an HTTP gateway (Kannel and the like) until stopped: each incoming SMS is
+    /// stored before it is acknowledged, complete bundles are applied at once, missing parts
+    /// are asked for and queued SMS are sent. `ready` gets the bound address and a stopper;
+    /// `tell` gets one line per thing that happened.
+    pub fn sms_listen(
+        &mut self,
+        flags: &SmsFlags,
+        bind: Option<&str>,
+        ready: impl FnOnce(std::net::SocketAddr, ferry_transport_sms::Stopper),
+        mut tell: impl FnMut(String),
+        progress: &dyn Progress,
+    ) -> Result<(), NodeError> {
+        let mut transport = self.sms_transport(flags)?;
+        let mut failure: Option<NodeError> = None;
+        ferry_transport_sms::listen(&mut transport, bind, ready, |t, event| {
+            let mut report = SmsReceiveReport::default();
+            match event {
+                Event::Received(Accepted::Completed { .. }) => {
+                    if let Err(e) = self.take_sms(t, &mut report, progress) {
+                        tell(format!("error: {e}"));
+                        failure = Some(e);
+                    }
+                }
+                Event::Received(Accepted::Refused(_)) => {
+                    let _ = self.take_sms(t, &mut report, progress);
+                }
+                Event::Failed(e) => tell(format!("error: {e}")),
+                _ => {}
+            }
+            for f in &report.import.files {
+                tell(match &f.result {
+                    FileResult::Applied { sender, new, .. } => {
+                        format!(
+                            "applied a bundle from {sender} ({} B, {new} new changes)",
+                            f.bytes
+                        )
+                    }
+                    FileResult::Rejected { reason, .. } => format!("REFUSED a bundle: {reason}"),
+                    _ => format!("skipped {}: already applied", f.path.display()),
+                });
+            }
+            for n in report.notes {
+                tell(n);
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// SMS sent and queued per member, for `status`: (label, sent today, budget, queued,
+    /// incomplete).
+    pub fn sms_counters(&mut self) -> Result<Vec<SmsCounters>, NodeError> {
+        if !self.home().transport_state("sms").exists() || self.config_section("sms")?.is_none() {
+            return Ok(Vec::new());
+        }
+        // Counting needs no gateway, so no password either.
+        let config = self.sms_config(&SmsFlags::new())?;
+        let mut transport =
+            SmsTransport::open_with_password(config, self.home().transport_state("sms"), None)?;
+        transport.set_peers(
+            self.sms_peers()?
+                .into_iter()
+                .map(|(_, label, p)| Peer::new(p, label)),
+        );
+        Ok(transport
+            .counters()?
+            .into_iter()
+            .map(|c| SmsCounters {
+                peer: c.label.unwrap_or_else(|| c.phone.to_string()),
+                sent_today: c.sent_today,
+                daily_budget: c.daily_budget,
+                queued: c.queued,
+                incomplete: c.incomplete,
+            })
+            .collect())
+    }
+}
