@@ -9,5 +9,6 @@ mod conflicts;
 mod crash;
 mod email;
 mod rejects;
+mod serial;
 mod sms;
 mod three_laptops;

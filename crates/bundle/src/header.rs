@@ -4,8 +4,11 @@ use crate::BundleError;
 use ferry_model::{DatasetId, MemberId};
 use std::io::Read;
 
-/// First byte of every bundle (`F`).
+/// First byte of every sealed (encrypted) bundle (`F`).
 pub const MAGIC: u8 = b'F';
+/// First byte of a plaintext bundle (`P`): signed but not encrypted, for links where
+/// encryption is not allowed (amateur radio); bundles/SPEC.md §3.3.
+pub const MAGIC_PLAIN: u8 = b'P';
 /// The format version this crate writes and reads.
 pub const VERSION: u8 = 1;
 
@@ -24,8 +27,13 @@ pub struct Header {
 impl Header {
     /// The header's bytes: magic, version, dataset id, sender (LEB128), salt.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(false)
+    }
+
+    /// The header's bytes for a sealed bundle, or (`plaintext`) a plaintext one.
+    pub fn encode_as(&self, plaintext: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(31);
-        out.push(MAGIC);
+        out.push(if plaintext { MAGIC_PLAIN } else { MAGIC });
         out.push(VERSION);
         out.extend_from_slice(&self.dataset.0);
         let mut n = self.sender.0;
@@ -42,7 +50,8 @@ impl Header {
         out
     }
 
-    /// Reads a header, returning it and its exact bytes.
+    /// Reads a header (of a sealed or a plaintext bundle), returning it and its exact bytes;
+    /// the first byte says which.
     pub fn read<R: Read>(r: &mut R) -> Result<(Header, Vec<u8>), BundleError> {
         let mut raw = Vec::with_capacity(31);
         let mut byte = || -> Result<u8, BundleError> {
@@ -54,10 +63,15 @@ impl Header {
             raw.push(b[0]);
             Ok(b[0])
         };
-        if byte()? != MAGIC {
+        if !matches!(byte()?, MAGIC | MAGIC_PLAIN) {
             return Err(BundleError::NotABundle);
         }
         let v = byte()?;
+        // Versions are small numbers; a text character here means a file that merely starts
+        // with the letter (a ZIP's "PK", a text file), not a bundle from the future.
+        if v >= 0x20 {
+            return Err(BundleError::NotABundle);
+        }
         if v != VERSION {
             return Err(BundleError::UnsupportedVersion(v));
         }
@@ -142,7 +156,15 @@ mod tests {
             Err(BundleError::NotABundle)
         ));
         assert!(matches!(
+            Header::read(&mut &b"Plain text"[..]),
+            Err(BundleError::NotABundle)
+        ));
+        assert!(matches!(
             Header::read(&mut &[MAGIC, 2][..]),
+            Err(BundleError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            Header::read(&mut &[MAGIC_PLAIN, 2][..]),
             Err(BundleError::UnsupportedVersion(2))
         ));
         assert!(matches!(

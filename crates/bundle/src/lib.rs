@@ -3,7 +3,10 @@
 //! A bundle is what travels: a small plaintext [`Header`], then a ChaCha20-Poly1305 stream
 //! in 64 KiB chunks under a key derived from the dataset key and the header's fresh salt.
 //! Inside the stream: one compression flag byte, the (optionally zstd-compressed) sequence
-//! of postcard-encoded [`Item`]s, and the sender's 64-byte Ed25519 signature.
+//! of postcard-encoded [`Item`]s, and the sender's 64-byte Ed25519 signature. A *plaintext*
+//! bundle ([`WriteOptions::plaintext`], magic `P`) carries the same bytes without the
+//! encryption, for links where encryption is not allowed; the signature still authenticates
+//! all of it.
 //!
 //! This crate is pure: it reads from any `Read` and writes to any `Write`, takes the salt as
 //! an argument and leaves signing and signature checking to the caller through the
@@ -38,7 +41,7 @@ mod reader;
 pub mod stream;
 mod writer;
 
-pub use header::{DatasetKey, Header, MAGIC, VERSION};
+pub use header::{DatasetKey, Header, MAGIC, MAGIC_PLAIN, VERSION};
 pub use item::{Item, RunProof};
 pub use reader::{BundleReader, Opener, Trailer};
 pub use writer::{BundleWriter, WriteOptions};

@@ -1,6 +1,6 @@
 //! Reading a bundle, streaming, with bounded memory.
 
-use crate::header::{DatasetKey, Header};
+use crate::header::{DatasetKey, Header, MAGIC_PLAIN};
 use crate::stream::DecryptReader;
 use crate::writer::{FLAG_STORED, FLAG_ZSTD, digest_hasher};
 use crate::{BundleError, Item, MAX_ITEM, MAX_RUNS, MAX_SEQ, SIGNATURE_LEN};
@@ -36,9 +36,19 @@ impl<R: Read> Opener<R> {
         &self.header
     }
 
-    /// Starts decrypting with the dataset key. A wrong key fails here.
+    /// Whether the bundle is a plaintext one (signed, not encrypted; bundles/SPEC.md §3.3).
+    pub fn is_plaintext(&self) -> bool {
+        self.raw.first() == Some(&MAGIC_PLAIN)
+    }
+
+    /// Starts decrypting with the dataset key. A wrong key fails here. A plaintext bundle
+    /// needs no key: its signature, checked at the end, is what authenticates it.
     pub fn decrypt(self, key: &DatasetKey) -> Result<BundleReader<R>, BundleError> {
-        let stream = DecryptReader::new(self.inner, key.bundle_key(&self.raw));
+        let stream = if self.is_plaintext() {
+            Source::Plain(self.inner)
+        } else {
+            Source::Sealed(DecryptReader::new(self.inner, key.bundle_key(&self.raw)))
+        };
         let mut hold = Holdback {
             inner: stream,
             buf: Vec::with_capacity(2 * crate::stream::CHUNK),
@@ -75,9 +85,24 @@ impl<R: Read> Opener<R> {
     }
 }
 
+/// The plaintext stream: decrypted, or read as it is.
+enum Source<R: Read> {
+    Sealed(DecryptReader<R>),
+    Plain(R),
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Sealed(d) => d.read(out),
+            Source::Plain(r) => r.read(out),
+        }
+    }
+}
+
 /// Withholds the last 64 plaintext bytes (the signature) and hashes everything it passes on.
 struct Holdback<R: Read> {
-    inner: DecryptReader<R>,
+    inner: Source<R>,
     buf: Vec<u8>,
     start: usize,
     eof: bool,
@@ -320,8 +345,16 @@ mod tests {
             sender: MemberId(1),
             salt: [3; 16],
         };
-        let mut w =
-            BundleWriter::new(Vec::new(), &header, &key, WriteOptions { level: 1 }).unwrap();
+        let mut w = BundleWriter::new(
+            Vec::new(),
+            &header,
+            &key,
+            WriteOptions {
+                level: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         w.push(&Item::Receipt(Default::default())).unwrap();
         w.push(&Item::Run {
             author: MemberId(1),
@@ -361,5 +394,61 @@ mod tests {
         assert!(matches!(read_all(&big), Err(BundleError::Malformed(_))));
         let ok = bundle_with_commit(ferry_model::limits::MAX_COMMIT);
         assert_eq!(read_all(&ok).unwrap(), 3);
+    }
+
+    /// A small bundle with one receipt, sealed or plain, signed by `signer`.
+    fn receipt_bundle(plaintext: bool, signer: &ferry_model::crypto::SecretKey) -> Vec<u8> {
+        let header = Header {
+            dataset: DatasetId([2; 8]),
+            sender: MemberId(1),
+            salt: [3; 16],
+        };
+        let mut vv = ferry_model::VersionVector::new();
+        vv.set(MemberId(1), 7);
+        let options = WriteOptions {
+            plaintext,
+            ..Default::default()
+        };
+        let mut w = BundleWriter::new(Vec::new(), &header, &DatasetKey([1; 32]), options).unwrap();
+        w.push(&Item::Receipt(vv)).unwrap();
+        w.finish(|d| signer.sign(d)).unwrap().0
+    }
+
+    #[test]
+    fn a_plaintext_bundle_reads_without_the_key_and_its_signature_covers_every_byte() {
+        let signer = ferry_model::crypto::SecretKey::from_bytes([9; 32]);
+        let plain = receipt_bundle(true, &signer);
+        let sealed = receipt_bundle(false, &signer);
+        assert_eq!(plain[0], MAGIC_PLAIN);
+        // Same header and payload, without the 16-byte tag.
+        assert_eq!(plain.len() + crate::stream::TAG, sealed.len());
+        let opener = BundleReader::open(&plain[..]).unwrap();
+        assert!(opener.is_plaintext());
+        // Any key (or none) reads it: it is not encrypted.
+        let mut r = opener.decrypt(&DatasetKey([0xEE; 32])).unwrap();
+        let item = r.next_item().unwrap().unwrap();
+        assert!(matches!(item, Item::Receipt(ref vv) if vv.get(MemberId(1)) == 7));
+        assert!(r.next_item().unwrap().is_none());
+        let trailer = r.finish().unwrap();
+        assert!(signer.public().verify(&trailer.digest, &trailer.signature));
+        // The digest binds the magic: the sealed bundle's signed digest differs.
+        let mut s = BundleReader::open(&sealed[..])
+            .unwrap()
+            .decrypt(&DatasetKey([1; 32]))
+            .unwrap();
+        while s.next_item().unwrap().is_some() {}
+        assert_ne!(s.finish().unwrap().digest, trailer.digest);
+        // Changing any byte breaks the signature, or the structure.
+        for i in 0..plain.len() {
+            let mut bad = plain.clone();
+            bad[i] ^= 0x40;
+            let verified = (|| -> Result<bool, BundleError> {
+                let mut r = BundleReader::open(&bad[..])?.decrypt(&DatasetKey([1; 32]))?;
+                while r.next_item()?.is_some() {}
+                let t = r.finish()?;
+                Ok(signer.public().verify(&t.digest, &t.signature))
+            })();
+            assert!(!matches!(verified, Ok(true)), "byte {i} changed unnoticed");
+        }
     }
 }

@@ -24,11 +24,50 @@ pub struct WriteOptions {
     /// Levels above 19 would need a window larger than readers accept, so they are treated
     /// as 19.
     pub level: i32,
+    /// Write a plaintext bundle (bundles/SPEC.md §3.3): signed, not encrypted. Anyone who
+    /// sees it can read it; only for links where encryption is not allowed.
+    pub plaintext: bool,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { level: 17 }
+        WriteOptions {
+            level: 17,
+            plaintext: false,
+        }
+    }
+}
+
+/// Where the plaintext stream goes: sealed in chunks, or as it is.
+pub(crate) enum Seal<W: Write> {
+    Sealed(EncryptWriter<W>),
+    Plain(W),
+}
+
+impl<W: Write> Seal<W> {
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Seal::Sealed(e) => e.finish(),
+            Seal::Plain(mut w) => {
+                w.flush()?;
+                Ok(w)
+            }
+        }
+    }
+}
+
+impl<W: Write> Write for Seal<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Seal::Sealed(e) => e.write(data),
+            Seal::Plain(w) => w.write(data),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Seal::Sealed(e) => e.flush(),
+            Seal::Plain(w) => w.flush(),
+        }
     }
 }
 
@@ -43,7 +82,7 @@ enum Sink<W: Write> {
 
 /// Hashes everything written through it (the signed digest covers the plaintext).
 pub(crate) struct Digesting<W: Write> {
-    inner: EncryptWriter<W>,
+    inner: Seal<W>,
     hasher: blake3::Hasher,
 }
 
@@ -76,17 +115,23 @@ pub struct BundleWriter<W: Write> {
 }
 
 impl<W: Write> BundleWriter<W> {
-    /// Writes the header to `out` and prepares the encrypted stream.
+    /// Writes the header to `out` and prepares the encrypted stream (or, for a plaintext
+    /// bundle, the plain one; `key` is then not used).
     pub fn new(
         mut out: W,
         header: &Header,
         key: &DatasetKey,
         options: WriteOptions,
     ) -> Result<Self, BundleError> {
-        let raw = header.encode();
+        let raw = header.encode_as(options.plaintext);
         out.write_all(&raw)?;
+        let inner = if options.plaintext {
+            Seal::Plain(out)
+        } else {
+            Seal::Sealed(EncryptWriter::new(out, key.bundle_key(&raw)))
+        };
         let mut digesting = Digesting {
-            inner: EncryptWriter::new(out, key.bundle_key(&raw)),
+            inner,
             hasher: digest_hasher(&raw),
         };
         let sink = if options.level <= 0 {

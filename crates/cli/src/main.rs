@@ -181,6 +181,11 @@ enum Command {
         #[command(subcommand)]
         action: SmsAction,
     },
+    /// Serial cables and radios
+    Serial {
+        #[command(subcommand)]
+        action: SerialAction,
+    },
     /// Drop history every member already holds, and give the space back to the disk
     Compact,
     /// Remove deleted records for good (for privacy), once every member has their delete
@@ -230,6 +235,94 @@ enum SyncVia {
     Email(EmailArgs),
     /// Receive SMS from a spool gateway (Gammu), then send each member what it lacks
     Sms(SmsArgs),
+    /// Exchange with the station at the other end of a serial cable, radio modem or TNC,
+    /// which runs `ferry sync serial` (or `ferry serial listen`) at the same time
+    Serial(SerialArgs),
+}
+
+/// Serial settings; each overrides the same key of `[serial]` in ferry.toml.
+#[derive(Args)]
+struct SerialArgs {
+    /// Serial device, e.g. /dev/ttyUSB0 (default: `device` under [serial])
+    device: Option<String>,
+    /// Line speed in bits per second [default: 9600]
+    #[arg(long)]
+    baud: Option<u32>,
+    /// Talk KISS to a TNC (Direwolf, a hardware TNC) with AX.25 frames; needs --callsign
+    #[arg(long)]
+    kiss: bool,
+    /// This station's callsign, e.g. N0CALL-1 (AX.25 source address in KISS mode)
+    #[arg(long, value_name = "CALL")]
+    callsign: Option<String>,
+    /// Message bytes per frame, 32-2048 [default: 200; a LoRa modem with 255-byte packets: 230]
+    #[arg(long, value_name = "N")]
+    mtu: Option<u16>,
+    /// Cap on the send rate in bytes per second [default: the line speed]
+    #[arg(long, value_name = "BYTES_PER_S")]
+    rate: Option<u32>,
+    /// Largest share of airtime in percent over any hour, e.g. 1 for EU868 LoRa
+    #[arg(long, value_name = "PERCENT")]
+    duty_cycle: Option<f64>,
+    /// Give up after the other end has been silent this many seconds [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Frames sent before waiting for an acknowledgement, 1-32 [default: 8]
+    #[arg(long, value_name = "N")]
+    window: Option<u16>,
+    /// Send bundles signed but NOT encrypted: anyone listening can read them. Only where
+    /// the law forbids encryption, as on amateur radio bands
+    #[arg(long)]
+    plaintext: bool,
+}
+
+impl SerialArgs {
+    fn flags(&self) -> ferry_node::SerialFlags {
+        use ferry_node::Setting::{Flag, Float, Number, Text};
+        let mut f = ferry_node::SerialFlags::new();
+        if let Some(d) = &self.device {
+            f.insert("device", Text(d.clone()));
+        }
+        if let Some(c) = &self.callsign {
+            f.insert("callsign", Text(c.clone()));
+        }
+        let numbers = [
+            ("baud", self.baud.map(i64::from)),
+            ("mtu", self.mtu.map(i64::from)),
+            ("rate", self.rate.map(i64::from)),
+            (
+                "timeout",
+                self.timeout.map(|t| t.min(i64::MAX as u64) as i64),
+            ),
+            ("window", self.window.map(i64::from)),
+        ];
+        for (k, v) in numbers {
+            if let Some(v) = v {
+                f.insert(k, Number(v));
+            }
+        }
+        if let Some(d) = self.duty_cycle {
+            f.insert("duty_cycle", Float(d));
+        }
+        if self.kiss {
+            f.insert("kiss", Flag(true));
+        }
+        f
+    }
+
+    fn warn_plaintext(&self) {
+        if self.plaintext {
+            eprintln!(
+                "ferry: warning: --plaintext: bundles go out signed but NOT encrypted; anyone who listens can read every record sent. Use it only where encryption is not allowed (amateur radio)."
+            );
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum SerialAction {
+    /// Serve stations that call over a serial cable, radio modem or TNC, one after another,
+    /// until stopped
+    Listen(SerialArgs),
 }
 
 #[derive(Subcommand)]
@@ -828,6 +921,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     output::print_sms_send(&s)?;
                     refused(&node, r.import.rejected(), "by SMS")?;
                 }
+                (_, Some(SyncVia::Serial(args))) => {
+                    args.warn_plaintext();
+                    let bar = output::SerialBar::new();
+                    let r = node.sync_serial(&args.flags(), args.plaintext, bar.clone());
+                    bar.finish();
+                    let r = r?;
+                    output::print_serial(&r)?;
+                    let bad = r
+                        .received
+                        .iter()
+                        .filter(|f| matches!(f.result, ferry_node::FileResult::Rejected { .. }))
+                        .count();
+                    refused(&node, bad, "over the serial link")?;
+                }
                 (Some(dir), None) => {
                     let r = node.sync(&dir, &Bar::new())?;
                     output::print_import(&r.import)?;
@@ -887,6 +994,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 &Bar::new(),
             )?;
+        }
+        Command::Serial {
+            action: SerialAction::Listen(args),
+        } => {
+            let mut node = open(&cli.home)?;
+            args.warn_plaintext();
+            let bar = output::SerialBar::new();
+            let config = node.serial_config(&args.flags())?;
+            out(format_args!(
+                "listening on {} for stations that run `ferry sync serial`; stop with Ctrl-C",
+                config
+                    .device
+                    .as_deref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ))?;
+            node.serial_listen(&args.flags(), args.plaintext, bar.clone(), &|| false, |r| {
+                bar.finish();
+                match r {
+                    Ok(r) => {
+                        let _ = output::print_serial(r);
+                    }
+                    Err(e) => eprintln!("ferry: {e}; waiting for the next call"),
+                }
+            })?;
         }
         Command::Compact => {
             let mut node = open(&cli.home)?;

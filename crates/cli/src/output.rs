@@ -71,6 +71,60 @@ impl Progress for Bar {
     }
 }
 
+/// Progress of a serial session on stderr (only on a terminal): one bar per message, with
+/// bytes, rate and time left. Called from the session's thread.
+pub struct SerialBar {
+    bar: std::sync::Mutex<Option<(ferry_node::Flow, ProgressBar)>>,
+}
+
+impl SerialBar {
+    pub fn new() -> std::sync::Arc<SerialBar> {
+        std::sync::Arc::new(SerialBar {
+            bar: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn finish(&self) {
+        if let Some((_, b)) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl ferry_node::SerialProgress for SerialBar {
+    fn update(&self, r: &ferry_node::ProgressReport) {
+        if !crate::interactive() || r.total < 1024 {
+            return;
+        }
+        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        let same =
+            matches!(&*slot, Some((flow, b)) if *flow == r.flow && b.length() == Some(r.total));
+        if !same {
+            if let Some((_, b)) = slot.take() {
+                b.finish_and_clear();
+            }
+            let b = ProgressBar::with_draw_target(Some(r.total), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg:10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_message(match r.flow {
+                ferry_node::Flow::Sending => "sending",
+                _ => "receiving",
+            });
+            *slot = Some((r.flow, b));
+        }
+        if let Some((_, b)) = slot.as_ref() {
+            b.set_position(r.done);
+            if r.done >= r.total {
+                b.finish_and_clear();
+                *slot = None;
+            }
+        }
+    }
+}
+
 /// A shown field for people: a value, or a set as `{a, b}`.
 pub fn shown(s: &ferry_model::Shown) -> String {
     match s {
@@ -300,6 +354,66 @@ pub fn print_sms_send(r: &ferry_node::SmsSendReport) -> Result<()> {
             "{verb} {} ({}): {} B in {} SMS; {} now, {} waiting for the daily budget",
             p.label, p.phone, p.bytes, p.messages, p.sent_now, p.queued
         ))?;
+    }
+    Ok(())
+}
+
+pub fn print_serial(r: &ferry_node::SerialReport) -> Result<()> {
+    let peer = r.peer.as_deref().unwrap_or("the other station");
+    if r.plaintext {
+        out(format_args!(
+            "plaintext: bundles were sent signed but not encrypted"
+        ))?;
+    }
+    // The first bundle received is the other end's hello (what it holds).
+    let mut new = 0;
+    let mut bundles = 0;
+    for f in r.received.iter().skip(1) {
+        bundles += 1;
+        if let FileResult::Applied { new: n, .. } = f.result {
+            new += n;
+        }
+    }
+    let refused: Vec<_> = r
+        .received
+        .iter()
+        .filter_map(|f| match &f.result {
+            FileResult::Rejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    out(format_args!(
+        "synced   with {peer} over {}: received {} ({bundles} bundle{}), sent {} ({}){}",
+        r.device,
+        changes(new),
+        if bundles == 1 { "" } else { "s" },
+        changes(r.sent_commits),
+        size(r.sent_bytes),
+        if r.snapshot_sent { ", a snapshot" } else { "" }
+    ))?;
+    if r.link.resumed_bytes > 0 {
+        out(format_args!(
+            "resumed  an interrupted transfer: {} B were already across",
+            r.link.resumed_bytes
+        ))?;
+    }
+    if r.restarts > 0 {
+        out(format_args!(
+            "restarted the exchange {} time(s): the other end restarted",
+            r.restarts
+        ))?;
+    }
+    out(format_args!(
+        "link     {} frames sent ({} on the wire, {:.1} s airtime), {} received, {} damaged; {} B of data sent again",
+        r.link.frames_sent,
+        size(r.link.wire_bytes_sent),
+        r.link.airtime_seconds,
+        r.link.frames_received,
+        r.link.frames_damaged,
+        r.link.data_bytes_resent
+    ))?;
+    for reason in refused {
+        out(format_args!("REFUSED  a bundle from {peer}: {reason}"))?;
     }
     Ok(())
 }

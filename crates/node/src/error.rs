@@ -48,6 +48,9 @@ pub enum NodeError {
     /// The SMS transport failed.
     #[error(transparent)]
     Sms(#[from] ferry_transport_sms::SmsError),
+    /// The serial transport failed.
+    #[error(transparent)]
+    Serial(#[from] ferry_transport_serial::SerialError),
     /// The email transport failed.
     #[error(transparent)]
     Email(#[from] ferry_transport_email::EmailError),

@@ -240,7 +240,9 @@ fn is_saved_email(path: &Path) -> bool {
         .and_then(|mut f| f.read(&mut head))
         .unwrap_or(0);
     let head = &head[..n];
-    if head.starts_with(&[ferry_bundle::MAGIC, ferry_bundle::VERSION]) {
+    if head.starts_with(&[ferry_bundle::MAGIC, ferry_bundle::VERSION])
+        || head.starts_with(&[ferry_bundle::MAGIC_PLAIN, ferry_bundle::VERSION])
+    {
         return false;
     }
     !matches!(
@@ -646,6 +648,19 @@ impl Node {
         &mut self,
         runs: Option<&[Coverage]>,
     ) -> Result<(String, u64, PathBuf, Option<VersionVector>), NodeError> {
+        self.write_bundle_as(runs, false)
+    }
+
+    /// [`Node::write_bundle`], sealed or (`plaintext`) signed but not encrypted.
+    pub(crate) fn write_bundle_as(
+        &mut self,
+        runs: Option<&[Coverage]>,
+        plaintext: bool,
+    ) -> Result<(String, u64, PathBuf, Option<VersionVector>), NodeError> {
+        let options = WriteOptions {
+            plaintext,
+            ..WriteOptions::default()
+        };
         let outbox = self.home.outbox();
         std::fs::create_dir_all(&outbox).map_err(|e| NodeError::io("cannot create", &outbox, e))?;
         let staged = outbox.join(format!(".{}.tmp", crate::id_hex(&random::<8>())));
@@ -664,19 +679,8 @@ impl Node {
             None => Some(tx.applied()?),
         };
         let written = match runs {
-            Some(runs) => engine.export(
-                &tx,
-                runs,
-                &[],
-                out,
-                random(),
-                &key,
-                &secret,
-                WriteOptions::default(),
-            ),
-            None => {
-                engine.export_snapshot(&tx, out, random(), &key, &secret, WriteOptions::default())
-            }
+            Some(runs) => engine.export(&tx, runs, &[], out, random(), &key, &secret, options),
+            None => engine.export_snapshot(&tx, out, random(), &key, &secret, options),
         };
         drop(tx);
         let (out, _) = match written {

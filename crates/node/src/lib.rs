@@ -20,6 +20,7 @@ mod identity;
 pub mod json;
 mod node;
 mod progress;
+mod serial;
 mod sms;
 pub mod time;
 
@@ -35,6 +36,9 @@ pub use housekeeping::{CompactReport, PurgeReport};
 pub use identity::Identity;
 pub use node::{ConflictValue, ConflictView, InviteReport, LoadReport, MemberStatus, Node, Status};
 pub use progress::{NoProgress, Progress};
+pub use serial::{Flow, LinkStats, ProgressReport, SerialFlags, SerialProgress, SerialReport};
+/// A flag value that overrides a key of `[sms]` or `[serial]` in `ferry.toml`.
+pub use sms::SmsSetting as Setting;
 pub use sms::{SmsCounters, SmsFlags, SmsPeerSend, SmsReceiveReport, SmsSendReport, SmsSetting};
 
 pub(crate) fn id_hex(b: &[u8]) -> String {

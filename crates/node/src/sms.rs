@@ -66,8 +66,10 @@ pub struct SmsReceiveReport {
 pub enum SmsSetting {
     /// A text setting.
     Text(String),
-    /// A number.
+    /// A whole number.
     Number(i64),
+    /// A number with a fraction.
+    Float(f64),
     /// A yes/no.
     Flag(bool),
 }
@@ -111,6 +113,7 @@ impl Node {
             let value = match v {
                 SmsSetting::Text(t) => toml::Value::String(t.clone()),
                 SmsSetting::Number(n) => toml::Value::Integer(*n),
+                SmsSetting::Float(f) => toml::Value::Float(*f),
                 SmsSetting::Flag(b) => toml::Value::Boolean(*b),
             };
             table.insert((*k).to_string(), value);

@@ -58,7 +58,10 @@ impl Replica {
                 salt,
                 key,
                 &secret,
-                WriteOptions { level: 1 },
+                WriteOptions {
+                    level: 1,
+                    ..Default::default()
+                },
             )
             .unwrap()
             .0

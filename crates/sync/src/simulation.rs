@@ -203,7 +203,10 @@ impl World {
         let inv = self.node(0).invite(MemberId(m as u32 + 1), &label, now);
         let now = self.clock(m);
         let mut node = SimNode::join(&inv, self.rng.next_u64(), now);
-        node.options = WriteOptions { level: 0 };
+        node.options = WriteOptions {
+            level: 0,
+            ..Default::default()
+        };
         self.nodes[m] = Some(node);
     }
 
@@ -447,7 +450,10 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         _ => 11 + rng.below(10),
     } as usize;
     let mut admin = SimNode::create("sim", "m1", rng.next_u64(), T0);
-    admin.options = WriteOptions { level: 0 };
+    admin.options = WriteOptions {
+        level: 0,
+        ..Default::default()
+    };
     let skew = (0..n)
         .map(|_| match rng.below(20) {
             0 => TWO_YEARS_MS,

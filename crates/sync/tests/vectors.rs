@@ -92,6 +92,16 @@ fn admin_with(records: usize) -> MemStorage {
 }
 
 fn export(st: &MemStorage, salt: u8, key: [u8; 32], signer: [u8; 32]) -> Vec<u8> {
+    export_with(st, salt, key, signer, WriteOptions::default())
+}
+
+fn export_with(
+    st: &MemStorage,
+    salt: u8,
+    key: [u8; 32],
+    signer: [u8; 32],
+    options: WriteOptions,
+) -> Vec<u8> {
     let head = st.stored().unwrap().get(MemberId::ADMIN);
     let runs = [Coverage {
         author: MemberId::ADMIN,
@@ -107,7 +117,7 @@ fn export(st: &MemStorage, salt: u8, key: [u8; 32], signer: [u8; 32]) -> Vec<u8>
             [salt; 16],
             &DatasetKey(key),
             &SecretKey::from_bytes(signer),
-            WriteOptions::default(),
+            options,
         )
         .unwrap();
     bytes
@@ -230,6 +240,36 @@ fn generate() -> Vec<Vector> {
         common("header failure", "a PNG signature, not a bundle"),
         &[],
         b"\x89PNG\r\n\x1a\n".to_vec(),
+    );
+    let plain = export_with(
+        &admin_with(1),
+        6,
+        KEY,
+        ADMIN,
+        WriteOptions {
+            plaintext: true,
+            ..WriteOptions::default()
+        },
+    );
+    with(
+        "plaintext-one-record",
+        common(
+            "success",
+            "genesis and one visit, signed by the admin, NOT encrypted (magic P, SPEC §3.3)",
+        ),
+        &[("commits", "1:1-2".into())],
+        plain.clone(),
+    );
+    let mut tampered = plain.clone();
+    tampered[12] ^= 0x01;
+    with(
+        "plaintext-tampered",
+        common(
+            "signature failure",
+            "plaintext-one-record with bit 0 of salt byte 1 flipped: the signed digest covers every byte",
+        ),
+        &[],
+        tampered,
     );
     with(
         "receipt-only",

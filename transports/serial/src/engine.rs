@@ -94,6 +94,8 @@ pub(crate) struct Params {
     /// Send a PROBE when the established link has been quiet this long, so each end knows
     /// the other is still there while its application thinks.
     pub(crate) keepalive: Option<Duration>,
+    /// Largest retransmission timeout (a third of the silence timeout).
+    pub(crate) max_rto: Duration,
 }
 
 /// What the engine tells its driver.
@@ -201,6 +203,9 @@ struct Peer {
     epoch: u16,
     mtu: u16,
 }
+
+/// Most doublings of the RTO after consecutive losses.
+const MAX_BACKOFF: u32 = 2;
 
 /// Round-trip estimator (RFC 6298).
 #[derive(Debug)]
@@ -323,7 +328,9 @@ impl Engine {
                 srtt: None,
                 rttvar: Duration::ZERO,
                 min,
-                max: Duration::from_secs(60).max(min),
+                // Probes must come well within the peer's silence timeout, or a few losses in
+                // a row would make a live link look dead.
+                max: Duration::from_secs(60).min(p.max_rto).max(min),
                 initial,
             },
             ctrl: VecDeque::new(),
@@ -904,7 +911,9 @@ impl Engine {
         }
         if self.loss_deadline().is_some_and(|d| d <= now) {
             self.probe_due = true;
-            self.backoff = (self.backoff + 1).min(8);
+            // Losses on a point-to-point link are noise, not congestion: back off a little
+            // (up to 4 × RTO, for a shared radio channel) rather than exponentially.
+            self.backoff = (self.backoff + 1).min(MAX_BACKOFF);
             self.last_poll_at = now;
         }
         if self.keepalive_deadline().is_some_and(|d| d <= now) {
@@ -1191,6 +1200,7 @@ mod tests {
             announce: true,
             fault_on_restart: true,
             keepalive: None,
+            max_rto: Duration::from_secs(60),
         }
     }
 

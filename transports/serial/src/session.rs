@@ -138,6 +138,22 @@ impl Session {
         Session::open_with(config, state_dir.as_ref(), progress, mode)
     }
 
+    /// Like [`Session::open_with_progress`] for a station that waits to be called (`ferry
+    /// serial listen`): it sends nothing until the other end has called (no HELLO, no
+    /// keep-alives on an idle channel). A restart of the other end mid-session is still a
+    /// [`SerialError::PeerRestarted`], so the listener can start its exchange over.
+    pub fn open_listening(
+        config: &SerialConfig,
+        state_dir: impl AsRef<Path>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Session, SerialError> {
+        let mode = Mode {
+            announce: false,
+            fault_on_restart: true,
+        };
+        Session::open_with(config, state_dir.as_ref(), progress, mode)
+    }
+
     pub(crate) fn open_with(
         config: &SerialConfig,
         state: &Path,
@@ -195,6 +211,7 @@ impl Session {
             keepalive: mode
                 .announce
                 .then(|| (config.silence_timeout() / 4).max(Duration::from_secs(2))),
+            max_rto: config.silence_timeout() / 3,
         };
         let engine = Engine::new(params, random_epoch(), store, now);
         let shared = Arc::new(Shared {
