@@ -278,3 +278,38 @@ fn exporting_to_a_full_stick_fails_in_one_line_and_leaves_no_partial_file() {
     );
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn risky_email_settings_are_warned_about_and_an_sms_gateway_without_a_spool_points_to_sms_listen() {
+    let base = tempfile::tempdir().unwrap();
+    let l = node(base.path());
+    std::fs::write(
+        l.home.join("ferry.toml"),
+        r#"
+[email]
+from = "hq@example.org"
+smtp_url = "smtp+plain://127.0.0.1:1"
+smtp_password = "secret"
+
+[sms]
+gateway = "kannel"
+from = "+15550001"
+sendsms_url = "http://127.0.0.1:1/cgi-bin/sendsms"
+"#,
+    )
+    .unwrap();
+    // The send fails (nothing listens on port 1) and is queued; the warning came first.
+    let out = l.run(&["send", "email", "--to", "clinic@example.org"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: `smtp_password` is stored in plain text"),
+        "{err}"
+    );
+    // Kannel delivers incoming SMS to `ferry sms listen`; receive says so in one line.
+    let (_, err) = l.fails(&["receive", "sms"]);
+    assert!(err.contains("`ferry sms listen`"), "{err}");
+    // sync sms still sends (here: nothing to anyone) and notes why it did not receive.
+    let out = l.run(&["sync", "sms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NOTE     sending only"), "{text}");
+}

@@ -87,7 +87,8 @@ fn main() -> Result<()> {
 }
 
 /// The small-bundle figures: (fixed overhead, one incremental reference record, empty
-/// receipt), in bytes, measured through the sync engine as in `size_budget.rs`.
+/// receipt), in bytes, measured through the sync engine as in `size_budget.rs`, and what
+/// small bundles cost on each transport.
 pub struct Fixed {
     /// Fixed overhead of a bundle.
     pub overhead: u64,
@@ -95,6 +96,48 @@ pub struct Fixed {
     pub one_record: u64,
     /// A bundle with nothing but a receipt.
     pub receipt: u64,
+    /// What the one-record bundle, ten new records in one bundle, and the receipt cost on
+    /// each transport.
+    pub transports: Vec<TransportCost>,
+}
+
+/// What one bundle costs on each transport.
+pub struct TransportCost {
+    /// What the bundle carries.
+    pub what: String,
+    /// Bundle bytes.
+    pub bytes: u64,
+    /// Text SMS (the safe GSM-7 alphabet), and 8-bit binary SMS.
+    pub sms_text: usize,
+    /// See `sms_text`.
+    pub sms_binary: usize,
+    /// The whole email as sent (headers, text, base64 attachment).
+    pub email: usize,
+    /// Airtime of the DATA frames carrying it at the default MTU.
+    pub radio: ferry_transport_serial::airtime::MessageAirtime,
+}
+
+fn transport_cost(what: &str, bundle: &[u8]) -> Result<TransportCost> {
+    use ferry_transport_sms::{frame, text};
+    let sms = |per: usize| frame::layout(bundle.len(), per).map_or(0, |l| l.count);
+    let email = ferry_transport_email::render_email(
+        "clinic-a@example.org",
+        "hq@example.org",
+        "ca624583c4418dcc",
+        "86aa05893ff482364324422ddbce5a77",
+        bundle,
+    )?;
+    Ok(TransportCost {
+        what: what.to_string(),
+        bytes: bundle.len() as u64,
+        sms_text: sms(text::bytes_for(160)),
+        sms_binary: sms(frame::BINARY_FRAME),
+        email: email.len(),
+        radio: ferry_transport_serial::airtime::message(
+            bundle,
+            usize::from(ferry_transport_serial::SerialConfig::default().mtu),
+        ),
+    })
 }
 
 fn fixed() -> Result<Fixed> {
@@ -122,8 +165,28 @@ fn fixed() -> Result<Fixed> {
         reference("p-004512"),
         t0 + 900_000,
     );
-    let one = a.bundle_for(&[MemberId::ADMIN], &[]).len() as u64;
-    let receipt = a.bundle_with(&[]).len() as u64;
+    let one_bundle = a.bundle_for(&[MemberId::ADMIN], &[]);
+    let one = one_bundle.len() as u64;
+    let receipt_bundle = a.bundle_with(&[]);
+    let receipt = receipt_bundle.len() as u64;
+    // Ten new visits of the workload in one bundle, once HQ holds the rest.
+    hq.ingest(&one_bundle)?;
+    a.ingest(&hq.bundle(&[]))?;
+    for i in 0..10 {
+        let (id, fields) = workload::visit(SEED, 1_000 + i);
+        let ops = workload::FIELDS
+            .iter()
+            .zip(fields)
+            .map(|(name, v)| ferry_model::Op::Set((*name).into(), v))
+            .collect();
+        a.write("visits", &id, ops, t0 + 1_000_000 + i * 60_000);
+    }
+    let ten_bundle = a.bundle_for(&[MemberId::ADMIN], &[]);
+    let transports = vec![
+        transport_cost("one new reference record", &one_bundle)?,
+        transport_cost("ten new visits in one bundle", &ten_bundle)?,
+        transport_cost("a receipt only", &receipt_bundle)?,
+    ];
     let header = ferry_bundle::Header {
         dataset: a.engine.dataset,
         sender: MemberId(2),
@@ -135,6 +198,7 @@ fn fixed() -> Result<Fixed> {
         overhead: header + 1 + 16 + 64,
         one_record: one,
         receipt,
+        transports,
     })
 }
 

@@ -904,6 +904,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut node = open(&cli.home)?;
             match (dir, via) {
                 (_, Some(SyncVia::Email(args))) => {
+                    warn_email(&node, &args)?;
                     let r = node.receive_email(args.config(), &Bar::new())?;
                     output::print_email_receive(&r)?;
                     let s = node.send_email(args.config(), &args.to, &Bar::new())?;
@@ -915,11 +916,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     )?;
                 }
                 (_, Some(SyncVia::Sms(args))) => {
-                    let r = node.receive_sms(&args.flags(), &Bar::new())?;
-                    output::print_sms_receive(&r)?;
+                    let rejected = match node.sms_receive_impossible(&args.flags())? {
+                        Some(why) => {
+                            out(format_args!("NOTE     sending only: {why}"))?;
+                            0
+                        }
+                        None => {
+                            let r = node.receive_sms(&args.flags(), &Bar::new())?;
+                            output::print_sms_receive(&r)?;
+                            r.import.rejected()
+                        }
+                    };
                     let s = node.send_sms(&args.flags(), &[], false, &Bar::new())?;
                     output::print_sms_send(&s)?;
-                    refused(&node, r.import.rejected(), "by SMS")?;
+                    refused(&node, rejected, "by SMS")?;
                 }
                 (_, Some(SyncVia::Serial(args))) => {
                     args.warn_plaintext();
@@ -948,6 +958,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut node = open(&cli.home)?;
             match via {
                 SendVia::Email(args) => {
+                    warn_email(&node, &args)?;
                     let s = node.send_email(args.config(), &args.to, &Bar::new())?;
                     output::print_email_send(&s)?;
                 }
@@ -962,6 +973,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut node = open(&cli.home)?;
             match via {
                 ReceiveVia::Email(args) => {
+                    warn_email(&node, &args)?;
                     let r = node.receive_email(args.config(), &Bar::new())?;
                     output::print_email_receive(&r)?;
                     refused(
@@ -1110,6 +1122,14 @@ pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
         Ok(())
     })?;
     Ok(serde_json::Value::Array(items).to_string())
+}
+
+/// Prints what is risky in the email settings, one `ferry: warning:` line each.
+fn warn_email(node: &Node, args: &EmailArgs) -> Result<()> {
+    for w in node.email_warnings(args.config())? {
+        eprintln!("ferry: warning: {w}");
+    }
+    Ok(())
 }
 
 /// Fails (after everything else was done) when some input was refused.

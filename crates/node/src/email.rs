@@ -92,6 +92,12 @@ impl Node {
         )?)
     }
 
+    /// Warnings about the email settings (a password stored in ferry.toml, a server reached
+    /// without TLS over the network), for the user to read before anything is sent.
+    pub fn email_warnings(&self, flags: EmailConfig) -> Result<Vec<String>, NodeError> {
+        Ok(self.email_transport(flags)?.config().warnings())
+    }
+
     /// Sends what the recipients still need: first anything left in the outbox, then one
     /// bundle (and a snapshot when a recipient joined after history was compacted). A
     /// bundle the server does not take stays queued and the error says so.

@@ -355,6 +355,9 @@ impl Node {
         progress: &dyn Progress,
     ) -> Result<SmsReceiveReport, NodeError> {
         let mut transport = self.sms_transport(flags)?;
+        if let Some(why) = listen_only(transport.config()) {
+            return Err(NodeError::Input(why));
+        }
         let mut report = SmsReceiveReport::default();
         for a in transport.receive_spool()? {
             if matches!(a, Accepted::Part { .. }) {
@@ -363,6 +366,15 @@ impl Node {
         }
         self.take_sms(&mut transport, &mut report, progress)?;
         Ok(report)
+    }
+
+    /// Why `ferry receive sms` cannot work with these settings (a gateway that delivers
+    /// incoming SMS only to `ferry sms listen`), or `None` when it reads a spool folder.
+    pub fn sms_receive_impossible(
+        &mut self,
+        flags: &SmsFlags,
+    ) -> Result<Option<String>, NodeError> {
+        Ok(listen_only(self.sms_transport(flags)?.config()))
     }
 
     /// Serves an HTTP gateway (Kannel and the like) until stopped: each incoming SMS is
@@ -443,4 +455,20 @@ impl Node {
             })
             .collect())
     }
+}
+
+/// Why these settings cannot receive from a spool folder: Kannel and HTTP gateways deliver
+/// incoming SMS to `ferry sms listen` only.
+fn listen_only(config: &ferry_transport_sms::SmsConfig) -> Option<String> {
+    use ferry_transport_sms::GatewayKind;
+    let name = match config.gateway {
+        GatewayKind::Gammu => return None,
+        GatewayKind::Kannel => "kannel",
+        GatewayKind::Http => "http",
+    };
+    config.inbox.is_none().then(|| {
+        format!(
+            "with gateway = \"{name}\", incoming SMS reach ferry while `ferry sms listen` runs (the gateway calls it); `ferry receive sms` reads Gammu's inbox folder"
+        )
+    })
 }

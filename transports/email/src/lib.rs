@@ -99,6 +99,7 @@ pub use config::{
 pub use error::EmailError;
 pub use mime::{
     Damaged, Extracted, FileKind, Piece, check_address, classify, extract_email, extract_file,
+    render_email,
 };
 
 use ferry_transport::{

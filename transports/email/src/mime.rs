@@ -545,6 +545,33 @@ fn short(s: &str, n: usize) -> &str {
     &s[..s.len().min(n)]
 }
 
+/// The email that carries the whole bundle `data` named `name` from `from` to `to`, byte
+/// for byte as [`crate::EmailTransport::send_bundle`] formats it when one email is enough.
+/// For size figures: what a bundle costs by email, headers, text and base64 included.
+pub fn render_email(
+    from: &str,
+    to: &str,
+    dataset: &str,
+    name: &str,
+    data: &[u8],
+) -> Result<Vec<u8>, EmailError> {
+    let from = parse_address(from)?;
+    let to = [parse_address(to)?];
+    let digest = digest_hex(data);
+    let spec = PartSpec {
+        from: &from,
+        to: &to,
+        dataset,
+        name,
+        size: data.len() as u64,
+        digest: &digest,
+        part: 1,
+        parts: 1,
+        offset: 0,
+    };
+    build_email(&spec, data)
+}
+
 /// Builds the email carrying `data` (the bytes at `spec.offset`), formatted as sent.
 pub(crate) fn build_email(spec: &PartSpec<'_>, data: &[u8]) -> Result<Vec<u8>, EmailError> {
     let whole = spec.parts == 1;

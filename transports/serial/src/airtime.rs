@@ -78,6 +78,63 @@ impl LoRa {
     }
 }
 
+/// What the DATA frames carrying one message cost on the air (a session adds its hellos,
+/// offers, acknowledgements and close, a few hundred bytes, whatever the message).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MessageAirtime {
+    /// DATA frames.
+    pub frames: usize,
+    /// Bytes written to a raw serial line (framing and escapes included).
+    pub raw_bytes: usize,
+    /// On a 1200-baud serial line (8N1).
+    pub serial_1200: Duration,
+    /// As AX.25 UI frames over AFSK 1200 (a TNC such as Direwolf), without TXDELAY.
+    pub afsk_1200: Duration,
+    /// On LoRa SF9, 125 kHz, one packet per frame.
+    pub lora_sf9: Duration,
+}
+
+/// The airtime of the DATA frames that carry `message` at `mtu` payload bytes per frame,
+/// with the frames' real headers and escapes (the sequence and offset fields are counted as
+/// they would be for a fresh session).
+pub fn message(message: &[u8], mtu: usize) -> MessageAirtime {
+    use crate::link::{AX25_HEADER, Encap};
+    use crate::wire::{Body, Frame};
+    let raw = Encap::Raw;
+    let lora = LoRa::sf9_125khz();
+    let mut out = MessageAirtime {
+        frames: 0,
+        raw_bytes: 0,
+        serial_1200: Duration::ZERO,
+        afsk_1200: Duration::ZERO,
+        lora_sf9: Duration::ZERO,
+    };
+    let mut offset = 0usize;
+    for (seq, chunk) in message.chunks(mtu.max(1)).enumerate() {
+        let frame = Frame {
+            epoch: 1,
+            seq: seq as u16,
+            poll: false,
+            body: Body::Data {
+                slot: 0,
+                offset: offset as u32,
+                data: chunk.to_vec(),
+            },
+        }
+        .encode();
+        offset += chunk.len();
+        let wire = raw.wrap(&frame).len();
+        let mut ax = vec![0x40u8; AX25_HEADER];
+        ax.extend_from_slice(&frame);
+        out.frames += 1;
+        out.raw_bytes += wire;
+        out.serial_1200 += serial(wire, 1200);
+        out.afsk_1200 += ax25_hdlc(&ax, 1200);
+        out.lora_sf9 += lora.airtime(wire.min(255));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +150,27 @@ mod tests {
         assert_eq!(ms(sf(7).airtime(255)) / 10, 39); // 397 ms
         assert_eq!(ms(sf(9).airtime(255)) / 10, 125); // 1.25 s
         assert_eq!(ms(sf(12).airtime(255)) / 100, 90); // 9.0 s
+    }
+
+    #[test]
+    fn a_message_takes_one_data_frame_per_mtu() {
+        let m: Vec<u8> = (0..450u32).map(|i| (i * 7) as u8).collect();
+        let a = message(&m, 200);
+        assert_eq!(a.frames, 3);
+        // Payload, 17 bytes of frame overhead and two delimiters per frame, and escapes.
+        assert!(
+            a.raw_bytes >= 450 + 3 * (crate::DATA_FRAME_OVERHEAD + 2),
+            "{a:?}"
+        );
+        assert!(
+            a.raw_bytes < 450 + 3 * (crate::DATA_FRAME_OVERHEAD + 2) + 20,
+            "{a:?}"
+        );
+        let diff = a.serial_1200.abs_diff(serial(a.raw_bytes, 1200));
+        assert!(diff < Duration::from_micros(10), "{a:?}");
+        // AFSK adds an AX.25 header and HDLC stuffing; LoRa pays a preamble per packet.
+        assert!(a.afsk_1200 > Duration::from_secs_f64(a.raw_bytes as f64 * 8.0 / 1200.0));
+        assert!(a.lora_sf9 > LoRa::sf9_125khz().airtime(200) * 2);
     }
 
     #[test]

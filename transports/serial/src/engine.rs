@@ -418,10 +418,20 @@ impl Engine {
     /// Whether closing is finished: our CLOSE was acknowledged (or the peer, having sent its
     /// own CLOSE, went silent) and the peer's CLOSE arrived.
     pub(crate) fn close_complete(&self, now: Instant) -> bool {
-        let peer_gone = self
-            .last_heard
-            .is_some_and(|t| now.duration_since(t) > self.rto() * 3);
+        let peer_gone = self.peer_gone_at().is_some_and(|t| now >= t);
         self.close_sent && self.peer_closed && (self.close_acked || peer_gone)
+    }
+
+    /// When a peer that has sent its CLOSE but not acknowledged ours counts as gone: it
+    /// finished (only the last ACK was lost) and exited. Three RTOs of silence, but never
+    /// more than half the silence timeout, so the session ends well before it would be
+    /// declared lost.
+    fn peer_gone_at(&self) -> Option<Instant> {
+        if !(self.close_sent && self.peer_closed) || self.close_acked {
+            return None;
+        }
+        let wait = (self.rto() * 3).min(self.p.max_rto * 3 / 2);
+        self.last_heard.map(|t| t + wait)
     }
 
     fn reassociate(&mut self) {
@@ -960,6 +970,7 @@ impl Engine {
             (!self.established && self.wants_link()).then_some(self.hello_at),
             self.loss_deadline(),
             self.keepalive_deadline(),
+            self.peer_gone_at(),
         ]
         .into_iter()
         .flatten()
@@ -1278,6 +1289,61 @@ mod tests {
         assert_eq!(delivered(&ea), vec![hb]);
         assert!(p.a.close_complete(p.now) && p.b.close_complete(p.now));
         assert_eq!(p.a.stats.data_bytes_resent, 0);
+    }
+
+    /// The other end finished and exited before its ACK of our CLOSE arrived: this end
+    /// still finishes, well within its silence timeout (3 × the largest RTO), even with
+    /// its RTO at the largest value.
+    #[test]
+    fn a_lost_last_ack_ends_the_session_within_half_the_silence_timeout() {
+        let max_rto = Duration::from_secs(20);
+        let mut p = Pair::new();
+        p.a.p.max_rto = max_rto;
+        p.a.rtt.max = max_rto;
+        p.a.queue(MessageHash::of(b"hello"), Arc::new(b"hello".to_vec()));
+        p.b.request_close();
+        // Both exchange data; b closes first, then a: b is complete the moment a's CLOSE
+        // arrives and exits without acknowledging it.
+        let mut b_gone = false;
+        let mut a_requested = false;
+        for _ in 0..20_000 {
+            p.now += Duration::from_millis(10);
+            let now = p.now;
+            if !a_requested && p.b.close_sent {
+                p.a.request_close();
+                a_requested = true;
+            }
+            p.a.on_tick(now);
+            if !b_gone {
+                p.b.on_tick(now);
+            }
+            while let Some(f) = p.a.poll_transmit(now) {
+                if !b_gone {
+                    p.b.on_frame(Frame::decode(&f.encode()).unwrap(), now);
+                }
+            }
+            if !b_gone && p.b.close_complete(now) {
+                b_gone = true;
+                // Its RTO has grown on a bad link.
+                p.a.rtt.srtt = Some(Duration::from_secs(30));
+            }
+            if !b_gone {
+                while let Some(f) = p.b.poll_transmit(now) {
+                    p.a.on_frame(Frame::decode(&f.encode()).unwrap(), now);
+                }
+            }
+            if p.a.close_complete(now) {
+                break;
+            }
+        }
+        assert!(b_gone, "b finished");
+        assert!(!p.a.close_acked, "a's CLOSE was never acknowledged");
+        assert!(p.a.close_complete(p.now), "a finished too");
+        let silent = p.now.duration_since(p.a.last_heard.unwrap());
+        assert!(
+            silent <= max_rto * 3 / 2 + Duration::from_millis(20),
+            "a waited {silent:?} after the last frame"
+        );
     }
 
     #[test]

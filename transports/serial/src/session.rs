@@ -210,7 +210,7 @@ impl Session {
             fault_on_restart: mode.fault_on_restart,
             keepalive: mode
                 .announce
-                .then(|| (config.silence_timeout() / 4).max(Duration::from_secs(2))),
+                .then(|| (config.silence_timeout() / 6).max(Duration::from_secs(2))),
             max_rto: config.silence_timeout() / 3,
         };
         let engine = Engine::new(params, random_epoch(), store, now);

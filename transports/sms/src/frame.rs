@@ -388,10 +388,12 @@ mod tests {
     }
 
     #[test]
-    fn a_233_byte_bundle_takes_two_text_or_binary_sms() {
+    fn two_text_sms_carry_236_bytes_and_two_binary_sms_270() {
         let text = crate::text::bytes_for(160);
-        assert_eq!(layout(233, text).unwrap().count, 2);
-        assert_eq!(layout(233, BINARY_FRAME).unwrap().count, 2);
+        assert_eq!(layout(236, text).unwrap().count, 2);
+        assert_eq!(layout(237, text).unwrap().count, 3);
+        assert_eq!(layout(270, BINARY_FRAME).unwrap().count, 2);
+        assert_eq!(layout(271, BINARY_FRAME).unwrap().count, 3);
         assert_eq!(layout(119, text).unwrap().count, 1);
         assert_eq!(layout(120, text).unwrap().count, 2);
         assert_eq!(layout(max_message(text), text).unwrap().count, MAX_PARTS);

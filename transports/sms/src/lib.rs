@@ -6,8 +6,8 @@
 //!   bytes per 160-character SMS**. Binary (8-bit) SMS carry 140 bytes.
 //! - **Frames** ([`frame`]): each SMS carries 4 (one-part message), 5 (2–16 parts) or 6
 //!   (17–256 parts) bytes of header and checksum: a 14-bit message tag, part index and
-//!   count, CRC-16. So a text SMS carries 117–119 bytes of message, a binary one 134–136,
-//!   and a 233-byte bundle takes 2 SMS either way.
+//!   count, CRC-16. So a text SMS carries 117–119 bytes of message, a binary one 134–136:
+//!   two text SMS carry up to 236 bytes, two binary SMS 270.
 //! - **Reassembly** is durable (the state folder the node gives [`SmsTransport::open`]):
 //!   parts may arrive in any order, twice, days apart, across restarts; a complete message
 //!   appears in the [`ferry_transport::Transport`] mailbox (`list`/`open`/`settle`).
