@@ -180,6 +180,18 @@ fn two_laptops_converge_by_sms_alone_through_a_lossy_network() {
         n.load(Ordering::SeqCst) > 0,
         "SMS went through the test network"
     );
+    // Sending twice does not pay twice: what just went out is taken as on its way.
+    hq.ok(&["put", "visits", "v-2026-000125", "village=Obunga"]);
+    let first = ferry(&hq, &["send", "sms"]);
+    assert!(first.contains("sent     clinic-a (+15550002): "), "{first}");
+    let again = ferry(&hq, &["send", "sms"]);
+    assert!(
+        again.contains("skipped  clinic-a (+15550002): nothing new for it"),
+        "{again}"
+    );
+    wait_until(base, "clinic A to receive the last record", || {
+        a.list("visits").contains("v-2026-000125")
+    });
     let status = hq.ok(&["status"]);
     assert!(status.contains("clinic-a"), "{status}");
     assert!(

@@ -257,7 +257,7 @@ struct SerialArgs {
     /// Message bytes per frame, 32-2048 [default: 200; a LoRa modem with 255-byte packets: 230]
     #[arg(long, value_name = "N")]
     mtu: Option<u16>,
-    /// Cap on the send rate in bytes per second [default: the line speed]
+    /// Cap on the send rate in bytes per second [default: the line speed; with --kiss 145, AFSK 1200 on the air]
     #[arg(long, value_name = "BYTES_PER_S")]
     rate: Option<u32>,
     /// Largest share of airtime in percent over any hour, e.g. 1 for EU868 LoRa
@@ -374,7 +374,7 @@ struct SmsArgs {
     /// SMS per member per day at most
     #[arg(long)]
     daily_budget: Option<u32>,
-    /// Send 8-bit binary SMS (when the gateway supports it)
+    /// Send 8-bit binary SMS (when the gateway supports it); incoming SMS of either kind are always read
     #[arg(long)]
     binary: bool,
 }

@@ -340,19 +340,34 @@ pub fn print_sms_send(r: &ferry_node::SmsSendReport) -> Result<()> {
         out(format_args!("sent     {} SMS that were waiting", r.flushed))?;
     }
     for p in &r.peers {
+        // A number that is no member's shows once.
+        let who = if p.label == p.phone {
+            p.phone.clone()
+        } else {
+            format!("{} ({})", p.label, p.phone)
+        };
         if let Some(note) = &p.note {
             out(format_args!(
-                "{:<8} {} ({}): {note}",
+                "{:<8} {who}: {note}",
                 if p.bytes > 0 { "NOT SENT" } else { "skipped" },
-                p.label,
-                p.phone
             ))?;
             continue;
         }
-        let verb = if r.dry_run { "would send" } else { "sent" };
+        let wait = match (r.dry_run, p.queued) {
+            (_, 0) => String::new(),
+            (true, q) => format!(
+                "; {} today, {q} would wait for the next day's budget",
+                p.sent_now
+            ),
+            (false, q) => format!(
+                "; {} now, {q} wait for the next day's budget (they go out with the next `ferry send sms`)",
+                p.sent_now
+            ),
+        };
+        let verb = if r.dry_run { "would send" } else { "sent    " };
         out(format_args!(
-            "{verb} {} ({}): {} B in {} SMS; {} now, {} waiting for the daily budget",
-            p.label, p.phone, p.bytes, p.messages, p.sent_now, p.queued
+            "{verb} {who}: {} B in {} SMS{wait}",
+            p.bytes, p.messages
         ))?;
     }
     Ok(())

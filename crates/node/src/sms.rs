@@ -92,6 +92,10 @@ pub struct SmsCounters {
 /// Flags for `[sms]`: key → value.
 pub type SmsFlags = BTreeMap<&'static str, SmsSetting>;
 
+/// How long what was sent by SMS is taken as on its way to the member before it is sent
+/// again, unless the member's receipt shows it arrived: one day.
+const SMS_ASSUME_DELIVERED_MS: u64 = 24 * 3_600_000;
+
 impl Node {
     /// The SMS transport from `[sms]` in `ferry.toml` with `flags` applied, knowing every
     /// member's published phone number.
@@ -228,7 +232,24 @@ impl Node {
                 report.peers.push(entry);
                 continue;
             }
-            let runs = plan_export(&stored, std::slice::from_ref(&vv), &[], &compacted);
+            // What was sent to this number in the last day is taken as on its way (the
+            // receiver asks for lost parts by itself), so sending twice does not pay twice.
+            // Once a day has passed without the member's receipt covering it, it is sent
+            // again: a bundle whose every SMS was lost is not repaired by the receiver.
+            let sent_key = format!("sms_sent:{phone}");
+            let now = now_ms();
+            let assumed: Option<(VersionVector, u64)> = self
+                .read()?
+                .meta(&sent_key)?
+                .and_then(|b| postcard::from_bytes::<(VersionVector, u64)>(&b).ok())
+                .filter(|(v, since)| {
+                    now.saturating_sub(*since) < SMS_ASSUME_DELIVERED_MS && !vv.dominates(v)
+                });
+            let mut base = vv.clone();
+            if let Some((v, _)) = &assumed {
+                base.merge(v);
+            }
+            let runs = plan_export(&stored, std::slice::from_ref(&base), &[], &compacted);
             let receipt_key = format!("sms_receipt:{phone}");
             let last: Option<VersionVector> = self
                 .read()?
@@ -268,6 +289,12 @@ impl Node {
                 tx.set_meta(
                     &receipt_key,
                     &postcard::to_allocvec(&stored).expect("encodes"),
+                )?;
+                // The day counts from the oldest send not yet confirmed.
+                let since = assumed.map_or(now, |(_, since)| since);
+                tx.set_meta(
+                    &sent_key,
+                    &postcard::to_allocvec(&(&stored, since)).expect("encodes"),
                 )?;
                 tx.commit()?;
             }
