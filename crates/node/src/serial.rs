@@ -348,9 +348,10 @@ impl Node {
             let outcome = self.import_message(&mut &m.data[..], &origin, &NodeNoProgress)?;
             report.received.push(outcome);
         }
-        // 5. Both ends hold everything: done.
+        // 5. Both ends hold everything: done. (Its end message arrived, so it sends nothing
+        // more; the transport confirms what this end sent before the session ends.)
         let so_far = session.stats();
-        let stats = match session.close() {
+        let stats = match session.close_after_end() {
             Ok(stats) => stats,
             Err(e) => {
                 report.link.add(&so_far);

@@ -343,11 +343,33 @@ impl Session {
     /// closed, then stops. Messages received in this session are removed from the state
     /// folder (the node has them). It waits as long as the other end answers; it fails with
     /// [`SerialError::LinkLost`] once the other end has been silent for `timeout`.
-    pub fn close(mut self) -> Result<SessionStats, SerialError> {
+    pub fn close(self) -> Result<SessionStats, SerialError> {
+        self.close_when(|_, _| false)
+    }
+
+    /// Ends the session when the application knows that both ends hold everything (each
+    /// has received the other's last message, as ferry's *end* message says): like
+    /// [`Session::close`], but once every message sent here is confirmed and the other end
+    /// has been silent for half the timeout, the session ends without waiting for the
+    /// other end's CLOSE. That end has finished already and only its last acknowledgement
+    /// was lost; a lossy link must not turn a complete exchange into a failure.
+    pub fn close_after_end(self) -> Result<SessionStats, SerialError> {
+        let half = self.timeout / 2;
+        self.close_when(move |st, start| {
+            let heard = st.last_heard.map_or(start, |h| h.max(start));
+            st.pending.is_empty() && heard.elapsed() >= half
+        })
+    }
+
+    fn close_when(
+        mut self,
+        mut done: impl FnMut(&State, Instant) -> bool,
+    ) -> Result<SessionStats, SerialError> {
         self.tx
             .send(Input::Close)
             .map_err(|_| SerialError::Closed)?;
-        self.wait(|st| st.close_complete.then_some(Ok(())))?;
+        let start = Instant::now();
+        self.wait(|st| (st.close_complete || done(st, start)).then_some(Ok(())))?;
         self.shutdown();
         let st = self.shared.lock();
         for h in &st.delivered {

@@ -319,3 +319,48 @@ fn serial_transport_passes_the_conformance_suite_over_a_socat_pair() {
         (a, b)
     });
 }
+
+/// The other end confirmed everything and then went silent without its CLOSE (it finished
+/// and only its last frames were lost): `close` gives up after the silence timeout, while
+/// `close_after_end` (for an application that knows the exchange is complete) ends the
+/// session after half of it.
+#[test]
+fn after_the_other_end_confirmed_everything_and_fell_silent_close_after_end_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut link = SimLink::new(dir.path(), SimConfig::clean(9600));
+    let cfg = |p: &Path| SerialConfig {
+        timeout: 6,
+        ..config(p, 9600)
+    };
+    let mut runs = Vec::new();
+    for after_end in [false, true] {
+        if after_end {
+            link.restore();
+        }
+        let (sa, sb) = (
+            dir.path().join(format!("a-{after_end}")),
+            dir.path().join(format!("b-{after_end}")),
+        );
+        let a = Session::open(&cfg(link.a()), sa).unwrap();
+        let b = Session::open(&cfg(link.b()), sb).unwrap();
+        a.send(blob(500, 3)).unwrap();
+        a.flush().expect("B confirms the message");
+        assert!(b.recv().unwrap().is_some());
+        link.cut();
+        drop(b);
+        let t0 = Instant::now();
+        let r = if after_end {
+            a.close_after_end()
+        } else {
+            a.close()
+        };
+        runs.push((after_end, r.map(|_| ()), t0.elapsed()));
+    }
+    println!("{runs:?}");
+    assert!(
+        matches!(runs[0].1, Err(SerialError::LinkLost { .. })),
+        "close: {runs:?}"
+    );
+    assert!(runs[1].1.is_ok(), "close_after_end: {runs:?}");
+    assert!(runs[1].2 < Duration::from_secs(6), "{runs:?}");
+}
