@@ -344,3 +344,28 @@ fn two_homes_sync_over_two_direwolf_tncs_at_afsk_1200() {
         text(&b)
     );
 }
+
+/// One station sends `--plaintext` and the other does not: they still converge (both kinds
+/// of bundle are read), and each says that the two ends differ.
+#[test]
+fn a_plaintext_station_and_an_encrypting_one_converge_and_both_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let (hq, clinic) = pair(base, 0);
+    let link = SimLink::new(base, SimConfig::clean(9600));
+    let args = ["--baud", "9600", "--timeout", "30"];
+    let mut plain = args.to_vec();
+    plain.push("--plaintext");
+    let a = start(&hq, link.a(), &plain);
+    let b = start(&clinic, link.b(), &args);
+    let (a, b) = (finish(a, "HQ"), finish(b, "the clinic"));
+    assert_converged(&hq, &clinic);
+    assert!(
+        a.contains("NOTE     clinic-a sent encrypted bundles while this station sent plaintext"),
+        "{a}"
+    );
+    assert!(
+        b.contains("NOTE     hq sent signed but NOT encrypted (--plaintext) bundles"),
+        "{b}"
+    );
+}

@@ -380,6 +380,16 @@ pub fn print_serial(r: &ferry_node::SerialReport) -> Result<()> {
             "plaintext: bundles were sent signed but not encrypted"
         ))?;
     }
+    if r.peer.is_some() && r.peer_plaintext != r.plaintext {
+        let (them, us) = if r.peer_plaintext {
+            ("signed but NOT encrypted (--plaintext)", "encrypted")
+        } else {
+            ("encrypted", "plaintext")
+        };
+        out(format_args!(
+            "NOTE     {peer} sent {them} bundles while this station sent {us} ones; on amateur bands both must use --plaintext, elsewhere neither should"
+        ))?;
+    }
     // The first bundle received is the other end's hello (what it holds).
     let mut new = 0;
     let mut bundles = 0;

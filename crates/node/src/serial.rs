@@ -68,6 +68,8 @@ pub struct SerialReport {
     pub link: LinkStats,
     /// Bundles sent signed but not encrypted (`--plaintext`).
     pub plaintext: bool,
+    /// Whether the other end sent plaintext bundles (its hello tells).
+    pub peer_plaintext: bool,
     /// Every message sent, over all attempts, and its size: what had to cross at least once.
     #[serde(skip)]
     sent_messages: BTreeMap<MessageHash, u64>,
@@ -310,6 +312,7 @@ impl Node {
         // sealed under the dataset key, or signed): a false one could only make this node
         // send too much or too little, never change data.
         let told = self.hello_receipt(&first.data);
+        report.peer_plaintext = first.data.first() == Some(&b'P');
         let outcome = self.import_message(&mut &first.data[..], &origin, &NodeNoProgress)?;
         if let FileResult::Rejected { reason, .. } = &outcome.result {
             return Err(NodeError::Input(format!(
