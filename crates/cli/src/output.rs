@@ -501,7 +501,7 @@ pub fn print_status(s: &Status) -> Result<()> {
                 format!("last heard {t}")
             });
         out(format_args!(
-            "  #{:<3} {:<16}{role}{state} holds {}, lacks {} of ours; {heard}",
+            "  #{:<3} {:<16}{role}{state} holds {}, lacks {} of ours (as its last bundle told); {heard}",
             m.member,
             m.label,
             changes(m.holds),
