@@ -108,6 +108,19 @@ fn finish(child: Child, who: &str) -> String {
     text
 }
 
+/// Runs `ferry sync serial` at both ends of `link` at once (HQ with `hq_args`, the clinic
+/// with `clinic_args`) and returns their outputs, failing if either fails.
+fn sync_both(
+    (hq, clinic): (&Laptop, &Laptop),
+    link: &SimLink,
+    hq_args: &[&str],
+    clinic_args: &[&str],
+) -> (String, String) {
+    let a = start(hq, link.a(), hq_args);
+    let b = start(clinic, link.b(), clinic_args);
+    (finish(a, "HQ"), finish(b, "the clinic"))
+}
+
 /// The number before `unit` on the line starting with `prefix`.
 fn number(text: &str, prefix: &str, unit: &str) -> u64 {
     let line = text
@@ -159,9 +172,7 @@ fn two_homes_converge_over_a_1200_baud_link_losing_0_10_and_30_percent_of_frames
                 );
                 let args = ["--baud", "1200", "--timeout", "60"];
                 let t0 = Instant::now();
-                let a = start(&hq, link.a(), &args);
-                let b = start(&clinic, link.b(), &args);
-                let (a, b) = (finish(a, "HQ"), finish(b, "the clinic"));
+                let (a, b) = sync_both((&hq, &clinic), &link, &args, &args);
                 let took = t0.elapsed();
                 assert_converged(&hq, &clinic);
                 assert!(a.contains("synced   with clinic-a"), "{a}");
@@ -177,9 +188,7 @@ fn two_homes_converge_over_a_1200_baud_link_losing_0_10_and_30_percent_of_frames
                     a.lines().filter(|l| l.starts_with("link")).collect::<String>()
                 );
                 // A second run finds nothing new either way.
-                let a = start(&hq, link.a(), &args);
-                let b = start(&clinic, link.b(), &args);
-                let (a, b) = (finish(a, "HQ"), finish(b, "the clinic"));
+                let (a, b) = sync_both((&hq, &clinic), &link, &args, &args);
                 assert!(a.contains("received 0 changes") && a.contains("sent 0 changes"), "{a}");
                 assert!(b.contains("received 0 changes") && b.contains("sent 0 changes"), "{b}");
             });
@@ -356,9 +365,7 @@ fn a_plaintext_station_and_an_encrypting_one_converge_and_both_are_told() {
     let args = ["--baud", "9600", "--timeout", "30"];
     let mut plain = args.to_vec();
     plain.push("--plaintext");
-    let a = start(&hq, link.a(), &plain);
-    let b = start(&clinic, link.b(), &args);
-    let (a, b) = (finish(a, "HQ"), finish(b, "the clinic"));
+    let (a, b) = sync_both((&hq, &clinic), &link, &plain, &args);
     assert_converged(&hq, &clinic);
     assert!(
         a.contains("NOTE     clinic-a sent encrypted bundles while this station sent plaintext"),

@@ -117,21 +117,27 @@ pub struct TransportCost {
     pub radio: ferry_transport_serial::airtime::MessageAirtime,
 }
 
-fn transport_cost(what: &str, bundle: &[u8]) -> Result<TransportCost> {
+fn transport_cost(what: &str, dataset: &str, bundle: &[u8]) -> Result<TransportCost> {
     use ferry_transport_sms::{frame, text};
-    let sms = |per: usize| frame::layout(bundle.len(), per).map_or(0, |l| l.count);
+    let sms = |per: usize| {
+        frame::layout(bundle.len(), per)
+            .map(|l| l.count)
+            .context("a small bundle that does not fit 256 SMS")
+    };
+    // Named by content as `ferry export` names bundle files.
+    let name = &blake3::hash(bundle).to_hex()[..32];
     let email = ferry_transport_email::render_email(
         "clinic-a@example.org",
         "hq@example.org",
-        "ca624583c4418dcc",
-        "86aa05893ff482364324422ddbce5a77",
+        dataset,
+        name,
         bundle,
     )?;
     Ok(TransportCost {
         what: what.to_string(),
         bytes: bundle.len() as u64,
-        sms_text: sms(text::bytes_for(160)),
-        sms_binary: sms(frame::BINARY_FRAME),
+        sms_text: sms(text::bytes_for(160))?,
+        sms_binary: sms(frame::BINARY_FRAME)?,
         email: email.len(),
         radio: ferry_transport_serial::airtime::message(
             bundle,
@@ -182,10 +188,11 @@ fn fixed() -> Result<Fixed> {
         a.write("visits", &id, ops, t0 + 1_000_000 + i * 60_000);
     }
     let ten_bundle = a.bundle_for(&[MemberId::ADMIN], &[]);
+    let dataset = a.engine.dataset.to_hex();
     let transports = vec![
-        transport_cost("one new reference record", &one_bundle)?,
-        transport_cost("ten new visits in one bundle", &ten_bundle)?,
-        transport_cost("a receipt only", &receipt_bundle)?,
+        transport_cost("one new reference record", &dataset, &one_bundle)?,
+        transport_cost("ten new visits in one bundle", &dataset, &ten_bundle)?,
+        transport_cost("a receipt only", &dataset, &receipt_bundle)?,
     ];
     let header = ferry_bundle::Header {
         dataset: a.engine.dataset,

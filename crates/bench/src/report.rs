@@ -165,7 +165,7 @@ fn tables(results: &[SizeResult], fixed: &Fixed) -> String {
     }
     let _ = writeln!(
         s,
-        "\nSMS per record: one record alone takes {} text SMS; ten records sent together take {} ({:.1} per record). Airtime counts the DATA frames only; a serial session adds its hellos, offers, acknowledgements and close (a sync with nothing new: 18 frames, about 560 bytes on the wire, in `tests/e2e/serial.rs`). At a 1 % duty cycle LoRa allows 36 s of airtime per hour. The email is exactly what `ferry send email` sends when one email holds the bundle.",
+        "\nSMS per record: one record alone takes {} text SMS; ten records sent together take {} ({:.1} per record). Airtime counts the DATA frames only; a serial session adds its hellos, offers, acknowledgements and close (`cargo run --release -p ferry-transport-serial --example goodput` measures whole sessions from the frames both ends actually send). At a 1 % duty cycle LoRa allows 36 s of airtime per hour. The email is exactly what `ferry send email` sends when one email holds the bundle.",
         fixed.transports.first().map_or(0, |t| t.sms_text),
         fixed.transports.get(1).map_or(0, |t| t.sms_text),
         fixed

@@ -330,6 +330,9 @@ enum SendVia {
     /// Send by email to every member with an address (or --to)
     Email(EmailArgs),
     /// Send each member with a phone number (or --to) exactly what it lacks, by SMS
+    ///
+    /// What went to a number in the last 24 hours counts as on its way and is not sent
+    /// again; after a day without a receipt showing it arrived, it is sent again.
     Sms(SmsSendArgs),
 }
 

@@ -364,9 +364,9 @@ pub fn print_sms_send(r: &ferry_node::SmsSendReport) -> Result<()> {
                 p.sent_now
             ),
         };
-        let verb = if r.dry_run { "would send" } else { "sent    " };
+        let verb = if r.dry_run { "would send" } else { "sent" };
         out(format_args!(
-            "{verb} {who}: {} B in {} SMS{wait}",
+            "{verb:<8} {who}: {} B in {} SMS{wait}",
             p.bytes, p.messages
         ))?;
     }

@@ -74,6 +74,15 @@ fn sent(s: ferry_transport_email::Sent) -> EmailSent {
 impl Node {
     /// The email transport, from `[email]` in `ferry.toml` overridden by `flags`.
     pub fn email_transport(&self, flags: EmailConfig) -> Result<EmailTransport, NodeError> {
+        Ok(EmailTransport::new(
+            self.email_config(flags)?,
+            &self.identity().dataset.to_hex(),
+            self.home().transport_state("email"),
+        )?)
+    }
+
+    /// The email settings: `[email]` in `ferry.toml` overridden by `flags`.
+    fn email_config(&self, flags: EmailConfig) -> Result<EmailConfig, NodeError> {
         let file: EmailConfig = match self.config_section("email")? {
             Some(table) => table.try_into().map_err(|e: toml::de::Error| {
                 NodeError::Input(format!(
@@ -84,18 +93,13 @@ impl Node {
             })?,
             None => EmailConfig::default(),
         };
-        let config = file.overridden_by(flags);
-        Ok(EmailTransport::new(
-            config,
-            &self.identity().dataset.to_hex(),
-            self.home().transport_state("email"),
-        )?)
+        Ok(file.overridden_by(flags))
     }
 
     /// Warnings about the email settings (a password stored in ferry.toml, a server reached
     /// without TLS over the network), for the user to read before anything is sent.
     pub fn email_warnings(&self, flags: EmailConfig) -> Result<Vec<String>, NodeError> {
-        Ok(self.email_transport(flags)?.config().warnings())
+        Ok(self.email_config(flags)?.warnings())
     }
 
     /// Sends what the recipients still need: first anything left in the outbox, then one

@@ -301,18 +301,18 @@ impl Node {
                 "the other station ended the session without saying who it is".into(),
             ));
         };
-        let peer = sender_of(&first.data).ok_or_else(|| {
+        let (peer, peer_plaintext) = header_of(&first.data).ok_or_else(|| {
             NodeError::Input(
                 "the other station sent something that is not a ferry bundle; is it running ferry of the same version?".into(),
             )
         })?;
+        report.peer_plaintext = peer_plaintext;
         // What it holds, from its hello: the engine keeps a receipt only once it can check
         // the signature, which it cannot while the other end has changes of its own this
         // node lacks. For planning this one exchange the hello's receipt is enough (it came
         // sealed under the dataset key, or signed): a false one could only make this node
         // send too much or too little, never change data.
         let told = self.hello_receipt(&first.data);
-        report.peer_plaintext = first.data.first() == Some(&b'P');
         let outcome = self.import_message(&mut &first.data[..], &origin, &NodeNoProgress)?;
         if let FileResult::Rejected { reason, .. } = &outcome.result {
             return Err(NodeError::Input(format!(
@@ -489,8 +489,11 @@ fn device_name(config: &SerialConfig) -> String {
 }
 
 /// The sender named in a bundle's header.
-fn sender_of(data: &[u8]) -> Option<MemberId> {
-    BundleReader::open(data).ok().map(|o| o.header().sender)
+/// The sender of a bundle, and whether it is a plaintext one.
+fn header_of(data: &[u8]) -> Option<(MemberId, bool)> {
+    BundleReader::open(data)
+        .ok()
+        .map(|o| (o.header().sender, o.is_plaintext()))
 }
 
 fn kept_path(dir: &Path, peer: MemberId, ext: &str) -> PathBuf {

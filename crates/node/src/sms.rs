@@ -232,30 +232,28 @@ impl Node {
                 report.peers.push(entry);
                 continue;
             }
-            // What was sent to this number in the last day is taken as on its way (the
-            // receiver asks for lost parts by itself), so sending twice does not pay twice.
-            // Once a day has passed without the member's receipt covering it, it is sent
-            // again: a bundle whose every SMS was lost is not repaired by the receiver.
+            // The last send to this number: what this node held then, and since when sends
+            // to it have gone unconfirmed. What was sent in the last day is taken as on its
+            // way (the receiver asks for lost parts by itself), so sending twice does not
+            // pay twice. Once a day has passed without the member's receipt covering it, it
+            // is sent again: a bundle whose every SMS was lost is not repaired by the receiver.
             let sent_key = format!("sms_sent:{phone}");
             let now = now_ms();
-            let assumed: Option<(VersionVector, u64)> = self
+            let last: Option<(VersionVector, u64)> = self
                 .read()?
                 .meta(&sent_key)?
-                .and_then(|b| postcard::from_bytes::<(VersionVector, u64)>(&b).ok())
-                .filter(|(v, since)| {
-                    now.saturating_sub(*since) < SMS_ASSUME_DELIVERED_MS && !vv.dominates(v)
-                });
+                .and_then(|b| postcard::from_bytes(&b).ok());
+            let unconfirmed_since = last.as_ref().and_then(|(v, since)| {
+                (now.saturating_sub(*since) < SMS_ASSUME_DELIVERED_MS && !vv.dominates(v))
+                    .then_some(*since)
+            });
             let mut base = vv.clone();
-            if let Some((v, _)) = &assumed {
+            if let (Some((v, _)), Some(_)) = (&last, unconfirmed_since) {
                 base.merge(v);
             }
             let runs = plan_export(&stored, std::slice::from_ref(&base), &[], &compacted);
-            let receipt_key = format!("sms_receipt:{phone}");
-            let last: Option<VersionVector> = self
-                .read()?
-                .meta(&receipt_key)?
-                .and_then(|b| postcard::from_bytes(&b).ok());
-            if runs.is_empty() && last.as_ref() == Some(&stored) {
+            // Nothing new since the last send, not even a receipt.
+            if runs.is_empty() && last.as_ref().is_some_and(|(v, _)| *v == stored) {
                 entry.note = Some("nothing new for it".into());
                 report.peers.push(entry);
                 continue;
@@ -286,12 +284,8 @@ impl Node {
                 entry.sent_now = sent.sent_now;
                 entry.queued = sent.queued;
                 let tx = self.store.transaction(now_ms())?;
-                tx.set_meta(
-                    &receipt_key,
-                    &postcard::to_allocvec(&stored).expect("encodes"),
-                )?;
                 // The day counts from the oldest send not yet confirmed.
-                let since = assumed.map_or(now, |(_, since)| since);
+                let since = unconfirmed_since.unwrap_or(now);
                 tx.set_meta(
                     &sent_key,
                     &postcard::to_allocvec(&(&stored, since)).expect("encodes"),

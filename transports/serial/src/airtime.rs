@@ -90,7 +90,8 @@ pub struct MessageAirtime {
     pub serial_1200: Duration,
     /// As AX.25 UI frames over AFSK 1200 (a TNC such as Direwolf), without TXDELAY.
     pub afsk_1200: Duration,
-    /// On LoRa SF9, 125 kHz, one packet per frame.
+    /// On LoRa SF9, 125 kHz, one packet per frame (a frame longer than a LoRa packet's
+    /// 255 bytes is counted as the packets it needs).
     pub lora_sf9: Duration,
 }
 
@@ -130,7 +131,9 @@ pub fn message(message: &[u8], mtu: usize) -> MessageAirtime {
         out.raw_bytes += wire;
         out.serial_1200 += serial(wire, 1200);
         out.afsk_1200 += ax25_hdlc(&ax, 1200);
-        out.lora_sf9 += lora.airtime(wire.min(255));
+        out.lora_sf9 += (0..wire.div_ceil(255))
+            .map(|i| lora.airtime((wire - i * 255).min(255)))
+            .sum::<Duration>();
     }
     out
 }
