@@ -149,7 +149,7 @@ fn one_stick_carries_a_to_c_through_b_and_is_tidied_once_everyone_has_everything
 }
 
 #[test]
-fn a_commit_that_arrives_before_what_it_depends_on_waits_across_restarts() {
+fn a_bundle_that_arrives_before_the_one_it_builds_on_waits_unused_then_applies() {
     let base = tempfile::tempdir().unwrap();
     let base = base.path();
     let (hq, a, _b) = three(base);
@@ -170,14 +170,21 @@ fn a_commit_that_arrives_before_what_it_depends_on_waits_across_restarts() {
         .filter(|f| !first.contains(f))
         .collect();
     assert_eq!((first.len(), second.len()), (1, 1));
-    // The later bundle first: A keeps its commit aside.
+    // The later bundle alone: its signature covers HQ's change A lacks, so it cannot be
+    // checked, and nothing of it is used or kept.
     let out = a.ok(&["import", s(&second[0])]);
-    assert!(out.contains("1 waiting"), "{out}");
-    assert_eq!(a.status()["waiting_for_prerequisites"], 1);
+    assert!(out.starts_with("waiting"), "{out}");
+    assert!(out.contains("cannot be checked yet"), "{out}");
+    assert_eq!(a.status()["waiting_for_prerequisites"], 0);
+    assert_eq!(a.status()["pending"], 0);
+    let v = a.ok(&["verify", s(&second[0])]);
+    assert!(v.contains("cannot be checked yet"), "{v}");
+    assert!(!v.contains("intact"), "{v}");
     let v = a.ok(&["verify", s(&first[0])]);
     assert!(v.contains("signature valid"), "{v}");
-    // A separate process later (a restart), then the earlier bundle.
-    a.ok(&["import", s(&first[0])]);
+    // The whole stick, in a later process: whatever order the files are read in, the later
+    // bundle is tried again once the earlier one applied.
+    a.ok(&["import", s(&stick)]);
     assert_eq!(
         a.ok(&["get", "visits", "v-1", "--json"]).trim(),
         r#"{"n":2}"#

@@ -71,37 +71,39 @@ pub fn three(base: &Path) -> (Laptop, Laptop, Laptop) {
     hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
     let inv_a = base.join("a.invite");
     let inv_b = base.join("b.invite");
-    hq.ok(&[
-        "invite",
-        "--out",
-        inv_a.to_str().unwrap(),
-        "--label",
-        "clinic-a",
-    ]);
-    hq.ok(&[
-        "invite",
-        "--out",
-        inv_b.to_str().unwrap(),
-        "--label",
-        "clinic-b",
-    ]);
+    let code_a = hq.invite(&inv_a, "clinic-a");
+    let code_b = hq.invite(&inv_b, "clinic-b");
     let a = Laptop::new(base, "a");
-    a.ok(&[
-        "init",
-        "--name",
-        "clinic-a",
-        "--join",
-        inv_a.to_str().unwrap(),
-    ]);
+    a.join("clinic-a", &inv_a, code_a.as_deref());
     let b = Laptop::new(base, "b");
-    b.ok(&[
-        "init",
-        "--name",
-        "clinic-b",
-        "--join",
-        inv_b.to_str().unwrap(),
-    ]);
+    b.join("clinic-b", &inv_b, code_b.as_deref());
     (hq, a, b)
+}
+
+/// The one-time code in `ferry invite`'s output (a line `code: CODE`), if it prints one.
+pub fn invite_code(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("code:")?;
+        rest.split_whitespace().next().map(str::to_string)
+    })
+}
+
+impl Laptop {
+    /// `ferry invite --out FILE --label LABEL` (admin); returns the invitation's one-time
+    /// code when `invite` prints one (`code: CODE`).
+    pub fn invite(&self, out: &Path, label: &str) -> Option<String> {
+        let stdout = self.ok(&["invite", "--out", s(out), "--label", label]);
+        invite_code(&stdout)
+    }
+
+    /// `ferry init --name NAME --join FILE`, with `--code CODE` when there is a code.
+    pub fn join(&self, name: &str, invite: &Path, code: Option<&str>) -> String {
+        let mut args = vec!["init", "--name", name, "--join", s(invite)];
+        if let Some(code) = code {
+            args.extend(["--code", code]);
+        }
+        self.ok(&args)
+    }
 }
 
 /// The files below a folder, recursively, sorted.

@@ -69,6 +69,9 @@ pub enum Item {
         /// Its causal context (without the author's own entry).
         deps: VersionVector,
         /// The author's name table after it.
+        #[serde(
+            deserialize_with = "ferry_model::bounded::vec::<_, _, { ferry_model::limits::MAX_NAME_TABLE }, { ferry_model::bounded::what::NAMES }>"
+        )]
         names: Vec<String>,
         /// The author's commit 1.
         #[serde(with = "serde_bytes")]

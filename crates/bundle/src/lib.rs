@@ -46,6 +46,7 @@ pub use item::{Item, RunProof};
 pub use reader::{BundleReader, Opener, Trailer};
 pub use writer::{BundleWriter, WriteOptions};
 
+// wire-format: begin
 /// Size of the signature at the end of the plaintext stream.
 pub const SIGNATURE_LEN: usize = 64;
 
@@ -57,6 +58,18 @@ pub const MAX_RUNS: usize = 65_536;
 
 /// Largest commit number (commit numbers fit a signed 64-bit integer in every store).
 pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// Most `PeerReceipt` items one bundle may carry (version 1 writers send none; readers
+/// ignore them).
+pub const MAX_PEER_RECEIPTS: usize = 64;
+
+/// A compressed payload may inflate to at most this many bytes whatever its size…
+pub const EXPANSION_FLOOR: u64 = 64 * 1024 * 1024;
+
+/// …plus this many times the compressed bytes read so far. Real ferry payloads compress
+/// about 5 to 20 times; a payload built to inflate without end is refused early.
+pub const EXPANSION_RATIO: u64 = 256;
+// wire-format: end
 
 /// Why a bundle could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +107,17 @@ pub enum BundleError {
     /// The payload is too short to hold a signature.
     #[error("bundle is too short to carry a signature")]
     NoSignature,
+    /// The bundle holds more of something than the format allows (bundles/SPEC.md §8);
+    /// refused before the work.
+    #[error("bundle exceeds a limit of the format: {0}")]
+    Limit(String),
 }
 
 impl From<postcard::Error> for BundleError {
     fn from(e: postcard::Error) -> Self {
-        BundleError::Malformed(e.to_string())
+        match ferry_model::bounded::take_exceeded() {
+            Some(limit) => BundleError::Limit(limit.to_string()),
+            None => BundleError::Malformed(e.to_string()),
+        }
     }
 }

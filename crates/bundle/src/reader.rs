@@ -3,7 +3,10 @@
 use crate::header::{DatasetKey, Header, MAGIC_PLAIN};
 use crate::stream::DecryptReader;
 use crate::writer::{FLAG_STORED, FLAG_ZSTD, digest_hasher};
-use crate::{BundleError, Item, MAX_ITEM, MAX_RUNS, MAX_SEQ, SIGNATURE_LEN};
+use crate::{
+    BundleError, EXPANSION_FLOOR, EXPANSION_RATIO, Item, MAX_ITEM, MAX_PEER_RECEIPTS, MAX_RUNS,
+    MAX_SEQ, SIGNATURE_LEN,
+};
 use ferry_model::crypto::Signature;
 use std::io::{self, BufReader, Read};
 
@@ -49,12 +52,14 @@ impl<R: Read> Opener<R> {
         } else {
             Source::Sealed(DecryptReader::new(self.inner, key.bundle_key(&self.raw)))
         };
+        let consumed = std::rc::Rc::new(std::cell::Cell::new(0u64));
         let mut hold = Holdback {
             inner: stream,
             buf: Vec::with_capacity(2 * crate::stream::CHUNK),
             start: 0,
             eof: false,
             hasher: digest_hasher(&self.raw),
+            consumed: consumed.clone(),
         };
         let mut flag = [0u8];
         if hold.read(&mut flag).map_err(unwrap_io)? == 0 {
@@ -81,6 +86,9 @@ impl<R: Read> Opener<R> {
             eof: false,
             state: State::Start,
             run_authors: Default::default(),
+            peer_receipts: 0,
+            consumed,
+            inflated: 0,
         })
     }
 }
@@ -107,6 +115,8 @@ struct Holdback<R: Read> {
     start: usize,
     eof: bool,
     hasher: blake3::Hasher,
+    /// Payload bytes passed on so far (what a decompressor has read).
+    consumed: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl<R: Read> Holdback<R> {
@@ -148,6 +158,7 @@ impl<R: Read> Read for Holdback<R> {
         out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
         self.hasher.update(&out[..n]);
         self.start += n;
+        self.consumed.set(self.consumed.get() + n as u64);
         Ok(n)
     }
 }
@@ -185,6 +196,12 @@ pub struct BundleReader<R: Read> {
     state: State,
     /// Authors that had a run so far (one run per author).
     run_authors: std::collections::HashSet<u32>,
+    /// Peer receipts so far.
+    peer_receipts: usize,
+    /// Payload bytes read from the bundle so far (compressed, when it is).
+    consumed: std::rc::Rc<std::cell::Cell<u64>>,
+    /// Payload bytes after decompression so far.
+    inflated: u64,
 }
 
 /// Turns an i/o error that wraps a [`BundleError`] (from the decrypting stream) back into it.
@@ -235,6 +252,17 @@ impl<R: Read> BundleReader<R> {
                 other => other,
             })?;
         self.eof = n < want;
+        if zstd {
+            self.inflated += n as u64;
+            let allowed =
+                EXPANSION_FLOOR.saturating_add(self.consumed.get().saturating_mul(EXPANSION_RATIO));
+            if self.inflated > allowed {
+                return Err(BundleError::Limit(format!(
+                    "its compressed payload inflates to more than {EXPANSION_RATIO} times its size (and more than {} MiB)",
+                    EXPANSION_FLOOR >> 20
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -242,6 +270,7 @@ impl<R: Read> BundleReader<R> {
     pub fn next_item(&mut self) -> Result<Option<Item>, BundleError> {
         loop {
             if self.pos < self.buf.len() {
+                ferry_model::bounded::clear_exceeded();
                 match postcard::take_from_bytes::<Item>(&self.buf[self.pos..]) {
                     Ok((item, rest)) => {
                         self.pos = self.buf.len() - rest.len();
@@ -281,7 +310,15 @@ impl<R: Read> BundleReader<R> {
             (State::Start, Item::Receipt(_)) => State::Receipts,
             (State::Start, _) => return bad("the payload must start with the sender's receipt"),
             (_, Item::Receipt(_)) => return bad("a second receipt"),
-            (State::Receipts, Item::PeerReceipt(..)) => State::Receipts,
+            (State::Receipts, Item::PeerReceipt(..)) => {
+                self.peer_receipts += 1;
+                if self.peer_receipts > MAX_PEER_RECEIPTS {
+                    return Err(BundleError::Limit(format!(
+                        "more than {MAX_PEER_RECEIPTS} peer receipts (the limit)"
+                    )));
+                }
+                State::Receipts
+            }
             (_, Item::PeerReceipt(..)) => return bad("a peer receipt after the first run"),
             (State::Receipts, Item::Snapshot { .. }) => State::SnapshotChains,
             (_, Item::Snapshot { .. }) => return bad("a snapshot out of place"),

@@ -59,6 +59,10 @@ fn sync(l: &mut Laptop, stick: &Path) -> Result<SyncReport> {
             FileResult::Rejected { reason, .. } => {
                 read.push(format!("{short}… REFUSED and quarantined: {reason}"))
             }
+            FileResult::Waiting { reason, .. } => read.push(format!(
+                "{short}… waiting (cannot be checked yet: {reason})"
+            )),
+            FileResult::Skipped { reason } => read.push(format!("{short}… skipped: {reason}")),
         }
     }
     let wrote = match &r.export.written {

@@ -163,6 +163,11 @@ enum Command {
         /// Bundle files or folders
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Also accept plaintext bundles (signed, not encrypted: from a `--plaintext` radio
+        /// link). Anyone can write one without the dataset key, so they are refused unless
+        /// you say so; they are still checked like any bundle.
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Import from DIR, then export to it: the one command to run when the stick arrives
     Sync(SyncArgs),
@@ -890,9 +895,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let r = node.export(&dir, &Bar::new())?;
             output::print_export(&r)?;
         }
-        Command::Import { paths } => {
+        Command::Import { paths, plaintext } => {
             let mut node = open(&cli.home)?;
-            let r = node.import(&paths, &Bar::new())?;
+            let accept = ferry_node::Accept { plaintext };
+            let r = node.import_with(&paths, &Bar::new(), accept)?;
             output::print_import(&r)?;
             if r.rejected() > 0 {
                 bail!(

@@ -206,6 +206,18 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
                     .unwrap_or_default();
                 out(format_args!("REFUSED  {name}: {reason}{kept}"))?;
             }
+            FileResult::Waiting { reason, kept } => {
+                let place = match kept {
+                    Some(k) => format!("it is kept in {}", k.display()),
+                    None => "it stays where it is".to_string(),
+                };
+                out(format_args!(
+                    "waiting  {name}: cannot be checked yet: {reason}; nothing from it is used until then; {place} and is tried again at the next import"
+                ))?;
+            }
+            FileResult::Skipped { reason } => {
+                out(format_args!("skipped  {name}: {reason}"))?;
+            }
         }
     }
     for w in &r.waiting_parts {
@@ -562,15 +574,22 @@ pub fn print_verify(r: &VerifyReport) -> Result<()> {
     for (author, first, last) in &r.runs {
         out(format_args!("commits    {author}: {first}–{last}"))?;
     }
-    if r.problem.is_none() {
+    if r.plaintext {
         out(format_args!(
-            "integrity  intact; signature {}",
-            if r.signature_checked {
-                "valid"
-            } else {
-                "not checkable yet (the sender's earlier changes have not arrived)"
-            }
+            "format     plaintext (signed, not encrypted): `ferry import` refuses it unless given --plaintext"
         ))?;
+    }
+    if r.problem.is_some() {
+        // The command's error line says what is wrong.
+    } else if !r.signature_checked {
+        out(format_args!(
+            "integrity  cannot be checked yet: nothing from it would be used until this laptop has what is missing below"
+        ))?;
+        for m in &r.missing {
+            out(format_args!("missing    {m}"))?;
+        }
+    } else {
+        out(format_args!("integrity  intact; signature valid"))?;
         out(format_args!(
             "effect     {} new, {} already here{}",
             r.new,

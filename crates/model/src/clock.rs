@@ -80,8 +80,50 @@ impl fmt::Display for Hlc {
 // wire-format: begin
 /// For each member, how many of its commits (a prefix 1..=n) are covered. Members that are
 /// absent count as 0. Encoded as a postcard map of `(member, n)` pairs in member order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize)]
 pub struct VersionVector(BTreeMap<MemberId, u64>);
+
+/// Decoding refuses more than [`crate::limits::MAX_VECTOR`] entries (before allocating them)
+/// and members out of ascending order; zero entries are dropped.
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = VersionVector;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a version vector")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<VersionVector, A::Error> {
+                use serde::de::Error;
+                let max = crate::limits::MAX_VECTOR;
+                if map.size_hint().unwrap_or(0) > max {
+                    return Err(crate::bounded::exceeded(crate::bounded::what::VECTOR, max));
+                }
+                let mut out = BTreeMap::new();
+                let mut last: Option<MemberId> = None;
+                let mut count = 0usize;
+                while let Some((m, n)) = map.next_entry::<MemberId, u64>()? {
+                    count += 1;
+                    if count > max {
+                        return Err(crate::bounded::exceeded(crate::bounded::what::VECTOR, max));
+                    }
+                    if last.is_some_and(|l| m <= l) {
+                        return Err(A::Error::custom("version vector members out of order"));
+                    }
+                    last = Some(m);
+                    if n > 0 {
+                        out.insert(m, n);
+                    }
+                }
+                Ok(VersionVector(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
 // wire-format: end
 
 impl VersionVector {

@@ -10,6 +10,7 @@
 //! The hash chain `h(n) = BLAKE3(h(n−1), n, bytes(n))` ties each commit to all earlier ones
 //! of its author, so one signature over a head vouches for the whole chain up to it.
 
+use crate::bounded::{self, what};
 use crate::clock::{Hlc, VersionVector};
 use crate::crypto::{JoinProof, PublicKey};
 use crate::{DatasetId, Dot, Hash, MemberId, Value, limits};
@@ -117,6 +118,10 @@ pub enum CommitError {
     /// The commit is larger than the format allows.
     #[error("commit of {0} bytes exceeds the limit")]
     TooLarge(usize),
+    /// The commit holds more of something than the format allows (bundles/SPEC.md §8);
+    /// refused before it is decoded into memory.
+    #[error("{0}")]
+    Limit(bounded::Exceeded),
     /// The clock did not move forward from the author's previous commit.
     #[error("clock does not advance past the author's previous commit")]
     ClockNotMonotonic,
@@ -337,7 +342,7 @@ impl ChainContext {
         if bytes.len() > limits::MAX_COMMIT {
             return Err(CommitError::TooLarge(bytes.len()));
         }
-        let (wire, rest): (WireCommit, _) = postcard::take_from_bytes(bytes)?;
+        let (wire, rest) = read_wire(bytes)?;
         if !rest.is_empty() {
             return Err(CommitError::TrailingBytes(rest.len()));
         }
@@ -373,6 +378,12 @@ impl ChainContext {
             deps.set(m, n);
         }
         let names_before = self.names.len();
+        if names_before + wire.names.len() > limits::MAX_NAME_TABLE {
+            return Err(CommitError::Limit(bounded::Exceeded {
+                what: what::NAMES,
+                max: limits::MAX_NAME_TABLE,
+            }));
+        }
         for name in &wire.names {
             if let Err(e) = check_name(name) {
                 self.rollback_names(names_before);
@@ -428,7 +439,7 @@ impl ChainContext {
         deps: VersionVector,
         bytes: &[u8],
     ) -> Result<Commit, CommitError> {
-        let (wire, _): (WireCommit, _) = postcard::take_from_bytes(bytes)?;
+        let (wire, _) = read_wire(bytes)?;
         let seen = wire
             .seen
             .map(|d| Hlc::from_parts(hlc.ms().wrapping_add(d as u64), 0));
@@ -509,6 +520,16 @@ impl ChainContext {
     }
 }
 
+/// Decodes a commit's wire form within the limits of bundles/SPEC.md §8.
+fn read_wire(bytes: &[u8]) -> Result<(WireCommit, &[u8]), CommitError> {
+    let _budget = bounded::OpBudget::start(limits::MAX_OPS);
+    bounded::clear_exceeded();
+    postcard::take_from_bytes::<WireCommit>(bytes).map_err(|e| match bounded::take_exceeded() {
+        Some(limit) => CommitError::Limit(limit),
+        None => CommitError::Malformed(e),
+    })
+}
+
 fn check_name(name: &str) -> Result<(), CommitError> {
     if name.is_empty() {
         return Err(CommitError::BadName("empty"));
@@ -535,12 +556,17 @@ struct WireCommit {
     /// Logical counter of the clock.
     lc: u16,
     /// Causal-context entries that changed since the author's previous commit.
+    #[serde(deserialize_with = "bounded::vec::<_, _, { limits::MAX_VECTOR }, { what::DEPS }>")]
     deps: Vec<(u32, u64)>,
     /// The newest clock among other members' commits the author had applied, as
     /// milliseconds relative to this commit's own (usually a small negative number).
     seen: Option<i64>,
     /// Names appended to the author's name table.
+    #[serde(
+        deserialize_with = "bounded::vec::<_, _, { limits::MAX_NAME_TABLE }, { what::NAMES }>"
+    )]
     names: Vec<String>,
+    #[serde(deserialize_with = "bounded::vec::<_, _, { limits::MAX_CHANGES }, { what::CHANGES }>")]
     changes: Vec<WireChange>,
 }
 
@@ -549,6 +575,7 @@ enum WireChange {
     Record {
         coll: u32,
         id: String,
+        #[serde(deserialize_with = "bounded::ops")]
         ops: Vec<WireOp>,
     },
     Genesis {
@@ -734,5 +761,61 @@ mod tests {
         ));
         assert_eq!(w.seq, 1);
         assert!(w.names.is_empty(), "failed encodes leave no names behind");
+    }
+
+    /// A commit of one-byte delete ops: `n` ops in `changes` records (hand-encoded, the way
+    /// an attacker would write it, without the encoder's own limits).
+    fn delete_bomb(changes: usize, ops_each: usize) -> Vec<u8> {
+        let wire = WireCommit {
+            ms: 5,
+            lc: 0,
+            deps: vec![],
+            seen: None,
+            names: vec!["c".into()],
+            changes: (0..changes)
+                .map(|i| WireChange::Record {
+                    coll: 0,
+                    id: format!("r{i}"),
+                    ops: (0..ops_each).map(|_| WireOp::Delete).collect(),
+                })
+                .collect(),
+        };
+        postcard::to_allocvec(&wire).unwrap()
+    }
+
+    #[test]
+    fn a_commit_with_more_ops_than_the_limit_is_refused_naming_it() {
+        let mut w = ChainContext::new(DS, MemberId::ADMIN);
+        w.encode(&genesis()).unwrap();
+        // At the limit, spread over records: decodes.
+        let ok = delete_bomb(4, limits::MAX_OPS / 4);
+        assert!(w.clone().decode(&ok).is_ok());
+        // One more op, in one record or spread out: refused, and the error names the limit.
+        for bytes in [
+            delete_bomb(1, limits::MAX_OPS + 1),
+            delete_bomb(2, limits::MAX_OPS / 2 + 1),
+        ] {
+            let e = w.clone().decode(&bytes).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    CommitError::Limit(bounded::Exceeded {
+                        what: what::OPS,
+                        ..
+                    })
+                ),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("262144 ops in one commit"), "{e}");
+        }
+        // More changes than the limit, each one byte-cheap.
+        let many = delete_bomb(limits::MAX_CHANGES + 1, 0);
+        assert!(matches!(
+            w.clone().decode(&many),
+            Err(CommitError::Limit(bounded::Exceeded {
+                what: what::CHANGES,
+                ..
+            }))
+        ));
     }
 }

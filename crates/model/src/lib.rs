@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bounded;
 pub mod clock;
 pub mod commit;
 pub mod crypto;
@@ -43,6 +44,7 @@ pub use value::{Value, ValueParseError};
 
 /// Limits that every decoder enforces, so hostile input cannot make a reader allocate without
 /// bound. They are part of the format (bundles/SPEC.md §8).
+// wire-format: begin
 pub mod limits {
     /// Longest collection or field name, in bytes of UTF-8.
     pub const MAX_NAME: usize = 256;
@@ -52,4 +54,14 @@ pub mod limits {
     pub const MAX_COMMIT: usize = 16 * 1024 * 1024;
     /// Longest member label, in bytes of UTF-8.
     pub const MAX_LABEL: usize = 256;
+    /// Most members one version vector may name.
+    pub const MAX_VECTOR: usize = 65_536;
+    /// Most names in one author's name table (collections and fields it ever used).
+    pub const MAX_NAME_TABLE: usize = 65_536;
+    /// Most changes (records touched) in one commit.
+    pub const MAX_CHANGES: usize = 65_536;
+    /// Most ops in one commit, over all its changes. With [`MAX_COMMIT`] this bounds the
+    /// memory a decoded commit takes, whatever its bytes.
+    pub const MAX_OPS: usize = 262_144;
 }
+// wire-format: end

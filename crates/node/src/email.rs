@@ -225,7 +225,10 @@ impl Node {
                 self.import_message(&mut body, &info.location, progress)?
             };
             let disposition = match &outcome.result {
-                FileResult::Applied { .. } | FileResult::AlreadyApplied => Disposition::Processed,
+                FileResult::Applied { .. }
+                | FileResult::AlreadyApplied
+                | FileResult::Waiting { .. }
+                | FileResult::Skipped { .. } => Disposition::Processed,
                 FileResult::Rejected { reason, .. } | FileResult::RefusedBefore { reason, .. } => {
                     Disposition::Rejected {
                         reason: reason.clone(),

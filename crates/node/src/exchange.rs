@@ -4,17 +4,19 @@ use crate::NodeError;
 use crate::node::{Node, random};
 use crate::progress::Progress;
 use crate::time::{file_stamp, now_ms};
-use ferry_bundle::{BundleReader, WriteOptions};
+use ferry_bundle::{BundleReader, Opener, WriteOptions};
 use ferry_model::{DatasetId, MemberId, VersionVector};
 use ferry_store::{BundleSeen, QuarantineRow};
 use ferry_sync::plan::{acknowledged_by_all, needs_snapshot, plan_export};
-use ferry_sync::{Coverage, IngestError, IngestReport, Storage};
+use ferry_sync::{Accept, Coverage, IngestError, IngestReport, Missing, Storage, Verdict};
 use ferry_transport::{Disposition, MessageId, Transport};
 use ferry_transport_dir::{DirTransport, SUFFIX};
 use serde::Serialize;
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// What became of one file given to `import`.
 #[derive(Clone, Debug, Serialize)]
@@ -62,6 +64,21 @@ pub enum FileResult {
         reason: String,
         /// The quarantined copy, if one could be made.
         quarantined: Option<PathBuf>,
+    },
+    /// It cannot be checked yet (this laptop lacks the sender's earlier changes or its
+    /// membership); nothing from it was used. It is tried again after later imports: from
+    /// a folder it stays where it is; from a transport it is kept in the home's `waiting/`.
+    Waiting {
+        /// What this laptop lacks, in words.
+        reason: String,
+        /// Where it is kept, when it came by a transport.
+        kept: Option<PathBuf>,
+    },
+    /// It can never be checked here (an old bundle whose sender's history this laptop
+    /// received as a snapshot); nothing from it was used.
+    Skipped {
+        /// Why, in words.
+        reason: String,
     },
 }
 
@@ -127,6 +144,9 @@ pub struct VerifyReport {
     pub dataset: String,
     /// Whether the dataset is this node's.
     pub our_dataset: bool,
+    /// Whether it is a plaintext bundle (signed, not encrypted), which import refuses
+    /// unless told `--plaintext`.
+    pub plaintext: bool,
     /// Sender number and label.
     pub sender: (u32, String),
     /// The runs of commits: (author label, first, last).
@@ -135,7 +155,7 @@ pub struct VerifyReport {
     pub new: u64,
     /// Commits this node already holds.
     pub duplicates: u64,
-    /// Whether the sender's signature could be checked (and was valid).
+    /// Whether the sender's signature was checked and valid (the bundle is authentic).
     pub signature_checked: bool,
     /// What this node lacks before it can apply the bundle.
     pub missing: Vec<String>,
@@ -145,6 +165,17 @@ pub struct VerifyReport {
     /// not.
     pub problem: Option<String>,
 }
+
+/// Most bundles kept in `waiting/` from one sender, and bytes in all (bundles that came by a
+/// transport and cannot be checked yet). Beyond, the oldest is dropped.
+const WAITING_PER_SENDER: usize = 64;
+const WAITING_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes of copies kept in `quarantine/` (the oldest copies go first; every reason
+/// stays recorded), and the free space always left on the disk.
+const QUARANTINE_MAX: u64 = 64 * 1024 * 1024;
+const QUARANTINE_DISK_MARGIN: u64 = 8 * 1024 * 1024;
+/// How long a bundle waits before it is given up (30 days).
+const WAITING_MAX_AGE_MS: u64 = 30 * 86_400_000;
 
 /// Reads a whole file to name it by content: the first 16 bytes of its BLAKE3 hash, hex.
 fn content_name(path: &Path) -> io::Result<(String, u64)> {
@@ -259,6 +290,44 @@ fn collect_count(path: &Path) -> u64 {
     files.len() as u64
 }
 
+/// A counted reader of the file at `path` and the hash of what it reads: `Err` when the file
+/// cannot be opened, `Ok(Err)` when its bytes do not start like a bundle.
+#[allow(clippy::type_complexity)]
+fn open_counted<'p>(
+    path: &Path,
+    progress: &'p dyn Progress,
+) -> Result<
+    Result<
+        (
+            Opener<BufReader<Counting<'p, File>>>,
+            Rc<RefCell<blake3::Hasher>>,
+        ),
+        IngestError<ferry_store::StoreError>,
+    >,
+    NodeError,
+> {
+    let file = File::open(path).map_err(|e| NodeError::io("cannot open", path, e))?;
+    let hasher = Rc::new(RefCell::new(blake3::Hasher::new()));
+    let reader = BufReader::with_capacity(
+        256 * 1024,
+        Counting {
+            inner: file,
+            progress,
+            hasher: Some(hasher.clone()),
+        },
+    );
+    Ok(BundleReader::open(reader)
+        .map(|o| (o, hasher))
+        .map_err(IngestError::from))
+}
+
+/// What the passes over one file came to.
+enum Pass {
+    Applied(Box<(IngestReport, ferry_sync::SettleReport)>),
+    Verdict(Verdict),
+    Refused(IngestError<ferry_store::StoreError>),
+}
+
 /// Plain-language reason for a refused bundle.
 fn reason<E: std::error::Error>(e: &IngestError<E>) -> String {
     match e {
@@ -280,12 +349,25 @@ impl Node {
         paths: &[PathBuf],
         progress: &dyn Progress,
     ) -> Result<ImportReport, NodeError> {
+        self.import_with(paths, progress, Accept::default())
+    }
+
+    /// [`Node::import`], accepting plaintext bundles when `accept` says so (`ferry import
+    /// --plaintext`).
+    pub fn import_with(
+        &mut self,
+        paths: &[PathBuf],
+        progress: &dyn Progress,
+        accept: Accept,
+    ) -> Result<ImportReport, NodeError> {
         let mut files = Vec::new();
         let mut report = ImportReport::default();
         let ours = self.id.dataset.to_hex();
         for p in paths {
             collect(p, &ours, &mut files, &mut report.other_datasets)?;
         }
+        let mut waiting: Vec<(usize, PathBuf)> = Vec::new();
+        let mut applied_any = false;
         for path in files {
             if is_saved_email(&path) {
                 // A saved email or part attachment: its bundle comes out through the email
@@ -300,8 +382,32 @@ impl Node {
                 }
                 continue;
             }
-            let outcome = self.import_file(&path, progress)?;
+            let outcome = self.import_file(&path, progress, accept)?;
+            applied_any |= matches!(outcome.result, FileResult::Applied { .. });
+            if matches!(outcome.result, FileResult::Waiting { .. }) {
+                waiting.push((report.files.len(), path));
+            }
             report.files.push(outcome);
+        }
+        // Bundles that could not be checked yet may be checkable now that others applied
+        // (files on a stick come in any order): try them again until nothing moves.
+        while applied_any && !waiting.is_empty() {
+            applied_any = false;
+            for (i, path) in std::mem::take(&mut waiting) {
+                let outcome = self.import_file(&path, progress, accept)?;
+                applied_any |= matches!(outcome.result, FileResult::Applied { .. });
+                if matches!(outcome.result, FileResult::Waiting { .. }) {
+                    waiting.push((i, path));
+                }
+                report.files[i] = outcome;
+            }
+        }
+        if report
+            .files
+            .iter()
+            .any(|f| matches!(f.result, FileResult::Applied { .. }))
+        {
+            self.retry_waiting(progress)?;
         }
         let tx = self.read()?;
         let stored = tx.stored()?;
@@ -314,17 +420,32 @@ impl Node {
         &mut self,
         path: &Path,
         progress: &dyn Progress,
+        accept: Accept,
     ) -> Result<FileOutcome, NodeError> {
-        self.import_file_as(path, path, progress)
+        self.import_file_as(path, path, progress, accept)
     }
 
     /// Imports one bundle arriving by a transport (an email, a radio session, …): it is
-    /// kept in a file in the home folder while it is applied, and reported as `origin`.
+    /// kept in a file in the home folder while it is applied, and reported as `origin`. A
+    /// sealed bundle that cannot be checked yet is kept in `waiting/` (bounded) and tried
+    /// again after later imports.
     pub fn import_message(
         &mut self,
         body: &mut dyn Read,
         origin: &str,
         progress: &dyn Progress,
+    ) -> Result<FileOutcome, NodeError> {
+        self.import_message_with(body, origin, progress, Accept::default())
+    }
+
+    /// [`Node::import_message`] with an explicit acceptance policy (the serial exchange
+    /// accepts plaintext bundles when its user said `--plaintext`).
+    pub fn import_message_with(
+        &mut self,
+        body: &mut dyn Read,
+        origin: &str,
+        progress: &dyn Progress,
+        accept: Accept,
     ) -> Result<FileOutcome, NodeError> {
         let inbox = self.home.root().join("inbox");
         std::fs::create_dir_all(&inbox).map_err(|e| NodeError::io("cannot create", &inbox, e))?;
@@ -335,17 +456,139 @@ impl Node {
             io::copy(body, &mut f).map_err(|e| NodeError::io("cannot write", &staged, e))?;
             f.sync_all()
                 .map_err(|e| NodeError::io("cannot write", &staged, e))?;
-            self.import_file_as(&staged, Path::new(origin), progress)
+            let mut outcome = self.import_file_as(&staged, Path::new(origin), progress, accept)?;
+            if let FileResult::Waiting { reason, kept } = &mut outcome.result {
+                *kept = self.keep_waiting(&staged, origin, reason)?;
+            }
+            if matches!(outcome.result, FileResult::Applied { .. }) {
+                self.retry_waiting(progress)?;
+            }
+            Ok(outcome)
         })();
         let _ = std::fs::remove_file(&staged);
         result
     }
 
+    /// Keeps a sealed bundle that cannot be checked yet in `waiting/`, within the limits
+    /// (per sender and in all; the oldest goes first). Plaintext bundles are not kept:
+    /// anyone can write one.
+    fn keep_waiting(
+        &mut self,
+        staged: &Path,
+        origin: &str,
+        why: &str,
+    ) -> Result<Option<PathBuf>, NodeError> {
+        let (sender, plaintext) = match File::open(staged)
+            .ok()
+            .and_then(|f| BundleReader::open(BufReader::new(f)).ok())
+        {
+            Some(o) => (o.header().sender, o.is_plaintext()),
+            None => return Ok(None),
+        };
+        if plaintext {
+            return Ok(None);
+        }
+        let (name, bytes) =
+            content_name(staged).map_err(|e| NodeError::io("cannot read", staged, e))?;
+        if bytes > WAITING_BYTES {
+            return Ok(None);
+        }
+        let dir = self.home.root().join("waiting");
+        std::fs::create_dir_all(&dir).map_err(|e| NodeError::io("cannot create", &dir, e))?;
+        let kept = dir.join(format!("{name}{SUFFIX}"));
+        let now = now_ms();
+        let tx = self.store.transaction(now)?;
+        let mut rows = tx.waiting()?;
+        if rows.iter().any(|r| r.name == name) {
+            return Ok(Some(kept));
+        }
+        // Make room: the oldest of this sender beyond its share, then the oldest overall.
+        let mut drop = Vec::new();
+        let mine: Vec<_> = rows.iter().filter(|r| r.sender == sender).collect();
+        if mine.len() >= WAITING_PER_SENDER {
+            drop.push(mine[0].name.clone());
+        }
+        rows.retain(|r| !drop.contains(&r.name));
+        let mut total: u64 = rows.iter().map(|r| r.bytes).sum::<u64>() + bytes;
+        for r in &rows {
+            if total <= WAITING_BYTES {
+                break;
+            }
+            total -= r.bytes;
+            drop.push(r.name.clone());
+        }
+        for d in &drop {
+            tx.remove_waiting(d)?;
+        }
+        std::fs::copy(staged, &kept).map_err(|e| NodeError::io("cannot keep", &kept, e))?;
+        tx.add_waiting(&ferry_store::WaitingRow {
+            name: name.clone(),
+            path: kept.display().to_string(),
+            origin: origin.to_string(),
+            sender,
+            bytes,
+            at_ms: now,
+            why: why.to_string(),
+        })?;
+        tx.commit()?;
+        for d in drop {
+            let _ = std::fs::remove_file(dir.join(format!("{d}{SUFFIX}")));
+        }
+        Ok(Some(kept))
+    }
+
+    /// Tries the bundles in `waiting/` again (after something was applied), until none
+    /// moves; drops those that waited 30 days. Returns what became of each that moved.
+    pub fn retry_waiting(
+        &mut self,
+        progress: &dyn Progress,
+    ) -> Result<Vec<FileOutcome>, NodeError> {
+        let mut done = Vec::new();
+        loop {
+            let rows = self.read()?.waiting()?;
+            let mut moved = false;
+            let now = now_ms();
+            for row in rows {
+                let path = PathBuf::from(&row.path);
+                let expired = now.saturating_sub(row.at_ms) > WAITING_MAX_AGE_MS;
+                let outcome = if expired || !path.is_file() {
+                    None
+                } else {
+                    Some(self.import_file_as(
+                        &path,
+                        Path::new(&row.origin),
+                        progress,
+                        Accept::default(),
+                    )?)
+                };
+                if let Some(o) = &outcome {
+                    if matches!(o.result, FileResult::Waiting { .. }) {
+                        continue;
+                    }
+                    moved |= matches!(o.result, FileResult::Applied { .. });
+                }
+                let tx = self.store.transaction(now)?;
+                tx.remove_waiting(&row.name)?;
+                tx.commit()?;
+                let _ = std::fs::remove_file(&path);
+                done.extend(outcome);
+            }
+            if !moved {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Imports one file: names it by content, skips it if it was applied or refused before,
+    /// then runs the engine's gate ([`ferry_sync::Engine::authenticate`]) and, only for an
+    /// authentic bundle, applies it ([`ferry_sync::Engine::ingest`] and `settle`), all in
+    /// one transaction. `origin` is what the file is called in reports.
     fn import_file_as(
         &mut self,
         path: &Path,
         origin: &Path,
         progress: &dyn Progress,
+        accept: Accept,
     ) -> Result<FileOutcome, NodeError> {
         let (name, bytes) = match content_name(path) {
             Ok(x) => x,
@@ -369,57 +612,72 @@ impl Node {
             return Ok(done(FileResult::AlreadyApplied));
         }
         // The same content refused before is not refused (and counted as an error) again.
-        if let Some(q) = self
-            .read()?
-            .quarantine()?
-            .into_iter()
-            .find(|q| q.stored_as.contains(&name))
-        {
+        if let Some(q) = self.read()?.quarantined(&name)? {
             return Ok(done(FileResult::RefusedBefore {
                 reason: q.reason,
                 quarantined: PathBuf::from(q.stored_as),
             }));
         }
-        let file = File::open(path).map_err(|e| NodeError::io("cannot open", path, e))?;
         progress.begin(
             &format!(
                 "importing {}",
                 path.file_name().unwrap_or_default().to_string_lossy()
             ),
-            Some(bytes),
+            Some(2 * bytes),
         );
-        // Hash what is actually read, to be sure the file did not change since it was named.
-        let hasher = std::rc::Rc::new(std::cell::RefCell::new(blake3::Hasher::new()));
-        let reader = BufReader::with_capacity(
-            256 * 1024,
-            Counting {
-                inner: file,
-                progress,
-                hasher: Some(hasher.clone()),
-            },
-        );
+        // Each pass hashes what it actually reads, to be sure the file did not change since
+        // it was named. Opening fails only for the file system (an error) or for bytes that
+        // do not start like a bundle (a refusal).
+        let open = |progress| open_counted(path, progress);
+        let read_all = |hasher: &Rc<RefCell<blake3::Hasher>>| {
+            hasher.borrow().finalize().to_hex()[..32] == name
+        };
+        let changed = || {
+            IngestError::Bundle(ferry_bundle::BundleError::Io(io::Error::other(
+                "the file changed while it was being read; import it again",
+            )))
+        };
         let now = now_ms();
         let labels = self.labels()?;
         let engine = self.engine.clone();
         let key = self.id.dataset_key.clone();
         let mut tx = self.store.transaction(now)?;
-        let result = BundleReader::open(reader)
-            .map_err(IngestError::from)
-            .and_then(|opener| engine.ingest(&mut tx, opener, &key, now))
-            .and_then(|r| engine.settle(&mut tx, now).map(|s| (r, s)));
+        let result: Result<Pass, NodeError> = (|| {
+            let (opener, hasher) = match open(progress)? {
+                Ok(x) => x,
+                Err(e) => return Ok(Pass::Refused(e)),
+            };
+            let auth = match engine.authenticate(&tx, opener, &key, accept) {
+                Ok(Verdict::Authentic(auth)) if read_all(&hasher) => auth,
+                Ok(Verdict::Authentic(_)) => return Ok(Pass::Refused(changed())),
+                Ok(other) => return Ok(Pass::Verdict(other)),
+                Err(e) => return Ok(Pass::Refused(e)),
+            };
+            let (opener, hasher) = match open(progress)? {
+                Ok(x) => x,
+                Err(e) => return Ok(Pass::Refused(e)),
+            };
+            let applied = engine
+                .ingest(&mut tx, opener, &key, &auth, now)
+                .and_then(|r| engine.settle(&mut tx, now).map(|s| (r, s)))
+                .and_then(|x| {
+                    if read_all(&hasher) {
+                        Ok(x)
+                    } else {
+                        Err(changed())
+                    }
+                });
+            Ok(match applied {
+                Ok(x) => Pass::Applied(Box::new(x)),
+                Err(e) => Pass::Refused(e),
+            })
+        })();
         progress.end();
-        let read_name = hasher.borrow().finalize().to_hex()[..32].to_string();
-        let result = result.and_then(|x| {
-            if read_name == name {
-                Ok(x)
-            } else {
-                Err(IngestError::Bundle(ferry_bundle::BundleError::Io(
-                    io::Error::other("the file changed while it was being read; import it again"),
-                )))
-            }
-        });
-        match result {
-            Ok((r, settled)) => {
+        let pass = result?;
+        let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
+        match pass {
+            Pass::Applied(x) => {
+                let (r, settled) = *x;
                 tx.put_bundle_seen(&BundleSeen {
                     name,
                     sender: r.sender,
@@ -429,23 +687,32 @@ impl Node {
                     bytes,
                 })?;
                 tx.commit()?;
-                let sender = self
-                    .labels()?
-                    .get(&r.sender)
-                    .or(labels.get(&r.sender))
-                    .cloned()
-                    .unwrap_or_else(|| r.sender.to_string());
+                let labels = self.labels()?;
                 let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
+                let sender = label(r.sender);
                 let mut warnings: Vec<String> = r
                     .forks
                     .iter()
                     .map(|(m, seq)| {
                         format!(
-                            "{} has two different versions of its change {seq} (a laptop restored from an old backup, cloned, or an invitation used twice); the copy in this bundle was not applied",
+                            "{} has two different versions of its change {seq} (a laptop restored from an old backup, cloned, or an invitation used twice); nothing more from it is accepted, and every laptop will be told",
                             label(*m)
                         )
                     })
                     .collect();
+                warnings.extend(r.skipped_runs.iter().map(|(run, why)| {
+                    format!(
+                        "changes {}–{} of {} relayed in it were left out: {why}",
+                        run.first,
+                        run.last,
+                        label(run.author)
+                    )
+                }));
+                if r.snapshot_ignored {
+                    warnings.push(format!(
+                        "it carries a snapshot from {sender}; only the admin's snapshots are installed, so it was ignored"
+                    ));
+                }
                 warnings.extend(settled.dropped.iter().map(|(m, first, last, why)| {
                     format!(
                         "changes {first}–{last} of {} kept from an earlier bundle were dropped: {why}",
@@ -461,9 +728,50 @@ impl Node {
                     warnings,
                 }))
             }
-            Err(IngestError::Storage(e)) => Err(e.into()),
-            Err(e) => {
+            Pass::Verdict(Verdict::NotYet { sender, missing }) => {
                 drop(tx);
+                let reason = match missing {
+                    Missing::Membership(m) => format!(
+                        "it comes from {}, whose joining has not reached this laptop yet",
+                        label(m)
+                    ),
+                    Missing::Commits { author, from, to } => format!(
+                        "this laptop lacks changes {from}–{to} of {} that its signature covers",
+                        label(author)
+                    ),
+                };
+                let _ = sender;
+                Ok(done(FileResult::Waiting { reason, kept: None }))
+            }
+            Pass::Verdict(Verdict::Obsolete { sender }) => {
+                drop(tx);
+                Ok(done(FileResult::Skipped {
+                    reason: format!(
+                        "an old bundle of {} that can no longer be checked here (this laptop received that part of the history as a snapshot); nothing from it is used",
+                        label(sender)
+                    ),
+                }))
+            }
+            Pass::Verdict(Verdict::Authentic(_)) => unreachable!("authentic bundles are applied"),
+            Pass::Refused(IngestError::Storage(e)) => Err(e.into()),
+            Pass::Refused(e) => {
+                drop(tx);
+                if let IngestError::Fork {
+                    evidence: Some(ev), ..
+                } = &e
+                {
+                    // Recorded on its own: the bundle is refused, the evidence is kept, and it
+                    // travels to every member with this laptop's next bundle.
+                    let now = now_ms();
+                    let mut tx = self.store.transaction(now)?;
+                    self.engine.record_fork(&mut tx, ev, now)?;
+                    tx.commit()?;
+                } else if let IngestError::Fork { author, seq, .. } = &e {
+                    let now = now_ms();
+                    let mut tx = self.store.transaction(now)?;
+                    tx.freeze(*author, *seq)?;
+                    tx.commit()?;
+                }
                 let why = reason(&e);
                 let quarantined = self.quarantine(path, origin, &name, &why)?;
                 Ok(done(FileResult::Rejected {
@@ -474,9 +782,12 @@ impl Node {
         }
     }
 
-    /// Copies a refused file into the quarantine folder with its reason; returns the copy.
-    /// Copies refused input into the quarantine folder with its reason (`path` is the file
-    /// to copy, `origin` where it came from).
+    /// Quarantines refused input: records why (always), and keeps a copy in the home's
+    /// `quarantine/` with a `.reason.txt` beside it when it can — within the folder's limit
+    /// (the oldest copies go first), with room left on the disk. A copy that cannot be made
+    /// never stops anything: the reason is recorded and the original stays where it was.
+    /// Returns the copy, if one was kept. (`path` is the file to copy, `origin` where it came
+    /// from, `name` its content name.)
     pub(crate) fn quarantine(
         &mut self,
         path: &Path,
@@ -484,41 +795,113 @@ impl Node {
         name: &str,
         why: &str,
     ) -> Result<Option<PathBuf>, NodeError> {
-        let dir = self.home.quarantine();
-        std::fs::create_dir_all(&dir).map_err(|e| NodeError::io("cannot create", &dir, e))?;
-        crate::home::private_dir(&dir)?;
-        // The same refused content is kept once.
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if n.contains(name) && !n.ends_with(".reason.txt") {
-                    return Ok(Some(e.path()));
-                }
-            }
+        // The same refused content is recorded once.
+        if let Some(q) = self.read()?.quarantined(name)? {
+            return Ok((!q.stored_as.is_empty()).then(|| PathBuf::from(q.stored_as)));
         }
         let now = now_ms();
-        let original = origin.file_name().unwrap_or_default().to_string_lossy();
-        let stored = dir.join(format!("{}-{name}-{original}", file_stamp(now)));
-        if let Err(e) = std::fs::copy(path, &stored) {
-            return Err(NodeError::io("cannot copy into quarantine", path, e));
-        }
-        let note = format!(
-            "file: {}\nrefused: {}\nreason: {why}\n",
-            origin.display(),
-            crate::time::format_utc(now)
-        );
-        let note_path = PathBuf::from(format!("{}.reason.txt", stored.display()));
-        std::fs::write(&note_path, note)
-            .map_err(|e| NodeError::io("cannot write", &note_path, e))?;
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let (stored, note) = match self.keep_quarantine_copy(path, origin, name, why, bytes, now) {
+            Ok(p) => (Some(p), String::new()),
+            Err(e) => (None, e),
+        };
         let tx = self.store.transaction(now)?;
         tx.add_quarantine(&QuarantineRow {
             at_ms: now,
             source: origin.display().to_string(),
-            stored_as: stored.display().to_string(),
-            reason: why.to_string(),
+            stored_as: stored
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            reason: format!("{why}{note}"),
+            name: name.to_string(),
+            bytes,
         })?;
         tx.commit()?;
-        Ok(Some(stored))
+        Ok(stored)
+    }
+
+    /// Copies refused input into `quarantine/`, making room by dropping the oldest copies
+    /// (their reasons stay recorded). `Err` says, as a clause for the reason, why no copy
+    /// was kept; nothing half-copied is left behind.
+    fn keep_quarantine_copy(
+        &mut self,
+        path: &Path,
+        origin: &Path,
+        name: &str,
+        why: &str,
+        bytes: u64,
+        now: u64,
+    ) -> Result<PathBuf, String> {
+        if bytes > QUARANTINE_MAX / 4 {
+            return Err(format!(
+                " (no copy kept: {} is larger than the quarantine keeps)",
+                crate::human_bytes(bytes)
+            ));
+        }
+        let dir = self.home.quarantine();
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| crate::home::private_dir(&dir).map_err(io::Error::other))
+            .map_err(|e| format!(" (no copy kept: {e})"))?;
+        // Room in the folder: drop the oldest copies beyond the limit.
+        let rows = self
+            .read()
+            .map_err(|e| format!(" (no copy kept: {e})"))?
+            .quarantine()
+            .unwrap_or_default();
+        let mut total: u64 = rows
+            .iter()
+            .filter(|r| !r.stored_as.is_empty())
+            .map(|r| r.bytes)
+            .sum();
+        for r in rows.iter().filter(|r| !r.stored_as.is_empty()) {
+            if total + bytes <= QUARANTINE_MAX {
+                break;
+            }
+            let _ = std::fs::remove_file(&r.stored_as);
+            let _ = std::fs::remove_file(format!("{}.reason.txt", r.stored_as));
+            if let Ok(tx) = self.store.transaction(now) {
+                if tx.forget_quarantine_copy(&r.stored_as).is_ok() {
+                    let _ = tx.commit();
+                }
+            }
+            total = total.saturating_sub(r.bytes);
+        }
+        // Room on the disk: keep a margin so that recording reasons always works.
+        let free = fs4::available_space(&dir).unwrap_or(u64::MAX);
+        if free < bytes.saturating_add(QUARANTINE_DISK_MARGIN) {
+            return Err(" (no copy kept: the disk is nearly full)".into());
+        }
+        // A short, safe file name whatever the original was called.
+        let original: String = origin
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .chars()
+            .map(|c| {
+                if c.is_control() || c == '/' || c == '\\' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .take(60)
+            .collect();
+        let stored = dir.join(format!("{}-{name}-{original}", file_stamp(now)));
+        let copied = std::fs::copy(path, &stored).and_then(|_| {
+            let note = format!(
+                "file: {}\nrefused: {}\nreason: {why}\n",
+                origin.display(),
+                crate::time::format_utc(now)
+            );
+            std::fs::write(format!("{}.reason.txt", stored.display()), note)
+        });
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&stored);
+            let _ = std::fs::remove_file(format!("{}.reason.txt", stored.display()));
+            return Err(format!(" (no copy kept: {e})"));
+        }
+        Ok(stored)
     }
 
     /// Writes what the other members still need into `root` (a stick, a shared folder), and
@@ -726,20 +1109,21 @@ impl Node {
         })
     }
 
-    /// Inspects a bundle without applying it.
+    /// Inspects a bundle without applying it: the same gate and the same ingest as an
+    /// import, in a transaction that is never committed.
     pub fn verify(&mut self, path: &Path) -> Result<VerifyReport, NodeError> {
         let (name, bytes) =
             content_name(path).map_err(|e| NodeError::io("cannot read", path, e))?;
         let already_applied = self.read()?.bundle_seen(&name)?.is_some();
         let labels = self.labels()?;
         let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
-        let file = File::open(path).map_err(|e| NodeError::io("cannot open", path, e))?;
         let mut report = VerifyReport {
             path: path.to_path_buf(),
             bytes,
             version: 0,
             dataset: String::new(),
             our_dataset: false,
+            plaintext: false,
             sender: (0, String::new()),
             runs: Vec::new(),
             new: 0,
@@ -749,10 +1133,10 @@ impl Node {
             already_applied,
             problem: None,
         };
-        let opener = match BundleReader::open(BufReader::new(file)) {
-            Ok(o) => o,
+        let opener = match open_counted(path, &crate::NoProgress)? {
+            Ok((o, _)) => o,
             Err(e) => {
-                report.problem = Some(e.to_string());
+                report.problem = Some(reason(&e));
                 return Ok(report);
             }
         };
@@ -760,16 +1144,48 @@ impl Node {
         report.version = ferry_bundle::VERSION;
         report.dataset = header.dataset.to_hex();
         report.our_dataset = header.dataset == self.id.dataset;
+        report.plaintext = opener.is_plaintext();
         report.sender = (header.sender.0, label(header.sender));
         let engine = self.engine.clone();
         let key = self.id.dataset_key.clone();
-        // Run the real ingest in a transaction that is never committed.
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
-        match engine.ingest(&mut tx, opener, &key, now) {
-            Ok(r) => {
-                fill_verify(&mut report, &r, &tx, &label)?;
+        // Plaintext bundles are inspected too; the report says that import refuses them.
+        let accept = Accept { plaintext: true };
+        let auth = match engine.authenticate(&tx, opener, &key, accept) {
+            Ok(Verdict::Authentic(auth)) => auth,
+            Ok(Verdict::NotYet { missing, .. }) => {
+                report.missing.push(match missing {
+                    Missing::Membership(m) => format!("the membership (join) of {}", label(m)),
+                    Missing::Commits { author, from, to } => {
+                        format!("changes {from}–{to} of {}", label(author))
+                    }
+                });
+                return Ok(report);
             }
+            Ok(Verdict::Obsolete { sender }) => {
+                report.problem = Some(format!(
+                    "it can no longer be checked here: this laptop received the history of {} it covers as a snapshot",
+                    label(sender)
+                ));
+                return Ok(report);
+            }
+            Err(IngestError::Storage(e)) => return Err(e.into()),
+            Err(e) => {
+                report.problem = Some(reason(&e));
+                return Ok(report);
+            }
+        };
+        report.signature_checked = true;
+        let opener = match open_counted(path, &crate::NoProgress)? {
+            Ok((o, _)) => o,
+            Err(e) => {
+                report.problem = Some(reason(&e));
+                return Ok(report);
+            }
+        };
+        match engine.ingest(&mut tx, opener, &key, &auth, now) {
+            Ok(r) => fill_verify(&mut report, &r, &tx, &label)?,
             Err(IngestError::Storage(e)) => return Err(e.into()),
             Err(e) => report.problem = Some(reason(&e)),
         }
@@ -796,7 +1212,6 @@ fn fill_verify(
         .collect();
     report.new = r.new;
     report.duplicates = r.duplicates;
-    report.signature_checked = r.authenticated;
     for run in &r.stashed_runs {
         let have = tx.chain(run.author)?.map_or(0, |c| c.seq);
         if tx.member(run.author)?.is_none() && have == 0 {

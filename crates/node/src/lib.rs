@@ -30,6 +30,7 @@ pub use error::NodeError;
 pub use exchange::{
     ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,
 };
+pub use ferry_sync::Accept;
 pub use ferry_transport_email::EmailConfig;
 pub use home::Home;
 pub use housekeeping::{CompactReport, PurgeReport};
@@ -40,6 +41,16 @@ pub use serial::{Flow, LinkStats, ProgressReport, SerialFlags, SerialProgress, S
 /// A flag value that overrides a key of `[sms]` or `[serial]` in `ferry.toml`.
 pub use sms::SmsSetting as Setting;
 pub use sms::{SmsCounters, SmsFlags, SmsPeerSend, SmsReceiveReport, SmsSendReport, SmsSetting};
+
+/// A size for people: "512 B", "3.2 kB", "4.5 MB".
+pub(crate) fn human_bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.1} GB", n as f64 / 1e9),
+    }
+}
 
 pub(crate) fn id_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

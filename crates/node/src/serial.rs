@@ -313,7 +313,15 @@ impl Node {
         // sealed under the dataset key, or signed): a false one could only make this node
         // send too much or too little, never change data.
         let told = self.hello_receipt(&first.data);
-        let outcome = self.import_message(&mut &first.data[..], &origin, &NodeNoProgress)?;
+        // Plaintext bundles are accepted only when this station's user said --plaintext.
+        let accept = ferry_sync::Accept { plaintext };
+        if peer_plaintext && !plaintext {
+            return Err(NodeError::Input(
+                "the other station sends plaintext (unencrypted) bundles, which this station accepts only with --plaintext; add --plaintext on both ends where encryption is not allowed, or remove it from the other end".into(),
+            ));
+        }
+        let outcome =
+            self.import_message_with(&mut &first.data[..], &origin, &NodeNoProgress, accept)?;
         if let FileResult::Rejected { reason, .. } = &outcome.result {
             return Err(NodeError::Input(format!(
                 "the other station's hello was refused: {reason}"
@@ -348,7 +356,8 @@ impl Node {
             if m.data.first() == Some(&END) {
                 break;
             }
-            let outcome = self.import_message(&mut &m.data[..], &origin, &NodeNoProgress)?;
+            let outcome =
+                self.import_message_with(&mut &m.data[..], &origin, &NodeNoProgress, accept)?;
             report.received.push(outcome);
         }
         // 5. Both ends hold everything: done. (Its end message arrived, so it sends nothing

@@ -315,7 +315,10 @@ impl Node {
                 self.import_message(&mut body, &origin, progress)?
             };
             let disposition = match &outcome.result {
-                FileResult::Applied { .. } | FileResult::AlreadyApplied => Disposition::Processed,
+                FileResult::Applied { .. }
+                | FileResult::AlreadyApplied
+                | FileResult::Waiting { .. }
+                | FileResult::Skipped { .. } => Disposition::Processed,
                 FileResult::Rejected { reason, .. } | FileResult::RefusedBefore { reason, .. } => {
                     Disposition::Rejected {
                         reason: reason.clone(),
@@ -358,6 +361,8 @@ impl Node {
                 source: "SMS".into(),
                 stored_as: kept.display().to_string(),
                 reason: line.clone(),
+                name: String::new(),
+                bytes: 0,
             })?;
             tx.commit()?;
             transport.dismiss_report(&r.id)?;

@@ -15,4 +15,6 @@ pub mod codec;
 mod migrations;
 mod store;
 
-pub use store::{BundleSeen, ConflictRow, PeerRow, QuarantineRow, Store, StoreError, StoreTx};
+pub use store::{
+    BundleSeen, ConflictRow, PeerRow, QuarantineRow, Store, StoreError, StoreTx, WaitingRow,
+};

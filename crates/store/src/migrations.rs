@@ -91,4 +91,29 @@ pub const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     "#,
+    // 2: the authentication gate (issue 10). Stashed runs remember which member's
+    // authenticated bundle carried them, when, and their size (quotas and expiry; runs kept
+    // before this version have sender 0 and time 0, so the first settle drops them: they were
+    // kept without a checked signature). Members whose history forked are frozen. Quarantine
+    // rows carry the refused content's name and size, with or without a copy. Bundles that
+    // cannot be checked yet wait in a bounded folder, listed here.
+    r#"
+    ALTER TABLE stash_runs ADD COLUMN sender INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stash_runs ADD COLUMN at_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stash_runs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX stash_runs_sender ON stash_runs (sender);
+    CREATE TABLE frozen (member INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+    ALTER TABLE quarantine ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE quarantine ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX quarantine_name ON quarantine (name);
+    CREATE TABLE waiting (
+        name TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        sender INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        why TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];

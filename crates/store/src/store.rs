@@ -120,10 +120,33 @@ pub struct QuarantineRow {
     pub at_ms: u64,
     /// Where it came from.
     pub source: String,
-    /// Where the copy is kept.
+    /// Where the copy is kept; empty when no copy could be kept.
     pub stored_as: String,
     /// Why it was refused.
     pub reason: String,
+    /// The refused content's name (BLAKE3, 32 hex digits).
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// A bundle that came by a transport and cannot be checked yet, kept to be tried again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WaitingRow {
+    /// Its content name.
+    pub name: String,
+    /// Where it is kept.
+    pub path: String,
+    /// Where it came from (for reports).
+    pub origin: String,
+    /// The member its header names.
+    pub sender: MemberId,
+    /// Its size.
+    pub bytes: u64,
+    /// When it was kept (ms since the epoch).
+    pub at_ms: u64,
+    /// What it waits for.
+    pub why: String,
 }
 
 impl Store {
@@ -574,26 +597,124 @@ impl StoreTx<'_> {
     pub fn add_quarantine(&self, row: &QuarantineRow) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO quarantine (at_ms, source, stored_as, reason) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO quarantine (at_ms, source, stored_as, reason, name, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![i(row.at_ms), row.source, row.stored_as, row.reason])?;
+            .execute(params![
+                i(row.at_ms),
+                row.source,
+                row.stored_as,
+                row.reason,
+                row.name,
+                i(row.bytes)
+            ])?;
         Ok(())
     }
 
-    /// Every quarantined input, oldest first.
-    pub fn quarantine(&self) -> Result<Vec<QuarantineRow>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT at_ms, source, stored_as, reason FROM quarantine ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
+    fn quarantine_rows(&self, filter: &str, name: Option<&str>) -> Result<Vec<QuarantineRow>> {
+        let sql = format!(
+            "SELECT at_ms, source, stored_as, reason, name, bytes FROM quarantine {filter} ORDER BY id"
+        );
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let map = |r: &rusqlite::Row<'_>| {
             Ok(QuarantineRow {
                 at_ms: u(r.get(0)?),
                 source: r.get(1)?,
                 stored_as: r.get(2)?,
                 reason: r.get(3)?,
+                name: r.get(4)?,
+                bytes: u(r.get(5)?),
+            })
+        };
+        let rows = match name {
+            Some(n) => stmt.query_map(params![n], map)?,
+            None => stmt.query_map([], map)?,
+        };
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Every quarantined input, oldest first.
+    pub fn quarantine(&self) -> Result<Vec<QuarantineRow>> {
+        self.quarantine_rows("", None)
+    }
+
+    /// How many inputs were refused, and the last `n` of them (oldest first).
+    pub fn quarantine_recent(&self, n: usize) -> Result<(u64, Vec<QuarantineRow>)> {
+        let count: i64 = self
+            .tx
+            .prepare_cached("SELECT count(*) FROM quarantine")?
+            .query_row([], |r| r.get(0))?;
+        let mut rows = self.quarantine_rows(
+            &format!("WHERE id > (SELECT coalesce(max(id), 0) - {n} FROM quarantine)"),
+            None,
+        )?;
+        rows.truncate(n);
+        Ok((u(count), rows))
+    }
+
+    /// The refusal of the content named `name`, if it was refused before (found by name,
+    /// or for rows older than names, by the copy's file name).
+    pub fn quarantined(&self, name: &str) -> Result<Option<QuarantineRow>> {
+        let mut rows = self.quarantine_rows(
+            "WHERE name = ?1 OR (name = '' AND instr(stored_as, ?1) > 0)",
+            Some(name),
+        )?;
+        Ok(rows.pop())
+    }
+
+    /// Forgets the copy of a quarantined input (dropped to keep the folder within its limit);
+    /// its row and reason stay.
+    pub fn forget_quarantine_copy(&self, stored_as: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE quarantine SET stored_as = '' WHERE stored_as = ?1")?
+            .execute(params![stored_as])?;
+        Ok(())
+    }
+
+    /// The bundles waiting to be checked, oldest first.
+    pub fn waiting(&self) -> Result<Vec<WaitingRow>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT name, path, origin, sender, bytes, at_ms, why FROM waiting ORDER BY at_ms, name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(WaitingRow {
+                name: r.get(0)?,
+                path: r.get(1)?,
+                origin: r.get(2)?,
+                sender: MemberId(r.get(3)?),
+                bytes: u(r.get(4)?),
+                at_ms: u(r.get(5)?),
+                why: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Keeps a bundle waiting to be checked.
+    pub fn add_waiting(&self, row: &WaitingRow) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO waiting (name, path, origin, sender, bytes, at_ms, why)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                row.name,
+                row.path,
+                row.origin,
+                row.sender.0,
+                i(row.bytes),
+                i(row.at_ms),
+                row.why
+            ])?;
+        Ok(())
+    }
+
+    /// Forgets a waiting bundle.
+    pub fn remove_waiting(&self, name: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM waiting WHERE name = ?1")?
+            .execute(params![name])?;
+        Ok(())
     }
 }
 
@@ -864,10 +985,20 @@ impl Storage for StoreTx<'_> {
         Ok(())
     }
 
-    fn stash_run(&mut self, author: MemberId, first: u64, last: u64) -> Result<u64> {
+    fn stash_run(
+        &mut self,
+        sender: MemberId,
+        author: MemberId,
+        first: u64,
+        last: u64,
+        at_ms: u64,
+    ) -> Result<u64> {
         self.tx
-            .prepare_cached("INSERT INTO stash_runs (author, first, last) VALUES (?1, ?2, ?3)")?
-            .execute(params![author.0, i(first), i(last)])?;
+            .prepare_cached(
+                "INSERT INTO stash_runs (sender, author, first, last, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![sender.0, author.0, i(first), i(last), i(at_ms)])?;
         Ok(self.tx.last_insert_rowid() as u64)
     }
 
@@ -877,6 +1008,61 @@ impl Storage for StoreTx<'_> {
                 "INSERT OR REPLACE INTO stash_commits (run, seq, body) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![i(run), i(seq), bytes])?;
+        self.tx
+            .prepare_cached("UPDATE stash_runs SET bytes = bytes + ?2 WHERE id = ?1")?
+            .execute(params![i(run), bytes.len() as i64])?;
+        Ok(())
+    }
+
+    fn stash_bytes(&self, sender: Option<MemberId>) -> Result<u64> {
+        let n: i64 = match sender {
+            Some(s) => self
+                .tx
+                .prepare_cached("SELECT coalesce(sum(bytes), 0) FROM stash_runs WHERE sender = ?1")?
+                .query_row(params![s.0], |r| r.get(0))?,
+            None => self
+                .tx
+                .prepare_cached("SELECT coalesce(sum(bytes), 0) FROM stash_runs")?
+                .query_row([], |r| r.get(0))?,
+        };
+        Ok(u(n))
+    }
+
+    fn expire_stash(&mut self, before_ms: u64) -> Result<Vec<StashedRun>> {
+        let ids: Vec<(i64, u32)> = {
+            let mut stmt = self
+                .tx
+                .prepare_cached("SELECT id, author FROM stash_runs WHERE at_ms < ?1")?;
+            let rows = stmt.query_map(params![i(before_ms)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let mut out = Vec::new();
+        for (id, author) in ids {
+            if let Some(run) = self
+                .stashed_runs(MemberId(author))?
+                .into_iter()
+                .find(|r| r.id == u(id))
+            {
+                self.drop_stashed(run.id)?;
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    fn frozen(&self, m: MemberId) -> Result<Option<u64>> {
+        let n: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT seq FROM frozen WHERE member = ?1")?
+            .query_row(params![m.0], |r| r.get(0))
+            .optional()?;
+        Ok(n.map(u))
+    }
+
+    fn freeze(&mut self, m: MemberId, seq: u64) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO frozen (member, seq) VALUES (?1, ?2)")?
+            .execute(params![m.0, i(seq)])?;
         Ok(())
     }
 
@@ -893,20 +1079,24 @@ impl Storage for StoreTx<'_> {
 
     fn stashed_runs(&self, author: MemberId) -> Result<Vec<StashedRun>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT id, first, last, digest, sig FROM stash_runs WHERE author = ?1 ORDER BY id",
+            "SELECT id, first, last, digest, sig, sender, at_ms FROM stash_runs
+             WHERE author = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map(params![author.0], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ),
                 r.get::<_, Option<Vec<u8>>>(3)?,
                 r.get::<_, Option<Vec<u8>>>(4)?,
+                (r.get::<_, u32>(5)?, r.get::<_, i64>(6)?),
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, first, last, digest, s) = row?;
+            let ((id, first, last), digest, s, (sender, at_ms)) = row?;
             let proof = match s {
                 Some(s) => Some(Proof {
                     seq: u(last),
@@ -917,6 +1107,8 @@ impl Storage for StoreTx<'_> {
             };
             out.push(StashedRun {
                 id: u(id),
+                sender: MemberId(sender),
+                at_ms: u(at_ms),
                 author,
                 first: u(first),
                 last: u(last),

@@ -56,11 +56,19 @@ impl Node {
         let mut tx = self.store.transaction(T0).unwrap();
         let r = self
             .engine
-            .ingest(&mut tx, BundleReader::open(bytes).unwrap(), &self.key, T0)
+            .receive(
+                &mut tx,
+                || BundleReader::open(bytes),
+                &self.key,
+                Default::default(),
+                T0,
+            )
             .unwrap();
-        self.engine.settle(&mut tx, T0).unwrap();
         tx.commit().unwrap();
-        r
+        match r {
+            ferry_sync::Received::Applied(r, _) => *r,
+            other => panic!("expected the bundle to apply: {other:?}"),
+        }
     }
 
     fn value(&mut self, id: &str, field: &str) -> Option<Value> {
@@ -80,7 +88,7 @@ fn run(author: u32, first: u64, last: u64) -> Coverage {
 }
 
 #[test]
-fn a_pending_commit_survives_a_restart_and_applies_when_its_dependency_arrives() {
+fn a_stashed_relayed_commit_survives_a_restart_and_applies_when_its_predecessors_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let admin = SecretKey::from_bytes([1; 32]);
     let dataset = ferry_model::DatasetId([2; 8]);
@@ -135,10 +143,36 @@ fn a_pending_commit_survives_a_restart_and_applies_when_its_dependency_arrives()
         tx.commit().unwrap();
     }
     hq.write("v-1", "village", Value::Str("Kisumu".into()), T0 + 10);
-    hq.write("v-1", "village", Value::Str("Kisumu Ndogo".into()), T0 + 20);
-    // Deliver HQ's commit 3 before commit 2.
-    let late = hq.bundle(&[run(1, 3, 3)]);
+    // HQ's bundle as it was after its commit 2 (on a stick that reaches A late).
     let early = hq.bundle(&[run(1, 1, 2)]);
+    hq.write("v-1", "village", Value::Str("Kisumu Ndogo".into()), T0 + 20);
+    // Clinic B (member 3) has HQ's whole history and relays only HQ's commit 3 to A, with
+    // B's own join, so A can check B's signature and HQ's forwarded one.
+    let inv_b = Invitation::issue(&admin, "hq", dataset, "d", key.0, MemberId(3), "b", [6; 32]);
+    let device_b = SecretKey::from_bytes([7; 32]);
+    let mut b = Node {
+        engine: Engine {
+            dataset,
+            admin_key: admin.public(),
+            me: MemberId(3),
+        },
+        store: Store::open(&dir.path().join("b.db")).unwrap(),
+        secret: device_b.clone(),
+        key: key.clone(),
+    };
+    {
+        let mut tx = b.store.transaction(T0).unwrap();
+        b.engine
+            .commit_local(
+                &mut tx,
+                vec![Change::Join(inv_b.join_proof(&device_b.public()))],
+                T0 + 2,
+            )
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    b.ingest(&hq.bundle(&[run(1, 1, 3)]));
+    let late = b.bundle(&[run(3, 1, 1), run(1, 3, 3)]);
     let r = a.ingest(&late);
     assert_eq!(
         r.stashed, 1,

@@ -67,14 +67,20 @@ impl Replica {
             .0
     }
 
-    /// Imports; `kill` drops the transaction before it commits, like a killed process.
+    /// Imports (a bundle that cannot be checked yet changes nothing and stays on the
+    /// stick); `kill` drops the transaction before it commits, like a killed process.
     fn import(&mut self, key: &DatasetKey, bytes: &[u8], now: u64, kill: bool) {
         let engine = self.engine.clone();
         let mut tx = self.store().transaction(now).unwrap();
         engine
-            .ingest(&mut tx, BundleReader::open(bytes).unwrap(), key, now)
+            .receive(
+                &mut tx,
+                || BundleReader::open(bytes),
+                key,
+                Default::default(),
+                now,
+            )
             .unwrap();
-        engine.settle(&mut tx, now).unwrap();
         if !kill {
             tx.commit().unwrap();
         }

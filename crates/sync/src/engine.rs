@@ -1,5 +1,14 @@
-//! Ingesting, settling, committing and exporting.
+//! Authenticating, ingesting, settling, committing and exporting.
+//!
+//! **The gate.** Every bundle passes [`Engine::authenticate`] before anything in it may
+//! change state: it checks the header, the plaintext policy, the structure and limits of
+//! every item, the sender's membership and the bundle signature, reading the store and
+//! writing nothing. Only an [`Authenticated`] value — which only `authenticate` makes — lets
+//! [`Engine::ingest`] apply the same bundle; `ingest` checks that the bytes it reads are the
+//! ones that were authenticated. Snapshots, receipts, stashed runs, contacts and rules are
+//! all behind this one gate (bundles/SPEC.md §10).
 
+use crate::fork::{Branch, ForkEvidence};
 use crate::plan::{Coverage, ExportRun};
 use crate::storage::{MemberInfo, Proof, Storage, StoredCommit};
 use ferry_bundle::{
@@ -8,8 +17,23 @@ use ferry_bundle::{
 };
 use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey, head_message};
-use ferry_model::{Change, Commit, DatasetId, Hash, Hlc, MemberId, RecordState, VersionVector};
+use ferry_model::{
+    Change, Commit, DatasetId, Hash, Hlc, MemberId, Op, RecordState, Value, VersionVector,
+};
 use std::io::{Read, Write};
+
+/// How long a stashed run is kept waiting for the commits before it (30 days).
+pub const STASH_MAX_AGE_MS: u64 = 30 * 86_400_000;
+/// Most bytes of stashed commits kept from the bundles of one sender.
+pub const STASH_PER_SENDER: u64 = 32 * 1024 * 1024;
+/// Most bytes of stashed commits kept in all.
+pub const STASH_TOTAL: u64 = 128 * 1024 * 1024;
+
+/// The reserved collection where fork evidence travels (record id = the forked member's
+/// number; field [`FORK_FIELD`]).
+pub const FORKS: &str = "_forks";
+/// The field of a `_forks` record holding the evidence (bytes).
+pub const FORK_FIELD: &str = "evidence";
 
 /// The engine for one node in one dataset.
 #[derive(Clone, Debug)]
@@ -22,6 +46,81 @@ pub struct Engine {
     pub me: MemberId,
 }
 
+/// What a node accepts in bundles it receives, decided by its user per medium.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accept {
+    /// Plaintext bundles (bundles/SPEC.md §3.3). Anyone can write one without the dataset
+    /// key, so they are accepted only where the user said so for the medium (the serial
+    /// `--plaintext` exchange, or `ferry import --plaintext`); they are still authenticated
+    /// like any bundle.
+    pub plaintext: bool,
+}
+
+/// A bundle whose signature verified under the key of its sender, a member whose join this
+/// node checked. Only [`Engine::authenticate`] makes one; [`Engine::ingest`] needs one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated {
+    header: Header,
+    plaintext: bool,
+    digest: [u8; 32],
+    head: u64,
+}
+
+impl Authenticated {
+    /// The member that made and signed the bundle.
+    pub fn sender(&self) -> MemberId {
+        self.header.sender
+    }
+
+    /// The digest its signature covers.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// Whether it is a plaintext bundle.
+    pub fn plaintext(&self) -> bool {
+        self.plaintext
+    }
+}
+
+/// What a node lacks before it can check a bundle's signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// The sender's membership (its join) has not reached this node.
+    Membership(MemberId),
+    /// The sender's commits `from..=to`: the signature covers its chain up to `to`.
+    Commits {
+        /// The sender.
+        author: MemberId,
+        /// First missing commit.
+        from: u64,
+        /// Last missing commit.
+        to: u64,
+    },
+}
+
+/// What [`Engine::authenticate`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Authentic: apply it with [`Engine::ingest`].
+    Authentic(Authenticated),
+    /// It cannot be checked yet; nothing from it may be used. Keep the bundle and try again
+    /// once this node has learned what is missing (typically from another bundle of the same
+    /// sender, on the same medium or on the next).
+    NotYet {
+        /// The claimed sender.
+        sender: MemberId,
+        /// What this node lacks.
+        missing: Missing,
+    },
+    /// It can never be checked here: its sender's head lies in history this node received
+    /// as a snapshot, so it is older than what this node holds and brings nothing checkable.
+    Obsolete {
+        /// The claimed sender.
+        sender: MemberId,
+    },
+}
+
 /// Why a bundle was refused. Nothing from a refused bundle may be kept: the caller rolls
 /// back its transaction.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +129,7 @@ pub enum IngestError<E: std::error::Error + 'static> {
     /// The storage failed.
     #[error("storage error: {0}")]
     Storage(#[source] E),
-    /// The bundle is damaged, truncated, malformed or of an unknown version.
+    /// The bundle is damaged, truncated, malformed, over a limit, or of an unknown version.
     #[error(transparent)]
     Bundle(#[from] BundleError),
     /// The bundle belongs to another dataset.
@@ -41,6 +140,11 @@ pub enum IngestError<E: std::error::Error + 'static> {
         /// This node's dataset.
         expected: DatasetId,
     },
+    /// A plaintext bundle where the user did not allow them.
+    #[error(
+        "a plaintext (unencrypted) bundle, which anyone can write without the dataset key; it is accepted only with --plaintext"
+    )]
+    PlaintextNotAccepted,
     /// A commit inside is invalid.
     #[error("commit {seq} of member {author} is invalid: {source}")]
     Commit {
@@ -53,7 +157,7 @@ pub enum IngestError<E: std::error::Error + 'static> {
         source: CommitError,
     },
     /// A signature does not match the member's key: forged, or damaged in a way the
-    /// encryption did not catch (only a member could have made it).
+    /// encryption did not catch.
     #[error(
         "signature of member {member} does not verify: the bundle is forged or was made by a device that is not that member"
     )]
@@ -81,17 +185,44 @@ pub enum IngestError<E: std::error::Error + 'static> {
     /// The dataset genesis does not match the admin key this node trusts.
     #[error("the dataset's founding commit names a different admin key")]
     WrongGenesis,
-    /// Two different commits with the same author and number: the author's device was
-    /// restored from an old backup (or cloned) and wrote again.
+    /// Two different commits with the same author and number, both signed by the author:
+    /// its device was restored from an old backup, cloned, or lies. The author is frozen.
     #[error(
-        "member {author} has two different versions of commit {seq}; its device was probably restored from an old backup or cloned"
+        "member {author} has two different versions of commit {seq}; its device was probably restored from an old backup or cloned, so ferry accepts nothing more from it"
     )]
     Fork {
         /// The author.
         author: MemberId,
         /// The commit number.
         seq: u64,
+        /// The evidence, when this node could assemble it (the node records it, which
+        /// freezes the author everywhere).
+        evidence: Option<Box<ForkEvidence>>,
     },
+    /// The sender's history forked earlier; nothing more is accepted from it.
+    #[error(
+        "member {member} is frozen: its history forked at commit {seq} (a restored backup or a cloned disk); the admin should remove it"
+    )]
+    Frozen {
+        /// The member.
+        member: MemberId,
+        /// Where its history forked.
+        seq: u64,
+    },
+    /// An admin snapshot contradicts itself or what this node holds.
+    #[error("the snapshot is inconsistent: {0}")]
+    BadSnapshot(String),
+    /// The bundle read by [`Engine::ingest`] is not the one that was authenticated (the file
+    /// changed in between).
+    #[error("the bundle changed after it was checked; import it again")]
+    Changed,
+}
+
+impl<E: std::error::Error + 'static> IngestError<E> {
+    /// Whether the refusal is about the bundle (quarantine it) rather than the storage.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, IngestError::Storage(_))
+    }
 }
 
 /// What ingesting one bundle did.
@@ -107,23 +238,28 @@ pub struct IngestReport {
     pub stashed: u64,
     /// Commits applied to records right away.
     pub applied: u64,
-    /// The runs the bundle carried.
+    /// The runs the bundle carried whose commits are now held here (a medium that carries
+    /// the bundle carries these for the planner).
     pub runs: Vec<RunSummary>,
     /// The runs kept aside, waiting for earlier commits or their author's membership.
     pub stashed_runs: Vec<RunSummary>,
-    /// Whether the sender's signature was checked (false when the sender's own chain is not
-    /// known here yet; its commits then wait, stashed).
+    /// Relayed runs left out, with why (over the stash quota, from a plaintext bundle, of a
+    /// frozen author).
+    pub skipped_runs: Vec<(RunSummary, String)>,
+    /// Always true for a bundle that was ingested (kept for callers that print it).
     pub authenticated: bool,
-    /// The sender's receipt, when authenticated.
+    /// The sender's receipt.
     pub receipt: Option<VersionVector>,
-    /// Whether the bundle's snapshot was installed (this node lacked commits that the sender
+    /// Whether the bundle's snapshot was installed (this node lacked commits that the admin
     /// had compacted away).
     pub snapshot: bool,
     /// The state the bundle's snapshot reflects, if it carried one (installed or not).
     pub snapshot_state: Option<VersionVector>,
+    /// A snapshot from a member other than the admin, ignored (only the admin's are
+    /// installed).
+    pub snapshot_ignored: bool,
     /// Relayed runs skipped because their author has two different versions of a commit
-    /// (author, commit number): a device restored from an old backup or cloned, or an
-    /// invitation used twice (commit 1). The rest of the bundle still applies.
+    /// (author, commit number). The author is frozen; the rest of the bundle still applies.
     pub forks: Vec<(MemberId, u64)>,
 }
 
@@ -139,8 +275,10 @@ struct Snapshot {
 enum RunOutcome {
     /// Checked and stored (or already held).
     Stored,
-    /// Kept aside, with this stash id.
-    Stashed(u64),
+    /// Kept aside.
+    Stashed,
+    /// Left out, with why.
+    Skipped(String),
     /// Skipped: its author's history forks from the one held here.
     Forked,
 }
@@ -155,8 +293,8 @@ pub struct SettleReport {
     pub applied: u64,
     /// Stashed commits that could now be checked and were stored.
     pub unstashed: u64,
-    /// Stashed runs that failed their check and were dropped: author, first and last
-    /// commit, reason.
+    /// Stashed runs that failed their check, or waited too long, and were dropped: author,
+    /// first and last commit, reason.
     pub dropped: Vec<(MemberId, u64, u64, String)>,
 }
 
@@ -179,26 +317,36 @@ fn st<S: Storage, T>(r: Result<T, S::Error>) -> Res<T, S> {
 
 /// Whether `author` may write to `collection`/`id`. Reserved collections (names starting
 /// with `_`) hold dataset metadata: `_members/N` may be written by the admin and by member
-/// N; every other reserved collection only by the admin. Ops that break this are skipped,
-/// the same way on every node.
+/// N; `_forks` by any member (fork evidence, honoured only when it verifies); every other
+/// reserved collection only by the admin. Ops that break this are skipped, the same way on
+/// every node.
 pub fn may_write(author: MemberId, collection: &str, id: &str) -> bool {
-    if !collection.starts_with('_') || author == MemberId::ADMIN {
+    if !collection.starts_with('_') || author == MemberId::ADMIN || collection == FORKS {
         return true;
     }
     collection == "_members" && id == author.0.to_string()
 }
 
+/// Reads the next item, which the reader guarantees is a commit of the current run.
+fn next_commit<R: Read>(reader: &mut BundleReader<R>) -> Result<Vec<u8>, BundleError> {
+    match reader.next_item()? {
+        Some(Item::Commit(bytes)) => Ok(bytes),
+        _ => unreachable!("the reader checks that a run holds `count` commits"),
+    }
+}
+
 impl Engine {
-    /// Reads one bundle, storing and applying what it can, at wall time `now_ms`. The caller
-    /// checks nothing before (the header is checked here) and commits its transaction only
-    /// on `Ok`.
-    pub fn ingest<S: Storage, R: Read>(
+    /// Checks one bundle without changing anything (the gate of bundles/SPEC.md §10): the
+    /// header, whether plaintext is accepted, every item's structure and limits, the
+    /// sender's membership and the bundle signature. Run it and then [`Engine::ingest`] in
+    /// the same storage transaction.
+    pub fn authenticate<S: Storage, R: Read>(
         &self,
-        store: &mut S,
+        store: &S,
         opener: Opener<R>,
         key: &DatasetKey,
-        now_ms: u64,
-    ) -> Res<IngestReport, S> {
+        accept: Accept,
+    ) -> Res<Verdict, S> {
         let header = opener.header().clone();
         if header.dataset != self.dataset {
             return Err(IngestError::WrongDataset {
@@ -206,20 +354,237 @@ impl Engine {
                 expected: self.dataset,
             });
         }
+        let plaintext = opener.is_plaintext();
+        if plaintext && !accept.plaintext {
+            return Err(IngestError::PlaintextNotAccepted);
+        }
         let sender = header.sender;
+        if sender.0 == 0 {
+            return Err(BundleError::Malformed("member 0 does not exist".into()).into());
+        }
+        if let Some(seq) = st::<S, _>(store.frozen(sender))? {
+            return Err(IngestError::Frozen {
+                member: sender,
+                seq,
+            });
+        }
         let mut reader = opener.decrypt(key)?;
         let Some(Item::Receipt(receipt)) = reader.next_item()? else {
             unreachable!("the reader checks that a payload starts with a receipt");
         };
+        let head = receipt.get(sender);
+        let chain = st::<S, _>(store.chain(sender))?;
+        let have = chain.as_ref().map_or(0, |c| c.seq);
+        let mut signer = st::<S, _>(store.member(sender))?.map(|m| m.key);
+        // The chain hash at the head the signature vouches for, once known.
+        let mut head_hash = if head <= have {
+            self.known_hash(store, sender, head)?
+        } else {
+            None
+        };
+        let mut missing = None;
+        let mut admin_snapshot = false;
+        // A second version of the sender's history: where it starts, the hash before it and
+        // its commits.
+        let mut fork: Option<(u64, Hash, Vec<Vec<u8>>)> = None;
+        while let Some(item) = reader.next_item()? {
+            match item {
+                Item::Snapshot { .. } => admin_snapshot = sender == MemberId::ADMIN,
+                Item::SnapshotChain {
+                    author,
+                    seq,
+                    hash,
+                    first,
+                    ..
+                } if admin_snapshot && author == sender => {
+                    if signer.is_none() {
+                        let mut ctx = ChainContext::new(self.dataset, author);
+                        let commit = ctx.decode(&first).map_err(|source| IngestError::Commit {
+                            author,
+                            seq: 1,
+                            source,
+                        })?;
+                        signer = Some(self.first_commit_key(&commit)?);
+                    }
+                    if seq == head && head_hash.is_none() {
+                        head_hash = Some(hash);
+                    }
+                }
+                Item::Run {
+                    author,
+                    first,
+                    count,
+                    proof,
+                } => {
+                    let last = first + count - 1;
+                    if proof == RunProof::Sender && (author != sender || last != head) {
+                        return Err(BundleError::Malformed(
+                            "a run vouched for by the sender is not the sender's up to its head"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    if author != sender || first > have + 1 {
+                        if author == sender {
+                            missing = Some(Missing::Commits {
+                                author,
+                                from: have + 1,
+                                to: first - 1,
+                            });
+                        }
+                        for _ in 0..count {
+                            next_commit(&mut reader)?;
+                        }
+                        continue;
+                    }
+                    // The sender's own run: follow its chain from what is held here.
+                    let mut h: Option<Hash> = None;
+                    for seq in first..=last {
+                        let bytes = next_commit(&mut reader)?;
+                        if let Some((_, _, branch)) = &mut fork {
+                            h = h.map(|h| chain_next(&h, seq, &bytes));
+                            branch.push(bytes);
+                            continue;
+                        }
+                        if seq <= have {
+                            if !self.is_held(store, sender, seq, &bytes)? {
+                                if seq == 1 {
+                                    // A second device that joined with the same invitation
+                                    // (its own key, a valid join): say so.
+                                    let mut ctx = ChainContext::new(self.dataset, sender);
+                                    let commit = ctx.decode(&bytes).map_err(|source| {
+                                        IngestError::Commit {
+                                            author: sender,
+                                            seq: 1,
+                                            source,
+                                        }
+                                    })?;
+                                    self.first_commit_key::<S::Error>(&commit)?;
+                                    return Err(IngestError::InvitationReused { member: sender });
+                                }
+                                let base = self.hash_at(store, sender, seq - 1)?;
+                                h = Some(chain_next(&base, seq, &bytes));
+                                fork = Some((seq, base, vec![bytes]));
+                            } else {
+                                h = self.known_hash(store, sender, seq)?;
+                            }
+                            continue;
+                        }
+                        let prev = match (seq == have + 1, h) {
+                            (true, _) => chain
+                                .as_ref()
+                                .map_or_else(|| chain_root(self.dataset, sender), |c| c.hash),
+                            (false, Some(h)) => h,
+                            (false, None) => {
+                                unreachable!("every commit past the held ones is chained")
+                            }
+                        };
+                        if seq == 1 && signer.is_none() {
+                            let mut ctx = ChainContext::new(self.dataset, sender);
+                            let commit =
+                                ctx.decode(&bytes).map_err(|source| IngestError::Commit {
+                                    author: sender,
+                                    seq: 1,
+                                    source,
+                                })?;
+                            signer = Some(self.first_commit_key(&commit)?);
+                        }
+                        h = Some(chain_next(&prev, seq, &bytes));
+                    }
+                    if last == head && (fork.is_some() || head > have) {
+                        head_hash = h;
+                    }
+                }
+                // Peer receipts are ignored (SPEC §4); snapshot records are read by ingest
+                // once the bundle is authentic; the reader rejects anything out of place.
+                _ => {}
+            }
+        }
+        let trailer = reader.finish()?;
+        let Some(signer) = signer else {
+            return Ok(Verdict::NotYet {
+                sender,
+                missing: Missing::Membership(sender),
+            });
+        };
+        let Some(hash) = head_hash else {
+            if head <= have {
+                return Ok(Verdict::Obsolete { sender });
+            }
+            return Ok(Verdict::NotYet {
+                sender,
+                missing: missing.unwrap_or(Missing::Commits {
+                    author: sender,
+                    from: have + 1,
+                    to: head,
+                }),
+            });
+        };
+        let msg = head_message(self.dataset, sender, head, &hash, Some(&trailer.digest));
+        if !signer.verify(&msg, &trailer.signature) {
+            return Err(IngestError::BadSignature { member: sender });
+        }
+        if let Some((seq, base_hash, commits)) = fork {
+            let theirs = Branch {
+                commits: commits
+                    .into_iter()
+                    .map(serde_bytes::ByteBuf::from)
+                    .collect(),
+                digest: Some(trailer.digest),
+                sig: trailer.signature,
+            };
+            let evidence = self.fork_evidence(store, sender, seq - 1, base_hash, theirs)?;
+            return Err(IngestError::Fork {
+                author: sender,
+                seq,
+                evidence: evidence.map(Box::new),
+            });
+        }
+        Ok(Verdict::Authentic(Authenticated {
+            header,
+            plaintext,
+            digest: trailer.digest,
+            head,
+        }))
+    }
+
+    /// Applies one bundle that [`Engine::authenticate`] found authentic, at wall time
+    /// `now_ms`, in the same transaction: stores and applies what is new, installs an admin
+    /// snapshot where it loses nothing, stashes relayed runs that cannot be checked yet
+    /// (within quotas), and remembers the sender's receipt. The caller commits on `Ok`.
+    pub fn ingest<S: Storage, R: Read>(
+        &self,
+        store: &mut S,
+        opener: Opener<R>,
+        key: &DatasetKey,
+        auth: &Authenticated,
+        now_ms: u64,
+    ) -> Res<IngestReport, S> {
+        if *opener.header() != auth.header || opener.is_plaintext() != auth.plaintext {
+            return Err(IngestError::Changed);
+        }
+        let sender = auth.header.sender;
+        let mut reader = opener.decrypt(key)?;
+        let Some(Item::Receipt(receipt)) = reader.next_item()? else {
+            unreachable!("the reader checks that a payload starts with a receipt");
+        };
+        if receipt.get(sender) != auth.head {
+            return Err(IngestError::Changed);
+        }
         let mut report = IngestReport {
             sender,
+            authenticated: true,
             ..Default::default()
         };
         let mut applied = st::<S, _>(store.applied())?;
-        // The sender's own run, if any: its last commit and, if stashed, its stash id.
-        let mut sender_run: Option<(u64, Option<u64>)> = None;
         // A snapshot being installed: its state (what applied becomes) and what was held.
         let mut snapshot: Option<Snapshot> = None;
+        let mut found_forks = Vec::new();
+        let mut stash_budget = StashBudget {
+            sender: STASH_PER_SENDER.saturating_sub(st::<S, _>(store.stash_bytes(Some(sender)))?),
+            total: STASH_TOTAL.saturating_sub(st::<S, _>(store.stash_bytes(None))?),
+            allowed: !auth.plaintext,
+        };
         while let Some(item) = reader.next_item()? {
             let (author, first, count, proof) = match item {
                 Item::Run {
@@ -230,6 +595,16 @@ impl Engine {
                 } => (author, first, count, proof),
                 Item::Snapshot { state, compacted } => {
                     report.snapshot_state = Some(state.clone());
+                    if sender != MemberId::ADMIN {
+                        // Only the admin authors snapshots (SPEC §4.1).
+                        report.snapshot_ignored = true;
+                        continue;
+                    }
+                    if let Some((a, c)) = compacted.iter().find(|&(a, c)| c > state.get(a)) {
+                        return Err(IngestError::BadSnapshot(format!(
+                            "it says commits up to {c} of member {a} were compacted, past the state it reflects"
+                        )));
+                    }
                     if let Some(s) = self.snapshot_wanted(store, &state, &compacted)? {
                         st::<S, _>(store.clear_records())?;
                         snapshot = Some(s);
@@ -247,6 +622,11 @@ impl Engine {
                     first,
                 } => {
                     if let Some(s) = &snapshot {
+                        if s.state.get(author) != seq {
+                            return Err(IngestError::BadSnapshot(format!(
+                                "the chain of member {author} is not at the state it reflects"
+                            )));
+                        }
                         let held = s.stored.get(author);
                         self.install_chain(
                             store, author, seq, held, hash, hlc, deps, names, &first,
@@ -259,12 +639,13 @@ impl Engine {
                     id,
                     state,
                 } => {
-                    if snapshot.is_some() {
+                    if let Some(s) = &snapshot {
                         let state: RecordState = postcard::from_bytes(&state).map_err(|e| {
                             BundleError::Malformed(format!(
                                 "snapshot record {collection}/{id}: {e}"
                             ))
                         })?;
+                        check_snapshot_record(&collection, &id, &state, &s.state)?;
                         st::<S, _>(store.put_record(&collection, &id, &state))?;
                     }
                     continue;
@@ -281,12 +662,6 @@ impl Engine {
                 first,
                 last: first + count - 1,
             };
-            if proof == RunProof::Sender && author != sender {
-                return Err(BundleError::Malformed(
-                    "a run vouched for by the sender is not the sender's".into(),
-                )
-                .into());
-            }
             let outcome = self.ingest_run(
                 store,
                 &mut reader,
@@ -296,72 +671,61 @@ impl Engine {
                 &mut report,
                 run,
                 &proof,
+                &mut stash_budget,
+                &mut found_forks,
             )?;
             match outcome {
                 RunOutcome::Stored => report.runs.push(run),
-                RunOutcome::Stashed(id) => {
-                    report.runs.push(run);
-                    report.stashed_runs.push(run);
-                    if proof == RunProof::Sender {
-                        sender_run = Some((run.last, Some(id)));
-                    }
-                }
+                RunOutcome::Stashed => report.stashed_runs.push(run),
+                RunOutcome::Skipped(why) => report.skipped_runs.push((run, why)),
                 RunOutcome::Forked => {}
-            }
-            if proof == RunProof::Sender && sender_run.is_none() {
-                sender_run = Some((run.last, None));
             }
         }
         if let Some(s) = snapshot.take() {
             self.finish_snapshot(store, s, now_ms)?;
         }
         let trailer = reader.finish()?;
-        let head = receipt.get(sender);
-        let proof = Proof {
-            seq: head,
-            digest: Some(trailer.digest),
-            sig: trailer.signature,
-        };
-        if let Some((last, stashed)) = sender_run {
-            if last != head {
-                return Err(BundleError::Malformed(
-                    "the sender's run does not end at the sender's head".into(),
-                )
-                .into());
-            }
-            if let Some(id) = stashed {
-                // The bundle signature is the stashed run's proof; it is checked with the
-                // run once the sender's earlier commits (or membership) arrive.
-                st::<S, _>(store.set_stash_proof(id, &proof))?;
-                return Ok(report);
-            }
+        if trailer.digest != auth.digest {
+            return Err(IngestError::Changed);
         }
-        let stored_head = st::<S, _>(store.chain(sender))?.map_or(0, |c| c.seq);
-        let Some(member) = st::<S, _>(store.member(sender))? else {
-            // A sender not known here yet: its relayed runs were checked on their own, and its
-            // receipt cannot be trusted, so it is ignored.
-            return Ok(report);
-        };
-        if head > stored_head {
-            return Ok(report);
-        }
-        let Some(hash) = self.known_hash(store, sender, head)? else {
-            // The sender's head lies in history this node received as a snapshot.
-            return Ok(report);
-        };
-        let msg = head_message(self.dataset, sender, head, &hash, Some(&trailer.digest));
-        if !member.key.verify(&msg, &trailer.signature) {
-            return Err(IngestError::BadSignature { member: sender });
-        }
-        if sender_run.is_some() && sender != self.me {
+        if report.runs.iter().any(|r| r.author == sender) && sender != self.me {
+            let proof = Proof {
+                seq: auth.head,
+                digest: Some(trailer.digest),
+                sig: trailer.signature,
+            };
             st::<S, _>(store.put_proof(sender, &proof))?;
         }
-        report.authenticated = true;
         if sender != self.me {
             st::<S, _>(store.merge_peer(sender, &receipt))?;
         }
         report.receipt = Some(receipt);
+        for evidence in found_forks {
+            self.record_fork(store, &evidence, now_ms)?;
+        }
         Ok(report)
+    }
+
+    /// Authenticates and, if authentic, ingests and settles one bundle, with `open` giving a
+    /// fresh reader of the same bytes for each pass. For callers whose bytes are at hand (the
+    /// simulation, tests); the node runs the passes itself to report on each.
+    pub fn receive<S: Storage, R: Read>(
+        &self,
+        store: &mut S,
+        mut open: impl FnMut() -> Result<Opener<R>, BundleError>,
+        key: &DatasetKey,
+        accept: Accept,
+        now_ms: u64,
+    ) -> Res<Received, S> {
+        match self.authenticate(store, open()?, key, accept)? {
+            Verdict::Authentic(auth) => {
+                let report = self.ingest(store, open()?, key, &auth, now_ms)?;
+                let settled = self.settle(store, now_ms)?;
+                Ok(Received::Applied(Box::new(report), settled))
+            }
+            Verdict::NotYet { sender, missing } => Ok(Received::NotYet { sender, missing }),
+            Verdict::Obsolete { sender } => Ok(Received::Obsolete { sender }),
+        }
     }
 
     fn hash_at<S: Storage>(&self, store: &S, author: MemberId, seq: u64) -> Res<Hash, S> {
@@ -406,7 +770,9 @@ impl Engine {
         }
     }
 
-    /// Reads one run's commits.
+    /// Reads one run's commits: stores what is new and checkable, stashes what is not yet
+    /// checkable (within the budget), skips a frozen author's new commits, and turns a
+    /// verified second version of an author's history into fork evidence.
     #[allow(clippy::too_many_arguments)]
     fn ingest_run<S: Storage, R: Read>(
         &self,
@@ -418,6 +784,8 @@ impl Engine {
         report: &mut IngestReport,
         run: Coverage,
         proof: &RunProof,
+        budget: &mut StashBudget,
+        forks: &mut Vec<ForkEvidence>,
     ) -> Res<RunOutcome, S> {
         let Coverage {
             author,
@@ -427,11 +795,11 @@ impl Engine {
         let chain = st::<S, _>(store.chain(author))?;
         let have = chain.as_ref().map_or(0, |c| c.seq);
         let known = st::<S, _>(store.member(author))?;
-        let next_commit = |reader: &mut BundleReader<R>| -> Res<Vec<u8>, S> {
-            match reader.next_item()? {
-                Some(Item::Commit(bytes)) => Ok(bytes),
-                _ => unreachable!("the reader checks that a run holds `count` commits"),
+        let skip = |reader: &mut BundleReader<R>, n: u64| -> Res<(), S> {
+            for _ in 0..n {
+                next_commit(reader)?;
             }
+            Ok(())
         };
         let stored_proof = match proof {
             RunProof::Sender => None,
@@ -446,19 +814,48 @@ impl Engine {
                 sig: *sig,
             }),
         };
+        if author != sender {
+            if let Some(seq) = st::<S, _>(store.frozen(author))? {
+                if last > have {
+                    skip(reader, last - first + 1)?;
+                    return Ok(RunOutcome::Skipped(format!(
+                        "member {author} is frozen (its history forked at commit {seq})"
+                    )));
+                }
+            }
+        }
         if first > have + 1 || (first > 1 && known.is_none()) {
-            // Earlier commits (or the author's membership) have not arrived: keep the run
-            // aside, as a unit, until they do.
-            let id = st::<S, _>(store.stash_run(author, first, last))?;
+            // Earlier commits (or the author's membership) have not arrived. The sender's own
+            // run never gets here (authenticate checked it links to what is held); a relayed
+            // run is kept aside, as a unit, until they do — within the stash budget, and never
+            // from a plaintext bundle (SPEC §10.2).
+            if !budget.allowed {
+                skip(reader, last - first + 1)?;
+                return Ok(RunOutcome::Skipped(
+                    "changes relayed in a plaintext bundle are not kept aside".into(),
+                ));
+            }
+            let id = st::<S, _>(store.stash_run(sender, author, first, last, now_ms))?;
             for seq in first..=last {
                 let bytes = next_commit(reader)?;
+                let n = bytes.len() as u64;
+                if n > budget.sender.min(budget.total) {
+                    st::<S, _>(store.drop_stashed(id))?;
+                    skip(reader, last - seq)?;
+                    return Ok(RunOutcome::Skipped(format!(
+                        "the changes kept aside from {sender}'s bundles reached their limit ({} MiB)",
+                        STASH_PER_SENDER >> 20
+                    )));
+                }
+                budget.sender -= n;
+                budget.total -= n;
                 st::<S, _>(store.stash_commit(id, seq, &bytes))?;
             }
             if let Some(p) = &stored_proof {
                 st::<S, _>(store.set_stash_proof(id, p))?;
             }
             report.stashed += last - first + 1;
-            return Ok(RunOutcome::Stashed(id));
+            return Ok(RunOutcome::Stashed);
         }
         let mut ctx = chain.unwrap_or_else(|| ChainContext::new(self.dataset, author));
         let mut key = known.map(|m| m.key);
@@ -467,17 +864,32 @@ impl Engine {
             let bytes = next_commit(reader)?;
             if seq <= ctx.seq {
                 if !self.is_held(store, author, seq, &bytes)? {
-                    if author == sender {
-                        // The sender itself forked (or reused an invitation): refuse.
-                        return Err(if seq == 1 {
-                            IngestError::InvitationReused { member: author }
-                        } else {
-                            IngestError::Fork { author, seq }
-                        });
+                    // Another version of the author's history (authenticate refused the
+                    // sender's own). It proves a fork only if the author signed it.
+                    let base = self.hash_at(store, author, seq - 1)?;
+                    let mut h = chain_next(&base, seq, &bytes);
+                    let mut commits = vec![serde_bytes::ByteBuf::from(bytes)];
+                    for s in seq + 1..=last {
+                        let b = next_commit(reader)?;
+                        h = chain_next(&h, s, &b);
+                        commits.push(serde_bytes::ByteBuf::from(b));
                     }
-                    // Another member's fork, relayed: skip that run only.
-                    for _ in seq..last {
-                        next_commit(reader)?;
+                    let Some(p) = stored_proof else {
+                        unreachable!("a relayed run carries its author's proof");
+                    };
+                    let key = key.expect("a held author's key is known");
+                    let msg = head_message(self.dataset, author, last, &h, p.digest.as_ref());
+                    if !key.verify(&msg, &p.sig) {
+                        return Err(IngestError::BadSignature { member: author });
+                    }
+                    let theirs = Branch {
+                        commits,
+                        digest: p.digest,
+                        sig: p.sig,
+                    };
+                    match self.fork_evidence(store, author, seq - 1, base, theirs)? {
+                        Some(ev) => forks.push(ev),
+                        None => st::<S, _>(store.freeze(author, seq))?,
                     }
                     report.forks.push((author, seq));
                     return Ok(RunOutcome::Forked);
@@ -529,6 +941,122 @@ impl Engine {
         Ok(RunOutcome::Stored)
     }
 
+    /// Assembles evidence that `author` forked after commit `base`: `theirs` is the branch
+    /// just received (checked), the other is the one held here, from its bodies and the
+    /// author's proof at its end. `None` when this node no longer holds what the evidence
+    /// needs (bodies compacted away, or its own history).
+    fn fork_evidence<S: Storage>(
+        &self,
+        store: &S,
+        author: MemberId,
+        base: u64,
+        base_hash: Hash,
+        theirs: Branch,
+    ) -> Res<Option<ForkEvidence>, S> {
+        if author == self.me {
+            return Ok(None);
+        }
+        let have = st::<S, _>(store.chain(author))?.map_or(0, |c| c.seq);
+        let Some(proof) = st::<S, _>(store.proof(author, have))? else {
+            return Ok(None);
+        };
+        let mut commits = Vec::new();
+        let mut size = theirs.commits.iter().map(|c| c.len()).sum::<usize>();
+        for seq in base + 1..=have {
+            match st::<S, _>(store.commit(author, seq))? {
+                Some(c) if !c.bytes.is_empty() => {
+                    size += c.bytes.len();
+                    commits.push(serde_bytes::ByteBuf::from(c.bytes));
+                }
+                _ => return Ok(None),
+            }
+        }
+        if size > crate::fork::MAX_EVIDENCE {
+            return Ok(None);
+        }
+        let evidence = ForkEvidence {
+            author,
+            base,
+            base_hash,
+            a: Branch {
+                commits,
+                digest: proof.digest,
+                sig: proof.sig,
+            },
+            b: theirs,
+        };
+        Ok(Some(evidence))
+    }
+
+    /// Records verified fork evidence: freezes the author here and writes the evidence into
+    /// `_forks/AUTHOR` as this node's own commit, so it travels to every member, each of
+    /// which checks it and freezes the author too. Evidence that does not verify changes
+    /// nothing (returns `Ok(false)`).
+    pub fn record_fork<S: Storage>(
+        &self,
+        store: &mut S,
+        evidence: &ForkEvidence,
+        now_ms: u64,
+    ) -> Res<bool, S> {
+        let Some(member) = st::<S, _>(store.member(evidence.author))? else {
+            return Ok(false);
+        };
+        let Ok(seq) = evidence.verify(self.dataset, &member.key) else {
+            return Ok(false);
+        };
+        if st::<S, _>(store.frozen(evidence.author))?.is_some() {
+            return Ok(true);
+        }
+        st::<S, _>(store.freeze(evidence.author, seq))?;
+        let id = evidence.author.0.to_string();
+        let already = st::<S, _>(store.record(FORKS, &id))?.is_some_and(|r| r.is_live());
+        if !already {
+            self.commit_local(
+                store,
+                vec![Change::Record {
+                    collection: FORKS.into(),
+                    id,
+                    ops: vec![Op::Set(
+                        FORK_FIELD.into(),
+                        Value::Bytes(evidence.to_bytes()),
+                    )],
+                }],
+                now_ms,
+            )?;
+        }
+        Ok(true)
+    }
+
+    /// Freezes `author` if `_forks/AUTHOR` holds evidence that verifies under its key (known
+    /// here). Called when such a record is written and when the author's join arrives.
+    fn honour_fork_record<S: Storage>(&self, store: &mut S, author: MemberId) -> Res<(), S> {
+        if st::<S, _>(store.frozen(author))?.is_some() {
+            return Ok(());
+        }
+        let Some(member) = st::<S, _>(store.member(author))? else {
+            return Ok(());
+        };
+        let Some(rec) = st::<S, _>(store.record(FORKS, &author.0.to_string()))? else {
+            return Ok(());
+        };
+        let Some(siblings) = rec.fields.get(FORK_FIELD) else {
+            return Ok(());
+        };
+        for sib in siblings {
+            if let ferry_model::record::Entry::Value(Value::Bytes(b)) = &sib.entry {
+                if let Some(ev) = ForkEvidence::from_bytes(b) {
+                    if ev.author == author {
+                        if let Ok(seq) = ev.verify(self.dataset, &member.key) {
+                            st::<S, _>(store.freeze(author, seq))?;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks an author's first commit (genesis or join) and records the member's key.
     fn admit<S: Storage>(&self, store: &mut S, commit: &Commit) -> Res<PublicKey, S> {
         let key = self.first_commit_key(commit)?;
@@ -544,11 +1072,15 @@ impl Engine {
                 });
             }
             Some(_) => {}
-            None => st::<S, _>(store.put_member(&MemberInfo {
-                member: commit.author,
-                key,
-                label,
-            }))?,
+            None => {
+                st::<S, _>(store.put_member(&MemberInfo {
+                    member: commit.author,
+                    key,
+                    label,
+                }))?;
+                // Evidence that arrived before the member's join can be checked now.
+                self.honour_fork_record(store, commit.author)?;
+            }
         }
         Ok(key)
     }
@@ -598,6 +1130,11 @@ impl Engine {
                     rec.apply(stamp, &ctx, op);
                 }
                 st::<S, _>(store.put_record(collection, id, &rec))?;
+                if collection == FORKS {
+                    if let Ok(n) = id.parse::<u32>() {
+                        self.honour_fork_record(store, MemberId(n))?;
+                    }
+                }
             }
         }
         st::<S, _>(store.set_applied(commit.author, commit.seq))?;
@@ -613,6 +1150,14 @@ impl Engine {
     /// stashed run whose prerequisites have arrived, until nothing more can be done.
     pub fn settle<S: Storage>(&self, store: &mut S, now_ms: u64) -> Res<SettleReport, S> {
         let mut report = SettleReport::default();
+        for run in st::<S, _>(store.expire_stash(now_ms.saturating_sub(STASH_MAX_AGE_MS)))? {
+            report.dropped.push((
+                run.author,
+                run.first,
+                run.last,
+                "they waited 30 days for the changes before them".into(),
+            ));
+        }
         loop {
             let mut progress = false;
             for (author, _) in st::<S, _>(store.stashed())? {
@@ -663,6 +1208,18 @@ impl Engine {
         report: &mut SettleReport,
     ) -> Res<bool, S> {
         let mut moved = false;
+        if let Some(seq) = st::<S, _>(store.frozen(author))? {
+            for run in st::<S, _>(store.stashed_runs(author))? {
+                st::<S, _>(store.drop_stashed(run.id))?;
+                report.dropped.push((
+                    author,
+                    run.first,
+                    run.last,
+                    format!("member {author} is frozen (its history forked at commit {seq})"),
+                ));
+            }
+            return Ok(false);
+        }
         loop {
             let have = st::<S, _>(store.chain(author))?.map_or(0, |c| c.seq);
             let mut candidates = Vec::new();
@@ -829,6 +1386,15 @@ impl Engine {
         first: &[u8],
     ) -> Res<(), S> {
         if held >= seq || seq == 0 {
+            if seq > 0
+                && self
+                    .known_hash(store, author, seq)?
+                    .is_some_and(|h| h != hash)
+            {
+                return Err(IngestError::BadSnapshot(format!(
+                    "its history of member {author} up to commit {seq} differs from the one held here"
+                )));
+            }
             return Ok(());
         }
         if held == 0 {
@@ -1178,4 +1744,62 @@ impl Engine {
 /// Storage that lost something the engine itself stored is corrupt.
 fn missing<S: Storage>(what: String) -> S::Error {
     S::missing(what)
+}
+
+/// What a bundle may still add to the stash (bytes), and whether it may at all.
+struct StashBudget {
+    sender: u64,
+    total: u64,
+    allowed: bool,
+}
+
+/// What [`Engine::receive`] did with one bundle.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Received {
+    /// Authentic, ingested and settled.
+    Applied(Box<IngestReport>, SettleReport),
+    /// Not checkable yet; nothing was used (see [`Verdict::NotYet`]).
+    NotYet {
+        /// The claimed sender.
+        sender: MemberId,
+        /// What this node lacks.
+        missing: Missing,
+    },
+    /// Never checkable here; nothing was used (see [`Verdict::Obsolete`]).
+    Obsolete {
+        /// The claimed sender.
+        sender: MemberId,
+    },
+}
+
+/// Checks one record of an admin snapshot against the state it reflects: it may only state
+/// writes that history holds (every stamp within `state`) and that their authors were
+/// allowed to make ([`may_write`]).
+fn check_snapshot_record<E: std::error::Error + 'static>(
+    collection: &str,
+    id: &str,
+    rec: &RecordState,
+    state: &VersionVector,
+) -> Result<(), IngestError<E>> {
+    let bad = |what: &str| {
+        Err(IngestError::BadSnapshot(format!(
+            "record {collection}/{id} holds {what}"
+        )))
+    };
+    let stamps = rec
+        .fields
+        .values()
+        .flatten()
+        .map(|s| &s.stamp)
+        .chain(rec.tombstones.iter())
+        .chain(rec.firsts.values().map(|s| &s.stamp));
+    for stamp in stamps {
+        if !state.covers(stamp.dot) {
+            return bad("a write from after the state the snapshot reflects");
+        }
+        if !may_write(stamp.dot.author, collection, id) {
+            return bad("a write its author was not allowed to make");
+        }
+    }
+    Ok(())
 }

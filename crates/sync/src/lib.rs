@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod engine;
+pub mod fork;
 pub mod mem;
 mod membership;
 pub mod plan;
@@ -25,8 +26,12 @@ pub mod sim;
 pub mod simulation;
 mod storage;
 
-pub use engine::may_write;
-pub use engine::{Engine, ExportReport, IngestError, IngestReport, RunSummary, SettleReport};
+pub use engine::{
+    Accept, Authenticated, Engine, ExportReport, FORK_FIELD, FORKS, IngestError, IngestReport,
+    Missing, Received, RunSummary, STASH_MAX_AGE_MS, STASH_PER_SENDER, STASH_TOTAL, SettleReport,
+    Verdict, may_write,
+};
+pub use fork::ForkEvidence;
 pub use membership::Invitation;
 pub use plan::{Coverage, ExportRun};
 pub use storage::{MemberInfo, Proof, RecordVisitor, StashedRun, Storage, StoredCommit};

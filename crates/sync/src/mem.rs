@@ -29,6 +29,7 @@ pub struct MemStorage {
     peers: BTreeMap<MemberId, VersionVector>,
     clock: Hlc,
     compacted: VersionVector,
+    frozen: BTreeMap<MemberId, u64>,
 }
 
 impl Storage for MemStorage {
@@ -132,13 +133,22 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    fn stash_run(&mut self, author: MemberId, first: u64, last: u64) -> Result<u64, MemError> {
+    fn stash_run(
+        &mut self,
+        sender: MemberId,
+        author: MemberId,
+        first: u64,
+        last: u64,
+        at_ms: u64,
+    ) -> Result<u64, MemError> {
         self.next_stash += 1;
         let id = self.next_stash;
         self.stash_runs.insert(
             id,
             StashedRun {
                 id,
+                sender,
+                at_ms,
                 author,
                 first,
                 last,
@@ -146,6 +156,30 @@ impl Storage for MemStorage {
             },
         );
         Ok(id)
+    }
+
+    fn stash_bytes(&self, sender: Option<MemberId>) -> Result<u64, MemError> {
+        Ok(self
+            .stash_commits
+            .iter()
+            .filter(|((run, _), _)| {
+                sender.is_none_or(|s| self.stash_runs.get(run).is_some_and(|r| r.sender == s))
+            })
+            .map(|(_, b)| b.len() as u64)
+            .sum())
+    }
+
+    fn expire_stash(&mut self, before_ms: u64) -> Result<Vec<StashedRun>, MemError> {
+        let old: Vec<StashedRun> = self
+            .stash_runs
+            .values()
+            .filter(|r| r.at_ms < before_ms)
+            .cloned()
+            .collect();
+        for r in &old {
+            self.drop_stashed(r.id)?;
+        }
+        Ok(old)
     }
 
     fn stash_commit(&mut self, run: u64, seq: u64, bytes: &[u8]) -> Result<(), MemError> {
@@ -228,6 +262,15 @@ impl Storage for MemStorage {
 
     fn reset_applied(&mut self, vv: &VersionVector) -> Result<(), MemError> {
         self.applied = vv.clone();
+        Ok(())
+    }
+
+    fn frozen(&self, m: MemberId) -> Result<Option<u64>, MemError> {
+        Ok(self.frozen.get(&m).copied())
+    }
+
+    fn freeze(&mut self, m: MemberId, seq: u64) -> Result<(), MemError> {
+        self.frozen.entry(m).or_insert(seq);
         Ok(())
     }
 

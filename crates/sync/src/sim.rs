@@ -4,7 +4,7 @@
 //! with keys and salts drawn from a seeded generator, so a scenario replays exactly from
 //! its seed.
 
-use crate::engine::{Engine, IngestError, IngestReport};
+use crate::engine::{Accept, Engine, IngestError, IngestReport, Received};
 use crate::mem::{MemError, MemStorage};
 use crate::membership::Invitation;
 use crate::plan::{Coverage, needs_snapshot, plan_export};
@@ -84,10 +84,26 @@ pub struct SimNode {
     pub now_ms: u64,
     /// How its bundles are written (the simulation stores them uncompressed, for speed).
     pub options: WriteOptions,
+    /// What it accepts (plaintext or not).
+    pub accept: Accept,
+    /// Bundles it could not check yet, kept to be tried again after each bundle it applies
+    /// (as the node keeps them on the medium or in its waiting folder), oldest first.
+    pub waiting: Vec<Vec<u8>>,
 }
 
+/// Most bundles a [`SimNode`] keeps waiting (the oldest is dropped beyond).
+pub const SIM_WAITING: usize = 64;
+
 /// The sim's ingest result.
-pub type SimResult = Result<IngestReport, IngestError<MemError>>;
+pub type SimResult = Result<Received, IngestError<MemError>>;
+
+/// The report of a bundle that was applied; panics otherwise (for tests that expect it).
+pub fn applied(r: Received) -> IngestReport {
+    match r {
+        Received::Applied(report, _) => *report,
+        other => panic!("expected the bundle to be applied: {other:?}"),
+    }
+}
 
 impl SimNode {
     /// Creates a dataset with this node as admin.
@@ -109,6 +125,8 @@ impl SimNode {
             rng,
             now_ms,
             options: WriteOptions::default(),
+            accept: Accept::default(),
+            waiting: Vec::new(),
         };
         let genesis = Change::Genesis {
             name: dataset_name.to_string(),
@@ -160,6 +178,8 @@ impl SimNode {
             rng,
             now_ms,
             options: WriteOptions::default(),
+            accept: Accept::default(),
+            waiting: Vec::new(),
         };
         let proof = inv.join_proof(&node.secret.public());
         node.store
@@ -242,8 +262,12 @@ impl SimNode {
             .collect()
     }
 
-    /// A snapshot bundle, if some known peer lacks commits compacted away here.
+    /// A snapshot bundle, if this node is the admin (only the admin authors snapshots) and
+    /// some known peer lacks commits compacted away here.
     pub fn snapshot_if_needed(&mut self) -> Option<Vec<u8>> {
+        if self.me() != MemberId::ADMIN {
+            return None;
+        }
         let peers: Vec<_> = self
             .known_peers()
             .into_iter()
@@ -297,36 +321,79 @@ impl SimNode {
         bytes
     }
 
-    /// Ingests and settles one bundle, leaving the store as it is if that fails midway
-    /// (for callers that stop at the first error anyway; [`SimNode::ingest`] rolls back).
+    /// Authenticates, ingests and settles one bundle, leaving the store as it is if that
+    /// fails midway (for callers that stop at the first error anyway; [`SimNode::ingest`]
+    /// rolls back). Does not touch the waiting list.
     pub fn ingest_or_fail(&mut self, bytes: &[u8]) -> SimResult {
-        BundleReader::open(bytes)
-            .map_err(IngestError::from)
-            .and_then(|opener| {
-                self.engine
-                    .ingest(&mut self.store, opener, &self.key, self.now_ms)
-            })
-            .and_then(|report| {
-                self.engine.settle(&mut self.store, self.now_ms)?;
-                Ok(report)
-            })
+        self.engine.receive(
+            &mut self.store,
+            || BundleReader::open(bytes),
+            &self.key,
+            self.accept,
+            self.now_ms,
+        )
     }
 
-    /// Ingests and settles one bundle, all or nothing.
+    /// Receives one bundle, all or nothing: applied, refused (nothing kept), or not
+    /// checkable yet (nothing kept; the bytes wait in [`SimNode::waiting`]). After a bundle
+    /// is applied, the waiting ones are tried again until none makes progress.
     pub fn ingest(&mut self, bytes: &[u8]) -> SimResult {
+        let result = self.try_once(bytes);
+        match &result {
+            Ok(Received::NotYet { .. }) if !self.waiting.iter().any(|w| w == bytes) => {
+                if self.waiting.len() == SIM_WAITING {
+                    self.waiting.remove(0);
+                }
+                self.waiting.push(bytes.to_vec());
+            }
+            Ok(Received::Applied(..)) => self.retry_waiting(),
+            _ => {}
+        }
+        result
+    }
+
+    /// Tries the waiting bundles again until none can be applied.
+    pub fn retry_waiting(&mut self) {
+        loop {
+            let mut progress = false;
+            for bytes in std::mem::take(&mut self.waiting) {
+                match self.try_once(&bytes) {
+                    Ok(Received::NotYet { .. }) => self.waiting.push(bytes),
+                    Ok(Received::Applied(..)) => progress = true,
+                    _ => {}
+                }
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn try_once(&mut self, bytes: &[u8]) -> SimResult {
         let before = self.store.clone();
-        let result = BundleReader::open(bytes)
-            .map_err(IngestError::from)
-            .and_then(|opener| {
-                self.engine
-                    .ingest(&mut self.store, opener, &self.key, self.now_ms)
-            })
-            .and_then(|report| {
-                self.engine.settle(&mut self.store, self.now_ms)?;
-                Ok(report)
-            });
+        let result = self.ingest_or_fail(bytes);
         if result.is_err() {
             self.store = before;
+        }
+        // A refused second version of a member's history is recorded on its own, as the node
+        // does: the member is frozen and the evidence travels.
+        if let Err(IngestError::Fork {
+            author,
+            seq,
+            evidence,
+        }) = &result
+        {
+            match evidence {
+                Some(ev) => {
+                    let mut store = self.store.clone();
+                    if self.engine.record_fork(&mut store, ev, self.now_ms).is_ok() {
+                        self.store = store;
+                    }
+                }
+                None => {
+                    let _ = self.store.freeze(*author, *seq);
+                }
+            }
         }
         result
     }

@@ -14,8 +14,8 @@
 //!
 //! No processes, no sleeps, no I/O: the same seed always replays the same run.
 
-use crate::Storage;
 use crate::sim::{SimNode, SplitMix};
+use crate::{Received, Storage};
 use ferry_bundle::WriteOptions;
 use ferry_model::record::Entry;
 use ferry_model::{Dot, MemberId, Op, Rule, Value, VersionVector};
@@ -44,6 +44,8 @@ pub struct Outcome {
     pub pending: u64,
     /// Snapshots installed (by members that joined after others compacted).
     pub snapshots: u64,
+    /// Deliveries that could not be checked yet and waited for an earlier bundle.
+    pub waited: u64,
 }
 
 /// One logged write: what it did and what its author had seen.
@@ -73,6 +75,7 @@ struct World {
     stashed: u64,
     pending: u64,
     snapshots: u64,
+    waited: u64,
     seed: u64,
 }
 
@@ -216,16 +219,22 @@ impl World {
         let seed = self.seed;
         let node = self.node(f.to);
         node.now_ms = now;
-        let r = node.ingest_or_fail(&f.bytes).map_err(|e| {
+        let r = node.ingest(&f.bytes).map_err(|e| {
             format!(
                 "seed {seed}: a genuine bundle was refused by member {}: {e}",
                 f.to + 1
             )
         })?;
         self.deliveries += 1;
-        self.stashed += r.stashed;
-        self.pending += r.new - r.applied;
-        self.snapshots += r.snapshot as u64;
+        match r {
+            Received::Applied(r, _) => {
+                self.stashed += r.stashed;
+                self.pending += r.new - r.applied;
+                self.snapshots += r.snapshot as u64;
+            }
+            Received::NotYet { .. } => self.waited += 1,
+            Received::Obsolete { .. } => {}
+        }
         Ok(())
     }
 
@@ -338,7 +347,7 @@ impl World {
         let seed = self.seed;
         let node = self.node(to);
         node.now_ms = now;
-        node.ingest_or_fail(bytes)
+        node.ingest(bytes)
             .map_err(|e| format!("seed {seed}: final exchange refused: {e}"))?;
         Ok(())
     }
@@ -371,6 +380,13 @@ impl World {
             }
             if n.store.stored().map_err(|e| e.to_string())? != stored {
                 return Err(format!("seed {seed}: member {} holds other commits", i + 1));
+            }
+            if !n.waiting.is_empty() {
+                return Err(format!(
+                    "seed {seed}: member {} still has {} bundles it could not check",
+                    i + 1,
+                    n.waiting.len()
+                ));
             }
             if !n.store.stashed().map_err(|e| e.to_string())?.is_empty() {
                 return Err(format!(
@@ -435,6 +451,7 @@ impl World {
             stashed: self.stashed,
             pending: self.pending,
             snapshots: self.snapshots,
+            waited: self.waited,
         })
     }
 }
@@ -473,6 +490,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         stashed: 0,
         pending: 0,
         snapshots: 0,
+        waited: 0,
         seed,
     };
     world.nodes[0] = Some(admin);

@@ -43,6 +43,10 @@ pub type RecordVisitor<'a, E> = dyn FnMut(&str, &str, &RecordState) -> Result<()
 pub struct StashedRun {
     /// Its id in the storage.
     pub id: u64,
+    /// The member whose (authenticated) bundle carried it: stash quotas are per sender.
+    pub sender: MemberId,
+    /// When it was kept (wall-clock milliseconds); it is dropped after 30 days.
+    pub at_ms: u64,
     /// The author.
     pub author: MemberId,
     /// First commit number.
@@ -123,9 +127,21 @@ pub trait Storage {
     ) -> Result<(), Self::Error>;
 
     /// Starts keeping a run that cannot be checked yet (its author's earlier commits or
-    /// membership are missing). Returns the run's id. Each run is kept, checked and dropped
-    /// as a unit, so a bogus copy can never hide a genuine one.
-    fn stash_run(&mut self, author: MemberId, first: u64, last: u64) -> Result<u64, Self::Error>;
+    /// membership are missing), carried by an authenticated bundle of `sender`, at wall time
+    /// `at_ms`. Returns the run's id. Each run is kept, checked and dropped as a unit, so a
+    /// bogus copy can never hide a genuine one.
+    fn stash_run(
+        &mut self,
+        sender: MemberId,
+        author: MemberId,
+        first: u64,
+        last: u64,
+        at_ms: u64,
+    ) -> Result<u64, Self::Error>;
+    /// Bytes of stashed commits carried by `sender`'s bundles, or by everyone's (`None`).
+    fn stash_bytes(&self, sender: Option<MemberId>) -> Result<u64, Self::Error>;
+    /// Forgets the stashed runs kept before `before_ms`, and returns them.
+    fn expire_stash(&mut self, before_ms: u64) -> Result<Vec<StashedRun>, Self::Error>;
     /// Keeps one commit of a stashed run.
     fn stash_commit(&mut self, run: u64, seq: u64, bytes: &[u8]) -> Result<(), Self::Error>;
     /// Sets the proof of a stashed run (at its last commit).
@@ -151,6 +167,11 @@ pub trait Storage {
     fn clear_records(&mut self) -> Result<(), Self::Error>;
     /// Sets what is applied for every author at once (installing a snapshot).
     fn reset_applied(&mut self, vv: &VersionVector) -> Result<(), Self::Error>;
+
+    /// Where `m`'s history forked, if it is frozen (nothing more of it is accepted).
+    fn frozen(&self, m: MemberId) -> Result<Option<u64>, Self::Error>;
+    /// Freezes `m`: its history forked at commit `seq` (checked evidence).
+    fn freeze(&mut self, m: MemberId, seq: u64) -> Result<(), Self::Error>;
 
     /// What `m` is known to hold.
     fn peer(&self, m: MemberId) -> Result<VersionVector, Self::Error>;

@@ -5,8 +5,8 @@ use ferry_bundle::{BundleReader, DatasetKey, Item, RunProof};
 use ferry_model::crypto::SecretKey;
 use ferry_model::{Change, MemberId, Op, Value};
 use ferry_sync::plan::Coverage;
-use ferry_sync::sim::{SimNode, SplitMix};
-use ferry_sync::{IngestError, Invitation, Storage};
+use ferry_sync::sim::{SimNode, SplitMix, applied};
+use ferry_sync::{IngestError, Invitation, Missing, Received, Storage};
 
 const T0: u64 = 1_763_000_000_000;
 
@@ -129,9 +129,9 @@ fn the_same_bundle_twice_is_counted_as_duplicates_and_changes_nothing() {
         T0 + 100,
     );
     let bundle = hq.bundle(&[]);
-    let first = a.ingest(&bundle).unwrap();
+    let first = applied(a.ingest(&bundle).unwrap());
     let listing = a.listing();
-    let again = a.ingest(&bundle).unwrap();
+    let again = applied(a.ingest(&bundle).unwrap());
     assert_eq!(first.new, 1);
     assert_eq!(
         (again.new, again.duplicates),
@@ -153,7 +153,7 @@ fn a_commit_whose_dependencies_are_missing_waits_then_applies() {
         first: 2,
         last: 2,
     }]);
-    let report = b.ingest(&only_a).unwrap();
+    let report = applied(b.ingest(&only_a).unwrap());
     assert_eq!(
         (report.new, report.applied),
         (1, 0),
@@ -167,7 +167,7 @@ fn a_commit_whose_dependencies_are_missing_waits_then_applies() {
 }
 
 #[test]
-fn commits_from_a_member_whose_join_has_not_arrived_are_stashed_until_it_does() {
+fn a_bundle_from_a_member_whose_join_has_not_arrived_waits_unused_until_it_does() {
     let mut hq = SimNode::create("clinics", "hq", 1, T0);
     let inv = hq.invite(MemberId(2), "clinic-a", T0 + 1);
     let mut a = SimNode::join(&inv, 2, T0 + 10);
@@ -178,17 +178,33 @@ fn commits_from_a_member_whose_join_has_not_arrived_are_stashed_until_it_does() 
         first: 2,
         last: 2,
     }]);
-    let report = hq.ingest(&late).unwrap();
-    assert_eq!((report.stashed, report.authenticated), (1, false));
+    // Its signature cannot be checked: nothing of it is kept, not even stashed.
+    let before = hq.store.clone();
+    assert_eq!(
+        hq.ingest(&late).unwrap(),
+        Received::NotYet {
+            sender: MemberId(2),
+            missing: Missing::Membership(MemberId(2))
+        }
+    );
     assert!(hq.listing().is_empty());
+    assert!(hq.store.stashed().unwrap().is_empty());
+    assert_eq!(hq.store.stored().unwrap(), before.stored().unwrap());
+    assert_eq!(hq.waiting.len(), 1, "the bytes wait to be tried again");
+    // A's whole history (its join and the commit) arrives by another way.
     let join = a.bundle_with(&[Coverage {
         author: MemberId(2),
         first: 1,
-        last: 1,
+        last: 2,
     }]);
     hq.ingest(&join).unwrap();
-    assert_eq!(hq.listing().len(), 1);
+    assert_eq!(
+        hq.listing().len(),
+        1,
+        "the waiting bundle applied after the join"
+    );
     assert!(hq.store.stashed().unwrap().is_empty());
+    assert!(hq.waiting.is_empty());
 }
 
 #[test]
@@ -350,14 +366,25 @@ fn a_device_restored_from_an_old_backup_that_writes_again_is_detected_as_a_fork(
     let err = hq.ingest(&restored.bundle(&[])).unwrap_err();
     assert!(
         matches!(
-            err,
+            &err,
             IngestError::Fork {
                 author: MemberId(2),
-                seq: 2
+                seq: 2,
+                evidence: Some(_),
             }
         ),
         "{err}"
     );
+    // HQ recorded the evidence: A is frozen, and nothing more of it is accepted.
+    assert_eq!(hq.store.frozen(MemberId(2)).unwrap(), Some(2));
+    a.write("visits", "v-2", vec![set("x", Value::Int(3))], T0 + 300);
+    assert!(matches!(
+        hq.ingest(&a.bundle(&[])),
+        Err(IngestError::Frozen {
+            member: MemberId(2),
+            seq: 2
+        })
+    ));
 }
 
 #[test]
@@ -461,7 +488,7 @@ fn gossip_and_absurd_receipts_cannot_stop_exports_to_honest_peers() {
     // HQ still sends B what B lacks, and does not panic planning for A.
     let out = hq.bundle(&[]);
     let mut b = b;
-    let r = b.ingest(&out).unwrap();
+    let r = applied(b.ingest(&out).unwrap());
     assert!(r.new > 0, "B still receives HQ's commits");
     assert!(
         b.listing()
@@ -472,16 +499,29 @@ fn gossip_and_absurd_receipts_cannot_stop_exports_to_honest_peers() {
 #[test]
 fn a_bogus_stashed_copy_cannot_hide_the_genuine_commits() {
     let (mut hq, mut a, _) = three();
-    for i in 0..6 {
+    let have = a.store.stored().unwrap().get(MemberId(1));
+    // HQ writes twice and exports, then four more times and exports again (the second
+    // bundle carries only what the first does not: both end up on the same stick).
+    let write = |hq: &mut SimNode, i: i64| {
         hq.write(
             "visits",
             &format!("v-{i}"),
             vec![set("n", Value::Int(i))],
             T0 + 100 + i as u64,
-        );
+        )
+    };
+    for i in 0..2 {
+        write(&mut hq, i);
+    }
+    let earlier = hq.bundle_with(&[Coverage {
+        author: MemberId(1),
+        first: have + 1,
+        last: have + 2,
+    }]);
+    for i in 2..6 {
+        write(&mut hq, i);
     }
     let head = hq.store.stored().unwrap().get(MemberId(1));
-    let have = a.store.stored().unwrap().get(MemberId(1));
     assert!(head >= have + 4);
     // Someone with the dataset key makes a bundle claiming HQ's later commits, with garbage.
     let header = ferry_bundle::Header {
@@ -508,19 +548,23 @@ fn a_bogus_stashed_copy_cannot_hide_the_genuine_commits() {
     let (bogus, _) = w
         .finish(|_| ferry_model::crypto::Signature([0; 64]))
         .unwrap();
-    assert_eq!(a.ingest(&bogus).unwrap().stashed, 1);
-    // The genuine commits arrive later, the later part first.
+    // Member 9 is unknown: the bundle cannot be checked, so nothing of it is kept.
+    assert!(matches!(a.ingest(&bogus).unwrap(), Received::NotYet { .. }));
+    assert!(a.store.stashed().unwrap().is_empty());
+    // The genuine commits arrive later, the later part first: it waits, unused, until the
+    // earlier part makes it checkable.
     let later = hq.bundle_with(&[Coverage {
         author: MemberId(1),
         first: have + 3,
         last: head,
     }]);
-    let earlier = hq.bundle_with(&[Coverage {
-        author: MemberId(1),
-        first: have + 1,
-        last: have + 2,
-    }]);
-    a.ingest(&later).unwrap();
+    assert!(matches!(
+        a.ingest(&later).unwrap(),
+        Received::NotYet {
+            missing: Missing::Commits { .. },
+            ..
+        }
+    ));
     a.ingest(&earlier).unwrap();
     assert_eq!(a.store.stored().unwrap().get(MemberId(1)), head);
     assert!(
@@ -543,11 +587,24 @@ fn a_relayed_fork_skips_only_that_members_run() {
     // HQ relays A's genuine commit 2 together with its own new work.
     hq.write("visits", "v-9", vec![set("y", Value::Int(9))], T0 + 300);
     let relay = hq.bundle(&[]);
-    let r = b.ingest(&relay).unwrap();
+    let r = applied(b.ingest(&relay).unwrap());
     assert_eq!(r.forks, vec![(MemberId(2), 2)]);
     assert!(
         b.listing()
             .contains_key(&("visits".to_string(), "v-9".to_string()))
+    );
+    // Both versions were signed by A: B froze A and wrote the evidence, which travels.
+    assert_eq!(b.store.frozen(MemberId(2)).unwrap(), Some(2));
+    assert!(
+        b.store
+            .records
+            .contains_key(&("_forks".to_string(), "2".to_string()))
+    );
+    hq.ingest(&b.bundle(&[])).unwrap();
+    assert_eq!(
+        hq.store.frozen(MemberId(2)).unwrap(),
+        Some(2),
+        "HQ checked the evidence B sent and froze A too"
     );
 }
 

@@ -67,7 +67,7 @@ fn fixed_overhead_and_one_incremental_reference_record_fit_the_budget() {
         one.len()
     );
     // And it really is what HQ needs.
-    let report = hq.ingest(&one).unwrap();
+    let report = ferry_sync::sim::applied(hq.ingest(&one).unwrap());
     assert_eq!(
         report.runs,
         vec![Coverage {
