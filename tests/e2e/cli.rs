@@ -1,6 +1,6 @@
 //! The command-line contract: the exact forms other issues and users rely on.
 
-use crate::util::{Laptop, ferry_bin, files, s};
+use crate::util::{Laptop, ferry_bin, files, invite_code, s};
 use std::process::Command;
 
 fn node(base: &std::path::Path) -> Laptop {
@@ -112,7 +112,8 @@ fn init_invite_and_home_selection_behave_as_documented() {
     assert!(err.contains("already holds a ferry node"), "{err}");
     let inv = base.path().join("a.invite");
     let out = l.ok(&["invite", "--out", s(&inv), "--label", "clinic-a"]);
-    assert!(out.contains("Carry it like a key"), "{out}");
+    assert!(out.contains("opens only with this code"), "{out}");
+    let code = invite_code(&out).expect("a `code:` line");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&inv).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -128,9 +129,17 @@ fn init_invite_and_home_selection_behave_as_documented() {
             .unwrap()
     };
     assert!(
-        run_a(&["init", "--name", "clinic-a", "--join", s(&inv)])
-            .status
-            .success()
+        run_a(&[
+            "init",
+            "--name",
+            "clinic-a",
+            "--join",
+            s(&inv),
+            "--code",
+            &code
+        ])
+        .status
+        .success()
     );
     let out = run_a(&["invite", "--out", s(&base.path().join("b.invite"))]);
     assert_eq!(out.status.code(), Some(1));

@@ -213,9 +213,9 @@ fn compaction_shrinks_the_store_and_a_member_invited_later_still_gets_everything
         l.ok(&["compact"]);
     }
     let inv = base.join("c.invite");
-    hq.ok(&["invite", "--out", s(&inv), "--label", "clinic-c"]);
+    let code = hq.invite(&inv, "clinic-c");
     let c = Laptop::new(base, "c");
-    c.ok(&["init", "--name", "clinic-c", "--join", s(&inv)]);
+    c.join("clinic-c", &inv, code.as_deref());
     exchange(&[&hq, &c, &a, &b, &c], &stick);
     let all = hq.list("visits");
     assert_eq!(c.list("visits"), all);

@@ -5,7 +5,7 @@
 #[allow(unused_imports)]
 mod mail;
 
-use crate::util::{Laptop, s};
+use crate::util::Laptop;
 use std::time::{Duration, Instant};
 
 fn configure(l: &Laptop, servers: &mail::MailServers, user: &str) {
@@ -84,10 +84,10 @@ fn three_laptops_with_their_own_mailboxes_converge_by_email_alone() {
     hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
     hq.ok(&["contact", "set", "--email", "hq@example.test"]);
     let (inv_a, inv_b) = (base.join("a.invite"), base.join("b.invite"));
-    hq.ok(&["invite", "--out", s(&inv_a), "--label", "clinic-a"]);
-    hq.ok(&["invite", "--out", s(&inv_b), "--label", "clinic-b"]);
-    a.ok(&["init", "--name", "clinic-a", "--join", s(&inv_a)]);
-    b.ok(&["init", "--name", "clinic-b", "--join", s(&inv_b)]);
+    let code_a = hq.invite(&inv_a, "clinic-a");
+    let code_b = hq.invite(&inv_b, "clinic-b");
+    a.join("clinic-a", &inv_a, code_a.as_deref());
+    b.join("clinic-b", &inv_b, code_b.as_deref());
     a.ok(&["contact", "set", "--email", "a@example.test"]);
     b.ok(&["contact", "set", "--email", "b@example.test"]);
     hq.ok(&["put", "visits", "v-hq", "village=Kisumu"]);

@@ -2,12 +2,16 @@
 //!
 //! These are the foundation issue's "done means" checks, run exactly as a user would.
 
+mod forge;
 mod util;
 
+mod attacks;
 mod cli;
 mod conflicts;
 mod crash;
 mod email;
+mod invitations;
+mod medium;
 mod rejects;
 mod serial;
 mod sms;

@@ -1,13 +1,13 @@
 //! Bad bundles are refused with a clear error, quarantined, and change nothing; good
 //! bundles in the same import still apply.
 
-use crate::util::{Laptop, files, s, three};
+use crate::util::{Laptop, files, s, three, three_with_codes};
 
 #[test]
 fn damaged_foreign_and_non_member_bundles_are_refused_and_quarantined_while_good_ones_apply() {
     let base = tempfile::tempdir().unwrap();
     let base = base.path();
-    let (hq, a, b) = three(base);
+    let (hq, a, b, [_, code_b]) = three_with_codes(base);
     let r0 = base.join("r0");
     std::fs::create_dir(&r0).unwrap();
     hq.ok(&["export", s(&r0)]);
@@ -48,13 +48,7 @@ fn damaged_foreign_and_non_member_bundles_are_refused_and_quarantined_while_good
 
     // A second device that reuses clinic B's invitation: not the member HQ knows as B.
     let impostor = Laptop::new(base, "impostor");
-    impostor.ok(&[
-        "init",
-        "--name",
-        "clinic-b",
-        "--join",
-        s(&base.join("b.invite")),
-    ]);
+    impostor.join("clinic-b", &base.join("b.invite"), code_b.as_deref());
     impostor.ok(&["put", "visits", "v-1", "village=Forged"]);
     let imp_dir = base.join("imp");
     std::fs::create_dir(&imp_dir).unwrap();

@@ -24,8 +24,8 @@ fn pair(base: &Path, hq_records: usize) -> (Laptop, Laptop) {
     let (hq, clinic) = (Laptop::new(base, "hq"), Laptop::new(base, "clinic"));
     hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
     let inv = base.join("clinic.invite");
-    hq.ok(&["invite", "--out", s(&inv), "--label", "clinic-a"]);
-    clinic.ok(&["init", "--name", "clinic-a", "--join", s(&inv)]);
+    let code = hq.invite(&inv, "clinic-a");
+    clinic.join("clinic-a", &inv, code.as_deref());
     hq.ok(&[
         "put",
         "visits",
@@ -354,25 +354,30 @@ fn two_homes_sync_over_two_direwolf_tncs_at_afsk_1200() {
     );
 }
 
-/// One station sends `--plaintext` and the other does not: they still converge (both kinds
-/// of bundle are read), and each says that the two ends differ.
+/// One station sends `--plaintext` and the other does not.
 #[test]
-fn a_plaintext_station_and_an_encrypting_one_converge_and_both_are_told() {
+fn an_encrypting_station_refuses_a_plaintext_one_and_says_how_to_fix_it() {
+    // Plaintext bundles need no key to write, so a station accepts them only when its own
+    // user said --plaintext (issue 10): the encrypting end refuses, names the fix, and takes
+    // nothing from the other end.
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
     let (hq, clinic) = pair(base, 0);
+    let before = clinic.list("visits");
     let link = SimLink::new(base, SimConfig::clean(9600));
-    let args = ["--baud", "9600", "--timeout", "30"];
+    let args = ["--baud", "9600", "--timeout", "10"];
     let mut plain = args.to_vec();
     plain.push("--plaintext");
-    let (a, b) = sync_both((&hq, &clinic), &link, &plain, &args);
-    assert_converged(&hq, &clinic);
+    let a = start(&hq, link.a(), &plain);
+    let b = start(&clinic, link.b(), &args);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let b_err = String::from_utf8_lossy(&b.stderr).to_string();
+    assert_eq!(b.status.code(), Some(1), "{b_err}");
+    assert_eq!(b_err.lines().count(), 1, "one line: {b_err}");
     assert!(
-        a.contains("NOTE     clinic-a sent encrypted bundles while this station sent plaintext"),
-        "{a}"
+        b_err.contains("plaintext") && b_err.contains("--plaintext"),
+        "{b_err}"
     );
-    assert!(
-        b.contains("NOTE     hq sent signed but NOT encrypted (--plaintext) bundles"),
-        "{b}"
-    );
+    assert_eq!(clinic.list("visits"), before, "nothing of HQ's was applied");
+    assert!(!a.status.success(), "HQ's exchange did not complete");
 }

@@ -6,7 +6,7 @@
 #[allow(unused_imports)]
 mod net;
 
-use crate::util::{Laptop, s};
+use crate::util::Laptop;
 use ferry_transport_sms::Phone;
 use net::{Fate, KANNEL_PASS, KANNEL_USER, Kannel, Network, free_port};
 use std::process::Child;
@@ -106,8 +106,8 @@ fn two_laptops_converge_by_sms_alone_through_a_lossy_network() {
     hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
     hq.ok(&["contact", "set", "--phone", "+15550001"]);
     let inv = base.join("a.invite");
-    hq.ok(&["invite", "--out", s(&inv), "--label", "clinic-a"]);
-    a.ok(&["init", "--name", "clinic-a", "--join", s(&inv)]);
+    let code = hq.invite(&inv, "clinic-a");
+    a.join("clinic-a", &inv, code.as_deref());
     a.ok(&["contact", "set", "--phone", "+15550002"]);
     let _hq_listener = listen(&hq, hq_port);
     let _a_listener = listen(&a, a_port);

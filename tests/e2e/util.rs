@@ -67,6 +67,12 @@ impl Laptop {
 
 /// HQ with a new dataset and two clinics that joined with invitations.
 pub fn three(base: &Path) -> (Laptop, Laptop, Laptop) {
+    let (hq, a, b, _) = three_with_codes(base);
+    (hq, a, b)
+}
+
+/// [`three`], and the one-time codes of the invitations `a.invite` and `b.invite`.
+pub fn three_with_codes(base: &Path) -> (Laptop, Laptop, Laptop, [Option<String>; 2]) {
     let hq = Laptop::new(base, "hq");
     hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
     let inv_a = base.join("a.invite");
@@ -77,7 +83,7 @@ pub fn three(base: &Path) -> (Laptop, Laptop, Laptop) {
     a.join("clinic-a", &inv_a, code_a.as_deref());
     let b = Laptop::new(base, "b");
     b.join("clinic-b", &inv_b, code_b.as_deref());
-    (hq, a, b)
+    (hq, a, b, [code_a, code_b])
 }
 
 /// The one-time code in `ferry invite`'s output (a line `code: CODE`), if it prints one.

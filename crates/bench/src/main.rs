@@ -17,7 +17,7 @@ mod report;
 mod workload;
 
 use anyhow::{Context, Result, bail};
-use ferry_node::{Home, NoProgress, Node};
+use ferry_node::{Home, InvitationFile, NoProgress, Node};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -285,8 +285,13 @@ fn measure(n: u64, memory: bool) -> Result<SizeResult> {
     let a_home = Home::at(base.join("a"));
     let mut hq = Node::create(&hq_home, "hq", "bench")?;
     let inv = base.join("a.invite");
-    hq.invite(&inv, Some("clinic-a"))?;
-    let mut a = Node::join(&a_home, "clinic-a", &inv)?;
+    let code = hq.invite(&inv, Some("clinic-a"))?.code;
+    let mut a = Node::join(
+        &a_home,
+        "clinic-a",
+        &InvitationFile::read(&inv)?,
+        Some(&code),
+    )?;
     let join = base.join("join");
     std::fs::create_dir(&join)?;
     a.export(&join, &NoProgress)?;

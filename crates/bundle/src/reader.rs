@@ -274,6 +274,12 @@ impl<R: Read> BundleReader<R> {
                 match postcard::take_from_bytes::<Item>(&self.buf[self.pos..]) {
                     Ok((item, rest)) => {
                         self.pos = self.buf.len() - rest.len();
+                        if self.pos == self.buf.len() && self.buf.capacity() > 4 * 1024 * 1024 {
+                            // A large item was read whole and nothing follows in the buffer:
+                            // give its memory back now, not at the next refill.
+                            self.buf = Vec::new();
+                            self.pos = 0;
+                        }
                         self.check_order(&item)?;
                         return Ok(Some(item));
                     }

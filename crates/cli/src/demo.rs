@@ -5,7 +5,7 @@
 use crate::output::out;
 use anyhow::{Result, ensure};
 use ferry_model::Value;
-use ferry_node::{FileResult, Home, NoProgress, Node, SyncReport};
+use ferry_node::{FileResult, Home, InvitationFile, NoProgress, Node, SyncReport};
 use std::path::{Path, PathBuf};
 
 fn visit(patient: &str, village: &str, weight: f64, diagnosis: &str) -> Vec<(String, Value)> {
@@ -116,24 +116,37 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
     };
     let inv_a = base.join("clinic-a.invite");
     let inv_b = base.join("clinic-b.invite");
-    hq.node.invite(&inv_a, Some("clinic-a"))?;
-    hq.node.invite(&inv_b, Some("clinic-b"))?;
+    let code_a = hq.node.invite(&inv_a, Some("clinic-a"))?.code;
+    let code_b = hq.node.invite(&inv_b, Some("clinic-b"))?.code;
     out(format_args!(
-        "  hq        wrote clinic-a.invite and clinic-b.invite (mode 0600: carry them like keys)"
+        "  hq        wrote clinic-a.invite and clinic-b.invite, each locked with a one-time code"
+    ))?;
+    out(format_args!(
+        "  hq        reads the codes out: clinic-a {code_a}, clinic-b {code_b} (never on the stick)"
     ))?;
     let mut a = Laptop {
         name: "clinic-a",
-        node: Node::join(&Home::at(base.join("clinic-a")), "clinic-a", &inv_a)?,
+        node: Node::join(
+            &Home::at(base.join("clinic-a")),
+            "clinic-a",
+            &InvitationFile::read(&inv_a)?,
+            Some(&code_a),
+        )?,
     };
     let mut b = Laptop {
         name: "clinic-b",
-        node: Node::join(&Home::at(base.join("clinic-b")), "clinic-b", &inv_b)?,
+        node: Node::join(
+            &Home::at(base.join("clinic-b")),
+            "clinic-b",
+            &InvitationFile::read(&inv_b)?,
+            Some(&code_b),
+        )?,
     };
     out(format_args!(
-        "  clinic-a  joined with its invitation, offline"
+        "  clinic-a  joined with its invitation and code, offline"
     ))?;
     out(format_args!(
-        "  clinic-b  joined with its invitation, offline"
+        "  clinic-b  joined with its invitation and code, offline"
     ))?;
 
     step("2. Each laptop records patient visits, offline")?;

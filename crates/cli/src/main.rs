@@ -12,7 +12,7 @@ mod output;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use ferry_model::{Rule, Value};
-use ferry_node::{Home, Node, json};
+use ferry_node::{Home, InvitationFile, Node, json};
 use output::{Bar, out};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -548,6 +548,15 @@ struct InitArgs {
     name: String,
     #[command(flatten)]
     mode: Mode,
+    /// With --join: the invitation's one-time code, XXXX-XXXX-XXXX, that `ferry invite`
+    /// showed the admin [asked for when not given and a terminal is attached]
+    #[arg(
+        long,
+        value_name = "CODE",
+        env = "FERRY_INVITE_CODE",
+        hide_env_values = true
+    )]
+    code: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -558,7 +567,7 @@ fn main() -> ExitCode {
             if output::is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("ferry: error: {}", one_line(&e));
+            eprintln!("ferry: error: {}", output::shown_sentence(&one_line(&e)));
             ExitCode::FAILURE
         }
     }
@@ -581,6 +590,18 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
+/// Asks for an invitation's one-time code on the terminal (one prompt line on stderr).
+fn ask_code() -> Result<String> {
+    use std::io::Write as _;
+    eprint!("Invitation code (XXXX-XXXX-XXXX, from the admin): ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the invitation code from the terminal")?;
+    Ok(line)
+}
+
 fn open(home: &Option<PathBuf>) -> Result<Node> {
     let home = Home::resolve(home.clone())?;
     Ok(Node::open(&home)?)
@@ -599,7 +620,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let home = Home::resolve(cli.home)?;
             let node = match (&args.mode.create, &args.mode.join) {
                 (Some(dataset), None) => Node::create(&home, &args.name, dataset)?,
-                (None, Some(invite)) => Node::join(&home, &args.name, invite)?,
+                (None, Some(path)) => {
+                    let invite = InvitationFile::read(path)?;
+                    let mut code = args.code;
+                    if !invite.needs_code() {
+                        eprintln!(
+                            "NOTE: {} was written by an earlier ferry and is not protected by a code: whoever holds a copy of it can join; delete it",
+                            path.display()
+                        );
+                    } else if code.is_none() && std::io::stdin().is_terminal() {
+                        code = Some(ask_code()?);
+                    }
+                    Node::join(&home, &args.name, &invite, code.as_deref())?
+                }
                 _ => unreachable!("clap requires exactly one of --create and --join"),
             };
             let id = node.identity();
@@ -632,8 +665,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 r.member,
                 r.path.display()
             ))?;
+            out(format_args!("code: {}", r.code))?;
             out(format_args!(
-                "Carry it like a key: anyone who holds it can join and read the dataset. On the new laptop run: ferry init --name {} --join {}",
+                "The file opens only with this code: give the code to the new laptop's user yourself (say it, or write it on paper), never on the same stick. On the new laptop run: ferry init --name {} --join {} (it asks for the code)",
                 r.label,
                 r.path.display()
             ))?;
@@ -695,12 +729,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     } else {
                         ""
                     };
-                    out(format_args!("{f}: {}{mark}", output::shown(&shown)))?;
+                    out(format_args!(
+                        "{}: {}{mark}",
+                        output::shown(f),
+                        output::field_value(&shown)
+                    ))?;
                     if conflicts && rec.values(f).len() > 1 {
                         for (stamp, v) in rec.values(f) {
                             out(format_args!(
-                                "    {v}  by {} at {}",
-                                node_label(&mut node, stamp.dot.author),
+                                "    {}  by {} at {}",
+                                output::value(v),
+                                output::shown(&node_label(&mut node, stamp.dot.author)),
                                 ferry_node::time::format_utc(stamp.hlc.ms())
                             ))?;
                         }
@@ -727,9 +766,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let fields: Vec<String> = r
                         .shown_with(|f| rules.of(&collection, f))
                         .into_iter()
-                        .map(|(f, v)| format!("{f}={}", output::shown(&v)))
+                        .map(|(f, v)| format!("{}={}", output::shown(f), output::field_value(&v)))
                         .collect();
-                    lines.push(format!("{id}  {}", fields.join("  ")));
+                    lines.push(format!("{}  {}", output::shown(id), fields.join("  ")));
                     Ok(())
                 })?;
                 for l in lines {
@@ -808,9 +847,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             out(format_args!(
                                 "#{:<3} {:<16} {:<30} {}",
                                 m.0,
-                                labels.get(m).cloned().unwrap_or_default(),
-                                c.email.as_deref().unwrap_or("-"),
-                                c.phone.as_deref().unwrap_or("-")
+                                output::shown(labels.get(m).map_or("", String::as_str)),
+                                output::shown(c.email.as_deref().unwrap_or("-")),
+                                output::shown(c.phone.as_deref().unwrap_or("-"))
                             ))?;
                         }
                     }
@@ -845,7 +884,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         ))?;
                     } else {
                         for (c, f, r) in rules {
-                            out(format_args!("{c}.{f}  {r}"))?;
+                            out(format_args!(
+                                "{}.{}  {r}",
+                                output::shown(&c),
+                                output::shown(&f)
+                            ))?;
                         }
                     }
                 }
@@ -1011,7 +1054,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ));
                 },
                 |line| {
-                    let _ = out(format_args!("{line}"));
+                    let _ = out(format_args!("{}", output::shown_sentence(&line)));
                 },
                 &Bar::new(),
             )?;
@@ -1037,7 +1080,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(r) => {
                         let _ = output::print_serial(r);
                     }
-                    Err(e) => eprintln!("ferry: {e}; waiting for the next call"),
+                    Err(e) => eprintln!(
+                        "ferry: {}; waiting for the next call",
+                        output::shown_sentence(&e.to_string())
+                    ),
                 }
             })?;
         }
@@ -1088,12 +1134,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for v in &c {
                     out(format_args!(
                         "{}/{} {}: shown {} — edited at the same time:",
-                        v.collection, v.id, v.field, v.winner
+                        output::shown(&v.collection),
+                        output::shown(&v.id),
+                        output::shown(&v.field),
+                        output::value(&v.winner)
                     ))?;
                     for val in &v.values {
                         out(format_args!(
                             "    {}  by {} at {}",
-                            val.value, val.author, val.at
+                            output::value(&val.value),
+                            output::shown(&val.author),
+                            output::shown(&val.at)
                         ))?;
                     }
                 }
@@ -1136,7 +1187,7 @@ pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
 /// Prints what is risky in the email settings, one `ferry: warning:` line each.
 fn warn_email(node: &Node, args: &EmailArgs) -> Result<()> {
     for w in node.email_warnings(args.config())? {
-        eprintln!("ferry: warning: {w}");
+        eprintln!("ferry: warning: {}", output::shown_sentence(&w));
     }
     Ok(())
 }

@@ -3,9 +3,81 @@
 use anyhow::Result;
 use ferry_node::{ExportOutcome, FileResult, ImportReport, Progress, Status, VerifyReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Write;
+use std::path::Path;
+
+/// Most characters of one outside string shown on a line (an id, a name, a value, a file
+/// name); longer ones are cut. `--json` output is never cut.
+pub const SHOWN_MAX: usize = 400;
+/// Most characters of a whole sentence from the node that embeds such strings (a reason, a
+/// warning, an error).
+pub const SENTENCE_MAX: usize = 1000;
+/// Most characters of a file path shown (a few levels of 255-character names fit).
+pub const PATH_MAX: usize = 1000;
+
+/// A string that did not come from this command line — an id, a collection or field name,
+/// a text value, a label, a file name from a stick, an address, a reason that embeds them —
+/// made safe for a terminal: every control character (C0, DEL, C1), the Unicode bidi
+/// controls and the line and paragraph separators become visible escapes (`\e`, `\r`,
+/// `\n`, `\t`, `\u{202e}`), so no input can move the cursor, recolour, rewrite a line or
+/// reverse text; and a string longer than [`SHOWN_MAX`] characters is cut, with its length.
+pub fn shown(s: &str) -> Cow<'_, str> {
+    shown_up_to(s, SHOWN_MAX)
+}
+
+/// [`shown`] for a file path (cut only beyond [`PATH_MAX`] characters).
+pub fn shown_path(p: &Path) -> String {
+    shown_up_to(&p.to_string_lossy(), PATH_MAX).into_owned()
+}
+
+/// [`shown`] for a whole sentence from the node: escaped, cut only beyond [`SENTENCE_MAX`].
+pub fn shown_sentence(s: &str) -> Cow<'_, str> {
+    shown_up_to(s, SENTENCE_MAX)
+}
+
+/// [`shown`] with the cut after `max` characters.
+pub fn shown_up_to(s: &str, max: usize) -> Cow<'_, str> {
+    let long = s.len() > max && s.chars().nth(max).is_some();
+    if !long && !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len().min(4 * max) + 32);
+    for c in s.chars().take(max) {
+        match c {
+            '\x1b' => out.push_str("\\e"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    if long {
+        let _ = write!(out, "… ({} characters in all)", s.chars().count());
+    }
+    Cow::Owned(out)
+}
+
+/// Whether a character must not reach a terminal raw: controls (C0, DEL, C1), bidi
+/// embeddings, overrides, isolates and marks, and the line and paragraph separators.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{061c}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
 
 /// Prints one line to stdout. A closed pipe (`ferry list | head`) ends the program quietly.
 pub fn out(line: fmt::Arguments<'_>) -> Result<()> {
@@ -54,7 +126,7 @@ impl Progress for Bar {
         if let Ok(style) = style {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_message(what.to_string());
+        bar.set_message(shown(what).into_owned());
         *self.bar.borrow_mut() = Some(bar);
     }
 
@@ -125,12 +197,30 @@ impl ferry_node::SerialProgress for SerialBar {
     }
 }
 
-/// A shown field for people: a value, or a set as `{a, b}`.
-pub fn shown(s: &ferry_model::Shown) -> String {
+/// A shown field for people: a value, or a set as `{a, b}`; escaped and cut like any
+/// outside string ([`shown`]).
+pub fn field_value(s: &ferry_model::Shown) -> String {
     match s {
-        ferry_model::Shown::Value(v) => v.to_string(),
-        ferry_model::Shown::Set(e) => format!("{{{}}}", e.join(", ")),
+        ferry_model::Shown::Value(v) => value(v),
+        ferry_model::Shown::Set(e) => format!(
+            "{{{}}}",
+            e.iter().map(|x| shown(x)).collect::<Vec<_>>().join(", ")
+        ),
     }
+}
+
+/// A value for people, escaped and cut ([`shown`]).
+pub fn value(v: &ferry_model::Value) -> String {
+    shown(&v.to_string()).into_owned()
+}
+
+/// Outside strings (addresses, numbers), each [`shown`], joined with commas.
+pub fn shown_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| shown(s))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn changes(n: u64) -> String {
@@ -153,7 +243,7 @@ pub fn size(n: u64) -> String {
 
 pub fn print_import(r: &ImportReport) -> Result<()> {
     for f in &r.files {
-        let name = f.path.display();
+        let name = shown_path(&f.path);
         match &f.result {
             FileResult::Applied {
                 sender,
@@ -176,12 +266,13 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
                     parts.push(format!("{waiting} waiting for earlier changes"));
                 }
                 out(format_args!(
-                    "applied  {name} ({}, from {sender}): {}",
+                    "applied  {name} ({}, from {}): {}",
                     size(f.bytes),
+                    shown(sender),
                     parts.join(", ")
                 ))?;
                 for w in warnings {
-                    out(format_args!("WARNING  {w}"))?;
+                    out(format_args!("WARNING  {}", shown_sentence(w)))?;
                 }
             }
             FileResult::AlreadyApplied => {
@@ -192,8 +283,9 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
                 quarantined,
             } => {
                 out(format_args!(
-                    "skipped  {name}: refused before ({reason}); the copy is in {}; you may delete the original",
-                    quarantined.display()
+                    "skipped  {name}: refused before ({}); the copy is in {}; you may delete the original",
+                    shown_sentence(reason),
+                    shown_path(quarantined)
                 ))?;
             }
             FileResult::Rejected {
@@ -202,26 +294,37 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
             } => {
                 let kept = quarantined
                     .as_ref()
-                    .map(|q| format!("; a copy is kept in {}", q.display()))
+                    .map(|q| format!("; a copy is kept in {}", shown_path(q)))
                     .unwrap_or_default();
-                out(format_args!("REFUSED  {name}: {reason}{kept}"))?;
+                out(format_args!(
+                    "REFUSED  {name}: {}{kept}",
+                    shown_sentence(reason)
+                ))?;
             }
             FileResult::Waiting { reason, kept } => {
                 let place = match kept {
-                    Some(k) => format!("it is kept in {}", k.display()),
+                    Some(k) => format!("it is kept in {}", shown_path(k)),
                     None => "it stays where it is".to_string(),
                 };
                 out(format_args!(
-                    "waiting  {name}: cannot be checked yet: {reason}; nothing from it is used until then; {place} and is tried again at the next import"
+                    "waiting  {name}: cannot be checked yet: {}; nothing from it is used until then; {place} and is tried again at the next import",
+                    shown_sentence(reason)
                 ))?;
             }
             FileResult::Skipped { reason } => {
-                out(format_args!("skipped  {name}: {reason}"))?;
+                out(format_args!("skipped  {name}: {}", shown_sentence(reason)))?;
             }
         }
     }
+    for s in &r.skipped {
+        out(format_args!(
+            "skipped  {}: {}",
+            shown_path(&s.path),
+            shown_sentence(&s.reason)
+        ))?;
+    }
     for w in &r.waiting_parts {
-        out(format_args!("waiting  {w}"))?;
+        out(format_args!("waiting  {}", shown_sentence(w)))?;
     }
     if r.other_datasets > 0 {
         out(format_args!(
@@ -242,7 +345,7 @@ pub fn print_export(r: &ExportOutcome) -> Result<()> {
     match &r.written {
         Some((path, bytes, commits)) => out(format_args!(
             "wrote    {} ({}, {})",
-            path.display(),
+            shown_path(path),
             size(*bytes),
             match commits {
                 0 => "no new changes: a receipt of what this laptop holds".to_string(),
@@ -252,13 +355,13 @@ pub fn print_export(r: &ExportOutcome) -> Result<()> {
         ))?,
         None => out(format_args!(
             "nothing new to write to {}: it already carries everything the others need",
-            r.folder.display()
+            shown_path(&r.folder)
         ))?,
     }
     if let Some((path, bytes)) = &r.snapshot {
         out(format_args!(
             "wrote    {} ({}, a snapshot for members that joined after history was compacted)",
-            path.display(),
+            shown_path(path),
             size(*bytes)
         ))?;
     }
@@ -275,35 +378,36 @@ pub fn print_email_send(r: &ferry_node::EmailSendReport) -> Result<()> {
     for s in &r.flushed {
         out(format_args!(
             "sent     {} (from the outbox; {}, {} email{}) to {}",
-            s.name,
+            shown(&s.name),
             size(s.bytes),
             s.emails,
             if s.emails == 1 { "" } else { "s" },
-            s.to.join(", ")
+            shown_list(&s.to)
         ))?;
     }
     for s in &r.sent {
         out(format_args!(
             "sent     {} ({}, {} email{}, {} with MIME) to {}",
-            s.name,
+            shown(&s.name),
             size(s.bytes),
             s.emails,
             if s.emails == 1 { "" } else { "s" },
             size(s.email_bytes),
-            s.to.join(", ")
+            shown_list(&s.to)
         ))?;
     }
     if r.nothing_new {
         out(format_args!(
             "nothing new to send to {}",
-            r.recipients.join(", ")
+            shown_list(&r.recipients)
         ))?;
     }
     for (name, attempts, err) in &r.queued {
         out(format_args!(
-            "queued   {name}: tried {attempts} time{}; {}",
+            "queued   {}: tried {attempts} time{}; {}",
+            shown(name),
             if *attempts == 1 { "" } else { "s" },
-            err.as_deref().unwrap_or("not tried yet")
+            shown_sentence(err.as_deref().unwrap_or("not tried yet"))
         ))?;
     }
     Ok(())
@@ -319,17 +423,19 @@ pub fn print_email_receive(r: &ferry_node::EmailReceiveReport) -> Result<()> {
         {
             let kept = quarantined
                 .as_ref()
-                .map(|q| format!("; a copy is kept in {}", q.display()))
+                .map(|q| format!("; a copy is kept in {}", shown_path(q)))
                 .unwrap_or_default();
             out(format_args!(
-                "REFUSED  an attachment in {}: {reason}{kept}; the email stays where it is",
-                d.path.display()
+                "REFUSED  an attachment in {}: {}{kept}; the email stays where it is",
+                shown_path(&d.path),
+                shown_sentence(reason)
             ))?;
         }
     }
     for (name, have, len) in &r.incomplete {
         out(format_args!(
-            "waiting  bundle {name}: {} of {} received; the other parts have not arrived yet",
+            "waiting  bundle {}: {} of {} received; the other parts have not arrived yet",
+            shown(name),
             size(*have),
             size(*len)
         ))?;
@@ -354,14 +460,15 @@ pub fn print_sms_send(r: &ferry_node::SmsSendReport) -> Result<()> {
     for p in &r.peers {
         // A number that is no member's shows once.
         let who = if p.label == p.phone {
-            p.phone.clone()
+            shown(&p.phone).into_owned()
         } else {
-            format!("{} ({})", p.label, p.phone)
+            format!("{} ({})", shown(&p.label), shown(&p.phone))
         };
         if let Some(note) = &p.note {
             out(format_args!(
-                "{:<8} {who}: {note}",
+                "{:<8} {who}: {}",
                 if p.bytes > 0 { "NOT SENT" } else { "skipped" },
+                shown_sentence(note)
             ))?;
             continue;
         }
@@ -386,7 +493,7 @@ pub fn print_sms_send(r: &ferry_node::SmsSendReport) -> Result<()> {
 }
 
 pub fn print_serial(r: &ferry_node::SerialReport) -> Result<()> {
-    let peer = r.peer.as_deref().unwrap_or("the other station");
+    let peer = shown(r.peer.as_deref().unwrap_or("the other station"));
     if r.plaintext {
         out(format_args!(
             "plaintext: bundles were sent signed but not encrypted"
@@ -421,7 +528,7 @@ pub fn print_serial(r: &ferry_node::SerialReport) -> Result<()> {
         .collect();
     out(format_args!(
         "synced   with {peer} over {}: received {} ({bundles} bundle{}), sent {} ({}){}",
-        r.device,
+        shown(&r.device),
         changes(new),
         if bundles == 1 { "" } else { "s" },
         changes(r.sent_commits),
@@ -450,7 +557,10 @@ pub fn print_serial(r: &ferry_node::SerialReport) -> Result<()> {
         r.link.data_bytes_resent
     ))?;
     for reason in refused {
-        out(format_args!("REFUSED  a bundle from {peer}: {reason}"))?;
+        out(format_args!(
+            "REFUSED  a bundle from {peer}: {}",
+            shown_sentence(&reason)
+        ))?;
     }
     Ok(())
 }
@@ -470,7 +580,7 @@ pub fn print_sms_receive(r: &ferry_node::SmsReceiveReport) -> Result<()> {
         ))?;
     }
     for n in &r.notes {
-        out(format_args!("NOTE     {n}"))?;
+        out(format_args!("NOTE     {}", shown_sentence(n)))?;
     }
     Ok(())
 }
@@ -478,9 +588,15 @@ pub fn print_sms_receive(r: &ferry_node::SmsReceiveReport) -> Result<()> {
 pub fn print_status(s: &Status) -> Result<()> {
     out(format_args!(
         "node     {} (member #{}) in {}",
-        s.label, s.member, s.home
+        shown(&s.label),
+        s.member,
+        shown_up_to(&s.home, PATH_MAX)
     ))?;
-    out(format_args!("dataset  {} ({})", s.dataset, s.dataset_id))?;
+    out(format_args!(
+        "dataset  {} ({})",
+        shown(&s.dataset),
+        shown(&s.dataset_id)
+    ))?;
     out(format_args!(
         "records  {}   conflicts {}   pending {}   waiting for prerequisites {}   quarantined {}",
         s.records, s.conflicts, s.pending, s.waiting_for_prerequisites, s.quarantined
@@ -492,11 +608,12 @@ pub fn print_status(s: &Status) -> Result<()> {
             (true, false) => " (admin)",
             _ => "",
         };
+        let label = shown(&m.label);
         if m.you {
             out(format_args!(
                 "  #{:<3} {:<16} (this laptop{role}) holds {}",
                 m.member,
-                m.label,
+                label,
                 changes(m.holds)
             ))?;
             continue;
@@ -510,28 +627,31 @@ pub fn print_status(s: &Status) -> Result<()> {
             .last_heard
             .as_deref()
             .map_or("never heard from".to_string(), |t| {
-                format!("last heard {t}")
+                format!("last heard {}", shown(t))
             });
         out(format_args!(
             "  #{:<3} {:<16}{role}{state} holds {}, lacks {} of ours (as its last bundle told); {heard}",
             m.member,
-            m.label,
+            label,
             changes(m.holds),
             m.lacks_from_us
         ))?;
     }
     for (name, attempts, err) in &s.email_outbox {
         out(format_args!(
-            "email outbox: {name} waiting after {attempts} tr{}; {}; `ferry send email` tries again",
+            "email outbox: {} waiting after {attempts} tr{}; {}; `ferry send email` tries again",
+            shown(name),
             if *attempts == 1 { "y" } else { "ies" },
-            err.as_deref().unwrap_or("not tried yet")
+            shown_sentence(err.as_deref().unwrap_or("not tried yet"))
         ))?;
     }
     for c in &s.sms {
         let (queued, incomplete) = (c.queued, c.incomplete);
         let mut line = format!(
             "sms      {}: {} of {} sent today",
-            c.peer, c.sent_today, c.daily_budget
+            shown(&c.peer),
+            c.sent_today,
+            c.daily_budget
         );
         if queued > 0 {
             line += &format!(
@@ -544,7 +664,12 @@ pub fn print_status(s: &Status) -> Result<()> {
         out(format_args!("{line}"))?;
     }
     for (at, source, reason) in &s.recent_quarantine {
-        out(format_args!("quarantined {at}: {source}: {reason}"))?;
+        out(format_args!(
+            "quarantined {}: {}: {}",
+            shown(at),
+            shown_up_to(source, PATH_MAX),
+            shown_sentence(reason)
+        ))?;
     }
     Ok(())
 }
@@ -552,7 +677,7 @@ pub fn print_status(s: &Status) -> Result<()> {
 pub fn print_verify(r: &VerifyReport) -> Result<()> {
     out(format_args!(
         "file       {} ({})",
-        r.path.display(),
+        shown_path(&r.path),
         size(r.bytes)
     ))?;
     if r.version == 0 {
@@ -560,7 +685,7 @@ pub fn print_verify(r: &VerifyReport) -> Result<()> {
     }
     out(format_args!(
         "dataset    {}{}",
-        r.dataset,
+        shown(&r.dataset),
         if r.our_dataset {
             " (this dataset)"
         } else {
@@ -569,10 +694,11 @@ pub fn print_verify(r: &VerifyReport) -> Result<()> {
     ))?;
     out(format_args!(
         "sender     {} (member #{})",
-        r.sender.1, r.sender.0
+        shown(&r.sender.1),
+        r.sender.0
     ))?;
     for (author, first, last) in &r.runs {
-        out(format_args!("commits    {author}: {first}–{last}"))?;
+        out(format_args!("commits    {}: {first}–{last}", shown(author)))?;
     }
     if r.plaintext {
         out(format_args!(
@@ -586,7 +712,7 @@ pub fn print_verify(r: &VerifyReport) -> Result<()> {
             "integrity  cannot be checked yet: nothing from it would be used until this laptop has what is missing below"
         ))?;
         for m in &r.missing {
-            out(format_args!("missing    {m}"))?;
+            out(format_args!("missing    {}", shown_sentence(m)))?;
         }
     } else {
         out(format_args!("integrity  intact; signature valid"))?;
@@ -601,8 +727,37 @@ pub fn print_verify(r: &VerifyReport) -> Result<()> {
             }
         ))?;
         for m in &r.missing {
-            out(format_args!("missing    {m}"))?;
+            out(format_args!("missing    {}", shown_sentence(m)))?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_escapes_every_control_and_bidi_character_and_cuts_long_strings() {
+        let check = |input: &str, expect: &str| assert_eq!(shown(input), expect, "{input:?}");
+        check("Kisumu Ndogo", "Kisumu Ndogo");
+        check("é ü 中文 ✓", "é ü 中文 ✓");
+        check("a\x1b[2Jb", "a\\e[2Jb");
+        check("x\rapplied all good", "x\\rapplied all good");
+        check("one\ntwo\tthree", "one\\ntwo\\tthree");
+        check("nul\0 del\x7f c1\u{9b}", "nul\\u{0} del\\u{7f} c1\\u{9b}");
+        check("evil\u{202e}gnp.exe", "evil\\u{202e}gnp.exe");
+        check("\u{2066}i\u{2069}", "\\u{2066}i\\u{2069}");
+        check("line\u{2028}sep", "line\\u{2028}sep");
+        let long = "y".repeat(17_000);
+        let cut = shown(&long);
+        assert!(cut.starts_with(&"y".repeat(SHOWN_MAX)));
+        assert!(cut.ends_with("… (17000 characters in all)"), "{cut:.40}");
+        assert_eq!(
+            cut.chars().count(),
+            SHOWN_MAX + "… (17000 characters in all)".len() - 2
+        );
+        assert!(matches!(shown(&"z".repeat(SHOWN_MAX)), Cow::Borrowed(_)));
+        assert_eq!(shown_up_to("\x1babc", 2), "\\ea… (4 characters in all)");
+    }
 }

@@ -61,6 +61,18 @@ pub struct EmailReceiveReport {
     pub damaged: Vec<FileOutcome>,
 }
 
+/// What a saved email or part attachment held (`ferry import FILE.eml`).
+pub(crate) struct SavedFile {
+    /// The bundles it completed, its damaged attachments, and bundles still missing parts.
+    pub(crate) report: EmailReceiveReport,
+    /// Parts it held of bundles that still miss others.
+    pub(crate) parts_waiting: usize,
+    /// Pieces taken in before (this file or another copy of them was imported).
+    pub(crate) seen_before: usize,
+    /// Pieces of other datasets, ignored.
+    pub(crate) other_dataset: usize,
+}
+
 fn sent(s: ferry_transport_email::Sent) -> EmailSent {
     EmailSent {
         name: s.name,
@@ -277,10 +289,15 @@ impl Node {
         &mut self,
         path: &Path,
         progress: &dyn Progress,
-    ) -> Result<EmailReceiveReport, NodeError> {
+    ) -> Result<SavedFile, NodeError> {
         let mut transport = self.email_transport(EmailConfig::default())?;
         let imported = transport.import_file(path)?;
         let mut report = EmailReceiveReport::default();
+        let (parts_waiting, seen_before, other_dataset) = (
+            imported.incomplete.len(),
+            imported.already_processed,
+            imported.other_dataset,
+        );
         self.take_email_bundles(&mut transport, imported.complete, &mut report, progress)?;
         for d in imported.damaged {
             report.damaged.push(FileOutcome {
@@ -292,7 +309,12 @@ impl Node {
                 },
             });
         }
-        Ok(report)
+        Ok(SavedFile {
+            report,
+            parts_waiting,
+            seen_before,
+            other_dataset,
+        })
     }
 
     /// Bundles waiting in the email outbox, for `status`: (name, attempts, last error).

@@ -28,6 +28,22 @@ pub enum NodeError {
         /// What is wrong.
         reason: String,
     },
+    /// The invitation is sealed with a one-time code and none was given.
+    #[error(
+        "{0} is locked with a one-time code: give it with --code XXXX-XXXX-XXXX or in the environment variable FERRY_INVITE_CODE (the admin was shown it by `ferry invite`)"
+    )]
+    InviteCodeNeeded(PathBuf),
+    /// The code given does not open the invitation (or is not a code at all).
+    #[error(
+        "the code does not open the invitation {path}{}: ask the admin who ran `ferry invite` for this file's code (codes look like XXXX-XXXX-XXXX)",
+        .reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+    )]
+    WrongInviteCode {
+        /// The invitation file.
+        path: PathBuf,
+        /// Why the code is not even a code, if it is not.
+        reason: Option<String>,
+    },
     /// A file or folder operation failed.
     #[error("{what} {path}: {source}")]
     Io {

@@ -1,6 +1,11 @@
 //! Moving bundles: import, export, sync, verify.
 
 use crate::NodeError;
+use crate::home::Staged;
+use crate::medium::{
+    Found, SkippedEntry, check_bundle_folder, collect, explicit_target, is_saved_email,
+    open_regular,
+};
 use crate::node::{Node, random};
 use crate::progress::Progress;
 use crate::time::{file_stamp, now_ms};
@@ -93,6 +98,9 @@ pub struct ImportReport {
     pub other_datasets: u64,
     /// Bundles split into parts (by email) still waiting for their other parts.
     pub waiting_parts: Vec<String>,
+    /// Entries of the folders read that were left alone: symbolic links, FIFOs, sockets,
+    /// devices, folders reached twice; one entry each, with why.
+    pub skipped: Vec<SkippedEntry>,
 }
 
 impl ImportReport {
@@ -174,12 +182,14 @@ const WAITING_BYTES: u64 = 64 * 1024 * 1024;
 /// stays recorded), and the free space always left on the disk.
 const QUARANTINE_MAX: u64 = 64 * 1024 * 1024;
 const QUARANTINE_DISK_MARGIN: u64 = 8 * 1024 * 1024;
+/// Room kept for one reason note beside a copy (its path and reason, cut).
+const QUARANTINE_NOTE: u64 = 4096;
 /// How long a bundle waits before it is given up (30 days).
 const WAITING_MAX_AGE_MS: u64 = 30 * 86_400_000;
 
 /// Reads a whole file to name it by content: the first 16 bytes of its BLAKE3 hash, hex.
 fn content_name(path: &Path) -> io::Result<(String, u64)> {
-    let mut f = File::open(path)?;
+    let mut f = open_regular(path)?;
     let mut h = blake3::Hasher::new();
     let n = io::copy(&mut f, &mut h)?;
     Ok((h.finalize().to_hex()[..32].to_string(), n))
@@ -222,72 +232,16 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Bundle files under `path`: the file itself, or every `*.ferry` file below a folder —
-/// except in `ferry/<dataset id>` folders of other datasets (a stick shared by several
-/// datasets), which are counted in `skipped` instead.
-fn collect(
-    path: &Path,
-    ours: &str,
-    out: &mut Vec<PathBuf>,
-    skipped: &mut u64,
-) -> Result<(), NodeError> {
-    let meta = std::fs::metadata(path).map_err(|e| NodeError::io("cannot read", path, e))?;
-    if meta.is_file() {
-        out.push(path.to_path_buf());
-        return Ok(());
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(path)
-        .map_err(|e| NodeError::io("cannot read folder", path, e))?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let p = e.path();
-        if p.is_dir() {
-            let foreign = path.file_name().is_some_and(|n| n == "ferry")
-                && name.len() == 16
-                && name.bytes().all(|b| b.is_ascii_hexdigit())
-                && name != ours;
-            if foreign {
-                *skipped += collect_count(&p);
-                continue;
-            }
-            collect(&p, ours, out, skipped)?;
-        } else if name.ends_with(SUFFIX) || name.ends_with(".eml") || name.ends_with(".ferrypart") {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-/// Whether a file is a saved email or part attachment rather than a bundle.
-fn is_saved_email(path: &Path) -> bool {
+/// Whether a file starts like an email (for a hint when it was refused as a bundle).
+fn reads_like_email(path: &Path) -> bool {
     let mut head = [0u8; 512];
-    let n = File::open(path)
+    let n = open_regular(path)
         .and_then(|mut f| f.read(&mut head))
         .unwrap_or(0);
-    let head = &head[..n];
-    if head.starts_with(&[ferry_bundle::MAGIC, ferry_bundle::VERSION])
-        || head.starts_with(&[ferry_bundle::MAGIC_PLAIN, ferry_bundle::VERSION])
-    {
-        return false;
-    }
-    !matches!(
-        ferry_transport_email::classify(head),
-        ferry_transport_email::FileKind::Other
+    matches!(
+        ferry_transport_email::classify(&head[..n]),
+        ferry_transport_email::FileKind::Email
     )
-}
-
-/// How many bundle files are below a folder.
-fn collect_count(path: &Path) -> u64 {
-    let mut files = Vec::new();
-    let mut skipped = 0;
-    let _ = collect(path, "", &mut files, &mut skipped);
-    files.len() as u64
 }
 
 /// A counted reader of the file at `path` and the hash of what it reads: `Err` when the file
@@ -306,7 +260,7 @@ fn open_counted<'p>(
     >,
     NodeError,
 > {
-    let file = File::open(path).map_err(|e| NodeError::io("cannot open", path, e))?;
+    let file = open_regular(path).map_err(|e| NodeError::io("cannot open", path, e))?;
     let hasher = Rc::new(RefCell::new(blake3::Hasher::new()));
     let reader = BufReader::with_capacity(
         256 * 1024,
@@ -360,32 +314,32 @@ impl Node {
         progress: &dyn Progress,
         accept: Accept,
     ) -> Result<ImportReport, NodeError> {
-        let mut files = Vec::new();
+        let mut files: Vec<Found> = Vec::new();
         let mut report = ImportReport::default();
         let ours = self.id.dataset.to_hex();
         for p in paths {
-            collect(p, &ours, &mut files, &mut report.other_datasets)?;
+            collect(
+                p,
+                &ours,
+                &mut files,
+                &mut report.skipped,
+                &mut report.other_datasets,
+            )?;
         }
-        let mut waiting: Vec<(usize, PathBuf)> = Vec::new();
+        let mut waiting: Vec<(usize, Found)> = Vec::new();
         let mut applied_any = false;
-        for path in files {
-            if is_saved_email(&path) {
-                // A saved email or part attachment: its bundle comes out through the email
-                // transport's reassembly.
-                let r = self.import_saved_email(&path, progress)?;
-                report.files.extend(r.import.files);
-                report.files.extend(r.damaged);
-                for (name, have, len) in r.incomplete {
-                    report.waiting_parts.push(format!(
-                        "bundle {name}: {have} of {len} bytes received by email so far"
-                    ));
-                }
+        for found in files {
+            if is_saved_email(&found.origin) {
+                // A saved email or part attachment (by its name): its bundle comes out
+                // through the email transport's reassembly.
+                self.import_saved(&found, &mut report, progress)?;
                 continue;
             }
-            let outcome = self.import_file(&path, progress, accept)?;
+            // Anything else under a bundle name is a bundle, or is refused.
+            let outcome = self.import_found(&found, progress, accept)?;
             applied_any |= matches!(outcome.result, FileResult::Applied { .. });
             if matches!(outcome.result, FileResult::Waiting { .. }) {
-                waiting.push((report.files.len(), path));
+                waiting.push((report.files.len(), found));
             }
             report.files.push(outcome);
         }
@@ -393,11 +347,11 @@ impl Node {
         // (files on a stick come in any order): try them again until nothing moves.
         while applied_any && !waiting.is_empty() {
             applied_any = false;
-            for (i, path) in std::mem::take(&mut waiting) {
-                let outcome = self.import_file(&path, progress, accept)?;
+            for (i, found) in std::mem::take(&mut waiting) {
+                let outcome = self.import_found(&found, progress, accept)?;
                 applied_any |= matches!(outcome.result, FileResult::Applied { .. });
                 if matches!(outcome.result, FileResult::Waiting { .. }) {
-                    waiting.push((i, path));
+                    waiting.push((i, found));
                 }
                 report.files[i] = outcome;
             }
@@ -416,13 +370,127 @@ impl Node {
         Ok(report)
     }
 
-    fn import_file(
+    /// Imports one bundle file found by [`collect`]. A file refused because it does not
+    /// start like a bundle but reads like an email gets a hint in its line.
+    fn import_found(
         &mut self,
-        path: &Path,
+        found: &Found,
         progress: &dyn Progress,
         accept: Accept,
     ) -> Result<FileOutcome, NodeError> {
-        self.import_file_as(path, path, progress, accept)
+        let mut outcome = self.import_file_as(&found.path, &found.origin, progress, accept)?;
+        if let FileResult::Rejected { reason, .. } = &mut outcome.result {
+            if reads_like_email(&found.path) {
+                reason.push_str(
+                    "; it reads like an email: ferry takes saved emails only from files named .eml",
+                );
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Imports a saved email (`.eml`) or part attachment (`.ferrypart`): whole bundles in it
+    /// apply, parts wait for the rest. It was given under a ferry name, so one that holds
+    /// nothing of ferry's, or a damaged attachment, is refused and quarantined.
+    fn import_saved(
+        &mut self,
+        found: &Found,
+        report: &mut ImportReport,
+        progress: &dyn Progress,
+    ) -> Result<(), NodeError> {
+        let outcome = |bytes, result| FileOutcome {
+            path: found.origin.clone(),
+            bytes,
+            result,
+        };
+        let (name, bytes) = match content_name(&found.path) {
+            Ok(x) => x,
+            Err(e) => {
+                report.files.push(outcome(
+                    0,
+                    FileResult::Rejected {
+                        reason: format!("cannot read the file: {e}"),
+                        quarantined: None,
+                    },
+                ));
+                return Ok(());
+            }
+        };
+        // The same content refused before is not refused (and counted as an error) again.
+        if let Some(q) = self.read()?.quarantined(&name)? {
+            report.files.push(outcome(
+                bytes,
+                FileResult::RefusedBefore {
+                    reason: q.reason,
+                    quarantined: PathBuf::from(q.stored_as),
+                },
+            ));
+            return Ok(());
+        }
+        let saved = self.import_saved_email(&found.path, progress)?;
+        let r = saved.report;
+        let held_bundles = !r.import.files.is_empty();
+        report.files.extend(r.import.files);
+        for (bundle, have, len) in r.incomplete {
+            let line = format!("bundle {bundle}: {have} of {len} bytes received by email so far");
+            if !report.waiting_parts.contains(&line) {
+                report.waiting_parts.push(line);
+            }
+        }
+        let refusal = if !r.damaged.is_empty() {
+            let reasons: Vec<String> = r
+                .damaged
+                .iter()
+                .filter_map(|d| match &d.result {
+                    FileResult::Rejected { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                })
+                .collect();
+            Some(reasons.join("; "))
+        } else if held_bundles || saved.parts_waiting > 0 {
+            None
+        } else if saved.seen_before > 0 {
+            report
+                .files
+                .push(outcome(bytes, FileResult::AlreadyApplied));
+            None
+        } else if saved.other_dataset > 0 {
+            report.files.push(outcome(
+                bytes,
+                FileResult::Skipped {
+                    reason: "it holds bundles of another dataset only; nothing from it is used"
+                        .into(),
+                },
+            ));
+            None
+        } else {
+            Some(
+                "it holds no ferry bundle or part (a file named .eml or .ferrypart must be an email or attachment saved from ferry)"
+                    .to_string(),
+            )
+        };
+        if let Some(why) = refusal {
+            let quarantined = self.quarantine(&found.path, &found.origin, &name, &why)?;
+            if r.damaged.is_empty() {
+                report.files.push(outcome(
+                    bytes,
+                    FileResult::Rejected {
+                        reason: why,
+                        quarantined,
+                    },
+                ));
+            } else {
+                for mut d in r.damaged {
+                    d.path = found.origin.clone();
+                    d.bytes = bytes;
+                    if let FileResult::Rejected { quarantined: q, .. } = &mut d.result {
+                        *q = quarantined.clone();
+                    }
+                    report.files.push(d);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Imports one bundle arriving by a transport (an email, a radio session, …): it is
@@ -447,26 +515,22 @@ impl Node {
         progress: &dyn Progress,
         accept: Accept,
     ) -> Result<FileOutcome, NodeError> {
-        let inbox = self.home.root().join("inbox");
-        std::fs::create_dir_all(&inbox).map_err(|e| NodeError::io("cannot create", &inbox, e))?;
-        let staged = inbox.join(format!("{}.ferry", crate::id_hex(&random::<8>())));
-        let result = (|| {
-            let mut f =
-                File::create(&staged).map_err(|e| NodeError::io("cannot create", &staged, e))?;
-            io::copy(body, &mut f).map_err(|e| NodeError::io("cannot write", &staged, e))?;
-            f.sync_all()
-                .map_err(|e| NodeError::io("cannot write", &staged, e))?;
-            let mut outcome = self.import_file_as(&staged, Path::new(origin), progress, accept)?;
-            if let FileResult::Waiting { reason, kept } = &mut outcome.result {
-                *kept = self.keep_waiting(&staged, origin, reason)?;
-            }
-            if matches!(outcome.result, FileResult::Applied { .. }) {
-                self.retry_waiting(progress)?;
-            }
-            Ok(outcome)
-        })();
-        let _ = std::fs::remove_file(&staged);
-        result
+        // Locked while it exists, so a sweep by another process leaves it alone; removed
+        // when `staged` is dropped, whatever happens.
+        let staged = Staged::create(&self.home.inbox())?;
+        let path = staged.path();
+        let mut f = staged.file();
+        io::copy(body, &mut f).map_err(|e| NodeError::io("cannot write", path, e))?;
+        f.sync_all()
+            .map_err(|e| NodeError::io("cannot write", path, e))?;
+        let mut outcome = self.import_file_as(path, Path::new(origin), progress, accept)?;
+        if let FileResult::Waiting { reason, kept } = &mut outcome.result {
+            *kept = self.keep_waiting(path, origin, reason)?;
+        }
+        if matches!(outcome.result, FileResult::Applied { .. }) {
+            self.retry_waiting(progress)?;
+        }
+        Ok(outcome)
     }
 
     /// Keeps a sealed bundle that cannot be checked yet in `waiting/`, within the limits
@@ -769,7 +833,7 @@ impl Node {
                 } else if let IngestError::Fork { author, seq, .. } = &e {
                     let now = now_ms();
                     let mut tx = self.store.transaction(now)?;
-                    tx.freeze(*author, *seq)?;
+                    self.engine.freeze(&mut tx, *author, *seq)?;
                     tx.commit()?;
                 }
                 let why = reason(&e);
@@ -843,29 +907,37 @@ impl Node {
         std::fs::create_dir_all(&dir)
             .and_then(|_| crate::home::private_dir(&dir).map_err(io::Error::other))
             .map_err(|e| format!(" (no copy kept: {e})"))?;
-        // Room in the folder: drop the oldest copies beyond the limit.
+        // Room in the folder: drop the oldest copies (and their notes) beyond the limit,
+        // counting what the folder really holds.
         let rows = self
             .read()
             .map_err(|e| format!(" (no copy kept: {e})"))?
             .quarantine()
             .unwrap_or_default();
-        let mut total: u64 = rows
-            .iter()
-            .filter(|r| !r.stored_as.is_empty())
-            .map(|r| r.bytes)
-            .sum();
+        let size_of = |p: &Path| std::fs::symlink_metadata(p).map_or(0, |m| m.len());
+        let mut total: u64 = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|e| size_of(&e.path())).sum())
+            .unwrap_or(0);
+        // This copy and its note (a few hundred bytes at most).
+        let needed = bytes + QUARANTINE_NOTE;
         for r in rows.iter().filter(|r| !r.stored_as.is_empty()) {
-            if total + bytes <= QUARANTINE_MAX {
+            if total + needed <= QUARANTINE_MAX {
                 break;
             }
-            let _ = std::fs::remove_file(&r.stored_as);
-            let _ = std::fs::remove_file(format!("{}.reason.txt", r.stored_as));
+            let copy = PathBuf::from(&r.stored_as);
+            let note = PathBuf::from(format!("{}.reason.txt", r.stored_as));
+            let freed = size_of(&copy) + size_of(&note);
+            let _ = std::fs::remove_file(&copy);
+            let _ = std::fs::remove_file(&note);
             if let Ok(tx) = self.store.transaction(now) {
                 if tx.forget_quarantine_copy(&r.stored_as).is_ok() {
                     let _ = tx.commit();
                 }
             }
-            total = total.saturating_sub(r.bytes);
+            total = total.saturating_sub(freed);
+        }
+        if total + needed > QUARANTINE_MAX {
+            return Err(" (no copy kept: the quarantine folder is full)".into());
         }
         // Room on the disk: keep a margin so that recording reasons always works.
         let free = fs4::available_space(&dir).unwrap_or(u64::MAX);
@@ -888,14 +960,25 @@ impl Node {
             .take(60)
             .collect();
         let stored = dir.join(format!("{}-{name}-{original}", file_stamp(now)));
-        let copied = std::fs::copy(path, &stored).and_then(|_| {
-            let note = format!(
-                "file: {}\nrefused: {}\nreason: {why}\n",
-                origin.display(),
-                crate::time::format_utc(now)
-            );
-            std::fs::write(format!("{}.reason.txt", stored.display()), note)
-        });
+        // Opened like any file on a medium: never a link, never blocking on a FIFO.
+        let copied = open_regular(path)
+            .and_then(|mut src| io::copy(&mut src, &mut File::create(&stored)?))
+            .and_then(|_| {
+                let mut note = format!(
+                    "file: {}\nrefused: {}\nreason: {why}\n",
+                    origin.display(),
+                    crate::time::format_utc(now)
+                );
+                if note.len() as u64 > QUARANTINE_NOTE {
+                    let mut cut = QUARANTINE_NOTE as usize - 4;
+                    while !note.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    note.truncate(cut);
+                    note.push_str("…\n");
+                }
+                std::fs::write(format!("{}.reason.txt", stored.display()), note)
+            });
         if let Err(e) = copied {
             let _ = std::fs::remove_file(&stored);
             let _ = std::fs::remove_file(format!("{}.reason.txt", stored.display()));
@@ -912,6 +995,7 @@ impl Node {
         progress: &dyn Progress,
     ) -> Result<ExportOutcome, NodeError> {
         let folder = self.bundle_folder(root);
+        check_bundle_folder(root, &folder)?;
         let mut transport = DirTransport::new(&folder);
         let me = self.id.me;
         // What the medium already carries (only bundles this node has read or written
@@ -1026,11 +1110,12 @@ impl Node {
     }
 
     /// Writes a bundle into the outbox: one carrying `runs`, or (for `None`) a snapshot.
-    /// Returns its content name, size, path, and the state a snapshot reflects.
+    /// Returns its content name, size, the staged file (locked; removed when dropped), and
+    /// the state a snapshot reflects.
     pub(crate) fn write_bundle(
         &mut self,
         runs: Option<&[Coverage]>,
-    ) -> Result<(String, u64, PathBuf, Option<VersionVector>), NodeError> {
+    ) -> Result<(String, u64, Staged, Option<VersionVector>), NodeError> {
         self.write_bundle_as(runs, false)
     }
 
@@ -1039,15 +1124,18 @@ impl Node {
         &mut self,
         runs: Option<&[Coverage]>,
         plaintext: bool,
-    ) -> Result<(String, u64, PathBuf, Option<VersionVector>), NodeError> {
+    ) -> Result<(String, u64, Staged, Option<VersionVector>), NodeError> {
         let options = WriteOptions {
             plaintext,
             ..WriteOptions::default()
         };
-        let outbox = self.home.outbox();
-        std::fs::create_dir_all(&outbox).map_err(|e| NodeError::io("cannot create", &outbox, e))?;
-        let staged = outbox.join(format!(".{}.tmp", crate::id_hex(&random::<8>())));
-        let file = File::create(&staged).map_err(|e| NodeError::io("cannot create", &staged, e))?;
+        // Locked while it exists (a sweep leaves it alone); removed when dropped, also when
+        // writing fails.
+        let staged = Staged::create(&self.home.outbox())?;
+        let file = staged
+            .file()
+            .try_clone()
+            .map_err(|e| NodeError::io("cannot open", staged.path(), e))?;
         let out = Hashing {
             inner: io::BufWriter::with_capacity(256 * 1024, file),
             hasher: blake3::Hasher::new(),
@@ -1066,13 +1154,7 @@ impl Node {
             None => engine.export_snapshot(&tx, out, random(), &key, &secret, options),
         };
         drop(tx);
-        let (out, _) = match written {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = std::fs::remove_file(&staged);
-                return Err(e.into());
-            }
-        };
+        let (out, _) = written?;
         let name = out.hasher.finalize().to_hex()[..32].to_string();
         let len = out.len;
         let file = out
@@ -1094,6 +1176,7 @@ impl Node {
             )));
         }
         let folder = self.bundle_folder(root);
+        check_bundle_folder(root, &folder)?;
         let import = if folder.is_dir() {
             self.import(&[folder], progress)?
         } else {
@@ -1112,13 +1195,17 @@ impl Node {
     /// Inspects a bundle without applying it: the same gate and the same ingest as an
     /// import, in a transaction that is never committed.
     pub fn verify(&mut self, path: &Path) -> Result<VerifyReport, NodeError> {
+        // The file was named on the command line: a link there is followed to its target;
+        // what is opened must still be a regular file (never a FIFO or a device).
+        let shown = path;
+        let path = &explicit_target(path)?;
         let (name, bytes) =
-            content_name(path).map_err(|e| NodeError::io("cannot read", path, e))?;
+            content_name(path).map_err(|e| NodeError::io("cannot read", shown, e))?;
         let already_applied = self.read()?.bundle_seen(&name)?.is_some();
         let labels = self.labels()?;
         let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
         let mut report = VerifyReport {
-            path: path.to_path_buf(),
+            path: shown.to_path_buf(),
             bytes,
             version: 0,
             dataset: String::new(),

@@ -4,12 +4,15 @@
 //! HOME/
 //!   ferry.db         the node's SQLite store (mode 0600): identity, keys, data, history
 //!   quarantine/      copies of refused inputs, each with a .reason.txt beside it
-//!   outbox/          bundles being written (temporary)
+//!   outbox/          bundles being written (temporary `.*.tmp` files, each locked by its writer)
+//!   inbox/           bundles that came by a transport, while they are applied (the same)
+//!   waiting/         bundles that came by a transport and cannot be checked yet
 //!   ferry.toml       settings of the email, SMS and serial transports (optional)
 //!   transports/NAME/ each transport's durable state (queued and partly received messages)
 //! ```
 
 use crate::NodeError;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// A node's home folder.
@@ -73,6 +76,23 @@ impl Home {
         self.root.join("outbox")
     }
 
+    /// Where bundles that came by a transport are staged while they are applied.
+    pub fn inbox(&self) -> PathBuf {
+        self.root.join("inbox")
+    }
+
+    /// Removes the temporary files of writers that died (an export or a receive killed
+    /// halfway) from `outbox/` and `inbox/`. A writer holds an exclusive lock on its file
+    /// while the file exists ([`Staged`]), so a file whose lock this can take has no live
+    /// writer; files of live writers (a listener, another command on this home) are left
+    /// alone. Returns how many files were removed.
+    pub fn sweep_staging(&self) -> usize {
+        [self.outbox(), self.inbox()]
+            .iter()
+            .map(|dir| sweep_dir(dir))
+            .sum()
+    }
+
     /// Whether a node lives here.
     pub fn exists(&self) -> bool {
         self.db().is_file()
@@ -131,4 +151,185 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> 
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| NodeError::io("cannot write", path, e))
+}
+
+/// A temporary file in the home (`outbox/` or `inbox/`), named `.<random>.tmp`, that its
+/// writer holds an exclusive advisory lock on for as long as it exists; dropping it removes
+/// the file and releases the lock. [`Home::sweep_staging`] removes only such files whose
+/// lock it can take, i.e. those whose writer died, so a listener and a command working on
+/// the same home never remove each other's files.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    path: PathBuf,
+    file: File,
+}
+
+impl Staged {
+    /// Creates and locks a new temporary file in `dir` (created if needed), mode 0600.
+    pub(crate) fn create(dir: &Path) -> Result<Staged, NodeError> {
+        std::fs::create_dir_all(dir).map_err(|e| NodeError::io("cannot create", dir, e))?;
+        loop {
+            let path = dir.join(format!(
+                ".{}.tmp",
+                crate::id_hex(&crate::node::random::<8>())
+            ));
+            let mut opts = std::fs::OpenOptions::new();
+            opts.read(true).write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let file = match opts.open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(NodeError::io("cannot create", &path, e)),
+            };
+            fs4::FileExt::lock(&file).map_err(|e| NodeError::io("cannot lock", &path, e))?;
+            // A sweep may have taken the lock between the create and the lock above and
+            // removed the file (it could not tell it from a dead writer's): start again.
+            if linked(&file) {
+                return Ok(Staged { path, file });
+            }
+        }
+    }
+
+    /// The file, for writing (through `&File`) or for a clone that shares the lock.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Staged {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl From<&Staged> for PathBuf {
+    fn from(s: &Staged) -> PathBuf {
+        s.path.clone()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Removed while still locked, so no sweep can mistake it for a dead writer's.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether an open file still has a name (a sweep did not remove it).
+fn linked(file: &File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().is_ok_and(|m| m.nlink() > 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        true
+    }
+}
+
+/// Whether `name` is a staging file: `.<hex>.tmp`, or an older ferry's `<16 hex>.ferry` in
+/// `inbox/` (written without a lock; no live writer of this version makes one).
+fn is_staging_name(name: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(mid) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+        return hex(mid);
+    }
+    name.strip_suffix(".ferry")
+        .is_some_and(|mid| mid.len() == 16 && hex(mid))
+}
+
+/// Removes the staging files of dead writers in one folder; see [`Home::sweep_staging`].
+fn sweep_dir(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !is_staging_name(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let Ok(file) = crate::medium::open_regular(&path) else {
+            continue;
+        };
+        // A live writer holds the lock: leave its file alone.
+        if fs4::FileExt::try_lock(&file).is_err() {
+            continue;
+        }
+        // Still the file that was locked (not renamed away and replaced meanwhile)?
+        if same_file(&file, &path) && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether `path` names the open `file`.
+fn same_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::symlink_metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_removes_a_dead_writers_file_and_keeps_a_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let outbox = home.outbox();
+        std::fs::create_dir_all(&outbox).unwrap();
+        // A dead writer's file: nobody holds its lock.
+        std::fs::write(outbox.join(".0123456789abcdef.tmp"), b"half a bundle").unwrap();
+        // A live writer's file, and files that are not staging files.
+        let live = Staged::create(&outbox).unwrap();
+        std::fs::write(outbox.join("notes.txt"), b"not ours").unwrap();
+        std::fs::write(outbox.join(".x.tmp"), b"not a staging name").unwrap();
+        assert_eq!(home.sweep_staging(), 1);
+        assert!(live.path().is_file());
+        assert!(outbox.join("notes.txt").is_file());
+        assert!(outbox.join(".x.tmp").is_file());
+        assert!(!outbox.join(".0123456789abcdef.tmp").exists());
+        let path = live.path().to_path_buf();
+        drop(live);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn staging_names() {
+        assert!(is_staging_name(".0123456789abcdef.tmp"));
+        assert!(is_staging_name("0123456789abcdef.ferry"));
+        assert!(!is_staging_name("0123456789abcdef0123456789abcdef.ferry"));
+        assert!(!is_staging_name(".tmp"));
+        assert!(!is_staging_name(".a-b.tmp"));
+    }
 }

@@ -49,7 +49,9 @@ impl Node {
     pub fn horizon(&mut self) -> Result<VersionVector, NodeError> {
         let peers = self.known_peers()?;
         let tx = self.read()?;
-        let mut horizon = tx.stored()?;
+        // What this node has *applied*, not merely stored: a pending commit's body is still
+        // needed to apply it (and a frozen member's unapplied commits keep theirs).
+        let mut horizon = tx.applied()?;
         for p in peers {
             let vv = tx.peer(p)?;
             horizon = horizon.iter().map(|(a, n)| (a, n.min(vv.get(a)))).collect();

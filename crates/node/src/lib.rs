@@ -17,7 +17,9 @@ mod exchange;
 mod home;
 mod housekeeping;
 mod identity;
+pub mod invite;
 pub mod json;
+mod medium;
 mod node;
 mod progress;
 mod serial;
@@ -35,7 +37,11 @@ pub use ferry_transport_email::EmailConfig;
 pub use home::Home;
 pub use housekeeping::{CompactReport, PurgeReport};
 pub use identity::Identity;
-pub use node::{ConflictValue, ConflictView, InviteReport, LoadReport, MemberStatus, Node, Status};
+pub use medium::SkippedEntry;
+pub use node::{
+    ConflictValue, ConflictView, InvitationFile, InviteReport, LoadReport, MemberStatus, Node,
+    Status,
+};
 pub use progress::{NoProgress, Progress};
 pub use serial::{Flow, LinkStats, ProgressReport, SerialFlags, SerialProgress, SerialReport};
 /// A flag value that overrides a key of `[sms]` or `[serial]` in `ferry.toml`.

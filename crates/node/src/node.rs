@@ -2,6 +2,7 @@
 
 use crate::home::{Home, write_private};
 use crate::identity::Identity;
+use crate::invite::{self, InviteCode, KdfParams, Parsed};
 use crate::progress::Progress;
 use crate::time::now_ms;
 use crate::{NodeError, json};
@@ -15,8 +16,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-/// Bytes that open an invitation file.
-const INVITE_MAGIC: &[u8; 8] = b"ferryinv";
 /// Records per commit when loading in bulk.
 const LOAD_BATCH: usize = 1000;
 
@@ -37,6 +36,80 @@ pub struct InviteReport {
     pub member: u32,
     /// The label.
     pub label: String,
+    /// The one-time code that opens the file, `XXXX-XXXX-XXXX`: it travels another way
+    /// than the file (read out, or on paper).
+    pub code: String,
+}
+
+/// An invitation file, read and checked for damage but not opened yet.
+#[derive(Debug)]
+pub struct InvitationFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    sealed: bool,
+}
+
+impl InvitationFile {
+    /// Reads the invitation in `path`. A file that is not an invitation, or is damaged or
+    /// truncated, is refused here, before anyone is asked for a code.
+    pub fn read(path: &Path) -> Result<InvitationFile, NodeError> {
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(|e| NodeError::io("cannot read", path, e))?;
+        let mut bytes = Vec::new();
+        file.take(invite::MAX_FILE as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| NodeError::io("cannot read", path, e))?;
+        let mut f = InvitationFile {
+            path: path.to_path_buf(),
+            bytes,
+            sealed: false,
+        };
+        if f.bytes.len() > invite::MAX_FILE {
+            return Err(f.bad("it is far larger than an invitation file"));
+        }
+        f.sealed = match invite::parse(&f.bytes) {
+            Ok(Parsed::Sealed(_)) => true,
+            Ok(Parsed::Clear(_)) => false,
+            Err(e) => return Err(f.bad(&e.to_string())),
+        };
+        Ok(f)
+    }
+
+    /// Whether a one-time code is needed to open it. `false` for the invitations in clear
+    /// that earlier versions of ferry wrote: whoever holds such a file can use it.
+    pub fn needs_code(&self) -> bool {
+        self.sealed
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn bad(&self, reason: &str) -> NodeError {
+        NodeError::BadInvite {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The invitation, opened with `code` as a person typed it (ignored for a file in clear).
+    fn open(&self, code: Option<&str>) -> Result<Invitation, NodeError> {
+        let sealed = match invite::parse(&self.bytes).map_err(|e| self.bad(&e.to_string()))? {
+            Parsed::Clear(inv) => return Ok(*inv),
+            Parsed::Sealed(sealed) => sealed,
+        };
+        let code = code.ok_or_else(|| NodeError::InviteCodeNeeded(self.path.clone()))?;
+        let wrong = |reason: Option<String>| NodeError::WrongInviteCode {
+            path: self.path.clone(),
+            reason,
+        };
+        let code = InviteCode::parse(code).map_err(|e| wrong(Some(e.to_string())))?;
+        sealed.open(&code).map_err(|e| match e {
+            invite::OpenError::WrongCode => wrong(None),
+            other => self.bad(&other.to_string()),
+        })
+    }
 }
 
 /// What `load` did.
@@ -241,27 +314,24 @@ impl Node {
         Self::init(home, id, None, genesis)
     }
 
-    /// Creates a node in `home` that joins a dataset with the invitation in `invite`.
-    pub fn join(home: &Home, label: &str, invite: &Path) -> Result<Node, NodeError> {
+    /// Creates a node in `home` that joins a dataset with the invitation `invite`, opened
+    /// with its one-time `code` as a person typed it (files from earlier ferry need none).
+    pub fn join(
+        home: &Home,
+        label: &str,
+        invite: &InvitationFile,
+        code: Option<&str>,
+    ) -> Result<Node, NodeError> {
         check_label("--name", label)?;
         if home.exists() {
             return Err(NodeError::AlreadyInitialized(home.root().to_path_buf()));
         }
-        let bytes = std::fs::read(invite).map_err(|e| NodeError::io("cannot read", invite, e))?;
-        let bad = |reason: &str| NodeError::BadInvite {
-            path: invite.to_path_buf(),
-            reason: reason.to_string(),
-        };
-        let body = bytes
-            .strip_prefix(INVITE_MAGIC)
-            .ok_or_else(|| bad("it does not start like an invitation file"))?;
-        let inv: Invitation =
-            postcard::from_bytes(body).map_err(|_| bad("the file is damaged or truncated"))?;
+        let inv = invite.open(code)?;
         let secret = SecretKey::from_bytes(random());
         let proof = inv.join_proof(&secret.public());
         proof
             .verify(inv.dataset, inv.member(), &inv.admin_key)
-            .map_err(|e| bad(&e.to_string()))?;
+            .map_err(|e| invite.bad(&e.to_string()))?;
         let id = Identity {
             dataset: inv.dataset,
             dataset_name: inv.dataset_name.clone(),
@@ -278,11 +348,7 @@ impl Node {
         };
         let mut node = Self::init(home, id, Some(admin), Change::Join(proof))?;
         if label != inv.cert.label {
-            node.commit(vec![Change::Record {
-                collection: "_members".into(),
-                id: inv.member().0.to_string(),
-                ops: vec![Op::Set("label".into(), Value::Str(label.into()))],
-            }])?;
+            node.commit(vec![member_label(inv.member(), label)])?;
         }
         Ok(node)
     }
@@ -350,6 +416,9 @@ impl Node {
             admin_key: id.admin_key,
             me: id.me,
         };
+        // Temporary files of an export or receive that was killed give their space back
+        // at the next command; those of live writers (a listener) are left alone.
+        home.sweep_staging();
         Ok(Node {
             home: home.clone(),
             store,
@@ -386,7 +455,16 @@ impl Node {
         Ok(())
     }
 
-    /// Writes an invitation for a new member to `out` (admin only).
+    /// Writes an invitation for a new member to `out` (admin only), sealed with a fresh
+    /// one-time code that the report carries.
+    ///
+    /// The member number is read, reserved (`last_invited`) and recorded (the `_members/N`
+    /// label) in one write transaction, which SQLite serializes across processes, so two
+    /// invites at once never get the same number. The file is written only after that
+    /// transaction committed: a crash in between leaves a number reserved and unused, never
+    /// a file whose number the next invite hands out again. If the file cannot be written,
+    /// the number stays used up (a partly written file may exist somewhere) and the label is
+    /// deleted again, so no member that can never join is waited for.
     pub fn invite(&mut self, out: &Path, label: Option<&str>) -> Result<InviteReport, NodeError> {
         if !self.id.is_admin() {
             let admin = self
@@ -396,16 +474,26 @@ impl Node {
                 .unwrap_or_default();
             return Err(NodeError::NotAdmin { admin });
         }
-        let member = {
-            let tx = self.store.read()?;
-            let mut top = tx.members()?.iter().map(|m| m.member.0).max().unwrap_or(1);
-            if let Some(n) = tx.meta("last_invited")? {
-                top = top.max(u32::from_le_bytes(n.try_into().unwrap_or_default()));
-            }
-            MemberId(top + 1)
-        };
+        if let Some(label) = label {
+            check_label("--label", label)?;
+        }
+        // Refused before a number is used up; `write_private` checks again, atomically.
+        if out.symlink_metadata().is_ok() {
+            return Err(already_exists(out));
+        }
+        let now = now_ms();
+        let mut tx = self.store.transaction(now)?;
+        let mut top = tx.members()?.iter().map(|m| m.member.0).max().unwrap_or(1);
+        if let Some(n) = tx.meta("last_invited")? {
+            top = top.max(u32::from_le_bytes(n.try_into().unwrap_or_default()));
+        }
+        let member = MemberId(top + 1);
         let label = label.map_or_else(|| format!("member-{}", member.0), str::to_string);
-        check_label("--label", &label)?;
+        tx.set_meta("last_invited", &member.0.to_le_bytes())?;
+        self.engine
+            .commit_local(&mut tx, vec![member_label(member, &label)], now)?;
+        tx.commit()?;
+
         let inv = Invitation::issue(
             &self.id.secret,
             &self.id.label,
@@ -416,26 +504,28 @@ impl Node {
             &label,
             random(),
         );
-        let mut bytes = INVITE_MAGIC.to_vec();
-        bytes.extend(postcard::to_allocvec(&inv).expect("invitation encodes"));
-        write_private(out, &bytes)?;
-        let now = now_ms();
-        let mut tx = self.store.transaction(now)?;
-        tx.set_meta("last_invited", &member.0.to_le_bytes())?;
-        self.engine.commit_local(
-            &mut tx,
-            vec![Change::Record {
+        let code = InviteCode::from_random(random());
+        let bytes = invite::seal(&inv, &code, random(), KdfParams::DEFAULT);
+        if let Err(e) = write_private(out, &bytes) {
+            // `cannot write` comes after `write_private` created the file: remove what it
+            // wrote. (Any other error: the file is not ours, or was never made.)
+            if matches!(&e, NodeError::Io { what, .. } if *what == "cannot write") {
+                let _ = std::fs::remove_file(out);
+            }
+            // Best effort: if this fails too, the member shows as invited and never
+            // joining; the next invite still gets a new number.
+            let _ = self.commit(vec![Change::Record {
                 collection: "_members".into(),
                 id: member.0.to_string(),
-                ops: vec![Op::Set("label".into(), Value::Str(label.clone()))],
-            }],
-            now,
-        )?;
-        tx.commit()?;
+                ops: vec![Op::Delete],
+            }]);
+            return Err(e);
+        }
         Ok(InviteReport {
             path: out.to_path_buf(),
             member: member.0,
             label,
+            code: code.to_string(),
         })
     }
 
@@ -878,6 +968,23 @@ impl Node {
     pub(crate) fn read(&mut self) -> Result<StoreTx<'_>, NodeError> {
         Ok(self.store.read()?)
     }
+}
+
+/// The `_members/N` label an invitation records.
+fn member_label(member: MemberId, label: &str) -> Change {
+    Change::Record {
+        collection: "_members".into(),
+        id: member.0.to_string(),
+        ops: vec![Op::Set("label".into(), Value::Str(label.into()))],
+    }
+}
+
+/// The error for an invitation file that is already there (the words `write_private` uses).
+fn already_exists(path: &Path) -> NodeError {
+    NodeError::Input(format!(
+        "{} already exists; choose another file name (ferry never overwrites it)",
+        path.display()
+    ))
 }
 
 fn parse_line(collection: &str, line: &str) -> Result<Change, String> {

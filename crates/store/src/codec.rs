@@ -69,7 +69,11 @@ pub fn encode(
         tombstones,
         firsts,
     };
-    postcard::to_allocvec(&blob).map_err(|e| CodecError(e.to_string()))
+    // Sized first, so a record holding a large value takes its size once, not twice (a
+    // growing vector doubles).
+    let size = postcard::serialize_with_flavor(&blob, postcard::ser_flavors::Size::default())
+        .map_err(|e| CodecError(e.to_string()))?;
+    postcard::to_extend(&blob, Vec::with_capacity(size)).map_err(|e| CodecError(e.to_string()))
 }
 
 /// Decodes a blob, turning local field numbers back into names with `name`.

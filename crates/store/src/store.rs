@@ -1061,7 +1061,10 @@ impl Storage for StoreTx<'_> {
 
     fn freeze(&mut self, m: MemberId, seq: u64) -> Result<()> {
         self.tx
-            .prepare_cached("INSERT OR IGNORE INTO frozen (member, seq) VALUES (?1, ?2)")?
+            .prepare_cached(
+                "INSERT INTO frozen (member, seq) VALUES (?1, ?2)
+                 ON CONFLICT (member) DO UPDATE SET seq = min(seq, excluded.seq)",
+            )?
             .execute(params![m.0, i(seq)])?;
         Ok(())
     }
@@ -1168,12 +1171,8 @@ impl Storage for StoreTx<'_> {
                     "UPDATE chains SET compacted = max(compacted, ?2) WHERE author = ?1",
                 )?
                 .execute(params![m.0, i(n)])?;
-            self.tx
-                .prepare_cached(
-                    "DELETE FROM proofs WHERE author = ?1
-                     AND seq < (SELECT seq FROM chains WHERE author = ?1)",
-                )?
-                .execute(params![m.0])?;
+            // Older proofs stay (about 100 bytes each, one per bundle received): a signature at
+            // an older commit is what fork evidence needs once the commits are gone.
         }
         Ok(dropped)
     }

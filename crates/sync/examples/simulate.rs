@@ -25,6 +25,10 @@ fn main() {
     let stashed = AtomicU64::new(0);
     let pending = AtomicU64::new(0);
     let snapshots = AtomicU64::new(0);
+    let forgeries = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    let travelled = AtomicU64::new(0);
+    let unnoticed = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -42,6 +46,17 @@ fn main() {
                             stashed.fetch_add(o.stashed, Ordering::Relaxed);
                             pending.fetch_add(o.pending, Ordering::Relaxed);
                             snapshots.fetch_add(o.snapshots, Ordering::Relaxed);
+                            forgeries.fetch_add(o.forgeries, Ordering::Relaxed);
+                            refused.fetch_add(o.refused, Ordering::Relaxed);
+                            match o.fork {
+                                Some(ferry_sync::simulation::ForkOutcome::Travelled) => {
+                                    travelled.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Some(_) => {
+                                    unnoticed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                None => {}
+                            }
                         }
                         Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -57,7 +72,7 @@ fn main() {
     });
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{n} seeds ({first}..{}) on {threads} threads in {secs:.1} s: {} failed; {} writes, {} bundle deliveries, {} commits stashed and {} pending on arrival, {} snapshots installed, {} conflicts at the end",
+        "{n} seeds ({first}..{}) on {threads} threads in {secs:.1} s: {} failed; {} writes, {} bundle deliveries, {} commits stashed and {} pending on arrival, {} snapshots installed, {} conflicts at the end; {} forged bundles delivered ({} refused outright, the rest without effect); forks: evidence reached every member in {} runs, went unnoticed or without evidence in {}",
         first + n,
         failed.load(Ordering::Relaxed),
         writes.load(Ordering::Relaxed),
@@ -65,7 +80,11 @@ fn main() {
         stashed.load(Ordering::Relaxed),
         pending.load(Ordering::Relaxed),
         snapshots.load(Ordering::Relaxed),
-        conflicts.load(Ordering::Relaxed)
+        conflicts.load(Ordering::Relaxed),
+        forgeries.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+        travelled.load(Ordering::Relaxed),
+        unnoticed.load(Ordering::Relaxed)
     );
     if failed.load(Ordering::Relaxed) > 0 {
         std::process::exit(1);

@@ -64,6 +64,45 @@ pub struct Authenticated {
     plaintext: bool,
     digest: [u8; 32],
     head: u64,
+    /// For each relayed run (by author), what its author's own proof said.
+    runs: Vec<(MemberId, RunCheck)>,
+}
+
+/// What checking a relayed run's proof found (pass 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunCheck {
+    /// The author's signature covers it.
+    Valid,
+    /// Its author's signature does not verify: a forged relay, or a version of the author's
+    /// history that does not link to the one held here. Left out.
+    Invalid,
+    /// Validly signed, and differs from the history held here from this commit on: a fork.
+    Fork(u64),
+    /// It cannot be followed yet (earlier commits or the author's join missing): stashed.
+    Unchecked,
+}
+
+/// Where the sender's own history differs from the one held here: the commit, the chain
+/// hash before it, and its commits from there (when they fit the evidence limit).
+type SenderFork = (u64, Hash, Option<Vec<Vec<u8>>>);
+
+/// What following a run along the chain held here found (pass 1).
+#[derive(Debug, Default)]
+struct Trace {
+    /// It starts past what is held, or its author is unknown: it cannot be followed.
+    gap: bool,
+    /// The chain hash after its last commit, when known.
+    hash: Option<Hash>,
+    /// Where it stops matching the history held here, if it does.
+    fork_at: Option<u64>,
+    /// The chain hash before that point.
+    fork_base: Option<Hash>,
+    /// Its commits from that point on, when collected (for evidence).
+    branch: Vec<Vec<u8>>,
+    /// Whether `branch` stopped at the evidence limit.
+    truncated: bool,
+    /// The author's key: known here, or from the join in its commit 1.
+    key: Option<PublicKey>,
 }
 
 impl Authenticated {
@@ -384,9 +423,11 @@ impl Engine {
         };
         let mut missing = None;
         let mut admin_snapshot = false;
+        // What each relayed run's author's own signature says of it.
+        let mut runs = Vec::new();
         // A second version of the sender's history: where it starts, the hash before it and
         // its commits.
-        let mut fork: Option<(u64, Hash, Vec<Vec<u8>>)> = None;
+        let mut fork: Option<SenderFork> = None;
         while let Some(item) = reader.next_item()? {
             match item {
                 Item::Snapshot { .. } => admin_snapshot = sender == MemberId::ADMIN,
@@ -424,75 +465,42 @@ impl Engine {
                         )
                         .into());
                     }
-                    if author != sender || first > have + 1 {
-                        if author == sender {
-                            missing = Some(Missing::Commits {
-                                author,
-                                from: have + 1,
-                                to: first - 1,
-                            });
-                        }
-                        for _ in 0..count {
-                            next_commit(&mut reader)?;
-                        }
+                    let own = author == sender;
+                    let trace = self.follow_run(store, &mut reader, author, first, last, own)?;
+                    if !own {
+                        runs.push((author, self.check_relayed(author, last, &proof, &trace)));
                         continue;
                     }
-                    // The sender's own run: follow its chain from what is held here.
-                    let mut h: Option<Hash> = None;
-                    for seq in first..=last {
-                        let bytes = next_commit(&mut reader)?;
-                        if let Some((_, _, branch)) = &mut fork {
-                            h = h.map(|h| chain_next(&h, seq, &bytes));
-                            branch.push(bytes);
-                            continue;
-                        }
-                        if seq <= have {
-                            if !self.is_held(store, sender, seq, &bytes)? {
-                                if seq == 1 {
-                                    // A second device that joined with the same invitation
-                                    // (its own key, a valid join): say so.
-                                    let mut ctx = ChainContext::new(self.dataset, sender);
-                                    let commit = ctx.decode(&bytes).map_err(|source| {
-                                        IngestError::Commit {
-                                            author: sender,
-                                            seq: 1,
-                                            source,
-                                        }
-                                    })?;
-                                    self.first_commit_key::<S::Error>(&commit)?;
-                                    return Err(IngestError::InvitationReused { member: sender });
-                                }
-                                let base = self.hash_at(store, sender, seq - 1)?;
-                                h = Some(chain_next(&base, seq, &bytes));
-                                fork = Some((seq, base, vec![bytes]));
-                            } else {
-                                h = self.known_hash(store, sender, seq)?;
-                            }
-                            continue;
-                        }
-                        let prev = match (seq == have + 1, h) {
-                            (true, _) => chain
-                                .as_ref()
-                                .map_or_else(|| chain_root(self.dataset, sender), |c| c.hash),
-                            (false, Some(h)) => h,
-                            (false, None) => {
-                                unreachable!("every commit past the held ones is chained")
-                            }
-                        };
-                        if seq == 1 && signer.is_none() {
-                            let mut ctx = ChainContext::new(self.dataset, sender);
-                            let commit =
-                                ctx.decode(&bytes).map_err(|source| IngestError::Commit {
+                    if trace.gap {
+                        missing = Some(Missing::Commits {
+                            author,
+                            from: have + 1,
+                            to: first - 1,
+                        });
+                        continue;
+                    }
+                    if signer.is_none() {
+                        signer = trace.key;
+                    }
+                    if trace.fork_at == Some(1) {
+                        // A second device that joined with the same invitation (its own key,
+                        // a valid join): say so.
+                        let mut ctx = ChainContext::new(self.dataset, sender);
+                        let commit =
+                            ctx.decode(&trace.branch[0])
+                                .map_err(|source| IngestError::Commit {
                                     author: sender,
                                     seq: 1,
                                     source,
                                 })?;
-                            signer = Some(self.first_commit_key(&commit)?);
-                        }
-                        h = Some(chain_next(&prev, seq, &bytes));
+                        self.first_commit_key::<S::Error>(&commit)?;
+                        return Err(IngestError::InvitationReused { member: sender });
                     }
-                    if last == head && (fork.is_some() || head > have) {
-                        head_hash = h;
+                    if last == head && (trace.fork_at.is_some() || head > have) {
+                        head_hash = trace.hash;
+                    }
+                    if let (Some(seq), Some(base)) = (trace.fork_at, trace.fork_base) {
+                        fork = Some((seq, base, (!trace.truncated).then_some(trace.branch)));
                     }
                 }
                 // Peer receipts are ignored (SPEC §4); snapshot records are read by ingest
@@ -525,15 +533,20 @@ impl Engine {
             return Err(IngestError::BadSignature { member: sender });
         }
         if let Some((seq, base_hash, commits)) = fork {
-            let theirs = Branch {
-                commits: commits
-                    .into_iter()
-                    .map(serde_bytes::ByteBuf::from)
-                    .collect(),
-                digest: Some(trailer.digest),
-                sig: trailer.signature,
+            let evidence = match commits {
+                Some(commits) => {
+                    let theirs = Branch {
+                        commits: commits
+                            .into_iter()
+                            .map(serde_bytes::ByteBuf::from)
+                            .collect(),
+                        digest: Some(trailer.digest),
+                        sig: trailer.signature,
+                    };
+                    self.fork_evidence(store, sender, seq - 1, base_hash, theirs)?
+                }
+                None => None,
             };
-            let evidence = self.fork_evidence(store, sender, seq - 1, base_hash, theirs)?;
             return Err(IngestError::Fork {
                 author: sender,
                 seq,
@@ -545,7 +558,112 @@ impl Engine {
             plaintext,
             digest: trailer.digest,
             head,
+            runs,
         }))
+    }
+
+    /// Follows one run's commits along the author's chain as held here, reading the store
+    /// only: where it stops matching (another version of the history), the chain hash after
+    /// its last commit, and the author's key (known, or from the join in its commit 1).
+    /// `collect` keeps the commits from a fork point on (for evidence), up to the evidence
+    /// limit.
+    fn follow_run<S: Storage, R: Read>(
+        &self,
+        store: &S,
+        reader: &mut BundleReader<R>,
+        author: MemberId,
+        first: u64,
+        last: u64,
+        collect: bool,
+    ) -> Res<Trace, S> {
+        let chain = st::<S, _>(store.chain(author))?;
+        let have = chain.as_ref().map_or(0, |c| c.seq);
+        let mut trace = Trace {
+            key: st::<S, _>(store.member(author))?.map(|m| m.key),
+            ..Trace::default()
+        };
+        if first > have + 1 || (first > 1 && trace.key.is_none()) {
+            for _ in first..=last {
+                next_commit(reader)?;
+            }
+            trace.gap = true;
+            return Ok(trace);
+        }
+        let mut h: Option<Hash> = None;
+        let mut kept = 0usize;
+        for seq in first..=last {
+            let bytes = next_commit(reader)?;
+            if trace.fork_at.is_some() {
+                h = h.map(|h| chain_next(&h, seq, &bytes));
+                kept += bytes.len();
+                if collect && kept <= crate::fork::MAX_EVIDENCE {
+                    trace.branch.push(bytes);
+                } else {
+                    trace.truncated = true;
+                }
+                continue;
+            }
+            if seq <= have {
+                if self.is_held(store, author, seq, &bytes)? {
+                    h = self.known_hash(store, author, seq)?;
+                } else {
+                    let base = self.hash_at(store, author, seq - 1)?;
+                    h = Some(chain_next(&base, seq, &bytes));
+                    trace.fork_at = Some(seq);
+                    trace.fork_base = Some(base);
+                    kept = bytes.len();
+                    if collect {
+                        trace.branch.push(bytes);
+                    }
+                }
+                continue;
+            }
+            let prev = match (seq == have + 1, h) {
+                (true, _) => chain
+                    .as_ref()
+                    .map_or_else(|| chain_root(self.dataset, author), |c| c.hash),
+                (false, Some(h)) => h,
+                (false, None) => unreachable!("every commit past the held ones is chained"),
+            };
+            if seq == 1 && trace.key.is_none() {
+                let mut ctx = ChainContext::new(self.dataset, author);
+                let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
+                    author,
+                    seq: 1,
+                    source,
+                })?;
+                trace.key = Some(self.first_commit_key(&commit)?);
+            }
+            h = Some(chain_next(&prev, seq, &bytes));
+        }
+        trace.hash = h;
+        Ok(trace)
+    }
+
+    /// What a relayed run's own proof says, from its trace (pass 1).
+    fn check_relayed(&self, author: MemberId, last: u64, proof: &RunProof, t: &Trace) -> RunCheck {
+        if t.gap {
+            return RunCheck::Unchecked;
+        }
+        let (Some(key), Some(hash)) = (t.key, t.hash) else {
+            // It ends inside history received as a snapshot: nothing new to check.
+            return RunCheck::Valid;
+        };
+        let (digest, sig) = match proof {
+            RunProof::Head(sig) => (None, sig),
+            RunProof::Bundle { digest, sig } => (Some(digest), sig),
+            RunProof::Sender => unreachable!("checked: only the sender's run"),
+        };
+        if !key.verify(
+            &head_message(self.dataset, author, last, &hash, digest),
+            sig,
+        ) {
+            return RunCheck::Invalid;
+        }
+        match t.fork_at {
+            Some(seq) => RunCheck::Fork(seq),
+            None => RunCheck::Valid,
+        }
     }
 
     /// Applies one bundle that [`Engine::authenticate`] found authentic, at wall time
@@ -647,6 +765,11 @@ impl Engine {
                         })?;
                         check_snapshot_record(&collection, &id, &state, &s.state)?;
                         st::<S, _>(store.put_record(&collection, &id, &state))?;
+                        if collection == FORKS {
+                            if let Ok(n) = id.parse::<u32>() {
+                                self.honour_fork_record(store, MemberId(n))?;
+                            }
+                        }
                     }
                     continue;
                 }
@@ -662,18 +785,38 @@ impl Engine {
                 first,
                 last: first + count - 1,
             };
-            let outcome = self.ingest_run(
-                store,
-                &mut reader,
-                sender,
-                now_ms,
-                &mut applied,
-                &mut report,
-                run,
-                &proof,
-                &mut stash_budget,
-                &mut found_forks,
-            )?;
+            let check = auth
+                .runs
+                .iter()
+                .find(|(a, _)| *a == author)
+                .map(|&(_, c)| c);
+            let outcome = match check {
+                Some(RunCheck::Invalid) => {
+                    for _ in first..=run.last {
+                        next_commit(&mut reader)?;
+                    }
+                    RunOutcome::Skipped(format!(
+                        "they do not carry a valid signature of member {author} (a forged relay, or a version of its history that does not follow the one held here)"
+                    ))
+                }
+                Some(RunCheck::Fork(seq)) => {
+                    self.relayed_fork(store, &mut reader, run, seq, &proof, &mut found_forks)?;
+                    report.forks.push((author, seq));
+                    RunOutcome::Forked
+                }
+                _ => self.ingest_run(
+                    store,
+                    &mut reader,
+                    sender,
+                    now_ms,
+                    &mut applied,
+                    &mut report,
+                    run,
+                    &proof,
+                    &mut stash_budget,
+                    &mut found_forks,
+                )?,
+            };
             match outcome {
                 RunOutcome::Stored => report.runs.push(run),
                 RunOutcome::Stashed => report.stashed_runs.push(run),
@@ -814,16 +957,10 @@ impl Engine {
                 sig: *sig,
             }),
         };
-        if author != sender {
-            if let Some(seq) = st::<S, _>(store.frozen(author))? {
-                if last > have {
-                    skip(reader, last - first + 1)?;
-                    return Ok(RunOutcome::Skipped(format!(
-                        "member {author} is frozen (its history forked at commit {seq})"
-                    )));
-                }
-            }
-        }
+        // A frozen author's commits are still stored when they extend the history held
+        // here (they were signed before anyone knew), but those from its fork point on are
+        // never applied.
+        let frozen_at = st::<S, _>(store.frozen(author))?;
         if first > have + 1 || (first > 1 && known.is_none()) {
             // Earlier commits (or the author's membership) have not arrived. The sender's own
             // run never gets here (authenticate checked it links to what is held); a relayed
@@ -889,7 +1026,7 @@ impl Engine {
                     };
                     match self.fork_evidence(store, author, seq - 1, base, theirs)? {
                         Some(ev) => forks.push(ev),
-                        None => st::<S, _>(store.freeze(author, seq))?,
+                        None => self.freeze(store, author, seq)?,
                     }
                     report.forks.push((author, seq));
                     return Ok(RunOutcome::Forked);
@@ -917,8 +1054,12 @@ impl Engine {
             }))?;
             report.new += 1;
             last_hash = Some(ctx.hash);
-            if applied.get(author) + 1 == seq && applied.dominates(&commit.deps) {
-                self.apply(store, &commit, now_ms)?;
+            self.note_evidence(store, &commit)?;
+            if applied.get(author) + 1 == seq
+                && frozen_at.is_none_or(|k| seq < k)
+                && self.deps_met(store, applied, &commit.deps)?
+            {
+                self.apply(store, commit, now_ms)?;
                 applied.set(author, seq);
                 report.applied += 1;
             }
@@ -941,6 +1082,50 @@ impl Engine {
         Ok(RunOutcome::Stored)
     }
 
+    /// Reads a relayed run that pass 1 found to be another, validly signed version of its
+    /// author's history from commit `seq` on, and turns it into evidence (or, when the
+    /// evidence cannot be assembled here, freezes the author directly).
+    fn relayed_fork<S: Storage, R: Read>(
+        &self,
+        store: &mut S,
+        reader: &mut BundleReader<R>,
+        run: Coverage,
+        seq: u64,
+        proof: &RunProof,
+        forks: &mut Vec<ForkEvidence>,
+    ) -> Res<(), S> {
+        let mut commits = Vec::new();
+        let mut size = 0usize;
+        for s in run.first..=run.last {
+            let bytes = next_commit(reader)?;
+            if s >= seq {
+                size += bytes.len();
+                commits.push(serde_bytes::ByteBuf::from(bytes));
+            }
+        }
+        let (digest, sig) = match proof {
+            RunProof::Head(sig) => (None, *sig),
+            RunProof::Bundle { digest, sig } => (Some(*digest), *sig),
+            RunProof::Sender => unreachable!("a relayed run"),
+        };
+        let evidence = if size <= crate::fork::MAX_EVIDENCE {
+            let base = self.hash_at(store, run.author, seq - 1)?;
+            let theirs = Branch {
+                commits,
+                digest,
+                sig,
+            };
+            self.fork_evidence(store, run.author, seq - 1, base, theirs)?
+        } else {
+            None
+        };
+        match evidence {
+            Some(ev) => forks.push(ev),
+            None => self.freeze(store, run.author, seq)?,
+        }
+        Ok(())
+    }
+
     /// Assembles evidence that `author` forked after commit `base`: `theirs` is the branch
     /// just received (checked), the other is the one held here, from its bodies and the
     /// author's proof at its end. `None` when this node no longer holds what the evidence
@@ -953,39 +1138,79 @@ impl Engine {
         base_hash: Hash,
         theirs: Branch,
     ) -> Res<Option<ForkEvidence>, S> {
-        if author == self.me {
+        if author == self.me || theirs.commits.is_empty() {
             return Ok(None);
         }
         let have = st::<S, _>(store.chain(author))?.map_or(0, |c| c.seq);
-        let Some(proof) = st::<S, _>(store.proof(author, have))? else {
-            return Ok(None);
-        };
-        let mut commits = Vec::new();
-        let mut size = theirs.commits.iter().map(|c| c.len()).sum::<usize>();
-        for seq in base + 1..=have {
-            match st::<S, _>(store.commit(author, seq))? {
-                Some(c) if !c.bytes.is_empty() => {
-                    size += c.bytes.len();
-                    commits.push(serde_bytes::ByteBuf::from(c.bytes));
+        let their_end = base + theirs.commits.len() as u64;
+        // Best: this node's version with its commits and the author's proof at its end.
+        if let Some(proof) = st::<S, _>(store.proof(author, have))? {
+            let mut commits = Vec::new();
+            let mut size = theirs.commits.iter().map(|c| c.len()).sum::<usize>();
+            let mut complete = true;
+            for seq in base + 1..=have {
+                match st::<S, _>(store.commit(author, seq))? {
+                    Some(c)
+                        if !c.bytes.is_empty()
+                            && size + c.bytes.len() <= crate::fork::MAX_EVIDENCE =>
+                    {
+                        size += c.bytes.len();
+                        commits.push(serde_bytes::ByteBuf::from(c.bytes));
+                    }
+                    _ => {
+                        complete = false;
+                        break;
+                    }
                 }
-                _ => return Ok(None),
+            }
+            if complete && !commits.is_empty() {
+                return Ok(Some(ForkEvidence {
+                    author,
+                    base,
+                    base_hash,
+                    a: Branch {
+                        commits,
+                        digest: proof.digest,
+                        sig: proof.sig,
+                    },
+                    b: crate::fork::Other::Branch(theirs),
+                }));
             }
         }
-        if size > crate::fork::MAX_EVIDENCE {
-            return Ok(None);
+        // Else (its commits were compacted away): a signature of the author over this node's
+        // version at a commit inside the one just received.
+        for seq in base + 1..=have.min(their_end).min(base + 100_000) {
+            let (Some(p), Some(hash)) = (
+                st::<S, _>(store.proof(author, seq))?,
+                st::<S, _>(store.commit_hash(author, seq))?,
+            ) else {
+                continue;
+            };
+            return Ok(Some(ForkEvidence {
+                author,
+                base,
+                base_hash,
+                a: theirs,
+                b: crate::fork::Other::Head {
+                    seq,
+                    hash,
+                    digest: p.digest,
+                    sig: p.sig,
+                },
+            }));
         }
-        let evidence = ForkEvidence {
-            author,
-            base,
-            base_hash,
-            a: Branch {
-                commits,
-                digest: proof.digest,
-                sig: proof.sig,
-            },
-            b: theirs,
-        };
-        Ok(Some(evidence))
+        Ok(None)
+    }
+
+    /// Freezes `member` from commit `seq` on (its history forked there): nothing more is
+    /// accepted from it as a sender and none of its commits from `seq` on is applied. A
+    /// laptop never freezes itself (its own writes stay its own; the others refuse what it
+    /// sends).
+    pub fn freeze<S: Storage>(&self, store: &mut S, member: MemberId, seq: u64) -> Res<(), S> {
+        if member != self.me {
+            st::<S, _>(store.freeze(member, seq))?;
+        }
+        Ok(())
     }
 
     /// Records verified fork evidence: freezes the author here and writes the evidence into
@@ -1004,10 +1229,13 @@ impl Engine {
         let Ok(seq) = evidence.verify(self.dataset, &member.key) else {
             return Ok(false);
         };
+        if evidence.author == self.me {
+            return Ok(true);
+        }
         if st::<S, _>(store.frozen(evidence.author))?.is_some() {
             return Ok(true);
         }
-        st::<S, _>(store.freeze(evidence.author, seq))?;
+        self.freeze(store, evidence.author, seq)?;
         let id = evidence.author.0.to_string();
         let already = st::<S, _>(store.record(FORKS, &id))?.is_some_and(|r| r.is_live());
         if !already {
@@ -1027,10 +1255,49 @@ impl Engine {
         Ok(true)
     }
 
+    /// Freezes the authors a stored commit carries verified fork evidence about, as soon as
+    /// it is stored (not only once applied): the commit may itself wait for commits of the
+    /// forked author that will never be applied.
+    fn note_evidence<S: Storage>(&self, store: &mut S, commit: &Commit) -> Res<(), S> {
+        for change in &commit.changes {
+            let Change::Record {
+                collection,
+                id,
+                ops,
+                ..
+            } = change
+            else {
+                continue;
+            };
+            if collection != FORKS {
+                continue;
+            }
+            for op in ops {
+                let Op::Set(field, Value::Bytes(b)) = op else {
+                    continue;
+                };
+                let Some(ev) = ForkEvidence::from_bytes(b) else {
+                    continue;
+                };
+                if field != FORK_FIELD || id.parse::<u32>() != Ok(ev.author.0) {
+                    continue;
+                }
+                if let Some(member) = st::<S, _>(store.member(ev.author))? {
+                    if let Ok(seq) = ev.verify(self.dataset, &member.key) {
+                        self.freeze(store, ev.author, seq)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Freezes `author` if `_forks/AUTHOR` holds evidence that verifies under its key (known
     /// here). Called when such a record is written and when the author's join arrives.
     fn honour_fork_record<S: Storage>(&self, store: &mut S, author: MemberId) -> Res<(), S> {
-        if st::<S, _>(store.frozen(author))?.is_some() {
+        // A laptop does not freeze itself: its own writes stay its own; the others refuse
+        // what it sends.
+        if author == self.me || st::<S, _>(store.frozen(author))?.is_some() {
             return Ok(());
         }
         let Some(member) = st::<S, _>(store.member(author))? else {
@@ -1047,7 +1314,7 @@ impl Engine {
                 if let Some(ev) = ForkEvidence::from_bytes(b) {
                     if ev.author == author {
                         if let Ok(seq) = ev.verify(self.dataset, &member.key) {
-                            st::<S, _>(store.freeze(author, seq))?;
+                            self.freeze(store, author, seq)?;
                             return Ok(());
                         }
                     }
@@ -1055,6 +1322,29 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Whether everything a commit depends on (`deps`) is applied here. A frozen author's
+    /// commits from its fork point on will never be applied anywhere, so a dependency on
+    /// them counts as met once its commits before the fork are applied: honest work that
+    /// saw them is not held up for ever.
+    fn deps_met<S: Storage>(
+        &self,
+        store: &S,
+        applied: &VersionVector,
+        deps: &VersionVector,
+    ) -> Res<bool, S> {
+        for (m, n) in deps.iter() {
+            let have = applied.get(m);
+            if have >= n {
+                continue;
+            }
+            match st::<S, _>(store.frozen(m))? {
+                Some(k) if have + 1 >= k => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// Checks an author's first commit (genesis or join) and records the member's key.
@@ -1112,24 +1402,26 @@ impl Engine {
     }
 
     /// Applies a commit's record changes and advances the clock.
-    fn apply<S: Storage>(&self, store: &mut S, commit: &Commit, now_ms: u64) -> Res<(), S> {
+    /// (The commit is taken by value: its values move into the records, not copied.)
+    fn apply<S: Storage>(&self, store: &mut S, commit: Commit, now_ms: u64) -> Res<(), S> {
         let stamp = commit.stamp();
         let ctx = commit.context();
-        for change in &commit.changes {
+        for change in commit.changes {
             if let Change::Record {
                 collection,
                 id,
                 ops,
             } = change
             {
-                if !may_write(commit.author, collection, id) {
+                if !may_write(commit.author, &collection, &id) {
                     continue;
                 }
-                let mut rec = st::<S, _>(store.record(collection, id))?.unwrap_or_default();
+                let mut rec = st::<S, _>(store.record(&collection, &id))?.unwrap_or_default();
                 for op in ops {
-                    rec.apply(stamp, &ctx, op);
+                    rec.apply_owned(stamp, &ctx, op);
                 }
-                st::<S, _>(store.put_record(collection, id, &rec))?;
+                st::<S, _>(store.put_record(&collection, &id, &rec))?;
+                drop(rec);
                 if collection == FORKS {
                     if let Ok(n) = id.parse::<u32>() {
                         self.honour_fork_record(store, MemberId(n))?;
@@ -1167,12 +1459,17 @@ impl Engine {
             let mut applied = st::<S, _>(store.applied())?;
             for (author, top) in stored.iter() {
                 let mut chain: Option<ChainContext> = None;
+                // A frozen author's commits from its fork point on are never applied.
+                let top = match st::<S, _>(store.frozen(author))? {
+                    Some(k) => top.min(k - 1),
+                    None => top,
+                };
                 while applied.get(author) < top {
                     let seq = applied.get(author) + 1;
                     let c = st::<S, _>(store.commit(author, seq))?.ok_or_else(|| {
                         IngestError::Storage(missing::<S>(format!("commit {seq} of {author}")))
                     })?;
-                    if !applied.dominates(&c.deps) {
+                    if !self.deps_met(store, &applied, &c.deps)? {
                         break;
                     }
                     if chain.is_none() {
@@ -1186,7 +1483,8 @@ impl Engine {
                                 seq,
                                 source,
                             })?;
-                    self.apply(store, &commit, now_ms)?;
+                    drop(c.bytes);
+                    self.apply(store, commit, now_ms)?;
                     applied.set(author, seq);
                     report.applied += 1;
                     progress = true;
@@ -1208,18 +1506,6 @@ impl Engine {
         report: &mut SettleReport,
     ) -> Res<bool, S> {
         let mut moved = false;
-        if let Some(seq) = st::<S, _>(store.frozen(author))? {
-            for run in st::<S, _>(store.stashed_runs(author))? {
-                st::<S, _>(store.drop_stashed(run.id))?;
-                report.dropped.push((
-                    author,
-                    run.first,
-                    run.last,
-                    format!("member {author} is frozen (its history forked at commit {seq})"),
-                ));
-            }
-            return Ok(false);
-        }
         loop {
             let have = st::<S, _>(store.chain(author))?.map_or(0, |c| c.seq);
             let mut candidates = Vec::new();
@@ -1329,6 +1615,7 @@ impl Engine {
             if seq == 1 {
                 self.admit(store, &commit)?;
             }
+            self.note_evidence(store, &commit)?;
             st::<S, _>(store.insert_commit(&StoredCommit {
                 author,
                 seq,
@@ -1472,7 +1759,7 @@ impl Engine {
                             seq,
                             source,
                         })?;
-                self.apply(store, &commit, now_ms)?;
+                self.apply(store, commit, now_ms)?;
             }
             applied.set(self.me, top);
         }
@@ -1703,7 +1990,7 @@ impl Engine {
             bytes,
         }))?;
         st::<S, _>(store.put_chain(&ctx))?;
-        self.apply(store, &commit, now_ms)?;
+        self.apply(store, commit.clone(), now_ms)?;
         Ok(commit)
     }
 

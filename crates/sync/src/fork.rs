@@ -35,58 +35,119 @@ pub struct Branch {
 }
 
 // wire-format: begin
-/// Proof that `author` signed two different commits `base + 1`.
+/// Proof that `author` signed two different versions of its history after commit `base`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForkEvidence {
     /// The author whose history forked.
     pub author: MemberId,
-    /// The last commit both branches share.
+    /// A commit both versions are claimed to share (the last one the finder saw in common).
     pub base: u64,
     /// The chain hash after commit `base`.
     pub base_hash: Hash,
-    /// One branch.
+    /// One version: its commits after `base` and the author's signature at its end.
     pub a: Branch,
-    /// The other.
-    pub b: Branch,
+    /// The other version.
+    pub b: Other,
+}
+
+/// The other version of a forked history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Other {
+    /// Its commits after `base` and the author's signature at its end; its first commit
+    /// differs from `a`'s.
+    Branch(Branch),
+    /// Only the author's signature over its chain hash at commit `seq` (after `base`, within
+    /// `a`), which differs from `a`'s hash there: the finder no longer held the commits.
+    Head {
+        /// The commit number signed.
+        seq: u64,
+        /// The chain hash signed.
+        hash: Hash,
+        /// The bundle digest the signature also covers, if any.
+        digest: Option<[u8; 32]>,
+        /// The author's signature.
+        sig: Signature,
+    },
 }
 // wire-format: end
 
+impl Branch {
+    /// Walks the branch from `base_hash` after commit `base`: the chain hash after each of its
+    /// commits, and whether the author's signature at its end verifies.
+    fn walk(
+        &self,
+        dataset: DatasetId,
+        author: MemberId,
+        key: &PublicKey,
+        base: u64,
+        base_hash: Hash,
+    ) -> Result<Vec<Hash>, &'static str> {
+        let mut h = base_hash;
+        let mut seq = base;
+        let mut hashes = Vec::with_capacity(self.commits.len());
+        for c in &self.commits {
+            seq = seq.checked_add(1).ok_or("commit numbers overflow")?;
+            h = chain_next(&h, seq, c);
+            hashes.push(h);
+        }
+        let msg = head_message(dataset, author, seq, &h, self.digest.as_ref());
+        if !key.verify(&msg, &self.sig) {
+            return Err("a signature does not verify");
+        }
+        Ok(hashes)
+    }
+}
+
 impl ForkEvidence {
-    /// The first commit number at which the two histories differ.
+    /// The commit from which the author is frozen: the first after the point the finder saw
+    /// in common.
     pub fn seq(&self) -> u64 {
         self.base + 1
     }
 
-    /// Checks the evidence with the author's key: both branches non-empty, their first
-    /// commits different, and both signatures valid over their chains. Returns the fork's
-    /// commit number, or why the evidence proves nothing.
+    /// Checks the evidence with the author's key: both versions signed by the author and
+    /// different after `base`. Returns the commit from which the author is frozen, or why the
+    /// evidence proves nothing.
     pub fn verify(&self, dataset: DatasetId, key: &PublicKey) -> Result<u64, &'static str> {
-        let (Some(a0), Some(b0)) = (self.a.commits.first(), self.b.commits.first()) else {
-            return Err("a branch is empty");
-        };
-        if a0 == b0 {
-            return Err("the branches do not differ at their first commit");
-        }
-        let size: usize = self
-            .a
-            .commits
-            .iter()
-            .chain(&self.b.commits)
-            .map(|c| c.len())
-            .sum();
+        let size: usize = match &self.b {
+            Other::Branch(b) => b.commits.iter().map(|c| c.len()).sum(),
+            Other::Head { .. } => 0,
+        } + self.a.commits.iter().map(|c| c.len()).sum::<usize>();
         if size > MAX_EVIDENCE {
             return Err("the evidence is larger than the limit");
         }
-        for branch in [&self.a, &self.b] {
-            let mut h = self.base_hash;
-            let mut seq = self.base;
-            for c in &branch.commits {
-                seq = seq.checked_add(1).ok_or("commit numbers overflow")?;
-                h = chain_next(&h, seq, c);
+        if self.a.commits.is_empty() {
+            return Err("a branch is empty");
+        }
+        let a = self
+            .a
+            .walk(dataset, self.author, key, self.base, self.base_hash)?;
+        match &self.b {
+            Other::Branch(b) => {
+                if b.commits.first().is_none_or(|b0| *b0 == self.a.commits[0]) {
+                    return Err("the versions do not differ at their first commit");
+                }
+                b.walk(dataset, self.author, key, self.base, self.base_hash)?;
             }
-            let msg = head_message(dataset, self.author, seq, &h, branch.digest.as_ref());
-            if !key.verify(&msg, &branch.sig) {
-                return Err("a signature does not verify");
+            Other::Head {
+                seq,
+                hash,
+                digest,
+                sig,
+            } => {
+                let Some(i) = seq
+                    .checked_sub(self.base + 1)
+                    .filter(|&i| (i as usize) < a.len())
+                else {
+                    return Err("the signed head is not within the other version");
+                };
+                if a[i as usize] == *hash {
+                    return Err("the versions agree at the signed head");
+                }
+                let msg = head_message(dataset, self.author, *seq, hash, digest.as_ref());
+                if !key.verify(&msg, sig) {
+                    return Err("a signature does not verify");
+                }
             }
         }
         Ok(self.seq())
@@ -136,7 +197,7 @@ mod tests {
             base: 1,
             base_hash,
             a: branch(&key, 1, base_hash, &[b"x", b"y"]),
-            b: branch(&key, 1, base_hash, &[b"z"]),
+            b: Other::Branch(branch(&key, 1, base_hash, &[b"z"])),
         };
         assert_eq!(ev.verify(DS, &key.public()), Ok(2));
         assert_eq!(ForkEvidence::from_bytes(&ev.to_bytes()), Some(ev.clone()));
@@ -145,19 +206,41 @@ mod tests {
         assert!(ev.verify(DatasetId([8; 8]), &key.public()).is_err());
         // One branch signed by someone else (a member framing another): nothing.
         let mut framed = ev.clone();
-        framed.b = branch(&other, 1, base_hash, &[b"z"]);
+        framed.b = Other::Branch(branch(&other, 1, base_hash, &[b"z"]));
         assert!(framed.verify(DS, &key.public()).is_err());
         // The same branch twice is no fork.
         let mut same = ev.clone();
-        same.b = same.a.clone();
+        same.b = Other::Branch(same.a.clone());
         assert!(same.verify(DS, &key.public()).is_err());
         // A changed commit breaks its branch's signature.
         let mut edited = ev.clone();
         edited.a.commits[1] = ByteBuf::from(b"w".to_vec());
         assert!(edited.verify(DS, &key.public()).is_err());
         // Empty branches prove nothing.
-        let mut empty = ev;
-        empty.b.commits.clear();
+        let mut empty = ev.clone();
+        empty.a.commits.clear();
         assert!(empty.verify(DS, &key.public()).is_err());
+
+        // The other version known only by a signed head inside `a`'s span, whose hash differs
+        // from `a`'s there (the finder no longer held its commits).
+        let other_commit: &[u8] = b"w";
+        let other_hash = chain_next(&base_hash, 2, other_commit);
+        let head = |seq: u64, hash: Hash, k: &SecretKey| Other::Head {
+            seq,
+            hash,
+            digest: None,
+            sig: k.sign(&head_message(DS, MemberId(3), seq, &hash, None)),
+        };
+        let mut by_head = ev.clone();
+        by_head.b = head(2, other_hash, &key);
+        assert_eq!(by_head.verify(DS, &key.public()), Ok(2));
+        // Agreeing with `a` there, outside its span, or signed by someone else: nothing.
+        let a_hash = chain_next(&base_hash, 2, b"x");
+        by_head.b = head(2, a_hash, &key);
+        assert!(by_head.verify(DS, &key.public()).is_err());
+        by_head.b = head(9, other_hash, &key);
+        assert!(by_head.verify(DS, &key.public()).is_err());
+        by_head.b = head(2, other_hash, &other);
+        assert!(by_head.verify(DS, &key.public()).is_err());
     }
 }

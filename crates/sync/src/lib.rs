@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod engine;
+pub mod forge;
 pub mod fork;
 pub mod mem;
 mod membership;

@@ -107,9 +107,16 @@ impl Storage for MemStorage {
             .commits
             .get(&(m, seq))
             .ok_or_else(|| MemError(format!("commit {seq} of {m} applied without being stored")))?;
+        // (A frozen author's commits from its fork point on are never applied; depending on
+        // them counts as met once its commits before the fork are.)
+        let met = c.deps.iter().all(|(d, n)| {
+            let have = self.applied.get(d);
+            have >= n || self.frozen.get(&d).is_some_and(|&k| have + 1 >= k)
+        });
+        assert!(met, "commit {seq} of {m} applied before its dependencies");
         assert!(
-            self.applied.dominates(&c.deps),
-            "commit {seq} of {m} applied before its dependencies"
+            self.frozen.get(&m).is_none_or(|&k| seq < k),
+            "commit {seq} of {m} applied past its fork point"
         );
         self.applied.set(m, seq);
         Ok(())
@@ -239,8 +246,8 @@ impl Storage for MemStorage {
             if n > self.compacted.get(m) {
                 self.compacted.set(m, n);
             }
-            let head = self.chains.get(&m).map_or(0, |c| c.seq);
-            self.proofs.retain(|&(a, s), _| a != m || s >= head);
+            // Proofs stay: a signature at an older commit is what fork evidence needs once the
+            // commits themselves are gone.
         }
         Ok(dropped)
     }
@@ -270,7 +277,8 @@ impl Storage for MemStorage {
     }
 
     fn freeze(&mut self, m: MemberId, seq: u64) -> Result<(), MemError> {
-        self.frozen.entry(m).or_insert(seq);
+        let k = self.frozen.entry(m).or_insert(seq);
+        *k = (*k).min(seq);
         Ok(())
     }
 

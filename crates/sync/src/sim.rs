@@ -294,7 +294,8 @@ impl SimNode {
     /// Compacts the history every known member holds (by what this node knows of them).
     /// Returns how many commit bodies were dropped.
     pub fn compact(&mut self) -> u64 {
-        let mut horizon = self.store.stored().expect("mem");
+        // What is applied here, not merely stored: a pending commit's body is still needed.
+        let mut horizon = self.store.applied().expect("mem");
         for p in self.known_peers() {
             let vv = self.store.peer(p).expect("mem");
             horizon = horizon.iter().map(|(a, n)| (a, n.min(vv.get(a)))).collect();
@@ -391,7 +392,7 @@ impl SimNode {
                     }
                 }
                 None => {
-                    let _ = self.store.freeze(*author, *seq);
+                    let _ = self.engine.freeze(&mut self.store, *author, *seq);
                 }
             }
         }

@@ -12,10 +12,25 @@
 //! - **idempotence and causality**: [`crate::mem::MemStorage`] asserts on every apply that a
 //!   commit is applied once, in its author's order, after everything it depends on.
 //!
+//! Every seed also runs twice more with an adversary ([`Attack`]), on the same honest
+//! actions (the adversary draws from its own generator):
+//!
+//! - **forgeries**: an outsider who knows only the dataset id and a member gone rogue
+//!   deliver crafted bundles of every item kind ([`crate::forge`]: forged snapshots,
+//!   receipts for others, altered relayed commits, oversized items, junk runs, heads that
+//!   cannot be checked) and replay old bundles anywhere, while the rogue's valid writes go
+//!   on as anyone's. Every honest replica must end with exactly the data it has without
+//!   the adversary (records, conflicts, held and applied commits, members).
+//! - **fork**: a member's laptop is restored from a backup and writes again, so two
+//!   versions of its history, both validly signed, travel. Every honest replica must end
+//!   with that member frozen (the evidence travelled to all) and the same data, apart from
+//!   the record the forked versions wrote.
+//!
 //! No processes, no sleeps, no I/O: the same seed always replays the same run.
 
 use crate::sim::{SimNode, SplitMix};
-use crate::{Received, Storage};
+use crate::{IngestError, Received, Storage};
+use ferry_bundle::BundleReader;
 use ferry_bundle::WriteOptions;
 use ferry_model::record::Entry;
 use ferry_model::{Dot, MemberId, Op, Rule, Value, VersionVector};
@@ -46,7 +61,39 @@ pub struct Outcome {
     pub snapshots: u64,
     /// Deliveries that could not be checked yet and waited for an earlier bundle.
     pub waited: u64,
+    /// Hostile bundles delivered (attacked runs).
+    pub forgeries: u64,
+    /// Of those, refused outright.
+    pub refused: u64,
+    /// What became of the fork in the forked run.
+    pub fork: Option<ForkOutcome>,
 }
+
+/// The adversary of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    /// Nobody attacks.
+    None,
+    /// An outsider and a rogue member deliver crafted and replayed bundles.
+    Forgeries,
+    /// A member's history forks (a laptop restored from a backup writes again).
+    Fork,
+}
+
+/// What became of a fork in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForkOutcome {
+    /// Found, and the evidence reached every honest member, which froze the forked one.
+    Travelled,
+    /// Found by a member that could not assemble evidence (its own version's commits were
+    /// compacted away and it holds no signature inside the other version).
+    NoticedWithoutEvidence,
+    /// Not noticed: no member met both versions where they overlap.
+    Unnoticed,
+}
+
+/// The record the forked member writes after its fork (both versions of it).
+const FORKED_RECORD: &str = "fx";
 
 /// One logged write: what it did and what its author had seen.
 struct Write {
@@ -77,6 +124,18 @@ struct World {
     snapshots: u64,
     waited: u64,
     seed: u64,
+    attack: Attack,
+    /// The adversary's own generator, so honest actions are the same with or without it.
+    adv: SplitMix,
+    /// The member gone rogue (or forked), once chosen.
+    rogue: Option<usize>,
+    /// The restored copy of the forked member's laptop.
+    backup: Option<SimNode>,
+    forgeries: u64,
+    refused: u64,
+    fork_outcome: Option<ForkOutcome>,
+    /// Bundles each member applied (forgery runs): replayed to the same member.
+    applied_log: Vec<(usize, Rc<Vec<u8>>)>,
 }
 
 const COLL: &str = "c";
@@ -103,7 +162,12 @@ impl World {
     fn write(&mut self) {
         let joined = self.joined();
         let i = self.pick(&joined);
-        let id = format!("r{}", self.rng.below(4));
+        let mut id = format!("r{}", self.rng.below(4));
+        if self.backup.is_some() && Some(i) == self.rogue {
+            // After its fork the forked member writes only its own record (both versions of
+            // its history do), so the rest of the data must still converge.
+            id = FORKED_RECORD.into();
+        }
         let field = format!("f{}", self.rng.below(3));
         let tag = format!("t{}", self.rng.below(3));
         let op = match self.rng.below(20) {
@@ -121,10 +185,11 @@ impl World {
                     .find(|((c, _), r)| c == COLL && !r.conflicted_fields().is_empty())
                     .map(|((_, id), r)| (id.clone(), r.conflicted_fields()[0].to_string()));
                 match state {
-                    Some((rid, f)) => {
+                    Some((rid, f)) if id != FORKED_RECORD => {
                         let v = Value::Int(self.rng.below(1000) as i64);
                         return self.log_write(i, rid, Op::Set(f, v));
                     }
+                    Some(_) => Op::Set(field, Value::Int(self.rng.below(1000) as i64)),
                     None => Op::Set(field, Value::Int(self.rng.below(1000) as i64)),
                 }
             }
@@ -217,17 +282,33 @@ impl World {
         let f = self.flight.swap_remove(k);
         let now = self.clock(f.to);
         let seed = self.seed;
+        let forked = self.forked_sender(&f.bytes);
         let node = self.node(f.to);
         node.now_ms = now;
-        let r = node.ingest(&f.bytes).map_err(|e| {
-            format!(
-                "seed {seed}: a genuine bundle was refused by member {}: {e}",
-                f.to + 1
-            )
-        })?;
+        let r = match node.ingest(&f.bytes) {
+            Ok(r) => r,
+            // The forked member's bundles are refused once its fork is known: expected.
+            // (A version that does not overlap the one held here fails its signature.)
+            Err(
+                IngestError::Fork { .. }
+                | IngestError::Frozen { .. }
+                | IngestError::BadSignature { .. },
+            ) if forked => {
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(format!(
+                    "seed {seed}: a genuine bundle was refused by member {}: {e}",
+                    f.to + 1
+                ));
+            }
+        };
         self.deliveries += 1;
         match r {
             Received::Applied(r, _) => {
+                if self.attack == Attack::Forgeries {
+                    self.applied_log.push((f.to, f.bytes.clone()));
+                }
                 self.stashed += r.stashed;
                 self.pending += r.new - r.applied;
                 self.snapshots += r.snapshot as u64;
@@ -238,7 +319,105 @@ impl World {
         Ok(())
     }
 
+    /// Whether `bytes` is a bundle of the member whose history forked (fork runs).
+    fn forked_sender(&self, bytes: &[u8]) -> bool {
+        self.attack == Attack::Fork
+            && self.rogue.is_some_and(|r| {
+                BundleReader::open(bytes).is_ok_and(|o| o.header().sender == MemberId(r as u32 + 1))
+            })
+    }
+
+    /// The adversary's move, drawn from its own generator.
+    fn adversary(&mut self) -> Result<(), String> {
+        let joined = self.joined();
+        if self.rogue.is_none() && joined.len() > 1 {
+            let pick = 1 + self.adv.below(joined.len() as u64 - 1) as usize;
+            self.rogue = Some(joined[pick]);
+        }
+        match self.attack {
+            Attack::None => Ok(()),
+            Attack::Forgeries => self.forge(&joined),
+            Attack::Fork => {
+                self.fork();
+                Ok(())
+            }
+        }
+    }
+
+    /// Delivers one hostile bundle to an honest replica: an outsider's, a rogue member's, or
+    /// an old bundle replayed.
+    fn forge(&mut self, joined: &[usize]) -> Result<(), String> {
+        let to = joined[self.adv.below(joined.len() as u64) as usize];
+        if Some(to) == self.rogue {
+            return Ok(());
+        }
+        let dataset = self.node(0).engine.dataset;
+        let bytes = match (self.adv.below(10), self.rogue) {
+            (0..=3, _) | (_, None) => crate::forge::outsider(dataset, &mut self.adv),
+            (4..=8, Some(r)) => {
+                let mut adv = self.adv.clone();
+                let b = crate::forge::rogue(self.nodes[r].as_ref().expect("joined"), &mut adv);
+                self.adv = adv;
+                b
+            }
+            // A replay: a bundle this member applied before, again (replaying one to another
+            // member would only deliver real data early, a valid effect).
+            _ => {
+                let mine: Vec<_> = self.applied_log.iter().filter(|(t, _)| *t == to).collect();
+                match mine.len() {
+                    0 => return Ok(()),
+                    n => mine[self.adv.below(n as u64) as usize].1.to_vec(),
+                }
+            }
+        };
+        // Some replicas take plaintext bundles (a radio link): they must be checked too.
+        let plaintext = self.adv.below(2) == 0;
+        let now = self.clock(to);
+        let node = self.node(to);
+        node.now_ms = now;
+        node.accept.plaintext = plaintext;
+        let r = node.ingest(&bytes);
+        node.accept.plaintext = false;
+        self.forgeries += 1;
+        if r.is_err() {
+            self.refused += 1;
+        }
+        Ok(())
+    }
+
+    /// The rogue's laptop is restored from a backup taken now, and both copies write: two
+    /// versions of its history. The restored copy's bundles then travel like any other.
+    fn fork(&mut self) {
+        let Some(r) = self.rogue else { return };
+        let now = self.clock(r);
+        match &mut self.backup {
+            None => {
+                let mut backup = self.nodes[r].clone().expect("joined");
+                backup.rng = SplitMix(self.adv.next_u64());
+                let v = Value::Int(self.adv.below(1000) as i64);
+                self.node(r)
+                    .write(COLL, FORKED_RECORD, vec![Op::Set("a".into(), v)], now);
+                let v = Value::Int(1000 + self.adv.below(1000) as i64);
+                backup.write(COLL, FORKED_RECORD, vec![Op::Set("b".into(), v)], now);
+                self.backup = Some(backup);
+            }
+            Some(backup) => {
+                let v = Value::Int(self.adv.below(1000) as i64);
+                backup.write(COLL, FORKED_RECORD, vec![Op::Set("b".into(), v)], now);
+                let bytes = Rc::new(backup.bundle(&[]));
+                let joined = self.joined();
+                let to = joined[self.adv.below(joined.len() as u64) as usize];
+                if to != r {
+                    self.flight.push(Flight { to, bytes });
+                }
+            }
+        }
+    }
+
     fn step(&mut self) -> Result<(), String> {
+        if self.attack != Attack::None && self.adv.below(3) == 0 {
+            self.adversary()?;
+        }
         self.now += self.rng.below(3_600_000);
         match self.rng.below(100) {
             0..=29 => self.write(),
@@ -331,6 +510,11 @@ impl World {
             let bytes = self.node(i).bundle(&[]);
             self.ingest_final(hub, &bytes)?;
         }
+        if let Some(backup) = &mut self.backup {
+            // The restored laptop syncs too.
+            let bytes = backup.bundle(&[]);
+            self.ingest_final(hub, &bytes)?;
+        }
         let snapshot = self.node(hub).snapshot_if_needed();
         let bytes = self.node(hub).bundle(&[]);
         for &j in &joined[1..] {
@@ -345,10 +529,98 @@ impl World {
     fn ingest_final(&mut self, to: usize, bytes: &[u8]) -> Result<(), String> {
         let now = self.clock(to);
         let seed = self.seed;
+        let forked = self.forked_sender(bytes);
         let node = self.node(to);
         node.now_ms = now;
-        node.ingest(bytes)
-            .map_err(|e| format!("seed {seed}: final exchange refused: {e}"))?;
+        match node.ingest(bytes) {
+            Ok(_) => {}
+            Err(
+                IngestError::Fork { .. }
+                | IngestError::Frozen { .. }
+                | IngestError::BadSignature { .. },
+            ) if forked => {}
+            Err(e) => return Err(format!("seed {seed}: final exchange refused: {e}")),
+        }
+        Ok(())
+    }
+
+    /// After a fork: every honest replica has the forked member frozen (the evidence
+    /// reached all of them) and holds the same data, apart from the record the two versions
+    /// of the forked member wrote and which of its commits it holds.
+    fn check_fork(&mut self) -> Result<(), String> {
+        let seed = self.seed;
+        let (Some(r), Some(_)) = (self.rogue, &self.backup) else {
+            return Ok(());
+        };
+        let rogue = MemberId(r as u32 + 1);
+        let honest: Vec<usize> = self.joined().into_iter().filter(|&i| i != r).collect();
+        type Data = (
+            BTreeMap<(String, String), ferry_model::RecordState>,
+            VersionVector,
+        );
+        let data = |n: &SimNode| -> Result<Data, String> {
+            let records = n
+                .store
+                .records
+                .iter()
+                .filter(|((_, id), _)| id != FORKED_RECORD)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut stored = n.store.stored().map_err(|e| e.to_string())?;
+            stored.set(rogue, 0);
+            Ok((records, stored))
+        };
+        let first = self.nodes[honest[0]].as_ref().expect("joined");
+        let reference = data(first)?;
+        // Evidence written by any honest member reaches every one of them. (In format v1 a
+        // fork can go unnoticed — both versions numbered alike, each side holding one — or
+        // be noticed where the evidence cannot be assembled: those runs are counted.)
+        let evidence = honest.iter().any(|&i| {
+            let n = self.nodes[i].as_ref().expect("joined");
+            n.store
+                .records
+                .get(&(crate::FORKS.to_string(), rogue.0.to_string()))
+                .is_some_and(|r| r.is_live())
+        });
+        let frozen = honest
+            .iter()
+            .filter(|&&i| {
+                let n = self.nodes[i].as_ref().expect("joined");
+                n.store.frozen(rogue).ok().flatten().is_some()
+            })
+            .count();
+        self.fork_outcome = Some(match (evidence, frozen) {
+            (true, _) => ForkOutcome::Travelled,
+            (false, 0) => ForkOutcome::Unnoticed,
+            (false, _) => ForkOutcome::NoticedWithoutEvidence,
+        });
+        for &i in &honest {
+            let n = self.nodes[i].as_ref().expect("joined");
+            if evidence && n.store.frozen(rogue).map_err(|e| e.to_string())?.is_none() {
+                return Err(format!(
+                    "seed {seed}: member {} did not freeze member {rogue}, whose history forked, although the evidence was written (replay with FERRY_SIM_SEED={seed})",
+                    i + 1
+                ));
+            }
+            let (records, stored) = data(n)?;
+            if records != reference.0 {
+                let diff = records
+                    .iter()
+                    .find(|(k, v)| reference.0.get(*k) != Some(*v))
+                    .map(|(k, _)| k.clone());
+                return Err(format!(
+                    "seed {seed}: after member {rogue} forked, member {} diverges from member {} (first differing record: {diff:?})",
+                    i + 1,
+                    honest[0] + 1
+                ));
+            }
+            if stored != reference.1 {
+                return Err(format!(
+                    "seed {seed}: after member {rogue} forked, member {} holds other commits",
+                    i + 1
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -452,6 +724,9 @@ impl World {
             pending: self.pending,
             snapshots: self.snapshots,
             waited: self.waited,
+            forgeries: 0,
+            refused: 0,
+            fork: None,
         })
     }
 }
@@ -460,6 +735,23 @@ impl World {
 /// Panics raised by the storage's invariant checks (a commit applied twice, out of order
 /// or before its dependencies) also carry through; [`run_caught`] turns them into errors.
 pub fn run(seed: u64) -> Result<Outcome, String> {
+    let mut honest = simulate(seed, Attack::None)?;
+    let mut outcome = honest.check()?;
+    // The same honest run, with forgeries delivered everywhere: not one may have an effect.
+    let with = |e: String, what: &str| format!("{e} [with {what}]");
+    let attacked = simulate(seed, Attack::Forgeries).map_err(|e| with(e, "forgeries"))?;
+    same_data(seed, &honest, &attacked)?;
+    outcome.forgeries = attacked.forgeries;
+    outcome.refused = attacked.refused;
+    // A member's history forks: it ends frozen everywhere, the rest converges.
+    let mut forked = simulate(seed, Attack::Fork).map_err(|e| with(e, "a fork"))?;
+    forked.check_fork().map_err(|e| with(e, "a fork"))?;
+    outcome.fork = forked.fork_outcome;
+    Ok(outcome)
+}
+
+/// One run of `seed` with `attack`, up to and including the final exchange.
+fn simulate(seed: u64, attack: Attack) -> Result<World, String> {
     let mut rng = SplitMix(seed);
     let n = match rng.below(100) {
         0..=79 => 3 + rng.below(3),
@@ -492,6 +784,14 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         snapshots: 0,
         waited: 0,
         seed,
+        attack,
+        adv: SplitMix(seed ^ 0xad5e_55a2_1e5b_0b5e),
+        rogue: None,
+        backup: None,
+        forgeries: 0,
+        refused: 0,
+        fork_outcome: None,
+        applied_log: Vec::new(),
     };
     world.nodes[0] = Some(admin);
     // Some members join at the start; the others during the run.
@@ -503,8 +803,61 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     for _ in 0..steps {
         world.step()?;
     }
+    if attack == Attack::Fork && world.backup.is_none() {
+        // The fork happens at the latest just before the end.
+        world.adversary()?;
+        world.adversary()?;
+    }
     world.settle()?;
-    world.check()
+    if attack == Attack::Fork {
+        // Evidence found in the final exchange travels with a second one.
+        world.settle()?;
+    }
+    Ok(world)
+}
+
+/// Checks that every replica of `attacked` holds exactly the data it holds in `honest`.
+fn same_data(seed: u64, honest: &World, attacked: &World) -> Result<(), String> {
+    for (i, (h, a)) in honest.nodes.iter().zip(&attacked.nodes).enumerate() {
+        let (Some(h), Some(a)) = (h, a) else {
+            if h.is_some() != a.is_some() {
+                return Err(format!(
+                    "seed {seed}: member {} joined in one run only",
+                    i + 1
+                ));
+            }
+            continue;
+        };
+        let what = if h.store.records != a.store.records {
+            let diff = h
+                .store
+                .records
+                .iter()
+                .find(|(k, r)| a.store.records.get(*k) != Some(*r))
+                .map(|(k, _)| k.clone())
+                .or_else(|| {
+                    a.store
+                        .records
+                        .keys()
+                        .find(|k| !h.store.records.contains_key(*k))
+                        .cloned()
+                });
+            format!("records (first differing: {diff:?})")
+        } else if h.store.stored().ok() != a.store.stored().ok() {
+            "held commits".into()
+        } else if h.store.applied().ok() != a.store.applied().ok() {
+            "applied commits".into()
+        } else if h.store.members().ok() != a.store.members().ok() {
+            "members".into()
+        } else {
+            continue;
+        };
+        return Err(format!(
+            "seed {seed}: forgeries changed member {}'s {what} (replay with FERRY_SIM_SEED={seed})",
+            i + 1
+        ));
+    }
+    Ok(())
 }
 
 /// [`run`], with an invariant panic turned into an error naming the seed.

@@ -170,7 +170,8 @@ pub trait Storage {
 
     /// Where `m`'s history forked, if it is frozen (nothing more of it is accepted).
     fn frozen(&self, m: MemberId) -> Result<Option<u64>, Self::Error>;
-    /// Freezes `m`: its history forked at commit `seq` (checked evidence).
+    /// Freezes `m`: its history forked at commit `seq` (checked evidence). Frozen again at
+    /// an earlier commit, the earlier one counts.
     fn freeze(&mut self, m: MemberId, seq: u64) -> Result<(), Self::Error>;
 
     /// What `m` is known to hold.

@@ -2,6 +2,7 @@
 //! every change. Replay one seed with
 //! `FERRY_SIM_SEED=1234 cargo test -p ferry-sync --test simulation`; run the long mode with
 //! `cargo run --release -p ferry-sync --example simulate -- 1000000`.
+#![allow(clippy::print_stdout)]
 
 use ferry_sync::simulation::run_caught;
 
@@ -20,12 +21,20 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     }
     let mut failures = Vec::new();
     let mut writes = 0;
+    let (mut forgeries, mut refused) = (0, 0);
+    let mut forks = std::collections::BTreeMap::new();
     for seed in REGRESSION_SEEDS.iter().copied().chain(0..2_000) {
         match run_caught(seed) {
-            Ok(o) => writes += o.writes,
+            Ok(o) => {
+                writes += o.writes;
+                forgeries += o.forgeries;
+                refused += o.refused;
+                *forks.entry(format!("{:?}", o.fork)).or_insert(0u32) += 1;
+            }
             Err(e) => failures.push(e),
         }
     }
+    println!("forgeries delivered {forgeries}, refused outright {refused}; forks: {forks:?}");
     assert!(
         failures.is_empty(),
         "{} of 2000 seeds failed; replay one with FERRY_SIM_SEED=<seed>:\n{}",
@@ -33,4 +42,13 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
         failures.join("\n")
     );
     assert!(writes > 10_000, "the runs made only {writes} writes");
+    assert!(
+        forgeries > 10_000,
+        "only {forgeries} forgeries were delivered"
+    );
+    let travelled = forks.get("Some(Travelled)").copied().unwrap_or(0);
+    assert!(
+        travelled > 1_000,
+        "fork evidence travelled in only {travelled} of 2000 runs: {forks:?}"
+    );
 }
