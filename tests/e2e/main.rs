@@ -13,6 +13,7 @@ mod email;
 mod invitations;
 mod medium;
 mod rejects;
+mod security;
 mod serial;
 mod sms;
 mod three_laptops;

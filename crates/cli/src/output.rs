@@ -601,6 +601,19 @@ pub fn print_status(s: &Status) -> Result<()> {
         "records  {}   conflicts {}   pending {}   waiting for prerequisites {}   quarantined {}",
         s.records, s.conflicts, s.pending, s.waiting_for_prerequisites, s.quarantined
     ))?;
+    if let Some(k) = s.own_fork {
+        out(format_args!(
+            "WARNING  another device also writes as this laptop (member #{}): its history forked at change {k}, probably a restored backup or a cloned disk; the other laptops accept nothing more from member #{}; tell the admin",
+            s.member, s.member
+        ))?;
+    }
+    if s.waiting_bundles > 0 {
+        out(format_args!(
+            "waiting  {} bundle{} that came by email, SMS or radio cannot be checked yet; they are tried again after every import",
+            s.waiting_bundles,
+            if s.waiting_bundles == 1 { "" } else { "s" }
+        ))?;
+    }
     out(format_args!("members:"))?;
     for m in &s.members {
         let role = match (m.admin, m.you) {
@@ -623,6 +636,13 @@ pub fn print_status(s: &Status) -> Result<()> {
         } else {
             " invited, not joined yet;"
         };
+        if let Some(k) = m.frozen_from {
+            out(format_args!(
+                "  #{:<3} {:<16}{role} FROZEN: its history forked at change {k} (a laptop restored from a backup, or a cloned disk, wrote again); nothing more is accepted from it; the admin should replace that laptop",
+                m.member, label
+            ))?;
+            continue;
+        }
         let heard = m
             .last_heard
             .as_deref()

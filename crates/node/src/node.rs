@@ -16,8 +16,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-/// Records per commit when loading in bulk.
+/// Records per commit when loading in bulk…
 const LOAD_BATCH: usize = 1000;
+/// …and at most this many ops and (about) this many bytes, well within a commit's limits
+/// (bundles/SPEC.md §8), however wide or large the rows are.
+const LOAD_BATCH_OPS: usize = 65_536;
+const LOAD_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// About how many bytes a change takes in a commit (for batching).
+fn change_size(c: &Change) -> (usize, usize) {
+    match c {
+        Change::Record { id, ops, .. } => {
+            let bytes = ops
+                .iter()
+                .map(|op| match op {
+                    Op::Set(f, Value::Str(v)) => f.len() + v.len() + 4,
+                    Op::Set(f, Value::Bytes(v)) => f.len() + v.len() + 4,
+                    Op::Add(f, e) | Op::Remove(f, e) => f.len() + e.len() + 4,
+                    _ => 16,
+                })
+                .sum::<usize>();
+            (ops.len(), id.len() + bytes + 8)
+        }
+        _ => (1, 256),
+    }
+}
 
 /// One ferry node, opened from its home folder.
 pub struct Node {
@@ -142,6 +165,9 @@ pub struct MemberStatus {
     pub lacks_from_us: u64,
     /// When this node last learned something about it (ISO 8601), if ever.
     pub last_heard: Option<String>,
+    /// The change from which it is frozen, when its history forked (a restored backup or a
+    /// cloned disk wrote again): nothing more is accepted from it.
+    pub frozen_from: Option<u64>,
 }
 
 /// `ferry status`.
@@ -175,6 +201,11 @@ pub struct Status {
     pub email_outbox: Vec<(String, u32, Option<String>)>,
     /// SMS counters per member.
     pub sms: Vec<crate::SmsCounters>,
+    /// When another device also writes as this member (evidence of a fork of this laptop's
+    /// own history reached it): the change from which the others accept nothing from it.
+    pub own_fork: Option<u64>,
+    /// Bundles that came by a transport and wait, unused, until they can be checked.
+    pub waiting_bundles: u64,
 }
 
 /// The merge rules of the dataset: (collection, field) → rule; `conflict` when unset.
@@ -611,6 +642,7 @@ impl Node {
         let mut report = LoadReport::default();
         let mut tx = self.store.transaction(now)?;
         let mut batch = Vec::with_capacity(LOAD_BATCH);
+        let (mut batch_ops, mut batch_bytes) = (0usize, 0usize);
         let mut line = String::new();
         let mut line_no = 0u64;
         progress.begin(&format!("loading {collection}"), total_bytes);
@@ -629,12 +661,25 @@ impl Node {
             }
             let change = parse_line(collection, &line)
                 .map_err(|e| NodeError::Input(format!("line {line_no}: {e}")))?;
+            let (ops, bytes) = change_size(&change);
+            if !batch.is_empty()
+                && (batch_ops + ops > LOAD_BATCH_OPS || batch_bytes + bytes > LOAD_BATCH_BYTES)
+            {
+                report.records += batch.len() as u64;
+                report.commits += 1;
+                self.engine
+                    .commit_local(&mut tx, std::mem::take(&mut batch), now)?;
+                (batch_ops, batch_bytes) = (0, 0);
+            }
             batch.push(change);
+            batch_ops += ops;
+            batch_bytes += bytes;
             if batch.len() == LOAD_BATCH {
                 report.records += batch.len() as u64;
                 report.commits += 1;
                 self.engine
                     .commit_local(&mut tx, std::mem::take(&mut batch), now)?;
+                (batch_ops, batch_bytes) = (0, 0);
             }
         }
         if !batch.is_empty() {
@@ -930,8 +975,24 @@ impl Node {
                 holds: vv.total(),
                 lacks_from_us: if you { 0 } else { lacks },
                 last_heard: at.filter(|&t| t > 0).map(crate::time::format_utc),
+                frozen_from: if you { None } else { tx.frozen(m)? },
             });
         }
+        // Evidence about this laptop itself: another device writes as this member.
+        let own_fork = tx
+            .record(ferry_sync::FORKS, &self.id.me.0.to_string())?
+            .and_then(|r| {
+                r.values(ferry_sync::FORK_FIELD)
+                    .into_iter()
+                    .filter_map(|(_, v)| match v {
+                        Value::Bytes(b) => ferry_sync::ForkEvidence::from_bytes(b),
+                        _ => None,
+                    })
+                    .filter(|ev| ev.author == self.id.me)
+                    .map(|ev| ev.seq())
+                    .min()
+            });
+        let waiting_bundles = tx.waiting()?.len() as u64;
         let pending = stored.total() - applied.total().min(stored.total());
         let stashed = tx.stashed()?.iter().map(|(_, n)| n).sum();
         let quarantine = tx.quarantine()?;
@@ -962,6 +1023,8 @@ impl Node {
                 .collect(),
             email_outbox,
             sms,
+            own_fork,
+            waiting_bundles,
         })
     }
 
