@@ -328,6 +328,9 @@ impl<R: Read> BundleReader<R> {
             (_, Item::PeerReceipt(..)) => return bad("a peer receipt after the first run"),
             (State::Receipts, Item::Snapshot { .. }) => State::SnapshotChains,
             (_, Item::Snapshot { .. }) => return bad("a snapshot out of place"),
+            (State::SnapshotChains, Item::SnapshotChain { seq, .. }) if *seq > MAX_SEQ => {
+                return bad("a snapshot chain past the largest commit number");
+            }
             (State::SnapshotChains, Item::SnapshotChain { .. }) => State::SnapshotChains,
             (_, Item::SnapshotChain { .. }) => return bad("a snapshot chain out of place"),
             (State::SnapshotChains | State::SnapshotRecords, Item::SnapshotRecord { .. }) => {

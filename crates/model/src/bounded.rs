@@ -105,16 +105,17 @@ where
     d.deserialize_seq(V::<T, MAX, WHAT>(PhantomData))
 }
 
-/// The ops budget of one commit decode: while it lives, decoding ops on this thread draws
-/// from it, and a commit with more ops than [`crate::limits::MAX_OPS`] fails before they are
-/// allocated. Decoding is synchronous, so a thread-local budget is exact.
-pub(crate) struct OpBudget {
+/// The ops budget of one decode (a commit, a snapshot's record state): while it lives,
+/// decoding ops (or siblings, tombstones) on this thread draws from it, and input with more
+/// than [`crate::limits::MAX_OPS`] fails before they are allocated. Decoding is synchronous,
+/// so a thread-local budget is exact.
+pub struct OpBudget {
     previous: Option<usize>,
 }
 
 impl OpBudget {
     /// Starts a budget of `max` ops for the decode that follows.
-    pub(crate) fn start(max: usize) -> OpBudget {
+    pub fn start(max: usize) -> OpBudget {
         OpBudget {
             previous: OPS_LEFT.with(|c| c.replace(Some(max))),
         }
@@ -127,7 +128,8 @@ impl Drop for OpBudget {
     }
 }
 
-/// Deserializes a commit's `Vec` of ops, drawing each from the current [`OpBudget`].
+/// Deserializes a commit's `Vec` of ops (or a record's siblings), drawing each from the
+/// current [`OpBudget`].
 pub(crate) fn ops<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -164,6 +166,70 @@ where
         }
     }
     d.deserialize_seq(V::<T>(PhantomData))
+}
+
+/// A `Vec` deserialized through [`ops`] (for map values).
+struct OpsVec<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OpsVec<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ops(d).map(OpsVec)
+    }
+}
+
+/// Deserializes a map of at most `MAX` entries whose values are sequences drawn from the
+/// current [`OpBudget`] (a record's fields and their siblings).
+pub(crate) fn map_of_ops<'de, D, K, T, const MAX: usize, const WHAT: u8>(
+    d: D,
+) -> Result<std::collections::BTreeMap<K, Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    K: Deserialize<'de> + Ord,
+    T: Deserialize<'de>,
+{
+    let m: std::collections::BTreeMap<K, OpsVec<T>> = map::<_, _, _, MAX, WHAT>(d)?;
+    Ok(m.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// Deserializes a map of at most `MAX` entries (counted before they are allocated).
+pub(crate) fn map<'de, D, K, V, const MAX: usize, const WHAT: u8>(
+    d: D,
+) -> Result<std::collections::BTreeMap<K, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    K: Deserialize<'de> + Ord,
+    V: Deserialize<'de>,
+{
+    struct M<K, V, const MAX: usize, const WHAT: u8>(PhantomData<(K, V)>);
+    impl<'de, K, V, const MAX: usize, const WHAT: u8> Visitor<'de> for M<K, V, MAX, WHAT>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    {
+        type Value = std::collections::BTreeMap<K, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a map of at most {MAX} entries")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            if m.size_hint().unwrap_or(0) > MAX {
+                return Err(exceeded(WHAT, MAX));
+            }
+            let mut out = std::collections::BTreeMap::new();
+            let mut n = 0usize;
+            while let Some((k, v)) = m.next_entry()? {
+                n += 1;
+                if n > MAX {
+                    return Err(exceeded(WHAT, MAX));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(M::<K, V, MAX, WHAT>(PhantomData))
 }
 
 #[cfg(test)]

@@ -114,6 +114,9 @@ impl<'de> Deserialize<'de> for VersionVector {
                         return Err(A::Error::custom("version vector members out of order"));
                     }
                     last = Some(m);
+                    if n > i64::MAX as u64 {
+                        return Err(A::Error::custom("a commit number past the largest"));
+                    }
                     if n > 0 {
                         out.insert(m, n);
                     }

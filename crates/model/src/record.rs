@@ -191,12 +191,19 @@ pub enum Shown {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RecordState {
     /// Field name → surviving writes.
+    #[serde(
+        deserialize_with = "crate::bounded::map_of_ops::<_, _, _, { crate::limits::MAX_NAME_TABLE }, { crate::bounded::what::NAMES }>"
+    )]
     pub fields: BTreeMap<String, Vec<Sibling>>,
     /// Record deletes not yet superseded by a write that saw them.
+    #[serde(deserialize_with = "crate::bounded::ops")]
     pub tombstones: Vec<Stamp>,
     /// For each field whose earliest value ever written is no longer among its surviving
     /// writes: that earliest value (what the `first` rule shows). Kept only while it is
     /// earlier than every surviving value, so the state is the same on every node.
+    #[serde(
+        deserialize_with = "crate::bounded::map::<_, _, _, { crate::limits::MAX_NAME_TABLE }, { crate::bounded::what::NAMES }>"
+    )]
     pub firsts: BTreeMap<String, Sibling>,
 }
 

@@ -1008,9 +1008,10 @@ impl Storage for StoreTx<'_> {
                 "INSERT OR REPLACE INTO stash_commits (run, seq, body) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![i(run), i(seq), bytes])?;
+        let cost = (bytes.len() as u64).max(ferry_sync::STASH_COMMIT_COST);
         self.tx
             .prepare_cached("UPDATE stash_runs SET bytes = bytes + ?2 WHERE id = ?1")?
-            .execute(params![i(run), bytes.len() as i64])?;
+            .execute(params![i(run), i(cost)])?;
         Ok(())
     }
 
@@ -1018,12 +1019,14 @@ impl Storage for StoreTx<'_> {
         let n: i64 = match sender {
             Some(s) => self
                 .tx
-                .prepare_cached("SELECT coalesce(sum(bytes), 0) FROM stash_runs WHERE sender = ?1")?
-                .query_row(params![s.0], |r| r.get(0))?,
+                .prepare_cached(
+                    "SELECT coalesce(sum(bytes + ?2), 0) FROM stash_runs WHERE sender = ?1",
+                )?
+                .query_row(params![s.0, i(ferry_sync::STASH_RUN_COST)], |r| r.get(0))?,
             None => self
                 .tx
-                .prepare_cached("SELECT coalesce(sum(bytes), 0) FROM stash_runs")?
-                .query_row([], |r| r.get(0))?,
+                .prepare_cached("SELECT coalesce(sum(bytes + ?1), 0) FROM stash_runs")?
+                .query_row(params![i(ferry_sync::STASH_RUN_COST)], |r| r.get(0))?,
         };
         Ok(u(n))
     }
@@ -1060,6 +1063,10 @@ impl Storage for StoreTx<'_> {
     }
 
     fn freeze(&mut self, m: MemberId, seq: u64) -> Result<()> {
+        if seq > i64::MAX as u64 {
+            // Commit numbers fit a signed 64-bit integer; nothing past them exists to freeze.
+            return Ok(());
+        }
         self.tx
             .prepare_cached(
                 "INSERT INTO frozen (member, seq) VALUES (?1, ?2)

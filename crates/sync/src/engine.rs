@@ -712,12 +712,12 @@ impl Engine {
                     proof,
                 } => (author, first, count, proof),
                 Item::Snapshot { state, compacted } => {
-                    report.snapshot_state = Some(state.clone());
                     if sender != MemberId::ADMIN {
                         // Only the admin authors snapshots (SPEC §4.1).
                         report.snapshot_ignored = true;
                         continue;
                     }
+                    report.snapshot_state = Some(state.clone());
                     if let Some((a, c)) = compacted.iter().find(|&(a, c)| c > state.get(a)) {
                         return Err(IngestError::BadSnapshot(format!(
                             "it says commits up to {c} of member {a} were compacted, past the state it reflects"
@@ -758,11 +758,23 @@ impl Engine {
                     state,
                 } => {
                     if let Some(s) = &snapshot {
-                        let state: RecordState = postcard::from_bytes(&state).map_err(|e| {
-                            BundleError::Malformed(format!(
-                                "snapshot record {collection}/{id}: {e}"
-                            ))
-                        })?;
+                        let state: RecordState = {
+                            // Bounded like a commit: a record state holds at most as many
+                            // siblings and tombstones as a commit may hold ops.
+                            let _budget =
+                                ferry_model::bounded::OpBudget::start(ferry_model::limits::MAX_OPS);
+                            ferry_model::bounded::clear_exceeded();
+                            postcard::from_bytes(&state).map_err(|e| {
+                                match ferry_model::bounded::take_exceeded() {
+                                    Some(limit) => BundleError::Limit(format!(
+                                        "snapshot record {collection}/{id}: {limit}"
+                                    )),
+                                    None => BundleError::Malformed(format!(
+                                        "snapshot record {collection}/{id}: {e}"
+                                    )),
+                                }
+                            })?
+                        };
                         check_snapshot_record(&collection, &id, &state, &s.state)?;
                         st::<S, _>(store.put_record(&collection, &id, &state))?;
                         if collection == FORKS {
@@ -814,7 +826,6 @@ impl Engine {
                     run,
                     &proof,
                     &mut stash_budget,
-                    &mut found_forks,
                 )?,
             };
             match outcome {
@@ -928,7 +939,6 @@ impl Engine {
         run: Coverage,
         proof: &RunProof,
         budget: &mut StashBudget,
-        forks: &mut Vec<ForkEvidence>,
     ) -> Res<RunOutcome, S> {
         let Coverage {
             author,
@@ -957,10 +967,6 @@ impl Engine {
                 sig: *sig,
             }),
         };
-        // A frozen author's commits are still stored when they extend the history held
-        // here (they were signed before anyone knew), but those from its fork point on are
-        // never applied.
-        let frozen_at = st::<S, _>(store.frozen(author))?;
         if first > have + 1 || (first > 1 && known.is_none()) {
             // Earlier commits (or the author's membership) have not arrived. The sender's own
             // run never gets here (authenticate checked it links to what is held); a relayed
@@ -972,10 +978,19 @@ impl Engine {
                     "changes relayed in a plaintext bundle are not kept aside".into(),
                 ));
             }
+            if crate::storage::STASH_RUN_COST > budget.sender.min(budget.total) {
+                skip(reader, last - first + 1)?;
+                return Ok(RunOutcome::Skipped(format!(
+                    "the changes kept aside from {sender}'s bundles reached their limit ({} MiB)",
+                    STASH_PER_SENDER >> 20
+                )));
+            }
+            budget.sender -= crate::storage::STASH_RUN_COST;
+            budget.total -= crate::storage::STASH_RUN_COST;
             let id = st::<S, _>(store.stash_run(sender, author, first, last, now_ms))?;
             for seq in first..=last {
                 let bytes = next_commit(reader)?;
-                let n = bytes.len() as u64;
+                let n = (bytes.len() as u64).max(crate::storage::STASH_COMMIT_COST);
                 if n > budget.sender.min(budget.total) {
                     st::<S, _>(store.drop_stashed(id))?;
                     skip(reader, last - seq)?;
@@ -1001,35 +1016,12 @@ impl Engine {
             let bytes = next_commit(reader)?;
             if seq <= ctx.seq {
                 if !self.is_held(store, author, seq, &bytes)? {
-                    // Another version of the author's history (authenticate refused the
-                    // sender's own). It proves a fork only if the author signed it.
-                    let base = self.hash_at(store, author, seq - 1)?;
-                    let mut h = chain_next(&base, seq, &bytes);
-                    let mut commits = vec![serde_bytes::ByteBuf::from(bytes)];
-                    for s in seq + 1..=last {
-                        let b = next_commit(reader)?;
-                        h = chain_next(&h, s, &b);
-                        commits.push(serde_bytes::ByteBuf::from(b));
-                    }
-                    let Some(p) = stored_proof else {
-                        unreachable!("a relayed run carries its author's proof");
-                    };
-                    let key = key.expect("a held author's key is known");
-                    let msg = head_message(self.dataset, author, last, &h, p.digest.as_ref());
-                    if !key.verify(&msg, &p.sig) {
-                        return Err(IngestError::BadSignature { member: author });
-                    }
-                    let theirs = Branch {
-                        commits,
-                        digest: p.digest,
-                        sig: p.sig,
-                    };
-                    match self.fork_evidence(store, author, seq - 1, base, theirs)? {
-                        Some(ev) => forks.push(ev),
-                        None => self.freeze(store, author, seq)?,
-                    }
-                    report.forks.push((author, seq));
-                    return Ok(RunOutcome::Forked);
+                    // Pass 1 followed this run against the store as it was; only what this
+                    // bundle itself installed since (an admin snapshot) can make a commit it
+                    // carries differ from the one held now: the bundle contradicts itself.
+                    return Err(IngestError::BadSnapshot(format!(
+                        "commit {seq} of member {author} in the bundle differs from the history its own snapshot states"
+                    )));
                 }
                 report.duplicates += 1;
                 last_hash = self.known_hash(store, author, seq)?;
@@ -1055,8 +1047,12 @@ impl Engine {
             report.new += 1;
             last_hash = Some(ctx.hash);
             self.note_evidence(store, &commit)?;
+            // A frozen author's commits are still stored when they extend the history held
+            // here (they were signed before anyone knew), but those from its fork point on
+            // are never applied. (Asked again for each commit: one of them, or what it
+            // applies, may carry the evidence.)
             if applied.get(author) + 1 == seq
-                && frozen_at.is_none_or(|k| seq < k)
+                && st::<S, _>(store.frozen(author))?.is_none_or(|k| seq < k)
                 && self.deps_met(store, applied, &commit.deps)?
             {
                 self.apply(store, commit, now_ms)?;
@@ -1064,7 +1060,11 @@ impl Engine {
                 report.applied += 1;
             }
         }
-        let key = key.expect("the author's key is known after its first commit");
+        let Some(key) = key else {
+            return Err(IngestError::Storage(missing::<S>(format!(
+                "the key of member {author}"
+            ))));
+        };
         // (A run that ends inside history received as a snapshot cannot be checked and
         // brings nothing new.)
         if let (Some(p), Some(hash)) = (stored_proof, last_hash) {
@@ -1232,18 +1232,15 @@ impl Engine {
         if evidence.author == self.me {
             return Ok(true);
         }
-        if st::<S, _>(store.frozen(evidence.author))?.is_some() {
-            return Ok(true);
-        }
         self.freeze(store, evidence.author, seq)?;
-        let id = evidence.author.0.to_string();
-        let already = st::<S, _>(store.record(FORKS, &id))?.is_some_and(|r| r.is_live());
-        if !already {
+        // Written unless `_forks` already holds evidence of a fork at this commit or before.
+        let known = self.recorded_fork(store, evidence.author)?;
+        if known.is_none_or(|k| k > seq) {
             self.commit_local(
                 store,
                 vec![Change::Record {
                     collection: FORKS.into(),
-                    id,
+                    id: evidence.author.0.to_string(),
                     ops: vec![Op::Set(
                         FORK_FIELD.into(),
                         Value::Bytes(evidence.to_bytes()),
@@ -1253,6 +1250,28 @@ impl Engine {
             )?;
         }
         Ok(true)
+    }
+
+    /// The earliest fork point of `author` that evidence in `_forks/AUTHOR` proves under its
+    /// key (known here), if any.
+    fn recorded_fork<S: Storage>(&self, store: &S, author: MemberId) -> Res<Option<u64>, S> {
+        let Some(member) = st::<S, _>(store.member(author))? else {
+            return Ok(None);
+        };
+        let Some(rec) = st::<S, _>(store.record(FORKS, &author.0.to_string()))? else {
+            return Ok(None);
+        };
+        let mut best: Option<u64> = None;
+        for sib in rec.fields.get(FORK_FIELD).into_iter().flatten() {
+            if let ferry_model::record::Entry::Value(Value::Bytes(b)) = &sib.entry {
+                if let Some(ev) = ForkEvidence::from_bytes(b).filter(|ev| ev.author == author) {
+                    if let Ok(k) = ev.verify(self.dataset, &member.key) {
+                        best = Some(best.map_or(k, |b| b.min(k)));
+                    }
+                }
+            }
+        }
+        Ok(best)
     }
 
     /// Freezes the authors a stored commit carries verified fork evidence about, as soon as
@@ -1269,19 +1288,22 @@ impl Engine {
             else {
                 continue;
             };
-            if collection != FORKS {
+            // Only what `_forks/N` holds in its `evidence` field counts, checked before any
+            // bytes are decoded.
+            let Ok(n) = id.parse::<u32>() else { continue };
+            if collection != FORKS || n == self.me.0 {
                 continue;
             }
             for op in ops {
                 let Op::Set(field, Value::Bytes(b)) = op else {
                     continue;
                 };
-                let Some(ev) = ForkEvidence::from_bytes(b) else {
-                    continue;
-                };
-                if field != FORK_FIELD || id.parse::<u32>() != Ok(ev.author.0) {
+                if field != FORK_FIELD {
                     continue;
                 }
+                let Some(ev) = ForkEvidence::from_bytes(b).filter(|ev| ev.author.0 == n) else {
+                    continue;
+                };
                 if let Some(member) = st::<S, _>(store.member(ev.author))? {
                     if let Ok(seq) = ev.verify(self.dataset, &member.key) {
                         self.freeze(store, ev.author, seq)?;
@@ -1297,29 +1319,11 @@ impl Engine {
     fn honour_fork_record<S: Storage>(&self, store: &mut S, author: MemberId) -> Res<(), S> {
         // A laptop does not freeze itself: its own writes stay its own; the others refuse
         // what it sends.
-        if author == self.me || st::<S, _>(store.frozen(author))?.is_some() {
+        if author == self.me {
             return Ok(());
         }
-        let Some(member) = st::<S, _>(store.member(author))? else {
-            return Ok(());
-        };
-        let Some(rec) = st::<S, _>(store.record(FORKS, &author.0.to_string()))? else {
-            return Ok(());
-        };
-        let Some(siblings) = rec.fields.get(FORK_FIELD) else {
-            return Ok(());
-        };
-        for sib in siblings {
-            if let ferry_model::record::Entry::Value(Value::Bytes(b)) = &sib.entry {
-                if let Some(ev) = ForkEvidence::from_bytes(b) {
-                    if ev.author == author {
-                        if let Ok(seq) = ev.verify(self.dataset, &member.key) {
-                            self.freeze(store, author, seq)?;
-                            return Ok(());
-                        }
-                    }
-                }
-            }
+        if let Some(k) = self.recorded_fork(store, author)? {
+            self.freeze(store, author, k)?;
         }
         Ok(())
     }
@@ -1417,8 +1421,20 @@ impl Engine {
                     continue;
                 }
                 let mut rec = st::<S, _>(store.record(&collection, &id))?.unwrap_or_default();
-                for op in ops {
-                    rec.apply_owned(stamp, &ctx, op);
+                if collection == FORKS {
+                    // Evidence only accumulates: each write of the evidence field is kept
+                    // beside the others (it supersedes nothing), and nothing else applies, so
+                    // no member can erase evidence, and a snapshot carries all of it.
+                    let none = VersionVector::new();
+                    for op in ops {
+                        if matches!(&op, Op::Set(f, Value::Bytes(_)) if f == FORK_FIELD) {
+                            rec.apply_owned(stamp, &none, op);
+                        }
+                    }
+                } else {
+                    for op in ops {
+                        rec.apply_owned(stamp, &ctx, op);
+                    }
                 }
                 st::<S, _>(store.put_record(&collection, &id, &rec))?;
                 drop(rec);
@@ -1466,6 +1482,10 @@ impl Engine {
                 };
                 while applied.get(author) < top {
                     let seq = applied.get(author) + 1;
+                    // (Applying one of its commits may freeze the author.)
+                    if st::<S, _>(store.frozen(author))?.is_some_and(|k| seq >= k) {
+                        break;
+                    }
                     let c = st::<S, _>(store.commit(author, seq))?.ok_or_else(|| {
                         IngestError::Storage(missing::<S>(format!("commit {seq} of {author}")))
                     })?;
@@ -1711,8 +1731,15 @@ impl Engine {
                 return Ok(());
             }
         }
-        if names.len() > ferry_model::limits::MAX_COMMIT {
-            return Err(BundleError::Malformed("a snapshot name table is too long".into()).into());
+        // The name table follows the rules a commit's names follow (§5.2): decoding the
+        // author's next commits uses it.
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        for name in &names {
+            if name.is_empty() || name.len() > ferry_model::limits::MAX_NAME || !seen.insert(name) {
+                return Err(IngestError::BadSnapshot(format!(
+                    "the name table of member {author} breaks the rules for names"
+                )));
+            }
         }
         // Commit `seq` is known by its hash, clock and context; its body (and those before
         // it) were compacted away by the sender.

@@ -22,11 +22,20 @@ use serde::{Deserialize, Serialize};
 /// Most bytes of commits one piece of evidence may carry (it travels inside one commit).
 pub const MAX_EVIDENCE: usize = 4 * 1024 * 1024;
 
+/// Most commits one branch of evidence may carry.
+pub const MAX_EVIDENCE_COMMITS: usize = 65_536;
+
+/// Largest commit number evidence may name (commit numbers fit a signed 64-bit integer).
+const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// One branch of a fork: the commits after the common point and the author's signature over
 /// the branch's last one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Branch {
     /// Commits `base + 1 ..` of this branch, as their canonical bytes.
+    #[serde(
+        deserialize_with = "ferry_model::bounded::vec::<_, _, MAX_EVIDENCE_COMMITS, { ferry_model::bounded::what::CHANGES }>"
+    )]
     pub commits: Vec<serde_bytes::ByteBuf>,
     /// The bundle digest the signature also covers, if it was a bundle signature.
     pub digest: Option<[u8; 32]>,
@@ -99,10 +108,15 @@ impl Branch {
 }
 
 impl ForkEvidence {
-    /// The commit from which the author is frozen: the first after the point the finder saw
-    /// in common.
+    /// The commit from which the author is frozen: for two branches, the first after `base`
+    /// (where they are shown to differ); for a branch and a signed head, the head's commit
+    /// (the first point the evidence shows to differ — `base` itself is only the finder's
+    /// word, and a lower one would freeze commits both versions share).
     pub fn seq(&self) -> u64 {
-        self.base + 1
+        match &self.b {
+            Other::Branch(_) => self.base + 1,
+            Other::Head { seq, .. } => *seq,
+        }
     }
 
     /// Checks the evidence with the author's key: both versions signed by the author and
@@ -118,6 +132,17 @@ impl ForkEvidence {
         }
         if self.a.commits.is_empty() {
             return Err("a branch is empty");
+        }
+        let longest = match &self.b {
+            Other::Branch(b) => self.a.commits.len().max(b.commits.len()),
+            Other::Head { .. } => self.a.commits.len(),
+        };
+        if self
+            .base
+            .checked_add(longest as u64)
+            .is_none_or(|end| end > MAX_SEQ)
+        {
+            return Err("the evidence names commits past the largest commit number");
         }
         let a = self
             .a
@@ -158,8 +183,12 @@ impl ForkEvidence {
         postcard::to_allocvec(self).expect("evidence encodes")
     }
 
-    /// Reads evidence from its bytes.
+    /// Reads evidence from its bytes (refusing, before decoding, more than the evidence
+    /// limits allow).
     pub fn from_bytes(bytes: &[u8]) -> Option<ForkEvidence> {
+        if bytes.len() > MAX_EVIDENCE + 4096 {
+            return None;
+        }
         postcard::from_bytes(bytes).ok()
     }
 }

@@ -35,4 +35,7 @@ pub use engine::{
 pub use fork::ForkEvidence;
 pub use membership::Invitation;
 pub use plan::{Coverage, ExportRun};
-pub use storage::{MemberInfo, Proof, RecordVisitor, StashedRun, Storage, StoredCommit};
+pub use storage::{
+    MemberInfo, Proof, RecordVisitor, STASH_COMMIT_COST, STASH_RUN_COST, StashedRun, Storage,
+    StoredCommit,
+};

@@ -166,14 +166,17 @@ impl Storage for MemStorage {
     }
 
     fn stash_bytes(&self, sender: Option<MemberId>) -> Result<u64, MemError> {
-        Ok(self
+        let mine = |run: &u64| {
+            sender.is_none_or(|s| self.stash_runs.get(run).is_some_and(|r| r.sender == s))
+        };
+        let commits: u64 = self
             .stash_commits
             .iter()
-            .filter(|((run, _), _)| {
-                sender.is_none_or(|s| self.stash_runs.get(run).is_some_and(|r| r.sender == s))
-            })
-            .map(|(_, b)| b.len() as u64)
-            .sum())
+            .filter(|((run, _), _)| mine(run))
+            .map(|(_, b)| (b.len() as u64).max(crate::storage::STASH_COMMIT_COST))
+            .sum();
+        let runs = self.stash_runs.keys().filter(|r| mine(r)).count() as u64;
+        Ok(commits + runs * crate::storage::STASH_RUN_COST)
     }
 
     fn expire_stash(&mut self, before_ms: u64) -> Result<Vec<StashedRun>, MemError> {

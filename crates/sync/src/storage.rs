@@ -4,6 +4,11 @@ use ferry_model::commit::ChainContext;
 use ferry_model::crypto::{PublicKey, Signature};
 use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
 
+/// What a stashed run costs the stash quota beyond its commits.
+pub const STASH_RUN_COST: u64 = 256;
+/// What a stashed commit costs the stash quota at least, however short it is.
+pub const STASH_COMMIT_COST: u64 = 128;
+
 /// A member whose key this replica knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberInfo {
@@ -138,7 +143,9 @@ pub trait Storage {
         last: u64,
         at_ms: u64,
     ) -> Result<u64, Self::Error>;
-    /// Bytes of stashed commits carried by `sender`'s bundles, or by everyone's (`None`).
+    /// What the stash kept from `sender`'s bundles, or from everyone's (`None`), in bytes,
+    /// counting each run as [`STASH_RUN_COST`] bytes more and each commit as at least
+    /// [`STASH_COMMIT_COST`] bytes (so a quota bounds rows too, not only their bodies).
     fn stash_bytes(&self, sender: Option<MemberId>) -> Result<u64, Self::Error>;
     /// Forgets the stashed runs kept before `before_ms`, and returns them.
     fn expire_stash(&mut self, before_ms: u64) -> Result<Vec<StashedRun>, Self::Error>;

@@ -459,9 +459,9 @@ fn gossip_and_absurd_receipts_cannot_stop_exports_to_honest_peers() {
     hq.write("visits", "v-1", vec![set("x", Value::Int(1))], T0 + 100);
     // A claims (in its receipt and as gossip about B) to hold more than exists.
     let absurd: ferry_model::VersionVector = [
-        (MemberId(1), u64::MAX),
+        (MemberId(1), ferry_bundle::MAX_SEQ),
         (MemberId(2), 1),
-        (MemberId(3), u64::MAX),
+        (MemberId(3), ferry_bundle::MAX_SEQ),
     ]
     .into_iter()
     .collect();
