@@ -23,6 +23,7 @@ use std::str::FromStr;
 /// [`Stamp::rank`].
 pub const CLOCK_TRUST_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 
+// wire-format: begin
 /// The identity and time of the commit that made a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Stamp {
@@ -37,6 +38,8 @@ pub struct Stamp {
     /// what it had last received. A device that had seen nobody else yet is not limited.
     pub rank: u64,
 }
+
+// wire-format: end
 
 impl Stamp {
     /// A stamp whose rank is its own clock (no other member's clock to compare with).
@@ -158,6 +161,7 @@ impl FromStr for Rule {
     }
 }
 
+// wire-format: begin
 /// One surviving write to a field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Entry {
@@ -178,6 +182,8 @@ pub struct Sibling {
     pub entry: Entry,
 }
 
+// wire-format: end
+
 /// What a field shows under its rule.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Shown {
@@ -187,6 +193,7 @@ pub enum Shown {
     Set(Vec<String>),
 }
 
+// wire-format: begin
 /// The merge state of one record.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RecordState {
@@ -206,6 +213,8 @@ pub struct RecordState {
     )]
     pub firsts: BTreeMap<String, Sibling>,
 }
+
+// wire-format: end
 
 impl RecordState {
     /// Applies one op of the commit `stamp`, whose causal context is `ctx`. The caller applies

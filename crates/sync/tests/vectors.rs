@@ -596,6 +596,7 @@ fn wire_format_source() -> String {
         "crates/bundle/src/writer.rs",
         "crates/bundle/src/reader.rs",
         "crates/model/src/commit.rs",
+        "crates/model/src/record.rs",
         "crates/model/src/value.rs",
         "crates/model/src/crypto.rs",
         "crates/model/src/clock.rs",
