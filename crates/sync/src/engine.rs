@@ -66,6 +66,8 @@ pub struct Authenticated {
     head: u64,
     /// For each relayed run (by author), what its author's own proof said.
     runs: Vec<(MemberId, RunCheck)>,
+    /// The forks that evidence in an admin snapshot proves: (member, frozen from).
+    snapshot_forks: Vec<(MemberId, u64)>,
 }
 
 /// What checking a relayed run's proof found (pass 1).
@@ -425,6 +427,9 @@ impl Engine {
         let mut admin_snapshot = false;
         // What each relayed run's author's own signature says of it.
         let mut runs = Vec::new();
+        // In an admin snapshot: the members' keys, and the forks its evidence proves.
+        let mut snapshot_keys: Vec<(MemberId, PublicKey)> = Vec::new();
+        let mut snapshot_forks: Vec<(MemberId, u64)> = Vec::new();
         // A second version of the sender's history: where it starts, the hash before it and
         // its commits.
         let mut fork: Option<SenderFork> = None;
@@ -437,7 +442,23 @@ impl Engine {
                     hash,
                     first,
                     ..
-                } if admin_snapshot && author == sender => {
+                } if admin_snapshot => {
+                    // The members' keys, for checking the fork evidence the snapshot holds.
+                    let key = match st::<S, _>(store.member(author))? {
+                        Some(m) => Some(m.key),
+                        None => {
+                            let mut ctx = ChainContext::new(self.dataset, author);
+                            ctx.decode(&first)
+                                .ok()
+                                .and_then(|c| self.first_commit_key::<S::Error>(&c).ok())
+                        }
+                    };
+                    if let Some(k) = key {
+                        snapshot_keys.push((author, k));
+                    }
+                    if author != sender {
+                        continue;
+                    }
                     if signer.is_none() {
                         let mut ctx = ChainContext::new(self.dataset, author);
                         let commit = ctx.decode(&first).map_err(|source| IngestError::Commit {
@@ -449,6 +470,39 @@ impl Engine {
                     }
                     if seq == head && head_hash.is_none() {
                         head_hash = Some(hash);
+                    }
+                }
+                Item::SnapshotRecord {
+                    collection,
+                    id,
+                    state,
+                    ..
+                } if admin_snapshot && collection == FORKS => {
+                    // Forks the admin knows of: they decide whether installing the snapshot
+                    // loses anything (a frozen member's writes after its fork do not count).
+                    let Ok(n) = id.parse::<u32>() else { continue };
+                    let Some(key) = snapshot_keys
+                        .iter()
+                        .find(|(m, _)| m.0 == n)
+                        .map(|&(_, k)| k)
+                    else {
+                        continue;
+                    };
+                    let rec: Option<RecordState> = {
+                        let _budget =
+                            ferry_model::bounded::OpBudget::start(ferry_model::limits::MAX_OPS);
+                        postcard::from_bytes(&state).ok()
+                    };
+                    for sib in rec.iter().flat_map(|r| r.fields.get(FORK_FIELD)).flatten() {
+                        if let ferry_model::record::Entry::Value(Value::Bytes(b)) = &sib.entry {
+                            if let Some(ev) =
+                                ForkEvidence::from_bytes(b).filter(|ev| ev.author.0 == n)
+                            {
+                                if let Ok(k) = ev.verify(self.dataset, &key) {
+                                    snapshot_forks.push((ev.author, k));
+                                }
+                            }
+                        }
                     }
                 }
                 Item::Run {
@@ -559,6 +613,7 @@ impl Engine {
             digest: trailer.digest,
             head,
             runs,
+            snapshot_forks,
         }))
     }
 
@@ -723,7 +778,9 @@ impl Engine {
                             "it says commits up to {c} of member {a} were compacted, past the state it reflects"
                         )));
                     }
-                    if let Some(s) = self.snapshot_wanted(store, &state, &compacted)? {
+                    if let Some(s) =
+                        self.snapshot_wanted(store, &state, &compacted, &auth.snapshot_forks)?
+                    {
                         st::<S, _>(store.clear_records())?;
                         snapshot = Some(s);
                         report.snapshot = true;
@@ -1314,6 +1371,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Looks for evidence about `author` in the commits stored here but not applied yet (they
+    /// may wait for commits of `author` itself, which its freeze would let them skip).
+    fn scan_pending_evidence<S: Storage>(&self, store: &mut S, author: MemberId) -> Res<(), S> {
+        let stored = st::<S, _>(store.stored())?;
+        let applied = st::<S, _>(store.applied())?;
+        for (a, top) in stored.iter() {
+            if a == author || applied.get(a) >= top {
+                continue;
+            }
+            let Some(chain) = st::<S, _>(store.chain(a))? else {
+                continue;
+            };
+            for seq in applied.get(a) + 1..=top {
+                let Some(c) = st::<S, _>(store.commit(a, seq))? else {
+                    continue;
+                };
+                if c.bytes.is_empty() {
+                    continue;
+                }
+                if let Ok(commit) = chain.decode_stored(seq, c.hlc, c.deps, &c.bytes) {
+                    self.note_evidence(store, &commit)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Freezes `author` if `_forks/AUTHOR` holds evidence that verifies under its key (known
     /// here). Called when such a record is written and when the author's join arrives.
     fn honour_fork_record<S: Storage>(&self, store: &mut S, author: MemberId) -> Res<(), S> {
@@ -1372,8 +1456,10 @@ impl Engine {
                     key,
                     label,
                 }))?;
-                // Evidence that arrived before the member's join can be checked now.
+                // Evidence that arrived before the member's join can be checked now: in the
+                // `_forks` record, or in a commit still waiting for what it depends on.
                 self.honour_fork_record(store, commit.author)?;
+                self.scan_pending_evidence(store, commit.author)?;
             }
         }
         Ok(key)
@@ -1661,17 +1747,29 @@ impl Engine {
         store: &S,
         state: &VersionVector,
         compacted: &VersionVector,
+        forks: &[(MemberId, u64)],
     ) -> Res<Option<Snapshot>, S> {
         let stored = st::<S, _>(store.stored())?;
         let applied = st::<S, _>(store.applied())?;
         let needs = compacted.iter().any(|(a, c)| stored.get(a) < c);
-        let covered = applied.iter().all(|(a, n)| {
-            if a == self.me {
+        let mut covered = true;
+        for (a, n) in applied.iter() {
+            covered &= if a == self.me {
                 n >= state.get(a)
+            } else if n <= state.get(a) {
+                true
             } else {
-                n <= state.get(a)
-            }
-        });
+                // A member whose history forked (known here, or proven by the snapshot's
+                // evidence): its commits from the fork point on do not count, so the
+                // snapshot loses nothing if it holds the member's commits before it.
+                let local = st::<S, _>(store.frozen(a))?;
+                let proven = forks.iter().filter(|(m, _)| *m == a).map(|&(_, k)| k).min();
+                match local.into_iter().chain(proven).min() {
+                    Some(k) => state.get(a) + 1 >= k,
+                    None => false,
+                }
+            };
+        }
         Ok((needs && covered).then(|| Snapshot {
             state: state.clone(),
             stored,
@@ -1693,15 +1791,10 @@ impl Engine {
         first: &[u8],
     ) -> Res<(), S> {
         if held >= seq || seq == 0 {
-            if seq > 0
-                && self
-                    .known_hash(store, author, seq)?
-                    .is_some_and(|h| h != hash)
-            {
-                return Err(IngestError::BadSnapshot(format!(
-                    "its history of member {author} up to commit {seq} differs from the one held here"
-                )));
-            }
+            // This node holds as much of the author as the snapshot states: nothing to adopt.
+            // (Where the snapshot's hash at `seq` differs from the one held, the author's
+            // history forked and the admin holds the other version: the version held here
+            // stays, as everywhere a fork is met.)
             return Ok(());
         }
         if held == 0 {
