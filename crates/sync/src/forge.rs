@@ -230,17 +230,26 @@ pub fn outsider(dataset: DatasetId, rng: &mut SplitMix) -> Vec<u8> {
 /// besides its honest work: one of several kinds, chosen by `rng`. Every one is invalid in
 /// some way (or, signed validly, carries nothing a member may do), so none may have any
 /// effect on an honest replica's data.
-pub fn rogue(node: &SimNode, rng: &mut SplitMix) -> Vec<u8> {
+///
+/// The validly signed kinds carry `known` as the rogue's receipt: what the recipient already
+/// knows the rogue holds (its own entry at most what the recipient holds of it). A receipt is
+/// valid news, not a forgery, and news arriving early may shift when honest replicas do
+/// things; with `known`, the bundles tell the recipient nothing it did not know, so any effect
+/// they have comes from what is invalid in them.
+pub fn rogue(node: &SimNode, known: &VersionVector, rng: &mut SplitMix) -> Vec<u8> {
     let me = node.me();
     let dataset = node.engine.dataset;
     let salt = rng.bytes();
-    let stored = node.store.stored().expect("mem");
+    let stored = known.clone();
     let head = stored.get(me);
-    let hash = node
-        .store
-        .chain(me)
-        .expect("mem")
-        .map_or_else(|| chain_root(dataset, me), |c| c.hash);
+    let hash = match head {
+        0 => chain_root(dataset, me),
+        n => node
+            .store
+            .commit_hash(me, n)
+            .expect("mem")
+            .unwrap_or_else(|| chain_root(dataset, me)),
+    };
     let valid = Signer::Key {
         key: &node.secret,
         head,

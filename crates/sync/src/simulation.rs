@@ -355,8 +355,15 @@ impl World {
         let bytes = match (self.adv.below(10), self.rogue) {
             (0..=3, _) | (_, None) => crate::forge::outsider(dataset, &mut self.adv),
             (4..=8, Some(r)) => {
+                // What the recipient already knows the rogue holds (see forge::rogue).
+                let rogue = MemberId(r as u32 + 1);
+                let target = self.nodes[to].as_ref().expect("joined");
+                let mut known = target.store.peer(rogue).expect("mem");
+                let held = target.store.stored().expect("mem").get(rogue);
+                known.set(rogue, known.get(rogue).min(held));
                 let mut adv = self.adv.clone();
-                let b = crate::forge::rogue(self.nodes[r].as_ref().expect("joined"), &mut adv);
+                let b =
+                    crate::forge::rogue(self.nodes[r].as_ref().expect("joined"), &known, &mut adv);
                 self.adv = adv;
                 b
             }

@@ -9,8 +9,11 @@ use ferry_sync::simulation::run_caught;
 /// Seeds that once failed, kept so they never fail again.
 /// (2203, 5562, 8753, 8878, 12673, 13612: evidence written in a commit that waited for the
 /// forked member's own commits, or kept in a snapshot the member that needed it could not
-/// install; 5984: an admin snapshot holding the other version of a forked member's history.)
-const REGRESSION_SEEDS: &[u64] = &[2203, 5562, 5984, 8753, 8878, 12673, 13612];
+/// install; 5984: an admin snapshot holding the other version of a forked member's history;
+/// 45931, 47279: a rogue member's validly signed receipt arriving early shifted what honest
+/// replicas did when — valid news, so the forged bundles now carry only what the recipient
+/// knew.)
+const REGRESSION_SEEDS: &[u64] = &[2203, 5562, 5984, 8753, 8878, 12673, 13612, 45931, 47279];
 
 #[test]
 fn two_thousand_seeded_runs_converge_without_losing_a_write() {
