@@ -292,9 +292,11 @@ fn a_linked_ferry_folder_on_a_stick_is_refused_and_nothing_is_written_through_it
 // Issue 10, finding 9: junk under ferry's names
 // ---------------------------------------------------------------------------------------
 
-/// The dataset id, hex, as `status` shows it (the name of its folder on a stick).
-fn dataset_hex(l: &Laptop) -> String {
-    l.status()["dataset_id"].as_str().unwrap().to_string()
+/// The tag that marks the emails of a laptop's dataset.
+fn email_tag(l: &Laptop) -> ferry_transport_email::DatasetTag {
+    ferry_node::Node::open(&ferry_node::Home::at(&l.home))
+        .unwrap()
+        .email_tag()
 }
 
 /// Issue 10, finding 9: a `.ferry` file that reads like an email, an ordinary email saved as
@@ -366,7 +368,7 @@ fn a_saved_ferry_email_applies_and_says_so_when_imported_again() {
     let email = ferry_transport_email::mime::render_email(
         "hq@example.org",
         "clinic-a@example.org",
-        &dataset_hex(&hq),
+        &email_tag(&hq),
         &name,
         &std::fs::read(&bundle).unwrap(),
     )
@@ -386,7 +388,7 @@ fn a_saved_ferry_email_applies_and_says_so_when_imported_again() {
     let other = ferry_transport_email::mime::render_email(
         "hq@example.org",
         "clinic-a@example.org",
-        "00112233aabbccdd",
+        &ferry_transport_email::DatasetTag::new([0x11; 32]),
         &name,
         &std::fs::read(&bundle).unwrap(),
     )
@@ -496,8 +498,9 @@ fn an_export_killed_with_sigkill_leaves_no_temporary_file_after_the_next_command
 
 /// Issue 10, finding 10 (the other side): sweeping never removes the temporary file of a
 /// writer that is alive. While a large export writes its bundle, `ferry status` runs again
-/// and again on the same home (each run sweeps); the export's file stays, and the export
-/// completes and writes a bundle that clinic A imports.
+/// and again on the same home (each run sweeps); the export's file stays until the export
+/// itself has published its bundle on the stick, the export completes, and clinic A
+/// imports what it wrote.
 #[test]
 fn a_sweep_leaves_a_live_exports_temporary_file_alone() {
     let base = tempfile::tempdir().unwrap();
@@ -505,17 +508,25 @@ fn a_sweep_leaves_a_live_exports_temporary_file_alone() {
     let hq = hq_with_200k_records(base);
     let stick = base.join("stick");
     let (child, tmp) = export_until_staged(&hq, &stick);
+    let published = || {
+        files(&stick)
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "ferry"))
+    };
     let mut swept_beside = 0;
     let child = std::sync::Mutex::new(child);
     let running = || child.lock().unwrap().try_wait().unwrap().is_none();
     while running() && tmp.exists() {
         hq.ok(&["status"]);
-        // The export still runs: its file must still be there after the sweep.
-        if running() {
-            assert!(
-                tmp.exists(),
-                "a sweep removed a live export's temporary file"
-            );
+        // The export removes its own file only after its bundle is on the stick; checked in
+        // this order (file first, stick second) a file gone before the bundle appeared can
+        // only have been removed by the sweep.
+        let gone = !tmp.exists();
+        assert!(
+            !gone || published(),
+            "a sweep removed a live export's temporary file"
+        );
+        if !gone {
             swept_beside += 1;
         }
     }
@@ -527,6 +538,12 @@ fn a_sweep_leaves_a_live_exports_temporary_file_alone() {
         "the export ended before any sweep ran beside it"
     );
     assert!(temporaries(&hq.home).is_empty());
+    let a = Laptop::new(base, "a");
+    let out = a.ok(&["import", s(&stick)]);
+    assert!(
+        a.ok(&["get", "visits", "r199999"]).contains("199999"),
+        "{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

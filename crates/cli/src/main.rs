@@ -268,7 +268,9 @@ struct SerialArgs {
     /// Largest share of airtime in percent over any hour, e.g. 1 for EU868 LoRa
     #[arg(long, value_name = "PERCENT")]
     duty_cycle: Option<f64>,
-    /// Give up after the other end has been silent this many seconds [default: 60]
+    /// Give up after the other end has been silent this many seconds; a listener also ends
+    /// a session once nothing moved that long, and gives a caller twice that to say who it
+    /// is [default: 60]
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
     /// Frames sent before waiting for an acknowledgement, 1-32 [default: 8]
@@ -326,7 +328,8 @@ impl SerialArgs {
 #[derive(Subcommand)]
 enum SerialAction {
     /// Serve stations that call over a serial cable, radio modem or TNC, one after another,
-    /// until stopped
+    /// until stopped; a station that does not prove it is a member is refused and told
+    /// nothing
     Listen(SerialArgs),
 }
 
@@ -429,11 +432,38 @@ struct SmsSendArgs {
 
 #[derive(Args)]
 struct SmsListenArgs {
-    /// Address to listen on, e.g. 127.0.0.1:18080 (the gateway calls http://ADDRESS/sms)
+    /// Address to listen on, e.g. 127.0.0.1:18080 (the gateway calls http://ADDRESS/sms);
+    /// anything but loopback needs a token and TLS
     #[arg(long, alias = "listen")]
     bind: Option<String>,
+    /// Name of the environment variable that holds the token every request must present
+    /// (?token=... in the gateway's URL, or Authorization: Bearer ...)
+    #[arg(long, value_name = "VAR")]
+    listen_token_env: Option<String>,
+    /// TLS certificate chain (PEM) for HTTPS
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// TLS private key (PEM) for HTTPS
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<String>,
     #[command(flatten)]
     sms: SmsArgs,
+}
+
+impl SmsListenArgs {
+    fn flags(&self) -> ferry_node::SmsFlags {
+        let mut f = self.sms.flags();
+        for (k, v) in [
+            ("listen_token_env", &self.listen_token_env),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+        ] {
+            if let Some(v) = v {
+                f.insert(k, ferry_node::SmsSetting::Text(v.clone()));
+            }
+        }
+        f
+    }
 }
 
 /// Email settings; each overrides the same key of `[email]` in ferry.toml.
@@ -469,6 +499,9 @@ struct EmailArgs {
     /// Where applied emails are filed (default Ferry/Processed)
     #[arg(long)]
     processed_folder: Option<String>,
+    /// Where refused emails are filed, never to be read again (default Ferry/Refused)
+    #[arg(long)]
+    refused_folder: Option<String>,
     /// Read a local Maildir folder instead of IMAP
     #[arg(long, value_name = "DIR")]
     maildir: Option<PathBuf>,
@@ -486,6 +519,7 @@ impl EmailArgs {
             imap_password_env: self.imap_password_env.clone(),
             imap_folder: self.imap_folder.clone(),
             processed_folder: self.processed_folder.clone(),
+            refused_folder: self.refused_folder.clone(),
             maildir: self.maildir.clone(),
             ..Default::default()
         }
@@ -961,11 +995,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     output::print_email_receive(&r)?;
                     let s = node.send_email(args.config(), &args.to, &Bar::new())?;
                     output::print_email_send(&s)?;
-                    refused(
-                        &node,
-                        r.import.rejected() + r.damaged.len(),
-                        "in the mailbox",
-                    )?;
+                    refused_email(&node, &r)?;
                 }
                 (_, Some(SyncVia::Sms(args))) => {
                     let rejected = match node.sms_receive_impossible(&args.flags())? {
@@ -1028,11 +1058,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     warn_email(&node, &args)?;
                     let r = node.receive_email(args.config(), &Bar::new())?;
                     output::print_email_receive(&r)?;
-                    refused(
-                        &node,
-                        r.import.rejected() + r.damaged.len(),
-                        "in the mailbox",
-                    )?;
+                    refused_email(&node, &r)?;
                 }
                 ReceiveVia::Sms(args) => {
                     let r = node.receive_sms(&args.flags(), &Bar::new())?;
@@ -1046,11 +1072,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let mut node = open(&cli.home)?;
             node.sms_listen(
-                &args.sms.flags(),
+                &args.flags(),
                 args.bind.as_deref(),
-                |addr, _stopper| {
+                |l| {
                     let _ = out(format_args!(
-                        "listening on http://{addr}/sms (GET or POST with from, to, text); stop with Ctrl-C"
+                        "listening on {}://{}/sms (GET or POST with from, to, text{}); stop with Ctrl-C",
+                        if l.tls { "https" } else { "http" },
+                        l.addr,
+                        if l.token { ", token" } else { "" }
                     ));
                 },
                 |line| {
@@ -1074,17 +1103,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .map(|d| d.display().to_string())
                     .unwrap_or_default()
             ))?;
-            node.serial_listen(&args.flags(), args.plaintext, bar.clone(), &|| false, |r| {
+            node.serial_listen(&args.flags(), args.plaintext, bar.clone(), &|| false, |e| {
                 bar.finish();
-                match r {
-                    Ok(r) => {
-                        let _ = output::print_serial(r);
-                    }
-                    Err(e) => eprintln!(
-                        "ferry: {}; waiting for the next call",
-                        output::shown_sentence(&e.to_string())
-                    ),
-                }
+                let _ = output::print_serial_listen(&e);
             })?;
         }
         Command::Compact => {
@@ -1202,6 +1223,54 @@ fn refused(node: &Node, n: usize, place: &str) -> Result<()> {
                 n => format!("{n} bundles were"),
             },
             node.home().quarantine().display()
+        );
+    }
+    Ok(())
+}
+
+/// Fails with one line when anything arriving by email was refused: what, and where the
+/// copies and the emails went.
+fn refused_email(node: &Node, r: &ferry_node::EmailReceiveReport) -> Result<()> {
+    let plural = |n: usize, one: &str, many: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    let quarantine = node.home().quarantine();
+    let mut what = Vec::new();
+    let bundles = r.import.rejected();
+    if bundles > 0 {
+        what.push(format!(
+            "{} (copies in {}, emails moved to {})",
+            plural(bundles, "bundle", "bundles"),
+            quarantine.display(),
+            output::shown(&r.refused_folder)
+        ));
+    }
+    if !r.damaged.is_empty() {
+        what.push(format!(
+            "{} (copies in {}, emails left in place)",
+            plural(r.damaged.len(), "broken email", "broken emails"),
+            quarantine.display()
+        ));
+    }
+    if !r.refused_parts.is_empty() {
+        what.push(format!(
+            "{} (emails moved to {})",
+            plural(
+                r.refused_parts.len(),
+                "part that does not match its bundle",
+                "parts that do not match their bundles"
+            ),
+            output::shown(&r.refused_folder)
+        ));
+    }
+    if !what.is_empty() {
+        bail!(
+            "refused in the mailbox: {}; everything else synced",
+            what.join("; ")
         );
     }
     Ok(())

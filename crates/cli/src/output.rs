@@ -301,7 +301,7 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
                     shown_sentence(reason)
                 ))?;
             }
-            FileResult::Waiting { reason, kept } => {
+            FileResult::Waiting { reason, kept, .. } => {
                 let place = match kept {
                     Some(k) => format!("it is kept in {}", shown_path(k)),
                     None => "it stays where it is".to_string(),
@@ -413,6 +413,10 @@ pub fn print_email_send(r: &ferry_node::EmailSendReport) -> Result<()> {
     Ok(())
 }
 
+/// Most `waiting` lines `receive email` prints for bundles still missing parts (those that
+/// moved in this run and members' first); the rest are counted on one line.
+pub const EMAIL_WAITING_LINES: usize = 5;
+
 pub fn print_email_receive(r: &ferry_node::EmailReceiveReport) -> Result<()> {
     print_import(&r.import)?;
     for d in &r.damaged {
@@ -426,22 +430,95 @@ pub fn print_email_receive(r: &ferry_node::EmailReceiveReport) -> Result<()> {
                 .map(|q| format!("; a copy is kept in {}", shown_path(q)))
                 .unwrap_or_default();
             out(format_args!(
-                "REFUSED  an attachment in {}: {}{kept}; the email stays where it is",
+                "REFUSED  {}: {}{kept}; the email stays where it is",
                 shown_path(&d.path),
                 shown_sentence(reason)
             ))?;
         }
     }
-    for (name, have, len) in &r.incomplete {
+    for d in &r.refused_parts {
+        if let FileResult::Rejected { reason, .. } = &d.result {
+            out(format_args!(
+                "REFUSED  {}: {}; the email was moved to {}",
+                shown_path(&d.path),
+                shown_sentence(reason),
+                shown(&r.refused_folder)
+            ))?;
+        }
+    }
+    // Bundles missing parts: those that moved now first, then members', a few lines at most.
+    let mut waiting: Vec<&ferry_node::EmailWaiting> = r.incomplete.iter().collect();
+    waiting.sort_by_key(|w| (!w.progressed, !w.member));
+    for w in waiting.iter().take(EMAIL_WAITING_LINES) {
+        let whose = if w.member {
+            String::new()
+        } else {
+            format!(
+                "; from {} without a member's mark, kept 7 days",
+                shown(&w.sender)
+            )
+        };
         out(format_args!(
-            "waiting  bundle {}: {} of {} received; the other parts have not arrived yet",
-            shown(name),
-            size(*have),
-            size(*len)
+            "waiting  bundle {}: {} of {} parts ({} of {}) received; the other parts have not arrived yet{whose}",
+            shown(&w.name),
+            w.parts_have,
+            w.parts,
+            size(w.have),
+            size(w.len)
         ))?;
     }
-    if r.import.files.is_empty() && r.damaged.is_empty() && r.incomplete.is_empty() {
+    if waiting.len() > EMAIL_WAITING_LINES {
+        let rest = &waiting[EMAIL_WAITING_LINES..];
+        let strangers = rest.iter().filter(|w| !w.member).count();
+        out(format_args!(
+            "waiting  {} more bundles missing parts ({} of them without a member's mark, kept 7 days; members' are kept 30 days)",
+            rest.len(),
+            strangers
+        ))?;
+    }
+    if r.dropped > 0 {
+        let mut from: Vec<String> = r
+            .dropped_from
+            .iter()
+            .take(3)
+            .map(|f| shown(f).into_owned())
+            .collect();
+        if r.dropped_senders > from.len() {
+            from.push("…".into());
+        }
+        out(format_args!(
+            "dropped  {} part{} from {} sender{} ({}): {}; their emails stay in the mailbox and are not read again",
+            r.dropped,
+            if r.dropped == 1 { "" } else { "s" },
+            r.dropped_senders,
+            if r.dropped_senders == 1 { "" } else { "s" },
+            from.join(", "),
+            shown_sentence(r.dropped_why.as_deref().unwrap_or("over a limit"))
+        ))?;
+    }
+    if !r.expired.is_empty() {
+        let members = r.expired.iter().filter(|(_, m)| *m).count();
+        out(format_args!(
+            "NOTE     gave up {} bundle{} still missing parts after waiting too long ({} from members, after 30 days; the rest after 7); ask the sender to send again",
+            r.expired.len(),
+            if r.expired.len() == 1 { "" } else { "s" },
+            members
+        ))?;
+    }
+    if r.import.files.is_empty()
+        && r.damaged.is_empty()
+        && r.refused_parts.is_empty()
+        && r.incomplete.is_empty()
+        && r.dropped == 0
+    {
         out(format_args!("no new ferry email"))?;
+    }
+    if r.other_dataset > 0 {
+        out(format_args!(
+            "left alone {} ferry email{} of another dataset (or altered on the way)",
+            r.other_dataset,
+            if r.other_dataset == 1 { "" } else { "s" }
+        ))?;
     }
     if r.other_mail > 0 {
         out(format_args!(
@@ -492,8 +569,50 @@ pub fn print_sms_send(r: &ferry_node::SmsSendReport) -> Result<()> {
     Ok(())
 }
 
+/// One event of `ferry serial listen`: a session's lines, a refused station (one line), a
+/// failed session (one line on standard error), or a pause.
+pub fn print_serial_listen(e: &ferry_node::ListenEvent<'_>) -> Result<()> {
+    match e {
+        ferry_node::ListenEvent::Synced(r) => print_serial(r),
+        ferry_node::ListenEvent::Refused(r) => out(format_args!(
+            "REFUSED  {}: {}; nothing of it was used, and it was told nothing about this dataset",
+            serial_station(r),
+            shown_sentence(r.refused.as_deref().unwrap_or("no reason given"))
+        )),
+        ferry_node::ListenEvent::Failed(e, r) => {
+            eprintln!(
+                "ferry: {}: {}; waiting for the next call",
+                serial_station(r),
+                shown_sentence(&e.to_string())
+            );
+            Ok(())
+        }
+        ferry_node::ListenEvent::Paused(d) => out(format_args!(
+            "NOTE     stations that did not prove they are members took more than {} s of airtime in the last hour; not answering for {} min",
+            ferry_node::STRANGER_AIRTIME.as_secs(),
+            d.as_secs().div_ceil(60)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// "a station on DEVICE (CALLSIGN)": who called, as far as the link tells.
+fn serial_station(r: &ferry_node::SerialReport) -> String {
+    match &r.callsign {
+        Some(c) => format!("a station on {} ({})", shown(&r.device), shown(c)),
+        None => format!("a station on {}", shown(&r.device)),
+    }
+}
+
 pub fn print_serial(r: &ferry_node::SerialReport) -> Result<()> {
-    let peer = shown(r.peer.as_deref().unwrap_or("the other station"));
+    let unchecked = r
+        .unchecked
+        .map(|m| format!("a station this one cannot check yet (it says it is member #{m})"));
+    let peer = match (&r.peer, &unchecked) {
+        (Some(p), _) => shown(p).into_owned(),
+        (None, Some(u)) => u.clone(),
+        (None, None) => "the other station".into(),
+    };
     if r.plaintext {
         out(format_args!(
             "plaintext: bundles were sent signed but not encrypted"
@@ -560,6 +679,11 @@ pub fn print_serial(r: &ferry_node::SerialReport) -> Result<()> {
         out(format_args!(
             "REFUSED  a bundle from {peer}: {}",
             shown_sentence(&reason)
+        ))?;
+    }
+    if let Some(m) = r.unchecked {
+        out(format_args!(
+            "NOTE     member #{m}'s joining has not reached this station, so it was sent nothing but this station's hello; its own bundles were checked one by one as always. Run again once its joining is here (it comes with its own bundles)"
         ))?;
     }
     Ok(())
@@ -666,6 +790,17 @@ pub fn print_status(s: &Status) -> Result<()> {
         ))?;
     }
     for c in &s.sms {
+        if c.strangers {
+            out(format_args!(
+                "sms      numbers that are no member's: {} incomplete bundle(s) kept (at most 64, for a day; never asked to repair){}",
+                c.incomplete,
+                match c.dropped {
+                    Some(n) if n > 0 => format!(", {n} dropped to stay within bounds"),
+                    _ => String::new(),
+                }
+            ))?;
+            continue;
+        }
         let (queued, incomplete) = (c.queued, c.incomplete);
         let mut line = format!(
             "sms      {}: {} of {} sent today",

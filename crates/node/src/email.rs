@@ -3,6 +3,11 @@
 //! Settings come from `[email]` in `ferry.toml`, overridden by flags. What to send is
 //! planned for the members who will read it (those with a published email address, or the
 //! `--to` addresses), exactly as for a USB stick.
+//!
+//! Every bundle that arrives, whole or put together from parts, goes through
+//! [`Node::import_message`] (the engine's gate); what the gate refuses is filed in the
+//! refused folder and never offered again. The transport recognises this dataset's emails
+//! by a mark only members can make, from [`Node::email_tag`]: no email names the dataset.
 
 use crate::NodeError;
 use crate::exchange::{FileOutcome, FileResult, ImportReport};
@@ -13,7 +18,9 @@ use ferry_model::{MemberId, VersionVector};
 use ferry_sync::Storage;
 use ferry_sync::plan::{needs_snapshot, plan_export};
 use ferry_transport::{Disposition, Transport};
-use ferry_transport_email::{EmailConfig, EmailError, EmailTransport, FlushMode};
+use ferry_transport_email::{
+    DatasetMarks, DatasetTag, EmailConfig, EmailError, EmailTransport, FlushMode,
+};
 use serde::Serialize;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -48,17 +55,65 @@ pub struct EmailSendReport {
     pub recipients: Vec<String>,
 }
 
+/// A bundle arriving by email whose other parts have not arrived yet.
+#[derive(Clone, Debug, Serialize)]
+pub struct EmailWaiting {
+    /// Its id in the email transport (it is listed under this id once whole).
+    pub id: String,
+    /// The bundle's content name.
+    pub name: String,
+    /// Bytes received, of `len`.
+    pub have: u64,
+    /// Bytes in the whole bundle.
+    pub len: u64,
+    /// Parts received, of `parts`.
+    pub parts_have: u32,
+    /// Parts it was split into.
+    pub parts: u32,
+    /// Whether a member made its parts (their marks verified). If not, anyone may have; such
+    /// parts are kept for 7 days, members' for 30.
+    pub member: bool,
+    /// The address its first part came from, as the email says (anyone can write any).
+    pub sender: String,
+    /// Whether a part of it arrived in this run.
+    pub progressed: bool,
+}
+
 /// What `receive email` did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EmailReceiveReport {
     /// The bundles applied (or refused), one entry each.
     pub import: ImportReport,
-    /// Bundles still missing parts: (name, bytes held, bytes in all).
-    pub incomplete: Vec<(String, u64, u64)>,
+    /// Bundles still missing parts, members' first.
+    pub incomplete: Vec<EmailWaiting>,
     /// Emails that are not ferry's (left untouched).
     pub other_mail: usize,
+    /// Ferry emails of another dataset, or whose mark does not verify (left untouched).
+    pub other_dataset: usize,
     /// Damaged attachments quarantined.
     pub damaged: Vec<FileOutcome>,
+    /// Parts refused before any bundle was made of them (they contradict a member's part,
+    /// or the bundle the other parts make up); their emails went to the refused folder.
+    pub refused_parts: Vec<FileOutcome>,
+    /// Parts not kept because they were over a limit (per sender or in all).
+    pub dropped: usize,
+    /// Their senders, as the emails say (at most 20).
+    pub dropped_from: Vec<String>,
+    /// How many different senders they came from.
+    pub dropped_senders: usize,
+    /// Why the first of them was dropped.
+    pub dropped_why: Option<String>,
+    /// Incomplete bundles given up because they waited too long: (name, made by a member).
+    pub expired: Vec<(String, bool)>,
+    /// Where refused emails go (`refused_folder`).
+    pub refused_folder: String,
+}
+
+impl EmailReceiveReport {
+    /// Everything refused in this run: bundles, damaged attachments, parts.
+    pub fn refused(&self) -> usize {
+        self.import.rejected() + self.damaged.len() + self.refused_parts.len()
+    }
 }
 
 /// What a saved email or part attachment held (`ferry import FILE.eml`).
@@ -84,11 +139,28 @@ fn sent(s: ferry_transport_email::Sent) -> EmailSent {
 }
 
 impl Node {
+    /// The secret by which this dataset's emails are recognised: BLAKE3 keyed with the
+    /// dataset key over a fixed context. Every member computes the same tag; nobody can
+    /// without the dataset key, and the tag does not give the key back. The email transport
+    /// gets this tag, never the key.
+    pub fn email_tag(&self) -> DatasetTag {
+        DatasetTag::new(
+            *blake3::keyed_hash(
+                &self.identity().dataset_key.0,
+                b"ferry email recognition tag, version 1",
+            )
+            .as_bytes(),
+        )
+    }
+
     /// The email transport, from `[email]` in `ferry.toml` overridden by `flags`.
     pub fn email_transport(&self, flags: EmailConfig) -> Result<EmailTransport, NodeError> {
         Ok(EmailTransport::new(
             self.email_config(flags)?,
-            &self.identity().dataset.to_hex(),
+            DatasetMarks {
+                tag: self.email_tag(),
+                legacy_id: self.identity().dataset.to_hex(),
+            },
             self.home().transport_state("email"),
         )?)
     }
@@ -214,13 +286,42 @@ impl Node {
         flags: EmailConfig,
         progress: &dyn Progress,
     ) -> Result<EmailReceiveReport, NodeError> {
+        let config = self.email_config(flags.clone())?;
         let mut transport = self.email_transport(flags)?;
         let received = transport.receive()?;
         let mut report = EmailReceiveReport {
             other_mail: received.other_mail,
+            other_dataset: received.other_dataset,
+            refused_parts: received
+                .refused
+                .into_iter()
+                .map(|r| FileOutcome {
+                    path: PathBuf::from(r.location),
+                    bytes: 0,
+                    result: FileResult::Rejected {
+                        reason: r.reason,
+                        quarantined: None,
+                    },
+                })
+                .collect(),
+            dropped: received.dropped,
+            dropped_from: received.dropped_from.into_iter().collect(),
+            dropped_senders: received.dropped_senders,
+            dropped_why: received.dropped_why,
+            expired: received.expired,
+            refused_folder: config.refused_folder().to_string(),
             ..Default::default()
         };
         self.take_email_bundles(&mut transport, received.complete, &mut report, progress)?;
+        let progressed: Vec<String> = received
+            .incomplete
+            .iter()
+            .filter(|i| i.progressed)
+            .map(|i| i.id.clone())
+            .collect();
+        for w in &mut report.incomplete {
+            w.progressed = progressed.contains(&w.id);
+        }
         Ok(report)
     }
 
@@ -236,22 +337,40 @@ impl Node {
                 let mut body = transport.open(&info.id)?;
                 self.import_message(&mut body, &info.location, progress)?
             };
-            let disposition = match &outcome.result {
+            match &outcome.result {
                 FileResult::Applied { .. }
                 | FileResult::AlreadyApplied
-                | FileResult::Waiting { .. }
-                | FileResult::Skipped { .. } => Disposition::Processed,
-                FileResult::Rejected { reason, .. } | FileResult::RefusedBefore { reason, .. } => {
-                    Disposition::Rejected {
-                        reason: reason.clone(),
-                    }
+                | FileResult::Skipped { .. }
+                | FileResult::Waiting { kept: Some(_), .. } => {
+                    transport.settle(&info.id, &Disposition::Processed)?;
                 }
-            };
-            transport.settle(&info.id, &disposition)?;
+                // Not kept in waiting/ (too large): it stays listed and is tried again.
+                FileResult::Waiting {
+                    kept: None, reason, ..
+                } => {
+                    transport.settle(
+                        &info.id,
+                        &Disposition::Rejected {
+                            reason: reason.clone(),
+                        },
+                    )?;
+                }
+                // Refused by the gate: filed in the refused folder, never offered again.
+                FileResult::Rejected { .. } | FileResult::RefusedBefore { .. } => {
+                    transport.refuse(&info.id)?;
+                }
+            }
             report.import.files.push(outcome);
         }
         for p in transport.problems()? {
-            let name = blake3::hash(&p.data).to_hex()[..32].to_string();
+            // Named by content; a problem without bytes (an email refused unread) by where
+            // it is and why, so each is recorded.
+            let name = if p.data.is_empty() {
+                blake3::hash(format!("{}\0{}", p.location, p.reason).as_bytes()).to_hex()[..32]
+                    .to_string()
+            } else {
+                blake3::hash(&p.data).to_hex()[..32].to_string()
+            };
             let file = self
                 .home()
                 .root()
@@ -276,7 +395,17 @@ impl Node {
         report.incomplete = transport
             .incomplete()?
             .into_iter()
-            .map(|i| (i.name, i.have, i.len))
+            .map(|i| EmailWaiting {
+                id: i.id,
+                name: i.name,
+                have: i.have,
+                len: i.len,
+                parts_have: i.parts_have,
+                parts: i.parts,
+                member: i.member,
+                sender: i.sender,
+                progressed: i.progressed,
+            })
             .collect();
         let tx = self.read()?;
         report.import.pending = tx.stored()?.total().saturating_sub(tx.applied()?.total());
@@ -299,12 +428,36 @@ impl Node {
             imported.other_dataset,
         );
         self.take_email_bundles(&mut transport, imported.complete, &mut report, progress)?;
-        for d in imported.damaged {
+        // Only the bundles and parts this file held.
+        let held: Vec<String> = imported.incomplete.iter().map(|i| i.id.clone()).collect();
+        report.incomplete.retain(|w| held.contains(&w.id));
+        let mut refusals: Vec<String> = imported.damaged.into_iter().map(|d| d.reason).collect();
+        refusals.extend(imported.refused);
+        // A bundle refused before (from another copy of it): said so, not refused again.
+        for digest in imported.already_refused {
+            // A bundle's content name is the start of its BLAKE3 digest.
+            let name = &digest[..32.min(digest.len())];
+            let result = match self.read()?.quarantined(name)? {
+                Some(q) => FileResult::RefusedBefore {
+                    reason: q.reason,
+                    quarantined: PathBuf::from(q.stored_as),
+                },
+                None => FileResult::Skipped {
+                    reason: "it holds a bundle that was refused before".into(),
+                },
+            };
+            report.import.files.push(FileOutcome {
+                path: path.to_path_buf(),
+                bytes: 0,
+                result,
+            });
+        }
+        for reason in refusals {
             report.damaged.push(FileOutcome {
                 path: path.to_path_buf(),
                 bytes: 0,
                 result: FileResult::Rejected {
-                    reason: d.reason,
+                    reason,
                     quarantined: None,
                 },
             });

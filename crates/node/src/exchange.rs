@@ -78,6 +78,10 @@ pub enum FileResult {
         reason: String,
         /// Where it is kept, when it came by a transport.
         kept: Option<PathBuf>,
+        /// Its claimed sender and the last commit of it the bundle needs first: bundles are
+        /// tried again in this order, so a chain of them applies in one round.
+        #[serde(skip)]
+        order: (u32, u64),
     },
     /// It can never be checked here (an old bundle whose sender's history this laptop
     /// received as a snapshot); nothing from it was used.
@@ -182,6 +186,8 @@ const WAITING_BYTES: u64 = 64 * 1024 * 1024;
 /// stays recorded), and the free space always left on the disk.
 const QUARANTINE_MAX: u64 = 64 * 1024 * 1024;
 const QUARANTINE_DISK_MARGIN: u64 = 8 * 1024 * 1024;
+/// Most copies kept in `quarantine/` (each with its note).
+const QUARANTINE_COPIES: usize = 1024;
 /// Room kept for one reason note beside a copy (its path and reason, cut).
 const QUARANTINE_NOTE: u64 = 4096;
 /// How long a bundle waits before it is given up (30 days).
@@ -280,6 +286,9 @@ enum Pass {
     Applied(Box<(IngestReport, ferry_sync::SettleReport)>),
     Verdict(Verdict),
     Refused(IngestError<ferry_store::StoreError>),
+    /// The file could not be read now (gone, unreadable, changed while read): refused this
+    /// time, but not recorded as refused content, so a good copy still applies later.
+    Unreadable(String),
 }
 
 /// Plain-language reason for a refused bundle.
@@ -347,6 +356,13 @@ impl Node {
         // (files on a stick come in any order): try them again until nothing moves.
         while applied_any && !waiting.is_empty() {
             applied_any = false;
+            // A sender's bundles in the order they build on each other, whatever the files
+            // are called: one round applies a whole chain.
+            let order = |i: &usize| match &report.files[*i].result {
+                FileResult::Waiting { order, .. } => *order,
+                _ => (0, 0),
+            };
+            waiting.sort_by_key(|(i, _)| order(i));
             for (i, found) in std::mem::take(&mut waiting) {
                 let outcome = self.import_found(&found, progress, accept)?;
                 applied_any |= matches!(outcome.result, FileResult::Applied { .. });
@@ -431,7 +447,8 @@ impl Node {
         let r = saved.report;
         let held_bundles = !r.import.files.is_empty();
         report.files.extend(r.import.files);
-        for (bundle, have, len) in r.incomplete {
+        for w in r.incomplete {
+            let (bundle, have, len) = (w.name, w.have, w.len);
             let line = format!("bundle {bundle}: {have} of {len} bytes received by email so far");
             if !report.waiting_parts.contains(&line) {
                 report.waiting_parts.push(line);
@@ -524,7 +541,7 @@ impl Node {
         f.sync_all()
             .map_err(|e| NodeError::io("cannot write", path, e))?;
         let mut outcome = self.import_file_as(path, Path::new(origin), progress, accept)?;
-        if let FileResult::Waiting { reason, kept } = &mut outcome.result {
+        if let FileResult::Waiting { reason, kept, .. } = &mut outcome.result {
             *kept = self.keep_waiting(path, origin, reason)?;
         }
         if matches!(outcome.result, FileResult::Applied { .. }) {
@@ -707,9 +724,10 @@ impl Node {
         let key = self.id.dataset_key.clone();
         let mut tx = self.store.transaction(now)?;
         let result: Result<Pass, NodeError> = (|| {
-            let (opener, hasher) = match open(progress)? {
-                Ok(x) => x,
-                Err(e) => return Ok(Pass::Refused(e)),
+            let (opener, hasher) = match open(progress) {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return Ok(Pass::Refused(e)),
+                Err(e) => return Ok(Pass::Unreadable(e.to_string())),
             };
             let auth = match engine.authenticate(&tx, opener, &key, accept) {
                 Ok(Verdict::Authentic(auth)) if read_all(&hasher) => auth,
@@ -717,9 +735,10 @@ impl Node {
                 Ok(other) => return Ok(Pass::Verdict(other)),
                 Err(e) => return Ok(Pass::Refused(e)),
             };
-            let (opener, hasher) = match open(progress)? {
-                Ok(x) => x,
-                Err(e) => return Ok(Pass::Refused(e)),
+            let (opener, hasher) = match open(progress) {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return Ok(Pass::Refused(e)),
+                Err(e) => return Ok(Pass::Unreadable(e.to_string())),
             };
             let applied = engine
                 .ingest(&mut tx, opener, &key, &auth, now)
@@ -794,6 +813,10 @@ impl Node {
             }
             Pass::Verdict(Verdict::NotYet { sender, missing }) => {
                 drop(tx);
+                let order = match &missing {
+                    Missing::Membership(_) => (sender.0, 0),
+                    Missing::Commits { to, .. } => (sender.0, *to),
+                };
                 let reason = match missing {
                     Missing::Membership(m) => format!(
                         "it comes from {}, whose joining has not reached this laptop yet",
@@ -804,8 +827,11 @@ impl Node {
                         label(author)
                     ),
                 };
-                let _ = sender;
-                Ok(done(FileResult::Waiting { reason, kept: None }))
+                Ok(done(FileResult::Waiting {
+                    reason,
+                    kept: None,
+                    order,
+                }))
             }
             Pass::Verdict(Verdict::Obsolete { sender }) => {
                 drop(tx);
@@ -818,6 +844,22 @@ impl Node {
             }
             Pass::Verdict(Verdict::Authentic(_)) => unreachable!("authentic bundles are applied"),
             Pass::Refused(IngestError::Storage(e)) => Err(e.into()),
+            Pass::Unreadable(why) => {
+                drop(tx);
+                Ok(done(FileResult::Rejected {
+                    reason: why,
+                    quarantined: None,
+                }))
+            }
+            // A read error or a file that changed under the reader says nothing about the
+            // content: refused now, not recorded as refused.
+            Pass::Refused(IngestError::Bundle(ferry_bundle::BundleError::Io(e))) => {
+                drop(tx);
+                Ok(done(FileResult::Rejected {
+                    reason: format!("cannot read it now: {e}"),
+                    quarantined: None,
+                }))
+            }
             Pass::Refused(e) => {
                 drop(tx);
                 if let IngestError::Fork {
@@ -909,10 +951,12 @@ impl Node {
             .map_err(|e| format!(" (no copy kept: {e})"))?;
         // Room in the folder: drop the oldest copies (and their notes) beyond the limit,
         // counting what the folder really holds.
+        // Only the rows that still have a copy (at most QUARANTINE_COPIES of them), so the work
+        // per refusal does not grow with the number of refusals ever recorded.
         let rows = self
             .read()
             .map_err(|e| format!(" (no copy kept: {e})"))?
-            .quarantine()
+            .quarantine_copies()
             .unwrap_or_default();
         let size_of = |p: &Path| std::fs::symlink_metadata(p).map_or(0, |m| m.len());
         let mut total: u64 = std::fs::read_dir(&dir)
@@ -920,10 +964,12 @@ impl Node {
             .unwrap_or(0);
         // This copy and its note (a few hundred bytes at most).
         let needed = bytes + QUARANTINE_NOTE;
-        for r in rows.iter().filter(|r| !r.stored_as.is_empty()) {
-            if total + needed <= QUARANTINE_MAX {
+        let mut copies = rows.len();
+        for r in &rows {
+            if total + needed <= QUARANTINE_MAX && copies < QUARANTINE_COPIES {
                 break;
             }
+            copies -= 1;
             let copy = PathBuf::from(&r.stored_as);
             let note = PathBuf::from(format!("{}.reason.txt", r.stored_as));
             let freed = size_of(&copy) + size_of(&note);

@@ -27,7 +27,7 @@ mod sms;
 pub mod time;
 
 pub use contacts::Contact;
-pub use email::{EmailReceiveReport, EmailSendReport, EmailSent};
+pub use email::{EmailReceiveReport, EmailSendReport, EmailSent, EmailWaiting};
 pub use error::NodeError;
 pub use exchange::{
     ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,
@@ -43,7 +43,10 @@ pub use node::{
     Status,
 };
 pub use progress::{NoProgress, Progress};
-pub use serial::{Flow, LinkStats, ProgressReport, SerialFlags, SerialProgress, SerialReport};
+pub use serial::{
+    Flow, LinkStats, ListenEvent, ProgressReport, STRANGER_AIRTIME, SerialFlags, SerialProgress,
+    SerialReport,
+};
 /// A flag value that overrides a key of `[sms]` or `[serial]` in `ferry.toml`.
 pub use sms::SmsSetting as Setting;
 pub use sms::{SmsCounters, SmsFlags, SmsPeerSend, SmsReceiveReport, SmsSendReport, SmsSetting};

@@ -995,7 +995,7 @@ impl Node {
         let waiting_bundles = tx.waiting()?.len() as u64;
         let pending = stored.total() - applied.total().min(stored.total());
         let stashed = tx.stashed()?.iter().map(|(_, n)| n).sum();
-        let quarantine = tx.quarantine()?;
+        let (quarantined, quarantine) = tx.quarantine_recent(5)?;
         let records = tx.record_count()?;
         Ok(Status {
             home: self.home.root().display().to_string(),
@@ -1008,7 +1008,7 @@ impl Node {
             conflicts,
             pending,
             waiting_for_prerequisites: stashed,
-            quarantined: quarantine.len() as u64,
+            quarantined,
             recent_quarantine: quarantine
                 .iter()
                 .rev()

@@ -14,9 +14,12 @@ use ferry_store::QuarantineRow;
 use ferry_sync::Storage;
 use ferry_sync::plan::{needs_snapshot, plan_export};
 use ferry_transport::{Disposition, Transport};
-use ferry_transport_sms::{Accepted, Event, Peer, Phone, ReportKind, SmsConfig, SmsTransport};
+use ferry_transport_sms::{
+    Accepted, Event, Listening, Peer, Phone, ReportKind, SmsConfig, SmsTransport,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// What `send sms` did (or, for a dry run, would do) for one member.
 #[derive(Clone, Debug, Serialize)]
@@ -87,6 +90,14 @@ pub struct SmsCounters {
     pub queued: usize,
     /// Bundles from it still waiting for missing SMS.
     pub incomplete: usize,
+    /// Whether this line stands for every number that is no member's together (then
+    /// `incomplete` is theirs, and `dropped` what was dropped to stay within bounds).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strangers: bool,
+    /// Strangers' incomplete bundles dropped so far to stay within bounds (strangers'
+    /// line only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
 }
 
 /// Flags for `[sms]`: key → value.
@@ -297,80 +308,118 @@ impl Node {
         Ok(report)
     }
 
-    /// Applies every complete bundle the transport holds, then asks for missing parts and
-    /// reports what the transport set aside or gave up.
+    /// Applies every complete bundle the transport offers: each goes through the same
+    /// gate as a file from a stick ([`Node::import_message`]); a refused one is settled as
+    /// such, so the transport never offers it again and offers the next assembly of its
+    /// parts instead, if there is one (a forged part may have taken a real one's place).
+    /// Learns members' new numbers from what was applied.
+    fn apply_sms(
+        &mut self,
+        transport: &mut SmsTransport,
+        report: &mut SmsReceiveReport,
+        progress: &dyn Progress,
+    ) -> Result<(), NodeError> {
+        // Each round settles what was listed; a refusal may offer another assembly, at most
+        // 16 per message, so this ends.
+        for _ in 0..64 {
+            let listed = transport.list()?;
+            if listed.is_empty() {
+                break;
+            }
+            let mut learned = false;
+            for info in listed {
+                let phone = transport.sender_of(&info.id)?;
+                let member = transport.from_member(&info.id)?;
+                let origin = match &phone {
+                    Some(p) if member => format!("SMS from {p}"),
+                    Some(p) => format!("SMS from {p} (not a member's number)"),
+                    None => "SMS".to_string(),
+                };
+                let outcome: FileOutcome = {
+                    let mut body = match transport.open(&info.id) {
+                        Ok(b) => b,
+                        // Settled meanwhile by another process.
+                        Err(ferry_transport::TransportError::NotFound(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    self.import_message(&mut body, &origin, progress)?
+                };
+                let disposition = match &outcome.result {
+                    FileResult::Applied { .. }
+                    | FileResult::AlreadyApplied
+                    | FileResult::Waiting { .. }
+                    | FileResult::Skipped { .. } => Disposition::Processed,
+                    FileResult::Rejected { reason, .. }
+                    | FileResult::RefusedBefore { reason, .. } => Disposition::Rejected {
+                        reason: reason.clone(),
+                    },
+                };
+                learned |= matches!(outcome.result, FileResult::Applied { .. });
+                transport.settle(&info.id, &disposition)?;
+                report.import.files.push(outcome);
+            }
+            if learned {
+                self.refresh_sms_peers(transport)?;
+            }
+        }
+        let tx = self.read()?;
+        report.import.pending = tx.stored()?.total().saturating_sub(tx.applied()?.total());
+        Ok(())
+    }
+
+    /// Tells the transport every member's published number (they may have changed with
+    /// what was just applied).
+    fn refresh_sms_peers(&mut self, transport: &mut SmsTransport) -> Result<(), NodeError> {
+        transport.set_peers(
+            self.sms_peers()?
+                .into_iter()
+                .map(|(_, label, p)| Peer::new(p, label)),
+        );
+        Ok(())
+    }
+
+    /// What the transport has to tell (bundles given up, repair requests it could not
+    /// answer), in words, one note each; given-up bundles are also recorded with the
+    /// refused input, so `ferry status` shows them.
+    fn sms_reports(
+        &mut self,
+        transport: &mut SmsTransport,
+        report: &mut SmsReceiveReport,
+    ) -> Result<(), NodeError> {
+        for r in transport.reports()? {
+            let line = r.to_string();
+            if let ReportKind::GaveUp { kept_at, .. } = &r.kind {
+                let tx = self.store.transaction(now_ms())?;
+                tx.add_quarantine(&QuarantineRow {
+                    at_ms: now_ms(),
+                    source: "SMS".into(),
+                    stored_as: kept_at.display().to_string(),
+                    reason: line.clone(),
+                    name: String::new(),
+                    bytes: 0,
+                })?;
+                tx.commit()?;
+            }
+            transport.dismiss_report(&r.id)?;
+            report.notes.push(line);
+        }
+        Ok(())
+    }
+
+    /// Applies what is complete, asks members for missing parts, expires what waited too
+    /// long, and reports.
     fn take_sms(
         &mut self,
         transport: &mut SmsTransport,
         report: &mut SmsReceiveReport,
         progress: &dyn Progress,
     ) -> Result<(), NodeError> {
-        for info in transport.list()? {
-            let origin = match transport.sender_of(&info.id)? {
-                Some(p) => format!("SMS from {p}"),
-                None => info.location.clone(),
-            };
-            let outcome: FileOutcome = {
-                let mut body = transport.open(&info.id)?;
-                self.import_message(&mut body, &origin, progress)?
-            };
-            let disposition = match &outcome.result {
-                FileResult::Applied { .. }
-                | FileResult::AlreadyApplied
-                | FileResult::Waiting { .. }
-                | FileResult::Skipped { .. } => Disposition::Processed,
-                FileResult::Rejected { reason, .. } | FileResult::RefusedBefore { reason, .. } => {
-                    Disposition::Rejected {
-                        reason: reason.clone(),
-                    }
-                }
-            };
-            transport.settle(&info.id, &disposition)?;
-            report.import.files.push(outcome);
-        }
+        self.apply_sms(transport, report, progress)?;
         report.repairs += transport.request_missing()?.len();
         transport.expire()?;
-        for r in transport.reports()? {
-            let (line, kept) = match &r.kind {
-                ReportKind::GaveUp {
-                    from,
-                    have,
-                    count,
-                    reason,
-                    kept_at,
-                    ..
-                } => (
-                    format!(
-                        "gave up a bundle from {from}: {have} of {count} SMS arrived ({reason:?}); ask the sender to send again"
-                    ),
-                    kept_at.clone(),
-                ),
-                ReportKind::Malformed {
-                    from,
-                    reason,
-                    kept_at,
-                } => (
-                    format!("an SMS from {from} was set aside: {reason}"),
-                    kept_at.clone(),
-                ),
-                other => (format!("{other:?}"), std::path::PathBuf::new()),
-            };
-            let tx = self.store.transaction(now_ms())?;
-            tx.add_quarantine(&QuarantineRow {
-                at_ms: now_ms(),
-                source: "SMS".into(),
-                stored_as: kept.display().to_string(),
-                reason: line.clone(),
-                name: String::new(),
-                bytes: 0,
-            })?;
-            tx.commit()?;
-            transport.dismiss_report(&r.id)?;
-            report.notes.push(line);
-        }
-        let tx = self.read()?;
-        report.import.pending = tx.stored()?.total().saturating_sub(tx.applied()?.total());
-        Ok(())
+        // Held messages may have been offered.
+        self.apply_sms(transport, report, progress)?;
+        self.sms_reports(transport, report)
     }
 
     /// Reads incoming SMS from a spool gateway (Gammu's inbox folder) and applies what is
@@ -385,12 +434,19 @@ impl Node {
             return Err(NodeError::Input(why));
         }
         let mut report = SmsReceiveReport::default();
+        let mut quiet = Quiet::default();
         for a in transport.receive_spool()? {
             if matches!(a, Accepted::Part { .. }) {
                 report.parts += 1;
             }
+            if let Some(line) = stranger_line(&a) {
+                if let Some(line) = quiet.admit(line) {
+                    report.notes.push(line);
+                }
+            }
         }
         self.take_sms(&mut transport, &mut report, progress)?;
+        report.notes.extend(quiet.summary());
         Ok(report)
     }
 
@@ -404,45 +460,93 @@ impl Node {
     }
 
     /// Serves an HTTP gateway (Kannel and the like) until stopped: each incoming SMS is
-    /// stored before it is acknowledged, complete bundles are applied at once, missing parts
-    /// are asked for and queued SMS are sent. `ready` gets the bound address and a stopper;
-    /// `tell` gets one line per thing that happened.
+    /// taken before it is acknowledged (members' numbers first), complete bundles go
+    /// through the gate at once, members are asked for missing parts and queued SMS are
+    /// sent. The listener follows the listener policy (loopback by default; beyond it
+    /// only with `listen_token_env` and `tls_cert`/`tls_key`). `ready` gets where it
+    /// listens and a stopper; `tell` gets one line per thing that happened (strings from
+    /// SMS cut short; the caller escapes them). Lines about what strangers sent are at
+    /// most ten a minute, then counted.
     pub fn sms_listen(
         &mut self,
         flags: &SmsFlags,
         bind: Option<&str>,
-        ready: impl FnOnce(std::net::SocketAddr, ferry_transport_sms::Stopper),
+        ready: impl FnOnce(&Listening),
         mut tell: impl FnMut(String),
         progress: &dyn Progress,
     ) -> Result<(), NodeError> {
         let mut transport = self.sms_transport(flags)?;
         let mut failure: Option<NodeError> = None;
+        let mut quiet = Quiet::default();
         ferry_transport_sms::listen(&mut transport, bind, ready, |t, event| {
             let mut report = SmsReceiveReport::default();
-            match event {
-                Event::Received(Accepted::Completed { .. }) => {
-                    if let Err(e) = self.take_sms(t, &mut report, progress) {
-                        tell(format!("error: {e}"));
-                        failure = Some(e);
+            let mut step = |node: &mut Node, report: &mut SmsReceiveReport, housekeeping: bool| {
+                // Each round also learns numbers published meanwhile by any route (a stick
+                // synced by another `ferry` process, say).
+                let r = node.apply_sms(t, report, progress).and_then(|()| {
+                    if housekeeping {
+                        node.refresh_sms_peers(t)?;
+                        node.sms_reports(t, report)
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = r {
+                    tell(format!("error: {e}"));
+                    failure = Some(e);
+                }
+            };
+            match &event {
+                Event::Received(Accepted::Completed { .. }) => step(self, &mut report, false),
+                Event::Received(a @ (Accepted::Refused(_) | Accepted::Ignored { .. })) => {
+                    if let Some(line) = stranger_line(a).and_then(|l| quiet.admit(l)) {
+                        report.notes.push(line);
                     }
                 }
-                Event::Received(Accepted::Refused(_)) => {
-                    let _ = self.take_sms(t, &mut report, progress);
+                Event::Received(Accepted::RepairRequested {
+                    from,
+                    resend,
+                    gone,
+                    declined,
+                }) if resend + gone + declined > 0 => {
+                    report.notes.push(format!(
+                        "repair   {from} asked for SMS parts again: {resend} sent again{}{}",
+                        if *gone > 0 {
+                            format!(", told it {gone} message(s) are no longer kept")
+                        } else {
+                            String::new()
+                        },
+                        if *declined > 0 {
+                            format!(
+                                ", {declined} not sent (asked too often, or its share of today's budget for repairs is spent)"
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+                Event::Repairs(requests) => {
+                    let parts: usize = requests.iter().map(|r| r.missing.len()).sum();
+                    let mut to: Vec<String> = requests.iter().map(|r| r.to.to_string()).collect();
+                    to.dedup();
+                    report.notes.push(format!(
+                        "asked    {} for {parts} missing SMS part(s) of {} bundle(s)",
+                        to.join(", "),
+                        requests.len()
+                    ));
+                }
+                Event::Dropped(n) => report.notes.push(format!(
+                    "dropped  {n} SMS from numbers that are no member's, unread: they came faster than listen_rate allows, or too many were waiting"
+                )),
+                Event::Housekept => {
+                    step(self, &mut report, true);
+                    report.notes.extend(quiet.summary());
                 }
                 Event::Failed(e) => tell(format!("error: {e}")),
                 _ => {}
             }
             for f in &report.import.files {
-                tell(match &f.result {
-                    FileResult::Applied { sender, new, .. } => {
-                        format!(
-                            "applied a bundle from {sender} ({} B, {new} new changes)",
-                            f.bytes
-                        )
-                    }
-                    FileResult::Rejected { reason, .. } => format!("REFUSED a bundle: {reason}"),
-                    _ => format!("skipped {}: already applied", f.path.display()),
-                });
+                tell(sms_bundle_line(f));
             }
             for n in report.notes {
                 tell(n);
@@ -469,7 +573,7 @@ impl Node {
                 .into_iter()
                 .map(|(_, label, p)| Peer::new(p, label)),
         );
-        Ok(transport
+        let mut out: Vec<SmsCounters> = transport
             .counters()?
             .into_iter()
             .map(|c| SmsCounters {
@@ -478,8 +582,23 @@ impl Node {
                 daily_budget: c.daily_budget,
                 queued: c.queued,
                 incomplete: c.incomplete,
+                strangers: false,
+                dropped: None,
             })
-            .collect())
+            .collect();
+        let s = transport.strangers()?;
+        if s.incomplete > 0 || s.dropped_messages > 0 {
+            out.push(SmsCounters {
+                peer: "numbers that are no member's".into(),
+                sent_today: 0,
+                daily_budget: 0,
+                queued: 0,
+                incomplete: s.incomplete,
+                strangers: true,
+                dropped: Some(s.dropped_messages),
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -497,4 +616,98 @@ fn listen_only(config: &ferry_transport_sms::SmsConfig) -> Option<String> {
             "with gateway = \"{name}\", incoming SMS reach ferry while `ferry sms listen` runs (the gateway calls it); `ferry receive sms` reads Gammu's inbox folder"
         )
     })
+}
+
+/// The line `sms listen` prints for one bundle that came by SMS: what the gate decided, in
+/// words. A bundle is attributed to a member only when applied (its signature says who
+/// wrote it); otherwise only the number it came from is named, which anyone can forge.
+fn sms_bundle_line(f: &FileOutcome) -> String {
+    let from = f.path.display().to_string();
+    match &f.result {
+        FileResult::Applied {
+            sender,
+            new,
+            waiting,
+            warnings,
+            ..
+        } => {
+            let mut line = format!(
+                "applied  a bundle from {sender} by {from}: {} B, {new} new change{}",
+                f.bytes,
+                if *new == 1 { "" } else { "s" }
+            );
+            if *waiting > 0 {
+                line += &format!(", {waiting} waiting for earlier changes");
+            }
+            for w in warnings {
+                line += &format!("; NOTE {w}");
+            }
+            line
+        }
+        FileResult::AlreadyApplied => {
+            format!("skipped  a bundle by {from}: this laptop already has it")
+        }
+        FileResult::Rejected { reason, .. } | FileResult::RefusedBefore { reason, .. } => {
+            format!("REFUSED  a bundle by {from}: {reason}")
+        }
+        FileResult::Waiting { reason, .. } => format!(
+            "waiting  a bundle by {from} cannot be checked yet ({reason}); nothing from it is used until it can"
+        ),
+        FileResult::Skipped { reason } => format!("skipped  a bundle by {from}: {reason}"),
+    }
+}
+
+/// The line for an SMS a stranger (or a damaged SMS) caused, if any.
+fn stranger_line(a: &Accepted) -> Option<String> {
+    match a {
+        Accepted::Refused(r) if r.unknown_sender => Some(format!(
+            "set aside an SMS from {}, which is no member's number",
+            r.from
+        )),
+        Accepted::Refused(r) => Some(format!(
+            "set aside an SMS from {}: not a ferry SMS ({})",
+            r.from, r.reason
+        )),
+        Accepted::Ignored { from, reason } => Some(format!("ignored  {reason} (from {from})")),
+        _ => None,
+    }
+}
+
+/// At most ten lines a minute about what strangers sent; the rest are counted.
+#[derive(Default)]
+struct Quiet {
+    since: Option<Instant>,
+    shown: usize,
+    held_back: usize,
+}
+
+impl Quiet {
+    const PER_MINUTE: usize = 10;
+
+    fn admit(&mut self, line: String) -> Option<String> {
+        let now = Instant::now();
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.since = Some(now);
+            self.shown = 0;
+        }
+        if self.shown < Self::PER_MINUTE {
+            self.shown += 1;
+            Some(line)
+        } else {
+            self.held_back += 1;
+            None
+        }
+    }
+
+    fn summary(&mut self) -> Option<String> {
+        (self.held_back > 0).then(|| {
+            let n = std::mem::take(&mut self.held_back);
+            format!(
+                "set aside {n} more SMS that were not ferry's or came from numbers that are no member's (not shown one by one; each is noted in the SMS state folder's quarantine/refused.jsonl)"
+            )
+        })
+    }
 }

@@ -638,6 +638,11 @@ impl StoreTx<'_> {
         self.quarantine_rows("", None)
     }
 
+    /// The quarantined inputs whose copy is still kept, oldest first.
+    pub fn quarantine_copies(&self) -> Result<Vec<QuarantineRow>> {
+        self.quarantine_rows("WHERE stored_as != ''", None)
+    }
+
     /// How many inputs were refused, and the last `n` of them (oldest first).
     pub fn quarantine_recent(&self, n: usize) -> Result<(u64, Vec<QuarantineRow>)> {
         let count: i64 = self

@@ -80,7 +80,10 @@ pub struct MessageInfo {
 pub enum Disposition {
     /// Applied; the transport may file it away (never delete unless told to).
     Processed,
-    /// Refused for `reason`; the transport leaves it where it is.
+    /// Refused for `reason`. The node has kept its own copy (quarantine). On a shared
+    /// medium the transport leaves the message where it is; elsewhere it may drop its
+    /// copy, and then must not offer it again (so refused input is not read again and
+    /// again).
     Rejected {
         /// Why, in one line.
         reason: String,

@@ -14,6 +14,9 @@ pub const DEFAULT_IMAP_FOLDER: &str = "INBOX";
 /// Default folder that processed bundle emails are moved to (`/` separates levels; it is
 /// translated to the server's own separator).
 pub const DEFAULT_PROCESSED_FOLDER: &str = "Ferry/Processed";
+/// Default folder that refused bundle emails are moved to (a bundle the node refused, a
+/// piece that does not match the bundle it claims, an email with too many attachments).
+pub const DEFAULT_REFUSED_FOLDER: &str = "Ferry/Refused";
 
 /// The `[email]` table of `ferry.toml`. Every key is optional here; an operation that needs
 /// one says which is missing. Flags override keys with [`EmailConfig::overridden_by`].
@@ -70,6 +73,10 @@ pub struct EmailConfig {
     /// missing). Other mail is never moved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processed_folder: Option<String>,
+    /// Where refused bundle emails are moved (default `Ferry/Refused`; created when missing),
+    /// so they are not read again. Nothing is deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_folder: Option<String>,
     /// Largest email sent, in bytes, counting headers and base64 growth (default
     /// 10 000 000). Larger bundles are split into several emails.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +106,7 @@ impl std::fmt::Debug for EmailConfig {
             .field("imap_password", &hidden(&self.imap_password))
             .field("imap_folder", &self.imap_folder)
             .field("processed_folder", &self.processed_folder)
+            .field("refused_folder", &self.refused_folder)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("maildir", &self.maildir)
             .field("tls_ca_file", &self.tls_ca_file)
@@ -125,6 +133,7 @@ impl EmailConfig {
             imap_password,
             imap_folder,
             processed_folder,
+            refused_folder,
             max_message_bytes,
             maildir,
             tls_ca_file
@@ -147,6 +156,13 @@ impl EmailConfig {
         self.processed_folder
             .as_deref()
             .unwrap_or(DEFAULT_PROCESSED_FOLDER)
+    }
+
+    /// The folder refused emails go to (`refused_folder` or `Ferry/Refused`).
+    pub fn refused_folder(&self) -> &str {
+        self.refused_folder
+            .as_deref()
+            .unwrap_or(DEFAULT_REFUSED_FOLDER)
     }
 
     /// Things a person should know about these settings, one line each (a password written
@@ -212,6 +228,7 @@ impl EmailConfig {
         for (key, name) in [
             ("imap_folder", self.imap_folder()),
             ("processed_folder", self.processed_folder()),
+            ("refused_folder", self.refused_folder()),
         ] {
             check_folder(key, name)?;
         }
@@ -219,6 +236,14 @@ impl EmailConfig {
             return Err(EmailError::Setting {
                 key: "processed_folder",
                 problem: "must differ from `imap_folder`".into(),
+            });
+        }
+        if self.refused_folder() == self.imap_folder()
+            || self.refused_folder() == self.processed_folder()
+        {
+            return Err(EmailError::Setting {
+                key: "refused_folder",
+                problem: "must differ from `imap_folder` and `processed_folder`".into(),
             });
         }
         Ok(())

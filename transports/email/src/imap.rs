@@ -236,7 +236,13 @@ impl Imap {
             .ok_or_else(|| self.err("no greeting", "the server closed the connection"))?;
         if let Response::Data { status, .. } = greeting.parsed() {
             if !matches!(status, Status::Ok | Status::PreAuth) {
-                return Err(self.err("the server refused the connection", format!("{status:?}")));
+                let said = match status {
+                    Status::Bye => "it said BYE",
+                    Status::No => "it said NO",
+                    Status::Bad => "it said BAD",
+                    _ => "it did not greet",
+                };
+                return Err(self.err("the server refused the connection", said));
             }
         }
         if self.url.security == Security::StartTlsIfOffered {

@@ -13,15 +13,22 @@
 //!   into the outbox in the state folder; a send that fails (server down, login refused,
 //!   email refused) leaves it there, and [`EmailTransport::flush_outbox`] tries again with
 //!   back-off. Nothing is lost, and [`EmailTransport::outbox`] shows what waits.
+//! - **Recognising**: no email names its dataset. Each piece carries a *mark* that only
+//!   members can make, from the [`DatasetTag`] the node derives from the dataset key
+//!   ([`mime`] describes it); emails of earlier versions, which named the dataset in
+//!   `X-Ferry-Dataset`, are still read, as unverified pieces.
 //! - **Receiving** ([`EmailTransport::receive`], or [`Transport::list`]): only mail not seen
 //!   before is looked at; only messages whose headers or structure show ferry data are
 //!   downloaded; parts are kept in the state folder until the bundle is whole (in any order,
-//!   days apart, twice); only whole bundles are listed. Mail for another dataset and other
-//!   mail is never touched. A broken attachment is reported ([`EmailTransport::problems`])
-//!   with its bytes, for the node to quarantine; its email stays where it is.
+//!   days apart, twice); only whole bundles are listed. What is kept is bounded per sender
+//!   and in all, expires, and strangers' pieces never push out members' (see
+//!   `reassembly.rs`). Mail for another dataset and other mail is never touched. A broken
+//!   attachment is reported ([`EmailTransport::problems`]) with its bytes, for the node to
+//!   quarantine; its email stays where it is.
 //! - **Settling**: a processed bundle's emails (every part, duplicates included) are moved
-//!   to `processed_folder`, created if missing; a rejected bundle's emails stay. Nothing is
-//!   ever deleted.
+//!   to `processed_folder`; a bundle the node refused ([`EmailTransport::refuse`]) has its
+//!   emails moved to `refused_folder` and is never offered again; so do pieces that claim a
+//!   bundle but do not match it. Folders are created if missing. Nothing is ever deleted.
 //! - **Saved files** ([`extract_file`], [`EmailTransport::import_file`]): `.eml` files, saved
 //!   part attachments and bare bundle files give their bundles back.
 //!
@@ -32,7 +39,7 @@
 //!
 //! ```no_run
 //! use ferry_transport::{Disposition, Transport};
-//! use ferry_transport_email::{EmailConfig, EmailError, EmailTransport, FlushMode};
+//! use ferry_transport_email::{DatasetMarks, DatasetTag, EmailConfig, EmailError, EmailTransport, FlushMode};
 //! use std::io::Read;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = EmailConfig {
@@ -43,7 +50,10 @@
 //!     imap_url: Some("imaps://mail.example.org".into()),
 //!     ..EmailConfig::default()
 //! };
-//! let mut email = EmailTransport::new(config, "5f2c0a9e41d7b3c8", "/home/ana/.local/share/ferry/email")?;
+//! // From the node: a tag derived from the dataset key, and the dataset id (to read emails of
+//! // earlier versions).
+//! let marks = DatasetMarks { tag: DatasetTag::new([7; 32]), legacy_id: "5f2c0a9e41d7b3c8".into() };
+//! let mut email = EmailTransport::new(config, marks, "/home/ana/.local/share/ferry/email")?;
 //!
 //! // Receive: whole bundles are listed; apply each, then settle it.
 //! let report = email.receive()?;
@@ -51,12 +61,11 @@
 //!     let mut bundle = Vec::new();
 //!     email.open(&info.id)?.read_to_end(&mut bundle)?;
 //!     let applied = true; // the node imports `bundle` here
-//!     let disposition = if applied {
-//!         Disposition::Processed
+//!     if applied {
+//!         email.settle(&info.id, &Disposition::Processed)?;
 //!     } else {
-//!         Disposition::Rejected { reason: "signature check failed".into() }
-//!     };
-//!     email.settle(&info.id, &disposition)?;
+//!         email.refuse(&info.id)?; // to refused_folder, never offered again
+//!     }
 //! }
 //! // Broken attachments: quarantine their bytes, then forget them.
 //! for problem in email.problems()? {
@@ -80,7 +89,8 @@
 //! ```
 //!
 //! **Architecture Invariant:** the transport never parses a bundle. It checks only its own
-//! framing (part headers and BLAKE3 digests of what the sender attached).
+//! framing (part headers, marks, and BLAKE3 digests of what the sender attached). It holds
+//! no key: the tag it is given recognises emails and opens nothing.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -89,17 +99,18 @@ mod error;
 mod imap;
 mod maildir;
 pub mod mime;
+mod reassembly;
 mod smtp;
 mod store;
 
 pub use config::{
-    DEFAULT_IMAP_FOLDER, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PROCESSED_FOLDER, EmailConfig,
-    MIN_MAX_MESSAGE_BYTES,
+    DEFAULT_IMAP_FOLDER, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PROCESSED_FOLDER,
+    DEFAULT_REFUSED_FOLDER, EmailConfig, MIN_MAX_MESSAGE_BYTES,
 };
 pub use error::EmailError;
 pub use mime::{
-    Damaged, Extracted, FileKind, Piece, check_address, classify, extract_email, extract_file,
-    render_email,
+    Claim, Damaged, DatasetTag, Extracted, FileKind, Piece, check_address, classify, extract_email,
+    extract_file, render_email, render_emails,
 };
 
 use ferry_transport::{
@@ -107,12 +118,13 @@ use ferry_transport::{
 };
 use lettre::message::Mailbox;
 use mime::PartSpec;
-use std::collections::BTreeMap;
+use reassembly::{Added, Fate, Group, Inbox as Parts, Trust};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::{Added, Entry, Group, Source, State};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::{Entry, Source, State};
 
 /// Most emails one bundle is split into.
 pub const MAX_PARTS: u32 = 100;
@@ -196,12 +208,22 @@ pub struct Incomplete {
     pub have: u64,
     /// Bytes in the whole bundle.
     pub len: u64,
+    /// Different parts received.
+    pub parts_have: u32,
     /// Number of parts the sender split it into.
     pub parts: u32,
     /// Emails (or files) that brought parts so far.
     pub emails: usize,
     /// When its first part arrived.
     pub first_seen: SystemTime,
+    /// When it is given up if still incomplete.
+    pub expires: SystemTime,
+    /// Whether a member made its parts (their marks verified); if not, anyone may have.
+    pub member: bool,
+    /// The address its first part came from, as the email says (not checked).
+    pub sender: String,
+    /// Whether a part of it arrived in this run.
+    pub progressed: bool,
 }
 
 /// A broken attachment found in the mailbox: its email stays where it is; the node
@@ -234,22 +256,52 @@ impl std::fmt::Debug for Problem {
     }
 }
 
+/// A piece the transport refused because it claims a part of a bundle but does not match
+/// it (it differs from a member's copy of the same bytes, or from the bundle the other parts
+/// make up). Its email was moved to the refused folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedPiece {
+    /// Where the email is (account, folder, UID or file, subject).
+    pub location: String,
+    /// Why, in one line.
+    pub reason: String,
+}
+
 /// What [`EmailTransport::receive`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReceiveReport {
-    /// Whole bundles waiting for the node (all of them, not only new ones): what
-    /// [`Transport::list`] returns.
+    /// Whole bundles waiting for the node (all of them, not only new ones), members' first:
+    /// what [`Transport::list`] returns.
     pub complete: Vec<MessageInfo>,
-    /// Bundles still missing parts.
+    /// Bundles still missing parts (all of them; [`Incomplete::progressed`] tells those that
+    /// moved in this run).
     pub incomplete: Vec<Incomplete>,
     /// Broken attachments found this time (also kept in [`EmailTransport::problems`]).
     pub problems: Vec<Problem>,
+    /// Pieces refused this time (their emails went to the refused folder).
+    pub refused: Vec<RefusedPiece>,
     /// New emails looked at.
     pub emails_seen: usize,
-    /// Of those, emails that were not ferry mail for this dataset: left untouched.
+    /// Of those, emails that were not ferry mail: left untouched.
     pub other_mail: usize,
-    /// Late copies of bundles already processed, moved straight to the processed folder.
+    /// Of those, ferry emails of another dataset (or whose mark does not verify: altered):
+    /// left untouched.
+    pub other_dataset: usize,
+    /// Emails moved straight to the processed or refused folder: late copies of bundles
+    /// already settled, and emails whose pieces were refused.
     pub filed: usize,
+    /// Pieces not kept because they were over a limit (per sender or in all), or dropped to
+    /// make room for others; their emails stay where they are, and are not read again.
+    pub dropped: usize,
+    /// The senders of those pieces, as their emails say (at most 20 listed).
+    pub dropped_from: BTreeSet<String>,
+    /// How many different senders those pieces came from.
+    pub dropped_senders: usize,
+    /// Why the first of them was dropped.
+    pub dropped_why: Option<String>,
+    /// Incomplete bundles given up in this run because they waited too long: (name, whether
+    /// a member made them).
+    pub expired: Vec<(String, bool)>,
 }
 
 /// What [`EmailTransport::import_file`] found in a saved file.
@@ -261,10 +313,28 @@ pub struct ImportReport {
     pub incomplete: Vec<Incomplete>,
     /// Broken attachments or parts in the file.
     pub damaged: Vec<Damaged>,
-    /// Pieces for another dataset (ignored).
+    /// Pieces refused: they do not match the bundle they claim, or the file holds more
+    /// than one email's worth of attachments.
+    pub refused: Vec<String>,
+    /// Pieces for another dataset, or whose mark does not verify (ignored).
     pub other_dataset: usize,
     /// Pieces of bundles already processed (ignored).
     pub already_processed: usize,
+    /// Digests (BLAKE3, hex) of bundles refused before that pieces in the file belong to
+    /// (ignored).
+    pub already_refused: Vec<String>,
+    /// Pieces not kept because they were over a limit.
+    pub dropped: usize,
+}
+
+/// How a transport knows its dataset's emails; given by the node.
+#[derive(Clone, Debug)]
+pub struct DatasetMarks {
+    /// Marks outgoing pieces and checks incoming ones. Never sent.
+    pub tag: DatasetTag,
+    /// The dataset id (hex): recognises emails of earlier versions of ferry, which wrote it
+    /// in `X-Ferry-Dataset`. Never sent.
+    pub legacy_id: String,
 }
 
 /// Where incoming mail is read from.
@@ -277,10 +347,12 @@ enum Inbox {
 /// Bundles by email for one dataset. See the [crate documentation](crate).
 pub struct EmailTransport {
     config: EmailConfig,
-    dataset: String,
+    marks: DatasetMarks,
     from: Option<Mailbox>,
     to: Vec<Mailbox>,
     state: State,
+    /// Received parts, loaded at the first use.
+    parts: Option<Parts>,
     inbox: Option<Inbox>,
     rt: tokio::runtime::Runtime,
     max_bundle: u64,
@@ -290,7 +362,7 @@ impl std::fmt::Debug for EmailTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmailTransport")
             .field("config", &self.config)
-            .field("dataset", &self.dataset)
+            .field("marks", &self.marks)
             .field("to", &self.to)
             .field("state", &self.state.dir())
             .finish_non_exhaustive()
@@ -310,26 +382,77 @@ fn in_words(secs: u64) -> String {
     }
 }
 
+/// A size for people: "512 B", "3.2 kB", "4.5 MB".
+pub(crate) fn human(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        _ => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}
+
+/// Bundle bytes that fit in one email of at most `max_message_bytes` from `from` to `to`
+/// for a bundle named `name`.
+pub(crate) fn per_email(
+    from: &Mailbox,
+    to: &[Mailbox],
+    tag: &DatasetTag,
+    name: &str,
+    max_message_bytes: u64,
+) -> Result<u64, EmailError> {
+    let digest = "0".repeat(64);
+    let spec = PartSpec {
+        from,
+        to,
+        tag,
+        name,
+        size: 10u64.pow(15),
+        digest: &digest,
+        part: MAX_PARTS,
+        parts: MAX_PARTS,
+        offset: 10u64.pow(15),
+    };
+    let empty = mime::build_email(&spec, &[])?.len() as u64;
+    let header = mime::part_header(&spec, &[]).len() as u64;
+    let overhead = empty.saturating_sub(mime::base64_len(header) - 2) + HEADER_SLACK;
+    let max = max_message_bytes.saturating_sub(TRANSIT_MARGIN);
+    let cap = mime::capacity(max, overhead, header + 24);
+    if cap == 0 {
+        return Err(EmailError::Setting {
+            key: "max_message_bytes",
+            problem: format!(
+                "{max_message_bytes} leaves no room for data after the headers; raise it"
+            ),
+        });
+    }
+    Ok(cap)
+}
+
+/// Where the emails of settled pieces go: (source, to the refused folder).
+type Filing = Vec<(Source, bool)>;
+
 impl EmailTransport {
-    /// An email transport for dataset `dataset` (its id in hex), keeping its state (received
+    /// An email transport for the dataset `marks` recognise, keeping its state (received
     /// parts, outbox, problems) in `state_dir` (created if missing; the node passes
     /// `HOME/email`). Settings are checked here; passwords are read from the environment
     /// only when a server is used, so importing saved files needs no server settings.
     pub fn new(
         config: EmailConfig,
-        dataset: &str,
+        marks: DatasetMarks,
         state_dir: impl Into<PathBuf>,
     ) -> Result<EmailTransport, EmailError> {
         config.validate()?;
-        if dataset.is_empty()
-            || dataset.len() > 128
-            || !dataset.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        let id = &marks.legacy_id;
+        if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(EmailError::Setting {
                 key: "dataset",
-                problem: format!("`{dataset}` is not a dataset id (hex digits)"),
+                problem: format!("`{id}` is not a dataset id (hex digits)"),
             });
         }
+        let marks = DatasetMarks {
+            legacy_id: id.to_ascii_lowercase(),
+            ..marks
+        };
         let from = config
             .from
             .as_deref()
@@ -341,10 +464,11 @@ impl EmailTransport {
             .map_err(|e| EmailError::io("cannot start the network runtime", "email", e))?;
         let mut t = EmailTransport {
             config,
-            dataset: dataset.to_ascii_lowercase(),
+            marks,
             from,
             to: Vec::new(),
             state: State::open(state_dir.into())?,
+            parts: None,
             inbox: None,
             rt,
             max_bundle: 0,
@@ -411,36 +535,13 @@ impl EmailTransport {
         } else {
             to
         };
-        let digest = "0".repeat(64);
-        let spec = PartSpec {
+        per_email(
             from,
             to,
-            dataset: &self.dataset,
+            &self.marks.tag,
             name,
-            size: 10u64.pow(15),
-            digest: &digest,
-            part: MAX_PARTS,
-            parts: MAX_PARTS,
-            offset: 10u64.pow(15),
-        };
-        let empty = mime::build_email(&spec, &[])?.len() as u64;
-        let header = mime::part_header(&spec, &[]).len() as u64;
-        let overhead = empty.saturating_sub(mime::base64_len(header) - 2) + HEADER_SLACK;
-        let max = self
-            .config
-            .max_message_bytes()
-            .saturating_sub(TRANSIT_MARGIN);
-        let cap = mime::capacity(max, overhead, header + 24);
-        if cap == 0 {
-            return Err(EmailError::Setting {
-                key: "max_message_bytes",
-                problem: format!(
-                    "{} leaves no room for data after the headers; raise it",
-                    self.config.max_message_bytes()
-                ),
-            });
-        }
-        Ok(cap)
+            self.config.max_message_bytes(),
+        )
     }
 
     // ---- sending ---------------------------------------------------------------------------
@@ -560,7 +661,7 @@ impl EmailTransport {
             let spec = PartSpec {
                 from: &from,
                 to: &to,
-                dataset: &self.dataset,
+                tag: &self.marks.tag,
                 name: &entry.name,
                 size: entry.size,
                 digest: &entry.digest,
@@ -669,20 +770,48 @@ impl EmailTransport {
         Ok(self.inbox.as_mut().expect("just set"))
     }
 
+    /// The received parts, loaded (incomplete bundles that waited too long dropped) at the
+    /// first use.
+    fn parts(&mut self) -> Result<&mut Parts, EmailError> {
+        if self.parts.is_none() {
+            self.parts = Some(Parts::load(self.state.dir(), store::now())?);
+        }
+        Ok(self.parts.as_mut().expect("just set"))
+    }
+
     /// Reads new mail from the IMAP folder or the Maildir (nothing to read when neither is
     /// set), keeps the ferry parts it carries, and reports what is whole, what still misses
-    /// parts, and what is broken.
+    /// parts, what is broken and what was refused. The work per email does not depend on
+    /// how much is already kept.
     pub fn receive(&mut self) -> Result<ReceiveReport, EmailError> {
         let mut report = ReceiveReport::default();
-        let mut late: Vec<Source> = Vec::new();
+        let mut filing: Filing = Vec::new();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let now = store::now();
         let folder = self.config.imap_folder().to_string();
+        self.parts()?;
         self.inbox()?;
+        let mut x = Intake {
+            parts: self.parts.as_mut().expect("loaded above"),
+            state: &self.state,
+            marks: &self.marks,
+            report: &mut report,
+            filing: &mut filing,
+            touched: &mut touched,
+            dropped_senders: HashSet::new(),
+            now,
+        };
+        let mut saved = Instant::now();
+        x.report.expired = std::mem::take(&mut x.parts.expired)
+            .into_iter()
+            .map(|(name, t)| (name, t == Trust::Member))
+            .collect();
         match self.inbox.as_mut().expect("set above") {
             Inbox::None => {}
             Inbox::Imap(imap) => {
                 let account = imap.account();
                 let key = format!("imap {account} {folder}");
-                let mut cursor = self.state.cursor(&key)?;
+                let mut cursor = x.state.cursor(&key)?;
                 let (validity, uids) = self.rt.block_on(imap.new_uids(
                     &folder,
                     cursor.last_uid,
@@ -696,8 +825,7 @@ impl EmailTransport {
                 }
                 let glances = self.rt.block_on(imap.glance(&uids))?;
                 for g in glances {
-                    report.emails_seen += 1;
-                    let mut ferry = false;
+                    x.report.emails_seen += 1;
                     if g.candidate {
                         if let Some(raw) = self.rt.block_on(imap.body(g.uid))? {
                             let ex = extract_email(&raw);
@@ -708,40 +836,33 @@ impl EmailTransport {
                                 uid: g.uid,
                                 subject: ex.subject.clone(),
                             };
-                            ferry = ingest(
-                                &self.state,
-                                &self.dataset,
-                                ex,
-                                source,
-                                &mut report,
-                                &mut late,
-                            )?;
+                            ingest(&mut x, ex, source)?;
                         }
                     } else {
-                        report.other_mail += 1;
+                        x.report.other_mail += 1;
                     }
                     cursor.last_uid = cursor.last_uid.max(g.uid);
-                    // Saved after every ferry email (so nothing is reported twice), else now
-                    // and then: reading other mail again after a crash is harmless.
-                    if ferry || report.emails_seen % 100 == 0 {
-                        self.state.set_cursor(&key, &cursor)?;
+                    // Saved now and then: reading a few emails again after a crash is
+                    // harmless (what they carry is kept once).
+                    if saved.elapsed() >= CURSOR_EVERY {
+                        x.state.set_cursor(&key, &cursor)?;
+                        saved = Instant::now();
                     }
                 }
-                self.state.set_cursor(&key, &cursor)?;
+                x.state.set_cursor(&key, &cursor)?;
             }
             Inbox::Maildir(md) => {
                 let key = md.key();
-                let mut cursor = self.state.cursor(&key)?;
+                let mut cursor = x.state.cursor(&key)?;
                 let messages = md.messages()?;
-                let present: std::collections::BTreeSet<String> =
-                    messages.iter().map(|(b, _)| b.clone()).collect();
+                let present: BTreeSet<String> = messages.iter().map(|(b, _)| b.clone()).collect();
                 // Forget messages that are gone, so the list does not grow for ever.
                 cursor.seen.retain(|b| present.contains(b));
                 for (base, path) in messages {
                     if cursor.seen.contains(&base) {
                         continue;
                     }
-                    report.emails_seen += 1;
+                    x.report.emails_seen += 1;
                     let raw = match std::fs::read(&path) {
                         Ok(r) => r,
                         // Moved or deleted by a mail program meanwhile: look again next time.
@@ -753,51 +874,61 @@ impl EmailTransport {
                         root: md.root().to_path_buf(),
                         file: base.clone(),
                         subject: ex.subject.clone(),
+                        at: Some(path.clone()),
                     };
-                    let ferry = ingest(
-                        &self.state,
-                        &self.dataset,
-                        ex,
-                        source,
-                        &mut report,
-                        &mut late,
-                    )?;
+                    ingest(&mut x, ex, source)?;
                     cursor.seen.insert(base);
-                    if ferry || report.emails_seen % 100 == 0 {
-                        self.state.set_cursor(&key, &cursor)?;
+                    if saved.elapsed() >= CURSOR_EVERY {
+                        x.state.set_cursor(&key, &cursor)?;
+                        saved = Instant::now();
                     }
                 }
-                self.state.set_cursor(&key, &cursor)?;
+                x.state.set_cursor(&key, &cursor)?;
             }
         }
-        if !late.is_empty() {
-            report.filed = self.file_away(&late)?;
+        if !filing.is_empty() {
+            report.filed = self.file(&filing)?;
+        }
+        // Pieces refused when their bundle became whole in this run.
+        let parts = self.parts()?;
+        for g in parts
+            .groups()
+            .filter(|g| g.complete && touched.contains(&g.id))
+        {
+            for r in &g.refused {
+                report.refused.push(RefusedPiece {
+                    location: r.source.describe(),
+                    reason: r.reason.clone(),
+                });
+            }
         }
         report.complete = self.received()?;
         report.incomplete = self.incomplete()?;
+        for i in &mut report.incomplete {
+            i.progressed = touched.contains(&i.id);
+        }
         Ok(report)
     }
 
     /// Whole bundles waiting for the node, without reading any mail.
-    pub fn received(&self) -> Result<Vec<MessageInfo>, EmailError> {
-        Ok(self
-            .state
-            .groups()?
-            .into_iter()
-            .filter(|g| g.complete)
-            .map(|g| info(&g))
-            .collect())
+    /// Members' first (their marks verified), so junk that must go through the node's gate
+    /// one by one does not hold them up; then by id.
+    pub fn received(&mut self) -> Result<Vec<MessageInfo>, EmailError> {
+        let mut groups: Vec<&Group> = self.parts()?.groups().filter(|g| g.complete).collect();
+        groups.sort_by(|a, b| (b.trust, &a.id).cmp(&(a.trust, &b.id)));
+        Ok(groups.into_iter().map(info).collect())
     }
 
-    /// Bundles still missing parts (for `ferry status`).
-    pub fn incomplete(&self) -> Result<Vec<Incomplete>, EmailError> {
-        Ok(self
-            .state
-            .groups()?
-            .into_iter()
+    /// Bundles still missing parts (for `ferry status`), members' first.
+    pub fn incomplete(&mut self) -> Result<Vec<Incomplete>, EmailError> {
+        let mut out: Vec<Incomplete> = self
+            .parts()?
+            .groups()
             .filter(|g| !g.complete)
-            .map(|g| incomplete(&g))
-            .collect())
+            .map(incomplete)
+            .collect();
+        out.sort_by(|a, b| (b.member, a.first_seen).cmp(&(a.member, b.first_seen)));
+        Ok(out)
     }
 
     /// Broken attachments found and not yet dismissed, oldest first.
@@ -836,53 +967,65 @@ impl EmailTransport {
         let source = Source::File {
             path: path.to_path_buf(),
         };
+        let now = store::now();
         let mut report = ImportReport::default();
+        if ex.excess > 0 {
+            report.refused.push(too_many(&ex));
+            return Ok(report);
+        }
+        self.parts()?;
+        let parts = self.parts.as_mut().expect("loaded above");
         for d in ex.damaged {
-            if d.dataset
-                .as_deref()
-                .is_some_and(|ds| !ds.eq_ignore_ascii_case(&self.dataset))
-            {
-                report.other_dataset += 1;
-            } else {
+            if self.marks.trust_of_damaged(&d).is_some() {
                 report.damaged.push(d);
+            } else {
+                report.other_dataset += 1;
             }
         }
-        let mut touched = Vec::new();
+        let mut touched = BTreeSet::new();
         for piece in ex.pieces {
-            if piece
-                .dataset
-                .as_deref()
-                .is_some_and(|d| !d.eq_ignore_ascii_case(&self.dataset))
-            {
+            let claim = piece.claim();
+            let Some(trust) = self.marks.trust_of(&piece, &claim) else {
                 report.other_dataset += 1;
                 continue;
-            }
-            match self.state.add_piece(&piece, &source)? {
-                Added::AlreadyProcessed => report.already_processed += 1,
-                Added::Damaged(d) => report.damaged.push(d),
-                Added::Waiting | Added::Complete => touched.push(
-                    piece
-                        .digest
-                        .unwrap_or_else(|| mime::digest_hex(&piece.data)),
-                ),
+            };
+            match parts.add(&piece, &claim, trust, &source, now)? {
+                Added::Late(Fate::Processed) => report.already_processed += 1,
+                Added::Late(Fate::Refused) => report.already_refused.push(claim.digest.clone()),
+                Added::Refused(why) => report.refused.push(why),
+                Added::Dropped(_) => report.dropped += 1,
+                Added::Waiting | Added::Complete => {
+                    touched.insert(reassembly::gid_of(&claim.digest, claim.size));
+                }
             }
         }
-        for g in self.state.groups()? {
-            if touched.contains(&g.digest) {
-                if g.complete {
-                    report.complete.push(info(&g));
-                } else {
-                    report.incomplete.push(incomplete(&g));
-                }
+        for g in parts.groups().filter(|g| touched.contains(&g.gid)) {
+            if g.complete {
+                report.complete.push(info(g));
+            } else {
+                report.incomplete.push(incomplete(g));
             }
         }
         Ok(report)
     }
 
-    /// Moves the emails of `sources` that this transport can reach to the processed folder.
-    /// Returns how many were moved.
-    fn file_away(&mut self, sources: &[Source]) -> Result<usize, EmailError> {
-        let processed = self.config.processed_folder().to_string();
+    /// Moves the emails of `filing` that this transport can reach to the processed folder
+    /// (or, those marked so, to the refused folder). Returns how many were moved.
+    fn file(&mut self, filing: &Filing) -> Result<usize, EmailError> {
+        let (refused, processed): (Vec<_>, Vec<_>) = filing.iter().partition(|(_, r)| *r);
+        let refused: Vec<Source> = refused.into_iter().map(|(s, _)| s.clone()).collect();
+        let processed: Vec<Source> = processed.into_iter().map(|(s, _)| s.clone()).collect();
+        let to_processed = self.config.processed_folder().to_string();
+        let to_refused = self.config.refused_folder().to_string();
+        Ok(self.file_away(&processed, &to_processed)? + self.file_away(&refused, &to_refused)?)
+    }
+
+    /// Moves the emails of `sources` that this transport can reach to `folder`. Returns how
+    /// many were moved.
+    fn file_away(&mut self, sources: &[Source], folder: &str) -> Result<usize, EmailError> {
+        if sources.is_empty() {
+            return Ok(0);
+        }
         self.inbox()?;
         let mut moved = 0;
         match self.inbox.as_mut().expect("set above") {
@@ -908,46 +1051,47 @@ impl EmailTransport {
                     }
                 }
                 if !by_folder.is_empty() {
-                    let dest = self.rt.block_on(imap.ensure_folder(&processed))?;
-                    for ((folder, validity), uids) in by_folder {
+                    let dest = self.rt.block_on(imap.ensure_folder(folder))?;
+                    for ((from, validity), uids) in by_folder {
                         moved += self
                             .rt
-                            .block_on(imap.move_messages(&folder, validity, &uids, &dest))?;
+                            .block_on(imap.move_messages(&from, validity, &uids, &dest))?;
                     }
                 }
             }
             Inbox::Maildir(md) => {
-                let files: Vec<&String> = sources
+                let files: Vec<(String, Option<PathBuf>)> = sources
                     .iter()
                     .filter_map(|s| match s {
-                        Source::Maildir { root, file, .. } if root == md.root() => Some(file),
+                        Source::Maildir { root, file, at, .. } if root == md.root() => {
+                            Some((file.clone(), at.clone()))
+                        }
                         _ => None,
                     })
                     .collect();
                 if !files.is_empty() {
-                    let dest = md.ensure_folder(&processed)?;
-                    for f in files {
-                        if md.move_message(f, &dest)? {
-                            moved += 1;
-                        }
-                    }
+                    let dest = md.ensure_folder(folder)?;
+                    moved += md.move_messages(&files, &dest)?;
                 }
             }
         }
         Ok(moved)
     }
 
-    fn group(&self, id: &MessageId) -> Result<Group, EmailError> {
-        self.state
-            .group_by_id(&id.0)?
+    fn group(&mut self, id: &MessageId) -> Result<Group, EmailError> {
+        self.parts()?
+            .by_id(&id.0)
             .filter(|g| g.complete)
+            .cloned()
             .ok_or_else(|| EmailError::NotFound(id.clone()))
     }
 
     /// Files a bundle away: for [`Disposition::Processed`] (and `Obsolete`, which for an
     /// inbox means the same) every email that carried a part of it is moved to the
-    /// processed folder, and the bundle is forgotten (late copies are filed on arrival);
-    /// for [`Disposition::Rejected`] nothing moves and it stays listed.
+    /// processed folder (emails whose pieces claimed it but do not match it, to the refused
+    /// folder), and the bundle is forgotten (late copies are filed on arrival). For
+    /// [`Disposition::Rejected`] nothing moves and it stays listed, as the transport
+    /// contract says; a node that will not try it again calls [`EmailTransport::refuse`].
     pub fn settle_bundle(
         &mut self,
         id: &MessageId,
@@ -957,11 +1101,74 @@ impl EmailTransport {
         match disposition {
             Disposition::Rejected { .. } => Ok(()),
             Disposition::Processed | Disposition::Obsolete => {
-                self.file_away(&g.sources)?;
-                self.state.mark_processed(&g.digest)?;
-                self.state.remove_group(&g)
+                let mut filing: Filing = g.sources.iter().map(|s| (s.clone(), false)).collect();
+                filing.extend(g.refused.iter().map(|r| (r.source.clone(), true)));
+                self.file(&filing)?;
+                self.parts()?.settle(&id.0, Fate::Processed, store::now())
             }
         }
+    }
+
+    /// Files a bundle the node refused: every email that carried a piece of it goes to the
+    /// refused folder (created if missing; nothing is deleted), the bundle is no longer
+    /// listed, and later copies of it are filed there on arrival, never offered again.
+    pub fn refuse(&mut self, id: &MessageId) -> Result<(), EmailError> {
+        let g = self.group(id)?;
+        let filing: Filing = g.all_sources().into_iter().map(|s| (s, true)).collect();
+        self.file(&filing)?;
+        self.parts()?.settle(&id.0, Fate::Refused, store::now())
+    }
+}
+
+/// How often the read position in a mailbox is saved while reading (and once at the end):
+/// after a crash, at most this much reading is done again, which is harmless.
+const CURSOR_EVERY: Duration = Duration::from_secs(1);
+
+impl DatasetMarks {
+    /// How far a piece that claims `claim` can be trusted to be this dataset's: made by a
+    /// member (its mark verifies), unverified (the dataset id of an earlier ferry, or a
+    /// whole bundle attached by hand, with no mark), or `None`: not this dataset's (another
+    /// dataset's id, a mark that does not verify, a part with no mark at all).
+    fn trust_of(&self, piece: &Piece, claim: &Claim) -> Option<Trust> {
+        self.trust(
+            piece.tag.as_deref(),
+            piece.dataset.as_deref(),
+            Some(claim),
+            piece.is_whole(),
+        )
+    }
+
+    /// [`DatasetMarks::trust_of`] for a broken attachment: its mark is checked when what it
+    /// claimed could be read; one that cannot be checked counts as unverified.
+    fn trust_of_damaged(&self, d: &Damaged) -> Option<Trust> {
+        self.trust(
+            d.tag.as_deref(),
+            d.dataset.as_deref(),
+            d.claim.as_ref(),
+            true,
+        )
+    }
+
+    fn trust(
+        &self,
+        tag: Option<&str>,
+        dataset: Option<&str>,
+        claim: Option<&Claim>,
+        whole: bool,
+    ) -> Option<Trust> {
+        if let Some(t) = tag {
+            return match claim {
+                Some(c) if self.tag.verifies(c, t) => Some(Trust::Member),
+                Some(_) => None,
+                None => Some(Trust::Unverified),
+            };
+        }
+        if let Some(d) = dataset {
+            return d
+                .eq_ignore_ascii_case(&self.legacy_id)
+                .then_some(Trust::Unverified);
+        }
+        whole.then_some(Trust::Unverified)
     }
 }
 
@@ -987,63 +1194,162 @@ fn incomplete(g: &Group) -> Incomplete {
         name: g.name.clone(),
         have: g.have(),
         len: g.size,
+        parts_have: g.parts_have(),
         parts: g.parts,
-        emails: g.sources.len(),
+        emails: g.all_sources().len(),
         first_seen: to_system(g.first_seen),
+        expires: to_system(g.first_seen + reassembly::quota(g.trust).expiry_secs),
+        member: g.trust == Trust::Member,
+        sender: g.sender.clone(),
+        progressed: false,
     }
 }
 
-/// Keeps the pieces of one email that belong to `dataset`; reports broken ones. Returns
-/// whether the email was ferry mail for this dataset.
-fn ingest(
-    state: &State,
-    dataset: &str,
-    ex: Extracted,
-    source: Source,
-    report: &mut ReceiveReport,
-    late: &mut Vec<Source>,
-) -> Result<bool, EmailError> {
-    if !ex.is_ferry() {
-        report.other_mail += 1;
-        return Ok(false);
+fn too_many(ex: &Extracted) -> String {
+    if ex.pieces.is_empty() && ex.damaged.is_empty() && ex.excess > mime::MAX_MIME_PARTS {
+        return format!(
+            "it has {} MIME parts and claims to carry ferry data; a ferry email has two, so it was not read",
+            ex.excess
+        );
     }
-    let mut ours = false;
-    let mut all_late = true;
-    for piece in &ex.pieces {
-        if piece
-            .dataset
-            .as_deref()
-            .is_some_and(|d| !d.eq_ignore_ascii_case(dataset))
-        {
-            continue;
+    format!(
+        "it carries {} ferry attachments; a ferry email carries one, so none of them was read",
+        ex.pieces.len() + ex.damaged.len() + ex.excess
+    )
+}
+
+/// What one run of [`EmailTransport::receive`] works with.
+struct Intake<'a> {
+    parts: &'a mut Parts,
+    state: &'a State,
+    marks: &'a DatasetMarks,
+    report: &'a mut ReceiveReport,
+    filing: &'a mut Filing,
+    /// Ids of bundles that received a piece.
+    touched: &'a mut BTreeSet<String>,
+    /// Senders of dropped pieces.
+    dropped_senders: HashSet<String>,
+    now: u64,
+}
+
+impl Intake<'_> {
+    /// Counts a piece of `sender` that was not kept (or no longer is).
+    fn dropped(&mut self, sender: String) {
+        self.report.dropped += 1;
+        if self.report.dropped_from.len() < 20 {
+            self.report.dropped_from.insert(sender.clone());
         }
+        self.dropped_senders.insert(sender);
+        self.report.dropped_senders = self.dropped_senders.len();
+    }
+}
+
+/// Keeps the pieces of one email that belong to this dataset; reports broken and refused
+/// ones, and notes where the email goes when nothing of it waits.
+fn ingest(x: &mut Intake<'_>, ex: Extracted, source: Source) -> Result<(), EmailError> {
+    if !ex.is_ferry() {
+        x.report.other_mail += 1;
+        return Ok(());
+    }
+    if ex.excess > 0 {
+        // Junk, or an odd forward: refused whole, without reading the attachments.
+        let d = Damaged {
+            file_name: None,
+            dataset: None,
+            tag: None,
+            claim: None,
+            reason: too_many(&ex),
+            data: Vec::new(),
+        };
+        x.report.problems.push(problem(x.state, &source, &d)?);
+        return Ok(());
+    }
+    let (mut ours, mut foreign, mut waits) = (false, false, false);
+    let (mut to_refused, mut to_processed) = (false, false);
+    for piece in &ex.pieces {
+        let claim = piece.claim();
+        let Some(trust) = x.marks.trust_of(piece, &claim) else {
+            foreign = true;
+            continue;
+        };
         ours = true;
-        match state.add_piece(piece, &source)? {
-            Added::AlreadyProcessed => {}
-            Added::Waiting | Added::Complete => all_late = false,
-            Added::Damaged(d) => {
-                all_late = false;
-                report.problems.push(problem(state, &source, &d)?);
+        match x.parts.add(piece, &claim, trust, &source, x.now)? {
+            Added::Waiting | Added::Complete => {
+                waits = true;
+                let gid = reassembly::gid_of(&claim.digest, claim.size);
+                if let Some(id) = x.parts.id_of(&gid) {
+                    x.touched.insert(id.to_string());
+                }
+            }
+            // A copy of a bundle applied before: filed with it when it is the same bytes
+            // (whole, or a part a member marked); an unmarked part may be anyone's, so its
+            // email is left where it is.
+            Added::Late(Fate::Processed) if piece.is_whole() || trust == Trust::Member => {
+                to_processed = true;
+            }
+            Added::Late(Fate::Processed) => waits = true,
+            Added::Late(Fate::Refused) => to_refused = true,
+            Added::Refused(reason) => {
+                to_refused = true;
+                x.report.refused.push(RefusedPiece {
+                    location: source.describe(),
+                    reason,
+                });
+            }
+            Added::Dropped(why) => {
+                x.report.dropped_why.get_or_insert(why);
+                x.dropped(piece.sender.clone().unwrap_or_else(|| "?".into()));
             }
         }
     }
-    for d in &ex.damaged {
-        if d.dataset
-            .as_deref()
-            .is_some_and(|ds| !ds.eq_ignore_ascii_case(dataset))
-        {
-            continue;
-        }
+    // Pieces of others that made room for these.
+    for s in std::mem::take(&mut x.parts.evicted) {
+        x.report.dropped_why.get_or_insert_with(|| {
+            "the room for such parts was full, so the sender holding the most of it gave way".into()
+        });
+        x.dropped(s);
+    }
+    // Broken attachments: one report per email, which stays where it is.
+    let damaged: Vec<&Damaged> = ex
+        .damaged
+        .iter()
+        .filter(|d| match x.marks.trust_of_damaged(d) {
+            Some(_) => true,
+            None => {
+                foreign = true;
+                false
+            }
+        })
+        .collect();
+    if let Some(first) = damaged.first() {
         ours = true;
-        all_late = false;
-        report.problems.push(problem(state, &source, d)?);
+        waits = true;
+        let mut d = (*first).clone();
+        if damaged.len() > 1 {
+            d.reason = format!(
+                "{} (and {} more broken attachments)",
+                d.reason,
+                damaged.len() - 1
+            );
+        }
+        x.report.problems.push(problem(x.state, &source, &d)?);
     }
     if !ours {
-        report.other_mail += 1;
-    } else if all_late {
-        late.push(source);
+        if foreign {
+            x.report.other_dataset += 1;
+        } else {
+            x.report.other_mail += 1;
+        }
+        return Ok(());
     }
-    Ok(ours)
+    if !waits {
+        if to_refused {
+            x.filing.push((source, true));
+        } else if to_processed {
+            x.filing.push((source, false));
+        }
+    }
+    Ok(())
 }
 
 fn problem(state: &State, source: &Source, d: &Damaged) -> Result<Problem, EmailError> {
@@ -1093,7 +1399,7 @@ impl Transport for EmailTransport {
 
     fn open(&mut self, id: &MessageId) -> Result<Box<dyn Read + '_>, TransportError> {
         let g = self.group(id)?;
-        let path = self.state.bundle_path(&g);
+        let path = self.parts()?.bundle_path(&g);
         let f = File::open(&path).map_err(|e| EmailError::io("cannot open", &path, e))?;
         Ok(Box::new(std::io::BufReader::with_capacity(64 * 1024, f)))
     }
@@ -1107,6 +1413,13 @@ impl Transport for EmailTransport {
 mod tests {
     use super::*;
 
+    fn marks() -> DatasetMarks {
+        DatasetMarks {
+            tag: DatasetTag::new([3; 32]),
+            legacy_id: "00112233445566778899aabbccddeeff".into(),
+        }
+    }
+
     #[test]
     #[allow(clippy::print_stderr)]
     fn emails_at_the_default_size_carry_about_73_percent_bundle_and_stay_within_it() {
@@ -1115,8 +1428,7 @@ mod tests {
             from: Some("clinic-a@example.test".into()),
             ..Default::default()
         };
-        let mut t =
-            EmailTransport::new(cfg, "00112233445566778899aabbccddeeff", dir.path()).unwrap();
+        let mut t = EmailTransport::new(cfg, marks(), dir.path()).unwrap();
         t.set_recipients(&["hq@example.test", "clinic-b@example.test"])
             .unwrap();
         let name = "a".repeat(64);
@@ -1133,7 +1445,7 @@ mod tests {
         let spec = PartSpec {
             from: t.from.as_ref().unwrap(),
             to: &t.to,
-            dataset: &t.dataset,
+            tag: &t.marks.tag,
             name: &name,
             size: 700_000_000,
             digest: &digest,
@@ -1153,12 +1465,16 @@ mod tests {
             max_message_bytes: Some(1000),
             ..Default::default()
         };
-        let e = EmailTransport::new(small, "00", dir.path()).unwrap_err();
+        let e = EmailTransport::new(small, marks(), dir.path()).unwrap_err();
         assert!(e.to_string().contains("max_message_bytes"), "{e}");
-        let e = EmailTransport::new(EmailConfig::default(), "not hex", dir.path()).unwrap_err();
+        let bad = DatasetMarks {
+            legacy_id: "not hex".into(),
+            ..marks()
+        };
+        let e = EmailTransport::new(EmailConfig::default(), bad, dir.path()).unwrap_err();
         assert!(e.to_string().contains("dataset"), "{e}");
 
-        let mut t = EmailTransport::new(EmailConfig::default(), "00", dir.path()).unwrap();
+        let mut t = EmailTransport::new(EmailConfig::default(), marks(), dir.path()).unwrap();
         let e = t.send_bundle("b", &mut &b"x"[..], 1).unwrap_err();
         assert!(e.to_string().contains("`from`"), "{e}");
         let cfg = EmailConfig {
@@ -1166,7 +1482,7 @@ mod tests {
             smtp_url: Some("smtp://127.0.0.1:1".into()),
             ..Default::default()
         };
-        let mut t = EmailTransport::new(cfg, "00", dir.path()).unwrap();
+        let mut t = EmailTransport::new(cfg, marks(), dir.path()).unwrap();
         let e = t.send_bundle("b", &mut &b"x"[..], 1).unwrap_err();
         assert!(matches!(e, EmailError::NoRecipients), "{e}");
         assert!(t.outbox().unwrap().is_empty(), "nothing was queued");

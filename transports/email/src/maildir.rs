@@ -62,15 +62,6 @@ impl Maildir {
         Ok(out)
     }
 
-    /// The current path of message `base`, if it is still in `new/` or `cur/`.
-    pub(crate) fn find(&self, base: &str) -> Result<Option<PathBuf>, EmailError> {
-        Ok(self
-            .messages()?
-            .into_iter()
-            .find(|(b, _)| b == base)
-            .map(|(_, p)| p))
-    }
-
     /// The Maildir++ folder for `folder` (`Ferry/Processed` → `.Ferry.Processed`), created
     /// (with the owner of the Maildir) when missing.
     pub(crate) fn ensure_folder(&self, folder: &str) -> Result<PathBuf, EmailError> {
@@ -106,12 +97,52 @@ impl Maildir {
         let _ = path;
     }
 
-    /// Moves message `base` into `dest` (from [`Maildir::ensure_folder`]), keeping its
-    /// flags. Returns false when the message is no longer there.
-    pub(crate) fn move_message(&self, base: &str, dest: &Path) -> Result<bool, EmailError> {
-        let Some(path) = self.find(base)? else {
-            return Ok(false);
-        };
+    /// Moves messages into `dest` (from [`Maildir::ensure_folder`]), keeping their flags:
+    /// each given by its base name and where it was when read. A message still there moves
+    /// at once; the folder is listed (once) only for those that moved since. Returns how
+    /// many were moved (a message no longer there is skipped).
+    pub(crate) fn move_messages(
+        &self,
+        messages: &[(String, Option<PathBuf>)],
+        dest: &Path,
+    ) -> Result<usize, EmailError> {
+        let mut moved = 0;
+        let mut parents = std::collections::BTreeSet::new();
+        let mut lost: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for (base, at) in messages {
+            let inside = at.as_ref().filter(|p| {
+                p.starts_with(&self.root)
+                    && p.parent().is_some_and(|d| d.parent() == Some(&self.root))
+            });
+            match inside {
+                Some(path) if self.move_one(path, dest)? => {
+                    moved += 1;
+                    parents.extend(path.parent().map(Path::to_path_buf));
+                }
+                _ => {
+                    lost.insert(base.as_str());
+                }
+            }
+        }
+        if !lost.is_empty() {
+            for (base, path) in self.messages()? {
+                if lost.contains(base.as_str()) && self.move_one(&path, dest)? {
+                    moved += 1;
+                    parents.extend(path.parent().map(Path::to_path_buf));
+                }
+            }
+        }
+        if moved > 0 {
+            crate::store::sync_dir(&dest.join("cur"));
+            for p in parents {
+                crate::store::sync_dir(&p);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Moves one message file into `dest`'s `cur/`. Returns false when it is not there.
+    fn move_one(&self, path: &Path, dest: &Path) -> Result<bool, EmailError> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -122,12 +153,10 @@ impl Maildir {
         } else {
             format!("{name}:2,")
         };
-        let target = dest.join("cur").join(name);
-        fs::rename(&path, &target).map_err(|e| EmailError::io("cannot move", &path, e))?;
-        crate::store::sync_dir(&dest.join("cur"));
-        if let Some(parent) = path.parent() {
-            crate::store::sync_dir(parent);
+        match fs::rename(path, dest.join("cur").join(name)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(EmailError::io("cannot move", path, e)),
         }
-        Ok(true)
     }
 }

@@ -5,11 +5,16 @@
 
 mod common;
 
-use common::{Account, DATASET, MailServers, count_messages, files_in};
+use common::{
+    Account, DATASET, LegacyPart, MailServers, count_messages, email_with, files_in, legacy_email,
+    marks,
+};
 use ferry_transport::{
     Capabilities, Disposition, MessageId, MessageInfo, Transport, TransportError,
 };
-use ferry_transport_email::{EmailConfig, EmailError, EmailTransport, FlushMode, extract_email};
+use ferry_transport_email::{
+    DatasetTag, EmailConfig, EmailError, EmailTransport, FlushMode, extract_email, render_email,
+};
 use std::io::Read;
 
 fn read_all(t: &mut EmailTransport, id: &MessageId) -> Vec<u8> {
@@ -127,7 +132,7 @@ fn a_bundle_round_trips_through_a_maildir_and_is_filed_away() {
         maildir: Some(bob.maildir.clone()),
         ..Default::default()
     };
-    let mut receiver = EmailTransport::new(cfg, DATASET, servers.state("bob")).unwrap();
+    let mut receiver = EmailTransport::new(cfg, marks(), servers.state("bob")).unwrap();
     let listed = receiver.list().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].id.0, "b-one-kb.ferry");
@@ -270,10 +275,19 @@ MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n\
 Content-Type: text/plain\r\n\r\nsee attached\r\n--XX\r\n\
 Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"notes.ferry\"\r\n\
 Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
-    // A bundle email for another dataset (another team sharing the mailbox).
-    let other_dataset = String::from_utf8(captured(&relay).remove(0).1)
-        .unwrap()
-        .replace(DATASET, "ffffffffffffffffffffffffffffffff");
+    // A bundle email for another dataset (another team sharing the mailbox): its mark was
+    // made with another tag.
+    let other_dataset = String::from_utf8(
+        render_email(
+            &alice.address,
+            &bob.address,
+            &DatasetTag::new([0xff; 32]),
+            "theirs",
+            &bundle(2000, 9),
+        )
+        .unwrap(),
+    )
+    .unwrap();
 
     servers.inject("carol@example.test", &bob.address, plain);
     servers.inject(&alice.address, &bob.address, &tampered);
@@ -284,10 +298,8 @@ Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
     let mut receiver = servers.imap_receiver(&bob, "bob");
     let r = receiver.receive().unwrap();
     assert_eq!(r.emails_seen, 4);
-    assert_eq!(
-        r.other_mail, 2,
-        "the lunch email and the other dataset's: {r:?}"
-    );
+    assert_eq!(r.other_mail, 1, "the lunch email: {r:?}");
+    assert_eq!(r.other_dataset, 1, "the other dataset's: {r:?}");
     assert_eq!(r.problems.len(), 1, "{r:?}");
     let p = &r.problems[0];
     assert!(p.reason.contains("digest"), "{p:?}");
@@ -300,8 +312,8 @@ Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
     assert_ne!(p.data, body);
     assert!(p.location.contains("UID"), "{p:?}");
 
-    // The hand-attached file is offered to the node, which finds it is no bundle and
-    // rejects it: it stays listed and in the mailbox.
+    // The hand-attached file is offered to the node, which finds it is no bundle. Rejected
+    // through the transport contract, it stays listed and in the mailbox.
     assert_eq!(r.complete.len(), 1, "{r:?}");
     let id = r.complete[0].id.clone();
     assert_eq!(id.0, "notes.ferry");
@@ -321,6 +333,14 @@ Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
     assert_eq!(count_messages(&bob.maildir), 4);
     assert!(!bob.maildir.join(".Ferry.Processed").exists());
 
+    // Refused for good (what the node does with what its gate refuses): the email goes to
+    // Ferry/Refused over IMAP, is no longer listed, and is not offered again.
+    receiver.refuse(&id).unwrap();
+    assert!(receiver.list().unwrap().is_empty());
+    assert_eq!(files_in(&bob.maildir.join(".Ferry.Refused")).len(), 1);
+    assert_eq!(files_in(&bob.maildir).len(), 3);
+    assert!(!bob.maildir.join(".Ferry.Processed").exists());
+
     // The problem stays reported (across restarts) until the node dismisses it; reading
     // the mailbox again does not report it twice.
     drop(receiver);
@@ -330,7 +350,11 @@ Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
     assert_eq!(kept.len(), 1);
     assert!(receiver.dismiss_problem(&kept[0].id).unwrap());
     assert!(receiver.problems().unwrap().is_empty());
-    assert_eq!(files_in(&bob.maildir).len(), 4);
+    assert_eq!(files_in(&bob.maildir).len(), 3);
+    assert!(
+        receiver.list().unwrap().is_empty(),
+        "refused is never offered again"
+    );
 }
 
 #[test]
@@ -451,7 +475,7 @@ fn processed_emails_move_over_imap_to_the_configured_folder_created_if_missing()
         processed_folder: Some("Archive/Ferry done".into()),
         ..servers.imap_config(&bob)
     };
-    let mut receiver = EmailTransport::new(cfg, DATASET, servers.state("bob")).unwrap();
+    let mut receiver = EmailTransport::new(cfg, marks(), servers.state("bob")).unwrap();
     let listed = receiver.list().unwrap();
     let ids: Vec<&str> = listed.iter().map(|m| m.id.0.as_str()).collect();
     assert_eq!(ids, vec!["one.ferry", "two.ferry"]);
@@ -518,7 +542,7 @@ fn saved_emails_and_saved_parts_import_like_received_mail() {
     std::fs::write(dir.join("three.eml"), &parts[2].1).unwrap();
 
     let mut node =
-        EmailTransport::new(EmailConfig::default(), DATASET, servers.state("node")).unwrap();
+        EmailTransport::new(EmailConfig::default(), marks(), servers.state("node")).unwrap();
     let r = node.import_file(&dir.join("one.eml")).unwrap();
     assert!(r.complete.is_empty());
     assert_eq!(r.incomplete.len(), 1);
@@ -563,7 +587,7 @@ fn tls_and_logins_work_with_both_servers() {
         if ca {
             cfg = tls(cfg);
         }
-        let mut t = EmailTransport::new(cfg, DATASET, servers.state(state)).unwrap();
+        let mut t = EmailTransport::new(cfg, marks(), servers.state(state)).unwrap();
         t.set_recipients(&[&bob.address]).unwrap();
         let body = bundle(5000, state.len() as u8);
         t.send_bundle(state, &mut &body[..], 5000)
@@ -608,7 +632,7 @@ fn tls_and_logins_work_with_both_servers() {
             imap_url: Some(url),
             ..servers.imap_config(&bob)
         });
-        let mut t = EmailTransport::new(cfg, DATASET, servers.state(state)).unwrap();
+        let mut t = EmailTransport::new(cfg, marks(), servers.state(state)).unwrap();
         let listed = t.list().unwrap();
         let ids: Vec<&str> = listed.iter().map(|m| m.id.0.as_str()).collect();
         assert_eq!(ids, vec!["smtps.ferry", "starttls.ferry"], "{state}");
@@ -617,10 +641,274 @@ fn tls_and_logins_work_with_both_servers() {
         imap_url: Some(format!("imaps://127.0.0.1:{}", servers.imaps_port)),
         ..servers.imap_config(&bob)
     };
-    let mut t = EmailTransport::new(cfg, DATASET, servers.state("imaps-unknown-ca")).unwrap();
+    let mut t = EmailTransport::new(cfg, marks(), servers.state("imaps-unknown-ca")).unwrap();
     let err = t.receive().unwrap_err();
     assert!(
         err.to_string().to_lowercase().contains("certificate"),
         "{err}"
     );
+}
+
+/// The attachment of a captured email, and the email with that attachment replaced.
+fn swap_attachment(raw: &[u8], new: &[u8]) -> Vec<u8> {
+    let msg = mail_parser::MessageParser::default().parse(raw).unwrap();
+    let old = msg.attachments().next().unwrap().contents().to_vec();
+    let text = String::from_utf8(raw.to_vec()).unwrap();
+    let b64 = |d: &[u8]| common::base64(d).replace("\r\n", "");
+    let flat: String = text.split("\r\n").collect::<Vec<_>>().join("\n");
+    // lettre writes base64 in lines of 76: find the attachment body and put the new one.
+    let start = flat.rfind("Content-Transfer-Encoding: base64\n\n").unwrap() + 35;
+    let end = start + flat[start..].find("\n--").unwrap();
+    assert_eq!(flat[start..end].replace('\n', ""), b64(&old));
+    let mut out = flat[..start].to_string();
+    out.push_str(&common::base64(new).replace("\r\n", "\n"));
+    out.push_str(&flat[end..]);
+    out.replace('\n', "\r\n").into_bytes()
+}
+
+/// Issue 18 (say as little as possible): emails written by ferry before marks existed
+/// (`X-Ferry-Dataset` in clear) are still read during the transition, whole or in parts,
+/// and those naming another dataset are left alone.
+#[test]
+fn emails_of_an_earlier_ferry_are_still_read() {
+    let servers = MailServers::start(&["alice", "bob"]);
+    let alice = servers.account("alice");
+    let bob = servers.account("bob");
+    let whole = bundle(3000, 10);
+    let big = bundle(50_000, 11);
+    let digest = blake3::hash(&big).to_hex().to_string();
+    let legacy = |dataset: &str, name: &str, data: &[u8], part| {
+        legacy_email(&alice.address, &bob.address, dataset, name, data, part)
+    };
+    servers.inject(
+        &alice.address,
+        &bob.address,
+        &legacy(DATASET, "old-whole", &whole, None),
+    );
+    for (part, range) in [(1u32, 0..25_000usize), (2, 25_000..50_000)] {
+        let p = LegacyPart {
+            part,
+            parts: 2,
+            offset: range.start as u64,
+            size: 50_000,
+            digest: digest.clone(),
+        };
+        servers.inject(
+            &alice.address,
+            &bob.address,
+            &legacy(DATASET, "old-split", &big[range], Some(p)),
+        );
+    }
+    let other = "ffffffffffffffffffffffffffffffff";
+    servers.inject(
+        &alice.address,
+        &bob.address,
+        &legacy(other, "theirs", &whole, None),
+    );
+    servers.wait_for_mail(&bob, 4);
+
+    let mut receiver = servers.imap_receiver(&bob, "bob");
+    let r = receiver.receive().unwrap();
+    assert_eq!(r.other_dataset, 1, "{r:?}");
+    let ids: Vec<&str> = r.complete.iter().map(|m| m.id.0.as_str()).collect();
+    assert_eq!(ids, vec!["old-split.ferry", "old-whole.ferry"], "{r:?}");
+    assert_eq!(read_all(&mut receiver, &r.complete[0].id), big);
+    assert_eq!(read_all(&mut receiver, &r.complete[1].id), whole);
+}
+
+/// Issue 18, finding 10, over real SMTP and IMAP: a stranger who saw the headers of a
+/// member's part (digest, size, part number) sends a forged part 2 with the same digest and
+/// size, after the real part 1 and before the real part 2. The real parts still make the
+/// bundle; the forged part is refused and its email filed in Ferry/Refused, the real ones in
+/// Ferry/Processed. A forged part that copies the real part's mark over other bytes is not
+/// taken for this dataset's at all. (Before, the forged part made the assembly fail, which
+/// deleted the real part 1; the bundle never arrived.)
+#[test]
+fn a_forged_part_with_the_same_digest_and_size_does_not_destroy_a_bundle_in_flight() {
+    let servers = MailServers::start(&["alice", "relay", "bob"]);
+    let alice = servers.account("alice");
+    let relay = servers.account("relay");
+    let bob = servers.account("bob");
+    let mut sender = servers.sender(&alice, &[&relay], 40_000, "alice");
+    let body = bundle(60_000, 12);
+    let sent = sender
+        .send_bundle("in-flight", &mut &body[..], body.len() as u64)
+        .unwrap();
+    assert_eq!(sent.emails, 3);
+    servers.wait_for_mail(&relay, 3);
+    let parts = captured(&relay);
+    let real2 = extract_email(&parts[1].1).pieces.remove(0);
+
+    // The stranger's part 2: the same place in the same bundle, other bytes, written the
+    // way an earlier ferry wrote parts (with the dataset id, which any bundle's header
+    // shows).
+    let junk = vec![0x5a; real2.data.len()];
+    let forged = legacy_email(
+        "mallory@example.org",
+        &bob.address,
+        DATASET,
+        "in-flight",
+        &junk,
+        Some(LegacyPart {
+            part: 2,
+            parts: 3,
+            offset: real2.offset,
+            size: real2.size,
+            digest: real2.digest.clone().unwrap(),
+        }),
+    );
+    // The real part 2's email with its mark, but other bytes behind it.
+    let mut framed = mail_parser::MessageParser::default()
+        .parse(&parts[1].1[..])
+        .unwrap()
+        .attachments()
+        .next()
+        .unwrap()
+        .contents()
+        .to_vec();
+    let n = framed.len();
+    framed[n - 1] ^= 0xff;
+    let head_end = framed.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+    let new_digest = blake3::hash(&framed[head_end..]).to_hex().to_string();
+    let text = String::from_utf8_lossy(&framed[..head_end]).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("part-digest:"))
+        .unwrap()
+        .to_string();
+    let mut copied = text
+        .replace(&line, &format!("part-digest: blake3:{new_digest}"))
+        .into_bytes();
+    copied.extend_from_slice(&framed[head_end..]);
+    let copied_mark = swap_attachment(&parts[1].1, &copied);
+
+    let mut receiver = servers.imap_receiver(&bob, "bob");
+    servers.inject(&alice.address, &bob.address, &parts[0].1);
+    servers.inject("mallory@example.org", &bob.address, &forged);
+    servers.inject("mallory@example.org", &bob.address, &copied_mark);
+    servers.wait_for_mail(&bob, 3);
+    let r = receiver.receive().unwrap();
+    assert!(r.complete.is_empty(), "{r:?}");
+    assert_eq!(
+        r.other_dataset, 1,
+        "a copied mark over other bytes does not verify: {r:?}"
+    );
+    assert_eq!(r.incomplete.len(), 1, "{r:?}");
+    assert!(r.incomplete[0].member);
+
+    servers.inject(&alice.address, &bob.address, &parts[1].1);
+    servers.inject(&alice.address, &bob.address, &parts[2].1);
+    servers.wait_for_mail(&bob, 5);
+    let r = receiver.receive().unwrap();
+    assert_eq!(r.complete.len(), 1, "{r:?}");
+    assert_eq!(read_all(&mut receiver, &r.complete[0].id), body);
+    assert_eq!(r.refused.len(), 1, "{r:?}");
+    assert!(r.refused[0].reason.contains("part 2/3"), "{r:?}");
+    receiver
+        .settle(&r.complete[0].id, &Disposition::Processed)
+        .unwrap();
+    assert_eq!(files_in(&bob.maildir.join(".Ferry.Processed")).len(), 3);
+    let refused = files_in(&bob.maildir.join(".Ferry.Refused"));
+    assert_eq!(refused.len(), 1);
+    assert!(String::from_utf8_lossy(&std::fs::read(&refused[0]).unwrap()).contains("mallory"));
+    // The copy with the borrowed mark is not this dataset's: left where it is.
+    assert_eq!(files_in(&bob.maildir).len(), 1);
+}
+
+/// Issue 18, finding 6, over a real Maildir: one email with 2 000 ferry attachments is
+/// refused whole without reading them (reported once; its email stays); 300 fake parts
+/// from 300 senders keep at most the quota for unverified parts; a member's real parts are
+/// still put together.
+#[test]
+fn a_flood_of_fake_parts_stays_bounded_and_a_members_bundle_still_arrives() {
+    let servers = MailServers::start(&["alice", "relay", "bob"]);
+    let alice = servers.account("alice");
+    let relay = servers.account("relay");
+    let bob = servers.account("bob");
+    let mut sender = servers.sender(&alice, &[&relay], 40_000, "alice");
+    let body = bundle(60_000, 13);
+    sender
+        .send_bundle("real", &mut &body[..], body.len() as u64)
+        .unwrap();
+    servers.wait_for_mail(&relay, 3);
+    let parts = captured(&relay);
+
+    let atts: Vec<(String, Vec<u8>)> = (0..2000)
+        .map(|i| (format!("p{i}.ferrypart"), format!("junk {i}").into_bytes()))
+        .collect();
+    let atts: Vec<(&str, &[u8])> = atts.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+    let headers = vec![
+        "Subject: parts".to_string(),
+        "X-Ferry-Version: 1".to_string(),
+    ];
+    let new = bob.maildir.join("new");
+    std::fs::write(
+        new.join("1.many"),
+        email_with("x@example.org", &bob.address, &headers, &atts),
+    )
+    .unwrap();
+    for i in 0..300u32 {
+        let data = vec![i as u8; 4000];
+        let fake = legacy_email(
+            &format!("s{i}@example.org"),
+            &bob.address,
+            DATASET,
+            &format!("fake{i}"),
+            &data,
+            Some(LegacyPart {
+                part: 1,
+                parts: 2,
+                offset: 0,
+                size: 8000,
+                digest: blake3::hash(&i.to_le_bytes()).to_hex().to_string(),
+            }),
+        );
+        std::fs::write(new.join(format!("2.fake{i:04}")), fake).unwrap();
+    }
+    for (i, (_, raw)) in parts.iter().enumerate() {
+        std::fs::write(new.join(format!("3.real{i}")), raw).unwrap();
+    }
+    let cfg = EmailConfig {
+        maildir: Some(bob.maildir.clone()),
+        ..Default::default()
+    };
+    let state = servers.state("bob");
+    let mut receiver = EmailTransport::new(cfg.clone(), marks(), &state).unwrap();
+    let r = receiver.receive().unwrap();
+    assert_eq!(r.complete.len(), 1, "{:?}", r.complete);
+    assert_eq!(read_all(&mut receiver, &r.complete[0].id), body);
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(
+        r.problems[0].reason.contains("MIME parts"),
+        "{:?}",
+        r.problems
+    );
+    assert!(r.incomplete.len() <= 64, "{}", r.incomplete.len());
+    assert!(r.dropped >= 300 - 64, "{}", r.dropped);
+    assert!(
+        !bob.maildir.join(".Ferry.Refused").exists(),
+        "reported, left in place"
+    );
+    let kept: u64 = walk_size(&state.join("inbox"));
+    assert!(kept < 2_000_000, "{kept} bytes kept for fake parts");
+
+    // Read again: nothing is offered twice, and no stranger's part is retried.
+    drop(receiver);
+    let mut receiver = EmailTransport::new(cfg, marks(), &state).unwrap();
+    let r2 = receiver.receive().unwrap();
+    assert_eq!(r2.emails_seen, 0);
+    assert!(r2.problems.is_empty() && r2.refused.is_empty() && r2.dropped == 0);
+}
+
+fn walk_size(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        n += if m.is_dir() {
+            walk_size(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    n
 }

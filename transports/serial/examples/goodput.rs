@@ -65,10 +65,14 @@ fn transfer(
     };
     let link = SimLink::new(dir.path(), sim);
     let (ra, rb) = (Recorder::new("A", trace), Recorder::new("B", trace));
-    let a = Session::open_with_progress(&config(link.a(), baud), dir.path().join("a"), ra.clone())
-        .unwrap();
-    let b = Session::open_with_progress(&config(link.b(), baud), dir.path().join("b"), rb.clone())
-        .unwrap();
+    let a = common::admitted(
+        Session::open_with_progress(&config(link.a(), baud), dir.path().join("a"), ra.clone())
+            .unwrap(),
+    );
+    let b = common::admitted(
+        Session::open_with_progress(&config(link.b(), baud), dir.path().join("b"), rb.clone())
+            .unwrap(),
+    );
     a.wait_connected().unwrap();
     b.wait_connected().unwrap();
     let msg = blob(bytes, 99);
@@ -98,8 +102,12 @@ fn both_ways(baud: u32, loss: f64, bytes: usize, trace: bool) -> Duration {
     };
     let link = SimLink::new(dir.path(), sim);
     let (ra, rb) = (Recorder::new("A", trace), Recorder::new("B", trace));
-    let a = Session::open_with_progress(&config(link.a(), baud), dir.path().join("a"), ra).unwrap();
-    let b = Session::open_with_progress(&config(link.b(), baud), dir.path().join("b"), rb).unwrap();
+    let a = common::admitted(
+        Session::open_with_progress(&config(link.a(), baud), dir.path().join("a"), ra).unwrap(),
+    );
+    let b = common::admitted(
+        Session::open_with_progress(&config(link.b(), baud), dir.path().join("b"), rb).unwrap(),
+    );
     let t0 = Instant::now();
     std::thread::scope(|s| {
         s.spawn(|| {

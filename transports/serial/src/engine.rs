@@ -9,7 +9,9 @@
 //!   answers NEED with the byte ranges it lacks (from its state folder: this is resume), or
 //!   DONE if it holds the message whole. The sender sends DATA for exactly those ranges.
 //!   When every byte is in and the hash checks, the receiver sends DONE and delivers the
-//!   message (in slot order).
+//!   message (in slot order). A message of at most [`EAGER_MAX`] bytes is sent right behind
+//!   its OFFER, without waiting for NEED (the receiver takes it as if it had asked), which
+//!   saves a round trip for the small messages that open and close an exchange.
 //! - **Reliability.** Selective repeat: every frame but HELLO and ACK has a sequence
 //!   number; at most `window` DATA frames are unacknowledged; the sender asks for an ACK
 //!   (POLL) every half window and on the last frame of a burst; an ACK names the highest
@@ -24,6 +26,14 @@
 //!   is still there.
 //! - **Closing.** When the application closes and every message it sent is DONE, CLOSE is
 //!   sent; the session is over once the peer's CLOSE arrived and ours was acknowledged.
+//! - **Admission.** Until the application says it knows who the peer is ([`Engine::admit`]),
+//!   the peer is a stranger: at most [`PREAUTH_MESSAGES`] messages of at most
+//!   [`HANDSHAKE_MAX`] bytes are taken, in memory only (nothing reaches the state folder),
+//!   other offers wait unanswered (at most [`MAX_DEFERRED`], then REFUSE), and this end
+//!   answers at most [`PREAUTH_ANSWERS`] frames (ACK, NEED, DONE, HELLO replies, PROBE)
+//!   before the session fails with `Budget`. Once admitted, messages go to the state folder:
+//!   at most [`MAX_RX_PARTIALS`] partly received messages and [`RX_SESSION_BYTES`] bytes per
+//!   session (further offers wait), within the folder's own quota (else REFUSE).
 
 use crate::error::Fault;
 use crate::progress::Flow;
@@ -42,6 +52,28 @@ const OFFER_AHEAD: usize = 4;
 pub(crate) const MAX_SENDS: u8 = 24;
 /// REFUSE reason: larger than this end takes.
 pub(crate) const REFUSE_TOO_LARGE: u8 = 1;
+/// REFUSE reason: too many messages offered at once (before admission, or beyond the
+/// session's limits).
+pub(crate) const REFUSE_BUSY: u8 = 2;
+/// REFUSE reason: the state folder is at its quota.
+pub(crate) const REFUSE_FULL: u8 = 3;
+/// Largest message whose bytes follow its OFFER at once, before the receiver's NEED: what
+/// is wasted when the receiver holds it already is at most this.
+pub const EAGER_MAX: u64 = 1024;
+/// Largest message taken from a peer that is not admitted yet (kept in memory).
+pub const HANDSHAKE_MAX: u64 = 64 * 1024;
+/// Messages taken from a peer that is not admitted yet.
+pub const PREAUTH_MESSAGES: usize = 4;
+/// Offers that may wait unanswered for admission or for room; more are refused.
+pub const MAX_DEFERRED: usize = 16;
+/// Frames this end sends in answer to a peer that is not admitted yet (ACK, NEED, DONE,
+/// REFUSE, HELLO replies, PROBE) before the session fails: a handshake needs about 15 on a
+/// clean link, twice that at 30 % loss.
+pub const PREAUTH_ANSWERS: u32 = 64;
+/// Partly received messages of one session in the state folder at once.
+pub const MAX_RX_PARTIALS: usize = 4;
+/// Bytes (announced lengths) of one session's partly received messages at once.
+pub const RX_SESSION_BYTES: u64 = 2 * MAX_MESSAGE;
 
 /// Counters of one session.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -96,16 +128,21 @@ pub(crate) struct Params {
     pub(crate) keepalive: Option<Duration>,
     /// Largest retransmission timeout (a third of the silence timeout).
     pub(crate) max_rto: Duration,
+    /// Whether the peer is admitted from the start (messages of any size go to the state
+    /// folder, no answer budget).
+    pub(crate) admitted: bool,
 }
 
 /// What the engine tells its driver.
 #[derive(Clone, Debug)]
 pub(crate) enum Event {
     Established,
-    /// A whole message from the peer, checked, is in the store.
+    /// A whole message from the peer, checked: its bytes (a message taken in memory), or
+    /// in the store.
     Delivered {
         hash: MessageHash,
         resumed: u64,
+        data: Option<Vec<u8>>,
     },
     /// The peer holds a message we sent.
     Sent {
@@ -137,6 +174,8 @@ struct OutMsg {
     slot: Option<u16>,
     offered: bool,
     answered: bool,
+    /// Its bytes go out without waiting for NEED (a small message).
+    eager: bool,
     more: bool,
     to_send: RangeSet,
     acked: RangeSet,
@@ -148,6 +187,11 @@ struct OutMsg {
 impl OutMsg {
     fn len(&self) -> u64 {
         self.data.len() as u64
+    }
+
+    /// Whether it has bytes to send now.
+    fn sendable(&self) -> bool {
+        (self.answered || self.eager) && !self.to_send.is_empty()
     }
 
     fn done_bytes(&self) -> u64 {
@@ -185,8 +229,30 @@ struct Inflight {
 
 #[derive(Debug)]
 enum RxState {
+    /// Being received in memory (a peer not admitted yet).
+    Memory { buf: Vec<u8>, held: RangeSet },
+    /// Being received into the state folder.
     Partial(Partial),
-    Complete,
+    /// Whole and checked: its bytes until delivered (a message taken in memory), or in the
+    /// store.
+    Complete(Option<Vec<u8>>),
+}
+
+impl RxState {
+    fn held(&self) -> Option<&RangeSet> {
+        match self {
+            RxState::Memory { held, .. } => Some(held),
+            RxState::Partial(p) => Some(p.held()),
+            RxState::Complete(_) => None,
+        }
+    }
+
+    fn ctrl(&self, slot: u16) -> Ctrl {
+        match self {
+            RxState::Complete(_) => Ctrl::Done(slot),
+            _ => Ctrl::Need(slot),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -277,6 +343,12 @@ pub(crate) struct Engine {
     ack_due: Option<Instant>,
     rx: BTreeMap<u16, RxSlot>,
     next_deliver: u16,
+    // Admission.
+    admitted: bool,
+    mem_taken: usize,
+    deferred: VecDeque<(u16, u64, MessageHash)>,
+    answers: u32,
+    progress_at: Option<Instant>,
     // Closing.
     close_requested: bool,
     close_sent: bool,
@@ -343,6 +415,11 @@ impl Engine {
             ack_due: None,
             rx: BTreeMap::new(),
             next_deliver: 0,
+            admitted: p.admitted,
+            mem_taken: 0,
+            deferred: VecDeque::new(),
+            answers: 0,
+            progress_at: None,
             close_requested: false,
             close_sent: false,
             close_acked: false,
@@ -363,6 +440,21 @@ impl Engine {
 
     pub(crate) fn rto(&self) -> Duration {
         self.rtt.rto()
+    }
+
+    /// When message bytes last moved either way (new bytes stored, ours acknowledged, a
+    /// message completed); keep-alives and repeats do not count.
+    pub(crate) fn progress_at(&self) -> Option<Instant> {
+        self.progress_at
+    }
+
+    /// The application knows who the peer is: take its messages into the state folder
+    /// (offers that waited are answered now) and lift the answer budget.
+    pub(crate) fn admit(&mut self, now: Instant) {
+        if !self.admitted {
+            self.admitted = true;
+            self.pump_deferred(now);
+        }
     }
 
     fn mtu(&self) -> usize {
@@ -401,6 +493,7 @@ impl Engine {
             slot: None,
             offered: false,
             answered: false,
+            eager: false,
             more: false,
             to_send: RangeSet::new(),
             acked: RangeSet::new(),
@@ -453,6 +546,7 @@ impl Engine {
             m.slot = None;
             m.offered = false;
             m.answered = false;
+            m.eager = false;
             m.more = false;
             m.to_send = RangeSet::new();
             m.acked = RangeSet::new();
@@ -464,6 +558,8 @@ impl Engine {
         self.ack_due = None;
         self.rx.clear();
         self.next_deliver = 0;
+        self.mem_taken = 0;
+        self.deferred.clear();
         self.close_sent = false;
         self.close_acked = false;
         self.peer_closed = false;
@@ -510,8 +606,8 @@ impl Engine {
                 self.on_offer(slot, u64::from(len), MessageHash(hash), now)
             }
             Body::Need { slot, more, ranges } => self.on_need(slot, more, &ranges, now),
-            Body::Data { slot, offset, data } => self.on_data(slot, u64::from(offset), &data),
-            Body::Done { slot } => self.on_done(slot),
+            Body::Data { slot, offset, data } => self.on_data(slot, u64::from(offset), &data, now),
+            Body::Done { slot } => self.on_done(slot, now),
             Body::Refuse { slot, reason } => {
                 if let Some(i) = self.out.iter().position(|m| m.slot == Some(slot)) {
                     let m = self.out.remove(i);
@@ -642,6 +738,10 @@ impl Engine {
             Sent::Data { hash, start, end } => {
                 let rto = self.rto();
                 let Some(m) = self.msg_mut(&hash) else { return };
+                if !m.acked.contains(start, end) {
+                    self.progress_at = Some(now);
+                }
+                let Some(m) = self.msg_mut(&hash) else { return };
                 m.inflight.remove(start, end);
                 m.acked.insert(start, end);
                 let (total, done, resumed) = (m.len(), m.done_bytes(), m.resumed);
@@ -690,10 +790,7 @@ impl Engine {
                     _ => unreachable!("matched above"),
                 };
                 if let Some(rs) = self.rx.get(&slot) {
-                    let c = match rs.state {
-                        RxState::Complete => Ctrl::Done(slot),
-                        RxState::Partial(_) => Ctrl::Need(slot),
-                    };
+                    let c = rs.state.ctrl(slot);
                     self.push_ctrl(c);
                 }
             }
@@ -708,33 +805,80 @@ impl Engine {
     }
 
     fn on_offer(&mut self, slot: u16, len: u64, hash: MessageHash, now: Instant) {
-        let _ = now;
         if len > MAX_MESSAGE {
             self.push_ctrl(Ctrl::Refuse(slot, REFUSE_TOO_LARGE));
             return;
         }
         if let Some(rs) = self.rx.get(&slot) {
             if rs.hash == hash && rs.len == len {
-                let c = match rs.state {
-                    RxState::Complete => Ctrl::Done(slot),
-                    RxState::Partial(_) => Ctrl::Need(slot),
-                };
+                let c = rs.state.ctrl(slot);
                 self.push_ctrl(c);
                 return;
             }
         }
-        let state = match self.store.lookup(&hash, len) {
-            Ok(Lookup::Complete) => RxState::Complete,
-            Ok(Lookup::Partial(p)) => RxState::Partial(p),
-            Err(e) => {
-                let f = Fault::state(self.store.dir(), &e);
-                self.fail(f);
-                return;
+        if self.deferred.iter().any(|d| d.0 == slot) {
+            return; // the same offer again: it still waits
+        }
+        self.take_offer(slot, len, hash, now);
+    }
+
+    /// Starts receiving an offered message, or lets it wait (for admission, or for room in
+    /// this session), or refuses it (too many waiting, or the state folder is full).
+    fn take_offer(&mut self, slot: u16, len: u64, hash: MessageHash, now: Instant) {
+        let state = if !self.admitted {
+            if len > HANDSHAKE_MAX || self.mem_taken >= PREAUTH_MESSAGES {
+                return self.defer(slot, len, hash);
+            }
+            self.mem_taken += 1;
+            RxState::Memory {
+                buf: vec![0; len as usize],
+                held: RangeSet::new(),
+            }
+        } else {
+            let partial = |r: &&RxSlot| matches!(&r.state, RxState::Partial(_));
+            let open = self.rx.values().filter(partial).count();
+            let open_bytes: u64 = self.rx.values().filter(partial).map(|r| r.len).sum();
+            if open >= MAX_RX_PARTIALS || open_bytes + len > RX_SESSION_BYTES {
+                return self.defer(slot, len, hash);
+            }
+            match self.store.lookup(&hash, len) {
+                Ok(Lookup::Complete) => RxState::Complete(None),
+                Ok(Lookup::Partial(p)) if p.on_disk() => RxState::Partial(p),
+                Ok(Lookup::Partial(p)) => {
+                    // A new message: make room in the folder for its whole length now, with
+                    // this session's other new ones (their files appear with their bytes).
+                    let unwritten: u64 = self
+                        .rx
+                        .values()
+                        .filter_map(|r| match &r.state {
+                            RxState::Partial(p) if !p.on_disk() => Some(r.len),
+                            _ => None,
+                        })
+                        .sum();
+                    let keep = self.rx.values().map(|r| r.hash).collect();
+                    match self.store.make_room(len + unwritten, &keep) {
+                        Ok(true) => RxState::Partial(p),
+                        Ok(false) => {
+                            self.push_ctrl(Ctrl::Refuse(slot, REFUSE_FULL));
+                            return;
+                        }
+                        Err(e) => {
+                            let f = Fault::state(self.store.dir(), &e);
+                            self.fail(f);
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let f = Fault::state(self.store.dir(), &e);
+                    self.fail(f);
+                    return;
+                }
             }
         };
         let resumed = match &state {
-            RxState::Complete => len,
-            RxState::Partial(p) => p.held().len(),
+            RxState::Complete(_) => len,
+            s => s.held().map_or(0, RangeSet::len),
         };
         self.stats.resumed_bytes += resumed;
         self.rx.insert(
@@ -754,19 +898,46 @@ impl Engine {
             done: resumed,
             resumed,
         });
-        self.check_complete(slot);
+        self.check_complete(slot, now);
+    }
+
+    fn defer(&mut self, slot: u16, len: u64, hash: MessageHash) {
+        if self.deferred.len() >= MAX_DEFERRED {
+            self.push_ctrl(Ctrl::Refuse(slot, REFUSE_BUSY));
+        } else {
+            self.deferred.push_back((slot, len, hash));
+        }
+    }
+
+    /// Takes the offers that waited, as far as there is room now.
+    fn pump_deferred(&mut self, now: Instant) {
+        for (slot, len, hash) in std::mem::take(&mut self.deferred) {
+            if self.fault.is_some() {
+                return;
+            }
+            self.take_offer(slot, len, hash, now);
+        }
     }
 
     /// After a write (or an offer): finish a complete message, or ask for what is missing.
-    fn check_complete(&mut self, slot: u16) {
+    fn check_complete(&mut self, slot: u16, now: Instant) {
         let Some(rs) = self.rx.get_mut(&slot) else {
             return;
         };
         let ctrl = match &mut rs.state {
-            RxState::Complete => Ctrl::Done(slot),
+            RxState::Complete(_) => Ctrl::Done(slot),
+            RxState::Memory { buf, held } if held.len() == rs.len => {
+                if MessageHash::of(buf) == rs.hash {
+                    rs.state = RxState::Complete(Some(std::mem::take(buf)));
+                    Ctrl::Done(slot)
+                } else {
+                    *held = RangeSet::new();
+                    Ctrl::Need(slot)
+                }
+            }
             RxState::Partial(p) if p.is_complete() => match p.finish(&self.store) {
                 Ok(true) => {
-                    rs.state = RxState::Complete;
+                    rs.state = RxState::Complete(None);
                     Ctrl::Done(slot)
                 }
                 Ok(false) => Ctrl::Need(slot),
@@ -776,53 +947,77 @@ impl Engine {
                     return;
                 }
             },
-            RxState::Partial(_) => Ctrl::Need(slot),
+            RxState::Memory { .. } | RxState::Partial(_) => Ctrl::Need(slot),
         };
         let done = ctrl == Ctrl::Done(slot);
+        if done {
+            // A NEED still queued for it would only say DONE again.
+            self.ctrl.retain(|c| *c != Ctrl::Need(slot));
+        }
         self.push_ctrl(ctrl);
         if done {
+            self.progress_at = Some(now);
             self.deliver_in_order();
+            // A slot is free: offers that waited for room may start.
+            if self.admitted && !self.deferred.is_empty() {
+                self.pump_deferred(now);
+            }
         }
     }
 
     fn deliver_in_order(&mut self) {
         while let Some(rs) = self.rx.get_mut(&self.next_deliver) {
-            if !matches!(rs.state, RxState::Complete) {
+            let RxState::Complete(data) = &mut rs.state else {
                 break;
-            }
+            };
             if !rs.delivered {
                 rs.delivered = true;
                 self.dirty = true;
                 self.events.push(Event::Delivered {
                     hash: rs.hash,
                     resumed: rs.resumed,
+                    data: data.take(),
                 });
             }
             self.next_deliver = self.next_deliver.wrapping_add(1);
         }
     }
 
-    fn on_data(&mut self, slot: u16, offset: u64, data: &[u8]) {
+    fn on_data(&mut self, slot: u16, offset: u64, data: &[u8], now: Instant) {
         let Some(rs) = self.rx.get_mut(&slot) else {
             return;
         };
         let end = offset + data.len() as u64;
-        let RxState::Partial(p) = &mut rs.state else {
-            self.stats.duplicate_bytes_received += data.len() as u64;
-            return;
-        };
         if end > rs.len {
             return;
         }
-        let new = data.len() as u64 - p.held().overlap(offset, end);
-        if let Err(e) = p.write(offset, data) {
-            let f = Fault::state(p.path(), &e);
-            self.fail(f);
-            return;
-        }
+        let (new, done) = match &mut rs.state {
+            RxState::Complete(_) => {
+                self.stats.duplicate_bytes_received += data.len() as u64;
+                return;
+            }
+            RxState::Memory { buf, held } => {
+                let new = data.len() as u64 - held.overlap(offset, end);
+                buf[offset as usize..end as usize].copy_from_slice(data);
+                held.insert(offset, end);
+                (new, held.len())
+            }
+            RxState::Partial(p) => {
+                let new = data.len() as u64 - p.held().overlap(offset, end);
+                if let Err(e) = p.write(offset, data) {
+                    let f = Fault::state(p.path(), &e);
+                    self.fail(f);
+                    return;
+                }
+                (new, p.held().len())
+            }
+        };
         self.stats.data_bytes_received += new;
         self.stats.duplicate_bytes_received += data.len() as u64 - new;
-        let (hash, total, done, resumed) = (rs.hash, rs.len, p.held().len(), rs.resumed);
+        if new > 0 {
+            self.progress_at = Some(now);
+        }
+        let (hash, total, resumed) = (rs.hash, rs.len, rs.resumed);
         self.events.push(Event::Progress {
             flow: Flow::Receiving,
             hash,
@@ -830,8 +1025,8 @@ impl Engine {
             done,
             resumed,
         });
-        if p.is_complete() {
-            self.check_complete(slot);
+        if done == total {
+            self.check_complete(slot, now);
         }
     }
 
@@ -873,9 +1068,10 @@ impl Engine {
         });
     }
 
-    fn on_done(&mut self, slot: u16) {
+    fn on_done(&mut self, slot: u16, now: Instant) {
         if let Some(i) = self.out.iter().position(|m| m.slot == Some(slot)) {
             let m = self.out.remove(i);
+            self.progress_at = Some(now);
             self.ever_sent.remove(&m.hash);
             self.sends.retain(|k, _| k.0 != m.hash);
             self.dirty = true;
@@ -984,8 +1180,7 @@ impl Engine {
     }
 
     fn data_ready(&self) -> bool {
-        self.data_inflight < self.p.window
-            && self.out.iter().any(|m| m.answered && !m.to_send.is_empty())
+        self.data_inflight < self.p.window && self.out.iter().any(OutMsg::sendable)
     }
 
     /// Whether a frame is waiting to be sent now.
@@ -1029,7 +1224,32 @@ impl Engine {
     }
 
     /// The next frame to write, if any. Call when the link may take a frame.
+    ///
+    /// Before admission, frames that answer the peer (all but this end's own OFFER, DATA
+    /// and unprompted HELLO) count against [`PREAUTH_ANSWERS`]; past it the session fails
+    /// with `Budget` and the frame is not sent.
     pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        let reply = self.hello_reply;
+        let frame = self.next_frame(now)?;
+        if self.admitted {
+            return Some(frame);
+        }
+        let answer = match &frame.body {
+            Body::Hello { .. } => reply,
+            Body::Offer { .. } | Body::Data { .. } => false,
+            _ => true,
+        };
+        if answer {
+            self.answers += 1;
+            if self.answers > PREAUTH_ANSWERS {
+                self.fail(Fault::Budget(PREAUTH_ANSWERS));
+                return None;
+            }
+        }
+        Some(frame)
+    }
+
+    fn next_frame(&mut self, now: Instant) -> Option<Frame> {
         if self.fault.is_some() {
             return None;
         }
@@ -1092,10 +1312,7 @@ impl Engine {
             return None;
         }
         let mtu = self.mtu() as u64;
-        let i = self
-            .out
-            .iter()
-            .position(|m| m.answered && !m.to_send.is_empty())?;
+        let i = self.out.iter().position(OutMsg::sendable)?;
         let m = &mut self.out[i];
         let (a, b) = m.to_send.first()?;
         let end = b.min(a + mtu);
@@ -1115,8 +1332,8 @@ impl Engine {
             self.fail(Fault::TooManyTries(end - a));
             return None;
         }
-        let last = self.data_inflight + 1 >= self.p.window
-            || !self.out.iter().any(|m| m.answered && !m.to_send.is_empty());
+        let last =
+            self.data_inflight + 1 >= self.p.window || !self.out.iter().any(OutMsg::sendable);
         let poll = last || self.since_poll + 1 >= (self.p.window / 2).max(1);
         let body = Body::Data {
             slot,
@@ -1146,6 +1363,11 @@ impl Engine {
                     s
                 });
                 m.offered = true;
+                let fresh = m.acked.is_empty() && m.inflight.is_empty() && m.to_send.is_empty();
+                if !m.answered && fresh && m.len() <= EAGER_MAX {
+                    m.eager = true;
+                    m.to_send = RangeSet::full(m.len());
+                }
                 Some(Body::Offer {
                     slot,
                     len: m.len() as u32,
@@ -1155,10 +1377,10 @@ impl Engine {
             Ctrl::Need(slot) => {
                 let per = ((self.mtu() + DATA_HEADER).saturating_sub(4) / 8).clamp(1, 255);
                 let rs = self.rx.get(slot)?;
-                match &rs.state {
-                    RxState::Complete => Some(Body::Done { slot: *slot }),
-                    RxState::Partial(p) => {
-                        let missing = p.held().missing(rs.len);
+                match rs.state.held() {
+                    None => Some(Body::Done { slot: *slot }),
+                    Some(held) => {
+                        let missing = held.missing(rs.len);
                         let ranges: Vec<(u32, u32)> = missing
                             .iter()
                             .take(per)
@@ -1212,6 +1434,7 @@ mod tests {
             fault_on_restart: true,
             keepalive: None,
             max_rto: Duration::from_secs(60),
+            admitted: true,
         }
     }
 
@@ -1436,5 +1659,271 @@ mod tests {
             ea.iter()
                 .any(|e| matches!(e, Event::Fault(Fault::PeerRestarted)))
         );
+    }
+
+    /// Files in a state folder's `rx/`, and their apparent sizes.
+    fn rx_files(dir: &std::path::Path) -> (usize, u64) {
+        std::fs::read_dir(dir.join("rx"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .fold((0, 0), |(n, b), l| (n + 1, b + l))
+    }
+
+    /// A stranger's frames, as its own engine would number them (epoch 0x5555).
+    struct Stranger {
+        seq: u16,
+    }
+
+    impl Stranger {
+        const EPOCH: u16 = 0x5555;
+
+        fn hello(echo: u16) -> Frame {
+            Frame {
+                epoch: Self::EPOCH,
+                seq: 0,
+                poll: false,
+                body: Body::Hello {
+                    version: VERSION,
+                    echo,
+                    mtu: 50,
+                },
+            }
+        }
+
+        fn next(&mut self, body: Body) -> Frame {
+            self.seq = self.seq.wrapping_add(1);
+            Frame {
+                epoch: Self::EPOCH,
+                seq: self.seq,
+                poll: true,
+                body,
+            }
+        }
+    }
+
+    /// A not-yet-admitted end `b` meets a stranger that completes the link opening, then
+    /// sends `frames` (made by `make`), with `b` sending whatever it wants in between.
+    /// Returns `b`'s answers (frames it sent after the opening) and its events.
+    fn stranger_sends(
+        b: &mut Engine,
+        now: &mut Instant,
+        frames: usize,
+        mut make: impl FnMut(&mut Stranger, usize) -> Frame,
+    ) -> (usize, Vec<Event>) {
+        b.on_frame(Stranger::hello(0), *now);
+        while b.poll_transmit(*now).is_some() {}
+        b.on_frame(Stranger::hello(b.epoch), *now);
+        let mut sent = 0;
+        let mut st = Stranger { seq: 0 };
+        for i in 0..frames {
+            *now += Duration::from_millis(1);
+            b.on_frame(make(&mut st, i), *now);
+            b.on_tick(*now);
+            while b.poll_transmit(*now).is_some() {
+                sent += 1;
+            }
+        }
+        (sent, b.take_events())
+    }
+
+    fn offer(i: usize, len: u32) -> Body {
+        let mut hash = [0u8; 32];
+        hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        Body::Offer {
+            slot: i as u16,
+            len,
+            hash,
+        }
+    }
+
+    /// Issue 18, finding 7: 2 000 OFFER frames of 16 MiB each from a peer nobody admitted
+    /// create no file, hold no file handle, keep a bounded number of offers in memory, and
+    /// get a bounded number of answers before the session fails.
+    #[test]
+    fn offers_from_a_stranger_create_no_file_and_get_a_bounded_number_of_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut now = Instant::now();
+        let p = Params {
+            announce: false,
+            admitted: false,
+            ..params()
+        };
+        let mut b = Engine::new(p, 0x0B0B, RxStore::open(dir.path()).unwrap(), now);
+        let (answers, events) =
+            stranger_sends(&mut b, &mut now, 2000, |st, i| st.next(offer(i, 16 << 20)));
+        assert_eq!(
+            rx_files(dir.path()),
+            (0, 0),
+            "no file for a stranger's offers"
+        );
+        assert!(
+            b.rx.len() <= PREAUTH_MESSAGES && b.deferred.len() <= MAX_DEFERRED,
+            "{} offers in memory, {} waiting",
+            b.rx.len(),
+            b.deferred.len()
+        );
+        assert!(
+            answers <= PREAUTH_ANSWERS as usize,
+            "{answers} frames answered"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Fault(Fault::Budget(_)))),
+            "{events:?}"
+        );
+    }
+
+    /// Small messages of a peer not admitted yet are taken in memory and delivered with
+    /// their bytes; a larger one waits unanswered, and goes to the state folder once the
+    /// peer is admitted.
+    #[test]
+    fn a_large_offer_waits_for_admission_and_small_ones_stay_in_memory() {
+        let mut p = Pair::new();
+        p.b.admitted = false;
+        p.b.p.admitted = false;
+        let small = b"a hello".to_vec();
+        let large: Vec<u8> = (0..(HANDSHAKE_MAX as u32 + 500))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (hs, hl) = (MessageHash::of(&small), MessageHash::of(&large));
+        p.a.queue(hs, Arc::new(small.clone()));
+        p.a.queue(hl, Arc::new(large.clone()));
+        let (_, eb) = p.run(300, |_, _| false);
+        let got: Vec<_> = eb
+            .iter()
+            .filter_map(|e| match e {
+                Event::Delivered { hash, data, .. } => Some((*hash, data.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(hs, Some(small))],
+            "only the small one, in memory"
+        );
+        assert_eq!(
+            rx_files(p._dirs.1.path()).0,
+            0,
+            "nothing in the state folder"
+        );
+        assert_eq!(p.b.deferred.len(), 1, "the large one waits");
+        p.b.admit(p.now);
+        let (_, eb) = p.run(3000, |_, _| false);
+        assert_eq!(delivered(&eb), vec![hl]);
+        assert_eq!(p.b.store.read(&hl).unwrap(), large);
+    }
+
+    /// An admitted peer still gets at most MAX_RX_PARTIALS partial messages at once; the
+    /// rest wait, then are refused; none has a file before its first bytes.
+    #[test]
+    fn an_admitted_peer_has_at_most_a_few_partial_messages_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut now = Instant::now();
+        let p = Params {
+            announce: false,
+            ..params()
+        };
+        let mut b = Engine::new(p, 0x0B0B, RxStore::open(dir.path()).unwrap(), now);
+        let (_, events) = stranger_sends(&mut b, &mut now, 200, |st, i| st.next(offer(i, 1 << 20)));
+        let partial =
+            b.rx.values()
+                .filter(|r| matches!(r.state, RxState::Partial(_)))
+                .count();
+        assert_eq!(partial, MAX_RX_PARTIALS);
+        assert_eq!(b.deferred.len(), MAX_DEFERRED);
+        assert_eq!(
+            rx_files(dir.path()),
+            (0, 0),
+            "no file before the first bytes"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Fault(_))),
+            "{events:?}"
+        );
+    }
+
+    /// The state folder's quota holds across sessions: a peer that announces more than
+    /// RX_MAX_BYTES in messages and sends a byte of each (so each makes its sparse files)
+    /// leaves at most the quota's apparent size, oldest first removed.
+    #[test]
+    fn partial_messages_stay_within_the_folders_quota_by_apparent_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut now = Instant::now();
+        for session in 0..10u16 {
+            let p = Params {
+                announce: false,
+                ..params()
+            };
+            let store = RxStore::open(dir.path()).unwrap();
+            let mut b = Engine::new(p, 0x0B0B + session, store, now);
+            let mut n = 0;
+            stranger_sends(&mut b, &mut now, 8, |st, i| {
+                let k = usize::from(session) * 4 + i / 2;
+                if i % 2 == 0 {
+                    st.next(offer(k, (16 << 20) - 1))
+                } else {
+                    n += 1;
+                    st.next(Body::Data {
+                        slot: k as u16,
+                        offset: (16 << 20) - 2,
+                        data: vec![7],
+                    })
+                }
+            });
+            assert_eq!(n, 4);
+            let (_, apparent) = b.store.usage().unwrap();
+            assert!(
+                apparent <= crate::store::RX_MAX_BYTES,
+                "session {session}: {apparent} bytes"
+            );
+        }
+    }
+
+    /// A small message crosses without the receiver's NEED (its bytes follow the OFFER):
+    /// it is delivered in the step its OFFER arrives; many of them also arrive, in order, on
+    /// a link losing 30 % of frames; a large one still waits for NEED.
+    #[test]
+    fn small_messages_follow_their_offer_without_waiting_for_need() {
+        let mut p = Pair::new();
+        p.run(10, |_, _| false); // the link is up
+        let m = vec![7u8; 40];
+        p.a.queue(MessageHash::of(&m), Arc::new(m.clone()));
+        let mut needs = 0;
+        let (_, eb) = p.run(1, |_, f| {
+            needs += usize::from(matches!(f.body, Body::Need { .. }));
+            false
+        });
+        assert_eq!(delivered(&eb), vec![MessageHash::of(&m)], "in one step");
+        assert_eq!(needs, 0);
+
+        let small: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 40 + usize::from(i)]).collect();
+        let want: Vec<_> = small.iter().map(|m| MessageHash::of(m)).collect();
+        let mut p = Pair::new();
+        for m in &small {
+            p.a.queue(MessageHash::of(m), Arc::new(m.clone()));
+        }
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let (_, eb) = p.run(20_000, |_, _| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 10 < 3
+        });
+        assert_eq!(delivered(&eb), want, "in order, at 30 % loss");
+
+        let mut p = Pair::new();
+        let large = vec![9u8; EAGER_MAX as usize + 1];
+        p.a.queue(MessageHash::of(&large), Arc::new(large.clone()));
+        let mut needs = 0;
+        let (_, eb) = p.run(2000, |_, f| {
+            if matches!(f.body, Body::Need { .. }) {
+                needs += 1;
+            }
+            false
+        });
+        assert_eq!(delivered(&eb), vec![MessageHash::of(&large)]);
+        assert!(needs > 0);
     }
 }

@@ -45,7 +45,8 @@ pub enum SerialError {
     },
     /// The state folder (partly received messages, airtime log) cannot be used.
     #[error(
-        "cannot use the serial state folder {path}: {source}; check free space and permissions"
+        "cannot use the serial state folder {path}: {source}; {}",
+        state_hint(source)
     )]
     State {
         /// The file or folder.
@@ -109,6 +110,46 @@ pub enum SerialError {
     /// The session already ended (closed, or failed with an earlier error).
     #[error("the serial session has ended; open a new one")]
     Closed,
+    /// The other end kept the link busy without getting to the point the application waited
+    /// for (saying who it is) within the time allowed, whatever it sent to look alive.
+    #[error(
+        "the other station did not get through the opening of the exchange within {secs} s of calling; session ended"
+    )]
+    Deadline {
+        /// The time it was allowed since the link came up.
+        secs: u64,
+    },
+    /// The other end kept the link open but no message moved either way for `timeout`
+    /// (keep-alives do not count).
+    #[error(
+        "nothing moved between the stations for {secs} s although the other one kept answering; session ended (received parts are kept)"
+    )]
+    Stalled {
+        /// The time allowed (the `timeout` setting).
+        secs: u64,
+    },
+    /// The other end made this one answer too many frames before the application knew who
+    /// it is.
+    #[error(
+        "the other station made this one answer {frames} frames without saying who it is; session ended"
+    )]
+    Budget {
+        /// Frames this end answered.
+        frames: u32,
+    },
+}
+
+/// What to do about a state folder error, by its kind.
+fn state_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::StorageFull => {
+            "the disk is full: free some space, then run again (received parts are kept)"
+        }
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            "check that this user may write there"
+        }
+        _ => "run again; if it happens again, check that folder and the system's message",
+    }
 }
 
 /// A failure recorded by the session's background thread, reported by every later call.
@@ -119,6 +160,8 @@ pub(crate) enum Fault {
     PeerRestarted,
     Version(u8),
     TooManyTries(u64),
+    /// Frames answered before the application admitted the peer.
+    Budget(u32),
 }
 
 impl Fault {
@@ -141,6 +184,7 @@ impl Fault {
                 peer: *peer,
                 ours: crate::wire::VERSION,
             },
+            Fault::Budget(frames) => SerialError::Budget { frames: *frames },
         }
     }
 

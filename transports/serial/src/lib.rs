@@ -17,6 +17,8 @@
 //! let session = Session::open(&config, "/home/me/.local/share/ferry/serial")?;
 //! session.send(b"my receipt".to_vec())?;          // queued; returns at once
 //! let receipt = session.recv()?.expect("peer sent its receipt");
+//! // … check who the peer is from `receipt.data`; only then take its large messages:
+//! session.admit_peer()?;
 //! session.send(b"what the peer lacks".to_vec())?;
 //! let delta = session.recv()?.expect("peer sent its delta");
 //! // … apply `delta.data` …
@@ -35,6 +37,18 @@
 //! still lacks, and only those are sent. The layout of the state folder is documented in
 //! the `store` module: `rx/<hash>.part` + `rx/<hash>.log` for parts, `rx/<hash>.msg` for
 //! whole messages, `airtime.log` for the duty cycle.
+//!
+//! # Strangers
+//!
+//! Whoever is at the other end is a stranger until the application, having checked who it
+//! is, calls [`Session::admit_peer`]. Until then the session takes at most a few small
+//! messages from it, in memory (nothing reaches the state folder), lets larger offers wait
+//! unanswered, and answers a bounded number of its frames; a listening session
+//! ([`Session::open_listening`]) also ends once nothing has moved for `timeout`, however the
+//! other end keeps the link alive, and [`Session::recv_by`] bounds the opening of an
+//! exchange. Once admitted, the peer's messages go to the state folder, which holds at most
+//! [`RX_MAX_MESSAGES`] messages and [`RX_MAX_BYTES`] bytes counted by apparent size, oldest
+//! removed first.
 //!
 //! # Threads, not async
 //!
@@ -69,11 +83,15 @@ mod transport;
 mod wire;
 
 pub use config::{MAX_MTU, MAX_WINDOW, MIN_MTU, SerialConfig};
-pub use engine::SessionStats;
+pub use engine::{
+    HANDSHAKE_MAX, MAX_DEFERRED, MAX_RX_PARTIALS, PREAUTH_ANSWERS, PREAUTH_MESSAGES,
+    RX_SESSION_BYTES, SessionStats,
+};
 pub use error::SerialError;
 pub use link::{AX25_HEADER, Callsign};
 pub use progress::{Flow, NoProgress, Progress, ProgressReport};
 pub use session::{Received, Session};
+pub use store::{RX_MAX_BYTES, RX_MAX_MESSAGES};
 pub use transport::SerialTransport;
 pub use wire::{DATA_FRAME_OVERHEAD, FrameKind};
 

@@ -41,12 +41,14 @@ enum Input {
     Damaged,
     ReadFailed(io::Error),
     Send(MessageHash, Arc<Vec<u8>>),
+    Admit,
     Close,
 }
 
 #[derive(Default)]
 struct State {
-    inbox: VecDeque<(MessageHash, u64)>,
+    /// Whole messages, with their bytes when they were taken in memory.
+    inbox: VecDeque<(MessageHash, u64, Option<Vec<u8>>)>,
     delivered: Vec<MessageHash>,
     pending: Vec<MessageHash>,
     refused: Vec<(MessageHash, u8)>,
@@ -55,6 +57,12 @@ struct State {
     established: bool,
     fault: Option<Fault>,
     last_heard: Option<Instant>,
+    /// When message bytes last moved either way.
+    progress_at: Option<Instant>,
+    /// When the link came up.
+    connected_at: Option<Instant>,
+    /// The other station's AX.25 callsign (KISS), once heard.
+    peer_call: Option<String>,
     stats: SessionStats,
     ended: bool,
 }
@@ -74,6 +82,20 @@ impl Shared {
 pub(crate) struct Mode {
     pub(crate) announce: bool,
     pub(crate) fault_on_restart: bool,
+    /// The peer is admitted from the start (see [`Session::admit_peer`]).
+    pub(crate) admitted: bool,
+    /// Waits fail once nothing moved for `timeout`, whatever keep-alives the peer sends (a
+    /// listener serving whoever calls).
+    pub(crate) strict: bool,
+}
+
+/// What a wait measures against the timeout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// Silence: time since the peer was last heard.
+    Silence,
+    /// In strict mode, time since anything moved; else silence.
+    Work,
 }
 
 /// A session with the station at the other end of a serial link: carries whole messages
@@ -88,6 +110,7 @@ pub struct Session {
     threads: Vec<JoinHandle<()>>,
     device: String,
     timeout: Duration,
+    strict: bool,
     store: RxStore,
 }
 
@@ -118,6 +141,10 @@ fn link_bytes(encap: &Encap, frame: &[u8], wire: usize) -> usize {
 impl Session {
     /// Opens `config.device` and starts a session, keeping partly received messages in
     /// `state_dir` (created if needed; one session per folder at a time).
+    ///
+    /// Until [`Session::admit_peer`], the other end is a stranger: only a few small
+    /// messages are taken from it (in memory, never in the state folder), larger offers
+    /// wait, and this end answers a bounded number of its frames.
     pub fn open(
         config: &SerialConfig,
         state_dir: impl AsRef<Path>,
@@ -134,14 +161,19 @@ impl Session {
         let mode = Mode {
             announce: true,
             fault_on_restart: true,
+            admitted: false,
+            strict: false,
         };
         Session::open_with(config, state_dir.as_ref(), progress, mode)
     }
 
     /// Like [`Session::open_with_progress`] for a station that waits to be called (`ferry
     /// serial listen`): it sends nothing until the other end has called (no HELLO, no
-    /// keep-alives on an idle channel). A restart of the other end mid-session is still a
-    /// [`SerialError::PeerRestarted`], so the listener can start its exchange over.
+    /// keep-alives on an idle channel), and bytes left on the line from before are dropped.
+    /// A restart of the other end mid-session is still a [`SerialError::PeerRestarted`], so
+    /// the listener can start its exchange over. Waits are strict: once connected, a wait
+    /// fails with [`SerialError::Stalled`] when nothing moved for `timeout`, however the
+    /// caller keeps the link alive.
     pub fn open_listening(
         config: &SerialConfig,
         state_dir: impl AsRef<Path>,
@@ -150,6 +182,8 @@ impl Session {
         let mode = Mode {
             announce: false,
             fault_on_restart: true,
+            admitted: false,
+            strict: true,
         };
         Session::open_with(config, state_dir.as_ref(), progress, mode)
     }
@@ -180,6 +214,10 @@ impl Session {
                 device: device.clone(),
                 source,
             })?;
+        if mode.strict {
+            // What a caller said before this session began was not said to it.
+            let _ = port.clear(serialport::ClearBuffer::Input);
+        }
         let mut writer = port.try_clone().map_err(|source| SerialError::Open {
             device: device.clone(),
             source,
@@ -212,6 +250,7 @@ impl Session {
                 .announce
                 .then(|| (config.silence_timeout() / 6).max(Duration::from_secs(2))),
             max_rto: config.silence_timeout() / 3,
+            admitted: mode.admitted,
         };
         let engine = Engine::new(params, random_epoch(), store, now);
         let shared = Arc::new(Shared {
@@ -260,6 +299,7 @@ impl Session {
             threads: vec![reader, driver],
             device,
             timeout: config.silence_timeout(),
+            strict: mode.strict,
             store: RxStore::at(state),
         })
     }
@@ -300,28 +340,51 @@ impl Session {
 
     /// Waits until the other end holds every message sent so far.
     pub fn flush(&self) -> Result<(), SerialError> {
-        self.wait(|st| st.pending.is_empty().then_some(Ok(())))
+        self.wait(Rule::Work, None, |st| {
+            st.pending.is_empty().then_some(Ok(()))
+        })
+    }
+
+    /// Like [`Session::flush`], but gives up at `deadline` ([`SerialError::Deadline`]).
+    pub fn flush_by(&self, deadline: Instant) -> Result<(), SerialError> {
+        self.wait(Rule::Work, Some(deadline), |st| {
+            st.pending.is_empty().then_some(Ok(()))
+        })
     }
 
     /// Waits for the next message from the other end; `None` once it closed the session
     /// with nothing more to send.
     pub fn recv(&self) -> Result<Option<Received>, SerialError> {
-        let next = self.wait(|st| {
+        self.recv_inner(None)
+    }
+
+    /// Like [`Session::recv`], but fails with [`SerialError::Deadline`] at `deadline`
+    /// whatever the other end does (for the opening of an exchange, where a caller must say
+    /// who it is within the timeout, not merely stay alive).
+    pub fn recv_by(&self, deadline: Instant) -> Result<Option<Received>, SerialError> {
+        self.recv_inner(Some(deadline))
+    }
+
+    fn recv_inner(&self, deadline: Option<Instant>) -> Result<Option<Received>, SerialError> {
+        let next = self.wait(Rule::Work, deadline, |st| {
             if let Some(m) = st.inbox.pop_front() {
                 return Some(Ok(Some(m)));
             }
             st.peer_closed.then_some(Ok(None))
         })?;
-        let Some((hash, resumed)) = next else {
+        let Some((hash, resumed, data)) = next else {
             return Ok(None);
         };
-        let data = self
-            .store
-            .read(&hash)
-            .map_err(|source| SerialError::State {
-                path: self.store.msg_path(&hash).display().to_string(),
-                source,
-            })?;
+        let data = match data {
+            Some(data) => data,
+            None => self
+                .store
+                .read(&hash)
+                .map_err(|source| SerialError::State {
+                    path: self.store.msg_path(&hash).display().to_string(),
+                    source,
+                })?,
+        };
         Ok(Some(Received {
             hash,
             data,
@@ -331,7 +394,20 @@ impl Session {
 
     /// Waits until the link is up (both ends heard each other).
     pub fn wait_connected(&self) -> Result<(), SerialError> {
-        self.wait(|st| st.established.then_some(Ok(())))
+        self.wait(Rule::Silence, None, |st| st.established.then_some(Ok(())))
+    }
+
+    /// The application knows who the other end is (it proved it): from now on its
+    /// messages of any size are taken into the state folder (within the folder's quota),
+    /// offers that waited are answered, and the budget on frames answered is lifted.
+    pub fn admit_peer(&self) -> Result<(), SerialError> {
+        self.tx.send(Input::Admit).map_err(|_| SerialError::Closed)
+    }
+
+    /// The other station's callsign (KISS/AX.25), once heard; checked to be letters and
+    /// digits.
+    pub fn peer_callsign(&self) -> Option<String> {
+        self.shared.lock().peer_call.clone()
     }
 
     /// Counters so far.
@@ -353,11 +429,20 @@ impl Session {
     /// has been silent for half the timeout, the session ends without waiting for the
     /// other end's CLOSE. That end has finished already and only its last acknowledgement
     /// was lost; a lossy link must not turn a complete exchange into a failure.
+    ///
+    /// In strict mode (a listener), the other end's keep-alives do not hold it: once every
+    /// message sent here is confirmed, half the timeout without anything moving ends it.
     pub fn close_after_end(self) -> Result<SessionStats, SerialError> {
         let half = self.timeout / 2;
+        let strict = self.strict;
         self.close_when(move |st, start| {
-            let heard = st.last_heard.map_or(start, |h| h.max(start));
-            st.pending.is_empty() && heard.elapsed() >= half
+            let last = if strict {
+                st.progress_at
+            } else {
+                st.last_heard
+            };
+            let quiet = last.map_or(start, |h| h.max(start));
+            st.pending.is_empty() && quiet.elapsed() >= half
         })
     }
 
@@ -369,7 +454,9 @@ impl Session {
             .send(Input::Close)
             .map_err(|_| SerialError::Closed)?;
         let start = Instant::now();
-        self.wait(|st| (st.close_complete || done(st, start)).then_some(Ok(())))?;
+        self.wait(Rule::Silence, None, |st| {
+            (st.close_complete || done(st, start)).then_some(Ok(()))
+        })?;
         self.shutdown();
         let st = self.shared.lock();
         for h in &st.delivered {
@@ -382,20 +469,33 @@ impl Session {
         &self.store
     }
 
-    /// Waits for `ready` to give a result, failing on a fault or a silent peer.
+    /// Waits for `ready` to give a result, failing on a fault, a silent peer (or, by
+    /// `rule` in strict mode, a peer with which nothing moves), or at `deadline`.
     fn wait<T>(
         &self,
+        rule: Rule,
+        deadline: Option<Instant>,
         mut ready: impl FnMut(&mut State) -> Option<Result<T, SerialError>>,
     ) -> Result<T, SerialError> {
         let start = Instant::now();
+        let secs = self.timeout.as_secs();
         let mut st = self.shared.lock();
         loop {
             if let Some((hash, reason)) = st.refused.pop() {
                 let reason = match reason {
-                    engine::REFUSE_TOO_LARGE => "larger than it accepts".to_string(),
-                    r => format!("reason {r}"),
+                    engine::REFUSE_TOO_LARGE => "it is larger than the other end accepts",
+                    engine::REFUSE_BUSY => {
+                        "the other end takes no more messages at once (before the stations know each other, or beyond its limits)"
+                    }
+                    engine::REFUSE_FULL => {
+                        "the other end's serial folder is full (its quota); it takes the message once it made room"
+                    }
+                    _ => "the other end gave a reason this version does not know",
                 };
-                return Err(SerialError::Refused { hash, reason });
+                return Err(SerialError::Refused {
+                    hash,
+                    reason: reason.to_string(),
+                });
             }
             if let Some(r) = ready(&mut st) {
                 return r;
@@ -411,7 +511,25 @@ impl Session {
             if silent >= self.timeout {
                 return Err(SerialError::LinkLost { silent });
             }
-            let left = (self.timeout - silent).min(Duration::from_secs(1));
+            let mut left = self.timeout - silent;
+            if self.strict && rule == Rule::Work && st.established {
+                let moved = st.progress_at.map_or(start, |p| p.max(start));
+                let still = moved.elapsed();
+                if still >= self.timeout {
+                    return Err(SerialError::Stalled { secs });
+                }
+                left = left.min(self.timeout - still);
+            }
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    let since = st.connected_at.unwrap_or(start);
+                    let secs = d.saturating_duration_since(since).as_secs_f64().round() as u64;
+                    return Err(SerialError::Deadline { secs });
+                }
+                left = left.min(d - now);
+            }
+            let left = left.min(Duration::from_secs(1));
             st = self
                 .shared
                 .cv
@@ -573,7 +691,10 @@ impl Driver {
                     }
                     match &self.peer_call {
                         Some(p) if *p != src => return Ok(()),
-                        None if matches!(f.body, Body::Hello { .. }) => self.peer_call = Some(src),
+                        None if matches!(f.body, Body::Hello { .. }) => {
+                            self.shared.lock().peer_call = Some(src.to_string());
+                            self.peer_call = Some(src);
+                        }
                         _ => {}
                     }
                 }
@@ -584,6 +705,7 @@ impl Driver {
                 return Err(Fault::Device(e.kind(), format!("read failed: {e}")));
             }
             Input::Send(hash, data) => self.engine.queue(hash, data),
+            Input::Admit => self.engine.admit(now),
             Input::Close => {
                 self.close_requested = true;
                 self.engine.request_close();
@@ -630,11 +752,20 @@ impl Driver {
         let mut fault = st.fault.is_some();
         for e in events {
             match e {
-                Event::Established => st.established = true,
+                Event::Established => {
+                    st.established = true;
+                    st.connected_at.get_or_insert(now);
+                }
                 Event::Reassociated => st.established = false,
-                Event::Delivered { hash, resumed, .. } => {
-                    st.inbox.push_back((hash, resumed));
-                    st.delivered.push(hash);
+                Event::Delivered {
+                    hash,
+                    resumed,
+                    data,
+                } => {
+                    if data.is_none() {
+                        st.delivered.push(hash);
+                    }
+                    st.inbox.push_back((hash, resumed, data));
                 }
                 Event::Sent { hash } => st.pending.retain(|h| *h != hash),
                 Event::Refused { hash, reason } => {
@@ -684,6 +815,7 @@ impl Driver {
             }
         }
         st.last_heard = self.engine.last_heard();
+        st.progress_at = self.engine.progress_at();
         st.stats = self.engine.stats.clone();
         // Complete only once the last ACK (for the peer's CLOSE) has gone out.
         if self.close_requested

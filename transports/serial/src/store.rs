@@ -2,10 +2,11 @@
 //! airtime log behind the duty-cycle limit.
 //!
 //! ```text
-//! STATE/rx/<hash>.part   the message's bytes so far, each at its offset (sparse)
+//! STATE/rx/<hash>.part   the message's bytes so far, each at its offset (may be sparse)
 //! STATE/rx/<hash>.log    "FRYP", 1, 0, 0, 0, length u64; then one 16-byte record per part
 //!                        received: offset u64, length u32, CRC-32 of those bytes u32
 //! STATE/rx/<hash>.msg    a whole message whose hash was checked (the .part, renamed)
+//! STATE/rx/<hash>.done   a whole message the mailbox view filed as processed
 //! STATE/airtime.log      one line per frame sent: unix milliseconds, airtime microseconds
 //! ```
 //!
@@ -14,13 +15,20 @@
 //! is held survives a crash. On reopening, every record is checked against the bytes
 //! (CRC-32): a record whose bytes did not reach the disk (power cut) is dropped and its range
 //! asked for again. The whole message is checked against its hash before it is delivered.
-//! Partial messages untouched for 30 days and delivered messages older than 14 days are
+//!
+//! **Bounded.** Nothing is created when a message is only announced: its files appear with
+//! its first bytes. No file stays open between two writes (a session holds no file handle
+//! per message). The folder as a whole holds at most [`RX_MAX_MESSAGES`] messages and
+//! [`RX_MAX_BYTES`] bytes, counted by *apparent* size — a partial message counts its whole
+//! announced length, whatever is allocated — and [`RxStore::make_room`] removes the oldest
+//! messages of earlier sessions to admit a new one (they are only kept to resume, never
+//! needed). Partial messages untouched for 30 days and whole ones older than 14 days are
 //! removed when a session opens.
 
 use crate::MessageHash;
 use crate::crc::crc32;
 use crate::ranges::RangeSet;
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +39,11 @@ const LOG_HEADER: usize = 16;
 const RECORD: usize = 16;
 const KEEP_PARTIAL: Duration = Duration::from_secs(30 * 24 * 3600);
 const KEEP_COMPLETE: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Most messages (whole or partial) the state folder keeps.
+pub const RX_MAX_MESSAGES: usize = 64;
+/// Most bytes the state folder keeps, by apparent size (a partial message counts its whole
+/// announced length).
+pub const RX_MAX_BYTES: u64 = 64 << 20;
 
 /// Received messages, whole and in part.
 #[derive(Debug)]
@@ -46,17 +59,27 @@ pub(crate) enum Lookup {
     Partial(Partial),
 }
 
-/// A message being received.
+/// A message being received. Its files are opened for each write and closed again; they
+/// are created with the first bytes.
 #[derive(Debug)]
 pub(crate) struct Partial {
     hash: MessageHash,
     len: u64,
     data_path: PathBuf,
     log_path: PathBuf,
-    data: File,
-    log: File,
+    /// Whether the files hold this message's parts (else they are made, or remade, at the
+    /// first write).
+    on_disk: bool,
     held: RangeSet,
     unsynced: bool,
+}
+
+/// One message in the folder, for the quota.
+struct Entry {
+    hash: MessageHash,
+    bytes: u64,
+    modified: SystemTime,
+    paths: Vec<PathBuf>,
 }
 
 fn age(path: &Path) -> Option<Duration> {
@@ -64,6 +87,13 @@ fn age(path: &Path) -> Option<Duration> {
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
+}
+
+/// The length a `.log` announces, if it has a valid header.
+fn log_len(path: &Path) -> Option<u64> {
+    let mut head = [0u8; LOG_HEADER];
+    File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (&head[..8] == LOG_MAGIC).then(|| u64::from_le_bytes(head[8..16].try_into().expect("8 bytes")))
 }
 
 impl RxStore {
@@ -102,7 +132,7 @@ impl RxStore {
         self.dir.join(format!("{hash}.msg"))
     }
 
-    /// Finds or starts a message of `len` bytes.
+    /// Finds what is held of a message of `len` bytes. Creates nothing.
     pub(crate) fn lookup(&self, hash: &MessageHash, len: u64) -> io::Result<Lookup> {
         let msg = self.msg_path(hash);
         if fs::metadata(&msg).is_ok_and(|m| m.len() == len) {
@@ -113,38 +143,30 @@ impl RxStore {
         }
         let data_path = self.dir.join(format!("{hash}.part"));
         let log_path = self.dir.join(format!("{hash}.log"));
-        let data = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&data_path)?;
-        let mut log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&log_path)?;
-        let mut held = RangeSet::new();
-        let mut raw = Vec::new();
-        log.read_to_end(&mut raw)?;
-        let header_ok = raw.len() >= LOG_HEADER
-            && &raw[..8] == LOG_MAGIC
-            && u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes")) == len;
         let mut p = Partial {
             hash: *hash,
             len,
             data_path,
             log_path,
-            data,
-            log,
+            on_disk: false,
             held: RangeSet::new(),
             unsynced: false,
         };
-        if !header_ok {
-            p.reset()?;
-            return Ok(Lookup::Partial(p));
-        }
+        let raw = match fs::read(&p.log_path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Partial(p)),
+            Err(e) => return Err(e),
+        };
+        let header_ok = raw.len() >= LOG_HEADER
+            && &raw[..8] == LOG_MAGIC
+            && u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes")) == len;
+        let mut data = match File::open(&p.data_path) {
+            Ok(f) if header_ok => f,
+            // Parts of another length, or a log without its data: start over at the first
+            // write.
+            _ => return Ok(Lookup::Partial(p)),
+        };
+        let mut held = RangeSet::new();
         let mut buf = Vec::new();
         for rec in raw[LOG_HEADER..].chunks_exact(RECORD) {
             let off = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
@@ -154,12 +176,13 @@ impl RxStore {
                 continue;
             }
             buf.resize(n as usize, 0);
-            p.data.seek(SeekFrom::Start(off))?;
-            if p.data.read_exact(&mut buf).is_ok() && crc32(&buf) == crc {
+            data.seek(SeekFrom::Start(off))?;
+            if data.read_exact(&mut buf).is_ok() && crc32(&buf) == crc {
                 held.insert(off, off + n);
             }
         }
         p.held = held;
+        p.on_disk = true;
         Ok(Lookup::Partial(p))
     }
 
@@ -193,6 +216,85 @@ impl RxStore {
         out.sort_by_key(|a| a.0);
         Ok(out)
     }
+
+    /// Every message in the folder with its apparent size: a whole one its length, a
+    /// partial one the larger of its announced length and its files' lengths.
+    fn entries(&self) -> io::Result<Vec<Entry>> {
+        let mut by_hash: HashMap<MessageHash, Entry> = HashMap::new();
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((hex, ext)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(hash) = hex.parse::<MessageHash>() else {
+                continue;
+            };
+            if !matches!(ext, "part" | "log" | "msg" | "done") {
+                continue;
+            }
+            let meta = match e.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut bytes = meta.len();
+            if ext == "log" {
+                bytes = bytes.max(log_len(&path).unwrap_or(0));
+            }
+            let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+            let entry = by_hash.entry(hash).or_insert(Entry {
+                hash,
+                bytes: 0,
+                modified,
+                paths: Vec::new(),
+            });
+            // A partial message's `.part` and `.log` describe the same bytes: count the
+            // larger, once; a whole message and a partial one of the same hash both count.
+            entry.bytes = match ext {
+                "part" | "log" => entry.bytes.max(bytes),
+                _ => entry.bytes + bytes,
+            };
+            entry.modified = entry.modified.max(modified);
+            entry.paths.push(path);
+        }
+        Ok(by_hash.into_values().collect())
+    }
+
+    /// What the folder holds: messages and bytes (apparent sizes).
+    #[cfg(test)]
+    pub(crate) fn usage(&self) -> io::Result<(usize, u64)> {
+        let all = self.entries()?;
+        Ok((all.len(), all.iter().map(|e| e.bytes).sum()))
+    }
+
+    /// Makes room for one more message of `len` bytes within the folder's limits, removing
+    /// the least recently touched messages that are not in `keep` (the ones the current
+    /// session uses). Returns false if even that is not enough.
+    pub(crate) fn make_room(&self, len: u64, keep: &HashSet<MessageHash>) -> io::Result<bool> {
+        let mut all = self.entries()?;
+        let mut count = all.len() + 1;
+        let mut bytes: u64 = all.iter().map(|e| e.bytes).sum::<u64>() + len;
+        if count <= RX_MAX_MESSAGES && bytes <= RX_MAX_BYTES {
+            return Ok(true);
+        }
+        all.sort_by_key(|e| e.modified);
+        for e in all.iter().filter(|e| !keep.contains(&e.hash)) {
+            if count <= RX_MAX_MESSAGES && bytes <= RX_MAX_BYTES {
+                break;
+            }
+            for p in &e.paths {
+                match fs::remove_file(p) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            count -= 1;
+            bytes -= e.bytes;
+        }
+        Ok(count <= RX_MAX_MESSAGES && bytes <= RX_MAX_BYTES)
+    }
 }
 
 impl Partial {
@@ -205,9 +307,26 @@ impl Partial {
         self.held.len() == self.len
     }
 
+    /// Whether its files exist (it holds bytes, or held some once).
+    pub(crate) fn on_disk(&self) -> bool {
+        self.on_disk
+    }
+
     /// Where the parts are kept (for error messages).
     pub(crate) fn path(&self) -> &Path {
         &self.data_path
+    }
+
+    /// Makes (or remakes) the files: an empty `.part` and a `.log` with only its header.
+    fn create(&mut self) -> io::Result<()> {
+        File::create(&self.data_path)?;
+        let mut log = File::create(&self.log_path)?;
+        log.write_all(LOG_MAGIC)?;
+        log.write_all(&self.len.to_le_bytes())?;
+        self.on_disk = true;
+        self.held = RangeSet::new();
+        self.unsynced = true;
+        Ok(())
     }
 
     /// Stores bytes received at `offset`.
@@ -216,55 +335,69 @@ impl Partial {
         if bytes.is_empty() || end > self.len || self.held.contains(offset, end) {
             return Ok(());
         }
-        self.data.seek(SeekFrom::Start(offset))?;
-        self.data.write_all(bytes)?;
+        if !self.on_disk {
+            self.create()?;
+        }
+        let mut data = OpenOptions::new().write(true).open(&self.data_path)?;
+        data.seek(SeekFrom::Start(offset))?;
+        data.write_all(bytes)?;
         let mut rec = [0u8; RECORD];
         rec[..8].copy_from_slice(&offset.to_le_bytes());
         rec[8..12].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
         rec[12..16].copy_from_slice(&crc32(bytes).to_le_bytes());
-        self.log.seek(SeekFrom::End(0))?;
-        self.log.write_all(&rec)?;
+        OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)?
+            .write_all(&rec)?;
         self.held.insert(offset, end);
         self.unsynced = true;
         Ok(())
     }
 
-    /// Flushes what was written to the device.
+    /// Flushes what was written to the device (a new handle flushes the file's data, as
+    /// `fsync` works on the file, not on the handle).
     pub(crate) fn sync(&mut self) -> io::Result<()> {
-        if self.unsynced {
-            self.data.sync_data()?;
-            self.log.sync_data()?;
+        if self.unsynced && self.on_disk {
+            File::open(&self.data_path)?.sync_data()?;
+            File::open(&self.log_path)?.sync_data()?;
             self.unsynced = false;
         }
         Ok(())
     }
 
-    /// Forgets every part (after a hash mismatch, or a log of another length).
+    /// Forgets every part (after a hash mismatch).
     pub(crate) fn reset(&mut self) -> io::Result<()> {
-        self.data.set_len(0)?;
-        self.data.set_len(self.len)?;
-        self.log.set_len(0)?;
-        self.log.seek(SeekFrom::Start(0))?;
-        self.log.write_all(LOG_MAGIC)?;
-        self.log.write_all(&self.len.to_le_bytes())?;
+        for p in [&self.data_path, &self.log_path] {
+            match fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        self.on_disk = false;
         self.held = RangeSet::new();
-        self.unsynced = true;
+        self.unsynced = false;
         Ok(())
     }
 
     /// Checks a complete message against its hash and keeps it as `.msg`. Returns false, with
     /// every part forgotten, if the bytes do not match the hash.
     pub(crate) fn finish(&mut self, store: &RxStore) -> io::Result<bool> {
+        if !self.on_disk {
+            // Nothing was ever written: only an empty message is complete without bytes.
+            self.create()?;
+        }
         let mut bytes = Vec::with_capacity(self.len as usize);
-        self.data.seek(SeekFrom::Start(0))?;
-        (&mut self.data).take(self.len).read_to_end(&mut bytes)?;
-        if MessageHash::of(&bytes) != self.hash {
+        File::open(&self.data_path)?
+            .take(self.len)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != self.len || MessageHash::of(&bytes) != self.hash {
             self.reset()?;
             return Ok(false);
         }
-        self.data.sync_data()?;
+        File::open(&self.data_path)?.sync_data()?;
         fs::rename(&self.data_path, store.msg_path(&self.hash))?;
         let _ = fs::remove_file(&self.log_path);
+        self.on_disk = false;
         if let Ok(d) = File::open(&store.dir) {
             let _ = d.sync_all();
         }

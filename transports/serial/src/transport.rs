@@ -40,9 +40,13 @@ impl SerialTransport {
         state_dir: impl AsRef<Path>,
         progress: Arc<dyn Progress>,
     ) -> Result<SerialTransport, SerialError> {
+        // A mailbox takes what it is sent (within the state folder's quota); whoever reads
+        // it decides what the messages mean.
         let mode = Mode {
             announce: false,
             fault_on_restart: false,
+            admitted: true,
+            strict: false,
         };
         let session = Session::open_with(config, state_dir.as_ref(), progress, mode)?;
         // Time to move a 16 KiB bundle at the configured rate, plus link setup.

@@ -33,23 +33,27 @@ fn messages_cross_two_direwolf_tncs_over_afsk_audio() {
     let (ra, rb) = (Recorder::new("A", trace), Recorder::new("B", trace));
     let (got_a, got_b, sa, sb) = std::thread::scope(|s| {
         let ha = s.spawn(|| {
-            let a = Session::open_with_progress(
-                &kiss(&tncs.kiss_a, "N0CALL-1"),
-                dir.path().join("a"),
-                ra.clone(),
-            )
-            .expect("open A");
+            let a = common::admitted(
+                Session::open_with_progress(
+                    &kiss(&tncs.kiss_a, "N0CALL-1"),
+                    dir.path().join("a"),
+                    ra.clone(),
+                )
+                .expect("open A"),
+            );
             a.send(a_msg.clone()).expect("send");
             let got = a.recv();
             (got, a.close())
         });
         let hb = s.spawn(|| {
-            let b = Session::open_with_progress(
-                &kiss(&tncs.kiss_b, "N0CALL-2"),
-                dir.path().join("b"),
-                rb.clone(),
-            )
-            .expect("open B");
+            let b = common::admitted(
+                Session::open_with_progress(
+                    &kiss(&tncs.kiss_b, "N0CALL-2"),
+                    dir.path().join("b"),
+                    rb.clone(),
+                )
+                .expect("open B"),
+            );
             b.send(b_msg.clone()).expect("send");
             let got = b.recv();
             (got, b.close())

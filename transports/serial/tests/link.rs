@@ -32,8 +32,10 @@ struct Outcome {
 fn one_end(cfg: &SerialConfig, state: &Path, mine: &[u8]) -> Outcome {
     let trace = std::env::var_os("FERRY_TRACE").is_some();
     let name = if state.ends_with("state-a") { "A" } else { "B" };
-    let s = Session::open_with_progress(cfg, state, common::Recorder::new(name, trace))
-        .expect("open session");
+    let s = common::admitted(
+        Session::open_with_progress(cfg, state, common::Recorder::new(name, trace))
+            .expect("open session"),
+    );
     s.send(mine.to_vec()).expect("send");
     let got = s.recv().expect("receive").expect("the other end's message");
     let stats = s.close().expect("close");
@@ -148,8 +150,12 @@ fn a_cut_link_resumes_in_the_same_session_resending_at_most_one_window() {
     let dir = tempfile::tempdir().unwrap();
     let mut link = SimLink::new(dir.path(), SimConfig::clean(4800));
     let big = blob(8000, 21);
-    let a = Session::open(&config(link.a(), 4800), dir.path().join("state-a")).unwrap();
-    let b = Session::open(&config(link.b(), 4800), dir.path().join("state-b")).unwrap();
+    let a = common::admitted(
+        Session::open(&config(link.a(), 4800), dir.path().join("state-a")).unwrap(),
+    );
+    let b = common::admitted(
+        Session::open(&config(link.b(), 4800), dir.path().join("state-b")).unwrap(),
+    );
     a.send(big.clone()).unwrap();
     wait_received(&b, 2500);
     link.cut();
@@ -185,13 +191,13 @@ fn a_restarted_receiver_resumes_from_disk_resending_at_most_one_window() {
     let big = blob(8000, 31);
     let (ca, cb) = (config(link.a(), 4800), config(link.b(), 4800));
     let state_b = dir.path().join("state-b");
-    let a = Session::open(&ca, dir.path().join("state-a")).unwrap();
-    let b = Session::open(&cb, &state_b).unwrap();
+    let a = common::admitted(Session::open(&ca, dir.path().join("state-a")).unwrap());
+    let b = common::admitted(Session::open(&cb, &state_b).unwrap());
     a.send(big.clone()).unwrap();
     wait_received(&b, 3000);
     drop(b); // as a crash: nothing is said to A
     std::thread::sleep(Duration::from_millis(500));
-    let b = Session::open(&cb, &state_b).unwrap();
+    let b = common::admitted(Session::open(&cb, &state_b).unwrap());
     let got = b.recv().unwrap().expect("the message");
     assert!(got.data == big, "the message arrived damaged");
     let (sa, sb) = close_both(a, b);
@@ -224,14 +230,14 @@ fn a_restarted_sender_resumes_where_the_receiver_stopped_resending_at_most_one_w
     let big = blob(8000, 35);
     let (ca, cb) = (config(link.a(), 4800), config(link.b(), 4800));
     let state_a = dir.path().join("state-a");
-    let a = Session::open(&ca, &state_a).unwrap();
-    let b = Session::open(&cb, dir.path().join("state-b")).unwrap();
+    let a = common::admitted(Session::open(&ca, &state_a).unwrap());
+    let b = common::admitted(Session::open(&cb, dir.path().join("state-b")).unwrap());
     a.send(big.clone()).unwrap();
     wait_received(&b, 3000);
     let first = a.stats();
     drop(a); // as a crash; the node keeps the same bytes for the next session
     std::thread::sleep(Duration::from_millis(500));
-    let a = Session::open(&ca, &state_a).unwrap();
+    let a = common::admitted(Session::open(&ca, &state_a).unwrap());
     a.send(big.clone()).unwrap();
     let got = b.recv().unwrap().expect("the message");
     assert!(got.data == big, "the message arrived damaged");
@@ -261,8 +267,8 @@ fn after_a_long_cut_both_ends_give_up_and_a_new_session_sends_only_the_rest() {
         ..config(dev, 4800)
     };
     let (sa, sb) = (dir.path().join("state-a"), dir.path().join("state-b"));
-    let a = Session::open(&short(link.a()), &sa).unwrap();
-    let b = Session::open(&short(link.b()), &sb).unwrap();
+    let a = common::admitted(Session::open(&short(link.a()), &sa).unwrap());
+    let b = common::admitted(Session::open(&short(link.b()), &sb).unwrap());
     a.send(big.clone()).unwrap();
     wait_received(&b, 2500);
     link.cut();
@@ -278,8 +284,8 @@ fn after_a_long_cut_both_ends_give_up_and_a_new_session_sends_only_the_rest() {
     drop((a, b));
     link.restore();
     // A new session (a new radio, a new day) with the same state folders.
-    let a = Session::open(&short(link.a()), &sa).unwrap();
-    let b = Session::open(&short(link.b()), &sb).unwrap();
+    let a = common::admitted(Session::open(&short(link.a()), &sa).unwrap());
+    let b = common::admitted(Session::open(&short(link.b()), &sb).unwrap());
     a.send(big.clone()).unwrap();
     let got = b.recv().unwrap().expect("the message");
     assert!(got.data == big);
@@ -341,8 +347,8 @@ fn after_the_other_end_confirmed_everything_and_fell_silent_close_after_end_succ
             dir.path().join(format!("a-{after_end}")),
             dir.path().join(format!("b-{after_end}")),
         );
-        let a = Session::open(&cfg(link.a()), sa).unwrap();
-        let b = Session::open(&cfg(link.b()), sb).unwrap();
+        let a = common::admitted(Session::open(&cfg(link.a()), sa).unwrap());
+        let b = common::admitted(Session::open(&cfg(link.b()), sb).unwrap());
         a.send(blob(500, 3)).unwrap();
         a.flush().expect("B confirms the message");
         assert!(b.recv().unwrap().is_some());

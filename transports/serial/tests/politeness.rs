@@ -32,15 +32,17 @@ fn a_station_whose_hourly_airtime_is_spent_stays_silent_until_it_frees_up() {
     let ms = spent.duration_since(UNIX_EPOCH).unwrap().as_millis();
     fs::write(state_a.join("airtime.log"), format!("{ms} 36000000\n")).unwrap();
 
-    let a = Session::open(
-        &SerialConfig {
-            duty_cycle: Some(1.0),
-            ..config(&pair.a)
-        },
-        &state_a,
-    )
-    .unwrap();
-    let b = Session::open(&config(&pair.b), dir.path().join("b")).unwrap();
+    let a = common::admitted(
+        Session::open(
+            &SerialConfig {
+                duty_cycle: Some(1.0),
+                ..config(&pair.a)
+            },
+            &state_a,
+        )
+        .unwrap(),
+    );
+    let b = common::admitted(Session::open(&config(&pair.b), dir.path().join("b")).unwrap());
     a.send(b"a short report".to_vec()).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(
@@ -88,10 +90,12 @@ fn progress_reports_bytes_rate_and_time_left_on_both_ends() {
     let dir = tempfile::tempdir().unwrap();
     let pair = Socat::pair(dir.path(), "progress");
     let (ra, rb) = (Arc::new(Reports::default()), Arc::new(Reports::default()));
-    let a =
-        Session::open_with_progress(&config(&pair.a), dir.path().join("a"), ra.clone()).unwrap();
-    let b =
-        Session::open_with_progress(&config(&pair.b), dir.path().join("b"), rb.clone()).unwrap();
+    let a = common::admitted(
+        Session::open_with_progress(&config(&pair.a), dir.path().join("a"), ra.clone()).unwrap(),
+    );
+    let b = common::admitted(
+        Session::open_with_progress(&config(&pair.b), dir.path().join("b"), rb.clone()).unwrap(),
+    );
     let msg = blob(4000, 3);
     let hash = a.send(msg.clone()).unwrap();
     assert_eq!(b.recv().unwrap().expect("message").data, msg);

@@ -15,6 +15,10 @@
 //! expiry_hours = 336                  # an incomplete message is given up after this long without a new part
 //! keep_sent_hours = 336               # sent messages are kept this long to answer repair requests
 //! repair_after_minutes = 30           # ask for missing parts after this long without a new part
+//! total_daily_budget = 1000           # SMS per UTC day to all numbers together
+//! listen_token_env = "FERRY_SMS_TOKEN" # the variable holding the token gateways must present
+//! tls_cert = "/etc/ferry/cert.pem"    # HTTPS for the listener (needed beyond loopback)
+//! tls_key = "/etc/ferry/key.pem"
 //!
 //! [sms.template]                      # gateway = "http": any HTTP SMS API
 //! url = "https://sms.example/api/send"
@@ -101,6 +105,12 @@ fn default_text_chars() -> u16 {
 fn default_housekeeping() -> u64 {
     60
 }
+fn default_total_budget() -> u32 {
+    1000
+}
+fn default_listen_rate() -> u32 {
+    20
+}
 
 /// The SMS settings (`[sms]` in ferry.toml). Deserialize it with serde (TOML, JSON, …) or
 /// fill it in code; [`SmsConfig::validate`] says what is missing.
@@ -163,6 +173,27 @@ pub struct SmsConfig {
     /// gateway = "http": the request to send one SMS.
     #[serde(default)]
     pub template: Option<HttpTemplate>,
+    /// SMS per UTC day to all numbers together (data, repairs and control SMS alike); what
+    /// goes beyond waits in the queue.
+    #[serde(default = "default_total_budget")]
+    pub total_daily_budget: u32,
+    /// The environment variable holding the token a gateway must present to `ferry sms
+    /// listen` (`?token=…` in its URL, or `Authorization: Bearer …`). Required when the
+    /// listener is reachable beyond this machine.
+    #[serde(default)]
+    pub listen_token_env: Option<String>,
+    /// The listener's TLS certificate chain (PEM). With `tls_key`, the listener speaks
+    /// HTTPS; required when it is reachable beyond this machine.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The listener's TLS private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Requests per second the listener takes from one address for SMS from numbers that
+    /// are no member's (a burst of five times as many is allowed); beyond that it answers
+    /// 429. SMS from members' numbers are never held back by it.
+    #[serde(default = "default_listen_rate")]
+    pub listen_rate: u32,
 }
 
 impl SmsConfig {
@@ -187,6 +218,11 @@ impl SmsConfig {
             accept_unknown: false,
             housekeeping_seconds: default_housekeeping(),
             template: None,
+            total_daily_budget: default_total_budget(),
+            listen_token_env: None,
+            tls_cert: None,
+            tls_key: None,
+            listen_rate: default_listen_rate(),
         }
     }
 
@@ -242,6 +278,16 @@ impl SmsConfig {
         }
         if self.expiry_hours == 0 {
             return Err(need("expiry_hours", "must be at least 1"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(need(
+                if self.tls_cert.is_some() {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                },
+                "HTTPS needs both tls_cert (the certificate chain, PEM) and tls_key (its private key, PEM)",
+            ));
         }
         Ok(())
     }

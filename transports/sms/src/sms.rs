@@ -1,6 +1,6 @@
-//! [`SmsTransport`]: one node's SMS endpoint — sending with a budget and a queue, receiving
-//! and reassembling parts durably, repairing what the network lost, expiring what never
-//! completes, and the [`Transport`] mailbox over complete messages.
+//! [`SmsTransport`]: one node's SMS endpoint — sending with budgets and a queue, answering
+//! members' repair requests within limits, and the [`Transport`] mailbox over complete
+//! messages. Reassembly lives in `recv.rs`, what is set aside in `quarantine.rs`.
 
 use crate::config::SmsConfig;
 use crate::error::SmsError;
@@ -13,7 +13,7 @@ use ferry_transport::{
     Capabilities, Direction, Disposition, MessageId, MessageInfo, Transport, TransportError,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,8 +60,8 @@ pub enum Accepted {
         /// The part.
         index: u16,
     },
-    /// The last missing part arrived: a whole message is in the mailbox
-    /// ([`Transport::list`]).
+    /// The last missing part arrived (or another version of a part did): an assembly of
+    /// the message is in the mailbox ([`Transport::list`]).
     Completed {
         /// The sender.
         from: Phone,
@@ -70,8 +70,19 @@ pub enum Accepted {
         /// The message, as [`Transport::list`] shows it.
         message: MessageInfo,
     },
-    /// The peer asked for parts again: `resend` parts were queued for it, and `gone`
-    /// messages it asked about are no longer held (it was told so).
+    /// Every part is there, but so many bundles from this sender (or from numbers that
+    /// are no member's) were refused lately that the message waits; it is offered within
+    /// minutes ([`SmsTransport::expire`] offers it once the allowance is back).
+    Held {
+        /// The sender.
+        from: Phone,
+        /// The message's tag.
+        tag: u16,
+    },
+    /// A member asked for parts again: `resend` parts were queued for it, and `gone`
+    /// messages it asked about are no longer held (it was told, at most once a day);
+    /// `declined` parts were not sent again (asked too often, or the member's share of the
+    /// budget for repairs is spent today).
     RepairRequested {
         /// The peer.
         from: Phone,
@@ -79,6 +90,8 @@ pub enum Accepted {
         resend: usize,
         /// Messages no longer held.
         gone: usize,
+        /// Parts asked for that were not sent again.
+        declined: usize,
     },
     /// The sender no longer holds messages we were waiting for; they were given up and
     /// reported.
@@ -88,9 +101,61 @@ pub enum Accepted {
         /// One report per message given up.
         reports: Vec<Report>,
     },
-    /// The SMS was not taken (malformed, or from an unknown number): it is kept in the
-    /// state folder's `quarantine/` and reported.
-    Refused(Report),
+    /// The SMS was not taken (malformed, or from an unknown number): it is noted in the
+    /// state folder's bounded `quarantine/` log.
+    Refused(Refusal),
+    /// A control SMS or part that is not acted on: a repair request or notice from a
+    /// number that is no member's (ferry never sends SMS to strangers), or one more
+    /// version of a part than are kept. Nothing was sent or changed.
+    Ignored {
+        /// The sender, as the gateway wrote it (at most 64 characters).
+        from: String,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// An SMS that was not taken ([`Accepted::Refused`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Its sender as the gateway wrote it, cut to 64 characters (it may hold anything).
+    pub from: String,
+    /// Why it was not taken.
+    pub reason: String,
+    /// Whether only because the number is no member's (with `accept_unknown = false`).
+    pub unknown_sender: bool,
+    /// The log it is noted in.
+    pub kept_at: PathBuf,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unknown_sender {
+            write!(
+                f,
+                "an SMS from {}, which is no member's number, was set aside (noted in {}); if it is a member's new number, set it (ferry contact set --phone)",
+                self.from,
+                self.kept_at.display()
+            )
+        } else {
+            write!(
+                f,
+                "an SMS from {} is not a ferry message ({}); noted in {}",
+                self.from,
+                self.reason,
+                self.kept_at.display()
+            )
+        }
+    }
+}
+
+/// At most `max` characters of a string a stranger controls (a sender, a text), with an
+/// ellipsis when cut. Control characters are kept: whoever prints it escapes them.
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
 }
 
 /// Something the user should hear about, kept in the state folder until dismissed
@@ -113,8 +178,25 @@ pub enum GiveUpReason {
     Expired,
     /// The sender said it no longer holds the message.
     SenderGone,
-    /// The sender reused the tag for a message with another number of parts.
+    /// The sender reused the tag for a message with another number of parts (earlier
+    /// versions of ferry; messages are now told apart by tag and part count).
     Replaced,
+    /// Too many incomplete messages from this number (or in all) were waiting: the
+    /// oldest made room.
+    Crowded,
+}
+
+impl std::fmt::Display for GiveUpReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GiveUpReason::Expired => "no new part arrived before the expiry time",
+            GiveUpReason::SenderGone => "the sender no longer holds it",
+            GiveUpReason::Replaced => "the sender reused its tag for a new message",
+            GiveUpReason::Crowded => {
+                "too many incomplete messages from that number were waiting and it was the oldest"
+            }
+        })
+    }
 }
 
 /// What a [`Report`] is about.
@@ -139,7 +221,8 @@ pub enum ReportKind {
         /// Where the parts are.
         kept_at: PathBuf,
     },
-    /// An SMS that is not ferry's, or was damaged on the way; kept in `kept_at`.
+    /// An SMS that is not ferry's, or was damaged on the way; kept in `kept_at` (earlier
+    /// versions of ferry; such SMS are now [`Accepted::Refused`] and noted in a bounded log).
     Malformed {
         /// Its sender, as the gateway wrote it.
         from: String,
@@ -148,8 +231,8 @@ pub enum ReportKind {
         /// Where it is kept.
         kept_at: PathBuf,
     },
-    /// An SMS from a number that is no member's; kept in `kept_at` (see
-    /// [`SmsTransport::replay_quarantine`]).
+    /// An SMS from a number that is no member's; kept in `kept_at` (earlier versions of
+    /// ferry; see [`Accepted::Refused`]).
     UnknownSender {
         /// The number.
         from: String,
@@ -176,19 +259,12 @@ impl std::fmt::Display for Report {
                 first_seen,
                 reason,
                 kept_at,
-            } => {
-                let why = match reason {
-                    GiveUpReason::Expired => "no new part arrived before the expiry time",
-                    GiveUpReason::SenderGone => "the sender no longer holds it",
-                    GiveUpReason::Replaced => "the sender reused its tag for a new message",
-                };
-                write!(
-                    f,
-                    "gave up an SMS message from {from} (tag {tag}, first part {}): {have} of {count} parts arrived and {why}; it will be sent again when the sender sees it is missing (parts kept in {})",
-                    iso(*first_seen),
-                    kept_at.display()
-                )
-            }
+            } => write!(
+                f,
+                "gave up an SMS message from {from} (tag {tag}, first part {}): {have} of {count} parts arrived and {reason}; it will be sent again when the sender sees it is missing (parts kept in {})",
+                iso(*first_seen),
+                kept_at.display()
+            ),
             ReportKind::Malformed {
                 from,
                 reason,
@@ -205,8 +281,14 @@ impl std::fmt::Display for Report {
             ),
             ReportKind::RepairUnavailable { to, tags } => write!(
                 f,
-                "{to} asked again for parts of {} message(s) this laptop no longer keeps (tags {tags:?}); they will be sent anew if the peer still lacks their content",
-                tags.len()
+                "{to} asked again for parts of {} message{} this laptop no longer keeps (tag{} {}); it was told, and what it still lacks goes with the next send",
+                tags.len(),
+                if tags.len() == 1 { "" } else { "s" },
+                if tags.len() == 1 { "" } else { "s" },
+                tags.iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -265,6 +347,19 @@ pub struct PeerCounters {
     pub incomplete: usize,
 }
 
+/// What numbers that are no member's left with this node ([`SmsTransport::strangers`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrangerCounters {
+    /// Their incomplete messages kept now (at most 64).
+    pub incomplete: usize,
+    /// Their incomplete messages dropped so far to stay within bounds, or after a day.
+    pub dropped_messages: u64,
+    /// Versions of parts dropped (anyone's) because a part already had four.
+    pub extra_versions: u64,
+    /// Bytes of the log of SMS set aside (at most 1 MiB).
+    pub set_aside_log_bytes: u64,
+}
+
 /// What [`SmsTransport::flush_queue`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlushReport {
@@ -312,6 +407,23 @@ struct PeerState {
     sent_today: u32,
     sent_total: u64,
     next_tag: Option<u16>,
+    /// The day `repairs_today` counts.
+    #[serde(default)]
+    repairs_day: u64,
+    /// Repair SMS (requests, parts sent again, "gone" notices) queued for this peer that
+    /// day.
+    #[serde(default)]
+    repairs_today: u32,
+    /// The last day a "gone" notice was queued for this peer.
+    #[serde(default)]
+    gone_day: Option<u64>,
+}
+
+/// SMS sent to all numbers together on one day (`budget.json`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct TotalState {
+    day: u64,
+    sent_today: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -322,43 +434,22 @@ struct SentMeta {
     binary: bool,
     count: usize,
     chunk: usize,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct RecvMeta {
-    count: u16,
-    first_seen: u64,
-    last_seen: u64,
-    last_request: Option<u64>,
-    requests: u32,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct DoneMarker {
-    at: u64,
-    id: String,
-    count: u16,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct MessageMeta {
-    from: Phone,
-    tag: u16,
-    parts: u16,
-    len: u64,
-    completed_at: u64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct QuarantinedSms {
-    from: String,
-    to: Option<String>,
+    /// Per part sent again: (when last, the day counted, times that day).
     #[serde(default)]
-    text: Option<String>,
+    resent: BTreeMap<u16, (u64, u64, u8)>,
+}
+
+/// What the mailbox keeps beside each assembled message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MessageMeta {
+    pub from: Phone,
+    pub tag: u16,
+    pub parts: u16,
+    pub len: u64,
+    pub completed_at: u64,
+    /// Which version of each part this assembly used.
     #[serde(default)]
-    hex: Option<String>,
-    reason: String,
-    at: u64,
+    pub choice: Option<Vec<u8>>,
 }
 
 /// A queued SMS, from its file name `P-STAMP-TAG-INDEX.EXT`.
@@ -370,11 +461,19 @@ struct Queued {
     binary: bool,
 }
 
-const PRIO_CONTROL: u8 = 0;
+pub(crate) const PRIO_CONTROL: u8 = 0;
 const PRIO_REPAIR: u8 = 1;
 const PRIO_DATA: u8 = 2;
 
-fn encode_body(frame: Vec<u8>, binary: bool) -> SmsBody {
+/// A part is sent again at most this often per UTC day, however often it is asked for.
+const RESENDS_PER_PART_PER_DAY: u8 = 3;
+/// ... and not again within this many seconds of the last time.
+const RESEND_MIN_SECS: u64 = 20;
+/// The longest text a gateway may hand over for one SMS (a concatenated SMS of 7 parts in
+/// UCS-2, generously); longer is not ferry's and is not decoded.
+const MAX_SMS_CHARS: usize = 1200;
+
+pub(crate) fn encode_body(frame: Vec<u8>, binary: bool) -> SmsBody {
     if binary {
         SmsBody::Binary(frame)
     } else {
@@ -387,6 +486,9 @@ fn encode_body(frame: Vec<u8>, binary: bool) -> SmsBody {
 fn decode_body(body: &SmsBody) -> Result<Frame, String> {
     match body {
         SmsBody::Text(t) => {
+            if t.len() > MAX_SMS_CHARS * 4 {
+                return Err(format!("{} bytes is longer than any SMS", t.len()));
+            }
             let t = t.trim();
             let whole = match text::decode(t) {
                 Ok(bytes) => frame::decode(&bytes).map_err(|e| e.to_string()),
@@ -397,18 +499,24 @@ fn decode_body(body: &SmsBody) -> Result<Frame, String> {
             whole.or_else(|e| {
                 t.split_whitespace()
                     .filter(|w| w.len() < t.len())
+                    .take(16)
                     .find_map(|w| text::decode(w).ok().and_then(|b| frame::decode(&b).ok()))
                     .ok_or(e)
             })
         }
-        SmsBody::Binary(b) => match frame::decode(b) {
-            Ok(f) => Ok(f),
-            Err(e) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|t| text::decode(t.trim()).ok())
-                .and_then(|bytes| frame::decode(&bytes).ok())
-                .ok_or_else(|| e.to_string()),
-        },
+        SmsBody::Binary(b) => {
+            if b.len() > MAX_SMS_CHARS * 2 {
+                return Err(format!("{} bytes is longer than any SMS", b.len()));
+            }
+            match frame::decode(b) {
+                Ok(f) => Ok(f),
+                Err(e) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|t| text::decode(t.trim()).ok())
+                    .and_then(|bytes| frame::decode(&bytes).ok())
+                    .ok_or_else(|| e.to_string()),
+            }
+        }
     }
 }
 
@@ -419,11 +527,18 @@ fn decode_body(body: &SmsBody) -> Result<Frame, String> {
 /// send), or call [`SmsTransport::send_to`] directly. Several instances (the listener's
 /// thread, a `ferry send sms` process) may share one state folder: every change holds a
 /// file lock, and one sender at a time empties the queue.
+///
+/// **Nothing a stranger sends makes it send an SMS**: it sends what it is asked to send
+/// ([`SmsTransport::send_to`]), repair requests for members' incomplete messages, and
+/// answers to members' repair requests — parts of messages it sent to that very number,
+/// each part at most three times a day, and repair SMS to one member at most a quarter of
+/// `daily_budget` a day — all within `daily_budget` per number and `total_daily_budget`
+/// in all.
 pub struct SmsTransport {
-    config: SmsConfig,
-    store: Store,
+    pub(crate) config: SmsConfig,
+    pub(crate) store: Store,
     gateway: Gateway,
-    peers: Vec<Peer>,
+    pub(crate) peers: Vec<Peer>,
     recipient: Option<Phone>,
     clock: Clock,
 }
@@ -482,8 +597,9 @@ impl SmsTransport {
         self.store.root()
     }
 
-    /// The members SMS are exchanged with. SMS from other numbers are set aside and
-    /// reported (unless `accept_unknown`).
+    /// The members SMS are exchanged with: the only numbers repair requests and answers
+    /// ever go to. SMS from other numbers are set aside (unless `accept_unknown`, and then
+    /// kept within the small bounds for strangers).
     pub fn set_peers(&mut self, peers: impl IntoIterator<Item = Peer>) {
         self.peers = peers.into_iter().collect();
     }
@@ -503,7 +619,7 @@ impl SmsTransport {
         self.clock = clock;
     }
 
-    fn now_secs(&self) -> u64 {
+    pub(crate) fn now_secs(&self) -> u64 {
         unix((self.clock)())
     }
 
@@ -533,7 +649,7 @@ impl SmsTransport {
             })
     }
 
-    fn peer_for(&self, from: &Phone) -> Option<&Peer> {
+    pub(crate) fn peer_for(&self, from: &Phone) -> Option<&Peer> {
         self.peers.iter().find(|p| p.phone.same_as(from))
     }
 
@@ -550,12 +666,58 @@ impl SmsTransport {
             s.day = now / 86_400;
             s.sent_today = 0;
         }
+        if s.repairs_day != now / 86_400 {
+            s.repairs_day = now / 86_400;
+            s.repairs_today = 0;
+        }
         Ok(s)
     }
 
     fn save_peer_state(&self, phone: &Phone, s: &PeerState) -> Result<(), SmsError> {
         let path = self.store.path(&format!("peers/{}.json", Self::key(phone)));
         self.store.write_json(&path, s)
+    }
+
+    fn total_state(&self, now: u64) -> Result<TotalState, SmsError> {
+        let mut s: TotalState = self
+            .store
+            .read_json(&self.store.path("budget.json"))?
+            .unwrap_or_default();
+        if s.day != now / 86_400 {
+            s = TotalState {
+                day: now / 86_400,
+                sent_today: 0,
+            };
+        }
+        Ok(s)
+    }
+
+    /// Repair SMS (requests, parts sent again, "gone" notices) one peer may have per day:
+    /// a quarter of its daily budget, so repairs, forged or not, never take the budget of
+    /// new data.
+    pub fn repair_share(&self) -> u32 {
+        (self.config.daily_budget / 4).max(1)
+    }
+
+    /// Takes up to `n` SMS from `peer`'s repair share for today; returns how many it may
+    /// queue. Runs under the state lock.
+    pub(crate) fn take_repair_share(
+        &self,
+        peer: &Phone,
+        n: usize,
+        now: u64,
+    ) -> Result<usize, SmsError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut s = self.peer_state(peer, now)?;
+        let left = self.repair_share().saturating_sub(s.repairs_today) as usize;
+        let take = n.min(left);
+        if take > 0 {
+            s.repairs_today += take as u32;
+            self.save_peer_state(peer, &s)?;
+        }
+        Ok(take)
     }
 
     // ---- the queue --------------------------------------------------------------------
@@ -582,7 +744,7 @@ impl SmsTransport {
         Ok(out)
     }
 
-    fn enqueue(
+    pub(crate) fn enqueue(
         &self,
         phone: &Phone,
         priority: u8,
@@ -607,8 +769,9 @@ impl SmsTransport {
     }
 
     /// Sends what waits in the queue, oldest and most urgent first (repair requests, then
-    /// repaired parts, then new messages), as far as each peer's budget for today allows.
-    /// Stops at the first gateway error; what was not sent stays queued.
+    /// repaired parts, then new messages), as far as each peer's budget and the total
+    /// budget for today allow. Stops at the first gateway error; what was not sent stays
+    /// queued.
     pub fn flush_queue(&mut self) -> Result<FlushReport, SmsError> {
         let _flushing = self.store.flush_lock()?;
         let mut report = FlushReport::default();
@@ -619,7 +782,10 @@ impl SmsTransport {
                     let _l = self.store.lock()?;
                     let now = self.now_secs();
                     let state = self.peer_state(peer, now)?;
-                    if state.sent_today >= self.config.daily_budget {
+                    let total = self.total_state(now)?;
+                    if state.sent_today >= self.config.daily_budget
+                        || total.sent_today >= self.config.total_daily_budget
+                    {
                         None
                     } else {
                         let mut q = self.queue(peer)?;
@@ -656,6 +822,10 @@ impl SmsTransport {
                 state.sent_today += 1;
                 state.sent_total += 1;
                 self.save_peer_state(peer, &state)?;
+                let mut total = self.total_state(now)?;
+                total.sent_today += 1;
+                self.store
+                    .write_json(&self.store.path("budget.json"), &total)?;
                 report.sent += 1;
             }
         }
@@ -729,7 +899,7 @@ impl SmsTransport {
     }
 
     /// Sends one message to `to`: cuts it into SMS, keeps a copy to answer repair
-    /// requests, queues every part durably, then sends as many as today's budget allows.
+    /// requests, queues every part durably, then sends as many as today's budgets allow.
     /// A message already sent to `to` under the same `name` (and size) is not sent again.
     ///
     /// On a gateway error the parts stay queued (a later [`SmsTransport::flush_queue`], or
@@ -760,6 +930,7 @@ impl SmsTransport {
                         binary,
                         count: layout.count,
                         chunk: layout.chunk,
+                        resent: BTreeMap::new(),
                     };
                     self.store
                         .write_json(&dir.join(format!("{tag:05}.json")), &meta)?;
@@ -805,8 +976,18 @@ impl SmsTransport {
     pub fn dry_run(&self, to: &Phone, len: u64) -> Result<DryRun, SmsError> {
         let messages = self.messages_for(len)?;
         let _l = self.store.lock()?;
-        let state = self.peer_state(to, self.now_secs())?;
-        let remaining = self.config.daily_budget.saturating_sub(state.sent_today);
+        let now = self.now_secs();
+        let state = self.peer_state(to, now)?;
+        let total = self.total_state(now)?;
+        let remaining = self
+            .config
+            .daily_budget
+            .saturating_sub(state.sent_today)
+            .min(
+                self.config
+                    .total_daily_budget
+                    .saturating_sub(total.sent_today),
+            );
         let already_queued = self.queue(to)?.len();
         let room = (remaining as usize).saturating_sub(already_queued);
         let send_today = messages.min(room);
@@ -819,26 +1000,29 @@ impl SmsTransport {
         })
     }
 
-    /// SMS sent and queued per peer (every known peer, and any other number the state
-    /// folder has seen).
+    /// SMS sent and queued per peer: every known peer, and any other number this node
+    /// sent to (`--to`). Numbers that only sent to it are not listed one by one: see
+    /// [`SmsTransport::strangers`].
     pub fn counters(&self) -> Result<Vec<PeerCounters>, SmsError> {
         let _l = self.store.lock()?;
         let now = self.now_secs();
         let mut phones: Vec<Phone> = self.peers.iter().map(|p| p.phone.clone()).collect();
-        for dir in ["peers", "queue", "recv"] {
+        for dir in ["peers", "queue"] {
             for p in self.store.peers_in(dir)? {
                 if !phones.iter().any(|q| q.same_as(&p)) {
                     phones.push(p);
                 }
             }
         }
+        let index = self.load_index()?;
         let mut out = Vec::new();
         for phone in phones {
             let state = self.peer_state(&phone, now)?;
-            let incomplete = self
-                .store
-                .list(&self.store.path(&format!("recv/{}", Self::key(&phone))))?
-                .len();
+            let incomplete = index
+                .messages
+                .iter()
+                .filter(|e| e.from.same_as(&phone))
+                .count();
             out.push(PeerCounters {
                 label: self.peer_for(&phone).map(|p| p.label.clone()),
                 sent_today: state.sent_today,
@@ -852,28 +1036,47 @@ impl SmsTransport {
         Ok(out)
     }
 
+    /// What numbers that are no member's left with this node, in all.
+    pub fn strangers(&self) -> Result<StrangerCounters, SmsError> {
+        let _l = self.store.lock()?;
+        let index = self.load_index()?;
+        Ok(StrangerCounters {
+            incomplete: index
+                .messages
+                .iter()
+                .filter(|e| !self.is_member(&e.from))
+                .count(),
+            dropped_messages: index.dropped.stranger_messages,
+            extra_versions: index.dropped.extra_versions,
+            set_aside_log_bytes: self.quarantine_bytes(),
+        })
+    }
+
     // ---- receiving ----------------------------------------------------------------------
 
-    /// Takes one incoming SMS: stores a part durably (and completes its message when it was
-    /// the last one missing), answers a repair request by queueing the parts asked for, or
-    /// gives up messages the sender no longer holds. A malformed SMS or one from an unknown
-    /// number is kept aside in `quarantine/` and reported. Returns once everything is on
-    /// disk; repaired parts are queued, and [`SmsTransport::flush_queue`] sends them.
+    /// Takes one incoming SMS: stores a part (and offers its message when it was the last
+    /// one missing), answers a member's repair request by queueing the parts asked for, or
+    /// gives up messages a member no longer holds. A malformed SMS, or one from an unknown
+    /// number (without `accept_unknown`), is noted in the bounded `quarantine/` log.
+    /// Returns once what must last is on disk (members' parts durably); repaired parts are
+    /// queued, and [`SmsTransport::flush_queue`] sends them.
     pub fn accept(&mut self, sms: &IncomingSms) -> Result<Accepted, SmsError> {
         let _l = self.store.lock()?;
         let now = self.now_secs();
         match self.classify(sms) {
-            Err((reason, unknown)) => {
-                let report = self.quarantine(sms, &reason, unknown, now)?;
-                Ok(Accepted::Refused(report))
-            }
+            Err((reason, unknown)) => Ok(Accepted::Refused(
+                self.set_aside(sms, &reason, unknown, now)?,
+            )),
             Ok((from, frame)) => self.apply(&from, frame, now),
         }
     }
 
     /// The sender and frame of an SMS, or why it is refused (and whether because the number
     /// is unknown).
-    fn classify(&self, sms: &IncomingSms) -> Result<(Phone, Frame), (String, bool)> {
+    pub(crate) fn classify(&self, sms: &IncomingSms) -> Result<(Phone, Frame), (String, bool)> {
+        if sms.from.len() > 64 {
+            return Err(("the sender is not a phone number".into(), false));
+        }
         let Ok(from) = Phone::parse(&sms.from) else {
             return Err(("the sender is not a phone number".into(), false));
         };
@@ -886,249 +1089,125 @@ impl SmsTransport {
         Ok((from, frame))
     }
 
-    fn apply(&self, from: &Phone, frame: Frame, now: u64) -> Result<Accepted, SmsError> {
-        match frame {
-            Frame::Data {
-                tag,
-                index,
-                count,
-                payload,
-            } => self.store_part(from, tag, index, count, &payload, now),
-            Frame::Missing(requests) => self.answer_missing(from, &requests, now),
-            Frame::Gone(gone) => {
-                let mut reports = Vec::new();
-                for g in gone {
-                    let dir = self.recv_dir(from, g.tag);
-                    if let Some(meta) = self.store.read_json::<RecvMeta>(&dir.join("meta.json"))? {
-                        if meta.count == g.count {
-                            reports.push(self.give_up(
-                                from,
-                                g.tag,
-                                &meta,
-                                GiveUpReason::SenderGone,
-                                now,
-                            )?);
-                        }
-                    }
-                }
-                Ok(Accepted::SenderGone {
-                    from: from.clone(),
-                    reports,
-                })
-            }
-        }
-    }
-
-    fn recv_dir(&self, from: &Phone, tag: u16) -> PathBuf {
-        self.store
-            .path(&format!("recv/{}/{tag:05}", Self::key(from)))
-    }
-
-    fn held_parts(&self, dir: &Path) -> Result<BTreeSet<u16>, SmsError> {
-        Ok(self
-            .store
-            .list(dir)?
-            .iter()
-            .filter_map(|n| n.strip_suffix(".part").and_then(|i| i.parse().ok()))
-            .collect())
-    }
-
-    fn store_part(
-        &self,
-        from: &Phone,
-        tag: u16,
-        index: u16,
-        count: u16,
-        payload: &[u8],
-        now: u64,
-    ) -> Result<Accepted, SmsError> {
-        let done_path = self
-            .store
-            .path(&format!("done/{}/{tag:05}.json", Self::key(from)));
-        if let Some(done) = self.store.read_json::<DoneMarker>(&done_path)? {
-            if done.count == count {
-                return Ok(Accepted::Duplicate {
-                    from: from.clone(),
-                    tag,
-                    index,
-                });
-            }
-            self.store.remove(&done_path)?;
-        }
-        let dir = self.recv_dir(from, tag);
-        let meta_path = dir.join("meta.json");
-        let mut meta = self.store.read_json::<RecvMeta>(&meta_path)?;
-        if let Some(m) = &meta {
-            if m.count != count {
-                self.give_up(from, tag, m, GiveUpReason::Replaced, now)?;
-                meta = None;
-            }
-        }
-        let part = dir.join(format!("{index:03}.part"));
-        if meta.is_some() && part.exists() {
-            return Ok(Accepted::Duplicate {
-                from: from.clone(),
-                tag,
-                index,
-            });
-        }
-        let mut meta = meta.unwrap_or(RecvMeta {
-            count,
-            first_seen: now,
-            last_seen: now,
-            last_request: None,
-            requests: 0,
-        });
-        meta.last_seen = now;
-        self.store.write_json(&meta_path, &meta)?;
-        self.store.write(&part, payload)?;
-        let held = self.held_parts(&dir)?;
-        if held.len() < usize::from(count) {
-            return Ok(Accepted::Part {
-                from: from.clone(),
-                tag,
-                index,
-                count,
-                have: held.len() as u16,
-            });
-        }
-        let mut message = Vec::new();
-        for i in 0..count {
-            let bytes = self
-                .store
-                .read(&dir.join(format!("{i:03}.part")))?
-                .unwrap_or_default();
-            message.extend(bytes);
-        }
-        let id = format!("{:011}-{}-{tag:05}", meta.first_seen, from.digits());
-        let msg_path = self.store.path(&format!("inbox/{id}.msg"));
-        self.store.write(&msg_path, &message)?;
-        self.store.write_json(
-            &self.store.path(&format!("inbox/{id}.json")),
-            &MessageMeta {
-                from: from.clone(),
-                tag,
-                parts: count,
-                len: message.len() as u64,
-                completed_at: now,
-            },
-        )?;
-        self.store.write_json(
-            &done_path,
-            &DoneMarker {
-                at: now,
-                id: id.clone(),
-                count,
-            },
-        )?;
-        self.store.remove_dir(&dir)?;
-        Ok(Accepted::Completed {
-            from: from.clone(),
-            tag,
-            message: MessageInfo {
-                id: MessageId(id),
-                len: Some(message.len() as u64),
-                location: msg_path.display().to_string(),
-            },
-        })
-    }
-
-    fn answer_missing(
+    /// Answers a member's repair request: the parts asked for of messages sent to that very
+    /// number, each at most [`RESENDS_PER_PART_PER_DAY`] times a day and not twice within
+    /// [`RESEND_MIN_SECS`], within the member's repair share; and, at most once a day, a
+    /// "gone" notice for messages no longer kept.
+    pub(crate) fn answer_missing(
         &self,
         from: &Phone,
         requests: &[Missing],
         now: u64,
     ) -> Result<Accepted, SmsError> {
-        let mut resend = 0;
-        let mut gone = Vec::new();
+        let day = now / 86_400;
         let queued = self.queue(from)?;
+        let mut wanted: Vec<(u16, u16)> = Vec::new();
+        let mut sent: BTreeMap<u16, (SentMeta, Vec<u8>)> = BTreeMap::new();
+        let mut gone = Vec::new();
+        let mut declined = 0;
         for r in requests {
-            match self.load_sent(from, r.tag)? {
-                Some((meta, message)) if meta.count == usize::from(r.count) => {
-                    let layout = Layout {
-                        count: meta.count,
-                        chunk: meta.chunk,
-                    };
-                    for &i in &r.parts {
-                        let waiting = queued
-                            .iter()
-                            .any(|q| q.tag == Some(r.tag) && q.index == Some(i));
-                        if waiting {
-                            continue;
-                        }
-                        let f = frame::data_frame(r.tag, &message, layout, usize::from(i));
-                        self.enqueue(
-                            from,
-                            PRIO_REPAIR,
-                            Some(r.tag),
-                            Some(i),
-                            &encode_body(f, meta.binary),
-                        )?;
-                        resend += 1;
+            let held = match sent.get(&r.tag) {
+                Some(_) => true,
+                None => match self.load_sent(from, r.tag)? {
+                    Some((meta, message)) if meta.count == usize::from(r.count) => {
+                        sent.insert(r.tag, (meta, message));
+                        true
                     }
-                }
-                _ => gone.push(Gone {
+                    _ => false,
+                },
+            };
+            if !held {
+                gone.push(Gone {
                     tag: r.tag,
                     count: r.count,
-                }),
+                });
+                continue;
+            }
+            let meta = &sent[&r.tag].0;
+            for &i in &r.parts {
+                let waiting = queued
+                    .iter()
+                    .any(|q| q.tag == Some(r.tag) && q.index == Some(i));
+                let too_often = meta.resent.get(&i).is_some_and(|&(last, d, n)| {
+                    now < last.saturating_add(RESEND_MIN_SECS)
+                        || (d == day && n >= RESENDS_PER_PART_PER_DAY)
+                });
+                if waiting || wanted.contains(&(r.tag, i)) {
+                    continue;
+                }
+                if too_often {
+                    declined += 1;
+                    continue;
+                }
+                wanted.push((r.tag, i));
             }
         }
+        let allowed = self.take_repair_share(from, wanted.len(), now)?;
+        declined += wanted.len() - allowed;
+        for &(tag, i) in &wanted[..allowed] {
+            let (meta, message) = sent.get_mut(&tag).expect("loaded above");
+            let layout = Layout {
+                count: meta.count,
+                chunk: meta.chunk,
+            };
+            let f = frame::data_frame(tag, message, layout, usize::from(i));
+            self.enqueue(
+                from,
+                PRIO_REPAIR,
+                Some(tag),
+                Some(i),
+                &encode_body(f, meta.binary),
+            )?;
+            let e = meta.resent.entry(i).or_insert((0, day, 0));
+            if e.1 != day {
+                *e = (0, day, 0);
+            }
+            e.0 = now;
+            e.2 = e.2.saturating_add(1);
+        }
+        let dir = self.store.path(&format!("sent/{}", Self::key(from)));
+        for (tag, (meta, _)) in &sent {
+            self.store
+                .write_json(&dir.join(format!("{tag:05}.json")), meta)?;
+        }
+        let mut told = 0;
         if !gone.is_empty() {
-            for f in frame::gone_frames(&gone, self.frame_bytes()) {
-                self.enqueue(
-                    from,
-                    PRIO_CONTROL,
-                    None,
-                    None,
-                    &encode_body(f, self.config.binary),
+            let state = self.peer_state(from, now)?;
+            let frames = frame::gone_frames(&gone, self.frame_bytes());
+            if state.gone_day != Some(day)
+                && self.take_repair_share(from, frames.len(), now)? == frames.len()
+            {
+                for f in frames {
+                    self.enqueue(
+                        from,
+                        PRIO_CONTROL,
+                        None,
+                        None,
+                        &encode_body(f, self.config.binary),
+                    )?;
+                }
+                let mut state = self.peer_state(from, now)?;
+                state.gone_day = Some(day);
+                self.save_peer_state(from, &state)?;
+                told = gone.len();
+                self.report(
+                    ReportKind::RepairUnavailable {
+                        to: from.clone(),
+                        tags: gone.iter().map(|g| g.tag).collect(),
+                    },
+                    now,
                 )?;
             }
-            self.report(
-                ReportKind::RepairUnavailable {
-                    to: from.clone(),
-                    tags: gone.iter().map(|g| g.tag).collect(),
-                },
-                now,
-            )?;
         }
         Ok(Accepted::RepairRequested {
             from: from.clone(),
-            resend,
-            gone: gone.len(),
+            resend: allowed,
+            gone: told,
+            declined: declined + (gone.len() - told),
         })
     }
 
-    fn give_up(
-        &self,
-        from: &Phone,
-        tag: u16,
-        meta: &RecvMeta,
-        reason: GiveUpReason,
-        now: u64,
-    ) -> Result<Report, SmsError> {
-        let dir = self.recv_dir(from, tag);
-        let have = self.held_parts(&dir)?.len() as u16;
-        let kept = self.store.path(&format!(
-            "expired/{}-{tag:05}-{}",
-            from.digits(),
-            unique_stamp()
-        ));
-        self.store.rename(&dir, &kept)?;
-        self.report(
-            ReportKind::GaveUp {
-                from: from.clone(),
-                tag,
-                have,
-                count: meta.count,
-                first_seen: meta.first_seen,
-                reason,
-                kept_at: kept,
-            },
-            now,
-        )
-    }
-
-    fn report(&self, kind: ReportKind, now: u64) -> Result<Report, SmsError> {
+    pub(crate) fn report(&self, kind: ReportKind, now: u64) -> Result<Report, SmsError> {
         let report = Report {
             id: unique_stamp(),
             at: now,
@@ -1136,80 +1215,8 @@ impl SmsTransport {
         };
         let path = self.store.path(&format!("reports/{}.json", report.id));
         self.store.write_json(&path, &report)?;
+        self.cap_reports()?;
         Ok(report)
-    }
-
-    fn quarantine(
-        &self,
-        sms: &IncomingSms,
-        reason: &str,
-        unknown: bool,
-        now: u64,
-    ) -> Result<Report, SmsError> {
-        let (text, hex) = match &sms.body {
-            SmsBody::Text(t) => (Some(t.clone()), None),
-            SmsBody::Binary(b) => (None, Some(b.iter().map(|x| format!("{x:02x}")).collect())),
-        };
-        let id = unique_stamp();
-        let path = self.store.path(&format!("quarantine/{id}.json"));
-        self.store.write_json(
-            &path,
-            &QuarantinedSms {
-                from: sms.from.clone(),
-                to: sms.to.clone(),
-                text,
-                hex,
-                reason: reason.to_string(),
-                at: now,
-            },
-        )?;
-        let kind = if unknown {
-            ReportKind::UnknownSender {
-                from: sms.from.clone(),
-                kept_at: path,
-            }
-        } else {
-            ReportKind::Malformed {
-                from: sms.from.clone(),
-                reason: reason.to_string(),
-                kept_at: path,
-            }
-        };
-        self.report(kind, now)
-    }
-
-    /// Takes again the SMS set aside in `quarantine/` that can now be taken (for instance
-    /// after [`SmsTransport::set_peers`] learnt a member's new number); the others stay.
-    pub fn replay_quarantine(&mut self) -> Result<Vec<Accepted>, SmsError> {
-        let _l = self.store.lock()?;
-        let now = self.now_secs();
-        let dir = self.store.path("quarantine");
-        let mut out = Vec::new();
-        for name in self.store.list(&dir)? {
-            let path = dir.join(&name);
-            let Some(q) = self.store.read_json::<QuarantinedSms>(&path)? else {
-                continue;
-            };
-            let body = match (&q.text, &q.hex) {
-                (Some(t), _) => SmsBody::Text(t.clone()),
-                (None, Some(h)) => SmsBody::Binary(
-                    (0..h.len() / 2)
-                        .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
-                        .collect(),
-                ),
-                (None, None) => continue,
-            };
-            let sms = IncomingSms {
-                from: q.from.clone(),
-                to: q.to.clone(),
-                body,
-            };
-            if let Ok((from, frame)) = self.classify(&sms) {
-                out.push(self.apply(&from, frame, now)?);
-                self.store.remove(&path)?;
-            }
-        }
-        Ok(out)
     }
 
     /// Reads Gammu's inbox folder: takes every SMS in it ([`SmsTransport::accept`]) and
@@ -1246,114 +1253,39 @@ impl SmsTransport {
 
     // ---- repair and expiry ----------------------------------------------------------------
 
-    /// Asks peers for the parts still missing of messages that made no progress for
-    /// `repair_after_minutes` (then twice as long after each request), one compact control
-    /// SMS per peer where possible, and sends them as the budget allows.
+    /// Asks members for the parts still missing of their messages that made no progress
+    /// for `repair_after_minutes` (then twice as long after each request), one compact
+    /// control SMS per member where possible, and sends them as the budgets allow. Numbers
+    /// that are no member's are never asked.
     pub fn request_missing(&mut self) -> Result<Vec<RepairRequest>, SmsError> {
-        let mut out = Vec::new();
-        {
+        let out = {
             let _l = self.store.lock()?;
             let now = self.now_secs();
-            let base = self.config.repair_after_minutes * 60;
-            for peer in self.store.peers_in("recv")? {
-                let mut requests = Vec::new();
-                let peer_dir = self.store.path(&format!("recv/{}", Self::key(&peer)));
-                for name in self.store.list(&peer_dir)? {
-                    let Ok(tag) = name.parse::<u16>() else {
-                        continue;
-                    };
-                    let dir = peer_dir.join(&name);
-                    let meta_path = dir.join("meta.json");
-                    let Some(mut meta) = self.store.read_json::<RecvMeta>(&meta_path)? else {
-                        continue;
-                    };
-                    let wait = base.saturating_mul(1u64 << meta.requests.min(16));
-                    let since = meta.last_seen.max(meta.last_request.unwrap_or(0));
-                    if now < since.saturating_add(wait) {
-                        continue;
-                    }
-                    let held = self.held_parts(&dir)?;
-                    let missing: Vec<u16> = (0..meta.count).filter(|i| !held.contains(i)).collect();
-                    if missing.is_empty() {
-                        continue;
-                    }
-                    meta.last_request = Some(now);
-                    meta.requests += 1;
-                    self.store.write_json(&meta_path, &meta)?;
-                    requests.push(Missing {
-                        tag,
-                        count: meta.count,
-                        parts: missing,
-                    });
-                }
-                for f in frame::missing_frames(&requests, self.frame_bytes()) {
-                    self.enqueue(
-                        &peer,
-                        PRIO_CONTROL,
-                        None,
-                        None,
-                        &encode_body(f, self.config.binary),
-                    )?;
-                }
-                out.extend(requests.into_iter().map(|r| RepairRequest {
-                    to: peer.clone(),
-                    tag: r.tag,
-                    count: r.count,
-                    missing: r.parts,
-                }));
-            }
-        }
+            self.queue_repairs(now)?
+        };
         if !out.is_empty() {
             self.flush_queue()?;
         }
         Ok(out)
     }
 
-    /// Gives up incomplete messages with no new part for `expiry_hours` (each reported, its
-    /// parts kept in `expired/`), forgets finished messages' tags after the same time, and
-    /// drops sent copies older than `keep_sent_hours`. Returns the new reports.
+    /// Housekeeping: gives up incomplete messages with no new part for `expiry_hours` (each
+    /// reported, its parts kept in `expired/`; strangers' after a day, dropped), offers
+    /// held messages whose sender's allowance came back, forgets finished messages after
+    /// the same time, drops sent copies older than `keep_sent_hours`, and keeps
+    /// `quarantine/`, `expired/`, `reports/` and the processed mailbox within their size
+    /// and age limits. Returns the new reports.
     pub fn expire(&mut self) -> Result<Vec<Report>, SmsError> {
         let _l = self.store.lock()?;
         let now = self.now_secs();
-        let expiry = self.config.expiry_hours * 3600;
         let keep_sent = self
             .config
             .keep_sent_hours
             .unwrap_or(self.config.expiry_hours)
             * 3600;
-        let mut reports = Vec::new();
-        for peer in self.store.peers_in("recv")? {
-            let peer_dir = self.store.path(&format!("recv/{}", Self::key(&peer)));
-            for name in self.store.list(&peer_dir)? {
-                let Ok(tag) = name.parse::<u16>() else {
-                    continue;
-                };
-                let meta_path = peer_dir.join(&name).join("meta.json");
-                match self.store.read_json::<RecvMeta>(&meta_path)? {
-                    Some(meta) if now >= meta.last_seen.saturating_add(expiry) => {
-                        reports.push(self.give_up(
-                            &peer,
-                            tag,
-                            &meta,
-                            GiveUpReason::Expired,
-                            now,
-                        )?);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        for peer in self.store.peers_in("done")? {
-            let dir = self.store.path(&format!("done/{}", Self::key(&peer)));
-            for name in self.store.list(&dir)? {
-                let path = dir.join(&name);
-                if let Some(d) = self.store.read_json::<DoneMarker>(&path)? {
-                    if now >= d.at.saturating_add(expiry) {
-                        self.store.remove(&path)?;
-                    }
-                }
-            }
-        }
+        self.sweep_legacy(now)?;
+        let reports = self.expire_incoming(now)?;
+        self.offer_held(now)?;
         for peer in self.store.peers_in("sent")? {
             let dir = self.store.path(&format!("sent/{}", Self::key(&peer)));
             for name in self.store.list(&dir)? {
@@ -1369,34 +1301,14 @@ impl SmsTransport {
                 }
             }
         }
+        self.prune_kept(now)?;
         Ok(reports)
     }
 
     /// Messages still incomplete.
     pub fn incomplete(&self) -> Result<Vec<Incomplete>, SmsError> {
         let _l = self.store.lock()?;
-        let mut out = Vec::new();
-        for peer in self.store.peers_in("recv")? {
-            let peer_dir = self.store.path(&format!("recv/{}", Self::key(&peer)));
-            for name in self.store.list(&peer_dir)? {
-                let Ok(tag) = name.parse::<u16>() else {
-                    continue;
-                };
-                let dir = peer_dir.join(&name);
-                if let Some(meta) = self.store.read_json::<RecvMeta>(&dir.join("meta.json"))? {
-                    out.push(Incomplete {
-                        from: peer.clone(),
-                        tag,
-                        have: self.held_parts(&dir)?.len() as u16,
-                        count: meta.count,
-                        first_seen: meta.first_seen,
-                        last_seen: meta.last_seen,
-                        requests: meta.requests,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        self.incomplete_messages()
     }
 
     /// Reports not yet dismissed, oldest first.
@@ -1404,8 +1316,14 @@ impl SmsTransport {
         let dir = self.store.path("reports");
         let mut out = Vec::new();
         for name in self.store.list(&dir)? {
-            if let Some(r) = self.store.read_json::<Report>(&dir.join(&name))? {
-                out.push(r);
+            match self.store.read_json::<Report>(&dir.join(&name)) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                // A report this version cannot read is dropped, not a reason to stop.
+                Err(SmsError::CorruptState { .. }) => {
+                    let _ = self.store.remove(&dir.join(&name));
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -1421,23 +1339,36 @@ impl SmsTransport {
             .remove(&self.store.path(&format!("reports/{id}.json")))
     }
 
-    /// Who sent a message of the mailbox.
+    /// Who sent a message of the mailbox (by the number the gateway gave; numbers can be
+    /// forged, so this says nothing about who wrote it).
     pub fn sender_of(&self, id: &MessageId) -> Result<Option<Phone>, SmsError> {
+        Ok(self.message_meta(id)?.map(|m| m.from))
+    }
+
+    /// Whether a message of the mailbox came from a member's published number.
+    pub fn from_member(&self, id: &MessageId) -> Result<bool, SmsError> {
+        Ok(self
+            .message_meta(id)?
+            .is_some_and(|m| self.is_member(&m.from)))
+    }
+
+    fn message_meta(&self, id: &MessageId) -> Result<Option<MessageMeta>, SmsError> {
         let Some(path) = self.inbox_path(id, "json") else {
             return Ok(None);
         };
         let meta = self.store.read_json::<MessageMeta>(&path)?;
-        let meta = match meta {
+        Ok(match meta {
             Some(m) => Some(m),
             None => self.store.read_json::<MessageMeta>(
                 &self.store.path(&format!("inbox/processed/{}.json", id.0)),
             )?,
-        };
-        Ok(meta.map(|m| m.from))
+        })
     }
 
     fn inbox_path(&self, id: &MessageId, ext: &str) -> Option<PathBuf> {
-        let ok = !id.0.is_empty() && id.0.chars().all(|c| c.is_ascii_digit() || c == '-');
+        let ok = !id.0.is_empty()
+            && id.0.len() < 80
+            && id.0.chars().all(|c| c.is_ascii_digit() || c == '-');
         ok.then(|| self.store.path(&format!("inbox/{}.{ext}", id.0)))
     }
 }
@@ -1529,31 +1460,44 @@ impl Transport for SmsTransport {
         }
     }
 
+    /// Processed: the message is filed in `inbox/processed/` (kept for `keep_sent_hours`,
+    /// at most 256) and its parts are dropped. Obsolete: removed. Rejected: the node keeps
+    /// its own copy (quarantine), so this one is dropped and never offered again; the next
+    /// untried assembly of its parts, if any, is offered instead (another version of a
+    /// part may be the real one).
     fn settle(&mut self, id: &MessageId, disposition: &Disposition) -> Result<(), TransportError> {
-        let (Some(msg), Some(meta)) = (self.inbox_path(id, "msg"), self.inbox_path(id, "json"))
+        let (Some(msg), Some(meta_path)) =
+            (self.inbox_path(id, "msg"), self.inbox_path(id, "json"))
         else {
             return Err(TransportError::NotFound(id.clone()));
         };
         let _l = self.store.lock()?;
+        let now = self.now_secs();
+        let meta = self
+            .store
+            .read_json::<MessageMeta>(&meta_path)
+            .ok()
+            .flatten();
+        if !msg.exists() {
+            // Settled before (by another process, or twice): nothing left to do.
+            return Ok(());
+        }
         match disposition {
-            Disposition::Rejected { .. } => Ok(()),
             Disposition::Processed => {
-                if msg.exists() {
-                    let done = self.store.path("inbox/processed");
+                let done = self.store.path("inbox/processed");
+                self.store
+                    .rename(&msg, &done.join(format!("{}.msg", id.0)))?;
+                if meta_path.exists() {
                     self.store
-                        .rename(&msg, &done.join(format!("{}.msg", id.0)))?;
-                    if meta.exists() {
-                        self.store
-                            .rename(&meta, &done.join(format!("{}.json", id.0)))?;
-                    }
+                        .rename(&meta_path, &done.join(format!("{}.json", id.0)))?;
                 }
-                Ok(())
             }
-            Disposition::Obsolete => {
+            Disposition::Obsolete | Disposition::Rejected { .. } => {
                 self.store.remove(&msg)?;
-                self.store.remove(&meta)?;
-                Ok(())
+                self.store.remove(&meta_path)?;
             }
         }
+        self.settle_assembly(meta, disposition, now)?;
+        Ok(())
     }
 }

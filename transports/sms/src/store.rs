@@ -7,12 +7,16 @@
 //!   peers/PHONE.json           per peer: budget day, sent today, sent in all, next tag
 //!   sent/PHONE/TAG.msg, .json  messages sent, kept to answer repair requests
 //!   queue/PHONE/P-SEQ-TAG-I.txt|.bin   SMS waiting for budget or for the gateway
-//!   recv/PHONE/TAG/meta.json, I.part   parts of messages still incomplete
-//!   done/PHONE/TAG.json        messages completed recently (late duplicates are ignored)
-//!   inbox/ID.msg, ID.json      complete messages for the node; inbox/processed/ once applied
-//!   expired/PHONE-TAG-TIME/    parts of messages given up, kept for inspection
-//!   quarantine/ID.json         SMS that were malformed or from unknown numbers
-//!   reports/ID.json            what the node should tell the user
+//!   budget.json                SMS sent to all numbers today (total_daily_budget)
+//!   incoming/index.json        incomplete messages, recently finished ones, allowances
+//!   incoming/DIGITS-TAG-N.json the versions of each part of one incomplete message
+//!   inbox/ID.msg, ID.json      assembled messages for the node; inbox/processed/ once
+//!                              applied (at most 256, keep_sent_hours)
+//!   expired/DIGITS-TAG-TIME.json  parts of members' messages given up (64 files, 8 MiB,
+//!                              30 days)
+//!   quarantine/refused.jsonl   SMS that were not ferry's or from unknown numbers, one line
+//!                              each (rotated at 512 KiB, 14 days)
+//!   reports/ID.json            what the node should tell the user (at most 256)
 //! ```
 
 use crate::error::SmsError;
@@ -137,6 +141,18 @@ impl Store {
 
     /// Writes a file atomically and durably.
     pub(crate) fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), SmsError> {
+        self.write_as(path, bytes, true)
+    }
+
+    /// Writes a file atomically; durably (`fsync` of the file and its folder) only when
+    /// `durable`. What strangers send is kept without `fsync`: losing it in a power cut
+    /// costs nothing, and it keeps a flood of junk from costing a disk flush per SMS.
+    pub(crate) fn write_as(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        durable: bool,
+    ) -> Result<(), SmsError> {
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(|e| SmsError::state("create", dir, e))?;
         let name = path
@@ -146,10 +162,15 @@ impl Store {
         let result = (|| -> io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             drop(f);
             fs::rename(&tmp, path)?;
-            File::open(dir)?.sync_all()
+            if durable {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -160,6 +181,38 @@ impl Store {
     pub(crate) fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), SmsError> {
         let bytes = serde_json::to_vec_pretty(value).expect("state types serialize");
         self.write(path, &bytes)
+    }
+
+    /// [`Store::write_json`], compact, durable only when `durable`.
+    pub(crate) fn write_json_as<T: Serialize>(
+        &self,
+        path: &Path,
+        value: &T,
+        durable: bool,
+    ) -> Result<(), SmsError> {
+        let bytes = serde_json::to_vec(value).expect("state types serialize");
+        self.write_as(path, &bytes, durable)
+    }
+
+    /// Appends one line to a file (created if missing), without `fsync`.
+    pub(crate) fn append_line(&self, path: &Path, line: &str) -> Result<(), SmsError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| SmsError::state("create", dir, e))?;
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| SmsError::state("open", path, e))?;
+        f.write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| SmsError::state("write", path, e))
+    }
+
+    /// Size and modification time (seconds since 1970) of a file, if it exists.
+    pub(crate) fn stat(&self, path: &Path) -> Option<(u64, u64)> {
+        let m = fs::metadata(path).ok()?;
+        let t = m.modified().map(unix).unwrap_or(0);
+        Some((m.len(), t))
     }
 
     pub(crate) fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, SmsError> {
@@ -187,14 +240,6 @@ impl Store {
 
     pub(crate) fn remove(&self, path: &Path) -> Result<(), SmsError> {
         match fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SmsError::state("remove", path, e)),
-        }
-    }
-
-    pub(crate) fn remove_dir(&self, path: &Path) -> Result<(), SmsError> {
-        match fs::remove_dir_all(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(SmsError::state("remove", path, e)),

@@ -4,8 +4,7 @@
 use ferry_transport::{Transport, TransportError};
 use ferry_transport_sms::frame::{self, Layout};
 use ferry_transport_sms::{
-    Accepted, GatewayKind, GiveUpReason, IncomingSms, Peer, Phone, ReportKind, SmsBody, SmsConfig,
-    SmsTransport, text,
+    Accepted, GatewayKind, IncomingSms, Peer, Phone, SmsBody, SmsConfig, SmsTransport, text,
 };
 use std::io::Read;
 use std::path::Path;
@@ -111,7 +110,7 @@ fn two_processes_taking_parts_of_one_message_complete_it_once() {
 }
 
 #[test]
-fn a_reused_tag_with_another_part_count_replaces_the_old_parts_with_a_report() {
+fn a_reused_tag_with_another_part_count_is_kept_apart_from_the_old_parts() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = open(dir.path());
     let old = message(500);
@@ -125,16 +124,14 @@ fn a_reused_tag_with_another_part_count_replaces_the_old_parts_with_a_report() {
         t.accept(&sms(A, 9, &new, ln, i)).unwrap();
     }
     assert_eq!(inbox(&mut t), vec![new]);
-    let reports = t.reports().unwrap();
-    assert!(matches!(
-        reports[0].kind,
-        ReportKind::GaveUp {
-            reason: GiveUpReason::Replaced,
-            have: 1,
-            count: 5,
-            ..
-        }
-    ));
+    // The old message's part is still there, and it completes when the rest arrives.
+    let inc = t.incomplete().unwrap();
+    assert_eq!((inc.len(), inc[0].have, inc[0].count), (1, 1, 5));
+    for i in 1..lo.count {
+        t.accept(&sms(A, 9, &old, lo, i)).unwrap();
+    }
+    assert_eq!(inbox(&mut t).len(), 2);
+    assert!(t.reports().unwrap().is_empty());
 }
 
 #[test]

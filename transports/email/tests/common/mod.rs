@@ -4,7 +4,7 @@
 //! temporary folder. Stopped by PID when dropped. Missing programs make the test fail.
 #![allow(dead_code)]
 
-use ferry_transport_email::{EmailConfig, EmailTransport};
+use ferry_transport_email::{DatasetMarks, DatasetTag, EmailConfig, EmailTransport};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,19 @@ use std::time::{Duration, Instant};
 
 /// The dataset id every test uses.
 pub const DATASET: &str = "0123456789abcdef0123456789abcdef";
+
+/// The tag every test uses (a node derives its own from the dataset key).
+pub fn tag() -> DatasetTag {
+    DatasetTag::new([0x42; 32])
+}
+
+/// How the tests' transports know their dataset's emails.
+pub fn marks() -> DatasetMarks {
+    DatasetMarks {
+        tag: tag(),
+        legacy_id: DATASET.into(),
+    }
+}
 
 /// How long to wait for a server to start or a message to be delivered before giving up.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -447,7 +460,7 @@ service imap-login {{
             max_message_bytes: Some(max),
             ..self.sender_config(from)
         };
-        let mut t = EmailTransport::new(cfg, DATASET, self.state(state)).unwrap();
+        let mut t = EmailTransport::new(cfg, marks(), self.state(state)).unwrap();
         let to: Vec<&str> = to.iter().map(|a| a.address.as_str()).collect();
         t.set_recipients(&to).unwrap();
         t
@@ -455,7 +468,7 @@ service imap-login {{
 
     /// A transport receiving `acct`'s mail over IMAP.
     pub fn imap_receiver(&self, acct: &Account, state: &str) -> EmailTransport {
-        EmailTransport::new(self.imap_config(acct), DATASET, self.state(state)).unwrap()
+        EmailTransport::new(self.imap_config(acct), marks(), self.state(state)).unwrap()
     }
 
     /// Waits until `acct` holds at least `n` messages in all its folders together.
@@ -553,4 +566,119 @@ pub fn smtp_send(port: u16, from: &str, to: &str, raw: &[u8]) {
     w.write_all(&data).unwrap();
     expect(&mut r, "250");
     w.write_all(b"QUIT\r\n").unwrap();
+}
+
+/// Standard base64 (RFC 4648) in lines of 76 characters, as MIME wants it.
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for (i, c) in data.chunks(3).enumerate() {
+        if i > 0 && i % 19 == 0 {
+            out.push_str("\r\n");
+        }
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(A[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An email with `headers` (`Name: value` lines) and these attachments (file name, bytes),
+/// as any mail program writes one.
+pub fn email_with(
+    from: &str,
+    to: &str,
+    headers: &[String],
+    attachments: &[(&str, &[u8])],
+) -> Vec<u8> {
+    let mut m = format!(
+        "From: {from}\r\nTo: {to}\r\nDate: Mon, 02 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    );
+    for h in headers {
+        m.push_str(h);
+        m.push_str("\r\n");
+    }
+    m.push_str("Content-Type: multipart/mixed; boundary=\"=-ferry-test-=\"\r\n\r\n");
+    m.push_str(
+        "--=-ferry-test-=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsee attached\r\n",
+    );
+    for (name, data) in attachments {
+        m.push_str(&format!(
+            "--=-ferry-test-=\r\nContent-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"{name}\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            base64(data)
+        ));
+    }
+    m.push_str("--=-ferry-test-=--\r\n");
+    m.into_bytes()
+}
+
+/// Which part of a bundle an email of an earlier ferry carries.
+pub struct LegacyPart {
+    pub part: u32,
+    pub parts: u32,
+    pub offset: u64,
+    /// The whole bundle's size and BLAKE3 digest (hex).
+    pub size: u64,
+    pub digest: String,
+}
+
+/// An email as ferry wrote it before marks existed (up to commit 203b295): the dataset id
+/// in clear in `X-Ferry-Dataset` and in the subject, and a `dataset:` line in a part header.
+/// `part`: `None` for a whole bundle, else which part `data` is.
+pub fn legacy_email(
+    from: &str,
+    to: &str,
+    dataset: &str,
+    name: &str,
+    data: &[u8],
+    part: Option<LegacyPart>,
+) -> Vec<u8> {
+    let hex = |d: &[u8]| blake3::hash(d).to_hex().to_string();
+    let whole = LegacyPart {
+        part: 1,
+        parts: 1,
+        offset: 0,
+        size: data.len() as u64,
+        digest: hex(data),
+    };
+    let p = part.unwrap_or(whole);
+    let (file, content) = if p.parts == 1 {
+        (format!("{name}.ferry"), data.to_vec())
+    } else {
+        let mut c = format!(
+            "ferry-part/1\nbundle: {name}\ndataset: {dataset}\npart: {}/{}\noffset: {}\nlength: {}\nsize: {}\ndigest: blake3:{}\npart-digest: blake3:{}\n\n",
+            p.part,
+            p.parts,
+            p.offset,
+            data.len(),
+            p.size,
+            p.digest,
+            hex(data)
+        )
+        .into_bytes();
+        c.extend_from_slice(data);
+        (
+            format!("{name}.part-{}-of-{}.ferrypart", p.part, p.parts),
+            c,
+        )
+    };
+    let headers = vec![
+        format!("Subject: ferry bundle {name} (dataset {})", &dataset[..8]),
+        "X-Ferry-Version: 1".to_string(),
+        format!("X-Ferry-Dataset: {dataset}"),
+        format!("X-Ferry-Bundle: {name}"),
+        format!("X-Ferry-Part: {}/{}", p.part, p.parts),
+        format!("X-Ferry-Size: {}", p.size),
+        format!("X-Ferry-Digest: blake3:{}", p.digest),
+    ];
+    email_with(from, to, &headers, &[(&file, &content)])
 }

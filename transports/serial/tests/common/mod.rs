@@ -526,3 +526,288 @@ impl Progress for Recorder {
             .push((kind, frame.to_vec(), wire));
     }
 }
+
+/// Frames written by hand from the layout in `src/wire.rs` and `src/link.rs` (a second
+/// encoder: a stranger's station that does not run ferry's session at all, so it can send
+/// what ferry's own session never would).
+pub mod raw {
+    use std::io::{Read, Write};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    /// Frame kinds (`wire.rs`).
+    pub const HELLO: u8 = 1;
+    pub const ACK: u8 = 2;
+    pub const OFFER: u8 = 3;
+    pub const DATA: u8 = 5;
+    pub const PROBE: u8 = 8;
+    const POLL: u8 = 0x80;
+
+    /// CRC-32 (IEEE 802.3), bit by bit.
+    pub fn crc32(data: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// One frame: kind | POLL, epoch, sequence number, payload length, payload, CRC.
+    pub fn frame(kind: u8, epoch: u16, seq: u16, poll: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind | if poll { POLL } else { 0 }];
+        f.extend_from_slice(&epoch.to_le_bytes());
+        f.extend_from_slice(&seq.to_le_bytes());
+        f.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        f.extend_from_slice(payload);
+        let crc = crc32(&f);
+        f.extend_from_slice(&crc.to_le_bytes());
+        f
+    }
+
+    /// A HELLO frame's payload.
+    pub fn hello(echo: u16, mtu: u16) -> Vec<u8> {
+        let mut p = b"FY\x01".to_vec();
+        p.extend_from_slice(&echo.to_le_bytes());
+        p.extend_from_slice(&mtu.to_le_bytes());
+        p
+    }
+
+    /// An OFFER frame's payload.
+    pub fn offer(slot: u16, len: u32, hash: &[u8; 32]) -> Vec<u8> {
+        let mut p = slot.to_le_bytes().to_vec();
+        p.extend_from_slice(&len.to_le_bytes());
+        p.extend_from_slice(hash);
+        p
+    }
+
+    fn escape(out: &mut Vec<u8>, data: &[u8]) {
+        for &b in data {
+            match b {
+                0xC0 => out.extend_from_slice(&[0xDB, 0xDC]),
+                0xDB => out.extend_from_slice(&[0xDB, 0xDD]),
+                b => out.push(b),
+            }
+        }
+    }
+
+    /// An AX.25 address field entry.
+    fn address(call: &str, ssid: u8, last: bool, command: bool) -> [u8; 7] {
+        let mut a = [b' ' << 1; 7];
+        for (i, c) in call.bytes().enumerate() {
+            a[i] = c << 1;
+        }
+        a[6] = 0x60 | (ssid << 1) | u8::from(last) | if command { 0x80 } else { 0 };
+        a
+    }
+
+    /// How frames go on the line: raw (SLIP-style) or KISS with an AX.25 UI frame from
+    /// `call` (and SSID) to FERRY.
+    #[derive(Clone)]
+    pub enum Framing {
+        /// `0xC0 frame 0xC0`, escaped.
+        Raw,
+        /// KISS data frame, AX.25 UI from this callsign.
+        Kiss(String, u8),
+    }
+
+    impl Framing {
+        /// The bytes on the line for one frame.
+        pub fn wrap(&self, f: &[u8]) -> Vec<u8> {
+            let mut out = vec![0xC0];
+            match self {
+                Framing::Raw => escape(&mut out, f),
+                Framing::Kiss(call, ssid) => {
+                    out.push(0x00);
+                    let mut ax = Vec::new();
+                    ax.extend_from_slice(&address("FERRY", 0, false, true));
+                    ax.extend_from_slice(&address(call, *ssid, true, false));
+                    ax.extend_from_slice(&[0x03, 0xF0]);
+                    ax.extend_from_slice(f);
+                    escape(&mut out, &ax);
+                }
+            }
+            out.push(0xC0);
+            out
+        }
+
+        /// The frame inside what was between two delimiters, if any.
+        fn unwrap(&self, inner: &[u8]) -> Option<Vec<u8>> {
+            match self {
+                Framing::Raw => Some(inner.to_vec()),
+                // Command byte, two addresses (no digipeaters), control, PID.
+                Framing::Kiss(..) => inner.get(1 + 16..).map(<[u8]>::to_vec),
+            }
+        }
+    }
+
+    /// A frame heard from the other end, CRC checked: kind (without POLL), epoch, payload.
+    #[derive(Clone, Debug)]
+    pub struct Heard {
+        /// Kind, without the POLL flag.
+        pub kind: u8,
+        /// The sender's epoch.
+        pub epoch: u16,
+        /// Sequence number.
+        pub seq: u16,
+        /// Payload.
+        pub payload: Vec<u8>,
+    }
+
+    /// A hand-made station on a serial port: writes frames, and a thread reads and decodes
+    /// everything the other end sends (also the raw bytes, unescaped, for searching).
+    pub struct RawStation {
+        port: Box<dyn serialport::SerialPort>,
+        /// How it frames.
+        pub framing: Framing,
+        /// Frames heard, in order.
+        pub heard: Arc<Mutex<Vec<Heard>>>,
+        /// Every byte heard between delimiters, unescaped, frames back to back.
+        pub bytes: Arc<Mutex<Vec<u8>>>,
+        stop: Arc<AtomicBool>,
+        reader: Option<JoinHandle<()>>,
+    }
+
+    impl RawStation {
+        /// Opens `device`.
+        pub fn open(device: &Path, framing: Framing) -> RawStation {
+            let port = serialport::new(device.display().to_string(), 9600)
+                .timeout(Duration::from_secs(5))
+                .open()
+                .unwrap_or_else(|e| panic!("open {}: {e}", device.display()));
+            let mut rd = port.try_clone().expect("clone port");
+            rd.set_timeout(Duration::from_millis(50)).expect("timeout");
+            let heard = Arc::new(Mutex::new(Vec::new()));
+            let bytes = Arc::new(Mutex::new(Vec::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (heard, bytes, stop, framing) =
+                    (heard.clone(), bytes.clone(), stop.clone(), framing.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 1024];
+                    let mut cur = Vec::new();
+                    let mut esc = false;
+                    while !stop.load(Ordering::SeqCst) {
+                        let n = match rd.read(&mut buf) {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                            Err(_) => return,
+                        };
+                        for &b in &buf[..n] {
+                            match (b, esc) {
+                                (0xC0, _) => {
+                                    esc = false;
+                                    let inner = std::mem::take(&mut cur);
+                                    let Some(f) = framing.unwrap(&inner) else {
+                                        continue;
+                                    };
+                                    bytes.lock().unwrap().extend_from_slice(&f);
+                                    if f.len() >= 11
+                                        && crc32(&f[..f.len() - 4]).to_le_bytes()
+                                            == f[f.len() - 4..]
+                                    {
+                                        heard.lock().unwrap().push(Heard {
+                                            kind: f[0] & !POLL,
+                                            epoch: u16::from_le_bytes([f[1], f[2]]),
+                                            seq: u16::from_le_bytes([f[3], f[4]]),
+                                            payload: f[7..f.len() - 4].to_vec(),
+                                        });
+                                    }
+                                }
+                                (0xDB, false) => esc = true,
+                                (0xDC, true) => {
+                                    esc = false;
+                                    cur.push(0xC0);
+                                }
+                                (0xDD, true) => {
+                                    esc = false;
+                                    cur.push(0xDB);
+                                }
+                                (b, _) => {
+                                    esc = false;
+                                    cur.push(b);
+                                }
+                            }
+                        }
+                    }
+                })
+            };
+            RawStation {
+                port,
+                framing,
+                heard,
+                bytes,
+                stop,
+                reader: Some(reader),
+            }
+        }
+
+        /// Writes one frame (a line that stays blocked longer than the port's timeout drops
+        /// it, as a stalled modem would).
+        pub fn send(&mut self, f: &[u8]) {
+            let wire = self.framing.wrap(f);
+            match self.port.write_all(&wire) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+
+        /// Writes bytes as they are.
+        pub fn send_bytes(&mut self, b: &[u8]) {
+            let _ = self.port.write_all(b);
+        }
+
+        /// Frames heard so far.
+        pub fn frames(&self) -> Vec<Heard> {
+            self.heard.lock().unwrap().clone()
+        }
+
+        /// Opens the link as a session would (HELLO with epoch `epoch`, answered with the
+        /// other end's epoch echoed): returns the other end's epoch, or `None` if it does
+        /// not answer within `limit`.
+        pub fn connect(&mut self, epoch: u16, limit: Duration) -> Option<u16> {
+            let end = Instant::now() + limit;
+            while Instant::now() < end {
+                self.send(&frame(HELLO, epoch, 0, false, &hello(0, 200)));
+                std::thread::sleep(Duration::from_millis(300));
+                let theirs = self
+                    .frames()
+                    .iter()
+                    .rev()
+                    .find(|h| h.kind == HELLO && h.payload.len() == 7)
+                    .map(|h| h.epoch);
+                if let Some(t) = theirs {
+                    self.send(&frame(HELLO, epoch, 0, false, &hello(t, 200)));
+                    return Some(t);
+                }
+            }
+            None
+        }
+    }
+
+    impl Drop for RawStation {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(r) = self.reader.take() {
+                let _ = r.join();
+            }
+        }
+    }
+}
+
+/// A session whose other end is trusted from the start (these tests run both ends): its
+/// messages of any size go to the state folder, so they resume.
+pub fn admitted(s: ferry_transport_serial::Session) -> ferry_transport_serial::Session {
+    s.admit_peer().expect("admit the other end");
+    s
+}
