@@ -5,6 +5,7 @@
 mod forge;
 mod util;
 
+mod absent;
 mod attacks;
 mod cli;
 mod conflicts;

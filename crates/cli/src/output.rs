@@ -332,13 +332,75 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
             r.other_datasets
         ))?;
     }
-    if r.pending > 0 {
+    if r.waiting.is_empty() && r.pending > 0 {
         out(format_args!(
             "{} changes wait for changes they depend on; they apply when those arrive",
             r.pending
         ))?;
     }
+    print_waiting(&r.waiting)?;
     Ok(())
+}
+
+/// Most `waiting` lines printed for changes that wait for other changes.
+const WAITING_LINES: usize = 5;
+
+/// One line per author whose changes wait here: for whose changes, and where they come from.
+fn print_waiting(waiting: &[ferry_node::WaitingChanges]) -> Result<()> {
+    for w in waiting.iter().take(WAITING_LINES) {
+        out(format_args!("waiting  {}", waiting_line(w)))?;
+    }
+    if waiting.len() > WAITING_LINES {
+        let rest: u64 = waiting[WAITING_LINES..].iter().map(|w| w.changes).sum();
+        out(format_args!(
+            "waiting  {rest} more changes from {} other members (`ferry status --json` lists them)",
+            waiting.len() - WAITING_LINES
+        ))?;
+    }
+    Ok(())
+}
+
+/// "20 changes from hq need clinic-m's first change (its joining): …".
+fn waiting_line(w: &ferry_node::WaitingChanges) -> String {
+    let changes = match w.changes {
+        1 => "1 change".to_string(),
+        n => format!("{n} changes"),
+    };
+    if w.needs.is_empty() {
+        return format!(
+            "{changes} from {} wait for earlier changes; they apply when those arrive",
+            shown(&w.author)
+        );
+    }
+    let parts: Vec<String> = w
+        .needs
+        .iter()
+        .map(|n| {
+            let who = shown(&n.member);
+            match (n.holds, n.needs) {
+                (0, 1) => format!("{who}'s first change (its joining)"),
+                (h, k) if h + 1 == k => format!("{who}'s change {k}"),
+                (h, k) => format!("{who}'s changes {}–{k}", h + 1),
+            }
+        })
+        .collect();
+    let mut from: Vec<String> = w
+        .needs
+        .iter()
+        .map(|n| shown(&n.member).into_owned())
+        .collect();
+    from.dedup();
+    let from = from.join(" or ");
+    let author = shown(&w.author).into_owned();
+    let holder = if w.needs.iter().any(|n| n.member == w.author) {
+        String::new()
+    } else {
+        format!(" ({author} has them)")
+    };
+    format!(
+        "{changes} from {author} need {}, which this laptop has not received: they come in any bundle from {from} or from a laptop that has them{holder}; sync a stick that {from} or {author} has synced since",
+        parts.join(" and ")
+    )
 }
 
 pub fn print_export(r: &ExportOutcome) -> Result<()> {
@@ -731,6 +793,7 @@ pub fn print_status(s: &Status) -> Result<()> {
             s.member, s.member
         ))?;
     }
+    print_waiting(&s.waiting)?;
     if s.waiting_bundles > 0 {
         out(format_args!(
             "waiting  {} bundle{} that came by email, SMS or radio cannot be checked yet; they are tried again after every import",

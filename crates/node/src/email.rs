@@ -16,7 +16,7 @@ use crate::progress::Progress;
 use crate::time::now_ms;
 use ferry_model::{MemberId, VersionVector};
 use ferry_sync::Storage;
-use ferry_sync::plan::{needs_snapshot, plan_export};
+use ferry_sync::plan::{after_snapshot, needs_snapshot, plan_export, snapshot_serves};
 use ferry_transport::{Disposition, Transport};
 use ferry_transport_email::{
     DatasetMarks, DatasetTag, EmailConfig, EmailError, EmailTransport, FlushMode,
@@ -24,6 +24,10 @@ use ferry_transport_email::{
 use serde::Serialize;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+/// How long what was emailed to a member counts as on its way without its receipt: mail
+/// waits in the mailbox of a laptop that is away, so it is not sent again before this.
+const EMAIL_ASSUME_DELIVERED_MS: u64 = 7 * 24 * 3_600_000;
 
 /// One bundle handed to the mail server.
 #[derive(Clone, Debug, Serialize)]
@@ -237,13 +241,49 @@ impl Node {
             (tx.stored()?, vvs)
         };
         let compacted = self.compacted()?;
-        let runs = plan_export(&stored, &peer_vvs, &[], &compacted);
+        let now = now_ms();
+        // What was sent to each reader in the last week and is not confirmed yet is taken
+        // as on its way (mail waits in the mailbox of a laptop that is away): a member away
+        // for weeks does not make every send carry the same changes again. After a week
+        // without its receipt, it is sent again.
+        let mut planned_for = peer_vvs.clone();
+        for (vv, &m) in planned_for.iter_mut().zip(&readers) {
+            let last: Option<(VersionVector, u64)> = self
+                .read()?
+                .meta(&format!("email_sent:{m}"))?
+                .and_then(|b| postcard::from_bytes(&b).ok());
+            if let Some((sent, since)) = last {
+                if now.saturating_sub(since) < EMAIL_ASSUME_DELIVERED_MS {
+                    vv.merge(&sent);
+                }
+            }
+        }
+        // A snapshot only from the admin (readers ignore anyone else's), and only when none
+        // sent in the last week still holds everything compacted here.
+        let last_snapshot: Option<(VersionVector, u64)> = self
+            .read()?
+            .meta("email_snapshot")?
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .filter(|(state, since): &(VersionVector, u64)| {
+                snapshot_serves(state, &compacted)
+                    && now.saturating_sub(*since) < EMAIL_ASSUME_DELIVERED_MS
+            });
+        let write_snapshot = me == MemberId::ADMIN
+            && last_snapshot.is_none()
+            && needs_snapshot(&planned_for, &compacted);
+        let on_its_way = match (&last_snapshot, write_snapshot) {
+            (Some((state, _)), _) => Some(state.clone()),
+            (None, true) => Some(self.read()?.applied()?),
+            (None, false) => None,
+        };
+        let planned_for = after_snapshot(&planned_for, &compacted, on_its_way.as_ref());
+        let runs = plan_export(&stored, &planned_for, &[], &compacted);
         let last_receipt: Option<VersionVector> = self
             .read()?
             .meta("email_receipt")?
             .and_then(|b| postcard::from_bytes(&b).ok());
         let mut to_send: Vec<Option<Vec<ferry_sync::Coverage>>> = Vec::new();
-        if needs_snapshot(&peer_vvs, &compacted) {
+        if write_snapshot {
             to_send.push(None);
         }
         if !runs.is_empty() || last_receipt.as_ref() != Some(&stored) {
@@ -273,6 +313,31 @@ impl Node {
             "email_receipt",
             &postcard::to_allocvec(&stored).expect("encodes"),
         )?;
+        if !report.nothing_new {
+            for (vv, &m) in peer_vvs.iter().zip(&readers) {
+                let key = format!("email_sent:{m}");
+                // Since when sends to it have gone unconfirmed (kept across sends, so a
+                // member that never confirms gets everything again once a week).
+                let since = tx
+                    .meta(&key)?
+                    .and_then(|b| postcard::from_bytes::<(VersionVector, u64)>(&b).ok())
+                    .filter(|(sent, since)| {
+                        !vv.dominates(sent)
+                            && now.saturating_sub(*since) < EMAIL_ASSUME_DELIVERED_MS
+                    })
+                    .map_or(now, |(_, since)| since);
+                tx.set_meta(
+                    &key,
+                    &postcard::to_allocvec(&(&stored, since)).expect("encodes"),
+                )?;
+            }
+            if let (true, Some(state)) = (write_snapshot, &on_its_way) {
+                tx.set_meta(
+                    "email_snapshot",
+                    &postcard::to_allocvec(&(state, now)).expect("encodes"),
+                )?;
+            }
+        }
         tx.commit()?;
         report.queued = queued(&transport)?;
         Ok(report)

@@ -12,7 +12,9 @@ use crate::time::{file_stamp, now_ms};
 use ferry_bundle::{BundleReader, Opener, WriteOptions};
 use ferry_model::{DatasetId, MemberId, VersionVector};
 use ferry_store::{BundleSeen, QuarantineRow};
-use ferry_sync::plan::{acknowledged_by_all, needs_snapshot, plan_export};
+use ferry_sync::plan::{
+    acknowledged_by_all, after_snapshot, needs_snapshot, plan_export, snapshot_serves,
+};
 use ferry_sync::{Accept, Coverage, IngestError, IngestReport, Missing, Storage, Verdict};
 use ferry_transport::{Disposition, MessageId, Transport};
 use ferry_transport_dir::{DirTransport, SUFFIX};
@@ -98,6 +100,8 @@ pub struct ImportReport {
     pub files: Vec<FileOutcome>,
     /// Commits still pending (their dependencies are missing) after the import.
     pub pending: u64,
+    /// What the pending and kept-aside changes wait for, per author.
+    pub waiting: Vec<crate::node::WaitingChanges>,
     /// Bundle files of other datasets found in their own folders and left alone.
     pub other_datasets: u64,
     /// Bundles split into parts (by email) still waiting for their other parts.
@@ -383,6 +387,8 @@ impl Node {
         let stored = tx.stored()?;
         let applied = tx.applied()?;
         report.pending = stored.total().saturating_sub(applied.total());
+        drop(tx);
+        report.waiting = self.waiting_changes()?;
         Ok(report)
     }
 
@@ -1070,7 +1076,30 @@ impl Node {
             .flat_map(|s| s.coverage.iter().copied())
             .collect();
         let compacted = self.compacted()?;
-        let runs = plan_export(&stored, &peer_vvs, &carried, &compacted);
+        // A member that lacks history compacted away here needs a snapshot. Only the admin
+        // writes one (SPEC §4.1: readers ignore anyone else's), and only when no admin
+        // snapshot on the medium still holds everything compacted here: a member away for
+        // weeks costs one snapshot on the stick, not one per sync.
+        let admin_snapshots: Vec<&VersionVector> = on_medium
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .filter(|s| s.sender == MemberId::ADMIN)
+            .filter_map(|s| s.snapshot.as_ref())
+            .collect();
+        let serving = admin_snapshots
+            .iter()
+            .filter(|state| snapshot_serves(state, &compacted))
+            .max_by_key(|state| state.total())
+            .map(|state| (*state).clone());
+        let write_snapshot =
+            me == MemberId::ADMIN && serving.is_none() && needs_snapshot(&peer_vvs, &compacted);
+        let on_its_way = match (&serving, write_snapshot) {
+            (Some(state), _) => Some(state.clone()),
+            (None, true) => Some(self.read()?.applied()?),
+            (None, false) => None,
+        };
+        let planned_for = after_snapshot(&peer_vvs, &compacted, on_its_way.as_ref());
+        let runs = plan_export(&stored, &planned_for, &carried, &compacted);
         let receipt_present = on_medium
             .iter()
             .filter_map(|(_, s)| s.as_ref())
@@ -1079,13 +1108,8 @@ impl Node {
             folder: folder.clone(),
             ..Default::default()
         };
-        // A member that lacks history compacted away here gets a snapshot (once per state).
-        let snapshot_present = on_medium
-            .iter()
-            .filter_map(|(_, s)| s.as_ref())
-            .any(|s| s.sender == me && s.snapshot.is_some() && s.receipt.as_ref() == Some(&stored));
         let mut to_write = Vec::new();
-        if needs_snapshot(&peer_vvs, &compacted) && !snapshot_present {
+        if write_snapshot {
             to_write.push(None);
         }
         if !runs.is_empty() || !receipt_present {
@@ -1142,10 +1166,17 @@ impl Node {
                     && newer.dominates(receipt)
                     && (newer != receipt || oid > id)
             });
-            let snapshot_done = s
-                .snapshot
-                .as_ref()
-                .is_none_or(|state| everyone.iter().all(|p| p.dominates(state)));
+            // A snapshot may go once every member holds its state, or once a newer one
+            // from the same sender (holding all of it) is on the medium.
+            let snapshot_done = s.snapshot.as_ref().is_none_or(|state| {
+                everyone.iter().all(|p| p.dominates(state))
+                    || seen.iter().any(|(oid, o, _)| {
+                        o.sender == s.sender
+                            && o.snapshot.as_ref().is_some_and(|newer| {
+                                newer.dominates(state) && (newer != state || oid > id)
+                            })
+                    })
+            });
             if superseded && snapshot_done && acknowledged_by_all(&s.coverage, &everyone) {
                 transport.settle(id, &Disposition::Obsolete)?;
                 outcome.removed.push(id.0.clone());

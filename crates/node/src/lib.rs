@@ -39,8 +39,8 @@ pub use housekeeping::{CompactReport, PurgeReport};
 pub use identity::Identity;
 pub use medium::SkippedEntry;
 pub use node::{
-    ConflictValue, ConflictView, InvitationFile, InviteReport, LoadReport, MemberStatus, Node,
-    Status,
+    ConflictValue, ConflictView, InvitationFile, InviteReport, LoadReport, MemberStatus,
+    NeededChanges, Node, Status, WaitingChanges,
 };
 pub use progress::{NoProgress, Progress};
 pub use serial::{

@@ -170,6 +170,28 @@ pub struct MemberStatus {
     pub frozen_from: Option<u64>,
 }
 
+/// Changes of one member that wait on this laptop, and whose changes they need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WaitingChanges {
+    /// Whose changes wait (label).
+    pub author: String,
+    /// How many.
+    pub changes: u64,
+    /// What the first of them needs that this laptop does not have.
+    pub needs: Vec<NeededChanges>,
+}
+
+/// Changes of one member that something waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NeededChanges {
+    /// The member (label).
+    pub member: String,
+    /// Up to which of its changes this laptop has applied.
+    pub holds: u64,
+    /// Up to which one is needed.
+    pub needs: u64,
+}
+
 /// `ferry status`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
@@ -193,6 +215,8 @@ pub struct Status {
     pub pending: u64,
     /// Commits kept aside until their author's earlier commits or membership arrive.
     pub waiting_for_prerequisites: u64,
+    /// What the pending and kept-aside changes wait for, per author.
+    pub waiting: Vec<WaitingChanges>,
     /// Inputs refused and kept in quarantine.
     pub quarantined: u64,
     /// The most recent quarantine entries (at most 5): time, source, reason.
@@ -713,6 +737,38 @@ impl Node {
         Ok(n)
     }
 
+    /// What waits on this laptop, per author, and whose changes it needs.
+    pub fn waiting_changes(&mut self) -> Result<Vec<WaitingChanges>, NodeError> {
+        let labels = self.labels()?;
+        let label = |m: MemberId| {
+            labels
+                .get(&m)
+                .cloned()
+                .unwrap_or_else(|| format!("member #{}", m.0))
+        };
+        let engine = self.engine.clone();
+        let blocked = {
+            let tx = self.read()?;
+            engine.blocked(&tx)?
+        };
+        Ok(blocked
+            .into_iter()
+            .map(|b| WaitingChanges {
+                author: label(b.author),
+                changes: b.waiting,
+                needs: b
+                    .needs
+                    .iter()
+                    .map(|n| NeededChanges {
+                        member: label(n.member),
+                        holds: n.held,
+                        needs: n.needed,
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
     /// Member number → label: the `_members` label if set, else the label from the join.
     pub fn labels(&mut self) -> Result<BTreeMap<MemberId, String>, NodeError> {
         let mut tx = self.store.read()?;
@@ -997,7 +1053,7 @@ impl Node {
         let stashed = tx.stashed()?.iter().map(|(_, n)| n).sum();
         let (quarantined, quarantine) = tx.quarantine_recent(5)?;
         let records = tx.record_count()?;
-        Ok(Status {
+        let mut status = Status {
             home: self.home.root().display().to_string(),
             label: self.id.label.clone(),
             member: self.id.me.0,
@@ -1008,6 +1064,7 @@ impl Node {
             conflicts,
             pending,
             waiting_for_prerequisites: stashed,
+            waiting: Vec::new(),
             quarantined,
             recent_quarantine: quarantine
                 .iter()
@@ -1025,7 +1082,10 @@ impl Node {
             sms,
             own_fork,
             waiting_bundles,
-        })
+        };
+        drop(tx);
+        status.waiting = self.waiting_changes()?;
+        Ok(status)
     }
 
     pub(crate) fn read(&mut self) -> Result<StoreTx<'_>, NodeError> {

@@ -934,7 +934,11 @@ impl Node {
             }
         }
         let compacted = self.compacted()?;
-        let (runs, snapshot) = if needs_snapshot(std::slice::from_ref(&holds), &compacted) {
+        // Only the admin's snapshots are installed (SPEC §4.1): another member sends what
+        // it can after its compacted history, which waits at the peer for the admin's.
+        let admin = self.identity().me == MemberId::ADMIN;
+        let (runs, snapshot) = if admin && needs_snapshot(std::slice::from_ref(&holds), &compacted)
+        {
             (None, true)
         } else {
             let runs = plan_export(&stored, std::slice::from_ref(&holds), &[], &compacted);

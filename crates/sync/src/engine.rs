@@ -1412,6 +1412,77 @@ impl Engine {
         Ok(())
     }
 
+    /// What waits here and for what: for each author with commits stored but not applied,
+    /// how many wait and which other members' commits the first of them needs; for each
+    /// author with runs kept aside, the earlier commits of that author they need. Read-only;
+    /// for `status` and import summaries ("20 changes from hq wait for clinic-m's first
+    /// change").
+    pub fn blocked<S: Storage>(&self, store: &S) -> Res<Vec<Blocked>, S> {
+        let stored = st::<S, _>(store.stored())?;
+        let applied = st::<S, _>(store.applied())?;
+        let mut out = Vec::new();
+        for (author, top) in stored.iter() {
+            let top = match st::<S, _>(store.frozen(author))? {
+                Some(k) => top.min(k - 1),
+                None => top,
+            };
+            let have = applied.get(author);
+            if have >= top {
+                continue;
+            }
+            let Some(c) = st::<S, _>(store.commit(author, have + 1))? else {
+                continue;
+            };
+            let mut needs = Vec::new();
+            for (m, n) in c.deps.iter() {
+                let held = applied.get(m);
+                if held >= n {
+                    continue;
+                }
+                if st::<S, _>(store.frozen(m))?.is_some_and(|k| held + 1 >= k) {
+                    continue;
+                }
+                needs.push(Needed {
+                    member: m,
+                    held,
+                    needed: n,
+                });
+            }
+            out.push(Blocked {
+                author,
+                waiting: top - have,
+                needs,
+            });
+        }
+        for (author, count) in st::<S, _>(store.stashed())? {
+            let first = st::<S, _>(store.stashed_runs(author))?
+                .iter()
+                .map(|r| r.first)
+                .min();
+            let held = stored.get(author).max(applied.get(author));
+            let needs = match first {
+                Some(first) if first > held + 1 => vec![Needed {
+                    member: author,
+                    held,
+                    needed: first - 1,
+                }],
+                // Runs of a member this node has not seen join: they need its first commit.
+                _ if st::<S, _>(store.member(author))?.is_none() => vec![Needed {
+                    member: author,
+                    held: 0,
+                    needed: 1,
+                }],
+                _ => Vec::new(),
+            };
+            out.push(Blocked {
+                author,
+                waiting: count,
+                needs,
+            });
+        }
+        Ok(out)
+    }
+
     /// Whether everything a commit depends on (`deps`) is applied here. A frozen author's
     /// commits from its fork point on will never be applied anywhere, so a dependency on
     /// them counts as met once its commits before the fork are applied: honest work that
@@ -2158,6 +2229,28 @@ struct StashBudget {
     sender: u64,
     total: u64,
     allowed: bool,
+}
+
+/// Commits of one author that wait here ([`Engine::blocked`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// Whose commits wait.
+    pub author: MemberId,
+    /// How many (stored but not applied, or kept aside).
+    pub waiting: u64,
+    /// What the first of them needs that this node does not hold.
+    pub needs: Vec<Needed>,
+}
+
+/// Commits of one member that something waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Needed {
+    /// The member.
+    pub member: MemberId,
+    /// Up to which of its commits this node holds (applied).
+    pub held: u64,
+    /// Up to which one is needed.
+    pub needed: u64,
 }
 
 /// What [`Engine::receive`] did with one bundle.

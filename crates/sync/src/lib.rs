@@ -28,9 +28,9 @@ pub mod simulation;
 mod storage;
 
 pub use engine::{
-    Accept, Authenticated, Engine, ExportReport, FORK_FIELD, FORKS, IngestError, IngestReport,
-    Missing, Received, RunSummary, STASH_MAX_AGE_MS, STASH_PER_SENDER, STASH_TOTAL, SettleReport,
-    Verdict, may_write,
+    Accept, Authenticated, Blocked, Engine, ExportReport, FORK_FIELD, FORKS, IngestError,
+    IngestReport, Missing, Needed, Received, RunSummary, STASH_MAX_AGE_MS, STASH_PER_SENDER,
+    STASH_TOTAL, SettleReport, Verdict, may_write,
 };
 pub use fork::ForkEvidence;
 pub use membership::Invitation;

@@ -55,8 +55,11 @@ pub fn plan_export(
         if lowest >= last {
             continue;
         }
-        let first = (carried_through(author, lowest + 1, carried) + 1)
-            .max(compacted.get(author).saturating_add(1));
+        // Commits compacted away here cannot be sent (a peer lacking them needs a
+        // snapshot); from the first one that can, what the medium already carries is left
+        // out, so a peer far behind does not make every bundle carry the same tail again.
+        let start = (lowest + 1).max(compacted.get(author).saturating_add(1));
+        let first = carried_through(author, start, carried) + 1;
         if first <= last {
             runs.push(Coverage {
                 author,
@@ -92,6 +95,36 @@ pub fn needs_snapshot(peers: &[VersionVector], compacted: &VersionVector) -> boo
     peers
         .iter()
         .any(|p| compacted.iter().any(|(a, c)| p.get(a) < c))
+}
+
+/// Whether a snapshot reflecting `state` gives a peer everything this node has compacted
+/// away (`compacted`), so that bundles on top of it can bring the peer up to date.
+pub fn snapshot_serves(state: &VersionVector, compacted: &VersionVector) -> bool {
+    compacted.iter().all(|(a, c)| state.get(a) >= c)
+}
+
+/// What each peer will hold for planning purposes once `snapshot` (a state on its way to
+/// it, e.g. on the same stick) is installed: a peer that needs a snapshot
+/// ([`needs_snapshot`]) is taken to hold the snapshot's state too, so the runs planned for
+/// it start after the snapshot instead of at commits compacted away here. Peers that do
+/// not need a snapshot are left as they are (they ignore it).
+pub fn after_snapshot(
+    peers: &[VersionVector],
+    compacted: &VersionVector,
+    snapshot: Option<&VersionVector>,
+) -> Vec<VersionVector> {
+    peers
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if let Some(state) = snapshot {
+                if needs_snapshot(std::slice::from_ref(&p), compacted) {
+                    p.merge(state);
+                }
+            }
+            p
+        })
+        .collect()
 }
 
 /// Whether the ranges in `carried` together cover all of `run`.
@@ -178,6 +211,61 @@ mod tests {
         );
         assert!(needs_snapshot(&[behind], &compacted));
         assert!(!needs_snapshot(&[stored], &compacted));
+    }
+
+    /// A peer far behind, with history compacted here: once the medium carries the tail
+    /// after the compacted part, the next plan carries only what is new (not the whole
+    /// tail again, as when the carried ranges were looked up from the peer's position).
+    #[test]
+    fn a_peer_behind_compacted_history_gets_only_what_is_new() {
+        let stored: VersionVector = [(MemberId(1), 10)].into_iter().collect();
+        let away = VersionVector::new();
+        let compacted: VersionVector = [(MemberId(1), 6)].into_iter().collect();
+        assert_eq!(
+            plan_export(&stored, std::slice::from_ref(&away), &[], &compacted),
+            vec![cov(1, 7, 10)]
+        );
+        assert!(
+            plan_export(
+                &stored,
+                std::slice::from_ref(&away),
+                &[cov(1, 7, 10)],
+                &compacted
+            )
+            .is_empty(),
+            "the tail is on the medium already"
+        );
+        let more: VersionVector = [(MemberId(1), 11)].into_iter().collect();
+        assert_eq!(
+            plan_export(
+                &more,
+                std::slice::from_ref(&away),
+                &[cov(1, 7, 10)],
+                &compacted
+            ),
+            vec![cov(1, 11, 11)]
+        );
+    }
+
+    /// A snapshot on its way serves a peer only when it holds everything compacted here;
+    /// planning then starts after it, for the peers that need it only.
+    #[test]
+    fn a_snapshot_on_its_way_moves_only_the_peers_that_need_it() {
+        let compacted: VersionVector = [(MemberId(1), 6), (MemberId(2), 2)].into_iter().collect();
+        let old: VersionVector = [(MemberId(1), 6), (MemberId(2), 1)].into_iter().collect();
+        let new: VersionVector = [(MemberId(1), 8), (MemberId(2), 2)].into_iter().collect();
+        assert!(!snapshot_serves(&old, &compacted));
+        assert!(snapshot_serves(&new, &compacted));
+        let away = VersionVector::new();
+        let current: VersionVector = [(MemberId(1), 7), (MemberId(2), 5)].into_iter().collect();
+        let peers = after_snapshot(&[away, current.clone()], &compacted, Some(&new));
+        assert_eq!(peers[0], new, "the absent peer will hold the snapshot");
+        assert_eq!(peers[1], current, "a current peer ignores it");
+        let stored: VersionVector = [(MemberId(1), 9), (MemberId(2), 5)].into_iter().collect();
+        assert_eq!(
+            plan_export(&stored, &peers, &[], &compacted),
+            vec![cov(1, 8, 9), cov(2, 3, 5)]
+        );
     }
 
     #[test]
