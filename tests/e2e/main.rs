@@ -13,6 +13,7 @@ mod crash;
 mod email;
 mod invitations;
 mod medium;
+mod progress;
 mod rejects;
 mod security;
 mod serial;

@@ -177,7 +177,7 @@ struct FirstImport {
 }
 
 impl Progress for FirstImport {
-    fn begin(&self, what: &str, _: Option<u64>) {
+    fn begin(&self, what: &str, _: Option<u64>, _: ferry_node::Unit) {
         self.importing.set(what.starts_with("importing"));
     }
     fn advance(&self, _: u64) {}

@@ -96,34 +96,97 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal.
+/// Progress on stderr: a bar when stderr is a terminal; otherwise (a log, a GUI reading the
+/// output, a clerk's script) one plain line every few seconds while a step lasts, so a long
+/// export never looks stuck.
 pub struct Bar {
     bar: RefCell<Option<ProgressBar>>,
+    plain: RefCell<Option<Plain>>,
+}
+
+/// A step followed without a terminal.
+struct Plain {
+    what: String,
+    total: Option<u64>,
+    unit: ferry_node::Unit,
+    done: u64,
+    started: std::time::Instant,
+    last: std::time::Instant,
+    printed: bool,
+}
+
+/// How often a plain progress line is printed: every 3 s, or every
+/// `FERRY_PROGRESS_EVERY_MS` milliseconds (for a GUI that wants more, or a test).
+fn plain_every() -> std::time::Duration {
+    std::env::var("FERRY_PROGRESS_EVERY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(
+            std::time::Duration::from_secs(3),
+            std::time::Duration::from_millis,
+        )
+}
+
+impl Plain {
+    fn amount(&self) -> String {
+        let n = |v: u64| match self.unit {
+            ferry_node::Unit::Bytes => size(v),
+            u => format!("{v} {}", u.plural()),
+        };
+        match self.total {
+            Some(t) if t > 0 => format!(
+                "{} of {} ({} %)",
+                n(self.done),
+                n(t),
+                (self.done.min(t) * 100) / t
+            ),
+            _ => match self.unit {
+                ferry_node::Unit::Bytes => format!("{} written", size(self.done)),
+                _ => n(self.done),
+            },
+        }
+    }
 }
 
 impl Bar {
     pub fn new() -> Bar {
         Bar {
             bar: RefCell::new(None),
+            plain: RefCell::new(None),
         }
     }
 }
 
 impl Progress for Bar {
-    fn begin(&self, what: &str, total: Option<u64>) {
+    fn begin(&self, what: &str, total: Option<u64>, unit: ferry_node::Unit) {
         if !crate::interactive() {
+            let now = std::time::Instant::now();
+            *self.plain.borrow_mut() = Some(Plain {
+                what: shown(what).into_owned(),
+                total,
+                unit,
+                done: 0,
+                started: now,
+                last: now,
+                printed: false,
+            });
             return;
         }
-        let bar = match total {
-            Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
-            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        let template = match (unit, total.is_some()) {
+            (ferry_node::Unit::Bytes, true) => {
+                "{msg:30} [{bar:30}] {bytes}/{total_bytes} {eta}".to_string()
+            }
+            (ferry_node::Unit::Bytes, false) => {
+                "{msg:30} {spinner} {bytes} written {elapsed}".to_string()
+            }
+            (u, true) => format!(
+                "{{msg:30}} [{{bar:30}}] {{pos}}/{{len}} {} {{eta}}",
+                u.plural()
+            ),
+            (u, false) => format!("{{msg:30}} {{spinner}} {{pos}} {} {{elapsed}}", u.plural()),
         };
-        let style = if total.is_some() {
-            ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {eta}")
-        } else {
-            ProgressStyle::with_template("{msg:30} {spinner} {bytes}")
-        };
-        if let Ok(style) = style {
+        if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(shown(what).into_owned());
@@ -134,11 +197,36 @@ impl Progress for Bar {
         if let Some(b) = self.bar.borrow().as_ref() {
             b.inc(n);
         }
+        if let Some(p) = self.plain.borrow_mut().as_mut() {
+            p.done += n;
+            if p.last.elapsed() >= plain_every() {
+                p.last = std::time::Instant::now();
+                p.printed = true;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ferry: {}: {} ({:.1} s)",
+                    p.what,
+                    p.amount(),
+                    p.started.elapsed().as_secs_f64()
+                );
+            }
+        }
     }
 
     fn end(&self) {
         if let Some(b) = self.bar.borrow_mut().take() {
             b.finish_and_clear();
+        }
+        if let Some(p) = self.plain.borrow_mut().take() {
+            if p.printed || p.started.elapsed() >= plain_every() {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ferry: {}: done, {} in {:.1} s",
+                    p.what,
+                    p.amount(),
+                    p.started.elapsed().as_secs_f64()
+                );
+            }
         }
     }
 }

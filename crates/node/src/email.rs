@@ -12,7 +12,7 @@
 use crate::NodeError;
 use crate::exchange::{FileOutcome, FileResult, ImportReport};
 use crate::node::Node;
-use crate::progress::Progress;
+use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
 use ferry_model::{MemberId, VersionVector};
 use ferry_sync::Storage;
@@ -291,8 +291,8 @@ impl Node {
         }
         report.nothing_new = to_send.is_empty();
         for kind in to_send {
-            progress.begin("sending by email", None);
-            let (name, len, staged, _) = self.write_bundle(kind.as_deref())?;
+            progress.begin("writing the bundle to email", None, Unit::Bytes);
+            let (name, len, staged, _) = self.write_bundle(kind.as_deref(), progress)?;
             let mut f =
                 File::open(&staged).map_err(|e| NodeError::io("cannot open", &staged, e))?;
             let result = transport.send_bundle(&name, &mut f, len);

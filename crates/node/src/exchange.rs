@@ -7,7 +7,7 @@ use crate::medium::{
     open_regular,
 };
 use crate::node::{Node, random};
-use crate::progress::Progress;
+use crate::progress::{Progress, Unit};
 use crate::time::{file_stamp, now_ms};
 use ferry_bundle::{BundleReader, Opener, WriteOptions};
 use ferry_model::{DatasetId, MemberId, VersionVector};
@@ -224,17 +224,19 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 /// Hashes what is written through it.
-struct Hashing<W> {
+struct Hashing<'p, W> {
     inner: W,
     hasher: blake3::Hasher,
     len: u64,
+    progress: &'p dyn Progress,
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl<W: Write> Write for Hashing<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
+        self.progress.advance(n as u64);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -711,6 +713,7 @@ impl Node {
                 path.file_name().unwrap_or_default().to_string_lossy()
             ),
             Some(2 * bytes),
+            Unit::Bytes,
         );
         // Each pass hashes what it actually reads, to be sure the file did not change since
         // it was named. Opening fails only for the file system (an error) or for bytes that
@@ -1117,9 +1120,16 @@ impl Node {
         }
         for kind in to_write {
             let commits: u64 = kind.iter().flatten().map(|r| r.last - r.first + 1).sum();
-            progress.begin("exporting", Some(commits));
-            let (name, len, staged, snapshot) = self.write_bundle(kind.as_deref())?;
-            progress.advance(commits);
+            // Counted in bytes written, as the compressor produces them: the changes are
+            // read, compressed and written in one stream.
+            let what = match (&kind, commits) {
+                (None, _) => "writing a snapshot".to_string(),
+                (Some(_), 0) => "writing a receipt".to_string(),
+                (Some(_), 1) => "exporting 1 change".to_string(),
+                (Some(_), n) => format!("exporting {n} changes"),
+            };
+            progress.begin(&what, None, Unit::Bytes);
+            let (name, len, staged, snapshot) = self.write_bundle(kind.as_deref(), progress)?;
             progress.end();
             let mut f =
                 File::open(&staged).map_err(|e| NodeError::io("cannot open", &staged, e))?;
@@ -1192,8 +1202,9 @@ impl Node {
     pub(crate) fn write_bundle(
         &mut self,
         runs: Option<&[Coverage]>,
+        progress: &dyn Progress,
     ) -> Result<(String, u64, Staged, Option<VersionVector>), NodeError> {
-        self.write_bundle_as(runs, false)
+        self.write_bundle_as(runs, false, progress)
     }
 
     /// [`Node::write_bundle`], sealed or (`plaintext`) signed but not encrypted.
@@ -1201,6 +1212,7 @@ impl Node {
         &mut self,
         runs: Option<&[Coverage]>,
         plaintext: bool,
+        progress: &dyn Progress,
     ) -> Result<(String, u64, Staged, Option<VersionVector>), NodeError> {
         let options = WriteOptions {
             plaintext,
@@ -1217,6 +1229,7 @@ impl Node {
             inner: io::BufWriter::with_capacity(256 * 1024, file),
             hasher: blake3::Hasher::new(),
             len: 0,
+            progress,
         };
         let engine = self.engine.clone();
         let key = self.id.dataset_key.clone();

@@ -42,7 +42,7 @@ pub use node::{
     ConflictValue, ConflictView, InvitationFile, InviteReport, LoadReport, MemberStatus,
     NeededChanges, Node, Status, WaitingChanges,
 };
-pub use progress::{NoProgress, Progress};
+pub use progress::{NoProgress, Progress, Unit};
 pub use serial::{
     Flow, LinkStats, ListenEvent, ProgressReport, STRANGER_AIRTIME, SerialFlags, SerialProgress,
     SerialReport,

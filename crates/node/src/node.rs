@@ -3,7 +3,7 @@
 use crate::home::{Home, write_private};
 use crate::identity::Identity;
 use crate::invite::{self, InviteCode, KdfParams, Parsed};
-use crate::progress::Progress;
+use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
 use crate::{NodeError, json};
 use ferry_bundle::DatasetKey;
@@ -669,7 +669,7 @@ impl Node {
         let (mut batch_ops, mut batch_bytes) = (0usize, 0usize);
         let mut line = String::new();
         let mut line_no = 0u64;
-        progress.begin(&format!("loading {collection}"), total_bytes);
+        progress.begin(&format!("loading {collection}"), total_bytes, Unit::Bytes);
         loop {
             line.clear();
             let n = input

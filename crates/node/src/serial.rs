@@ -1033,7 +1033,7 @@ impl Node {
         runs: Option<&[Coverage]>,
         plaintext: bool,
     ) -> Result<(Vec<u8>, Option<VersionVector>), NodeError> {
-        let (_, _, staged, snapshot) = self.write_bundle_as(runs, plaintext)?;
+        let (_, _, staged, snapshot) = self.write_bundle_as(runs, plaintext, &NodeNoProgress)?;
         let bytes = std::fs::read(&staged).map_err(|e| NodeError::io("cannot read", &staged, e));
         let _ = std::fs::remove_file(&staged);
         Ok((bytes?, snapshot))

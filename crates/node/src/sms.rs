@@ -7,7 +7,7 @@
 use crate::NodeError;
 use crate::exchange::{FileOutcome, FileResult, ImportReport};
 use crate::node::Node;
-use crate::progress::Progress;
+use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
 use ferry_model::{MemberId, VersionVector};
 use ferry_store::QuarantineRow;
@@ -269,8 +269,8 @@ impl Node {
                 report.peers.push(entry);
                 continue;
             }
-            progress.begin(&format!("SMS for {}", entry.label), None);
-            let (name, len, staged, _) = self.write_bundle(Some(&runs))?;
+            progress.begin(&format!("SMS for {}", entry.label), None, Unit::Bytes);
+            let (name, len, staged, _) = self.write_bundle(Some(&runs), progress)?;
             let bytes =
                 std::fs::read(&staged).map_err(|e| NodeError::io("cannot read", &staged, e));
             let _ = std::fs::remove_file(&staged);

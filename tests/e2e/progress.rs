@@ -1,0 +1,57 @@
+//! Issue 12, item 4: progress that does not mislead. Without a terminal (a log, a script,
+//! a GUI reading stderr) a long export prints a plain line every few seconds
+//! (`FERRY_PROGRESS_EVERY_MS` sets how often), counted in what it has written, while it
+//! compresses — not nothing for half a minute.
+
+use crate::util::*;
+
+#[test]
+fn a_long_export_without_a_terminal_says_every_few_seconds_how_far_it_is() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, _a, _b) = three(base);
+    let mut jsonl = String::with_capacity(300_000 * 64);
+    for i in 0..300_000u64 {
+        // Varied values, so compression takes a while.
+        let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        jsonl.push_str(&format!(
+            "{{\"id\":\"r{i:06}\",\"name\":\"{:x}\",\"n\":{}}}\n",
+            x >> 16,
+            x % 1000
+        ));
+    }
+    let input = base.join("records.jsonl");
+    std::fs::write(&input, jsonl).unwrap();
+    hq.ok(&["load", "visits", s(&input)]);
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    // Lines every 3 s by default; every 200 ms here, so this export of a few seconds
+    // shows several.
+    let out = hq
+        .cmd(&["export", s(&stick)])
+        .env("FERRY_PROGRESS_EVERY_MS", "200")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ferry: exporting"))
+        .collect();
+    assert!(lines.len() >= 3, "stderr:\n{stderr}");
+    // Amounts grow, and the last line says it is done.
+    let amounts: Vec<f64> = lines
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("changes: ")?;
+            let rest = rest.strip_prefix("done, ").unwrap_or(rest);
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(amounts.len(), lines.len(), "{stderr}");
+    assert!(amounts.windows(2).all(|w| w[0] <= w[1]), "{stderr}");
+    assert!(amounts[0] > 0.0, "{stderr}");
+    assert!(lines.last().unwrap().contains("done"), "{stderr}");
+    // Progress goes to stderr only; stdout keeps the one summary line.
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wrote"));
+}
