@@ -248,6 +248,7 @@ fn importing_a_stick_shared_with_another_dataset_leaves_the_other_datasets_bundl
 }
 
 #[test]
+#[ignore = "needs root to mount a tmpfs — run tests/run"]
 fn exporting_to_a_full_stick_fails_in_one_line_and_leaves_no_partial_file() {
     let base = tempfile::tempdir().unwrap();
     let l = node(base.path());

@@ -187,6 +187,7 @@ impl Drop for Tmpfs {
 /// A stick that is full: the file is created, then writing it fails. The partly written
 /// file is removed and the number is not left as a member.
 #[test]
+#[ignore = "needs root to mount a tmpfs — run tests/run"]
 fn an_invitation_on_a_full_stick_leaves_no_partial_file() {
     let base = tempfile::tempdir().unwrap();
     let base = base.path();

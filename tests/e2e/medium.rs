@@ -125,6 +125,7 @@ fn require_root(what: &str) {
 /// per entry that says what it is, exits 0 (nothing was refused), and a second sync does
 /// the same.
 #[test]
+#[ignore = "needs root to make a device node (mknod) — run tests/run"]
 fn links_fifos_sockets_and_devices_on_a_stick_are_skipped_with_one_line_each() {
     require_root("this test");
     let base = tempfile::tempdir().unwrap();
@@ -192,6 +193,7 @@ impl Drop for BindMount {
 /// below itself (a loop no `symlink_metadata` shows). `sync` finishes, reads the bundle once
 /// and says it met the same folder again.
 #[test]
+#[ignore = "needs root for a bind mount — run tests/run"]
 fn a_bind_mount_loop_on_a_stick_is_read_once() {
     require_root("this test");
     let base = tempfile::tempdir().unwrap();

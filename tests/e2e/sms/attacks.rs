@@ -943,6 +943,7 @@ fn sms_listen_prints_strangers_strings_escaped_and_cut_and_reports_in_words() {
 /// and changes nothing; Kannel is asked to send no SMS to any stranger, and at most one
 /// (the daily "no longer kept" notice) to HQ. (On 203b295 each stranger got a "gone" SMS.)
 #[test]
+#[ignore = "needs Kannel (bearerbox, smsbox) — run tests/run"]
 fn through_real_kannel_a_strangers_sms_cost_nothing_and_a_forgery_changes_nothing() {
     let (hq_phone, a_phone) = (Phone::parse(HQ).unwrap(), Phone::parse(A).unwrap());
     let a_port = free_port();

@@ -72,6 +72,7 @@ fn files(p: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root to mount a tmpfs — run tests/run"]
 fn a_full_stick_gives_a_clear_error_and_leaves_no_partial_file() {
     let m = Mount::new("256k");
     let folder = m.path.join("ferry");
@@ -91,6 +92,7 @@ fn a_full_stick_gives_a_clear_error_and_leaves_no_partial_file() {
 }
 
 #[test]
+#[ignore = "needs root to mount a tmpfs — run tests/run"]
 fn a_stick_that_fills_up_during_the_write_leaves_no_partial_file() {
     // The free-space check passes (the size is announced too small), then the write hits
     // the real end of the device.
@@ -107,6 +109,7 @@ fn a_stick_that_fills_up_during_the_write_leaves_no_partial_file() {
 }
 
 #[test]
+#[ignore = "needs root to mount a tmpfs — run tests/run"]
 fn a_read_only_stick_gives_a_clear_error() {
     let m = Mount::new("1m");
     std::fs::create_dir(m.path.join("ferry")).unwrap();

@@ -78,6 +78,7 @@ impl Transport for Delivered<'_> {
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn passes_the_transport_conformance_suite_over_smtp_and_imap() {
     let users: Vec<String> = (1..=8)
         .flat_map(|n| [format!("alice{n}"), format!("bob{n}")])
@@ -110,6 +111,7 @@ fn passes_the_transport_conformance_suite_over_smtp_and_imap() {
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 #[allow(clippy::print_stderr)]
 fn a_bundle_round_trips_through_a_maildir_and_is_filed_away() {
     let servers = MailServers::start(&["alice", "bob"]);
@@ -170,6 +172,7 @@ fn captured(relay: &Account) -> Vec<(u32, Vec<u8>)> {
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn a_split_bundle_arriving_out_of_order_and_twice_is_put_together_once() {
     let servers = MailServers::start(&["alice", "relay", "bob"]);
     let alice = servers.account("alice");
@@ -243,6 +246,7 @@ fn a_split_bundle_arriving_out_of_order_and_twice_is_put_together_once() {
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn other_mail_and_broken_attachments_stay_in_the_mailbox_and_are_reported() {
     let servers = MailServers::start(&["alice", "relay", "bob"]);
     let alice = servers.account("alice");
@@ -358,6 +362,7 @@ Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 #[allow(clippy::print_stderr)]
 fn a_send_while_smtp_is_down_is_queued_and_delivered_after_it_is_back() {
     let servers = MailServers::start(&["alice", "bob"]);
@@ -426,6 +431,7 @@ fn a_send_while_smtp_is_down_is_queued_and_delivered_after_it_is_back() {
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn an_email_the_server_finds_too_large_is_queued_and_sent_split_once_the_limit_is_lowered() {
     let servers = MailServers::start_with(&["alice", "bob"], &["message_size_limit = 100000"]);
     let alice = servers.account("alice");
@@ -455,6 +461,7 @@ fn an_email_the_server_finds_too_large_is_queued_and_sent_split_once_the_limit_i
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn processed_emails_move_over_imap_to_the_configured_folder_created_if_missing() {
     let servers = MailServers::start(&["alice", "bob"]);
     let alice = servers.account("alice");
@@ -516,6 +523,7 @@ fn processed_emails_move_over_imap_to_the_configured_folder_created_if_missing()
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn saved_emails_and_saved_parts_import_like_received_mail() {
     let servers = MailServers::start(&["alice", "relay"]);
     let alice = servers.account("alice");
@@ -566,6 +574,7 @@ fn saved_emails_and_saved_parts_import_like_received_mail() {
 }
 
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn tls_and_logins_work_with_both_servers() {
     let servers = MailServers::start_tls(&["alice", "bob"]);
     let alice = servers.account("alice");
@@ -670,6 +679,7 @@ fn swap_attachment(raw: &[u8], new: &[u8]) -> Vec<u8> {
 /// (`X-Ferry-Dataset` in clear) are still read during the transition, whole or in parts,
 /// and those naming another dataset are left alone.
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn emails_of_an_earlier_ferry_are_still_read() {
     let servers = MailServers::start(&["alice", "bob"]);
     let alice = servers.account("alice");
@@ -724,6 +734,7 @@ fn emails_of_an_earlier_ferry_are_still_read() {
 /// taken for this dataset's at all. (Before, the forged part made the assembly fail, which
 /// deleted the real part 1; the bundle never arrived.)
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn a_forged_part_with_the_same_digest_and_size_does_not_destroy_a_bundle_in_flight() {
     let servers = MailServers::start(&["alice", "relay", "bob"]);
     let alice = servers.account("alice");
@@ -820,6 +831,7 @@ fn a_forged_part_with_the_same_digest_and_size_does_not_destroy_a_bundle_in_flig
 /// from 300 senders keep at most the quota for unverified parts; a member's real parts are
 /// still put together.
 #[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
 fn a_flood_of_fake_parts_stays_bounded_and_a_members_bundle_still_arrives() {
     let servers = MailServers::start(&["alice", "relay", "bob"]);
     let alice = servers.account("alice");

@@ -78,6 +78,8 @@ mod politeness;
 mod progress;
 mod ranges;
 mod session;
+#[cfg(test)]
+mod sim;
 mod store;
 mod transport;
 mod wire;

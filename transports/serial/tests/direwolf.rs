@@ -24,6 +24,7 @@ fn kiss(device: &Path, call: &str) -> SerialConfig {
 }
 
 #[test]
+#[ignore = "needs Direwolf (two software TNCs) — run tests/run"]
 fn messages_cross_two_direwolf_tncs_over_afsk_audio() {
     let dir = tempfile::tempdir().unwrap();
     let tncs = DirewolfPair::start(dir.path());

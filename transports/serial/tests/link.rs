@@ -1,6 +1,12 @@
 //! Sessions over real pseudo-terminals (socat) through a link simulator that limits the
 //! rate, adds latency, drops and damages frames, and can be cut; and the transport
-//! conformance suite over a socat pair.
+//! conformance suite over a socat pair. These check the wiring — devices, threads, the
+//! state folder, the blocking API — with light loss and timeouts that hold on a busy
+//! machine. What the protocol does under heavy loss, cuts and restarts is proven in virtual
+//! time, deterministically, by the engine's own harness (`src/sim.rs`, run by `cargo test`).
+//!
+//! Needs `socat` (tests/run installs it): every test here is ignored by a plain `cargo
+//! test` and run by `tests/run`.
 #![allow(clippy::print_stdout)]
 
 mod common;
@@ -13,11 +19,15 @@ use std::time::{Duration, Instant};
 const WINDOW: u64 = 8;
 const MTU: u64 = 200;
 
+/// Generous: on a busy 2-core machine a session's threads may wait seconds for a core,
+/// which the other end must not take for a dead link.
+const TIMEOUT: u64 = 60;
+
 fn config(device: &Path, baud: u32) -> SerialConfig {
     SerialConfig {
         device: Some(device.to_path_buf()),
         baud,
-        timeout: 30,
+        timeout: TIMEOUT,
         ..Default::default()
     }
 }
@@ -109,24 +119,23 @@ fn lossy_exchange(baud: u32, loss: f64, corrupt: f64, seed: u64) {
 }
 
 #[test]
+#[ignore = "needs socat — run tests/run"]
 fn messages_cross_both_ways_at_once_on_a_clean_1200_baud_line() {
     lossy_exchange(1200, 0.0, 0.0, 11);
 }
 
+/// Light loss, for the wiring (damaged frames counted, lost ones sent again); 30 % loss is
+/// `sim::tests::messages_cross_both_ways_at_once_with_30_percent_frame_loss`, in virtual
+/// time over 500 seeds.
 #[test]
+#[ignore = "needs socat — run tests/run"]
 fn messages_cross_both_ways_at_once_with_10_percent_frame_loss() {
     lossy_exchange(1200, 0.10, 0.03, 12);
 }
 
-// At 4800 baud: this one is about loss, not rate, and takes long enough as it is.
-#[test]
-fn messages_cross_both_ways_at_once_with_30_percent_frame_loss() {
-    lossy_exchange(4800, 0.30, 0.05, 13);
-}
-
 /// Waits until `session` has received at least `bytes` new message bytes.
 fn wait_received(session: &Session, bytes: u64) {
-    let end = Instant::now() + Duration::from_secs(60);
+    let end = Instant::now() + Duration::from_secs(2 * TIMEOUT);
     while session.stats().data_bytes_received < bytes {
         assert!(
             Instant::now() < end,
@@ -145,46 +154,11 @@ fn close_both(a: Session, b: Session) -> (SessionStats, SessionStats) {
     })
 }
 
+/// The state folder through real sessions: a receiver killed mid-message and opened again
+/// on its folder resumes. (Cuts, restarts of either end and long cuts, with their bounds on
+/// what is sent again, are in `src/sim.rs`.)
 #[test]
-fn a_cut_link_resumes_in_the_same_session_resending_at_most_one_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut link = SimLink::new(dir.path(), SimConfig::clean(4800));
-    let big = blob(8000, 21);
-    let a = common::admitted(
-        Session::open(&config(link.a(), 4800), dir.path().join("state-a")).unwrap(),
-    );
-    let b = common::admitted(
-        Session::open(&config(link.b(), 4800), dir.path().join("state-b")).unwrap(),
-    );
-    a.send(big.clone()).unwrap();
-    wait_received(&b, 2500);
-    link.cut();
-    let at_cut = b.stats().data_bytes_received;
-    std::thread::sleep(Duration::from_secs(3));
-    link.restore();
-    let got = b.recv().unwrap().expect("the message");
-    assert!(got.data == big, "the message arrived damaged");
-    let (sa, sb) = close_both(a, b);
-    println!(
-        "cut after {at_cut} of {} bytes for 3 s: A sent {} message bytes, re-sent {} (window: {} frames × {} = {} bytes); {} probes",
-        big.len(),
-        sa.data_bytes_sent,
-        sa.data_bytes_resent,
-        WINDOW,
-        MTU,
-        WINDOW * MTU,
-        sa.probes
-    );
-    println!("A: {sa:?}\nB: {sb:?}");
-    assert!(
-        sa.data_bytes_resent <= WINDOW * MTU,
-        "re-sent {} bytes, more than one window",
-        sa.data_bytes_resent
-    );
-    assert_eq!(sa.data_bytes_sent - sa.data_bytes_resent, big.len() as u64);
-}
-
-#[test]
+#[ignore = "needs socat — run tests/run"]
 fn a_restarted_receiver_resumes_from_disk_resending_at_most_one_window() {
     let dir = tempfile::tempdir().unwrap();
     let link = SimLink::new(dir.path(), SimConfig::clean(4800));
@@ -224,88 +198,7 @@ fn a_restarted_receiver_resumes_from_disk_resending_at_most_one_window() {
 }
 
 #[test]
-fn a_restarted_sender_resumes_where_the_receiver_stopped_resending_at_most_one_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let link = SimLink::new(dir.path(), SimConfig::clean(4800));
-    let big = blob(8000, 35);
-    let (ca, cb) = (config(link.a(), 4800), config(link.b(), 4800));
-    let state_a = dir.path().join("state-a");
-    let a = common::admitted(Session::open(&ca, &state_a).unwrap());
-    let b = common::admitted(Session::open(&cb, dir.path().join("state-b")).unwrap());
-    a.send(big.clone()).unwrap();
-    wait_received(&b, 3000);
-    let first = a.stats();
-    drop(a); // as a crash; the node keeps the same bytes for the next session
-    std::thread::sleep(Duration::from_millis(500));
-    let a = common::admitted(Session::open(&ca, &state_a).unwrap());
-    a.send(big.clone()).unwrap();
-    let got = b.recv().unwrap().expect("the message");
-    assert!(got.data == big, "the message arrived damaged");
-    let (second, sb) = close_both(a, b);
-    let twice = first.data_bytes_sent + second.data_bytes_sent - big.len() as u64;
-    println!(
-        "sender restarted after sending {} of {} bytes: the new sender sent {}; {twice} bytes sent twice (window {})",
-        first.data_bytes_sent,
-        big.len(),
-        second.data_bytes_sent,
-        WINDOW * MTU
-    );
-    println!("B: {sb:?}");
-    assert!(
-        twice <= WINDOW * MTU,
-        "sent {twice} bytes twice, more than one window"
-    );
-}
-
-#[test]
-fn after_a_long_cut_both_ends_give_up_and_a_new_session_sends_only_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut link = SimLink::new(dir.path(), SimConfig::clean(4800));
-    let big = blob(8000, 41);
-    let short = |dev: &Path| SerialConfig {
-        timeout: 3,
-        ..config(dev, 4800)
-    };
-    let (sa, sb) = (dir.path().join("state-a"), dir.path().join("state-b"));
-    let a = common::admitted(Session::open(&short(link.a()), &sa).unwrap());
-    let b = common::admitted(Session::open(&short(link.b()), &sb).unwrap());
-    a.send(big.clone()).unwrap();
-    wait_received(&b, 2500);
-    link.cut();
-    let (ea, eb) = std::thread::scope(|s| {
-        let ha = s.spawn(|| a.flush());
-        let hb = s.spawn(|| b.recv());
-        (ha.join().unwrap(), hb.join().unwrap())
-    });
-    assert!(matches!(ea, Err(SerialError::LinkLost { .. })), "A: {ea:?}");
-    assert!(matches!(eb, Err(SerialError::LinkLost { .. })), "B: {eb:?}");
-    println!("after the cut: {}", ea.unwrap_err());
-    let first = a.stats();
-    drop((a, b));
-    link.restore();
-    // A new session (a new radio, a new day) with the same state folders.
-    let a = common::admitted(Session::open(&short(link.a()), &sa).unwrap());
-    let b = common::admitted(Session::open(&short(link.b()), &sb).unwrap());
-    a.send(big.clone()).unwrap();
-    let got = b.recv().unwrap().expect("the message");
-    assert!(got.data == big);
-    let (second, _) = close_both(a, b);
-    let resent = first.data_bytes_sent + second.data_bytes_sent - big.len() as u64;
-    println!(
-        "first session sent {} bytes, second {} (resumed from {}): {} bytes sent twice (window {})",
-        first.data_bytes_sent,
-        second.data_bytes_sent,
-        got.resumed,
-        resent,
-        WINDOW * MTU
-    );
-    assert!(
-        resent <= WINDOW * MTU,
-        "sent {resent} bytes twice, more than one window"
-    );
-}
-
-#[test]
+#[ignore = "needs socat — run tests/run"]
 fn serial_transport_passes_the_conformance_suite_over_a_socat_pair() {
     let dir = tempfile::tempdir().unwrap();
     let mut fixtures = Vec::new();
@@ -331,11 +224,14 @@ fn serial_transport_passes_the_conformance_suite_over_a_socat_pair() {
 /// `close_after_end` (for an application that knows the exchange is complete) ends the
 /// session after half of it.
 #[test]
+#[ignore = "needs socat — run tests/run"]
 fn after_the_other_end_confirmed_everything_and_fell_silent_close_after_end_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let mut link = SimLink::new(dir.path(), SimConfig::clean(9600));
+    // Short, as the test waits for it twice; `close_after_end` ends after half of it, which
+    // leaves 5 s for a busy machine before the bound below.
     let cfg = |p: &Path| SerialConfig {
-        timeout: 6,
+        timeout: 10,
         ..config(p, 9600)
     };
     let mut runs = Vec::new();
@@ -368,5 +264,5 @@ fn after_the_other_end_confirmed_everything_and_fell_silent_close_after_end_succ
         "close: {runs:?}"
     );
     assert!(runs[1].1.is_ok(), "close_after_end: {runs:?}");
-    assert!(runs[1].2 < Duration::from_secs(6), "{runs:?}");
+    assert!(runs[1].2 < Duration::from_secs(10), "{runs:?}");
 }

@@ -16,19 +16,22 @@ fn config(device: &Path) -> SerialConfig {
     SerialConfig {
         device: Some(device.to_path_buf()),
         baud: 9600,
-        timeout: 30,
+        // Generous: on a busy machine a thread may wait seconds for a core.
+        timeout: 60,
         ..Default::default()
     }
 }
 
 #[test]
+#[ignore = "needs socat — run tests/run"]
 fn a_station_whose_hourly_airtime_is_spent_stays_silent_until_it_frees_up() {
     let dir = tempfile::tempdir().unwrap();
     let pair = Socat::pair(dir.path(), "duty");
     let state_a = dir.path().join("a");
     fs::create_dir_all(&state_a).unwrap();
-    // 1 % of an hour is 36 s. An earlier session spent all of it 3598 s ago: it frees up in 2 s.
-    let spent = SystemTime::now() - Duration::from_secs(3598);
+    // 1 % of an hour is 36 s. An earlier session spent all of it 3594 s ago: it frees up in
+    // 6 s (5 s more than the check below needs, for a busy machine).
+    let spent = SystemTime::now() - Duration::from_secs(3594);
     let ms = spent.duration_since(UNIX_EPOCH).unwrap().as_millis();
     fs::write(state_a.join("airtime.log"), format!("{ms} 36000000\n")).unwrap();
 
@@ -86,6 +89,7 @@ impl Progress for Reports {
 }
 
 #[test]
+#[ignore = "needs socat — run tests/run"]
 fn progress_reports_bytes_rate_and_time_left_on_both_ends() {
     let dir = tempfile::tempdir().unwrap();
     let pair = Socat::pair(dir.path(), "progress");
