@@ -99,7 +99,7 @@ fn load_and_dump_are_inverse_and_a_bad_line_loads_nothing() {
         err.contains("line 2") && err.contains("arrays may only hold strings"),
         "{err}"
     );
-    assert!(err.contains("nothing was written"), "{err}");
+    assert!(err.contains("nothing was loaded"), "{err}");
     let (_, err) = l.fails(&["get", "visits", "c"]);
     assert!(err.contains("no record"), "{err}");
 }

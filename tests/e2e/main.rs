@@ -18,4 +18,5 @@ mod rejects;
 mod security;
 mod serial;
 mod sms;
+mod spreadsheets;
 mod three_laptops;

@@ -15,7 +15,7 @@
 
 use anyhow::{Context, Result, bail};
 use ferry_model::Value;
-use ferry_node::{Home, InvitationFile, NoProgress, Node};
+use ferry_node::{FileFormat, Home, InvitationFile, NoProgress, Node};
 use std::path::Path;
 use std::time::Instant;
 
@@ -35,7 +35,13 @@ fn main() -> Result<()> {
     let mut b = join(&mut hq, base, "clinic-b")?;
     let jsonl = visits(n);
     let started = Instant::now();
-    hq.load("visits", &mut jsonl.as_bytes(), None, &NoProgress)?;
+    hq.load(
+        "visits",
+        FileFormat::JsonLines,
+        &mut jsonl.as_bytes(),
+        None,
+        &NoProgress,
+    )?;
     println!(
         "{n} visits loaded at HQ in {:.2} s ({} of JSON lines)",
         started.elapsed().as_secs_f64(),

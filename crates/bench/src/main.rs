@@ -17,7 +17,7 @@ mod report;
 mod workload;
 
 use anyhow::{Context, Result, bail};
-use ferry_node::{Home, InvitationFile, NoProgress, Node};
+use ferry_node::{FileFormat, Home, InvitationFile, NoProgress, Node};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -302,7 +302,13 @@ fn measure(n: u64, memory: bool) -> Result<SizeResult> {
     a.export(&join, &NoProgress)?;
     hq.import(&[join], &NoProgress)?;
     let start = Instant::now();
-    hq.load("visits", &mut &jsonl[..], Some(r.jsonl), &NoProgress)?;
+    hq.load(
+        "visits",
+        FileFormat::JsonLines,
+        &mut &jsonl[..],
+        Some(r.jsonl),
+        &NoProgress,
+    )?;
     r.load_s = start.elapsed().as_secs_f64();
 
     let full = base.join("full");
@@ -396,9 +402,21 @@ fn measure(n: u64, memory: bool) -> Result<SizeResult> {
     }
     r.incr_jsonl_zstd = zstd::bulk::compress(&a_lines, 19)?.len() as u64;
     if !edits.is_empty() {
-        a.load("visits", &mut &a_lines[..], None, &NoProgress)?;
+        a.load(
+            "visits",
+            FileFormat::JsonLines,
+            &mut &a_lines[..],
+            None,
+            &NoProgress,
+        )?;
         if !hq_lines.is_empty() {
-            hq.load("visits", &mut &hq_lines[..], None, &NoProgress)?;
+            hq.load(
+                "visits",
+                FileFormat::JsonLines,
+                &mut &hq_lines[..],
+                None,
+                &NoProgress,
+            )?;
         }
     }
     let incr = base.join("incr");

@@ -12,9 +12,9 @@ mod output;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use ferry_model::{Rule, Value};
-use ferry_node::{Home, InvitationFile, Node, json};
+use ferry_node::{FileFormat, Home, InvitationFile, Node, json};
 use output::{Bar, out};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -69,7 +69,8 @@ enum Command {
         #[arg(long)]
         conflicts: bool,
     },
-    /// List the records of a collection, sorted by id
+    /// List the records of a collection, sorted by id (printed as they are read, so a
+    /// collection of any size takes little memory)
     List {
         /// Collection
         collection: String,
@@ -141,17 +142,55 @@ enum Command {
         /// Record id
         id: String,
     },
-    /// Load records from a JSON-lines file (one object per line with an "id" key)
+    /// Load records from a file: JSON lines (one object per line with an "id" key) or, with
+    /// --csv, a CSV file whose first row names the columns, one of them "id"
+    ///
+    /// The whole file is loaded or none of it: a bad line, or an id on two lines, refuses the
+    /// file (exit status 1) and names the line. A UTF-8 byte-order mark (Excel's "CSV UTF-8")
+    /// is skipped.
+    #[command(after_help = "\
+Examples:
+  ferry load visits visits.jsonl
+  ferry load --csv visits visits.csv
+
+In a CSV file the record id is in the column named id; every other cell is read as a value
+after FIELD= on the command line (34 is an integer, 61.5 a decimal, true/false/null, anything
+else text; \"34\" in double quotes stays text), and an empty cell leaves that field as it is.
+
+Exit status: 0 loaded; 1 nothing loaded (a bad file, named with its line); 2 usage mistake.")]
     Load {
         /// Collection
         collection: String,
-        /// The .jsonl file ("-" for standard input)
+        /// The file ("-" for standard input)
         file: PathBuf,
+        /// The file is CSV with a header row (the id in the column "id"), not JSON lines
+        #[arg(long)]
+        csv: bool,
     },
-    /// Print a collection as JSON lines (the inverse of load)
+    /// Write every record of a collection, sorted by id: JSON lines (the inverse of load) or,
+    /// with --csv, CSV with a header row
+    #[command(after_help = "\
+Examples:
+  ferry dump visits > visits.jsonl
+  ferry dump --csv visits --out visits.csv
+
+CSV: the columns are id and then every field, sorted by name; an empty cell is a field the
+record does not have. Each value is written so that `ferry load --csv` reads it back the same:
+text that would read as a number, true/false/null, or empty text is put in double quotes
+(\"34\"). The file starts with a UTF-8 byte-order mark so that Excel shows accents right.
+A collection with a set field or raw bytes cannot be written as CSV (use JSON lines).
+
+Exit status: 0 written; 1 failed (with --out, FILE is then left as it was); 2 usage mistake.")]
     Dump {
         /// Collection
         collection: String,
+        /// Write CSV (a header row, then one row per record) instead of JSON lines
+        #[arg(long)]
+        csv: bool,
+        /// Write to FILE (replaced once complete, readable only by you) instead of standard
+        /// output
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Write what the other laptops still need into DIR (e.g. a USB stick)
     Export {
@@ -602,9 +641,56 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("ferry: error: {}", output::shown_sentence(&one_line(&e)));
-            ExitCode::FAILURE
+            if e.chain().any(|c| c.is::<Usage>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// A mistake on the command line itself, found after parsing (a reserved collection name):
+/// exit status 2, as for the mistakes clap finds. A problem with a file or the data is 1.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Writes FILE through `write`, replacing it only once everything was written and flushed
+/// to disk: a failure leaves FILE as it was. The new file is readable only by its owner.
+fn write_replacing<T>(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
+) -> Result<T> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".ferry-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let mut w = std::io::BufWriter::new(tmp);
+    let value = write(&mut w)?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(value)
 }
 
 /// The error and its causes on one line, without repeating a cause that a message already
@@ -791,24 +877,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json: as_json,
         } => {
             let mut node = open(&cli.home)?;
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
             if as_json {
-                out(format_args!("{}", list_json(&mut node, &collection)?))?;
+                node.list_json(&collection, &mut w)?;
             } else {
                 let rules = node.rules()?;
-                let mut lines = Vec::new();
                 node.for_each_record(&collection, |id, r| {
                     let fields: Vec<String> = r
                         .shown_with(|f| rules.of(&collection, f))
                         .into_iter()
                         .map(|(f, v)| format!("{}={}", output::shown(f), output::field_value(&v)))
                         .collect();
-                    lines.push(format!("{}  {}", output::shown(id), fields.join("  ")));
-                    Ok(())
+                    writeln!(w, "{}  {}", output::shown(id), fields.join("  ")).map_err(|source| {
+                        ferry_node::NodeError::Io {
+                            what: "cannot write",
+                            path: "output".into(),
+                            source,
+                        }
+                    })
                 })?;
-                for l in lines {
-                    out(format_args!("{l}"))?;
-                }
             }
+            w.flush()?;
         }
         Command::Resolve {
             collection,
@@ -934,32 +1024,61 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("no record {id:?} in collection {collection:?}");
             }
         }
-        Command::Load { collection, file } => {
+        Command::Load {
+            collection,
+            file,
+            csv,
+        } => {
+            ferry_node::check_collection(&collection).map_err(|e| Usage(e.to_string()))?;
             let mut node = open(&cli.home)?;
+            let format = if csv {
+                FileFormat::Csv
+            } else {
+                FileFormat::JsonLines
+            };
             let r = if file.as_os_str() == "-" {
                 let stdin = std::io::stdin();
-                node.load(&collection, &mut stdin.lock(), None, &Bar::new())?
+                node.load(&collection, format, &mut stdin.lock(), None, &Bar::new())
+                    .context("standard input")?
             } else {
                 let f = std::fs::File::open(&file)
                     .with_context(|| format!("cannot open {}", file.display()))?;
                 let len = f.metadata().ok().map(|m| m.len());
                 let mut r = std::io::BufReader::new(f);
-                node.load(&collection, &mut r, len, &Bar::new())
-                    .with_context(|| {
-                        format!("{} was not loaded (nothing was written)", file.display())
-                    })?
+                node.load(&collection, format, &mut r, len, &Bar::new())
+                    .with_context(|| file.display().to_string())?
             };
             out(format_args!(
                 "Loaded {} records into {collection:?} ({} commits)",
                 r.records, r.commits
             ))?;
         }
-        Command::Dump { collection } => {
+        Command::Dump {
+            collection,
+            csv,
+            out: path,
+        } => {
             let mut node = open(&cli.home)?;
-            let stdout = std::io::stdout();
-            let mut lock = std::io::BufWriter::new(stdout.lock());
-            node.dump(&collection, &mut lock)?;
-            std::io::Write::flush(&mut lock)?;
+            let format = if csv {
+                FileFormat::Csv
+            } else {
+                FileFormat::JsonLines
+            };
+            match path {
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut w = std::io::BufWriter::new(stdout.lock());
+                    node.dump(&collection, format, &mut w)?;
+                    w.flush()?;
+                }
+                Some(path) => {
+                    let n = write_replacing(&path, |w| Ok(node.dump(&collection, format, w)?))?;
+                    out(format_args!(
+                        "Wrote {n} records of {collection:?} to {}",
+                        path.display()
+                    ))?;
+                }
+            }
         }
         Command::Export { dir } => {
             let mut node = open(&cli.home)?;
@@ -1193,16 +1312,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ferry list --json`: an array of `{"id", "fields"}` sorted by id.
+/// `ferry list --json` as a string (the demo compares the laptops' lists).
 pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
-    let rules = node.rules()?;
-    let mut items = Vec::new();
-    node.for_each_record(collection, |id, r| {
-        let fields = json::record_to_json(r, |f| rules.of(collection, f));
-        items.push(serde_json::json!({ "id": id, "fields": fields }));
-        Ok(())
-    })?;
-    Ok(serde_json::Value::Array(items).to_string())
+    let mut buf = Vec::new();
+    node.list_json(collection, &mut buf)?;
+    Ok(String::from_utf8(buf)?.trim_end().to_string())
 }
 
 /// Prints what is risky in the email settings, one `ferry: warning:` line each.

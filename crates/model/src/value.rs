@@ -75,6 +75,35 @@ impl Value {
         Value::Str(text.to_string())
     }
 
+    /// The text that [`Value::parse`] reads back as exactly this value, as one would type it
+    /// after `FIELD=`: `None` for bytes, which have no such text. Text that would read as
+    /// something else (`34`, `true`, `null`, the empty string, text already in double quotes)
+    /// is put in double quotes, so it stays text; floats always show a fraction or an
+    /// exponent (`2.0`, `1e20`), so they stay floats.
+    ///
+    /// ```
+    /// use ferry_model::Value;
+    /// assert_eq!(Value::Str("34".into()).to_typed_text().unwrap(), "\"34\"");
+    /// assert_eq!(Value::Str("Kisumu".into()).to_typed_text().unwrap(), "Kisumu");
+    /// assert_eq!(Value::Float(2.0).to_typed_text().unwrap(), "2.0");
+    /// for v in [Value::Int(34), Value::Str(String::new()), Value::Float(1e20)] {
+    ///     assert_eq!(Value::parse(&v.to_typed_text().unwrap()), v);
+    /// }
+    /// ```
+    pub fn to_typed_text(&self) -> Option<String> {
+        Some(match self {
+            Value::Null => "null".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            // Debug is the shortest text that reads back to the same float, and it always
+            // has a `.` or an exponent (`2.0`, `1e20`, `-0.0`).
+            Value::Float(x) => format!("{x:?}"),
+            Value::Str(s) if s.is_empty() || Value::parse(s) != *self => format!("\"{s}\""),
+            Value::Str(s) => s.clone(),
+            Value::Bytes(_) => return None,
+        })
+    }
+
     /// A float value, refusing NaN and infinities.
     pub fn float(f: f64) -> Result<Value, ValueParseError> {
         if f.is_finite() {
@@ -342,6 +371,35 @@ mod tests {
         assert_eq!(to_decimal(1e300), None);
     }
 
+    #[test]
+    fn typed_text_reads_back_as_the_same_value() {
+        let cases = [
+            (Value::Null, "null"),
+            (Value::Bool(true), "true"),
+            (Value::Int(-17), "-17"),
+            (Value::Float(61.5), "61.5"),
+            (Value::Float(2.0), "2.0"),
+            (Value::Float(1e20), "1e20"),
+            (Value::Float(-0.0), "-0.0"),
+            (Value::Float(1e-7), "1e-7"),
+            (Value::Str("Kisumu Ndogo".into()), "Kisumu Ndogo"),
+            (Value::Str("007".into()), "007"),
+            (Value::Str("34".into()), "\"34\""),
+            (Value::Str("2.5e3".into()), "\"2.5e3\""),
+            (Value::Str("null".into()), "\"null\""),
+            (Value::Str("false".into()), "\"false\""),
+            (Value::Str(String::new()), "\"\""),
+            (Value::Str("\"".into()), "\""),
+            (Value::Str("\"quoted\"".into()), "\"\"quoted\"\""),
+            (Value::Str("a,b\n\"c\"".into()), "a,b\n\"c\""),
+        ];
+        for (v, text) in cases {
+            assert_eq!(v.to_typed_text().as_deref(), Some(text), "{v:?}");
+            assert_eq!(Value::parse(text), v, "{text:?}");
+        }
+        assert_eq!(Value::Bytes(vec![1]).to_typed_text(), None);
+    }
+
     proptest! {
         #[test]
         fn every_finite_float_round_trips_bit_exactly(bits in any::<u64>()) {
@@ -353,6 +411,23 @@ mod tests {
                 Value::Float(y) => prop_assert_eq!(y.to_bits(), x.to_bits()),
                 other => prop_assert!(false, "decoded {:?}", other),
             }
+        }
+
+        #[test]
+        fn every_finite_float_reads_back_from_its_typed_text(bits in any::<u64>()) {
+            let x = f64::from_bits(bits);
+            prop_assume!(x.is_finite());
+            let text = Value::Float(x).to_typed_text().unwrap();
+            match Value::parse(&text) {
+                Value::Float(y) => prop_assert_eq!(y.to_bits(), x.to_bits(), "{}", text),
+                other => prop_assert!(false, "{} read as {:?}", text, other),
+            }
+        }
+
+        #[test]
+        fn every_string_reads_back_from_its_typed_text(s in ".*") {
+            let v = Value::Str(s);
+            prop_assert_eq!(Value::parse(&v.to_typed_text().unwrap()), v);
         }
 
         #[test]

@@ -77,6 +77,14 @@ pub enum NodeError {
     /// Input a person gave is not valid.
     #[error("{0}")]
     Input(String),
+    /// A file given to `load` was refused as a whole: nothing from it was written.
+    #[error("{problem}; nothing was loaded — {advice}")]
+    LoadRefused {
+        /// What is wrong, and where (a line number, the columns found).
+        problem: String,
+        /// What to do about it.
+        advice: String,
+    },
     /// The sync engine refused a local operation (a bug or a corrupt store).
     #[error("{0}")]
     Engine(String),

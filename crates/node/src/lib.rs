@@ -19,6 +19,7 @@ mod housekeeping;
 mod identity;
 pub mod invite;
 pub mod json;
+mod load;
 mod medium;
 mod node;
 mod progress;
@@ -37,10 +38,12 @@ pub use ferry_transport_email::EmailConfig;
 pub use home::Home;
 pub use housekeeping::{CompactReport, PurgeReport};
 pub use identity::Identity;
+pub use load::{FileFormat, LoadReport};
 pub use medium::SkippedEntry;
+pub use node::check_collection;
 pub use node::{
-    ConflictValue, ConflictView, InvitationFile, InviteReport, LoadReport, MemberStatus,
-    NeededChanges, Node, Status, WaitingChanges,
+    ConflictValue, ConflictView, InvitationFile, InviteReport, MemberStatus, NeededChanges, Node,
+    Status, WaitingChanges,
 };
 pub use progress::{NoProgress, Progress, Unit};
 pub use serial::{

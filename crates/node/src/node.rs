@@ -3,7 +3,6 @@
 use crate::home::{Home, write_private};
 use crate::identity::Identity;
 use crate::invite::{self, InviteCode, KdfParams, Parsed};
-use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
 use crate::{NodeError, json};
 use ferry_bundle::DatasetKey;
@@ -13,34 +12,7 @@ use ferry_store::{Store, StoreTx};
 use ferry_sync::{Engine, Invitation, MemberInfo, Storage};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-
-/// Records per commit when loading in bulk…
-const LOAD_BATCH: usize = 1000;
-/// …and at most this many ops and (about) this many bytes, well within a commit's limits
-/// (bundles/SPEC.md §8), however wide or large the rows are.
-const LOAD_BATCH_OPS: usize = 65_536;
-const LOAD_BATCH_BYTES: usize = 8 * 1024 * 1024;
-
-/// About how many bytes a change takes in a commit (for batching).
-fn change_size(c: &Change) -> (usize, usize) {
-    match c {
-        Change::Record { id, ops, .. } => {
-            let bytes = ops
-                .iter()
-                .map(|op| match op {
-                    Op::Set(f, Value::Str(v)) => f.len() + v.len() + 4,
-                    Op::Set(f, Value::Bytes(v)) => f.len() + v.len() + 4,
-                    Op::Add(f, e) | Op::Remove(f, e) => f.len() + e.len() + 4,
-                    _ => 16,
-                })
-                .sum::<usize>();
-            (ops.len(), id.len() + bytes + 8)
-        }
-        _ => (1, 256),
-    }
-}
 
 /// One ferry node, opened from its home folder.
 pub struct Node {
@@ -133,15 +105,6 @@ impl InvitationFile {
             other => self.bad(&other.to_string()),
         })
     }
-}
-
-/// What `load` did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LoadReport {
-    /// Records written.
-    pub records: u64,
-    /// Commits made.
-    pub commits: u64,
 }
 
 /// One member as this node sees it.
@@ -302,8 +265,9 @@ fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Checks a collection name typed by a person.
-pub(crate) fn check_collection(c: &str) -> Result<(), NodeError> {
+/// Checks a collection name a person gave: 1 to 256 bytes, not starting with `_` (reserved
+/// for ferry's own data).
+pub fn check_collection(c: &str) -> Result<(), NodeError> {
     if c.is_empty() || c.len() > limits::MAX_NAME {
         return Err(NodeError::Input(format!(
             "collection names must be 1 to {} bytes",
@@ -328,7 +292,7 @@ fn check_id(id: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-fn check_field(f: &str) -> Result<(), NodeError> {
+pub(crate) fn check_field(f: &str) -> Result<(), NodeError> {
     if f.is_empty() || f.len() > limits::MAX_NAME {
         return Err(NodeError::Input(format!(
             "field names must be 1 to {} bytes",
@@ -630,111 +594,15 @@ impl Node {
         Ok(tx.record(collection, id)?)
     }
 
-    /// Calls `f` with every live record of `collection`, in id order.
+    /// Calls `f` with every live record of `collection`, in id order, as the store reads
+    /// them (nothing is collected in memory).
     pub fn for_each_record(
         &mut self,
         collection: &str,
-        mut f: impl FnMut(&str, &RecordState) -> Result<(), NodeError>,
+        f: impl FnMut(&str, &RecordState) -> Result<(), NodeError>,
     ) -> Result<(), NodeError> {
         let mut tx = self.store.read()?;
-        let mut inner_err = None;
-        tx.for_each_record(collection, true, |id, r| {
-            if let Err(e) = f(id, r) {
-                inner_err = Some(e);
-                return Err(ferry_store::StoreError::Missing("(stopped)".into()));
-            }
-            Ok(())
-        })
-        .or_else(|e| if inner_err.is_some() { Ok(()) } else { Err(e) })?;
-        match inner_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Loads records from JSON lines (`{"id": "...", "field": value, ...}`), in one
-    /// transaction: either every line is loaded or none.
-    pub fn load(
-        &mut self,
-        collection: &str,
-        input: &mut dyn BufRead,
-        total_bytes: Option<u64>,
-        progress: &dyn Progress,
-    ) -> Result<LoadReport, NodeError> {
-        check_collection(collection)?;
-        let now = now_ms();
-        let mut report = LoadReport::default();
-        let mut tx = self.store.transaction(now)?;
-        let mut batch = Vec::with_capacity(LOAD_BATCH);
-        let (mut batch_ops, mut batch_bytes) = (0usize, 0usize);
-        let mut line = String::new();
-        let mut line_no = 0u64;
-        progress.begin(&format!("loading {collection}"), total_bytes, Unit::Bytes);
-        loop {
-            line.clear();
-            let n = input
-                .read_line(&mut line)
-                .map_err(|e| NodeError::Input(format!("line {}: cannot read: {e}", line_no + 1)))?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            progress.advance(n as u64);
-            if line.trim().is_empty() {
-                continue;
-            }
-            let change = parse_line(collection, &line)
-                .map_err(|e| NodeError::Input(format!("line {line_no}: {e}")))?;
-            let (ops, bytes) = change_size(&change);
-            if !batch.is_empty()
-                && (batch_ops + ops > LOAD_BATCH_OPS || batch_bytes + bytes > LOAD_BATCH_BYTES)
-            {
-                report.records += batch.len() as u64;
-                report.commits += 1;
-                self.engine
-                    .commit_local(&mut tx, std::mem::take(&mut batch), now)?;
-                (batch_ops, batch_bytes) = (0, 0);
-            }
-            batch.push(change);
-            batch_ops += ops;
-            batch_bytes += bytes;
-            if batch.len() == LOAD_BATCH {
-                report.records += batch.len() as u64;
-                report.commits += 1;
-                self.engine
-                    .commit_local(&mut tx, std::mem::take(&mut batch), now)?;
-                (batch_ops, batch_bytes) = (0, 0);
-            }
-        }
-        if !batch.is_empty() {
-            report.records += batch.len() as u64;
-            report.commits += 1;
-            self.engine.commit_local(&mut tx, batch, now)?;
-        }
-        tx.commit()?;
-        progress.end();
-        Ok(report)
-    }
-
-    /// Writes every live record of `collection` as JSON lines (the inverse of `load`).
-    pub fn dump(&mut self, collection: &str, out: &mut dyn Write) -> Result<u64, NodeError> {
-        let mut n = 0;
-        let rules = self.rules()?;
-        self.for_each_record(collection, |id, r| {
-            let mut obj = serde_json::Map::new();
-            obj.insert("id".into(), id.into());
-            obj.extend(json::record_to_json(r, |f| rules.of(collection, f)));
-            serde_json::to_writer(&mut *out, &obj).map_err(|e| NodeError::Io {
-                what: "cannot write",
-                path: "output".into(),
-                source: e.into(),
-            })?;
-            out.write_all(b"\n")
-                .map_err(|e| NodeError::io("cannot write", "output", e))?;
-            n += 1;
-            Ok(())
-        })?;
-        Ok(n)
+        for_each_live(&mut tx, collection, f)
     }
 
     /// What waits on this laptop, per author, and whose changes it needs.
@@ -1110,47 +978,24 @@ fn already_exists(path: &Path) -> NodeError {
     ))
 }
 
-fn parse_line(collection: &str, line: &str) -> Result<Change, String> {
-    let obj: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let id = match obj.get("id") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => return Err("needs an \"id\" key holding a non-empty string".into()),
-    };
-    if id.len() > limits::MAX_RECORD_ID {
-        return Err(format!("id longer than {} bytes", limits::MAX_RECORD_ID));
-    }
-    let mut ops = Vec::with_capacity(obj.len());
-    for (k, v) in &obj {
-        if k == "id" {
-            continue;
+/// Calls `f` with every live record of `collection` in `tx`, in id order; an error from `f`
+/// stops the walk and is returned as it is.
+pub(crate) fn for_each_live(
+    tx: &mut StoreTx<'_>,
+    collection: &str,
+    mut f: impl FnMut(&str, &RecordState) -> Result<(), NodeError>,
+) -> Result<(), NodeError> {
+    let mut inner_err = None;
+    tx.for_each_record(collection, true, |id, r| {
+        if let Err(e) = f(id, r) {
+            inner_err = Some(e);
+            return Err(ferry_store::StoreError::Missing("(stopped)".into()));
         }
-        if k.is_empty() || k.len() > limits::MAX_NAME {
-            return Err(format!(
-                "field names must be 1 to {} bytes",
-                limits::MAX_NAME
-            ));
-        }
-        if let serde_json::Value::Array(items) = v {
-            // A set: each string is added.
-            for item in items {
-                let serde_json::Value::String(e) = item else {
-                    return Err(format!("field {k:?}: arrays may only hold strings (a set)"));
-                };
-                ops.push(Op::Add(k.clone(), e.clone()));
-            }
-            continue;
-        }
-        let value = json::from_json(v).map_err(|e| format!("field {k:?}: {e}"))?;
-        ops.push(Op::Set(k.clone(), value));
-    }
-    if ops.is_empty() {
-        return Err(format!("record {id:?} has no fields"));
-    }
-    Ok(Change::Record {
-        collection: collection.to_string(),
-        id,
-        ops,
+        Ok(())
     })
+    .or_else(|e| if inner_err.is_some() { Ok(()) } else { Err(e) })?;
+    match inner_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

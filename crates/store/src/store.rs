@@ -1271,6 +1271,48 @@ impl Storage for StoreTx<'_> {
     }
 }
 
+/// Keys met in one long input (the ids of a file being loaded), kept on disk rather than in
+/// memory: SQLite's temporary database of this connection, which spills past a small cache.
+impl StoreTx<'_> {
+    /// Starts a new, empty set of keys for [`StoreTx::seen_at`].
+    pub fn begin_seen(&self) -> Result<()> {
+        self.tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS seen_keys (
+                 key TEXT PRIMARY KEY NOT NULL,
+                 line INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             DELETE FROM temp.seen_keys;",
+        )?;
+        Ok(())
+    }
+
+    /// Notes that `key` was met at `line` and returns `None`, or, when it was met before
+    /// (since [`StoreTx::begin_seen`]), the line where it was met first.
+    pub fn seen_at(&self, key: &str, line: u64) -> Result<Option<u64>> {
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO temp.seen_keys (key, line) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![key, i(line)])?;
+        if inserted == 1 {
+            return Ok(None);
+        }
+        let first: i64 = self
+            .tx
+            .prepare_cached("SELECT line FROM temp.seen_keys WHERE key = ?1")?
+            .query_row(params![key], |r| r.get(0))?;
+        Ok(Some(u(first)))
+    }
+
+    /// Forgets the keys, giving their space back.
+    pub fn end_seen(&self) -> Result<()> {
+        self.tx
+            .execute_batch("DROP TABLE IF EXISTS temp.seen_keys")?;
+        Ok(())
+    }
+}
+
 impl StoreTx<'_> {
     fn record_by_id(&self, coll: u32, id: &str) -> Result<Option<RecordState>> {
         let row: Option<Vec<u8>> = self
@@ -1316,4 +1358,37 @@ fn read_proof(
         })
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_keys_name_the_first_line_and_start_empty_again() {
+        let mut store = Store::open_in_memory().unwrap();
+        for _ in 0..2 {
+            let tx = store.transaction(1).unwrap();
+            tx.begin_seen().unwrap();
+            assert_eq!(tx.seen_at("v1", 1).unwrap(), None);
+            assert_eq!(tx.seen_at("v2", 2).unwrap(), None);
+            assert_eq!(tx.seen_at("V1", 3).unwrap(), None, "keys are exact");
+            assert_eq!(tx.seen_at("v1", 9).unwrap(), Some(1));
+            assert_eq!(
+                tx.seen_at("v1", 12).unwrap(),
+                Some(1),
+                "the first line stays"
+            );
+            tx.end_seen().unwrap();
+            tx.commit().unwrap();
+        }
+        let tx = store.transaction(1).unwrap();
+        tx.begin_seen().unwrap();
+        assert_eq!(tx.seen_at("v1", 5).unwrap(), None);
+        // Dropped without commit: rolled back, and the next set starts empty too.
+        drop(tx);
+        let tx = store.transaction(1).unwrap();
+        tx.begin_seen().unwrap();
+        assert_eq!(tx.seen_at("v1", 7).unwrap(), None);
+    }
 }
