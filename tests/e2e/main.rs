@@ -12,6 +12,7 @@ mod crash;
 mod email;
 mod invitations;
 mod medium;
+mod messages;
 mod rejects;
 mod security;
 mod serial;

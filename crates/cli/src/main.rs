@@ -77,6 +77,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The collections on this laptop, with how many records each
+    Collections {
+        /// Print a JSON array of {"name", "records"}
+        #[arg(long)]
+        json: bool,
+    },
     /// Settle a conflict: write VALUE over every concurrent value of FIELD, for everyone
     Resolve {
         /// Collection
@@ -602,9 +608,40 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("ferry: error: {}", output::shown_sentence(&one_line(&e)));
-            ExitCode::FAILURE
+            if is_usage(&e) {
+                ExitCode::from(USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// The exit status of a usage mistake (the command line itself is wrong), as for the ones
+/// clap finds.
+const USAGE: u8 = 2;
+
+/// A usage mistake found after parsing (a malformed `FIELD=VALUE`, an unknown rule name):
+/// the command line itself is wrong, whatever the data. Exit status 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Whether an error is a usage mistake: the CLI's own [`Usage`], or a node error of that
+/// kind ([`ferry_node::NodeError::is_usage`]), wherever it is in the chain.
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<Usage>()
+            || c.downcast_ref::<ferry_node::NodeError>()
+                .is_some_and(ferry_node::NodeError::is_usage)
+    })
 }
 
 /// The error and its causes on one line, without repeating a cause that a message already
@@ -612,7 +649,10 @@ fn main() -> ExitCode {
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        let text = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => ferry_node::plain_io(io),
+            None => cause.to_string(),
+        };
         if line.contains(&text) {
             continue;
         }
@@ -643,7 +683,10 @@ fn open(home: &Option<PathBuf>) -> Result<Node> {
 
 fn parse_field(arg: &str) -> Result<(String, Value)> {
     let Some((field, value)) = arg.split_once('=') else {
-        bail!("{arg:?} is not FIELD=VALUE (for example weight_kg=61.5)");
+        return Err(Usage(format!(
+            "{arg:?} is not FIELD=VALUE (for example weight_kg=61.5, or village=\"Kisumu Ndogo\")"
+        ))
+        .into());
     };
     Ok((field.to_string(), Value::parse(value)))
 }
@@ -657,15 +700,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, Some(path)) => {
                     let invite = InvitationFile::read(path)?;
                     let mut code = args.code;
+                    if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
+                        code = Some(ask_code()?);
+                    }
+                    let node = Node::join(&home, &args.name, &invite, code.as_deref())?;
+                    // Said once it is used (a file that cannot join gets its error alone).
                     if !invite.needs_code() {
                         eprintln!(
                             "NOTE: {} was written by an earlier ferry and is not protected by a code: whoever holds a copy of it can join; delete it",
                             path.display()
                         );
-                    } else if code.is_none() && std::io::stdin().is_terminal() {
-                        code = Some(ask_code()?);
                     }
-                    Node::join(&home, &args.name, &invite, code.as_deref())?
+                    node
                 }
                 _ => unreachable!("clap requires exactly one of --create and --join"),
             };
@@ -727,6 +773,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut node = open(&cli.home)?;
             let rules = node.rules()?;
             let Some(rec) = node.get(&collection, &id)?.filter(|r| r.is_live()) else {
+                node.require_collection(&collection)?;
                 bail!("no record {id:?} in collection {collection:?}");
             };
             let rule_of = |f: &str| rules.of(&collection, f);
@@ -792,8 +839,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let mut node = open(&cli.home)?;
             if as_json {
+                // For scripts, a collection with no records here is `[]` (a fresh laptop
+                // before its first sync); a person reading stderr is told.
+                warn_no_collection(&mut node, &collection)?;
                 out(format_args!("{}", list_json(&mut node, &collection)?))?;
             } else {
+                node.require_collection(&collection)?;
                 let rules = node.rules()?;
                 let mut lines = Vec::new();
                 node.for_each_record(&collection, |id, r| {
@@ -807,6 +858,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })?;
                 for l in lines {
                     out(format_args!("{l}"))?;
+                }
+            }
+        }
+        Command::Collections { json: as_json } => {
+            let mut node = open(&cli.home)?;
+            let collections = node.collections()?;
+            if as_json {
+                let items: Vec<_> = collections
+                    .iter()
+                    .map(|(c, n)| serde_json::json!({"name": c, "records": n}))
+                    .collect();
+                out(format_args!("{}", serde_json::Value::Array(items)))?;
+            } else if collections.is_empty() {
+                out(format_args!(
+                    "No collections yet: add records with `ferry put` or `ferry load`, or sync to receive them."
+                ))?;
+            } else {
+                for (c, n) in &collections {
+                    out(format_args!(
+                        "{}  {n} record{}",
+                        output::shown(c),
+                        if *n == 1 { "" } else { "s" }
+                    ))?;
                 }
             }
         }
@@ -898,7 +972,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     field,
                     rule,
                 } => {
-                    let rule: Rule = rule.parse().map_err(anyhow::Error::msg)?;
+                    let rule: Rule = rule.parse().map_err(Usage)?;
                     node.set_rule(&collection, &field, rule)?;
                     out(format_args!("{collection}.{field} now merges by {rule}"))?;
                 }
@@ -931,6 +1005,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete { collection, id } => {
             let mut node = open(&cli.home)?;
             if !node.delete(&collection, &id)? {
+                node.require_collection(&collection)?;
                 bail!("no record {id:?} in collection {collection:?}");
             }
         }
@@ -956,6 +1031,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Dump { collection } => {
             let mut node = open(&cli.home)?;
+            warn_no_collection(&mut node, &collection)?;
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::new(stdout.lock());
             node.dump(&collection, &mut lock)?;
@@ -977,12 +1053,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let accept = ferry_node::Accept { plaintext };
             let r = node.import_with(&paths, &Bar::new(), accept)?;
             output::print_import(&r)?;
+            if r.files.is_empty() && r.waiting_parts.is_empty() {
+                // The right folder (this dataset's), with nothing in it yet.
+                out(format_args!(
+                    "nothing to import: the folder of this dataset (ferry/{}/) holds no bundles yet",
+                    node.dataset().to_hex()
+                ))?;
+            }
             if r.rejected() > 0 {
                 bail!(
-                    "{} of {} files were refused and quarantined in {} (the others were applied)",
+                    "{} of {} files were refused and quarantined in {} ({})",
                     r.rejected(),
                     r.files.len(),
-                    node.home().quarantine().display()
+                    node.home().quarantine().display(),
+                    if r.rejected() == r.files.len() {
+                        "nothing from them was applied"
+                    } else {
+                        "the others were applied"
+                    }
                 );
             }
         }
@@ -991,11 +1079,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match (dir, via) {
                 (_, Some(SyncVia::Email(args))) => {
                     warn_email(&node, &args)?;
-                    let r = node.receive_email(args.config(), &Bar::new())?;
-                    output::print_email_receive(&r)?;
+                    let r = match node.email_receive_impossible(args.config())? {
+                        Some(why) => {
+                            out(format_args!("NOTE     sending only: {why}"))?;
+                            None
+                        }
+                        None => {
+                            let r = node.receive_email(args.config(), &Bar::new())?;
+                            output::print_email_receive(&r)?;
+                            Some(r)
+                        }
+                    };
                     let s = node.send_email(args.config(), &args.to, &Bar::new())?;
                     output::print_email_send(&s)?;
-                    refused_email(&node, &r)?;
+                    if let Some(r) = &r {
+                        refused_email(&node, r)?;
+                    }
                 }
                 (_, Some(SyncVia::Sms(args))) => {
                     let rejected = match node.sms_receive_impossible(&args.flags())? {
@@ -1028,7 +1127,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     refused(&node, bad, "over the serial link")?;
                 }
                 (Some(dir), None) => {
-                    let r = node.sync(&dir, &Bar::new())?;
+                    let r = match node.sync(&dir, &Bar::new()) {
+                        Ok(r) => r,
+                        Err(ferry_node::NodeError::WriteAfterImport { import, source }) => {
+                            // The import happened: show it, then why nothing was written.
+                            output::print_import(&import)?;
+                            let e = ferry_node::NodeError::WriteAfterImport { import, source };
+                            bail!(
+                                "{e}; once it can be written, run `ferry sync {}` again so the other laptops get this laptop's changes",
+                                dir.display()
+                            );
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     output::print_import(&r.import)?;
                     output::print_export(&r.export)?;
                     refused(&node, r.import.rejected(), &format!("on {}", dir.display()))?;
@@ -1055,6 +1166,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut node = open(&cli.home)?;
             match via {
                 ReceiveVia::Email(args) => {
+                    if let Some(why) = node.email_receive_impossible(args.config())? {
+                        bail!("nothing was received: {why}");
+                    }
                     warn_email(&node, &args)?;
                     let r = node.receive_email(args.config(), &Bar::new())?;
                     output::print_email_receive(&r)?;
@@ -1203,6 +1317,18 @@ pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
         Ok(())
     })?;
     Ok(serde_json::Value::Array(items).to_string())
+}
+
+/// Warns on stderr, one `ferry: warning:` line, when this laptop has no record of
+/// `collection` (a typo?); machine output (`--json`, `dump`) is still the empty answer.
+fn warn_no_collection(node: &mut Node, collection: &str) -> Result<()> {
+    match node.require_collection(collection) {
+        Err(e @ ferry_node::NodeError::NoCollection { .. }) => {
+            eprintln!("ferry: warning: {}", output::shown_sentence(&e.to_string()));
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Prints what is risky in the email settings, one `ferry: warning:` line each.

@@ -847,11 +847,18 @@ pub fn print_verify(r: &VerifyReport) -> Result<()> {
             " (NOT this dataset)"
         }
     ))?;
-    out(format_args!(
-        "sender     {} (member #{})",
-        shown(&r.sender.1),
-        r.sender.0
-    ))?;
+    if r.our_dataset {
+        out(format_args!(
+            "sender     {} (member #{})",
+            shown(&r.sender.1),
+            r.sender.0
+        ))?;
+    } else {
+        out(format_args!(
+            "sender     member #{} of that other dataset (not a member of this one)",
+            r.sender.0
+        ))?;
+    }
     for (author, first, last) in &r.runs {
         out(format_args!("commits    {}: {first}–{last}", shown(author)))?;
     }

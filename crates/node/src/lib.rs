@@ -28,11 +28,12 @@ pub mod time;
 
 pub use contacts::Contact;
 pub use email::{EmailReceiveReport, EmailSendReport, EmailSent, EmailWaiting};
-pub use error::NodeError;
+pub use error::{NodeError, NothingToImport};
 pub use exchange::{
     ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,
 };
 pub use ferry_sync::Accept;
+pub use ferry_transport::plain_io;
 pub use ferry_transport_email::EmailConfig;
 pub use home::Home;
 pub use housekeeping::{CompactReport, PurgeReport};

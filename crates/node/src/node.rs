@@ -7,7 +7,7 @@ use crate::progress::Progress;
 use crate::time::now_ms;
 use crate::{NodeError, json};
 use ferry_bundle::DatasetKey;
-use ferry_model::crypto::{PublicKey, SecretKey};
+use ferry_model::crypto::{JoinError, PublicKey, SecretKey};
 use ferry_model::{Change, DatasetId, MemberId, Op, RecordState, Rule, Value, limits};
 use ferry_store::{Store, StoreTx};
 use ferry_sync::{Engine, Invitation, MemberInfo, Storage};
@@ -270,7 +270,7 @@ pub(crate) fn random<const N: usize>() -> [u8; N] {
 
 fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
     if s.trim().is_empty() || s.len() > limits::MAX_LABEL || s.chars().any(char::is_control) {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "{what} must be 1 to {} characters, without control characters",
             limits::MAX_LABEL
         )));
@@ -281,13 +281,13 @@ fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
 /// Checks a collection name typed by a person.
 pub(crate) fn check_collection(c: &str) -> Result<(), NodeError> {
     if c.is_empty() || c.len() > limits::MAX_NAME {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "collection names must be 1 to {} bytes",
             limits::MAX_NAME
         )));
     }
     if c.starts_with('_') {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "collection {c:?}: names starting with '_' are reserved for ferry's own metadata"
         )));
     }
@@ -296,7 +296,7 @@ pub(crate) fn check_collection(c: &str) -> Result<(), NodeError> {
 
 fn check_id(id: &str) -> Result<(), NodeError> {
     if id.is_empty() || id.len() > limits::MAX_RECORD_ID {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "record ids must be 1 to {} bytes",
             limits::MAX_RECORD_ID
         )));
@@ -306,13 +306,13 @@ fn check_id(id: &str) -> Result<(), NodeError> {
 
 fn check_field(f: &str) -> Result<(), NodeError> {
     if f.is_empty() || f.len() > limits::MAX_NAME {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "field names must be 1 to {} bytes",
             limits::MAX_NAME
         )));
     }
     if f == "id" {
-        return Err(NodeError::Input(
+        return Err(NodeError::BadArgument(
             "\"id\" is the record id, not a field; choose another field name".into(),
         ));
     }
@@ -360,9 +360,14 @@ impl Node {
         let inv = invite.open(code)?;
         let secret = SecretKey::from_bytes(random());
         let proof = inv.join_proof(&secret.public());
-        proof
-            .verify(inv.dataset, inv.member(), &inv.admin_key)
-            .map_err(|e| invite.bad(&e.to_string()))?;
+        proof.verify(inv.dataset, inv.member(), &inv.admin_key).map_err(|e| match e {
+            // The file was opened, so its admin signature failing means bytes changed
+            // after `ferry invite` wrote them: damage, as far as anyone can tell here.
+            JoinError::BadCert | JoinError::BadJoinSig => invite.bad(
+                "the file is damaged: its admin signature does not match its content (it changed after `ferry invite` wrote it); ask the admin for the file again, or for a new invitation",
+            ),
+            other => invite.bad(&other.to_string()),
+        })?;
         let id = Identity {
             dataset: inv.dataset,
             dataset_name: inv.dataset_name.clone(),
@@ -570,7 +575,9 @@ impl Node {
         check_collection(collection)?;
         check_id(id)?;
         if fields.is_empty() {
-            return Err(NodeError::Input("give at least one FIELD=VALUE".into()));
+            return Err(NodeError::BadArgument(
+                "give at least one FIELD=VALUE".into(),
+            ));
         }
         for (f, _) in fields {
             check_field(f)?;
@@ -606,7 +613,29 @@ impl Node {
         Ok(tx.record(collection, id)?)
     }
 
-    /// Calls `f` with every live record of `collection`, in id order.
+    /// The collections this laptop holds records of (live, or deleted and not purged yet),
+    /// with how many live records each, by name; ferry's own (`_members`, …) left out.
+    pub fn collections(&mut self) -> Result<Vec<(String, u64)>, NodeError> {
+        let mut tx = self.store.read()?;
+        let mut all = tx.collections()?;
+        all.retain(|(c, _)| !c.starts_with('_'));
+        Ok(all)
+    }
+
+    /// Fails with [`NodeError::NoCollection`], naming the collections there are, when this
+    /// laptop holds no record of `collection` at all (live, or deleted and not purged yet).
+    pub fn require_collection(&mut self, collection: &str) -> Result<(), NodeError> {
+        if self.store.read()?.has_collection(collection)? {
+            return Ok(());
+        }
+        Err(NodeError::NoCollection {
+            name: collection.to_string(),
+            here: self.collections()?,
+        })
+    }
+
+    /// Calls `f` with every live record of `collection`, in id order (none for a collection
+    /// this laptop has no record of: [`Node::require_collection`] tells the two apart).
     pub fn for_each_record(
         &mut self,
         collection: &str,

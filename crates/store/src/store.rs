@@ -392,6 +392,17 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Whether `collection` has any record (live, or deleted and not purged yet).
+    pub fn has_collection(&mut self, collection: &str) -> Result<bool> {
+        let Some(coll) = self.existing_name_id(collection)? else {
+            return Ok(false);
+        };
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT 1 FROM records WHERE coll = ?1 LIMIT 1")?;
+        Ok(stmt.exists(params![coll])?)
+    }
+
     /// Calls `f` with every record of `collection`, in id order (byte order of UTF-8).
     pub fn for_each_record(
         &mut self,
@@ -422,12 +433,13 @@ impl StoreTx<'_> {
         Ok(())
     }
 
-    /// Collections with live records, and how many each, by name.
+    /// Collections with records (live, or deleted and not purged yet), and how many live
+    /// records each, by name.
     pub fn collections(&mut self) -> Result<Vec<(String, u64)>> {
         self.load_names()?;
         let mut stmt = self
             .tx
-            .prepare_cached("SELECT coll, count(*) FROM records WHERE live = 1 GROUP BY coll")?;
+            .prepare_cached("SELECT coll, sum(live) FROM records GROUP BY coll")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
