@@ -463,3 +463,71 @@ fn usage_mistakes_exit_2_with_one_line_that_shows_the_right_form() {
     hq.fails(&["resolve", "visits", "v1", "a", "2"]);
     hq.fails(&["get", "visits", "no-such-id"]);
 }
+
+// ---- `ferry doctor` ----------------------------------------------------------------------
+
+/// A member that never synced holds back compaction and purge, by name; a home others can
+/// read is a problem (exit 1) with the command that fixes it; a stick's bundles are counted.
+#[test]
+fn doctor_names_who_holds_back_compaction_and_what_is_wrong() {
+    let base = tempfile::tempdir().unwrap();
+    let (hq, a, _b) = three(base.path());
+    hq.ok(&["put", "visits", "v1", "a=1"]);
+    hq.ok(&["put", "visits", "v2", "a=2"]);
+    hq.ok(&["delete", "visits", "v2"]);
+    let stick = dir(base.path(), "stick");
+    hq.ok(&["sync", s(&stick)]);
+    a.ok(&["sync", s(&stick)]);
+    hq.ok(&["sync", s(&stick)]);
+    let out = hq.ok(&["doctor", s(&stick)]);
+    let line = |area: &str| {
+        out.lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(area))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(line("store").starts_with("ok"), "{out}");
+    assert!(line("home").starts_with("ok"), "{out}");
+    let holding = line("compaction");
+    assert!(
+        holding.starts_with("note")
+            && holding.contains("clinic-b")
+            && holding.contains("holds back compaction")
+            && holding.contains("nothing heard from it yet")
+            && !holding.contains("clinic-a"),
+        "{out}"
+    );
+    assert!(
+        line("purge").contains("1 of 1 deleted records are kept until clinic-b"),
+        "{out}"
+    );
+    assert!(
+        line("stick").contains("bundles of this dataset")
+            && line("stick").contains("read or written by this laptop"),
+        "{out}"
+    );
+    // A home other users can read.
+    let status = Command::new("chmod")
+        .arg("755")
+        .arg(&hq.home)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (out, err) = hq.fails(&["doctor"]);
+    let problem = out.lines().find(|l| l.starts_with("PROBLEM")).unwrap();
+    assert!(
+        problem.contains("home") && problem.contains(&format!("chmod 700 {}", hq.home.display())),
+        "{out}"
+    );
+    assert!(err.contains("doctor found a problem"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&hq.run(&["doctor", "--json"]).stdout).unwrap();
+    assert!(
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "problem" && f["area"] == "home"),
+        "{json}"
+    );
+}

@@ -207,6 +207,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check this laptop: the store, the home folder's permissions, which member holds back
+    /// compaction and purge (and since when), and what a stick holds (exit 1 on a problem)
+    Doctor {
+        /// A stick or shared folder to look at too
+        dir: Option<PathBuf>,
+        /// Print JSON: {"findings": [{"severity", "area", "text"}]}
+        #[arg(long)]
+        json: bool,
+    },
     /// Fields edited on two laptops at once, with every value
     Conflicts {
         /// Print a JSON array of {"collection", "id", "field", "winner", "values"}
@@ -1256,6 +1265,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out(format_args!("{}", serde_json::to_string_pretty(&s)?))?;
             } else {
                 output::print_status(&s)?;
+            }
+        }
+        Command::Doctor { dir, json: as_json } => {
+            let mut node = open(&cli.home)?;
+            let r = node.doctor(dir.as_deref())?;
+            if as_json {
+                out(format_args!("{}", serde_json::to_string_pretty(&r)?))?;
+            } else {
+                output::print_doctor(&r)?;
+            }
+            match r.problems() {
+                0 => {}
+                1 => bail!("doctor found a problem: see the PROBLEM line above"),
+                n => bail!("doctor found {n} problems: see the PROBLEM lines above"),
             }
         }
         Command::Conflicts { json: as_json } => {

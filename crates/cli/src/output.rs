@@ -829,6 +829,23 @@ pub fn print_status(s: &Status) -> Result<()> {
     Ok(())
 }
 
+pub fn print_doctor(r: &ferry_node::DoctorReport) -> Result<()> {
+    use ferry_node::Severity;
+    for f in &r.findings {
+        let mark = match f.severity {
+            Severity::Ok => "ok      ",
+            Severity::Problem => "PROBLEM ",
+            _ => "note    ",
+        };
+        out(format_args!(
+            "{mark} {:<10} {}",
+            f.area,
+            shown_sentence(&f.text)
+        ))?;
+    }
+    Ok(())
+}
+
 pub fn print_verify(r: &VerifyReport) -> Result<()> {
     out(format_args!(
         "file       {} ({})",

@@ -196,7 +196,7 @@ const QUARANTINE_NOTE: u64 = 4096;
 const WAITING_MAX_AGE_MS: u64 = 30 * 86_400_000;
 
 /// Reads a whole file to name it by content: the first 16 bytes of its BLAKE3 hash, hex.
-fn content_name(path: &Path) -> io::Result<(String, u64)> {
+pub(crate) fn content_name(path: &Path) -> io::Result<(String, u64)> {
     let mut f = open_regular(path)?;
     let mut h = blake3::Hasher::new();
     let n = io::copy(&mut f, &mut h)?;

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod contacts;
+mod doctor;
 mod email;
 mod error;
 mod exchange;
@@ -27,6 +28,7 @@ mod sms;
 pub mod time;
 
 pub use contacts::Contact;
+pub use doctor::{DoctorReport, Finding, Severity};
 pub use email::{EmailReceiveReport, EmailSendReport, EmailSent, EmailWaiting};
 pub use error::{NodeError, NothingToImport};
 pub use exchange::{

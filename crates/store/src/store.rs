@@ -202,6 +202,21 @@ impl Store {
         Ok(())
     }
 
+    /// SQLite's own check of the database file (`PRAGMA integrity_check`): empty when it is
+    /// sound, else what is wrong (at most 20 lines).
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check(20)")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let line = row?;
+            if line != "ok" {
+                out.push(line);
+            }
+        }
+        Ok(out)
+    }
+
     /// The schema version.
     pub fn schema_version(&self) -> Result<u32> {
         Ok(self
