@@ -531,3 +531,79 @@ fn doctor_names_who_holds_back_compaction_and_what_is_wrong() {
         "{json}"
     );
 }
+
+// ---- a second process waiting for the home -----------------------------------------------
+
+/// While one `ferry load -` holds the store's write lock (reading its standard input), a
+/// `ferry put` on the same home waits, and after a second says for whom: the process id
+/// and command of the load. It then finishes once the load has.
+#[test]
+fn a_command_waiting_for_the_home_says_for_whom() {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let base = tempfile::tempdir().unwrap();
+    let hq = hq_with_visits(base.path());
+    let mut load = hq
+        .cmd(&["load", "visits", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load_pid = load.id();
+    let mut input = load.stdin.take().unwrap();
+    writeln!(input, r#"{{"id": "v-loaded", "a": 9}}"#).unwrap();
+    // The load has opened the home (its note is there) and then takes the lock at once.
+    let running = hq.home.join("running");
+    let started = Instant::now();
+    let noted = || {
+        std::fs::read_dir(&running).is_ok_and(|mut d| {
+            d.any(|e| {
+                e.is_ok_and(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{load_pid}-"))
+                })
+            })
+        })
+    };
+    while !noted() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the load never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let put = hq
+        .cmd(&["put", "visits", "v-put", "a=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(input);
+    let load = load.wait_with_output().unwrap();
+    assert!(load.status.success(), "{}", text(&load));
+    let put = put.wait_with_output().unwrap();
+    assert!(put.status.success(), "{}", text(&put));
+    let err = String::from_utf8_lossy(&put.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("waiting for another ferry on this home")
+            && err.contains(&format!("process {load_pid} "))
+            && err.contains("load visits -")
+            && err.contains("running since"),
+        "{err}"
+    );
+    let list = hq.ok(&["list", "visits"]);
+    assert!(
+        list.contains("v-loaded") && list.contains("v-put"),
+        "{list}"
+    );
+    assert!(
+        std::fs::read_dir(&running).unwrap().next().is_none(),
+        "every note is removed when its process ends"
+    );
+}

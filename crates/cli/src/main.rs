@@ -687,7 +687,9 @@ fn ask_code() -> Result<String> {
 
 fn open(home: &Option<PathBuf>) -> Result<Node> {
     let home = Home::resolve(home.clone())?;
-    Ok(Node::open(&home)?)
+    let mut node = Node::open(&home)?;
+    node.on_wait(|line| eprintln!("ferry: {}", output::shown_sentence(line)));
+    Ok(node)
 }
 
 fn parse_field(arg: &str) -> Result<(String, Value)> {

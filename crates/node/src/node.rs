@@ -1,6 +1,6 @@
 //! The node: identity, local edits and what the store knows.
 
-use crate::home::{Home, write_private};
+use crate::home::{Home, Presence, write_private};
 use crate::identity::Identity;
 use crate::invite::{self, InviteCode, KdfParams, Parsed};
 use crate::progress::Progress;
@@ -48,6 +48,8 @@ pub struct Node {
     pub(crate) store: Store,
     pub(crate) id: Identity,
     pub(crate) engine: Engine,
+    /// This process's note in the home's `running/` (whom another command waits for).
+    _presence: Option<Presence>,
 }
 
 /// What `invite` produced.
@@ -418,6 +420,7 @@ impl Node {
                 store,
                 id,
                 engine,
+                _presence: None,
             })
         })();
         if result.is_err() {
@@ -455,12 +458,57 @@ impl Node {
         // Temporary files of an export or receive that was killed give their space back
         // at the next command; those of live writers (a listener) are left alone.
         home.sweep_staging();
+        let what = std::env::args()
+            .enumerate()
+            .map(|(i, a)| match i {
+                // The program by its name, not its path.
+                0 => Path::new(&a)
+                    .file_name()
+                    .map_or(a.clone(), |n| n.to_string_lossy().into_owned()),
+                _ => a,
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
         Ok(Node {
             home: home.clone(),
             store,
             id,
             engine,
+            _presence: home.announce(&what),
         })
+    }
+
+    /// Calls `notice` with one line whenever a change to the store has waited a second for
+    /// another process writing to this home: which process (its id and command) and since
+    /// when. The wait goes on (up to the store's limit).
+    pub fn on_wait(&mut self, mut notice: impl FnMut(&str) + Send + 'static) {
+        let home = self.home.clone();
+        self.store.set_on_wait(Some(Box::new(move || {
+            let others = home.others();
+            let now = now_ms();
+            let line = if others.is_empty() {
+                format!(
+                    "waiting for another program that is writing to {} to finish",
+                    home.db().display()
+                )
+            } else {
+                let who: Vec<String> = others
+                    .iter()
+                    .map(|(pid, what, since)| {
+                        format!(
+                            "process {pid} `{what}`, running since {} ({} s)",
+                            crate::time::format_utc(*since),
+                            now.saturating_sub(*since) / 1000
+                        )
+                    })
+                    .collect();
+                format!(
+                    "waiting for another ferry on this home to finish its change: {}",
+                    who.join("; ")
+                )
+            };
+            notice(&line);
+        })));
     }
 
     /// This node's identity.
