@@ -51,9 +51,9 @@ fn put_get_list_delete_follow_the_value_rules() {
     assert!(err.contains("no record \"v-2\""), "{err}");
     let (_, err) = l.fails(&["delete", "visits", "v-2"]);
     assert!(err.contains("no record"), "{err}");
-    let (_, err) = l.fails(&["put", "visits", "v-3", "weight"]);
+    let err = l.misuse(&["put", "visits", "v-3", "weight"]);
     assert!(err.contains("FIELD=VALUE"), "{err}");
-    let (_, err) = l.fails(&["put", "_members", "1", "label=x"]);
+    let err = l.misuse(&["put", "_members", "1", "label=x"]);
     assert!(err.contains("reserved"), "{err}");
     assert_eq!(l.list("nothing"), "[]\n");
 }

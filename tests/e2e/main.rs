@@ -13,6 +13,7 @@ mod crash;
 mod email;
 mod invitations;
 mod medium;
+mod messages;
 mod progress;
 mod rejects;
 mod security;

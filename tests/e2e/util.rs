@@ -56,6 +56,21 @@ impl Laptop {
         (String::from_utf8(out.stdout).unwrap(), stderr)
     }
 
+    /// Runs and expects a usage mistake: exit status 2 and one error line; returns stderr.
+    pub fn misuse(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "exit code for {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8(out.stderr).expect("utf-8");
+        assert_eq!(stderr.lines().count(), 1, "errors are one line: {stderr:?}");
+        stderr
+    }
+
     pub fn status(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["status", "--json"])).expect("status json")
     }

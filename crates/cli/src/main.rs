@@ -78,6 +78,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The collections on this laptop, with how many records each
+    Collections {
+        /// Print a JSON array of {"name", "records"}
+        #[arg(long)]
+        json: bool,
+    },
     /// Settle a conflict: write VALUE over every concurrent value of FIELD, for everyone
     Resolve {
         /// Collection
@@ -237,6 +243,15 @@ Exit status: 0 written; 1 failed (with --out, FILE is then left as it was); 2 us
     /// This node, the dataset, the members and what each still lacks
     Status {
         /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check this laptop: the store, the home folder's permissions, which member holds back
+    /// compaction and purge (and since when), and what a stick holds (exit 1 on a problem)
+    Doctor {
+        /// A stick or shared folder to look at too
+        dir: Option<PathBuf>,
+        /// Print JSON: {"findings": [{"severity", "area", "text"}]}
         #[arg(long)]
         json: bool,
     },
@@ -641,8 +656,8 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("ferry: error: {}", output::shown_sentence(&one_line(&e)));
-            if e.chain().any(|c| c.is::<Usage>()) {
-                ExitCode::from(2)
+            if is_usage(&e) {
+                ExitCode::from(USAGE)
             } else {
                 ExitCode::FAILURE
             }
@@ -650,8 +665,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// A mistake on the command line itself, found after parsing (a reserved collection name):
-/// exit status 2, as for the mistakes clap finds. A problem with a file or the data is 1.
+/// The exit status of a usage mistake (the command line itself is wrong), as for the ones
+/// clap finds.
+const USAGE: u8 = 2;
+
+/// A usage mistake found after parsing (a malformed `FIELD=VALUE`, an unknown rule name):
+/// the command line itself is wrong, whatever the data. Exit status 2.
 #[derive(Debug)]
 struct Usage(String);
 
@@ -693,12 +712,25 @@ fn write_replacing<T>(
     Ok(value)
 }
 
+/// Whether an error is a usage mistake: the CLI's own [`Usage`], or a node error of that
+/// kind ([`ferry_node::NodeError::is_usage`]), wherever it is in the chain.
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<Usage>()
+            || c.downcast_ref::<ferry_node::NodeError>()
+                .is_some_and(ferry_node::NodeError::is_usage)
+    })
+}
+
 /// The error and its causes on one line, without repeating a cause that a message already
 /// quotes.
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        let text = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => ferry_node::plain_io(io),
+            None => cause.to_string(),
+        };
         if line.contains(&text) {
             continue;
         }
@@ -724,12 +756,17 @@ fn ask_code() -> Result<String> {
 
 fn open(home: &Option<PathBuf>) -> Result<Node> {
     let home = Home::resolve(home.clone())?;
-    Ok(Node::open(&home)?)
+    let mut node = Node::open(&home)?;
+    node.on_wait(|line| eprintln!("ferry: {}", output::shown_sentence(line)));
+    Ok(node)
 }
 
 fn parse_field(arg: &str) -> Result<(String, Value)> {
     let Some((field, value)) = arg.split_once('=') else {
-        bail!("{arg:?} is not FIELD=VALUE (for example weight_kg=61.5)");
+        return Err(Usage(format!(
+            "{arg:?} is not FIELD=VALUE (for example weight_kg=61.5, or village=\"Kisumu Ndogo\")"
+        ))
+        .into());
     };
     Ok((field.to_string(), Value::parse(value)))
 }
@@ -743,15 +780,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, Some(path)) => {
                     let invite = InvitationFile::read(path)?;
                     let mut code = args.code;
+                    if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
+                        code = Some(ask_code()?);
+                    }
+                    let node = Node::join(&home, &args.name, &invite, code.as_deref())?;
+                    // Said once it is used (a file that cannot join gets its error alone).
                     if !invite.needs_code() {
                         eprintln!(
                             "NOTE: {} was written by an earlier ferry and is not protected by a code: whoever holds a copy of it can join; delete it",
                             path.display()
                         );
-                    } else if code.is_none() && std::io::stdin().is_terminal() {
-                        code = Some(ask_code()?);
                     }
-                    Node::join(&home, &args.name, &invite, code.as_deref())?
+                    node
                 }
                 _ => unreachable!("clap requires exactly one of --create and --join"),
             };
@@ -813,6 +853,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut node = open(&cli.home)?;
             let rules = node.rules()?;
             let Some(rec) = node.get(&collection, &id)?.filter(|r| r.is_live()) else {
+                node.require_collection(&collection)?;
                 bail!("no record {id:?} in collection {collection:?}");
             };
             let rule_of = |f: &str| rules.of(&collection, f);
@@ -880,8 +921,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut w = std::io::BufWriter::new(stdout.lock());
             if as_json {
+                // For scripts, a collection with no records here is `[]` (a fresh laptop
+                // before its first sync); a person reading stderr is told.
+                warn_no_collection(&mut node, &collection)?;
                 node.list_json(&collection, &mut w)?;
             } else {
+                node.require_collection(&collection)?;
                 let rules = node.rules()?;
                 node.for_each_record(&collection, |id, r| {
                     let fields: Vec<String> = r
@@ -899,6 +944,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })?;
             }
             w.flush()?;
+        }
+        Command::Collections { json: as_json } => {
+            let mut node = open(&cli.home)?;
+            let collections = node.collections()?;
+            if as_json {
+                let items: Vec<_> = collections
+                    .iter()
+                    .map(|(c, n)| serde_json::json!({"name": c, "records": n}))
+                    .collect();
+                out(format_args!("{}", serde_json::Value::Array(items)))?;
+            } else if collections.is_empty() {
+                out(format_args!(
+                    "No collections yet: add records with `ferry put` or `ferry load`, or sync to receive them."
+                ))?;
+            } else {
+                for (c, n) in &collections {
+                    out(format_args!(
+                        "{}  {n} record{}",
+                        output::shown(c),
+                        if *n == 1 { "" } else { "s" }
+                    ))?;
+                }
+            }
         }
         Command::Resolve {
             collection,
@@ -988,7 +1056,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     field,
                     rule,
                 } => {
-                    let rule: Rule = rule.parse().map_err(anyhow::Error::msg)?;
+                    let rule: Rule = rule.parse().map_err(Usage)?;
                     node.set_rule(&collection, &field, rule)?;
                     out(format_args!("{collection}.{field} now merges by {rule}"))?;
                 }
@@ -1021,6 +1089,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete { collection, id } => {
             let mut node = open(&cli.home)?;
             if !node.delete(&collection, &id)? {
+                node.require_collection(&collection)?;
                 bail!("no record {id:?} in collection {collection:?}");
             }
         }
@@ -1059,6 +1128,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out: path,
         } => {
             let mut node = open(&cli.home)?;
+            warn_no_collection(&mut node, &collection)?;
             let format = if csv {
                 FileFormat::Csv
             } else {
@@ -1096,12 +1166,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let accept = ferry_node::Accept { plaintext };
             let r = node.import_with(&paths, &Bar::new(), accept)?;
             output::print_import(&r)?;
+            if r.files.is_empty() && r.waiting_parts.is_empty() {
+                // The right folder (this dataset's), with nothing in it yet.
+                out(format_args!(
+                    "nothing to import: the folder of this dataset (ferry/{}/) holds no bundles yet",
+                    node.dataset().to_hex()
+                ))?;
+            }
             if r.rejected() > 0 {
                 bail!(
-                    "{} of {} files were refused and quarantined in {} (the others were applied)",
+                    "{} of {} files were refused and quarantined in {} ({})",
                     r.rejected(),
                     r.files.len(),
-                    node.home().quarantine().display()
+                    node.home().quarantine().display(),
+                    if r.rejected() == r.files.len() {
+                        "nothing from them was applied"
+                    } else {
+                        "the others were applied"
+                    }
                 );
             }
         }
@@ -1110,11 +1192,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match (dir, via) {
                 (_, Some(SyncVia::Email(args))) => {
                     warn_email(&node, &args)?;
-                    let r = node.receive_email(args.config(), &Bar::new())?;
-                    output::print_email_receive(&r)?;
+                    let r = match node.email_receive_impossible(args.config())? {
+                        Some(why) => {
+                            out(format_args!("NOTE     sending only: {why}"))?;
+                            None
+                        }
+                        None => {
+                            let r = node.receive_email(args.config(), &Bar::new())?;
+                            output::print_email_receive(&r)?;
+                            Some(r)
+                        }
+                    };
                     let s = node.send_email(args.config(), &args.to, &Bar::new())?;
                     output::print_email_send(&s)?;
-                    refused_email(&node, &r)?;
+                    if let Some(r) = &r {
+                        refused_email(&node, r)?;
+                    }
                 }
                 (_, Some(SyncVia::Sms(args))) => {
                     let rejected = match node.sms_receive_impossible(&args.flags())? {
@@ -1147,7 +1240,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     refused(&node, bad, "over the serial link")?;
                 }
                 (Some(dir), None) => {
-                    let r = node.sync(&dir, &Bar::new())?;
+                    let r = match node.sync(&dir, &Bar::new()) {
+                        Ok(r) => r,
+                        Err(ferry_node::NodeError::WriteAfterImport { import, source }) => {
+                            // The import happened: show it, then why nothing was written.
+                            output::print_import(&import)?;
+                            let e = ferry_node::NodeError::WriteAfterImport { import, source };
+                            bail!(
+                                "{e}; once it can be written, run `ferry sync {}` again so the other laptops get this laptop's changes",
+                                dir.display()
+                            );
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     output::print_import(&r.import)?;
                     output::print_export(&r.export)?;
                     refused(&node, r.import.rejected(), &format!("on {}", dir.display()))?;
@@ -1174,6 +1279,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut node = open(&cli.home)?;
             match via {
                 ReceiveVia::Email(args) => {
+                    if let Some(why) = node.email_receive_impossible(args.config())? {
+                        bail!("nothing was received: {why}");
+                    }
                     warn_email(&node, &args)?;
                     let r = node.receive_email(args.config(), &Bar::new())?;
                     output::print_email_receive(&r)?;
@@ -1263,6 +1371,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 output::print_status(&s)?;
             }
         }
+        Command::Doctor { dir, json: as_json } => {
+            let mut node = open(&cli.home)?;
+            let r = node.doctor(dir.as_deref())?;
+            if as_json {
+                out(format_args!("{}", serde_json::to_string_pretty(&r)?))?;
+            } else {
+                output::print_doctor(&r)?;
+            }
+            match r.problems() {
+                0 => {}
+                1 => bail!("doctor found a problem: see the PROBLEM line above"),
+                n => bail!("doctor found {n} problems: see the PROBLEM lines above"),
+            }
+        }
         Command::Conflicts { json: as_json } => {
             let mut node = open(&cli.home)?;
             let c = node.conflicts()?;
@@ -1317,6 +1439,18 @@ pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
     let mut buf = Vec::new();
     node.list_json(collection, &mut buf)?;
     Ok(String::from_utf8(buf)?.trim_end().to_string())
+}
+
+/// Warns on stderr, one `ferry: warning:` line, when this laptop has no record of
+/// `collection` (a typo?); machine output (`--json`, `dump`) is still the empty answer.
+fn warn_no_collection(node: &mut Node, collection: &str) -> Result<()> {
+    match node.require_collection(collection) {
+        Err(e @ ferry_node::NodeError::NoCollection { .. }) => {
+            eprintln!("ferry: warning: {}", output::shown_sentence(&e.to_string()));
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Prints what is risky in the email settings, one `ferry: warning:` line each.

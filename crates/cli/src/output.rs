@@ -980,6 +980,23 @@ pub fn print_status(s: &Status) -> Result<()> {
     Ok(())
 }
 
+pub fn print_doctor(r: &ferry_node::DoctorReport) -> Result<()> {
+    use ferry_node::Severity;
+    for f in &r.findings {
+        let mark = match f.severity {
+            Severity::Ok => "ok      ",
+            Severity::Problem => "PROBLEM ",
+            _ => "note    ",
+        };
+        out(format_args!(
+            "{mark} {:<10} {}",
+            f.area,
+            shown_sentence(&f.text)
+        ))?;
+    }
+    Ok(())
+}
+
 pub fn print_verify(r: &VerifyReport) -> Result<()> {
     out(format_args!(
         "file       {} ({})",
@@ -998,11 +1015,18 @@ pub fn print_verify(r: &VerifyReport) -> Result<()> {
             " (NOT this dataset)"
         }
     ))?;
-    out(format_args!(
-        "sender     {} (member #{})",
-        shown(&r.sender.1),
-        r.sender.0
-    ))?;
+    if r.our_dataset {
+        out(format_args!(
+            "sender     {} (member #{})",
+            shown(&r.sender.1),
+            r.sender.0
+        ))?;
+    } else {
+        out(format_args!(
+            "sender     member #{} of that other dataset (not a member of this one)",
+            r.sender.0
+        ))?;
+    }
     for (author, first, last) in &r.runs {
         out(format_args!("commits    {}: {first}–{last}", shown(author)))?;
     }

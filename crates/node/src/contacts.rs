@@ -25,7 +25,7 @@ fn check_email(e: &str) -> Result<(), NodeError> {
     if ok {
         Ok(())
     } else {
-        Err(NodeError::Input(format!(
+        Err(NodeError::BadArgument(format!(
             "{e:?} is not an email address (like clinic-a@example.org)"
         )))
     }
@@ -36,7 +36,7 @@ fn check_phone(p: &str) -> Result<(), NodeError> {
     if (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
-        Err(NodeError::Input(format!(
+        Err(NodeError::BadArgument(format!(
             "{p:?} is not a phone number in international form (like +254712345678)"
         )))
     }
@@ -59,8 +59,8 @@ impl Node {
             ops.push(Op::Set("phone".into(), Value::Str(p.into())));
         }
         if ops.is_empty() {
-            return Err(NodeError::Input(
-                "give --email ADDRESS and/or --phone +NUMBER".into(),
+            return Err(NodeError::BadArgument(
+                "`ferry contact set` needs --email ADDRESS, --phone +NUMBER, or both (for example ferry contact set --email clinic-a@example.org)".into(),
             ));
         }
         let me = self.identity().me;

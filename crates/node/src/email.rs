@@ -184,6 +184,30 @@ impl Node {
         Ok(file.overridden_by(flags))
     }
 
+    /// Why `ferry receive email` has no mailbox to read with these settings (neither
+    /// `imap_url` nor `maildir`, in `[email]` of ferry.toml or as flags), in a sentence that
+    /// says how to set one; `None` when there is a mailbox.
+    pub fn email_receive_impossible(
+        &self,
+        flags: EmailConfig,
+    ) -> Result<Option<String>, NodeError> {
+        let config = self.email_config(flags)?;
+        if config.imap_url.is_some() || config.maildir.is_some() {
+            return Ok(None);
+        }
+        let file = self.home().config();
+        Ok(Some(match self.config_section("email")? {
+            Some(_) => format!(
+                "[email] in {} names no mailbox to read: add imap_url = \"imaps://mail.example.org:993\" (or maildir = \"/home/USER/Maildir\") there, or give --imap-url or --maildir",
+                file.display()
+            ),
+            None => format!(
+                "no email settings: {} has no [email] section; write one with from, smtp_url, smtp_password_env and imap_url (see \"By email\" in the README), or give --imap-url or --maildir",
+                file.display()
+            ),
+        }))
+    }
+
     /// Warnings about the email settings (a password stored in ferry.toml, a server reached
     /// without TLS over the network), for the user to read before anything is sent.
     pub fn email_warnings(&self, flags: EmailConfig) -> Result<Vec<String>, NodeError> {

@@ -1,9 +1,10 @@
 //! Moving bundles: import, export, sync, verify.
 
 use crate::NodeError;
+use crate::error::NothingToImport;
 use crate::home::Staged;
 use crate::medium::{
-    Found, SkippedEntry, check_bundle_folder, collect, explicit_target, is_saved_email,
+    Elsewhere, Found, SkippedEntry, check_bundle_folder, collect, explicit_target, is_saved_email,
     open_regular,
 };
 use crate::node::{Node, random};
@@ -163,7 +164,8 @@ pub struct VerifyReport {
     /// Whether it is a plaintext bundle (signed, not encrypted), which import refuses
     /// unless told `--plaintext`.
     pub plaintext: bool,
-    /// Sender number and label.
+    /// Sender number and label (no label for a bundle of another dataset: its numbers are
+    /// not this dataset's members).
     pub sender: (u32, String),
     /// The runs of commits: (author label, first, last).
     pub runs: Vec<(String, u64, u64)>,
@@ -198,7 +200,7 @@ const QUARANTINE_NOTE: u64 = 4096;
 const WAITING_MAX_AGE_MS: u64 = 30 * 86_400_000;
 
 /// Reads a whole file to name it by content: the first 16 bytes of its BLAKE3 hash, hex.
-fn content_name(path: &Path) -> io::Result<(String, u64)> {
+pub(crate) fn content_name(path: &Path) -> io::Result<(String, u64)> {
     let mut f = open_regular(path)?;
     let mut h = blake3::Hasher::new();
     let n = io::copy(&mut f, &mut h)?;
@@ -297,9 +299,23 @@ enum Pass {
     Unreadable(String),
 }
 
-/// Plain-language reason for a refused bundle.
+/// Plain-language reason for a refused bundle. A damaged or cut-off file (which is what a
+/// failed chunk, a broken header or a missing signature almost always is) says so first, and
+/// what to do; the format's own detail follows, short.
 fn reason<E: std::error::Error>(e: &IngestError<E>) -> String {
+    use ferry_bundle::BundleError as B;
+    let damaged = |detail: String| {
+        format!(
+            "the bundle is damaged or truncated (a bad stick or an incomplete copy): copy it again from the sender, or ask the sender to send it again (detail: {detail})"
+        )
+    };
     match e {
+        IngestError::Bundle(B::Decrypt { chunk }) => damaged(format!(
+            "chunk {chunk} failed authentication; a bundle made with another dataset key fails the same way"
+        )),
+        IngestError::Bundle(b @ (B::BadHeader | B::NoSignature | B::Decompress(_))) => {
+            damaged(b.to_string())
+        }
         IngestError::Bundle(b) => b.to_string(),
         other => other.to_string(),
     }
@@ -332,14 +348,38 @@ impl Node {
         let mut files: Vec<Found> = Vec::new();
         let mut report = ImportReport::default();
         let ours = self.id.dataset.to_hex();
+        let mut elsewhere = Elsewhere::default();
         for p in paths {
-            collect(
-                p,
-                &ours,
-                &mut files,
-                &mut report.skipped,
-                &mut report.other_datasets,
-            )?;
+            collect(p, &ours, &mut files, &mut report.skipped, &mut elsewhere)?;
+        }
+        report.other_datasets = elsewhere.datasets.values().sum();
+        if files.is_empty() && !elsewhere.ours {
+            // The wrong folder (or an empty one): say what is there instead of nothing.
+            return Err(NodeError::NothingToImport(Box::new(NothingToImport {
+                paths: paths.to_vec(),
+                dataset: (ours, self.id.dataset_name.clone()),
+                other_files: (
+                    elsewhere.files,
+                    elsewhere
+                        .examples
+                        .iter()
+                        .map(|p| {
+                            p.file_name()
+                                .unwrap_or(p.as_os_str())
+                                .to_string_lossy()
+                                .into_owned()
+                        })
+                        .collect(),
+                ),
+                other_datasets: elsewhere.datasets.into_iter().collect(),
+                skipped: (
+                    report.skipped.len(),
+                    report
+                        .skipped
+                        .first()
+                        .map(|e| format!("{} ({})", e.path.display(), e.reason)),
+                ),
+            })));
         }
         let mut waiting: Vec<(usize, Found)> = Vec::new();
         let mut applied_any = false;
@@ -433,7 +473,7 @@ impl Node {
                 report.files.push(outcome(
                     0,
                     FileResult::Rejected {
-                        reason: format!("cannot read the file: {e}"),
+                        reason: format!("cannot read the file: {}", ferry_transport::plain_io(&e)),
                         quarantined: None,
                     },
                 ));
@@ -686,7 +726,7 @@ impl Node {
                     path: origin.to_path_buf(),
                     bytes: 0,
                     result: FileResult::Rejected {
-                        reason: format!("cannot read the file: {e}"),
+                        reason: format!("cannot read the file: {}", ferry_transport::plain_io(&e)),
                         quarantined: None,
                     },
                 });
@@ -865,7 +905,7 @@ impl Node {
             Pass::Refused(IngestError::Bundle(ferry_bundle::BundleError::Io(e))) => {
                 drop(tx);
                 Ok(done(FileResult::Rejected {
-                    reason: format!("cannot read it now: {e}"),
+                    reason: format!("cannot read it now: {}", ferry_transport::plain_io(&e)),
                     quarantined: None,
                 }))
             }
@@ -1272,7 +1312,16 @@ impl Node {
         } else {
             ImportReport::default()
         };
-        let export = self.export(root, progress)?;
+        let export = match self.export(root, progress) {
+            Ok(export) => export,
+            // What was read is applied and kept; say so with the error.
+            Err(e) => {
+                return Err(NodeError::WriteAfterImport {
+                    import: Box::new(import),
+                    source: Box::new(e),
+                });
+            }
+        };
         // Automatic compaction: history every member now holds is not needed any more.
         let compacted = self.compact(false)?.dropped;
         Ok(SyncReport {
@@ -1322,6 +1371,18 @@ impl Node {
         report.dataset = header.dataset.to_hex();
         report.our_dataset = header.dataset == self.id.dataset;
         report.plaintext = opener.is_plaintext();
+        if !report.our_dataset {
+            // Its member numbers are another dataset's: naming a member of this one as its
+            // sender would be wrong.
+            report.sender = (header.sender.0, String::new());
+            report.problem = Some(format!(
+                "it belongs to another dataset ({}); this laptop belongs to dataset {:?} ({}): nothing in it can be used here",
+                report.dataset,
+                self.id.dataset_name,
+                self.id.dataset.to_hex()
+            ));
+            return Ok(report);
+        }
         report.sender = (header.sender.0, label(header.sender));
         let engine = self.engine.clone();
         let key = self.id.dataset_key.clone();

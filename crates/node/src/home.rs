@@ -9,6 +9,8 @@
 //!   waiting/         bundles that came by a transport and cannot be checked yet
 //!   ferry.toml       settings of the email, SMS and serial transports (optional)
 //!   transports/NAME/ each transport's durable state (queued and partly received messages)
+//!   running/         one note per ferry process using the home (its command, since when),
+//!                    locked while the process lives: whom a waiting command waits for
 //! ```
 
 use crate::NodeError;
@@ -93,6 +95,84 @@ impl Home {
             .sum()
     }
 
+    /// Where processes using the home leave their note ([`Presence`]).
+    fn running(&self) -> PathBuf {
+        self.root.join("running")
+    }
+
+    /// Leaves a note in `running/` that this process uses the home: `what` it runs, and
+    /// since when. Best effort: a home where it cannot be written works without it.
+    pub(crate) fn announce(&self, what: &str) -> Option<Presence> {
+        let dir = self.running();
+        std::fs::create_dir_all(&dir).ok()?;
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            crate::id_hex(&crate::node::random::<4>())
+        );
+        // Written and locked under a hidden name, then named: a note others can see is
+        // always locked while its process lives.
+        let hidden = dir.join(format!(".{name}"));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut file = opts.open(&hidden).ok()?;
+        let note = format!(
+            "{}\t{}",
+            crate::time::now_ms(),
+            what.replace(['\t', '\n'], " ")
+        );
+        let path = dir.join(name);
+        let ready = fs4::FileExt::lock(&file)
+            .and_then(|_| std::io::Write::write_all(&mut file, note.as_bytes()))
+            .and_then(|_| std::fs::rename(&hidden, &path));
+        if ready.is_err() {
+            let _ = std::fs::remove_file(&hidden);
+            return None;
+        }
+        Some(Presence { path, _file: file })
+    }
+
+    /// The other processes using this home now (their notes in `running/` are locked):
+    /// process id, what it runs, since when (ms). Notes of processes that died are removed.
+    pub(crate) fn others(&self) -> Vec<(u32, String, u64)> {
+        let me = std::process::id();
+        let Ok(entries) = std::fs::read_dir(self.running()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            // A hidden name is a note being written (or left by a crash in that instant).
+            let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(file) = crate::medium::open_regular(&path) else {
+                continue;
+            };
+            if fs4::FileExt::try_lock(&file).is_ok() {
+                // Nobody holds it: its process died without removing it.
+                if same_file(&file, &path) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if pid == me {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let (since, what) = text.split_once('\t').unwrap_or(("0", ""));
+            out.push((pid, what.to_string(), since.parse().unwrap_or(0)));
+        }
+        out.sort_by_key(|&(_, _, since)| since);
+        out
+    }
+
     /// Whether a node lives here.
     pub fn exists(&self) -> bool {
         self.db().is_file()
@@ -151,6 +231,21 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> 
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| NodeError::io("cannot write", path, e))
+}
+
+/// This process's note in the home's `running/`, locked for as long as it exists; dropping
+/// it removes the note.
+#[derive(Debug)]
+pub(crate) struct Presence {
+    path: PathBuf,
+    _file: File,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        // Removed while still locked, so nobody takes it for a dead process's note.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// A temporary file in the home (`outbox/` or `inbox/`), named `.<random>.tmp`, that its

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod contacts;
+mod doctor;
 mod email;
 mod error;
 mod exchange;
@@ -28,12 +29,14 @@ mod sms;
 pub mod time;
 
 pub use contacts::Contact;
+pub use doctor::{DoctorReport, Finding, Severity};
 pub use email::{EmailReceiveReport, EmailSendReport, EmailSent, EmailWaiting};
-pub use error::NodeError;
+pub use error::{NodeError, NothingToImport};
 pub use exchange::{
     ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,
 };
 pub use ferry_sync::Accept;
+pub use ferry_transport::plain_io;
 pub use ferry_transport_email::EmailConfig;
 pub use home::Home;
 pub use housekeeping::{CompactReport, PurgeReport};

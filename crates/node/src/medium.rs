@@ -9,7 +9,7 @@
 
 use crate::NodeError;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -135,9 +135,33 @@ pub(crate) fn explicit_target(path: &Path) -> Result<PathBuf, NodeError> {
     }
 }
 
+/// What a walk saw besides the files it returns: enough to tell a person who gave the wrong
+/// folder what is there instead.
+#[derive(Debug, Default)]
+pub(crate) struct Elsewhere {
+    /// Bundle files in `ferry/<dataset id>` folders of other datasets, by dataset id.
+    pub(crate) datasets: BTreeMap<String, u64>,
+    /// Files not named as ferry's (`*.ferry`, `*.eml`, `*.ferrypart`)…
+    pub(crate) files: u64,
+    /// …and the first few of them, as reports call them.
+    pub(crate) examples: Vec<PathBuf>,
+    /// Whether a folder of this dataset (`ferry/<id>`, or the folder given, named `<id>`)
+    /// was read: the right place, even when it holds nothing yet.
+    pub(crate) ours: bool,
+}
+
+/// How many names of other files [`Elsewhere`] keeps.
+const EXAMPLES: usize = 3;
+
+/// Whether a folder name is a dataset id (16 hex digits).
+pub(crate) fn is_dataset_id(name: &str) -> bool {
+    name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The files `import` reads under `path`, in name order: the file itself, or every `*.ferry`,
 /// `*.eml` and `*.ferrypart` file below a folder — except in `ferry/<dataset id>` folders of
-/// other datasets (a stick shared by several datasets), which are counted in `other`.
+/// other datasets (a stick shared by several datasets), which are counted in `elsewhere`
+/// with the files of other names.
 /// Links, FIFOs, sockets, devices and folders reached twice are never followed or opened;
 /// each is listed in `skipped`. Hidden entries (temporary files of writers) are ignored.
 ///
@@ -148,7 +172,7 @@ pub(crate) fn collect(
     ours: &str,
     out: &mut Vec<Found>,
     skipped: &mut Vec<SkippedEntry>,
-    other: &mut u64,
+    elsewhere: &mut Elsewhere,
 ) -> Result<(), NodeError> {
     let meta = std::fs::metadata(path).map_err(|e| NodeError::io("cannot read", path, e))?;
     let real = explicit_target(path)?;
@@ -168,7 +192,10 @@ pub(crate) fn collect(
     }
     let mut visited = BTreeSet::new();
     visited.insert(folder_id(&meta));
-    walk(&real, path, ours, 0, &mut visited, out, skipped, other)
+    if !ours.is_empty() && real.file_name().is_some_and(|n| n == ours) {
+        elsewhere.ours = true;
+    }
+    walk(&real, path, ours, 0, &mut visited, out, skipped, elsewhere)
 }
 
 /// One folder of [`collect`]'s walk: `dir` is read, `shown` is what reports call it.
@@ -181,7 +208,7 @@ fn walk(
     visited: &mut BTreeSet<(u64, u64)>,
     out: &mut Vec<Found>,
     skipped: &mut Vec<SkippedEntry>,
-    other: &mut u64,
+    elsewhere: &mut Elsewhere,
 ) -> Result<(), NodeError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| NodeError::io("cannot read folder", shown, e))?
@@ -220,14 +247,11 @@ fn walk(
                 );
                 continue;
             }
-            let foreign = dir.file_name().is_some_and(|n| n == "ferry")
-                && name.len() == 16
-                && name.bytes().all(|b| b.is_ascii_hexdigit())
-                && name != ours;
+            let in_ferry = dir.file_name().is_some_and(|n| n == "ferry");
+            let foreign = in_ferry && is_dataset_id(&name) && name != ours;
             if foreign {
                 let mut found = Vec::new();
                 let mut ignored = Vec::new();
-                let mut nested = 0;
                 let _ = walk(
                     &p,
                     &origin,
@@ -236,15 +260,32 @@ fn walk(
                     visited,
                     &mut found,
                     &mut ignored,
-                    &mut nested,
+                    &mut Elsewhere::default(),
                 );
-                *other += found.len() as u64;
+                *elsewhere.datasets.entry(name).or_default() += found.len() as u64;
                 continue;
             }
-            walk(&p, &origin, ours, depth + 1, visited, out, skipped, other)?;
+            if in_ferry && !ours.is_empty() && name == ours {
+                elsewhere.ours = true;
+            }
+            walk(
+                &p,
+                &origin,
+                ours,
+                depth + 1,
+                visited,
+                out,
+                skipped,
+                elsewhere,
+            )?;
         } else if meta.is_file() {
             if name.ends_with(BUNDLE_SUFFIX) || EMAIL_SUFFIXES.iter().any(|s| name.ends_with(s)) {
                 out.push(Found { path: p, origin });
+            } else {
+                elsewhere.files += 1;
+                if elsewhere.examples.len() < EXAMPLES {
+                    elsewhere.examples.push(origin);
+                }
             }
         } else {
             skip(skipped, &kind(&meta));
@@ -255,8 +296,11 @@ fn walk(
 
 /// Checks that the folders between a medium's root and its bundle folder (`ROOT/ferry` and
 /// `ROOT/ferry/<dataset id>`) are real folders where they exist, not links or special files
-/// that would lead reads and writes elsewhere.
+/// that would lead reads and writes elsewhere; and that `root` is a medium's top folder, not
+/// its `ferry` folder or a dataset folder in it (which would put bundles in
+/// `ferry/ferry/<id>/`, where no other laptop looks).
 pub(crate) fn check_bundle_folder(root: &Path, folder: &Path) -> Result<(), NodeError> {
+    check_not_too_deep(root)?;
     let Ok(below) = folder.strip_prefix(root) else {
         return Ok(());
     };
@@ -274,6 +318,76 @@ pub(crate) fn check_bundle_folder(root: &Path, folder: &Path) -> Result<(), Node
             }
             Err(_) => return Ok(()),
         }
+    }
+    Ok(())
+}
+
+/// Refuses a `root` that is a stick's `ferry` folder (it holds dataset folders and no
+/// `ferry` folder of its own) or a dataset folder (`.../ferry/<id>`), naming the folder to give
+/// instead.
+fn check_not_too_deep(root: &Path) -> Result<(), NodeError> {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    // The folder `levels` above, as a path a person can type (absolute when it can be).
+    let above = |p: &Path, levels: usize| {
+        let mut p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        for _ in 0..levels {
+            p = match p.parent() {
+                Some(up) if !up.as_os_str().is_empty() => up.to_path_buf(),
+                _ => p.join(".."),
+            };
+        }
+        p
+    };
+    let real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let is_ferry_folder = name(&real).is_some_and(|n| n == "ferry");
+    // A dataset folder given itself: `.../ferry/<id>`.
+    if name(&real).is_some_and(|n| is_dataset_id(&n))
+        && real.parent().and_then(name).is_some_and(|n| n == "ferry")
+    {
+        return Err(NodeError::Input(format!(
+            "{} is the folder of one dataset on a stick, not the stick: give the stick's top folder instead ({}); ferry finds ferry/<dataset id>/ in it",
+            root.display(),
+            above(root, 2).display()
+        )));
+    }
+    if std::fs::symlink_metadata(root.join("ferry")).is_ok() {
+        return Ok(());
+    }
+    let datasets = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| is_dataset_id(n))
+                .count()
+        })
+        .unwrap_or(0);
+    // Named `ferry`, without a `ferry` folder of its own, and not a medium's top folder (a
+    // stick mounted there): most likely the folder where ferry keeps its bundles, typed
+    // instead of the stick.
+    let mount_point = || {
+        let dev = |p: &Path| std::fs::metadata(p).ok().map(|m| folder_id(&m).0);
+        real.parent().is_some_and(|up| dev(&real) != dev(up))
+    };
+    if datasets == 0 && is_ferry_folder && !mount_point() {
+        return Err(NodeError::Input(format!(
+            "{} is named ferry: it looks like the ferry folder of a stick, one level too deep; give the stick's top folder instead ({}), or, to use this folder itself as the top of the medium, create {} first; nothing was read or written",
+            root.display(),
+            above(root, 1).display(),
+            root.join("ferry").display()
+        )));
+    }
+    if datasets > 0 {
+        return Err(NodeError::Input(format!(
+            "{} is {} of a stick (it holds dataset folders directly), one level too deep: give the stick's top folder instead ({}); nothing was read or written",
+            root.display(),
+            if is_ferry_folder {
+                "the ferry folder"
+            } else {
+                "like the ferry folder"
+            },
+            above(root, 1).display()
+        )));
     }
     Ok(())
 }
@@ -327,11 +441,13 @@ mod tests {
         std::fs::create_dir(root.join("sub")).unwrap();
         std::fs::write(root.join("sub").join("b.eml"), b"b").unwrap();
 
-        let (mut found, mut skipped, mut other) = (Vec::new(), Vec::new(), 0);
+        let (mut found, mut skipped, mut other) = (Vec::new(), Vec::new(), Elsewhere::default());
         collect(root, "", &mut found, &mut skipped, &mut other).unwrap();
         let names = |p: &Path| p.strip_prefix(root).unwrap().display().to_string();
         let found: Vec<_> = found.iter().map(|f| names(&f.origin)).collect();
         assert_eq!(found, ["a.ferry", "sub/b.eml"]);
+        assert_eq!(other.files, 1, "notes.txt");
+        assert_eq!(other.examples, [root.join("notes.txt")]);
         let skipped: Vec<_> = skipped
             .iter()
             .map(|s| format!("{}: {}", names(&s.path), s.reason))
@@ -356,7 +472,7 @@ mod tests {
         std::fs::write(&file, b"a").unwrap();
         let link = dir.path().join("link.ferry");
         std::os::unix::fs::symlink(&file, &link).unwrap();
-        let (mut found, mut skipped, mut other) = (Vec::new(), Vec::new(), 0);
+        let (mut found, mut skipped, mut other) = (Vec::new(), Vec::new(), Elsewhere::default());
         collect(&link, "", &mut found, &mut skipped, &mut other).unwrap();
         assert_eq!(found[0].origin, link);
         assert_eq!(found[0].path, file.canonicalize().unwrap());
@@ -365,6 +481,33 @@ mod tests {
         mkfifo(&fifo);
         let err = collect(&fifo, "", &mut found, &mut skipped, &mut other).unwrap_err();
         assert!(err.to_string().contains("a FIFO"), "{err}");
+    }
+
+    #[test]
+    fn a_stick_given_one_level_too_deep_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let stick = dir.path().join("usb");
+        let ferry = stick.join("ferry");
+        let ours = ferry.join("0123456789abcdef");
+        std::fs::create_dir_all(&ours).unwrap();
+        let folder = |root: &Path| root.join("ferry").join("0123456789abcdef");
+        assert!(check_bundle_folder(&stick, &folder(&stick)).is_ok());
+        for (root, words) in [
+            (&ferry, "one level too deep"),
+            (&ours, "the folder of one dataset"),
+        ] {
+            let err = check_bundle_folder(root, &folder(root)).unwrap_err();
+            assert!(err.to_string().contains(words), "{err}");
+            let top = stick.canonicalize().unwrap();
+            assert!(
+                err.to_string().contains(&top.display().to_string()),
+                "{err}"
+            );
+        }
+        // A folder named like no part of a stick is a medium (a new, empty one).
+        let fresh = dir.path().join("shared");
+        std::fs::create_dir(&fresh).unwrap();
+        assert!(check_bundle_folder(&fresh, &folder(&fresh)).is_ok());
     }
 
     #[test]

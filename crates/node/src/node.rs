@@ -1,12 +1,12 @@
 //! The node: identity, local edits and what the store knows.
 
-use crate::home::{Home, write_private};
+use crate::home::{Home, Presence, write_private};
 use crate::identity::Identity;
 use crate::invite::{self, InviteCode, KdfParams, Parsed};
 use crate::time::now_ms;
 use crate::{NodeError, json};
 use ferry_bundle::DatasetKey;
-use ferry_model::crypto::{PublicKey, SecretKey};
+use ferry_model::crypto::{JoinError, PublicKey, SecretKey};
 use ferry_model::{Change, DatasetId, MemberId, Op, RecordState, Rule, Value, limits};
 use ferry_store::{Store, StoreTx};
 use ferry_sync::{Engine, Invitation, MemberInfo, Storage};
@@ -20,6 +20,8 @@ pub struct Node {
     pub(crate) store: Store,
     pub(crate) id: Identity,
     pub(crate) engine: Engine,
+    /// This process's note in the home's `running/` (whom another command waits for).
+    _presence: Option<Presence>,
 }
 
 /// What `invite` produced.
@@ -257,7 +259,7 @@ pub(crate) fn random<const N: usize>() -> [u8; N] {
 
 fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
     if s.trim().is_empty() || s.len() > limits::MAX_LABEL || s.chars().any(char::is_control) {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "{what} must be 1 to {} characters, without control characters",
             limits::MAX_LABEL
         )));
@@ -269,13 +271,13 @@ fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
 /// for ferry's own data).
 pub fn check_collection(c: &str) -> Result<(), NodeError> {
     if c.is_empty() || c.len() > limits::MAX_NAME {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "collection names must be 1 to {} bytes",
             limits::MAX_NAME
         )));
     }
     if c.starts_with('_') {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "collection {c:?}: names starting with '_' are reserved for ferry's own metadata"
         )));
     }
@@ -284,7 +286,7 @@ pub fn check_collection(c: &str) -> Result<(), NodeError> {
 
 fn check_id(id: &str) -> Result<(), NodeError> {
     if id.is_empty() || id.len() > limits::MAX_RECORD_ID {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "record ids must be 1 to {} bytes",
             limits::MAX_RECORD_ID
         )));
@@ -294,13 +296,13 @@ fn check_id(id: &str) -> Result<(), NodeError> {
 
 pub(crate) fn check_field(f: &str) -> Result<(), NodeError> {
     if f.is_empty() || f.len() > limits::MAX_NAME {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::BadArgument(format!(
             "field names must be 1 to {} bytes",
             limits::MAX_NAME
         )));
     }
     if f == "id" {
-        return Err(NodeError::Input(
+        return Err(NodeError::BadArgument(
             "\"id\" is the record id, not a field; choose another field name".into(),
         ));
     }
@@ -348,9 +350,14 @@ impl Node {
         let inv = invite.open(code)?;
         let secret = SecretKey::from_bytes(random());
         let proof = inv.join_proof(&secret.public());
-        proof
-            .verify(inv.dataset, inv.member(), &inv.admin_key)
-            .map_err(|e| invite.bad(&e.to_string()))?;
+        proof.verify(inv.dataset, inv.member(), &inv.admin_key).map_err(|e| match e {
+            // The file was opened, so its admin signature failing means bytes changed
+            // after `ferry invite` wrote them: damage, as far as anyone can tell here.
+            JoinError::BadCert | JoinError::BadJoinSig => invite.bad(
+                "the file is damaged: its admin signature does not match its content (it changed after `ferry invite` wrote it); ask the admin for the file again, or for a new invitation",
+            ),
+            other => invite.bad(&other.to_string()),
+        })?;
         let id = Identity {
             dataset: inv.dataset,
             dataset_name: inv.dataset_name.clone(),
@@ -401,6 +408,7 @@ impl Node {
                 store,
                 id,
                 engine,
+                _presence: None,
             })
         })();
         if result.is_err() {
@@ -438,12 +446,57 @@ impl Node {
         // Temporary files of an export or receive that was killed give their space back
         // at the next command; those of live writers (a listener) are left alone.
         home.sweep_staging();
+        let what = std::env::args()
+            .enumerate()
+            .map(|(i, a)| match i {
+                // The program by its name, not its path.
+                0 => Path::new(&a)
+                    .file_name()
+                    .map_or(a.clone(), |n| n.to_string_lossy().into_owned()),
+                _ => a,
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
         Ok(Node {
             home: home.clone(),
             store,
             id,
             engine,
+            _presence: home.announce(&what),
         })
+    }
+
+    /// Calls `notice` with one line whenever a change to the store has waited a second for
+    /// another process writing to this home: which process (its id and command) and since
+    /// when. The wait goes on (up to the store's limit).
+    pub fn on_wait(&mut self, mut notice: impl FnMut(&str) + Send + 'static) {
+        let home = self.home.clone();
+        self.store.set_on_wait(Some(Box::new(move || {
+            let others = home.others();
+            let now = now_ms();
+            let line = if others.is_empty() {
+                format!(
+                    "waiting for another program that is writing to {} to finish",
+                    home.db().display()
+                )
+            } else {
+                let who: Vec<String> = others
+                    .iter()
+                    .map(|(pid, what, since)| {
+                        format!(
+                            "process {pid} `{what}`, running since {} ({} s)",
+                            crate::time::format_utc(*since),
+                            now.saturating_sub(*since) / 1000
+                        )
+                    })
+                    .collect();
+                format!(
+                    "waiting for another ferry on this home to finish its change: {}",
+                    who.join("; ")
+                )
+            };
+            notice(&line);
+        })));
     }
 
     /// This node's identity.
@@ -558,7 +611,9 @@ impl Node {
         check_collection(collection)?;
         check_id(id)?;
         if fields.is_empty() {
-            return Err(NodeError::Input("give at least one FIELD=VALUE".into()));
+            return Err(NodeError::BadArgument(
+                "give at least one FIELD=VALUE".into(),
+            ));
         }
         for (f, _) in fields {
             check_field(f)?;
@@ -594,8 +649,30 @@ impl Node {
         Ok(tx.record(collection, id)?)
     }
 
+    /// The collections this laptop holds records of (live, or deleted and not purged yet),
+    /// with how many live records each, by name; ferry's own (`_members`, …) left out.
+    pub fn collections(&mut self) -> Result<Vec<(String, u64)>, NodeError> {
+        let mut tx = self.store.read()?;
+        let mut all = tx.collections()?;
+        all.retain(|(c, _)| !c.starts_with('_'));
+        Ok(all)
+    }
+
+    /// Fails with [`NodeError::NoCollection`], naming the collections there are, when this
+    /// laptop holds no record of `collection` at all (live, or deleted and not purged yet).
+    pub fn require_collection(&mut self, collection: &str) -> Result<(), NodeError> {
+        if self.store.read()?.has_collection(collection)? {
+            return Ok(());
+        }
+        Err(NodeError::NoCollection {
+            name: collection.to_string(),
+            here: self.collections()?,
+        })
+    }
+
     /// Calls `f` with every live record of `collection`, in id order, as the store reads
-    /// them (nothing is collected in memory).
+    /// them (nothing is collected in memory; none for a collection this laptop has no
+    /// record of: [`Node::require_collection`] tells the two apart).
     pub fn for_each_record(
         &mut self,
         collection: &str,

@@ -27,6 +27,13 @@ pub enum StoreError {
     /// Something the store should hold is missing.
     #[error("the store is missing {0}")]
     Missing(String),
+    /// Another program kept the database busy (a write of its own) longer than the store
+    /// waits.
+    #[error(
+        "the database is busy: another program has been writing to it for more than {} s; wait for it to finish, then run this again",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Busy,
     /// The database was written by a newer ferry.
     #[error(
         "this home was written by a newer ferry (schema {found}, this ferry knows up to {known}); upgrade ferry"
@@ -46,6 +53,20 @@ impl From<postcard::Error> for StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// How long a write waits for another connection's write to end.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a write waits quietly before [`Store::set_on_wait`]'s callback is told.
+const WAIT_NOTICE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether SQLite said another connection holds the lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
 
 /// sender, coverage, receipt, snapshot, size of a seen bundle.
 type SeenRow = (u32, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, i64);
@@ -68,10 +89,14 @@ struct NameCache {
     data_version: Option<i64>,
 }
 
+/// Called when a write has waited [`WAIT_NOTICE`] for another connection.
+type OnWait = Box<dyn FnMut() + Send>;
+
 /// One node's database.
 pub struct Store {
     conn: Connection,
     names: NameCache,
+    on_wait: Option<OnWait>,
 }
 
 /// A conflicted record.
@@ -162,7 +187,7 @@ impl Store {
     }
 
     fn init(conn: Connection) -> Result<Store> {
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit that returned is on disk, even if the power fails right after.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -170,6 +195,7 @@ impl Store {
         let mut store = Store {
             conn,
             names: NameCache::default(),
+            on_wait: None,
         };
         store.migrate()?;
         Ok(store)
@@ -202,6 +228,21 @@ impl Store {
         Ok(())
     }
 
+    /// SQLite's own check of the database file (`PRAGMA integrity_check`): empty when it is
+    /// sound, else what is wrong (at most 20 lines).
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check(20)")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let line = row?;
+            if line != "ok" {
+                out.push(line);
+            }
+        }
+        Ok(out)
+    }
+
     /// The schema version.
     pub fn schema_version(&self) -> Result<u32> {
         Ok(self
@@ -216,12 +257,43 @@ impl Store {
         }
     }
 
+    /// Calls `f` (once per write) when a write transaction has waited a second for another
+    /// connection's write to end, and goes on waiting: the caller can say for whom.
+    pub fn set_on_wait(&mut self, f: Option<OnWait>) {
+        self.on_wait = f;
+    }
+
+    /// Whether taking the write lock waits longer than [`WAIT_NOTICE`]: tried once (and let
+    /// go at once) with that as the timeout.
+    fn write_waits(&mut self) -> Result<bool> {
+        self.conn.busy_timeout(WAIT_NOTICE)?;
+        let probe = self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        match probe {
+            Ok(()) => Ok(false),
+            Err(e) if is_busy(&e) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Starts a write transaction. `now_ms` stamps bookkeeping rows.
     pub fn transaction(&mut self, now_ms: u64) -> Result<StoreTx<'_>> {
         self.refresh_names();
+        if self.on_wait.is_some() && self.write_waits()? {
+            if let Some(f) = &mut self.on_wait {
+                f();
+            }
+        }
         let tx = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| {
+                if is_busy(&e) {
+                    StoreError::Busy
+                } else {
+                    e.into()
+                }
+            })?;
         check_data_version(&tx, &mut self.names)?;
         Ok(StoreTx {
             tx,
@@ -392,6 +464,17 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Whether `collection` has any record (live, or deleted and not purged yet).
+    pub fn has_collection(&mut self, collection: &str) -> Result<bool> {
+        let Some(coll) = self.existing_name_id(collection)? else {
+            return Ok(false);
+        };
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT 1 FROM records WHERE coll = ?1 LIMIT 1")?;
+        Ok(stmt.exists(params![coll])?)
+    }
+
     /// Calls `f` with every record of `collection`, in id order (byte order of UTF-8).
     pub fn for_each_record(
         &mut self,
@@ -422,12 +505,13 @@ impl StoreTx<'_> {
         Ok(())
     }
 
-    /// Collections with live records, and how many each, by name.
+    /// Collections with records (live, or deleted and not purged yet), and how many live
+    /// records each, by name.
     pub fn collections(&mut self) -> Result<Vec<(String, u64)>> {
         self.load_names()?;
         let mut stmt = self
             .tx
-            .prepare_cached("SELECT coll, count(*) FROM records WHERE live = 1 GROUP BY coll")?;
+            .prepare_cached("SELECT coll, sum(live) FROM records GROUP BY coll")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {

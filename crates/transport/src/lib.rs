@@ -54,6 +54,37 @@ pub struct Capabilities {
     pub shared_medium: bool,
 }
 
+/// An operating-system error in plain words, for a line a person reads: "no such file or
+/// folder", "permission denied", … — without the "(os error 2)" that `std` appends, which
+/// tells a clerk nothing. Every crate that words an I/O error for people uses this one.
+pub fn plain_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let words = match e.kind() {
+        K::NotFound => "no such file or folder",
+        K::PermissionDenied => {
+            "permission denied (this user may not use it: check its owner and mode)"
+        }
+        K::ReadOnlyFilesystem => "the disk is read-only (is the write-protect switch on?)",
+        K::StorageFull | K::QuotaExceeded => "the disk is full: free some space",
+        K::NotADirectory => "a part of the path is a file, not a folder",
+        K::IsADirectory => "it is a folder, not a file",
+        _ => {
+            // Another kind: std's own words, without the error number.
+            let text = e.to_string();
+            let text = match text.rfind(" (os error ") {
+                Some(i) if text.ends_with(')') => text[..i].to_string(),
+                _ => text,
+            };
+            let mut chars = text.chars();
+            return match chars.next() {
+                Some(c) if e.raw_os_error().is_some() => c.to_lowercase().chain(chars).collect(),
+                _ => text,
+            };
+        }
+    };
+    words.to_string()
+}
+
 /// A message's identity within one transport (a file name, an IMAP UID, …).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MessageId(pub String);
@@ -97,7 +128,7 @@ pub enum Disposition {
 #[non_exhaustive]
 pub enum TransportError {
     /// Reading or writing failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {}", plain_io(source))]
     Io {
         /// What was being done.
         what: &'static str,
@@ -161,4 +192,23 @@ pub trait Transport {
 
     /// Tells the carrier what became of a message.
     fn settle(&mut self, id: &MessageId, disposition: &Disposition) -> Result<(), TransportError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_io;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn os_errors_are_words_without_their_number() {
+        assert_eq!(
+            plain_io(&Error::from_raw_os_error(2)),
+            "no such file or folder"
+        );
+        assert!(plain_io(&Error::from(ErrorKind::PermissionDenied)).starts_with("permission"));
+        let other = plain_io(&Error::from_raw_os_error(5));
+        assert!(!other.contains("os error"), "{other}");
+        assert!(other.starts_with(char::is_lowercase), "{other}");
+        assert_eq!(plain_io(&Error::other("it is a FIFO")), "it is a FIFO");
+    }
 }
