@@ -55,3 +55,35 @@ fn a_long_export_without_a_terminal_says_every_few_seconds_how_far_it_is() {
     // Progress goes to stderr only; stdout keeps the one summary line.
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("wrote"));
 }
+
+/// Issue 12, item 4: summaries count records, not commits. HQ loads 1 000 visits (a single
+/// change carries them) and edits two of them; the clinic's import says how many records
+/// changed, and `load` says how many records it loaded — not "1 commits" / "2 new".
+#[test]
+fn summaries_count_records_not_commits() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, _b) = three(base);
+    let mut jsonl = String::new();
+    for i in 0..1000 {
+        jsonl.push_str(&format!("{{\"id\":\"v{i:04}\",\"age\":{}}}\n", i % 90));
+    }
+    let input = base.join("visits.jsonl");
+    std::fs::write(&input, jsonl).unwrap();
+    let out = hq.ok(&["load", "visits", s(&input)]);
+    assert_eq!(out.trim(), "Loaded 1000 records into \"visits\"");
+    hq.ok(&["put", "visits", "v0001", "age=40"]);
+    hq.ok(&["put", "visits", "v0002", "age=41"]);
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    hq.ok(&["export", s(&stick)]);
+    let out = a.ok(&["import", s(&stick)]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("applied") && l.contains("from hq"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // 1 000 loaded + 2 edited record changes, carried by 1 load change + 2 edits + HQ's
+    // invitations and other dataset changes.
+    assert!(line.contains("1002 records changed"), "{line}");
+    assert!(line.contains("new changes"), "{line}");
+}

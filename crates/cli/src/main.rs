@@ -1118,8 +1118,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| file.display().to_string())?
             };
             out(format_args!(
-                "Loaded {} records into {collection:?} ({} commits)",
-                r.records, r.commits
+                "Loaded {} record{} into {collection:?}",
+                r.records,
+                if r.records == 1 { "" } else { "s" }
             ))?;
         }
         Command::Dump {

@@ -336,15 +336,30 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
             FileResult::Applied {
                 sender,
                 new,
+                records,
                 duplicates,
                 waiting,
                 snapshot,
                 warnings,
             } => {
-                let mut parts = vec![format!("{new} new")];
+                // Records first (what a person typed), then the changes that carried them.
+                let mut parts = Vec::new();
                 if *snapshot {
-                    parts.insert(0, "installed a snapshot of the dataset".to_string());
-                } else if new + duplicates + waiting == 0 {
+                    parts.push("installed a snapshot of the dataset".to_string());
+                }
+                if *records > 0 {
+                    parts.push(format!(
+                        "{records} record{} changed",
+                        if *records == 1 { "" } else { "s" }
+                    ));
+                }
+                if *new > 0 || parts.is_empty() {
+                    parts.push(format!(
+                        "{new} new change{}",
+                        if *new == 1 { "" } else { "s" }
+                    ));
+                }
+                if !*snapshot && new + duplicates + waiting == 0 {
                     parts = vec!["no changes, a receipt".to_string()];
                 }
                 if *duplicates > 0 {

@@ -47,6 +47,9 @@ pub enum FileResult {
         sender: String,
         /// Commits new to this node.
         new: u64,
+        /// Record changes applied because of it (its commits, and pending ones it
+        /// completed), counting each record once per change; not counting ferry's own.
+        records: u64,
         /// Commits this node already had.
         duplicates: u64,
         /// Commits waiting for earlier commits or their author's membership.
@@ -854,6 +857,7 @@ impl Node {
                 Ok(done(FileResult::Applied {
                     sender,
                     new: r.new,
+                    records: r.records + settled.records,
                     duplicates: r.duplicates,
                     waiting: r.stashed,
                     snapshot: r.snapshot,

@@ -627,13 +627,15 @@ fn sms_bundle_line(f: &FileOutcome) -> String {
         FileResult::Applied {
             sender,
             new,
+            records,
             waiting,
             warnings,
             ..
         } => {
             let mut line = format!(
-                "applied  a bundle from {sender} by {from}: {} B, {new} new change{}",
+                "applied  a bundle from {sender} by {from}: {} B, {records} record{} changed, {new} new change{}",
                 f.bytes,
+                if *records == 1 { "" } else { "s" },
                 if *new == 1 { "" } else { "s" }
             );
             if *waiting > 0 {

@@ -279,6 +279,8 @@ pub struct IngestReport {
     pub stashed: u64,
     /// Commits applied to records right away.
     pub applied: u64,
+    /// Record changes those commits made (records of user collections, once per commit).
+    pub records: u64,
     /// The runs the bundle carried whose commits are now held here (a medium that carries
     /// the bundle carries these for the planner).
     pub runs: Vec<RunSummary>,
@@ -332,6 +334,8 @@ pub type RunSummary = Coverage;
 pub struct SettleReport {
     /// Pending commits applied.
     pub applied: u64,
+    /// Record changes those commits made (records of user collections, once per commit).
+    pub records: u64,
     /// Stashed commits that could now be checked and were stored.
     pub unstashed: u64,
     /// Stashed runs that failed their check, or waited too long, and were dropped: author,
@@ -1112,7 +1116,7 @@ impl Engine {
                 && st::<S, _>(store.frozen(author))?.is_none_or(|k| seq < k)
                 && self.deps_met(store, applied, &commit.deps)?
             {
-                self.apply(store, commit, now_ms)?;
+                report.records += self.apply(store, commit, now_ms)?;
                 applied.set(author, seq);
                 report.applied += 1;
             }
@@ -1564,9 +1568,11 @@ impl Engine {
 
     /// Applies a commit's record changes and advances the clock.
     /// (The commit is taken by value: its values move into the records, not copied.)
-    fn apply<S: Storage>(&self, store: &mut S, commit: Commit, now_ms: u64) -> Res<(), S> {
+    /// Returns how many records of user collections (not ferry's own `_…`) it changed.
+    fn apply<S: Storage>(&self, store: &mut S, commit: Commit, now_ms: u64) -> Res<u64, S> {
         let stamp = commit.stamp();
         let ctx = commit.context();
+        let mut records = 0;
         for change in commit.changes {
             if let Change::Record {
                 collection,
@@ -1595,6 +1601,9 @@ impl Engine {
                 }
                 st::<S, _>(store.put_record(&collection, &id, &rec))?;
                 drop(rec);
+                if !collection.starts_with('_') {
+                    records += 1;
+                }
                 if collection == FORKS {
                     if let Ok(n) = id.parse::<u32>() {
                         self.honour_fork_record(store, MemberId(n))?;
@@ -1608,7 +1617,7 @@ impl Engine {
         if seen > clock {
             st::<S, _>(store.set_clock(seen))?;
         }
-        Ok(())
+        Ok(records)
     }
 
     /// Applies every pending commit whose dependencies are now present and checks every
