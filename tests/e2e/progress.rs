@@ -87,3 +87,54 @@ fn summaries_count_records_not_commits() {
     assert!(line.contains("1002 records changed"), "{line}");
     assert!(line.contains("new changes"), "{line}");
 }
+
+/// `--progress json`: every line on stderr is one JSON event a GUI can read (begin, progress
+/// with growing `done`, end); `--progress none` prints nothing.
+#[test]
+fn progress_json_gives_events_a_program_can_read_and_none_gives_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, _a, _b) = three(base);
+    let mut jsonl = String::new();
+    for i in 0..50_000u64 {
+        let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        jsonl.push_str(&format!(
+            "{{\"id\":\"r{i:06}\",\"name\":\"{:x}\"}}\n",
+            x >> 8
+        ));
+    }
+    let input = base.join("records.jsonl");
+    std::fs::write(&input, jsonl).unwrap();
+    let out = hq
+        .cmd(&["--progress", "json", "load", "visits", s(&input)])
+        .env("FERRY_PROGRESS_EVERY_MS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(events.len() >= 3, "{events:?}");
+    assert_eq!(events[0]["event"], "begin");
+    assert_eq!(events[0]["unit"], "bytes");
+    assert_eq!(events.last().unwrap()["event"], "end");
+    let done: Vec<u64> = events.iter().map(|e| e["done"].as_u64().unwrap()).collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    let total = events[0]["total"].as_u64().unwrap();
+    assert_eq!(
+        *done.last().unwrap(),
+        total,
+        "the end event counts every byte"
+    );
+
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    let out = hq
+        .cmd(&["--progress", "none", "export", s(&stick)])
+        .env("FERRY_PROGRESS_EVERY_MS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

@@ -29,6 +29,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     home: Option<PathBuf>,
 
+    /// How long steps show progress on stderr: a bar in a terminal and plain lines
+    /// otherwise (auto), JSON lines a program can read (json), or nothing (none)
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    progress: output::ProgressMode,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -649,6 +654,7 @@ struct InitArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_progress_mode(cli.progress);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -104,6 +104,51 @@ pub struct Bar {
     plain: RefCell<Option<Plain>>,
 }
 
+/// How `Bar` shows progress (`--progress`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on a terminal; otherwise a plain line every few seconds.
+    Auto,
+    /// One JSON object per line on stderr: `{"event":"begin","step":…,"total":…,"unit":…}`,
+    /// `{"event":"progress","step":…,"done":…,"total":…,"unit":…}` (at most every
+    /// 200 ms, or `FERRY_PROGRESS_EVERY_MS`), `{"event":"end","step":…,"done":…,"seconds":…}`.
+    Json,
+    /// Nothing.
+    None,
+}
+
+static PROGRESS_MODE: std::sync::OnceLock<ProgressMode> = std::sync::OnceLock::new();
+
+/// Chooses how progress is shown, once, at start.
+pub fn set_progress_mode(mode: ProgressMode) {
+    let _ = PROGRESS_MODE.set(mode);
+}
+
+fn progress_mode() -> ProgressMode {
+    *PROGRESS_MODE.get().unwrap_or(&ProgressMode::Auto)
+}
+
+fn unit_name(u: ferry_node::Unit) -> &'static str {
+    u.plural()
+}
+
+/// One JSON progress event on stderr.
+fn json_event(event: &str, p: &Plain) {
+    let mut v = serde_json::json!({
+        "event": event,
+        "step": p.what,
+        "done": p.done,
+        "unit": unit_name(p.unit),
+    });
+    if let Some(t) = p.total {
+        v["total"] = t.into();
+    }
+    if event == "end" {
+        v["seconds"] = (p.started.elapsed().as_secs_f64()).into();
+    }
+    let _ = writeln!(std::io::stderr(), "{v}");
+}
+
 /// A step followed without a terminal.
 struct Plain {
     what: String,
@@ -159,7 +204,11 @@ impl Bar {
 
 impl Progress for Bar {
     fn begin(&self, what: &str, total: Option<u64>, unit: ferry_node::Unit) {
-        if !crate::interactive() {
+        let mode = progress_mode();
+        if mode == ProgressMode::None {
+            return;
+        }
+        if mode == ProgressMode::Json || !crate::interactive() {
             let now = std::time::Instant::now();
             *self.plain.borrow_mut() = Some(Plain {
                 what: shown(what).into_owned(),
@@ -170,6 +219,11 @@ impl Progress for Bar {
                 last: now,
                 printed: false,
             });
+            if mode == ProgressMode::Json {
+                if let Some(p) = self.plain.borrow().as_ref() {
+                    json_event("begin", p);
+                }
+            }
             return;
         }
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
@@ -199,6 +253,20 @@ impl Progress for Bar {
         }
         if let Some(p) = self.plain.borrow_mut().as_mut() {
             p.done += n;
+            if progress_mode() == ProgressMode::Json {
+                let every = std::env::var("FERRY_PROGRESS_EVERY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map_or(
+                        std::time::Duration::from_millis(200),
+                        std::time::Duration::from_millis,
+                    );
+                if p.last.elapsed() >= every {
+                    p.last = std::time::Instant::now();
+                    json_event("progress", p);
+                }
+                return;
+            }
             if p.last.elapsed() >= plain_every() {
                 p.last = std::time::Instant::now();
                 p.printed = true;
@@ -218,6 +286,10 @@ impl Progress for Bar {
             b.finish_and_clear();
         }
         if let Some(p) = self.plain.borrow_mut().take() {
+            if progress_mode() == ProgressMode::Json {
+                json_event("end", &p);
+                return;
+            }
             if p.printed || p.started.elapsed() >= plain_every() {
                 let _ = writeln!(
                     std::io::stderr(),
