@@ -10,6 +10,7 @@ mod attacks;
 mod cli;
 mod conflicts;
 mod crash;
+mod dry_run;
 mod email;
 mod invitations;
 mod medium;

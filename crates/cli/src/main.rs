@@ -207,6 +207,12 @@ Exit status: 0 written; 1 failed (with --out, FILE is then left as it was); 2 us
     Export {
         /// The stick or shared folder
         dir: PathBuf,
+        /// Only say what it would write and remove; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the plan as JSON
+        #[arg(long, requires = "dry_run")]
+        json: bool,
     },
     /// Apply bundle files, or every bundle under folders
     Import {
@@ -289,6 +295,13 @@ struct SyncArgs {
     /// The stick or shared folder
     #[arg(required = true)]
     dir: Option<PathBuf>,
+    /// Only say what it would import, write and remove, and what each member lacks; change
+    /// nothing (no bundle written, nothing applied, nothing removed from the stick)
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: print the plan as JSON
+    #[arg(long, requires = "dry_run")]
+    json: bool,
     #[command(subcommand)]
     via: Option<SyncVia>,
 }
@@ -1157,7 +1170,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Export { dir } => {
+        Command::Export {
+            dir,
+            dry_run: true,
+            json,
+        } => {
+            let mut node = open(&cli.home)?;
+            let r = node.dry_run(&dir, false, &Bar::new())?;
+            output::print_dry_run(&r, json)?;
+        }
+        Command::Export { dir, .. } => {
             let mut node = open(&cli.home)?;
             if !dir.is_dir() {
                 bail!(
@@ -1194,9 +1216,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
-        Command::Sync(SyncArgs { dir, via }) => {
+        Command::Sync(SyncArgs {
+            dir,
+            via,
+            dry_run,
+            json,
+        }) => {
             let mut node = open(&cli.home)?;
             match (dir, via) {
+                (Some(dir), None) if dry_run => {
+                    let r = node.dry_run(&dir, true, &Bar::new())?;
+                    output::print_dry_run(&r, json)?;
+                }
                 (_, Some(SyncVia::Email(args))) => {
                     warn_email(&node, &args)?;
                     let r = match node.email_receive_impossible(args.config())? {

@@ -1,7 +1,7 @@
 //! Printing: lines on stdout, progress bars on stderr (only on a terminal).
 
 use anyhow::Result;
-use ferry_node::{ExportOutcome, FileResult, ImportReport, Progress, Status, VerifyReport};
+use ferry_node::{DryRun, ExportOutcome, FileResult, ImportReport, Progress, Status, VerifyReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -606,6 +606,103 @@ pub fn print_export(r: &ExportOutcome) -> Result<()> {
         out(format_args!(
             "removed  {} bundles every member already has",
             r.removed.len()
+        ))?;
+    }
+    Ok(())
+}
+
+/// `sync --dry-run` and `export --dry-run`: lines starting with `would`, then one line per
+/// member; or the plan as JSON.
+pub fn print_dry_run(r: &DryRun, json: bool) -> Result<()> {
+    if json {
+        return out(format_args!("{}", serde_json::to_string_pretty(r)?));
+    }
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if !r.import.is_empty() {
+        let bytes: u64 = r.import.iter().map(|f| f.bytes).sum();
+        let mut from: Vec<String> = r
+            .import
+            .iter()
+            .map(|f| {
+                f.sender
+                    .as_deref()
+                    .map_or("unknown".into(), |s| shown(s).into_owned())
+            })
+            .collect();
+        from.sort();
+        from.dedup();
+        out(format_args!(
+            "would import {} bundle{} ({}) from {}",
+            r.import.len(),
+            plural(r.import.len()),
+            size(bytes),
+            from.join(", ")
+        ))?;
+    }
+    if let Some(bytes) = r.snapshot {
+        out(format_args!(
+            "would write a snapshot ({}) for members that joined after history was compacted",
+            size(bytes)
+        ))?;
+    }
+    match &r.write {
+        Some(w) if w.changes == 0 => out(format_args!(
+            "would write 1 bundle, no new changes: a receipt of what this laptop holds ({})",
+            size(w.bytes)
+        ))?,
+        Some(w) => out(format_args!(
+            "would write 1 bundle, {} ({})",
+            changes(w.changes),
+            size(w.bytes)
+        ))?,
+        None => out(format_args!(
+            "would write nothing: {} already carries everything the others need",
+            shown_path(&r.folder)
+        ))?,
+    }
+    if !r.import.is_empty() {
+        out(format_args!(
+            "would also pass on what it imports, once applied (the write above is planned from what this laptop holds now)"
+        ))?;
+    }
+    if !r.remove.is_empty() {
+        out(format_args!(
+            "would remove {} bundle{} every member already has",
+            r.remove.len(),
+            plural(r.remove.len())
+        ))?;
+    }
+    let width = r
+        .members
+        .iter()
+        .map(|m| shown(&m.label).chars().count())
+        .max()
+        .unwrap_or(0);
+    for m in &r.members {
+        let label = shown(&m.label);
+        if m.lacks == 0 {
+            out(format_args!(
+                "{label:<width$}  lacks nothing this laptop holds"
+            ))?;
+            continue;
+        }
+        let snapshot = if !m.needs_snapshot {
+            ""
+        } else if r.snapshot.is_some() {
+            " on top of the snapshot it would write"
+        } else if r.snapshot_on_medium {
+            " on top of the admin's snapshot already on the stick"
+        } else {
+            " (it needs the admin's snapshot first)"
+        };
+        let already = match m.on_medium {
+            0 => String::new(),
+            n => format!("; {n} already on the stick"),
+        };
+        out(format_args!(
+            "{label:<width$}  lacks {}; this sync would carry {}{already}{snapshot}",
+            changes(m.lacks),
+            m.carried
         ))?;
     }
     Ok(())

@@ -151,6 +151,139 @@ pub struct SyncReport {
     pub compacted: u64,
 }
 
+/// What `sync --dry-run` or `export --dry-run` found: what the real command would do.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DryRun {
+    /// The folder the bundles live in.
+    pub folder: PathBuf,
+    /// Bundles on the medium this laptop has not applied (a sync would import them).
+    pub import: Vec<DryImport>,
+    /// The bundle it would write, if one is needed.
+    pub write: Option<DryWrite>,
+    /// The size of the snapshot it would write (the admin, for members that lack history
+    /// compacted away here), if one is needed.
+    pub snapshot: Option<u64>,
+    /// Whether an admin snapshot on the medium already serves members that need one.
+    pub snapshot_on_medium: bool,
+    /// Bundles it would remove because every member already holds their content.
+    pub remove: Vec<String>,
+    /// Every other known member.
+    pub members: Vec<DryMember>,
+}
+
+/// A bundle a sync would import.
+#[derive(Clone, Debug, Serialize)]
+pub struct DryImport {
+    /// The file.
+    pub file: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// The sender its header names (checked only when it is imported); `None` when the
+    /// file does not start like a bundle of this dataset.
+    pub sender: Option<String>,
+}
+
+/// The bundle an export would write.
+#[derive(Clone, Debug, Serialize)]
+pub struct DryWrite {
+    /// Changes it carries (0: a receipt of what this laptop holds).
+    pub changes: u64,
+    /// Its exact size (it was encoded into a sink).
+    pub bytes: u64,
+}
+
+/// One other member, as the dry run sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DryMember {
+    /// Its label.
+    pub label: String,
+    /// Changes this laptop holds that it lacks.
+    pub lacks: u64,
+    /// How many of those the bundle this sync writes would carry.
+    pub carried: u64,
+    /// How many of those bundles already on the medium carry.
+    pub on_medium: u64,
+    /// Whether it lacks history compacted away here, and so needs the admin's snapshot.
+    pub needs_snapshot: bool,
+}
+
+/// An export planned from this laptop's state and what the medium carries
+/// ([`Node::plan_medium`]).
+struct MediumPlan {
+    folder: PathBuf,
+    /// The bundle files on the medium, with what this node knows of each.
+    on_medium: Vec<(MessageId, Option<BundleSeen>)>,
+    peers: Vec<MemberId>,
+    /// What each of `peers` holds, as far as this node knows.
+    peer_vvs: Vec<VersionVector>,
+    stored: VersionVector,
+    compacted: VersionVector,
+    /// Whether an admin snapshot on the medium serves members that need one.
+    snapshot_on_medium: bool,
+    /// The bundles to write, in order: `None` a snapshot, `Some(runs)` a bundle.
+    to_write: Vec<Option<Vec<Coverage>>>,
+}
+
+/// Changes in a planned bundle (`None`: a snapshot).
+fn commits_in(kind: Option<&[Coverage]>) -> u64 {
+    kind.iter()
+        .flat_map(|r| r.iter())
+        .map(|r| r.last - r.first + 1)
+        .sum()
+}
+
+/// What writing a planned bundle is called in the progress display. Counted in bytes
+/// written, as the compressor produces them: the changes are read, compressed and written
+/// in one stream.
+fn writing(kind: Option<&[Coverage]>) -> String {
+    match (kind, commits_in(kind)) {
+        (None, _) => "writing a snapshot".to_string(),
+        (Some(_), 0) => "writing a receipt".to_string(),
+        (Some(_), 1) => "exporting 1 change".to_string(),
+        (Some(_), n) => format!("exporting {n} changes"),
+    }
+}
+
+/// The bundles on a medium that may go: every member (`everyone`, this node included)
+/// holds their commits and a newer bundle from the same sender (with a newer receipt)
+/// stays. Bundles whose signature this node could not check (`None`) are never removed.
+fn obsolete(
+    on_medium: &[(MessageId, Option<BundleSeen>)],
+    everyone: &[VersionVector],
+) -> Vec<MessageId> {
+    let seen: Vec<(&MessageId, &BundleSeen, &VersionVector)> = on_medium
+        .iter()
+        .filter_map(|(id, s)| {
+            let s = s.as_ref()?;
+            Some((id, s, s.receipt.as_ref()?))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for &(id, s, receipt) in &seen {
+        let superseded = seen.iter().any(|&(oid, o, newer)| {
+            oid != id
+                && o.sender == s.sender
+                && newer.dominates(receipt)
+                && (newer != receipt || oid > id)
+        });
+        // A snapshot may go once every member holds its state, or once a newer one from
+        // the same sender (holding all of it) is on the medium.
+        let snapshot_done = s.snapshot.as_ref().is_none_or(|state| {
+            everyone.iter().all(|p| p.dominates(state))
+                || seen.iter().any(|&(oid, o, _)| {
+                    o.sender == s.sender
+                        && o.snapshot.as_ref().is_some_and(|newer| {
+                            newer.dominates(state) && (newer != state || oid > id)
+                        })
+                })
+        });
+        if superseded && snapshot_done && acknowledged_by_all(&s.coverage, everyone) {
+            out.push(id.clone());
+        }
+    }
+    out
+}
+
 /// What `verify` found.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
@@ -1086,13 +1219,10 @@ impl Node {
         Ok(stored)
     }
 
-    /// Writes what the other members still need into `root` (a stick, a shared folder), and
-    /// removes bundles there whose content every member already holds.
-    pub fn export(
-        &mut self,
-        root: &Path,
-        progress: &dyn Progress,
-    ) -> Result<ExportOutcome, NodeError> {
+    /// Plans an export to `root` without writing anything: what the medium carries, what
+    /// each member holds, and the bundles to write. [`Node::export`] writes exactly this
+    /// plan and [`Node::dry_run`] reports it, so the two cannot disagree.
+    fn plan_medium(&mut self, root: &Path) -> Result<MediumPlan, NodeError> {
         let folder = self.bundle_folder(root);
         check_bundle_folder(root, &folder)?;
         let mut transport = DirTransport::new(&folder);
@@ -1151,10 +1281,6 @@ impl Node {
             .iter()
             .filter_map(|(_, s)| s.as_ref())
             .any(|s| s.sender == me && s.receipt.as_ref() == Some(&stored));
-        let mut outcome = ExportOutcome {
-            folder: folder.clone(),
-            ..Default::default()
-        };
         let mut to_write = Vec::new();
         if write_snapshot {
             to_write.push(None);
@@ -1162,17 +1288,42 @@ impl Node {
         if !runs.is_empty() || !receipt_present {
             to_write.push(Some(runs));
         }
+        Ok(MediumPlan {
+            folder,
+            on_medium,
+            peers,
+            peer_vvs,
+            stored,
+            compacted,
+            snapshot_on_medium: serving.is_some(),
+            to_write,
+        })
+    }
+
+    /// Writes what the other members still need into `root` (a stick, a shared folder), and
+    /// removes bundles there whose content every member already holds.
+    pub fn export(
+        &mut self,
+        root: &Path,
+        progress: &dyn Progress,
+    ) -> Result<ExportOutcome, NodeError> {
+        let MediumPlan {
+            folder,
+            mut on_medium,
+            peer_vvs,
+            stored,
+            to_write,
+            ..
+        } = self.plan_medium(root)?;
+        let mut transport = DirTransport::new(&folder);
+        let me = self.id.me;
+        let mut outcome = ExportOutcome {
+            folder: folder.clone(),
+            ..Default::default()
+        };
         for kind in to_write {
-            let commits: u64 = kind.iter().flatten().map(|r| r.last - r.first + 1).sum();
-            // Counted in bytes written, as the compressor produces them: the changes are
-            // read, compressed and written in one stream.
-            let what = match (&kind, commits) {
-                (None, _) => "writing a snapshot".to_string(),
-                (Some(_), 0) => "writing a receipt".to_string(),
-                (Some(_), 1) => "exporting 1 change".to_string(),
-                (Some(_), n) => format!("exporting {n} changes"),
-            };
-            progress.begin(&what, None, Unit::Bytes);
+            let commits = commits_in(kind.as_deref());
+            progress.begin(&writing(kind.as_deref()), None, Unit::Bytes);
             let (name, len, staged, snapshot) = self.write_bundle(kind.as_deref(), progress)?;
             progress.end();
             let mut f =
@@ -1200,44 +1351,150 @@ impl Node {
                 outcome.snapshot = Some((PathBuf::from(info.location), len));
             }
         }
-        // Tidy up: a bundle may go when every member holds its commits and a newer bundle
-        // from the same sender (with a newer receipt) stays. Bundles whose signature this
-        // node could not check are never removed by it.
-        let mut everyone = peer_vvs.clone();
-        everyone.push(stored.clone());
-        let seen: Vec<(MessageId, BundleSeen, VersionVector)> = on_medium
-            .iter()
-            .filter_map(|(id, s)| {
-                let s = s.clone()?;
-                let receipt = s.receipt.clone()?;
-                Some((id.clone(), s, receipt))
-            })
-            .collect();
-        for (id, s, receipt) in &seen {
-            let superseded = seen.iter().any(|(oid, o, newer)| {
-                oid != id
-                    && o.sender == s.sender
-                    && newer.dominates(receipt)
-                    && (newer != receipt || oid > id)
-            });
-            // A snapshot may go once every member holds its state, or once a newer one
-            // from the same sender (holding all of it) is on the medium.
-            let snapshot_done = s.snapshot.as_ref().is_none_or(|state| {
-                everyone.iter().all(|p| p.dominates(state))
-                    || seen.iter().any(|(oid, o, _)| {
-                        o.sender == s.sender
-                            && o.snapshot.as_ref().is_some_and(|newer| {
-                                newer.dominates(state) && (newer != state || oid > id)
-                            })
-                    })
-            });
-            if superseded && snapshot_done && acknowledged_by_all(&s.coverage, &everyone) {
-                transport.settle(id, &Disposition::Obsolete)?;
-                outcome.removed.push(id.0.clone());
-            }
+        let mut everyone = peer_vvs;
+        everyone.push(stored);
+        for id in obsolete(&on_medium, &everyone) {
+            transport.settle(&id, &Disposition::Obsolete)?;
+            outcome.removed.push(id.0);
         }
         outcome.on_medium = on_medium.len() - outcome.removed.len();
         Ok(outcome)
+    }
+
+    /// What `sync` (with `import`) or `export` to `root` would do, without writing or
+    /// changing anything: no bundle written (each planned bundle is encoded into a sink to
+    /// measure it exactly), nothing imported, nothing removed, nothing compacted. The write
+    /// is the plan [`Node::export`] makes from this laptop's state now; bundles a sync
+    /// would import first can add to it (the report says when there are any).
+    pub fn dry_run(
+        &mut self,
+        root: &Path,
+        import: bool,
+        progress: &dyn Progress,
+    ) -> Result<DryRun, NodeError> {
+        if !root.is_dir() {
+            return Err(NodeError::Input(format!(
+                "{} is not a folder; give the folder of the USB stick or shared drive",
+                root.display()
+            )));
+        }
+        let plan = self.plan_medium(root)?;
+        let labels = self.labels()?;
+        let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
+        let mut report = DryRun {
+            folder: plan.folder.clone(),
+            ..Default::default()
+        };
+        if import {
+            // Files this laptop has neither applied nor written: the import would read them.
+            for (id, seen) in &plan.on_medium {
+                if seen.is_some() {
+                    continue;
+                }
+                let path = plan.folder.join(&id.0);
+                let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+                // The header only: who says it sent it (checked when it is imported).
+                let sender = match open_counted(&path, &crate::NoProgress) {
+                    Ok(Ok((o, _))) if o.header().dataset == self.id.dataset => {
+                        Some(label(o.header().sender))
+                    }
+                    _ => None,
+                };
+                report.import.push(DryImport {
+                    file: path,
+                    bytes,
+                    sender,
+                });
+            }
+        }
+        // Measure each planned bundle by encoding it into a sink.
+        let mut on_medium = plan.on_medium.clone();
+        for (i, kind) in plan.to_write.iter().enumerate() {
+            progress.begin(
+                &format!("measuring: {}", writing(kind.as_deref())),
+                None,
+                Unit::Bytes,
+            );
+            let (_, bytes, snapshot, _) =
+                self.encode_bundle(kind.as_deref(), false, io::sink(), progress)?;
+            progress.end();
+            let changes = commits_in(kind.as_deref());
+            // As export records it, so that what it would remove is computed the same way.
+            on_medium.push((
+                MessageId(format!("~planned-{i}{SUFFIX}")),
+                Some(BundleSeen {
+                    name: String::new(),
+                    sender: self.id.me,
+                    coverage: kind.clone().unwrap_or_default(),
+                    receipt: Some(plan.stored.clone()),
+                    snapshot,
+                    bytes,
+                }),
+            ));
+            match kind {
+                Some(_) => report.write = Some(DryWrite { changes, bytes }),
+                None => report.snapshot = Some(bytes),
+            }
+        }
+        let mut everyone = plan.peer_vvs.clone();
+        everyone.push(plan.stored.clone());
+        report.remove = obsolete(&on_medium, &everyone)
+            .into_iter()
+            .map(|id| id.0)
+            .collect();
+        let runs: &[Coverage] = plan
+            .to_write
+            .iter()
+            .flatten()
+            .next()
+            .map_or(&[], |r| r.as_slice());
+        for (&peer, vv) in plan.peers.iter().zip(&plan.peer_vvs) {
+            let lacks: u64 = plan
+                .stored
+                .iter()
+                .map(|(a, c)| c.saturating_sub(vv.get(a)))
+                .sum();
+            let carried: u64 = runs
+                .iter()
+                .map(|r| {
+                    r.last
+                        .saturating_sub(r.first.saturating_sub(1).max(vv.get(r.author)))
+                })
+                .sum();
+            // What bundles already on the medium carry of what it lacks, counted once.
+            let mut spans: Vec<(MemberId, u64, u64)> = plan
+                .on_medium
+                .iter()
+                .filter_map(|(_, s)| s.as_ref())
+                .flat_map(|s| s.coverage.iter())
+                .map(|c| (c.author, c.first.max(vv.get(c.author) + 1), c.last))
+                .filter(|(_, first, last)| first <= last)
+                .collect();
+            spans.sort();
+            let mut on_medium = 0;
+            let mut reached: Option<(MemberId, u64)> = None;
+            for (author, first, last) in spans {
+                let from = match reached {
+                    Some((a, through)) if a == author => first.max(through + 1),
+                    _ => first,
+                };
+                if from <= last {
+                    on_medium += last - from + 1;
+                }
+                if reached.is_none_or(|(a, through)| a != author || last > through) {
+                    reached = Some((author, last));
+                }
+            }
+            report.members.push(DryMember {
+                label: label(peer),
+                lacks,
+                on_medium,
+                carried,
+                needs_snapshot: needs_snapshot(std::slice::from_ref(vv), &plan.compacted),
+            });
+        }
+        report.snapshot_on_medium = plan.snapshot_on_medium;
+        Ok(report)
     }
 
     /// Writes a bundle into the outbox: one carrying `runs`, or (for `None`) a snapshot.
@@ -1258,10 +1515,6 @@ impl Node {
         plaintext: bool,
         progress: &dyn Progress,
     ) -> Result<(String, u64, Staged, Option<VersionVector>), NodeError> {
-        let options = WriteOptions {
-            plaintext,
-            ..WriteOptions::default()
-        };
         // Locked while it exists (a sweep leaves it alone); removed when dropped, also when
         // writing fails.
         let staged = Staged::create(&self.home.outbox())?;
@@ -1269,8 +1522,35 @@ impl Node {
             .file()
             .try_clone()
             .map_err(|e| NodeError::io("cannot open", staged.path(), e))?;
+        let (name, len, snapshot, out) = self.encode_bundle(
+            runs,
+            plaintext,
+            io::BufWriter::with_capacity(256 * 1024, file),
+            progress,
+        )?;
+        let file = out
+            .into_inner()
+            .map_err(|e| NodeError::io("cannot write", &staged, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| NodeError::io("cannot write", &staged, e))?;
+        Ok((name, len, staged, snapshot))
+    }
+
+    /// Encodes a bundle carrying `runs` (or, for `None`, a snapshot) into `out`. Returns its
+    /// content name, size, the state a snapshot reflects, and `out`.
+    fn encode_bundle<W: Write>(
+        &mut self,
+        runs: Option<&[Coverage]>,
+        plaintext: bool,
+        out: W,
+        progress: &dyn Progress,
+    ) -> Result<(String, u64, Option<VersionVector>, W), NodeError> {
+        let options = WriteOptions {
+            plaintext,
+            ..WriteOptions::default()
+        };
         let out = Hashing {
-            inner: io::BufWriter::with_capacity(256 * 1024, file),
+            inner: out,
             hasher: blake3::Hasher::new(),
             len: 0,
             progress,
@@ -1290,14 +1570,7 @@ impl Node {
         drop(tx);
         let (out, _) = written?;
         let name = out.hasher.finalize().to_hex()[..32].to_string();
-        let len = out.len;
-        let file = out
-            .inner
-            .into_inner()
-            .map_err(|e| NodeError::io("cannot write", &staged, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| NodeError::io("cannot write", &staged, e))?;
-        Ok((name, len, staged, snapshot))
+        Ok((name, out.len, snapshot, out.inner))
     }
 
     /// Imports from `root`'s bundle folder, then exports to it: the one command a stick

@@ -33,7 +33,8 @@ pub use doctor::{DoctorReport, Finding, Severity};
 pub use email::{EmailReceiveReport, EmailSendReport, EmailSent, EmailWaiting};
 pub use error::{NodeError, NothingToImport};
 pub use exchange::{
-    ExportOutcome, FileOutcome, FileResult, ImportReport, SyncReport, VerifyReport,
+    DryImport, DryMember, DryRun, DryWrite, ExportOutcome, FileOutcome, FileResult, ImportReport,
+    SyncReport, VerifyReport,
 };
 pub use ferry_sync::Accept;
 pub use ferry_transport::plain_io;
