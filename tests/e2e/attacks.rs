@@ -14,8 +14,8 @@
 //! `import --plaintext` is given.
 
 use crate::forge::{
-    Forge, Member, dataset_id, dataset_key, delete_bomb_commit, item, no_signature, now_ms,
-    random_bytes, record_state, vv,
+    Forge, Member, dataset_id, dataset_key, delete_bomb_commit, item, keyless_snapshot,
+    no_signature, now_ms, random_bytes, record_state, vv,
 };
 use crate::util::{Laptop, ferry_bin, files, invite_code, s, three};
 use ferry_bundle::{Item, RunProof};
@@ -257,43 +257,6 @@ fn clinics(base: &Path) -> (Laptop, Laptop, Laptop) {
     a.ok(&["sync", s(&s0)]);
     assert_eq!(ids(&a, "visits"), ["v1", "v2", "v3"]);
     (hq, a, b)
-}
-
-/// Finding 1's keyless forgery: a plaintext bundle written from the dataset id alone,
-/// claiming to come from the admin (member 1) with a head of 1 000 000, carrying a snapshot
-/// that says history up to 999 999 was compacted, that it reflects 1 000 000 commits of
-/// members 1 and 3 (every member but the victim, clinic A, number 2: member numbers are
-/// small and easy to guess), and that the dataset holds one record, `visits/v1` with
-/// `a=FORGED-BY-OUTSIDER`; signed with 64 zero bytes.
-fn keyless_snapshot(of: &Laptop) -> Vec<u8> {
-    let items = [
-        Item::Receipt(vv(&[(1, 1_000_000)])),
-        Item::Snapshot {
-            state: vv(&[(1, 1_000_000), (3, 1_000_000)]),
-            compacted: vv(&[(1, 999_999)]),
-        },
-        Item::SnapshotChain {
-            author: MemberId(1),
-            seq: 999_999,
-            hash: Hash([7; 32]),
-            hlc: Hlc::from_parts(now_ms(), 0),
-            deps: VersionVector::new(),
-            names: vec!["visits".into(), "a".into()],
-            first: b"forged".to_vec(),
-        },
-        Item::SnapshotRecord {
-            collection: "visits".into(),
-            id: "v1".into(),
-            state: record_state(1, 999_999, &[("a", "FORGED-BY-OUTSIDER")]),
-        },
-    ];
-    Forge {
-        dataset: dataset_id(of),
-        sender: 1,
-        key: None,
-        zstd: None,
-    }
-    .bundle(&items, no_signature)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,10 +9,8 @@
 #[allow(unused_imports)]
 mod mail;
 
-use crate::forge::{Forge, dataset_id, no_signature, now_ms, record_state, vv};
+use crate::forge::{dataset_id, keyless_snapshot};
 use crate::util::{Laptop, files, s, three};
-use ferry_bundle::Item;
-use ferry_model::{Hash, Hlc, MemberId, VersionVector};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -222,40 +220,6 @@ fn hq_and_clinic(base: &Path) -> (Laptop, Laptop) {
     hq.ok(&["sync", s(&stick)]);
     a.ok(&["sync", s(&stick)]);
     (hq, a)
-}
-
-/// Issue 10's keyless forgery (see attacks.rs): a plaintext bundle written from the dataset
-/// id alone, claiming to be the admin's, carrying a snapshot that rewrites `visits/v1`,
-/// signed with 64 zero bytes.
-fn keyless_snapshot(of: &Laptop) -> Vec<u8> {
-    let items = [
-        Item::Receipt(vv(&[(1, 1_000_000)])),
-        Item::Snapshot {
-            state: vv(&[(1, 1_000_000), (3, 1_000_000)]),
-            compacted: vv(&[(1, 999_999)]),
-        },
-        Item::SnapshotChain {
-            author: MemberId(1),
-            seq: 999_999,
-            hash: Hash([7; 32]),
-            hlc: Hlc::from_parts(now_ms(), 0),
-            deps: VersionVector::new(),
-            names: vec!["visits".into(), "a".into()],
-            first: b"forged".to_vec(),
-        },
-        Item::SnapshotRecord {
-            collection: "visits".into(),
-            id: "v1".into(),
-            state: record_state(1, 999_999, &[("a", "FORGED-BY-OUTSIDER")]),
-        },
-    ];
-    Forge {
-        dataset: dataset_id(of),
-        sender: 1,
-        key: None,
-        zstd: None,
-    }
-    .bundle(&items, no_signature)
 }
 
 /// A stranger's emails carrying `bundle`: attached by hand as `invoice.ferry`, and with the

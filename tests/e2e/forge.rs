@@ -316,3 +316,46 @@ pub fn delete_bomb_commit(ctx: &ChainContext, hlc: Hlc) -> Vec<u8> {
     c.resize(total, 11); // op 11: Delete
     c
 }
+
+/// Issue 10's keyless forgery (finding 1): a plaintext bundle written from the dataset id
+/// alone, claiming to come from the admin (member 1) with a head of 1 000 000, carrying a
+/// snapshot that says history up to 999 999 was compacted, that it reflects 1 000 000
+/// commits of members 1 and 3 (every member but the victim, clinic A, number 2: member
+/// numbers are small and easy to guess), and that the dataset holds one record,
+/// `visits/v1` with `a=FORGED-BY-OUTSIDER`; signed with 64 zero bytes.
+pub fn keyless_snapshot(of: &Laptop) -> Vec<u8> {
+    keyless_snapshot_of(of, "v1", "a")
+}
+
+/// [`keyless_snapshot`], rewriting `visits/ID` with `FIELD=FORGED-BY-OUTSIDER`.
+pub fn keyless_snapshot_of(of: &Laptop, id: &str, field: &str) -> Vec<u8> {
+    use ferry_bundle::Item;
+    let items = [
+        Item::Receipt(vv(&[(1, 1_000_000)])),
+        Item::Snapshot {
+            state: vv(&[(1, 1_000_000), (3, 1_000_000)]),
+            compacted: vv(&[(1, 999_999)]),
+        },
+        Item::SnapshotChain {
+            author: MemberId(1),
+            seq: 999_999,
+            hash: Hash([7; 32]),
+            hlc: Hlc::from_parts(now_ms(), 0),
+            deps: VersionVector::new(),
+            names: vec!["visits".into(), field.into()],
+            first: b"forged".to_vec(),
+        },
+        Item::SnapshotRecord {
+            collection: "visits".into(),
+            id: id.into(),
+            state: record_state(1, 999_999, &[(field, "FORGED-BY-OUTSIDER")]),
+        },
+    ];
+    Forge {
+        dataset: dataset_id(of),
+        sender: 1,
+        key: None,
+        zstd: None,
+    }
+    .bundle(&items, no_signature)
+}

@@ -16,10 +16,9 @@
 #[allow(unused_imports)]
 mod link;
 
-use crate::forge::{Forge, dataset_id, no_signature, now_ms, random_bytes, record_state, vv};
+use crate::forge::{Forge, dataset_id, no_signature, random_bytes, vv};
 use crate::util::{Laptop, files, s};
 use ferry_bundle::Item;
-use ferry_model::{Hash, Hlc, MemberId, VersionVector};
 use ferry_transport_serial::{SerialConfig, Session};
 use link::raw::{Framing, OFFER, RawStation, frame, offer};
 use link::{DirewolfPair, SimConfig, SimLink, Socat};
@@ -554,38 +553,9 @@ fn unsigned_hello(bundle: &[u8]) -> Vec<u8> {
     m
 }
 
-/// Issue 10's keyless forgery, as a hello: a plaintext bundle made from the dataset id
-/// alone, claiming to come from the admin with a head of 1 000 000, carrying a snapshot
-/// that rewrites `visits/v-2026-000124`; signed with zeros.
+/// Issue 10's keyless forgery, as a hello: it rewrites `visits/v-2026-000124`.
 fn keyless_snapshot(of: &Laptop) -> Vec<u8> {
-    let items = [
-        Item::Receipt(vv(&[(1, 1_000_000)])),
-        Item::Snapshot {
-            state: vv(&[(1, 1_000_000), (3, 1_000_000)]),
-            compacted: vv(&[(1, 999_999)]),
-        },
-        Item::SnapshotChain {
-            author: MemberId(1),
-            seq: 999_999,
-            hash: Hash([7; 32]),
-            hlc: Hlc::from_parts(now_ms(), 0),
-            deps: VersionVector::new(),
-            names: vec!["visits".into(), "village".into()],
-            first: b"forged".to_vec(),
-        },
-        Item::SnapshotRecord {
-            collection: "visits".into(),
-            id: "v-2026-000124".into(),
-            state: record_state(1, 999_999, &[("village", "FORGED-BY-OUTSIDER")]),
-        },
-    ];
-    Forge {
-        dataset: dataset_id(of),
-        sender: 1,
-        key: None,
-        zstd: None,
-    }
-    .bundle(&items, no_signature)
+    crate::forge::keyless_snapshot_of(of, "v-2026-000124", "village")
 }
 
 /// An unsigned plaintext hello claiming to be `member` (finding 8 used #99).

@@ -13,10 +13,8 @@
 //! member's number)]: REASON`, `set aside an SMS from …`, `ignored  …`, reports in words.
 
 use super::net::{KANNEL_PASS, KANNEL_USER, Kannel, Network, free_port};
-use crate::forge::{Forge, dataset_id, no_signature, now_ms, record_state, vv};
+use crate::forge::keyless_snapshot;
 use crate::util::{Laptop, s};
-use ferry_bundle::Item;
-use ferry_model::{Hash, Hlc, MemberId, VersionVector};
 use ferry_transport_sms::frame::{self, Frame, Gone, Missing};
 use ferry_transport_sms::{Phone, text};
 use std::io::{Read, Write};
@@ -345,40 +343,6 @@ fn forged_part(t: &str) -> String {
     let crc = frame::crc16(&bytes[..n - 2]);
     bytes[n - 2..].copy_from_slice(&crc.to_be_bytes());
     text::encode(&bytes)
-}
-
-/// Issue 10's keyless forgery (tests/e2e/attacks.rs): a plaintext bundle written from the
-/// dataset id alone, claiming to come from the admin with a head of 1 000 000, carrying a
-/// snapshot that rewrites `visits/v1`, signed with 64 zero bytes.
-fn keyless_snapshot(of: &Laptop) -> Vec<u8> {
-    let items = [
-        Item::Receipt(vv(&[(1, 1_000_000)])),
-        Item::Snapshot {
-            state: vv(&[(1, 1_000_000), (3, 1_000_000)]),
-            compacted: vv(&[(1, 999_999)]),
-        },
-        Item::SnapshotChain {
-            author: MemberId(1),
-            seq: 999_999,
-            hash: Hash([7; 32]),
-            hlc: Hlc::from_parts(now_ms(), 0),
-            deps: VersionVector::new(),
-            names: vec!["visits".into(), "a".into()],
-            first: b"forged".to_vec(),
-        },
-        Item::SnapshotRecord {
-            collection: "visits".into(),
-            id: "v1".into(),
-            state: record_state(1, 999_999, &[("a", "FORGED-BY-OUTSIDER")]),
-        },
-    ];
-    Forge {
-        dataset: dataset_id(of),
-        sender: 1,
-        key: None,
-        zstd: None,
-    }
-    .bundle(&items, no_signature)
 }
 
 /// Bytes a folder takes on disk (allocated blocks, as `du` counts them) and its files.
