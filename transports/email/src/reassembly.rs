@@ -859,30 +859,7 @@ impl Inbox {
         if let Err(why) = self.make_room(&sender, trust, claim.length + OVERHEAD, new_group)? {
             return Ok(Added::Dropped(why));
         }
-        let gdir = self.gdir(&gid);
-        if !self.groups.contains_key(&gid) {
-            fs::create_dir_all(&gdir)
-                .map_err(|e| EmailError::io("cannot create folder", &gdir, e))?;
-            let g = Group {
-                gid: gid.clone(),
-                id: self.free_id(&piece.name, &claim.digest, claim.size),
-                name: piece.name.clone(),
-                size: claim.size,
-                digest: claim.digest.clone(),
-                parts: claim.parts,
-                first_seen: now,
-                last_seen: now,
-                complete: false,
-                trust,
-                sender: sender.clone(),
-                cands: Vec::new(),
-                sources: Vec::new(),
-                refused: Vec::new(),
-                next_file: 0,
-            };
-            self.ids.insert(g.id.clone(), gid.clone());
-            self.groups.insert(gid.clone(), g);
-        }
+        let gdir = self.group_for(&gid, piece, claim, trust, &sender, now)?;
         let g = self.groups.get_mut(&gid).expect("made above");
         let file = g.next_file;
         g.next_file += 1;
@@ -915,23 +892,22 @@ impl Inbox {
         }
     }
 
-    /// A piece that is the whole bundle: the bundle, at once.
-    fn add_whole(
+    /// The folder of group `gid`, made (with its record) when this is its first piece.
+    fn group_for(
         &mut self,
+        gid: &str,
         piece: &Piece,
         claim: &Claim,
         trust: Trust,
         sender: &str,
-        source: &Source,
         now: u64,
-    ) -> Result<Added, EmailError> {
-        let gid = gid_of(&claim.digest, claim.size);
-        let gdir = self.gdir(&gid);
-        if !self.groups.contains_key(&gid) {
+    ) -> Result<PathBuf, EmailError> {
+        let gdir = self.gdir(gid);
+        if !self.groups.contains_key(gid) {
             fs::create_dir_all(&gdir)
                 .map_err(|e| EmailError::io("cannot create folder", &gdir, e))?;
             let g = Group {
-                gid: gid.clone(),
+                gid: gid.to_string(),
                 id: self.free_id(&piece.name, &claim.digest, claim.size),
                 name: piece.name.clone(),
                 size: claim.size,
@@ -947,9 +923,24 @@ impl Inbox {
                 refused: Vec::new(),
                 next_file: 0,
             };
-            self.ids.insert(g.id.clone(), gid.clone());
-            self.groups.insert(gid.clone(), g);
+            self.ids.insert(g.id.clone(), gid.to_string());
+            self.groups.insert(gid.to_string(), g);
         }
+        Ok(gdir)
+    }
+
+    /// A piece that is the whole bundle: the bundle, at once.
+    fn add_whole(
+        &mut self,
+        piece: &Piece,
+        claim: &Claim,
+        trust: Trust,
+        sender: &str,
+        source: &Source,
+        now: u64,
+    ) -> Result<Added, EmailError> {
+        let gid = gid_of(&claim.digest, claim.size);
+        let gdir = self.group_for(&gid, piece, claim, trust, sender, now)?;
         let g = self.groups.get_mut(&gid).expect("made above");
         g.trust = g.trust.max(trust);
         if durable(g) {
