@@ -16,7 +16,7 @@ use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
 use ferry_model::{MemberId, VersionVector};
 use ferry_sync::Storage;
-use ferry_sync::plan::{after_snapshot, needs_snapshot, plan_export, snapshot_serves};
+use ferry_sync::plan::{SnapshotPlan, after_snapshot, plan_export, plan_snapshot};
 use ferry_transport::{Disposition, Transport};
 use ferry_transport_email::{
     DatasetMarks, DatasetTag, EmailConfig, EmailError, EmailTransport, FlushMode,
@@ -288,18 +288,23 @@ impl Node {
             .read()?
             .meta("email_snapshot")?
             .and_then(|b| postcard::from_bytes(&b).ok())
-            .filter(|(state, since): &(VersionVector, u64)| {
-                snapshot_serves(state, &compacted)
-                    && now.saturating_sub(*since) < EMAIL_ASSUME_DELIVERED_MS
+            .filter(|(_, since): &(VersionVector, u64)| {
+                now.saturating_sub(*since) < EMAIL_ASSUME_DELIVERED_MS
             });
-        let write_snapshot = me == MemberId::ADMIN
-            && last_snapshot.is_none()
-            && needs_snapshot(&planned_for, &compacted);
-        let on_its_way = match (&last_snapshot, write_snapshot) {
-            (Some((state, _)), _) => Some(state.clone()),
-            (None, true) => Some(self.read()?.applied()?),
-            (None, false) => None,
-        };
+        let applied = self.read()?.applied()?;
+        let SnapshotPlan {
+            write: write_snapshot,
+            on_its_way,
+        } = plan_snapshot(
+            me == MemberId::ADMIN,
+            &planned_for,
+            &compacted,
+            &last_snapshot
+                .iter()
+                .map(|(state, _)| state)
+                .collect::<Vec<_>>(),
+            &applied,
+        );
         let planned_for = after_snapshot(&planned_for, &compacted, on_its_way.as_ref());
         let runs = plan_export(&stored, &planned_for, &[], &compacted);
         let last_receipt: Option<VersionVector> = self

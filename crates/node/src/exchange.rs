@@ -14,7 +14,7 @@ use ferry_bundle::{BundleReader, Opener, WriteOptions};
 use ferry_model::{DatasetId, MemberId, VersionVector};
 use ferry_store::{BundleSeen, QuarantineRow};
 use ferry_sync::plan::{
-    acknowledged_by_all, after_snapshot, needs_snapshot, plan_export, snapshot_serves,
+    SnapshotPlan, acknowledged_by_all, after_snapshot, needs_snapshot, plan_export, plan_snapshot,
 };
 use ferry_sync::{Accept, Coverage, IngestError, IngestReport, Missing, Storage, Verdict};
 use ferry_transport::{Disposition, MessageId, Transport};
@@ -1263,18 +1263,18 @@ impl Node {
             .filter(|s| s.sender == MemberId::ADMIN)
             .filter_map(|s| s.snapshot.as_ref())
             .collect();
-        let serving = admin_snapshots
-            .iter()
-            .filter(|state| snapshot_serves(state, &compacted))
-            .max_by_key(|state| state.total())
-            .map(|state| (*state).clone());
-        let write_snapshot =
-            me == MemberId::ADMIN && serving.is_none() && needs_snapshot(&peer_vvs, &compacted);
-        let on_its_way = match (&serving, write_snapshot) {
-            (Some(state), _) => Some(state.clone()),
-            (None, true) => Some(self.read()?.applied()?),
-            (None, false) => None,
-        };
+        let applied = self.read()?.applied()?;
+        let SnapshotPlan {
+            write: write_snapshot,
+            on_its_way,
+        } = plan_snapshot(
+            me == MemberId::ADMIN,
+            &peer_vvs,
+            &compacted,
+            &admin_snapshots,
+            &applied,
+        );
+        let serving = on_its_way.is_some() && !write_snapshot;
         let planned_for = after_snapshot(&peer_vvs, &compacted, on_its_way.as_ref());
         let runs = plan_export(&stored, &planned_for, &carried, &compacted);
         let receipt_present = on_medium
@@ -1295,7 +1295,7 @@ impl Node {
             peer_vvs,
             stored,
             compacted,
-            snapshot_on_medium: serving.is_some(),
+            snapshot_on_medium: serving,
             to_write,
         })
     }

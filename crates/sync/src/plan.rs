@@ -103,6 +103,38 @@ pub fn snapshot_serves(state: &VersionVector, compacted: &VersionVector) -> bool
     compacted.iter().all(|(a, c)| state.get(a) >= c)
 }
 
+/// What a sender does for peers that lack history it compacted away ([`plan_snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotPlan {
+    /// Write a new snapshot (of `applied`).
+    pub write: bool,
+    /// The snapshot state peers that need one are planned for as holding: one already on
+    /// its way that still serves, or the new one; `None` when there is neither.
+    pub on_its_way: Option<VersionVector>,
+}
+
+/// Decides about snapshots for one medium. Only the admin writes them (SPEC §4.1: readers
+/// ignore anyone else's), and only when some peer needs one and no admin snapshot already
+/// on its way (`sent`: on the stick, or emailed recently) still holds everything compacted
+/// here; a member away for weeks so costs one snapshot, not one per sync. The newest
+/// serving snapshot is the one planned on.
+pub fn plan_snapshot(
+    admin: bool,
+    peers: &[VersionVector],
+    compacted: &VersionVector,
+    sent: &[&VersionVector],
+    applied: &VersionVector,
+) -> SnapshotPlan {
+    let serving = sent
+        .iter()
+        .filter(|state| snapshot_serves(state, compacted))
+        .max_by_key(|state| state.total())
+        .map(|state| (*state).clone());
+    let write = admin && serving.is_none() && needs_snapshot(peers, compacted);
+    let on_its_way = serving.or_else(|| write.then(|| applied.clone()));
+    SnapshotPlan { write, on_its_way }
+}
+
 /// What each peer will hold for planning purposes once `snapshot` (a state on its way to
 /// it, e.g. on the same stick) is installed: a peer that needs a snapshot
 /// ([`needs_snapshot`]) is taken to hold the snapshot's state too, so the runs planned for
@@ -244,6 +276,57 @@ mod tests {
                 &compacted
             ),
             vec![cov(1, 11, 11)]
+        );
+    }
+
+    /// Only the admin writes a snapshot, only for a peer that needs one, and not while one
+    /// that still serves is on its way; a stale one (compaction went further) is replaced.
+    #[test]
+    fn a_snapshot_is_written_once_by_the_admin_and_again_only_when_stale() {
+        let compacted: VersionVector = [(MemberId(1), 6)].into_iter().collect();
+        let applied: VersionVector = [(MemberId(1), 9)].into_iter().collect();
+        let away = VersionVector::new();
+        let peers = std::slice::from_ref(&away);
+        let plan = plan_snapshot(true, peers, &compacted, &[], &applied);
+        assert_eq!(
+            plan,
+            SnapshotPlan {
+                write: true,
+                on_its_way: Some(applied.clone())
+            }
+        );
+        let member = plan_snapshot(false, peers, &compacted, &[], &applied);
+        assert_eq!(
+            member,
+            SnapshotPlan {
+                write: false,
+                on_its_way: None
+            }
+        );
+        let sent: VersionVector = [(MemberId(1), 7)].into_iter().collect();
+        let plan = plan_snapshot(true, peers, &compacted, &[&sent], &applied);
+        assert_eq!(
+            plan,
+            SnapshotPlan {
+                write: false,
+                on_its_way: Some(sent.clone())
+            }
+        );
+        let stale: VersionVector = [(MemberId(1), 5)].into_iter().collect();
+        let plan = plan_snapshot(true, peers, &compacted, &[&stale], &applied);
+        assert!(
+            plan.write,
+            "a snapshot older than what is compacted here is replaced"
+        );
+        let current = std::slice::from_ref(&applied);
+        let plan = plan_snapshot(true, current, &compacted, &[], &applied);
+        assert_eq!(
+            plan,
+            SnapshotPlan {
+                write: false,
+                on_its_way: None
+            },
+            "nobody needs one"
         );
     }
 
