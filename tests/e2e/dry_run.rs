@@ -161,3 +161,38 @@ fn sync_dry_run_names_a_bundle_it_would_import_and_applies_nothing() {
             .contains("would import")
     );
 }
+
+/// An outsider's forged bundle on the stick (issue 10's keyless snapshot, claiming to come
+/// from HQ): the dry run names only what its header claims and says it is unchecked,
+/// changes nothing, and the real sync refuses it.
+#[test]
+fn a_forged_bundle_is_named_as_its_header_claims_and_never_applied() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, _b) = three(base);
+    hq.ok(&["put", "visits", "v1", "a=real"]);
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    hq.ok(&["sync", s(&stick)]);
+    a.ok(&["sync", s(&stick)]);
+    let folder = stick
+        .join("ferry")
+        .join(crate::forge::dataset_id(&a).to_hex());
+    std::fs::write(
+        folder.join("forged.ferry"),
+        crate::forge::keyless_snapshot(&a),
+    )
+    .unwrap();
+    let before = contents(&stick);
+    let status = a.status();
+    let dry = a.ok(&["sync", s(&stick), "--dry-run"]);
+    assert!(
+        dry.contains("would import 1 bundle") && dry.contains("checks each signature"),
+        "{dry}"
+    );
+    unchanged(&before, &stick, "the stick");
+    assert_eq!(a.status(), status);
+    let out = a.run(&["sync", s(&stick)]);
+    assert!(!out.status.success(), "the forgery is refused");
+    assert!(a.ok(&["get", "visits", "v1"]).contains("real"));
+}

@@ -638,6 +638,11 @@ pub fn print_dry_run(r: &DryRun, json: bool) -> Result<()> {
             size(bytes),
             from.join(", ")
         ))?;
+        // The sender is what each file's header says: anyone can write that. The import
+        // checks its signature; the dry run reads no further.
+        out(format_args!(
+            "         (as their headers say; a real import checks each signature and refuses forgeries)"
+        ))?;
     }
     if let Some(bytes) = r.snapshot {
         out(format_args!(
