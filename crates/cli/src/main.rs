@@ -204,6 +204,12 @@ Exit status: 0 written; 1 failed (with --out, FILE is then left as it was); 2 us
         out: Option<PathBuf>,
     },
     /// Write what the other laptops still need into DIR (e.g. a USB stick)
+    #[command(after_help = "\
+Examples:
+  ferry export /media/usb            (give the stick's top folder, not its ferry/ folder)
+  ferry export /media/usb --dry-run  (what it would write; changes nothing)
+
+Exit status: 0 written (or nothing new to write); 1 failed (the line says why); 2 usage mistake.")]
     Export {
         /// The stick or shared folder
         dir: PathBuf,
@@ -215,6 +221,16 @@ Exit status: 0 written; 1 failed (with --out, FILE is then left as it was); 2 us
         json: bool,
     },
     /// Apply bundle files, or every bundle under folders
+    #[command(after_help = "\
+Examples:
+  ferry import /media/usb                 (every bundle of this dataset on the stick)
+  ferry import ~/Downloads/3f2a….ferry    (one file, e.g. saved from an email)
+
+A damaged, foreign or forged file is refused, copied to the home's quarantine/ with the
+reason beside it, and the good files are still applied.
+
+Exit status: 0 all applied (or nothing new); 1 some file refused, or no bundle of this
+dataset found (the line says what the folder holds); 2 usage mistake.")]
     Import {
         /// Bundle files or folders
         #[arg(required = true)]
@@ -226,6 +242,14 @@ Exit status: 0 written; 1 failed (with --out, FILE is then left as it was); 2 us
         plaintext: bool,
     },
     /// Import from DIR, then export to it: the one command to run when the stick arrives
+    #[command(after_help = "\
+Examples:
+  ferry sync /media/usb              (plug the stick in, run this, unplug when it is done)
+  ferry sync /media/usb --dry-run    (what it would import, write and remove; changes nothing)
+  ferry sync email                   (the same by email; see the README for the settings)
+
+Exit status: 0 synced; 1 something failed — what did work is kept and listed first (for
+example the import, when the stick is write-protected); 2 usage mistake.")]
     Sync(SyncArgs),
     /// Send what the other members lack by email (or SMS)
     Send {
@@ -252,6 +276,12 @@ Exit status: 0 written; 1 failed (with --out, FILE is then left as it was); 2 us
     /// Remove deleted records for good (for privacy), once every member has their delete
     Purge,
     /// This node, the dataset, the members and what each still lacks
+    #[command(after_help = "\
+Examples:
+  ferry status           (also says what waits here and for whose changes)
+  ferry status --json
+
+Exit status: 0; 1 when there is no ferry node in the home folder (the line says how to make one).")]
     Status {
         /// Print JSON
         #[arg(long)]
