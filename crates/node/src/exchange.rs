@@ -14,7 +14,8 @@ use ferry_bundle::{BundleReader, Opener, WriteOptions};
 use ferry_model::{DatasetId, MemberId, VersionVector};
 use ferry_store::{BundleSeen, QuarantineRow};
 use ferry_sync::plan::{
-    SnapshotPlan, acknowledged_by_all, after_snapshot, needs_snapshot, plan_export, plan_snapshot,
+    SnapshotPlan, acknowledged_by_all, after_snapshot, carry_beginnings, needs_snapshot,
+    plan_export, plan_snapshot,
 };
 use ferry_sync::{Accept, Coverage, IngestError, IngestReport, Missing, Storage, Verdict};
 use ferry_transport::{Disposition, MessageId, Transport};
@@ -222,6 +223,9 @@ struct MediumPlan {
     snapshot_on_medium: bool,
     /// The bundles to write, in order: `None` a snapshot, `Some(runs)` a bundle.
     to_write: Vec<Option<Vec<Coverage>>>,
+    /// Commits the bundle carries only for laptops invited later (the beginnings of
+    /// chains its changes depend on, [`carry_beginnings`]): not counted as its changes.
+    beginnings: u64,
 }
 
 /// Changes in a planned bundle (`None`: a snapshot).
@@ -1277,6 +1281,12 @@ impl Node {
         let serving = on_its_way.is_some() && !write_snapshot;
         let planned_for = after_snapshot(&peer_vvs, &compacted, on_its_way.as_ref());
         let runs = plan_export(&stored, &planned_for, &carried, &compacted);
+        // A laptop invited after this bundle is written can apply it only with the joins
+        // (and other small beginnings) its content depends on.
+        let beginnings = self.engine.clone().beginnings(&self.read()?, &runs)?;
+        let content = commits_in(Some(&runs));
+        let runs = carry_beginnings(&runs, &beginnings, &carried);
+        let beginnings = commits_in(Some(&runs)) - content;
         let receipt_present = on_medium
             .iter()
             .filter_map(|(_, s)| s.as_ref())
@@ -1297,6 +1307,7 @@ impl Node {
             compacted,
             snapshot_on_medium: serving,
             to_write,
+            beginnings,
         })
     }
 
@@ -1313,6 +1324,7 @@ impl Node {
             peer_vvs,
             stored,
             to_write,
+            beginnings,
             ..
         } = self.plan_medium(root)?;
         let mut transport = DirTransport::new(&folder);
@@ -1322,7 +1334,7 @@ impl Node {
             ..Default::default()
         };
         for kind in to_write {
-            let commits = commits_in(kind.as_deref());
+            let commits = commits_in(kind.as_deref()).saturating_sub(beginnings);
             progress.begin(&writing(kind.as_deref()), None, Unit::Bytes);
             let (name, len, staged, snapshot) = self.write_bundle(kind.as_deref(), progress)?;
             progress.end();
@@ -1418,7 +1430,7 @@ impl Node {
             let (_, bytes, snapshot, _) =
                 self.encode_bundle(kind.as_deref(), false, io::sink(), progress)?;
             progress.end();
-            let changes = commits_in(kind.as_deref());
+            let changes = commits_in(kind.as_deref()).saturating_sub(plan.beginnings);
             // As export records it, so that what it would remove is computed the same way.
             on_medium.push((
                 MessageId(format!("~planned-{i}{SUFFIX}")),

@@ -9,7 +9,7 @@
 //! all behind this one gate (bundles/SPEC.md §10).
 
 use crate::fork::{Branch, ForkEvidence};
-use crate::plan::{Coverage, ExportRun};
+use crate::plan::{BEGINNING_BYTES, Beginning, Coverage, ExportRun};
 use crate::storage::{MemberInfo, Proof, Storage, StoredCommit};
 use ferry_bundle::{
     BundleError, BundleReader, BundleWriter, DatasetKey, Header, Item, Opener, RunProof,
@@ -2215,6 +2215,78 @@ impl Engine {
         let mut report = ExportReport::default();
         self.push_runs(store, &mut w, runs, &receipt, signer, &mut report)?;
         self.seal(store, w, &receipt, signer, report)
+    }
+
+    /// The beginnings of chains a bundle carrying `runs` depends on that this node can
+    /// carry too, for [`crate::plan::carry_beginnings`]: for each run not starting at
+    /// commit 1, the commits before it; for each other member the runs' commits depend on,
+    /// commits 1 up to the newest they need (else the member's join alone), ending at one
+    /// this node holds a proof for. Only beginnings of at most [`BEGINNING_BYTES`] whose
+    /// bodies are still here (not compacted away) are given.
+    pub fn beginnings<S: Storage>(&self, store: &S, runs: &[ExportRun]) -> Res<Vec<Beginning>, S> {
+        let stored = st::<S, _>(store.stored())?;
+        let mut depends = VersionVector::new();
+        let mut out = Vec::new();
+        for run in runs {
+            if let Some(c) = st::<S, _>(store.commit(run.author, run.last))? {
+                depends.merge(&c.deps);
+            }
+            if run.first > 1 {
+                // The run's own proof covers its beginning once joined to it.
+                if let Some(b) = self.beginning(store, run.author, run.first - 1, false)? {
+                    out.push(b);
+                }
+            }
+        }
+        for (m, needed) in depends.iter() {
+            if needed == 0 || runs.iter().any(|r| r.author == m) {
+                continue;
+            }
+            let needed = needed.min(stored.get(m));
+            for want in [needed, 1] {
+                if let Some(b) = self.beginning(store, m, want, true)? {
+                    out.push(b);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits 1 up to `want` of `author` or, with `proven`, up to the first commit from
+    /// `want` on that this node can prove — if their bodies are all here and they weigh at
+    /// most [`BEGINNING_BYTES`].
+    fn beginning<S: Storage>(
+        &self,
+        store: &S,
+        author: MemberId,
+        want: u64,
+        proven: bool,
+    ) -> Res<Option<Beginning>, S> {
+        let mut bytes = 0u64;
+        let mut seq = 1;
+        loop {
+            let Some(c) = st::<S, _>(store.commit(author, seq))? else {
+                return Ok(None);
+            };
+            if c.bytes.is_empty() {
+                return Ok(None);
+            }
+            bytes += c.bytes.len() as u64;
+            if bytes > BEGINNING_BYTES {
+                return Ok(None);
+            }
+            if seq >= want
+                && (!proven || author == self.me || st::<S, _>(store.proof(author, seq))?.is_some())
+            {
+                return Ok(Some(Beginning {
+                    author,
+                    last: seq,
+                    bytes,
+                }));
+            }
+            seq += 1;
+        }
     }
 
     /// Applies nothing; reads a record's state (convenience for callers and tests).

@@ -159,6 +159,73 @@ pub fn after_snapshot(
         .collect()
 }
 
+/// The most a bundle on a shared medium spends on the beginnings of chains its content
+/// depends on ([`carry_beginnings`]), per member: a join commit is a few hundred bytes.
+pub const BEGINNING_BYTES: u64 = 4 * 1024;
+
+/// The beginning of one member's chain, as this node can carry it: commits `1..=last`,
+/// `bytes` long in all, `last` being a commit it holds a proof for (or the one before a run
+/// the plan already has for that member, which the run's proof covers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Beginning {
+    /// The member.
+    pub author: MemberId,
+    /// The last commit of the beginning.
+    pub last: u64,
+    /// Their total size.
+    pub bytes: u64,
+}
+
+/// Adds to `runs`, for a bundle written on a shared medium, the beginnings of the chains
+/// its content depends on: above all the members' joins (their first commits). A laptop
+/// invited after the bundle was written holds none of the history, so without them it
+/// could apply nothing of the bundle until another one brought, say, one clinic's join
+/// that every laptop known here already had.
+///
+/// `beginnings` are what the node can carry (see [`Beginning`]), at most
+/// [`BEGINNING_BYTES`] each; a beginning the medium already carries is left out; one that
+/// reaches the start of the member's run in `runs` (or the commit before it) extends that
+/// run to commit 1, since a bundle carries one run per member. Nothing is added to no
+/// runs: a sync with nothing new still writes nothing.
+///
+/// ```
+/// use ferry_model::MemberId;
+/// use ferry_sync::plan::{carry_beginnings, Beginning, Coverage};
+///
+/// let hq = |first, last| Coverage { author: MemberId(1), first, last };
+/// let clinic_join = Beginning { author: MemberId(2), last: 1, bytes: 310 };
+/// let runs = carry_beginnings(&[hq(9, 12)], &[clinic_join], &[]);
+/// assert_eq!(runs, vec![hq(9, 12), Coverage { author: MemberId(2), first: 1, last: 1 }]);
+/// ```
+pub fn carry_beginnings(
+    runs: &[ExportRun],
+    beginnings: &[Beginning],
+    carried: &[Coverage],
+) -> Vec<ExportRun> {
+    let mut out = runs.to_vec();
+    if runs.is_empty() {
+        return out;
+    }
+    for b in beginnings {
+        if b.last == 0
+            || b.bytes > BEGINNING_BYTES
+            || carried_through(b.author, 1, carried) >= b.last
+        {
+            continue;
+        }
+        match out.iter_mut().find(|r| r.author == b.author) {
+            Some(run) if run.first <= b.last + 1 => run.first = 1,
+            Some(_) => {}
+            None => out.push(Coverage {
+                author: b.author,
+                first: 1,
+                last: b.last,
+            }),
+        }
+    }
+    out
+}
+
 /// Whether the ranges in `carried` together cover all of `run`.
 pub fn is_carried(run: &Coverage, carried: &[Coverage]) -> bool {
     carried_through(run.author, run.first, carried) >= run.last
@@ -360,5 +427,47 @@ mod tests {
             std::slice::from_ref(&a)
         ));
         assert!(!acknowledged_by_all(&[cov(1, 1, 4)], &[a, b]));
+    }
+
+    #[test]
+    fn beginnings_are_carried_once_small_and_joined_to_a_run_of_the_same_member() {
+        let b = |a: u32, last: u64, bytes: u64| Beginning {
+            author: MemberId(a),
+            last,
+            bytes,
+        };
+        let runs = [cov(1, 9, 12), cov(3, 2, 4)];
+        // No runs: nothing to depend on, nothing written.
+        assert!(carry_beginnings(&[], &[b(2, 1, 300)], &[]).is_empty());
+        // A join of another member is added as its own run.
+        assert_eq!(
+            carry_beginnings(&runs, &[b(2, 1, 300)], &[]),
+            vec![cov(1, 9, 12), cov(3, 2, 4), cov(2, 1, 1)]
+        );
+        // The beginning of a run's own member extends the run to commit 1 (one run per
+        // member in a bundle); one that does not reach the run is left out.
+        assert_eq!(
+            carry_beginnings(&runs, &[b(3, 1, 300)], &[]),
+            vec![cov(1, 9, 12), cov(3, 1, 4)]
+        );
+        assert_eq!(
+            carry_beginnings(&runs, &[b(1, 5, 300)], &[]),
+            runs.to_vec(),
+            "commits 6–8 of member 1 would be missing in between"
+        );
+        // Already on the medium, or too big: left out.
+        assert_eq!(
+            carry_beginnings(&runs, &[b(2, 1, 300)], &[cov(2, 1, 7)]),
+            runs.to_vec()
+        );
+        assert_eq!(
+            carry_beginnings(&runs, &[b(2, 3, BEGINNING_BYTES + 1)], &[]),
+            runs.to_vec()
+        );
+        assert_eq!(
+            carry_beginnings(&runs, &[b(2, 3, 900)], &[cov(2, 1, 2)]),
+            vec![cov(1, 9, 12), cov(3, 2, 4), cov(2, 1, 3)],
+            "part of it on the medium is not enough"
+        );
     }
 }
