@@ -415,3 +415,115 @@ fn an_invitation_from_an_earlier_ferry_still_joins_with_a_note() {
     assert!(hq.list("visits").contains("v-a"));
     assert!(!files(&stick).is_empty());
 }
+
+/// Issue 12, item 7: one invitation used on two laptops. The admin accepts the first join
+/// it sees; the second laptop is told so by name after `sync` and in `status` (exit status
+/// 1), and `ferry rejoin` with a new invitation carries what it typed — a value, a counter,
+/// a tag — into the new membership, keeps the old database, and removes the bundles it wrote
+/// as the refused member from the stick; then everyone converges.
+#[test]
+fn a_laptop_whose_invitation_was_used_elsewhere_is_told_and_rejoins_with_its_records() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let hq = admin(base);
+    let inv = base.join("b.invite");
+    let code = hq.invite(&inv, "clinic-b");
+    let first = Laptop::new(base, "first");
+    first.join("clinic-b", &inv, code.as_deref());
+    let second = Laptop::new(base, "second");
+    second.join("clinic-b", &inv, code.as_deref());
+    first.ok(&["put", "visits", "f1", "age=31"]);
+    second.ok(&["put", "visits", "s1", "village=Kisumu Ndogo", "age=7"]);
+    second.ok(&["incr", "stock", "amoxicillin", "boxes", "12"]);
+    second.ok(&["add", "visits", "s1", "tags", "malaria"]);
+    second.ok(&["put", "visits", "s2", "age=1"]);
+    second.ok(&["delete", "visits", "s2"]);
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    first.ok(&["sync", s(&stick)]);
+    hq.ok(&["sync", s(&stick)]);
+    let old_bundles: Vec<_> = {
+        let before = files(&stick);
+        let _ = second.run(&["sync", s(&stick)]);
+        files(&stick)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect()
+    };
+    assert_eq!(old_bundles.len(), 1, "the refused laptop wrote its bundle");
+    // Told by name, with what to do, on every sync and in status.
+    let (_, err) = second.fails(&["sync", s(&stick)]);
+    assert!(
+        err.contains("hq accepted another laptop as clinic-b (member #2")
+            && err.contains("ferry rejoin --join"),
+        "{err}"
+    );
+    let status = second.ok(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("REFUSED") && l.contains("invitation was used on two laptops")),
+        "{status}"
+    );
+    assert_eq!(second.status()["refused_membership"]["member"], 2);
+    // The laptop the admin accepted refuses the other one's bundle (exit status 1) but is
+    // not told that it was refused itself.
+    let out = first.run(&["sync", s(&stick)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("invitation can be used only once"),
+        "{out:?}"
+    );
+    assert_eq!(first.status()["refused_membership"], serde_json::Value::Null);
+
+    // Rejoining needs a new invitation: the old one is a usage mistake.
+    let err = second.misuse(&["rejoin", "--join", s(&inv), "--code", code.as_deref().unwrap()]);
+    assert!(err.contains("already used") && err.contains("new invitation"), "{err}");
+    let (_, err) = first.fails(&["rejoin", "--join", s(&inv), "--code", code.as_deref().unwrap()]);
+    assert!(err.contains("nothing to rejoin"), "{err}");
+
+    let inv2 = base.join("b2.invite");
+    let code2 = hq.invite(&inv2, "clinic-b2");
+    let out = second.ok(&[
+        "rejoin",
+        "--join",
+        s(&inv2),
+        "--code",
+        code2.as_deref().unwrap(),
+        "--name",
+        "clinic-b2",
+    ]);
+    assert!(out.contains("member #3; was member #2"), "{out}");
+    assert!(out.contains("wrote again 2 records"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("delete") && l.contains("visits/s2")),
+        "{out}"
+    );
+    let kept: Vec<_> = files(&second.home.join("refused"));
+    assert!(
+        kept.iter().any(|p| p.ends_with("ferry.db")),
+        "the old database is kept: {kept:?}"
+    );
+
+    // The new membership syncs like any other; the refused bundle leaves the stick.
+    let out = second.ok(&["sync", s(&stick)]);
+    assert!(out.contains("removed"), "{out}");
+    for f in &old_bundles {
+        assert!(!f.exists(), "{} is still on the stick", f.display());
+    }
+    for l in [&hq, &first, &second, &hq, &first] {
+        l.ok(&["sync", s(&stick)]);
+    }
+    for l in [&hq, &first, &second] {
+        let s1 = l.ok(&["get", "visits", "s1", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&s1).unwrap();
+        assert_eq!(v["village"], "Kisumu Ndogo", "{s1}");
+        assert_eq!(v["age"], 7, "{s1}");
+        assert_eq!(v["tags"], serde_json::json!(["malaria"]), "{s1}");
+        let stock = l.ok(&["get", "stock", "amoxicillin", "--json"]);
+        assert!(stock.contains("12"), "{stock}");
+        assert!(l.ok(&["get", "visits", "f1"]).contains("31"));
+    }
+    assert_eq!(second.status()["refused_membership"], serde_json::Value::Null);
+}

@@ -42,6 +42,43 @@ struct Cli {
 enum Command {
     /// Create this laptop's node: a new dataset (--create) or join one (--join)
     Init(InitArgs),
+    /// Join again with a new invitation after the admin accepted another laptop with this
+    /// laptop's invitation, carrying this laptop's records into the new membership
+    #[command(after_help = "\
+Examples:
+  ferry rejoin --join clinic-b2.invite                 (asks for the invitation's code)
+  ferry rejoin --join clinic-b2.invite --name clinic-b2
+
+When one invitation was used on two laptops, the admin accepts the first it sees; `sync`,
+`import` and `status` on the other say so (REFUSED … accepted another laptop as …). Ask the
+admin for a new invitation and run this: the old database is moved to refused/ in the home
+folder (never deleted), the laptop joins as the new member, and every value it wrote is
+written again as that member. Records it deleted are listed to delete again after the first
+sync. Then run `ferry sync DIR` as usual.
+
+Exit status: 0 joined again; 1 failed (nothing changed); 2 usage mistake (e.g. the old
+invitation, or one of another dataset).")]
+    Rejoin {
+        /// The new invitation file
+        #[arg(long, value_name = "INVITE_FILE")]
+        join: PathBuf,
+        /// The new invitation's one-time code [asked for when not given and a terminal is
+        /// attached]
+        #[arg(
+            long,
+            value_name = "CODE",
+            env = "FERRY_INVITE_CODE",
+            hide_env_values = true
+        )]
+        code: Option<String>,
+        /// A new name for this laptop [default: the old one]
+        #[arg(long)]
+        name: Option<String>,
+        /// Rejoin although this laptop has not been told that the admin refused it (when
+        /// the admin said so some other way)
+        #[arg(long)]
+        force: bool,
+    },
     /// Write an invitation file for a new laptop (admin only)
     Invite {
         /// Where to write the invitation (a file that does not exist yet)
@@ -865,6 +902,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ))?;
             }
         }
+        Command::Rejoin {
+            join,
+            code,
+            name,
+            force,
+        } => {
+            let home = Home::resolve(cli.home)?;
+            let invite = InvitationFile::read(&join)?;
+            let mut code = code;
+            if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
+                code = Some(ask_code()?);
+            }
+            let (node, r) = Node::rejoin(&home, name.as_deref(), &invite, code.as_deref(), force)?;
+            let id = node.identity();
+            out(format_args!(
+                "Joined dataset {:?} again as {:?} (member #{}; was member #{}). Your key fingerprint is {}.",
+                id.dataset_name,
+                id.label,
+                r.new_member,
+                r.old_member,
+                node.public_key().fingerprint()
+            ))?;
+            out(format_args!(
+                "wrote again {} record{} ({} value{}) that this laptop had written; the old database is kept in {}",
+                r.records,
+                if r.records == 1 { "" } else { "s" },
+                r.values,
+                if r.values == 1 { "" } else { "s" },
+                r.kept.display()
+            ))?;
+            for d in &r.deletes_not_carried {
+                out(format_args!(
+                    "delete   {d} again after the first sync (this laptop had deleted it; a delete cannot be carried before the record arrives)"
+                ))?;
+            }
+            out(format_args!(
+                "Run `ferry sync DIR` to send them; you may now delete the invitation file."
+            ))?;
+        }
         Command::Invite { out: path, label } => {
             let mut node = open(&cli.home)?;
             let r = node.invite(&path, label.as_deref())?;
@@ -1225,6 +1301,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let accept = ferry_node::Accept { plaintext };
             let r = node.import_with(&paths, &Bar::new(), accept)?;
             output::print_import(&r)?;
+            output::refused_membership(&r)?;
             if r.files.is_empty() && r.waiting_parts.is_empty() {
                 // The right folder (this dataset's), with nothing in it yet.
                 out(format_args!(
@@ -1323,6 +1400,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     };
                     output::print_import(&r.import)?;
                     output::print_export(&r.export)?;
+                    output::refused_membership(&r.import)?;
                     refused(&node, r.import.rejected(), &format!("on {}", dir.display()))?;
                 }
                 (None, None) => unreachable!("clap requires a folder or a transport"),

@@ -517,6 +517,15 @@ pub fn print_import(r: &ImportReport) -> Result<()> {
     Ok(())
 }
 
+/// Fails, after an import's lines were printed, when the admin accepted another laptop as
+/// this member: the one line says what happened and what to do (exit status 1).
+pub fn refused_membership(r: &ImportReport) -> Result<()> {
+    match &r.refused_membership {
+        Some(m) => anyhow::bail!("{m}"),
+        None => Ok(()),
+    }
+}
+
 /// Most `waiting` lines printed for changes that wait for other changes.
 const WAITING_LINES: usize = 5;
 
@@ -1069,6 +1078,9 @@ pub fn print_status(s: &Status) -> Result<()> {
             "WARNING  another device also writes as this laptop (member #{}): its history forked at change {k}, probably a restored backup or a cloned disk; the other laptops accept nothing more from member #{}; tell the admin",
             s.member, s.member
         ))?;
+    }
+    if let Some(r) = &s.refused_membership {
+        out(format_args!("REFUSED  {}", shown(&r.to_string())))?;
     }
     print_waiting(&s.waiting)?;
     if s.waiting_bundles > 0 {

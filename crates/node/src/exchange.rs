@@ -114,6 +114,8 @@ pub struct ImportReport {
     /// Entries of the folders read that were left alone: symbolic links, FIFOs, sockets,
     /// devices, folders reached twice; one entry each, with why.
     pub skipped: Vec<SkippedEntry>,
+    /// The admin accepted another laptop as this member (one invitation used twice).
+    pub refused_membership: Option<crate::rejoin::RefusedMembership>,
 }
 
 impl ImportReport {
@@ -571,6 +573,7 @@ impl Node {
         report.pending = stored.total().saturating_sub(applied.total());
         drop(tx);
         report.waiting = self.waiting_changes()?;
+        report.refused_membership = self.membership_refused()?;
         Ok(report)
     }
 
@@ -879,6 +882,15 @@ impl Node {
         };
         if self.read()?.bundle_seen(&name)?.is_some() {
             return Ok(done(FileResult::AlreadyApplied));
+        }
+        let file = format!("{name}{SUFFIX}");
+        if !self
+            .refused_own_bundles(std::iter::once(file.as_str()))?
+            .is_empty()
+        {
+            return Ok(done(FileResult::Skipped {
+                reason: "written by this laptop before it joined again (under the membership the admin refused); a sync removes it from the stick".into(),
+            }));
         }
         // The same content refused before is not refused (and counted as an error) again.
         if let Some(q) = self.read()?.quarantined(&name)? {
@@ -1365,7 +1377,11 @@ impl Node {
         }
         let mut everyone = peer_vvs;
         everyone.push(stored);
-        for id in obsolete(&on_medium, &everyone) {
+        let mut remove = obsolete(&on_medium, &everyone);
+        for file in self.refused_own_bundles(on_medium.iter().map(|(id, _)| id.0.as_str()))? {
+            remove.push(MessageId(file));
+        }
+        for id in remove {
             transport.settle(&id, &Disposition::Obsolete)?;
             outcome.removed.push(id.0);
         }
@@ -1454,6 +1470,9 @@ impl Node {
             .into_iter()
             .map(|id| id.0)
             .collect();
+        report
+            .remove
+            .extend(self.refused_own_bundles(on_medium.iter().map(|(id, _)| id.0.as_str()))?);
         let runs: &[Coverage] = plan
             .to_write
             .iter()

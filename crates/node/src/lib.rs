@@ -24,6 +24,7 @@ mod load;
 mod medium;
 mod node;
 mod progress;
+mod rejoin;
 mod serial;
 mod sms;
 pub mod time;
@@ -50,6 +51,7 @@ pub use node::{
     Status, WaitingChanges,
 };
 pub use progress::{NoProgress, Progress, Unit};
+pub use rejoin::{RefusedMembership, RejoinReport};
 pub use serial::{
     Flow, LinkStats, ListenEvent, ProgressReport, STRANGER_AIRTIME, SerialFlags, SerialProgress,
     SerialReport,

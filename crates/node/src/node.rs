@@ -91,7 +91,7 @@ impl InvitationFile {
     }
 
     /// The invitation, opened with `code` as a person typed it (ignored for a file in clear).
-    fn open(&self, code: Option<&str>) -> Result<Invitation, NodeError> {
+    pub(crate) fn open(&self, code: Option<&str>) -> Result<Invitation, NodeError> {
         let sealed = match invite::parse(&self.bytes).map_err(|e| self.bad(&e.to_string()))? {
             Parsed::Clear(inv) => return Ok(*inv),
             Parsed::Sealed(sealed) => sealed,
@@ -195,6 +195,8 @@ pub struct Status {
     pub own_fork: Option<u64>,
     /// Bundles that came by a transport and wait, unused, until they can be checked.
     pub waiting_bundles: u64,
+    /// The admin accepted another laptop as this member (one invitation used twice).
+    pub refused_membership: Option<crate::rejoin::RefusedMembership>,
 }
 
 /// The merge rules of the dataset: (collection, field) → rule; `conflict` when unset.
@@ -519,7 +521,7 @@ impl Node {
         self.commit(changes)
     }
 
-    fn commit(&mut self, changes: Vec<Change>) -> Result<(), NodeError> {
+    pub(crate) fn commit(&mut self, changes: Vec<Change>) -> Result<(), NodeError> {
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         self.engine.commit_local(&mut tx, changes, now)?;
@@ -1027,9 +1029,11 @@ impl Node {
             sms,
             own_fork,
             waiting_bundles,
+            refused_membership: None,
         };
         drop(tx);
         status.waiting = self.waiting_changes()?;
+        status.refused_membership = self.membership_refused()?;
         Ok(status)
     }
 

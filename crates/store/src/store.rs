@@ -614,6 +614,15 @@ impl StoreTx<'_> {
         self.decoded_rows("SELECT coll, id, state FROM records WHERE live = 0")
     }
 
+    /// The content names of the bundles from `sender` seen or written here.
+    pub fn bundles_sent_by(&self, sender: MemberId) -> Result<Vec<String>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT name FROM bundles_seen WHERE sender = ?1 ORDER BY name")?;
+        let rows = stmt.query_map(params![sender.0], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// A bundle file seen before, by content name.
     pub fn bundle_seen(&self, name: &str) -> Result<Option<BundleSeen>> {
         let row: Option<SeenRow> = self

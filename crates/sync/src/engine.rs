@@ -369,7 +369,7 @@ pub fn may_write(author: MemberId, collection: &str, id: &str) -> bool {
     if !collection.starts_with('_') || author == MemberId::ADMIN || collection == FORKS {
         return true;
     }
-    collection == "_members" && id == author.0.to_string()
+    collection == MEMBERS && id == author.0.to_string()
 }
 
 /// Reads the next item, which the reader guarantees is a commit of the current run.
@@ -1677,9 +1677,43 @@ impl Engine {
                 }
             }
             if !progress {
+                self.record_member_keys(store, now_ms)?;
                 return Ok(report);
             }
         }
+    }
+
+    /// On the admin: writes into `_members/N` (field [`MEMBER_KEY_FIELD`]) the key of every
+    /// member whose join it accepted, once. A second laptop that used the same invitation
+    /// learns from it, by name, that the admin took the other one (its own key differs),
+    /// instead of waiting for ever on changes it believes it holds.
+    fn record_member_keys<S: Storage>(&self, store: &mut S, now_ms: u64) -> Res<(), S> {
+        if self.me != MemberId::ADMIN {
+            return Ok(());
+        }
+        let mut changes = Vec::new();
+        for m in st::<S, _>(store.members())? {
+            if m.member == MemberId::ADMIN {
+                continue;
+            }
+            let id = m.member.0.to_string();
+            let rec = st::<S, _>(store.record(MEMBERS, &id))?;
+            if accepted_keys(rec.as_ref()).contains(&m.key) {
+                continue;
+            }
+            changes.push(Change::Record {
+                collection: MEMBERS.into(),
+                id,
+                ops: vec![Op::Set(
+                    MEMBER_KEY_FIELD.into(),
+                    Value::Bytes(m.key.0.to_vec()),
+                )],
+            });
+        }
+        if !changes.is_empty() {
+            self.commit_local(store, changes, now_ms)?;
+        }
+        Ok(())
     }
 
     /// Moves an author's stashed runs into its chain as far as they check out. A run that
@@ -2298,6 +2332,33 @@ impl Engine {
     ) -> Res<Option<RecordState>, S> {
         st::<S, _>(store.record(collection, id))
     }
+}
+
+/// The reserved collection of members: `_members/N` holds member N's label and, written by
+/// the admin, the key of the device whose join it accepted.
+pub const MEMBERS: &str = "_members";
+
+/// The field of `_members/N` where the admin records the accepted device key (32 bytes).
+pub const MEMBER_KEY_FIELD: &str = "key";
+
+/// The device keys the admin recorded as accepted in a `_members/N` record (only the
+/// admin's writes count: a member may write its own `_members` record).
+pub fn accepted_keys(rec: Option<&RecordState>) -> Vec<PublicKey> {
+    let Some(rec) = rec else {
+        return Vec::new();
+    };
+    rec.fields
+        .get(MEMBER_KEY_FIELD)
+        .into_iter()
+        .flatten()
+        .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
+        .filter_map(|sib| match &sib.entry {
+            ferry_model::record::Entry::Value(Value::Bytes(b)) => {
+                <[u8; 32]>::try_from(b.as_slice()).ok().map(PublicKey)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Storage that lost something the engine itself stored is corrupt.
