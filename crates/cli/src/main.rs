@@ -762,12 +762,12 @@ fn write_replacing<T>(
 }
 
 /// Whether an error is a usage mistake: the CLI's own [`Usage`], or a node error of that
-/// kind ([`ferry_node::NodeError::is_usage`]), wherever it is in the chain.
+/// kind ([`ferry_node::ErrorKind::Usage`]), wherever it is in the chain.
 fn is_usage(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.is::<Usage>()
             || c.downcast_ref::<ferry_node::NodeError>()
-                .is_some_and(ferry_node::NodeError::is_usage)
+                .is_some_and(|e| e.kind() == ferry_node::ErrorKind::Usage)
     })
 }
 
