@@ -41,41 +41,134 @@ struct Cli {
     command: Command,
 }
 
-/// Every command, in the order `ferry --help` lists them.
+/// Every command, in the order `ferry --help` lists them. Each one's help ends with examples
+/// that work as written and its exit statuses (a test checks that none lacks them).
 #[derive(Subcommand)]
 enum Command {
     /// Create this laptop's node: a new dataset (--create) or join one (--join)
+    #[command(after_help = "\
+Examples:
+  ferry init --name hq --create \"Kisumu health visits\"            (the admin's laptop, once)
+  ferry init --name clinic-a --join /media/usb/clinic-a.invite    (asks for the code)
+
+Exit status: 0 created; 1 failed (the home already holds a node, or the invitation or its
+code does not open: the line says which); 2 usage mistake.")]
     Init(members::InitArgs),
     /// Write an invitation file for a new laptop (admin only)
+    #[command(after_help = "\
+Examples:
+  ferry invite --out /media/usb/clinic-a.invite --label clinic-a
+
+It prints the file's one-time code: give it to the new laptop's user yourself (say it, or
+write it on paper), never on the same stick.
+
+Exit status: 0 written; 1 failed (not the admin, or FILE already exists); 2 usage mistake.")]
     Invite(members::InviteArgs),
     /// Set fields of a record: VALUE is an integer, a float, true, false, null, else text
+    #[command(after_help = "\
+Examples:
+  ferry put visits v-2026-000123 weight_kg=61.5 village=\"Kisumu Ndogo\" followup=true
+  ferry put patients p-004512 'code=\"34\"'      (the text 34, not the number)
+
+VALUE is read as an integer (34, -7), a decimal (61.5), true, false, null, or else as text.
+In village=\"Kisumu Ndogo\" the quotes only hold the two words together: the shell removes
+them. To keep text that reads as a number as text, ferry must see double quotes around it:
+put the whole FIELD=VALUE in single quotes, as in 'code=\"34\"'.
+
+Exit status: 0 written; 1 failed (the line says why); 2 usage mistake (no FIELD=VALUE, or a
+reserved name such as the field id).")]
     Put(records::PutArgs),
     /// Show a record
+    #[command(after_help = "\
+Examples:
+  ferry get visits v-2026-000123
+  ferry get visits v-2026-000123 --conflicts    (every value of a conflicted field: who, when)
+  ferry get visits v-2026-000123 --json
+
+Exit status: 0; 1 no such record (for no such collection, the line names those there are);
+2 usage mistake.")]
     Get(records::GetArgs),
     /// List the records of a collection, sorted by id (printed as they are read, so a
     /// collection of any size takes little memory)
+    #[command(after_help = "\
+Examples:
+  ferry list visits
+  ferry list visits --json > visits.json
+
+Exit status: 0 (with --json also for a collection this laptop has no record of: [] and a
+warning); 1 no such collection here (the line names those there are); 2 usage mistake.")]
     List(records::ListArgs),
     /// The collections on this laptop, with how many records each
+    #[command(after_help = "\
+Examples:
+  ferry collections
+  ferry collections --json
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     Collections(records::CollectionsArgs),
     /// Settle a conflict: write VALUE over every concurrent value of FIELD, for everyone
+    #[command(after_help = "\
+Examples:
+  ferry conflicts                                      (what is in conflict)
+  ferry resolve visits v-2026-000123 weight_kg 61.8    (keep 61.8, for everyone)
+
+Exit status: 0 resolved; 1 no such conflict here (the line says what to use instead); 2 usage
+mistake.")]
     Resolve(records::ResolveArgs),
     /// Add N (may be negative) to a counter field; increments made on other laptops add up
+    #[command(after_help = "\
+Examples:
+  ferry rule set stock nets counter     (once, by the admin: the field adds up increments)
+  ferry incr stock kisumu nets -30
+  ferry incr stock kisumu nets 5
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake (N is not a whole number).")]
     Incr(records::IncrArgs),
     /// Add strings to a set field (for tags)
+    #[command(after_help = "\
+Examples:
+  ferry rule set patients tags set      (once, by the admin: the field is a set of words)
+  ferry add patients p-1 tags tb hiv
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     Add(records::AddArgs),
     /// Remove strings from a set field (an add made elsewhere at the same time wins)
+    #[command(after_help = "\
+Examples:
+  ferry remove patients p-1 tags hiv
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     Remove(records::RemoveArgs),
     /// This laptop's email address and phone number, published to every member
+    #[command(after_help = "\
+Examples:
+  ferry contact set --email clinic-a@example.org --phone +254712345678
+  ferry contact list
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     Contact {
         #[command(subcommand)]
         action: members::ContactAction,
     },
     /// Merge rules per field: how values written at the same time on two laptops combine
+    #[command(after_help = "\
+Examples:
+  ferry rule set stock nets counter     (admin only)
+  ferry rule list
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     Rule {
         #[command(subcommand)]
         action: members::RuleAction,
     },
     /// Delete a record
+    #[command(after_help = "\
+Examples:
+  ferry delete visits v-2026-000123
+
+The record is deleted on every laptop with the next syncs; `ferry purge` removes it for good.
+
+Exit status: 0 deleted; 1 no such record (the line says why); 2 usage mistake.")]
     Delete(records::DeleteArgs),
     /// Load records from a file: JSON lines (one object per line with an "id" key) or, with
     /// --csv, a CSV file whose first row names the columns, one of them "id"
@@ -140,28 +233,65 @@ Exit status: 0 synced; 1 something failed — what did work is kept and listed f
 example the import, when the stick is write-protected); 2 usage mistake.")]
     Sync(exchange::SyncArgs),
     /// Send what the other members lack by email (or SMS)
+    #[command(after_help = "\
+Examples:
+  ferry send email                  (to every member that published an address)
+  ferry send sms --dry-run          (how many SMS it would take; sends nothing)
+
+Exit status: 0 sent (or nothing to send); 1 failed (the line says why); 2 usage mistake.")]
     Send {
         #[command(subcommand)]
         via: exchange::SendVia,
     },
     /// Receive bundles by email (or from an SMS gateway's spool)
+    #[command(after_help = "\
+Examples:
+  ferry receive email
+  ferry receive sms                 (Gammu's inbox folder)
+
+Exit status: 0 all applied (or nothing new); 1 something refused (quarantined, the rest
+applied) or nothing could be read (the line says why); 2 usage mistake.")]
     Receive {
         #[command(subcommand)]
         via: exchange::ReceiveVia,
     },
     /// SMS gateways that call ferry (HTTP)
+    #[command(after_help = "\
+Examples:
+  ferry sms listen                  (Kannel or an http gateway: receive until Ctrl-C)
+
+Exit status: it runs until stopped; 1 it could not start (the line says why); 2 usage
+mistake.")]
     Sms {
         #[command(subcommand)]
         action: exchange::SmsAction,
     },
     /// Serial cables and radios
+    #[command(after_help = "\
+Examples:
+  ferry serial listen /dev/ttyUSB0 --baud 115200    (serve stations until Ctrl-C)
+
+Exit status: it runs until stopped; 1 it could not start (the line says why); 2 usage
+mistake.")]
     Serial {
         #[command(subcommand)]
         action: exchange::SerialAction,
     },
     /// Drop history every member already holds, and give the space back to the disk
+    #[command(after_help = "\
+Examples:
+  ferry compact
+
+Exit status: 0 compacted (also when there was nothing to drop); 1 failed (the line says why);
+2 usage mistake.")]
     Compact,
     /// Remove deleted records for good (for privacy), once every member has their delete
+    #[command(after_help = "\
+Examples:
+  ferry purge        (a record whose delete has not reached every member yet stays; it says so)
+
+Exit status: 0 purged (also when some must wait); 1 failed (the line says why); 2 usage
+mistake.")]
     Purge,
     /// This node, the dataset, the members and what each still lacks
     #[command(after_help = "\
@@ -173,12 +303,42 @@ Exit status: 0; 1 when there is no ferry node in the home folder (the line says 
     Status(care::StatusArgs),
     /// Check this laptop: the store, the home folder's permissions, which member holds back
     /// compaction and purge (and since when), and what a stick holds (exit 1 on a problem)
+    #[command(after_help = "\
+Examples:
+  ferry doctor
+  ferry doctor /media/usb      (also what the stick holds)
+
+Exit status: 0 no problem found (note lines may still say what to look at); 1 a PROBLEM
+line, or the check could not run; 2 usage mistake.")]
     Doctor(care::DoctorArgs),
     /// Fields edited on two laptops at once, with every value
+    #[command(after_help = "\
+Examples:
+  ferry conflicts
+  ferry conflicts --json
+
+Settle one with `ferry resolve COLLECTION ID FIELD VALUE`.
+
+Exit status: 0 (also with conflicts listed); 1 failed (the line says why); 2 usage mistake.")]
     Conflicts(records::ConflictsArgs),
     /// Inspect a bundle without applying it
+    #[command(after_help = "\
+Examples:
+  ferry verify ~/Downloads/3f2a….ferry
+  ferry verify ~/Downloads/3f2a….ferry --json
+
+Exit status: 0 no problem found (a bundle that waits for earlier changes cannot be checked
+yet: it says so); 1 damaged, forged, of another dataset, or cannot be checked here (the line
+says why); 2 usage mistake.")]
     Verify(care::VerifyArgs),
     /// Watch three laptops sync through a folder, in a temporary folder
+    #[command(after_help = "\
+Examples:
+  ferry demo
+  ferry demo --keep /tmp/ferry-demo     (keep the three laptops' homes and the stick to look at)
+
+Exit status: 0 the three laptops ended with the same records; 1 they did not, or the demo
+could not run (the line says why); 2 usage mistake.")]
     Demo {
         /// Keep the demo's folders here instead of a temporary folder
         #[arg(long, value_name = "DIR")]
@@ -288,6 +448,131 @@ fn one_line(e: &anyhow::Error) -> String {
 mod tests {
     use super::*;
     use anyhow::Context as _;
+    use clap::CommandFactory;
+
+    /// Every command and subcommand, by its full name ("ferry contact set").
+    fn every_command() -> Vec<(String, clap::Command)> {
+        fn walk(prefix: &str, c: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+            for sub in c.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{prefix} {}", sub.get_name());
+                out.push((name.clone(), sub.clone()));
+                walk(&name, sub, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk("ferry", &Cli::command(), &mut out);
+        out
+    }
+
+    #[test]
+    fn every_command_has_examples_and_exit_statuses_in_its_help() {
+        let commands = every_command();
+        // The walk reaches the nested commands too.
+        for name in [
+            "ferry put",
+            "ferry contact set",
+            "ferry sync serial",
+            "ferry sms listen",
+        ] {
+            assert!(commands.iter().any(|(n, _)| n == name), "{name} not found");
+        }
+        for (name, c) in &commands {
+            let after = c
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(after.contains("Examples:\n  ferry "), "{name}: no examples");
+            assert!(after.contains("Exit status: "), "{name}: no exit statuses");
+            // At least one example runs this command (others may say what to run first).
+            assert!(
+                examples(&after)
+                    .iter()
+                    .any(|e| e.starts_with(name.as_str())),
+                "{name}: no example runs it"
+            );
+            // Help is printed as written: lines fit the 100 columns of `max_term_width`.
+            for l in after.lines() {
+                assert!(l.chars().count() <= 100, "{name}: line too long: {l}");
+            }
+        }
+    }
+
+    /// The example command lines of a help text: the lines of its "Examples:" block that
+    /// start with `ferry`, joined with the next line after a trailing backslash (as in a
+    /// shell), without the comment in parentheses or a redirection.
+    fn examples(help: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut lines = help.lines().skip_while(|l| *l != "Examples:").skip(1);
+        while let Some(l) = lines.next().filter(|l| !l.is_empty()) {
+            let Some(example) = l.strip_prefix("  ferry ") else {
+                continue;
+            };
+            let mut example = format!("ferry {example}");
+            while example.ends_with('\\') {
+                example.pop();
+                example.push_str(lines.next().unwrap_or_default().trim_start());
+            }
+            let command = example.split("  (").next().unwrap_or_default();
+            let command = command.split(" > ").next().unwrap_or_default();
+            out.push(command.trim_end().to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn the_help_examples_parse() {
+        let mut checked = 0;
+        for (name, c) in every_command() {
+            let after = c
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            for example in examples(&after) {
+                if let Err(e) = Cli::try_parse_from(shell_words(&example)) {
+                    panic!("{name}: the example {example:?} does not parse: {e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 60, "only {checked} examples found");
+    }
+
+    /// Splits a command line as a shell does, for the quoting the examples use: words apart
+    /// at spaces, '…' and "…" quoted (the quotes removed).
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word: Option<String> = None;
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.get_or_insert_default().push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    word.get_or_insert_default();
+                }
+                (None, ' ') => words.extend(word.take()),
+                (None, c) => word.get_or_insert_default().push(c),
+            }
+        }
+        words.extend(word);
+        words
+    }
+
+    #[test]
+    fn shell_words_takes_the_quotes_off_as_bash_does() {
+        assert_eq!(
+            shell_words(r#"ferry put p 1 village="Kisumu Ndogo" 'code="34"'"#),
+            [
+                "ferry",
+                "put",
+                "p",
+                "1",
+                "village=Kisumu Ndogo",
+                "code=\"34\""
+            ]
+        );
+    }
 
     #[test]
     fn the_exit_status_follows_the_kind_of_the_error() {

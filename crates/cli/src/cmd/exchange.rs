@@ -53,11 +53,38 @@ pub(crate) struct SyncArgs {
 #[derive(Subcommand)]
 pub(crate) enum SyncVia {
     /// Receive by email, then send what the others lack
+    #[command(after_help = "\
+Examples:
+  ferry sync email                          (the settings are in [email] in ferry.toml)
+  ferry sync email --to hq@example.org      (also to an address not published yet)
+
+Without a mailbox in the settings it only sends, and says so in a NOTE line.
+
+Exit status: 0 synced; 1 something failed — what did work is kept and listed first (a bundle
+that could not be sent waits in the outbox); 2 usage mistake.")]
     Email(EmailArgs),
     /// Receive SMS from a spool gateway (Gammu), then send each member what it lacks
+    #[command(after_help = "\
+Examples:
+  ferry sync sms                            (the settings are in [sms] in ferry.toml)
+  ferry sync sms --gateway gammu --from +254712345678 \\
+      --inbox /var/spool/gammu/inbox/ --outbox /var/spool/gammu/outbox/
+
+Exit status: 0 synced; 1 something failed — what did work is kept and listed first (a bundle
+refused is quarantined, the others are applied); 2 usage mistake.")]
     Sms(SmsArgs),
     /// Exchange with the station at the other end of a serial cable, radio modem or TNC,
     /// which runs `ferry sync serial` (or `ferry serial listen`) at the same time
+    #[command(after_help = "\
+Examples:
+  ferry sync serial /dev/ttyUSB0 --baud 115200    (a USB serial cable: the same on both ends)
+  ferry sync serial /dev/ttyUSB0 --baud 9600 --mtu 230 --rate 200 --duty-cycle 1 --timeout 3600
+                                                  (a LoRa modem where 1 % of airtime is allowed)
+
+Run it again after a cut link: it goes on where it stopped.
+
+Exit status: 0 both ends hold everything; 1 failed (the other end was silent for --timeout
+seconds, or refused; what arrived is kept); 2 usage mistake.")]
     Serial(SerialArgs),
 }
 
@@ -146,31 +173,79 @@ pub(crate) enum SerialAction {
     /// Serve stations that call over a serial cable, radio modem or TNC, one after another,
     /// until stopped; a station that does not prove it is a member is refused and told
     /// nothing
+    #[command(after_help = "\
+Examples:
+  ferry serial listen /dev/ttyUSB0 --baud 115200    (the stations run `ferry sync serial`)
+  ferry serial listen                               (the device is `device` in [serial])
+
+One station's failure ends only its own session, with one line. Stop it with Ctrl-C.
+
+Exit status: it runs until stopped; 1 it could not start (the line says why); 2 usage
+mistake.")]
     Listen(SerialArgs),
 }
 
 #[derive(Subcommand)]
 pub(crate) enum SendVia {
     /// Send by email to every member with an address (or --to)
+    #[command(after_help = "\
+Examples:
+  ferry send email                          (the settings are in [email] in ferry.toml)
+  ferry send email --to hq@example.org      (an address not published yet)
+
+Exit status: 0 sent (or nothing to send); 1 failed — a bundle that could not be sent waits in
+the outbox and goes first next time; 2 usage mistake.")]
     Email(EmailArgs),
     /// Send each member with a phone number (or --to) exactly what it lacks, by SMS
     ///
     /// What went to a number in the last 24 hours counts as on its way and is not sent
     /// again; after a day without a receipt showing it arrived, it is sent again.
+    #[command(after_help = "\
+Examples:
+  ferry send sms --dry-run              (how many SMS it would take, per member; sends nothing)
+  ferry send sms                        (the settings are in [sms] in ferry.toml)
+  ferry send sms --to +254733000111     (a member that has not published its number yet)
+
+Exit status: 0 sent (what is over the day's budget waits for the next day); 1 failed (the
+line says why); 2 usage mistake.")]
     Sms(SmsSendArgs),
 }
 
 #[derive(Subcommand)]
 pub(crate) enum ReceiveVia {
     /// Fetch ferry's emails (IMAP or a Maildir) and apply the bundles in them
+    #[command(after_help = "\
+Examples:
+  ferry receive email                           (the settings are in [email] in ferry.toml)
+  ferry receive email --maildir /home/ana/Maildir
+
+Exit status: 0 all applied (or nothing new); 1 something refused (quarantined, the rest
+applied), no mailbox in the settings, or the mailbox could not be read; 2 usage mistake.")]
     Email(EmailArgs),
     /// Read incoming SMS from a spool gateway (Gammu's inbox folder) and apply them
+    #[command(after_help = "\
+Examples:
+  ferry receive sms                             (the settings are in [sms] in ferry.toml)
+  ferry receive sms --gateway gammu --from +254712345678 --inbox /var/spool/gammu/inbox/
+
+Exit status: 0 all applied (or nothing new); 1 a bundle refused (quarantined, the rest
+applied), or a gateway that `ferry sms listen` serves instead; 2 usage mistake.")]
     Sms(SmsArgs),
 }
 
 #[derive(Subcommand)]
 pub(crate) enum SmsAction {
     /// Receive SMS from an HTTP gateway (Kannel, an Android gateway app) until stopped
+    #[command(after_help = "\
+Examples:
+  ferry sms listen                              (the settings are in [sms] in ferry.toml)
+  ferry sms listen --bind 127.0.0.1:18080       (Kannel calls http://127.0.0.1:18080/sms)
+
+Anything but loopback needs a token (--listen-token-env) and TLS (--tls-cert, --tls-key).
+Stop it with Ctrl-C.
+
+Exit status: it runs until stopped; 1 it could not start (the line says why); 2 usage
+mistake.")]
     Listen(SmsListenArgs),
 }
 

@@ -51,6 +51,15 @@ pub(crate) struct InviteArgs {
 #[derive(Subcommand)]
 pub(crate) enum ContactAction {
     /// Publish this laptop's email address and/or phone number (used by `ferry send email/sms`)
+    #[command(after_help = "\
+Examples:
+  ferry contact set --email clinic-a@example.org --phone +254712345678
+  ferry contact set --phone +254712345678     (the email address stays as it was)
+
+The other members learn it with the next sync, whichever way it goes.
+
+Exit status: 0 published; 1 failed (the line says why); 2 usage mistake (no option, or an
+address or number that is not one).")]
     Set {
         /// Email address, e.g. clinic-a@example.org
         #[arg(long)]
@@ -60,6 +69,12 @@ pub(crate) enum ContactAction {
         phone: Option<String>,
     },
     /// Every member's published addresses
+    #[command(after_help = "\
+Examples:
+  ferry contact list
+  ferry contact list --json    (a JSON array of {\"member\", \"label\", \"email\", \"phone\"})
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     List {
         /// Print JSON
         #[arg(long)]
@@ -70,6 +85,13 @@ pub(crate) enum ContactAction {
 #[derive(Subcommand)]
 pub(crate) enum RuleAction {
     /// Set the rule of a field (admin only): conflict, lww, max, min, counter, set or first
+    #[command(after_help = "\
+Examples:
+  ferry rule set stock nets counter     (increments made on other laptops add up)
+  ferry rule set patients tags set      (a field of words: ferry add, ferry remove)
+
+Exit status: 0 set (the others get it with the next sync); 1 failed (not the admin, or the
+line says why); 2 usage mistake (such as an unknown rule).")]
     Set {
         /// Collection
         collection: String,
@@ -79,6 +101,12 @@ pub(crate) enum RuleAction {
         rule: String,
     },
     /// List the rules that are set
+    #[command(after_help = "\
+Examples:
+  ferry rule list
+  ferry rule list --json    (a JSON array of {\"collection\", \"field\", \"rule\"})
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     List {
         /// Print JSON
         #[arg(long)]

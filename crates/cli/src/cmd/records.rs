@@ -16,7 +16,7 @@ pub(crate) struct PutArgs {
     collection: String,
     /// Record id, e.g. v-2026-000123
     id: String,
-    /// One or more FIELD=VALUE (quote "34" to keep it text)
+    /// One or more FIELD=VALUE (to keep 34 as text, write 'code="34"')
     #[arg(required = true, value_name = "FIELD=VALUE")]
     fields: Vec<String>,
 }
