@@ -474,12 +474,30 @@ fn a_laptop_whose_invitation_was_used_elsewhere_is_told_and_rejoins_with_its_rec
         String::from_utf8_lossy(&out.stdout).contains("invitation can be used only once"),
         "{out:?}"
     );
-    assert_eq!(first.status()["refused_membership"], serde_json::Value::Null);
+    assert_eq!(
+        first.status()["refused_membership"],
+        serde_json::Value::Null
+    );
 
     // Rejoining needs a new invitation: the old one is a usage mistake.
-    let err = second.misuse(&["rejoin", "--join", s(&inv), "--code", code.as_deref().unwrap()]);
-    assert!(err.contains("already used") && err.contains("new invitation"), "{err}");
-    let (_, err) = first.fails(&["rejoin", "--join", s(&inv), "--code", code.as_deref().unwrap()]);
+    let err = second.misuse(&[
+        "rejoin",
+        "--join",
+        s(&inv),
+        "--code",
+        code.as_deref().unwrap(),
+    ]);
+    assert!(
+        err.contains("already used") && err.contains("new invitation"),
+        "{err}"
+    );
+    let (_, err) = first.fails(&[
+        "rejoin",
+        "--join",
+        s(&inv),
+        "--code",
+        code.as_deref().unwrap(),
+    ]);
     assert!(err.contains("nothing to rejoin"), "{err}");
 
     let inv2 = base.join("b2.invite");
@@ -525,5 +543,8 @@ fn a_laptop_whose_invitation_was_used_elsewhere_is_told_and_rejoins_with_its_rec
         assert!(stock.contains("12"), "{stock}");
         assert!(l.ok(&["get", "visits", "f1"]).contains("31"));
     }
-    assert_eq!(second.status()["refused_membership"], serde_json::Value::Null);
+    assert_eq!(
+        second.status()["refused_membership"],
+        serde_json::Value::Null
+    );
 }

@@ -247,9 +247,9 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
 
     step("8. All three laptops hold the same records")?;
     let lists = [
-        crate::list_json(&mut hq.node, "visits")?,
-        crate::list_json(&mut a.node, "visits")?,
-        crate::list_json(&mut b.node, "visits")?,
+        crate::cmd::records::list_json(&mut hq.node, "visits")?,
+        crate::cmd::records::list_json(&mut a.node, "visits")?,
+        crate::cmd::records::list_json(&mut b.node, "visits")?,
     ];
     ensure!(
         lists[0] == lists[1] && lists[1] == lists[2],

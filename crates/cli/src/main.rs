@@ -1,20 +1,23 @@
 //! `ferry`: the command-line tool. Glue only: parse arguments, call `ferry_node`, print.
 //!
+//! This file holds the command line ([`Cli`], [`Command`], every command's help), the
+//! dispatch to the command groups in `cmd/`, and what a failure becomes: one line on stderr
+//! and the exit status, chosen by the kind of the error ([`ferry_node::ErrorKind`]).
+//!
 //! Exit status: 0 on success; 1 when anything failed (including an import where some files
 //! were refused, after the good ones applied); 2 for a usage error.
 #![forbid(unsafe_code)]
 // The CLI is the one crate that prints.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod cmd;
 mod demo;
 mod output;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
-use ferry_model::{Rule, Value};
-use ferry_node::{FileFormat, Home, InvitationFile, Node, json};
-use output::{Bar, out};
-use std::io::{IsTerminal, Write as _};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use cmd::{care, exchange, members, records};
+use ferry_node::{ErrorKind, NodeError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,10 +41,19 @@ struct Cli {
     command: Command,
 }
 
+/// Every command, in the order `ferry --help` lists them. Each one's help ends with examples
+/// that work as written and its exit statuses (a test checks that none lacks them).
 #[derive(Subcommand)]
 enum Command {
     /// Create this laptop's node: a new dataset (--create) or join one (--join)
-    Init(InitArgs),
+    #[command(after_help = "\
+Examples:
+  ferry init --name hq --create \"Kisumu health visits\"            (the admin's laptop, once)
+  ferry init --name clinic-a --join /media/usb/clinic-a.invite    (asks for the code)
+
+Exit status: 0 created; 1 failed (the home already holds a node, or the invitation or its
+code does not open: the line says which); 2 usage mistake.")]
+    Init(members::InitArgs),
     /// Join again with a new invitation after the admin accepted another laptop with this
     /// laptop's invitation, carrying this laptop's records into the new membership
     #[command(after_help = "\
@@ -58,138 +70,123 @@ sync. Then run `ferry sync DIR` as usual.
 
 Exit status: 0 joined again; 1 failed (nothing changed); 2 usage mistake (e.g. the old
 invitation, or one of another dataset).")]
-    Rejoin {
-        /// The new invitation file
-        #[arg(long, value_name = "INVITE_FILE")]
-        join: PathBuf,
-        /// The new invitation's one-time code [asked for when not given and a terminal is
-        /// attached]
-        #[arg(
-            long,
-            value_name = "CODE",
-            env = "FERRY_INVITE_CODE",
-            hide_env_values = true
-        )]
-        code: Option<String>,
-        /// A new name for this laptop [default: the old one]
-        #[arg(long)]
-        name: Option<String>,
-        /// Rejoin although this laptop has not been told that the admin refused it (when
-        /// the admin said so some other way)
-        #[arg(long)]
-        force: bool,
-    },
+    Rejoin(members::RejoinArgs),
     /// Write an invitation file for a new laptop (admin only)
-    Invite {
-        /// Where to write the invitation (a file that does not exist yet)
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// A name for the new member, e.g. clinic-b
-        #[arg(long)]
-        label: Option<String>,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry invite --out /media/usb/clinic-a.invite --label clinic-a
+
+It prints the file's one-time code: give it to the new laptop's user yourself (say it, or
+write it on paper), never on the same stick.
+
+Exit status: 0 written; 1 failed (not the admin, or FILE already exists); 2 usage mistake.")]
+    Invite(members::InviteArgs),
     /// Set fields of a record: VALUE is an integer, a float, true, false, null, else text
-    Put {
-        /// Collection, e.g. visits
-        collection: String,
-        /// Record id, e.g. v-2026-000123
-        id: String,
-        /// One or more FIELD=VALUE (quote "34" to keep it text)
-        #[arg(required = true, value_name = "FIELD=VALUE")]
-        fields: Vec<String>,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry put visits v-2026-000123 weight_kg=61.5 village=\"Kisumu Ndogo\" followup=true
+  ferry put patients p-004512 'code=\"34\"'      (the text 34, not the number)
+
+VALUE is read as an integer (34, -7), a decimal (61.5), true, false, null, or else as text.
+In village=\"Kisumu Ndogo\" the quotes only hold the two words together: the shell removes
+them. To keep text that reads as a number as text, ferry must see double quotes around it:
+put the whole FIELD=VALUE in single quotes, as in 'code=\"34\"'.
+
+Exit status: 0 written; 1 failed (the line says why); 2 usage mistake (no FIELD=VALUE, or a
+reserved name such as the field id).")]
+    Put(records::PutArgs),
     /// Show a record
-    Get {
-        /// Collection
-        collection: String,
-        /// Record id
-        id: String,
-        /// Print one JSON object of field → value
-        #[arg(long)]
-        json: bool,
-        /// Also show every concurrent value of conflicted fields, with who wrote it and when
-        #[arg(long)]
-        conflicts: bool,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry get visits v-2026-000123
+  ferry get visits v-2026-000123 --conflicts    (every value of a conflicted field: who, when)
+  ferry get visits v-2026-000123 --json
+
+Exit status: 0; 1 no such record (for no such collection, the line names those there are);
+2 usage mistake.")]
+    Get(records::GetArgs),
     /// List the records of a collection, sorted by id (printed as they are read, so a
     /// collection of any size takes little memory)
-    List {
-        /// Collection
-        collection: String,
-        /// Print a JSON array of {"id", "fields"}
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry list visits
+  ferry list visits --json > visits.json
+
+Exit status: 0 (with --json also for a collection this laptop has no record of: [] and a
+warning); 1 no such collection here (the line names those there are); 2 usage mistake.")]
+    List(records::ListArgs),
     /// The collections on this laptop, with how many records each
-    Collections {
-        /// Print a JSON array of {"name", "records"}
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry collections
+  ferry collections --json
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    Collections(records::CollectionsArgs),
     /// Settle a conflict: write VALUE over every concurrent value of FIELD, for everyone
-    Resolve {
-        /// Collection
-        collection: String,
-        /// Record id
-        id: String,
-        /// The conflicted field
-        field: String,
-        /// The value to keep (same typing as `put`)
-        value: String,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry conflicts                                      (what is in conflict)
+  ferry resolve visits v-2026-000123 weight_kg 61.8    (keep 61.8, for everyone)
+
+Exit status: 0 resolved; 1 no such conflict here (the line says what to use instead); 2 usage
+mistake.")]
+    Resolve(records::ResolveArgs),
     /// Add N (may be negative) to a counter field; increments made on other laptops add up
-    Incr {
-        /// Collection
-        collection: String,
-        /// Record id
-        id: String,
-        /// Field
-        field: String,
-        /// The amount
-        #[arg(allow_hyphen_values = true)]
-        by: i64,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry rule set stock nets counter     (once, by the admin: the field adds up increments)
+  ferry incr stock kisumu nets -30
+  ferry incr stock kisumu nets 5
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake (N is not a whole number).")]
+    Incr(records::IncrArgs),
     /// Add strings to a set field (for tags)
-    Add {
-        /// Collection
-        collection: String,
-        /// Record id
-        id: String,
-        /// Field
-        field: String,
-        /// The strings to add
-        #[arg(required = true)]
-        values: Vec<String>,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry rule set patients tags set      (once, by the admin: the field is a set of words)
+  ferry add patients p-1 tags tb hiv
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    Add(records::AddArgs),
     /// Remove strings from a set field (an add made elsewhere at the same time wins)
-    Remove {
-        /// Collection
-        collection: String,
-        /// Record id
-        id: String,
-        /// Field
-        field: String,
-        /// The strings to remove
-        #[arg(required = true)]
-        values: Vec<String>,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry remove patients p-1 tags hiv
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    Remove(records::RemoveArgs),
     /// This laptop's email address and phone number, published to every member
+    #[command(after_help = "\
+Examples:
+  ferry contact set --email clinic-a@example.org --phone +254712345678
+  ferry contact list
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     Contact {
         #[command(subcommand)]
-        action: ContactAction,
+        action: members::ContactAction,
     },
     /// Merge rules per field: how values written at the same time on two laptops combine
+    #[command(after_help = "\
+Examples:
+  ferry rule set stock nets counter     (admin only)
+  ferry rule list
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     Rule {
         #[command(subcommand)]
-        action: RuleAction,
+        action: members::RuleAction,
     },
     /// Delete a record
-    Delete {
-        /// Collection
-        collection: String,
-        /// Record id
-        id: String,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry delete visits v-2026-000123
+
+The record is deleted on every laptop with the next syncs; `ferry purge` removes it for good.
+
+Exit status: 0 deleted; 1 no such record (the line says why); 2 usage mistake.")]
+    Delete(records::DeleteArgs),
     /// Load records from a file: JSON lines (one object per line with an "id" key) or, with
     /// --csv, a CSV file whose first row names the columns, one of them "id"
     ///
@@ -206,15 +203,7 @@ after FIELD= on the command line (34 is an integer, 61.5 a decimal, true/false/n
 else text; \"34\" in double quotes stays text), and an empty cell leaves that field as it is.
 
 Exit status: 0 loaded; 1 nothing loaded (a bad file, named with its line); 2 usage mistake.")]
-    Load {
-        /// Collection
-        collection: String,
-        /// The file ("-" for standard input)
-        file: PathBuf,
-        /// The file is CSV with a header row (the id in the column "id"), not JSON lines
-        #[arg(long)]
-        csv: bool,
-    },
+    Load(records::LoadArgs),
     /// Write every record of a collection, sorted by id: JSON lines (the inverse of load) or,
     /// with --csv, CSV with a header row
     #[command(after_help = "\
@@ -229,17 +218,7 @@ text that would read as a number, true/false/null, or empty text is put in doubl
 A collection with a set field or raw bytes cannot be written as CSV (use JSON lines).
 
 Exit status: 0 written; 1 failed (with --out, FILE is then left as it was); 2 usage mistake.")]
-    Dump {
-        /// Collection
-        collection: String,
-        /// Write CSV (a header row, then one row per record) instead of JSON lines
-        #[arg(long)]
-        csv: bool,
-        /// Write to FILE (replaced once complete, readable only by you) instead of standard
-        /// output
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
+    Dump(records::DumpArgs),
     /// Write what the other laptops still need into DIR (e.g. a USB stick)
     #[command(after_help = "\
 Examples:
@@ -247,16 +226,7 @@ Examples:
   ferry export /media/usb --dry-run  (what it would write; changes nothing)
 
 Exit status: 0 written (or nothing new to write); 1 failed (the line says why); 2 usage mistake.")]
-    Export {
-        /// The stick or shared folder
-        dir: PathBuf,
-        /// Only say what it would write and remove; change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// With --dry-run: print the plan as JSON
-        #[arg(long, requires = "dry_run")]
-        json: bool,
-    },
+    Export(exchange::ExportArgs),
     /// Apply bundle files, or every bundle under folders
     #[command(after_help = "\
 Examples:
@@ -268,16 +238,7 @@ reason beside it, and the good files are still applied.
 
 Exit status: 0 all applied (or nothing new); 1 some file refused, or no bundle of this
 dataset found (the line says what the folder holds); 2 usage mistake.")]
-    Import {
-        /// Bundle files or folders
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Also accept plaintext bundles (signed, not encrypted: from a `--plaintext` radio
-        /// link). Anyone can write one without the dataset key, so they are refused unless
-        /// you say so; they are still checked like any bundle.
-        #[arg(long)]
-        plaintext: bool,
-    },
+    Import(exchange::ImportArgs),
     /// Import from DIR, then export to it: the one command to run when the stick arrives
     #[command(after_help = "\
 Examples:
@@ -287,30 +248,67 @@ Examples:
 
 Exit status: 0 synced; 1 something failed — what did work is kept and listed first (for
 example the import, when the stick is write-protected); 2 usage mistake.")]
-    Sync(SyncArgs),
+    Sync(exchange::SyncArgs),
     /// Send what the other members lack by email (or SMS)
+    #[command(after_help = "\
+Examples:
+  ferry send email                  (to every member that published an address)
+  ferry send sms --dry-run          (how many SMS it would take; sends nothing)
+
+Exit status: 0 sent (or nothing to send); 1 failed (the line says why); 2 usage mistake.")]
     Send {
         #[command(subcommand)]
-        via: SendVia,
+        via: exchange::SendVia,
     },
     /// Receive bundles by email (or from an SMS gateway's spool)
+    #[command(after_help = "\
+Examples:
+  ferry receive email
+  ferry receive sms                 (Gammu's inbox folder)
+
+Exit status: 0 all applied (or nothing new); 1 something refused (quarantined, the rest
+applied) or nothing could be read (the line says why); 2 usage mistake.")]
     Receive {
         #[command(subcommand)]
-        via: ReceiveVia,
+        via: exchange::ReceiveVia,
     },
     /// SMS gateways that call ferry (HTTP)
+    #[command(after_help = "\
+Examples:
+  ferry sms listen                  (Kannel or an http gateway: receive until Ctrl-C)
+
+Exit status: it runs until stopped; 1 it could not start (the line says why); 2 usage
+mistake.")]
     Sms {
         #[command(subcommand)]
-        action: SmsAction,
+        action: exchange::SmsAction,
     },
     /// Serial cables and radios
+    #[command(after_help = "\
+Examples:
+  ferry serial listen /dev/ttyUSB0 --baud 115200    (serve stations until Ctrl-C)
+
+Exit status: it runs until stopped; 1 it could not start (the line says why); 2 usage
+mistake.")]
     Serial {
         #[command(subcommand)]
-        action: SerialAction,
+        action: exchange::SerialAction,
     },
     /// Drop history every member already holds, and give the space back to the disk
+    #[command(after_help = "\
+Examples:
+  ferry compact
+
+Exit status: 0 compacted (also when there was nothing to drop); 1 failed (the line says why);
+2 usage mistake.")]
     Compact,
     /// Remove deleted records for good (for privacy), once every member has their delete
+    #[command(after_help = "\
+Examples:
+  ferry purge        (a record whose delete has not reached every member yet stays; it says so)
+
+Exit status: 0 purged (also when some must wait); 1 failed (the line says why); 2 usage
+mistake.")]
     Purge,
     /// This node, the dataset, the members and what each still lacks
     #[command(after_help = "\
@@ -319,35 +317,45 @@ Examples:
   ferry status --json
 
 Exit status: 0; 1 when there is no ferry node in the home folder (the line says how to make one).")]
-    Status {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
+    Status(care::StatusArgs),
     /// Check this laptop: the store, the home folder's permissions, which member holds back
     /// compaction and purge (and since when), and what a stick holds (exit 1 on a problem)
-    Doctor {
-        /// A stick or shared folder to look at too
-        dir: Option<PathBuf>,
-        /// Print JSON: {"findings": [{"severity", "area", "text"}]}
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry doctor
+  ferry doctor /media/usb      (also what the stick holds)
+
+Exit status: 0 no problem found (note lines may still say what to look at); 1 a PROBLEM
+line, or the check could not run; 2 usage mistake.")]
+    Doctor(care::DoctorArgs),
     /// Fields edited on two laptops at once, with every value
-    Conflicts {
-        /// Print a JSON array of {"collection", "id", "field", "winner", "values"}
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry conflicts
+  ferry conflicts --json
+
+Settle one with `ferry resolve COLLECTION ID FIELD VALUE`.
+
+Exit status: 0 (also with conflicts listed); 1 failed (the line says why); 2 usage mistake.")]
+    Conflicts(records::ConflictsArgs),
     /// Inspect a bundle without applying it
-    Verify {
-        /// The bundle file
-        file: PathBuf,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(after_help = "\
+Examples:
+  ferry verify ~/Downloads/3f2a….ferry
+  ferry verify ~/Downloads/3f2a….ferry --json
+
+Exit status: 0 no problem found (a bundle that waits for earlier changes cannot be checked
+yet: it says so); 1 damaged, forged, of another dataset, or cannot be checked here (the line
+says why); 2 usage mistake.")]
+    Verify(care::VerifyArgs),
     /// Watch three laptops sync through a folder, in a temporary folder
+    #[command(after_help = "\
+Examples:
+  ferry demo
+  ferry demo --keep /tmp/ferry-demo     (keep the three laptops' homes and the stick to look at)
+
+Exit status: 0 the three laptops ended with the same records; 1 they did not, or the demo
+could not run (the line says why); 2 usage mistake.")]
     Demo {
         /// Keep the demo's folders here instead of a temporary folder
         #[arg(long, value_name = "DIR")]
@@ -355,457 +363,83 @@ Exit status: 0; 1 when there is no ferry node in the home folder (the line says 
     },
 }
 
-/// `ferry sync DIR`, or `ferry sync email|…` (a folder named like a transport: `./email`).
-#[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-struct SyncArgs {
-    /// The stick or shared folder
-    #[arg(required = true)]
-    dir: Option<PathBuf>,
-    /// Only say what it would import, write and remove, and what each member lacks; change
-    /// nothing (no bundle written, nothing applied, nothing removed from the stick)
-    #[arg(long)]
-    dry_run: bool,
-    /// With --dry-run: print the plan as JSON
-    #[arg(long, requires = "dry_run")]
-    json: bool,
-    #[command(subcommand)]
-    via: Option<SyncVia>,
-}
-
-#[derive(Subcommand)]
-enum SyncVia {
-    /// Receive by email, then send what the others lack
-    Email(EmailArgs),
-    /// Receive SMS from a spool gateway (Gammu), then send each member what it lacks
-    Sms(SmsArgs),
-    /// Exchange with the station at the other end of a serial cable, radio modem or TNC,
-    /// which runs `ferry sync serial` (or `ferry serial listen`) at the same time
-    Serial(SerialArgs),
-}
-
-/// Serial settings; each overrides the same key of `[serial]` in ferry.toml.
-#[derive(Args)]
-struct SerialArgs {
-    /// Serial device, e.g. /dev/ttyUSB0 (default: `device` under [serial])
-    device: Option<String>,
-    /// Line speed in bits per second [default: 9600]
-    #[arg(long)]
-    baud: Option<u32>,
-    /// Talk KISS to a TNC (Direwolf, a hardware TNC) with AX.25 frames; needs --callsign
-    #[arg(long)]
-    kiss: bool,
-    /// This station's callsign, e.g. N0CALL-1 (AX.25 source address in KISS mode)
-    #[arg(long, value_name = "CALL")]
-    callsign: Option<String>,
-    /// Message bytes per frame, 32-2048 [default: 200; a LoRa modem with 255-byte packets: 230]
-    #[arg(long, value_name = "N")]
-    mtu: Option<u16>,
-    /// Cap on the send rate in bytes per second [default: the line speed; with --kiss 145, AFSK 1200 on the air]
-    #[arg(long, value_name = "BYTES_PER_S")]
-    rate: Option<u32>,
-    /// Largest share of airtime in percent over any hour, e.g. 1 for EU868 LoRa
-    #[arg(long, value_name = "PERCENT")]
-    duty_cycle: Option<f64>,
-    /// Give up after the other end has been silent this many seconds; a listener also ends
-    /// a session once nothing moved that long, and gives a caller twice that to say who it
-    /// is [default: 60]
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<u64>,
-    /// Frames sent before waiting for an acknowledgement, 1-32 [default: 8]
-    #[arg(long, value_name = "N")]
-    window: Option<u16>,
-    /// Send bundles signed but NOT encrypted: anyone listening can read them. Only where
-    /// the law forbids encryption, as on amateur radio bands
-    #[arg(long)]
-    plaintext: bool,
-}
-
-impl SerialArgs {
-    fn flags(&self) -> ferry_node::SerialFlags {
-        use ferry_node::Setting::{Flag, Float, Number, Text};
-        let mut f = ferry_node::SerialFlags::new();
-        if let Some(d) = &self.device {
-            f.insert("device", Text(d.clone()));
-        }
-        if let Some(c) = &self.callsign {
-            f.insert("callsign", Text(c.clone()));
-        }
-        let numbers = [
-            ("baud", self.baud.map(i64::from)),
-            ("mtu", self.mtu.map(i64::from)),
-            ("rate", self.rate.map(i64::from)),
-            (
-                "timeout",
-                self.timeout.map(|t| t.min(i64::MAX as u64) as i64),
-            ),
-            ("window", self.window.map(i64::from)),
-        ];
-        for (k, v) in numbers {
-            if let Some(v) = v {
-                f.insert(k, Number(v));
-            }
-        }
-        if let Some(d) = self.duty_cycle {
-            f.insert("duty_cycle", Float(d));
-        }
-        if self.kiss {
-            f.insert("kiss", Flag(true));
-        }
-        f
-    }
-
-    fn warn_plaintext(&self) {
-        if self.plaintext {
-            eprintln!(
-                "ferry: warning: --plaintext: bundles go out signed but NOT encrypted; anyone who listens can read every record sent. Use it only where encryption is not allowed (amateur radio)."
-            );
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum SerialAction {
-    /// Serve stations that call over a serial cable, radio modem or TNC, one after another,
-    /// until stopped; a station that does not prove it is a member is refused and told
-    /// nothing
-    Listen(SerialArgs),
-}
-
-#[derive(Subcommand)]
-enum SendVia {
-    /// Send by email to every member with an address (or --to)
-    Email(EmailArgs),
-    /// Send each member with a phone number (or --to) exactly what it lacks, by SMS
-    ///
-    /// What went to a number in the last 24 hours counts as on its way and is not sent
-    /// again; after a day without a receipt showing it arrived, it is sent again.
-    Sms(SmsSendArgs),
-}
-
-#[derive(Subcommand)]
-enum ReceiveVia {
-    /// Fetch ferry's emails (IMAP or a Maildir) and apply the bundles in them
-    Email(EmailArgs),
-    /// Read incoming SMS from a spool gateway (Gammu's inbox folder) and apply them
-    Sms(SmsArgs),
-}
-
-#[derive(Subcommand)]
-enum SmsAction {
-    /// Receive SMS from an HTTP gateway (Kannel, an Android gateway app) until stopped
-    Listen(SmsListenArgs),
-}
-
-/// SMS settings; each overrides the same key of `[sms]` in ferry.toml.
-#[derive(Args)]
-struct SmsArgs {
-    /// kannel, gammu or http
-    #[arg(long)]
-    gateway: Option<String>,
-    /// This laptop's own number, e.g. +254712345678
-    #[arg(long)]
-    from: Option<String>,
-    /// The gateway's send URL (Kannel: http://HOST:13013/cgi-bin/sendsms)
-    #[arg(long)]
-    sendsms_url: Option<String>,
-    /// The gateway's user name
-    #[arg(long)]
-    username: Option<String>,
-    /// Name of the environment variable that holds the gateway password
-    #[arg(long, value_name = "VAR")]
-    password_env: Option<String>,
-    /// Gammu's outbox folder
-    #[arg(long, value_name = "DIR")]
-    outbox: Option<String>,
-    /// Gammu's inbox folder
-    #[arg(long, value_name = "DIR")]
-    inbox: Option<String>,
-    /// SMS per member per day at most
-    #[arg(long)]
-    daily_budget: Option<u32>,
-    /// Send 8-bit binary SMS (when the gateway supports it); incoming SMS of either kind are always read
-    #[arg(long)]
-    binary: bool,
-}
-
-impl SmsArgs {
-    fn flags(&self) -> ferry_node::SmsFlags {
-        use ferry_node::SmsSetting::{Flag, Number, Text};
-        let mut f = ferry_node::SmsFlags::new();
-        let texts = [
-            ("gateway", &self.gateway),
-            ("from", &self.from),
-            ("sendsms_url", &self.sendsms_url),
-            ("username", &self.username),
-            ("password_env", &self.password_env),
-            ("outbox", &self.outbox),
-            ("inbox", &self.inbox),
-        ];
-        for (k, v) in texts {
-            if let Some(v) = v {
-                f.insert(k, Text(v.clone()));
-            }
-        }
-        if let Some(n) = self.daily_budget {
-            f.insert("daily_budget", Number(n as i64));
-        }
-        if self.binary {
-            f.insert("binary", Flag(true));
-        }
-        f
-    }
-}
-
-#[derive(Args)]
-struct SmsSendArgs {
-    /// Send to this number (repeatable) instead of every member's published number
-    #[arg(long, value_name = "+NUMBER")]
-    to: Vec<String>,
-    /// Say how many SMS it would take, and send nothing
-    #[arg(long)]
-    dry_run: bool,
-    #[command(flatten)]
-    sms: SmsArgs,
-}
-
-#[derive(Args)]
-struct SmsListenArgs {
-    /// Address to listen on, e.g. 127.0.0.1:18080 (the gateway calls http://ADDRESS/sms);
-    /// anything but loopback needs a token and TLS
-    #[arg(long, alias = "listen")]
-    bind: Option<String>,
-    /// Name of the environment variable that holds the token every request must present
-    /// (?token=... in the gateway's URL, or Authorization: Bearer ...)
-    #[arg(long, value_name = "VAR")]
-    listen_token_env: Option<String>,
-    /// TLS certificate chain (PEM) for HTTPS
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<String>,
-    /// TLS private key (PEM) for HTTPS
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<String>,
-    #[command(flatten)]
-    sms: SmsArgs,
-}
-
-impl SmsListenArgs {
-    fn flags(&self) -> ferry_node::SmsFlags {
-        let mut f = self.sms.flags();
-        for (k, v) in [
-            ("listen_token_env", &self.listen_token_env),
-            ("tls_cert", &self.tls_cert),
-            ("tls_key", &self.tls_key),
-        ] {
-            if let Some(v) = v {
-                f.insert(k, ferry_node::SmsSetting::Text(v.clone()));
-            }
-        }
-        f
-    }
-}
-
-/// Email settings; each overrides the same key of `[email]` in ferry.toml.
-#[derive(Args)]
-struct EmailArgs {
-    /// Send to this address (repeatable) instead of every member's published address
-    #[arg(long, value_name = "ADDRESS")]
-    to: Vec<String>,
-    /// This laptop's sender address
-    #[arg(long)]
-    from: Option<String>,
-    /// smtp://HOST:PORT (STARTTLS if offered), smtps://HOST:PORT or smtp+plain://HOST:PORT
-    #[arg(long)]
-    smtp_url: Option<String>,
-    /// SMTP login
-    #[arg(long)]
-    smtp_user: Option<String>,
-    /// Name of the environment variable that holds the SMTP password
-    #[arg(long, value_name = "VAR")]
-    smtp_password_env: Option<String>,
-    /// imap://HOST:PORT (STARTTLS if offered), imaps://HOST:PORT or imap+plain://HOST:PORT
-    #[arg(long)]
-    imap_url: Option<String>,
-    /// IMAP login
-    #[arg(long)]
-    imap_user: Option<String>,
-    /// Name of the environment variable that holds the IMAP password
-    #[arg(long, value_name = "VAR")]
-    imap_password_env: Option<String>,
-    /// The mailbox folder to read (default INBOX)
-    #[arg(long)]
-    imap_folder: Option<String>,
-    /// Where applied emails are filed (default Ferry/Processed)
-    #[arg(long)]
-    processed_folder: Option<String>,
-    /// Where refused emails are filed, never to be read again (default Ferry/Refused)
-    #[arg(long)]
-    refused_folder: Option<String>,
-    /// Read a local Maildir folder instead of IMAP
-    #[arg(long, value_name = "DIR")]
-    maildir: Option<PathBuf>,
-}
-
-impl EmailArgs {
-    fn config(&self) -> ferry_node::EmailConfig {
-        ferry_node::EmailConfig {
-            from: self.from.clone(),
-            smtp_url: self.smtp_url.clone(),
-            smtp_user: self.smtp_user.clone(),
-            smtp_password_env: self.smtp_password_env.clone(),
-            imap_url: self.imap_url.clone(),
-            imap_user: self.imap_user.clone(),
-            imap_password_env: self.imap_password_env.clone(),
-            imap_folder: self.imap_folder.clone(),
-            processed_folder: self.processed_folder.clone(),
-            refused_folder: self.refused_folder.clone(),
-            maildir: self.maildir.clone(),
-            ..Default::default()
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum ContactAction {
-    /// Publish this laptop's email address and/or phone number (used by `ferry send email/sms`)
-    Set {
-        /// Email address, e.g. clinic-a@example.org
-        #[arg(long)]
-        email: Option<String>,
-        /// Phone number in international form, e.g. +254712345678
-        #[arg(long)]
-        phone: Option<String>,
-    },
-    /// Every member's published addresses
-    List {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum RuleAction {
-    /// Set the rule of a field (admin only): conflict, lww, max, min, counter, set or first
-    Set {
-        /// Collection
-        collection: String,
-        /// Field
-        field: String,
-        /// conflict | lww | max | min | counter | set | first
-        rule: String,
-    },
-    /// List the rules that are set
-    List {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-struct Mode {
-    /// Create a new dataset with this name; this laptop becomes its admin
-    #[arg(long, value_name = "DATASET")]
-    create: Option<String>,
-    /// Join a dataset with an invitation file from its admin
-    #[arg(long, value_name = "INVITE_FILE")]
-    join: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct InitArgs {
-    /// A name for this laptop, e.g. hq or clinic-a
-    #[arg(long)]
-    name: String,
-    #[command(flatten)]
-    mode: Mode,
-    /// With --join: the invitation's one-time code, XXXX-XXXX-XXXX, that `ferry invite`
-    /// showed the admin [asked for when not given and a terminal is attached]
-    #[arg(
-        long,
-        value_name = "CODE",
-        env = "FERRY_INVITE_CODE",
-        hide_env_values = true
-    )]
-    code: Option<String>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::set_progress_mode(cli.progress);
     match run(cli) {
-        Ok(code) => code,
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            if output::is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("ferry: error: {}", output::shown_sentence(&one_line(&e)));
-            if is_usage(&e) {
-                ExitCode::from(USAGE)
-            } else {
-                ExitCode::FAILURE
-            }
+            eprintln!("ferry: error: {}", output::shown_sentence(&error_line(&e)));
+            ExitCode::from(exit_status(kind(&e)))
         }
     }
 }
 
-/// The exit status of a usage mistake (the command line itself is wrong), as for the ones
-/// clap finds.
-const USAGE: u8 = 2;
-
-/// A usage mistake found after parsing (a malformed `FIELD=VALUE`, an unknown rule name):
-/// the command line itself is wrong, whatever the data. Exit status 2.
-#[derive(Debug)]
-struct Usage(String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// Runs the command: each group's module does the work.
+fn run(cli: Cli) -> Result<()> {
+    let home = cli.home;
+    match cli.command {
+        Command::Init(a) => members::init(home, a),
+        Command::Rejoin(a) => members::rejoin(home, a),
+        Command::Invite(a) => members::invite(home, a),
+        Command::Contact { action } => members::contact(home, action),
+        Command::Rule { action } => members::rule(home, action),
+        Command::Put(a) => records::put(home, a),
+        Command::Get(a) => records::get(home, a),
+        Command::List(a) => records::list(home, a),
+        Command::Collections(a) => records::collections(home, a),
+        Command::Resolve(a) => records::resolve(home, a),
+        Command::Incr(a) => records::incr(home, a),
+        Command::Add(a) => records::add(home, a),
+        Command::Remove(a) => records::remove(home, a),
+        Command::Delete(a) => records::delete(home, a),
+        Command::Load(a) => records::load(home, a),
+        Command::Dump(a) => records::dump(home, a),
+        Command::Conflicts(a) => records::conflicts(home, a),
+        Command::Export(a) => exchange::export(home, a),
+        Command::Import(a) => exchange::import(home, a),
+        Command::Sync(a) => exchange::sync(home, a),
+        Command::Send { via } => exchange::send(home, via),
+        Command::Receive { via } => exchange::receive(home, via),
+        Command::Sms { action } => exchange::sms(home, action),
+        Command::Serial { action } => exchange::serial(home, action),
+        Command::Compact => care::compact(home),
+        Command::Purge => care::purge(home),
+        Command::Status(a) => care::status(home, a),
+        Command::Doctor(a) => care::doctor(home, a),
+        Command::Verify(a) => care::verify(home, a),
+        Command::Demo { keep } => demo::run(keep),
     }
 }
 
-impl std::error::Error for Usage {}
-
-/// Writes FILE through `write`, replacing it only once everything was written and flushed
-/// to disk: a failure leaves FILE as it was. The new file is readable only by its owner.
-fn write_replacing<T>(
-    path: &std::path::Path,
-    write: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
-) -> Result<T> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".ferry-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    let mut w = std::io::BufWriter::new(tmp);
-    let value = write(&mut w)?;
-    let tmp = w
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(value)
+/// The kind of a failure: that of the first `ferry_node` error in the chain, or `None` for a
+/// failure the CLI itself found (a record that is not there, files refused by an import).
+fn kind(e: &anyhow::Error) -> Option<ErrorKind> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<NodeError>())
+        .map(NodeError::kind)
 }
 
-/// Whether an error is a usage mistake: the CLI's own [`Usage`], or a node error of that
-/// kind ([`ferry_node::NodeError::is_usage`]), wherever it is in the chain.
-fn is_usage(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.is::<Usage>()
-            || c.downcast_ref::<ferry_node::NodeError>()
-                .is_some_and(ferry_node::NodeError::is_usage)
-    })
+/// The exit status of a failure of this kind: 2 for a usage mistake (as for the ones clap
+/// finds), else 1.
+fn exit_status(kind: Option<ErrorKind>) -> u8 {
+    match kind {
+        Some(ErrorKind::Usage) => 2,
+        _ => 1,
+    }
+}
+
+/// The line printed for a failure: the error and its causes, and for a kind whose message
+/// cannot know what to do, what to do.
+fn error_line(e: &anyhow::Error) -> String {
+    let line = one_line(e);
+    match kind(e) {
+        Some(ErrorKind::Internal) => format!(
+            "{line}; this is a bug in ferry or a damaged store: run `ferry doctor`, and if it finds no problem, report this line"
+        ),
+        _ => line,
+    }
 }
 
 /// The error and its causes on one line, without repeating a cause that a message already
@@ -828,857 +462,196 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
-/// Asks for an invitation's one-time code on the terminal (one prompt line on stderr).
-fn ask_code() -> Result<String> {
-    use std::io::Write as _;
-    eprint!("Invitation code (XXXX-XXXX-XXXX, from the admin): ");
-    std::io::stderr().flush()?;
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .context("cannot read the invitation code from the terminal")?;
-    Ok(line)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+    use clap::CommandFactory;
 
-fn open(home: &Option<PathBuf>) -> Result<Node> {
-    let home = Home::resolve(home.clone())?;
-    let mut node = Node::open(&home)?;
-    node.on_wait(|line| eprintln!("ferry: {}", output::shown_sentence(line)));
-    Ok(node)
-}
+    /// Every command and subcommand, by its full name ("ferry contact set").
+    fn every_command() -> Vec<(String, clap::Command)> {
+        fn walk(prefix: &str, c: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+            for sub in c.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{prefix} {}", sub.get_name());
+                out.push((name.clone(), sub.clone()));
+                walk(&name, sub, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk("ferry", &Cli::command(), &mut out);
+        out
+    }
 
-fn parse_field(arg: &str) -> Result<(String, Value)> {
-    let Some((field, value)) = arg.split_once('=') else {
-        return Err(Usage(format!(
-            "{arg:?} is not FIELD=VALUE (for example weight_kg=61.5, or village=\"Kisumu Ndogo\")"
-        ))
-        .into());
-    };
-    Ok((field.to_string(), Value::parse(value)))
-}
-
-fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
-        Command::Init(args) => {
-            let home = Home::resolve(cli.home)?;
-            let node = match (&args.mode.create, &args.mode.join) {
-                (Some(dataset), None) => Node::create(&home, &args.name, dataset)?,
-                (None, Some(path)) => {
-                    let invite = InvitationFile::read(path)?;
-                    let mut code = args.code;
-                    if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
-                        code = Some(ask_code()?);
-                    }
-                    let node = Node::join(&home, &args.name, &invite, code.as_deref())?;
-                    // Said once it is used (a file that cannot join gets its error alone).
-                    if !invite.needs_code() {
-                        eprintln!(
-                            "NOTE: {} was written by an earlier ferry and is not protected by a code: whoever holds a copy of it can join; delete it",
-                            path.display()
-                        );
-                    }
-                    node
-                }
-                _ => unreachable!("clap requires exactly one of --create and --join"),
-            };
-            let id = node.identity();
-            out(format_args!(
-                "Created node {:?} (member #{}) in {}",
-                id.label,
-                id.me.0,
-                home.root().display()
-            ))?;
-            if id.is_admin() {
-                out(format_args!(
-                    "New dataset {:?} ({}). You are its admin: add laptops with `ferry invite --out FILE --label NAME`.",
-                    id.dataset_name, id.dataset
-                ))?;
-            } else {
-                out(format_args!(
-                    "Joined dataset {:?} ({}). Your key fingerprint is {}. Run `ferry sync DIR` to exchange data; you may now delete the invitation file.",
-                    id.dataset_name,
-                    id.dataset,
-                    node.public_key().fingerprint()
-                ))?;
-            }
+    #[test]
+    fn every_command_has_examples_and_exit_statuses_in_its_help() {
+        let commands = every_command();
+        // The walk reaches the nested commands too.
+        for name in [
+            "ferry put",
+            "ferry contact set",
+            "ferry sync serial",
+            "ferry sms listen",
+        ] {
+            assert!(commands.iter().any(|(n, _)| n == name), "{name} not found");
         }
-        Command::Rejoin {
-            join,
-            code,
-            name,
-            force,
-        } => {
-            let home = Home::resolve(cli.home)?;
-            let invite = InvitationFile::read(&join)?;
-            let mut code = code;
-            if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
-                code = Some(ask_code()?);
-            }
-            let (node, r) = Node::rejoin(&home, name.as_deref(), &invite, code.as_deref(), force)?;
-            let id = node.identity();
-            out(format_args!(
-                "Joined dataset {:?} again as {:?} (member #{}; was member #{}). Your key fingerprint is {}.",
-                id.dataset_name,
-                id.label,
-                r.new_member,
-                r.old_member,
-                node.public_key().fingerprint()
-            ))?;
-            out(format_args!(
-                "wrote again {} record{} ({} value{}) that this laptop had written; the old database is kept in {}",
-                r.records,
-                if r.records == 1 { "" } else { "s" },
-                r.values,
-                if r.values == 1 { "" } else { "s" },
-                r.kept.display()
-            ))?;
-            for d in &r.deletes_not_carried {
-                out(format_args!(
-                    "delete   {d} again after the first sync (this laptop had deleted it; a delete cannot be carried before the record arrives)"
-                ))?;
-            }
-            out(format_args!(
-                "Run `ferry sync DIR` to send them; you may now delete the invitation file."
-            ))?;
-        }
-        Command::Invite { out: path, label } => {
-            let mut node = open(&cli.home)?;
-            let r = node.invite(&path, label.as_deref())?;
-            out(format_args!(
-                "Wrote invitation for {:?} (member #{}) to {}",
-                r.label,
-                r.member,
-                r.path.display()
-            ))?;
-            out(format_args!("code: {}", r.code))?;
-            out(format_args!(
-                "The file opens only with this code: give the code to the new laptop's user yourself (say it, or write it on paper), never on the same stick. On the new laptop run: ferry init --name {} --join {} (it asks for the code)",
-                r.label,
-                r.path.display()
-            ))?;
-        }
-        Command::Put {
-            collection,
-            id,
-            fields,
-        } => {
-            let fields = fields
-                .iter()
-                .map(|f| parse_field(f))
-                .collect::<Result<Vec<_>>>()?;
-            let mut node = open(&cli.home)?;
-            node.put(&collection, &id, &fields)?;
-        }
-        Command::Get {
-            collection,
-            id,
-            json: as_json,
-            conflicts,
-        } => {
-            let mut node = open(&cli.home)?;
-            let rules = node.rules()?;
-            let Some(rec) = node.get(&collection, &id)?.filter(|r| r.is_live()) else {
-                node.require_collection(&collection)?;
-                bail!("no record {id:?} in collection {collection:?}");
-            };
-            let rule_of = |f: &str| rules.of(&collection, f);
-            if as_json && conflicts {
-                let mut obj = serde_json::Map::new();
-                for (f, shown) in rec.shown_with(rule_of) {
-                    let values: Vec<_> = rec
-                        .values(f)
-                        .into_iter()
-                        .map(|(stamp, v)| {
-                            serde_json::json!({
-                                "value": json::to_json(v),
-                                "author": node_label(&mut node, stamp.dot.author),
-                                "at": ferry_node::time::format_utc(stamp.hlc.ms()),
-                            })
-                        })
-                        .collect();
-                    obj.insert(
-                        f.to_string(),
-                        serde_json::json!({ "shown": json::shown_to_json(&shown), "values": values }),
-                    );
-                }
-                out(format_args!("{}", serde_json::Value::Object(obj)))?;
-            } else if as_json {
-                let obj = json::record_to_json(&rec, rule_of);
-                out(format_args!("{}", serde_json::Value::Object(obj)))?;
-            } else {
-                let conflicted = rec.conflicted_fields();
-                for (f, shown) in rec.shown_with(rule_of) {
-                    let rule = rules.of(&collection, f);
-                    let listed = conflicted.contains(&f) && rule == Rule::Conflict;
-                    let mark = if listed && !conflicts {
-                        "   (conflict: see `ferry conflicts` or `ferry get --conflicts`)"
-                    } else {
-                        ""
-                    };
-                    out(format_args!(
-                        "{}: {}{mark}",
-                        output::shown(f),
-                        output::field_value(&shown)
-                    ))?;
-                    if conflicts && rec.values(f).len() > 1 {
-                        for (stamp, v) in rec.values(f) {
-                            out(format_args!(
-                                "    {}  by {} at {}",
-                                output::value(v),
-                                output::shown(&node_label(&mut node, stamp.dot.author)),
-                                ferry_node::time::format_utc(stamp.hlc.ms())
-                            ))?;
-                        }
-                    }
-                }
-                if rec.delete_conflict() {
-                    out(format_args!(
-                        "(this record was deleted on another laptop while it was edited here or elsewhere; it is kept: `ferry delete` removes it for everyone)"
-                    ))?;
-                }
-            }
-        }
-        Command::List {
-            collection,
-            json: as_json,
-        } => {
-            let mut node = open(&cli.home)?;
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::new(stdout.lock());
-            if as_json {
-                // For scripts, a collection with no records here is `[]` (a fresh laptop
-                // before its first sync); a person reading stderr is told.
-                warn_no_collection(&mut node, &collection)?;
-                node.list_json(&collection, &mut w)?;
-            } else {
-                node.require_collection(&collection)?;
-                let rules = node.rules()?;
-                node.for_each_record(&collection, |id, r| {
-                    let fields: Vec<String> = r
-                        .shown_with(|f| rules.of(&collection, f))
-                        .into_iter()
-                        .map(|(f, v)| format!("{}={}", output::shown(f), output::field_value(&v)))
-                        .collect();
-                    writeln!(w, "{}  {}", output::shown(id), fields.join("  ")).map_err(|source| {
-                        ferry_node::NodeError::Io {
-                            what: "cannot write",
-                            path: "output".into(),
-                            source,
-                        }
-                    })
-                })?;
-            }
-            w.flush()?;
-        }
-        Command::Collections { json: as_json } => {
-            let mut node = open(&cli.home)?;
-            let collections = node.collections()?;
-            if as_json {
-                let items: Vec<_> = collections
+        for (name, c) in &commands {
+            let after = c
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(after.contains("Examples:\n  ferry "), "{name}: no examples");
+            assert!(after.contains("Exit status: "), "{name}: no exit statuses");
+            // At least one example runs this command (others may say what to run first).
+            assert!(
+                examples(&after)
                     .iter()
-                    .map(|(c, n)| serde_json::json!({"name": c, "records": n}))
-                    .collect();
-                out(format_args!("{}", serde_json::Value::Array(items)))?;
-            } else if collections.is_empty() {
-                out(format_args!(
-                    "No collections yet: add records with `ferry put` or `ferry load`, or sync to receive them."
-                ))?;
-            } else {
-                for (c, n) in &collections {
-                    out(format_args!(
-                        "{}  {n} record{}",
-                        output::shown(c),
-                        if *n == 1 { "" } else { "s" }
-                    ))?;
-                }
+                    .any(|e| e.starts_with(name.as_str())),
+                "{name}: no example runs it"
+            );
+            // Help is printed as written: lines fit the 100 columns of `max_term_width`.
+            for l in after.lines() {
+                assert!(l.chars().count() <= 100, "{name}: line too long: {l}");
             }
-        }
-        Command::Resolve {
-            collection,
-            id,
-            field,
-            value,
-        } => {
-            let mut node = open(&cli.home)?;
-            node.resolve(&collection, &id, &field, Value::parse(&value))?;
-            out(format_args!(
-                "Resolved {collection}/{id} {field} = {value}; the other laptops drop the conflict once this change reaches them"
-            ))?;
-        }
-        Command::Incr {
-            collection,
-            id,
-            field,
-            by,
-        } => {
-            let mut node = open(&cli.home)?;
-            node.incr(&collection, &id, &field, by)?;
-        }
-        Command::Add {
-            collection,
-            id,
-            field,
-            values,
-        } => {
-            let mut node = open(&cli.home)?;
-            node.set_add(&collection, &id, &field, &values)?;
-        }
-        Command::Remove {
-            collection,
-            id,
-            field,
-            values,
-        } => {
-            let mut node = open(&cli.home)?;
-            node.set_remove(&collection, &id, &field, &values)?;
-        }
-        Command::Contact { action } => {
-            let mut node = open(&cli.home)?;
-            match action {
-                ContactAction::Set { email, phone } => {
-                    node.set_contact(email.as_deref(), phone.as_deref())?;
-                    out(format_args!(
-                        "Published; the other members learn it with the next sync"
-                    ))?;
-                }
-                ContactAction::List { json: as_json } => {
-                    let labels = node.labels()?;
-                    let contacts = node.contacts()?;
-                    if as_json {
-                        let items: Vec<_> = contacts
-                            .iter()
-                            .map(|(m, c)| {
-                                serde_json::json!({
-                                    "member": m.0,
-                                    "label": labels.get(m),
-                                    "email": c.email,
-                                    "phone": c.phone,
-                                })
-                            })
-                            .collect();
-                        out(format_args!("{}", serde_json::Value::Array(items)))?;
-                    } else if contacts.is_empty() {
-                        out(format_args!("No member has published an address yet."))?;
-                    } else {
-                        for (m, c) in &contacts {
-                            out(format_args!(
-                                "#{:<3} {:<16} {:<30} {}",
-                                m.0,
-                                output::shown(labels.get(m).map_or("", String::as_str)),
-                                output::shown(c.email.as_deref().unwrap_or("-")),
-                                output::shown(c.phone.as_deref().unwrap_or("-"))
-                            ))?;
-                        }
-                    }
-                }
-            }
-        }
-        Command::Rule { action } => {
-            let mut node = open(&cli.home)?;
-            match action {
-                RuleAction::Set {
-                    collection,
-                    field,
-                    rule,
-                } => {
-                    let rule: Rule = rule.parse().map_err(Usage)?;
-                    node.set_rule(&collection, &field, rule)?;
-                    out(format_args!("{collection}.{field} now merges by {rule}"))?;
-                }
-                RuleAction::List { json: as_json } => {
-                    let rules = node.rules()?.list();
-                    if as_json {
-                        let items: Vec<_> = rules
-                            .iter()
-                            .map(|(c, f, r)| {
-                                serde_json::json!({"collection": c, "field": f, "rule": r.name()})
-                            })
-                            .collect();
-                        out(format_args!("{}", serde_json::Value::Array(items)))?;
-                    } else if rules.is_empty() {
-                        out(format_args!(
-                            "No rules set: every field keeps concurrent values and lists them as conflicts."
-                        ))?;
-                    } else {
-                        for (c, f, r) in rules {
-                            out(format_args!(
-                                "{}.{}  {r}",
-                                output::shown(&c),
-                                output::shown(&f)
-                            ))?;
-                        }
-                    }
-                }
-            }
-        }
-        Command::Delete { collection, id } => {
-            let mut node = open(&cli.home)?;
-            if !node.delete(&collection, &id)? {
-                node.require_collection(&collection)?;
-                bail!("no record {id:?} in collection {collection:?}");
-            }
-        }
-        Command::Load {
-            collection,
-            file,
-            csv,
-        } => {
-            ferry_node::check_collection(&collection).map_err(|e| Usage(e.to_string()))?;
-            let mut node = open(&cli.home)?;
-            let format = if csv {
-                FileFormat::Csv
-            } else {
-                FileFormat::JsonLines
-            };
-            let r = if file.as_os_str() == "-" {
-                let stdin = std::io::stdin();
-                node.load(&collection, format, &mut stdin.lock(), None, &Bar::new())
-                    .context("standard input")?
-            } else {
-                let f = std::fs::File::open(&file)
-                    .with_context(|| format!("cannot open {}", file.display()))?;
-                let len = f.metadata().ok().map(|m| m.len());
-                let mut r = std::io::BufReader::new(f);
-                node.load(&collection, format, &mut r, len, &Bar::new())
-                    .with_context(|| file.display().to_string())?
-            };
-            out(format_args!(
-                "Loaded {} record{} into {collection:?}",
-                r.records,
-                if r.records == 1 { "" } else { "s" }
-            ))?;
-        }
-        Command::Dump {
-            collection,
-            csv,
-            out: path,
-        } => {
-            let mut node = open(&cli.home)?;
-            warn_no_collection(&mut node, &collection)?;
-            let format = if csv {
-                FileFormat::Csv
-            } else {
-                FileFormat::JsonLines
-            };
-            match path {
-                None => {
-                    let stdout = std::io::stdout();
-                    let mut w = std::io::BufWriter::new(stdout.lock());
-                    node.dump(&collection, format, &mut w)?;
-                    w.flush()?;
-                }
-                Some(path) => {
-                    let n = write_replacing(&path, |w| Ok(node.dump(&collection, format, w)?))?;
-                    out(format_args!(
-                        "Wrote {n} records of {collection:?} to {}",
-                        path.display()
-                    ))?;
-                }
-            }
-        }
-        Command::Export {
-            dir,
-            dry_run: true,
-            json,
-        } => {
-            let mut node = open(&cli.home)?;
-            let r = node.dry_run(&dir, false, &Bar::new())?;
-            output::print_dry_run(&r, json)?;
-        }
-        Command::Export { dir, .. } => {
-            let mut node = open(&cli.home)?;
-            if !dir.is_dir() {
-                bail!(
-                    "{} is not a folder; give the folder of the USB stick or shared drive",
-                    dir.display()
-                );
-            }
-            let r = node.export(&dir, &Bar::new())?;
-            output::print_export(&r)?;
-        }
-        Command::Import { paths, plaintext } => {
-            let mut node = open(&cli.home)?;
-            let accept = ferry_node::Accept { plaintext };
-            let r = node.import_with(&paths, &Bar::new(), accept)?;
-            output::print_import(&r)?;
-            output::refused_membership(&r)?;
-            if r.files.is_empty() && r.waiting_parts.is_empty() {
-                // The right folder (this dataset's), with nothing in it yet.
-                out(format_args!(
-                    "nothing to import: the folder of this dataset (ferry/{}/) holds no bundles yet",
-                    node.dataset().to_hex()
-                ))?;
-            }
-            if r.rejected() > 0 {
-                bail!(
-                    "{} of {} files were refused and quarantined in {} ({})",
-                    r.rejected(),
-                    r.files.len(),
-                    node.home().quarantine().display(),
-                    if r.rejected() == r.files.len() {
-                        "nothing from them was applied"
-                    } else {
-                        "the others were applied"
-                    }
-                );
-            }
-        }
-        Command::Sync(SyncArgs {
-            dir,
-            via,
-            dry_run,
-            json,
-        }) => {
-            let mut node = open(&cli.home)?;
-            match (dir, via) {
-                (Some(dir), None) if dry_run => {
-                    let r = node.dry_run(&dir, true, &Bar::new())?;
-                    output::print_dry_run(&r, json)?;
-                }
-                (_, Some(SyncVia::Email(args))) => {
-                    warn_email(&node, &args)?;
-                    let r = match node.email_receive_impossible(args.config())? {
-                        Some(why) => {
-                            out(format_args!("NOTE     sending only: {why}"))?;
-                            None
-                        }
-                        None => {
-                            let r = node.receive_email(args.config(), &Bar::new())?;
-                            output::print_email_receive(&r)?;
-                            Some(r)
-                        }
-                    };
-                    let s = node.send_email(args.config(), &args.to, &Bar::new())?;
-                    output::print_email_send(&s)?;
-                    if let Some(r) = &r {
-                        refused_email(&node, r)?;
-                    }
-                }
-                (_, Some(SyncVia::Sms(args))) => {
-                    let rejected = match node.sms_receive_impossible(&args.flags())? {
-                        Some(why) => {
-                            out(format_args!("NOTE     sending only: {why}"))?;
-                            0
-                        }
-                        None => {
-                            let r = node.receive_sms(&args.flags(), &Bar::new())?;
-                            output::print_sms_receive(&r)?;
-                            r.import.rejected()
-                        }
-                    };
-                    let s = node.send_sms(&args.flags(), &[], false, &Bar::new())?;
-                    output::print_sms_send(&s)?;
-                    refused(&node, rejected, "by SMS")?;
-                }
-                (_, Some(SyncVia::Serial(args))) => {
-                    args.warn_plaintext();
-                    let bar = output::SerialBar::new();
-                    let r = node.sync_serial(&args.flags(), args.plaintext, bar.clone());
-                    bar.finish();
-                    let r = r?;
-                    output::print_serial(&r)?;
-                    let bad = r
-                        .received
-                        .iter()
-                        .filter(|f| matches!(f.result, ferry_node::FileResult::Rejected { .. }))
-                        .count();
-                    refused(&node, bad, "over the serial link")?;
-                }
-                (Some(dir), None) => {
-                    let r = match node.sync(&dir, &Bar::new()) {
-                        Ok(r) => r,
-                        Err(ferry_node::NodeError::WriteAfterImport { import, source }) => {
-                            // The import happened: show it, then why nothing was written.
-                            output::print_import(&import)?;
-                            let e = ferry_node::NodeError::WriteAfterImport { import, source };
-                            bail!(
-                                "{e}; once it can be written, run `ferry sync {}` again so the other laptops get this laptop's changes",
-                                dir.display()
-                            );
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    output::print_import(&r.import)?;
-                    output::print_export(&r.export)?;
-                    output::refused_membership(&r.import)?;
-                    refused(&node, r.import.rejected(), &format!("on {}", dir.display()))?;
-                }
-                (None, None) => unreachable!("clap requires a folder or a transport"),
-            }
-        }
-        Command::Send { via } => {
-            let mut node = open(&cli.home)?;
-            match via {
-                SendVia::Email(args) => {
-                    warn_email(&node, &args)?;
-                    let s = node.send_email(args.config(), &args.to, &Bar::new())?;
-                    output::print_email_send(&s)?;
-                }
-                SendVia::Sms(args) => {
-                    let s =
-                        node.send_sms(&args.sms.flags(), &args.to, args.dry_run, &Bar::new())?;
-                    output::print_sms_send(&s)?;
-                }
-            }
-        }
-        Command::Receive { via } => {
-            let mut node = open(&cli.home)?;
-            match via {
-                ReceiveVia::Email(args) => {
-                    if let Some(why) = node.email_receive_impossible(args.config())? {
-                        bail!("nothing was received: {why}");
-                    }
-                    warn_email(&node, &args)?;
-                    let r = node.receive_email(args.config(), &Bar::new())?;
-                    output::print_email_receive(&r)?;
-                    refused_email(&node, &r)?;
-                }
-                ReceiveVia::Sms(args) => {
-                    let r = node.receive_sms(&args.flags(), &Bar::new())?;
-                    output::print_sms_receive(&r)?;
-                    refused(&node, r.import.rejected(), "by SMS")?;
-                }
-            }
-        }
-        Command::Sms {
-            action: SmsAction::Listen(args),
-        } => {
-            let mut node = open(&cli.home)?;
-            node.sms_listen(
-                &args.flags(),
-                args.bind.as_deref(),
-                |l| {
-                    let _ = out(format_args!(
-                        "listening on {}://{}/sms (GET or POST with from, to, text{}); stop with Ctrl-C",
-                        if l.tls { "https" } else { "http" },
-                        l.addr,
-                        if l.token { ", token" } else { "" }
-                    ));
-                },
-                |line| {
-                    let _ = out(format_args!("{}", output::shown_sentence(&line)));
-                },
-                &Bar::new(),
-            )?;
-        }
-        Command::Serial {
-            action: SerialAction::Listen(args),
-        } => {
-            let mut node = open(&cli.home)?;
-            args.warn_plaintext();
-            let bar = output::SerialBar::new();
-            let config = node.serial_config(&args.flags())?;
-            out(format_args!(
-                "listening on {} for stations that run `ferry sync serial`; stop with Ctrl-C",
-                config
-                    .device
-                    .as_deref()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default()
-            ))?;
-            node.serial_listen(&args.flags(), args.plaintext, bar.clone(), &|| false, |e| {
-                bar.finish();
-                let _ = output::print_serial_listen(&e);
-            })?;
-        }
-        Command::Compact => {
-            let mut node = open(&cli.home)?;
-            let r = node.compact(true)?;
-            out(format_args!(
-                "Compacted {} changes every member already holds ({} in all, counting earlier automatic compaction); store {} → {}",
-                r.dropped,
-                r.total,
-                output::size(r.bytes_before),
-                output::size(r.bytes_after)
-            ))?;
-        }
-        Command::Purge => {
-            let mut node = open(&cli.home)?;
-            let r = node.purge()?;
-            out(format_args!(
-                "Purged {} deleted records; store {} → {}",
-                r.purged,
-                output::size(r.compact.bytes_before),
-                output::size(r.compact.bytes_after)
-            ))?;
-            if r.waiting > 0 {
-                out(format_args!(
-                    "{} deleted records stay until every member has received their delete; run `ferry purge` again after the next syncs",
-                    r.waiting
-                ))?;
-            }
-        }
-        Command::Status { json: as_json } => {
-            let mut node = open(&cli.home)?;
-            let s = node.status()?;
-            if as_json {
-                out(format_args!("{}", serde_json::to_string_pretty(&s)?))?;
-            } else {
-                output::print_status(&s)?;
-            }
-        }
-        Command::Doctor { dir, json: as_json } => {
-            let mut node = open(&cli.home)?;
-            let r = node.doctor(dir.as_deref())?;
-            if as_json {
-                out(format_args!("{}", serde_json::to_string_pretty(&r)?))?;
-            } else {
-                output::print_doctor(&r)?;
-            }
-            match r.problems() {
-                0 => {}
-                1 => bail!("doctor found a problem: see the PROBLEM line above"),
-                n => bail!("doctor found {n} problems: see the PROBLEM lines above"),
-            }
-        }
-        Command::Conflicts { json: as_json } => {
-            let mut node = open(&cli.home)?;
-            let c = node.conflicts()?;
-            if as_json {
-                out(format_args!("{}", serde_json::to_string_pretty(&c)?))?;
-            } else if c.is_empty() {
-                out(format_args!("No conflicts."))?;
-            } else {
-                for v in &c {
-                    out(format_args!(
-                        "{}/{} {}: shown {} — edited at the same time:",
-                        output::shown(&v.collection),
-                        output::shown(&v.id),
-                        output::shown(&v.field),
-                        output::value(&v.winner)
-                    ))?;
-                    for val in &v.values {
-                        out(format_args!(
-                            "    {}  by {} at {}",
-                            output::value(&val.value),
-                            output::shown(&val.author),
-                            output::shown(&val.at)
-                        ))?;
-                    }
-                }
-            }
-        }
-        Command::Verify {
-            file,
-            json: as_json,
-        } => {
-            let mut node = open(&cli.home)?;
-            let r = node.verify(&file)?;
-            if as_json {
-                out(format_args!("{}", serde_json::to_string_pretty(&r)?))?;
-            } else {
-                output::print_verify(&r)?;
-            }
-            if let Some(p) = &r.problem {
-                bail!("{}: {p}", file.display());
-            }
-        }
-        Command::Demo { keep } => {
-            demo::run(keep)?;
         }
     }
-    Ok(ExitCode::SUCCESS)
-}
 
-/// `ferry list --json` as a string (the demo compares the laptops' lists).
-pub(crate) fn list_json(node: &mut Node, collection: &str) -> Result<String> {
-    let mut buf = Vec::new();
-    node.list_json(collection, &mut buf)?;
-    Ok(String::from_utf8(buf)?.trim_end().to_string())
-}
-
-/// Warns on stderr, one `ferry: warning:` line, when this laptop has no record of
-/// `collection` (a typo?); machine output (`--json`, `dump`) is still the empty answer.
-fn warn_no_collection(node: &mut Node, collection: &str) -> Result<()> {
-    match node.require_collection(collection) {
-        Err(e @ ferry_node::NodeError::NoCollection { .. }) => {
-            eprintln!("ferry: warning: {}", output::shown_sentence(&e.to_string()));
-            Ok(())
+    /// The example command lines of a help text: the lines of its "Examples:" block that
+    /// start with `ferry`, joined with the next line after a trailing backslash (as in a
+    /// shell), without the comment in parentheses or a redirection.
+    fn examples(help: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut lines = help.lines().skip_while(|l| *l != "Examples:").skip(1);
+        while let Some(l) = lines.next().filter(|l| !l.is_empty()) {
+            let Some(example) = l.strip_prefix("  ferry ") else {
+                continue;
+            };
+            let mut example = format!("ferry {example}");
+            while example.ends_with('\\') {
+                example.pop();
+                example.push_str(lines.next().unwrap_or_default().trim_start());
+            }
+            let command = example.split("  (").next().unwrap_or_default();
+            let command = command.split(" > ").next().unwrap_or_default();
+            out.push(command.trim_end().to_string());
         }
-        other => Ok(other?),
+        out
     }
-}
 
-/// Prints what is risky in the email settings, one `ferry: warning:` line each.
-fn warn_email(node: &Node, args: &EmailArgs) -> Result<()> {
-    for w in node.email_warnings(args.config())? {
-        eprintln!("ferry: warning: {}", output::shown_sentence(&w));
+    #[test]
+    fn the_help_examples_parse() {
+        let mut checked = 0;
+        for (name, c) in every_command() {
+            let after = c
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            for example in examples(&after) {
+                if let Err(e) = Cli::try_parse_from(shell_words(&example)) {
+                    panic!("{name}: the example {example:?} does not parse: {e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 60, "only {checked} examples found");
     }
-    Ok(())
-}
 
-/// Fails (after everything else was done) when some input was refused.
-fn refused(node: &Node, n: usize, place: &str) -> Result<()> {
-    if n > 0 {
-        bail!(
-            "{} {place} refused and quarantined in {} (everything else synced)",
-            match n {
-                1 => "1 bundle was".to_string(),
-                n => format!("{n} bundles were"),
-            },
-            node.home().quarantine().display()
+    /// Splits a command line as a shell does, for the quoting the examples use: words apart
+    /// at spaces, '…' and "…" quoted (the quotes removed).
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word: Option<String> = None;
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.get_or_insert_default().push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    word.get_or_insert_default();
+                }
+                (None, ' ') => words.extend(word.take()),
+                (None, c) => word.get_or_insert_default().push(c),
+            }
+        }
+        words.extend(word);
+        words
+    }
+
+    #[test]
+    fn shell_words_takes_the_quotes_off_as_bash_does() {
+        assert_eq!(
+            shell_words(r#"ferry put p 1 village="Kisumu Ndogo" 'code="34"'"#),
+            [
+                "ferry",
+                "put",
+                "p",
+                "1",
+                "village=Kisumu Ndogo",
+                "code=\"34\""
+            ]
         );
     }
-    Ok(())
-}
 
-/// Fails with one line when anything arriving by email was refused: what, and where the
-/// copies and the emails went.
-fn refused_email(node: &Node, r: &ferry_node::EmailReceiveReport) -> Result<()> {
-    let plural = |n: usize, one: &str, many: &str| {
-        if n == 1 {
-            format!("1 {one}")
-        } else {
-            format!("{n} {many}")
-        }
-    };
-    let quarantine = node.home().quarantine();
-    let mut what = Vec::new();
-    let bundles = r.import.rejected();
-    if bundles > 0 {
-        what.push(format!(
-            "{} (copies in {}, emails moved to {})",
-            plural(bundles, "bundle", "bundles"),
-            quarantine.display(),
-            output::shown(&r.refused_folder)
-        ));
+    #[test]
+    fn the_exit_status_follows_the_kind_of_the_error() {
+        let status = |e: anyhow::Error| exit_status(kind(&e));
+        let usage = || NodeError::BadArgument("field names must be 1 to 256 bytes".into());
+        assert_eq!(status(usage().into()), 2);
+        // Also under context the CLI added.
+        assert_eq!(
+            status(anyhow::Error::from(usage()).context("visits.csv")),
+            2
+        );
+        assert_eq!(status(NodeError::NoNode("/h".into()).into()), 1);
+        assert_eq!(status(NodeError::NotAFolder("/media/usb".into()).into()), 1);
+        let engine: NodeError = ferry_sync::IngestError::<ferry_store::StoreError>::Changed.into();
+        assert_eq!(status(engine.into()), 1);
+        // A failure the CLI found itself.
+        assert_eq!(
+            status(anyhow::anyhow!(
+                "no record \"v-1\" in collection \"visits\""
+            )),
+            1
+        );
+        // A usage mistake clap finds exits 2 as well.
+        let e = Cli::try_parse_from(["ferry", "frobnicate"]).err().unwrap();
+        assert_eq!(e.exit_code(), 2);
     }
-    if !r.damaged.is_empty() {
-        what.push(format!(
-            "{} (copies in {}, emails left in place)",
-            plural(r.damaged.len(), "broken email", "broken emails"),
-            quarantine.display()
-        ));
-    }
-    if !r.refused_parts.is_empty() {
-        what.push(format!(
-            "{} (emails moved to {})",
-            plural(
-                r.refused_parts.len(),
-                "part that does not match its bundle",
-                "parts that do not match their bundles"
-            ),
-            output::shown(&r.refused_folder)
-        ));
-    }
-    if !what.is_empty() {
-        bail!(
-            "refused in the mailbox: {}; everything else synced",
-            what.join("; ")
+
+    #[test]
+    fn an_engine_failure_says_what_to_do() {
+        let engine: NodeError = ferry_sync::IngestError::<ferry_store::StoreError>::Changed.into();
+        assert_eq!(
+            error_line(&engine.into()),
+            "the bundle changed after it was checked; import it again; this is a bug in ferry or a damaged store: run `ferry doctor`, and if it finds no problem, report this line"
+        );
+        // Other kinds are printed as they are.
+        assert_eq!(
+            error_line(&NodeError::NotAFolder("/media/usb".into()).into()),
+            "/media/usb is not a folder; give the folder of the USB stick or shared drive"
         );
     }
-    Ok(())
-}
 
-/// A member's label, or its number.
-fn node_label(node: &mut Node, m: ferry_model::MemberId) -> String {
-    node.labels()
-        .ok()
-        .and_then(|l| l.get(&m).cloned())
-        .unwrap_or_else(|| m.to_string())
-}
-
-/// Whether stderr is a terminal (progress bars are drawn only then).
-pub(crate) fn interactive() -> bool {
-    std::io::stderr().is_terminal()
+    #[test]
+    fn one_line_joins_causes_once_in_plain_words() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = Err::<(), _>(io)
+            .context("cannot open visits.csv")
+            .unwrap_err();
+        assert_eq!(
+            one_line(&e),
+            "cannot open visits.csv: permission denied (this user may not use it: check its owner and mode)"
+        );
+        // A cause that the message already quotes is not said twice.
+        let e = NodeError::Io {
+            what: "cannot write",
+            path: "/media/usb/x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
+        };
+        assert_eq!(
+            one_line(&e.into()),
+            "cannot write /media/usb/x: the disk is read-only (is the write-protect switch on?)"
+        );
+        assert_eq!(one_line(&anyhow::anyhow!("two\nlines")), "two lines");
+    }
 }

@@ -208,7 +208,7 @@ impl Progress for Bar {
         if mode == ProgressMode::None {
             return;
         }
-        if mode == ProgressMode::Json || !crate::interactive() {
+        if mode == ProgressMode::Json || !interactive() {
             let now = std::time::Instant::now();
             *self.plain.borrow_mut() = Some(Plain {
                 what: shown(what).into_owned(),
@@ -325,7 +325,7 @@ impl SerialBar {
 
 impl ferry_node::SerialProgress for SerialBar {
     fn update(&self, r: &ferry_node::ProgressReport) {
-        if !crate::interactive() || r.total < 1024 {
+        if !interactive() || r.total < 1024 {
             return;
         }
         let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
@@ -1262,6 +1262,12 @@ pub fn print_verify(r: &VerifyReport) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether stderr is a terminal (progress bars are drawn only then).
+fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ impl Node {
             Err(e) => return Err(NodeError::io("cannot read", &path, e)),
         };
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            NodeError::Input(format!(
+            NodeError::Settings(format!(
                 "{} is not valid TOML: {}",
                 path.display(),
                 e.message()
@@ -113,7 +113,7 @@ impl Node {
         match table.get(name) {
             None => Ok(None),
             Some(toml::Value::Table(t)) => Ok(Some(t.clone())),
-            Some(_) => Err(NodeError::Input(format!(
+            Some(_) => Err(NodeError::Settings(format!(
                 "in {}, [{name}] must be a table of settings",
                 path.display()
             ))),

@@ -173,7 +173,7 @@ impl Node {
     fn email_config(&self, flags: EmailConfig) -> Result<EmailConfig, NodeError> {
         let file: EmailConfig = match self.config_section("email")? {
             Some(table) => table.try_into().map_err(|e: toml::de::Error| {
-                NodeError::Input(format!(
+                NodeError::Settings(format!(
                     "[email] in {}: {}",
                     self.home().config().display(),
                     e.message()
@@ -239,7 +239,7 @@ impl Node {
             to.to_vec()
         };
         if recipients.is_empty() {
-            return Err(NodeError::Input(
+            return Err(NodeError::NoRecipient(
                 "no member has published an email address yet (`ferry contact set --email` on their laptops); give --to ADDRESS".into(),
             ));
         }

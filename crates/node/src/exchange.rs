@@ -1401,10 +1401,7 @@ impl Node {
         progress: &dyn Progress,
     ) -> Result<DryRun, NodeError> {
         if !root.is_dir() {
-            return Err(NodeError::Input(format!(
-                "{} is not a folder; give the folder of the USB stick or shared drive",
-                root.display()
-            )));
+            return Err(NodeError::NotAFolder(root.to_path_buf()));
         }
         let plan = self.plan_medium(root)?;
         let labels = self.labels()?;
@@ -1608,10 +1605,7 @@ impl Node {
     /// carrier runs.
     pub fn sync(&mut self, root: &Path, progress: &dyn Progress) -> Result<SyncReport, NodeError> {
         if !root.is_dir() {
-            return Err(NodeError::Input(format!(
-                "{} is not a folder; give the folder of the USB stick or shared drive",
-                root.display()
-            )));
+            return Err(NodeError::NotAFolder(root.to_path_buf()));
         }
         let folder = self.bundle_folder(root);
         check_bundle_folder(root, &folder)?;

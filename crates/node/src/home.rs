@@ -35,12 +35,7 @@ impl Home {
         }
         dirs::data_dir()
             .map(|d| Home::at(d.join("ferry")))
-            .ok_or_else(|| {
-                NodeError::Input(
-                    "cannot find a data folder for this user; give one with --home DIR or FERRY_HOME"
-                        .into(),
-                )
-            })
+            .ok_or(NodeError::NoDataFolder)
     }
 
     /// A home at `root`.
@@ -220,10 +215,7 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> 
     }
     let mut f = opts.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            NodeError::Input(format!(
-                "{} already exists; choose another file name (ferry never overwrites it)",
-                path.display()
-            ))
+            NodeError::AlreadyExists(path.to_path_buf())
         } else {
             NodeError::io("cannot create", path, e)
         }

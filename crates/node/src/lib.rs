@@ -32,7 +32,7 @@ pub mod time;
 pub use contacts::Contact;
 pub use doctor::{DoctorReport, Finding, Severity};
 pub use email::{EmailReceiveReport, EmailSendReport, EmailSent, EmailWaiting};
-pub use error::{NodeError, NothingToImport};
+pub use error::{ErrorKind, NodeError, NothingToImport};
 pub use exchange::{
     DryImport, DryMember, DryRun, DryWrite, ExportOutcome, FileOutcome, FileResult, ImportReport,
     SyncReport, VerifyReport,

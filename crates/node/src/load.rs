@@ -224,10 +224,11 @@ impl Node {
 
 /// The text of a CSV cell for a field: what reads back as the same value when loaded.
 fn cell_text(collection: &str, id: &str, field: &str, shown: &Shown) -> Result<String, NodeError> {
-    let cannot = |what: &str| {
-        NodeError::Input(format!(
-            "{collection}/{id} field {field:?} {what}, which a CSV cell cannot hold; nothing was written — dump {collection} without --csv (JSON lines keeps it)"
-        ))
+    let cannot = |what: &'static str| NodeError::NotCsv {
+        collection: collection.into(),
+        id: id.into(),
+        field: field.into(),
+        what,
     };
     match shown {
         Shown::Value(v) => v.to_typed_text().ok_or_else(|| cannot("holds raw bytes")),
@@ -247,7 +248,7 @@ fn json_write_error(e: serde_json::Error) -> NodeError {
 fn csv_write_error(e: csv::Error) -> NodeError {
     match e.into_kind() {
         csv::ErrorKind::Io(e) => write_error(e),
-        other => NodeError::Input(format!("cannot write CSV: {other:?}")),
+        other => NodeError::Internal(format!("cannot write CSV: {other:?}")),
     }
 }
 
@@ -265,7 +266,7 @@ fn without_bom(input: &mut dyn BufRead) -> Result<impl BufRead + '_, NodeError> 
     while head.len() < UTF8_BOM.len() {
         let buf = input
             .fill_buf()
-            .map_err(|e| NodeError::Input(format!("cannot read: {e}")))?;
+            .map_err(|source| NodeError::ReadInput { line: None, source })?;
         if buf.is_empty() {
             break;
         }
@@ -326,7 +327,10 @@ impl<R: BufRead> Rows for JsonRows<'_, R> {
                 if e.kind() == std::io::ErrorKind::InvalidData {
                     refused(format!("line {line} is not UTF-8 text"), SAVE_UTF8)
                 } else {
-                    NodeError::Input(format!("line {line}: cannot read: {e}"))
+                    NodeError::ReadInput {
+                        line: Some(line),
+                        source: e,
+                    }
                 }
             })?;
             if n == 0 {
@@ -429,11 +433,8 @@ struct CsvRows<'a, R> {
 fn csv_read_error(e: csv::Error) -> NodeError {
     let line = e.position().map(|p| p.line());
     match (e.into_kind(), line) {
-        (csv::ErrorKind::Io(e), Some(line)) => {
-            NodeError::Input(format!("line {line}: cannot read: {e}"))
-        }
-        (csv::ErrorKind::Io(e), None) => NodeError::Input(format!("cannot read: {e}")),
-        (other, _) => NodeError::Input(format!("cannot read the CSV: {other:?}")),
+        (csv::ErrorKind::Io(source), line) => NodeError::ReadInput { line, source },
+        (other, _) => NodeError::BadCsv(format!("{other:?}")),
     }
 }
 

@@ -184,7 +184,7 @@ pub(crate) fn collect(
         return Ok(());
     }
     if !meta.is_dir() {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::Medium(format!(
             "{} is {}, not a bundle file or folder; give bundle files or folders",
             path.display(),
             what(&meta)
@@ -310,7 +310,7 @@ pub(crate) fn check_bundle_folder(root: &Path, folder: &Path) -> Result<(), Node
         match std::fs::symlink_metadata(&at) {
             Ok(meta) if meta.is_dir() => {}
             Ok(meta) => {
-                return Err(NodeError::Input(format!(
+                return Err(NodeError::Medium(format!(
                     "{} is {}; ferry reads and writes only real folders on a medium: remove it, or use another stick",
                     at.display(),
                     what(&meta)
@@ -344,7 +344,7 @@ fn check_not_too_deep(root: &Path) -> Result<(), NodeError> {
     if name(&real).is_some_and(|n| is_dataset_id(&n))
         && real.parent().and_then(name).is_some_and(|n| n == "ferry")
     {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::Medium(format!(
             "{} is the folder of one dataset on a stick, not the stick: give the stick's top folder instead ({}); ferry finds ferry/<dataset id>/ in it",
             root.display(),
             above(root, 2).display()
@@ -370,7 +370,7 @@ fn check_not_too_deep(root: &Path) -> Result<(), NodeError> {
         real.parent().is_some_and(|up| dev(&real) != dev(up))
     };
     if datasets == 0 && is_ferry_folder && !mount_point() {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::Medium(format!(
             "{} is named ferry: it looks like the ferry folder of a stick, one level too deep; give the stick's top folder instead ({}), or, to use this folder itself as the top of the medium, create {} first; nothing was read or written",
             root.display(),
             above(root, 1).display(),
@@ -378,7 +378,7 @@ fn check_not_too_deep(root: &Path) -> Result<(), NodeError> {
         )));
     }
     if datasets > 0 {
-        return Err(NodeError::Input(format!(
+        return Err(NodeError::Medium(format!(
             "{} is {} of a stick (it holds dataset folders directly), one level too deep: give the stick's top folder instead ({}); nothing was read or written",
             root.display(),
             if is_ferry_folder {

@@ -433,11 +433,9 @@ impl Node {
             let bytes = tx
                 .meta("identity")?
                 .ok_or_else(|| NodeError::NoNode(home.root().to_path_buf()))?;
-            Identity::from_bytes(&bytes).map_err(|e| {
-                NodeError::Engine(format!(
-                    "the node identity in {} is corrupt: {e}",
-                    home.db().display()
-                ))
+            Identity::from_bytes(&bytes).map_err(|source| NodeError::CorruptIdentity {
+                path: home.db(),
+                source,
             })?
         };
         let engine = Engine {
@@ -546,7 +544,10 @@ impl Node {
                 .get(&MemberId::ADMIN)
                 .cloned()
                 .unwrap_or_default();
-            return Err(NodeError::NotAdmin { admin });
+            return Err(NodeError::NotAdmin {
+                admin,
+                to: "invite new members",
+            });
         }
         if let Some(label) = label {
             check_label("--label", label)?;
@@ -836,9 +837,10 @@ impl Node {
                 .get(&MemberId::ADMIN)
                 .cloned()
                 .unwrap_or_default();
-            return Err(NodeError::Input(format!(
-                "only the dataset's admin ({admin}) can set merge rules"
-            )));
+            return Err(NodeError::NotAdmin {
+                admin,
+                to: "set merge rules",
+            });
         }
         self.commit(vec![Change::Record {
             collection: "_rules".into(),
@@ -921,14 +923,14 @@ impl Node {
             .into_iter()
             .any(|c| c.collection == collection && c.id == id && c.field == field);
         if !conflicted {
-            return Err(NodeError::Input(format!(
-                "{collection}/{id} has no conflict on {field:?} here; see `ferry conflicts`, or use `ferry put` to change a value"
-            )));
+            return Err(NodeError::NoConflict {
+                collection: collection.into(),
+                id: id.into(),
+                field: field.into(),
+            });
         }
         if field == "(record)" {
-            return Err(NodeError::Input(
-                "a record deleted on one laptop and edited on another is resolved with `ferry delete COLLECTION ID` (delete it for everyone) or `ferry put COLLECTION ID FIELD=VALUE` (keep it)".into(),
-            ));
+            return Err(NodeError::ResolveDeleted);
         }
         self.edit(collection, id, field, vec![Op::Set(field.into(), value)])
     }
@@ -1053,10 +1055,7 @@ fn member_label(member: MemberId, label: &str) -> Change {
 
 /// The error for an invitation file that is already there (the words `write_private` uses).
 fn already_exists(path: &Path) -> NodeError {
-    NodeError::Input(format!(
-        "{} already exists; choose another file name (ferry never overwrites it)",
-        path.display()
-    ))
+    NodeError::AlreadyExists(path.to_path_buf())
 }
 
 /// Calls `f` with every live record of `collection` in `tx`, in id order; an error from `f`

@@ -169,15 +169,14 @@ impl Node {
         let mut old = Node::open(home)?;
         if old.id.is_admin() {
             return Err(NodeError::BadArgument(
-                "this laptop is the dataset's admin: it cannot join its own dataset again"
-                    .into(),
+                "this laptop is the dataset's admin: it cannot join its own dataset again".into(),
             ));
         }
         if !force && old.membership_refused()?.is_none() {
-            return Err(NodeError::Input(format!(
-                "the admin has not refused this laptop as {} (member #{}): there is nothing to rejoin (if the admin told you to, add --force)",
-                old.id.label, old.id.me.0
-            )));
+            return Err(NodeError::NotRefused {
+                label: old.id.label.clone(),
+                member: old.id.me.0,
+            });
         }
         let inv = invite.open(code)?;
         if inv.dataset != old.id.dataset {
@@ -229,7 +228,10 @@ impl Node {
         };
         {
             let tx = node.store.transaction(now_ms())?;
-            tx.set_meta(REFUSED_BUNDLES, &postcard::to_stdvec(&old_bundles).unwrap_or_default())?;
+            tx.set_meta(
+                REFUSED_BUNDLES,
+                &postcard::to_stdvec(&old_bundles).unwrap_or_default(),
+            )?;
             tx.commit()?;
         }
         let records = changes.len() as u64;

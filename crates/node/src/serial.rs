@@ -416,7 +416,7 @@ impl Node {
             table.insert((*k).to_string(), v.to_toml());
         }
         let config: SerialConfig = table.try_into().map_err(|e: toml::de::Error| {
-            NodeError::Input(format!(
+            NodeError::Settings(format!(
                 "[serial] in {}: {}",
                 self.home().config().display(),
                 e.message()
@@ -460,7 +460,7 @@ impl Node {
                 }
                 Attempt::Restart => report.restart(),
                 Attempt::Refused { reason, by_us } => {
-                    return Err(NodeError::Input(if by_us {
+                    return Err(NodeError::Peer(if by_us {
                         format!(
                             "refused the other station: {reason}; it was sent nothing but this station's opening"
                         )
@@ -641,7 +641,7 @@ impl Node {
                 "it sent a bundle before it was asked who it is (as ferry before this version did; update ferry there)"
             )),
             Msg::Bundle(_) => {
-                return Err(NodeError::Input(
+                return Err(NodeError::Peer(
                     "the other station runs an older version of ferry (it sent its hello before it was asked who it is); install the same version on both ends".into(),
                 ));
             }

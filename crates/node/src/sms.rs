@@ -140,13 +140,13 @@ impl Node {
             table.insert("accept_unknown".into(), toml::Value::Boolean(true));
         }
         if !table.contains_key("gateway") || !table.contains_key("from") {
-            return Err(NodeError::Input(format!(
+            return Err(NodeError::Settings(format!(
                 "SMS is not set up: add [sms] with gateway and from to {} (see README, \"By SMS\"), or give --gateway and --from",
                 self.home().config().display()
             )));
         }
         let config: SmsConfig = table.try_into().map_err(|e: toml::de::Error| {
-            NodeError::Input(format!(
+            NodeError::Settings(format!(
                 "[sms] in {}: {}",
                 self.home().config().display(),
                 e.message()
@@ -213,7 +213,7 @@ impl Node {
             out
         };
         if targets.is_empty() {
-            return Err(NodeError::Input(
+            return Err(NodeError::NoRecipient(
                 "no member has published a phone number yet (`ferry contact set --phone` on their laptops); give --to +NUMBER".into(),
             ));
         }
@@ -431,7 +431,7 @@ impl Node {
     ) -> Result<SmsReceiveReport, NodeError> {
         let mut transport = self.sms_transport(flags)?;
         if let Some(why) = listen_only(transport.config()) {
-            return Err(NodeError::Input(why));
+            return Err(NodeError::Settings(why));
         }
         let mut report = SmsReceiveReport::default();
         let mut quiet = Quiet::default();

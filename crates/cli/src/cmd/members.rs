@@ -1,0 +1,445 @@
+//! Commands about the members of the dataset: init, invite, contact and rule.
+
+use super::open;
+use crate::output::{self, out};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use ferry_model::{MemberId, Rule};
+use ferry_node::{Contact, Home, InvitationFile, Node, NodeError};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub(crate) struct InitArgs {
+    /// A name for this laptop, e.g. hq or clinic-a
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    mode: Mode,
+    /// With --join: the invitation's one-time code, XXXX-XXXX-XXXX, that `ferry invite`
+    /// showed the admin [asked for when not given and a terminal is attached]
+    #[arg(
+        long,
+        value_name = "CODE",
+        env = "FERRY_INVITE_CODE",
+        hide_env_values = true
+    )]
+    code: Option<String>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Mode {
+    /// Create a new dataset with this name; this laptop becomes its admin
+    #[arg(long, value_name = "DATASET")]
+    create: Option<String>,
+    /// Join a dataset with an invitation file from its admin
+    #[arg(long, value_name = "INVITE_FILE")]
+    join: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct RejoinArgs {
+    /// The new invitation file
+    #[arg(long, value_name = "INVITE_FILE")]
+    join: PathBuf,
+    /// The new invitation's one-time code [asked for when not given and a terminal is
+    /// attached]
+    #[arg(
+        long,
+        value_name = "CODE",
+        env = "FERRY_INVITE_CODE",
+        hide_env_values = true
+    )]
+    code: Option<String>,
+    /// A new name for this laptop [default: the old one]
+    #[arg(long)]
+    name: Option<String>,
+    /// Rejoin although this laptop has not been told that the admin refused it (when the
+    /// admin said so some other way)
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct InviteArgs {
+    /// Where to write the invitation (a file that does not exist yet)
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// A name for the new member, e.g. clinic-b
+    #[arg(long)]
+    label: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ContactAction {
+    /// Publish this laptop's email address and/or phone number (used by `ferry send email/sms`)
+    #[command(after_help = "\
+Examples:
+  ferry contact set --email clinic-a@example.org --phone +254712345678
+  ferry contact set --phone +254712345678     (the email address stays as it was)
+
+The other members learn it with the next sync, whichever way it goes.
+
+Exit status: 0 published; 1 failed (the line says why); 2 usage mistake (no option, or an
+address or number that is not one).")]
+    Set {
+        /// Email address, e.g. clinic-a@example.org
+        #[arg(long)]
+        email: Option<String>,
+        /// Phone number in international form, e.g. +254712345678
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    /// Every member's published addresses
+    #[command(after_help = "\
+Examples:
+  ferry contact list
+  ferry contact list --json    (a JSON array of {\"member\", \"label\", \"email\", \"phone\"})
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RuleAction {
+    /// Set the rule of a field (admin only): conflict, lww, max, min, counter, set or first
+    #[command(after_help = "\
+Examples:
+  ferry rule set stock nets counter     (increments made on other laptops add up)
+  ferry rule set patients tags set      (a field of words: ferry add, ferry remove)
+
+Exit status: 0 set (the others get it with the next sync); 1 failed (not the admin, or the
+line says why); 2 usage mistake (such as an unknown rule).")]
+    Set {
+        /// Collection
+        collection: String,
+        /// Field
+        field: String,
+        /// conflict | lww | max | min | counter | set | first
+        rule: String,
+    },
+    /// List the rules that are set
+    #[command(after_help = "\
+Examples:
+  ferry rule list
+  ferry rule list --json    (a JSON array of {\"collection\", \"field\", \"rule\"})
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ferry rejoin`.
+pub(crate) fn rejoin(home: Option<PathBuf>, a: RejoinArgs) -> Result<()> {
+    let home = Home::resolve(home)?;
+    let invite = InvitationFile::read(&a.join)?;
+    let mut code = a.code;
+    if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
+        code = Some(ask_code()?);
+    }
+    let (node, r) = Node::rejoin(&home, a.name.as_deref(), &invite, code.as_deref(), a.force)?;
+    let id = node.identity();
+    out(format_args!(
+        "Joined dataset {:?} again as {:?} (member #{}; was member #{}). Your key fingerprint is {}.",
+        id.dataset_name,
+        id.label,
+        r.new_member,
+        r.old_member,
+        node.public_key().fingerprint()
+    ))?;
+    out(format_args!(
+        "wrote again {} record{} ({} value{}) that this laptop had written; the old database is kept in {}",
+        r.records,
+        if r.records == 1 { "" } else { "s" },
+        r.values,
+        if r.values == 1 { "" } else { "s" },
+        r.kept.display()
+    ))?;
+    for d in &r.deletes_not_carried {
+        out(format_args!(
+            "delete   {d} again after the first sync (this laptop had deleted it; a delete cannot be carried before the record arrives)"
+        ))?;
+    }
+    out(format_args!(
+        "Run `ferry sync DIR` to send them; you may now delete the invitation file."
+    ))
+}
+
+/// `ferry init`.
+pub(crate) fn init(home: Option<PathBuf>, a: InitArgs) -> Result<()> {
+    let home = Home::resolve(home)?;
+    let node = match (&a.mode.create, &a.mode.join) {
+        (Some(dataset), None) => Node::create(&home, &a.name, dataset)?,
+        (None, Some(path)) => {
+            let invite = InvitationFile::read(path)?;
+            let mut code = a.code;
+            if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
+                code = Some(ask_code()?);
+            }
+            let node = Node::join(&home, &a.name, &invite, code.as_deref())?;
+            // Said once it is used (a file that cannot join gets its error alone).
+            if !invite.needs_code() {
+                eprintln!(
+                    "NOTE: {} was written by an earlier ferry and is not protected by a code: whoever holds a copy of it can join; delete it",
+                    path.display()
+                );
+            }
+            node
+        }
+        _ => unreachable!("clap requires exactly one of --create and --join"),
+    };
+    let id = node.identity();
+    out(format_args!(
+        "Created node {:?} (member #{}) in {}",
+        id.label,
+        id.me.0,
+        home.root().display()
+    ))?;
+    if id.is_admin() {
+        out(format_args!(
+            "New dataset {:?} ({}). You are its admin: add laptops with `ferry invite --out FILE --label NAME`.",
+            id.dataset_name, id.dataset
+        ))
+    } else {
+        out(format_args!(
+            "Joined dataset {:?} ({}). Your key fingerprint is {}. Run `ferry sync DIR` to exchange data; you may now delete the invitation file.",
+            id.dataset_name,
+            id.dataset,
+            node.public_key().fingerprint()
+        ))
+    }
+}
+
+/// `ferry invite`.
+pub(crate) fn invite(home: Option<PathBuf>, a: InviteArgs) -> Result<()> {
+    let mut node = open(home)?;
+    let r = node.invite(&a.out, a.label.as_deref())?;
+    out(format_args!(
+        "Wrote invitation for {:?} (member #{}) to {}",
+        r.label,
+        r.member,
+        r.path.display()
+    ))?;
+    out(format_args!("code: {}", r.code))?;
+    out(format_args!(
+        "The file opens only with this code: give the code to the new laptop's user yourself (say it, or write it on paper), never on the same stick. On the new laptop run: ferry init --name {} --join {} (it asks for the code)",
+        r.label,
+        r.path.display()
+    ))
+}
+
+/// `ferry contact set|list`.
+pub(crate) fn contact(home: Option<PathBuf>, action: ContactAction) -> Result<()> {
+    let mut node = open(home)?;
+    match action {
+        ContactAction::Set { email, phone } => {
+            node.set_contact(email.as_deref(), phone.as_deref())?;
+            out(format_args!(
+                "Published; the other members learn it with the next sync"
+            ))
+        }
+        ContactAction::List { json: as_json } => {
+            let labels = node.labels()?;
+            let contacts = node.contacts()?;
+            if as_json {
+                let items: Vec<_> = contacts
+                    .iter()
+                    .map(|(m, c)| {
+                        serde_json::json!({
+                            "member": m.0,
+                            "label": labels.get(m),
+                            "email": c.email,
+                            "phone": c.phone,
+                        })
+                    })
+                    .collect();
+                out(format_args!("{}", serde_json::Value::Array(items)))
+            } else if contacts.is_empty() {
+                out(format_args!("No member has published an address yet."))
+            } else {
+                for (m, c) in &contacts {
+                    let label = labels.get(m).map_or("", String::as_str);
+                    out(format_args!("{}", contact_line(*m, label, c)))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `ferry rule set|list`.
+pub(crate) fn rule(home: Option<PathBuf>, action: RuleAction) -> Result<()> {
+    let mut node = open(home)?;
+    match action {
+        RuleAction::Set {
+            collection,
+            field,
+            rule,
+        } => {
+            let rule = parse_rule(&rule)?;
+            node.set_rule(&collection, &field, rule)?;
+            out(format_args!("{collection}.{field} now merges by {rule}"))
+        }
+        RuleAction::List { json: as_json } => {
+            let rules = node.rules()?.list();
+            if as_json {
+                let items: Vec<_> = rules
+                    .iter()
+                    .map(|(c, f, r)| {
+                        serde_json::json!({"collection": c, "field": f, "rule": r.name()})
+                    })
+                    .collect();
+                out(format_args!("{}", serde_json::Value::Array(items)))
+            } else if rules.is_empty() {
+                out(format_args!(
+                    "No rules set: every field keeps concurrent values and lists them as conflicts."
+                ))
+            } else {
+                for (c, f, r) in rules {
+                    out(format_args!(
+                        "{}.{}  {r}",
+                        output::shown(&c),
+                        output::shown(&f)
+                    ))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A rule's name as typed after `ferry rule set COLLECTION FIELD`; an unknown name is a usage
+/// mistake that lists the rules.
+fn parse_rule(name: &str) -> Result<Rule, NodeError> {
+    name.parse().map_err(NodeError::BadArgument)
+}
+
+/// The line `ferry contact list` prints for one member: number, label, email, phone, in
+/// columns; `-` for what it has not published.
+fn contact_line(m: MemberId, label: &str, c: &Contact) -> String {
+    format!(
+        "#{:<3} {:<16} {:<30} {}",
+        m.0,
+        output::shown(label),
+        output::shown(c.email.as_deref().unwrap_or("-")),
+        output::shown(c.phone.as_deref().unwrap_or("-"))
+    )
+}
+
+/// Asks for an invitation's one-time code on the terminal (one prompt line on stderr).
+fn ask_code() -> Result<String> {
+    use std::io::Write as _;
+    eprint!("Invitation code (XXXX-XXXX-XXXX, from the admin): ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the invitation code from the terminal")?;
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cli, Command};
+    use clap::Parser;
+    use clap::error::ErrorKind as Clap;
+    use ferry_node::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn init_takes_exactly_one_of_create_and_join() {
+        match parse(&["init", "--name", "hq", "--create", "Kisumu health visits"]) {
+            Ok(Command::Init(a)) => {
+                assert_eq!(a.name, "hq");
+                assert_eq!(a.mode.create.as_deref(), Some("Kisumu health visits"));
+                assert_eq!(a.mode.join, None);
+            }
+            _ => panic!("init --create does not parse"),
+        }
+        match parse(&["init", "--name", "a", "--join", "a.invite", "--code", "X"]) {
+            Ok(Command::Init(a)) => {
+                assert_eq!(a.mode.join, Some(PathBuf::from("a.invite")));
+                assert_eq!(a.code.as_deref(), Some("X"));
+            }
+            _ => panic!("init --join does not parse"),
+        }
+        let check = |args: &[&str], kind: Clap| match parse(args) {
+            Err(e) => {
+                assert_eq!(e.kind(), kind, "{args:?}: {e}");
+                assert_eq!(e.exit_code(), 2, "{args:?}");
+            }
+            Ok(_) => panic!("{args:?} parsed"),
+        };
+        check(&["init", "--name", "hq"], Clap::MissingRequiredArgument);
+        check(
+            &["init", "--name", "hq", "--create", "d", "--join", "f"],
+            Clap::ArgumentConflict,
+        );
+        check(&["init", "--create", "d"], Clap::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn contact_and_rule_have_their_actions() {
+        match parse(&["contact", "set", "--phone", "+254712345678"]) {
+            Ok(Command::Contact {
+                action: ContactAction::Set { email, phone },
+            }) => {
+                assert_eq!(email, None);
+                assert_eq!(phone.as_deref(), Some("+254712345678"));
+            }
+            _ => panic!("contact set does not parse"),
+        }
+        match parse(&["rule", "set", "stock", "nets", "counter"]) {
+            Ok(Command::Rule {
+                action: RuleAction::Set { rule, .. },
+            }) => assert_eq!(rule, "counter"),
+            _ => panic!("rule set does not parse"),
+        }
+        let e = parse(&["rule"]).err().expect("rule without an action");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn an_unknown_rule_is_a_usage_mistake_that_lists_the_rules() {
+        assert_eq!(parse_rule("counter").unwrap(), Rule::Counter);
+        let e = parse_rule("sum").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert_eq!(
+            e.to_string(),
+            "unknown rule \"sum\"; the rules are conflict, lww, max, min, counter, set, first"
+        );
+    }
+
+    #[test]
+    fn contact_line_puts_each_address_in_its_column() {
+        let c = Contact {
+            email: Some("clinic-a@example.org".into()),
+            phone: None,
+        };
+        assert_eq!(
+            contact_line(MemberId(2), "clinic-a", &c),
+            "#2   clinic-a         clinic-a@example.org           -"
+        );
+        let c = Contact {
+            email: None,
+            phone: Some("+254712345678".into()),
+        };
+        assert_eq!(
+            contact_line(MemberId(12), "x\x1b", &c),
+            "#12  x\\e              -                              +254712345678"
+        );
+    }
+}
