@@ -138,3 +138,75 @@ fn progress_json_gives_events_a_program_can_read_and_none_gives_nothing() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// Issue 12, item 4: `compact` and `purge` show progress through the whole job: the
+/// changes compacted (the end event counts what the summary line says was dropped), the
+/// deleted records purged, and the step that gives the space back to the disk.
+#[test]
+fn compact_and_purge_count_their_work_in_changes_and_records() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    for i in 0..30 {
+        hq.ok(&["put", "visits", &format!("v{i}"), "age=3"]);
+    }
+    for i in 0..10 {
+        hq.ok(&["delete", "visits", &format!("v{i}")]);
+    }
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    // Everyone gets everything, and HQ hears that they did (no automatic compaction has
+    // happened on HQ for the last round's acknowledgements yet when it compacts by hand).
+    for l in [&hq, &a, &b, &hq, &a, &b] {
+        l.ok(&["sync", s(&stick)]);
+    }
+    let events = |args: &[&str]| -> (Vec<serde_json::Value>, String) {
+        let mut all = vec!["--progress", "json"];
+        all.extend_from_slice(args);
+        let out = hq
+            .cmd(&all)
+            .env("FERRY_PROGRESS_EVERY_MS", "0")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let events = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        (events, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let end_of = |events: &[serde_json::Value], step: &str| -> serde_json::Value {
+        events
+            .iter()
+            .find(|e| e["event"] == "end" && e["step"] == step)
+            .cloned()
+            .unwrap_or_else(|| panic!("no end of {step:?} in {events:?}"))
+    };
+    let (ev, out) = events(&["purge"]);
+    let purged = end_of(&ev, "purging deleted records");
+    assert_eq!(purged["unit"], "records");
+    assert_eq!(purged["done"], purged["total"]);
+    assert_eq!(purged["total"], 10, "{ev:?}");
+    assert!(out.starts_with("Purged 10 deleted records"), "{out}");
+    let compacted = end_of(&ev, "compacting history");
+    assert_eq!(compacted["unit"], "changes");
+    assert_eq!(compacted["done"], compacted["total"]);
+    end_of(&ev, "giving the freed space back to the disk");
+
+    // A compaction with something to drop counts exactly what it dropped.
+    hq.ok(&["put", "visits", "late", "age=1"]);
+    for l in [&hq, &a, &b] {
+        l.ok(&["sync", s(&stick)]);
+    }
+    hq.ok(&["import", s(&stick)]);
+    let (ev, out) = events(&["compact"]);
+    let compacted = end_of(&ev, "compacting history");
+    let dropped: u64 = out
+        .strip_prefix("Compacted ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(dropped > 0, "{out}");
+    assert_eq!(compacted["total"], dropped, "{ev:?}\n{out}");
+    assert_eq!(compacted["done"], dropped);
+}

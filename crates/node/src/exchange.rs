@@ -1625,7 +1625,7 @@ impl Node {
             }
         };
         // Automatic compaction: history every member now holds is not needed any more.
-        let compacted = self.compact(false)?.dropped;
+        let compacted = self.compact(false, progress)?.dropped;
         Ok(SyncReport {
             import,
             export,

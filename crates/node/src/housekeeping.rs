@@ -3,6 +3,7 @@
 
 use crate::NodeError;
 use crate::node::Node;
+use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
 use ferry_model::VersionVector;
 use ferry_sync::Storage;
@@ -71,15 +72,47 @@ impl Node {
 
     /// Drops the bodies of commits every known member holds (members invited later get a
     /// snapshot instead). With `vacuum`, also gives the freed space back to the disk.
-    pub fn compact(&mut self, vacuum: bool) -> Result<CompactReport, NodeError> {
+    pub fn compact(
+        &mut self,
+        vacuum: bool,
+        progress: &dyn Progress,
+    ) -> Result<CompactReport, NodeError> {
         let bytes_before = self.store_bytes();
         let horizon = self.horizon()?;
         let mut tx = self.store.transaction(now_ms())?;
-        let dropped = tx.compact(&horizon)?;
+        // What there is to drop, so that the display counts towards it.
+        let compacted = {
+            let mut c = VersionVector::new();
+            for (a, _) in horizon.iter() {
+                c.set(a, tx.compacted(a)?);
+            }
+            c
+        };
+        // Commit 1 of each member (its genesis or join) is always kept.
+        let todo: u64 = horizon
+            .iter()
+            .map(|(a, n)| n.saturating_sub(compacted.get(a).max(1)))
+            .sum();
+        progress.begin("compacting history", Some(todo), Unit::Changes);
+        let mut dropped = 0;
+        for (a, n) in horizon.iter() {
+            let one: VersionVector = [(a, n)].into_iter().collect();
+            let d = tx.compact(&one)?;
+            dropped += d;
+            progress.advance(n.saturating_sub(compacted.get(a).max(1)));
+        }
         let total = tx.compacted_count()?;
         tx.commit()?;
+        progress.end();
         if vacuum {
+            progress.begin(
+                "giving the freed space back to the disk",
+                Some(self.store_bytes()),
+                Unit::Bytes,
+            );
             self.store.vacuum()?;
+            progress.advance(bytes_before);
+            progress.end();
         }
         Ok(CompactReport {
             dropped,
@@ -91,12 +124,19 @@ impl Node {
 
     /// Removes deleted records for good once every member has received their delete, and
     /// compacts the history that still holds their data.
-    pub fn purge(&mut self) -> Result<PurgeReport, NodeError> {
+    pub fn purge(&mut self, progress: &dyn Progress) -> Result<PurgeReport, NodeError> {
         let horizon = self.horizon()?;
         let bytes_before = self.store_bytes();
         let mut tx = self.store.transaction(now_ms())?;
         let mut report = PurgeReport::default();
-        for (collection, id, state) in tx.dead_records()? {
+        let dead = tx.dead_records()?;
+        progress.begin(
+            "purging deleted records",
+            Some(dead.len() as u64),
+            Unit::Records,
+        );
+        for (collection, id, state) in dead {
+            progress.advance(1);
             // Safe to forget when every member has seen every delete: no edit that did not
             // see them can still arrive, so nothing could conflict with them.
             if state.tombstones.iter().all(|t| horizon.covers(t.dot)) {
@@ -107,7 +147,8 @@ impl Node {
             }
         }
         tx.commit()?;
-        report.compact = self.compact(true)?;
+        progress.end();
+        report.compact = self.compact(true, progress)?;
         report.compact.bytes_before = bytes_before;
         Ok(report)
     }

@@ -1,7 +1,7 @@
 //! Commands that look after this laptop: status, doctor, verify, compact and purge.
 
 use super::{count, open};
-use crate::output::{self, out};
+use crate::output::{self, Bar, out};
 use anyhow::{Result, bail};
 use clap::Args;
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ pub(crate) struct VerifyArgs {
 /// `ferry compact`.
 pub(crate) fn compact(home: Option<PathBuf>) -> Result<()> {
     let mut node = open(home)?;
-    let r = node.compact(true)?;
+    let r = node.compact(true, &Bar::new())?;
     out(format_args!(
         "Compacted {} changes every member already holds ({} in all, counting earlier automatic compaction); store {} → {}",
         r.dropped,
@@ -47,7 +47,7 @@ pub(crate) fn compact(home: Option<PathBuf>) -> Result<()> {
 /// `ferry purge`.
 pub(crate) fn purge(home: Option<PathBuf>) -> Result<()> {
     let mut node = open(home)?;
-    let r = node.purge()?;
+    let r = node.purge(&Bar::new())?;
     out(format_args!(
         "Purged {} deleted records; store {} → {}",
         r.purged,
