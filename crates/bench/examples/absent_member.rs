@@ -7,6 +7,8 @@
 //! ```text
 //! cargo run --release -p ferry-bench --example absent_member              # 200 000 visits
 //! cargo run --release -p ferry-bench --example absent_member -- 20000     # or another size
+//! cargo run --release -p ferry-bench --example absent_member -- 200000 --write
+//!     # also writes the table to crates/bench/absent-member.md, which BENCHMARKS.md includes
 //! ```
 //!
 //! Goal (issue 12): a sync carrying a few new records costs what those records cost, and
@@ -22,10 +24,24 @@ use std::time::Instant;
 const ROUNDS: usize = 5;
 
 fn main() -> Result<()> {
-    let n: usize = match std::env::args().nth(1) {
-        Some(n) => n.parse().context("usage: absent_member [RECORDS]")?,
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let write = args.iter().any(|a| a == "--write");
+    let n: usize = match args.iter().find(|a| !a.starts_with("--")) {
+        Some(n) => n
+            .parse()
+            .context("usage: absent_member [RECORDS] [--write]")?,
         None => 200_000,
     };
+    // The report, as printed, for `--write`.
+    let mut md = String::new();
+    macro_rules! say {
+        ($($t:tt)*) => {{
+            let line = format!($($t)*);
+            println!("{line}");
+            md.push_str(&line);
+            md.push('\n');
+        }};
+    }
     let dir = tempfile::tempdir()?;
     let base = dir.path();
     let stick = base.join("stick");
@@ -42,7 +58,7 @@ fn main() -> Result<()> {
         None,
         &NoProgress,
     )?;
-    println!(
+    say!(
         "{n} visits loaded at HQ in {:.2} s ({} of JSON lines)",
         started.elapsed().as_secs_f64(),
         mb(jsonl.len() as u64)
@@ -53,16 +69,16 @@ fn main() -> Result<()> {
             node.sync(&stick, &NoProgress)?;
         }
     }
-    println!(
+    say!(
         "HQ, A and B synced and compacted: stick {}",
         mb(bytes(&stick))
     );
     let mut m = join(&mut hq, base, "clinic-m")?;
     m.sync(&stick, &NoProgress)?;
     drop(m);
-    println!("M joined, said hello on the stick and went away\n");
-    println!("| round | HQ sync | A sync | B sync | written this round | stick after |");
-    println!("|---:|---:|---:|---:|---|---:|");
+    say!("M joined, said hello on the stick and went away\n");
+    say!("| round | HQ sync | A sync | B sync | written this round | stick after |");
+    say!("|---:|---:|---:|---:|---|---:|");
     let mut serial = 0;
     for round in 1..=ROUNDS {
         for _ in 0..3 {
@@ -81,10 +97,14 @@ fn main() -> Result<()> {
                 wrote.push(format!("{who}: snapshot {}", mb(*len)));
             }
             if let Some((_, len, commits)) = &r.export.written {
-                wrote.push(format!("{who}: {commits} changes, {len} B"));
+                let changes = match commits {
+                    1 => "1 change".to_string(),
+                    n => format!("{n} changes"),
+                };
+                wrote.push(format!("{who}: {changes}, {len} B"));
             }
         }
-        println!(
+        say!(
             "| {round} | {:.3} s | {:.3} s | {:.3} s | {} | {} |",
             secs[0],
             secs[1],
@@ -103,9 +123,17 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     let want = n + serial;
-    println!("\nM comes back and syncs once: {back:.2} s, holds {held} of {want} visits");
+    say!("\nM comes back and syncs once: {back:.2} s, holds {held} of {want} visits");
     if held != want {
         bail!("M holds {held} visits, not {want}");
+    }
+    if write {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("absent-member.md");
+        let intro = format!(
+            "Measured with `cargo run --release -p ferry-bench --example absent_member -- {n} --write`: HQ and clinics A and B hold {n} visits, synced and compacted; laptop M joins afterwards, says hello on the stick once and goes away. Each round HQ records three visits and A one, then HQ, A and B each run `ferry sync` on the one stick.\n\n"
+        );
+        std::fs::write(&path, format!("{intro}{md}"))?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -363,6 +363,16 @@ pub fn write(dir: &Path, results: &[SizeResult], fixed: &Fixed) -> Result<()> {
     );
     let _ = writeln!(md, "![bytes per record](bytes-per-record.svg)\n");
     md.push_str(&tables(results, fixed));
+    md.push_str(&absent_member(dir));
     std::fs::write(dir.join("BENCHMARKS.md"), md)?;
     Ok(())
+}
+
+/// The section on a member that stays away, from `absent-member.md` (written by
+/// `cargo run --release -p ferry-bench --example absent_member -- 200000 --write`).
+pub fn absent_member(dir: &Path) -> String {
+    match std::fs::read_to_string(dir.join("absent-member.md")) {
+        Ok(text) => format!("\n### A member away for weeks\n\n{text}"),
+        Err(_) => String::new(),
+    }
 }

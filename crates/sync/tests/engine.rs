@@ -653,3 +653,60 @@ fn a_laptop_whose_date_is_two_years_ahead_is_accepted_but_does_not_win_every_lat
     let clock = hq.store.clock().unwrap();
     assert!(clock.ms() < T0 + 42 * DAY, "{clock}");
 }
+
+/// Issue 12, item 7: the admin records in `_members/N` the key of the device whose join it
+/// accepted, and only its own record counts. A member cannot write another member's key
+/// (skipped everywhere), and one that overwrites its own makes the admin record the accepted
+/// key again: no member can make another laptop believe the admin took someone else.
+#[test]
+fn only_the_admin_records_which_device_it_accepted_as_a_member() {
+    let (mut hq, mut a, mut b) = three();
+    let keys = |n: &SimNode, m: &str| {
+        ferry_sync::accepted_keys(
+            n.store
+                .records
+                .get(&("_members".to_string(), m.to_string())),
+        )
+    };
+    let (a_key, b_key) = (a.secret.public(), b.secret.public());
+    // The admin recorded both joins; the members received the records.
+    for n in [&hq, &a, &b] {
+        assert_eq!(keys(n, "2"), vec![a_key]);
+        assert_eq!(keys(n, "3"), vec![b_key]);
+    }
+    // Clinic A writes B's key and its own: B's is skipped everywhere; its own is its own
+    // record, so it may, but it is not the admin's and does not count.
+    let fake = Value::Bytes(vec![7; 32]);
+    a.engine
+        .commit_local(
+            &mut a.store,
+            vec![
+                Change::Record {
+                    collection: "_members".into(),
+                    id: "3".into(),
+                    ops: vec![set("key", fake.clone())],
+                },
+                Change::Record {
+                    collection: "_members".into(),
+                    id: "2".into(),
+                    ops: vec![set("key", fake)],
+                },
+            ],
+            T0 + 100,
+        )
+        .unwrap();
+    let from_a = a.bundle(&[]);
+    hq.ingest(&from_a).unwrap();
+    b.ingest(&from_a).unwrap();
+    assert_eq!(keys(&hq, "3"), vec![b_key]);
+    assert_eq!(keys(&b, "3"), vec![b_key], "B is not told it was refused");
+    // A's write superseded the admin's value of its own record; the admin writes it again,
+    // and everyone ends with the accepted key.
+    assert_eq!(keys(&hq, "2"), vec![a_key]);
+    let from_hq = hq.bundle(&[]);
+    for n in [&mut a, &mut b] {
+        n.ingest(&from_hq).unwrap();
+        assert_eq!(keys(n, "2"), vec![a_key]);
+        assert_eq!(keys(n, "3"), vec![b_key]);
+    }
+}
