@@ -430,7 +430,7 @@ fn measure(n: u64, memory: bool) -> Result<SizeResult> {
     std::fs::create_dir(&back)?;
     hq.export(&back, &NoProgress)?;
     a.import(&[back], &NoProgress)?;
-    a.compact(true)?;
+    a.compact(true, &NoProgress)?;
     r.store_compacted = store_bytes(a_home.root());
     Ok(r)
 }
