@@ -230,3 +230,151 @@ fn compaction_shrinks_the_store_and_a_member_invited_later_still_gets_everything
     assert_eq!(st["pending"], 0);
     assert_eq!(st["waiting_for_prerequisites"], 0);
 }
+
+/// Issue 11, item 2: the same value typed on two laptops at the same time is not a conflict
+/// (it shows once and is not listed), in every delivery order; the same drug list loaded on
+/// two clinics gives no conflict either; a different value still does.
+#[test]
+fn the_same_value_typed_on_two_laptops_is_not_a_conflict() {
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let (hq, a, b) = three(base);
+        let laptops = [&hq, &a, &b];
+        let stick = base.join("stick");
+        hq.ok(&["put", "visits", "v1", "test=pending", "age=30"]);
+        exchange(&laptops, &stick);
+        // Offline, all three record the same result; A and B also disagree on the age.
+        for l in laptops {
+            l.ok(&["put", "visits", "v1", "test=hiv"]);
+        }
+        a.ok(&["put", "visits", "v1", "age=31"]);
+        b.ok(&["put", "visits", "v1", "age=32"]);
+        let list = base.join("drugs.jsonl");
+        std::fs::write(
+            &list,
+            "{\"id\":\"d1\",\"name\":\"amoxicillin\"}\n{\"id\":\"d2\",\"name\":\"artemether\"}\n{\"id\":\"d3\",\"name\":\"ORS\"}\n",
+        )
+        .unwrap();
+        a.ok(&["load", "drugs", s(&list)]);
+        b.ok(&["load", "drugs", s(&list)]);
+        let ordered: Vec<&Laptop> = order.iter().map(|&i| laptops[i]).collect();
+        exchange(&ordered, &stick);
+        for l in laptops {
+            let c = conflicts(l);
+            let fields: Vec<_> = c
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| format!("{}/{} {}", x["collection"], x["id"], x["field"]))
+                .collect();
+            assert_eq!(
+                fields,
+                vec!["\"visits\"/\"v1\" \"age\"".to_string()],
+                "order {order:?}: only the differing ages are a conflict"
+            );
+            let v1: serde_json::Value =
+                serde_json::from_str(&l.ok(&["get", "visits", "v1", "--json"])).unwrap();
+            assert_eq!(v1["test"], "hiv");
+            let detail = l.ok(&["get", "visits", "v1", "--conflicts"]);
+            assert_eq!(
+                detail.matches("hiv").count(),
+                1,
+                "the same value shows once: {detail}"
+            );
+            let drugs = l.ok(&["list", "drugs"]);
+            assert_eq!(drugs.lines().count(), 3, "{drugs}");
+        }
+    }
+}
+
+/// Issue 11, item 3: a write that changes nothing makes no change: `put` of the value shown
+/// says so and writes nothing; re-loading an unchanged file reports every record unchanged
+/// and leaves nothing new to export; a file with one edit writes only that one.
+#[test]
+fn writes_that_change_nothing_make_no_change_and_nothing_travels() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, _a, _b) = three(base);
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    let mut jsonl = String::new();
+    for i in 0..500 {
+        jsonl.push_str(&format!(
+            "{{\"id\":\"v{i:03}\",\"village\":\"Kisumu Ndogo\",\"age\":{}}}\n",
+            i % 90
+        ));
+    }
+    let file = base.join("visits.jsonl");
+    std::fs::write(&file, &jsonl).unwrap();
+    assert_eq!(
+        hq.ok(&["load", "visits", s(&file)]).trim(),
+        "Loaded 500 records into \"visits\""
+    );
+    let wrote = hq.ok(&["export", s(&stick)]);
+    assert!(wrote.contains("wrote"), "{wrote}");
+    let before = files(&stick);
+
+    let out = hq.ok(&["load", "visits", s(&file)]);
+    assert!(out.contains(": 0 changed, 500 unchanged"), "{out}");
+    let out = hq.ok(&["put", "visits", "v007", "age=7"]);
+    assert!(out.starts_with("unchanged: visits/v007"), "{out}");
+    let out = hq.ok(&["export", s(&stick)]);
+    assert!(out.starts_with("nothing new to write"), "{out}");
+    assert_eq!(files(&stick), before, "nothing was written to the stick");
+
+    // One edited line: one record written, one change on the stick.
+    std::fs::write(
+        &file,
+        jsonl.replace(
+            "\"id\":\"v042\",\"village\":\"Kisumu Ndogo\"",
+            "\"id\":\"v042\",\"village\":\"Kondele\"",
+        ),
+    )
+    .unwrap();
+    let out = hq.ok(&["load", "visits", s(&file)]);
+    assert!(out.contains(": 1 changed, 499 unchanged"), "{out}");
+    let out = hq.ok(&["export", s(&stick)]);
+    assert!(out.contains("1 change)"), "{out}");
+    // A value that is the same on the screen but in conflict is written: it settles it.
+    let out = hq.ok(&["put", "visits", "v042", "village=Kondele", "age=43"]);
+    assert!(out.is_empty(), "the age changed: {out}");
+}
+
+/// Issue 11, item 4: `incr` on a field that is not a counter and `add`/`remove` on one that
+/// is not a set are refused (exit status 2) with one line naming the field's rule and the
+/// command that would allow it; nothing changes. Once the admin sets the rule, they work.
+#[test]
+fn edits_are_checked_against_the_fields_rule() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    hq.ok(&["put", "visits", "v1", "village=Kisumu Ndogo", "nets=3"]);
+    exchange(&[&hq, &a, &b], &stick);
+    let err = a.misuse(&["incr", "visits", "v1", "village", "1"]);
+    assert!(
+        err.contains("visits.village is a conflict field")
+            && err.contains("`ferry rule set visits village counter`"),
+        "{err}"
+    );
+    let err = a.misuse(&["add", "visits", "v1", "village", "x"]);
+    assert!(err.contains("`ferry rule set visits village set`"), "{err}");
+    let err = a.misuse(&["remove", "visits", "v1", "village", "Kisumu Ndogo"]);
+    assert!(err.contains("works only on set fields"), "{err}");
+    let v1: serde_json::Value =
+        serde_json::from_str(&a.ok(&["get", "visits", "v1", "--json"])).unwrap();
+    assert_eq!(v1["village"], "Kisumu Ndogo", "nothing changed");
+    // A laptop that has not received the rule yet is still refused; after a sync it works.
+    hq.ok(&["rule", "set", "visits", "nets", "counter"]);
+    a.misuse(&["incr", "visits", "v1", "nets", "2"]);
+    hq.ok(&["incr", "visits", "v1", "nets", "2"]);
+    exchange(&[&hq, &a, &b], &stick);
+    a.ok(&["incr", "visits", "v1", "nets", "-1"]);
+    exchange(&[&a, &b, &hq], &stick);
+    for l in [&hq, &a, &b] {
+        let v1: serde_json::Value =
+            serde_json::from_str(&l.ok(&["get", "visits", "v1", "--json"])).unwrap();
+        assert_eq!(v1["nets"], 4);
+    }
+}

@@ -426,12 +426,19 @@ fn a_laptop_whose_invitation_was_used_elsewhere_is_told_and_rejoins_with_its_rec
     let base = tempfile::tempdir().unwrap();
     let base = base.path();
     let hq = admin(base);
+    hq.ok(&["rule", "set", "stock", "boxes", "counter"]);
+    hq.ok(&["rule", "set", "visits", "tags", "set"]);
     let inv = base.join("b.invite");
     let code = hq.invite(&inv, "clinic-b");
     let first = Laptop::new(base, "first");
     first.join("clinic-b", &inv, code.as_deref());
     let second = Laptop::new(base, "second");
     second.join("clinic-b", &inv, code.as_deref());
+    // The second laptop learns the rules from a stick HQ wrote (it only reads it).
+    let rules = base.join("rules-stick");
+    std::fs::create_dir_all(&rules).unwrap();
+    hq.ok(&["export", s(&rules)]);
+    second.ok(&["import", s(&rules)]);
     first.ok(&["put", "visits", "f1", "age=31"]);
     second.ok(&["put", "visits", "s1", "village=Kisumu Ndogo", "age=7"]);
     second.ok(&["incr", "stock", "amoxicillin", "boxes", "12"]);

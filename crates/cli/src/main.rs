@@ -92,8 +92,12 @@ In village=\"Kisumu Ndogo\" the quotes only hold the two words together: the she
 them. To keep text that reads as a number as text, ferry must see double quotes around it:
 put the whole FIELD=VALUE in single quotes, as in 'code=\"34\"'.
 
-Exit status: 0 written; 1 failed (the line says why); 2 usage mistake (no FIELD=VALUE, or a
-reserved name such as the field id).")]
+A field that already shows VALUE (and is not in conflict) is left as it is; if nothing
+changes, nothing is written (it says `unchanged: …`) and nothing travels. On a counter field,
+put sets the count; on a set field, it replaces the set with that one word.
+
+Exit status: 0 written (or unchanged); 1 failed (the line says why); 2 usage mistake (no
+FIELD=VALUE, or a reserved name such as the field id).")]
     Put(records::PutArgs),
     /// Show a record
     #[command(after_help = "\
@@ -139,7 +143,8 @@ Examples:
   ferry incr stock kisumu nets -30
   ferry incr stock kisumu nets 5
 
-Exit status: 0; 1 failed (the line says why); 2 usage mistake (N is not a whole number).")]
+Exit status: 0; 1 failed (the line says why); 2 usage mistake (N is not a whole number, or
+the field's rule is not counter: the line names the command that makes it one).")]
     Incr(records::IncrArgs),
     /// Add strings to a set field (for tags)
     #[command(after_help = "\
@@ -147,14 +152,16 @@ Examples:
   ferry rule set patients tags set      (once, by the admin: the field is a set of words)
   ferry add patients p-1 tags tb hiv
 
-Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+Exit status: 0; 1 failed (the line says why); 2 usage mistake (such as a field whose rule is
+not set: the line names the command that makes it one).")]
     Add(records::AddArgs),
     /// Remove strings from a set field (an add made elsewhere at the same time wins)
     #[command(after_help = "\
 Examples:
   ferry remove patients p-1 tags hiv
 
-Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+Exit status: 0; 1 failed (the line says why); 2 usage mistake (such as a field whose rule is
+not set).")]
     Remove(records::RemoveArgs),
     /// This laptop's email address and phone number, published to every member
     #[command(after_help = "\
@@ -201,6 +208,8 @@ Examples:
 In a CSV file the record id is in the column named id; every other cell is read as a value
 after FIELD= on the command line (34 is an integer, 61.5 a decimal, true/false/null, anything
 else text; \"34\" in double quotes stays text), and an empty cell leaves that field as it is.
+Records that already show the file's values are counted as unchanged and nothing is written
+for them, so loading the same file again sends nothing.
 
 Exit status: 0 loaded; 1 nothing loaded (a bad file, named with its line); 2 usage mistake.")]
     Load(records::LoadArgs),

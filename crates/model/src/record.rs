@@ -481,23 +481,20 @@ impl RecordState {
             .collect()
     }
 
-    /// Whether some field holds more than one concurrent value, or a delete crossed an edit
+    /// Whether some field holds concurrent values that differ, or a delete crossed an edit
     /// (cheap: no allocation).
     pub fn has_conflict(&self) -> bool {
-        self.fields.values().any(|sibs| {
-            sibs.iter()
-                .filter(|s| matches!(s.entry, Entry::Value(_)))
-                .nth(1)
-                .is_some()
-        }) || self.delete_conflict()
+        self.fields.values().any(|sibs| differing(sibs)) || self.delete_conflict()
     }
 
-    /// Fields that hold more than one concurrent value, by name (whatever their rule).
+    /// Fields that hold concurrent values that differ, by name (whatever their rule). The
+    /// same value written concurrently on two laptops is not a conflict: it shows once, and
+    /// both writes are kept (with their authors).
     pub fn conflicted_fields(&self) -> Vec<&str> {
         self.fields
-            .keys()
-            .filter(|f| self.values(f).len() > 1)
-            .map(|f| f.as_str())
+            .iter()
+            .filter(|(_, sibs)| differing(sibs))
+            .map(|(f, _)| f.as_str())
             .collect()
     }
 
@@ -514,6 +511,18 @@ impl RecordState {
         self.fields
             .iter()
             .flat_map(|(f, sibs)| sibs.iter().map(move |s| (f.as_str(), s)))
+    }
+}
+
+/// Whether a field's concurrent assigned values are not all the same value.
+fn differing(sibs: &[Sibling]) -> bool {
+    let mut values = sibs.iter().filter_map(|s| match &s.entry {
+        Entry::Value(v) => Some(v),
+        _ => None,
+    });
+    match values.next() {
+        Some(first) => values.any(|v| v != first),
+        None => false,
     }
 }
 
@@ -573,6 +582,21 @@ mod tests {
         assert_eq!(r.values("w").len(), 1);
         assert_eq!(r.winner("w"), Some(&Value::Int(3)));
         assert!(r.conflicted_fields().is_empty());
+    }
+
+    #[test]
+    fn the_same_value_written_concurrently_is_not_a_conflict_and_both_writes_are_kept() {
+        let mut r = RecordState::default();
+        r.apply(st(1, 1, 10), &ctx(&[]), &set("w", 7));
+        r.apply(st(2, 1, 5), &ctx(&[]), &set("w", 7));
+        assert!(r.conflicted_fields().is_empty());
+        assert!(!r.has_conflict());
+        assert_eq!(r.values("w").len(), 2, "both authors' writes are kept");
+        assert_eq!(r.winner("w"), Some(&Value::Int(7)));
+        // A third, different value concurrent with both is a conflict again.
+        r.apply(st(3, 1, 1), &ctx(&[]), &set("w", 8));
+        assert_eq!(r.conflicted_fields(), vec!["w"]);
+        assert!(r.has_conflict());
     }
 
     #[test]

@@ -131,6 +131,19 @@ pub enum NodeError {
     /// given.
     #[error("{0}")]
     NoRecipient(String),
+    /// `incr` on a field that is not a counter, or `add`/`remove` on one that is not a set:
+    /// the edit would not mean what it says (a usage mistake, exit status 2).
+    #[error("{}", wrong_rule(collection, field, *rule, verb))]
+    WrongRule {
+        /// The collection.
+        collection: String,
+        /// The field.
+        field: String,
+        /// Its rule here.
+        rule: ferry_model::Rule,
+        /// The command: `incr`, `add` or `remove`.
+        verb: &'static str,
+    },
     /// `resolve` of a field that has no conflict here.
     #[error(
         "{collection}/{id} has no conflict on {field:?} here; see `ferry conflicts`, or use `ferry put` to change a value"
@@ -250,7 +263,7 @@ impl NodeError {
     pub fn kind(&self) -> ErrorKind {
         use NodeError as E;
         match self {
-            E::BadArgument(_) => ErrorKind::Usage,
+            E::BadArgument(_) | E::WrongRule { .. } => ErrorKind::Usage,
             E::BadInvite { .. }
             | E::InviteCodeNeeded(_)
             | E::WrongInviteCode { .. }
@@ -366,6 +379,21 @@ fn io_line(what: &str, path: &Path, e: &std::io::Error) -> String {
         ),
         _ => format!("{what} {}: {why}", path.display()),
     }
+}
+
+/// "visits.village is a conflict field: `ferry incr` works on counter fields …".
+fn wrong_rule(collection: &str, field: &str, rule: ferry_model::Rule, verb: &str) -> String {
+    let (wanted, what) = match verb {
+        "incr" => (
+            "counter",
+            "counter fields, whose increments made on different laptops add up",
+        ),
+        _ => ("set", "set fields, which hold a set of words"),
+    };
+    format!(
+        "{collection}.{field} is a {rule} field (its merge rule), and `ferry {verb}` works only on {what}: to make it one, the admin runs `ferry rule set {collection} {field} {wanted}` (on another laptop, sync first: rules arrive with the admin's bundles); to change its value, use `ferry put {collection} ID {field}=VALUE`",
+        rule = rule.name()
+    )
 }
 
 /// "no collection named X; collections here: a (3 records), …".

@@ -15,6 +15,7 @@ use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
 use crate::{Node, NodeError, json};
 use ferry_model::{Change, Op, Shown, Value, limits};
+use ferry_sync::Storage as _;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read, Write};
@@ -53,8 +54,10 @@ pub enum FileFormat {
 /// What `load` did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LoadReport {
-    /// Records written.
+    /// Records written (changed or new).
     pub records: u64,
+    /// Records of the file that already showed its values: nothing written for them.
+    pub unchanged: u64,
     /// Commits made.
     pub commits: u64,
 }
@@ -77,6 +80,7 @@ impl Node {
             FileFormat::JsonLines => Box::new(JsonRows::new(collection, &mut input)),
             FileFormat::Csv => Box::new(CsvRows::new(collection, &mut input)?),
         };
+        let rules = self.rules()?;
         let now = now_ms();
         let mut report = LoadReport::default();
         let mut tx = self.store.transaction(now)?;
@@ -89,12 +93,24 @@ impl Node {
             let read = rows.bytes_read();
             progress.advance(read.saturating_sub(shown_bytes));
             shown_bytes = read;
-            if let Change::Record { id, .. } = &change {
+            let mut change = change;
+            if let Change::Record { id, ops, .. } = &mut change {
                 if let Some(first) = tx.seen_at(id, line)? {
                     return Err(refused(
                         format!("id {id:?} appears on line {first} and line {line}"),
                         "keep one line per record",
                     ));
+                }
+                // Values the record already shows are not written again.
+                let state = tx.record(collection, id)?;
+                *ops = crate::node::changing_ops(
+                    state.as_ref(),
+                    |f| rules.of(collection, f),
+                    std::mem::take(ops),
+                );
+                if ops.is_empty() {
+                    report.unchanged += 1;
+                    continue;
                 }
             }
             let (ops, bytes) = change_size(&change);

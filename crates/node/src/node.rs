@@ -604,13 +604,15 @@ impl Node {
         })
     }
 
-    /// Sets fields of one record in one commit.
+    /// Sets fields of one record in one commit, and returns how many fields it changed: a
+    /// field that already shows the value (and is not in conflict) is left out, and a put
+    /// that changes nothing makes no commit, so nothing travels for it.
     pub fn put(
         &mut self,
         collection: &str,
         id: &str,
         fields: &[(String, Value)],
-    ) -> Result<(), NodeError> {
+    ) -> Result<usize, NodeError> {
         check_collection(collection)?;
         check_id(id)?;
         if fields.is_empty() {
@@ -621,14 +623,25 @@ impl Node {
         for (f, _) in fields {
             check_field(f)?;
         }
-        self.commit(vec![Change::Record {
-            collection: collection.into(),
-            id: id.into(),
-            ops: fields
+        let rules = self.rules()?;
+        let state = self.get(collection, id)?;
+        let ops = changing_ops(
+            state.as_ref(),
+            |f| rules.of(collection, f),
+            fields
                 .iter()
                 .map(|(f, v)| Op::Set(f.clone(), v.clone()))
                 .collect(),
-        }])
+        );
+        let changed = ops.len();
+        if changed > 0 {
+            self.commit(vec![Change::Record {
+                collection: collection.into(),
+                id: id.into(),
+                ops,
+            }])?;
+        }
+        Ok(changed)
     }
 
     /// Deletes a record. Returns `false` if there was no such live record.
@@ -867,7 +880,8 @@ impl Node {
         }])
     }
 
-    /// Adds `by` to a counter field (concurrent increments add up).
+    /// Adds `by` to a counter field (concurrent increments add up). Refused on a field whose
+    /// rule is not `counter` ([`NodeError::WrongRule`]).
     pub fn incr(
         &mut self,
         collection: &str,
@@ -875,7 +889,31 @@ impl Node {
         field: &str,
         by: i64,
     ) -> Result<(), NodeError> {
+        self.require_rule(collection, field, Rule::Counter, "incr")?;
         self.edit(collection, id, field, vec![Op::Incr(field.into(), by)])
+    }
+
+    /// Refuses an edit that only means something under `rule` on a field whose rule is
+    /// another.
+    fn require_rule(
+        &mut self,
+        collection: &str,
+        field: &str,
+        rule: Rule,
+        verb: &'static str,
+    ) -> Result<(), NodeError> {
+        check_collection(collection)?;
+        check_field(field)?;
+        let has = self.rules()?.of(collection, field);
+        if has == rule {
+            return Ok(());
+        }
+        Err(NodeError::WrongRule {
+            collection: collection.into(),
+            field: field.into(),
+            rule: has,
+            verb,
+        })
     }
 
     /// Adds strings to a set field.
@@ -886,6 +924,7 @@ impl Node {
         field: &str,
         elems: &[String],
     ) -> Result<(), NodeError> {
+        self.require_rule(collection, field, Rule::Set, "add")?;
         let ops = elems
             .iter()
             .map(|e| Op::Add(field.into(), e.clone()))
@@ -902,6 +941,7 @@ impl Node {
         field: &str,
         elems: &[String],
     ) -> Result<(), NodeError> {
+        self.require_rule(collection, field, Rule::Set, "remove")?;
         let ops = elems
             .iter()
             .map(|e| Op::Remove(field.into(), e.clone()))
@@ -1051,6 +1091,31 @@ fn member_label(member: MemberId, label: &str) -> Change {
         id: member.0.to_string(),
         ops: vec![Op::Set("label".into(), Value::Str(label.into()))],
     }
+}
+
+/// The ops of `ops` that change what the record shows: a `Set` of the value a field already
+/// shows under its rule is left out, unless the field is in conflict (the write settles it)
+/// or the record was deleted on one laptop while edited on another (the write keeps it).
+/// Other ops always count.
+pub(crate) fn changing_ops(
+    state: Option<&RecordState>,
+    rule_of: impl Fn(&str) -> Rule,
+    ops: Vec<Op>,
+) -> Vec<Op> {
+    let Some(state) = state.filter(|s| s.is_live() && !s.delete_conflict()) else {
+        return ops;
+    };
+    let conflicted = state.conflicted_fields();
+    ops.into_iter()
+        .filter(|op| match op {
+            Op::Set(f, v) => {
+                conflicted.contains(&f.as_str())
+                    || state.show(f, rule_of(f))
+                        != Some(ferry_model::record::Shown::Value(v.clone()))
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 /// The error for an invitation file that is already there (the words `write_private` uses).

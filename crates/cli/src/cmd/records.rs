@@ -149,7 +149,18 @@ pub(crate) fn put(home: Option<PathBuf>, a: PutArgs) -> Result<()> {
         .map(|f| parse_field(f))
         .collect::<Result<Vec<_>, _>>()?;
     let mut node = open(home)?;
-    node.put(&a.collection, &a.id, &fields)?;
+    if node.put(&a.collection, &a.id, &fields)? == 0 {
+        out(format_args!(
+            "unchanged: {}/{} already shows {}; nothing was written",
+            a.collection,
+            a.id,
+            if fields.len() == 1 {
+                "this value"
+            } else {
+                "these values"
+            }
+        ))?;
+    }
     Ok(())
 }
 
@@ -206,7 +217,7 @@ pub(crate) fn get(home: Option<PathBuf>, a: GetArgs) -> Result<()> {
                 output::shown(f),
                 output::field_value(&shown)
             ))?;
-            if conflicts && rec.values(f).len() > 1 {
+            if conflicts && conflicted.contains(&f) {
                 for (stamp, v) in rec.values(f) {
                     out(format_args!(
                         "    {}  by {} at {}",
@@ -348,9 +359,17 @@ pub(crate) fn load(home: Option<PathBuf>, a: LoadArgs) -> Result<()> {
         node.load(&collection, format, &mut r, len, &Bar::new())
             .with_context(|| file.display().to_string())?
     };
+    if r.unchanged == 0 {
+        return out(format_args!(
+            "Loaded {} into {collection:?}",
+            count(r.records, "record", "records")
+        ));
+    }
     out(format_args!(
-        "Loaded {} into {collection:?}",
-        count(r.records, "record", "records")
+        "Loaded {} into {collection:?}: {} changed, {} unchanged (nothing is written or sent for those)",
+        count(r.records + r.unchanged, "record", "records"),
+        r.records,
+        r.unchanged
     ))
 }
 
