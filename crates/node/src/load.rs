@@ -84,6 +84,9 @@ impl Node {
         let now = now_ms();
         let mut report = LoadReport::default();
         let mut tx = self.store.transaction(now)?;
+        // Into a collection with no record yet (the usual first load), no line can repeat
+        // a value already shown: nothing to look up.
+        let fresh = !tx.has_collection(collection)?;
         tx.begin_seen()?;
         let mut batch = Vec::with_capacity(LOAD_BATCH);
         let (mut batch_ops, mut batch_bytes) = (0usize, 0usize);
@@ -102,7 +105,11 @@ impl Node {
                     ));
                 }
                 // Values the record already shows are not written again.
-                let state = tx.record(collection, id)?;
+                let state = if fresh {
+                    None
+                } else {
+                    tx.record(collection, id)?
+                };
                 *ops = crate::node::changing_ops(
                     state.as_ref(),
                     |f| rules.of(collection, f),
