@@ -378,3 +378,108 @@ fn edits_are_checked_against_the_fields_rule() {
         assert_eq!(v1["nets"], 4);
     }
 }
+
+/// Issue 11, item 6: many conflicts at once. `resolve --all --dry-run` says what it would
+/// keep and changes nothing; `--prefer max` on one field settles those conflicts in one
+/// change that every laptop applies, in any order; `--prefer author=LABEL` keeps that
+/// member's values; a record deleted on one laptop and edited on another is left, named.
+#[test]
+fn many_conflicts_are_resolved_at_once_by_a_stated_preference() {
+    for order in [[0, 1, 2], [2, 0, 1]] {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let (hq, a, b) = three(base);
+        let laptops = [&hq, &a, &b];
+        let stick = base.join("stick");
+        for i in 0..5 {
+            hq.ok(&[
+                "put",
+                "visits",
+                &format!("v{i}"),
+                "age=30",
+                "village=Kisumu",
+            ]);
+        }
+        hq.ok(&["put", "visits", "gone", "age=1"]);
+        exchange(&laptops, &stick);
+        for i in 0..5 {
+            let id = format!("v{i}");
+            a.ok(&[
+                "put",
+                "visits",
+                &id,
+                &format!("age={}", 40 + i),
+                "village=Kondele",
+            ]);
+            b.ok(&[
+                "put",
+                "visits",
+                &id,
+                &format!("age={}", 50 - i),
+                "village=Nyalenda",
+            ]);
+        }
+        a.ok(&["delete", "visits", "gone"]);
+        b.ok(&["put", "visits", "gone", "age=2"]);
+        exchange(&[&a, &b, &hq], &stick);
+        assert_eq!(conflicts(&hq).as_array().unwrap().len(), 11);
+
+        let before = files(&stick);
+        let dry = hq.ok(&["resolve", "--all", "--prefer", "latest", "--dry-run"]);
+        assert_eq!(
+            dry.lines().filter(|l| l.starts_with("would keep")).count(),
+            10,
+            "{dry}"
+        );
+        assert!(
+            dry.lines()
+                .any(|l| l.starts_with("left") && l.contains("visits/gone (record)")),
+            "{dry}"
+        );
+        assert!(dry.contains("would resolve 10 conflicts"), "{dry}");
+        assert_eq!(
+            conflicts(&hq).as_array().unwrap().len(),
+            11,
+            "nothing changed"
+        );
+        hq.ok(&["sync", s(&stick)]);
+        assert_eq!(files(&stick), before, "nothing to send after a dry run");
+
+        let out = hq.ok(&["resolve", "--all", "--field", "age", "--prefer", "max"]);
+        assert!(out.contains("resolved 5 conflicts in one change"), "{out}");
+        let out = a.ok(&[
+            "resolve",
+            "--all",
+            "--prefer",
+            "author=clinic-b",
+            "--collection",
+            "visits",
+        ]);
+        // A has not seen HQ's change: it settles the ages too. Both keep 50 − i there, so
+        // the two resolutions (concurrent, with the same values) are no new conflict.
+        assert!(out.contains("resolved 10 conflicts"), "{out}");
+        let ordered: Vec<&Laptop> = order.iter().map(|&i| laptops[i]).collect();
+        exchange(&ordered, &stick);
+        for l in laptops {
+            let c = conflicts(l);
+            let left: Vec<_> = c
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["id"].clone())
+                .collect();
+            assert_eq!(
+                left,
+                vec![serde_json::json!("gone")],
+                "order {order:?}: {c}"
+            );
+            for i in 0..5 {
+                let v: serde_json::Value =
+                    serde_json::from_str(&l.ok(&["get", "visits", &format!("v{i}"), "--json"]))
+                        .unwrap();
+                assert_eq!(v["age"], 50 - i, "max of 40+i and 50-i");
+                assert_eq!(v["village"], "Nyalenda", "clinic-b's value");
+            }
+        }
+    }
+}

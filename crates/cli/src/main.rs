@@ -132,9 +132,17 @@ Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
 Examples:
   ferry conflicts                                      (what is in conflict)
   ferry resolve visits v-2026-000123 weight_kg 61.8    (keep 61.8, for everyone)
+  ferry resolve --all --prefer latest --dry-run        (what keeping the shown values would do)
+  ferry resolve --all --collection visits --field age --prefer max
+  ferry resolve --all --prefer author=clinic-a         (clinic-a's values, where it wrote one)
 
-Exit status: 0 resolved; 1 no such conflict here (the line says what to use instead); 2 usage
-mistake.")]
+--all settles every matching conflict in one change and prints each value it kept (with
+--dry-run: would keep). A record deleted on one laptop while edited on another is left
+(`ferry delete` or `ferry put` settles it), and so is a conflict none of whose values the
+author=LABEL member wrote.
+
+Exit status: 0 resolved (or nothing to resolve); 1 no such conflict here (the line says what
+to use instead); 2 usage mistake (such as an unknown preference or member).")]
     Resolve(records::ResolveArgs),
     /// Add N (may be negative) to a counter field; increments made on other laptops add up
     #[command(after_help = "\

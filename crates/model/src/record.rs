@@ -537,7 +537,7 @@ fn sibling_key(s: &Sibling) -> (Dot, u8, &str) {
 
 /// Numbers by numeric value (integers and floats together), then anything else by
 /// [`Value::total_cmp`].
-fn numeric_cmp(a: &Value, b: &Value) -> Ordering {
+pub fn numeric_cmp(a: &Value, b: &Value) -> Ordering {
     let num = |v: &Value| match v {
         Value::Int(i) => Some(*i as f64),
         Value::Float(x) => Some(*x),

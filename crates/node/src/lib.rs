@@ -25,6 +25,7 @@ mod medium;
 mod node;
 mod progress;
 mod rejoin;
+mod resolve;
 mod serial;
 mod sms;
 pub mod time;
@@ -52,6 +53,7 @@ pub use node::{
 };
 pub use progress::{NoProgress, Progress, Unit};
 pub use rejoin::{RefusedMembership, RejoinReport};
+pub use resolve::{Prefer, ResolveAllReport, Settled};
 pub use serial::{
     Flow, LinkStats, ListenEvent, ProgressReport, STRANGER_AIRTIME, SerialFlags, SerialProgress,
     SerialReport,

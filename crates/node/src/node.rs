@@ -249,7 +249,7 @@ pub struct ConflictView {
     pub values: Vec<ConflictValue>,
 }
 
-fn ser_value<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_value<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
     json::to_json(v).serialize(s)
 }
 

@@ -54,13 +54,34 @@ pub(crate) struct CollectionsArgs {
 #[derive(Args)]
 pub(crate) struct ResolveArgs {
     /// Collection
-    collection: String,
+    #[arg(required_unless_present = "all")]
+    collection: Option<String>,
     /// Record id
-    id: String,
+    #[arg(required_unless_present = "all")]
+    id: Option<String>,
     /// The conflicted field
-    field: String,
+    #[arg(required_unless_present = "all")]
+    field: Option<String>,
     /// The value to keep (same typing as `put`)
-    value: String,
+    #[arg(required_unless_present = "all")]
+    value: Option<String>,
+    /// Settle every conflict (of --collection, on --field) at once, keeping the value
+    /// --prefer picks, in one change
+    #[arg(long, conflicts_with_all = ["collection", "id", "field", "value"], requires = "prefer")]
+    all: bool,
+    /// With --all: only this collection's conflicts
+    #[arg(long = "collection", value_name = "COLLECTION", requires = "all")]
+    only_collection: Option<String>,
+    /// With --all: only conflicts on this field
+    #[arg(long = "field", value_name = "FIELD", requires = "all")]
+    only_field: Option<String>,
+    /// With --all: which value to keep — latest (the one shown), max, min, or author=LABEL
+    /// (the value that member wrote; conflicts without one are left)
+    #[arg(long, value_name = "PREFERENCE", requires = "all")]
+    prefer: Option<ferry_node::Prefer>,
+    /// With --all: only say what it would settle; change nothing
+    #[arg(long, requires = "all")]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -292,17 +313,65 @@ pub(crate) fn collections(home: Option<PathBuf>, a: CollectionsArgs) -> Result<(
 
 /// `ferry resolve`.
 pub(crate) fn resolve(home: Option<PathBuf>, a: ResolveArgs) -> Result<()> {
-    let ResolveArgs {
-        collection,
-        id,
-        field,
-        value,
-    } = a;
+    if a.all {
+        return resolve_all(home, a);
+    }
+    let (Some(collection), Some(id), Some(field), Some(value)) =
+        (a.collection, a.id, a.field, a.value)
+    else {
+        unreachable!("clap requires them without --all");
+    };
     let mut node = open(home)?;
     node.resolve(&collection, &id, &field, Value::parse(&value))?;
     out(format_args!(
         "Resolved {collection}/{id} {field} = {value}; the other laptops drop the conflict once this change reaches them"
     ))
+}
+
+/// `ferry resolve --all`.
+fn resolve_all(home: Option<PathBuf>, a: ResolveArgs) -> Result<()> {
+    let prefer = a.prefer.expect("clap requires --prefer with --all");
+    let mut node = open(home)?;
+    let r = node.resolve_all(
+        a.only_collection.as_deref(),
+        a.only_field.as_deref(),
+        &prefer,
+        a.dry_run,
+    )?;
+    let verb = if r.dry_run { "would keep" } else { "kept" };
+    for s in &r.settled {
+        out(format_args!(
+            "{verb} {}/{} {} = {} (by {}, of {} values)",
+            output::shown(&s.collection),
+            output::shown(&s.id),
+            output::shown(&s.field),
+            output::value(&s.value),
+            output::shown(&s.author),
+            s.of
+        ))?;
+    }
+    for l in &r.left {
+        out(format_args!("left     {}", output::shown(l)))?;
+    }
+    let n = r.settled.len();
+    let conflicts = count(n as u64, "conflict", "conflicts");
+    match (n, r.dry_run) {
+        (0, _) => out(format_args!(
+            "no conflict to settle{}",
+            if r.left.is_empty() {
+                " matches (see `ferry conflicts`)"
+            } else {
+                " this way"
+            }
+        )),
+        (_, true) => out(format_args!(
+            "would resolve {conflicts} in one change (nothing was written: run it again without --dry-run)"
+        )),
+        (_, false) => out(format_args!(
+            "resolved {conflicts} in one change; the other laptops drop {} once it reaches them",
+            if n == 1 { "it" } else { "them" }
+        )),
+    }
 }
 
 /// `ferry incr`.

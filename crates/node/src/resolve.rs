@@ -1,0 +1,173 @@
+//! Many conflicts at once: `ferry resolve --all`.
+
+use crate::error::NodeError;
+use crate::node::{ConflictView, Node};
+use ferry_model::record::numeric_cmp;
+use ferry_model::{Change, Op, Value};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Which of a conflict's values `resolve --all` keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prefer {
+    /// The one shown now (the latest by ferry's clock).
+    Latest,
+    /// The largest (numbers by value; numbers above text).
+    Max,
+    /// The smallest.
+    Min,
+    /// The one this member wrote (by label); a conflict without one is left.
+    Author(String),
+}
+
+impl std::str::FromStr for Prefer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latest" => Ok(Prefer::Latest),
+            "max" => Ok(Prefer::Max),
+            "min" => Ok(Prefer::Min),
+            _ => match s.strip_prefix("author=") {
+                Some(label) if !label.is_empty() => Ok(Prefer::Author(label.to_string())),
+                _ => Err(format!(
+                    "{s:?} is not a preference: use latest, max, min or author=LABEL (a member's label, as `ferry status` lists them)"
+                )),
+            },
+        }
+    }
+}
+
+/// One conflict `resolve --all` settled (or would settle).
+#[derive(Clone, Debug, Serialize)]
+pub struct Settled {
+    /// Collection.
+    pub collection: String,
+    /// Record id.
+    pub id: String,
+    /// Field.
+    pub field: String,
+    /// The value kept.
+    #[serde(serialize_with = "crate::node::ser_value")]
+    pub value: Value,
+    /// Who wrote it.
+    pub author: String,
+    /// How many concurrent values it settles.
+    pub of: usize,
+}
+
+/// What `resolve --all` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ResolveAllReport {
+    /// The conflicts settled, in the order `conflicts` lists them.
+    pub settled: Vec<Settled>,
+    /// Conflicts that matched but were left, with why (`collection/id field: why`).
+    pub left: Vec<String>,
+    /// Whether nothing was written (`--dry-run`).
+    pub dry_run: bool,
+}
+
+/// Conflicts settled per commit: one change for any usual number, bounded like a load.
+const RESOLVE_BATCH: usize = 1000;
+
+impl Node {
+    /// Settles every conflict of `collection` (all when `None`) on `field` (all when
+    /// `None`) by keeping the value `prefer` picks, in one change (one per thousand
+    /// records); with `dry_run`, only says what it would do. Records deleted on one laptop
+    /// while edited on another are left (`delete` or `put` settles them), as are conflicts
+    /// where `prefer` names an author that wrote none of the values.
+    pub fn resolve_all(
+        &mut self,
+        collection: Option<&str>,
+        field: Option<&str>,
+        prefer: &Prefer,
+        dry_run: bool,
+    ) -> Result<ResolveAllReport, NodeError> {
+        if let Prefer::Author(label) = prefer {
+            let labels = self.labels()?;
+            if !labels.values().any(|l| l == label) {
+                let known: Vec<String> = labels.into_values().collect();
+                return Err(NodeError::BadArgument(format!(
+                    "no member is labelled {label:?}; members: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        let mut report = ResolveAllReport {
+            dry_run,
+            ..Default::default()
+        };
+        let matching = self.conflicts()?.into_iter().filter(|c| {
+            collection.is_none_or(|x| c.collection == x) && field.is_none_or(|f| c.field == f)
+        });
+        for c in matching {
+            if c.field == "(record)" {
+                report.left.push(format!(
+                    "{}/{} (record): deleted on one laptop and edited on another; `ferry delete` or `ferry put` settles it",
+                    c.collection, c.id
+                ));
+                continue;
+            }
+            match pick(&c, prefer) {
+                Some((value, author)) => report.settled.push(Settled {
+                    collection: c.collection.clone(),
+                    id: c.id.clone(),
+                    field: c.field.clone(),
+                    value,
+                    author,
+                    of: c.values.len(),
+                }),
+                None => report.left.push(format!(
+                    "{}/{} {}: none of its values was written by {}",
+                    c.collection,
+                    c.id,
+                    c.field,
+                    match prefer {
+                        Prefer::Author(l) => l.as_str(),
+                        _ => "that member",
+                    }
+                )),
+            }
+        }
+        if dry_run || report.settled.is_empty() {
+            return Ok(report);
+        }
+        // One Record change per record, with one Set per settled field.
+        let mut by_record: BTreeMap<(&str, &str), Vec<Op>> = BTreeMap::new();
+        for s in &report.settled {
+            by_record
+                .entry((s.collection.as_str(), s.id.as_str()))
+                .or_default()
+                .push(Op::Set(s.field.clone(), s.value.clone()));
+        }
+        let changes: Vec<Change> = by_record
+            .into_iter()
+            .map(|((collection, id), ops)| Change::Record {
+                collection: collection.into(),
+                id: id.into(),
+                ops,
+            })
+            .collect();
+        for chunk in changes.chunks(RESOLVE_BATCH) {
+            self.commit(chunk.to_vec())?;
+        }
+        Ok(report)
+    }
+}
+
+/// The value `prefer` keeps among a conflict's values, with its author.
+fn pick(c: &ConflictView, prefer: &Prefer) -> Option<(Value, String)> {
+    let chosen = match prefer {
+        Prefer::Latest => c.values.first(),
+        Prefer::Max => c
+            .values
+            .iter()
+            .max_by(|a, b| numeric_cmp(&a.value, &b.value)),
+        Prefer::Min => c
+            .values
+            .iter()
+            .min_by(|a, b| numeric_cmp(&a.value, &b.value)),
+        Prefer::Author(label) => c.values.iter().find(|v| &v.author == label),
+    }?;
+    Some((chosen.value.clone(), chosen.author.clone()))
+}
