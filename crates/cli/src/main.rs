@@ -202,6 +202,33 @@ The record is deleted on every laptop with the next syncs; `ferry purge` removes
 
 Exit status: 0 deleted; 1 no such record (the line says why); 2 usage mistake.")]
     Delete(records::DeleteArgs),
+    /// The history of a record: every change still held, who made it and when, with the
+    /// values before and after
+    #[command(after_help = "\
+Examples:
+  ferry log visits v-2026-000123
+  ferry log visits v-2026-000123 --json
+
+Each line is one change, oldest first: ferry's clock (the author laptop's clock, never
+earlier than a change it had already received), the author and its change number, then each
+field as before → after; `(+N concurrent)` marks values written at the same time elsewhere
+that survive beside it. History every laptop holds is compacted after syncs: the log then
+says so and starts at the oldest change still held (earlier values show as ?).
+
+Exit status: 0; 1 no such record (the line names the collections there are); 2 usage
+mistake.")]
+    Log(records::LogArgs),
+    /// Bring a deleted record back with the values it had before its last delete
+    #[command(after_help = "\
+Examples:
+  ferry restore visits v-2026-000123
+
+It writes the values back as a new change, which travels to the other laptops like any
+other. It needs the record's history up to the delete (not compacted away or purged here).
+
+Exit status: 0 restored; 1 not deleted, or its history is no longer held (the line says
+which); 2 usage mistake.")]
+    Restore(records::DeleteArgs),
     /// Load records from a file: JSON lines (one object per line with an "id" key) or, with
     /// --csv, a CSV file whose first row names the columns, one of them "id"
     ///
@@ -411,6 +438,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Add(a) => records::add(home, a),
         Command::Remove(a) => records::remove(home, a),
         Command::Delete(a) => records::delete(home, a),
+        Command::Log(a) => records::log(home, a),
+        Command::Restore(a) => records::restore(home, a),
         Command::Load(a) => records::load(home, a),
         Command::Dump(a) => records::dump(home, a),
         Command::Conflicts(a) => records::conflicts(home, a),

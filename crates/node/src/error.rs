@@ -144,6 +144,34 @@ pub enum NodeError {
         /// The command: `incr`, `add` or `remove`.
         verb: &'static str,
     },
+    /// No record of this id in the collection (live or deleted), and no history of one.
+    #[error("no record {id:?} in collection {collection:?}")]
+    NoRecord {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
+    /// `restore` of a record that is not deleted.
+    #[error(
+        "{collection}/{id} is not deleted: nothing to restore (`ferry log {collection} {id}` shows its history; `ferry put` changes a value)"
+    )]
+    NotDeleted {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
+    /// `restore` of a record whose values before its delete are no longer held here.
+    #[error(
+        "{collection}/{id} was deleted, but the values it had before are no longer held on this laptop (its history was compacted away or purged); a laptop that still holds them can restore it"
+    )]
+    HistoryGone {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
     /// `resolve` of a field that has no conflict here.
     #[error(
         "{collection}/{id} has no conflict on {field:?} here; see `ferry conflicts`, or use `ferry put` to change a value"
@@ -280,6 +308,9 @@ impl NodeError {
             | E::NoConflict { .. }
             | E::ResolveDeleted
             | E::NotRefused { .. }
+            | E::NoRecord { .. }
+            | E::NotDeleted { .. }
+            | E::HistoryGone { .. }
             | E::AlreadyExists(_) => ErrorKind::State,
             E::Io { .. } | E::ReadInput { .. } => ErrorKind::Io,
             E::Peer(_) | E::Queued(..) => ErrorKind::Transport,

@@ -1624,8 +1624,9 @@ impl Node {
                 });
             }
         };
-        // Automatic compaction: history every member now holds is not needed any more.
-        let compacted = self.compact(false, progress)?.dropped;
+        // Automatic compaction: history every member now holds is not needed any more, once
+        // it is older than a month (`ferry log` and `ferry restore` read what is younger).
+        let compacted = self.compact_older(progress)?.dropped;
         Ok(SyncReport {
             import,
             export,

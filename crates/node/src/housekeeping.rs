@@ -9,6 +9,10 @@ use ferry_model::VersionVector;
 use ferry_sync::Storage;
 use serde::Serialize;
 
+/// How long the automatic compaction after a sync keeps history (by ferry's clock): 30
+/// days. `ferry compact` and `ferry purge` drop it at once.
+pub const KEEP_HISTORY_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// What `compact` did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CompactReport {
@@ -77,8 +81,45 @@ impl Node {
         vacuum: bool,
         progress: &dyn Progress,
     ) -> Result<CompactReport, NodeError> {
-        let bytes_before = self.store_bytes();
         let horizon = self.horizon()?;
+        self.compact_upto(horizon, vacuum, progress)
+    }
+
+    /// The automatic compaction after a sync: like [`Node::compact`], but the history of
+    /// the last [`KEEP_HISTORY_MS`] (by ferry's clock) stays, so `ferry log` shows recent
+    /// changes and `ferry restore` can bring back a record deleted recently.
+    pub fn compact_older(&mut self, progress: &dyn Progress) -> Result<CompactReport, NodeError> {
+        let horizon = self.horizon()?;
+        let cutoff = now_ms().saturating_sub(KEEP_HISTORY_MS);
+        let mut upto = VersionVector::new();
+        {
+            let tx = self.read()?;
+            for (author, held) in horizon.iter() {
+                // An author's clock only grows along its chain: find the last commit up to
+                // `held` written before the cutoff.
+                let (mut lo, mut hi) = (tx.compacted(author)?.min(held), held);
+                while lo < hi {
+                    let mid = lo + (hi - lo).div_ceil(2);
+                    let old = tx.commit_hlc(author, mid)?.is_none_or(|h| h.ms() <= cutoff);
+                    if old {
+                        lo = mid;
+                    } else {
+                        hi = mid - 1;
+                    }
+                }
+                upto.set(author, lo);
+            }
+        }
+        self.compact_upto(upto, false, progress)
+    }
+
+    fn compact_upto(
+        &mut self,
+        horizon: VersionVector,
+        vacuum: bool,
+        progress: &dyn Progress,
+    ) -> Result<CompactReport, NodeError> {
+        let bytes_before = self.store_bytes();
         let mut tx = self.store.transaction(now_ms())?;
         // What there is to drop, so that the display counts towards it.
         let compacted = {

@@ -15,6 +15,7 @@ mod doctor;
 mod email;
 mod error;
 mod exchange;
+mod history;
 mod home;
 mod housekeeping;
 mod identity;
@@ -41,6 +42,7 @@ pub use exchange::{
 pub use ferry_sync::Accept;
 pub use ferry_transport::plain_io;
 pub use ferry_transport_email::EmailConfig;
+pub use history::{FieldChange, LogEntry, RecordLog, Restored};
 pub use home::Home;
 pub use housekeeping::{CompactReport, PurgeReport};
 pub use identity::Identity;

@@ -286,7 +286,7 @@ pub fn check_collection(c: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-fn check_id(id: &str) -> Result<(), NodeError> {
+pub(crate) fn check_id(id: &str) -> Result<(), NodeError> {
     if id.is_empty() || id.len() > limits::MAX_RECORD_ID {
         return Err(NodeError::BadArgument(format!(
             "record ids must be 1 to {} bytes",

@@ -132,6 +132,18 @@ pub(crate) struct DeleteArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct LogArgs {
+    /// Collection
+    collection: String,
+    /// Record id
+    id: String,
+    /// Print JSON: {"collection", "id", "truncated", "entries": [{"author", "seq", "at",
+    /// "deleted", "fields": [{"field", "before", "after", "concurrent"}]}]}
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub(crate) struct LoadArgs {
     /// Collection
     collection: String,
@@ -325,6 +337,77 @@ pub(crate) fn resolve(home: Option<PathBuf>, a: ResolveArgs) -> Result<()> {
     node.resolve(&collection, &id, &field, Value::parse(&value))?;
     out(format_args!(
         "Resolved {collection}/{id} {field} = {value}; the other laptops drop the conflict once this change reaches them"
+    ))
+}
+
+/// `ferry log`.
+pub(crate) fn log(home: Option<PathBuf>, a: LogArgs) -> Result<()> {
+    let mut node = open(home)?;
+    let log = node.log(&a.collection, &a.id)?;
+    if a.json {
+        return out(format_args!("{}", serde_json::to_string_pretty(&log)?));
+    }
+    out(format_args!(
+        "{}/{}: {}{}",
+        output::shown(&log.collection),
+        output::shown(&log.id),
+        count(log.entries.len() as u64, "change held", "changes held"),
+        if log.truncated {
+            " (older history was compacted away on this laptop: it starts here; earlier values show as ?)"
+        } else {
+            ""
+        }
+    ))?;
+    let unknown = if log.truncated { "?" } else { "—" };
+    for e in &log.entries {
+        let what = if e.deleted {
+            "deleted".to_string()
+        } else {
+            e.fields
+                .iter()
+                .map(|f| {
+                    let show = |s: &Option<Shown>| {
+                        s.as_ref()
+                            .map_or_else(|| unknown.to_string(), output::field_value)
+                    };
+                    let after = match &f.after {
+                        Some(s) => output::field_value(s),
+                        None => "(none)".to_string(),
+                    };
+                    let concurrent = match f.concurrent {
+                        0 => String::new(),
+                        n => format!(" (+{n} concurrent)"),
+                    };
+                    format!(
+                        "{}: {} → {after}{concurrent}",
+                        output::shown(&f.field),
+                        show(&f.before)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        out(format_args!(
+            "{}  {} #{}  {what}",
+            e.at,
+            output::shown(&e.author),
+            e.seq
+        ))?;
+    }
+    Ok(())
+}
+
+/// `ferry restore`.
+pub(crate) fn restore(home: Option<PathBuf>, a: DeleteArgs) -> Result<()> {
+    let mut node = open(home)?;
+    let r = node.restore(&a.collection, &a.id)?;
+    out(format_args!(
+        "Restored {}/{} ({}) as it was before {} deleted it at {}; the other laptops get it with the next sync",
+        output::shown(&a.collection),
+        output::shown(&a.id),
+        count(r.fields as u64, "field", "fields"),
+        output::shown(&r.deleted_by),
+        r.deleted_at
     ))
 }
 
