@@ -53,6 +53,8 @@ pub struct Outcome {
     pub commits: u64,
     /// Conflicted fields at the end.
     pub conflicts: usize,
+    /// Fields that hold the same value from concurrent writes at the end (not conflicts).
+    pub equal_values: usize,
     /// Commits that had to wait, stashed, during the run.
     pub stashed: u64,
     /// Commits that arrived before what they depend on and waited, pending.
@@ -195,6 +197,20 @@ impl World {
             }
             11 | 12 => Op::Set(field, Value::Float(self.rng.below(1000) as f64 / 10.0)),
             13 => Op::Set(field, Value::Str(format!("s{}", self.rng.below(50)))),
+            14 if id != FORKED_RECORD => {
+                // The same value typed on two laptops, neither having seen the other's.
+                // (The same draws whoever is rogue, so that an attacked run makes the same
+                // writes as its clean twin; a forked member writes only its own record.)
+                let others: Vec<usize> = joined.iter().copied().filter(|&j| j != i).collect();
+                let v = Value::Str(format!("same{}", self.rng.below(3)));
+                if !others.is_empty() {
+                    let j = self.pick(&others);
+                    if !(self.backup.is_some() && Some(j) == self.rogue) {
+                        self.log_write(j, id.clone(), Op::Set(field.clone(), v.clone()));
+                    }
+                }
+                Op::Set(field, v)
+            }
             _ => Op::Set(field, Value::Int(self.rng.below(1000) as i64)),
         };
         self.log_write(i, id, op);
@@ -674,6 +690,32 @@ impl World {
                 ));
             }
         }
+        // A field is listed as a conflict exactly when its concurrent values differ: the
+        // same value from two laptops is kept twice and not listed.
+        let mut equal_values = 0;
+        for ((c, id), r) in records {
+            for (f, sibs) in &r.fields {
+                let values: Vec<&Value> = sibs
+                    .iter()
+                    .filter_map(|x| match &x.entry {
+                        Entry::Value(v) => Some(v),
+                        _ => None,
+                    })
+                    .collect();
+                let differ = values.iter().any(|v| *v != values[0]);
+                let listed = conflicts
+                    .iter()
+                    .any(|(cc, ii, ff)| cc == c && ii == id && ff == f);
+                if listed != differ {
+                    return Err(format!(
+                        "seed {seed}: {c}/{id} {f} holds {values:?}, listed as a conflict: {listed}"
+                    ));
+                }
+                if values.len() > 1 && !differ {
+                    equal_values += 1;
+                }
+            }
+        }
         // No lost write.
         let mut by_record: BTreeMap<&str, Vec<&Write>> = BTreeMap::new();
         for w in &self.log {
@@ -727,6 +769,7 @@ impl World {
             deliveries: self.deliveries,
             commits: stored.total(),
             conflicts: conflicts.len(),
+            equal_values,
             stashed: self.stashed,
             pending: self.pending,
             snapshots: self.snapshots,

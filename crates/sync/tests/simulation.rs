@@ -27,13 +27,14 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     }
     let mut failures = Vec::new();
     let mut writes = 0;
-    let (mut forgeries, mut refused) = (0, 0);
+    let (mut forgeries, mut refused, mut equal_values) = (0, 0, 0);
     let mut forks = std::collections::BTreeMap::new();
     for seed in REGRESSION_SEEDS.iter().copied().chain(0..2_000) {
         match run_caught(seed) {
             Ok(o) => {
                 writes += o.writes;
                 forgeries += o.forgeries;
+                equal_values += o.equal_values;
                 refused += o.refused;
                 *forks.entry(format!("{:?}", o.fork)).or_insert(0u32) += 1;
             }
@@ -48,6 +49,10 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
         failures.join("\n")
     );
     assert!(writes > 10_000, "the runs made only {writes} writes");
+    assert!(
+        equal_values > 100,
+        "only {equal_values} fields ended with the same value from concurrent writes"
+    );
     assert!(
         forgeries > 10_000,
         "only {forgeries} forgeries were delivered"
