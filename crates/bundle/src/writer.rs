@@ -20,9 +20,11 @@ const SMALL: usize = 16 * 1024;
 /// The largest zstd window (and match table) a streaming writer uses: 2^22 = 4 MiB.
 const STREAM_WINDOW_LOG: u32 = 22;
 
+// wire-format: begin
 /// The postcard variant index of `Item::Commit` (bundles/SPEC.md §4), for writing a large
 /// commit without copying it; a test checks it against postcard's own encoding.
 const COMMIT_TAG: u8 = 3;
+// wire-format: end
 
 /// How to write a bundle.
 #[derive(Clone, Copy, Debug)]
@@ -163,6 +165,7 @@ impl<W: Write> BundleWriter<W> {
     pub fn push(&mut self, item: &Item) -> Result<(), BundleError> {
         // A large commit goes straight into the stream, without a copy of its bytes: a
         // 16 MiB value costs its own size in memory once, not three times.
+        // wire-format: begin
         if let Item::Commit(body) = item {
             if body.len() > SMALL {
                 let mut head = vec![COMMIT_TAG];
@@ -177,6 +180,7 @@ impl<W: Write> BundleWriter<W> {
                 return self.write_payload(body);
             }
         }
+        // wire-format: end
         self.scratch.clear();
         let bytes = postcard::to_extend(item, std::mem::take(&mut self.scratch))?;
         if let Some(Sink::Small(buf)) = self.sink.as_mut() {

@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+// wire-format: begin
 /// A hybrid logical clock reading: milliseconds since the Unix epoch in the high 48 bits and a
 /// logical counter in the low 16 bits. Comparing two `Hlc`s compares time first, then counter.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
 pub struct Hlc(pub u64);
+// wire-format: end
 
 impl Hlc {
     /// Largest physical time an `Hlc` can carry (year 10889).

@@ -11,6 +11,7 @@ use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
+// wire-format: begin
 /// An Ed25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PublicKey(pub [u8; 32]);
@@ -30,6 +31,7 @@ impl PublicKey {
         key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
             .is_ok()
     }
+    // wire-format: end
 
     /// A short fingerprint for people to compare: the first 8 bytes of the key, in hex.
     pub fn fingerprint(&self) -> String {
@@ -37,6 +39,7 @@ impl PublicKey {
     }
 }
 
+// wire-format: begin
 /// An Ed25519 signature (64 bytes, encoded without a length prefix).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Signature(pub [u8; 64]);
@@ -78,6 +81,8 @@ impl<'de> Deserialize<'de> for Signature {
         d.deserialize_tuple(64, V)
     }
 }
+
+// wire-format: end
 
 /// An Ed25519 signing key. The secret never leaves the node's home folder, except inside an
 /// invitation (which carries a one-time invitation key, not a member key).

@@ -25,10 +25,12 @@ impl fmt::Display for MemberId {
     }
 }
 
+// wire-format: begin
 /// The random identifier of a dataset (8 bytes). It names the dataset; it is not a secret and
 /// it does not authenticate anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DatasetId(pub [u8; 8]);
+// wire-format: end
 
 impl DatasetId {
     /// Lower-case hex, 16 characters.
@@ -43,9 +45,11 @@ impl fmt::Display for DatasetId {
     }
 }
 
+// wire-format: begin
 /// A 32-byte BLAKE3 hash.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Hash(pub [u8; 32]);
+// wire-format: end
 
 impl Hash {
     /// Lower-case hex, 64 characters.
@@ -60,6 +64,7 @@ impl fmt::Debug for Hash {
     }
 }
 
+// wire-format: begin
 /// One event: the `seq`-th commit of `author`. Every write is identified by the dot of the
 /// commit that made it.
 #[derive(
@@ -71,6 +76,7 @@ pub struct Dot {
     /// The author's commit number, starting at 1.
     pub seq: u64,
 }
+// wire-format: end
 
 impl Dot {
     /// The `seq`-th commit of `author`.

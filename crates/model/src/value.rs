@@ -288,6 +288,7 @@ impl From<Value> for CompactValue {
     }
 }
 
+// wire-format: begin
 impl TryFrom<CompactValue> for Value {
     type Error = ValueParseError;
 
@@ -306,6 +307,7 @@ impl TryFrom<CompactValue> for Value {
         })
     }
 }
+// wire-format: end
 
 #[cfg(test)]
 mod tests {

@@ -819,6 +819,7 @@ impl Engine {
                     state,
                 } => {
                     if let Some(s) = &snapshot {
+                        // wire-format: begin
                         let state: RecordState = {
                             // Bounded like a commit: a record state holds at most as many
                             // siblings and tombstones as a commit may hold ops.
@@ -836,6 +837,7 @@ impl Engine {
                                 }
                             })?
                         };
+                        // wire-format: end
                         check_snapshot_record(&collection, &id, &state, &s.state)?;
                         st::<S, _>(store.put_record(&collection, &id, &state))?;
                         if collection == FORKS {
@@ -2143,11 +2145,13 @@ impl Engine {
         }
         let mut failed = None;
         st::<S, _>(store.visit_records(&mut |collection, id, state| {
+            // wire-format: begin
             let item = Item::SnapshotRecord {
                 collection: collection.to_string(),
                 id: id.to_string(),
                 state: postcard::to_allocvec(state).expect("a record state encodes"),
             };
+            // wire-format: end
             if let Err(e) = w.push(&item) {
                 failed = Some(e);
             }

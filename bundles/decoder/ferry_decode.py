@@ -1,0 +1,853 @@
+#!/usr/bin/python3
+"""A second, independent decoder of ferry bundles (format version 1), written from
+bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
+as JSON, in the form SPEC §12 defines; `crates/sync/tests/vectors.rs` checks that this is
+exactly what each vector pins.
+
+    /usr/bin/python3 bundles/decoder/ferry_decode.py bundles/vectors/valid-one-record
+
+It reads sealed bundles with the dataset key the vector names, checks every signature it can
+(strict Ed25519, §7) and every chain hash, and does not merge anything. Needs the Debian
+packages python3-cryptography and python3-zstandard; BLAKE3 is blake3.py beside it.
+"""
+
+import json
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import blake3  # noqa: E402
+import zstandard  # noqa: E402
+from cryptography.exceptions import InvalidSignature, InvalidTag  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
+
+# §8 limits
+MAX_ITEM = 16 * 1024 * 1024 + 64
+MAX_COMMIT = 16 * 1024 * 1024
+MAX_VECTOR = 65536
+MAX_NAMES = 65536
+MAX_CHANGES = 65536
+MAX_OPS = 262144
+MAX_RUNS = 65536
+MAX_PEER_RECEIPTS = 64
+MAX_SEQ = 2**63 - 1
+MAX_MS = 2**48 - 1
+MAX_NAME = 256
+MAX_ID = 1024
+MAX_LABEL = 256
+CHUNK = 65536
+TAG = 16
+EXPANSION_FLOOR = 64 * 1024 * 1024
+EXPANSION_RATIO = 256
+ADMIN = 1
+
+
+class Refused(Exception):
+    """The bundle is refused: a failure class and a reason, as SPEC §12 names them."""
+
+    def __init__(self, cls, reason):
+        super().__init__(cls, reason)
+        self.cls, self.reason = cls, reason
+
+
+class End(Exception):
+    """The bytes ended inside a value."""
+
+
+class Bad(Exception):
+    """Bytes that are not a valid encoding (postcard, §2)."""
+
+
+class Limit(Exception):
+    """More of something than §8 allows."""
+
+
+# --- §2 notation: postcard --------------------------------------------------------------
+
+class Reader:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+        self.ops_left = None  # the ops budget of one commit or record state (§8)
+
+    def byte(self):
+        if self.pos >= len(self.data):
+            raise End()
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def take(self, n):
+        if self.pos + n > len(self.data):
+            raise End()
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def varint(self, bits):
+        # At most ceil(bits / 7) bytes; the last byte may not carry bits past the type's.
+        most = (bits + 6) // 7
+        out = 0
+        for i in range(most):
+            b = self.byte()
+            out |= (b & 0x7F) << (7 * i)
+            if b & 0x80 == 0:
+                if i == most - 1 and b > (1 << (bits - 7 * i)) - 1:
+                    raise Bad("varint too large")
+                return out
+        raise Bad("varint does not end")
+
+    def u16(self):
+        return self.varint(16)
+
+    def u32(self):
+        return self.varint(32)
+
+    def u64(self):
+        return self.varint(64)
+
+    def length(self):
+        return self.varint(64)
+
+    def zigzag(self):
+        n = self.u64()
+        return (n >> 1) ^ -(n & 1)
+
+    def bytes_(self):
+        n = self.length()
+        if n > len(self.data) - self.pos:
+            raise End()
+        return self.take(n)
+
+    def string(self):
+        try:
+            return self.bytes_().decode("utf-8")
+        except UnicodeDecodeError:
+            raise Bad("not UTF-8")
+
+    def option(self):
+        b = self.byte()
+        if b > 1:
+            raise Bad("option tag")
+        return b == 1
+
+    def count(self, most):
+        n = self.length()
+        if n > most:
+            raise Limit()
+        return n
+
+    def ops(self):
+        """The length of a sequence counted against the ops budget."""
+        n = self.length()
+        if self.ops_left is not None:
+            if n > self.ops_left:
+                raise Limit()
+            self.ops_left -= n
+        return n
+
+    def vector(self):
+        """A VersionVector (§4): members strictly ascending, zeros dropped."""
+        out = []
+        last = None
+        for _ in range(self.count(MAX_VECTOR)):
+            m, n = self.u32(), self.u64()
+            if last is not None and m <= last:
+                raise Bad("version vector out of order")
+            if n > MAX_SEQ:
+                raise Bad("commit number too large")
+            last = m
+            if n:
+                out.append([m, n])
+        return out
+
+
+def hx(b):
+    return bytes(b).hex()
+
+
+# --- §7 signatures ------------------------------------------------------------------------
+
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+D = (-121665 * pow(121666, P - 2, P)) % P
+
+
+def _point(enc):
+    """Decompresses an Edwards point (RFC 8032 §5.1.3, y taken modulo p), or None."""
+    y = int.from_bytes(enc, "little") & ((1 << 255) - 1)
+    sign = enc[31] >> 7
+    y %= P
+    u, v = (y * y - 1) % P, (D * y * y + 1) % P
+    x = (u * pow(v, 3, P) * pow(u * pow(v, 7, P), (P - 5) // 8, P)) % P
+    if (v * x * x - u) % P != 0:
+        x = (x * pow(2, (P - 1) // 4, P)) % P
+        if (v * x * x - u) % P != 0:
+            return None
+    if sign:
+        x = (-x) % P
+    return (x, y)
+
+
+def _add(a, b):
+    (x1, y1), (x2, y2) = a, b
+    t = D * x1 * x2 * y1 * y2 % P
+    x = (x1 * y2 + x2 * y1) * pow(1 + t, P - 2, P) % P
+    y = (y1 * y2 + x1 * x2) * pow(1 - t, P - 2, P) % P
+    return (x, y)
+
+
+def _small_order(pt):
+    for _ in range(3):
+        pt = _add(pt, pt)
+    return pt == (0, 1)
+
+
+def verify(key, msg, sig):
+    """Strict Ed25519 (§7): S below the group order, neither the key nor R of small order,
+    then the RFC 8032 check."""
+    if len(sig) != 64 or int.from_bytes(sig[32:], "little") >= L:
+        return False
+    a, r = _point(key), _point(sig[:32])
+    if a is None or r is None or _small_order(a) or _small_order(r):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes(key)).verify(bytes(sig), bytes(msg))
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def head_message(dataset, member, seq, chain, digest):
+    m = b"ferry v1 head\0" + dataset + struct.pack("<IQ", member, seq) + chain
+    return m + (b"\x01" + digest if digest is not None else b"\x00")
+
+
+def chain_root(dataset, author):
+    return blake3.derive_key("ferry v1 chain root", dataset + struct.pack("<I", author))
+
+
+def chain_next(prev, seq, data):
+    return blake3.derive_key("ferry v1 commit chain", prev + struct.pack("<Q", seq) + data)
+
+
+# --- §5 commits ---------------------------------------------------------------------------
+
+def clock(h):
+    return [h >> 16, h & 0xFFFF]
+
+
+class Context:
+    """An author's chain context (§5.1)."""
+
+    def __init__(self, author, seq, hash_, hlc, deps, names):
+        self.author, self.seq, self.hash, self.hlc = author, seq, hash_, hlc
+        self.deps, self.names = dict(deps), list(names)
+
+
+def new_context(dataset, author):
+    return Context(author, 0, chain_root(dataset, author), 0, {}, [])
+
+
+def value(r, tag):
+    """A Value (§4.1 and the set ops of §5.2, which share tags 0–7), as SPEC §12's JSON."""
+    if tag == 0:
+        return None
+    if tag in (1, 2):
+        return tag == 2
+    if tag == 3:
+        return {"int": r.zigzag()}
+    if tag == 4:
+        m, e = r.zigzag(), r.byte()
+        return ("dec", m, e)
+    if tag == 5:
+        return ("f64", r.take(8))
+    if tag == 6:
+        return {"str": r.string()}
+    if tag == 7:
+        return {"bytes": hx(r.bytes_())}
+    raise Bad("value tag")
+
+
+class BadValue(Exception):
+    pass
+
+
+def float_value(v):
+    """Checks a float (§5.2) and gives its JSON form: the IEEE 754 bits in hex."""
+    if isinstance(v, tuple) and v[0] == "dec":
+        _, m, e = v
+        if abs(m) >= 2**53 or e > 22:
+            raise BadValue()
+        x = m / 10**e  # both exact: one correctly rounded division, as §5.2 says
+        return {"float": struct.pack(">d", x).hex()}
+    if isinstance(v, tuple) and v[0] == "f64":
+        x = struct.unpack("<d", v[1])[0]
+        if x != x or x in (float("inf"), float("-inf")):
+            raise BadValue()
+        return {"float": v[1][::-1].hex()}
+    return v
+
+
+def decode_commit(ctx, data, dataset, admin):
+    """Decodes the author's next commit (§5.2) and advances `ctx`; returns its JSON and,
+    for commit 1, the key it proves (§6). Raises Refused("commit failure", …)."""
+
+    def fail(reason):
+        raise Refused("commit failure", reason)
+
+    if len(data) > MAX_COMMIT:
+        fail("limit")
+    r = Reader(data)
+    r.ops_left = MAX_OPS
+    try:
+        ms, lc = r.u64(), r.u16()
+        deps = [(r.u32(), r.u64()) for _ in range(r.count(MAX_VECTOR))]
+        seen = r.zigzag() if r.option() else None
+        names = [r.string() for _ in range(r.count(MAX_NAMES))]
+        changes = []
+        for _ in range(r.count(MAX_CHANGES)):
+            tag = r.u32()
+            if tag == 0:
+                coll, rid = r.u32(), r.string()
+                ops = []
+                for _ in range(r.ops()):
+                    t = r.u32()
+                    if t <= 7:
+                        ops.append(("set", r.u32(), t, value(r, t)))
+                    elif t == 8:
+                        ops.append(("incr", r.u32(), r.zigzag()))
+                    elif t in (9, 10):
+                        ops.append(("add" if t == 9 else "remove", r.u32(), r.string()))
+                    elif t == 11:
+                        ops.append(("delete",))
+                    else:
+                        raise Bad("op tag")
+                changes.append(("record", coll, rid, ops))
+            elif tag == 1:
+                changes.append(("genesis", r.string(), r.string(), r.take(32)))
+            elif tag == 2:
+                member, label, invite_key, cert = r.u32(), r.string(), r.take(32), r.take(64)
+                changes.append(("join", member, label, invite_key, cert, r.take(32), r.take(64)))
+            else:
+                raise Bad("change tag")
+    except (End, Bad):
+        fail("malformed")
+    except Limit:
+        fail("limit")
+    if r.pos != len(data):
+        fail("trailing-bytes")
+    seq = ctx.seq + 1
+    if ms > MAX_MS:
+        fail("clock")
+    if ctx.seq == 0:
+        total = ms
+    else:
+        total = (ctx.hlc >> 16) + ms
+        if total > MAX_MS:
+            fail("clock")
+    hlc = (total << 16) | lc
+    if ctx.seq > 0 and hlc <= ctx.hlc:
+        fail("clock")
+    full = dict(ctx.deps)
+    last = None
+    for m, n in deps:
+        if last is not None and m <= last:
+            fail("deps")
+        last = m
+        if m == ctx.author or n <= full.get(m, 0):
+            fail("deps")
+        full[m] = n
+    if len(ctx.names) + len(names) > MAX_NAMES:
+        fail("limit")
+    table = list(ctx.names)
+    for n in names:
+        if not 1 <= len(n.encode()) <= MAX_NAME or n in table:
+            fail("name")
+        table.append(n)
+
+    def name(i):
+        if i >= len(table):
+            fail("name")
+        return table[i]
+
+    out, key = [], None
+    for i, ch in enumerate(changes):
+        first = seq == 1 and i == 0
+        if ch[0] == "record":
+            if first:
+                fail("membership")
+            _, coll, rid, ops = ch
+            if not 1 <= len(rid.encode()) <= MAX_ID:
+                fail("record-id")
+            jops = []
+            for op in ops:
+                if op[0] == "set":
+                    f = name(op[1])
+                    try:
+                        v = float_value(op[3])
+                    except BadValue:
+                        fail("value")
+                    jops.append({"op": "set", "field": f, "value": v})
+                elif op[0] == "incr":
+                    jops.append({"op": "incr", "field": name(op[1]), "by": op[2]})
+                elif op[0] in ("add", "remove"):
+                    jops.append({"op": op[0], "field": name(op[1]), "elem": op[2]})
+                else:
+                    jops.append({"op": "delete"})
+            out.append({"record": {"collection": name(coll), "id": rid, "ops": jops}})
+        elif ch[0] == "genesis":
+            _, dname, label, admin_key = ch
+            if not first or ctx.author != ADMIN:
+                fail("membership")
+            if len(dname.encode()) > MAX_LABEL or len(label.encode()) > MAX_LABEL:
+                fail("name")
+            out.append({"genesis": {"name": dname, "label": label, "admin_key": hx(admin_key)}})
+            if admin_key == admin:
+                key = admin_key
+        else:
+            _, member, label, invite_key, cert, member_key, join_sig = ch
+            if not first or ctx.author == ADMIN:
+                fail("membership")
+            out.append({"join": {
+                "member": member, "label": label, "invite_key": hx(invite_key),
+                "cert": hx(cert), "member_key": hx(member_key), "join_sig": hx(join_sig)}})
+            # §6, §7.3, §7.4: the admin invited this member number, the invitation key
+            # signed this device key.
+            invite = (b"ferry v1 invite\0" + dataset + struct.pack("<I", member) + invite_key
+                      + label.encode())
+            join = b"ferry v1 join\0" + dataset + struct.pack("<I", ctx.author) + member_key
+            if (member == ctx.author and len(label.encode()) <= MAX_LABEL
+                    and verify(admin, invite, cert) and verify(invite_key, join, join_sig)):
+                key = member_key
+    if seq == 1 and not out:
+        fail("membership")
+    seen_ms = None
+    if seen is not None:
+        seen_ms = ((hlc >> 16) + seen) % 2**64
+        if seen_ms > MAX_MS:
+            fail("clock")
+    ctx.seq, ctx.hlc, ctx.deps, ctx.names = seq, hlc, full, table
+    ctx.hash = chain_next(ctx.hash, seq, data)
+    return {
+        "author": ctx.author, "seq": seq, "hlc": clock(hlc),
+        "deps": [[m, full[m]] for m in sorted(full)], "seen": seen_ms,
+        "changes": out, "hash": hx(ctx.hash),
+    }, key
+
+
+# --- §4.1 record states -------------------------------------------------------------------
+
+def stamp(r):
+    author, seq, hlc, rank = r.u32(), r.u64(), r.u64(), r.u64()
+    return {"author": author, "seq": seq, "hlc": clock(hlc), "rank": rank}
+
+
+def sibling(r):
+    s = stamp(r)
+    tag = r.u32()
+    if tag == 0:
+        s["value"] = float_value(value(r, r.u32()))
+    elif tag == 1:
+        s["incr"] = r.zigzag()
+    elif tag == 2:
+        s["elem"] = r.string()
+    else:
+        raise Bad("entry tag")
+    return s
+
+
+def record_state(collection, rid, data):
+    r = Reader(data)
+    r.ops_left = MAX_OPS
+    try:
+        fields = {}
+        for _ in range(r.count(MAX_NAMES)):
+            f = r.string()
+            fields[f] = [sibling(r) for _ in range(r.ops())]
+        tombstones = [stamp(r) for _ in range(r.ops())]
+        firsts = {}
+        for _ in range(r.count(MAX_NAMES)):
+            f = r.string()
+            firsts[f] = sibling(r)
+    except (End, Bad, BadValue):
+        raise Refused("payload failure", "malformed-item")
+    except Limit:
+        raise Refused("limit failure", "count")
+    if r.pos != len(data):
+        raise Refused("payload failure", "malformed-item")
+    order = lambda m: sorted(m.items(), key=lambda kv: kv[0].encode())  # noqa: E731
+    return {
+        "collection": collection, "id": rid,
+        "fields": [{"field": f, "siblings": s} for f, s in order(fields)],
+        "tombstones": tombstones,
+        "firsts": [{"field": f, "sibling": s} for f, s in order(firsts)],
+    }
+
+
+# --- §3 header and stream -----------------------------------------------------------------
+
+def read_header(b):
+    r = Reader(b)
+    try:
+        magic = r.byte()
+        if magic not in (0x46, 0x50):
+            raise Refused("header failure", "not-a-bundle")
+        version = r.byte()
+        if version >= 0x20:
+            raise Refused("header failure", "not-a-bundle")
+        if version != 1:
+            raise Refused("version failure", "unsupported-version")
+        dataset = r.take(8)
+        sender = 0
+        for i in range(5):
+            x = r.byte()
+            sender |= (x & 0x7F) << (7 * i)
+            if x & 0x80 == 0:
+                if (i > 0 and x == 0) or sender > 2**32 - 1:
+                    raise Refused("header failure", "bad-header")
+                break
+            if i == 4:
+                raise Refused("header failure", "bad-header")
+        salt = r.take(16)
+    except End:
+        raise Refused("header failure", "bad-header")
+    return magic, dataset, sender, salt, b[:r.pos]
+
+
+def open_stream(sealed, key):
+    """The plaintext of §3.1: chunks of 65 552 sealed bytes, the last one shorter or with
+    nothing after it."""
+    aead = ChaCha20Poly1305(key)
+    out, i, pos = [], 0, 0
+    while True:
+        chunk = sealed[pos:pos + CHUNK + TAG]
+        pos += len(chunk)
+        last = pos >= len(sealed)
+        nonce = i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+        try:
+            out.append(aead.decrypt(nonce, chunk, b""))
+        except (InvalidTag, ValueError):
+            raise Refused("decrypt failure", "chunk")
+        if last:
+            return b"".join(out)
+        i += 1
+
+
+def inflate(body):
+    """One zstd frame (§3.2), window at most 2^24, within the expansion limit (§8)."""
+    d = zstandard.ZstdDecompressor(max_window_size=1 << 24).decompressobj()
+    out, size, used = [], 0, 0
+    try:
+        while used < len(body) and not d.eof:
+            piece = body[used:used + 4096]
+            used += len(piece)
+            x = d.decompress(piece)
+            size += len(x)
+            if size > EXPANSION_FLOOR + EXPANSION_RATIO * used:
+                raise Refused("limit failure", "expansion")
+            out.append(x)
+    except zstandard.ZstdError:
+        raise Refused("payload failure", "bad-zstd")
+    if not d.eof:
+        raise Refused("payload failure", "bad-zstd")
+    if d.unused_data or used < len(body):
+        raise Refused("payload failure", "trailing-data")
+    return b"".join(out)
+
+
+# --- §4 items -----------------------------------------------------------------------------
+
+def read_item(r):
+    tag = r.u32()
+    if tag == 0:
+        return ("receipt", r.vector())
+    if tag == 1:
+        return ("peer", r.u32(), r.vector())
+    if tag == 2:
+        author, first, count, kind = r.u32(), r.u64(), r.u64(), r.u32()
+        if kind == 0:
+            proof = {"kind": "sender"}
+        elif kind == 1:
+            proof = {"kind": "head", "sig": hx(r.take(64))}
+        elif kind == 2:
+            proof = {"kind": "bundle", "digest": hx(r.take(32)), "sig": hx(r.take(64))}
+        else:
+            raise Bad("proof tag")
+        return ("run", author, first, count, proof)
+    if tag == 3:
+        n = r.length()
+        if n > MAX_ITEM:
+            raise Refused("payload failure", "item-too-large")
+        if n > len(r.data) - r.pos:
+            raise End()
+        return ("commit", r.take(n))
+    if tag == 4:
+        return ("snapshot", r.vector(), r.vector())
+    if tag == 5:
+        author, seq, h, hlc, deps = r.u32(), r.u64(), r.take(32), r.u64(), r.vector()
+        names = [r.string() for _ in range(r.count(MAX_NAMES))]
+        return ("chain", author, seq, h, hlc, deps, names, r.bytes_())
+    if tag == 6:
+        return ("record", r.string(), r.string(), r.bytes_())
+    raise Bad("item tag")
+
+
+def items(payload):
+    """The items in order, with the order rules of §4 checked."""
+
+    def bad(reason):
+        raise Refused("payload failure", reason)
+
+    r = Reader(payload)
+    state, in_run, authors, peers = "start", 0, set(), 0
+    out = []
+    while r.pos < len(payload):
+        try:
+            item = read_item(r)
+        except End:
+            bad("ends-inside-item")
+        except Bad:
+            bad("malformed-item")
+        except Limit:
+            raise Refused("limit failure", "count")
+        kind = item[0]
+        if kind == "run":
+            if len(authors) == MAX_RUNS:
+                bad("too-many-runs")
+            if item[1] in authors:
+                bad("two-runs-one-author")
+            authors.add(item[1])
+        if state == "start":
+            if kind != "receipt":
+                bad("no-receipt")
+            state = "receipts"
+        elif kind == "receipt":
+            bad("item-order")
+        elif kind == "peer":
+            if state != "receipts":
+                bad("item-order")
+            peers += 1
+            if peers > MAX_PEER_RECEIPTS:
+                raise Refused("limit failure", "peer-receipts")
+        elif kind == "snapshot":
+            if state != "receipts":
+                bad("item-order")
+            state = "chains"
+        elif kind == "chain":
+            if state != "chains":
+                bad("item-order")
+            if item[2] > MAX_SEQ:
+                bad("bad-run")
+        elif kind == "record":
+            if state not in ("chains", "records"):
+                bad("item-order")
+            state = "records"
+        elif kind == "run":
+            _, _, first, count, _ = item
+            if in_run > 0:
+                bad("run-cut-short")
+            if count == 0:
+                bad("empty-run")
+            if first == 0 or first + count - 1 > MAX_SEQ:
+                bad("bad-run")
+            state, in_run = "runs", count
+        elif kind == "commit":
+            if in_run == 0:
+                bad("commit-outside-run")
+            in_run -= 1
+        out.append(item)
+    if state == "start":
+        bad("no-receipt")
+    if in_run > 0:
+        bad("run-cut-short")
+    return out
+
+
+# --- the whole bundle ---------------------------------------------------------------------
+
+def decode(bundle, dataset, key, admin):
+    magic, ds, sender, salt, header = read_header(bundle)
+    if ds != dataset:
+        raise Refused("dataset failure", "another-dataset")
+    if sender == 0:
+        raise Refused("payload failure", "malformed-item")
+    rest = bundle[len(header):]
+    plain = rest if magic == 0x50 else open_stream(rest, blake3.derive_key(
+        "ferry v1 bundle key", key + header))
+    if len(plain) <= 64:
+        raise Refused("payload failure", "no-signature")
+    flag, body, signature = plain[0], plain[1:-64], plain[-64:]
+    if flag == 0:
+        payload = body
+    elif flag == 1:
+        payload = inflate(body)
+    else:
+        raise Refused("payload failure", "unknown-flag")
+    digest = blake3.derive_key("ferry v1 bundle digest", header + bytes([flag]) + body)
+    its = items(payload)
+
+    receipt = its[0][1]
+    head = dict(receipt).get(sender, 0)
+    contexts, keys, hashes = {}, {}, {}
+    peers, snapshot, runs = [], None, []
+
+    pending = []  # commit failures: reported only once the signature is checked (§12.1)
+
+    def decode_into(ctx, data):
+        try:
+            j, k = decode_commit(ctx, data, dataset, admin)
+        except Refused as e:
+            pending.append(e)
+            contexts.pop(ctx.author, None)
+            return {"author": ctx.author, "seq": ctx.seq + 1, "bytes": hx(data)}
+        if j["seq"] == 1:
+            if k is None:
+                raise Refused("membership failure", "membership")
+            keys[ctx.author] = k
+        hashes[(ctx.author, j["seq"])] = ctx.hash
+        return j
+
+    for item in its[1:]:
+        kind = item[0]
+        if kind == "peer":
+            peers.append({"member": item[1], "vector": item[2]})
+        elif kind == "snapshot":
+            snapshot = {"state": item[1], "compacted": item[2], "chains": [], "records": []}
+        elif kind == "chain":
+            _, author, seq, h, hlc, deps, names, first = item
+            first_json = decode_into(new_context(dataset, author), first)
+            hashes[(author, seq)] = h
+            contexts[author] = Context(author, seq, h, hlc, deps, names)
+            snapshot["chains"].append({
+                "author": author, "seq": seq, "hash": hx(h), "hlc": clock(hlc),
+                "deps": deps, "names": names, "first": first_json})
+        elif kind == "record":
+            try:
+                rec = record_state(item[1], item[2], item[3])
+            except Refused:
+                if sender == ADMIN and snapshot["compacted"]:
+                    raise  # it would be installed (§4.1)
+                rec = {"collection": item[1], "id": item[2], "bytes": hx(item[3])}
+            snapshot["records"].append(rec)
+        elif kind == "run":
+            _, author, first, count, proof = item
+            if proof["kind"] == "sender" and (author != sender or first + count - 1 != head):
+                raise Refused("payload failure", "sender-proof")
+            if first == 1:
+                contexts[author] = new_context(dataset, author)
+            elif author in contexts and contexts[author].seq + 1 != first:
+                del contexts[author]
+            runs.append({"author": author, "first": first, "count": count, "proof": proof,
+                         "commits": []})
+        elif kind == "commit":
+            run = runs[-1]
+            seq = run["first"] + len(run["commits"])
+            ctx = contexts.get(run["author"])
+            if ctx is None:
+                run["commits"].append({"author": run["author"], "seq": seq, "bytes": hx(item[1])})
+            else:
+                run["commits"].append(decode_into(ctx, item[1]))
+
+    def check(author, seq, dig, sig):
+        h = chain_root(dataset, author) if seq == 0 else hashes.get((author, seq))
+        if author not in keys or h is None:
+            return None
+        return verify(keys[author], head_message(dataset, author, seq, h, dig), sig)
+
+    authenticated = check(sender, head, digest, signature)
+    if authenticated is False:
+        raise Refused("signature failure", "bad-signature")
+    if pending:
+        raise pending[0]
+    if snapshot is not None and sender == ADMIN:
+        check_snapshot(snapshot)
+    for run in runs:
+        end = run["first"] + run["count"] - 1
+        p = run["proof"]
+        if p["kind"] == "sender":
+            run["verified"] = authenticated
+        else:
+            dig = bytes.fromhex(p["digest"]) if p["kind"] == "bundle" else None
+            run["verified"] = check(run["author"], end, dig, bytes.fromhex(p["sig"]))
+    return {
+        "expect": "success",
+        "header": {"magic": chr(magic), "version": 1, "dataset": hx(ds), "sender": sender,
+                   "salt": hx(salt)},
+        "compressed": flag == 1,
+        "receipt": receipt,
+        "peer_receipts": peers,
+        "snapshot": snapshot,
+        "runs": runs,
+        "digest": hx(digest),
+        "signature": hx(signature),
+        "authenticated": bool(authenticated),
+    }
+
+
+def may_write(author, collection, rid):
+    """§10.4: who may write a record of a reserved collection."""
+    if not collection.startswith("_") or author == ADMIN or collection == "_forks":
+        return True
+    return collection == "_members" and rid == str(author)
+
+
+def check_snapshot(snap):
+    """§4.1: the checks on an admin snapshot. A reader that holds nothing installs one
+    whenever it names compacted commits, so it checks all of them."""
+
+    def bad():
+        raise Refused("snapshot failure", "snapshot")
+
+    state = dict(snap["state"])
+    for a, c in snap["compacted"]:
+        if c > state.get(a, 0):
+            bad()
+    if not snap["compacted"]:
+        return  # not installed: it would lose nothing the reader lacks
+    for ch in snap["chains"]:
+        if ch["seq"] != state.get(ch["author"], 0):
+            bad()
+        names = ch["names"]
+        if len(set(names)) != len(names) or any(not 1 <= len(n.encode()) <= MAX_NAME
+                                                for n in names):
+            bad()
+    for rec in snap["records"]:
+        stamps = [s for f in rec["fields"] for s in f["siblings"]] + rec["tombstones"] + [
+            f["sibling"] for f in rec["firsts"]]
+        for s in stamps:
+            if s["seq"] > state.get(s["author"], 0) or not may_write(
+                    s["author"], rec["collection"], rec["id"]):
+                bad()
+
+
+def vector(path):
+    """Reads a frozen vector (§12): `key: value` lines, a blank line, the bundle."""
+    data = open(path, "rb").read()
+    cut = data.index(b"\n\n")
+    fields = {}
+    for line in data[:cut].decode().split("\n"):
+        k, _, v = line.partition(": ")
+        fields[k.rstrip(":")] = v
+    return fields, data[cut + 2:]
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: ferry_decode.py VECTOR\n")
+        return 2
+    blake3.self_test()
+    fields, bundle = vector(argv[1])
+    try:
+        out = decode(bundle, bytes.fromhex(fields["dataset"]), bytes.fromhex(fields["dataset-key"]),
+                     bytes.fromhex(fields["admin-key"]))
+    except Refused as e:
+        out = {"expect": e.cls, "reason": e.reason}
+    sys.stdout.write(json.dumps(out, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
