@@ -555,3 +555,48 @@ fn a_laptop_whose_invitation_was_used_elsewhere_is_told_and_rejoins_with_its_rec
         serde_json::Value::Null
     );
 }
+
+/// Issue 12, item 7 (review): the refused laptop is told even when it wrote less than the
+/// accepted one, so that the admin's record of the accepted key follows changes of "its"
+/// member number it will never hold (the record waits, unapplied, and still counts); and a
+/// rejoin that fails (a wrong code for the new invitation) leaves the home as it was.
+#[test]
+fn a_refused_laptop_that_wrote_nothing_is_told_and_a_failed_rejoin_changes_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let hq = admin(base);
+    let inv = base.join("b.invite");
+    let code = hq.invite(&inv, "clinic-b");
+    let first = Laptop::new(base, "first");
+    first.join("clinic-b", &inv, code.as_deref());
+    let second = Laptop::new(base, "second");
+    second.join("clinic-b", &inv, code.as_deref());
+    for i in 0..3 {
+        first.ok(&["put", "visits", &format!("f{i}"), "age=1"]);
+    }
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    first.ok(&["sync", s(&stick)]);
+    hq.ok(&["sync", s(&stick)]);
+    let (_, err) = second.fails(&["import", s(&stick)]);
+    assert!(
+        err.contains("hq accepted another laptop as clinic-b"),
+        "{err}"
+    );
+
+    let inv2 = base.join("b2.invite");
+    let code2 = hq.invite(&inv2, "clinic-b2");
+    let before = files(&second.home);
+    let (_, err) = second.fails(&["rejoin", "--join", s(&inv2), "--code", "AAAA-AAAA-AAAA"]);
+    assert!(err.contains("code does not open"), "{err}");
+    assert_eq!(files(&second.home), before, "the home is as it was");
+    assert!(second.ok(&["status"]).contains("REFUSED"));
+    second.ok(&[
+        "rejoin",
+        "--join",
+        s(&inv2),
+        "--code",
+        code2.as_deref().unwrap(),
+    ]);
+    assert!(!second.ok(&["status"]).contains("REFUSED"));
+}

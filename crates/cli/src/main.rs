@@ -136,10 +136,10 @@ Examples:
   ferry resolve --all --collection visits --field age --prefer max
   ferry resolve --all --prefer author=clinic-a         (clinic-a's values, where it wrote one)
 
---all settles every matching conflict in one change and prints each value it kept (with
---dry-run: would keep). A record deleted on one laptop while edited on another is left
-(`ferry delete` or `ferry put` settles it), and so is a conflict none of whose values the
-author=LABEL member wrote.
+--all settles every matching conflict in one change (one per thousand records, all or
+none) and prints each value it kept (with --dry-run: would keep). A record deleted on one
+laptop while edited on another is left (`ferry delete` or `ferry put` settles it), and so
+is a conflict none of whose values the author=LABEL member wrote.
 
 Exit status: 0 resolved (or nothing to resolve); 1 no such conflict here (the line says what
 to use instead); 2 usage mistake (such as an unknown preference or member).")]
@@ -211,9 +211,10 @@ Examples:
 
 Each line is one change, oldest first: ferry's clock (the author laptop's clock, never
 earlier than a change it had already received), the author and its change number, then each
-field as before → after; `(+N concurrent)` marks values written at the same time elsewhere
-that survive beside it. History every laptop holds is compacted after syncs: the log then
-says so and starts at the oldest change still held (earlier values show as ?).
+field as before → after, as the author saw it; `(+N concurrent)` counts changes to that
+field made at the same time elsewhere. A sync compacts history older than 30 days that every
+laptop holds: the log then says so and starts at the oldest change still held (a value from
+before it shows as ?). Changes that wait for others are not shown until applied.
 
 Exit status: 0; 1 no such record (the line names the collections there are); 2 usage
 mistake.")]
@@ -224,7 +225,9 @@ Examples:
   ferry restore visits v-2026-000123
 
 It writes the values back as a new change, which travels to the other laptops like any
-other. It needs the record's history up to the delete (not compacted away or purged here).
+other (a field that was in conflict comes back with the value it showed). It needs all of
+the record's history up to the delete (not compacted away or purged here); otherwise it
+refuses rather than bring back part of it.
 
 Exit status: 0 restored; 1 not deleted, or its history is no longer held (the line says
 which); 2 usage mistake.")]

@@ -164,7 +164,7 @@ pub enum NodeError {
     },
     /// `restore` of a record whose values before its delete are no longer held here.
     #[error(
-        "{collection}/{id} was deleted, but the values it had before are no longer held on this laptop (its history was compacted away or purged); a laptop that still holds them can restore it"
+        "{collection}/{id} was deleted, but the values it had before are no longer all held on this laptop (its history was compacted away or purged, and restoring part of them would look complete); a laptop that still holds that history can restore it, or write the values again with `ferry put`"
     )]
     HistoryGone {
         /// The collection.

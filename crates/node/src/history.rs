@@ -44,6 +44,9 @@ pub struct LogEntry {
     pub at: String,
     /// Whether it deleted the record.
     pub deleted: bool,
+    /// Whether every change it had seen is still held here: when not, a value it shows as
+    /// nothing before may have been written in history compacted away.
+    pub complete: bool,
     /// The fields it set, added to or removed from.
     pub fields: Vec<FieldChange>,
 }
@@ -80,9 +83,16 @@ fn ser_shown<S: serde::Serializer>(v: &Option<Shown>, s: S) -> Result<S::Ok, S::
     }
 }
 
-/// A held commit that touches the record, with its ops on it.
+/// Changes to one record past which `log` replays "before" from all earlier changes rather
+/// than from what each author had seen.
+const PRECISE_LOG: usize = 2000;
+
+/// A held commit that touches the record: its identity, clock and causal context (its
+/// other changes dropped), with its ops on the record.
 struct Touch {
     commit: Commit,
+    stamp: ferry_model::Stamp,
+    ctx: ferry_model::VersionVector,
     ops: Vec<Op>,
 }
 
@@ -94,7 +104,8 @@ impl Node {
         check_id(id)?;
         let labels = self.labels()?;
         let rules = self.rules()?;
-        let (touches, truncated) = self.touches(collection, id)?;
+        let (touches, compacted) = self.touches(collection, id)?;
+        let truncated = compacted.iter().any(|(_, c)| c >= 2);
         if touches.is_empty() && self.get(collection, id)?.is_none() {
             self.require_collection(collection)?;
             return Err(NodeError::NoRecord {
@@ -103,18 +114,32 @@ impl Node {
             });
         }
         let rule_of = |f: &str| rules.of(collection, f);
+        // Each change's "before" is replayed from the changes its author had seen; past
+        // this many changes to one record, from all earlier ones (linear, not quadratic).
+        let precise = touches.len() <= PRECISE_LOG;
+        let mut running = RecordState::default();
         let mut entries = Vec::new();
         for (i, t) in touches.iter().enumerate() {
-            let stamp = t.commit.stamp();
-            let ctx = t.commit.context();
+            let (stamp, ctx) = (t.stamp, &t.ctx);
             // The record as the author saw it: the earlier changes it had received.
-            let mut view = RecordState::default();
-            for e in touches[..i].iter().filter(|e| ctx.covers(e.commit.dot())) {
-                let (s, c) = (e.commit.stamp(), e.commit.context());
-                for op in &e.ops {
-                    view.apply(s, &c, op);
+            let mut view = if precise {
+                let mut view = RecordState::default();
+                for e in touches[..i].iter().filter(|e| ctx.covers(e.commit.dot())) {
+                    for op in &e.ops {
+                        view.apply(e.stamp, &e.ctx, op);
+                    }
                 }
-            }
+                view
+            } else {
+                let view = running.clone();
+                for op in &t.ops {
+                    running.apply(stamp, ctx, op);
+                }
+                view
+            };
+            // Whether everything this change had seen is still held (else "before" may
+            // miss values written in history compacted away).
+            let complete = !ctx.iter().any(|(a, n)| n.min(compacted.get(a)) >= 2);
             let mut fields: Vec<String> = Vec::new();
             let mut deleted = false;
             for op in &t.ops {
@@ -129,7 +154,7 @@ impl Node {
                 .map(|f| (f.clone(), view.show(f, rule_of(f))))
                 .collect();
             for op in &t.ops {
-                view.apply(stamp, &ctx, op);
+                view.apply(stamp, ctx, op);
             }
             let fields = fields
                 .into_iter()
@@ -140,7 +165,7 @@ impl Node {
                         .filter(|o| {
                             o.commit.dot() != t.commit.dot()
                                 && !ctx.covers(o.commit.dot())
-                                && !o.commit.context().covers(t.commit.dot())
+                                && !o.ctx.covers(t.commit.dot())
                                 && o.ops.iter().any(|op| op.field() == Some(f.as_str()))
                         })
                         .count();
@@ -157,6 +182,7 @@ impl Node {
                 seq: t.commit.seq,
                 at: crate::time::format_utc(t.commit.hlc.ms()),
                 deleted,
+                complete,
                 fields,
             });
         }
@@ -182,7 +208,7 @@ impl Node {
         let labels = self.labels()?;
         let rules = self.rules()?;
         let rule_of = |f: &str| rules.of(collection, f);
-        let (touches, _) = self.touches(collection, id)?;
+        let (touches, compacted) = self.touches(collection, id)?;
         // Replay up to the last delete; what shows just before it is what comes back.
         let last_delete = touches
             .iter()
@@ -202,12 +228,23 @@ impl Node {
         };
         let mut state = RecordState::default();
         for t in &touches[..last] {
-            let (stamp, ctx) = (t.commit.stamp(), t.commit.context());
             for op in &t.ops {
-                state.apply(stamp, &ctx, op);
+                state.apply(t.stamp, &t.ctx, op);
             }
         }
         let delete = &touches[last].commit;
+        // Every change the delete had seen must still be held, or the values come back
+        // only in part.
+        if touches[last]
+            .ctx
+            .iter()
+            .any(|(a, n)| n.min(compacted.get(a)) >= 2)
+        {
+            return Err(NodeError::HistoryGone {
+                collection: collection.into(),
+                id: id.into(),
+            });
+        }
         let mut ops = Vec::new();
         for (field, shown) in state.shown_with(rule_of) {
             match shown {
@@ -236,15 +273,22 @@ impl Node {
         })
     }
 
-    /// The held commits that touch one record, in the order of ferry's clock, and whether
-    /// some history was compacted away here (so older changes may be missing).
-    fn touches(&mut self, collection: &str, id: &str) -> Result<(Vec<Touch>, bool), NodeError> {
+    /// The applied commits still held that touch one record, in causal order (a change
+    /// after every change it had seen; ferry's clock orders the rest), and what this node
+    /// has compacted away (per author, the last commit whose body is gone). Commits stored
+    /// but never applied (waiting for what they depend on, or a forked member's after its
+    /// fork) are not history.
+    fn touches(
+        &mut self,
+        collection: &str,
+        id: &str,
+    ) -> Result<(Vec<Touch>, ferry_model::VersionVector), NodeError> {
         let tx = self.read()?;
-        let stored = tx.stored()?;
-        let mut out = Vec::new();
-        let mut truncated = false;
-        for (author, top) in stored.iter() {
-            truncated |= tx.compacted(author)? > 0;
+        let applied = tx.applied()?;
+        let mut found = Vec::new();
+        let mut compacted = ferry_model::VersionVector::new();
+        for (author, top) in applied.iter() {
+            compacted.set(author, tx.compacted(author)?);
             let Some(chain) = tx.chain(author)? else {
                 continue;
             };
@@ -260,31 +304,70 @@ impl Node {
                 };
                 let ops: Vec<Op> = commit
                     .changes
-                    .iter()
+                    .into_iter()
                     .filter_map(|ch| match ch {
                         Change::Record {
                             collection: c,
                             id: i,
                             ops,
-                        } if c == collection && i == id => Some(ops.clone()),
+                        } if c == collection && i == id => Some(ops),
                         _ => None,
                     })
                     .flatten()
                     .collect();
                 if !ops.is_empty() {
-                    out.push(Touch { commit, ops });
+                    let commit = Commit {
+                        changes: Vec::new(),
+                        ..commit
+                    };
+                    found.push(Touch {
+                        stamp: commit.stamp(),
+                        ctx: commit.context(),
+                        commit,
+                        ops,
+                    });
                 }
             }
         }
-        out.sort_by(|a, b| {
-            a.commit
-                .hlc
-                .cmp(&b.commit.hlc)
-                .then(a.commit.author.cmp(&b.commit.author))
-                .then(a.commit.seq.cmp(&b.commit.seq))
-        });
-        Ok((out, truncated))
+        Ok((causal_order(found), compacted))
     }
+}
+
+/// Orders changes so that each comes after every change it had seen (a laptop whose clock
+/// is behind may stamp a change earlier than one it saw), and by ferry's clock otherwise:
+/// among the changes whose seen changes are all placed, the earliest by clock goes next.
+fn causal_order(touches: Vec<Touch>) -> Vec<Touch> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let n = touches.len();
+    let key = |t: &Touch| (t.commit.hlc, t.commit.author, t.commit.seq);
+    // For each change, how many of the others it saw, and who saw it.
+    let mut unseen = vec![0usize; n];
+    let mut seen_by: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, t) in touches.iter().enumerate() {
+        for (j, o) in touches.iter().enumerate() {
+            if i != j && t.ctx.covers(o.commit.dot()) {
+                unseen[i] += 1;
+                seen_by[j].push(i);
+            }
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(_, usize)>> = (0..n)
+        .filter(|&i| unseen[i] == 0)
+        .map(|i| Reverse((key(&touches[i]), i)))
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse((_, i))) = ready.pop() {
+        order.push(i);
+        for &k in &seen_by[i] {
+            unseen[k] -= 1;
+            if unseen[k] == 0 {
+                ready.push(Reverse((key(&touches[k]), k)));
+            }
+        }
+    }
+    let mut slots: Vec<Option<Touch>> = touches.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 fn label_of(labels: &BTreeMap<MemberId, String>, m: MemberId) -> String {

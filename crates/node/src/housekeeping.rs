@@ -90,10 +90,13 @@ impl Node {
     /// changes and `ferry restore` can bring back a record deleted recently.
     pub fn compact_older(&mut self, progress: &dyn Progress) -> Result<CompactReport, NodeError> {
         let horizon = self.horizon()?;
-        let cutoff = now_ms().saturating_sub(KEEP_HISTORY_MS);
         let mut upto = VersionVector::new();
         {
             let tx = self.read()?;
+            // Ferry's clock (never behind a change this laptop received), or the wall clock.
+            let cutoff = now_ms()
+                .max(tx.clock()?.ms())
+                .saturating_sub(KEEP_HISTORY_MS);
             for (author, held) in horizon.iter() {
                 // An author's clock only grows along its chain: find the last commit up to
                 // `held` written before the cutoff.

@@ -24,8 +24,8 @@ use std::io::{BufRead, Read, Write};
 const LOAD_BATCH: usize = 1000;
 /// …and at most this many ops and (about) this many bytes, well within a commit's limits
 /// (bundles/SPEC.md §8), however wide or large the rows are.
-const LOAD_BATCH_OPS: usize = 65_536;
-const LOAD_BATCH_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const LOAD_BATCH_OPS: usize = 65_536;
+pub(crate) const LOAD_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// Excel and Notepad begin a UTF-8 file with these bytes; `load` skips them and `dump --csv`
 /// writes them, so that Excel reads the accents of a dump right.
@@ -80,7 +80,6 @@ impl Node {
             FileFormat::JsonLines => Box::new(JsonRows::new(collection, &mut input)),
             FileFormat::Csv => Box::new(CsvRows::new(collection, &mut input)?),
         };
-        let rules = self.rules()?;
         let now = now_ms();
         let mut report = LoadReport::default();
         let mut tx = self.store.transaction(now)?;
@@ -110,11 +109,7 @@ impl Node {
                 } else {
                     tx.record(collection, id)?
                 };
-                *ops = crate::node::changing_ops(
-                    state.as_ref(),
-                    |f| rules.of(collection, f),
-                    std::mem::take(ops),
-                );
+                *ops = crate::node::changing_ops(state.as_ref(), std::mem::take(ops), false);
                 if ops.is_empty() {
                     report.unchanged += 1;
                     continue;
@@ -646,7 +641,7 @@ impl<R: Read> Rows for CsvRows<'_, R> {
 }
 
 /// About how many bytes a change takes in a commit (for batching).
-fn change_size(c: &Change) -> (usize, usize) {
+pub(crate) fn change_size(c: &Change) -> (usize, usize) {
     match c {
         Change::Record { id, ops, .. } => {
             let bytes = ops

@@ -229,6 +229,8 @@ pub struct ConflictValue {
     pub value: Value,
     /// The author's label.
     pub author: String,
+    /// The author's member number.
+    pub member: u32,
     /// When it was written (ISO 8601, from the hybrid clock).
     pub at: String,
 }
@@ -623,15 +625,14 @@ impl Node {
         for (f, _) in fields {
             check_field(f)?;
         }
-        let rules = self.rules()?;
         let state = self.get(collection, id)?;
         let ops = changing_ops(
             state.as_ref(),
-            |f| rules.of(collection, f),
             fields
                 .iter()
                 .map(|(f, v)| Op::Set(f.clone(), v.clone()))
                 .collect(),
+            true,
         );
         let changed = ops.len();
         if changed > 0 {
@@ -778,6 +779,7 @@ impl Node {
                     .map(|(stamp, v)| ConflictValue {
                         value: v.clone(),
                         author: label(stamp.dot.author),
+                        member: stamp.dot.author.0,
                         at: crate::time::format_utc(stamp.hlc.ms()),
                     })
                     .collect();
@@ -797,6 +799,7 @@ impl Node {
                     .map(|t| ConflictValue {
                         value: Value::Str("deleted".into()),
                         author: label(t.dot.author),
+                        member: t.dot.author.0,
                         at: crate::time::format_utc(t.hlc.ms()),
                     })
                     .collect();
@@ -808,6 +811,7 @@ impl Node {
                     edits.iter().map(|s| ConflictValue {
                         value: Value::Str("kept".into()),
                         author: label(s.dot.author),
+                        member: s.dot.author.0,
                         at: crate::time::format_utc(s.hlc.ms()),
                     }),
                 );
@@ -1093,26 +1097,34 @@ fn member_label(member: MemberId, label: &str) -> Change {
     }
 }
 
-/// The ops of `ops` that change what the record shows: a `Set` of the value a field already
-/// shows under its rule is left out, unless the field is in conflict (the write settles it)
-/// or the record was deleted on one laptop while edited on another (the write keeps it).
-/// Other ops always count.
-pub(crate) fn changing_ops(
-    state: Option<&RecordState>,
-    rule_of: impl Fn(&str) -> Rule,
-    ops: Vec<Op>,
-) -> Vec<Op> {
+/// The ops of `ops` that change the record, whatever the merge rules (which may arrive or
+/// change later): a `Set` of the value every one of the field's surviving writes holds (no
+/// increments or set elements beside it) is left out, as is an `Add` of
+/// an element the field holds. A `Set` on a field in conflict is kept when `settle` (a
+/// `put` settles it), and left out without it when its value is one of those in conflict
+/// (reloading a dump keeps the conflict for a person). Nothing is left out of a record
+/// deleted on one laptop while edited on another: the write keeps it.
+pub(crate) fn changing_ops(state: Option<&RecordState>, ops: Vec<Op>, settle: bool) -> Vec<Op> {
+    use ferry_model::record::Entry;
     let Some(state) = state.filter(|s| s.is_live() && !s.delete_conflict()) else {
         return ops;
     };
-    let conflicted = state.conflicted_fields();
     ops.into_iter()
         .filter(|op| match op {
             Op::Set(f, v) => {
-                conflicted.contains(&f.as_str())
-                    || state.show(f, rule_of(f))
-                        != Some(ferry_model::record::Shown::Value(v.clone()))
+                let Some(sibs) = state.fields.get(f.as_str()) else {
+                    return true;
+                };
+                let values = sibs.iter().all(|s| matches!(s.entry, Entry::Value(_)));
+                let holds = |x: &Entry| matches!(x, Entry::Value(w) if w == v);
+                let all_equal = values && sibs.iter().all(|s| holds(&s.entry));
+                let one_of = values && sibs.iter().any(|s| holds(&s.entry));
+                !(all_equal || (!settle && one_of))
             }
+            Op::Add(f, e) => !state.fields.get(f.as_str()).is_some_and(|sibs| {
+                sibs.iter()
+                    .any(|s| matches!(&s.entry, Entry::Elem(x) if x == e))
+            }),
             _ => true,
         })
         .collect()

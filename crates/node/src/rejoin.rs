@@ -71,6 +71,10 @@ pub struct RejoinReport {
 /// membership the admin refused.
 const REFUSED_BUNDLES: &str = "refused_bundles";
 
+/// What a refused laptop wrote: the changes that write it again, how many values they
+/// carry, and the records it deleted (`collection/id`).
+type OwnWrites = (Vec<Change>, u64, Vec<String>);
+
 /// Changes per commit when writing the carried records (as `load` does in bulk).
 const REJOIN_BATCH: usize = 1000;
 
@@ -83,11 +87,50 @@ impl Node {
             return Ok(None);
         }
         let me = self.id.me;
+        let mine = self.id.secret.public();
         let accepted = {
             let tx = self.read()?;
-            accepted_keys(tx.record(MEMBERS, &me.0.to_string())?.as_ref())
+            let mut keys = accepted_keys(tx.record(MEMBERS, &me.0.to_string())?.as_ref());
+            // The admin's change that records the key may wait here unapplied: it follows
+            // the other laptop's changes as member ME, which this laptop will never hold.
+            // The admin's chain is checked when stored, so what it says is the admin's.
+            let (stored, applied) = (
+                tx.stored()?.get(MemberId::ADMIN),
+                tx.applied()?.get(MemberId::ADMIN),
+            );
+            if let (true, Some(chain)) = (stored > applied, tx.chain(MemberId::ADMIN)?) {
+                for seq in applied + 1..=stored {
+                    let Some(c) = ferry_sync::Storage::commit(&tx, MemberId::ADMIN, seq)? else {
+                        continue;
+                    };
+                    let Ok(commit) = chain.decode_stored(seq, c.hlc, c.deps, &c.bytes) else {
+                        continue;
+                    };
+                    for ch in &commit.changes {
+                        if let Change::Record {
+                            collection,
+                            id,
+                            ops,
+                        } = ch
+                        {
+                            if collection != MEMBERS || *id != me.0.to_string() {
+                                continue;
+                            }
+                            for op in ops {
+                                if let Op::Set(f, ferry_model::Value::Bytes(b)) = op {
+                                    if f == ferry_sync::MEMBER_KEY_FIELD {
+                                        if let Ok(k) = <[u8; 32]>::try_from(b.as_slice()) {
+                                            keys.push(ferry_model::crypto::PublicKey(k));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            keys
         };
-        let mine = self.id.secret.public();
         if accepted.is_empty() || accepted.contains(&mine) {
             return Ok(None);
         }
@@ -126,7 +169,10 @@ impl Node {
     /// What this laptop wrote, as changes a new member can make again: per record, the
     /// values it set that still stand, its counter increments (summed per field) and the
     /// set elements it added; records it deleted are returned apart (`collection/id`).
-    fn own_writes(&mut self) -> Result<(Vec<Change>, u64, Vec<String>), NodeError> {
+    fn own_writes(&mut self) -> Result<OwnWrites, NodeError> {
+        if let Some(found) = self.own_writes_from_history()? {
+            return Ok(found);
+        }
         let me = self.id.me;
         let collections: Vec<String> = self.collections()?.into_iter().map(|(c, _)| c).collect();
         let mut changes = Vec::new();
@@ -154,11 +200,73 @@ impl Node {
         Ok((changes, values, deletes))
     }
 
+    /// [`Node::own_writes`] from this laptop's own commits, replayed on their own: what it
+    /// wrote, whatever the changes of others did to it here (the others' changes that
+    /// claim to have seen "its" commits saw the other laptop's). `None` when some of its
+    /// commits were compacted away (then the records' states are read instead).
+    fn own_writes_from_history(&mut self) -> Result<Option<OwnWrites>, NodeError> {
+        let me = self.id.me;
+        let tx = self.read()?;
+        let top = tx.stored()?.get(me);
+        let Some(chain) = tx.chain(me)? else {
+            return Ok(None);
+        };
+        let mut states: std::collections::BTreeMap<(String, String), RecordState> =
+            std::collections::BTreeMap::new();
+        for seq in 2..=top {
+            let Some(c) = ferry_sync::Storage::commit(&tx, me, seq)? else {
+                return Ok(None);
+            };
+            if c.bytes.is_empty() {
+                return Ok(None);
+            }
+            let Ok(commit) = chain.decode_stored(seq, c.hlc, c.deps, &c.bytes) else {
+                return Ok(None);
+            };
+            let (stamp, ctx) = (commit.stamp(), commit.context());
+            for ch in commit.changes {
+                if let Change::Record {
+                    collection,
+                    id,
+                    ops,
+                } = ch
+                {
+                    if collection.starts_with('_') {
+                        continue;
+                    }
+                    let state = states.entry((collection, id)).or_default();
+                    for op in &ops {
+                        state.apply(stamp, &ctx, op);
+                    }
+                }
+            }
+        }
+        let (mut changes, mut values, mut deletes) = (Vec::new(), 0u64, Vec::new());
+        for ((collection, id), state) in states {
+            let ops = own_ops(&state, me);
+            if ops.is_empty() {
+                if !state.tombstones.is_empty() {
+                    deletes.push(format!("{collection}/{id}"));
+                }
+                continue;
+            }
+            values += ops.len() as u64;
+            changes.push(Change::Record {
+                collection,
+                id,
+                ops,
+            });
+        }
+        Ok(Some((changes, values, deletes)))
+    }
+
     /// Joins again with a new invitation after the admin accepted another laptop as this
     /// one's member ([`Node::membership_refused`]; `force` rejoins without that, when the
-    /// admin said so some other way): the old database is moved to `refused/` in the home
-    /// (never deleted), the node joins as the invitation's member, and every value this
-    /// laptop wrote is written again as the new member. `label` defaults to the old one.
+    /// admin said so some other way): the new membership is built beside the old one, with
+    /// every value this laptop wrote written again as the new member in one transaction,
+    /// and only then swapped in; the old database moves to `refused/` in the home (never
+    /// deleted). Any failure before the swap leaves the home as it was. `label` defaults to
+    /// the old one.
     pub fn rejoin(
         home: &Home,
         label: Option<&str>,
@@ -172,7 +280,13 @@ impl Node {
                 "this laptop is the dataset's admin: it cannot join its own dataset again".into(),
             ));
         }
-        if !force && old.membership_refused()?.is_none() {
+        if let Some((pid, what, _)) = home.others().into_iter().next() {
+            return Err(NodeError::Medium(format!(
+                "another ferry process ({what}, process {pid}) uses this home: stop it, then run `ferry rejoin` again (its database is about to be moved aside)"
+            )));
+        }
+        let refused = old.membership_refused()?;
+        if !force && refused.is_none() {
             return Err(NodeError::NotRefused {
                 label: old.id.label.clone(),
                 member: old.id.me.0,
@@ -201,53 +315,93 @@ impl Node {
         }
         let label = label.map_or_else(|| old.id.label.clone(), str::to_string);
         let (changes, values, deletes) = old.own_writes()?;
-        // The bundles it wrote as the refused member: every laptop refuses them, so this
-        // laptop removes them from the media it syncs ([`Node::refused_own_bundles`]).
+        // The bundles it wrote as the refused member: every laptop that follows the admin
+        // refuses them, so this laptop removes them from the media it syncs
+        // ([`Node::refused_own_bundles`]). Not when forced: others may have taken them.
         let old_me = old.id.me;
-        let old_bundles = old.read()?.bundles_sent_by(old_me)?;
-        let old_member = old.id.me.0;
+        let old_bundles = match refused {
+            Some(_) => old.read()?.bundles_sent_by(old_me)?,
+            None => Vec::new(),
+        };
+        let old_member = old_me.0;
         drop(old);
 
-        // Keep the old database aside, then join in its place; put it back on failure.
-        let kept = home.root().join("refused").join(format!(
-            "{}-member-{old_member}",
-            crate::time::format_utc(now_ms()).replace(':', "")
-        ));
-        std::fs::create_dir_all(&kept)
-            .map_err(|e| NodeError::io("cannot create folder", &kept, e))?;
-        let moved = move_db(home, &kept)?;
-        let joined = Node::join(home, &label, invite, code);
-        let mut node = match joined {
-            Ok(node) => node,
-            Err(e) => {
-                for (from, to) in moved.iter().rev() {
-                    let _ = std::fs::rename(to, from);
-                }
-                return Err(e);
-            }
-        };
-        {
-            let tx = node.store.transaction(now_ms())?;
+        // Build the new membership beside the old one.
+        let staging = Home::at(home.root().join(format!(".rejoin-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(staging.root());
+        let records = changes.len() as u64;
+        let built = (|| {
+            let mut node = Node::join(&staging, &label, invite, code)?;
+            let now = now_ms();
+            let mut tx = node.store.transaction(now)?;
             tx.set_meta(
                 REFUSED_BUNDLES,
                 &postcard::to_stdvec(&old_bundles).unwrap_or_default(),
             )?;
-            tx.commit()?;
-        }
-        let records = changes.len() as u64;
-        let mut batch = Vec::with_capacity(REJOIN_BATCH);
-        for change in changes {
-            batch.push(change);
-            if batch.len() == REJOIN_BATCH {
-                node.commit(std::mem::take(&mut batch))?;
+            let mut batch = Vec::new();
+            let (mut ops, mut bytes) = (0usize, 0usize);
+            for change in changes {
+                let (o, b) = crate::load::change_size(&change);
+                if !batch.is_empty()
+                    && (batch.len() == REJOIN_BATCH
+                        || ops + o > crate::load::LOAD_BATCH_OPS
+                        || bytes + b > crate::load::LOAD_BATCH_BYTES)
+                {
+                    node.engine
+                        .commit_local(&mut tx, std::mem::take(&mut batch), now)?;
+                    (ops, bytes) = (0, 0);
+                }
+                batch.push(change);
+                ops += o;
+                bytes += b;
             }
-        }
-        if !batch.is_empty() {
-            node.commit(batch)?;
-        }
+            if !batch.is_empty() {
+                node.engine.commit_local(&mut tx, batch, now)?;
+            }
+            tx.commit()?;
+            Ok::<u32, NodeError>(node.id.me.0)
+        })();
+        let new_member = match built {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(staging.root());
+                return Err(e);
+            }
+        };
+
+        // Swap: the old database (and its outbox) aside, the new one in its place.
+        let kept = home.root().join("refused").join(format!(
+            "{}-member-{old_member}",
+            crate::time::format_utc(now_ms()).replace(':', "")
+        ));
+        let swapped = (|| {
+            std::fs::create_dir_all(&kept)
+                .map_err(|e| NodeError::io("cannot create folder", &kept, e))?;
+            let moved = move_db(home, &kept)?;
+            for suffix in ["", "-wal", "-shm"] {
+                let from = PathBuf::from(format!("{}{suffix}", staging.db().display()));
+                let to = PathBuf::from(format!("{}{suffix}", home.db().display()));
+                if !from.exists() {
+                    continue;
+                }
+                if let Err(e) = std::fs::rename(&from, &to) {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{suffix}", home.db().display()));
+                    }
+                    for (f, t) in moved.iter().rev() {
+                        let _ = std::fs::rename(t, f);
+                    }
+                    return Err(NodeError::io("cannot move", &from, e));
+                }
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(staging.root());
+        swapped?;
+        let node = Node::open(home)?;
         let report = RejoinReport {
             old_member,
-            new_member: node.id.me.0,
+            new_member,
             records,
             values,
             deletes_not_carried: deletes,

@@ -83,16 +83,38 @@ impl Node {
         prefer: &Prefer,
         dry_run: bool,
     ) -> Result<ResolveAllReport, NodeError> {
-        if let Prefer::Author(label) = prefer {
-            let labels = self.labels()?;
-            if !labels.values().any(|l| l == label) {
-                let known: Vec<String> = labels.into_values().collect();
-                return Err(NodeError::BadArgument(format!(
-                    "no member is labelled {label:?}; members: {}",
-                    known.join(", ")
-                )));
+        // The member the label names, by number: labels are chosen by members themselves,
+        // so one that two members carry is refused rather than guessed.
+        let author = match prefer {
+            Prefer::Author(label) => {
+                let labels = self.labels()?;
+                let named: Vec<u32> = labels
+                    .iter()
+                    .filter(|(_, l)| *l == label)
+                    .map(|(m, _)| m.0)
+                    .collect();
+                match named.as_slice() {
+                    [m] => Some(*m),
+                    [] => {
+                        let known: Vec<String> = labels.into_values().collect();
+                        return Err(NodeError::BadArgument(format!(
+                            "no member is labelled {label:?}; members: {}",
+                            known.join(", ")
+                        )));
+                    }
+                    several => {
+                        let numbers: Vec<String> =
+                            several.iter().map(|m| format!("#{m}")).collect();
+                        return Err(NodeError::BadArgument(format!(
+                            "{} members are labelled {label:?} (members {}): resolve their conflicts one by one with `ferry resolve COLLECTION ID FIELD VALUE`",
+                            several.len(),
+                            numbers.join(", ")
+                        )));
+                    }
+                }
             }
-        }
+            _ => None,
+        };
         let mut report = ResolveAllReport {
             dry_run,
             ..Default::default()
@@ -108,7 +130,7 @@ impl Node {
                 ));
                 continue;
             }
-            match pick(&c, prefer) {
+            match pick(&c, prefer, author) {
                 Some((value, author)) => report.settled.push(Settled {
                     collection: c.collection.clone(),
                     id: c.id.clone(),
@@ -148,15 +170,21 @@ impl Node {
                 ops,
             })
             .collect();
+        // All of it or none: the chunks are committed in one transaction.
+        let now = crate::time::now_ms();
+        let engine = self.engine.clone();
+        let mut tx = self.store.transaction(now)?;
         for chunk in changes.chunks(RESOLVE_BATCH) {
-            self.commit(chunk.to_vec())?;
+            engine.commit_local(&mut tx, chunk.to_vec(), now)?;
         }
+        tx.commit()?;
         Ok(report)
     }
 }
 
-/// The value `prefer` keeps among a conflict's values, with its author.
-fn pick(c: &ConflictView, prefer: &Prefer) -> Option<(Value, String)> {
+/// The value `prefer` keeps among a conflict's values, with its author (`author`: the
+/// member number `Prefer::Author` names).
+fn pick(c: &ConflictView, prefer: &Prefer, author: Option<u32>) -> Option<(Value, String)> {
     let chosen = match prefer {
         Prefer::Latest => c.values.first(),
         Prefer::Max => c
@@ -167,7 +195,7 @@ fn pick(c: &ConflictView, prefer: &Prefer) -> Option<(Value, String)> {
             .values
             .iter()
             .min_by(|a, b| numeric_cmp(&a.value, &b.value)),
-        Prefer::Author(label) => c.values.iter().find(|v| &v.author == label),
+        Prefer::Author(_) => c.values.iter().find(|v| Some(v.member) == author),
     }?;
     Some((chosen.value.clone(), chosen.author.clone()))
 }

@@ -1596,6 +1596,19 @@ impl Engine {
                             rec.apply_owned(stamp, &none, op);
                         }
                     }
+                } else if collection == MEMBERS && commit.author != MemberId::ADMIN {
+                    // A member may label itself and publish its addresses, but not touch the
+                    // key the admin recorded as accepted (nor delete the record holding it):
+                    // only the admin says which device is member N.
+                    for op in ops {
+                        let keeps = match &op {
+                            Op::Delete => false,
+                            op => op.field() != Some(MEMBER_KEY_FIELD),
+                        };
+                        if keeps {
+                            rec.apply_owned(stamp, &ctx, op);
+                        }
+                    }
                 } else {
                     for op in ops {
                         rec.apply_owned(stamp, &ctx, op);

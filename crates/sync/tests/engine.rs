@@ -674,8 +674,8 @@ fn only_the_admin_records_which_device_it_accepted_as_a_member() {
         assert_eq!(keys(n, "2"), vec![a_key]);
         assert_eq!(keys(n, "3"), vec![b_key]);
     }
-    // Clinic A writes B's key and its own: B's is skipped everywhere; its own is its own
-    // record, so it may, but it is not the admin's and does not count.
+    // Clinic A writes B's key and its own, and deletes its own record: all skipped
+    // everywhere (only the admin says which device is a member).
     let fake = Value::Bytes(vec![7; 32]);
     a.engine
         .commit_local(
@@ -689,7 +689,7 @@ fn only_the_admin_records_which_device_it_accepted_as_a_member() {
                 Change::Record {
                     collection: "_members".into(),
                     id: "2".into(),
-                    ops: vec![set("key", fake)],
+                    ops: vec![set("key", fake), Op::Delete],
                 },
             ],
             T0 + 100,
@@ -700,13 +700,16 @@ fn only_the_admin_records_which_device_it_accepted_as_a_member() {
     b.ingest(&from_a).unwrap();
     assert_eq!(keys(&hq, "3"), vec![b_key]);
     assert_eq!(keys(&b, "3"), vec![b_key], "B is not told it was refused");
-    // A's write superseded the admin's value of its own record; the admin writes it again,
-    // and everyone ends with the accepted key.
-    assert_eq!(keys(&hq, "2"), vec![a_key]);
-    let from_hq = hq.bundle(&[]);
-    for n in [&mut a, &mut b] {
-        n.ingest(&from_hq).unwrap();
+    // A's own record still holds the admin's key, and its label, everywhere.
+    for n in [&hq, &b] {
         assert_eq!(keys(n, "2"), vec![a_key]);
-        assert_eq!(keys(n, "3"), vec![b_key]);
+        let rec = &n.store.records[&("_members".to_string(), "2".to_string())];
+        assert!(rec.winner("label").is_some(), "the label stays");
     }
+    // Nothing for the admin to write again: its next bundle carries no new change.
+    let before = hq.store.stored().unwrap();
+    let from_hq = hq.bundle(&[]);
+    a.ingest(&from_hq).unwrap();
+    assert_eq!(hq.store.stored().unwrap(), before);
+    assert_eq!(keys(&a, "2"), vec![a_key]);
 }

@@ -138,7 +138,7 @@ pub(crate) struct LogArgs {
     /// Record id
     id: String,
     /// Print JSON: {"collection", "id", "truncated", "entries": [{"author", "seq", "at",
-    /// "deleted", "fields": [{"field", "before", "after", "concurrent"}]}]}
+    /// "deleted", "complete", "fields": [{"field", "before", "after", "concurrent"}]}]}
     #[arg(long)]
     json: bool,
 }
@@ -353,13 +353,13 @@ pub(crate) fn log(home: Option<PathBuf>, a: LogArgs) -> Result<()> {
         output::shown(&log.id),
         count(log.entries.len() as u64, "change held", "changes held"),
         if log.truncated {
-            " (older history was compacted away on this laptop: it starts here; earlier values show as ?)"
+            " (older history was compacted away on this laptop: it starts here; values from before it show as ?)"
         } else {
             ""
         }
     ))?;
-    let unknown = if log.truncated { "?" } else { "—" };
     for e in &log.entries {
+        let unknown = if e.complete { "—" } else { "?" };
         let what = if e.deleted {
             "deleted".to_string()
         } else {
