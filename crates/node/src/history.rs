@@ -336,10 +336,15 @@ impl Node {
 /// Orders changes so that each comes after every change it had seen (a laptop whose clock
 /// is behind may stamp a change earlier than one it saw), and by ferry's clock otherwise:
 /// among the changes whose seen changes are all placed, the earliest by clock goes next.
-fn causal_order(touches: Vec<Touch>) -> Vec<Touch> {
+fn causal_order(mut touches: Vec<Touch>) -> Vec<Touch> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let n = touches.len();
+    if n > PRECISE_LOG {
+        // Quadratic below; past this many changes to one record, ferry's clock alone.
+        touches.sort_by_key(|t| (t.commit.hlc, t.commit.author, t.commit.seq));
+        return touches;
+    }
     let key = |t: &Touch| (t.commit.hlc, t.commit.author, t.commit.seq);
     // For each change, how many of the others it saw, and who saw it.
     let mut unseen = vec![0usize; n];
