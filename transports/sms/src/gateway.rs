@@ -422,6 +422,9 @@ fn parse_backup(text: &str) -> Option<(Option<String>, SmsBody)> {
     Some((number, body))
 }
 
+/// How long an empty file in Gammu's inbox is taken for one still being written.
+const EMPTY_SPOOL_FILE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Lists the SMS in Gammu's inbox folder, oldest name first. Files that are not Gammu's
 /// (`IN…` with `.txt`, `.bin` or `.smsbackup`) are left alone.
 pub(crate) fn read_spool(inbox: &Path) -> Result<Vec<SpoolSms>, SmsError> {
@@ -457,6 +460,19 @@ pub(crate) fn read_spool(inbox: &Path) -> Result<Vec<SpoolSms>, SmsError> {
             String::new()
         };
         let path = inbox.join(&name);
+        // gammu-smsd creates the file, then writes it: an empty file younger than a minute
+        // is one it is still writing, taken at the next pass (an older one is taken, and
+        // refused as empty).
+        if let Ok(meta) = fs::metadata(&path) {
+            let young = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < EMPTY_SPOOL_FILE_GRACE);
+            if meta.len() == 0 && young {
+                continue;
+            }
+        }
         let bytes = fs::read(&path).map_err(|source| SmsError::Spool {
             what: "read",
             path: path.clone(),
@@ -501,6 +517,31 @@ mod tests {
         assert_eq!(pairs[0], ("from".into(), b"+15550001".to_vec()));
         assert_eq!(pairs[1], ("to".into(), b" 15550002".to_vec()));
         assert_eq!(percent_encode(b"+1 a/b"), "%2B1%20a%2Fb");
+    }
+
+    #[test]
+    fn a_spool_file_gammu_is_still_writing_is_taken_at_the_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "IN20261122_052902_00_+15550001_00.txt";
+        let path = dir.path().join(name);
+        // Created, not written yet: left for the next pass.
+        fs::write(&path, b"").unwrap();
+        assert!(read_spool(dir.path()).unwrap().is_empty());
+        // Written: taken.
+        fs::write(&path, b"Hello").unwrap();
+        let got = read_spool(dir.path()).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, SmsBody::Text("Hello".into()));
+        // An empty file left for more than a minute is taken (and refused by the caller).
+        fs::write(&path, b"").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(read_spool(dir.path()).unwrap().len(), 1);
     }
 
     #[test]
