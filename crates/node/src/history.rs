@@ -293,13 +293,7 @@ impl Node {
                 continue;
             };
             for seq in 1..=top {
-                let Some(c) = ferry_sync::Storage::commit(&tx, author, seq)? else {
-                    continue;
-                };
-                if c.bytes.is_empty() {
-                    continue;
-                }
-                let Ok(commit) = chain.decode_stored(seq, c.hlc, c.deps, &c.bytes) else {
+                let Some(commit) = held_commit(&tx, &chain, author, seq)? else {
                     continue;
                 };
                 let ops: Vec<Op> = commit
@@ -373,6 +367,23 @@ fn causal_order(mut touches: Vec<Touch>) -> Vec<Touch> {
     }
     let mut slots: Vec<Option<Touch>> = touches.into_iter().map(Some).collect();
     order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Commit `seq` of `author` (whose chain context is `chain`), decoded, if its body is
+/// still held here (not compacted away) and decodes.
+pub(crate) fn held_commit(
+    tx: &ferry_store::StoreTx<'_>,
+    chain: &ferry_model::commit::ChainContext,
+    author: MemberId,
+    seq: u64,
+) -> Result<Option<Commit>, NodeError> {
+    let Some(c) = ferry_sync::Storage::commit(tx, author, seq)? else {
+        return Ok(None);
+    };
+    if c.bytes.is_empty() {
+        return Ok(None);
+    }
+    Ok(chain.decode_stored(seq, c.hlc, c.deps, &c.bytes).ok())
 }
 
 fn label_of(labels: &BTreeMap<MemberId, String>, m: MemberId) -> String {

@@ -10,6 +10,7 @@
 //! as the new member, every value this laptop wrote.
 
 use crate::error::NodeError;
+use crate::history::held_commit;
 use crate::home::Home;
 use crate::node::{InvitationFile, Node};
 use crate::time::now_ms;
@@ -100,10 +101,7 @@ impl Node {
             );
             if let (true, Some(chain)) = (stored > applied, tx.chain(MemberId::ADMIN)?) {
                 for seq in applied + 1..=stored {
-                    let Some(c) = ferry_sync::Storage::commit(&tx, MemberId::ADMIN, seq)? else {
-                        continue;
-                    };
-                    let Ok(commit) = chain.decode_stored(seq, c.hlc, c.deps, &c.bytes) else {
+                    let Some(commit) = held_commit(&tx, &chain, MemberId::ADMIN, seq)? else {
                         continue;
                     };
                     for ch in &commit.changes {
@@ -214,13 +212,7 @@ impl Node {
         let mut states: std::collections::BTreeMap<(String, String), RecordState> =
             std::collections::BTreeMap::new();
         for seq in 2..=top {
-            let Some(c) = ferry_sync::Storage::commit(&tx, me, seq)? else {
-                return Ok(None);
-            };
-            if c.bytes.is_empty() {
-                return Ok(None);
-            }
-            let Ok(commit) = chain.decode_stored(seq, c.hlc, c.deps, &c.bytes) else {
+            let Some(commit) = held_commit(&tx, &chain, me, seq)? else {
                 return Ok(None);
             };
             let (stamp, ctx) = (commit.stamp(), commit.context());

@@ -121,13 +121,9 @@ fn problems_line(n: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cli, Command};
-    use clap::Parser;
+    use crate::Command;
 
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))
-            .map(|cli| cli.command)
-    }
+    use crate::cmd::parse;
 
     #[test]
     fn doctor_line_points_at_the_problem_lines() {

@@ -709,15 +709,11 @@ fn refused_email_line(r: &ferry_node::EmailReceiveReport, quarantine: &Path) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cli, Command};
-    use clap::Parser;
+    use crate::Command;
     use clap::error::ErrorKind as Clap;
     use ferry_node::Setting;
 
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))
-            .map(|cli| cli.command)
-    }
+    use crate::cmd::parse;
 
     fn usage_mistake(args: &[&str], kind: Clap) {
         match parse(args) {

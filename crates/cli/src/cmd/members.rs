@@ -349,15 +349,11 @@ fn ask_code() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cli, Command};
-    use clap::Parser;
+    use crate::Command;
     use clap::error::ErrorKind as Clap;
     use ferry_node::ErrorKind;
 
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))
-            .map(|cli| cli.command)
-    }
+    use crate::cmd::parse;
 
     #[test]
     fn init_takes_exactly_one_of_create_and_join() {

@@ -21,6 +21,14 @@ pub(crate) fn open(home: Option<PathBuf>) -> Result<Node> {
     Ok(node)
 }
 
+/// The command a command line parses to, for the modules' tests.
+#[cfg(test)]
+pub(crate) fn parse(args: &[&str]) -> Result<crate::Command, clap::Error> {
+    use clap::Parser as _;
+    crate::Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))
+        .map(|cli| cli.command)
+}
+
 /// "1 record", "3 records".
 pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     match n {

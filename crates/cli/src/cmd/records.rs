@@ -672,24 +672,16 @@ fn node_label(node: &mut Node, m: ferry_model::MemberId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cli, Command};
-    use clap::Parser;
+    use crate::Command;
     use ferry_node::ErrorKind;
 
     fn parse(args: &[&str]) -> Command {
-        let mut argv = vec!["ferry"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv) {
-            Ok(cli) => cli.command,
-            Err(e) => panic!("{args:?} does not parse: {e}"),
-        }
+        crate::cmd::parse(args).unwrap_or_else(|e| panic!("{args:?} does not parse: {e}"))
     }
 
     /// The clap error a command line gets (exit status 2, as every clap error).
     fn refused(args: &[&str]) -> clap::Error {
-        let mut argv = vec!["ferry"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv) {
+        match crate::cmd::parse(args) {
             Ok(_) => panic!("{args:?} parsed, but should be a usage mistake"),
             Err(e) => {
                 assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
