@@ -141,10 +141,7 @@ Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
 pub(crate) fn rejoin(home: Option<PathBuf>, a: RejoinArgs) -> Result<()> {
     let home = Home::resolve(home)?;
     let invite = InvitationFile::read(&a.join)?;
-    let mut code = a.code;
-    if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
-        code = Some(ask_code()?);
-    }
+    let code = code_for(&invite, a.code)?;
     let (node, r) = Node::rejoin(&home, a.name.as_deref(), &invite, code.as_deref(), a.force)?;
     let id = node.identity();
     out(format_args!(
@@ -180,10 +177,7 @@ pub(crate) fn init(home: Option<PathBuf>, a: InitArgs) -> Result<()> {
         (Some(dataset), None) => Node::create(&home, &a.name, dataset)?,
         (None, Some(path)) => {
             let invite = InvitationFile::read(path)?;
-            let mut code = a.code;
-            if invite.needs_code() && code.is_none() && std::io::stdin().is_terminal() {
-                code = Some(ask_code()?);
-            }
+            let code = code_for(&invite, a.code)?;
             let node = Node::join(&home, &a.name, &invite, code.as_deref())?;
             // Said once it is used (a file that cannot join gets its error alone).
             if !invite.needs_code() {
@@ -335,6 +329,15 @@ fn contact_line(m: MemberId, label: &str, c: &Contact) -> String {
 }
 
 /// Asks for an invitation's one-time code on the terminal (one prompt line on stderr).
+/// The invitation's code: the one given (option or environment), else asked for on the
+/// terminal when the file needs one and a terminal is attached.
+fn code_for(invite: &InvitationFile, given: Option<String>) -> Result<Option<String>> {
+    if invite.needs_code() && given.is_none() && std::io::stdin().is_terminal() {
+        return Ok(Some(ask_code()?));
+    }
+    Ok(given)
+}
+
 fn ask_code() -> Result<String> {
     use std::io::Write as _;
     eprint!("Invitation code (XXXX-XXXX-XXXX, from the admin): ");
