@@ -488,8 +488,8 @@ fn many_conflicts_are_resolved_at_once_by_a_stated_preference() {
 /// Issue 11, item 5: a record's history, and a deleted record brought back. After several
 /// syncs (history every laptop holds is kept for a month), `ferry log` on any laptop lists
 /// each change with its author and the values before and after; a delete made on one laptop
-/// is undone on another with `ferry restore`, as a new change everyone applies. Once the
-/// history is compacted away (`ferry compact`), restore says it cannot, and why.
+/// is undone on another with `ferry restore`, as a new change everyone applies, also once
+/// the history is compacted away (`ferry compact`).
 #[test]
 fn the_history_of_a_record_and_restoring_a_deleted_one() {
     let base = tempfile::tempdir().unwrap();
@@ -548,14 +548,20 @@ fn the_history_of_a_record_and_restoring_a_deleted_one() {
         assert_eq!(v, serde_json::json!({"village": "Kisumu", "age": 31}));
     }
 
-    // Compacted history cannot be restored from: said so, nothing changes.
-    hq.ok(&["put", "visits", "v2", "age=5"]);
+    // With its history compacted away, a deleted record still comes back whole: what a
+    // delete removed is kept with the record until `ferry purge`.
+    hq.ok(&["put", "visits", "v2", "age=5", "village=Obunga"]);
     exchange(&[&hq, &a, &b], &stick);
     hq.ok(&["delete", "visits", "v2"]);
     exchange(&[&hq, &a, &b], &stick);
     b.ok(&["compact"]);
-    let err = b.fails(&["restore", "visits", "v2"]).1;
-    assert!(err.contains("no longer all held on this laptop"), "{err}");
+    let log = b.ok(&["log", "visits", "v2"]);
+    assert!(log.contains("compacted away"), "{log}");
+    let out = b.ok(&["restore", "visits", "v2"]);
+    assert!(out.contains("before hq deleted it"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&b.ok(&["get", "visits", "v2", "--json"])).unwrap();
+    assert_eq!(v, serde_json::json!({"village": "Obunga", "age": 5}));
     let err = b.fails(&["log", "visits", "nope"]).1;
     assert!(err.contains("no record \"nope\""), "{err}");
 }
@@ -565,7 +571,7 @@ fn the_history_of_a_record_and_restoring_a_deleted_one() {
 /// is writes nothing, and `restore` refuses when part of the record's history before the
 /// delete was compacted away, rather than bring back part of it.
 #[test]
-fn a_reloaded_dump_keeps_conflicts_and_a_partial_history_is_not_restored() {
+fn a_reloaded_dump_keeps_conflicts_and_a_record_whose_history_was_compacted_is_restored_whole() {
     let base = tempfile::tempdir().unwrap();
     let base = base.path();
     let (hq, a, b) = three(base);
@@ -588,20 +594,23 @@ fn a_reloaded_dump_keeps_conflicts_and_a_partial_history_is_not_restored() {
         "still for a person"
     );
 
-    // Fields written, history compacted, one field edited, the record deleted: its age and
-    // tags are no longer held, so it is not restored in part.
+    // Fields written, history compacted, one field edited, the record deleted: the history
+    // no longer holds its age, but the record kept what the delete removed, so it comes
+    // back whole, not in part.
     hq.ok(&["put", "visits", "v1", "village=Kisumu", "age=4"]);
     exchange(&[&hq, &a, &b], &stick);
     hq.ok(&["compact"]);
     hq.ok(&["put", "visits", "v1", "village=Kondele"]);
     hq.ok(&["delete", "visits", "v1"]);
-    let err = hq.fails(&["restore", "visits", "v1"]).1;
-    assert!(err.contains("no longer all held"), "{err}");
     let log = hq.ok(&["log", "visits", "v1"]);
     assert!(
         log.contains("compacted away") && log.contains("village: ? → Kondele"),
         "{log}"
     );
+    hq.ok(&["restore", "visits", "v1"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&hq.ok(&["get", "visits", "v1", "--json"])).unwrap();
+    assert_eq!(v, serde_json::json!({"village": "Kondele", "age": 4}));
 }
 
 /// Issue 11, item 6 (review): `--prefer author=LABEL` picks by member, and a label two

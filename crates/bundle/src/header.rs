@@ -9,8 +9,13 @@ pub const MAGIC: u8 = b'F';
 /// First byte of a plaintext bundle (`P`): signed but not encrypted, for links where
 /// encryption is not allowed (amateur radio); bundles/SPEC.md §3.3.
 pub const MAGIC_PLAIN: u8 = b'P';
-/// The format version this crate writes and reads.
+/// The format version this crate writes unless a bundle needs more.
 pub const VERSION: u8 = 1;
+/// Version 2: version 1 whose snapshot record states also carry the values deletes removed
+/// (ghosts, bundles/SPEC.md §13). Written only for a snapshot that holds any.
+pub const VERSION_GHOSTS: u8 = 2;
+/// The newest version this crate reads (it reads every version from 1 up to it).
+pub const LATEST_VERSION: u8 = VERSION_GHOSTS;
 
 /// The plaintext start of a bundle: what a reader needs before it can decrypt (27–31 bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,9 +37,14 @@ impl Header {
 
     /// The header's bytes for a sealed bundle, or (`plaintext`) a plaintext one.
     pub fn encode_as(&self, plaintext: bool) -> Vec<u8> {
+        self.encode_version(plaintext, VERSION)
+    }
+
+    /// The header's bytes for a bundle of format `version`.
+    pub fn encode_version(&self, plaintext: bool, version: u8) -> Vec<u8> {
         let mut out = Vec::with_capacity(31);
         out.push(if plaintext { MAGIC_PLAIN } else { MAGIC });
-        out.push(VERSION);
+        out.push(version);
         out.extend_from_slice(&self.dataset.0);
         let mut n = self.sender.0;
         loop {
@@ -72,7 +82,7 @@ impl Header {
         if v >= 0x20 {
             return Err(BundleError::NotABundle);
         }
-        if v != VERSION {
+        if !(VERSION..=LATEST_VERSION).contains(&v) {
             return Err(BundleError::UnsupportedVersion(v));
         }
         let mut dataset = [0u8; 8];
@@ -160,12 +170,17 @@ mod tests {
             Err(BundleError::NotABundle)
         ));
         assert!(matches!(
-            Header::read(&mut &[MAGIC, 2][..]),
-            Err(BundleError::UnsupportedVersion(2))
+            Header::read(&mut &[MAGIC, LATEST_VERSION + 1][..]),
+            Err(BundleError::UnsupportedVersion(3))
         ));
         assert!(matches!(
-            Header::read(&mut &[MAGIC_PLAIN, 2][..]),
-            Err(BundleError::UnsupportedVersion(2))
+            Header::read(&mut &[MAGIC_PLAIN, 0][..]),
+            Err(BundleError::UnsupportedVersion(0))
+        ));
+        // Version 2 is read (it ends early here, after its version byte).
+        assert!(matches!(
+            Header::read(&mut &[MAGIC, VERSION_GHOSTS, 0][..]),
+            Err(BundleError::BadHeader)
         ));
         assert!(matches!(
             Header::read(&mut &[MAGIC, 1, 0, 0][..]),

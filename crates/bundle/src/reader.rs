@@ -79,6 +79,7 @@ impl<R: Read> Opener<R> {
             }
         };
         Ok(BundleReader {
+            version: self.raw[1],
             header: self.header,
             body,
             buf: Vec::new(),
@@ -189,6 +190,8 @@ enum State {
 /// Reads one bundle's items in order, checking their structure.
 pub struct BundleReader<R: Read> {
     header: Header,
+    /// The format version its header names.
+    version: u8,
     body: Body<R>,
     buf: Vec<u8>,
     pos: usize,
@@ -229,6 +232,12 @@ impl<R: Read> BundleReader<R> {
     /// The plaintext header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The format version the header names ([`crate::VERSION`] or a later one this crate
+    /// reads).
+    pub fn version(&self) -> u8 {
+        self.version
     }
 
     fn refill(&mut self) -> Result<(), BundleError> {

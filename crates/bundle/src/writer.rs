@@ -36,6 +36,9 @@ pub struct WriteOptions {
     /// Write a plaintext bundle (bundles/SPEC.md §3.3): signed, not encrypted. Anyone who
     /// sees it can read it; only for links where encryption is not allowed.
     pub plaintext: bool,
+    /// The format version written in the header: [`crate::VERSION`], or
+    /// [`crate::VERSION_GHOSTS`] for a snapshot whose record states carry ghosts.
+    pub version: u8,
 }
 
 impl Default for WriteOptions {
@@ -43,6 +46,7 @@ impl Default for WriteOptions {
         WriteOptions {
             level: 17,
             plaintext: false,
+            version: crate::VERSION,
         }
     }
 }
@@ -132,7 +136,7 @@ impl<W: Write> BundleWriter<W> {
         key: &DatasetKey,
         options: WriteOptions,
     ) -> Result<Self, BundleError> {
-        let raw = header.encode_as(options.plaintext);
+        let raw = header.encode_version(options.plaintext, options.version);
         out.write_all(&raw)?;
         let inner = if options.plaintext {
             Seal::Plain(out)

@@ -11,7 +11,7 @@
 //! How a field is *shown* depends on its merge [`Rule`]; the order among concurrent writes
 //! is [`Stamp::cmp_rank`], the same on every node.
 
-use crate::{Dot, Hlc, Op, Value, VersionVector};
+use crate::{Dot, Hlc, MemberId, Op, Value, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -193,6 +193,46 @@ pub enum Shown {
     Set(Vec<String>),
 }
 
+/// A write a delete removed, kept under the delete's tombstone: while a write concurrent
+/// with the delete keeps the record, the record shows again as it stood when the delete was
+/// made (its ghosts), plus that write.
+///
+/// The rule, the same in every delivery order:
+/// - a delete turns every write it saw into a ghost, and counts itself among the deletes of
+///   every ghost it saw — unless it also saw a write that *buried* that ghost;
+/// - a write buries a ghost when it saw the ghost and one of the deletes that removed it
+///   (its author saw the record deleted, or revived and wrote the ghost again itself);
+/// - a write to the ghost's field that saw it supersedes it (it is gone, as a value would be);
+/// - a ghost shows while the record is live and one of its deletes is still a tombstone.
+///
+/// Ghosts are kept until `ferry purge`; v1 bundles do not carry them, v2 snapshots do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ghost {
+    /// The field it was written to.
+    pub field: String,
+    /// The write.
+    pub sibling: Sibling,
+    /// The deletes that saw it and count it (dots ascending).
+    pub under: Vec<Dot>,
+    /// For each member, the lowest commit number of its writes that buried it (members
+    /// ascending): a delete that saw one of those does not count the ghost.
+    pub buried: Vec<(MemberId, u64)>,
+}
+
+impl Ghost {
+    /// Whether a commit with causal context `ctx` saw a write that buried this ghost.
+    fn buried_for(&self, ctx: &VersionVector) -> bool {
+        self.buried.iter().any(|&(m, s)| ctx.covers(Dot::new(m, s)))
+    }
+
+    fn bury(&mut self, by: Dot) {
+        match self.buried.binary_search_by_key(&by.author, |&(m, _)| m) {
+            Ok(i) => self.buried[i].1 = self.buried[i].1.min(by.seq),
+            Err(i) => self.buried.insert(i, (by.author, by.seq)),
+        }
+    }
+}
+
 // wire-format: begin
 /// The merge state of one record.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -212,6 +252,11 @@ pub struct RecordState {
         deserialize_with = "crate::bounded::map::<_, _, _, { crate::limits::MAX_NAME_TABLE }, { crate::bounded::what::NAMES }>"
     )]
     pub firsts: BTreeMap<String, Sibling>,
+    /// Writes deletes removed (see [`Ghost`]), in canonical order (field, then
+    /// [`sibling_key`]). Not part of a version 1 record state: the bundle codec writes
+    /// them after it in version 2 snapshots.
+    #[serde(skip)]
+    pub ghosts: Vec<Ghost>,
 }
 
 // wire-format: end
@@ -223,6 +268,9 @@ impl RecordState {
         let seen = |s: &Stamp| ctx.covers(s.dot) || s.dot == stamp.dot;
         // Any write that saw a delete supersedes it (the record is re-created).
         self.tombstones.retain(|t| !ctx.covers(t.dot));
+        if !self.ghosts.is_empty() {
+            self.ghosts_meet(stamp, ctx, op);
+        }
         match op {
             Op::Set(f, v) => {
                 let sib = Sibling {
@@ -290,9 +338,22 @@ impl RecordState {
             }
             Op::Delete => {
                 let names: Vec<String> = self.fields.keys().cloned().collect();
+                let mut ghosts = false;
                 for f in names {
                     let removed = self.remove_from(&f, |s| seen(&s.stamp));
+                    for sib in &removed {
+                        ghosts = true;
+                        self.ghosts.push(Ghost {
+                            field: f.clone(),
+                            sibling: sib.clone(),
+                            under: vec![stamp.dot],
+                            buried: Vec::new(),
+                        });
+                    }
                     self.retire(&f, removed);
+                }
+                if ghosts {
+                    self.ghosts.sort_by(|a, b| ghost_key(a).cmp(&ghost_key(b)));
                 }
                 if !self.tombstones.iter().any(|t| t.dot == stamp.dot) {
                     self.tombstones.push(stamp);
@@ -328,6 +389,181 @@ impl RecordState {
             }
             other => self.apply(stamp, ctx, &other),
         }
+    }
+
+    /// What a write or delete does to the ghosts it meets (see [`Ghost`]).
+    fn ghosts_meet(&mut self, stamp: Stamp, ctx: &VersionVector, op: &Op) {
+        let seen = |s: &Stamp| ctx.covers(s.dot) || s.dot == stamp.dot;
+        match op {
+            Op::Delete => {
+                for g in &mut self.ghosts {
+                    if seen(&g.sibling.stamp) && !g.buried_for(ctx) {
+                        if let Err(i) = g.under.binary_search(&stamp.dot) {
+                            g.under.insert(i, stamp.dot);
+                        }
+                    }
+                }
+            }
+            _ => {
+                // Superseded by a write to its field that saw it.
+                let gone = |g: &Ghost| {
+                    seen(&g.sibling.stamp)
+                        && match op {
+                            Op::Set(f, _) => g.field == *f,
+                            Op::Add(f, e) | Op::Remove(f, e) => {
+                                g.field == *f
+                                    && matches!(&g.sibling.entry, Entry::Elem(x) if x == e)
+                            }
+                            _ => false,
+                        }
+                };
+                self.ghosts.retain(|g| !gone(g));
+                for g in &mut self.ghosts {
+                    if seen(&g.sibling.stamp) && g.under.iter().any(|d| ctx.covers(*d)) {
+                        g.bury(stamp.dot);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a ghost shows: the record is live and one of its deletes is a tombstone.
+    fn ghost_shows(&self, g: &Ghost) -> bool {
+        self.is_live()
+            && g.under
+                .iter()
+                .any(|d| self.tombstones.iter().any(|t| t.dot == *d))
+    }
+
+    /// The ghosts that show now (see [`Ghost`]).
+    pub fn shown_ghosts(&self) -> impl Iterator<Item = &Ghost> {
+        self.ghosts.iter().filter(|g| self.ghost_shows(g))
+    }
+
+    /// Every write a field shows from: its surviving writes and the ghosts that show.
+    fn visible(&self, field: &str) -> impl Iterator<Item = &Sibling> {
+        let ghosts = if self.tombstones.is_empty() || self.ghosts.is_empty() {
+            [].iter()
+        } else {
+            self.ghosts.iter()
+        };
+        self.fields.get(field).into_iter().flatten().chain(
+            ghosts
+                .filter(move |g| g.field == field && self.ghost_shows(g))
+                .map(|g| &g.sibling),
+        )
+    }
+
+    /// The names of the fields that show something, ascending.
+    fn visible_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.fields.keys().map(String::as_str).collect();
+        if !self.tombstones.is_empty() && !self.ghosts.is_empty() {
+            names.extend(self.shown_ghosts().map(|g| g.field.as_str()));
+            names.sort_unstable();
+            names.dedup();
+        }
+        names
+    }
+
+    /// The record as its standing deletes removed it: a state holding, as surviving writes,
+    /// the ghosts of its tombstones (what `ferry restore` brings back when the history is
+    /// compacted). `None` when no standing delete holds any.
+    pub fn before_delete(&self) -> Option<RecordState> {
+        let mut out = RecordState::default();
+        for g in &self.ghosts {
+            if g.under
+                .iter()
+                .any(|d| self.tombstones.iter().any(|t| t.dot == *d))
+            {
+                out.fields
+                    .entry(g.field.clone())
+                    .or_default()
+                    .push(g.sibling.clone());
+            }
+        }
+        (!out.fields.is_empty()).then_some(out)
+    }
+
+    /// Drops the ghosts that no longer show and never can again once every member holds
+    /// `horizon`: none of their deletes is a tombstone, and every member has seen the
+    /// writes that buried them (so no delete that did not see those can still arrive).
+    /// Returns how many it dropped (`ferry purge`).
+    pub fn forget_ghosts(&mut self, horizon: &VersionVector) -> usize {
+        let before = self.ghosts.len();
+        let tombstones = &self.tombstones;
+        self.ghosts.retain(|g| {
+            g.under
+                .iter()
+                .any(|d| tombstones.iter().any(|t| t.dot == *d))
+                || g.buried.is_empty()
+                || !g
+                    .buried
+                    .iter()
+                    .all(|&(m, s)| horizon.covers(Dot::new(m, s)))
+                || !g.under.iter().all(|d| horizon.covers(*d))
+        });
+        before - self.ghosts.len()
+    }
+
+    /// Ops a write to this record must carry besides `ops` so that its author keeps what it
+    /// sees: while a delete and a write that did not see it both survive, the record shows
+    /// the values the delete removed (ghosts), and a write that saw the delete ends that —
+    /// so it writes again every ghost field it does not write itself and that shows nothing
+    /// else (values as `Set`, set elements as `Add`, counter increments as one `Incr` of
+    /// their sum). Empty for a record that is not in that state.
+    pub fn revival_ops(&self, ops: &[Op]) -> Vec<Op> {
+        if !self.delete_conflict() || ops.iter().any(|o| matches!(o, Op::Delete)) {
+            return Vec::new();
+        }
+        let written: Vec<&str> = ops.iter().filter_map(|o| o.field()).collect();
+        let mut out = Vec::new();
+        let mut fields: Vec<&str> = self.shown_ghosts().map(|g| g.field.as_str()).collect();
+        fields.dedup();
+        for f in fields {
+            if written.contains(&f) || self.fields.contains_key(f) {
+                continue;
+            }
+            let ghosts: Vec<&Sibling> = self
+                .shown_ghosts()
+                .filter(|g| g.field == f)
+                .map(|g| &g.sibling)
+                .collect();
+            let values: Vec<(&Stamp, &Value)> = ghosts
+                .iter()
+                .filter_map(|s| match &s.entry {
+                    Entry::Value(v) => Some((&s.stamp, v)),
+                    _ => None,
+                })
+                .collect();
+            if let Some((_, v)) = values.iter().max_by(|a, b| a.0.cmp_rank(b.0)) {
+                out.push(Op::Set(f.to_string(), (*v).clone()));
+            }
+            let sum: i64 = ghosts
+                .iter()
+                .filter_map(|s| match s.entry {
+                    Entry::Incr(n) => Some(n),
+                    _ => None,
+                })
+                .fold(0i64, |a, n| a.saturating_add(n));
+            if ghosts.iter().any(|s| matches!(s.entry, Entry::Incr(_))) {
+                out.push(Op::Incr(f.to_string(), sum));
+            }
+            let mut elems: Vec<&str> = ghosts
+                .iter()
+                .filter_map(|s| match &s.entry {
+                    Entry::Elem(e) => Some(e.as_str()),
+                    _ => None,
+                })
+                .collect();
+            elems.sort_unstable();
+            elems.dedup();
+            out.extend(
+                elems
+                    .into_iter()
+                    .map(|e| Op::Add(f.to_string(), e.to_string())),
+            );
+        }
+        out
     }
 
     /// Removes the siblings of `field` matching `pred` and returns them.
@@ -378,10 +614,7 @@ impl RecordState {
     /// The assigned values of a field, the latest by [`Stamp::cmp_rank`] first.
     pub fn values(&self, field: &str) -> Vec<(&Stamp, &Value)> {
         let mut vals: Vec<_> = self
-            .fields
-            .get(field)
-            .into_iter()
-            .flatten()
+            .visible(field)
             .filter_map(|s| match &s.entry {
                 Entry::Value(v) => Some((&s.stamp, v)),
                 _ => None,
@@ -398,7 +631,10 @@ impl RecordState {
 
     /// What `field` shows under `rule`, if it shows anything.
     pub fn show(&self, field: &str, rule: Rule) -> Option<Shown> {
-        let sibs = self.fields.get(field)?;
+        let sibs: Vec<&Sibling> = self.visible(field).collect();
+        if sibs.is_empty() {
+            return None;
+        }
         let incr: Vec<i64> = sibs
             .iter()
             .filter_map(|s| match s.entry {
@@ -460,9 +696,9 @@ impl RecordState {
 
     /// What every field shows, with `rule_of` giving each field's rule.
     pub fn shown_with(&self, rule_of: impl Fn(&str) -> Rule) -> BTreeMap<&str, Shown> {
-        self.fields
-            .keys()
-            .filter_map(|f| Some((f.as_str(), self.show(f, rule_of(f))?)))
+        self.visible_names()
+            .into_iter()
+            .filter_map(|f| Some((f, self.show(f, rule_of(f))?)))
             .collect()
     }
 
@@ -484,17 +720,16 @@ impl RecordState {
     /// Whether some field holds concurrent values that differ, or a delete crossed an edit
     /// (cheap: no allocation).
     pub fn has_conflict(&self) -> bool {
-        self.fields.values().any(|sibs| differing(sibs)) || self.delete_conflict()
+        self.delete_conflict() || self.fields.values().any(|sibs| differing(sibs.iter()))
     }
 
     /// Fields that hold concurrent values that differ, by name (whatever their rule). The
     /// same value written concurrently on two laptops is not a conflict: it shows once, and
     /// both writes are kept (with their authors).
     pub fn conflicted_fields(&self) -> Vec<&str> {
-        self.fields
-            .iter()
-            .filter(|(_, sibs)| differing(sibs))
-            .map(|(f, _)| f.as_str())
+        self.visible_names()
+            .into_iter()
+            .filter(|f| differing(self.visible(f)))
             .collect()
     }
 
@@ -515,8 +750,8 @@ impl RecordState {
 }
 
 /// Whether a field's concurrent assigned values are not all the same value.
-fn differing(sibs: &[Sibling]) -> bool {
-    let mut values = sibs.iter().filter_map(|s| match &s.entry {
+fn differing<'a>(sibs: impl Iterator<Item = &'a Sibling>) -> bool {
+    let mut values = sibs.filter_map(|s| match &s.entry {
         Entry::Value(v) => Some(v),
         _ => None,
     });
@@ -533,6 +768,11 @@ fn sibling_key(s: &Sibling) -> (Dot, u8, &str) {
         Entry::Incr(_) => (s.stamp.dot, 1, ""),
         Entry::Elem(e) => (s.stamp.dot, 2, e.as_str()),
     }
+}
+
+/// The canonical order of a record's ghosts: by field, then as siblings.
+fn ghost_key(g: &Ghost) -> (&str, (Dot, u8, &str)) {
+    (g.field.as_str(), sibling_key(&g.sibling))
 }
 
 /// Numbers by numeric value (integers and floats together), then anything else by
@@ -632,10 +872,190 @@ mod tests {
         assert_eq!(r, other);
         assert!(r.delete_conflict());
         assert_eq!(r.winner("a"), Some(&Value::Int(9)));
-        assert_eq!(r.winner("b"), None);
+        assert_eq!(
+            r.winner("b"),
+            Some(&Value::Int(1)),
+            "the deleted value shows again"
+        );
         // Re-creating after seeing the delete clears the tombstone.
         r.apply(st(1, 2, 4), &ctx(&[(1, 1), (2, 1), (3, 1)]), &set("b", 2));
         assert!(!r.delete_conflict());
+    }
+
+    /// Applies `commits` in `order` to a fresh state.
+    fn replay(commits: &[(Stamp, VersionVector, Op)], order: &[usize]) -> RecordState {
+        let mut r = RecordState::default();
+        for &i in order {
+            let (s, c, op) = &commits[i];
+            r.apply(*s, c, op);
+        }
+        r
+    }
+
+    fn shown_ints(r: &RecordState) -> Vec<(String, i64)> {
+        r.shown()
+            .into_iter()
+            .map(|(f, v)| match v {
+                Value::Int(i) => (f.to_string(), i),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_delete_crossed_by_an_edit_shows_the_whole_record_in_every_order() {
+        // Member 1 writes a, b, c; member 2 deletes the record; member 3, not having seen
+        // the delete, sets c = 9.
+        let commits = vec![
+            (st(1, 1, 1), ctx(&[]), set("a", 1)),
+            (st(1, 1, 1), ctx(&[]), set("b", 2)),
+            (st(1, 1, 1), ctx(&[]), set("c", 3)),
+            (st(2, 1, 2), ctx(&[(1, 1)]), Op::Delete),
+            (st(3, 1, 3), ctx(&[(1, 1)]), set("c", 9)),
+        ];
+        let one = replay(&commits, &[0, 1, 2, 3, 4]);
+        let two = replay(&commits, &[0, 1, 2, 4, 3]);
+        assert_eq!(one, two);
+        assert_eq!(
+            shown_ints(&one),
+            vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 9)],
+            "every field as it stood when deleted, plus the edit"
+        );
+        assert!(one.delete_conflict());
+        assert!(
+            one.conflicted_fields().is_empty(),
+            "c = 3 was seen by the edit"
+        );
+        assert_eq!(one.values("c").len(), 1);
+        // Deleted alone (no crossing edit), it shows nothing.
+        let deleted = replay(&commits, &[0, 1, 2, 3]);
+        assert!(!deleted.is_live());
+        assert!(deleted.shown().is_empty());
+        assert_eq!(
+            deleted.ghosts.len(),
+            3,
+            "kept under the tombstone until purge"
+        );
+    }
+
+    #[test]
+    fn deleting_again_after_seeing_the_edit_removes_it_and_a_later_crossing_edit_brings_it_all_back()
+     {
+        let mut commits = vec![
+            (st(1, 1, 1), ctx(&[]), set("a", 1)),
+            (st(1, 1, 1), ctx(&[]), set("b", 2)),
+            (st(2, 1, 2), ctx(&[(1, 1)]), Op::Delete),
+            (st(3, 1, 3), ctx(&[(1, 1)]), set("c", 9)),
+            // Member 2 sees the edit and deletes again.
+            (st(2, 2, 4), ctx(&[(1, 1), (2, 1), (3, 1)]), Op::Delete),
+        ];
+        for order in [[0, 1, 2, 3, 4], [0, 1, 3, 2, 4]] {
+            let r = replay(&commits, &order);
+            assert!(!r.is_live(), "{order:?}");
+            assert!(r.shown().is_empty());
+        }
+        // Member 1 had seen the revived record (not the second delete) and edits it.
+        commits.push((st(1, 2, 5), ctx(&[(1, 1), (2, 1), (3, 1)]), set("d", 4)));
+        let a = replay(&commits, &[0, 1, 2, 3, 4, 5]);
+        let b = replay(&commits, &[0, 1, 3, 2, 5, 4]);
+        assert_eq!(a, b);
+        assert_eq!(
+            shown_ints(&a),
+            vec![
+                ("a".into(), 1),
+                ("b".into(), 2),
+                ("c".into(), 9),
+                ("d".into(), 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_created_again_after_a_delete_never_shows_the_old_fields() {
+        let commits = vec![
+            (st(1, 1, 1), ctx(&[]), set("a", 1)),
+            (st(2, 1, 2), ctx(&[(1, 1)]), Op::Delete),
+            // Created again by someone who saw the delete.
+            (st(2, 2, 3), ctx(&[(1, 1), (2, 1)]), set("x", 5)),
+            // Deleted again, while member 3 (having seen the re-creation) edits it.
+            (st(1, 2, 4), ctx(&[(1, 1), (2, 2)]), Op::Delete),
+            (st(3, 1, 5), ctx(&[(1, 1), (2, 2)]), set("y", 6)),
+        ];
+        let a = replay(&commits, &[0, 1, 2, 3, 4]);
+        let b = replay(&commits, &[0, 1, 2, 4, 3]);
+        assert_eq!(a, b);
+        assert_eq!(shown_ints(&a), vec![("x".into(), 5), ("y".into(), 6)]);
+        let recreated = replay(&commits, &[0, 1, 2]);
+        assert_eq!(shown_ints(&recreated), vec![("x".into(), 5)]);
+    }
+
+    #[test]
+    fn two_crossing_deletes_each_keep_what_they_saw() {
+        // Deletes by 2 and 3 both saw a = 1; member 4 saw only 2's delete and creates x:
+        // 3's delete still crosses it, and a shows with x in every order.
+        let commits = vec![
+            (st(1, 1, 1), ctx(&[]), set("a", 1)),
+            (st(2, 1, 2), ctx(&[(1, 1)]), Op::Delete),
+            (st(3, 1, 2), ctx(&[(1, 1)]), Op::Delete),
+            (st(4, 1, 3), ctx(&[(1, 1), (2, 1)]), set("x", 5)),
+        ];
+        let states: Vec<_> = [[0, 1, 2, 3], [0, 1, 3, 2], [0, 2, 1, 3]]
+            .iter()
+            .map(|o| replay(&commits, o))
+            .collect();
+        assert_eq!(states[0], states[1]);
+        assert_eq!(states[0], states[2]);
+        assert_eq!(
+            shown_ints(&states[0]),
+            vec![("a".into(), 1), ("x".into(), 5)]
+        );
+    }
+
+    #[test]
+    fn a_write_to_a_revived_record_writes_its_ghosts_again_and_ends_the_conflict() {
+        let mut r = RecordState::default();
+        r.apply(st(1, 1, 1), &ctx(&[]), &set("a", 1));
+        r.apply(st(1, 1, 1), &ctx(&[]), &Op::Incr("n".into(), 4));
+        r.apply(st(1, 1, 1), &ctx(&[]), &Op::Add("t".into(), "x".into()));
+        r.apply(st(1, 1, 1), &ctx(&[]), &set("c", 3));
+        r.apply(st(2, 1, 2), &ctx(&[(1, 1)]), &Op::Delete);
+        r.apply(st(3, 1, 3), &ctx(&[(1, 1)]), &set("c", 9));
+        assert_eq!(
+            r.show("n", Rule::Counter),
+            Some(Shown::Value(Value::Int(4)))
+        );
+        assert_eq!(r.show("t", Rule::Set), Some(Shown::Set(vec!["x".into()])));
+        // Member 1 saw all of it and edits c: it writes a, n and t again.
+        let ops = vec![set("c", 10)];
+        let mut all = r.revival_ops(&ops);
+        assert_eq!(
+            all,
+            vec![
+                set("a", 1),
+                Op::Incr("n".into(), 4),
+                Op::Add("t".into(), "x".into())
+            ]
+        );
+        all.extend(ops);
+        let seen = ctx(&[(1, 1), (2, 1), (3, 1)]);
+        for op in &all {
+            r.apply(st(1, 2, 4), &seen, op);
+        }
+        assert!(!r.delete_conflict());
+        assert!(!r.has_conflict());
+        assert_eq!(
+            r.show("a", Rule::Conflict),
+            Some(Shown::Value(Value::Int(1)))
+        );
+        assert_eq!(
+            r.show("n", Rule::Counter),
+            Some(Shown::Value(Value::Int(4)))
+        );
+        assert_eq!(
+            r.show("c", Rule::Conflict),
+            Some(Shown::Value(Value::Int(10)))
+        );
+        assert!(r.revival_ops(&[set("c", 11)]).is_empty());
     }
 
     #[test]

@@ -208,6 +208,23 @@ impl Node {
         let labels = self.labels()?;
         let rules = self.rules()?;
         let rule_of = |f: &str| rules.of(collection, f);
+        // What the standing deletes removed is kept with the record (its ghosts) until
+        // `ferry purge`, whatever compaction did to the history.
+        if let Some(current) = self.get(collection, id)? {
+            if let (Some(state), Some(delete)) = (
+                current.before_delete(),
+                current.tombstones.iter().max_by(|a, b| a.cmp_rank(b)),
+            ) {
+                let delete = *delete;
+                return self
+                    .restore_from(collection, id, &state, rule_of)
+                    .map(|fields| Restored {
+                        deleted_by: label_of(&labels, delete.dot.author),
+                        deleted_at: crate::time::format_utc(delete.hlc.ms()),
+                        fields,
+                    });
+            }
+        }
         let (touches, compacted) = self.touches(collection, id)?;
         // Replay up to the last delete; what shows just before it is what comes back.
         let last_delete = touches
@@ -245,6 +262,22 @@ impl Node {
                 id: id.into(),
             });
         }
+        let fields = self.restore_from(collection, id, &state, rule_of)?;
+        Ok(Restored {
+            deleted_by: label_of(&labels, delete.author),
+            deleted_at: crate::time::format_utc(delete.hlc.ms()),
+            fields,
+        })
+    }
+
+    /// Writes again what `state` shows, as one new change; returns how many fields.
+    fn restore_from(
+        &mut self,
+        collection: &str,
+        id: &str,
+        state: &RecordState,
+        rule_of: impl Fn(&str) -> ferry_model::Rule,
+    ) -> Result<usize, NodeError> {
         let mut ops = Vec::new();
         for (field, shown) in state.shown_with(rule_of) {
             match shown {
@@ -266,11 +299,7 @@ impl Node {
             id: id.into(),
             ops,
         }])?;
-        Ok(Restored {
-            deleted_by: label_of(&labels, delete.author),
-            deleted_at: crate::time::format_utc(delete.hlc.ms()),
-            fields,
-        })
+        Ok(fields)
     }
 
     /// The applied commits still held that touch one record, in causal order (a change

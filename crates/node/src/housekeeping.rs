@@ -33,6 +33,8 @@ pub struct PurgeReport {
     pub purged: u64,
     /// Deleted records kept because some member has not received their delete yet.
     pub waiting: u64,
+    /// Values deletes had removed, kept for a concurrent edit, dropped for good.
+    pub ghosts: u64,
     /// The compaction that went with it.
     pub compact: CompactReport,
 }
@@ -189,6 +191,22 @@ impl Node {
             } else {
                 report.waiting += 1;
             }
+        }
+        // Values deletes removed that a record created again no longer shows (ghosts).
+        let mut forgotten = Vec::new();
+        tx.visit_records(&mut |collection, id, state| {
+            if state.is_live() && !state.ghosts.is_empty() {
+                let mut state = state.clone();
+                let dropped = state.forget_ghosts(&horizon);
+                if dropped > 0 {
+                    forgotten.push((collection.to_string(), id.to_string(), state, dropped));
+                }
+            }
+            Ok(())
+        })?;
+        for (collection, id, state, dropped) in forgotten {
+            tx.put_record(&collection, &id, &state)?;
+            report.ghosts += dropped as u64;
         }
         tx.commit()?;
         progress.end();

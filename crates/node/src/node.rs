@@ -877,6 +877,8 @@ impl Node {
         check_collection(collection)?;
         check_id(id)?;
         check_field(field)?;
+        let state = self.get(collection, id)?;
+        let ops = with_revival(state.as_ref(), ops);
         self.commit(vec![Change::Record {
             collection: collection.into(),
             id: id.into(),
@@ -1103,12 +1105,16 @@ fn member_label(member: MemberId, label: &str) -> Change {
 /// an element the field holds. A `Set` on a field in conflict is kept when `settle` (a
 /// `put` settles it), and left out without it when its value is one of those in conflict
 /// (reloading a dump keeps the conflict for a person). Nothing is left out of a record
-/// deleted on one laptop while edited on another: the write keeps it.
+/// deleted on one laptop while edited on another: the write keeps it, and writes again what
+/// the record shows from before the delete ([`with_revival`]).
 pub(crate) fn changing_ops(state: Option<&RecordState>, ops: Vec<Op>, settle: bool) -> Vec<Op> {
     use ferry_model::record::Entry;
-    let Some(state) = state.filter(|s| s.is_live() && !s.delete_conflict()) else {
+    let Some(state) = state.filter(|s| s.is_live()) else {
         return ops;
     };
+    if state.delete_conflict() {
+        return with_revival(Some(state), ops);
+    }
     ops.into_iter()
         .filter(|op| match op {
             Op::Set(f, v) => {
@@ -1128,6 +1134,20 @@ pub(crate) fn changing_ops(state: Option<&RecordState>, ops: Vec<Op>, settle: bo
             _ => true,
         })
         .collect()
+}
+
+/// `ops` preceded by the ops that keep what a record deleted on one laptop while edited on
+/// another shows from before the delete ([`RecordState::revival_ops`]): a write that has
+/// seen the delete ends the conflict, and keeps the record as its author saw it.
+pub(crate) fn with_revival(state: Option<&RecordState>, ops: Vec<Op>) -> Vec<Op> {
+    match state {
+        Some(s) if s.delete_conflict() => {
+            let mut all = s.revival_ops(&ops);
+            all.extend(ops);
+            all
+        }
+        _ => ops,
+    }
 }
 
 /// The error for an invitation file that is already there (the words `write_private` uses).

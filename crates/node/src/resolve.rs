@@ -4,6 +4,7 @@ use crate::error::NodeError;
 use crate::node::{ConflictView, Node};
 use ferry_model::record::numeric_cmp;
 use ferry_model::{Change, Op, Value};
+use ferry_sync::Storage as _;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -162,18 +163,19 @@ impl Node {
                 .or_default()
                 .push(Op::Set(s.field.clone(), s.value.clone()));
         }
-        let changes: Vec<Change> = by_record
-            .into_iter()
-            .map(|((collection, id), ops)| Change::Record {
-                collection: collection.into(),
-                id: id.into(),
-                ops,
-            })
-            .collect();
         // All of it or none: the chunks are committed in one transaction.
         let now = crate::time::now_ms();
         let engine = self.engine.clone();
         let mut tx = self.store.transaction(now)?;
+        let mut changes: Vec<Change> = Vec::with_capacity(by_record.len());
+        for ((collection, id), ops) in by_record {
+            let state = tx.record(collection, id)?;
+            changes.push(Change::Record {
+                collection: collection.into(),
+                id: id.into(),
+                ops: crate::node::with_revival(state.as_ref(), ops),
+            });
+        }
         for chunk in changes.chunks(RESOLVE_BATCH) {
             engine.commit_local(&mut tx, chunk.to_vec(), now)?;
         }

@@ -4,7 +4,7 @@
 //! them by position, and names fields by local numbers (table `local_names`), so a record
 //! written by one commit costs one stamp, not one per field.
 
-use ferry_model::record::{Entry, Sibling};
+use ferry_model::record::{Entry, Ghost, Sibling};
 use ferry_model::{Dot, Hlc, MemberId, RecordState, Stamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,6 +22,11 @@ struct Blob<E> {
     /// (local field name, stamp index, entry) of retired first values.
     firsts: Vec<(u32, u32, E)>,
 }
+
+/// Ghosts (see [`ferry_model::record::Ghost`]), written after the blob only when a record
+/// has any, so records without them keep the bytes they had before ghosts existed:
+/// (local field name, stamp index, entry, deletes that count it, burying writes).
+type GhostRow<E> = (u32, u32, E, Vec<(u32, u64)>, Vec<(u32, u64)>);
 
 /// Why a stored record could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,16 @@ pub fn encode(
     for (name, sib) in &state.firsts {
         firsts.push((name_id(name)?, index(&sib.stamp), &sib.entry));
     }
+    let mut ghosts: Vec<GhostRow<&Entry>> = Vec::with_capacity(state.ghosts.len());
+    for g in &state.ghosts {
+        ghosts.push((
+            name_id(&g.field)?,
+            index(&g.sibling.stamp),
+            &g.sibling.entry,
+            g.under.iter().map(|d| (d.author.0, d.seq)).collect(),
+            g.buried.iter().map(|&(m, s)| (m.0, s)).collect(),
+        ));
+    }
     let blob = Blob {
         stamps: stamps
             .iter()
@@ -73,7 +88,12 @@ pub fn encode(
     // growing vector doubles).
     let size = postcard::serialize_with_flavor(&blob, postcard::ser_flavors::Size::default())
         .map_err(|e| CodecError(e.to_string()))?;
-    postcard::to_extend(&blob, Vec::with_capacity(size)).map_err(|e| CodecError(e.to_string()))
+    let out = postcard::to_extend(&blob, Vec::with_capacity(size))
+        .map_err(|e| CodecError(e.to_string()))?;
+    if ghosts.is_empty() {
+        return Ok(out);
+    }
+    postcard::to_extend(&ghosts, out).map_err(|e| CodecError(e.to_string()))
 }
 
 /// Decodes a blob, turning local field numbers back into names with `name`.
@@ -81,7 +101,13 @@ pub fn decode(
     bytes: &[u8],
     mut name: impl FnMut(u32) -> Result<String, CodecError>,
 ) -> Result<RecordState, CodecError> {
-    let blob: Blob<Entry> = postcard::from_bytes(bytes).map_err(|e| CodecError(e.to_string()))?;
+    let (blob, rest): (Blob<Entry>, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|e| CodecError(e.to_string()))?;
+    let ghost_rows: Vec<GhostRow<Entry>> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        postcard::from_bytes(rest).map_err(|e| CodecError(e.to_string()))?
+    };
     let stamps: Vec<Stamp> = blob
         .stamps
         .iter()
@@ -123,10 +149,26 @@ pub fn decode(
             },
         );
     }
+    let mut ghosts = Vec::with_capacity(ghost_rows.len());
+    for (id, i, entry, under, buried) in ghost_rows {
+        ghosts.push(Ghost {
+            field: name(id)?,
+            sibling: Sibling {
+                stamp: stamp(i)?,
+                entry,
+            },
+            under: under
+                .into_iter()
+                .map(|(a, s)| Dot::new(MemberId(a), s))
+                .collect(),
+            buried: buried.into_iter().map(|(a, s)| (MemberId(a), s)).collect(),
+        });
+    }
     Ok(RecordState {
         fields,
         tombstones,
         firsts,
+        ghosts,
     })
 }
 
@@ -171,5 +213,26 @@ mod tests {
         assert_eq!(back, r);
         assert!(bytes.len() < 90, "{} bytes", bytes.len());
         assert!(decode(&bytes[..bytes.len() - 1], |i| Ok(names[i as usize].into())).is_err());
+
+        // Deleted by member 3: the values stay as ghosts, written after the old layout.
+        let c = Stamp::new(
+            Dot::new(MemberId(3), 1),
+            Hlc::from_parts(1_763_000_001_000, 0),
+        );
+        let seen: VersionVector = [(MemberId(1), 7), (MemberId(2), 3)].into_iter().collect();
+        r.apply(c, &seen, &Op::Delete);
+        assert_eq!(r.ghosts.len(), 3, "two concurrent ages and the village");
+        let with_ghosts = encode(&r, |n| {
+            Ok(names.iter().position(|x| *x == n).unwrap() as u32)
+        })
+        .unwrap();
+        let back = decode(&with_ghosts, |i| Ok(names[i as usize].to_string())).unwrap();
+        assert_eq!(back, r);
+        assert!(
+            decode(&with_ghosts[..with_ghosts.len() - 1], |i| Ok(names
+                [i as usize]
+                .into()))
+            .is_err()
+        );
     }
 }

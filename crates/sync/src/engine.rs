@@ -17,8 +17,9 @@ use ferry_bundle::{
 };
 use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey, head_message};
+use ferry_model::record::Ghost;
 use ferry_model::{
-    Change, Commit, DatasetId, Hash, Hlc, MemberId, Op, RecordState, Value, VersionVector,
+    Change, Commit, DatasetId, Dot, Hash, Hlc, MemberId, Op, RecordState, Value, VersionVector,
 };
 use std::io::{Read, Write};
 
@@ -495,7 +496,9 @@ impl Engine {
                     let rec: Option<RecordState> = {
                         let _budget =
                             ferry_model::bounded::OpBudget::start(ferry_model::limits::MAX_OPS);
-                        postcard::from_bytes(&state).ok()
+                        // The record state comes first in every version (ghosts follow it
+                        // in version 2; `_forks` never has any).
+                        postcard::take_from_bytes(&state).ok().map(|(r, _)| r)
                     };
                     for sib in rec.iter().flat_map(|r| r.fields.get(FORK_FIELD)).flatten() {
                         if let ferry_model::record::Entry::Value(Value::Bytes(b)) = &sib.entry {
@@ -742,6 +745,7 @@ impl Engine {
         }
         let sender = auth.header.sender;
         let mut reader = opener.decrypt(key)?;
+        let version = reader.version();
         let Some(Item::Receipt(receipt)) = reader.next_item()? else {
             unreachable!("the reader checks that a payload starts with a receipt");
         };
@@ -820,23 +824,8 @@ impl Engine {
                 } => {
                     if let Some(s) = &snapshot {
                         // wire-format: begin
-                        let state: RecordState = {
-                            // Bounded like a commit: a record state holds at most as many
-                            // siblings and tombstones as a commit may hold ops.
-                            let _budget =
-                                ferry_model::bounded::OpBudget::start(ferry_model::limits::MAX_OPS);
-                            ferry_model::bounded::clear_exceeded();
-                            postcard::from_bytes(&state).map_err(|e| {
-                                match ferry_model::bounded::take_exceeded() {
-                                    Some(limit) => BundleError::Limit(format!(
-                                        "snapshot record {collection}/{id}: {limit}"
-                                    )),
-                                    None => BundleError::Malformed(format!(
-                                        "snapshot record {collection}/{id}: {e}"
-                                    )),
-                                }
-                            })?
-                        };
+                        let state: RecordState =
+                            decode_snapshot_record(&collection, &id, &state, version)?;
                         // wire-format: end
                         check_snapshot_record(&collection, &id, &state, &s.state)?;
                         st::<S, _>(store.put_record(&collection, &id, &state))?;
@@ -2125,8 +2114,21 @@ impl Engine {
         salt: [u8; 16],
         key: &DatasetKey,
         signer: &SecretKey,
-        options: WriteOptions,
+        mut options: WriteOptions,
     ) -> Res<(W, ExportReport), S> {
+        // Version 2 only when a record holds ghosts (values deletes removed), which a
+        // version 1 record state cannot carry (SPEC §13); otherwise any reader reads it.
+        let mut ghosts = false;
+        st::<S, _>(store.visit_records(&mut |_, _, state| {
+            ghosts |= !state.ghosts.is_empty();
+            Ok(())
+        }))?;
+        options.version = if ghosts {
+            ferry_bundle::VERSION_GHOSTS
+        } else {
+            ferry_bundle::VERSION
+        };
+        let version = options.version;
         let (mut w, receipt) = self.start_bundle(store, out, salt, key, options)?;
         let state = st::<S, _>(store.applied())?;
         let mut compacted = VersionVector::new();
@@ -2159,10 +2161,14 @@ impl Engine {
         let mut failed = None;
         st::<S, _>(store.visit_records(&mut |collection, id, state| {
             // wire-format: begin
+            let mut bytes = postcard::to_allocvec(state).expect("a record state encodes");
+            if version >= ferry_bundle::VERSION_GHOSTS {
+                bytes = postcard::to_extend(&state.ghosts, bytes).expect("ghosts encode");
+            }
             let item = Item::SnapshotRecord {
                 collection: collection.to_string(),
                 id: id.to_string(),
-                state: postcard::to_allocvec(state).expect("a record state encodes"),
+                state: bytes,
             };
             // wire-format: end
             if let Err(e) = w.push(&item) {
@@ -2431,6 +2437,59 @@ pub enum Received {
     },
 }
 
+// wire-format: begin
+/// Decodes a snapshot record state of a bundle of format `version`: `postcard(RecordState)`,
+/// and in version 2 its ghosts after it (SPEC §4.1, §13), bounded like a commit.
+fn decode_snapshot_record(
+    collection: &str,
+    id: &str,
+    bytes: &[u8],
+    version: u8,
+) -> Result<RecordState, BundleError> {
+    let _budget = ferry_model::bounded::OpBudget::start(ferry_model::limits::MAX_OPS);
+    ferry_model::bounded::clear_exceeded();
+    let failed = |e: postcard::Error| match ferry_model::bounded::take_exceeded() {
+        Some(limit) => BundleError::Limit(format!("snapshot record {collection}/{id}: {limit}")),
+        None => BundleError::Malformed(format!("snapshot record {collection}/{id}: {e}")),
+    };
+    if version < ferry_bundle::VERSION_GHOSTS {
+        return postcard::from_bytes(bytes).map_err(failed);
+    }
+    let (mut state, rest): (RecordState, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(failed)?;
+    let ghosts: Vec<Ghost> = postcard::from_bytes(rest).map_err(failed)?;
+    let held = state.fields.values().map(Vec::len).sum::<usize>() + state.tombstones.len();
+    let counted = ghosts
+        .iter()
+        .map(|g| 1 + g.under.len() + g.buried.len())
+        .sum::<usize>();
+    if held + counted > ferry_model::limits::MAX_OPS {
+        return Err(BundleError::Limit(format!(
+            "snapshot record {collection}/{id}: more than {} writes, tombstones and ghosts",
+            ferry_model::limits::MAX_OPS
+        )));
+    }
+    let canonical = ghosts.windows(2).all(|w| {
+        (w[0].field.as_str(), w[0].sibling.stamp.dot)
+            < (w[1].field.as_str(), w[1].sibling.stamp.dot)
+            || (w[0].field == w[1].field
+                && w[0].sibling.stamp.dot == w[1].sibling.stamp.dot
+                && w[0].sibling.entry != w[1].sibling.entry)
+    }) && ghosts.iter().all(|g| {
+        g.under.windows(2).all(|w| w[0] < w[1])
+            && g.buried.windows(2).all(|w| w[0].0 < w[1].0)
+            && !g.under.is_empty()
+    });
+    if !canonical {
+        return Err(BundleError::Malformed(format!(
+            "snapshot record {collection}/{id}: ghosts out of order, repeated, or under no delete"
+        )));
+    }
+    state.ghosts = ghosts;
+    Ok(state)
+}
+// wire-format: end
+
 /// Checks one record of an admin snapshot against the state it reflects: it may only state
 /// writes that history holds (every stamp within `state`) and that their authors were
 /// allowed to make ([`may_write`]).
@@ -2451,12 +2510,19 @@ fn check_snapshot_record<E: std::error::Error + 'static>(
         .flatten()
         .map(|s| &s.stamp)
         .chain(rec.tombstones.iter())
-        .chain(rec.firsts.values().map(|s| &s.stamp));
-    for stamp in stamps {
-        if !state.covers(stamp.dot) {
+        .chain(rec.firsts.values().map(|s| &s.stamp))
+        .chain(rec.ghosts.iter().map(|g| &g.sibling.stamp));
+    let dots = rec.ghosts.iter().flat_map(|g| {
+        g.under
+            .iter()
+            .copied()
+            .chain(g.buried.iter().map(|&(m, s)| Dot::new(m, s)))
+    });
+    for dot in stamps.map(|s| s.dot).chain(dots) {
+        if !state.covers(dot) {
             return bad("a write from after the state the snapshot reflects");
         }
-        if !may_write(stamp.dot.author, collection, id) {
+        if !may_write(dot.author, collection, id) {
             return bad("a write its author was not allowed to make");
         }
     }

@@ -48,6 +48,7 @@ pub fn bundle(
     let options = WriteOptions {
         level: 1,
         plaintext: key.is_none(),
+        ..WriteOptions::default()
     };
     let any_key = DatasetKey([0; 32]);
     let mut w = BundleWriter::new(Vec::new(), &header, key.unwrap_or(&any_key), options)

@@ -61,6 +61,13 @@ pub struct Outcome {
     pub pending: u64,
     /// Snapshots installed (by members that joined after others compacted).
     pub snapshots: u64,
+    /// Ghosts (values deletes removed) shown at the end, on records a delete and an edit
+    /// crossed.
+    pub ghosts: usize,
+    /// Writes to such a record that wrote its ghosts again (as ferry's node does).
+    pub revivals: u64,
+    /// Deleted records written again as their deletes removed them (`ferry restore`).
+    pub restores: u64,
     /// Deliveries that could not be checked yet and waited for an earlier bundle.
     pub waited: u64,
     /// Hostile bundles delivered (attacked runs).
@@ -122,6 +129,8 @@ struct World {
     now: u64,
     deliveries: usize,
     stashed: u64,
+    revivals: u64,
+    restores: u64,
     pending: u64,
     snapshots: u64,
     waited: u64,
@@ -177,6 +186,70 @@ impl World {
             2..=4 => Op::Incr("n".into(), self.rng.below(7) as i64 - 3),
             5 | 6 => Op::Add("tags".into(), tag),
             7 => Op::Remove("tags".into(), tag),
+            15 if id != FORKED_RECORD => {
+                // `ferry restore`: a deleted record written again as its deletes removed it.
+                let dead = self
+                    .node(i)
+                    .store
+                    .records
+                    .iter()
+                    .find(|((c, rid), r)| {
+                        c == COLL
+                            && *rid != FORKED_RECORD
+                            && !r.is_live()
+                            && r.before_delete().is_some()
+                    })
+                    .map(|((_, rid), r)| (rid.clone(), r.before_delete().expect("checked")));
+                if let Some((rid, before)) = dead {
+                    let ops: Vec<Op> = before
+                        .shown()
+                        .into_iter()
+                        .map(|(f, v)| Op::Set(f.to_string(), v))
+                        .collect();
+                    self.restores += 1;
+                    return self.log_writes(i, rid, ops);
+                }
+                Op::Set(field, Value::Int(self.rng.below(1000) as i64))
+            }
+            8 if id != FORKED_RECORD => {
+                // `ferry resolve --all`: every conflicted field of a record in one commit.
+                let found = self
+                    .node(i)
+                    .store
+                    .records
+                    .iter()
+                    .find(|((c, rid), r)| {
+                        c == COLL && *rid != FORKED_RECORD && !r.conflicted_fields().is_empty()
+                    })
+                    .map(|((_, rid), r)| {
+                        let ops: Vec<Op> = r
+                            .conflicted_fields()
+                            .into_iter()
+                            .filter_map(|f| Some(Op::Set(f.to_string(), r.winner(f)?.clone())))
+                            .collect();
+                        (rid.clone(), ops)
+                    });
+                match found {
+                    Some((rid, ops)) if !ops.is_empty() => return self.log_writes(i, rid, ops),
+                    _ => Op::Set(field, Value::Int(self.rng.below(1000) as i64)),
+                }
+            }
+            9 if id != FORKED_RECORD => {
+                // An edit of a record this node sees deleted on one laptop while edited on
+                // another (it writes the record's ghosts again), if any.
+                let crossed = self
+                    .node(i)
+                    .store
+                    .records
+                    .iter()
+                    .find(|((c, rid), r)| c == COLL && *rid != FORKED_RECORD && r.delete_conflict())
+                    .map(|((_, rid), _)| rid.clone());
+                let v = Value::Int(self.rng.below(1000) as i64);
+                match crossed {
+                    Some(rid) => return self.log_write(i, rid, Op::Set(field, v)),
+                    None => Op::Set(field, v),
+                }
+            }
             8..=10 => {
                 // A resolution: write over a field this node sees in conflict, if any.
                 let state = self
@@ -217,14 +290,34 @@ impl World {
     }
 
     fn log_write(&mut self, i: usize, id: String, op: Op) {
+        self.log_writes(i, id, vec![op]);
+    }
+
+    /// One commit of `ops` on record `id`, made as ferry's node makes it: a write to a
+    /// record deleted on one laptop while edited on another first writes again what the
+    /// record shows from before the delete ([`RecordState::revival_ops`]).
+    fn log_writes(&mut self, i: usize, id: String, ops: Vec<Op>) {
         let now = self.clock(i);
-        let commit = self.node(i).write(COLL, &id, vec![op.clone()], now);
-        self.log.push(Write {
-            dot: commit.dot(),
-            ctx: commit.context(),
-            id,
-            op,
-        });
+        let mut all = self
+            .node(i)
+            .store
+            .records
+            .get(&(COLL.to_string(), id.clone()))
+            .map(|r| r.revival_ops(&ops))
+            .unwrap_or_default();
+        if !all.is_empty() {
+            self.revivals += 1;
+        }
+        all.extend(ops);
+        let commit = self.node(i).write(COLL, &id, all.clone(), now);
+        for op in all {
+            self.log.push(Write {
+                dot: commit.dot(),
+                ctx: commit.context(),
+                id: id.clone(),
+                op,
+            });
+        }
     }
 
     fn send(&mut self) {
@@ -694,14 +787,10 @@ impl World {
         // same value from two laptops is kept twice and not listed.
         let mut equal_values = 0;
         for ((c, id), r) in records {
-            for (f, sibs) in &r.fields {
-                let values: Vec<&Value> = sibs
-                    .iter()
-                    .filter_map(|x| match &x.entry {
-                        Entry::Value(v) => Some(v),
-                        _ => None,
-                    })
-                    .collect();
+            // What a field shows from: its surviving writes and, while a delete is crossed
+            // by an edit, the values that delete removed (ghosts).
+            for f in r.shown().keys() {
+                let values: Vec<&Value> = r.values(f).into_iter().map(|(_, v)| v).collect();
                 let differ = values.iter().any(|v| *v != values[0]);
                 let listed = conflicts
                     .iter()
@@ -761,6 +850,28 @@ impl World {
                         w.op, w.dot.author
                     ));
                 }
+                // Removed only by deletes: kept as a ghost, so an edit concurrent with a
+                // delete brings the record back whole.
+                let by_field_write = writes.iter().any(|w2| {
+                    w2.ctx.covers(w.dot)
+                        && match (&w.op, &w2.op) {
+                            (Op::Set(f, _) | Op::Incr(f, _), Op::Set(g, _)) => f == g,
+                            (Op::Add(f, e), Op::Add(g, x) | Op::Remove(g, x)) => f == g && e == x,
+                            (Op::Add(f, _), Op::Set(g, _)) => f == g,
+                            _ => false,
+                        }
+                });
+                let ghost = rec.is_some_and(|r| {
+                    r.ghosts.iter().any(|g| {
+                        g.sibling.stamp.dot == w.dot && Some(g.field.as_str()) == w.op.field()
+                    })
+                });
+                if !matches!(w.op, Op::Delete) && !by_field_write && !ghost {
+                    return Err(format!(
+                        "seed {seed}: {:?} by {} on {id} was removed by a delete only, yet is not kept as a ghost",
+                        w.op, w.dot.author
+                    ));
+                }
             }
         }
         Ok(Outcome {
@@ -773,6 +884,9 @@ impl World {
             stashed: self.stashed,
             pending: self.pending,
             snapshots: self.snapshots,
+            ghosts: records.values().map(|r| r.shown_ghosts().count()).sum(),
+            revivals: self.revivals,
+            restores: self.restores,
             waited: self.waited,
             forgeries: 0,
             refused: 0,
@@ -830,6 +944,8 @@ fn simulate(seed: u64, attack: Attack) -> Result<World, String> {
         now: T0,
         deliveries: 0,
         stashed: 0,
+        revivals: 0,
+        restores: 0,
         pending: 0,
         snapshots: 0,
         waited: 0,

@@ -28,6 +28,7 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     let mut failures = Vec::new();
     let mut writes = 0;
     let (mut forgeries, mut refused, mut equal_values) = (0, 0, 0);
+    let (mut ghosts, mut revivals, mut restores, mut snapshots) = (0, 0, 0, 0);
     let mut forks = std::collections::BTreeMap::new();
     for seed in REGRESSION_SEEDS.iter().copied().chain(0..2_000) {
         match run_caught(seed) {
@@ -36,12 +37,19 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
                 forgeries += o.forgeries;
                 equal_values += o.equal_values;
                 refused += o.refused;
+                ghosts += o.ghosts;
+                revivals += o.revivals;
+                restores += o.restores;
+                snapshots += o.snapshots;
                 *forks.entry(format!("{:?}", o.fork)).or_insert(0u32) += 1;
             }
             Err(e) => failures.push(e),
         }
     }
     println!("forgeries delivered {forgeries}, refused outright {refused}; forks: {forks:?}");
+    println!(
+        "ghosts shown at the end {ghosts}, revivals {revivals}, restores {restores}, snapshots installed {snapshots}"
+    );
     assert!(
         failures.is_empty(),
         "{} of 2000 seeds failed; replay one with FERRY_SIM_SEED=<seed>:\n{}",
@@ -52,6 +60,13 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     assert!(
         equal_values > 100,
         "only {equal_values} fields ended with the same value from concurrent writes"
+    );
+    // The delete-vs-edit rules were exercised, not only present.
+    assert!(ghosts > 100, "only {ghosts} ghosts showed at the end");
+    assert!(revivals > 5, "only {revivals} writes revived a record");
+    assert!(
+        restores > 20,
+        "only {restores} deleted records were restored"
     );
     assert!(
         forgeries > 10_000,
