@@ -11,11 +11,13 @@ pub const MAGIC: u8 = b'F';
 pub const MAGIC_PLAIN: u8 = b'P';
 /// The format version this crate writes unless a bundle needs more.
 pub const VERSION: u8 = 1;
-/// Version 2: version 1 whose snapshot record states also carry the values deletes removed
-/// (ghosts, bundles/SPEC.md §13). Written only for a snapshot that holds any.
-pub const VERSION_GHOSTS: u8 = 2;
-/// The newest version this crate reads (it reads every version from 1 up to it).
-pub const LATEST_VERSION: u8 = VERSION_GHOSTS;
+/// Version 3: version 1 whose snapshot record states also carry the values deletes removed
+/// (ghosts, bundles/SPEC.md §13). Written only for a snapshot that holds any. (Version 2 is
+/// never used: it is the published example of a version readers do not know, vector
+/// `unknown-version`.)
+pub const VERSION_GHOSTS: u8 = 3;
+/// The versions this crate reads.
+pub const READ_VERSIONS: [u8; 2] = [VERSION, VERSION_GHOSTS];
 
 /// The plaintext start of a bundle: what a reader needs before it can decrypt (27–31 bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +84,7 @@ impl Header {
         if v >= 0x20 {
             return Err(BundleError::NotABundle);
         }
-        if !(VERSION..=LATEST_VERSION).contains(&v) {
+        if !READ_VERSIONS.contains(&v) {
             return Err(BundleError::UnsupportedVersion(v));
         }
         let mut dataset = [0u8; 8];
@@ -170,14 +172,18 @@ mod tests {
             Err(BundleError::NotABundle)
         ));
         assert!(matches!(
-            Header::read(&mut &[MAGIC, LATEST_VERSION + 1][..]),
-            Err(BundleError::UnsupportedVersion(3))
+            Header::read(&mut &[MAGIC, 2][..]),
+            Err(BundleError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            Header::read(&mut &[MAGIC, 4][..]),
+            Err(BundleError::UnsupportedVersion(4))
         ));
         assert!(matches!(
             Header::read(&mut &[MAGIC_PLAIN, 0][..]),
             Err(BundleError::UnsupportedVersion(0))
         ));
-        // Version 2 is read (it ends early here, after its version byte).
+        // Version 3 is read (it ends early here, after its version byte).
         assert!(matches!(
             Header::read(&mut &[MAGIC, VERSION_GHOSTS, 0][..]),
             Err(BundleError::BadHeader)

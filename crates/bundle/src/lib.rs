@@ -41,7 +41,7 @@ mod reader;
 pub mod stream;
 mod writer;
 
-pub use header::{DatasetKey, Header, LATEST_VERSION, MAGIC, MAGIC_PLAIN, VERSION, VERSION_GHOSTS};
+pub use header::{DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_GHOSTS};
 pub use item::{Item, RunProof};
 pub use reader::{BundleReader, Opener, Trailer};
 pub use writer::{BundleWriter, WriteOptions};
@@ -83,7 +83,7 @@ pub enum BundleError {
     NotABundle,
     /// The bundle uses a format version this build does not know.
     #[error(
-        "bundle format version {0} is not supported by this ferry (it reads versions 1 and 2); upgrade ferry"
+        "bundle format version {0} is not supported by this ferry (it reads versions 1 and 3); upgrade ferry"
     )]
     UnsupportedVersion(u8),
     /// The header ended early or is malformed.

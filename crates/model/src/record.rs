@@ -205,7 +205,8 @@ pub enum Shown {
 /// - a write to the ghost's field that saw it supersedes it (it is gone, as a value would be);
 /// - a ghost shows while the record is live and one of its deletes is still a tombstone.
 ///
-/// Ghosts are kept until `ferry purge`; v1 bundles do not carry them, v2 snapshots do.
+/// Ghosts are kept until `ferry purge`; version 1 bundles do not carry them, version 3 snapshots do.
+// wire-format: begin
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ghost {
     /// The field it was written to.
@@ -218,6 +219,38 @@ pub struct Ghost {
     /// ascending): a delete that saw one of those does not count the ghost.
     pub buried: Vec<(MemberId, u64)>,
 }
+
+impl Ghost {
+    /// Whether `ghosts` are as a writer writes them (SPEC §13): in canonical order (field,
+    /// then dot, kind and element as siblings), none repeated, each under at least one
+    /// delete, its deletes' dots strictly ascending and its burying members too.
+    pub fn canonical(ghosts: &[Ghost]) -> bool {
+        ghosts
+            .windows(2)
+            .all(|w| ghost_key(&w[0]) < ghost_key(&w[1]))
+            && ghosts.iter().all(|g| {
+                !g.under.is_empty()
+                    && g.under.windows(2).all(|w| w[0] < w[1])
+                    && g.buried.windows(2).all(|w| w[0].0 < w[1].0)
+            })
+    }
+}
+
+/// The canonical order of a record's ghosts: by field (UTF-8 bytes), then as siblings.
+fn ghost_key(g: &Ghost) -> (&str, (Dot, u8, &str)) {
+    (g.field.as_str(), sibling_key(&g.sibling))
+}
+
+/// The canonical order of a field's siblings: by dot, then kind, then element.
+fn sibling_key(s: &Sibling) -> (Dot, u8, &str) {
+    match &s.entry {
+        Entry::Value(_) => (s.stamp.dot, 0, ""),
+        Entry::Incr(_) => (s.stamp.dot, 1, ""),
+        Entry::Elem(e) => (s.stamp.dot, 2, e.as_str()),
+    }
+}
+
+// wire-format: end
 
 impl Ghost {
     /// Whether a commit with causal context `ctx` saw a write that buried this ghost.
@@ -254,7 +287,7 @@ pub struct RecordState {
     pub firsts: BTreeMap<String, Sibling>,
     /// Writes deletes removed (see [`Ghost`]), in canonical order (field, then
     /// [`sibling_key`]). Not part of a version 1 record state: the bundle codec writes
-    /// them after it in version 2 snapshots.
+    /// them after it in version 3 snapshots (SPEC §13).
     #[serde(skip)]
     pub ghosts: Vec<Ghost>,
 }
@@ -759,20 +792,6 @@ fn differing<'a>(sibs: impl Iterator<Item = &'a Sibling>) -> bool {
         Some(first) => values.any(|v| v != first),
         None => false,
     }
-}
-
-/// The canonical order of a field's siblings: by dot, then kind, then element.
-fn sibling_key(s: &Sibling) -> (Dot, u8, &str) {
-    match &s.entry {
-        Entry::Value(_) => (s.stamp.dot, 0, ""),
-        Entry::Incr(_) => (s.stamp.dot, 1, ""),
-        Entry::Elem(e) => (s.stamp.dot, 2, e.as_str()),
-    }
-}
-
-/// The canonical order of a record's ghosts: by field, then as siblings.
-fn ghost_key(g: &Ghost) -> (&str, (Dot, u8, &str)) {
-    (g.field.as_str(), sibling_key(&g.sibling))
 }
 
 /// Numbers by numeric value (integers and floats together), then anything else by

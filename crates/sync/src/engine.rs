@@ -497,7 +497,7 @@ impl Engine {
                         let _budget =
                             ferry_model::bounded::OpBudget::start(ferry_model::limits::MAX_OPS);
                         // The record state comes first in every version (ghosts follow it
-                        // in version 2; `_forks` never has any).
+                        // in version 3; `_forks` never has any).
                         postcard::take_from_bytes(&state).ok().map(|(r, _)| r)
                     };
                     for sib in rec.iter().flat_map(|r| r.fields.get(FORK_FIELD)).flatten() {
@@ -2116,7 +2116,7 @@ impl Engine {
         signer: &SecretKey,
         mut options: WriteOptions,
     ) -> Res<(W, ExportReport), S> {
-        // Version 2 only when a record holds ghosts (values deletes removed), which a
+        // Version 3 only when a record holds ghosts (values deletes removed), which a
         // version 1 record state cannot carry (SPEC §13); otherwise any reader reads it.
         let mut ghosts = false;
         st::<S, _>(store.visit_records(&mut |_, _, state| {
@@ -2162,7 +2162,7 @@ impl Engine {
         st::<S, _>(store.visit_records(&mut |collection, id, state| {
             // wire-format: begin
             let mut bytes = postcard::to_allocvec(state).expect("a record state encodes");
-            if version >= ferry_bundle::VERSION_GHOSTS {
+            if version == ferry_bundle::VERSION_GHOSTS {
                 bytes = postcard::to_extend(&state.ghosts, bytes).expect("ghosts encode");
             }
             let item = Item::SnapshotRecord {
@@ -2439,7 +2439,7 @@ pub enum Received {
 
 // wire-format: begin
 /// Decodes a snapshot record state of a bundle of format `version`: `postcard(RecordState)`,
-/// and in version 2 its ghosts after it (SPEC §4.1, §13), bounded like a commit.
+/// and in version 3 its ghosts after it (SPEC §4.1, §13), bounded like a commit.
 fn decode_snapshot_record(
     collection: &str,
     id: &str,
@@ -2452,7 +2452,7 @@ fn decode_snapshot_record(
         Some(limit) => BundleError::Limit(format!("snapshot record {collection}/{id}: {limit}")),
         None => BundleError::Malformed(format!("snapshot record {collection}/{id}: {e}")),
     };
-    if version < ferry_bundle::VERSION_GHOSTS {
+    if version != ferry_bundle::VERSION_GHOSTS {
         return postcard::from_bytes(bytes).map_err(failed);
     }
     let (mut state, rest): (RecordState, &[u8]) =
@@ -2469,17 +2469,7 @@ fn decode_snapshot_record(
             ferry_model::limits::MAX_OPS
         )));
     }
-    let canonical = ghosts.windows(2).all(|w| {
-        (w[0].field.as_str(), w[0].sibling.stamp.dot)
-            < (w[1].field.as_str(), w[1].sibling.stamp.dot)
-            || (w[0].field == w[1].field
-                && w[0].sibling.stamp.dot == w[1].sibling.stamp.dot
-                && w[0].sibling.entry != w[1].sibling.entry)
-    }) && ghosts.iter().all(|g| {
-        g.under.windows(2).all(|w| w[0] < w[1])
-            && g.buried.windows(2).all(|w| w[0].0 < w[1].0)
-            && !g.under.is_empty()
-    });
+    let canonical = Ghost::canonical(&ghosts);
     if !canonical {
         return Err(BundleError::Malformed(format!(
             "snapshot record {collection}/{id}: ghosts out of order, repeated, or under no delete"
