@@ -199,6 +199,9 @@ Examples:
   ferry delete visits v-2026-000123
 
 The record is deleted on every laptop with the next syncs; `ferry purge` removes it for good.
+If another laptop edits it before it has seen the delete, the whole record comes back
+everywhere (every field as it was, plus that edit) and `ferry conflicts` lists it as
+`(record)`: delete it again to remove it, or edit it to keep it.
 
 Exit status: 0 deleted; 1 no such record (the line says why); 2 usage mistake.")]
     Delete(records::DeleteArgs),
@@ -225,8 +228,9 @@ Examples:
   ferry restore visits v-2026-000123
 
 It writes the values back as a new change, which travels to the other laptops like any
-other (a field that was in conflict comes back with the value it showed). It needs all of
-the record's history up to the delete (not compacted away or purged here); otherwise it
+other (a field that was in conflict comes back with the value it showed). A deleted record
+keeps what its delete removed until `ferry purge`, so this works after `ferry compact` too;
+a record deleted by an older ferry needs its history up to the delete, and otherwise it
 refuses rather than bring back part of it.
 
 Exit status: 0 restored; 1 not deleted, or its history is no longer held (the line says

@@ -176,6 +176,9 @@ impl Node {
                         field: f,
                     }
                 })
+                // A field written again as it showed (what a write to a record deleted
+                // elsewhere while edited carries to keep it whole) changed nothing.
+                .filter(|c| c.concurrent > 0 || c.before.is_none() || c.before != c.after)
                 .collect();
             entries.push(LogEntry {
                 author: label_of(&labels, t.commit.author),

@@ -28,6 +28,9 @@ fn main() {
     let forgeries = AtomicU64::new(0);
     let refused = AtomicU64::new(0);
     let travelled = AtomicU64::new(0);
+    let ghosts = AtomicU64::new(0);
+    let revivals = AtomicU64::new(0);
+    let restores = AtomicU64::new(0);
     let unnoticed = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -48,6 +51,9 @@ fn main() {
                             snapshots.fetch_add(o.snapshots, Ordering::Relaxed);
                             forgeries.fetch_add(o.forgeries, Ordering::Relaxed);
                             refused.fetch_add(o.refused, Ordering::Relaxed);
+                            ghosts.fetch_add(o.ghosts as u64, Ordering::Relaxed);
+                            revivals.fetch_add(o.revivals, Ordering::Relaxed);
+                            restores.fetch_add(o.restores, Ordering::Relaxed);
                             match o.fork {
                                 Some(ferry_sync::simulation::ForkOutcome::Travelled) => {
                                     travelled.fetch_add(1, Ordering::Relaxed);
@@ -63,7 +69,7 @@ fn main() {
                             println!("FAILED {e}\n  replay: FERRY_SIM_SEED={seed} cargo test -p ferry-sync --test simulation");
                         }
                     }
-                    if (seed - first + 1) % 100_000 == 0 {
+                    if (seed - first + 1) % 10_000 == 0 {
                         eprintln!("{} seeds, {:.0} s", seed - first + 1, start.elapsed().as_secs_f64());
                     }
                 }
@@ -72,7 +78,7 @@ fn main() {
     });
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{n} seeds ({first}..{}) on {threads} threads in {secs:.1} s: {} failed; {} writes, {} bundle deliveries, {} commits stashed and {} pending on arrival, {} snapshots installed, {} conflicts at the end; {} forged bundles delivered ({} refused outright, the rest without effect); forks: evidence reached every member in {} runs, went unnoticed or without evidence in {}",
+        "{n} seeds ({first}..{}) on {threads} threads in {secs:.1} s: {} failed; {} writes, {} bundle deliveries, {} commits stashed and {} pending on arrival, {} snapshots installed, {} conflicts at the end; {} ghosts shown at the end, {} writes that revived a record, {} restores; {} forged bundles delivered ({} refused outright, the rest without effect); forks: evidence reached every member in {} runs, went unnoticed or without evidence in {}",
         first + n,
         failed.load(Ordering::Relaxed),
         writes.load(Ordering::Relaxed),
@@ -81,6 +87,9 @@ fn main() {
         pending.load(Ordering::Relaxed),
         snapshots.load(Ordering::Relaxed),
         conflicts.load(Ordering::Relaxed),
+        ghosts.load(Ordering::Relaxed),
+        revivals.load(Ordering::Relaxed),
+        restores.load(Ordering::Relaxed),
         forgeries.load(Ordering::Relaxed),
         refused.load(Ordering::Relaxed),
         travelled.load(Ordering::Relaxed),

@@ -54,6 +54,12 @@ pub(crate) fn purge(home: Option<PathBuf>) -> Result<()> {
         output::size(r.compact.bytes_before),
         output::size(r.compact.bytes_after)
     ))?;
+    if r.ghosts > 0 {
+        out(format_args!(
+            "Forgot {} old values that deletes had removed from records created again since",
+            r.ghosts
+        ))?;
+    }
     if r.waiting > 0 {
         out(format_args!(
             "{} deleted records stay until every member has received their delete; run `ferry purge` again after the next syncs",
