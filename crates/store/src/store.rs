@@ -1052,8 +1052,15 @@ impl Storage for StoreTx<'_> {
     fn put_record(&mut self, collection: &str, id: &str, state: &RecordState) -> Result<()> {
         let coll = self.name_id(collection)?;
         let mut missing = Vec::new();
-        for name in state.fields.keys() {
-            if !self.names.by_name.contains_key(name) {
+        // Every field name the blob refers to: surviving writes, retired first values and
+        // ghosts (a snapshot's record may name a field no live value uses).
+        let names = state
+            .fields
+            .keys()
+            .chain(state.firsts.keys())
+            .chain(state.ghosts.iter().map(|g| &g.field));
+        for name in names {
+            if !self.names.by_name.contains_key(name) && !missing.contains(name) {
                 missing.push(name.clone());
             }
         }
