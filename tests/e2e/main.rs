@@ -13,6 +13,7 @@ mod crash;
 mod dry_run;
 mod email;
 mod invitations;
+mod matrix;
 mod medium;
 mod messages;
 mod progress;
