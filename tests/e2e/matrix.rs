@@ -486,8 +486,8 @@ enum Crossing {
 }
 
 /// Scenario 6, up to compaction: clinic-a deletes v1 {a, b, c} while clinic-b sets c=9.
-/// `with_companion` also writes v0 carrying the same field names (see the ignored test
-/// below for why).
+/// `with_companion` also writes v0 carrying the same field names (the test below covers
+/// the case without).
 fn delete_crossed_by_an_edit(crossing: Crossing, with_companion: bool) -> World {
     let w = World::new(match crossing {
         Crossing::Stick(order) => order,
@@ -548,8 +548,7 @@ const CROSSINGS: [Crossing; 3] = [
 /// edit before the delete), after compaction, and on a laptop that joins from the admin's
 /// snapshot, which holds the deleted values (ghosts) and so is bundle format version 3.
 ///
-/// v0 carries the same field names, which keeps this test clear of the bug that the ignored
-/// test below shows.
+/// v0 carries the same field names here; the next test has no such record.
 #[test]
 fn a_delete_crossed_by_an_edit_keeps_the_record_in_every_order_and_after_a_snapshot() {
     for crossing in CROSSINGS {
@@ -572,14 +571,10 @@ fn a_delete_crossed_by_an_edit_keeps_the_record_in_every_order_and_after_a_snaps
 }
 
 /// Scenario 6 exactly as issue 11 states it (no other record carries the fields a, b, c):
-/// the late joiner cannot install the snapshot. `SqliteStore::put_record` gives local
-/// numbers only to the names in `state.fields` before encoding, but the codec also numbers
-/// the names of the record's ghosts (and `firsts`); installing a snapshot is the first time
-/// this laptop meets those names, so `sync` fails with "stored record state is corrupt: no
-/// local name for a" and the joiner holds nothing.
+/// the late joiner installs the snapshot. (It once could not: the store gave local numbers
+/// only to the names of a record's live fields, not to those of its ghosts and `firsts`,
+/// and a snapshot is the first time the joiner meets those names.)
 #[test]
-#[ignore = "BUG: a late joiner cannot install a snapshot holding a deleted record whose \
-            field names no earlier record in it carries (no local name for a ghost's field)"]
 fn a_late_joiner_installs_a_snapshot_holding_a_delete_crossed_by_an_edit() {
     for crossing in CROSSINGS {
         let w = delete_crossed_by_an_edit(crossing, false);
@@ -594,12 +589,10 @@ fn a_late_joiner_installs_a_snapshot_holding_a_delete_crossed_by_an_edit() {
     }
 }
 
-/// The same bug, smallest: the admin alone writes v1 {weight}, deletes it, writes v2
+/// The same, smallest: the admin alone writes v1 {weight}, deletes it, writes v2
 /// {weight}, compacts; the laptop invited next cannot install the snapshot, since v1 (with
 /// `weight` only as a ghost) comes before v2 in it. (With v0 instead of v2 it works.)
 #[test]
-#[ignore = "BUG: a late joiner cannot install a snapshot holding a deleted record whose \
-            field names no earlier record in it carries (no local name for a ghost's field)"]
 fn a_late_joiner_installs_a_snapshot_holding_a_plainly_deleted_record() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
