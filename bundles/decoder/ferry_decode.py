@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A second, independent decoder of ferry bundles (format version 1), written from
+"""A second, independent decoder of ferry bundles (format versions 1 and 3), written from
 bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
 as JSON, in the form SPEC §12 defines; `crates/sync/tests/vectors.rs` checks that this is
 exactly what each vector pins.
@@ -459,7 +459,45 @@ def sibling(r):
     return s
 
 
-def record_state(collection, rid, data):
+def dot_list(r, counted):
+    """`varint(n) ‖ n × (member: varint(u32) ‖ seq: varint(u64))`, counted against the
+    record state's budget (§13 2.)."""
+    n = counted()
+    return [[r.u32(), r.u64()] for _ in range(n)]
+
+
+def ghosts(r):
+    """A version 3 record state's ghosts (§13 2.), in wire order; raises Bad when they are
+    not in canonical order."""
+    out = []
+    for _ in range(r.ops()):  # each ghost counts 1, its `under` u and its `buried` b
+        f = r.string()
+        s = sibling(r)
+        under = dot_list(r, r.ops)
+        buried = dot_list(r, r.ops)
+        out.append({"field": f, "sibling": s, "under": under, "buried": buried})
+
+    def key(g):
+        s = g["sibling"]
+        kind = 0 if "value" in s else 1 if "incr" in s else 2
+        return (g["field"].encode(), s["author"], s["seq"], kind,
+                s["elem"].encode() if kind == 2 else b"")
+
+    for a, b in zip(out, out[1:]):
+        if not key(a) < key(b):
+            raise Bad("ghosts out of order or repeated")
+    for g in out:
+        if not g["under"]:
+            raise Bad("a ghost under no delete")
+        if any(not a < b for a, b in zip(g["under"], g["under"][1:])):
+            raise Bad("a ghost's deletes out of order")
+        if any(not a[0] < b[0] for a, b in zip(g["buried"], g["buried"][1:])):
+            raise Bad("a ghost's burying members out of order")
+    return out
+
+
+def record_state(collection, rid, data, version):
+    """A snapshot record state (§4.1); in version 3 followed by its ghosts (§13)."""
     r = Reader(data)
     r.ops_left = MAX_OPS
     try:
@@ -472,6 +510,7 @@ def record_state(collection, rid, data):
         for _ in range(r.count(MAX_NAMES)):
             f = r.string()
             firsts[f] = sibling(r)
+        gs = ghosts(r) if version == 3 else None
     except (End, Bad, BadValue):
         raise Refused("payload failure", "malformed-item")
     except Limit:
@@ -479,12 +518,15 @@ def record_state(collection, rid, data):
     if r.pos != len(data):
         raise Refused("payload failure", "malformed-item")
     order = lambda m: sorted(m.items(), key=lambda kv: kv[0].encode())  # noqa: E731
-    return {
+    out = {
         "collection": collection, "id": rid,
         "fields": [{"field": f, "siblings": s} for f, s in order(fields)],
         "tombstones": tombstones,
         "firsts": [{"field": f, "sibling": s} for f, s in order(firsts)],
     }
+    if gs is not None:
+        out["ghosts"] = gs
+    return out
 
 
 # --- §3 header and stream -----------------------------------------------------------------
@@ -498,7 +540,7 @@ def read_header(b):
         version = r.byte()
         if version >= 0x20:
             raise Refused("header failure", "not-a-bundle")
-        if version != 1:
+        if version not in (1, 3):
             raise Refused("version failure", "unsupported-version")
         dataset = r.take(8)
         sender = 0
@@ -514,7 +556,7 @@ def read_header(b):
         salt = r.take(16)
     except End:
         raise Refused("header failure", "bad-header")
-    return magic, dataset, sender, salt, b[:r.pos]
+    return magic, version, dataset, sender, salt, b[:r.pos]
 
 
 def open_stream(sealed, key):
@@ -669,7 +711,7 @@ def items(payload):
 # --- the whole bundle ---------------------------------------------------------------------
 
 def decode(bundle, dataset, key, admin):
-    magic, ds, sender, salt, header = read_header(bundle)
+    magic, version, ds, sender, salt, header = read_header(bundle)
     if ds != dataset:
         raise Refused("dataset failure", "another-dataset")
     if sender == 0:
@@ -726,7 +768,7 @@ def decode(bundle, dataset, key, admin):
                 "deps": deps, "names": names, "first": first_json})
         elif kind == "record":
             try:
-                rec = record_state(item[1], item[2], item[3])
+                rec = record_state(item[1], item[2], item[3], version)
             except Refused:
                 if sender == ADMIN and snapshot["compacted"]:
                     raise  # it would be installed (§4.1)
@@ -774,7 +816,7 @@ def decode(bundle, dataset, key, admin):
             run["verified"] = check(run["author"], end, dig, bytes.fromhex(p["sig"]))
     return {
         "expect": "success",
-        "header": {"magic": chr(magic), "version": 1, "dataset": hx(ds), "sender": sender,
+        "header": {"magic": chr(magic), "version": version, "dataset": hx(ds), "sender": sender,
                    "salt": hx(salt)},
         "compressed": flag == 1,
         "receipt": receipt,
@@ -817,9 +859,11 @@ def check_snapshot(snap):
     for rec in snap["records"]:
         stamps = [s for f in rec["fields"] for s in f["siblings"]] + rec["tombstones"] + [
             f["sibling"] for f in rec["firsts"]]
-        for s in stamps:
-            if s["seq"] > state.get(s["author"], 0) or not may_write(
-                    s["author"], rec["collection"], rec["id"]):
+        dots = [[s["author"], s["seq"]] for s in stamps]
+        for g in rec.get("ghosts", []):  # version 3 (§13 2.)
+            dots += [[g["sibling"]["author"], g["sibling"]["seq"]]] + g["under"] + g["buried"]
+        for author, seq in dots:
+            if seq > state.get(author, 0) or not may_write(author, rec["collection"], rec["id"]):
                 bad()
 
 
