@@ -214,11 +214,19 @@ pub struct Ghost {
     /// The write.
     pub sibling: Sibling,
     /// The deletes that saw it and count it (dots ascending).
+    #[serde(deserialize_with = "crate::bounded::ops")]
     pub under: Vec<Dot>,
     /// For each member, the lowest commit number of its writes that buried it (members
     /// ascending): a delete that saw one of those does not count the ghost.
+    #[serde(deserialize_with = "crate::bounded::ops")]
     pub buried: Vec<(MemberId, u64)>,
 }
+
+/// A record's ghosts as a version 3 snapshot carries them (SPEC §13): decoding draws the
+/// ghosts, and each one's deletes and burying writes, from the current
+/// [`crate::bounded::OpBudget`] before allocating them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ghosts(#[serde(deserialize_with = "crate::bounded::ops")] pub Vec<Ghost>);
 
 impl Ghost {
     /// Whether `ghosts` are as a writer writes them (SPEC §13): in canonical order (field,

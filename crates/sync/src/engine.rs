@@ -17,7 +17,7 @@ use ferry_bundle::{
 };
 use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey, head_message};
-use ferry_model::record::Ghost;
+use ferry_model::record::{Ghost, Ghosts};
 use ferry_model::{
     Change, Commit, DatasetId, Dot, Hash, Hlc, MemberId, Op, RecordState, Value, VersionVector,
 };
@@ -2452,22 +2452,26 @@ fn decode_snapshot_record(
         Some(limit) => BundleError::Limit(format!("snapshot record {collection}/{id}: {limit}")),
         None => BundleError::Malformed(format!("snapshot record {collection}/{id}: {e}")),
     };
-    if version != ferry_bundle::VERSION_GHOSTS {
-        return postcard::from_bytes(bytes).map_err(failed);
-    }
+    // A record state decodes to exactly its bytes (SPEC §4.1): nothing may follow it in
+    // version 1, nothing but its ghosts in version 3, nothing after those.
+    let trailing = || {
+        BundleError::Malformed(format!(
+            "snapshot record {collection}/{id}: bytes after the record state"
+        ))
+    };
     let (mut state, rest): (RecordState, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(failed)?;
-    let ghosts: Vec<Ghost> = postcard::from_bytes(rest).map_err(failed)?;
-    let held = state.fields.values().map(Vec::len).sum::<usize>() + state.tombstones.len();
-    let counted = ghosts
-        .iter()
-        .map(|g| 1 + g.under.len() + g.buried.len())
-        .sum::<usize>();
-    if held + counted > ferry_model::limits::MAX_OPS {
-        return Err(BundleError::Limit(format!(
-            "snapshot record {collection}/{id}: more than {} writes, tombstones and ghosts",
-            ferry_model::limits::MAX_OPS
-        )));
+    if version != ferry_bundle::VERSION_GHOSTS {
+        return if rest.is_empty() {
+            Ok(state)
+        } else {
+            Err(trailing())
+        };
+    }
+    let (Ghosts(ghosts), rest): (Ghosts, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(failed)?;
+    if !rest.is_empty() {
+        return Err(trailing());
     }
     let canonical = Ghost::canonical(&ghosts);
     if !canonical {

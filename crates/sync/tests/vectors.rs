@@ -366,7 +366,8 @@ fn generate() -> Vec<Vector> {
         &[("commits", String::new())],
         v3.clone(),
     );
-    for (name, expect, reason, comment, bytes) in ghost_vectors(&v3).0 {
+    let (refused, trailing) = ghost_vectors(&v3);
+    for (name, expect, reason, comment, bytes) in refused.into_iter().chain(trailing) {
         with(
             name,
             common(expect, comment),
@@ -689,7 +690,7 @@ type Refusal = (
 );
 
 /// The version 3 vectors (and version 1 and 4 around them) made from `v3-snapshot-ghosts`,
-/// and (second) those the engine does not refuse yet (see [`awaiting_engine_fix`]). The
+/// and (second) those whose record state has bytes after it (SPEC §4.1, §13). The
 /// malformed ones are plaintext bundles with the same items, one record state changed,
 /// signed by the admin as the snapshot was.
 fn ghost_vectors(snapshot: &[u8]) -> (Vec<Refusal>, Vec<Refusal>) {
@@ -812,7 +813,7 @@ fn ghost_vectors(snapshot: &[u8]) -> (Vec<Refusal>, Vec<Refusal>) {
         "v3-snapshot-ghosts with the version byte set to 4",
         v4,
     ));
-    let awaiting = vec![
+    let trailing = vec![
         (
             "v1-snapshot-with-ghost-bytes",
             "payload failure",
@@ -832,18 +833,7 @@ fn ghost_vectors(snapshot: &[u8]) -> (Vec<Refusal>, Vec<Refusal>) {
             ),
         ),
     ];
-    (out, awaiting)
-}
-
-/// Vectors SPEC.md calls for that the engine does not refuse yet: it decodes a snapshot
-/// record state with `postcard::from_bytes`, which ignores bytes after the value, so a
-/// version 1 record state followed by ghosts, or version 3 ghosts followed by anything, is
-/// installed (the extra bytes dropped) where SPEC §4.1 and §13 refuse it (`malformed-item`).
-/// They are not frozen: a frozen vector is never edited, and one the engine disagrees with
-/// fails the build. Once the engine refuses them, move them into `generate()` (and add a
-/// row for `v3-bytes-after-ghosts` to SPEC §12.4).
-fn awaiting_engine_fix() -> Vec<Refusal> {
-    ghost_vectors(&ghost_story()).1
+    (out, trailing)
 }
 
 /// A plaintext bundle (SPEC §3.3) around any payload, signed by `signer` as member `sender`
@@ -1838,35 +1828,6 @@ fn the_writer_still_produces_the_frozen_vectors() {
     }
 }
 
-/// A tripwire, not a vector check: see [`awaiting_engine_fix`]. It fails once the engine
-/// refuses those bundles as SPEC says, so that they get frozen then.
-#[test]
-fn the_vectors_awaiting_an_engine_fix_are_not_frozen_yet() {
-    let h: BTreeMap<String, String> = [
-        ("dataset", hex(&DATASET.0)),
-        ("dataset-key", hex(&KEY)),
-        ("admin-key", hex(&SecretKey::from_bytes(ADMIN).public().0)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    for (name, expect, reason, _, bytes) in awaiting_engine_fix() {
-        assert!(
-            !dir().join(name).exists(),
-            "{name} is frozen: take it out of awaiting_engine_fix()"
-        );
-        match classify(&bytes, &h) {
-            // The known bug: installed, the bytes after the record state dropped.
-            Ok((runs, true)) if runs.is_empty() => {}
-            got => panic!(
-                "{name}: the engine no longer installs it (got {got:?}; SPEC says {expect}, \
-                 {reason}); if it refuses it as SPEC says, freeze it: move it from \
-                 awaiting_engine_fix() into generate()"
-            ),
-        }
-    }
-}
-
 #[test]
 fn a_relayed_run_keeps_the_authors_proof_and_verifies_on_a_third_replica() {
     // Not a frozen file (it needs two signers), but the same rules: the relay does not sign
@@ -2087,42 +2048,6 @@ fn the_wire_format_source_is_the_one_the_spec_describes() {
          If only the code changed, not the bytes (every vector still passes), update the \
          digest in bundles/SPEC.md to {digest}."
     );
-}
-
-/// The decoder written from SPEC.md refuses the vectors the engine does not refuse yet
-/// ([`awaiting_engine_fix`]) as SPEC says.
-#[test]
-#[ignore = "needs python3-cryptography and python3-zstandard (tests/run installs them)"]
-fn the_second_decoder_refuses_the_vectors_awaiting_an_engine_fix_as_the_spec_says() {
-    let decoder = dir().join("../decoder/ferry_decode.py");
-    let tmp = std::env::temp_dir().join(format!("ferry-awaiting-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let admin_pub = hex(&SecretKey::from_bytes(ADMIN).public().0);
-    for (name, expect, reason, comment, bytes) in awaiting_engine_fix() {
-        let mut file = format!(
-            "expect: {expect}\ncomment: {comment}\ndataset: {}\ndataset-key: {}\n\
-             admin-key: {admin_pub}\nreason: {reason}\n\n",
-            hex(&DATASET.0),
-            hex(&KEY)
-        )
-        .into_bytes();
-        file.extend_from_slice(&bytes);
-        let path = tmp.join(name);
-        std::fs::write(&path, file).unwrap();
-        let out = std::process::Command::new("/usr/bin/python3")
-            .arg(&decoder)
-            .arg(&path)
-            .output()
-            .expect("/usr/bin/python3 runs");
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: Json = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(got, json!({"expect": expect, "reason": reason}), "{name}");
-    }
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// The proof that SPEC.md is enough: a second decoder, written in Python from the spec alone
