@@ -549,44 +549,48 @@ impl RecordState {
     /// Ops a write to this record must carry besides `ops` so that its author keeps what it
     /// sees: while a delete and a write that did not see it both survive, the record shows
     /// the values the delete removed (ghosts), and a write that saw the delete ends that —
-    /// so it writes again every ghost field it does not write itself and that shows nothing
-    /// else (values as `Set`, set elements as `Add`, counter increments as one `Incr` of
-    /// their sum). Empty for a record that is not in that state.
+    /// so it writes again what the ghosts add to each field it does not set itself: the
+    /// value a field shows, when no surviving write gives it one (a field that was in
+    /// conflict comes back with the value it showed, as `ferry restore` brings it back);
+    /// counter increments as one `Incr` of their sum; set elements as `Add`s (those no
+    /// surviving write holds). Empty for a record that is not in that state.
     pub fn revival_ops(&self, ops: &[Op]) -> Vec<Op> {
         if !self.delete_conflict() || ops.iter().any(|o| matches!(o, Op::Delete)) {
             return Vec::new();
         }
-        let written: Vec<&str> = ops.iter().filter_map(|o| o.field()).collect();
+        let set_here = |f: &str| ops.iter().any(|o| matches!(o, Op::Set(g, _) if g == f));
         let mut out = Vec::new();
         let mut fields: Vec<&str> = self.shown_ghosts().map(|g| g.field.as_str()).collect();
         fields.dedup();
         for f in fields {
-            if written.contains(&f) || self.fields.contains_key(f) {
+            if set_here(f) {
                 continue;
             }
+            let live = self.fields.get(f).map(Vec::as_slice).unwrap_or(&[]);
             let ghosts: Vec<&Sibling> = self
                 .shown_ghosts()
                 .filter(|g| g.field == f)
                 .map(|g| &g.sibling)
                 .collect();
-            let values: Vec<(&Stamp, &Value)> = ghosts
+            let live_value = live.iter().any(|s| matches!(s.entry, Entry::Value(_)));
+            let winner = ghosts
                 .iter()
                 .filter_map(|s| match &s.entry {
                     Entry::Value(v) => Some((&s.stamp, v)),
                     _ => None,
                 })
-                .collect();
-            if let Some((_, v)) = values.iter().max_by(|a, b| a.0.cmp_rank(b.0)) {
-                out.push(Op::Set(f.to_string(), (*v).clone()));
+                .max_by(|a, b| a.0.cmp_rank(b.0));
+            if let (Some((_, v)), false) = (winner, live_value) {
+                out.push(Op::Set(f.to_string(), v.clone()));
             }
-            let sum: i64 = ghosts
-                .iter()
-                .filter_map(|s| match s.entry {
-                    Entry::Incr(n) => Some(n),
-                    _ => None,
-                })
-                .fold(0i64, |a, n| a.saturating_add(n));
             if ghosts.iter().any(|s| matches!(s.entry, Entry::Incr(_))) {
+                let sum = ghosts
+                    .iter()
+                    .filter_map(|s| match s.entry {
+                        Entry::Incr(n) => Some(n),
+                        _ => None,
+                    })
+                    .fold(0i64, |a, n| a.saturating_add(n));
                 out.push(Op::Incr(f.to_string(), sum));
             }
             let mut elems: Vec<&str> = ghosts
@@ -594,6 +598,11 @@ impl RecordState {
                 .filter_map(|s| match &s.entry {
                     Entry::Elem(e) => Some(e.as_str()),
                     _ => None,
+                })
+                .filter(|e| {
+                    !live
+                        .iter()
+                        .any(|s| matches!(&s.entry, Entry::Elem(x) if x == e))
                 })
                 .collect();
             elems.sort_unstable();
@@ -605,6 +614,12 @@ impl RecordState {
             );
         }
         out
+    }
+
+    /// Every write a field shows from: its surviving writes and, while a delete is crossed
+    /// by an edit, the values that delete removed (ghosts).
+    pub fn visible_siblings(&self, field: &str) -> Vec<&Sibling> {
+        self.visible(field).collect()
     }
 
     /// Removes the siblings of `field` matching `pred` and returns them.
@@ -1083,6 +1098,38 @@ mod tests {
             Some(Shown::Value(Value::Int(10)))
         );
         assert!(r.revival_ops(&[set("c", 11)]).is_empty());
+    }
+
+    #[test]
+    fn a_write_ending_a_revival_keeps_counters_and_sets_the_crossing_edit_also_wrote() {
+        let mut r = RecordState::default();
+        r.apply(st(1, 1, 1), &ctx(&[]), &Op::Incr("n".into(), 5));
+        r.apply(st(1, 1, 1), &ctx(&[]), &Op::Add("t".into(), "tb".into()));
+        r.apply(st(2, 1, 2), &ctx(&[(1, 1)]), &Op::Delete);
+        r.apply(st(3, 1, 3), &ctx(&[(1, 1)]), &Op::Incr("n".into(), 1));
+        r.apply(
+            st(3, 1, 3),
+            &ctx(&[(1, 1)]),
+            &Op::Add("t".into(), "hiv".into()),
+        );
+        assert_eq!(
+            r.show("n", Rule::Counter),
+            Some(Shown::Value(Value::Int(6)))
+        );
+        let mut all = r.revival_ops(&[set("d", 4)]);
+        all.push(set("d", 4));
+        for op in &all {
+            r.apply(st(1, 2, 4), &ctx(&[(1, 1), (2, 1), (3, 1)]), op);
+        }
+        assert!(!r.has_conflict());
+        assert_eq!(
+            r.show("n", Rule::Counter),
+            Some(Shown::Value(Value::Int(6)))
+        );
+        assert_eq!(
+            r.show("t", Rule::Set),
+            Some(Shown::Set(vec!["hiv".into(), "tb".into()]))
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl Node {
             for op in &t.ops {
                 view.apply(stamp, ctx, op);
             }
-            let fields = fields
+            let all: Vec<FieldChange> = fields
                 .into_iter()
                 .map(|f| {
                     // Changes to the same field that neither saw this one nor were seen by it.
@@ -176,10 +176,17 @@ impl Node {
                         field: f,
                     }
                 })
-                // A field written again as it showed (what a write to a record deleted
-                // elsewhere while edited carries to keep it whole) changed nothing.
-                .filter(|c| c.concurrent > 0 || c.before.is_none() || c.before != c.after)
                 .collect();
+            // A field written again as it showed (what a write to a record deleted
+            // elsewhere while edited carries to keep it whole) changed nothing; a change of
+            // nothing else is shown whole.
+            let changed =
+                |c: &FieldChange| c.concurrent > 0 || c.before.is_none() || c.before != c.after;
+            let fields = if all.iter().any(changed) {
+                all.into_iter().filter(changed).collect()
+            } else {
+                all
+            };
             entries.push(LogEntry {
                 author: label_of(&labels, t.commit.author),
                 seq: t.commit.seq,

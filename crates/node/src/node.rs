@@ -1104,36 +1104,45 @@ fn member_label(member: MemberId, label: &str) -> Change {
 /// increments or set elements beside it) is left out, as is an `Add` of
 /// an element the field holds. A `Set` on a field in conflict is kept when `settle` (a
 /// `put` settles it), and left out without it when its value is one of those in conflict
-/// (reloading a dump keeps the conflict for a person). Nothing is left out of a record
-/// deleted on one laptop while edited on another: the write keeps it, and writes again what
-/// the record shows from before the delete ([`with_revival`]).
+/// (reloading a dump keeps the conflict for a person). A record deleted on one laptop while
+/// edited on another is compared with all it shows; a `put` (`settle`) keeps every op, and
+/// any write that is left writes again what the record shows from before the delete
+/// ([`with_revival`]).
 pub(crate) fn changing_ops(state: Option<&RecordState>, ops: Vec<Op>, settle: bool) -> Vec<Op> {
     use ferry_model::record::Entry;
     let Some(state) = state.filter(|s| s.is_live()) else {
         return ops;
     };
-    if state.delete_conflict() {
+    if state.delete_conflict() && settle {
         return with_revival(Some(state), ops);
     }
-    ops.into_iter()
+    let ops: Vec<Op> = ops
+        .into_iter()
         .filter(|op| match op {
             Op::Set(f, v) => {
-                let Some(sibs) = state.fields.get(f.as_str()) else {
+                let sibs = state.visible_siblings(f);
+                if sibs.is_empty() {
                     return true;
-                };
+                }
                 let values = sibs.iter().all(|s| matches!(s.entry, Entry::Value(_)));
                 let holds = |x: &Entry| matches!(x, Entry::Value(w) if w == v);
                 let all_equal = values && sibs.iter().all(|s| holds(&s.entry));
                 let one_of = values && sibs.iter().any(|s| holds(&s.entry));
                 !(all_equal || (!settle && one_of))
             }
-            Op::Add(f, e) => !state.fields.get(f.as_str()).is_some_and(|sibs| {
-                sibs.iter()
-                    .any(|s| matches!(&s.entry, Entry::Elem(x) if x == e))
-            }),
+            Op::Add(f, e) => !state
+                .visible_siblings(f)
+                .iter()
+                .any(|s| matches!(&s.entry, Entry::Elem(x) if x == e)),
             _ => true,
         })
-        .collect()
+        .collect();
+    // A record deleted on one laptop while edited on another stays for a person unless
+    // something really changes (a reloaded dump of it writes nothing).
+    if state.delete_conflict() && !ops.is_empty() {
+        return with_revival(Some(state), ops);
+    }
+    ops
 }
 
 /// `ops` preceded by the ops that keep what a record deleted on one laptop while edited on
