@@ -39,6 +39,11 @@ impl<R: Read> Opener<R> {
         &self.header
     }
 
+    /// The format version the header names (one this crate reads).
+    pub fn version(&self) -> u8 {
+        self.raw[1]
+    }
+
     /// Whether the bundle is a plaintext one (signed, not encrypted; bundles/SPEC.md §3.3).
     pub fn is_plaintext(&self) -> bool {
         self.raw.first() == Some(&MAGIC_PLAIN)

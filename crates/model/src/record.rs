@@ -266,6 +266,30 @@ impl Ghost {
         self.buried.iter().any(|&(m, s)| ctx.covers(Dot::new(m, s)))
     }
 
+    /// Counts `delete` among the deletes of this ghost, keeping for each author only its
+    /// first and last (an author's later delete saw its earlier ones): all that decides
+    /// whether a write saw one of them (the first) and whether one stands (the last), so
+    /// the list stays bounded by twice the members however many deletes arrive.
+    fn count_under(&mut self, delete: Dot) {
+        let same: Vec<usize> = (0..self.under.len())
+            .filter(|&i| self.under[i].author == delete.author)
+            .collect();
+        match same.as_slice() {
+            [] | [_] => {
+                if let Err(i) = self.under.binary_search(&delete) {
+                    self.under.insert(i, delete);
+                }
+            }
+            [first, .., last] => {
+                if delete < self.under[*first] {
+                    self.under[*first] = delete;
+                } else if delete > self.under[*last] {
+                    self.under[*last] = delete;
+                }
+            }
+        }
+    }
+
     fn bury(&mut self, by: Dot) {
         match self.buried.binary_search_by_key(&by.author, |&(m, _)| m) {
             Ok(i) => self.buried[i].1 = self.buried[i].1.min(by.seq),
@@ -384,12 +408,29 @@ impl RecordState {
                     let removed = self.remove_from(&f, |s| seen(&s.stamp));
                     for sib in &removed {
                         ghosts = true;
-                        self.ghosts.push(Ghost {
-                            field: f.clone(),
-                            sibling: sib.clone(),
-                            under: vec![stamp.dot],
-                            buried: Vec::new(),
-                        });
+                        // One commit that writes, deletes and writes the same field again
+                        // would make a second ghost of the same write: merged into one.
+                        let same = self
+                            .ghosts
+                            .iter_mut()
+                            .find(|g| g.field == f && sibling_key(&g.sibling) == sibling_key(sib));
+                        match same {
+                            Some(g) => {
+                                g.sibling.entry = match (&g.sibling.entry, &sib.entry) {
+                                    (Entry::Incr(a), Entry::Incr(b)) => {
+                                        Entry::Incr(a.saturating_add(*b))
+                                    }
+                                    (_, e) => e.clone(),
+                                };
+                                g.count_under(stamp.dot);
+                            }
+                            None => self.ghosts.push(Ghost {
+                                field: f.clone(),
+                                sibling: sib.clone(),
+                                under: vec![stamp.dot],
+                                buried: Vec::new(),
+                            }),
+                        }
                     }
                     self.retire(&f, removed);
                 }
@@ -439,9 +480,7 @@ impl RecordState {
             Op::Delete => {
                 for g in &mut self.ghosts {
                     if seen(&g.sibling.stamp) && !g.buried_for(ctx) {
-                        if let Err(i) = g.under.binary_search(&stamp.dot) {
-                            g.under.insert(i, stamp.dot);
-                        }
+                        g.count_under(stamp.dot);
                     }
                 }
             }
@@ -455,7 +494,16 @@ impl RecordState {
                                 g.field == *f
                                     && matches!(&g.sibling.entry, Entry::Elem(x) if x == e)
                             }
-                            _ => false,
+                            // An increment by a laptop that saw the delete: the revival of
+                            // the counter is in its commit (`revival_ops`), or the record
+                            // was deleted where it was made; either way the old increment
+                            // no longer counts (a later delete must not count it twice).
+                            Op::Incr(f, _) => {
+                                g.field == *f
+                                    && matches!(g.sibling.entry, Entry::Incr(_))
+                                    && g.under.iter().any(|d| ctx.covers(*d))
+                            }
+                            Op::Delete => false,
                         }
                 };
                 self.ghosts.retain(|g| !gone(g));
@@ -572,26 +620,37 @@ impl RecordState {
                 .filter(|g| g.field == f)
                 .map(|g| &g.sibling)
                 .collect();
-            let live_value = live.iter().any(|s| matches!(s.entry, Entry::Value(_)));
-            let winner = ghosts
+            let value = |s: &&Sibling| matches!(s.entry, Entry::Value(_));
+            let live_incr = live.iter().any(|s| matches!(s.entry, Entry::Incr(_)));
+            let mut incr: Option<i64> = ghosts
                 .iter()
-                .filter_map(|s| match &s.entry {
-                    Entry::Value(v) => Some((&s.stamp, v)),
-                    _ => None,
-                })
-                .max_by(|a, b| a.0.cmp_rank(b.0));
-            if let (Some((_, v)), false) = (winner, live_value) {
-                out.push(Op::Set(f.to_string(), v.clone()));
+                .any(|s| matches!(s.entry, Entry::Incr(_)))
+                .then(|| {
+                    ghosts
+                        .iter()
+                        .filter_map(|s| match s.entry {
+                            Entry::Incr(n) => Some(n),
+                            _ => None,
+                        })
+                        .fold(0i64, |a, n| a.saturating_add(n))
+                });
+            if ghosts.iter().any(value) {
+                // The value the field shows, among the ghosts' and the surviving writes'
+                // (a `Set` supersedes the surviving ones this laptop saw, so a field in
+                // conflict keeps the value it showed).
+                let winner = self.values(f).first().map(|(_, v)| (*v).clone());
+                match winner {
+                    // A counter's base under increments made since: kept as an increment,
+                    // so those stay.
+                    Some(Value::Int(i)) if live_incr && !live.iter().any(|s| value(&s)) => {
+                        incr = Some(incr.unwrap_or(0).saturating_add(i));
+                    }
+                    Some(v) => out.push(Op::Set(f.to_string(), v)),
+                    None => {}
+                }
             }
-            if ghosts.iter().any(|s| matches!(s.entry, Entry::Incr(_))) {
-                let sum = ghosts
-                    .iter()
-                    .filter_map(|s| match s.entry {
-                        Entry::Incr(n) => Some(n),
-                        _ => None,
-                    })
-                    .fold(0i64, |a, n| a.saturating_add(n));
-                out.push(Op::Incr(f.to_string(), sum));
+            if let Some(n) = incr {
+                out.push(Op::Incr(f.to_string(), n));
             }
             let mut elems: Vec<&str> = ghosts
                 .iter()
@@ -1130,6 +1189,134 @@ mod tests {
             r.show("t", Rule::Set),
             Some(Shown::Set(vec!["hiv".into(), "tb".into()]))
         );
+    }
+
+    /// Applies `ops` as one commit of `stamp` with context `c`.
+    fn commit(r: &mut RecordState, stamp: Stamp, c: &VersionVector, ops: &[Op]) {
+        for op in ops {
+            r.apply(stamp, c, op);
+        }
+    }
+
+    #[test]
+    fn a_second_delete_crossing_the_write_that_ended_a_revival_does_not_count_a_counter_twice() {
+        // 1 increments n by 8; 2 deletes; 3 edits c concurrently; 1 (having seen all) puts
+        // d, which carries the counter again; 2 deletes again without having seen that.
+        let all = ctx(&[(1, 1), (2, 1), (3, 1)]);
+        let mut orders = Vec::new();
+        for late_delete_first in [false, true] {
+            let mut r = RecordState::default();
+            r.apply(st(1, 1, 1), &ctx(&[]), &Op::Incr("n".into(), 8));
+            r.apply(st(2, 1, 2), &ctx(&[(1, 1)]), &Op::Delete);
+            r.apply(st(3, 1, 3), &ctx(&[(1, 1)]), &set("c", 9));
+            let mut ops = r.revival_ops(&[set("d", 4)]);
+            ops.push(set("d", 4));
+            assert_eq!(ops[0], Op::Incr("n".into(), 8));
+            if late_delete_first {
+                r.apply(st(2, 2, 5), &all, &Op::Delete);
+                commit(&mut r, st(1, 2, 4), &all, &ops);
+            } else {
+                commit(&mut r, st(1, 2, 4), &all, &ops);
+                r.apply(st(2, 2, 5), &all, &Op::Delete);
+            }
+            assert_eq!(
+                r.show("n", Rule::Counter),
+                Some(Shown::Value(Value::Int(8)))
+            );
+            orders.push(r);
+        }
+        assert_eq!(orders[0], orders[1]);
+    }
+
+    #[test]
+    fn a_counter_base_revived_under_new_increments_keeps_them() {
+        let mut r = RecordState::default();
+        r.apply(st(1, 1, 1), &ctx(&[]), &set("n", 10));
+        r.apply(st(2, 1, 2), &ctx(&[(1, 1)]), &Op::Delete);
+        r.apply(st(3, 1, 3), &ctx(&[(1, 1)]), &Op::Incr("n".into(), 1));
+        assert_eq!(
+            r.show("n", Rule::Counter),
+            Some(Shown::Value(Value::Int(11)))
+        );
+        let mut ops = r.revival_ops(&[set("c", 3)]);
+        ops.push(set("c", 3));
+        commit(&mut r, st(1, 2, 4), &ctx(&[(1, 1), (2, 1), (3, 1)]), &ops);
+        assert!(!r.delete_conflict());
+        assert_eq!(
+            r.show("n", Rule::Counter),
+            Some(Shown::Value(Value::Int(11)))
+        );
+    }
+
+    #[test]
+    fn a_ghost_in_conflict_with_a_surviving_value_keeps_the_value_it_showed() {
+        // a = x (member 1) and a = y (member 2, concurrent); member 3 deletes having seen
+        // only x: x shows as a ghost beside y, in conflict.
+        let mut r = RecordState::default();
+        r.apply(
+            st(1, 1, 10),
+            &ctx(&[]),
+            &Op::Set("a".into(), Value::Str("x".into())),
+        );
+        r.apply(st(1, 1, 10), &ctx(&[]), &set("b", 1));
+        r.apply(
+            st(2, 1, 5),
+            &ctx(&[]),
+            &Op::Set("a".into(), Value::Str("y".into())),
+        );
+        r.apply(st(3, 1, 20), &ctx(&[(1, 1)]), &Op::Delete);
+        assert_eq!(r.conflicted_fields(), vec!["a"]);
+        let shown = r.winner("a").cloned();
+        assert_eq!(shown, Some(Value::Str("x".into())), "the later clock shows");
+        let mut ops = r.revival_ops(&[set("c", 3)]);
+        ops.push(set("c", 3));
+        commit(&mut r, st(1, 2, 30), &ctx(&[(1, 1), (2, 1), (3, 1)]), &ops);
+        assert_eq!(r.winner("a").cloned(), shown, "the value it showed stays");
+        assert_eq!(r.winner("b"), Some(&Value::Int(1)));
+    }
+
+    #[test]
+    fn one_commit_that_writes_deletes_and_writes_again_leaves_canonical_ghosts() {
+        let mut r = RecordState::default();
+        let c = st(1, 1, 1);
+        commit(
+            &mut r,
+            c,
+            &ctx(&[]),
+            &[
+                Op::Incr("n".into(), 1),
+                Op::Delete,
+                Op::Incr("n".into(), 2),
+                Op::Delete,
+            ],
+        );
+        r.apply(st(2, 1, 2), &ctx(&[(1, 1)]), &Op::Delete);
+        assert_eq!(r.ghosts.len(), 1);
+        assert!(Ghost::canonical(&r.ghosts), "{:?}", r.ghosts);
+        assert_eq!(r.ghosts[0].sibling.entry, Entry::Incr(3));
+    }
+
+    #[test]
+    fn many_deletes_keep_a_ghosts_list_of_deletes_bounded() {
+        let mut r = RecordState::default();
+        r.apply(st(1, 1, 1), &ctx(&[]), &set("a", 1));
+        for seq in 1..=100 {
+            r.apply(
+                st(2, seq, seq + 1),
+                &ctx(&[(1, 1), (2, seq - 1)]),
+                &Op::Delete,
+            );
+            r.apply(
+                st(3, seq, seq + 1),
+                &ctx(&[(1, 1), (3, seq - 1)]),
+                &Op::Delete,
+            );
+        }
+        assert_eq!(r.ghosts.len(), 1);
+        assert_eq!(r.ghosts[0].under.len(), 4, "{:?}", r.ghosts[0].under);
+        // A crossing edit still shows it (the last deletes stand).
+        r.apply(st(4, 1, 500), &ctx(&[(1, 1)]), &set("c", 9));
+        assert_eq!(r.winner("a"), Some(&Value::Int(1)));
     }
 
     #[test]

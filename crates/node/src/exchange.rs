@@ -1670,7 +1670,7 @@ impl Node {
             }
         };
         let header = opener.header().clone();
-        report.version = ferry_bundle::VERSION;
+        report.version = opener.version();
         report.dataset = header.dataset.to_hex();
         report.our_dataset = header.dataset == self.id.dataset;
         report.plaintext = opener.is_plaintext();

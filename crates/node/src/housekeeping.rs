@@ -171,7 +171,20 @@ impl Node {
     /// Removes deleted records for good once every member has received their delete, and
     /// compacts the history that still holds their data.
     pub fn purge(&mut self, progress: &dyn Progress) -> Result<PurgeReport, NodeError> {
-        let horizon = self.horizon()?;
+        let mut horizon = self.horizon()?;
+        // A member that has received a delete may have written, before that, an edit this
+        // laptop has not applied yet: only once every member's own changes up to its last
+        // report are applied here can no edit that did not see the delete still arrive.
+        {
+            let peers = self.known_peers()?;
+            let tx = self.read()?;
+            let applied = tx.applied()?;
+            for p in peers {
+                if applied.get(p) < tx.peer(p)?.get(p) {
+                    horizon = VersionVector::new();
+                }
+            }
+        }
         let bytes_before = self.store_bytes();
         let mut tx = self.store.transaction(now_ms())?;
         let mut report = PurgeReport::default();

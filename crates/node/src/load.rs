@@ -114,6 +114,7 @@ impl Node {
                     report.unchanged += 1;
                     continue;
                 }
+                *ops = crate::node::with_revival(state.as_ref(), std::mem::take(ops));
             }
             let (ops, bytes) = change_size(&change);
             if !batch.is_empty()

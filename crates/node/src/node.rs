@@ -521,9 +521,21 @@ impl Node {
         self.commit(changes)
     }
 
-    pub(crate) fn commit(&mut self, changes: Vec<Change>) -> Result<(), NodeError> {
+    pub(crate) fn commit(&mut self, mut changes: Vec<Change>) -> Result<(), NodeError> {
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
+        // Read in the write transaction, so a bundle applied meanwhile (a listener) is seen.
+        for change in &mut changes {
+            if let Change::Record {
+                collection,
+                id,
+                ops,
+            } = change
+            {
+                let state = tx.record(collection, id)?;
+                *ops = with_revival(state.as_ref(), std::mem::take(ops));
+            }
+        }
         self.engine.commit_local(&mut tx, changes, now)?;
         tx.commit()?;
         Ok(())
@@ -877,8 +889,6 @@ impl Node {
         check_collection(collection)?;
         check_id(id)?;
         check_field(field)?;
-        let state = self.get(collection, id)?;
-        let ops = with_revival(state.as_ref(), ops);
         self.commit(vec![Change::Record {
             collection: collection.into(),
             id: id.into(),
@@ -1105,16 +1115,15 @@ fn member_label(member: MemberId, label: &str) -> Change {
 /// an element the field holds. A `Set` on a field in conflict is kept when `settle` (a
 /// `put` settles it), and left out without it when its value is one of those in conflict
 /// (reloading a dump keeps the conflict for a person). A record deleted on one laptop while
-/// edited on another is compared with all it shows; a `put` (`settle`) keeps every op, and
-/// any write that is left writes again what the record shows from before the delete
-/// ([`with_revival`]).
+/// edited on another is compared with all it shows (a reloaded dump of it writes nothing);
+/// a `put` (`settle`) keeps every op. The caller adds [`with_revival`] to what is left.
 pub(crate) fn changing_ops(state: Option<&RecordState>, ops: Vec<Op>, settle: bool) -> Vec<Op> {
     use ferry_model::record::Entry;
     let Some(state) = state.filter(|s| s.is_live()) else {
         return ops;
     };
     if state.delete_conflict() && settle {
-        return with_revival(Some(state), ops);
+        return ops;
     }
     let ops: Vec<Op> = ops
         .into_iter()
@@ -1137,11 +1146,6 @@ pub(crate) fn changing_ops(state: Option<&RecordState>, ops: Vec<Op>, settle: bo
             _ => true,
         })
         .collect();
-    // A record deleted on one laptop while edited on another stays for a person unless
-    // something really changes (a reloaded dump of it writes nothing).
-    if state.delete_conflict() && !ops.is_empty() {
-        return with_revival(Some(state), ops);
-    }
     ops
 }
 

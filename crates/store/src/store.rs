@@ -1060,10 +1060,12 @@ impl Storage for StoreTx<'_> {
             .chain(state.firsts.keys())
             .chain(state.ghosts.iter().map(|g| &g.field));
         for name in names {
-            if !self.names.by_name.contains_key(name) && !missing.contains(name) {
+            if !self.names.by_name.contains_key(name) {
                 missing.push(name.clone());
             }
         }
+        missing.sort_unstable();
+        missing.dedup();
         for name in missing {
             self.name_id(&name)?;
         }
