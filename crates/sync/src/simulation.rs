@@ -724,6 +724,15 @@ impl World {
                     .iter()
                     .find(|(k, v)| reference.0.get(*k) != Some(*v))
                     .map(|(k, _)| k.clone());
+                if std::env::var_os("FERRY_SIM_DEBUG").is_some() {
+                    if let Some(k) = &diff {
+                        eprintln!(
+                            "here: {:#?}\nreference: {:#?}",
+                            records.get(k),
+                            reference.0.get(k)
+                        );
+                    }
+                }
                 return Err(format!(
                     "seed {seed}: after member {rogue} forked, member {} diverges from member {} (first differing record: {diff:?})",
                     i + 1,
@@ -852,9 +861,17 @@ impl World {
                 }
                 // Removed only by deletes: kept as a ghost, so an edit concurrent with a
                 // delete brings the record back whole.
+                // (An increment supersedes an increment it saw once it also saw a delete
+                // that removed it: it carries the revived count.)
+                let saw_its_delete = |w2: &Write| {
+                    writes.iter().any(|d| {
+                        matches!(d.op, Op::Delete) && d.ctx.covers(w.dot) && w2.ctx.covers(d.dot)
+                    })
+                };
                 let by_field_write = writes.iter().any(|w2| {
                     w2.ctx.covers(w.dot)
                         && match (&w.op, &w2.op) {
+                            (Op::Incr(f, _), Op::Incr(g, _)) => f == g && saw_its_delete(w2),
                             (Op::Set(f, _) | Op::Incr(f, _), Op::Set(g, _)) => f == g,
                             (Op::Add(f, e), Op::Add(g, x) | Op::Remove(g, x)) => f == g && e == x,
                             (Op::Add(f, _), Op::Set(g, _)) => f == g,
