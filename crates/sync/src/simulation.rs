@@ -724,17 +724,16 @@ impl World {
                     .iter()
                     .find(|(k, v)| reference.0.get(*k) != Some(*v))
                     .map(|(k, _)| k.clone());
-                if std::env::var_os("FERRY_SIM_DEBUG").is_some() {
-                    if let Some(k) = &diff {
-                        eprintln!(
-                            "here: {:#?}\nreference: {:#?}",
-                            records.get(k),
-                            reference.0.get(k)
-                        );
-                    }
-                }
+                let detail = match (&diff, std::env::var_os("FERRY_SIM_DEBUG")) {
+                    (Some(k), Some(_)) => format!(
+                        "\nhere: {:?}\nthere: {:?}",
+                        records.get(k),
+                        reference.0.get(k)
+                    ),
+                    _ => String::new(),
+                };
                 return Err(format!(
-                    "seed {seed}: after member {rogue} forked, member {} diverges from member {} (first differing record: {diff:?})",
+                    "seed {seed}: after member {rogue} forked, member {} diverges from member {} (first differing record: {diff:?}){detail}",
                     i + 1,
                     honest[0] + 1
                 ));
