@@ -726,9 +726,12 @@ impl World {
                     .map(|(k, _)| k.clone());
                 let detail = match (&diff, std::env::var_os("FERRY_SIM_DEBUG")) {
                     (Some(k), Some(_)) => format!(
-                        "\nhere: {:?}\nthere: {:?}",
+                        "\nhere: {:?}\nthere: {:?}\nheld here: {:?} applied here: {:?}\nheld there: {:?}",
                         records.get(k),
-                        reference.0.get(k)
+                        reference.0.get(k),
+                        n.store.stored(),
+                        n.store.applied(),
+                        reference.1
                     ),
                     _ => String::new(),
                 };
