@@ -726,12 +726,13 @@ impl World {
                     .map(|(k, _)| k.clone());
                 let detail = match (&diff, std::env::var_os("FERRY_SIM_DEBUG")) {
                     (Some(k), Some(_)) => format!(
-                        "\nhere: {:?}\nthere: {:?}\nheld here: {:?} applied here: {:?}\nheld there: {:?}",
+                        "\nhere: {:?}\nthere: {:?}\nheld here: {:?} applied here: {:?}\nheld there: {:?}; evidence written: {evidence}, member {rogue} frozen here from: {:?}",
                         records.get(k),
                         reference.0.get(k),
                         n.store.stored(),
                         n.store.applied(),
-                        reference.1
+                        reference.1,
+                        n.store.frozen(rogue)
                     ),
                     _ => String::new(),
                 };
