@@ -650,3 +650,75 @@ fn deleting_a_forks_record_does_not_unfreeze_the_member_for_snapshot_joiners() {
         late.listing().contains_key(&key("visits/after-the-fork"))
     );
 }
+
+/// A malicious member crafts a commit that writes, deletes and writes one counter again in
+/// one commit, then deletes again, and deletes many times more: the admin's snapshot (format
+/// version 3, carrying what the deletes removed) must stay canonical and bounded, so a laptop
+/// invited later still installs it and shows what the others show.
+#[test]
+fn crafted_deletes_cannot_make_the_admins_snapshot_unreadable() {
+    let (mut hq, mut a, mut b) = three();
+    hq.write("visits", "v1", vec![set("w", Value::Int(1))], T0 + 50);
+    applied(a.ingest(&hq.bundle(&[])).unwrap());
+    let crafted = vec![
+        Op::Incr("n".into(), 1),
+        Op::Delete,
+        Op::Incr("n".into(), 2),
+        Op::Delete,
+    ];
+    a.engine
+        .commit_local(
+            &mut a.store,
+            vec![Change::Record {
+                collection: "visits".into(),
+                id: "v1".into(),
+                ops: crafted,
+            }],
+            T0 + 100,
+        )
+        .unwrap();
+    for k in 0..300 {
+        a.engine
+            .commit_local(
+                &mut a.store,
+                vec![Change::Record {
+                    collection: "visits".into(),
+                    id: "v1".into(),
+                    ops: vec![Op::Delete],
+                }],
+                T0 + 200 + k,
+            )
+            .unwrap();
+    }
+    applied(hq.ingest(&a.bundle(&[])).unwrap());
+    let rec = hq.store.records[&key("visits/v1")].clone();
+    assert!(!rec.is_live());
+    assert!(
+        ferry_model::record::Ghost::canonical(&rec.ghosts),
+        "{rec:?}"
+    );
+    assert!(
+        rec.ghosts.iter().all(|g| g.under.len() <= 4),
+        "a ghost's deletes stay bounded: {rec:?}"
+    );
+    // Everybody holds everything, so HQ compacts it all away.
+    applied(b.ingest(&hq.bundle(&[])).unwrap());
+    applied(hq.ingest(&b.bundle(&[])).unwrap());
+    applied(a.ingest(&hq.bundle(&[])).unwrap());
+    applied(hq.ingest(&a.bundle(&[])).unwrap());
+    assert!(hq.compact() > 0);
+    let inv = hq.invite(MemberId(4), "late", T0 + 900);
+    let mut late = SimNode::join(&inv, 4, T0 + 910);
+    applied(
+        hq.ingest(&late.bundle_with(&[Coverage {
+            author: MemberId(4),
+            first: 1,
+            last: 1,
+        }]))
+        .unwrap(),
+    );
+    let snap = hq.snapshot_if_needed().expect("member 4 needs a snapshot");
+    assert_eq!(snap[1], ferry_bundle::VERSION_GHOSTS, "it carries ghosts");
+    assert!(applied(late.ingest(&snap).unwrap()).snapshot);
+    assert_eq!(late.store.records[&key("visits/v1")], rec);
+}
