@@ -663,6 +663,11 @@ impl RecordState {
                         .iter()
                         .any(|s| matches!(&s.entry, Entry::Elem(x) if x == e))
                 })
+                // An element the write adds or removes itself is left to it.
+                .filter(|e| {
+                    !ops.iter()
+                        .any(|o| matches!(o, Op::Add(g, x) | Op::Remove(g, x) if g == f && x == e))
+                })
                 .collect();
             elems.sort_unstable();
             elems.dedup();
@@ -1226,6 +1231,21 @@ mod tests {
             orders.push(r);
         }
         assert_eq!(orders[0], orders[1]);
+    }
+
+    #[test]
+    fn a_write_removing_a_revived_set_element_is_not_undone_by_its_own_revival() {
+        let mut r = RecordState::default();
+        r.apply(st(1, 1, 1), &ctx(&[]), &Op::Add("t".into(), "x".into()));
+        r.apply(st(1, 1, 1), &ctx(&[]), &Op::Add("t".into(), "y".into()));
+        r.apply(st(2, 1, 2), &ctx(&[(1, 1)]), &Op::Delete);
+        r.apply(st(3, 1, 3), &ctx(&[(1, 1)]), &set("c", 9));
+        let user = [Op::Remove("t".into(), "x".into())];
+        let mut ops = r.revival_ops(&user);
+        assert_eq!(ops, vec![Op::Add("t".into(), "y".into())]);
+        ops.extend(user);
+        commit(&mut r, st(1, 2, 4), &ctx(&[(1, 1), (2, 1), (3, 1)]), &ops);
+        assert_eq!(r.show("t", Rule::Set), Some(Shown::Set(vec!["y".into()])));
     }
 
     #[test]

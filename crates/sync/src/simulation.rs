@@ -857,8 +857,17 @@ impl World {
                         }
                 });
                 if !superseded {
+                    let detail = if std::env::var_os("FERRY_SIM_DEBUG").is_some() {
+                        let log: Vec<String> = writes
+                            .iter()
+                            .map(|x| format!("{:?} {:?} ctx {:?}", x.dot, x.op, x.ctx))
+                            .collect();
+                        format!("\nrecord: {rec:?}\nwrites:\n{}", log.join("\n"))
+                    } else {
+                        String::new()
+                    };
                     return Err(format!(
-                        "seed {seed}: lost write: {:?} by {} on {id} is neither held nor superseded by a write that saw it",
+                        "seed {seed}: lost write: {:?} by {} on {id} is neither held nor superseded by a write that saw it{detail}",
                         w.op, w.dot.author
                     ));
                 }
