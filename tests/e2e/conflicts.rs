@@ -1,23 +1,9 @@
 //! Conflicts people can see and resolve, merge rules, deletes — through the real CLI and
 //! folders.
 
-use crate::util::{Laptop, files, s, three};
-use std::path::Path;
+use crate::util::{Laptop, conflicts, exchange, files, s, three};
 
 /// Everyone exports into `dir` and imports from it, twice, so all changes reach everyone.
-fn exchange(laptops: &[&Laptop], dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for _ in 0..2 {
-        for l in laptops {
-            l.ok(&["sync", s(dir)]);
-        }
-    }
-}
-
-fn conflicts(l: &Laptop) -> serde_json::Value {
-    serde_json::from_str(&l.ok(&["conflicts", "--json"])).unwrap()
-}
-
 #[test]
 fn a_concurrent_edit_is_listed_everywhere_resolved_on_one_laptop_and_gone_everywhere() {
     let base = tempfile::tempdir().unwrap();

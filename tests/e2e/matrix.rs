@@ -6,9 +6,9 @@
 //!
 //! `tests/e2e/conflicts.rs` covers each scenario once; this module runs them as a matrix.
 
-use crate::util::{Laptop, s, three};
+use crate::util::{Laptop, conflicts, exchange, s, three};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Delivery orders, as positions in `[hq, a, b]`: who syncs with the stick first, second and
 /// third (each exchange goes twice round).
@@ -109,20 +109,6 @@ impl World {
         all.push(d);
         agree(self.order_name, &all)
     }
-}
-
-/// Everyone syncs with `dir`, in this order, twice round, so all changes reach everyone.
-fn exchange(laptops: &[&Laptop], dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for _ in 0..2 {
-        for l in laptops {
-            l.ok(&["sync", s(dir)]);
-        }
-    }
-}
-
-fn conflicts(l: &Laptop) -> Value {
-    serde_json::from_str(&l.ok(&["conflicts", "--json"])).unwrap()
 }
 
 fn visits(l: &Laptop) -> Value {

@@ -5,7 +5,7 @@
 //! the record until `ferry purge`, travel in the admin's snapshots (bundle format version
 //! 3), survive `ferry compact`, and are what `ferry restore` brings back.
 
-use crate::util::{Laptop, files, s, three};
+use crate::util::{Laptop, conflicts, exchange, files, s, three};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -13,23 +13,10 @@ use std::path::{Path, PathBuf};
 /// 2 is never written: it is the published example of a version readers do not know).
 const GHOSTS_VERSION: u8 = 3;
 
-/// Everyone syncs with `dir`, twice round, so all changes (and receipts) reach everyone.
-fn exchange(laptops: &[&Laptop], dir: &Path) {
-    for _ in 0..2 {
-        for l in laptops {
-            sync(l, dir);
-        }
-    }
-}
-
 /// One `ferry sync DIR`; returns its output.
 fn sync(l: &Laptop, dir: &Path) -> String {
     std::fs::create_dir_all(dir).unwrap();
     l.ok(&["sync", s(dir)])
-}
-
-fn conflicts(l: &Laptop) -> Value {
-    serde_json::from_str(&l.ok(&["conflicts", "--json"])).unwrap()
 }
 
 /// `ferry get visits ID --json`, parsed.

@@ -150,3 +150,19 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// Every laptop syncs with the stick folder `dir` in turn, twice round (so what the last
+/// one wrote reaches the first).
+pub fn exchange(laptops: &[&Laptop], dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for _ in 0..2 {
+        for l in laptops {
+            l.ok(&["sync", s(dir)]);
+        }
+    }
+}
+
+/// `ferry conflicts --json`, parsed.
+pub fn conflicts(l: &Laptop) -> serde_json::Value {
+    serde_json::from_str(&l.ok(&["conflicts", "--json"])).unwrap()
+}

@@ -2473,8 +2473,7 @@ fn decode_snapshot_record(
     if !rest.is_empty() {
         return Err(trailing());
     }
-    let canonical = Ghost::canonical(&ghosts);
-    if !canonical {
+    if !Ghost::canonical(&ghosts) {
         return Err(BundleError::Malformed(format!(
             "snapshot record {collection}/{id}: ghosts out of order, repeated, or under no delete"
         )));

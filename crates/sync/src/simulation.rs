@@ -33,7 +33,7 @@ use crate::{IngestError, Received, Storage};
 use ferry_bundle::BundleReader;
 use ferry_bundle::WriteOptions;
 use ferry_model::record::Entry;
-use ferry_model::{Dot, MemberId, Op, Rule, Value, VersionVector};
+use ferry_model::{Dot, MemberId, Op, RecordState, Rule, Value, VersionVector};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -188,19 +188,9 @@ impl World {
             7 => Op::Remove("tags".into(), tag),
             15 if id != FORKED_RECORD => {
                 // `ferry restore`: a deleted record written again as its deletes removed it.
-                let dead = self
-                    .node(i)
-                    .store
-                    .records
-                    .iter()
-                    .find(|((c, rid), r)| {
-                        c == COLL
-                            && *rid != FORKED_RECORD
-                            && !r.is_live()
-                            && r.before_delete().is_some()
-                    })
-                    .map(|((_, rid), r)| (rid.clone(), r.before_delete().expect("checked")));
-                if let Some((rid, before)) = dead {
+                let dead = self.record_where(i, |r| !r.is_live() && r.before_delete().is_some());
+                if let Some((rid, r)) = dead {
+                    let before = r.before_delete().expect("checked");
                     let ops: Vec<Op> = before
                         .shown()
                         .into_iter()
@@ -213,40 +203,28 @@ impl World {
             }
             8 if id != FORKED_RECORD => {
                 // `ferry resolve --all`: every conflicted field of a record in one commit.
-                let found = self
-                    .node(i)
-                    .store
-                    .records
-                    .iter()
-                    .find(|((c, rid), r)| {
-                        c == COLL && *rid != FORKED_RECORD && !r.conflicted_fields().is_empty()
-                    })
-                    .map(|((_, rid), r)| {
-                        let ops: Vec<Op> = r
-                            .conflicted_fields()
+                let found = self.record_where(i, |r| !r.conflicted_fields().is_empty());
+                let ops: Vec<Op> = found
+                    .as_ref()
+                    .map(|(_, r)| {
+                        r.conflicted_fields()
                             .into_iter()
                             .filter_map(|f| Some(Op::Set(f.to_string(), r.winner(f)?.clone())))
-                            .collect();
-                        (rid.clone(), ops)
-                    });
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 match found {
-                    Some((rid, ops)) if !ops.is_empty() => return self.log_writes(i, rid, ops),
+                    Some((rid, _)) if !ops.is_empty() => return self.log_writes(i, rid, ops),
                     _ => Op::Set(field, Value::Int(self.rng.below(1000) as i64)),
                 }
             }
             9 if id != FORKED_RECORD => {
                 // An edit of a record this node sees deleted on one laptop while edited on
                 // another (it writes the record's ghosts again), if any.
-                let crossed = self
-                    .node(i)
-                    .store
-                    .records
-                    .iter()
-                    .find(|((c, rid), r)| c == COLL && *rid != FORKED_RECORD && r.delete_conflict())
-                    .map(|((_, rid), _)| rid.clone());
+                let crossed = self.record_where(i, RecordState::delete_conflict);
                 let v = Value::Int(self.rng.below(1000) as i64);
                 match crossed {
-                    Some(rid) => return self.log_write(i, rid, Op::Set(field, v)),
+                    Some((rid, _)) => return self.log_write(i, rid, Op::Set(field, v)),
                     None => Op::Set(field, v),
                 }
             }
@@ -287,6 +265,21 @@ impl World {
             _ => Op::Set(field, Value::Int(self.rng.below(1000) as i64)),
         };
         self.log_write(i, id, op);
+    }
+
+    /// The first record of the simulated collection (not the forked member's own) that
+    /// node `i` holds and `pred` picks, with its id.
+    fn record_where(
+        &mut self,
+        i: usize,
+        pred: impl Fn(&RecordState) -> bool,
+    ) -> Option<(String, RecordState)> {
+        self.node(i)
+            .store
+            .records
+            .iter()
+            .find(|((c, id), r)| c == COLL && id != FORKED_RECORD && pred(r))
+            .map(|((_, id), r)| (id.clone(), r.clone()))
     }
 
     fn log_write(&mut self, i: usize, id: String, op: Op) {
