@@ -25,11 +25,16 @@ impl fmt::Debug for PublicKey {
 impl PublicKey {
     /// Whether `sig` is a valid strict Ed25519 signature of `msg` by this key.
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
-            return false;
-        };
-        key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
-            .is_ok()
+        let ok = memo::remembered(&[b"verify", &self.0, &sig.0, msg], || {
+            let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+                return [0; 64];
+            };
+            let ok = key
+                .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
+                .is_ok();
+            [u8::from(ok); 64]
+        });
+        ok[0] == 1
     }
     // wire-format: end
 
@@ -98,7 +103,7 @@ impl fmt::Debug for SecretKey {
 impl SecretKey {
     /// A key from 32 bytes of secret randomness (the caller draws them).
     pub fn from_bytes(bytes: [u8; 32]) -> SecretKey {
-        SecretKey(SigningKey::from_bytes(&bytes))
+        SecretKey(memo::key(bytes, || SigningKey::from_bytes(&bytes)))
     }
 
     /// The 32 secret bytes, for storing.
@@ -113,7 +118,9 @@ impl SecretKey {
 
     /// Signs `msg`.
     pub fn sign(&self, msg: &[u8]) -> Signature {
-        Signature(self.0.sign(msg).to_bytes())
+        Signature(memo::remembered(&[b"sign", self.0.as_bytes(), msg], || {
+            self.0.sign(msg).to_bytes()
+        }))
     }
 }
 
@@ -257,12 +264,180 @@ impl JoinProof {
     }
 }
 
+/// A memo of signatures made and checked, off unless a thread turns it on with
+/// [`with_verify_memo`].
+///
+/// Ed25519 signing (RFC 8032, deterministic) and verification are pure functions of their
+/// inputs, so remembering their answers changes no outcome. The seeded simulation turns it
+/// on: it signs and delivers the same commits to many replicas, three runs per seed, and
+/// spends most of its time otherwise in redoing the same curve arithmetic. A node never
+/// turns it on.
+mod memo {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use ed25519_dalek::SigningKey;
+
+    #[derive(Default)]
+    struct Memo {
+        /// Signatures and verdicts, by a hash of the operation and its inputs.
+        answers: HashMap<[u8; 32], [u8; 64]>,
+        /// Keys with their public half computed, by their secret bytes.
+        keys: HashMap<[u8; 32], SigningKey>,
+    }
+
+    thread_local! {
+        static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
+    }
+
+    /// Most answers one thread keeps before it starts over.
+    const MAX: usize = 1 << 16;
+
+    /// `compute()`'s answer for the inputs `parts` (which must name the operation too),
+    /// from the memo when it is on and holds it.
+    pub(super) fn remembered(parts: &[&[u8]], compute: impl FnOnce() -> [u8; 64]) -> [u8; 64] {
+        if MEMO.with(|m| m.borrow().is_none()) {
+            return compute();
+        }
+        let mut h = blake3::Hasher::new();
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        let id: [u8; 32] = h.finalize().into();
+        let known = MEMO.with(|m| {
+            m.borrow()
+                .as_ref()
+                .and_then(|m| m.answers.get(&id).copied())
+        });
+        if let Some(known) = known {
+            return known;
+        }
+        let answer = compute();
+        MEMO.with(|m| {
+            if let Some(m) = m.borrow_mut().as_mut() {
+                if m.answers.len() >= MAX {
+                    m.answers.clear();
+                }
+                m.answers.insert(id, answer);
+            }
+        });
+        answer
+    }
+
+    /// The key for `secret`, from the memo when it is on and holds it.
+    pub(super) fn key(secret: [u8; 32], compute: impl FnOnce() -> SigningKey) -> SigningKey {
+        let known = MEMO.with(|m| m.borrow().as_ref().map(|m| m.keys.get(&secret).cloned()));
+        match known {
+            None => compute(),
+            Some(Some(key)) => key,
+            Some(None) => {
+                let key = compute();
+                MEMO.with(|m| {
+                    if let Some(m) = m.borrow_mut().as_mut() {
+                        if m.keys.len() >= MAX {
+                            m.keys.clear();
+                        }
+                        m.keys.insert(secret, key.clone());
+                    }
+                });
+                key
+            }
+        }
+    }
+
+    /// Turns the memo on (keeping what it holds) or off (dropping it); says whether it was on.
+    pub(super) fn set(on: bool) -> bool {
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            let was = m.is_some();
+            match (on, was) {
+                (true, false) => *m = Some(Memo::default()),
+                (false, _) => *m = None,
+                (true, true) => {}
+            }
+            was
+        })
+    }
+}
+
+/// Runs `f` with signatures made and checked on this thread remembered (see the `memo`
+/// module): for seeded simulations that make and check the same signatures thousands of
+/// times. Nested calls keep
+/// the memo on; it is dropped when the outermost call returns, or unwinds.
+pub fn with_verify_memo<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if !self.0 {
+                memo::set(false);
+            }
+        }
+    }
+    let was = memo::set(true);
+    let _restore = Restore(was);
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key(n: u8) -> SecretKey {
         SecretKey::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn the_verification_memo_gives_the_answers_of_the_curve_and_ends_with_its_scope() {
+        let k = key(3);
+        let msg = b"visit v1";
+        let sig = k.sign(msg);
+        let mut bad = sig;
+        bad.0[5] ^= 1;
+        let other = key(4).public();
+        let plain = (
+            k.public().verify(msg, &sig),
+            k.public().verify(msg, &bad),
+            other.verify(msg, &sig),
+            k.public().verify(b"visit v2", &sig),
+        );
+        assert_eq!(plain, (true, false, false, false));
+        let memoised = with_verify_memo(|| {
+            // Asked twice each, and nested: the second answers come from the memo.
+            let first = [
+                k.public().verify(msg, &sig),
+                k.public().verify(msg, &bad),
+                other.verify(msg, &sig),
+                k.public().verify(b"visit v2", &sig),
+            ];
+            let again = with_verify_memo(|| {
+                [
+                    k.public().verify(msg, &sig),
+                    k.public().verify(msg, &bad),
+                    other.verify(msg, &sig),
+                    k.public().verify(b"visit v2", &sig),
+                ]
+            });
+            // Still on after the nested scope ended.
+            assert!(memo_on());
+            assert_eq!(key(3).sign(msg), sig);
+            assert_eq!(key(3).public(), k.public());
+            (first, again)
+        });
+        assert_eq!(memoised.0, [true, false, false, false]);
+        assert_eq!(memoised.1, memoised.0);
+        assert!(!memo_on());
+        // A panic inside the scope turns it off too.
+        let _ = std::panic::catch_unwind(|| with_verify_memo(|| panic!("inside")));
+        assert!(!memo_on());
+    }
+
+    fn memo_on() -> bool {
+        let was = memo::set(true);
+        if !was {
+            memo::set(false);
+        }
+        was
     }
 
     #[test]

@@ -32,6 +32,7 @@ fn main() {
     let revivals = AtomicU64::new(0);
     let restores = AtomicU64::new(0);
     let unnoticed = AtomicU64::new(0);
+    let stalled = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -58,6 +59,9 @@ fn main() {
                                 Some(ferry_sync::simulation::ForkOutcome::Travelled) => {
                                     travelled.fetch_add(1, Ordering::Relaxed);
                                 }
+                                Some(ferry_sync::simulation::ForkOutcome::Stalled) => {
+                                    stalled.fetch_add(1, Ordering::Relaxed);
+                                }
                                 Some(_) => {
                                     unnoticed.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -78,7 +82,7 @@ fn main() {
     });
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{n} seeds ({first}..{}) on {threads} threads in {secs:.1} s: {} failed; {} writes, {} bundle deliveries, {} commits stashed and {} pending on arrival, {} snapshots installed, {} conflicts at the end; {} ghosts shown at the end, {} writes that revived a record, {} restores; {} forged bundles delivered ({} refused outright, the rest without effect); forks: evidence reached every member in {} runs, went unnoticed or without evidence in {}",
+        "{n} seeds ({first}..{}) on {threads} threads in {secs:.1} s: {} failed; {} writes, {} bundle deliveries, {} commits stashed and {} pending on arrival, {} snapshots installed, {} conflicts at the end; {} ghosts shown at the end, {} writes that revived a record, {} restores; {} forged bundles delivered ({} refused outright, the rest without effect); forks: evidence reached every member in {} runs, went unnoticed or without evidence in {}, and left an honest member waiting on the other version in {}",
         first + n,
         failed.load(Ordering::Relaxed),
         writes.load(Ordering::Relaxed),
@@ -93,7 +97,8 @@ fn main() {
         forgeries.load(Ordering::Relaxed),
         refused.load(Ordering::Relaxed),
         travelled.load(Ordering::Relaxed),
-        unnoticed.load(Ordering::Relaxed)
+        unnoticed.load(Ordering::Relaxed),
+        stalled.load(Ordering::Relaxed)
     );
     if failed.load(Ordering::Relaxed) > 0 {
         std::process::exit(1);

@@ -99,6 +99,11 @@ pub enum ForkOutcome {
     NoticedWithoutEvidence,
     /// Not noticed: no member met both versions where they overlap.
     Unnoticed,
+    /// Not noticed, and an honest member waits for ever on commits that depend on the
+    /// version of the forked member's history it does not hold: the run that would bring
+    /// them continues another chain, which format v1 cannot tell from a forgery (bundles/
+    /// DRAFT-v2.md §1 item 3; the next format's proofs state their chain hash).
+    Stalled,
 }
 
 /// The record the forked member writes after its fork (both versions of it).
@@ -679,8 +684,6 @@ impl World {
             stored.set(rogue, 0);
             Ok((records, stored))
         };
-        let first = self.nodes[honest[0]].as_ref().expect("joined");
-        let reference = data(first)?;
         // Evidence written by any honest member reaches every one of them. (In format v1 a
         // fork can go unnoticed — both versions numbered alike, each side holding one — or
         // be noticed where the evidence cannot be assembled: those runs are counted.)
@@ -703,7 +706,22 @@ impl World {
             (false, 0) => ForkOutcome::Unnoticed,
             (false, _) => ForkOutcome::NoticedWithoutEvidence,
         });
+        // An honest member left waiting on the version it does not hold (format v1 cannot
+        // tell that run from a forgery) is counted, and the others are compared.
+        let mut checked = Vec::new();
         for &i in &honest {
+            let n = self.nodes[i].as_ref().expect("joined");
+            if !evidence && stalled_by_fork(n, rogue)? {
+                self.fork_outcome = Some(ForkOutcome::Stalled);
+            } else {
+                checked.push(i);
+            }
+        }
+        let Some(&first) = checked.first() else {
+            return Ok(());
+        };
+        let reference = data(self.nodes[first].as_ref().expect("joined"))?;
+        for &i in &checked {
             let n = self.nodes[i].as_ref().expect("joined");
             if evidence && n.store.frozen(rogue).map_err(|e| e.to_string())?.is_none() {
                 return Err(format!(
@@ -732,7 +750,7 @@ impl World {
                 return Err(format!(
                     "seed {seed}: after member {rogue} forked, member {} diverges from member {} (first differing record: {diff:?}){detail}",
                     i + 1,
-                    honest[0] + 1
+                    first + 1
                 ));
             }
             if stored != reference.1 {
@@ -917,10 +935,56 @@ impl World {
     }
 }
 
+/// Whether everything `n` holds but has not applied waits, directly or through another
+/// waiting author, on commits of `rogue` beyond those `n` holds — the one divergence an
+/// unnoticed fork may cause in format v1 ([`ForkOutcome::Stalled`]). Any other commit left
+/// unapplied, or none at all, is not explained by the fork.
+fn stalled_by_fork(n: &SimNode, rogue: MemberId) -> Result<bool, String> {
+    let err = |e: crate::mem::MemError| e.to_string();
+    let held = n.store.stored().map_err(err)?;
+    let applied = n.store.applied().map_err(err)?;
+    let behind: Vec<MemberId> = held
+        .iter()
+        .filter(|&(m, h)| m != rogue && applied.get(m) < h)
+        .map(|(m, _)| m)
+        .collect();
+    let mut waiting: Vec<MemberId> = Vec::new();
+    loop {
+        let before = waiting.len();
+        for &m in &behind {
+            if waiting.contains(&m) {
+                continue;
+            }
+            let next = applied.get(m) + 1;
+            let Some(c) = n.store.commit(m, next).map_err(err)? else {
+                continue;
+            };
+            let waits = c.deps.iter().any(|(d, s)| {
+                (d == rogue && s > held.get(rogue)) || (waiting.contains(&d) && s > applied.get(d))
+            });
+            if waits {
+                waiting.push(m);
+            }
+        }
+        if waiting.len() == before {
+            break;
+        }
+    }
+    Ok(!waiting.is_empty() && waiting.len() == behind.len())
+}
+
 /// Runs the scenario of `seed` and checks it; `Err` names the seed and what went wrong.
 /// Panics raised by the storage's invariant checks (a commit applied twice, out of order
 /// or before its dependencies) also carry through; [`run_caught`] turns them into errors.
+///
+/// Signature checks are remembered for the seed's three runs
+/// ([`ferry_model::crypto::with_verify_memo`]): they deliver the same signed commits again
+/// and again, and a check's answer depends only on its bytes.
 pub fn run(seed: u64) -> Result<Outcome, String> {
+    ferry_model::crypto::with_verify_memo(|| run_three(seed))
+}
+
+fn run_three(seed: u64) -> Result<Outcome, String> {
     let mut honest = simulate(seed, Attack::None)?;
     let mut outcome = honest.check()?;
     // The same honest run, with forgeries delivered everywhere: not one may have an effect.

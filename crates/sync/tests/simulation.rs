@@ -12,8 +12,12 @@ use ferry_sync::simulation::run_caught;
 /// install; 5984: an admin snapshot holding the other version of a forked member's history;
 /// 45931, 47279: a rogue member's validly signed receipt arriving early shifted what honest
 /// replicas did when — valid news, so the forged bundles now carry only what the recipient
-/// knew.)
-const REGRESSION_SEEDS: &[u64] = &[2203, 5562, 5984, 8753, 8878, 12673, 13612, 45931, 47279];
+/// knew; 14576: a write that removed a revived set element was undone by its own revival
+/// op; 39097: an unnoticed fork left an honest member waiting on the other version, which
+/// format v1 cannot tell from a forgery — the check now tells that case apart.)
+const REGRESSION_SEEDS: &[u64] = &[
+    2203, 5562, 5984, 8753, 8878, 12673, 13612, 14576, 39097, 45931, 47279,
+];
 
 #[test]
 fn two_thousand_seeded_runs_converge_without_losing_a_write() {
