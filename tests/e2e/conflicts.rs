@@ -599,25 +599,28 @@ fn a_reloaded_dump_keeps_conflicts_and_a_record_whose_history_was_compacted_is_r
     assert_eq!(v, serde_json::json!({"village": "Kondele", "age": 4}));
 }
 
-/// Issue 11, item 6 (review): `--prefer author=LABEL` picks by member, and a label two
-/// members carry (labels are chosen by members themselves) is refused, not guessed.
+/// Issue 11, item 6 (review), and issue 13: `--prefer author=LABEL` picks by member. A
+/// label names one member (the admin refuses to give it twice), and `author=#N` names a
+/// member by number.
 #[test]
-fn resolving_by_a_label_two_members_carry_is_refused() {
+fn resolving_by_author_picks_one_member_by_label_or_number() {
     let base = tempfile::tempdir().unwrap();
     let base = base.path();
     let (hq, a, b) = three(base);
     let stick = base.join("stick");
     let inv = base.join("c.invite");
-    let code = hq.invite(&inv, "clinic-a");
+    let err = hq.misuse(&["invite", "--out", s(&inv), "--label", "clinic-a"]);
+    assert!(err.contains("already the label of member #2"), "{err}");
+    let code = hq.invite(&inv, "clinic-c");
     let c = Laptop::new(base, "c");
-    c.join("clinic-a", &inv, code.as_deref());
+    c.join("clinic-c", &inv, code.as_deref());
     hq.ok(&["put", "visits", "v1", "age=30"]);
     exchange(&[&hq, &a, &b, &c], &stick);
     a.ok(&["put", "visits", "v1", "age=31"]);
     c.ok(&["put", "visits", "v1", "age=33"]);
     exchange(&[&a, &c, &b, &hq], &stick);
-    let err = hq.misuse(&["resolve", "--all", "--prefer", "author=clinic-a"]);
-    assert!(err.contains("2 members are labelled \"clinic-a\""), "{err}");
+    let err = hq.misuse(&["resolve", "--all", "--prefer", "author=#9"]);
+    assert!(err.contains("no member is labelled \"#9\""), "{err}");
     assert_eq!(
         conflicts(&hq).as_array().unwrap().len(),
         1,
@@ -632,4 +635,10 @@ fn resolving_by_a_label_two_members_carry_is_refused() {
         .collect();
     assert_eq!(members.len(), 2, "{c}");
     assert!(members.iter().all(|&m| m == 2 || m == 4), "{c}");
+    hq.ok(&["resolve", "--all", "--prefer", "author=#4"]);
+    assert!(conflicts(&hq).as_array().unwrap().is_empty());
+    assert_eq!(
+        hq.ok(&["get", "visits", "v1", "--json"]).trim(),
+        r#"{"age":33}"#
+    );
 }

@@ -600,3 +600,157 @@ fn a_refused_laptop_that_wrote_nothing_is_told_and_a_failed_rejoin_changes_nothi
     ]);
     assert!(!second.ok(&["status"]).contains("REFUSED"));
 }
+
+/// Issue 13, item 1: labels belong to the admin and name one laptop each; `ferry member
+/// list` shows every member (number, label, role, joined, last bundle, what it lacks); `#N`
+/// works where a label does.
+#[test]
+fn labels_are_the_admins_and_member_list_shows_who_lacks_what() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let hq = admin(base);
+    let inv_a = base.join("a.invite");
+    let code_a = hq.invite(&inv_a, "clinic-a");
+    // A second laptop cannot take a label that is taken, whatever its case, nor one that
+    // reads as a member number.
+    let err = hq.misuse(&[
+        "invite",
+        "--out",
+        s(&base.join("x.invite")),
+        "--label",
+        "HQ",
+    ]);
+    assert!(err.contains("already the label of member #1"), "{err}");
+    let err = hq.misuse(&[
+        "invite",
+        "--out",
+        s(&base.join("x.invite")),
+        "--label",
+        "#7",
+    ]);
+    assert!(err.contains("#N"), "{err}");
+    assert!(!base.join("x.invite").exists());
+    let inv_b = base.join("b.invite");
+    let code_b = hq.invite(&inv_b, "clinic-b");
+
+    // Joining under another label than the invitation's: a usage mistake, nothing created.
+    let a = Laptop::new(base, "a");
+    let mut join = vec!["init", "--name", "hq", "--join", s(&inv_a)];
+    join.extend(["--code", code_a.as_deref().unwrap()]);
+    let err = a.misuse(&join);
+    assert!(
+        err.contains("invites this laptop as \"clinic-a\"") && err.contains("without --name"),
+        "{err}"
+    );
+    assert!(!a.home.exists(), "nothing was created");
+    // Without --name the laptop takes the invitation's label.
+    let out = a.ok(&[
+        "init",
+        "--join",
+        s(&inv_a),
+        "--code",
+        code_a.as_deref().unwrap(),
+    ]);
+    assert!(out.contains("\"clinic-a\" (member #2)"), "{out}");
+    let b = Laptop::new(base, "b");
+    b.join("clinic-b", &inv_b, code_b.as_deref());
+    let err = Laptop::new(base, "c").misuse(&["init", "--create", "x"]);
+    assert!(err.contains("--name"), "{err}");
+
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    a.ok(&["put", "visits", "v1", "age=30"]);
+    round(&stick, &[&a, &hq]);
+    for i in 0..4 {
+        hq.ok(&["put", "visits", &format!("h{i}"), "age=1"]);
+    }
+    // hq has heard from clinic-a, never from clinic-b; both lack hq's four new visits.
+    let list: serde_json::Value =
+        serde_json::from_str(&hq.ok(&["member", "list", "--json"])).unwrap();
+    let by = |n: u64| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == n)
+            .unwrap_or_else(|| panic!("no member {n} in {list}"))
+            .clone()
+    };
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    assert_eq!(by(1)["label"], "hq");
+    assert_eq!(by(1)["admin"], true);
+    assert_eq!(by(1)["you"], true);
+    assert_eq!(by(2)["label"], "clinic-a");
+    assert_eq!(by(2)["joined"], true);
+    assert!(by(2)["joined_at"].is_string(), "{list}");
+    assert!(by(2)["last_heard"].is_string(), "{list}");
+    // Its last bundle came before hq's four visits (and hq's own earlier changes).
+    let lacks = by(2)["lacks_from_us"].as_u64().unwrap();
+    assert!(lacks >= 4, "{list}");
+    assert_eq!(by(3)["joined"], false, "clinic-b's join has not reached hq");
+    assert!(by(3)["last_heard"].is_null());
+    let text = hq.ok(&["member", "list"]);
+    let row = |label: &str| {
+        text.lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label} in {text}"))
+            .to_string()
+    };
+    assert!(
+        row("clinic-a").starts_with("#2 ")
+            && row("clinic-a").ends_with(&format!(" {lacks} changes")),
+        "{text}"
+    );
+    assert!(row("clinic-b").contains("invited only") && row("clinic-b").contains("never"));
+    assert!(row("hq").contains("admin") && row("hq").contains("(this laptop)"));
+    // Once clinic-a's next bundle tells hq it holds everything, it lacks nothing.
+    round(&stick, &[&hq, &a, &hq]);
+    let list: serde_json::Value =
+        serde_json::from_str(&hq.ok(&["member", "list", "--json"])).unwrap();
+    let two = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == 2)
+        .unwrap();
+    assert_eq!(two["lacks_from_us"], 0, "{list}");
+
+    // Renaming is the admin's: `#N` names the member; a taken label is refused.
+    let (_, err) = a.fails(&["member", "rename", "#2", "clinic-kisumu"]);
+    assert!(err.contains("only the dataset's admin (hq)"), "{err}");
+    let err = hq.misuse(&["member", "rename", "#2", "Clinic-B"]);
+    assert!(err.contains("already the label of member #3"), "{err}");
+    let err = hq.misuse(&["member", "rename", "#9", "x"]);
+    assert!(
+        err.contains("no member is \"#9\"") && err.contains("#2 clinic-a"),
+        "{err}"
+    );
+    let out = hq.ok(&["member", "rename", "#2", "clinic-kisumu"]);
+    assert!(
+        out.contains("Member #2 (clinic-a) is now labelled clinic-kisumu"),
+        "{out}"
+    );
+    round(&stick, &[&hq, &a, &b]);
+    for l in [&a, &b] {
+        let list: serde_json::Value =
+            serde_json::from_str(&l.ok(&["member", "list", "--json"])).unwrap();
+        let two = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == 2)
+            .unwrap();
+        assert_eq!(two["label"], "clinic-kisumu", "{list}");
+    }
+    assert_eq!(a.status()["label"], "clinic-kisumu");
+
+    // `#N` where a label is asked for: settle a conflict with clinic-b's value.
+    a.ok(&["put", "visits", "v1", "age=31"]);
+    b.ok(&["put", "visits", "v1", "age=32"]);
+    round(&stick, &[&a, &b, &a]);
+    let out = a.ok(&["resolve", "--all", "--prefer", "author=#3"]);
+    assert!(out.contains("32"), "{out}");
+    assert_eq!(
+        a.ok(&["get", "visits", "v1", "--json"]).trim(),
+        r#"{"age":32}"#
+    );
+}

@@ -598,7 +598,7 @@ fn control_characters_and_bidi_overrides_reach_no_terminal() {
     let inv = base.join("a.invite");
     let code = hq.invite(&inv, &format!("clinic-a{BIDI}"));
     let a = Laptop::new(base, "a");
-    a.join("clinic-a", &inv, code.as_deref());
+    a.join(&format!("clinic-a{BIDI}"), &inv, code.as_deref());
 
     let id = format!("v{ESC}\r{FORGED}\nid{BIDI}");
     let field = format!("f\x1b[31m\r{FORGED}\n");

@@ -147,7 +147,7 @@ fn join(hq: &mut Node, base: &Path, label: &str) -> Result<Node> {
     let code = hq.invite(&inv, Some(label))?.code;
     Ok(Node::join(
         &Home::at(base.join(label)),
-        label,
+        Some(label),
         &InvitationFile::read(&inv)?,
         Some(&code),
     )?)

@@ -229,7 +229,7 @@ fn setup(base: &Path) -> Result<(Node, PathBuf)> {
     let a_home = base.join("a");
     let mut a = Node::join(
         &Home::at(&a_home),
-        "clinic-a",
+        Some("clinic-a"),
         &InvitationFile::read(&inv)?,
         Some(&code),
     )?;

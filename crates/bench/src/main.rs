@@ -293,7 +293,7 @@ fn measure(n: u64, memory: bool) -> Result<SizeResult> {
     let code = hq.invite(&inv, Some("clinic-a"))?.code;
     let mut a = Node::join(
         &a_home,
-        "clinic-a",
+        Some("clinic-a"),
         &InvitationFile::read(&inv)?,
         Some(&code),
     )?;

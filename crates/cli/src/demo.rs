@@ -128,7 +128,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
         name: "clinic-a",
         node: Node::join(
             &Home::at(base.join("clinic-a")),
-            "clinic-a",
+            Some("clinic-a"),
             &InvitationFile::read(&inv_a)?,
             Some(&code_a),
         )?,
@@ -137,7 +137,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
         name: "clinic-b",
         node: Node::join(
             &Home::at(base.join("clinic-b")),
-            "clinic-b",
+            Some("clinic-b"),
             &InvitationFile::read(&inv_b)?,
             Some(&code_b),
         )?,

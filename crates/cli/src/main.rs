@@ -49,17 +49,18 @@ enum Command {
     #[command(after_help = "\
 Examples:
   ferry init --name hq --create \"Kisumu health visits\"            (the admin's laptop, once)
-  ferry init --name clinic-a --join /media/usb/clinic-a.invite    (asks for the code)
+  ferry init --join /media/usb/clinic-a.invite    (asks for the code; the laptop takes the
+                                                  label the admin gave the invitation)
 
 Exit status: 0 created; 1 failed (the home already holds a node, or the invitation or its
-code does not open: the line says which); 2 usage mistake.")]
+code does not open: the line says which); 2 usage mistake (no --name with --create, or a
+--name that is not the invitation's label).")]
     Init(members::InitArgs),
     /// Join again with a new invitation after the admin accepted another laptop with this
     /// laptop's invitation, carrying this laptop's records into the new membership
     #[command(after_help = "\
 Examples:
   ferry rejoin --join clinic-b2.invite                 (asks for the invitation's code)
-  ferry rejoin --join clinic-b2.invite --name clinic-b2
 
 When one invitation was used on two laptops, the admin accepts the first it sees; `sync`,
 `import` and `status` on the other say so (REFUSED … accepted another laptop as …). Ask the
@@ -181,6 +182,17 @@ Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
     Contact {
         #[command(subcommand)]
         action: members::ContactAction,
+    },
+    /// The members: who they are, when each last sent something, what each lacks
+    #[command(after_help = "\
+Examples:
+  ferry member list
+  ferry member rename clinic-b clinic-kisumu     (admin only)
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    Member {
+        #[command(subcommand)]
+        action: members::MemberAction,
     },
     /// Merge rules per field: how values written at the same time on two laptops combine
     #[command(after_help = "\
@@ -436,6 +448,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Invite(a) => members::invite(home, a),
         Command::Contact { action } => members::contact(home, action),
         Command::Rule { action } => members::rule(home, action),
+        Command::Member { action } => members::member(home, action),
         Command::Put(a) => records::put(home, a),
         Command::Get(a) => records::get(home, a),
         Command::List(a) => records::list(home, a),

@@ -124,6 +124,9 @@ pub struct MemberStatus {
     pub joined: bool,
     /// Its key fingerprint, when joined.
     pub fingerprint: Option<String>,
+    /// When it joined (ISO 8601, by its own clock when its first change is still held here,
+    /// else when the admin accepted it), if this laptop can tell.
+    pub joined_at: Option<String>,
     /// How many commits it is known to hold.
     pub holds: u64,
     /// How many commits this node holds that it is not known to hold.
@@ -268,7 +271,43 @@ fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
             limits::MAX_LABEL
         )));
     }
+    if s.starts_with('#') {
+        return Err(NodeError::BadArgument(format!(
+            "{what} cannot start with #: #N names member number N wherever a label is asked for"
+        )));
+    }
     Ok(())
+}
+
+/// The member a person named: `#N` (its number) or its label, compared without regard to
+/// case or surrounding spaces (labels are unique that way).
+pub(crate) fn find_member(labels: &BTreeMap<MemberId, String>, name: &str) -> Option<MemberId> {
+    let name = name.trim();
+    if let Some(n) = name.strip_prefix('#') {
+        let n: u32 = n.parse().ok()?;
+        return labels.contains_key(&MemberId(n)).then_some(MemberId(n));
+    }
+    labels
+        .iter()
+        .find(|(_, l)| same_label(l, name))
+        .map(|(&m, _)| m)
+}
+
+/// The usage mistake of naming a member nobody is: it lists who there is.
+pub(crate) fn no_such_member(labels: &BTreeMap<MemberId, String>, who: &str) -> NodeError {
+    let known: Vec<String> = labels
+        .iter()
+        .map(|(m, l)| format!("#{} {l}", m.0))
+        .collect();
+    NodeError::BadArgument(format!(
+        "no member is {who:?}: name one by its label or as #N; members: {}",
+        known.join(", ")
+    ))
+}
+
+/// Whether two labels name the same member (case and surrounding spaces aside).
+fn same_label(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 
 /// Checks a collection name a person gave: 1 to 256 bytes, not starting with `_` (reserved
@@ -341,17 +380,31 @@ impl Node {
 
     /// Creates a node in `home` that joins a dataset with the invitation `invite`, opened
     /// with its one-time `code` as a person typed it (files from earlier ferry need none).
+    ///
+    /// The laptop takes the label the admin gave the invitation (labels belong to the admin,
+    /// so that no laptop can take another's name); `label`, when given, must be that one.
     pub fn join(
         home: &Home,
-        label: &str,
+        label: Option<&str>,
         invite: &InvitationFile,
         code: Option<&str>,
     ) -> Result<Node, NodeError> {
-        check_label("--name", label)?;
+        if let Some(label) = label {
+            check_label("--name", label)?;
+        }
         if home.exists() {
             return Err(NodeError::AlreadyInitialized(home.root().to_path_buf()));
         }
         let inv = invite.open(code)?;
+        let invited = inv.cert.label.as_str();
+        if let Some(label) = label.filter(|&l| l != invited) {
+            return Err(NodeError::BadArgument(format!(
+                "{} invites this laptop as {invited:?}, not {label:?}: labels are given by the admin, so that no laptop can take another's name; run the command again without --name, or ask {} for an invitation with --label {label:?}",
+                invite.path().display(),
+                inv.admin_label
+            )));
+        }
+        let label = invited;
         let secret = SecretKey::from_bytes(random());
         let proof = inv.join_proof(&secret.public());
         proof.verify(inv.dataset, inv.member(), &inv.admin_key).map_err(|e| match e {
@@ -376,11 +429,7 @@ impl Node {
             key: inv.admin_key,
             label: inv.admin_label.clone(),
         };
-        let mut node = Self::init(home, id, Some(admin), Change::Join(proof))?;
-        if label != inv.cert.label {
-            node.commit(vec![member_label(inv.member(), label)])?;
-        }
-        Ok(node)
+        Self::init(home, id, Some(admin), Change::Join(proof))
     }
 
     /// Makes the home, stores the identity (and the admin, known from an invitation), and
@@ -563,8 +612,15 @@ impl Node {
                 to: "invite new members",
             });
         }
+        let labels = self.labels()?;
         if let Some(label) = label {
             check_label("--label", label)?;
+            if let Some(m) = find_member(&labels, label) {
+                return Err(NodeError::BadArgument(format!(
+                    "{label:?} is already the label of member #{}: each label names one laptop; choose another --label",
+                    m.0
+                )));
+            }
         }
         // Refused before a number is used up; `write_private` checks again, atomically.
         if out.symlink_metadata().is_ok() {
@@ -577,15 +633,31 @@ impl Node {
             top = top.max(u32::from_le_bytes(n.try_into().unwrap_or_default()));
         }
         let member = MemberId(top + 1);
-        let label = label.map_or_else(|| format!("member-{}", member.0), str::to_string);
+        let label = label.map_or_else(
+            || {
+                // `member-N`, unless the admin already gave that label to another laptop.
+                (1..)
+                    .map(|k| match k {
+                        1 => format!("member-{}", member.0),
+                        k => format!("member-{}.{k}", member.0),
+                    })
+                    .find(|l| find_member(&labels, l).is_none())
+                    .unwrap_or_default()
+            },
+            str::to_string,
+        );
         tx.set_meta("last_invited", &member.0.to_le_bytes())?;
         self.engine
             .commit_local(&mut tx, vec![member_label(member, &label)], now)?;
         tx.commit()?;
 
+        let admin_label = labels
+            .get(&self.id.me)
+            .cloned()
+            .unwrap_or_else(|| self.id.label.clone());
         let inv = Invitation::issue(
             &self.id.secret,
-            &self.id.label,
+            &admin_label,
             self.id.dataset,
             &self.id.dataset_name,
             self.id.dataset_key.0,
@@ -743,7 +815,10 @@ impl Node {
             .collect())
     }
 
-    /// Member number → label: the `_members` label if set, else the label from the join.
+    /// Member number → label: the label the admin wrote in `_members/N` (its invitation, or
+    /// a rename), else the label of the invitation the member joined with (which the admin
+    /// signed). Labels belong to the admin: a label a member wrote for itself (earlier ferry
+    /// let a joining laptop choose one) does not count.
     pub fn labels(&mut self) -> Result<BTreeMap<MemberId, String>, NodeError> {
         let mut tx = self.store.read()?;
         let mut out: BTreeMap<MemberId, String> = tx
@@ -752,8 +827,8 @@ impl Node {
             .map(|m| (m.member, m.label))
             .collect();
         tx.for_each_record("_members", false, |id, r| {
-            if let (Ok(n), Some(Value::Str(l))) = (id.parse::<u32>(), r.winner("label")) {
-                out.insert(MemberId(n), l.clone());
+            if let (Ok(n), Some(l)) = (id.parse::<u32>(), admin_label(r)) {
+                out.insert(MemberId(n), l);
             }
             Ok(())
         })?;
@@ -876,6 +951,38 @@ impl Node {
             id: collection.into(),
             ops: vec![Op::Set(field.into(), Value::Str(rule.name().into()))],
         }])
+    }
+
+    /// Gives member `who` (`#N` or its label) the label `new` (admin only): labels belong
+    /// to the admin and name one laptop each. Returns the member's number and old label.
+    pub fn rename_member(&mut self, who: &str, new: &str) -> Result<(u32, String), NodeError> {
+        if !self.id.is_admin() {
+            let admin = self
+                .labels()?
+                .get(&MemberId::ADMIN)
+                .cloned()
+                .unwrap_or_default();
+            return Err(NodeError::NotAdmin {
+                admin,
+                to: "rename members",
+            });
+        }
+        check_label("the new label", new)?;
+        let labels = self.labels()?;
+        let Some(member) = find_member(&labels, who) else {
+            return Err(no_such_member(&labels, who));
+        };
+        let old = labels.get(&member).cloned().unwrap_or_default();
+        if let Some(other) = find_member(&labels, new).filter(|&m| m != member) {
+            return Err(NodeError::BadArgument(format!(
+                "{new:?} is already the label of member #{}: each label names one laptop; choose another",
+                other.0
+            )));
+        }
+        if old != new {
+            self.commit(vec![member_label(member, new)])?;
+        }
+        Ok((member.0, old))
     }
 
     /// Writes ops on one field of a record in one commit, after checking the names.
@@ -1026,13 +1133,27 @@ impl Node {
                 .iter()
                 .map(|(a, n)| n.saturating_sub(vv.get(a)))
                 .sum();
+            let joined = keys.contains_key(&m);
+            let joined_ms = match ferry_sync::Storage::commit(&tx, m, 1)? {
+                Some(c) if joined => Some(c.hlc.ms()),
+                _ if joined => tx.record("_members", &m.0.to_string())?.and_then(|r| {
+                    r.fields
+                        .get(ferry_sync::MEMBER_KEY_FIELD)?
+                        .iter()
+                        .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
+                        .map(|sib| sib.stamp.hlc.ms())
+                        .min()
+                }),
+                _ => None,
+            };
             members.push(MemberStatus {
                 member: m.0,
                 label: label.clone(),
                 you,
                 admin: m == MemberId::ADMIN,
-                joined: keys.contains_key(&m),
+                joined,
                 fingerprint: keys.get(&m).map(|k| k.fingerprint()),
+                joined_at: joined_ms.map(crate::time::format_utc),
                 holds: vv.total(),
                 lacks_from_us: if you { 0 } else { lacks },
                 last_heard: at.filter(|&t| t > 0).map(crate::time::format_utc),
@@ -1060,7 +1181,10 @@ impl Node {
         let records = tx.record_count()?;
         let mut status = Status {
             home: self.home.root().display().to_string(),
-            label: self.id.label.clone(),
+            label: labels
+                .get(&self.id.me)
+                .cloned()
+                .unwrap_or_else(|| self.id.label.clone()),
             member: self.id.me.0,
             dataset: self.id.dataset_name.clone(),
             dataset_id: self.id.dataset.to_hex(),
@@ -1098,6 +1222,21 @@ impl Node {
     pub(crate) fn read(&mut self) -> Result<StoreTx<'_>, NodeError> {
         Ok(self.store.read()?)
     }
+}
+
+/// The label the admin wrote in a `_members/N` record: its latest (by the same order that
+/// picks a shown value), ignoring what the member wrote there itself.
+fn admin_label(r: &RecordState) -> Option<String> {
+    r.fields
+        .get("label")?
+        .iter()
+        .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
+        .filter_map(|sib| match &sib.entry {
+            ferry_model::record::Entry::Value(Value::Str(l)) => Some((sib.stamp, l)),
+            _ => None,
+        })
+        .max_by(|a, b| a.0.cmp_rank(&b.0))
+        .map(|(_, l)| l.clone())
 }
 
 /// The `_members/N` label an invitation records.
@@ -1187,5 +1326,88 @@ pub(crate) fn for_each_live(
     match inner_err {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{InvitationFile, NoProgress};
+
+    /// An admin and one member that joined, with a stick folder between them.
+    fn pair(base: &Path) -> (Node, Node, std::path::PathBuf) {
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "labels").unwrap();
+        let inv = base.join("a.invite");
+        let code = hq.invite(&inv, Some("clinic-a")).unwrap().code;
+        let file = InvitationFile::read(&inv).unwrap();
+        let a = Node::join(&Home::at(base.join("a")), None, &file, Some(&code)).unwrap();
+        let stick = base.join("stick");
+        std::fs::create_dir_all(&stick).unwrap();
+        (hq, a, stick)
+    }
+
+    #[test]
+    fn a_member_that_writes_a_label_for_itself_or_the_admin_changes_no_label() {
+        let base = tempfile::tempdir().unwrap();
+        let (mut hq, mut a, stick) = pair(base.path());
+        assert_eq!(a.identity().label, "clinic-a", "the invitation's label");
+        // What earlier ferry let a joining laptop do, and what a crafted commit can do: a
+        // member labels itself "hq" (its own `_members` record, which it may write) and
+        // tries the admin's record too (skipped by every node).
+        a.commit(vec![member_label(MemberId(2), "hq")]).unwrap();
+        a.commit(vec![member_label(MemberId::ADMIN, "clinic-a")])
+            .unwrap();
+        for _ in 0..2 {
+            a.sync(&stick, &NoProgress).unwrap();
+            hq.sync(&stick, &NoProgress).unwrap();
+        }
+        for node in [&mut hq, &mut a] {
+            let labels = node.labels().unwrap();
+            assert_eq!(labels[&MemberId::ADMIN], "hq");
+            assert_eq!(labels[&MemberId(2)], "clinic-a");
+            assert_eq!(find_member(&labels, "HQ"), Some(MemberId::ADMIN));
+            assert_eq!(find_member(&labels, "#2"), Some(MemberId(2)));
+            assert_eq!(find_member(&labels, "#9"), None);
+        }
+        // The admin renames it; the member cannot rename anyone, itself included.
+        assert!(matches!(
+            a.rename_member("#2", "clinic-kisumu"),
+            Err(NodeError::NotAdmin { .. })
+        ));
+        assert!(matches!(
+            hq.rename_member("clinic-a", "HQ"),
+            Err(NodeError::BadArgument(_))
+        ));
+        assert_eq!(
+            hq.rename_member("clinic-a", "clinic-kisumu").unwrap(),
+            (2, "clinic-a".to_string())
+        );
+        hq.sync(&stick, &NoProgress).unwrap();
+        a.sync(&stick, &NoProgress).unwrap();
+        assert_eq!(a.labels().unwrap()[&MemberId(2)], "clinic-kisumu");
+        assert_eq!(a.status().unwrap().label, "clinic-kisumu");
+        // An invitation with a label another member has is refused, whatever its case.
+        let taken = hq.invite(&base.path().join("b.invite"), Some("Clinic-Kisumu"));
+        assert!(matches!(taken, Err(NodeError::BadArgument(_))), "{taken:?}");
+    }
+
+    #[test]
+    fn joining_under_another_label_than_the_invitations_is_refused_and_creates_nothing() {
+        let base = tempfile::tempdir().unwrap();
+        let mut hq = Node::create(&Home::at(base.path().join("hq")), "hq", "labels").unwrap();
+        let inv = base.path().join("a.invite");
+        let code = hq.invite(&inv, Some("clinic-a")).unwrap().code;
+        let file = InvitationFile::read(&inv).unwrap();
+        let home = Home::at(base.path().join("a"));
+        let Err(err) = Node::join(&home, Some("hq"), &file, Some(&code)) else {
+            panic!("joined under another label");
+        };
+        assert!(
+            matches!(&err, NodeError::BadArgument(m) if m.contains("\"clinic-a\"")),
+            "{err}"
+        );
+        assert!(!home.exists(), "nothing was created");
+        let a = Node::join(&home, Some("clinic-a"), &file, Some(&code)).unwrap();
+        assert_eq!(a.identity().label, "clinic-a");
     }
 }

@@ -305,7 +305,6 @@ impl Node {
                 inv.admin_label
             )));
         }
-        let label = label.map_or_else(|| old.id.label.clone(), str::to_string);
         let (changes, values, deletes) = old.own_writes()?;
         // The bundles it wrote as the refused member: every laptop that follows the admin
         // refuses them, so this laptop removes them from the media it syncs
@@ -323,7 +322,7 @@ impl Node {
         let _ = std::fs::remove_dir_all(staging.root());
         let records = changes.len() as u64;
         let built = (|| {
-            let mut node = Node::join(&staging, &label, invite, code)?;
+            let mut node = Node::join(&staging, label, invite, code)?;
             let now = now_ms();
             let mut tx = node.store.transaction(now)?;
             tx.set_meta(

@@ -32,7 +32,7 @@ impl std::str::FromStr for Prefer {
             _ => match s.strip_prefix("author=") {
                 Some(label) if !label.is_empty() => Ok(Prefer::Author(label.to_string())),
                 _ => Err(format!(
-                    "{s:?} is not a preference: use latest, max, min or author=LABEL (a member's label, as `ferry status` lists them)"
+                    "{s:?} is not a preference: use latest, max, min or author=LABEL (a member's label, as `ferry status` lists them, or #N for member number N)"
                 )),
             },
         }
@@ -84,16 +84,23 @@ impl Node {
         prefer: &Prefer,
         dry_run: bool,
     ) -> Result<ResolveAllReport, NodeError> {
-        // The member the label names, by number: labels are chosen by members themselves,
-        // so one that two members carry is refused rather than guessed.
+        // The member the label (or `#N`) names, by number. Labels are unique since the admin
+        // gives them all, but a dataset from earlier ferry may have two members with one
+        // label: such a label is refused rather than guessed.
         let author = match prefer {
             Prefer::Author(label) => {
                 let labels = self.labels()?;
-                let named: Vec<u32> = labels
-                    .iter()
-                    .filter(|(_, l)| *l == label)
-                    .map(|(m, _)| m.0)
-                    .collect();
+                let named: Vec<u32> = match label.strip_prefix('#') {
+                    Some(_) => crate::node::find_member(&labels, label)
+                        .map(|m| m.0)
+                        .into_iter()
+                        .collect(),
+                    None => labels
+                        .iter()
+                        .filter(|(_, l)| l.trim().to_lowercase() == label.trim().to_lowercase())
+                        .map(|(m, _)| m.0)
+                        .collect(),
+                };
                 match named.as_slice() {
                     [m] => Some(*m),
                     [] => {

@@ -11,9 +11,10 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct InitArgs {
-    /// A name for this laptop, e.g. hq or clinic-a
+    /// A name for this laptop, e.g. hq or clinic-a [needed with --create; with --join the
+    /// laptop takes the label the admin gave the invitation, and --name must match it]
     #[arg(long)]
-    name: String,
+    name: Option<String>,
     #[command(flatten)]
     mode: Mode,
     /// With --join: the invitation's one-time code, XXXX-XXXX-XXXX, that `ferry invite`
@@ -52,7 +53,8 @@ pub(crate) struct RejoinArgs {
         hide_env_values = true
     )]
     code: Option<String>,
-    /// A new name for this laptop [default: the old one]
+    /// The label the new invitation gives this laptop [default: that label; labels are
+    /// given by the admin, so another one is refused]
     #[arg(long)]
     name: Option<String>,
     /// Rejoin although this laptop has not been told that the admin refused it (when the
@@ -102,6 +104,43 @@ Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum MemberAction {
+    /// Every member: number, label, role, when it joined, its last bundle, what it lacks
+    #[command(after_help = "\
+Examples:
+  ferry member list
+  ferry member list --json    (a JSON array: member, label, you, admin, joined, joined_at,
+                               fingerprint, holds, lacks_from_us, last_heard, frozen_from)
+
+\"lacks\" counts the changes this laptop holds that the member is not known to hold (as its
+last bundle told): they go with the next sync it is part of.
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a member another label (admin only; labels name one laptop each)
+    #[command(after_help = "\
+Examples:
+  ferry member rename clinic-b clinic-kisumu
+  ferry member rename '#3' clinic-kisumu      (#N: member number N)
+
+Labels belong to the admin: a laptop cannot choose or change its own, so none can pass for
+another. The others learn the new label with the next sync.
+
+Exit status: 0 renamed; 1 failed (not the admin, or the line says why); 2 usage mistake (no
+such member, or a label another member has).")]
+    Rename {
+        /// The member: its label, or #N
+        member: String,
+        /// Its new label
+        label: String,
     },
 }
 
@@ -174,11 +213,20 @@ pub(crate) fn rejoin(home: Option<PathBuf>, a: RejoinArgs) -> Result<()> {
 pub(crate) fn init(home: Option<PathBuf>, a: InitArgs) -> Result<()> {
     let home = Home::resolve(home)?;
     let node = match (&a.mode.create, &a.mode.join) {
-        (Some(dataset), None) => Node::create(&home, &a.name, dataset)?,
+        (Some(dataset), None) => {
+            let Some(name) = a.name.as_deref() else {
+                return Err(NodeError::BadArgument(
+                    "a new dataset needs a name for this laptop: add --name LABEL, e.g. --name hq"
+                        .into(),
+                )
+                .into());
+            };
+            Node::create(&home, name, dataset)?
+        }
         (None, Some(path)) => {
             let invite = InvitationFile::read(path)?;
             let code = code_for(&invite, a.code)?;
-            let node = Node::join(&home, &a.name, &invite, code.as_deref())?;
+            let node = Node::join(&home, a.name.as_deref(), &invite, code.as_deref())?;
             // Said once it is used (a file that cannot join gets its error alone).
             if !invite.needs_code() {
                 eprintln!(
@@ -224,10 +272,72 @@ pub(crate) fn invite(home: Option<PathBuf>, a: InviteArgs) -> Result<()> {
     ))?;
     out(format_args!("code: {}", r.code))?;
     out(format_args!(
-        "The file opens only with this code: give the code to the new laptop's user yourself (say it, or write it on paper), never on the same stick. On the new laptop run: ferry init --name {} --join {} (it asks for the code)",
-        r.label,
-        r.path.display()
+        "The file opens only with this code: give the code to the new laptop's user yourself (say it, or write it on paper), never on the same stick. On the new laptop run: ferry init --join {} (it asks for the code; the laptop is labelled {})",
+        r.path.display(),
+        r.label
     ))
+}
+
+/// `ferry member list|rename`.
+pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> {
+    let mut node = open(home)?;
+    match action {
+        MemberAction::List { json: as_json } => {
+            let members = node.status()?.members;
+            if as_json {
+                return out(format_args!("{}", serde_json::to_string(&members)?));
+            }
+            out(format_args!(
+                "{:<5} {:<16} {:<7} {:<20} {:<20} lacks",
+                "#", "label", "role", "joined", "last bundle"
+            ))?;
+            for m in &members {
+                let role = if m.admin { "admin" } else { "member" };
+                let joined = match (&m.joined_at, m.joined) {
+                    (Some(t), _) => output::shown(t).into_owned(),
+                    (None, true) => "yes".to_string(),
+                    (None, false) => "invited only".to_string(),
+                };
+                let (heard, lacks) = if m.you {
+                    ("(this laptop)".to_string(), "—".to_string())
+                } else if let Some(k) = m.frozen_from {
+                    (
+                        m.last_heard
+                            .as_deref()
+                            .map_or("never".into(), |t| output::shown(t).into_owned()),
+                        format!("FROZEN from change {k} (its history forked)"),
+                    )
+                } else {
+                    (
+                        m.last_heard
+                            .as_deref()
+                            .map_or("never".into(), |t| output::shown(t).into_owned()),
+                        format!("{} changes", m.lacks_from_us),
+                    )
+                };
+                out(format_args!(
+                    "{:<5} {:<16} {role:<7} {joined:<20} {heard:<20} {lacks}",
+                    format!("#{}", m.member),
+                    output::shown(&m.label),
+                ))?;
+            }
+            Ok(())
+        }
+        MemberAction::Rename { member, label } => {
+            let (n, old) = node.rename_member(&member, &label)?;
+            if old == label {
+                return out(format_args!(
+                    "Member #{n} is already labelled {}: nothing written",
+                    output::shown(&label)
+                ));
+            }
+            out(format_args!(
+                "Member #{n} ({}) is now labelled {}; the others learn it with the next sync",
+                output::shown(&old),
+                output::shown(&label)
+            ))
+        }
+    }
 }
 
 /// `ferry contact set|list`.
@@ -362,7 +472,7 @@ mod tests {
     fn init_takes_exactly_one_of_create_and_join() {
         match parse(&["init", "--name", "hq", "--create", "Kisumu health visits"]) {
             Ok(Command::Init(a)) => {
-                assert_eq!(a.name, "hq");
+                assert_eq!(a.name.as_deref(), Some("hq"));
                 assert_eq!(a.mode.create.as_deref(), Some("Kisumu health visits"));
                 assert_eq!(a.mode.join, None);
             }
@@ -374,6 +484,10 @@ mod tests {
                 assert_eq!(a.code.as_deref(), Some("X"));
             }
             _ => panic!("init --join does not parse"),
+        }
+        match parse(&["init", "--join", "a.invite"]) {
+            Ok(Command::Init(a)) => assert_eq!(a.name, None, "the invitation's label"),
+            _ => panic!("init --join without --name does not parse"),
         }
         let check = |args: &[&str], kind: Clap| match parse(args) {
             Err(e) => {
@@ -387,7 +501,7 @@ mod tests {
             &["init", "--name", "hq", "--create", "d", "--join", "f"],
             Clap::ArgumentConflict,
         );
-        check(&["init", "--create", "d"], Clap::MissingRequiredArgument);
+        // (--create without --name parses; `init` refuses it in one line.)
     }
 
     #[test]
