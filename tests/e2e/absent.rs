@@ -244,3 +244,49 @@ fn a_laptop_that_waits_says_for_whose_changes_and_where_they_come_from() {
     let json = x.status();
     assert_eq!(json["waiting"], serde_json::json!([]), "{json}");
 }
+
+/// Issue 13, item 1: `ferry status` and `ferry purge` name the member that holds back
+/// compaction and purge — the one away — and not the one that is up to date.
+#[test]
+fn status_and_purge_name_the_member_that_holds_them_back() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    hq.ok(&["put", "visits", "v1", "age=30"]);
+    exchange(&[&hq, &a, &b], &stick);
+    // clinic-b goes away; hq deletes, clinic-a receives the delete.
+    hq.ok(&["delete", "visits", "v1"]);
+    for l in [&hq, &a, &hq] {
+        l.ok(&["sync", s(&stick)]);
+    }
+    let held: Vec<u64> = hq.status()["held_back_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["member"].as_u64().unwrap())
+        .collect();
+    assert_eq!(held, vec![3], "only clinic-b is away");
+    let status = hq.ok(&["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("held back:"))
+        .unwrap_or_else(|| panic!("no held back line: {status}"));
+    assert!(
+        line.contains("clinic-b (#3: lacks") && !line.contains("clinic-a"),
+        "{line}"
+    );
+    let out = hq.ok(&["purge"]);
+    assert!(
+        out.contains("1 deleted records stay") && out.contains("waiting for clinic-b (#3"),
+        "{out}"
+    );
+    assert!(!out.contains("clinic-a"), "{out}");
+    // Once clinic-b is back and hq hears that it holds everything, nothing waits.
+    exchange(&[&b, &hq, &a, &b, &hq], &stick);
+    assert_eq!(hq.status()["held_back_by"], serde_json::json!([]));
+    let out = hq.ok(&["purge"]);
+    assert!(out.starts_with("Purged 1 deleted records"), "{out}");
+    assert!(!hq.ok(&["status"]).contains("held back:"));
+}

@@ -1090,6 +1090,17 @@ pub fn print_status(s: &Status) -> Result<()> {
             if s.waiting_bundles == 1 { "" } else { "s" }
         ))?;
     }
+    if !s.held_back_by.is_empty() {
+        let who: Vec<String> = s
+            .held_back_by
+            .iter()
+            .map(|h| shown(&h.to_string()).into_owned())
+            .collect();
+        out(format_args!(
+            "held back: compaction and purge wait for {} (each catches up with the next sync it is part of)",
+            who.join("; ")
+        ))?;
+    }
     out(format_args!("members:"))?;
     for m in &s.members {
         let role = match (m.admin, m.you) {

@@ -45,7 +45,7 @@ pub enum ErrorKind {
 pub enum NodeError {
     /// The home folder holds no node yet.
     #[error(
-        "no ferry node in {0}; create one with `ferry init --name LABEL --create DATASET` or `ferry init --name LABEL --join INVITE_FILE`"
+        "no ferry node in {0}; create one with `ferry init --name LABEL --create DATASET` or `ferry init --join INVITE_FILE`"
     )]
     NoNode(PathBuf),
     /// `init` on a home that already holds a node.

@@ -26,6 +26,44 @@ pub struct CompactReport {
     pub bytes_after: u64,
 }
 
+/// A member that holds back compaction and purge on this laptop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HoldBack {
+    /// Member number.
+    pub member: u32,
+    /// Its label.
+    pub label: String,
+    /// Changes this laptop has applied that it is not known to hold (as its last bundle
+    /// told, or none heard): compaction keeps them for it.
+    pub lacks: u64,
+    /// Changes of its own it said it had made that this laptop has not applied yet: until
+    /// they are, an edit of it that did not see a delete may still come, so purge waits.
+    pub unapplied: u64,
+    /// When this laptop last heard from it (ISO 8601), if ever.
+    pub last_heard: Option<String>,
+}
+
+impl std::fmt::Display for HoldBack {
+    /// `clinic-b (#3: lacks 40 changes, last heard 2026-11-20T08:40:11Z)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut why = Vec::new();
+        if self.lacks > 0 {
+            why.push(format!("lacks {} changes", self.lacks));
+        }
+        if self.unapplied > 0 {
+            why.push(format!(
+                "{} of its changes not applied here yet",
+                self.unapplied
+            ));
+        }
+        why.push(match &self.last_heard {
+            Some(t) => format!("last heard {t}"),
+            None => "never heard from".into(),
+        });
+        write!(f, "{} (#{}: {})", self.label, self.member, why.join(", "))
+    }
+}
+
 /// What `purge` did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PurgeReport {
@@ -35,6 +73,8 @@ pub struct PurgeReport {
     pub waiting: u64,
     /// Values deletes had removed, kept for a concurrent edit, dropped for good.
     pub ghosts: u64,
+    /// When deleted records were kept: the members they wait for.
+    pub held_back_by: Vec<HoldBack>,
     /// The compaction that went with it.
     pub compact: CompactReport,
 }
@@ -49,6 +89,46 @@ impl Node {
             out.set(a, tx.compacted(a)?);
         }
         Ok(out)
+    }
+
+    /// The members that hold back compaction (they lack changes this laptop applied) or
+    /// purge (also: their own reported changes are not all applied here), the longest
+    /// silent first.
+    pub fn holding_back(&mut self) -> Result<Vec<HoldBack>, NodeError> {
+        let labels = self.labels()?;
+        let peers = self.known_peers()?;
+        let tx = self.read()?;
+        let applied = tx.applied()?;
+        let heard: std::collections::BTreeMap<_, _> = tx
+            .peers()?
+            .into_iter()
+            .map(|p| (p.member, p.updated_ms))
+            .collect();
+        let mut out = Vec::new();
+        for p in peers {
+            let vv = tx.peer(p)?;
+            let lacks: u64 = applied
+                .iter()
+                .map(|(a, n)| n.saturating_sub(vv.get(a)))
+                .sum();
+            let unapplied = vv.get(p).saturating_sub(applied.get(p));
+            if lacks == 0 && unapplied == 0 {
+                continue;
+            }
+            let at = heard.get(&p).copied().filter(|&t| t > 0);
+            out.push((
+                at.unwrap_or(0),
+                HoldBack {
+                    member: p.0,
+                    label: labels.get(&p).cloned().unwrap_or_else(|| p.to_string()),
+                    lacks,
+                    unapplied,
+                    last_heard: at.map(crate::time::format_utc),
+                },
+            ));
+        }
+        out.sort_by_key(|(at, h)| (*at, h.member));
+        Ok(out.into_iter().map(|(_, h)| h).collect())
     }
 
     /// What every member this node knows of (joined or invited) is known to hold, and this
@@ -223,6 +303,9 @@ impl Node {
         }
         tx.commit()?;
         progress.end();
+        if report.waiting > 0 {
+            report.held_back_by = self.holding_back()?;
+        }
         report.compact = self.compact(true, progress)?;
         report.compact.bytes_before = bytes_before;
         Ok(report)

@@ -44,7 +44,7 @@ pub use ferry_transport::plain_io;
 pub use ferry_transport_email::EmailConfig;
 pub use history::{FieldChange, LogEntry, RecordLog, Restored};
 pub use home::Home;
-pub use housekeeping::{CompactReport, PurgeReport};
+pub use housekeeping::{CompactReport, HoldBack, PurgeReport};
 pub use identity::Identity;
 pub use load::{FileFormat, LoadReport};
 pub use medium::SkippedEntry;

@@ -200,6 +200,8 @@ pub struct Status {
     pub waiting_bundles: u64,
     /// The admin accepted another laptop as this member (one invitation used twice).
     pub refused_membership: Option<crate::rejoin::RefusedMembership>,
+    /// The members that hold back compaction and purge here, the longest silent first.
+    pub held_back_by: Vec<crate::HoldBack>,
 }
 
 /// The merge rules of the dataset: (collection, field) → rule; `conflict` when unset.
@@ -1212,8 +1214,10 @@ impl Node {
             own_fork,
             waiting_bundles,
             refused_membership: None,
+            held_back_by: Vec::new(),
         };
         drop(tx);
+        status.held_back_by = self.holding_back()?;
         status.waiting = self.waiting_changes()?;
         status.refused_membership = self.membership_refused()?;
         Ok(status)

@@ -61,9 +61,19 @@ pub(crate) fn purge(home: Option<PathBuf>) -> Result<()> {
         ))?;
     }
     if r.waiting > 0 {
+        let who: Vec<String> = r
+            .held_back_by
+            .iter()
+            .map(|h| output::shown(&h.to_string()).into_owned())
+            .collect();
         out(format_args!(
-            "{} deleted records stay until every member has received their delete; run `ferry purge` again after the next syncs",
-            r.waiting
+            "{} deleted records stay until every member has received their delete; waiting for {}; run `ferry purge` again after they have synced",
+            r.waiting,
+            if who.is_empty() {
+                "the next syncs".to_string()
+            } else {
+                who.join("; ")
+            }
         ))?;
     }
     Ok(())
