@@ -754,3 +754,186 @@ fn labels_are_the_admins_and_member_list_shows_who_lacks_what() {
         r#"{"age":32}"#
     );
 }
+
+/// Issue 13, item 1: `ferry invite cancel` — the cancelled laptop (which joined anyway,
+/// offline) is refused by the admin and by every laptop that has the cancellation, learns
+/// it must ask for a new invitation, and nobody waits for it any more; a used invitation
+/// cannot be cancelled. `ferry invite list` shows each invitation's state.
+#[test]
+fn a_cancelled_invitation_is_refused_everywhere_and_nobody_waits_for_it() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let hq = admin(base);
+    let (inv_a, inv_c) = (base.join("a.invite"), base.join("c.invite"));
+    let code_a = hq.invite(&inv_a, "clinic-a");
+    let code_c = hq.invite(&inv_c, "clinic-c");
+    let a = Laptop::new(base, "a");
+    a.join("clinic-a", &inv_a, code_a.as_deref());
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    hq.ok(&["put", "visits", "v1", "age=30"]);
+    round(&stick, &[&a, &hq, &a, &hq]);
+    // clinic-a has joined: its invitation cannot be cancelled any more.
+    let err = hq.misuse(&["invite", "cancel", "clinic-a"]);
+    assert!(err.contains("has joined"), "{err}");
+    let (_, err) = a.fails(&["invite", "cancel", "clinic-c"]);
+    assert!(err.contains("only the dataset's admin"), "{err}");
+    let out = hq.ok(&["invite", "cancel", "#3", "--reason", "the stick was lost"]);
+    assert!(
+        out.contains("Cancelled the invitation of clinic-c (member #3)"),
+        "{out}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&hq.ok(&["invite", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["state"], "joined", "{list}");
+    assert_eq!(list[1]["state"], "cancelled", "{list}");
+    assert_eq!(list[1]["cancelled"], "the stick was lost", "{list}");
+    // clinic-a learns of the cancellation before clinic-c's bundle comes.
+    round(&stick, &[&hq, &a]);
+
+    // Whoever holds the file and its code joins anyway (offline, nothing can tell it yet)
+    // and writes.
+    let c = Laptop::new(base, "c");
+    c.join("clinic-c", &inv_c, code_c.as_deref());
+    c.ok(&["put", "visits", "stolen", "age=99"]);
+    c.ok(&["put", "visits", "v1", "age=0"]);
+    c.ok(&["sync", s(&stick)]);
+    for l in [&hq, &a] {
+        let out = l.run(&["sync", s(&stick)]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("invitation was cancelled by the admin (the stick was lost)"),
+            "{text}"
+        );
+        assert!(l.list("visits").contains("\"v1\""));
+        assert!(!l.list("visits").contains("stolen"), "{}", l.list("visits"));
+        assert_eq!(
+            l.ok(&["get", "visits", "v1", "--json"]).trim(),
+            r#"{"age":30}"#
+        );
+        // Nobody waits for the cancelled member.
+        let held: Vec<u64> = l.status()["held_back_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["member"].as_u64().unwrap())
+            .collect();
+        assert!(!held.contains(&3), "{held:?}");
+        assert!(l.ok(&["status"]).contains("CANCELLED"));
+    }
+    // Nothing is written for the cancelled laptop: it reads nothing new (in format v1 it
+    // cannot even be told why: a bundle it could check would carry the dataset's history).
+    round(&stick, &[&hq, &a, &hq]);
+    c.ok(&["sync", s(&stick)]);
+    assert_eq!(
+        c.list("visits").matches("\"id\"").count(),
+        2,
+        "only its own"
+    );
+    assert!(
+        !c.list("visits").contains("\"age\":30"),
+        "{}",
+        c.list("visits")
+    );
+}
+
+/// Issue 13, item 1: `ferry invite --expires` — the joining laptop refuses an expired
+/// invitation by its own clock; a join whose first bundle reaches the admin after the
+/// expiry is refused by the admin, which cancels it for every laptop.
+#[test]
+fn an_expired_invitation_is_refused_by_the_joining_laptop_and_by_the_admin() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let hq = admin(base);
+    let err = hq.misuse(&["invite", "--out", s(&base.join("x")), "--expires", "7 days"]);
+    assert!(err.contains("not a duration"), "{err}");
+    let inv_b = base.join("b.invite");
+    let out = hq.ok(&[
+        "invite",
+        "--out",
+        s(&inv_b),
+        "--label",
+        "clinic-b",
+        "--expires",
+        "8s",
+    ]);
+    assert!(out.contains("expires: "), "{out}");
+    let code_b = invite_code(&out);
+    let inv_c = base.join("c.invite");
+    let code_c = hq.invite(&inv_c, "clinic-c");
+    let inv_d = base.join("d.invite");
+    let out = hq.ok(&[
+        "invite",
+        "--out",
+        s(&inv_d),
+        "--label",
+        "clinic-d",
+        "--expires",
+        "1s",
+    ]);
+    let code_d = invite_code(&out);
+    // clinic-b joins in time but its first bundle reaches hq late.
+    let b = Laptop::new(base, "b");
+    b.join("clinic-b", &inv_b, code_b.as_deref());
+    b.ok(&["put", "visits", "late", "age=1"]);
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    let late = base.join("late-stick");
+    std::fs::create_dir_all(&late).unwrap();
+    b.ok(&["sync", s(&late)]);
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    // clinic-d's invitation expired before anyone used it: the joining laptop refuses it.
+    let d = Laptop::new(base, "d");
+    let mut args = vec!["init", "--join", s(&inv_d)];
+    args.extend(["--code", code_d.as_deref().unwrap()]);
+    let (_, err) = d.fails(&args);
+    assert!(err.contains("the invitation expired at"), "{err}");
+    assert!(!d.home.exists());
+
+    let out = hq.run(&["import", s(&late)]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !hq.list("visits").contains("late"),
+        "{text}\n{}",
+        hq.list("visits")
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&hq.ok(&["invite", "list", "--json"])).unwrap();
+    let b_state = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["label"] == "clinic-b")
+        .unwrap()
+        .clone();
+    assert_eq!(b_state["state"], "cancelled", "{list}");
+    assert!(
+        b_state["cancelled"]
+            .as_str()
+            .unwrap()
+            .contains("expired before its first bundle reached the admin"),
+        "{list}"
+    );
+    // clinic-c, invited without a limit, joins now and follows the admin: it never
+    // applies clinic-b's visit, though it is on the stick.
+    hq.ok(&["put", "visits", "v-hq", "age=2"]);
+    let c = Laptop::new(base, "c");
+    c.join("clinic-c", &inv_c, code_c.as_deref());
+    round(&stick, &[&c, &hq, &c]);
+    assert!(c.ok(&["status"]).contains("CANCELLED"));
+    // clinic-b's bundle reaches clinic-c now: refused, as by hq.
+    let out = c.run(&["import", s(&late)]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("invitation was cancelled by the admin"),
+        "{text}"
+    );
+    let visits = c.list("visits");
+    assert!(
+        visits.contains("v-hq") && !visits.contains("late"),
+        "{visits}"
+    );
+}

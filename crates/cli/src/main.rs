@@ -72,15 +72,21 @@ sync. Then run `ferry sync DIR` as usual.
 Exit status: 0 joined again; 1 failed (nothing changed); 2 usage mistake (e.g. the old
 invitation, or one of another dataset).")]
     Rejoin(members::RejoinArgs),
-    /// Write an invitation file for a new laptop (admin only)
+    /// Write an invitation file for a new laptop (admin only); list or cancel invitations
     #[command(after_help = "\
 Examples:
   ferry invite --out /media/usb/clinic-a.invite --label clinic-a
+  ferry invite --out /media/usb/clinic-b.invite --label clinic-b --expires 7d
+  ferry invite list
+  ferry invite cancel clinic-b
 
 It prints the file's one-time code: give it to the new laptop's user yourself (say it, or
-write it on paper), never on the same stick.
+write it on paper), never on the same stick. With --expires, the new laptop must join, and
+its first bundle reach this laptop, within that time; after it, this laptop refuses that
+member and cancels the invitation for every laptop.
 
-Exit status: 0 written; 1 failed (not the admin, or FILE already exists); 2 usage mistake.")]
+Exit status: 0 written; 1 failed (not the admin, or FILE already exists); 2 usage mistake
+(no --out, a label another member has, a duration that is not one).")]
     Invite(members::InviteArgs),
     /// Set fields of a record: VALUE is an integer, a float, true, false, null, else text
     #[command(after_help = "\

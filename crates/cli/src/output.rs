@@ -1123,6 +1123,15 @@ pub fn print_status(s: &Status) -> Result<()> {
         } else {
             " invited, not joined yet;"
         };
+        if let Some(why) = &m.cancelled {
+            out(format_args!(
+                "  #{:<3} {:<16}{role} CANCELLED: the admin cancelled its invitation ({}); nothing of it counts or is waited for",
+                m.member,
+                label,
+                shown(why)
+            ))?;
+            continue;
+        }
         if let Some(k) = m.frozen_from {
             out(format_args!(
                 "  #{:<3} {:<16}{role} FROZEN: its history forked at change {k} (a laptop restored from a backup, or a cloned disk, wrote again); nothing more is accepted from it; the admin should replace that laptop",

@@ -211,14 +211,43 @@ fn header(salt: &[u8; 16], kdf: KdfParams) -> Vec<u8> {
     h
 }
 
+/// What a sealed invitation may carry after the invitation itself: `postcard(InviteExtras)`
+/// follows `postcard(Invitation)` inside the encryption only when it says something, so a
+/// file without it is byte for byte what earlier ferry wrote (and earlier ferry refuses a
+/// file that carries it as damaged, rather than ignoring its limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InviteExtras {
+    /// When the invitation expires (ms since the Unix epoch, by the admin's clock): the
+    /// joining laptop refuses it after that by its own clock, and the admin refuses a join
+    /// whose first bundle reaches it later.
+    pub expires_ms: Option<u64>,
+}
+
 /// The invitation file for `inv`, sealed under `code` with a fresh random `salt`.
 ///
 /// # Panics
 /// If `kdf` is outside [`KdfParams`]' limits (a bug: callers pass constants).
 pub fn seal(inv: &Invitation, code: &InviteCode, salt: [u8; 16], kdf: KdfParams) -> Vec<u8> {
+    seal_with(inv, InviteExtras::default(), code, salt, kdf)
+}
+
+/// [`seal`], with `extras` after the invitation when they say anything.
+///
+/// # Panics
+/// If `kdf` is outside [`KdfParams`]' limits (a bug: callers pass constants).
+pub fn seal_with(
+    inv: &Invitation,
+    extras: InviteExtras,
+    code: &InviteCode,
+    salt: [u8; 16],
+    kdf: KdfParams,
+) -> Vec<u8> {
     let key = derive_key(code, &salt, kdf).expect("invitation KDF settings within limits");
     let mut out = header(&salt, kdf);
     let mut body = postcard::to_allocvec(inv).expect("an invitation encodes");
+    if extras != InviteExtras::default() {
+        body.extend(postcard::to_allocvec(&extras).expect("extras encode"));
+    }
     ChaCha20Poly1305::new(Key::from_slice(&key))
         .encrypt_in_place(&Nonce::default(), &out, &mut body)
         .expect("an invitation is far below the AEAD's size limit");
@@ -286,16 +315,30 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, OpenError> {
 impl Sealed<'_> {
     /// The invitation, if `code` opens it.
     pub fn open(&self, code: &InviteCode) -> Result<Invitation, OpenError> {
+        self.open_with_extras(code).map(|(inv, _)| inv)
+    }
+
+    /// The invitation and what follows it ([`InviteExtras`]), if `code` opens it.
+    pub fn open_with_extras(
+        &self,
+        code: &InviteCode,
+    ) -> Result<(Invitation, InviteExtras), OpenError> {
         let key = derive_key(code, &self.salt, self.kdf).ok_or(OpenError::Damaged)?;
         let mut body = self.ciphertext.to_vec();
         ChaCha20Poly1305::new(Key::from_slice(&key))
             .decrypt_in_place(&Nonce::default(), self.header, &mut body)
             .map_err(|_| OpenError::WrongCode)?;
         let (inv, rest) = postcard::take_from_bytes(&body).map_err(|_| OpenError::Damaged)?;
-        if !rest.is_empty() {
+        if rest.is_empty() {
+            return Ok((inv, InviteExtras::default()));
+        }
+        // Extras are written only when they say something, and nothing follows them.
+        let (extras, rest): (InviteExtras, _) =
+            postcard::take_from_bytes(rest).map_err(|_| OpenError::Damaged)?;
+        if !rest.is_empty() || extras == InviteExtras::default() {
             return Err(OpenError::Damaged);
         }
-        Ok(inv)
+        Ok((inv, extras))
     }
 }
 
@@ -422,6 +465,53 @@ mod tests {
             let sum = blake3::hash(&bad);
             bad.extend_from_slice(sum.as_bytes());
             assert_eq!(open(&bad, &code()).unwrap_err(), OpenError::Damaged);
+        }
+    }
+
+    #[test]
+    fn an_expiry_travels_inside_the_seal_and_a_file_without_one_is_as_before() {
+        let inv = invitation();
+        let extras = InviteExtras {
+            expires_ms: Some(1_780_000_000_000),
+        };
+        let with = seal_with(&inv, extras, &code(), [1; 16], FAST);
+        let without = seal(&inv, &code(), [1; 16], FAST);
+        assert_eq!(
+            seal_with(&inv, InviteExtras::default(), &code(), [1; 16], FAST),
+            without,
+            "no extras: the bytes earlier ferry wrote"
+        );
+        let Parsed::Sealed(s) = parse(&with).unwrap() else {
+            panic!("sealed")
+        };
+        assert_eq!(s.open_with_extras(&code()).unwrap(), (inv.clone(), extras));
+        let Parsed::Sealed(s) = parse(&without).unwrap() else {
+            panic!("sealed")
+        };
+        assert_eq!(
+            s.open_with_extras(&code()).unwrap(),
+            (inv.clone(), InviteExtras::default())
+        );
+        // Extras that say nothing, or bytes after them, are not what ferry writes.
+        for tail in [vec![0u8], vec![1, 5, 0], vec![0, 0]] {
+            let key = derive_key(&code(), &[1; 16], FAST).unwrap();
+            let mut out = header(&[1; 16], FAST);
+            let mut body = postcard::to_allocvec(&inv).unwrap();
+            body.extend(&tail);
+            ChaCha20Poly1305::new(Key::from_slice(&key))
+                .encrypt_in_place(&Nonce::default(), &out, &mut body)
+                .unwrap();
+            out.extend_from_slice(&body);
+            let sum = blake3::hash(&out);
+            out.extend_from_slice(sum.as_bytes());
+            let Parsed::Sealed(s) = parse(&out).unwrap() else {
+                panic!("sealed")
+            };
+            assert_eq!(
+                s.open_with_extras(&code()).unwrap_err(),
+                OpenError::Damaged,
+                "{tail:?}"
+            );
         }
     }
 

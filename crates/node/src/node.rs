@@ -36,6 +36,8 @@ pub struct InviteReport {
     /// The one-time code that opens the file, `XXXX-XXXX-XXXX`: it travels another way
     /// than the file (read out, or on paper).
     pub code: String,
+    /// When it expires (ISO 8601), if it does.
+    pub expires: Option<String>,
 }
 
 /// An invitation file, read and checked for damage but not opened yet.
@@ -92,8 +94,16 @@ impl InvitationFile {
 
     /// The invitation, opened with `code` as a person typed it (ignored for a file in clear).
     pub(crate) fn open(&self, code: Option<&str>) -> Result<Invitation, NodeError> {
+        self.open_with_extras(code).map(|(inv, _)| inv)
+    }
+
+    /// [`InvitationFile::open`], with what the file says beside the invitation (its expiry).
+    pub(crate) fn open_with_extras(
+        &self,
+        code: Option<&str>,
+    ) -> Result<(Invitation, invite::InviteExtras), NodeError> {
         let sealed = match invite::parse(&self.bytes).map_err(|e| self.bad(&e.to_string()))? {
-            Parsed::Clear(inv) => return Ok(*inv),
+            Parsed::Clear(inv) => return Ok((*inv, invite::InviteExtras::default())),
             Parsed::Sealed(sealed) => sealed,
         };
         let code = code.ok_or_else(|| NodeError::InviteCodeNeeded(self.path.clone()))?;
@@ -102,11 +112,28 @@ impl InvitationFile {
             reason,
         };
         let code = InviteCode::parse(code).map_err(|e| wrong(Some(e.to_string())))?;
-        sealed.open(&code).map_err(|e| match e {
+        sealed.open_with_extras(&code).map_err(|e| match e {
             invite::OpenError::WrongCode => wrong(None),
             other => self.bad(&other.to_string()),
         })
     }
+}
+
+/// An invitation as the admin's laptop sees it (`ferry invite list`).
+#[derive(Clone, Debug, Serialize)]
+pub struct InvitationView {
+    /// The member number it admits.
+    pub member: u32,
+    /// The label it gives.
+    pub label: String,
+    /// When it was written (ISO 8601, the admin's clock).
+    pub issued: Option<String>,
+    /// When it expires (ISO 8601), if it does.
+    pub expires: Option<String>,
+    /// `open`, `expired`, `cancelled` or `joined`.
+    pub state: &'static str,
+    /// Why it was cancelled, when it was.
+    pub cancelled: Option<String>,
 }
 
 /// One member as this node sees it.
@@ -136,6 +163,8 @@ pub struct MemberStatus {
     /// The change from which it is frozen, when its history forked (a restored backup or a
     /// cloned disk wrote again): nothing more is accepted from it.
     pub frozen_from: Option<u64>,
+    /// Why the admin cancelled its invitation, when it did: nothing of it is accepted.
+    pub cancelled: Option<String>,
 }
 
 /// Changes of one member that wait on this laptop, and whose changes they need.
@@ -397,7 +426,14 @@ impl Node {
         if home.exists() {
             return Err(NodeError::AlreadyInitialized(home.root().to_path_buf()));
         }
-        let inv = invite.open(code)?;
+        let (inv, extras) = invite.open_with_extras(code)?;
+        if let Some(at) = extras.expires_ms.filter(|&at| now_ms() > at) {
+            return Err(invite.bad(&format!(
+                "the invitation expired at {} (by this laptop's clock); ask {} for a new one",
+                crate::time::format_utc(at),
+                inv.admin_label
+            )));
+        }
         let invited = inv.cert.label.as_str();
         if let Some(label) = label.filter(|&l| l != invited) {
             return Err(NodeError::BadArgument(format!(
@@ -603,6 +639,18 @@ impl Node {
     /// the number stays used up (a partly written file may exist somewhere) and the label is
     /// deleted again, so no member that can never join is waited for.
     pub fn invite(&mut self, out: &Path, label: Option<&str>) -> Result<InviteReport, NodeError> {
+        self.invite_until(out, label, None)
+    }
+
+    /// [`Node::invite`], for an invitation that expires `valid_ms` from now (by this
+    /// laptop's clock): the joining laptop refuses it after that, and the admin refuses a
+    /// join whose first bundle reaches it later (and cancels the invitation for everyone).
+    pub fn invite_until(
+        &mut self,
+        out: &Path,
+        label: Option<&str>,
+        valid_ms: Option<u64>,
+    ) -> Result<InviteReport, NodeError> {
         if !self.id.is_admin() {
             let admin = self
                 .labels()?
@@ -649,8 +697,15 @@ impl Node {
             str::to_string,
         );
         tx.set_meta("last_invited", &member.0.to_le_bytes())?;
-        self.engine
-            .commit_local(&mut tx, vec![member_label(member, &label)], now)?;
+        let expires_ms = valid_ms.map(|v| now.saturating_add(v));
+        let mut record = member_label(member, &label);
+        if let (Some(at), Change::Record { ops, .. }) = (expires_ms, &mut record) {
+            ops.push(Op::Set(
+                ferry_sync::MEMBER_EXPIRES_FIELD.into(),
+                Value::Int(i64::try_from(at).unwrap_or(i64::MAX)),
+            ));
+        }
+        self.engine.commit_local(&mut tx, vec![record], now)?;
         tx.commit()?;
 
         let admin_label = labels
@@ -668,7 +723,8 @@ impl Node {
             random(),
         );
         let code = InviteCode::from_random(random());
-        let bytes = invite::seal(&inv, &code, random(), KdfParams::DEFAULT);
+        let extras = invite::InviteExtras { expires_ms };
+        let bytes = invite::seal_with(&inv, extras, &code, random(), KdfParams::DEFAULT);
         if let Err(e) = write_private(out, &bytes) {
             // `cannot write` comes after `write_private` created the file: remove what it
             // wrote. (Any other error: the file is not ours, or was never made.)
@@ -689,7 +745,134 @@ impl Node {
             member: member.0,
             label,
             code: code.to_string(),
+            expires: expires_ms.map(crate::time::format_utc),
         })
+    }
+
+    /// Every invitation the admin wrote (on any laptop: the `_members` records), and what
+    /// became of it.
+    pub fn invitations(&mut self) -> Result<Vec<InvitationView>, NodeError> {
+        let labels = self.labels()?;
+        let now = now_ms();
+        let mut tx = self.store.read()?;
+        let joined: BTreeSet<MemberId> = tx.members()?.into_iter().map(|m| m.member).collect();
+        let mut out = Vec::new();
+        tx.for_each_record("_members", false, |id, r| {
+            let Ok(n) = id.parse::<u32>() else {
+                return Ok(());
+            };
+            let m = MemberId(n);
+            if m == MemberId::ADMIN {
+                return Ok(());
+            }
+            let issued = r
+                .fields
+                .get("label")
+                .into_iter()
+                .flatten()
+                .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
+                .map(|sib| sib.stamp.hlc.ms())
+                .min();
+            let expires = ferry_sync::invitation_expiry(Some(r));
+            let cancelled = ferry_sync::cancellation(Some(r));
+            let accepted = !ferry_sync::accepted_keys(Some(r)).is_empty();
+            let state = match (&cancelled, accepted || joined.contains(&m)) {
+                (Some(_), _) => "cancelled",
+                (None, true) => "joined",
+                (None, false) if expires.is_some_and(|e| now > e) => "expired",
+                (None, false) => "open",
+            };
+            out.push(InvitationView {
+                member: n,
+                label: labels.get(&m).cloned().unwrap_or_else(|| m.to_string()),
+                issued: issued.map(crate::time::format_utc),
+                expires: expires.map(crate::time::format_utc),
+                state,
+                cancelled: cancelled.map(|(why, _)| why),
+            });
+            Ok(())
+        })?;
+        out.sort_by_key(|v| v.member);
+        Ok(out)
+    }
+
+    /// Cancels the invitation of member `who` (`#N` or its label; admin only): from the
+    /// next sync on, every laptop refuses that member — nothing it writes is applied, nothing
+    /// it sends is accepted — and compaction and purge stop waiting for it. An invitation
+    /// whose laptop has joined (its first bundle reached this admin) cannot be cancelled.
+    /// Returns the member's number and label.
+    pub fn cancel_invitation(
+        &mut self,
+        who: &str,
+        reason: Option<&str>,
+    ) -> Result<(u32, String), NodeError> {
+        if !self.id.is_admin() {
+            let admin = self
+                .labels()?
+                .get(&MemberId::ADMIN)
+                .cloned()
+                .unwrap_or_default();
+            return Err(NodeError::NotAdmin {
+                admin,
+                to: "cancel invitations",
+            });
+        }
+        let labels = self.labels()?;
+        let Some(member) = find_member(&labels, who) else {
+            return Err(no_such_member(&labels, who));
+        };
+        let label = labels.get(&member).cloned().unwrap_or_default();
+        if member == self.id.me {
+            return Err(NodeError::BadArgument(format!(
+                "{label} is this laptop, the admin: it has no invitation to cancel"
+            )));
+        }
+        let view = self
+            .invitations()?
+            .into_iter()
+            .find(|v| v.member == member.0);
+        match view.as_ref().map(|v| v.state) {
+            Some("joined") => {
+                return Err(NodeError::BadArgument(format!(
+                    "{label} (#{}) has joined: its first bundle reached this laptop, so its invitation can no longer be cancelled",
+                    member.0
+                )));
+            }
+            Some("cancelled") => {
+                return Err(NodeError::BadArgument(format!(
+                    "the invitation of {label} (#{}) is already cancelled",
+                    member.0
+                )));
+            }
+            _ => {}
+        }
+        let why = reason.map_or_else(
+            || "cancelled with `ferry invite cancel`".to_string(),
+            str::to_string,
+        );
+        check_label("--reason", &why)?;
+        self.commit(vec![Change::Record {
+            collection: "_members".into(),
+            id: member.0.to_string(),
+            ops: vec![Op::Set(
+                ferry_sync::MEMBER_CANCELLED_FIELD.into(),
+                Value::Str(why),
+            )],
+        }])?;
+        Ok((member.0, label))
+    }
+
+    /// Members whose invitation the admin cancelled (as far as this laptop knows).
+    pub(crate) fn cancelled_members(&mut self) -> Result<BTreeSet<MemberId>, NodeError> {
+        let mut tx = self.store.read()?;
+        let mut out = BTreeSet::new();
+        tx.for_each_record("_members", false, |id, r| {
+            if let (Ok(n), Some(_)) = (id.parse::<u32>(), ferry_sync::cancellation(Some(r))) {
+                out.insert(MemberId(n));
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Sets fields of one record in one commit, and returns how many fields it changed: a
@@ -838,9 +1021,14 @@ impl Node {
     }
 
     /// Every member this node knows of (joined or invited), itself excluded.
+    ///
+    /// A member whose invitation was cancelled is not waited for: nothing of it counts.
     pub(crate) fn known_peers(&mut self) -> Result<Vec<MemberId>, NodeError> {
         let mut peers: BTreeSet<MemberId> = self.labels()?.into_keys().collect();
         peers.remove(&self.id.me);
+        for m in self.cancelled_members()? {
+            peers.remove(&m);
+        }
         Ok(peers.into_iter().collect())
     }
 
@@ -1160,6 +1348,10 @@ impl Node {
                 lacks_from_us: if you { 0 } else { lacks },
                 last_heard: at.filter(|&t| t > 0).map(crate::time::format_utc),
                 frozen_from: if you { None } else { tx.frozen(m)? },
+                cancelled: tx
+                    .record("_members", &m.0.to_string())?
+                    .and_then(|r| ferry_sync::cancellation(Some(&r)))
+                    .map(|(why, _)| why),
             });
         }
         // Evidence about this laptop itself: another device writes as this member.

@@ -33,10 +33,22 @@ pub struct RefusedMembership {
     pub this_key: String,
     /// The fingerprint(s) of the key(s) the admin accepted for this member number.
     pub accepted: Vec<String>,
+    /// Why, when the admin cancelled this laptop's invitation instead (`invite cancel`, or
+    /// its first bundle reached the admin after the invitation expired).
+    pub cancelled: Option<String>,
 }
 
 impl std::fmt::Display for RefusedMembership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(why) = &self.cancelled {
+            return write!(
+                f,
+                "{admin} cancelled the invitation this laptop joined with as {label} (member #{member}): {why}; {admin} and every laptop that knows take nothing this laptop writes. Ask {admin} for a new invitation, then run `ferry rejoin --join NEW_INVITE_FILE` here: it joins again as the new member and writes this laptop's records again (the old database is kept)",
+                admin = self.admin,
+                label = self.label,
+                member = self.member,
+            );
+        }
         let accepted = self.accepted.join(", ");
         write!(
             f,
@@ -89,6 +101,27 @@ impl Node {
         }
         let me = self.id.me;
         let mine = self.id.secret.public();
+        let cancelled = {
+            let tx = self.read()?;
+            ferry_sync::cancellation(tx.record(MEMBERS, &me.0.to_string())?.as_ref())
+        };
+        if let Some((why, _)) = cancelled {
+            let labels = self.labels()?;
+            return Ok(Some(RefusedMembership {
+                member: me.0,
+                label: labels
+                    .get(&me)
+                    .cloned()
+                    .unwrap_or_else(|| self.id.label.clone()),
+                admin: labels
+                    .get(&MemberId::ADMIN)
+                    .cloned()
+                    .unwrap_or_else(|| "the admin".into()),
+                this_key: mine.fingerprint(),
+                accepted: Vec::new(),
+                cancelled: Some(why),
+            }));
+        }
         let accepted = {
             let tx = self.read()?;
             let mut keys = accepted_keys(tx.record(MEMBERS, &me.0.to_string())?.as_ref());
@@ -142,6 +175,7 @@ impl Node {
                 .unwrap_or_else(|| "the admin".into()),
             this_key: mine.fingerprint(),
             accepted: accepted.iter().map(|k| k.fingerprint()).collect(),
+            cancelled: None,
         }))
     }
 

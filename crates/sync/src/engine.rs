@@ -251,6 +251,19 @@ pub enum IngestError<E: std::error::Error + 'static> {
         /// Where its history forked.
         seq: u64,
     },
+    /// The sender's invitation was cancelled by the admin (or expired before its first
+    /// bundle reached the admin): nothing of it is accepted.
+    #[error(
+        "member {member}'s invitation was cancelled by the admin ({reason}): nothing it sends is accepted; that laptop needs a new invitation"
+    )]
+    Cancelled {
+        /// The member.
+        member: MemberId,
+        /// Why (as the admin wrote it).
+        reason: String,
+        /// When, by the admin's clock (ms).
+        at_ms: u64,
+    },
     /// An admin snapshot contradicts itself or what this node holds.
     #[error("the snapshot is inconsistent: {0}")]
     BadSnapshot(String),
@@ -409,6 +422,14 @@ impl Engine {
             return Err(BundleError::Malformed("member 0 does not exist".into()).into());
         }
         if let Some(seq) = st::<S, _>(store.frozen(sender))? {
+            let rec = st::<S, _>(store.record(MEMBERS, &sender.0.to_string()))?;
+            if let Some((reason, at_ms)) = cancellation(rec.as_ref()) {
+                return Err(IngestError::Cancelled {
+                    member: sender,
+                    reason,
+                    at_ms,
+                });
+            }
             return Err(IngestError::Frozen {
                 member: sender,
                 seq,
@@ -812,7 +833,7 @@ impl Engine {
                         }
                         let held = s.stored.get(author);
                         self.install_chain(
-                            store, author, seq, held, hash, hlc, deps, names, &first,
+                            store, author, seq, held, hash, hlc, deps, names, &first, now_ms,
                         )?;
                     }
                     continue;
@@ -832,6 +853,11 @@ impl Engine {
                         if collection == FORKS {
                             if let Ok(n) = id.parse::<u32>() {
                                 self.honour_fork_record(store, MemberId(n))?;
+                            }
+                        }
+                        if collection == MEMBERS && cancellation(Some(&state)).is_some() {
+                            if let Ok(n) = id.parse::<u32>() {
+                                self.freeze(store, MemberId(n), 1)?;
                             }
                         }
                     }
@@ -1085,7 +1111,7 @@ impl Engine {
                 source,
             })?;
             if seq == 1 {
-                key = Some(self.admit(store, &commit)?);
+                key = Some(self.admit(store, &commit, now_ms)?);
             }
             st::<S, _>(store.insert_commit(&StoredCommit {
                 author,
@@ -1502,7 +1528,7 @@ impl Engine {
     }
 
     /// Checks an author's first commit (genesis or join) and records the member's key.
-    fn admit<S: Storage>(&self, store: &mut S, commit: &Commit) -> Res<PublicKey, S> {
+    fn admit<S: Storage>(&self, store: &mut S, commit: &Commit, now_ms: u64) -> Res<PublicKey, S> {
         let key = self.first_commit_key(commit)?;
         let label = match commit.changes.first() {
             Some(Change::Genesis { label, .. }) => label.clone(),
@@ -1522,6 +1548,19 @@ impl Engine {
                     key,
                     label,
                 }))?;
+                // A cancelled invitation admits nobody: its member's commits are kept but
+                // never applied. On the admin an expired one too, by the admin's clock when
+                // the join first reaches it ([`Engine::record_member_keys`] then writes the
+                // cancellation, so every laptop follows).
+                if commit.author != MemberId::ADMIN {
+                    let rec = st::<S, _>(store.record(MEMBERS, &commit.author.0.to_string()))?;
+                    let expired = self.me == MemberId::ADMIN
+                        && accepted_keys(rec.as_ref()).is_empty()
+                        && invitation_expiry(rec.as_ref()).is_some_and(|e| now_ms > e);
+                    if expired || cancellation(rec.as_ref()).is_some() {
+                        self.freeze(store, commit.author, 1)?;
+                    }
+                }
                 // Evidence that arrived before the member's join can be checked now: in the
                 // `_forks` record, or in a commit still waiting for what it depends on.
                 self.honour_fork_record(store, commit.author)?;
@@ -1603,8 +1642,14 @@ impl Engine {
                         rec.apply_owned(stamp, &ctx, op);
                     }
                 }
+                let cancels = collection == MEMBERS
+                    && commit.author == MemberId::ADMIN
+                    && cancellation(Some(&rec)).is_some();
                 st::<S, _>(store.put_record(&collection, &id, &rec))?;
                 drop(rec);
+                if let (true, Ok(n)) = (cancels, id.parse::<u32>()) {
+                    self.freeze(store, MemberId(n), 1)?;
+                }
                 if !collection.starts_with('_') {
                     records += 1;
                 }
@@ -1639,7 +1684,7 @@ impl Engine {
         loop {
             let mut progress = false;
             for (author, _) in st::<S, _>(store.stashed())? {
-                progress |= self.unstash(store, author, &mut report)?;
+                progress |= self.unstash(store, author, &mut report, now_ms)?;
             }
             let stored = st::<S, _>(store.stored())?;
             let mut applied = st::<S, _>(store.applied())?;
@@ -1702,7 +1747,27 @@ impl Engine {
             }
             let id = m.member.0.to_string();
             let rec = st::<S, _>(store.record(MEMBERS, &id))?;
-            if accepted_keys(rec.as_ref()).contains(&m.key) {
+            if accepted_keys(rec.as_ref()).contains(&m.key) || cancellation(rec.as_ref()).is_some()
+            {
+                continue;
+            }
+            // A join that reached this admin after its invitation expired was refused when
+            // it arrived (frozen from its first commit): say so to every laptop.
+            if accepted_keys(rec.as_ref()).is_empty()
+                && invitation_expiry(rec.as_ref()).is_some()
+                && st::<S, _>(store.frozen(m.member))? == Some(1)
+            {
+                changes.push(Change::Record {
+                    collection: MEMBERS.into(),
+                    id,
+                    ops: vec![Op::Set(
+                        MEMBER_CANCELLED_FIELD.into(),
+                        Value::Str(
+                            "the invitation expired before its first bundle reached the admin"
+                                .into(),
+                        ),
+                    )],
+                });
                 continue;
             }
             changes.push(Change::Record {
@@ -1728,6 +1793,7 @@ impl Engine {
         store: &mut S,
         author: MemberId,
         report: &mut SettleReport,
+        now_ms: u64,
     ) -> Res<bool, S> {
         let mut moved = false;
         loop {
@@ -1746,7 +1812,7 @@ impl Engine {
             for run in candidates {
                 match self.check_stashed(store, &run, have)? {
                     Ok(()) => {
-                        self.promote(store, &run, have)?;
+                        self.promote(store, &run, have, now_ms)?;
                         report.unstashed += run.last - have;
                         progressed = true;
                         break;
@@ -1823,7 +1889,13 @@ impl Engine {
     }
 
     /// Stores a checked stashed run's new commits and proof, and forgets the run.
-    fn promote<S: Storage>(&self, store: &mut S, run: &crate::StashedRun, have: u64) -> Res<(), S> {
+    fn promote<S: Storage>(
+        &self,
+        store: &mut S,
+        run: &crate::StashedRun,
+        have: u64,
+        now_ms: u64,
+    ) -> Res<(), S> {
         let author = run.author;
         let mut ctx = st::<S, _>(store.chain(author))?
             .unwrap_or_else(|| ChainContext::new(self.dataset, author));
@@ -1837,7 +1909,7 @@ impl Engine {
                 source,
             })?;
             if seq == 1 {
-                self.admit(store, &commit)?;
+                self.admit(store, &commit, now_ms)?;
             }
             self.note_evidence(store, &commit)?;
             st::<S, _>(store.insert_commit(&StoredCommit {
@@ -1907,6 +1979,7 @@ impl Engine {
         deps: VersionVector,
         names: Vec<String>,
         first: &[u8],
+        now_ms: u64,
     ) -> Res<(), S> {
         if held >= seq || seq == 0 {
             // This node holds as much of the author as the snapshot states: nothing to adopt.
@@ -1923,7 +1996,7 @@ impl Engine {
                 seq: 1,
                 source,
             })?;
-            self.admit(store, &commit)?;
+            self.admit(store, &commit, now_ms)?;
             st::<S, _>(store.insert_commit(&StoredCommit {
                 author,
                 seq: 1,
@@ -2235,7 +2308,7 @@ impl Engine {
             source,
         })?;
         if commit.seq == 1 {
-            self.admit(store, &commit)?;
+            self.admit(store, &commit, now_ms)?;
         }
         st::<S, _>(store.insert_commit(&StoredCommit {
             author: self.me,
@@ -2363,6 +2436,57 @@ pub const MEMBERS: &str = "_members";
 
 /// The field of `_members/N` where the admin records the accepted device key (32 bytes).
 pub const MEMBER_KEY_FIELD: &str = "key";
+
+/// The field of `_members/N` where the admin cancels N's invitation (text: why). From then
+/// on nothing of member N is applied and nothing it sends is accepted, on every laptop that
+/// has the cancellation (what a laptop applied before it arrived stays: nothing applied is
+/// retracted). The admin cancels an invitation on `ferry invite cancel`, and by itself when
+/// the first bundle of a joined laptop reaches it after the invitation expired.
+pub const MEMBER_CANCELLED_FIELD: &str = "cancelled";
+
+/// The field of `_members/N` where the admin records when N's invitation expires (ms since
+/// the Unix epoch, by the admin's clock).
+pub const MEMBER_EXPIRES_FIELD: &str = "expires";
+
+/// The admin's writes of `field` in a `_members/N` record, newest first (only the admin's
+/// writes count: a member may write its own `_members` record).
+fn admin_values<'a>(rec: Option<&'a RecordState>, field: &str) -> Vec<(&'a Value, Hlc)> {
+    let mut out: Vec<_> = rec
+        .and_then(|r| r.fields.get(field))
+        .into_iter()
+        .flatten()
+        .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
+        .filter_map(|sib| match &sib.entry {
+            ferry_model::record::Entry::Value(v) => Some((v, sib.stamp.hlc)),
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|&(_, hlc)| std::cmp::Reverse(hlc));
+    out
+}
+
+/// The admin's cancellation of an invitation in its `_members/N` record, if any: why, and
+/// when by the admin's clock (ms).
+pub fn cancellation(rec: Option<&RecordState>) -> Option<(String, u64)> {
+    admin_values(rec, MEMBER_CANCELLED_FIELD)
+        .into_iter()
+        .next()
+        .map(|(v, hlc)| match v {
+            Value::Str(why) => (why.clone(), hlc.ms()),
+            _ => (String::new(), hlc.ms()),
+        })
+}
+
+/// When the invitation of a `_members/N` record expires (ms by the admin's clock), if the
+/// admin set a limit.
+pub fn invitation_expiry(rec: Option<&RecordState>) -> Option<u64> {
+    admin_values(rec, MEMBER_EXPIRES_FIELD)
+        .into_iter()
+        .find_map(|(v, _)| match v {
+            Value::Int(ms) => u64::try_from(*ms).ok(),
+            _ => None,
+        })
+}
 
 /// The device keys the admin recorded as accepted in a `_members/N` record (only the
 /// admin's writes count: a member may write its own `_members` record).

@@ -722,3 +722,71 @@ fn crafted_deletes_cannot_make_the_admins_snapshot_unreadable() {
     assert!(applied(late.ingest(&snap).unwrap()).snapshot);
     assert_eq!(late.store.records[&key("visits/v1")], rec);
 }
+
+/// Issue 13: only the admin cancels invitations. A member that writes a cancellation into
+/// its own `_members` record (the one record of `_members` it may write) or into another
+/// member's (which it may not write) cancels nobody: both members' changes still count
+/// everywhere. The admin's cancellation does count: from then on, nothing the cancelled
+/// member sends is accepted and nothing it wrote is applied.
+#[test]
+fn only_the_admins_cancellation_of_an_invitation_counts() {
+    let (mut hq, mut a, mut b) = three();
+    for (target, who) in [(A, "own"), (B, "other")] {
+        a.write(
+            ferry_sync::MEMBERS,
+            &target.0.to_string(),
+            vec![set(
+                ferry_sync::MEMBER_CANCELLED_FIELD,
+                Value::Str(format!("{who} record")),
+            )],
+            T0 + 2_000,
+        );
+    }
+    b.write("visits", "b1", vec![set("age", Value::Int(7))], T0 + 2_100);
+    let from_a = a.bundle(&[]);
+    let from_b = b.bundle(&[]);
+    for node in [&mut hq, &mut b] {
+        applied(node.ingest(&from_a).unwrap());
+    }
+    applied(hq.ingest(&from_b).unwrap());
+    applied(a.ingest(&from_b).unwrap());
+    for node in [&hq, &a, &b] {
+        for m in [A, B] {
+            let rec = node
+                .store
+                .records
+                .get(&(ferry_sync::MEMBERS.to_string(), m.0.to_string()));
+            assert_eq!(
+                ferry_sync::cancellation(rec),
+                None,
+                "member {m} at {}",
+                node.me()
+            );
+            assert_eq!(node.store.frozen(m).unwrap(), None);
+        }
+    }
+    assert!(a.listing().contains_key(&key("visits/b1")));
+
+    // The admin cancels B: A, which has it, refuses B's next bundle and applies nothing
+    // more of B.
+    hq.write(
+        ferry_sync::MEMBERS,
+        &B.0.to_string(),
+        vec![set(
+            ferry_sync::MEMBER_CANCELLED_FIELD,
+            Value::Str("the laptop was stolen".into()),
+        )],
+        T0 + 3_000,
+    );
+    applied(a.ingest(&hq.bundle(&[])).unwrap());
+    assert_eq!(a.store.frozen(B).unwrap(), Some(1));
+    b.write("visits", "b2", vec![set("age", Value::Int(8))], T0 + 3_100);
+    let err = a.ingest(&b.bundle(&[])).unwrap_err();
+    assert!(
+        matches!(&err, IngestError::Cancelled { member, reason, .. } if *member == B && reason == "the laptop was stolen"),
+        "{err}"
+    );
+    assert!(!a.listing().contains_key(&key("visits/b2")));
+    // What A applied before it learned stays (nothing applied is retracted).
+    assert!(a.listing().contains_key(&key("visits/b1")));
+}

@@ -64,13 +64,75 @@ pub(crate) struct RejoinArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct InviteArgs {
+    #[command(subcommand)]
+    action: Option<InviteAction>,
     /// Where to write the invitation (a file that does not exist yet)
     #[arg(long, value_name = "FILE")]
-    out: PathBuf,
-    /// A name for the new member, e.g. clinic-b
+    out: Option<PathBuf>,
+    /// A name for the new member, e.g. clinic-b (labels name one laptop each)
     #[arg(long)]
     label: Option<String>,
+    /// How long the invitation stays valid, e.g. 7d, 36h or 90m: the new laptop must
+    /// join, and its first bundle reach this laptop, within that time
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum InviteAction {
+    /// Every invitation written, and what became of it: open, expired, cancelled or joined
+    #[command(after_help = "\
+Examples:
+  ferry invite list
+  ferry invite list --json    (a JSON array: member, label, issued, expires, state, cancelled)
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel an invitation that has not been used (admin only)
+    #[command(after_help = "\
+Examples:
+  ferry invite cancel clinic-c
+  ferry invite cancel '#5' --reason \"the stick with the invitation was lost\"
+
+From the next sync on, every laptop refuses that member: nothing it writes counts, nothing it
+sends is accepted, and compaction and purge stop waiting for it. A laptop that already joined
+with it is told to ask for a new invitation (`ferry rejoin`). An invitation whose laptop has
+joined (its first bundle reached the admin) can no longer be cancelled.
+
+Exit status: 0 cancelled; 1 failed (not the admin, or the line says why); 2 usage mistake (no
+such member, or its invitation was used or is already cancelled).")]
+    Cancel {
+        /// The member: its label, or #N
+        member: String,
+        /// Why (shown to every laptop)
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// A duration as typed after `--expires`: a whole number and a unit, `s`, `m`, `h` or `d`.
+fn parse_duration(s: &str) -> Result<u64, NodeError> {
+    let t = s.trim();
+    let (n, unit) = t.split_at(t.len() - t.chars().last().map_or(0, char::len_utf8));
+    let per = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => 0,
+    };
+    match n.parse::<u64>() {
+        Ok(n) if n > 0 && per > 0 && n <= 3650 * 86_400_000 / per => Ok(n * per),
+        _ => Err(NodeError::BadArgument(format!(
+            "--expires {s:?} is not a duration: write a whole number and s, m, h or d, e.g. 7d, 36h or 90m (at most 10 years)"
+        ))),
+    }
 }
 
 #[derive(Subcommand)]
@@ -262,20 +324,81 @@ pub(crate) fn init(home: Option<PathBuf>, a: InitArgs) -> Result<()> {
 
 /// `ferry invite`.
 pub(crate) fn invite(home: Option<PathBuf>, a: InviteArgs) -> Result<()> {
+    match a.action {
+        Some(InviteAction::List { json }) => return invite_list(home, json),
+        Some(InviteAction::Cancel { member, reason }) => {
+            let mut node = open(home)?;
+            let (n, label) = node.cancel_invitation(&member, reason.as_deref())?;
+            return out(format_args!(
+                "Cancelled the invitation of {} (member #{n}); every laptop refuses that member from its next sync on",
+                output::shown(&label)
+            ));
+        }
+        None => {}
+    }
+    let Some(path) = a.out else {
+        return Err(NodeError::BadArgument(
+            "say where to write the invitation: ferry invite --out FILE [--label LABEL] (or: ferry invite list, ferry invite cancel MEMBER)".into(),
+        )
+        .into());
+    };
+    let valid = a.expires.as_deref().map(parse_duration).transpose()?;
     let mut node = open(home)?;
-    let r = node.invite(&a.out, a.label.as_deref())?;
+    let r = node.invite_until(&path, a.label.as_deref(), valid)?;
     out(format_args!(
         "Wrote invitation for {:?} (member #{}) to {}",
         r.label,
         r.member,
         r.path.display()
     ))?;
+    if let Some(at) = &r.expires {
+        out(format_args!(
+            "expires: {at} (the new laptop must join, and its first bundle reach this laptop, before then)"
+        ))?;
+    }
     out(format_args!("code: {}", r.code))?;
     out(format_args!(
         "The file opens only with this code: give the code to the new laptop's user yourself (say it, or write it on paper), never on the same stick. On the new laptop run: ferry init --join {} (it asks for the code; the laptop is labelled {})",
         r.path.display(),
         r.label
     ))
+}
+
+/// `ferry invite list`.
+fn invite_list(home: Option<PathBuf>, as_json: bool) -> Result<()> {
+    let mut node = open(home)?;
+    let list = node.invitations()?;
+    if as_json {
+        return out(format_args!("{}", serde_json::to_string(&list)?));
+    }
+    if list.is_empty() {
+        return out(format_args!(
+            "No invitations yet: write one with `ferry invite --out FILE --label LABEL`"
+        ));
+    }
+    out(format_args!(
+        "{:<5} {:<16} {:<10} {:<20} expires",
+        "#", "label", "state", "issued"
+    ))?;
+    for v in &list {
+        let state = match &v.cancelled {
+            Some(why) => format!("cancelled: {}", output::shown(why)),
+            None => v.state.to_string(),
+        };
+        out(format_args!(
+            "{:<5} {:<16} {:<10} {:<20} {}",
+            format!("#{}", v.member),
+            output::shown(&v.label),
+            v.state,
+            v.issued.as_deref().unwrap_or("?"),
+            match (&v.expires, &v.cancelled) {
+                (_, Some(_)) => state,
+                (Some(t), None) => t.clone(),
+                (None, None) => "never".into(),
+            }
+        ))?;
+    }
+    Ok(())
 }
 
 /// `ferry member list|rename`.
@@ -300,6 +423,13 @@ pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> 
                 };
                 let (heard, lacks) = if m.you {
                     ("(this laptop)".to_string(), "—".to_string())
+                } else if let Some(why) = &m.cancelled {
+                    (
+                        m.last_heard
+                            .as_deref()
+                            .map_or("never".into(), |t| output::shown(t).into_owned()),
+                        format!("CANCELLED ({}): nothing of it counts", output::shown(why)),
+                    )
                 } else if let Some(k) = m.frozen_from {
                     (
                         m.last_heard
