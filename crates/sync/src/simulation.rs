@@ -99,10 +99,12 @@ pub enum ForkOutcome {
     NoticedWithoutEvidence,
     /// Not noticed: no member met both versions where they overlap.
     Unnoticed,
-    /// Not noticed, and an honest member waits for ever on commits that depend on the
-    /// version of the forked member's history it does not hold: the run that would bring
-    /// them continues another chain, which format v1 cannot tell from a forgery (bundles/
-    /// DRAFT-v2.md §1 item 3; the next format's proofs state their chain hash).
+    /// No evidence could travel, and an honest member holding the other version of the
+    /// forked member's history cannot reach the others' state in format v1: it waits for
+    /// ever on commits that depend on the version it lacks (the run that would bring them
+    /// continues another chain, which v1 cannot tell from a forgery), or cannot install the
+    /// admin's snapshot, which would lose what it holds (bundles/DRAFT-v2.md §1 item 3; the
+    /// next format's proofs state their chain hash, and its receipts carry chain anchors).
     Stalled,
 }
 
@@ -730,6 +732,17 @@ impl World {
                 ));
             }
             let (records, stored) = data(n)?;
+            // Without evidence, a member that holds another version of the forked member's
+            // history than the reference cannot be brought to the same state in format v1:
+            // the admin's snapshot that would bring it up to date loses what it holds, and
+            // a run continuing the version it lacks fails its signature there. Counted.
+            if !evidence
+                && (records != reference.0 || stored != reference.1)
+                && holds_other_version(n, self.nodes[first].as_ref().expect("joined"), rogue)?
+            {
+                self.fork_outcome = Some(ForkOutcome::Stalled);
+                continue;
+            }
             if records != reference.0 {
                 let diff = records
                     .iter()
@@ -933,6 +946,28 @@ impl World {
             fork: None,
         })
     }
+}
+
+/// Whether `n` and `other` hold different versions of `rogue`'s history: a commit number
+/// both hold with different chain hashes.
+fn holds_other_version(n: &SimNode, other: &SimNode, rogue: MemberId) -> Result<bool, String> {
+    let err = |e: crate::mem::MemError| e.to_string();
+    let top = n
+        .store
+        .stored()
+        .map_err(err)?
+        .get(rogue)
+        .min(other.store.stored().map_err(err)?.get(rogue));
+    for seq in 1..=top {
+        let mine = n.store.commit_hash(rogue, seq).map_err(err)?;
+        let theirs = other.store.commit_hash(rogue, seq).map_err(err)?;
+        if let (Some(a), Some(b)) = (mine, theirs) {
+            if a != b {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Whether everything `n` holds but has not applied waits, directly or through another

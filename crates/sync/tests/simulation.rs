@@ -14,9 +14,11 @@ use ferry_sync::simulation::run_caught;
 /// replicas did when — valid news, so the forged bundles now carry only what the recipient
 /// knew; 14576: a write that removed a revived set element was undone by its own revival
 /// op; 39097: an unnoticed fork left an honest member waiting on the other version, which
-/// format v1 cannot tell from a forgery — the check now tells that case apart.)
+/// format v1 cannot tell from a forgery; 510598: a fork noticed without evidence left a
+/// member holding the other version unable to install the admin's snapshot — the check now
+/// tells both cases apart.)
 const REGRESSION_SEEDS: &[u64] = &[
-    2203, 5562, 5984, 8753, 8878, 12673, 13612, 14576, 39097, 45931, 47279,
+    2203, 5562, 5984, 8753, 8878, 12673, 13612, 14576, 39097, 45931, 47279, 510598,
 ];
 
 #[test]
