@@ -2286,6 +2286,15 @@ impl Engine {
                     source: CommitError::ClockNotMonotonic,
                 })?;
         let mut deps = st::<S, _>(store.applied())?;
+        // Never less than what this laptop's previous commit had seen: installing an admin
+        // snapshot can set what is applied of a forked member back to its fork point (its
+        // later commits do not count), but what this laptop saw before stays seen, and a
+        // commit's context only grows along its author's chain (SPEC §5.2).
+        for (m, n) in ctx.deps.iter() {
+            if n > deps.get(m) {
+                deps.set(m, n);
+            }
+        }
         deps.set(self.me, 0);
         // The newest clock among the other members' commits applied here.
         let mut seen: Option<Hlc> = None;
