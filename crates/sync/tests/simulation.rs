@@ -16,12 +16,12 @@ use ferry_sync::simulation::run_caught;
 /// op; 39097: an unnoticed fork left an honest member waiting on the other version, which
 /// format v1 cannot tell from a forgery; 510598: a fork noticed without evidence left a
 /// member holding the other version unable to install the admin's snapshot (also 659193) —
-/// the check now tells both cases apart; 701766, 789548: an admin snapshot set a forked
+/// the check now tells both cases apart; 701766, 789548, 960160: an admin snapshot set a forked
 /// member's applied commits back to its fork point, and the laptop's next commit claimed to
 /// have seen less than its previous one, which no reader accepts.)
 const REGRESSION_SEEDS: &[u64] = &[
     2203, 5562, 5984, 8753, 8878, 12673, 13612, 14576, 39097, 45931, 47279, 510598, 659193, 701766,
-    789548,
+    789548, 960160,
 ];
 
 #[test]
