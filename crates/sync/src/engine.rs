@@ -2572,8 +2572,9 @@ pub enum Received {
 
 // wire-format: begin
 /// Decodes a snapshot record state of a bundle of format `version`: `postcard(RecordState)`,
-/// and in version 3 its ghosts after it (SPEC §4.1, §13), bounded like a commit.
-fn decode_snapshot_record(
+/// and in version 3 its ghosts after it (SPEC §4.1, §13), bounded like a commit. Public for
+/// the fuzz targets (`tests/fuzz/`); the engine calls it for every snapshot record it reads.
+pub fn decode_snapshot_record(
     collection: &str,
     id: &str,
     bytes: &[u8],

@@ -31,7 +31,7 @@ pub use engine::{
     Accept, Authenticated, Blocked, Engine, ExportReport, FORK_FIELD, FORKS, IngestError,
     IngestReport, MEMBER_CANCELLED_FIELD, MEMBER_EXPIRES_FIELD, MEMBER_KEY_FIELD, MEMBERS, Missing,
     Needed, Received, RunSummary, STASH_MAX_AGE_MS, STASH_PER_SENDER, STASH_TOTAL, SettleReport,
-    Verdict, accepted_keys, cancellation, invitation_expiry, may_write,
+    Verdict, accepted_keys, cancellation, decode_snapshot_record, invitation_expiry, may_write,
 };
 pub use fork::ForkEvidence;
 pub use membership::Invitation;

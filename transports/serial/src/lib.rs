@@ -73,6 +73,8 @@ mod config;
 mod crc;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod politeness;
 mod progress;
