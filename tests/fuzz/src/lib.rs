@@ -39,9 +39,12 @@ pub const CODE: [u8; 8] = [7; 8];
 /// When the fuzzed receivers take a bundle.
 const NOW: u64 = T0 + 86_400_000;
 
+/// A fuzz target: takes any bytes, never panics.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the folder of its corpus and crashers, the cargo-fuzz target)
 /// and its function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("bundle_sealed", bundle_sealed),
     ("bundle_plain", bundle_plain),
     ("bundle_sealed_payload", bundle_sealed_payload),
