@@ -43,11 +43,11 @@ fn every_committed_corpus_and_crasher_replays_without_a_panic() {
     // leave its inputs unreplayed).
     for folder in ["corpus", "crashes"] {
         for dir in std::fs::read_dir(root.join(folder)).into_iter().flatten() {
-            let name = dir
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .to_string();
+            let dir = dir.expect("entry");
+            if !dir.path().is_dir() {
+                continue;
+            }
+            let name = dir.file_name().to_string_lossy().to_string();
             assert!(
                 ferry_fuzz::TARGETS.iter().any(|(t, _)| *t == name),
                 "tests/fuzz/{folder}/{name}/ belongs to no target"
