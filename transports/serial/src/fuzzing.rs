@@ -110,3 +110,30 @@ pub fn sample_stream(kiss: bool) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed stream is real: every frame in it reads back, in both encapsulations, also
+    /// when cut into two reads.
+    #[test]
+    fn the_sample_stream_reads_back_as_one_frame_of_each_kind() {
+        for kiss in [false, true] {
+            let s = sample_stream(kiss);
+            let (one, two) = s.split_at(s.len() / 3);
+            let pieces = read_link(kiss, false, &[one, two]);
+            assert_eq!(pieces.len(), 9, "{pieces:?}");
+            assert!(
+                pieces.iter().all(|p| matches!(
+                    p,
+                    Piece::Frame {
+                        round_trips: true,
+                        ..
+                    }
+                )),
+                "{pieces:?}"
+            );
+        }
+    }
+}
