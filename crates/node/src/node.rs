@@ -651,17 +651,7 @@ impl Node {
         label: Option<&str>,
         valid_ms: Option<u64>,
     ) -> Result<InviteReport, NodeError> {
-        if !self.id.is_admin() {
-            let admin = self
-                .labels()?
-                .get(&MemberId::ADMIN)
-                .cloned()
-                .unwrap_or_default();
-            return Err(NodeError::NotAdmin {
-                admin,
-                to: "invite new members",
-            });
-        }
+        self.require_admin("invite new members")?;
         let labels = self.labels()?;
         if let Some(label) = label {
             check_label("--label", label)?;
@@ -806,17 +796,7 @@ impl Node {
         who: &str,
         reason: Option<&str>,
     ) -> Result<(u32, String), NodeError> {
-        if !self.id.is_admin() {
-            let admin = self
-                .labels()?
-                .get(&MemberId::ADMIN)
-                .cloned()
-                .unwrap_or_default();
-            return Err(NodeError::NotAdmin {
-                admin,
-                to: "cancel invitations",
-            });
-        }
+        self.require_admin("cancel invitations")?;
         let labels = self.labels()?;
         let Some(member) = find_member(&labels, who) else {
             return Err(no_such_member(&labels, who));
@@ -1000,6 +980,20 @@ impl Node {
             .collect())
     }
 
+    /// `Ok` on the admin's laptop; else the error that names the admin and what only it can
+    /// do (`to`, e.g. "invite new members").
+    fn require_admin(&mut self, to: &'static str) -> Result<(), NodeError> {
+        if self.id.is_admin() {
+            return Ok(());
+        }
+        let admin = self
+            .labels()?
+            .get(&MemberId::ADMIN)
+            .cloned()
+            .unwrap_or_default();
+        Err(NodeError::NotAdmin { admin, to })
+    }
+
     /// Member number → label: the label the admin wrote in `_members/N` (its invitation, or
     /// a rename), else the label of the invitation the member joined with (which the admin
     /// signed). Labels belong to the admin: a label a member wrote for itself (earlier ferry
@@ -1125,17 +1119,7 @@ impl Node {
     pub fn set_rule(&mut self, collection: &str, field: &str, rule: Rule) -> Result<(), NodeError> {
         check_collection(collection)?;
         check_field(field)?;
-        if !self.id.is_admin() {
-            let admin = self
-                .labels()?
-                .get(&MemberId::ADMIN)
-                .cloned()
-                .unwrap_or_default();
-            return Err(NodeError::NotAdmin {
-                admin,
-                to: "set merge rules",
-            });
-        }
+        self.require_admin("set merge rules")?;
         self.commit(vec![Change::Record {
             collection: "_rules".into(),
             id: collection.into(),
@@ -1146,17 +1130,7 @@ impl Node {
     /// Gives member `who` (`#N` or its label) the label `new` (admin only): labels belong
     /// to the admin and name one laptop each. Returns the member's number and old label.
     pub fn rename_member(&mut self, who: &str, new: &str) -> Result<(u32, String), NodeError> {
-        if !self.id.is_admin() {
-            let admin = self
-                .labels()?
-                .get(&MemberId::ADMIN)
-                .cloned()
-                .unwrap_or_default();
-            return Err(NodeError::NotAdmin {
-                admin,
-                to: "rename members",
-            });
-        }
+        self.require_admin("rename members")?;
         check_label("the new label", new)?;
         let labels = self.labels()?;
         let Some(member) = find_member(&labels, who) else {
