@@ -199,13 +199,9 @@ fn fixed() -> Result<Fixed> {
         transport_cost("ten new visits in one bundle", &tag, &ten_bundle)?,
         transport_cost("a receipt only", &tag, &receipt_bundle)?,
     ];
-    let header = ferry_bundle::Header {
-        dataset: a.engine.dataset,
-        sender: MemberId(2),
-        salt: [0; 16],
-    }
-    .encode()
-    .len() as u64;
+    let header = ferry_bundle::Header::new(a.engine.dataset, MemberId(2), [0; 16])
+        .encode()
+        .len() as u64;
     Ok(Fixed {
         overhead: header + 1 + 16 + 64,
         one_record: one,

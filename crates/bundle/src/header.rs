@@ -17,7 +17,12 @@ pub const VERSION: u8 = 1;
 /// `unknown-version`.)
 pub const VERSION_GHOSTS: u8 = 3;
 /// The versions this crate reads.
-pub const READ_VERSIONS: [u8; 2] = [VERSION, VERSION_GHOSTS];
+pub const READ_VERSIONS: [u8; 3] = [VERSION, VERSION_GHOSTS, crate::VERSION_EPOCHS];
+
+/// Whether a snapshot record state of format `version` carries ghosts (versions 3 and 5).
+pub fn carries_ghosts(version: u8) -> bool {
+    version == VERSION_GHOSTS || version == crate::VERSION_EPOCHS
+}
 
 /// The plaintext start of a bundle: what a reader needs before it can decrypt (27–31 bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,9 +34,35 @@ pub struct Header {
     /// 16 fresh random bytes; the bundle key is derived from them, so no two bundles share
     /// a key even if a node's state is restored from a backup or its disk is cloned.
     pub salt: [u8; 16],
+    /// The key epoch that sealed it (0: the dataset key; version 5 only for 1 and more).
+    pub epoch: u32,
+    /// An epoch grant (bundles/SPEC.md §14), or empty; only in version 5.
+    pub grant: Vec<u8>,
 }
 
 impl Header {
+    /// A header for epoch 0, without a grant.
+    pub fn new(dataset: DatasetId, sender: MemberId, salt: [u8; 16]) -> Header {
+        Header {
+            dataset,
+            sender,
+            salt,
+            epoch: 0,
+            grant: Vec::new(),
+        }
+    }
+
+    /// The version a bundle with this header is written in, for a payload of
+    /// `payload_version` (1, or 3 for a snapshot with ghosts): a sealed bundle of an epoch
+    /// after 0 is version 5.
+    pub fn version_for(&self, plaintext: bool, payload_version: u8) -> u8 {
+        if !plaintext && self.epoch > 0 {
+            crate::VERSION_EPOCHS
+        } else {
+            payload_version
+        }
+    }
+
     /// The header's bytes: magic, version, dataset id, sender (LEB128), salt.
     pub fn encode(&self) -> Vec<u8> {
         self.encode_as(false)
@@ -42,23 +73,20 @@ impl Header {
         self.encode_version(plaintext, VERSION)
     }
 
-    /// The header's bytes for a bundle of format `version`.
+    /// The header's bytes for a bundle of format `version` (version 5 adds the epoch and
+    /// the grant).
     pub fn encode_version(&self, plaintext: bool, version: u8) -> Vec<u8> {
-        let mut out = Vec::with_capacity(31);
+        let mut out = Vec::with_capacity(31 + self.grant.len());
         out.push(if plaintext { MAGIC_PLAIN } else { MAGIC });
         out.push(version);
         out.extend_from_slice(&self.dataset.0);
-        let mut n = self.sender.0;
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
+        varint(&mut out, self.sender.0 as u64);
         out.extend_from_slice(&self.salt);
+        if version == crate::VERSION_EPOCHS {
+            varint(&mut out, self.epoch as u64);
+            varint(&mut out, self.grant.len() as u64);
+            out.extend_from_slice(&self.grant);
+        }
         out
     }
 
@@ -91,32 +119,62 @@ impl Header {
         for b in &mut dataset {
             *b = byte()?;
         }
-        let mut sender: u64 = 0;
-        for i in 0..5 {
-            let b = byte()?;
-            sender |= ((b & 0x7f) as u64) << (7 * i);
-            if b & 0x80 == 0 {
-                if (i > 0 && b == 0) || sender > u32::MAX as u64 {
-                    return Err(BundleError::BadHeader);
+        let varint32 = |byte: &mut dyn FnMut() -> Result<u8, BundleError>| {
+            let mut n: u64 = 0;
+            for i in 0..5 {
+                let b = byte()?;
+                n |= ((b & 0x7f) as u64) << (7 * i);
+                if b & 0x80 == 0 {
+                    if (i > 0 && b == 0) || n > u32::MAX as u64 {
+                        return Err(BundleError::BadHeader);
+                    }
+                    return Ok(n as u32);
                 }
-                break;
             }
-            if i == 4 {
-                return Err(BundleError::BadHeader);
-            }
-        }
+            Err(BundleError::BadHeader)
+        };
+        let sender = varint32(&mut byte)?;
         let mut salt = [0u8; 16];
         for b in &mut salt {
             *b = byte()?;
         }
+        let (mut epoch, mut len) = (0, 0);
+        if v == crate::VERSION_EPOCHS {
+            epoch = varint32(&mut byte)?;
+            len = varint32(&mut byte)? as usize;
+            if epoch == 0 || epoch > crate::MAX_EPOCH || len > crate::MAX_GRANT {
+                return Err(BundleError::BadHeader);
+            }
+        }
+        let mut grant = vec![0u8; len];
+        r.read_exact(&mut grant).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => BundleError::BadHeader,
+            _ => BundleError::Io(e),
+        })?;
+        raw.extend_from_slice(&grant);
         Ok((
             Header {
                 dataset: DatasetId(dataset),
-                sender: MemberId(sender as u32),
+                sender: MemberId(sender),
                 salt,
+                epoch,
+                grant,
             },
             raw,
         ))
+    }
+}
+
+/// Appends `n` as a minimal LEB128 varint.
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
     }
 }
 
@@ -149,11 +207,7 @@ mod tests {
     #[test]
     fn header_round_trips_with_short_member_numbers() {
         for (member, len) in [(1u32, 27usize), (127, 27), (128, 28), (u32::MAX, 31)] {
-            let h = Header {
-                dataset: DatasetId([0xab; 8]),
-                sender: MemberId(member),
-                salt: [7; 16],
-            };
+            let h = Header::new(DatasetId([0xab; 8]), MemberId(member), [7; 16]);
             let bytes = h.encode();
             assert_eq!(bytes.len(), len, "member {member}");
             let (back, raw) = Header::read(&mut &bytes[..]).unwrap();

@@ -18,7 +18,7 @@
 //! use ferry_model::{crypto::SecretKey, DatasetId, MemberId, VersionVector};
 //!
 //! let key = DatasetKey([9; 32]);
-//! let header = Header { dataset: DatasetId([1; 8]), sender: MemberId(2), salt: [5; 16] };
+//! let header = Header::new(DatasetId([1; 8]), MemberId(2), [5; 16]);
 //! let signer = SecretKey::from_bytes([3; 32]);
 //! let mut w = BundleWriter::new(Vec::new(), &header, &key, WriteOptions::default()).unwrap();
 //! w.push(&Item::Receipt(VersionVector::new())).unwrap();
@@ -35,13 +35,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod grant;
 mod header;
 mod item;
 mod reader;
 pub mod stream;
 mod writer;
 
-pub use header::{DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_GHOSTS};
+pub use grant::{
+    EpochGrant, GrantBody, GrantError, Keyring, Learned, MAX_EPOCH, MAX_GRANT, Removal,
+    VERSION_EPOCHS, Wrap, grant_message,
+};
+pub use header::{
+    DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_GHOSTS, carries_ghosts,
+};
 pub use item::{Item, RunProof};
 pub use reader::{BundleReader, Opener, Trailer};
 pub use writer::{BundleWriter, WriteOptions};
@@ -83,7 +90,7 @@ pub enum BundleError {
     NotABundle,
     /// The bundle uses a format version this build does not know.
     #[error(
-        "bundle format version {0} is not supported by this ferry (it reads versions 1 and 3); upgrade ferry"
+        "bundle format version {0} is not supported by this ferry (it reads versions 1, 3 and 5); upgrade ferry"
     )]
     UnsupportedVersion(u8),
     /// The header ended early or is malformed.

@@ -400,11 +400,7 @@ mod tests {
 
     fn bundle_with_commit(len: usize) -> Vec<u8> {
         let key = DatasetKey([1; 32]);
-        let header = Header {
-            dataset: DatasetId([2; 8]),
-            sender: MemberId(1),
-            salt: [3; 16],
-        };
+        let header = Header::new(DatasetId([2; 8]), MemberId(1), [3; 16]);
         let mut w = BundleWriter::new(
             Vec::new(),
             &header,
@@ -458,11 +454,7 @@ mod tests {
 
     /// A small bundle with one receipt, sealed or plain, signed by `signer`.
     fn receipt_bundle(plaintext: bool, signer: &ferry_model::crypto::SecretKey) -> Vec<u8> {
-        let header = Header {
-            dataset: DatasetId([2; 8]),
-            sender: MemberId(1),
-            salt: [3; 16],
-        };
+        let header = Header::new(DatasetId([2; 8]), MemberId(1), [3; 16]);
         let mut vv = ferry_model::VersionVector::new();
         vv.set(MemberId(1), 7);
         let options = WriteOptions {

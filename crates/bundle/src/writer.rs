@@ -37,8 +37,13 @@ pub struct WriteOptions {
     /// sees it can read it; only for links where encryption is not allowed.
     pub plaintext: bool,
     /// The format version written in the header: [`crate::VERSION`], or
-    /// [`crate::VERSION_GHOSTS`] for a snapshot whose record states carry ghosts.
+    /// [`crate::VERSION_GHOSTS`] for a snapshot whose record states carry ghosts. (A sealed
+    /// bundle of a key epoch after 0 is written as version 5 whatever this says.)
     pub version: u8,
+    /// Carry the current epoch's grant in the header (bundles/SPEC.md §14) when the
+    /// writer's keyring has one. Writers leave it out for a recipient known to hold the
+    /// epoch already (SMS, radio), to save its bytes.
+    pub grant: bool,
 }
 
 impl Default for WriteOptions {
@@ -47,6 +52,7 @@ impl Default for WriteOptions {
             level: 17,
             plaintext: false,
             version: crate::VERSION,
+            grant: true,
         }
     }
 }
@@ -136,7 +142,8 @@ impl<W: Write> BundleWriter<W> {
         key: &DatasetKey,
         options: WriteOptions,
     ) -> Result<Self, BundleError> {
-        let raw = header.encode_version(options.plaintext, options.version);
+        let version = header.version_for(options.plaintext, options.version);
+        let raw = header.encode_version(options.plaintext, version);
         out.write_all(&raw)?;
         let inner = if options.plaintext {
             Seal::Plain(out)
@@ -299,11 +306,7 @@ mod tests {
                 manual,
                 postcard::to_allocvec(&Item::Commit(body.clone())).unwrap()
             );
-            let header = Header {
-                dataset: DatasetId([1; 8]),
-                sender: MemberId(1),
-                salt: [2; 16],
-            };
+            let header = Header::new(DatasetId([1; 8]), MemberId(1), [2; 16]);
             let key = DatasetKey([3; 32]);
             let mut w =
                 BundleWriter::new(Vec::new(), &header, &key, WriteOptions::default()).unwrap();

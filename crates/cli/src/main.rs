@@ -88,6 +88,18 @@ member and cancels the invitation for every laptop.
 Exit status: 0 written; 1 failed (not the admin, or FILE already exists); 2 usage mistake
 (no --out, a label another member has, a duration that is not one).")]
     Invite(members::InviteArgs),
+    /// Change the dataset key (admin only): bundles from now on use a new key every member
+    /// receives, sealed to it alone
+    #[command(after_help = "\
+Examples:
+  ferry rekey
+
+For when an invitation file or a laptop's disk may have been copied. Every member receives
+the new key with the next bundles; bundles written before stay readable by members.
+Removing a member (ferry member remove) changes the key by itself.
+
+Exit status: 0 changed; 1 failed (not the admin, or the line says why); 2 usage mistake.")]
+    Rekey,
     /// Set fields of a record: VALUE is an integer, a float, true, false, null, else text
     #[command(after_help = "\
 Examples:
@@ -452,6 +464,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => members::init(home, a),
         Command::Rejoin(a) => members::rejoin(home, a),
         Command::Invite(a) => members::invite(home, a),
+        Command::Rekey => members::rekey(home),
         Command::Contact { action } => members::contact(home, action),
         Command::Rule { action } => members::rule(home, action),
         Command::Member { action } => members::member(home, action),

@@ -1132,6 +1132,17 @@ pub fn print_status(s: &Status) -> Result<()> {
             ))?;
             continue;
         }
+        if let Some(r) = &m.removed {
+            out(format_args!(
+                "  #{:<3} {:<16}{role} REMOVED by the admin on {} ({}): what it wrote after its change {} is refused; it is not waited for",
+                m.member,
+                label,
+                shown(&r.at),
+                shown(&r.reason),
+                r.cutoff
+            ))?;
+            continue;
+        }
         if let Some(k) = m.frozen_from {
             out(format_args!(
                 "  #{:<3} {:<16}{role} FROZEN: its history forked at change {k} (a laptop restored from a backup, or a cloned disk, wrote again); nothing more is accepted from it; the admin should replace that laptop",

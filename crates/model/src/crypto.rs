@@ -38,6 +38,14 @@ impl PublicKey {
     }
     // wire-format: end
 
+    /// This member key as an X25519 public key (the birational map from Edwards to
+    /// Montgomery form, RFC 7748 §4.1), to seal a key epoch to the member
+    /// (bundles/SPEC.md §14). `None` for bytes that are not a curve point.
+    pub fn to_x25519(&self) -> Option<[u8; 32]> {
+        let key = VerifyingKey::from_bytes(&self.0).ok()?;
+        Some(key.to_montgomery().to_bytes())
+    }
+
     /// A short fingerprint for people to compare: the first 8 bytes of the key, in hex.
     pub fn fingerprint(&self) -> String {
         crate::id::hex(&self.0[..8])
@@ -116,6 +124,13 @@ impl SecretKey {
         PublicKey(self.0.verifying_key().to_bytes())
     }
 
+    /// The X25519 shared secret of this key (as an X25519 secret: the clamped Ed25519
+    /// secret scalar, RFC 8032 §5.1.5) and `their` X25519 public key; `None` when it is all
+    /// zeros (`their` is of small order), bundles/SPEC.md §14.
+    pub fn x25519(&self, their: &[u8; 32]) -> Option<[u8; 32]> {
+        x25519(self.0.to_scalar_bytes(), their)
+    }
+
     /// Signs `msg`.
     pub fn sign(&self, msg: &[u8]) -> Signature {
         Signature(memo::remembered(&[b"sign", self.0.as_bytes(), msg], || {
@@ -123,6 +138,22 @@ impl SecretKey {
         }))
     }
 }
+
+// wire-format: begin
+/// The X25519 public key of the secret `scalar` (clamped as RFC 7748 §5 says).
+pub fn x25519_public(scalar: [u8; 32]) -> [u8; 32] {
+    curve25519_dalek::MontgomeryPoint::mul_base_clamped(scalar).to_bytes()
+}
+
+/// The X25519 shared secret of the secret `scalar` (clamped) and `their` public key;
+/// `None` when it is all zeros (`their` is of small order).
+pub fn x25519(scalar: [u8; 32], their: &[u8; 32]) -> Option<[u8; 32]> {
+    let shared = curve25519_dalek::MontgomeryPoint(*their)
+        .mul_clamped(scalar)
+        .to_bytes();
+    (shared != [0; 32]).then_some(shared)
+}
+// wire-format: end
 
 // wire-format: begin
 /// The message a member signs to vouch for its own hash chain up to `seq`: "every commit of
@@ -385,6 +416,29 @@ mod tests {
 
     fn key(n: u8) -> SecretKey {
         SecretKey::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn a_member_key_agrees_on_an_x25519_secret_with_an_ephemeral_key() {
+        let member = key(7);
+        let eph = [42u8; 32];
+        let theirs = member
+            .public()
+            .to_x25519()
+            .expect("a member key is a point");
+        let sender = x25519(eph, &theirs).expect("not small order");
+        let receiver = member.x25519(&x25519_public(eph)).expect("not small order");
+        assert_eq!(sender, receiver);
+        // Another member computes another secret.
+        assert_ne!(key(8).x25519(&x25519_public(eph)), Some(sender));
+        // A small-order point gives no secret (all zeros), so nothing is sealed to it.
+        assert_eq!(member.x25519(&[0; 32]), None);
+        // Bytes that are no Edwards point have no X25519 form.
+        let not_a_point = (0u8..=255)
+            .map(|b| PublicKey([b; 32]))
+            .find(|k| VerifyingKey::from_bytes(&k.0).is_err())
+            .expect("some byte pattern is no point");
+        assert_eq!(not_a_point.to_x25519(), None);
     }
 
     #[test]

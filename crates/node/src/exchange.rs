@@ -523,6 +523,10 @@ impl Node {
                 ),
             })));
         }
+        // The admin's bundles first: a removal or a new key it carries then counts before
+        // the bundles of others on the same stick are read (a removed laptop's later
+        // bundles are refused rather than applied first).
+        files.sort_by_key(|f| !sent_by_admin(&f.path));
         let mut waiting: Vec<(usize, Found)> = Vec::new();
         let mut applied_any = false;
         for found in files {
@@ -919,10 +923,14 @@ impl Node {
                 "the file changed while it was being read; import it again",
             )))
         };
+        // A grant in the header gives this laptop a new key epoch before it reads on.
+        if let Ok(Ok((opener, _))) = open(&crate::NoProgress) {
+            self.learn_keys(opener.header())?;
+        }
         let now = now_ms();
         let labels = self.labels()?;
         let engine = self.engine.clone();
-        let key = self.id.dataset_key.clone();
+        let key = self.keys.clone();
         let mut tx = self.store.transaction(now)?;
         let result: Result<Pass, NodeError> = (|| {
             let (opener, hasher) = match open(progress) {
@@ -1045,6 +1053,22 @@ impl Node {
                 }))
             }
             Pass::Verdict(Verdict::Authentic(_)) => unreachable!("authentic bundles are applied"),
+            // Sealed with a key this laptop will get from the admin: read once it has it.
+            Pass::Refused(e @ IngestError::NoEpochKey { .. }) => {
+                drop(tx);
+                Ok(done(FileResult::Waiting {
+                    reason: e.to_string(),
+                    kept: None,
+                    order: (u32::MAX, 0),
+                }))
+            }
+            // This laptop was removed: the bundle is for the others, and stays where it is.
+            Pass::Refused(e @ IngestError::RemovedHere { .. }) => {
+                drop(tx);
+                Ok(done(FileResult::Skipped {
+                    reason: e.to_string(),
+                }))
+            }
             Pass::Refused(IngestError::Storage(e)) => Err(e.into()),
             Pass::Unreadable(why) => {
                 drop(tx);
@@ -1573,8 +1597,10 @@ impl Node {
         out: W,
         progress: &dyn Progress,
     ) -> Result<(String, u64, Option<VersionVector>, W), NodeError> {
+        self.refresh_grant()?;
         let options = WriteOptions {
             plaintext,
+            grant: self.grant_needed()?,
             ..WriteOptions::default()
         };
         let out = Hashing {
@@ -1584,7 +1610,7 @@ impl Node {
             progress,
         };
         let engine = self.engine.clone();
-        let key = self.id.dataset_key.clone();
+        let key = self.keys.clone();
         let secret = self.id.secret.clone();
         let tx = self.read()?;
         let snapshot = match runs {
@@ -1687,8 +1713,16 @@ impl Node {
             return Ok(report);
         }
         report.sender = (header.sender.0, label(header.sender));
+        // Read-only: what the header grants is used for this look, not kept.
         let engine = self.engine.clone();
-        let key = self.id.dataset_key.clone();
+        let mut key = self.keys.clone();
+        let _ = key.learn(
+            &header.grant,
+            self.id.dataset,
+            &self.id.admin_key,
+            self.id.me,
+            &self.id.secret,
+        );
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         // Plaintext bundles are inspected too; the report says that import refuses them.
@@ -1770,4 +1804,12 @@ fn fill_verify(
         }
     }
     Ok(())
+}
+
+/// Whether a file's bundle header names the admin as its sender.
+fn sent_by_admin(path: &Path) -> bool {
+    std::fs::File::open(path)
+        .ok()
+        .and_then(|f| ferry_bundle::Header::read(&mut io::BufReader::new(f).take(64)).ok())
+        .is_some_and(|(h, _)| h.sender == MemberId::ADMIN)
 }

@@ -215,12 +215,21 @@ fn header(salt: &[u8; 16], kdf: KdfParams) -> Vec<u8> {
 /// follows `postcard(Invitation)` inside the encryption only when it says something, so a
 /// file without it is byte for byte what earlier ferry wrote (and earlier ferry refuses a
 /// file that carries it as damaged, rather than ignoring its limit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InviteExtras {
     /// When the invitation expires (ms since the Unix epoch, by the admin's clock): the
     /// joining laptop refuses it after that by its own clock, and the admin refuses a join
     /// whose first bundle reaches it later.
     pub expires_ms: Option<u64>,
+    /// The keys of key epochs 1, 2, … (bundles/SPEC.md §14) when the dataset moved past
+    /// epoch 0 before the invitation was made (the invitation's dataset key is epoch 0).
+    pub epoch_keys: Vec<[u8; 32]>,
+}
+
+/// Extras as the first ferry that wrote them did (an expiry only).
+#[derive(serde::Deserialize)]
+struct ExtrasExpiry {
+    expires_ms: Option<u64>,
 }
 
 /// The invitation file for `inv`, sealed under `code` with a fresh random `salt`.
@@ -332,10 +341,19 @@ impl Sealed<'_> {
         if rest.is_empty() {
             return Ok((inv, InviteExtras::default()));
         }
-        // Extras are written only when they say something, and nothing follows them.
-        let (extras, rest): (InviteExtras, _) =
-            postcard::take_from_bytes(rest).map_err(|_| OpenError::Damaged)?;
-        if !rest.is_empty() || extras == InviteExtras::default() {
+        // Extras are written only when they say something, and nothing follows them. (A
+        // file from the ferry that wrote only an expiry holds just that.)
+        let extras = match postcard::take_from_bytes::<InviteExtras>(rest) {
+            Ok((extras, [])) => extras,
+            _ => match postcard::take_from_bytes::<ExtrasExpiry>(rest) {
+                Ok((old, [])) => InviteExtras {
+                    expires_ms: old.expires_ms,
+                    epoch_keys: Vec::new(),
+                },
+                _ => return Err(OpenError::Damaged),
+            },
+        };
+        if extras == InviteExtras::default() {
             return Err(OpenError::Damaged);
         }
         Ok((inv, extras))
@@ -473,8 +491,9 @@ mod tests {
         let inv = invitation();
         let extras = InviteExtras {
             expires_ms: Some(1_780_000_000_000),
+            epoch_keys: vec![[4; 32]],
         };
-        let with = seal_with(&inv, extras, &code(), [1; 16], FAST);
+        let with = seal_with(&inv, extras.clone(), &code(), [1; 16], FAST);
         let without = seal(&inv, &code(), [1; 16], FAST);
         assert_eq!(
             seal_with(&inv, InviteExtras::default(), &code(), [1; 16], FAST),
@@ -493,7 +512,7 @@ mod tests {
             (inv.clone(), InviteExtras::default())
         );
         // Extras that say nothing, or bytes after them, are not what ferry writes.
-        for tail in [vec![0u8], vec![1, 5, 0], vec![0, 0]] {
+        for tail in [vec![0u8], vec![1, 5, 0, 0], vec![1, 5, 1], vec![0, 0]] {
             let key = derive_key(&code(), &[1; 16], FAST).unwrap();
             let mut out = header(&[1; 16], FAST);
             let mut body = postcard::to_allocvec(&inv).unwrap();
@@ -513,6 +532,27 @@ mod tests {
                 "{tail:?}"
             );
         }
+        // A file from the ferry whose extras held only an expiry still opens.
+        let key = derive_key(&code(), &[1; 16], FAST).unwrap();
+        let mut out = header(&[1; 16], FAST);
+        let mut body = postcard::to_allocvec(&inv).unwrap();
+        body.extend([1, 5]);
+        ChaCha20Poly1305::new(Key::from_slice(&key))
+            .encrypt_in_place(&Nonce::default(), &out, &mut body)
+            .unwrap();
+        out.extend_from_slice(&body);
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        let Parsed::Sealed(s) = parse(&out).unwrap() else {
+            panic!("sealed")
+        };
+        assert_eq!(
+            s.open_with_extras(&code()).unwrap().1,
+            InviteExtras {
+                expires_ms: Some(5),
+                epoch_keys: vec![]
+            }
+        );
     }
 
     #[test]

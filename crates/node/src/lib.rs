@@ -13,6 +13,7 @@
 mod contacts;
 mod doctor;
 mod email;
+mod epochs;
 mod error;
 mod exchange;
 mod history;
@@ -34,6 +35,7 @@ pub mod time;
 pub use contacts::Contact;
 pub use doctor::{DoctorReport, Finding, Severity};
 pub use email::{EmailReceiveReport, EmailSendReport, EmailSent, EmailWaiting};
+pub use epochs::RekeyReport;
 pub use error::{ErrorKind, NodeError, NothingToImport};
 pub use exchange::{
     DryImport, DryMember, DryRun, DryWrite, ExportOutcome, FileOutcome, FileResult, ImportReport,
@@ -51,7 +53,7 @@ pub use medium::SkippedEntry;
 pub use node::check_collection;
 pub use node::{
     ConflictValue, ConflictView, InvitationFile, InviteReport, MemberStatus, NeededChanges, Node,
-    Status, WaitingChanges,
+    RemovedView, Status, WaitingChanges,
 };
 pub use progress::{NoProgress, Progress, Unit};
 pub use rejoin::{RefusedMembership, RejoinReport};

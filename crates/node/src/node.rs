@@ -5,7 +5,7 @@ use crate::identity::Identity;
 use crate::invite::{self, InviteCode, KdfParams, Parsed};
 use crate::time::now_ms;
 use crate::{NodeError, json};
-use ferry_bundle::DatasetKey;
+use ferry_bundle::{DatasetKey, Keyring};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey};
 use ferry_model::{Change, DatasetId, MemberId, Op, RecordState, Rule, Value, limits};
 use ferry_store::{Store, StoreTx};
@@ -14,12 +14,17 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// The `meta` key of the keyring (key epochs after 0, and the grant to carry).
+pub(crate) const KEYRING: &str = "keyring";
+
 /// One ferry node, opened from its home folder.
 pub struct Node {
     pub(crate) home: Home,
     pub(crate) store: Store,
     pub(crate) id: Identity,
     pub(crate) engine: Engine,
+    /// The dataset's key epochs this laptop holds (bundles/SPEC.md §14).
+    pub(crate) keys: Keyring,
     /// This process's note in the home's `running/` (whom another command waits for).
     _presence: Option<Presence>,
 }
@@ -165,6 +170,19 @@ pub struct MemberStatus {
     pub frozen_from: Option<u64>,
     /// Why the admin cancelled its invitation, when it did: nothing of it is accepted.
     pub cancelled: Option<String>,
+    /// Its removal by the admin, when it was removed.
+    pub removed: Option<RemovedView>,
+}
+
+/// A member's removal, as `ferry status` and `ferry member list` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RemovedView {
+    /// Why (as the admin wrote it).
+    pub reason: String,
+    /// When (ISO 8601, by the admin's clock).
+    pub at: String,
+    /// Its last change that still counts.
+    pub cutoff: u64,
 }
 
 /// Changes of one member that wait on this laptop, and whose changes they need.
@@ -295,7 +313,7 @@ pub(crate) fn random<const N: usize>() -> [u8; N] {
     b
 }
 
-fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
+pub(crate) fn check_label(what: &str, s: &str) -> Result<(), NodeError> {
     if s.trim().is_empty() || s.len() > limits::MAX_LABEL || s.chars().any(char::is_control) {
         return Err(NodeError::BadArgument(format!(
             "{what} must be 1 to {} characters, without control characters",
@@ -406,7 +424,8 @@ impl Node {
             label: label.to_string(),
             admin_key: id.admin_key,
         };
-        Self::init(home, id, None, genesis)
+        let keys = Keyring::new(id.dataset_key.clone());
+        Self::init(home, id, None, genesis, keys)
     }
 
     /// Creates a node in `home` that joins a dataset with the invitation `invite`, opened
@@ -467,7 +486,13 @@ impl Node {
             key: inv.admin_key,
             label: inv.admin_label.clone(),
         };
-        Self::init(home, id, Some(admin), Change::Join(proof))
+        // The keys of the epochs the dataset went through before the invitation was made.
+        let mut keys = Keyring::new(id.dataset_key.clone());
+        let epochs: Vec<DatasetKey> = std::iter::once(id.dataset_key.clone())
+            .chain(extras.epoch_keys.iter().map(|k| DatasetKey(*k)))
+            .collect();
+        keys.install(&epochs, None);
+        Self::init(home, id, Some(admin), Change::Join(proof), keys)
     }
 
     /// Makes the home, stores the identity (and the admin, known from an invitation), and
@@ -477,6 +502,7 @@ impl Node {
         id: Identity,
         admin: Option<MemberInfo>,
         first: Change,
+        keys: Keyring,
     ) -> Result<Node, NodeError> {
         home.create()?;
         let result = (|| {
@@ -489,6 +515,9 @@ impl Node {
             let now = now_ms();
             let mut tx = store.transaction(now)?;
             tx.set_meta("identity", &id.to_bytes())?;
+            if keys.current().0 > 0 {
+                tx.set_meta(KEYRING, &keys.to_bytes())?;
+            }
             if let Some(admin) = &admin {
                 tx.put_member(admin)?;
             }
@@ -499,6 +528,7 @@ impl Node {
                 store,
                 id,
                 engine,
+                keys,
                 _presence: None,
             })
         })();
@@ -527,6 +557,15 @@ impl Node {
                 source,
             })?
         };
+        let keys = match store.read()?.meta(KEYRING)? {
+            None => Keyring::new(id.dataset_key.clone()),
+            Some(b) => Keyring::from_bytes(id.dataset_key.clone(), &b).map_err(|source| {
+                NodeError::CorruptIdentity {
+                    path: home.db(),
+                    source,
+                }
+            })?,
+        };
         let engine = Engine {
             dataset: id.dataset,
             admin_key: id.admin_key,
@@ -551,6 +590,7 @@ impl Node {
             store,
             id,
             engine,
+            keys,
             _presence: home.announce(&what),
         })
     }
@@ -713,7 +753,17 @@ impl Node {
             random(),
         );
         let code = InviteCode::from_random(random());
-        let extras = invite::InviteExtras { expires_ms };
+        // A laptop invited after a key change reads with the keys of every epoch so far.
+        let epoch_keys = self
+            .keys
+            .keys()
+            .filter(|&(e, _)| e > 0)
+            .map(|(_, k)| k.0)
+            .collect();
+        let extras = invite::InviteExtras {
+            expires_ms,
+            epoch_keys,
+        };
         let bytes = invite::seal_with(&inv, extras, &code, random(), KdfParams::DEFAULT);
         if let Err(e) = write_private(out, &bytes) {
             // `cannot write` comes after `write_private` created the file: remove what it
@@ -840,19 +890,6 @@ impl Node {
             )],
         }])?;
         Ok((member.0, label))
-    }
-
-    /// Members whose invitation the admin cancelled (as far as this laptop knows).
-    pub(crate) fn cancelled_members(&mut self) -> Result<BTreeSet<MemberId>, NodeError> {
-        let mut tx = self.store.read()?;
-        let mut out = BTreeSet::new();
-        tx.for_each_record("_members", false, |id, r| {
-            if let (Ok(n), Some(_)) = (id.parse::<u32>(), ferry_sync::cancellation(Some(r))) {
-                out.insert(MemberId(n));
-            }
-            Ok(())
-        })?;
-        Ok(out)
     }
 
     /// Sets fields of one record in one commit, and returns how many fields it changed: a
@@ -982,7 +1019,7 @@ impl Node {
 
     /// `Ok` on the admin's laptop; else the error that names the admin and what only it can
     /// do (`to`, e.g. "invite new members").
-    fn require_admin(&mut self, to: &'static str) -> Result<(), NodeError> {
+    pub(crate) fn require_admin(&mut self, to: &'static str) -> Result<(), NodeError> {
         if self.id.is_admin() {
             return Ok(());
         }
@@ -1020,7 +1057,8 @@ impl Node {
     pub(crate) fn known_peers(&mut self) -> Result<Vec<MemberId>, NodeError> {
         let mut peers: BTreeSet<MemberId> = self.labels()?.into_keys().collect();
         peers.remove(&self.id.me);
-        for m in self.cancelled_members()? {
+        let mut tx = self.store.read()?;
+        for m in crate::epochs::gone_members(&mut tx)? {
             peers.remove(&m);
         }
         Ok(peers.into_iter().collect())
@@ -1326,6 +1364,14 @@ impl Node {
                     .record("_members", &m.0.to_string())?
                     .and_then(|r| ferry_sync::cancellation(Some(&r)))
                     .map(|(why, _)| why),
+                removed: tx
+                    .record("_members", &m.0.to_string())?
+                    .and_then(|r| ferry_sync::removal(Some(&r)))
+                    .map(|r| RemovedView {
+                        reason: r.reason,
+                        at: crate::time::format_utc(r.at_ms),
+                        cutoff: r.cutoff,
+                    }),
             });
         }
         // Evidence about this laptop itself: another device writes as this member.

@@ -883,7 +883,11 @@ impl Node {
             ))),
             None => {
                 // Sealed: whoever wrote it holds the dataset key. Read it to the end.
-                let key = self.identity().dataset_key.clone();
+                let key = self
+                    .keys
+                    .key(opener.header().epoch)
+                    .cloned()
+                    .unwrap_or_else(|| self.keys.current().1.clone());
                 let whole = opener.decrypt(&key).and_then(|mut r| {
                     while r.next_item()?.is_some() {}
                     r.finish()
@@ -1016,10 +1020,9 @@ impl Node {
 
     /// The receipt in a hello (its first item), if it reads.
     fn hello_receipt(&self, data: &[u8]) -> Option<VersionVector> {
-        let mut r = BundleReader::open(data)
-            .ok()?
-            .decrypt(&self.identity().dataset_key)
-            .ok()?;
+        let opener = BundleReader::open(data).ok()?;
+        let key = self.keys.key(opener.header().epoch)?.clone();
+        let mut r = opener.decrypt(&key).ok()?;
         match r.next_item() {
             Ok(Some(ferry_bundle::Item::Receipt(vv))) => Some(vv),
             _ => None,

@@ -44,7 +44,7 @@ impl Node {
                 &[],
                 Vec::new(),
                 [7; 16],
-                &self.key,
+                &ferry_bundle::Keyring::new(self.key.clone()),
                 &self.secret,
                 WriteOptions::default(),
             )
@@ -59,7 +59,7 @@ impl Node {
             .receive(
                 &mut tx,
                 || BundleReader::open(bytes),
-                &self.key,
+                &ferry_bundle::Keyring::new(self.key.clone()),
                 Default::default(),
                 T0,
             )

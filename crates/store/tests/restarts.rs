@@ -56,7 +56,7 @@ impl Replica {
                 &[],
                 Vec::new(),
                 salt,
-                key,
+                &ferry_bundle::Keyring::new(key.clone()),
                 &secret,
                 WriteOptions {
                     level: 1,
@@ -76,7 +76,7 @@ impl Replica {
             .receive(
                 &mut tx,
                 || BundleReader::open(bytes),
-                key,
+                &ferry_bundle::Keyring::new(key.clone()),
                 Default::default(),
                 now,
             )

@@ -12,8 +12,7 @@ use crate::fork::{Branch, ForkEvidence};
 use crate::plan::{BEGINNING_BYTES, Beginning, Coverage, ExportRun};
 use crate::storage::{MemberInfo, Proof, Storage, StoredCommit};
 use ferry_bundle::{
-    BundleError, BundleReader, BundleWriter, DatasetKey, Header, Item, Opener, RunProof,
-    WriteOptions,
+    BundleError, BundleReader, BundleWriter, Header, Item, Keyring, Opener, RunProof, WriteOptions,
 };
 use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey, head_message};
@@ -264,6 +263,41 @@ pub enum IngestError<E: std::error::Error + 'static> {
         /// When, by the admin's clock (ms).
         at_ms: u64,
     },
+    /// The sender was removed from the dataset by the admin, and the bundle carries its
+    /// commits after the cutoff (what it wrote once removed): refused whole.
+    #[error(
+        "member {member} was removed from the dataset by the admin on {} ({reason}): what it wrote after its commit {cutoff} is refused",
+        ferry_model::clock::format_utc(*at_ms)
+    )]
+    Removed {
+        /// The member.
+        member: MemberId,
+        /// Its last commit that counts.
+        cutoff: u64,
+        /// Why (as the admin wrote it).
+        reason: String,
+        /// When, by the admin's clock (ms).
+        at_ms: u64,
+    },
+    /// The bundle is sealed under a key epoch this node does not hold.
+    #[error(
+        "the bundle is sealed with the dataset's key number {epoch}, which this laptop has not received yet; it reads once a bundle from the admin (or one carrying the admin's key grant) arrives"
+    )]
+    NoEpochKey {
+        /// The epoch.
+        epoch: u32,
+    },
+    /// The bundle is sealed under a key epoch whose grant removed this laptop.
+    #[error(
+        "this laptop was removed from the dataset by the admin on {}: it can no longer read what the others write (what it wrote up to its commit {cutoff} still counts); ask the admin for a new invitation if that is a mistake",
+        ferry_model::clock::format_utc(*at_ms)
+    )]
+    RemovedHere {
+        /// Its last commit that still counts.
+        cutoff: u64,
+        /// When, by the admin's clock (ms).
+        at_ms: u64,
+    },
     /// An admin snapshot contradicts itself or what this node holds.
     #[error("the snapshot is inconsistent: {0}")]
     BadSnapshot(String),
@@ -403,7 +437,7 @@ impl Engine {
         &self,
         store: &S,
         opener: Opener<R>,
-        key: &DatasetKey,
+        keys: &Keyring,
         accept: Accept,
     ) -> Res<Verdict, S> {
         let header = opener.header().clone();
@@ -421,6 +455,9 @@ impl Engine {
         if sender.0 == 0 {
             return Err(BundleError::Malformed("member 0 does not exist".into()).into());
         }
+        // A removed sender's bundle is read as far as its receipt: one made before its cutoff
+        // carries only what counts and is taken like any other.
+        let mut removed = None;
         if let Some(seq) = st::<S, _>(store.frozen(sender))? {
             let rec = st::<S, _>(store.record(MEMBERS, &sender.0.to_string()))?;
             if let Some((reason, at_ms)) = cancellation(rec.as_ref()) {
@@ -430,16 +467,29 @@ impl Engine {
                     at_ms,
                 });
             }
-            return Err(IngestError::Frozen {
-                member: sender,
-                seq,
-            });
+            match removal(rec.as_ref()) {
+                Some(r) if seq > r.cutoff => removed = Some(r),
+                _ => {
+                    return Err(IngestError::Frozen {
+                        member: sender,
+                        seq,
+                    });
+                }
+            }
         }
-        let mut reader = opener.decrypt(key)?;
+        let mut reader = self.open_sealed(opener, keys)?;
         let Some(Item::Receipt(receipt)) = reader.next_item()? else {
             unreachable!("the reader checks that a payload starts with a receipt");
         };
         let head = receipt.get(sender);
+        if let Some(r) = removed.filter(|r| head > r.cutoff) {
+            return Err(IngestError::Removed {
+                member: sender,
+                cutoff: r.cutoff,
+                reason: r.reason,
+                at_ms: r.at_ms,
+            });
+        }
         let chain = st::<S, _>(store.chain(sender))?;
         let have = chain.as_ref().map_or(0, |c| c.seq);
         let mut signer = st::<S, _>(store.member(sender))?.map(|m| m.key);
@@ -757,7 +807,7 @@ impl Engine {
         &self,
         store: &mut S,
         opener: Opener<R>,
-        key: &DatasetKey,
+        keys: &Keyring,
         auth: &Authenticated,
         now_ms: u64,
     ) -> Res<IngestReport, S> {
@@ -765,7 +815,7 @@ impl Engine {
             return Err(IngestError::Changed);
         }
         let sender = auth.header.sender;
-        let mut reader = opener.decrypt(key)?;
+        let mut reader = self.open_sealed(opener, keys)?;
         let version = reader.version();
         let Some(Item::Receipt(receipt)) = reader.next_item()? else {
             unreachable!("the reader checks that a payload starts with a receipt");
@@ -855,9 +905,9 @@ impl Engine {
                                 self.honour_fork_record(store, MemberId(n))?;
                             }
                         }
-                        if collection == MEMBERS && cancellation(Some(&state)).is_some() {
-                            if let Ok(n) = id.parse::<u32>() {
-                                self.freeze(store, MemberId(n), 1)?;
+                        if collection == MEMBERS {
+                            if let (Some(from), Ok(n)) = (frozen_from(&state), id.parse::<u32>()) {
+                                self.freeze(store, MemberId(n), from)?;
                             }
                         }
                     }
@@ -945,13 +995,13 @@ impl Engine {
         &self,
         store: &mut S,
         mut open: impl FnMut() -> Result<Opener<R>, BundleError>,
-        key: &DatasetKey,
+        keys: &Keyring,
         accept: Accept,
         now_ms: u64,
     ) -> Res<Received, S> {
-        match self.authenticate(store, open()?, key, accept)? {
+        match self.authenticate(store, open()?, keys, accept)? {
             Verdict::Authentic(auth) => {
-                let report = self.ingest(store, open()?, key, &auth, now_ms)?;
+                let report = self.ingest(store, open()?, keys, &auth, now_ms)?;
                 let settled = self.settle(store, now_ms)?;
                 Ok(Received::Applied(Box::new(report), settled))
             }
@@ -1642,13 +1692,14 @@ impl Engine {
                         rec.apply_owned(stamp, &ctx, op);
                     }
                 }
-                let cancels = collection == MEMBERS
-                    && commit.author == MemberId::ADMIN
-                    && cancellation(Some(&rec)).is_some();
+                let freezes = match collection == MEMBERS && commit.author == MemberId::ADMIN {
+                    true => frozen_from(&rec),
+                    false => None,
+                };
                 st::<S, _>(store.put_record(&collection, &id, &rec))?;
                 drop(rec);
-                if let (true, Ok(n)) = (cancels, id.parse::<u32>()) {
-                    self.freeze(store, MemberId(n), 1)?;
+                if let (Some(from), Ok(n)) = (freezes, id.parse::<u32>()) {
+                    self.freeze(store, MemberId(n), from)?;
                 }
                 if !collection.starts_with('_') {
                     records += 1;
@@ -2077,20 +2128,55 @@ impl Engine {
         Ok(applied)
     }
 
+    /// Starts reading a bundle with the key of the epoch its header names.
+    fn open_sealed<R: Read, E: std::error::Error + 'static>(
+        &self,
+        opener: Opener<R>,
+        keys: &Keyring,
+    ) -> Result<BundleReader<R>, IngestError<E>> {
+        let epoch = opener.header().epoch;
+        let key = match keys.key(epoch) {
+            Some(k) => k,
+            None if opener.is_plaintext() => keys.current().1,
+            None => {
+                // A grant that removes this laptop says so (the reason stays among the
+                // members: only the cutoff and the date travel in clear).
+                let grant = &opener.header().grant;
+                if let Ok(g) =
+                    ferry_bundle::EpochGrant::from_bytes(grant, self.dataset, &self.admin_key)
+                {
+                    if let Some(r) = g.body.removed.iter().find(|r| r.member == self.me) {
+                        return Err(IngestError::RemovedHere {
+                            cutoff: r.cutoff,
+                            at_ms: g.body.at_ms,
+                        });
+                    }
+                }
+                return Err(IngestError::NoEpochKey { epoch });
+            }
+        };
+        Ok(opener.decrypt(key)?)
+    }
+
     /// Starts a bundle from this node: the header and its receipt.
     fn start_bundle<S: Storage, W: Write>(
         &self,
         store: &S,
         out: W,
         salt: [u8; 16],
-        key: &DatasetKey,
+        keys: &Keyring,
         options: WriteOptions,
     ) -> Res<(BundleWriter<W>, VersionVector), S> {
-        let header = Header {
-            dataset: self.dataset,
-            sender: self.me,
-            salt,
-        };
+        let mut header = Header::new(self.dataset, self.me, salt);
+        let (epoch, key) = keys.current();
+        if !options.plaintext && epoch > 0 {
+            header.epoch = epoch;
+            if options.grant {
+                if let Some((_, grant)) = keys.grant() {
+                    header.grant = grant.to_vec();
+                }
+            }
+        }
         let receipt = st::<S, _>(store.stored())?;
         let mut w = BundleWriter::new(out, &header, key, options)?;
         w.push(&Item::Receipt(receipt.clone()))?;
@@ -2185,7 +2271,7 @@ impl Engine {
         store: &S,
         out: W,
         salt: [u8; 16],
-        key: &DatasetKey,
+        keys: &Keyring,
         signer: &SecretKey,
         mut options: WriteOptions,
     ) -> Res<(W, ExportReport), S> {
@@ -2201,8 +2287,13 @@ impl Engine {
         } else {
             ferry_bundle::VERSION
         };
-        let version = options.version;
-        let (mut w, receipt) = self.start_bundle(store, out, salt, key, options)?;
+        // A sealed bundle of a later key epoch is version 5, whose snapshots always carry
+        // ghosts (SPEC §14).
+        let mut version = options.version;
+        if !options.plaintext && keys.current().0 > 0 {
+            version = ferry_bundle::VERSION_EPOCHS;
+        }
+        let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options)?;
         let state = st::<S, _>(store.applied())?;
         let mut compacted = VersionVector::new();
         for (a, _) in receipt.iter() {
@@ -2235,7 +2326,7 @@ impl Engine {
         st::<S, _>(store.visit_records(&mut |collection, id, state| {
             // wire-format: begin
             let mut bytes = postcard::to_allocvec(state).expect("a record state encodes");
-            if version == ferry_bundle::VERSION_GHOSTS {
+            if ferry_bundle::carries_ghosts(version) {
                 bytes = postcard::to_extend(&state.ghosts, bytes).expect("ghosts encode");
             }
             let item = Item::SnapshotRecord {
@@ -2343,11 +2434,11 @@ impl Engine {
         peer_receipts: &[(MemberId, VersionVector)],
         out: W,
         salt: [u8; 16],
-        key: &DatasetKey,
+        keys: &Keyring,
         signer: &SecretKey,
         options: WriteOptions,
     ) -> Res<(W, ExportReport), S> {
-        let (mut w, receipt) = self.start_bundle(store, out, salt, key, options)?;
+        let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options)?;
         for (m, vv) in peer_receipts {
             w.push(&Item::PeerReceipt(*m, vv.clone()))?;
         }
@@ -2452,6 +2543,57 @@ pub const MEMBER_KEY_FIELD: &str = "key";
 /// retracted). The admin cancels an invitation on `ferry invite cancel`, and by itself when
 /// the first bundle of a joined laptop reaches it after the invitation expired.
 pub const MEMBER_CANCELLED_FIELD: &str = "cancelled";
+
+/// The field of `_members/N` where the admin removes member N (text: why). With
+/// [`MEMBER_CUTOFF_FIELD`], N's last commit that still counts: from then on nothing of N
+/// after it is applied and bundles N makes after it are refused, on every laptop that has
+/// the removal (nothing applied is retracted). `ferry member remove` writes both and moves
+/// the dataset to a new key epoch (bundles/SPEC.md §14).
+pub const MEMBER_REMOVED_FIELD: &str = "removed";
+
+/// The field of `_members/N` holding a removed member's cutoff (`Int`).
+pub const MEMBER_CUTOFF_FIELD: &str = "cutoff";
+
+/// A member's removal, as the admin recorded it in its `_members/N` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// Its last commit that still counts.
+    pub cutoff: u64,
+    /// Why.
+    pub reason: String,
+    /// When, by the admin's clock (ms).
+    pub at_ms: u64,
+}
+
+/// The admin's removal of a member in its `_members/N` record, if any. Concurrent cutoffs
+/// (kept side by side) count as the highest.
+pub fn removal(rec: Option<&RecordState>) -> Option<Removal> {
+    let (reason, hlc) = admin_values(rec, MEMBER_REMOVED_FIELD).into_iter().next()?;
+    let cutoff = admin_values(rec, MEMBER_CUTOFF_FIELD)
+        .into_iter()
+        .filter_map(|(v, _)| match v {
+            Value::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        })
+        .max()?;
+    Some(Removal {
+        cutoff,
+        reason: match reason {
+            Value::Str(why) => why.clone(),
+            _ => String::new(),
+        },
+        at_ms: hlc.ms(),
+    })
+}
+
+/// From which commit a `_members/N` record freezes member N: 1 when its invitation was
+/// cancelled, the commit after the cutoff when it was removed.
+pub fn frozen_from(rec: &RecordState) -> Option<u64> {
+    if cancellation(Some(rec)).is_some() {
+        return Some(1);
+    }
+    removal(Some(rec)).map(|r| r.cutoff.saturating_add(1))
+}
 
 /// The field of `_members/N` where the admin records when N's invitation expires (ms since
 /// the Unix epoch, by the admin's clock).
@@ -2595,7 +2737,7 @@ pub fn decode_snapshot_record(
     };
     let (mut state, rest): (RecordState, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(failed)?;
-    if version != ferry_bundle::VERSION_GHOSTS {
+    if !ferry_bundle::carries_ghosts(version) {
         return if rest.is_empty() {
             Ok(state)
         } else {

@@ -40,11 +40,7 @@ pub fn bundle(
     items: &[Item],
     signer: Signer<'_>,
 ) -> Vec<u8> {
-    let header = Header {
-        dataset,
-        sender,
-        salt,
-    };
+    let header = Header::new(dataset, sender, salt);
     let options = WriteOptions {
         level: 1,
         plaintext: key.is_none(),
@@ -256,7 +252,7 @@ pub fn rogue(node: &SimNode, known: &VersionVector, rng: &mut SplitMix) -> Vec<u
         head,
         hash,
     };
-    let key = Some(&node.key);
+    let key = Some(node.key.current().1);
     let target = format!("r{}", rng.below(4));
     match rng.below(7) {
         // A snapshot from a member, validly signed: only the admin's are installed.

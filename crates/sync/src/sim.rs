@@ -9,7 +9,7 @@ use crate::mem::{MemError, MemStorage};
 use crate::membership::Invitation;
 use crate::plan::{Coverage, needs_snapshot, plan_export};
 use crate::storage::Storage;
-use ferry_bundle::{BundleReader, DatasetKey, WriteOptions};
+use ferry_bundle::{BundleReader, DatasetKey, Keyring, WriteOptions};
 use ferry_model::crypto::SecretKey;
 use ferry_model::{Change, Commit, DatasetId, MemberId, Op, Value, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,8 +72,8 @@ pub struct SimNode {
     pub store: MemStorage,
     /// Its device key.
     pub secret: SecretKey,
-    /// The dataset key.
-    pub key: DatasetKey,
+    /// The dataset's keys (epoch 0: the dataset key).
+    pub key: Keyring,
     /// Its label.
     pub label: String,
     /// The dataset name.
@@ -118,7 +118,7 @@ impl SimNode {
         let mut node = SimNode {
             engine,
             store: MemStorage::default(),
-            key: DatasetKey(rng.bytes()),
+            key: Keyring::new(DatasetKey(rng.bytes())),
             secret,
             label: label.to_string(),
             dataset_name: dataset_name.to_string(),
@@ -146,7 +146,7 @@ impl SimNode {
             &self.label,
             self.engine.dataset,
             &self.dataset_name,
-            self.key.0,
+            self.key.current().1.0,
             member,
             label,
             self.rng.bytes(),
@@ -171,7 +171,7 @@ impl SimNode {
                 me: inv.member(),
             },
             store: MemStorage::default(),
-            key: DatasetKey(inv.dataset_key),
+            key: Keyring::new(DatasetKey(inv.dataset_key)),
             label: inv.cert.label.clone(),
             dataset_name: inv.dataset_name.clone(),
             secret,

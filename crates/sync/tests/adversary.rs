@@ -87,7 +87,7 @@ fn signed_by(node: &SimNode, salt: u8, items: &[Item]) -> Vec<u8> {
         node.engine.dataset,
         me,
         [salt; 16],
-        Some(&node.key),
+        Some(node.key.current().1),
         items,
         Signer::Key {
             key: &node.secret,

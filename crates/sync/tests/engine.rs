@@ -225,7 +225,7 @@ fn bundles_of_another_dataset_or_non_members_are_refused_without_changes() {
         "fake",
         hq.engine.dataset,
         "clinics",
-        hq.key.0,
+        hq.key.current().1.0,
         MemberId(7),
         "intruder",
         [43; 32],
@@ -273,7 +273,7 @@ fn a_relayed_run_with_a_forged_proof_is_left_out_and_the_rest_applies() {
     }]);
     let mut reader = BundleReader::open(&honest[..])
         .unwrap()
-        .decrypt(&hq.key)
+        .decrypt(hq.key.current().1)
         .unwrap();
     let mut items = Vec::new();
     while let Some(item) = reader.next_item().unwrap() {
@@ -295,15 +295,11 @@ fn a_relayed_run_with_a_forged_proof_is_left_out_and_the_rest_applies() {
             sig.0[0] ^= 1;
         }
     }
-    let header = ferry_bundle::Header {
-        dataset: hq.engine.dataset,
-        sender: MemberId(1),
-        salt: [1; 16],
-    };
+    let header = ferry_bundle::Header::new(hq.engine.dataset, MemberId(1), [1; 16]);
     let mut w = ferry_bundle::BundleWriter::new(
         Vec::new(),
         &header,
-        &hq.key,
+        hq.key.current().1,
         ferry_bundle::WriteOptions::default(),
     )
     .unwrap();
@@ -360,7 +356,7 @@ fn a_bundle_under_the_wrong_key_or_damaged_is_refused() {
         Err(IngestError::Bundle(_))
     ));
     let mut wrong = a.clone();
-    wrong.key = DatasetKey([0; 32]);
+    wrong.key = ferry_bundle::Keyring::new(DatasetKey([0; 32]));
     assert!(matches!(wrong.ingest(&bundle), Err(IngestError::Bundle(_))));
     assert!(a.ingest(&bundle).is_ok());
 }
@@ -465,15 +461,11 @@ fn gossip_and_absurd_receipts_cannot_stop_exports_to_honest_peers() {
     ]
     .into_iter()
     .collect();
-    let header = ferry_bundle::Header {
-        dataset: a.engine.dataset,
-        sender: MemberId(2),
-        salt: [3; 16],
-    };
+    let header = ferry_bundle::Header::new(a.engine.dataset, MemberId(2), [3; 16]);
     let mut w = ferry_bundle::BundleWriter::new(
         Vec::new(),
         &header,
-        &a.key,
+        a.key.current().1,
         ferry_bundle::WriteOptions::default(),
     )
     .unwrap();
@@ -534,15 +526,11 @@ fn a_bogus_stashed_copy_cannot_hide_the_genuine_commits() {
     let head = hq.store.stored().unwrap().get(MemberId(1));
     assert!(head >= have + 4);
     // Someone with the dataset key makes a bundle claiming HQ's later commits, with garbage.
-    let header = ferry_bundle::Header {
-        dataset: hq.engine.dataset,
-        sender: MemberId(9),
-        salt: [4; 16],
-    };
+    let header = ferry_bundle::Header::new(hq.engine.dataset, MemberId(9), [4; 16]);
     let mut w = ferry_bundle::BundleWriter::new(
         Vec::new(),
         &header,
-        &hq.key,
+        hq.key.current().1,
         ferry_bundle::WriteOptions::default(),
     )
     .unwrap();

@@ -49,13 +49,9 @@ fn fixed_overhead_and_one_incremental_reference_record_fit_the_budget() {
     );
     const { assert!(FIXED <= 120) };
     assert_eq!(
-        ferry_bundle::Header {
-            dataset: a.engine.dataset,
-            sender: MemberId(2),
-            salt: [0; 16]
-        }
-        .encode()
-        .len()
+        ferry_bundle::Header::new(a.engine.dataset, MemberId(2), [0; 16])
+            .encode()
+            .len()
             + 1
             + 16
             + 64,

@@ -124,7 +124,7 @@ fn export_with(
             &[],
             Vec::new(),
             [salt; 16],
-            &DatasetKey(key),
+            &ferry_bundle::Keyring::new(DatasetKey(key)),
             &SecretKey::from_bytes(signer),
             options,
         )
@@ -299,7 +299,7 @@ fn generate() -> Vec<Vector> {
                     &[],
                     Vec::new(),
                     [5; 16],
-                    &DatasetKey(KEY),
+                    &ferry_bundle::Keyring::new(DatasetKey(KEY)),
                     &SecretKey::from_bytes(ADMIN),
                     WriteOptions::default(),
                 )
@@ -384,7 +384,7 @@ fn admin_node() -> SimNode {
         engine: engine(),
         store: admin_with(0),
         secret: SecretKey::from_bytes(ADMIN),
-        key: DatasetKey(KEY),
+        key: ferry_bundle::Keyring::new(DatasetKey(KEY)),
         label: "hq".into(),
         dataset_name: "vector dataset".into(),
         rng: SplitMix(11),
@@ -862,12 +862,7 @@ fn plain_bundle_version(
     chain: &Hash,
     signer: [u8; 32],
 ) -> Vec<u8> {
-    let header = Header {
-        dataset: DATASET,
-        sender: MemberId(sender),
-        salt: [salt; 16],
-    }
-    .encode_version(true, version);
+    let header = Header::new(DATASET, MemberId(sender), [salt; 16]).encode_version(true, version);
     let mut h = blake3::Hasher::new_derive_key("ferry v1 bundle digest");
     h.update(&header);
     h.update(&[flag]);
@@ -1026,12 +1021,7 @@ fn malformed() -> Vec<(
         "no-signature",
         "a header, the flag and 10 bytes: too short to end in a signature",
         {
-            let mut b = Header {
-                dataset: DATASET,
-                sender: MemberId::ADMIN,
-                salt: [0x29; 16],
-            }
-            .encode_as(true);
+            let mut b = Header::new(DATASET, MemberId::ADMIN, [0x29; 16]).encode_as(true);
             b.push(0);
             b.extend_from_slice(&[0; 10]);
             b
@@ -1258,7 +1248,13 @@ fn classify(
     let mut st = MemStorage::default();
     // Plaintext vectors are read as a `--plaintext` link would.
     let accept = ferry_sync::Accept { plaintext: true };
-    let r = e.receive(&mut st, || BundleReader::open(bytes), &key, accept, T0);
+    let r = e.receive(
+        &mut st,
+        || BundleReader::open(bytes),
+        &ferry_bundle::Keyring::new(key.clone()),
+        accept,
+        T0,
+    );
     r.map(|r| match r {
         ferry_sync::Received::Applied(r, _) => (r.runs.clone(), true),
         _ => (Vec::new(), false),
@@ -1843,7 +1839,7 @@ fn a_relayed_run_keeps_the_authors_proof_and_verifies_on_a_third_replica() {
         .receive(
             &mut relay,
             || BundleReader::open(&bundle[..]),
-            &DatasetKey(KEY),
+            &ferry_bundle::Keyring::new(DatasetKey(KEY)),
             Default::default(),
             T0,
         )
@@ -1853,11 +1849,7 @@ fn a_relayed_run_keeps_the_authors_proof_and_verifies_on_a_third_replica() {
         .unwrap()
         .expect("the sender's bundle signature is kept");
     assert!(proof.digest.is_some());
-    let header = Header {
-        dataset: DATASET,
-        sender: MemberId(2),
-        salt: [1; 16],
-    };
+    let header = Header::new(DATASET, MemberId(2), [1; 16]);
     let mut w = BundleWriter::new(
         Vec::new(),
         &header,
@@ -1904,7 +1896,7 @@ fn a_relayed_run_keeps_the_authors_proof_and_verifies_on_a_third_replica() {
     .receive(
         &mut third,
         || BundleReader::open(&relayed[..]),
-        &DatasetKey(KEY),
+        &ferry_bundle::Keyring::new(DatasetKey(KEY)),
         Default::default(),
         T0,
     )
@@ -1963,7 +1955,7 @@ fn a_relayed_run_keeps_the_authors_proof_and_verifies_on_a_third_replica() {
     .receive(
         &mut fourth,
         || BundleReader::open(&forged_proof[..]),
-        &DatasetKey(KEY),
+        &ferry_bundle::Keyring::new(DatasetKey(KEY)),
         Default::default(),
         T0,
     )

@@ -93,7 +93,7 @@ pub fn admin_node() -> SimNode {
         engine: engine(MemberId::ADMIN),
         store,
         secret: SecretKey::from_bytes(ADMIN),
-        key: DatasetKey(KEY),
+        key: ferry_bundle::Keyring::new(DatasetKey(KEY)),
         label: "hq".into(),
         dataset_name: "vector dataset".into(),
         rng: SplitMix(11),
@@ -163,7 +163,7 @@ fn receive(engine: &Engine, store: &mut MemStorage, bytes: &[u8], plaintext: boo
     let _ = engine.receive(
         store,
         || BundleReader::open(bytes),
-        &DatasetKey(KEY),
+        &ferry_bundle::Keyring::new(DatasetKey(KEY)),
         Accept { plaintext },
         NOW,
     );
@@ -198,12 +198,7 @@ pub fn bundle_sealed_payload(data: &[u8]) {
     } else {
         VERSION
     };
-    let header = Header {
-        dataset: DATASET,
-        sender,
-        salt: [0x5a; 16],
-    }
-    .encode_version(false, version);
+    let header = Header::new(DATASET, sender, [0x5a; 16]).encode_version(false, version);
     for (e, mut st) in receivers() {
         let bytes = signed_bundle(&st, &header, sender, payload);
         receive(&e, &mut st, &bytes, false);

@@ -29,12 +29,7 @@ fn a_vectors_payload_resealed_and_resigned_is_applied() {
 
     let store = MemStorage::default();
     // Another salt than the vector's: a different header, so a different digest to sign.
-    let header = Header {
-        dataset: DATASET,
-        sender: MemberId::ADMIN,
-        salt: [0x5a; 16],
-    }
-    .encode();
+    let header = Header::new(DATASET, MemberId::ADMIN, [0x5a; 16]).encode();
     let resigned = signed_bundle(&store, &header, MemberId::ADMIN, &stream);
     let engine = Engine {
         dataset: DATASET,
@@ -45,7 +40,7 @@ fn a_vectors_payload_resealed_and_resigned_is_applied() {
     let got = engine.receive(
         &mut store,
         || BundleReader::open(&resigned[..]),
-        &DatasetKey(KEY),
+        &ferry_bundle::Keyring::new(DatasetKey(KEY)),
         Accept { plaintext: false },
         T0 + 1,
     );

@@ -204,6 +204,27 @@ such member, or a label another member has).")]
         /// Its new label
         label: String,
     },
+    /// Remove a member (admin only): a lost or stolen laptop, or staff who left
+    #[command(after_help = "\
+Examples:
+  ferry member remove clinic-b --reason \"laptop stolen at the checkpoint\"
+  ferry member remove '#3'
+
+What it wrote up to now (as far as this laptop has it) stays; nothing it writes from now on
+counts, and every laptop refuses its new bundles, saying it was removed, when and by whom.
+The dataset moves to a new key that every other member receives, sealed to it alone, with
+the next bundles: the removed laptop cannot read anything written after this. Sync as
+usual; the others learn of it with the next sync.
+
+Exit status: 0 removed; 1 failed (not the admin, or the line says why); 2 usage mistake (no
+such member, already removed, or not joined yet: cancel its invitation instead).")]
+    Remove {
+        /// The member: its label, or #N
+        member: String,
+        /// Why (shown to every member)
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -401,7 +422,7 @@ fn invite_list(home: Option<PathBuf>, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `ferry member list|rename`.
+/// `ferry member list|rename|remove`.
 pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> {
     let mut node = open(home)?;
     match action {
@@ -430,6 +451,18 @@ pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> 
                             .map_or("never".into(), |t| output::shown(t).into_owned()),
                         format!("CANCELLED ({}): nothing of it counts", output::shown(why)),
                     )
+                } else if let Some(r) = &m.removed {
+                    (
+                        m.last_heard
+                            .as_deref()
+                            .map_or("never".into(), |t| output::shown(t).into_owned()),
+                        format!(
+                            "REMOVED {} ({}): nothing after its change {} counts",
+                            output::shown(&r.at),
+                            output::shown(&r.reason),
+                            r.cutoff
+                        ),
+                    )
                 } else if let Some(k) = m.frozen_from {
                     (
                         m.last_heard
@@ -452,6 +485,17 @@ pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> 
                 ))?;
             }
             Ok(())
+        }
+        MemberAction::Remove { member, reason } => {
+            let r = node.remove_member(&member, reason.as_deref())?;
+            let (n, label) = r.removed.unwrap_or_default();
+            out(format_args!(
+                "Removed {} (member #{n}): what it wrote up to its change {} counts, nothing after; the dataset now uses key number {}, sealed to the {} other members with the next bundles",
+                output::shown(&label),
+                r.cutoff.unwrap_or(0),
+                r.epoch,
+                r.members.saturating_sub(1)
+            ))
         }
         MemberAction::Rename { member, label } => {
             let (n, old) = node.rename_member(&member, &label)?;
@@ -685,4 +729,14 @@ mod tests {
             "#12  x\\e              -                              +254712345678"
         );
     }
+}
+
+/// `ferry rekey`.
+pub(crate) fn rekey(home: Option<PathBuf>) -> Result<()> {
+    let mut node = open(home)?;
+    let r = node.rekey()?;
+    out(format_args!(
+        "The dataset now uses key number {}, sealed to each of the {} members (this laptop included) with the next bundles; older bundles stay readable by members",
+        r.epoch, r.members
+    ))
 }

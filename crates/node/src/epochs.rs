@@ -1,0 +1,289 @@
+//! Removing a member and changing the dataset key: key epochs (bundles/SPEC.md §14).
+//!
+//! The admin removes a member by recording, in `_members/N`, why and the member's cutoff
+//! (its last commit that still counts: what the admin had applied of it), and by moving the
+//! dataset to a new key epoch whose key it seals to every remaining member alone (X25519)
+//! in a signed grant. From then on every laptop that holds the new key seals with it, and
+//! bundles carry the grant in their header until every member is known to hold it, so a
+//! laptop that was away learns the new key from whichever bundle reaches it first. The
+//! removed laptop cannot open the grant: it reads nothing sealed after its removal, and is
+//! told so in one line.
+
+use crate::identity::Identity;
+use crate::node::{KEYRING, find_member, no_such_member};
+use crate::time::now_ms;
+use crate::{Node, NodeError};
+use ferry_bundle::{DatasetKey, EpochGrant, Header, Keyring, Removal};
+use ferry_model::{Change, MemberId, Op, Value};
+use ferry_store::StoreTx;
+use ferry_sync::Storage;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// What `ferry member remove` or `ferry rekey` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RekeyReport {
+    /// The member removed (number, label), for a removal.
+    pub removed: Option<(u32, String)>,
+    /// Its last change that still counts, for a removal.
+    pub cutoff: Option<u64>,
+    /// The new key epoch.
+    pub epoch: u32,
+    /// How many members the new key was sealed to (this laptop included).
+    pub members: usize,
+}
+
+impl Node {
+    /// Removes `who` (admin only): records the removal with its cutoff and moves the dataset
+    /// to a new key epoch that the removed laptop is not given.
+    pub fn remove_member(
+        &mut self,
+        who: &str,
+        reason: Option<&str>,
+    ) -> Result<RekeyReport, NodeError> {
+        self.require_admin("remove members")?;
+        let labels = self.labels()?;
+        let Some(member) = find_member(&labels, who) else {
+            return Err(no_such_member(&labels, who));
+        };
+        let label = labels.get(&member).cloned().unwrap_or_default();
+        if member == self.id.me {
+            return Err(NodeError::BadArgument(format!(
+                "{label} is this laptop, the admin: it cannot remove itself"
+            )));
+        }
+        let why = reason.map_or_else(
+            || "removed with `ferry member remove`".to_string(),
+            str::to_string,
+        );
+        crate::node::check_label("--reason", &why)?;
+        let mut removed = self.removed_in_grants();
+        let now = now_ms();
+        let mut tx = self.store.transaction(now)?;
+        let rec = tx.record(ferry_sync::MEMBERS, &member.0.to_string())?;
+        if let Some(r) = ferry_sync::removal(rec.as_ref()) {
+            return Err(NodeError::BadArgument(format!(
+                "{label} (#{}) was already removed on {} ({}); nothing it wrote after its change {} counts",
+                member.0,
+                crate::time::format_utc(r.at_ms),
+                r.reason,
+                r.cutoff
+            )));
+        }
+        if ferry_sync::cancellation(rec.as_ref()).is_some() {
+            return Err(NodeError::BadArgument(format!(
+                "the invitation of {label} (#{}) was cancelled: it never became a member; if its invitation file may have been copied, run `ferry rekey`",
+                member.0
+            )));
+        }
+        if tx.member(member)?.is_none() {
+            return Err(NodeError::BadArgument(format!(
+                "{label} (#{}) has not joined (its first bundle has not reached this laptop): cancel its invitation with `ferry invite cancel {label}`, then run `ferry rekey` if its invitation file may have been copied",
+                member.0
+            )));
+        }
+        let cutoff = tx.applied()?.get(member);
+        self.engine.commit_local(
+            &mut tx,
+            vec![Change::Record {
+                collection: ferry_sync::MEMBERS.into(),
+                id: member.0.to_string(),
+                ops: vec![
+                    Op::Set(ferry_sync::MEMBER_REMOVED_FIELD.into(), Value::Str(why)),
+                    Op::Set(
+                        ferry_sync::MEMBER_CUTOFF_FIELD.into(),
+                        Value::Int(i64::try_from(cutoff).unwrap_or(i64::MAX)),
+                    ),
+                ],
+            }],
+            now,
+        )?;
+        removed.retain(|r| r.member != member);
+        removed.push(Removal { member, cutoff });
+        let (ring, members) = new_epoch(&self.keys, &self.id, &mut tx, removed, now)?;
+        tx.commit()?;
+        self.keys = ring;
+        Ok(RekeyReport {
+            removed: Some((member.0, label)),
+            cutoff: Some(cutoff),
+            epoch: self.keys.current().0,
+            members,
+        })
+    }
+
+    /// Moves the dataset to a new key epoch without removing anyone (admin only): bundles
+    /// from now on are sealed with a new key every member is given; older bundles stay
+    /// readable by members.
+    pub fn rekey(&mut self) -> Result<RekeyReport, NodeError> {
+        self.require_admin("change the dataset key")?;
+        let removed = self.removed_in_grants();
+        let now = now_ms();
+        let mut tx = self.store.transaction(now)?;
+        let (ring, members) = new_epoch(&self.keys, &self.id, &mut tx, removed, now)?;
+        tx.commit()?;
+        self.keys = ring;
+        Ok(RekeyReport {
+            removed: None,
+            cutoff: None,
+            epoch: self.keys.current().0,
+            members,
+        })
+    }
+
+    /// The removals the current grant announces (so that a later grant keeps telling a
+    /// removed laptop why it cannot read).
+    fn removed_in_grants(&self) -> Vec<Removal> {
+        self.keys
+            .current_grant()
+            .map(|g| g.body.removed)
+            .unwrap_or_default()
+    }
+
+    /// The admin keeps its grant covering every member: a laptop that joined after the key
+    /// changed (with an invitation made before) gets the key in a new grant of the same
+    /// epoch. Run before the admin writes a bundle.
+    pub(crate) fn refresh_grant(&mut self) -> Result<(), NodeError> {
+        if !self.id.is_admin() {
+            return Ok(());
+        }
+        let Some(grant) = self.keys.current_grant() else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let mut tx = self.store.transaction(now)?;
+        let members = grant_members(&mut tx)?;
+        let covered: BTreeSet<MemberId> = grant.body.wraps.iter().map(|w| w.member).collect();
+        if members.iter().all(|(m, _)| covered.contains(m)) {
+            return Ok(());
+        }
+        let history = self.keys.history().ok_or_else(|| {
+            NodeError::BadArgument("this laptop lacks an earlier key epoch".into())
+        })?;
+        let (key, earlier) = history.split_last().expect("epoch 0 at least");
+        let admin_seq = tx.chain(self.id.me)?.map_or(0, |c| c.seq);
+        let wider = EpochGrant::issue(
+            &self.id.secret,
+            self.id.dataset,
+            key,
+            earlier,
+            admin_seq.max(grant.body.admin_seq),
+            grant.body.at_ms,
+            grant.body.removed.clone(),
+            &members,
+            crate::node::random(),
+        );
+        let mut ring = self.keys.clone();
+        ring.install(&[], Some(&wider));
+        tx.set_meta(KEYRING, &ring.to_bytes())?;
+        tx.commit()?;
+        self.keys = ring;
+        Ok(())
+    }
+
+    /// Learns the keys a bundle's header grants this laptop (kept at once: a grant the
+    /// admin signed is good whatever the rest of the bundle turns out to be).
+    pub(crate) fn learn_keys(&mut self, header: &Header) -> Result<(), NodeError> {
+        if header.grant.is_empty() {
+            return Ok(());
+        }
+        let mut ring = self.keys.clone();
+        let learned = ring.learn(
+            &header.grant,
+            self.id.dataset,
+            &self.id.admin_key,
+            self.id.me,
+            &self.id.secret,
+        );
+        if matches!(&learned, Ok(l) if !l.epochs.is_empty() || l.grant) {
+            let tx = self.store.transaction(now_ms())?;
+            tx.set_meta(KEYRING, &ring.to_bytes())?;
+            tx.commit()?;
+            self.keys = ring;
+        }
+        Ok(())
+    }
+
+    /// Whether bundles should carry the current grant: some member this laptop writes for
+    /// is not known to hold the admin's change that began the epoch.
+    pub(crate) fn grant_needed(&mut self) -> Result<bool, NodeError> {
+        let Some((seq, _)) = self.keys.grant() else {
+            return Ok(false);
+        };
+        let peers = self.known_peers()?;
+        let tx = self.store.read()?;
+        for p in peers {
+            if p != MemberId::ADMIN && tx.peer(p)?.get(MemberId::ADMIN) < seq {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Members that are no longer waited for: invitation cancelled, or removed.
+pub(crate) fn gone_members(tx: &mut StoreTx<'_>) -> Result<BTreeSet<MemberId>, NodeError> {
+    let mut out = BTreeSet::new();
+    tx.for_each_record(ferry_sync::MEMBERS, false, |id, r| {
+        let gone =
+            ferry_sync::cancellation(Some(r)).is_some() || ferry_sync::removal(Some(r)).is_some();
+        if let (Ok(n), true) = (id.parse::<u32>(), gone) {
+            out.insert(MemberId(n));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The members a grant is for: every joined member not removed and whose invitation was not
+/// cancelled (the admin included).
+fn grant_members(
+    tx: &mut StoreTx<'_>,
+) -> Result<Vec<(MemberId, ferry_model::crypto::PublicKey)>, NodeError> {
+    let gone = gone_members(tx)?;
+    Ok(tx
+        .members()?
+        .into_iter()
+        .filter(|m| !gone.contains(&m.member))
+        .map(|m| (m.member, m.key))
+        .collect())
+}
+
+/// Draws the next epoch's key and seals it to the members in a grant, kept (in `tx`) with
+/// the keyring it returns. Also returns how many members the grant is for.
+fn new_epoch(
+    keys: &Keyring,
+    id: &Identity,
+    tx: &mut StoreTx<'_>,
+    removed: Vec<Removal>,
+    now: u64,
+) -> Result<(Keyring, usize), NodeError> {
+    let history = keys
+        .history()
+        .ok_or_else(|| NodeError::BadArgument("this laptop lacks an earlier key epoch".into()))?;
+    if history.len() > ferry_bundle::MAX_EPOCH as usize {
+        return Err(NodeError::BadArgument(format!(
+            "the dataset has changed its key {} times, the most the format allows",
+            ferry_bundle::MAX_EPOCH
+        )));
+    }
+    let key = DatasetKey(crate::node::random());
+    let members = grant_members(tx)?;
+    let admin_seq = tx.chain(id.me)?.map_or(0, |c| c.seq);
+    let grant = EpochGrant::issue(
+        &id.secret,
+        id.dataset,
+        &key,
+        &history,
+        admin_seq,
+        now,
+        removed,
+        &members,
+        crate::node::random(),
+    );
+    let mut all = history;
+    all.push(key);
+    let mut ring = keys.clone();
+    ring.install(&all, Some(&grant));
+    tx.set_meta(KEYRING, &ring.to_bytes())?;
+    Ok((ring, members.len()))
+}
