@@ -1,16 +1,18 @@
 #!/usr/bin/python3
-"""A second, independent decoder of ferry bundles (format versions 1 and 3), written from
+"""A second, independent decoder of ferry bundles (format versions 1, 3 and 5), written from
 bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
 as JSON, in the form SPEC §12 defines; `crates/sync/tests/vectors.rs` checks that this is
 exactly what each vector pins.
 
     /usr/bin/python3 bundles/decoder/ferry_decode.py bundles/vectors/valid-one-record
 
-It reads sealed bundles with the dataset key the vector names, checks every signature it can
+It reads sealed bundles with the dataset key the vector names (for version 5, with the key
+the header's grant seals to the member the vector names), checks every signature it can
 (strict Ed25519, §7) and every chain hash, and does not merge anything. Needs the Debian
 packages python3-cryptography and python3-zstandard; BLAKE3 is blake3.py beside it.
 """
 
+import hashlib
 import json
 import os
 import struct
@@ -21,7 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blake3  # noqa: E402
 import zstandard  # noqa: E402
 from cryptography.exceptions import InvalidSignature, InvalidTag  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: E402
+    Ed25519PrivateKey, Ed25519PublicKey)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (  # noqa: E402
+    X25519PrivateKey, X25519PublicKey)
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
 
 # §8 limits
@@ -510,7 +516,7 @@ def record_state(collection, rid, data, version):
         for _ in range(r.count(MAX_NAMES)):
             f = r.string()
             firsts[f] = sibling(r)
-        gs = ghosts(r) if version == 3 else None
+        gs = ghosts(r) if version in (3, 5) else None
     except (End, Bad, BadValue):
         raise Refused("payload failure", "malformed-item")
     except Limit:
@@ -540,23 +546,113 @@ def read_header(b):
         version = r.byte()
         if version >= 0x20:
             raise Refused("header failure", "not-a-bundle")
-        if version not in (1, 3):
+        if version not in (1, 3, 5):
             raise Refused("version failure", "unsupported-version")
         dataset = r.take(8)
-        sender = 0
-        for i in range(5):
-            x = r.byte()
-            sender |= (x & 0x7F) << (7 * i)
-            if x & 0x80 == 0:
-                if (i > 0 and x == 0) or sender > 2**32 - 1:
-                    raise Refused("header failure", "bad-header")
-                break
-            if i == 4:
-                raise Refused("header failure", "bad-header")
+        sender = header_varint(r)
         salt = r.take(16)
+        epoch, grant = 0, b""
+        if version == 5:  # §14 1.
+            epoch = header_varint(r)
+            n = header_varint(r)
+            if epoch == 0 or epoch > MAX_EPOCH or n > MAX_GRANT:
+                raise Refused("header failure", "bad-header")
+            grant = r.take(n)
     except End:
         raise Refused("header failure", "bad-header")
-    return magic, version, dataset, sender, salt, b[:r.pos]
+    return magic, version, dataset, sender, salt, b[:r.pos], epoch, grant
+
+
+def header_varint(r):
+    """A minimal varint of at most 32 bits (§3)."""
+    n = 0
+    for i in range(5):
+        x = r.byte()
+        n |= (x & 0x7F) << (7 * i)
+        if x & 0x80 == 0:
+            if (i > 0 and x == 0) or n > 2**32 - 1:
+                raise Refused("header failure", "bad-header")
+            return n
+    raise Refused("header failure", "bad-header")
+
+
+# --- §14 key epochs -----------------------------------------------------------------------
+
+MAX_EPOCH = 4096
+MAX_GRANT = 262144
+
+
+def read_grant(g, dataset, admin):
+    """An epoch grant (§14.1), checked; raises Refused("key failure", "bad-grant")."""
+    def bad():
+        raise Refused("key failure", "bad-grant")
+    r = Reader(g)
+    try:
+        epoch, admin_seq, at_ms = r.u32(), r.u64(), r.u64()
+        removed = [[r.u32(), r.u64()] for _ in range(r.length())]
+        ephemeral = r.take(32)
+        wraps = [(r.u32(), r.take(32), r.take(16)) for _ in range(r.length())]
+        history = r.take(r.length())
+        body_end = r.pos
+        signature = r.take(64)
+    except (End, Bad):
+        bad()
+    members = [w[0] for w in wraps]
+    gone = [m for m, _ in removed]
+    ascending = lambda v: all(a < b for a, b in zip(v, v[1:]))  # noqa: E731
+    if (r.pos != len(g) or not 1 <= epoch <= MAX_EPOCH or len(history) != 32 * epoch + 16
+            or not ascending(members) or not ascending(gone) or set(members) & set(gone)):
+        bad()
+    if not verify(admin, b"ferry v5 epoch grant\0" + dataset + g[:body_end], signature):
+        bad()
+    return {"epoch": epoch, "admin_seq": admin_seq, "at_ms": at_ms, "removed": removed,
+            "ephemeral": ephemeral, "wraps": wraps, "history": history,
+            "signature": signature}
+
+
+def montgomery_u(a):
+    """u = (1 + y) / (1 − y) mod p of an Edwards point's encoding (RFC 7748 §4.1)."""
+    y = (int.from_bytes(a, "little") & ((1 << 255) - 1)) % P
+    return ((1 + y) * pow((1 - y) % P, P - 2, P) % P).to_bytes(32, "little")
+
+
+def seal_nonce():
+    return (0).to_bytes(11, "big") + b"\x01"
+
+
+def open_grant(grant, dataset, member, secret):
+    """The key of the grant's epoch for `member` with device secret `secret` (§14.1),
+    or the key failure."""
+    epoch = grant["epoch"]
+    wrap = [w for w in grant["wraps"] if w[0] == member]
+    if not wrap:
+        if member in [m for m, _ in grant["removed"]]:
+            raise Refused("key failure", "removed")
+        raise Refused("key failure", "no-key")
+    _, sealed, tag = wrap[0]
+    scalar = hashlib.sha512(secret).digest()[:32]
+    theirs = montgomery_u(secret_public(secret))
+    shared = X25519PrivateKey.from_private_bytes(scalar).exchange(
+        X25519PublicKey.from_public_bytes(bytes(grant["ephemeral"])))
+    wrap_key = blake3.derive_key(
+        "ferry v5 epoch key wrap",
+        shared + bytes(grant["ephemeral"]) + theirs + dataset + struct.pack("<II", epoch, member))
+    try:
+        key = ChaCha20Poly1305(wrap_key).decrypt(seal_nonce(), bytes(sealed) + bytes(tag), b"")
+    except InvalidTag:
+        raise Refused("key failure", "no-key")
+    hkey = blake3.derive_key("ferry v5 epoch history", key + dataset + struct.pack("<I", epoch))
+    try:
+        earlier = ChaCha20Poly1305(hkey).decrypt(seal_nonce(), bytes(grant["history"]), b"")
+    except InvalidTag:
+        raise Refused("key failure", "bad-grant")
+    return key, [earlier[i:i + 32] for i in range(0, len(earlier), 32)]
+
+
+def secret_public(secret):
+    """The Ed25519 public key of a device secret (RFC 8032 §5.1.5)."""
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    return Ed25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(*raw)
 
 
 def open_stream(sealed, key):
@@ -710,12 +806,21 @@ def items(payload):
 
 # --- the whole bundle ---------------------------------------------------------------------
 
-def decode(bundle, dataset, key, admin):
-    magic, version, ds, sender, salt, header = read_header(bundle)
+def decode(bundle, dataset, key, admin, member=None, secret=None):
+    magic, version, ds, sender, salt, header, epoch, grant_bytes = read_header(bundle)
     if ds != dataset:
         raise Refused("dataset failure", "another-dataset")
     if sender == 0:
         raise Refused("payload failure", "malformed-item")
+    grant = None
+    if version == 5 and grant_bytes:
+        grant = read_grant(grant_bytes, dataset, admin)
+    if epoch > 0 and magic == 0x46:  # §14.2: the reader holds only epoch 0's key
+        if grant is None or member is None:
+            raise Refused("key failure", "no-key")
+        if grant["epoch"] != epoch:
+            raise Refused("key failure", "no-key")
+        key, _ = open_grant(grant, dataset, member, secret)
     rest = bundle[len(header):]
     plain = rest if magic == 0x50 else open_stream(rest, blake3.derive_key(
         "ferry v1 bundle key", key + header))
@@ -816,8 +921,7 @@ def decode(bundle, dataset, key, admin):
             run["verified"] = check(run["author"], end, dig, bytes.fromhex(p["sig"]))
     return {
         "expect": "success",
-        "header": {"magic": chr(magic), "version": version, "dataset": hx(ds), "sender": sender,
-                   "salt": hx(salt)},
+        "header": header_json(magic, version, ds, sender, salt, epoch, grant),
         "compressed": flag == 1,
         "receipt": receipt,
         "peer_receipts": peers,
@@ -867,6 +971,18 @@ def check_snapshot(snap):
                 bad()
 
 
+def header_json(magic, version, ds, sender, salt, epoch, grant):
+    h = {"magic": chr(magic), "version": version, "dataset": hx(ds), "sender": sender,
+         "salt": hx(salt)}
+    if version == 5:
+        h["epoch"] = epoch
+        h["grant"] = None if grant is None else {
+            "epoch": grant["epoch"], "admin_seq": grant["admin_seq"], "at_ms": grant["at_ms"],
+            "removed": grant["removed"], "ephemeral": hx(grant["ephemeral"]),
+            "members": [w[0] for w in grant["wraps"]], "signature": hx(grant["signature"])}
+    return h
+
+
 def vector(path):
     """Reads a frozen vector (§12): `key: value` lines, a blank line, the bundle."""
     data = open(path, "rb").read()
@@ -885,8 +1001,10 @@ def main(argv):
     blake3.self_test()
     fields, bundle = vector(argv[1])
     try:
+        member = int(fields["member"]) if "member" in fields else None
+        secret = bytes.fromhex(fields["member-secret"]) if "member-secret" in fields else None
         out = decode(bundle, bytes.fromhex(fields["dataset"]), bytes.fromhex(fields["dataset-key"]),
-                     bytes.fromhex(fields["admin-key"]))
+                     bytes.fromhex(fields["admin-key"]), member, secret)
     except Refused as e:
         out = {"expect": e.cls, "reason": e.reason}
     sys.stdout.write(json.dumps(out, indent=1, sort_keys=True, ensure_ascii=False) + "\n")

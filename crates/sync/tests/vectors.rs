@@ -375,7 +375,171 @@ fn generate() -> Vec<Vector> {
             bytes,
         );
     }
+    // Version 5 (SPEC §14): sealed under key epoch 1, the admin's grant in the header.
+    let reader = |m: u32| {
+        vec![
+            ("member", m.to_string()),
+            ("member-secret", hex(&member_secret(m))),
+        ]
+    };
+    let v5 = v5_bundle(ADMIN);
+    let with_reader = |expect: &str, comment: &str, m: u32| {
+        let mut h = common(expect, comment);
+        h.extend(reader(m));
+        h
+    };
+    with(
+        "v5-grant",
+        with_reader(
+            "success",
+            "sealed under key epoch 1; the admin's grant in the header seals the epoch key to members 1, 2 and 4 and removes member 3 after its commit 5; read by member 2",
+            2,
+        ),
+        &[("commits", "1:1-2".to_string())],
+        v5.clone(),
+    );
+    with(
+        "v5-grant-removes-reader",
+        with_reader(
+            "key failure",
+            "the bundle of v5-grant read by member 3, which its grant removes",
+            3,
+        ),
+        &[("reason", "removed".to_string())],
+        v5.clone(),
+    );
+    with(
+        "v5-grant-not-for-reader",
+        with_reader(
+            "key failure",
+            "the bundle of v5-grant read by member 5, to which its grant does not seal the key",
+            5,
+        ),
+        &[("reason", "no-key".to_string())],
+        v5,
+    );
+    with(
+        "v5-grant-not-by-admin",
+        with_reader(
+            "key failure",
+            "sealed under key epoch 1 with a grant signed by member 2, not the admin, for member 2",
+            2,
+        ),
+        &[("reason", "bad-grant".to_string())],
+        v5_bundle(member_secret(2)),
+    );
+    // A header of epoch 0 (and an empty grant), then bytes that would be the sealed stream.
+    let mut zero = Header::new(DATASET, MemberId::ADMIN, [9; 16]).encode_version(false, 5);
+    zero.extend([0u8; 80]);
+    with(
+        "v5-epoch-zero",
+        common(
+            "header failure",
+            "version 5 names key epoch 0, which only versions 1 and 3 use",
+        ),
+        &[("reason", "bad-header".to_string())],
+        zero,
+    );
+    let mut six = export(&admin_with(1), 6, KEY, ADMIN);
+    six[1] = 6;
+    with(
+        "unknown-version-6",
+        common(
+            "version failure",
+            "the bundle of valid-one-record with the version byte 6",
+        ),
+        &[("reason", "unsupported-version".to_string())],
+        six,
+    );
     out
+}
+
+/// The device secret of vector member `m` (test keys, published on purpose).
+fn member_secret(m: u32) -> [u8; 32] {
+    [0x10 + m as u8; 32]
+}
+
+/// The epoch 1 key of the version 5 vectors.
+const EPOCH_1: [u8; 32] = [0x51; 32];
+
+/// The admin's genesis and one visit, sealed under key epoch 1 with a grant signed by
+/// `granter` that seals the key to members 1, 2 and 4 and removes member 3 after commit 5.
+fn v5_bundle(granter: [u8; 32]) -> Vec<u8> {
+    let members: Vec<_> = [1u32, 2, 4]
+        .iter()
+        .map(|&m| {
+            let secret = if m == 1 { ADMIN } else { member_secret(m) };
+            (MemberId(m), SecretKey::from_bytes(secret).public())
+        })
+        .collect();
+    let grant = ferry_bundle::EpochGrant::issue(
+        &SecretKey::from_bytes(granter),
+        DATASET,
+        &DatasetKey(EPOCH_1),
+        &[DatasetKey(KEY)],
+        2,
+        T0 + 5,
+        vec![ferry_bundle::Removal {
+            member: MemberId(3),
+            cutoff: 5,
+        }],
+        &members,
+        [0x77; 32],
+    );
+    let mut ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
+    ring.install(&[DatasetKey(KEY), DatasetKey(EPOCH_1)], Some(&grant));
+    let st = admin_with(1);
+    let runs = [Coverage {
+        author: MemberId::ADMIN,
+        first: 1,
+        last: 2,
+    }];
+    engine()
+        .export(
+            &st,
+            &runs,
+            &[],
+            Vec::new(),
+            [5; 16],
+            &ring,
+            &SecretKey::from_bytes(ADMIN),
+            WriteOptions::default(),
+        )
+        .unwrap()
+        .0
+}
+
+/// The keys a vector's reader holds: the dataset key, and what the bundle's grant seals to
+/// the member the vector names (SPEC §14), or the key failure.
+fn reader_keys(
+    bytes: &[u8],
+    h: &BTreeMap<String, String>,
+) -> Result<ferry_bundle::Keyring, (&'static str, &'static str)> {
+    let key = DatasetKey(unhex(&h["dataset-key"]).try_into().unwrap());
+    let mut ring = ferry_bundle::Keyring::new(key);
+    let Ok(opener) = BundleReader::open(bytes) else {
+        return Ok(ring);
+    };
+    let header = opener.header();
+    if header.grant.is_empty() || ring.key(header.epoch).is_some() {
+        return Ok(ring);
+    }
+    let (Some(m), Some(secret)) = (h.get("member"), h.get("member-secret")) else {
+        return Ok(ring);
+    };
+    let learned = ring.learn(
+        &header.grant,
+        DatasetId(unhex(&h["dataset"]).try_into().unwrap()),
+        &PublicKey(unhex(&h["admin-key"]).try_into().unwrap()),
+        MemberId(m.parse().unwrap()),
+        &SecretKey::from_bytes(unhex(secret).try_into().unwrap()),
+    );
+    match learned {
+        Ok(_) => Ok(ring),
+        Err(ferry_bundle::GrantError::Removed { .. }) => Err(("key failure", "removed")),
+        Err(ferry_bundle::GrantError::NotGranted { .. }) => Err(("key failure", "no-key")),
+        Err(_) => Err(("key failure", "bad-grant")),
+    }
 }
 
 /// The admin's node over [`admin_with`]`(0)`, for the stories that need several members.
@@ -1242,19 +1406,13 @@ fn classify(
     let e = Engine {
         dataset: DatasetId(unhex(&h["dataset"]).try_into().unwrap()),
         admin_key: PublicKey(unhex(&h["admin-key"]).try_into().unwrap()),
-        me: MemberId(99),
+        me: MemberId(h.get("member").map_or(99, |m| m.parse().unwrap())),
     };
-    let key = DatasetKey(unhex(&h["dataset-key"]).try_into().unwrap());
+    let keys = reader_keys(bytes, h)?;
     let mut st = MemStorage::default();
     // Plaintext vectors are read as a `--plaintext` link would.
     let accept = ferry_sync::Accept { plaintext: true };
-    let r = e.receive(
-        &mut st,
-        || BundleReader::open(bytes),
-        &ferry_bundle::Keyring::new(key.clone()),
-        accept,
-        T0,
-    );
+    let r = e.receive(&mut st, || BundleReader::open(bytes), &keys, accept, T0);
     r.map(|r| match r {
         ferry_sync::Received::Applied(r, _) => (r.runs.clone(), true),
         _ => (Vec::new(), false),
@@ -1329,6 +1487,8 @@ fn failure(e: &IngestError<MemError>) -> (&'static str, &'static str) {
             ("membership failure", "membership")
         }
         IngestError::BadSnapshot(_) => ("snapshot failure", "snapshot"),
+        IngestError::NoEpochKey { .. } => ("key failure", "no-key"),
+        IngestError::RemovedHere { .. } => ("key failure", "removed"),
         _ => ("other failure", "other"),
     }
 }
@@ -1502,8 +1662,12 @@ fn first_key(c: &Commit, dataset: DatasetId, admin: &PublicKey) -> Option<Public
 fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
     let dataset = DatasetId(unhex(&h["dataset"]).try_into().unwrap());
     let admin = PublicKey(unhex(&h["admin-key"]).try_into().unwrap());
-    let key = DatasetKey(unhex(&h["dataset-key"]).try_into().unwrap());
+    let ring = reader_keys(bytes, h).expect("a success vector's reader holds its key");
     let opener = BundleReader::open(bytes).unwrap();
+    let key = ring
+        .key(opener.header().epoch)
+        .expect("a success vector's key")
+        .clone();
     let plaintext = opener.is_plaintext();
     let header = opener.header().clone();
     let sender = header.sender;
@@ -1676,15 +1840,30 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
             },
         )
         .collect();
+    let mut header_json = json!({
+        "magic": if plaintext { "P" } else { "F" },
+        "version": version,
+        "dataset": hex(&header.dataset.0),
+        "sender": sender.0,
+        "salt": hex(&header.salt),
+    });
+    if version == ferry_bundle::VERSION_EPOCHS {
+        let g = ferry_bundle::EpochGrant::from_bytes(&header.grant, dataset, &admin)
+            .expect("a success vector's grant");
+        header_json["epoch"] = json!(header.epoch);
+        header_json["grant"] = json!({
+            "epoch": g.body.epoch,
+            "admin_seq": g.body.admin_seq,
+            "at_ms": g.body.at_ms,
+            "removed": g.body.removed.iter().map(|r| json!([r.member.0, r.cutoff])).collect::<Vec<_>>(),
+            "ephemeral": hex(&g.body.ephemeral),
+            "members": g.body.wraps.iter().map(|w| w.member.0).collect::<Vec<_>>(),
+            "signature": hex(&g.signature.0),
+        });
+    }
     json!({
         "expect": "success",
-        "header": {
-            "magic": if plaintext { "P" } else { "F" },
-            "version": version,
-            "dataset": hex(&header.dataset.0),
-            "sender": sender.0,
-            "salt": hex(&header.salt),
-        },
+        "header": header_json,
         "compressed": flag == 1,
         "receipt": pairs(&receipt),
         "peer_receipts": peer_receipts,
@@ -1989,6 +2168,8 @@ fn wire_format_source() -> String {
         "crates/sync/src/fork.rs",
         "crates/bundle/src/writer.rs",
         "crates/bundle/src/reader.rs",
+        // Key epochs and grants (SPEC §14).
+        "crates/bundle/src/grant.rs",
         "crates/model/src/record.rs",
         // The snapshot record codec (SPEC §4.1).
         "crates/sync/src/engine.rs",
