@@ -216,6 +216,66 @@ impl SimNode {
             .expect("local commit")
     }
 
+    /// Removes `member` (the admin): records the removal with the cutoff (what it applied of
+    /// the member) and moves to a new key epoch sealed to every other joined member that is
+    /// not removed (SPEC §14). Returns the cutoff.
+    pub fn remove(&mut self, member: MemberId, reason: &str, now_ms: u64) -> u64 {
+        let cutoff = self.store.applied().expect("mem").get(member);
+        self.write(
+            crate::MEMBERS,
+            &member.0.to_string(),
+            vec![
+                Op::Set(
+                    crate::MEMBER_REMOVED_FIELD.into(),
+                    Value::Str(reason.into()),
+                ),
+                Op::Set(crate::MEMBER_CUTOFF_FIELD.into(), Value::Int(cutoff as i64)),
+            ],
+            now_ms,
+        );
+        self.rekey(now_ms);
+        cutoff
+    }
+
+    /// Moves to a new key epoch (the admin), sealed to every joined member not removed.
+    pub fn rekey(&mut self, now_ms: u64) {
+        let mut removed = Vec::new();
+        let mut members = Vec::new();
+        for m in self.store.members().expect("mem") {
+            let rec = self
+                .store
+                .record(crate::MEMBERS, &m.member.0.to_string())
+                .expect("mem");
+            match crate::removal(rec.as_ref()) {
+                Some(r) => removed.push(ferry_bundle::Removal {
+                    member: m.member,
+                    cutoff: r.cutoff,
+                }),
+                None if crate::cancellation(rec.as_ref()).is_none() => {
+                    members.push((m.member, m.key))
+                }
+                None => {}
+            }
+        }
+        let history = self.key.history().expect("every epoch held");
+        let key = DatasetKey(self.rng.bytes());
+        let admin_seq = self.store.stored().expect("mem").get(self.me());
+        let grant = ferry_bundle::EpochGrant::issue(
+            &self.secret,
+            self.engine.dataset,
+            &key,
+            &history,
+            admin_seq,
+            now_ms,
+            removed,
+            &members,
+            self.rng.bytes(),
+        );
+        let mut all = history;
+        all.push(key);
+        self.key.install(&all, Some(&grant));
+    }
+
     /// Members this node knows of (joined or invited), without itself.
     pub fn known_peers(&self) -> Vec<MemberId> {
         let mut peers: BTreeSet<MemberId> = self
@@ -371,6 +431,17 @@ impl SimNode {
     }
 
     fn try_once(&mut self, bytes: &[u8]) -> SimResult {
+        // A grant in the header gives this node a new key epoch first (kept whatever the
+        // bundle turns out to be), as the node does.
+        if let Ok(opener) = BundleReader::open(bytes) {
+            let _ = self.key.learn(
+                &opener.header().grant,
+                self.engine.dataset,
+                &self.engine.admin_key,
+                self.engine.me,
+                &self.secret,
+            );
+        }
         let before = self.store.clone();
         let result = self.ingest_or_fail(bytes);
         if result.is_err() {

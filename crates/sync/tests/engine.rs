@@ -701,3 +701,156 @@ fn only_the_admin_records_which_device_it_accepted_as_a_member() {
     assert_eq!(hq.store.stored().unwrap(), before);
     assert_eq!(keys(&a, "2"), vec![a_key]);
 }
+
+/// The version byte of a bundle (SPEC §3).
+fn version(bytes: &[u8]) -> u8 {
+    bytes[1]
+}
+
+#[test]
+fn a_removed_member_is_refused_after_its_cutoff_and_cannot_read_the_new_key_epoch() {
+    let (mut hq, mut a, mut b) = three();
+    b.write(
+        "visits",
+        "v-b1",
+        vec![set("by", Value::Str("b".into()))],
+        T0 + 100,
+    );
+    let b1 = b.bundle(&[]);
+    applied(hq.ingest(&b1).unwrap());
+    // b writes again; that bundle has not reached hq when hq removes b.
+    b.write(
+        "visits",
+        "v-b2",
+        vec![set("by", Value::Str("b later".into()))],
+        T0 + 200,
+    );
+    let b2 = b.bundle(&[]);
+    let cutoff = hq.remove(MemberId(3), "stolen", T0 + 300);
+    assert_eq!(cutoff, 2, "b's join and its first visit");
+    hq.write(
+        "visits",
+        "v-hq",
+        vec![set("by", Value::Str("hq".into()))],
+        T0 + 400,
+    );
+    let h = hq.bundle(&[]);
+    assert_eq!(version(&h), ferry_bundle::VERSION_EPOCHS);
+
+    // a learns the new key from the grant in h's header, and the removal from h's commits.
+    applied(a.ingest(&h).unwrap());
+    assert_eq!(a.key.current().0, 1);
+    assert_eq!(a.key.current().1, hq.key.current().1);
+    // b's bundle made after its cutoff is refused everywhere, with who and why.
+    for node in [&mut hq, &mut a] {
+        let before = node.listing();
+        match node.ingest(&b2) {
+            Err(IngestError::Removed {
+                member,
+                cutoff,
+                reason,
+                ..
+            }) => assert_eq!(
+                (member, cutoff, reason.as_str()),
+                (MemberId(3), 2, "stolen")
+            ),
+            other => panic!("expected a removal refusal: {other:?}"),
+        }
+        assert_eq!(node.listing(), before, "nothing changed");
+    }
+    // Its bundle made before the cutoff is taken like any other.
+    applied(a.ingest(&b1).unwrap());
+    assert_eq!(a.listing(), hq.listing());
+    assert!(a.listing().contains_key(&("visits".into(), "v-b1".into())));
+    assert!(!a.listing().contains_key(&("visits".into(), "v-b2".into())));
+
+    // b cannot read the new epoch: the grant has no key for it, and says it was removed.
+    let b_before = b.listing();
+    match b.ingest(&h) {
+        Err(IngestError::RemovedHere { cutoff, .. }) => assert_eq!(cutoff, 2),
+        other => panic!("expected the removed laptop to be told: {other:?}"),
+    }
+    assert_eq!(b.key.current().0, 0);
+    assert_eq!(b.listing(), b_before);
+    // Nor with the key of epoch 0 it holds: the bundle's stream does not open under it.
+    let opener = BundleReader::open(&h[..]).unwrap();
+    assert_eq!(opener.header().epoch, 1);
+    assert!(opener.decrypt(b.key.key(0).unwrap()).is_err());
+
+    // a writes in the new epoch, without the grant once hq's receipt shows it holds it.
+    a.write(
+        "visits",
+        "v-a",
+        vec![set("by", Value::Str("a".into()))],
+        T0 + 500,
+    );
+    let from_a = a.bundle(&[]);
+    assert_eq!(version(&from_a), ferry_bundle::VERSION_EPOCHS);
+    applied(hq.ingest(&from_a).unwrap());
+    assert_eq!(a.listing(), hq.listing());
+    assert!(matches!(
+        b.ingest(&from_a),
+        Err(IngestError::RemovedHere { .. } | IngestError::NoEpochKey { epoch: 1 })
+    ));
+}
+
+#[test]
+fn a_member_that_missed_two_key_changes_reads_both_epochs_from_the_newest_grant() {
+    let (mut hq, mut a, _b) = three();
+    hq.write("visits", "v1", vec![set("n", Value::Int(1))], T0 + 100);
+    hq.rekey(T0 + 110);
+    let epoch1 = hq.bundle(&[]);
+    hq.write("visits", "v2", vec![set("n", Value::Int(2))], T0 + 200);
+    hq.rekey(T0 + 210);
+    hq.write("visits", "v3", vec![set("n", Value::Int(3))], T0 + 300);
+    let epoch2 = hq.bundle(&[]);
+    assert_eq!(hq.key.current().0, 2);
+    // a gets the newest bundle first: its grant gives epoch 2 and, from its history, 1 and
+    // 0; then the older bundle of epoch 1 reads too.
+    applied(a.ingest(&epoch2).unwrap());
+    assert_eq!(a.key.key(1), hq.key.key(1));
+    assert!(matches!(a.ingest(&epoch1), Ok(Received::Applied(..))));
+    assert_eq!(a.listing(), hq.listing());
+    // A member that has not heard of the change yet still writes under epoch 0: accepted.
+    let (mut hq2, _a2, mut b2) = three();
+    hq2.rekey(T0 + 50);
+    b2.write("visits", "late", vec![set("n", Value::Int(9))], T0 + 60);
+    let old = b2.bundle(&[]);
+    assert_eq!(version(&old), 1);
+    applied(hq2.ingest(&old).unwrap());
+}
+
+#[test]
+fn a_grant_made_by_a_member_or_an_outsider_gives_nobody_a_key() {
+    let (mut hq, mut a, mut b) = three();
+    hq.rekey(T0 + 10);
+    // b makes a grant of epoch 2 for a with a key b chose, signed by b, and a bundle sealed
+    // under that key that carries it.
+    let key = DatasetKey([0x66; 32]);
+    let history = hq.key.history().unwrap(); // as if b knew every earlier key
+    let grant = ferry_bundle::EpochGrant::issue(
+        &b.secret,
+        b.engine.dataset,
+        &key,
+        &history,
+        1,
+        T0,
+        vec![],
+        &[(MemberId(2), a.secret.public())],
+        [4; 32],
+    );
+    b.key.install(
+        &history.iter().cloned().chain([key]).collect::<Vec<_>>(),
+        Some(&grant),
+    );
+    b.write("visits", "x", vec![set("n", Value::Int(1))], T0 + 20);
+    let forged = b.bundle(&[]);
+    assert_eq!(BundleReader::open(&forged[..]).unwrap().header().epoch, 2);
+    let before = a.listing();
+    assert!(matches!(
+        a.ingest(&forged),
+        Err(IngestError::NoEpochKey { epoch: 2 })
+    ));
+    assert_eq!(a.key.current().0, 0, "a learned no key from b's grant");
+    assert_eq!(a.listing(), before);
+}

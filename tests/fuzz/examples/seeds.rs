@@ -188,6 +188,38 @@ mtu = 200
         sms_tls.as_bytes().to_vec(),
     );
 
+    // Key epoch 1 (SPEC §14): hq removes clinic-b; its next bundle and its snapshot are
+    // version 5 and carry the grant.
+    hq.remove(MemberId(3), "stolen", T0 + 300);
+    let mut epoch: Vec<(String, Vec<u8>)> = vec![("hq-epoch-1".into(), hq.bundle(&[]))];
+    let (bytes, _) = hq
+        .engine
+        .export_snapshot(
+            &hq.store,
+            Vec::new(),
+            [3; 16],
+            &hq.key,
+            &hq.secret,
+            hq.options,
+        )
+        .expect("snapshot");
+    epoch.push(("snapshot-v5".into(), bytes));
+    epoch.extend(
+        bundles
+            .iter()
+            .filter(|(name, b)| name.starts_with("vector-v5") && b.get(1) == Some(&5))
+            .cloned(),
+    );
+    for (name, bytes) in epoch {
+        if let Ok(opener) = BundleReader::open(&bytes[..]) {
+            if !opener.header().grant.is_empty() {
+                seeds.insert(("epoch_grant", name.clone()), opener.header().grant.clone());
+            }
+        }
+        seeds.insert(("bundle_sealed", name.clone()), bytes.clone());
+        seeds.insert(("bundle_plain", name), bytes);
+    }
+
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for ((target, name), bytes) in seeds {
         let dir = root.join("corpus").join(target);

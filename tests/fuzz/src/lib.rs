@@ -49,6 +49,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bundle_plain", bundle_plain),
     ("bundle_sealed_payload", bundle_sealed_payload),
     ("snapshot_record", snapshot_record),
+    ("epoch_grant", epoch_grant),
     ("invitation", invitation),
     ("sms_text", sms_text),
     ("sms_frame", sms_frame),
@@ -315,6 +316,40 @@ pub fn snapshot_record(data: &[u8]) {
     let again = ferry_sync::decode_snapshot_record("visits", "v-1", &once, version)
         .expect("a decoded snapshot record encodes to bytes that decode");
     assert_eq!(encode_snapshot_record(&again, version), once);
+}
+
+/// An epoch grant as a bundle header carries it (SPEC §14.1): checked against the vectors'
+/// admin key, and offered to a keyring of members 1 to 4 (the vectors' v5 grants seal to
+/// 1, 2 and 4 and remove 3). A grant that opens gives a key that is stored and a keyring
+/// that encodes and reads back the same.
+pub fn epoch_grant(data: &[u8]) {
+    let admin = SecretKey::from_bytes(ADMIN).public();
+    let grant = ferry_bundle::EpochGrant::from_bytes(data, DATASET, &admin);
+    if let Ok(g) = &grant {
+        assert_eq!(
+            g.to_bytes(),
+            data,
+            "a valid grant is its own canonical encoding"
+        );
+    }
+    for m in 1..=4u32 {
+        let secret = if m == 1 {
+            SecretKey::from_bytes(ADMIN)
+        } else {
+            SecretKey::from_bytes([0x10 + m as u8; 32])
+        };
+        let mut ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
+        let learned = ring.learn(data, DATASET, &admin, MemberId(m), &secret);
+        if let Ok(l) = learned {
+            assert!(grant.is_ok(), "only a valid grant teaches a key");
+            for e in l.epochs {
+                assert!(ring.key(e).is_some());
+            }
+            let back = ferry_bundle::Keyring::from_bytes(DatasetKey(KEY), &ring.to_bytes())
+                .expect("a keyring reads back");
+            assert_eq!(back, ring);
+        }
+    }
 }
 
 /// A record state as a snapshot of format `version` carries it (SPEC §4.1, §13).
