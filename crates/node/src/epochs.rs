@@ -186,6 +186,27 @@ impl Node {
         if header.grant.is_empty() {
             return Ok(());
         }
+        let Ok(grant) =
+            EpochGrant::from_bytes(&header.grant, self.id.dataset, &self.id.admin_key)
+        else {
+            return Ok(());
+        };
+        // The removals it announces count at once (the admin signed them).
+        let frozen = |tx: &StoreTx<'_>, m: MemberId| tx.frozen(m);
+        let mut tx = self.store.transaction(now_ms())?;
+        let mut changed = false;
+        for r in &grant.body.removed {
+            if r.member != self.id.me && frozen(&tx, r.member)?.is_none_or(|f| f > r.cutoff + 1) {
+                self.engine.honour_grant(&mut tx, &grant)?;
+                changed = true;
+                break;
+            }
+        }
+        if changed {
+            tx.commit()?;
+        } else {
+            drop(tx);
+        }
         let mut ring = self.keys.clone();
         let learned = ring.learn(
             &header.grant,

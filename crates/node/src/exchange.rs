@@ -527,6 +527,13 @@ impl Node {
         // the bundles of others on the same stick are read (a removed laptop's later
         // bundles are refused rather than applied first).
         files.sort_by_key(|f| !sent_by_admin(&f.path));
+        // And the key grants in any file's header before anything applies: a removal they
+        // announce counts before the removed laptop's later bundles on the same medium.
+        for f in &files {
+            if let Some(header) = header_of(&f.path) {
+                self.learn_keys(&header)?;
+            }
+        }
         let mut waiting: Vec<(usize, Found)> = Vec::new();
         let mut applied_any = false;
         for found in files {
@@ -1812,4 +1819,13 @@ fn sent_by_admin(path: &Path) -> bool {
         .ok()
         .and_then(|f| ferry_bundle::Header::read(&mut io::BufReader::new(f).take(64)).ok())
         .is_some_and(|(h, _)| h.sender == MemberId::ADMIN)
+}
+
+/// A file's bundle header, grant included, if it reads as one.
+fn header_of(path: &Path) -> Option<ferry_bundle::Header> {
+    let f = std::fs::File::open(path).ok()?;
+    let limit = 64 + ferry_bundle::MAX_GRANT as u64;
+    ferry_bundle::Header::read(&mut io::BufReader::new(f).take(limit))
+        .ok()
+        .map(|(h, _)| h)
 }

@@ -467,7 +467,18 @@ impl Engine {
                     at_ms,
                 });
             }
-            match removal(rec.as_ref()) {
+            // The admin's record of the removal, or (before it arrives) the grant that
+            // announced it.
+            let announced = || {
+                let g = keys.current_grant()?;
+                let r = g.body.removed.iter().find(|r| r.member == sender)?;
+                Some(Removal {
+                    cutoff: r.cutoff,
+                    reason: "its reason arrives with the admin's changes".into(),
+                    at_ms: g.body.at_ms,
+                })
+            };
+            match removal(rec.as_ref()).or_else(announced) {
                 Some(r) if seq > r.cutoff => removed = Some(r),
                 _ => {
                     return Err(IngestError::Frozen {
@@ -1337,6 +1348,22 @@ impl Engine {
     pub fn freeze<S: Storage>(&self, store: &mut S, member: MemberId, seq: u64) -> Res<(), S> {
         if member != self.me {
             st::<S, _>(store.freeze(member, seq))?;
+        }
+        Ok(())
+    }
+
+    /// Honours the removals an admin's epoch grant announces (SPEC §14.1): each removed
+    /// member is frozen after its cutoff at once, before the `_members` record saying so
+    /// arrives, so that a laptop learning of a removal from a bundle's header never applies
+    /// what the removed member wrote after it. The grant must have been checked
+    /// ([`ferry_bundle::EpochGrant::from_bytes`]).
+    pub fn honour_grant<S: Storage>(
+        &self,
+        store: &mut S,
+        grant: &ferry_bundle::EpochGrant,
+    ) -> Res<(), S> {
+        for r in &grant.body.removed {
+            self.freeze(store, r.member, r.cutoff.saturating_add(1))?;
         }
         Ok(())
     }

@@ -434,13 +434,21 @@ impl SimNode {
         // A grant in the header gives this node a new key epoch first (kept whatever the
         // bundle turns out to be), as the node does.
         if let Ok(opener) = BundleReader::open(bytes) {
-            let _ = self.key.learn(
-                &opener.header().grant,
+            let grant = &opener.header().grant;
+            if let Ok(g) = ferry_bundle::EpochGrant::from_bytes(
+                grant,
                 self.engine.dataset,
                 &self.engine.admin_key,
-                self.engine.me,
-                &self.secret,
-            );
+            ) {
+                let _ = self.engine.honour_grant(&mut self.store, &g);
+                let _ = self.key.learn(
+                    grant,
+                    self.engine.dataset,
+                    &self.engine.admin_key,
+                    self.engine.me,
+                    &self.secret,
+                );
+            }
         }
         let before = self.store.clone();
         let result = self.ingest_or_fail(bytes);
