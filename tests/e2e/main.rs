@@ -18,6 +18,7 @@ mod medium;
 mod messages;
 mod progress;
 mod rejects;
+mod removal;
 mod revival;
 mod security;
 mod serial;
