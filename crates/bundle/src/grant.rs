@@ -277,6 +277,9 @@ pub struct Keyring {
     keys: BTreeMap<u32, DatasetKey>,
     /// The grant of the newest epoch (the one with the highest `admin_seq` seen), if any.
     grant: Option<(u32, u64, Vec<u8>)>,
+    /// The removals every valid grant seen announced (member, cutoff, when), whether or not
+    /// it opened here.
+    removed: BTreeMap<MemberId, (u64, u64)>,
 }
 
 /// What a node keeps of its keyring.
@@ -284,6 +287,7 @@ pub struct Keyring {
 struct StoredKeyring {
     keys: Vec<(u32, [u8; 32])>,
     grant: Option<(u32, u64, Vec<u8>)>,
+    removed: Vec<(MemberId, u64, u64)>,
 }
 
 /// What [`Keyring::learn`] changed.
@@ -301,6 +305,7 @@ impl Keyring {
         Keyring {
             keys: BTreeMap::from([(0, dataset_key)]),
             grant: None,
+            removed: BTreeMap::new(),
         }
     }
 
@@ -337,6 +342,25 @@ impl Keyring {
         postcard::from_bytes(bytes).ok()
     }
 
+    /// Notes the removals a checked grant announces (the highest cutoff of a member counts,
+    /// as for concurrent removals); returns whether anything is new.
+    pub fn note_removals(&mut self, grant: &EpochGrant) -> bool {
+        let mut new = false;
+        for r in &grant.body.removed {
+            let e = self.removed.entry(r.member).or_insert((0, 0));
+            if r.cutoff > e.0 || e.1 == 0 {
+                *e = (r.cutoff.max(e.0), grant.body.at_ms);
+                new = true;
+            }
+        }
+        new
+    }
+
+    /// A removal some grant announced: the member's cutoff and when (admin's clock, ms).
+    pub fn removal(&self, member: MemberId) -> Option<(u64, u64)> {
+        self.removed.get(&member).copied()
+    }
+
     /// The keys of epochs 0 … up to the current one, in order (for a grant or an
     /// invitation); `None` if one is missing.
     pub fn history(&self) -> Option<Vec<DatasetKey>> {
@@ -352,6 +376,7 @@ impl Keyring {
         }
         if let Some(g) = grant {
             self.grant = Some((g.body.epoch, g.body.admin_seq, g.to_bytes()));
+            self.note_removals(g);
         }
     }
 
@@ -372,13 +397,14 @@ impl Keyring {
             return Ok(learned);
         }
         let g = EpochGrant::from_bytes(bytes, dataset, admin)?;
+        learned.grant |= self.note_removals(&g);
         let epoch = g.body.epoch;
         if !self.keys.contains_key(&epoch) {
             let keys = g.open(dataset, me, secret)?;
             for (e, k) in keys.into_iter().enumerate() {
                 let e = e as u32;
-                if !self.keys.contains_key(&e) {
-                    self.keys.insert(e, k);
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.keys.entry(e) {
+                    slot.insert(k);
                     learned.epochs.push(e);
                 }
             }
@@ -399,6 +425,11 @@ impl Keyring {
         postcard::to_allocvec(&StoredKeyring {
             keys: self.keys.iter().map(|(e, k)| (*e, k.0)).collect(),
             grant: self.grant.clone(),
+            removed: self
+                .removed
+                .iter()
+                .map(|(m, (c, t))| (*m, *c, *t))
+                .collect(),
         })
         .expect("a keyring encodes")
     }
@@ -411,6 +442,7 @@ impl Keyring {
             ring.keys.insert(e, DatasetKey(k));
         }
         ring.grant = s.grant;
+        ring.removed = s.removed.into_iter().map(|(m, c, t)| (m, (c, t))).collect();
         Ok(ring)
     }
 }

@@ -119,6 +119,18 @@ impl Node {
         let removed = self.removed_in_grants();
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
+        // A change of the admin's own that begins the epoch: members that hold it hold the
+        // key, and until then bundles carry the grant (§14.3).
+        let next = self.keys.current().0 + 1;
+        self.engine.commit_local(
+            &mut tx,
+            vec![Change::Record {
+                collection: ferry_sync::MEMBERS.into(),
+                id: self.id.me.0.to_string(),
+                ops: vec![Op::Set(EPOCH_FIELD.into(), Value::Int(i64::from(next)))],
+            }],
+            now,
+        )?;
         let (ring, members) = new_epoch(&self.keys, &self.id, &mut tx, removed, now)?;
         tx.commit()?;
         self.keys = ring;
@@ -186,8 +198,7 @@ impl Node {
         if header.grant.is_empty() {
             return Ok(());
         }
-        let Ok(grant) =
-            EpochGrant::from_bytes(&header.grant, self.id.dataset, &self.id.admin_key)
+        let Ok(grant) = EpochGrant::from_bytes(&header.grant, self.id.dataset, &self.id.admin_key)
         else {
             return Ok(());
         };
@@ -215,13 +226,41 @@ impl Node {
             self.id.me,
             &self.id.secret,
         );
-        if matches!(&learned, Ok(l) if !l.epochs.is_empty() || l.grant) {
+        // Whatever it gave (keys, a grant to carry, removals it announced), even if it does
+        // not open here.
+        let _ = learned;
+        if ring != self.keys {
             let tx = self.store.transaction(now_ms())?;
             tx.set_meta(KEYRING, &ring.to_bytes())?;
             tx.commit()?;
             self.keys = ring;
         }
         Ok(())
+    }
+
+    /// Keeps that a grant removed this laptop (after its change `cutoff`, at `at_ms` by the
+    /// admin's clock), so that it says so for every bundle it cannot read from then on.
+    pub(crate) fn remember_removed(&mut self, cutoff: u64, at_ms: u64) -> Result<(), NodeError> {
+        let tx = self.store.transaction(now_ms())?;
+        tx.set_meta(
+            REMOVED_HERE,
+            &postcard::to_allocvec(&(cutoff, at_ms)).expect("encodes"),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The line that says this laptop was removed, if a grant said so.
+    pub(crate) fn removed_here(&mut self) -> Result<Option<String>, NodeError> {
+        let Some(bytes) = self.store.read()?.meta(REMOVED_HERE)? else {
+            return Ok(None);
+        };
+        let Ok((cutoff, at_ms)) = postcard::from_bytes::<(u64, u64)>(&bytes) else {
+            return Ok(None);
+        };
+        let e: ferry_sync::IngestError<NodeError> =
+            ferry_sync::IngestError::RemovedHere { cutoff, at_ms };
+        Ok(Some(e.to_string()))
     }
 
     /// Whether bundles should carry the current grant: some member this laptop writes for
@@ -240,6 +279,13 @@ impl Node {
         Ok(false)
     }
 }
+
+/// The field of the admin's own `_members` record where `ferry rekey` writes the new epoch
+/// number (a change of its own that begins the epoch; readers keep it like any field).
+const EPOCH_FIELD: &str = "epoch";
+
+/// The `meta` key where a removed laptop keeps that it was removed.
+const REMOVED_HERE: &str = "removed_here";
 
 /// Members that are no longer waited for: invitation cancelled, or removed.
 pub(crate) fn gone_members(tx: &mut StoreTx<'_>) -> Result<BTreeSet<MemberId>, NodeError> {

@@ -1060,9 +1060,13 @@ impl Node {
                 }))
             }
             Pass::Verdict(Verdict::Authentic(_)) => unreachable!("authentic bundles are applied"),
-            // Sealed with a key this laptop will get from the admin: read once it has it.
+            // Sealed with a key this laptop will get from the admin: read once it has it;
+            // unless this laptop was removed, which it remembers.
             Pass::Refused(e @ IngestError::NoEpochKey { .. }) => {
                 drop(tx);
+                if let Some(line) = self.removed_here()? {
+                    return Ok(done(FileResult::Skipped { reason: line }));
+                }
                 Ok(done(FileResult::Waiting {
                     reason: e.to_string(),
                     kept: None,
@@ -1070,8 +1074,9 @@ impl Node {
                 }))
             }
             // This laptop was removed: the bundle is for the others, and stays where it is.
-            Pass::Refused(e @ IngestError::RemovedHere { .. }) => {
+            Pass::Refused(e @ IngestError::RemovedHere { cutoff, at_ms }) => {
                 drop(tx);
+                self.remember_removed(cutoff, at_ms)?;
                 Ok(done(FileResult::Skipped {
                     reason: e.to_string(),
                 }))
@@ -1813,12 +1818,9 @@ fn fill_verify(
     Ok(())
 }
 
-/// Whether a file's bundle header names the admin as its sender.
+/// Whether a file's bundle header (grant included) names the admin as its sender.
 fn sent_by_admin(path: &Path) -> bool {
-    std::fs::File::open(path)
-        .ok()
-        .and_then(|f| ferry_bundle::Header::read(&mut io::BufReader::new(f).take(64)).ok())
-        .is_some_and(|(h, _)| h.sender == MemberId::ADMIN)
+    header_of(path).is_some_and(|h| h.sender == MemberId::ADMIN)
 }
 
 /// A file's bundle header, grant included, if it reads as one.

@@ -266,8 +266,8 @@ pub enum IngestError<E: std::error::Error + 'static> {
     /// The sender was removed from the dataset by the admin, and the bundle carries its
     /// commits after the cutoff (what it wrote once removed): refused whole.
     #[error(
-        "member {member} was removed from the dataset by the admin on {} ({reason}): what it wrote after its commit {cutoff} is refused",
-        ferry_model::clock::format_utc(*at_ms)
+        "member {member} was removed from the dataset by the admin{}: what it wrote after its commit {cutoff} is refused",
+        removed_when_why(*at_ms, reason)
     )]
     Removed {
         /// The member.
@@ -470,12 +470,10 @@ impl Engine {
             // The admin's record of the removal, or (before it arrives) the grant that
             // announced it.
             let announced = || {
-                let g = keys.current_grant()?;
-                let r = g.body.removed.iter().find(|r| r.member == sender)?;
-                Some(Removal {
-                    cutoff: r.cutoff,
-                    reason: "its reason arrives with the admin's changes".into(),
-                    at_ms: g.body.at_ms,
+                keys.removal(sender).map(|(cutoff, at_ms)| Removal {
+                    cutoff,
+                    reason: String::new(),
+                    at_ms,
                 })
             };
             match removal(rec.as_ref()).or_else(announced) {
@@ -2554,6 +2552,21 @@ impl Engine {
         id: &str,
     ) -> Res<Option<RecordState>, S> {
         st::<S, _>(store.record(collection, id))
+    }
+}
+
+/// " on DATE (why)", as far as this laptop knows them (a removal learned from the admin's key
+/// grant carries no reason; the admin's record with it may not have arrived).
+fn removed_when_why(at_ms: u64, reason: &str) -> String {
+    let when = match at_ms {
+        0 => String::new(),
+        ms => format!(" on {}", ferry_model::clock::format_utc(ms)),
+    };
+    match reason {
+        "" => format!(
+            "{when} (announced in the admin's key grant; the reason comes with the admin's next changes)"
+        ),
+        why => format!("{when} ({why})"),
     }
 }
 

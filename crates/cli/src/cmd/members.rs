@@ -489,12 +489,15 @@ pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> 
         MemberAction::Remove { member, reason } => {
             let r = node.remove_member(&member, reason.as_deref())?;
             let (n, label) = r.removed.unwrap_or_default();
+            let others = match r.members.saturating_sub(1) {
+                1 => "the other member".to_string(),
+                n => format!("each of the {n} other members"),
+            };
             out(format_args!(
-                "Removed {} (member #{n}): what it wrote up to its change {} counts, nothing after; the dataset now uses key number {}, sealed to the {} other members with the next bundles",
+                "Removed {} (member #{n}): what it wrote up to its change {} counts, nothing after; the dataset now uses key number {}, sealed to {others} with the next bundles",
                 output::shown(&label),
                 r.cutoff.unwrap_or(0),
                 r.epoch,
-                r.members.saturating_sub(1)
             ))
         }
         MemberAction::Rename { member, label } => {
@@ -633,6 +636,16 @@ fn ask_code() -> Result<String> {
     Ok(line)
 }
 
+/// `ferry rekey`.
+pub(crate) fn rekey(home: Option<PathBuf>) -> Result<()> {
+    let mut node = open(home)?;
+    let r = node.rekey()?;
+    out(format_args!(
+        "The dataset now uses key number {}, sealed to each of the {} members (this laptop included) with the next bundles; older bundles stay readable by members",
+        r.epoch, r.members
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,14 +742,4 @@ mod tests {
             "#12  x\\e              -                              +254712345678"
         );
     }
-}
-
-/// `ferry rekey`.
-pub(crate) fn rekey(home: Option<PathBuf>) -> Result<()> {
-    let mut node = open(home)?;
-    let r = node.rekey()?;
-    out(format_args!(
-        "The dataset now uses key number {}, sealed to each of the {} members (this laptop included) with the next bundles; older bundles stay readable by members",
-        r.epoch, r.members
-    ))
 }
