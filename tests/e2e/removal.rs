@@ -340,6 +340,24 @@ fn a_removed_laptop_keeps_syncing_and_gets_nothing_new_while_the_others_converge
             "{text}"
         );
     }
+    // The removed laptop's own status says so, in text and JSON.
+    let own = b.ok(&["status"]);
+    assert!(
+        own.lines()
+            .any(|l| l
+                .starts_with("REMOVED  this laptop was removed from the dataset by the admin on ")),
+        "{own}"
+    );
+    assert!(
+        b.status()["removed_here"]
+            .as_str()
+            .is_some_and(|l| l.contains("what it wrote up to its commit")),
+        "{}",
+        b.status()
+    );
+    for l in [&hq, &a] {
+        assert!(l.status()["removed_here"].is_null());
+    }
 }
 
 /// The removed laptop holds the dataset key of epoch 0, the one its invitation gave: a bundle

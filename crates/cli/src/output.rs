@@ -1082,6 +1082,9 @@ pub fn print_status(s: &Status) -> Result<()> {
     if let Some(r) = &s.refused_membership {
         out(format_args!("REFUSED  {}", shown(&r.to_string())))?;
     }
+    if let Some(line) = &s.removed_here {
+        out(format_args!("REMOVED  {}", shown(line)))?;
+    }
     print_waiting(&s.waiting)?;
     if s.waiting_bundles > 0 {
         out(format_args!(

@@ -243,6 +243,8 @@ pub struct Status {
     /// When another device also writes as this member (evidence of a fork of this laptop's
     /// own history reached it): the change from which the others accept nothing from it.
     pub own_fork: Option<u64>,
+    /// When a key grant said the admin removed this laptop: that line.
+    pub removed_here: Option<String>,
     /// Bundles that came by a transport and wait, unused, until they can be checked.
     pub waiting_bundles: u64,
     /// The admin accepted another laptop as this member (one invitation used twice).
@@ -1424,6 +1426,7 @@ impl Node {
             email_outbox,
             sms,
             own_fork,
+            removed_here: None,
             waiting_bundles,
             refused_membership: None,
             held_back_by: Vec::new(),
@@ -1432,6 +1435,7 @@ impl Node {
         status.held_back_by = self.holding_back()?;
         status.waiting = self.waiting_changes()?;
         status.refused_membership = self.membership_refused()?;
+        status.removed_here = self.removed_here()?;
         Ok(status)
     }
 
