@@ -16,6 +16,7 @@ mod invitations;
 mod matrix;
 mod medium;
 mod messages;
+mod passphrase;
 mod progress;
 mod rejects;
 mod removal;

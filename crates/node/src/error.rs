@@ -267,6 +267,24 @@ pub enum NodeError {
         #[source]
         source: Box<NodeError>,
     },
+    /// The home is protected by a passphrase and none was given.
+    #[error(
+        "{} is protected by a passphrase: run the command in a terminal to type it, or set FERRY_PASSPHRASE_FILE to a file that holds it",
+        .0.display()
+    )]
+    PassphraseNeeded(PathBuf),
+    /// The passphrase given does not open the home.
+    #[error(
+        "the passphrase does not open {}: type it again (letters, spaces and case count)",
+        .0.display()
+    )]
+    WrongPassphrase(PathBuf),
+    /// `store.key` is damaged.
+    #[error(
+        "{} is damaged: the store cannot be opened without it; restore it from a backup of the home folder",
+        .0.display()
+    )]
+    DamagedStoreKey(PathBuf),
     /// This node's identity in the store does not decode (a damaged store).
     #[error("the node identity in {} is corrupt: {source}", path.display())]
     CorruptIdentity {
@@ -298,7 +316,9 @@ impl NodeError {
             | E::LoadRefused { .. }
             | E::BadCsv(_)
             | E::NotCsv { .. } => ErrorKind::Input,
-            E::Settings(_) | E::NoDataFolder => ErrorKind::Settings,
+            E::Settings(_) | E::NoDataFolder | E::PassphraseNeeded(_) => ErrorKind::Settings,
+            E::WrongPassphrase(_) => ErrorKind::Input,
+            E::DamagedStoreKey(_) => ErrorKind::Store,
             E::NotAFolder(_) | E::Medium(_) | E::NothingToImport(_) => ErrorKind::Medium,
             E::NoNode(_)
             | E::AlreadyInitialized(_)

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! HOME/
-//!   ferry.db         the node's SQLite store (mode 0600): identity, keys, data, history
+//!   ferry.db         the node's SQLite store (mode 0600): identity, keys, data, history;
+//!                    encrypted (SQLCipher) when the home has a passphrase
+//!   store.key        with a passphrase: the store's key, sealed under it (crate::lock)
 //!   quarantine/      copies of refused inputs, each with a .reason.txt beside it
 //!   outbox/          bundles being written (temporary `.*.tmp` files, each locked by its writer)
 //!   inbox/           bundles that came by a transport, while they are applied (the same)
@@ -21,6 +23,42 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Home {
     root: PathBuf,
+    passphrase: Option<Passphrase>,
+}
+
+/// A passphrase a person typed (never printed: its `Debug` hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passphrase(String);
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(…)")
+    }
+}
+
+impl Passphrase {
+    /// The shortest passphrase accepted.
+    pub const MIN_CHARS: usize = 8;
+
+    /// A passphrase for a new lock: at least [`Passphrase::MIN_CHARS`] characters.
+    pub fn new(text: String) -> Result<Passphrase, NodeError> {
+        if text.chars().count() < Self::MIN_CHARS {
+            return Err(NodeError::BadArgument(format!(
+                "a passphrase needs at least {} characters; a few words are best (\"mango tree by the well\")",
+                Self::MIN_CHARS
+            )));
+        }
+        Ok(Passphrase(text))
+    }
+
+    /// A passphrase to unlock with, as typed.
+    pub fn typed(text: String) -> Passphrase {
+        Passphrase(text)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Home {
@@ -40,7 +78,30 @@ impl Home {
 
     /// A home at `root`.
     pub fn at(root: impl Into<PathBuf>) -> Home {
-        Home { root: root.into() }
+        Home {
+            root: root.into(),
+            passphrase: None,
+        }
+    }
+
+    /// This home, unlocked (or, for `init`, protected) with `passphrase`.
+    pub fn with_passphrase(mut self, passphrase: Passphrase) -> Home {
+        self.passphrase = Some(passphrase);
+        self
+    }
+
+    pub(crate) fn passphrase(&self) -> Option<&Passphrase> {
+        self.passphrase.as_ref()
+    }
+
+    /// The store key, sealed under the passphrase (only in a home that has one).
+    pub fn store_key_file(&self) -> PathBuf {
+        self.root.join("store.key")
+    }
+
+    /// Whether the home's store is encrypted under a passphrase.
+    pub fn is_locked(&self) -> bool {
+        self.store_key_file().exists()
     }
 
     /// The folder.

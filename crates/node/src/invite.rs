@@ -163,7 +163,7 @@ impl KdfParams {
     /// The most lanes an invitation file may ask for when it is opened.
     pub const MAX_P: u32 = 4;
 
-    fn within_limits(self) -> bool {
+    pub(crate) fn within_limits(self) -> bool {
         (1..=Self::MAX_P).contains(&self.p)
             && (8 * self.p..=Self::MAX_M_KIB).contains(&self.m_kib)
             && (1..=Self::MAX_T).contains(&self.t)
@@ -189,6 +189,12 @@ pub enum OpenError {
 /// `None` when the settings are outside what Argon2 (or [`KdfParams::within_limits`])
 /// accepts.
 fn derive_key(code: &InviteCode, salt: &[u8; 16], kdf: KdfParams) -> Option<[u8; 32]> {
+    argon2id(code.as_bytes(), salt, kdf)
+}
+
+/// Argon2id (RFC 9106, version 0x13) of `secret` and `salt` under `kdf`, 32 bytes; `None`
+/// when `kdf` is outside [`KdfParams`]' limits.
+pub(crate) fn argon2id(secret: &[u8], salt: &[u8; 16], kdf: KdfParams) -> Option<[u8; 32]> {
     if !kdf.within_limits() {
         return None;
     }
@@ -196,7 +202,7 @@ fn derive_key(code: &InviteCode, salt: &[u8; 16], kdf: KdfParams) -> Option<[u8;
     let mut memory = vec![Block::default(); params.block_count()];
     let mut key = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into_with_memory(code.as_bytes(), salt, &mut key, &mut memory)
+        .hash_password_into_with_memory(secret, salt, &mut key, &mut memory)
         .ok()?;
     Some(key)
 }

@@ -14,6 +14,39 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// The store key of a home with a passphrase (`None` for a home without one).
+fn unlock(home: &Home) -> Result<Option<[u8; 32]>, NodeError> {
+    let path = home.store_key_file();
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(NodeError::io("cannot read", &path, e)),
+    };
+    let Some(passphrase) = home.passphrase() else {
+        return Err(NodeError::PassphraseNeeded(home.root().to_path_buf()));
+    };
+    match crate::lock::open(&bytes, passphrase.as_str()) {
+        Ok(key) => Ok(Some(key)),
+        Err(crate::lock::LockError::WrongPassphrase) => {
+            Err(NodeError::WrongPassphrase(home.root().to_path_buf()))
+        }
+        Err(crate::lock::LockError::Damaged) => Err(NodeError::DamagedStoreKey(path)),
+    }
+}
+
+/// Opens the encrypted store; finishes a `passphrase set` that stopped after `store.key` was
+/// written but before the encrypted store replaced the plain one.
+fn open_encrypted(home: &Home, key: &[u8; 32]) -> Result<Store, NodeError> {
+    match Store::open_encrypted(&home.db(), key) {
+        Err(ferry_store::StoreError::WrongKey) => {
+            let plain = Store::open(&home.db())?;
+            crate::passphrase::replace_with_encrypted(home, plain, key)?;
+            Ok(Store::open_encrypted(&home.db(), key)?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// The `meta` key of the keyring (key epochs after 0, and the grant to carry).
 pub(crate) const KEYRING: &str = "keyring";
 
@@ -25,6 +58,8 @@ pub struct Node {
     pub(crate) engine: Engine,
     /// The dataset's key epochs this laptop holds (bundles/SPEC.md §14).
     pub(crate) keys: Keyring,
+    /// The key the store is encrypted under, when the home has a passphrase.
+    pub(crate) store_key: Option<[u8; 32]>,
     /// This process's note in the home's `running/` (whom another command waits for).
     _presence: Option<Presence>,
 }
@@ -508,7 +543,21 @@ impl Node {
     ) -> Result<Node, NodeError> {
         home.create()?;
         let result = (|| {
-            let mut store = Store::open(&home.db())?;
+            // With a passphrase, the store is encrypted from its first byte.
+            let store_key = match home.passphrase() {
+                Some(p) => {
+                    let key: [u8; 32] = random();
+                    let sealed =
+                        crate::lock::seal(&key, p.as_str(), random(), crate::lock::PASSPHRASE_KDF);
+                    write_private(&home.store_key_file(), &sealed)?;
+                    Some(key)
+                }
+                None => None,
+            };
+            let mut store = match &store_key {
+                Some(key) => Store::open_encrypted(&home.db(), key)?,
+                None => Store::open(&home.db())?,
+            };
             let engine = Engine {
                 dataset: id.dataset,
                 admin_key: id.admin_key,
@@ -531,6 +580,7 @@ impl Node {
                 id,
                 engine,
                 keys,
+                store_key,
                 _presence: None,
             })
         })();
@@ -539,6 +589,7 @@ impl Node {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", home.db().display()));
             }
+            let _ = std::fs::remove_file(home.store_key_file());
         }
         result
     }
@@ -548,7 +599,11 @@ impl Node {
         if !home.exists() {
             return Err(NodeError::NoNode(home.root().to_path_buf()));
         }
-        let mut store = Store::open(&home.db())?;
+        let store_key = unlock(home)?;
+        let mut store = match &store_key {
+            Some(key) => open_encrypted(home, key)?,
+            None => Store::open(&home.db())?,
+        };
         let id = {
             let tx = store.read()?;
             let bytes = tx
@@ -593,6 +648,7 @@ impl Node {
             id,
             engine,
             keys,
+            store_key,
             _presence: home.announce(&what),
         })
     }

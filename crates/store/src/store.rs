@@ -11,6 +11,15 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The SQLCipher statement that sets a raw key on schema `schema`.
+fn key_pragma(schema: &str, key: &[u8; 32]) -> String {
+    format!("PRAGMA {schema}.key = \"x'{}'\"", hex(key))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,6 +53,9 @@ pub enum StoreError {
         /// Newest schema this build knows.
         known: u32,
     },
+    /// The database is encrypted under another key, or is not a database.
+    #[error("the store does not open with this key (or it is not a ferry store)")]
+    WrongKey,
 }
 
 impl From<postcard::Error> for StoreError {
@@ -178,7 +190,64 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
+        conn.execute_batch("PRAGMA cipher_log_level = NONE")?;
         Self::init(conn)
+    }
+
+    /// Opens (or creates) the database at `path`, encrypted with SQLCipher under the raw
+    /// 256-bit `key` (every page, the write-ahead log and temporary files; SQLCipher's own
+    /// passphrase derivation is skipped: the caller derives `key`). A database encrypted
+    /// under another key, or not encrypted, is [`StoreError::WrongKey`].
+    pub fn open_encrypted(path: &Path, key: &[u8; 32]) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        // SQLCipher logs to standard error by default: errors here are ferry's to report.
+        conn.execute_batch("PRAGMA cipher_log_level = NONE")?;
+        conn.execute_batch(&key_pragma("main", key))?;
+        // The first read of the schema tells whether the key is the right one.
+        match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::NotADatabase =>
+            {
+                return Err(StoreError::WrongKey);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Self::init(conn)
+    }
+
+    /// Writes an encrypted copy of this (unencrypted) database to `dest` under `key`
+    /// (SQLCipher's `sqlcipher_export`), schema version included. `dest` must not exist.
+    pub fn export_encrypted(&self, dest: &Path, key: &[u8; 32]) -> Result<()> {
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| StoreError::Corrupt("the home folder's path is not UTF-8".into()))?;
+        let version: u32 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        self.conn.execute(
+            "ATTACH DATABASE ?1 AS encrypted KEY ?2",
+            rusqlite::params![dest, format!("x'{}'", hex(key))],
+        )?;
+        let result = self
+            .conn
+            .query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))
+            .and_then(|()| {
+                self.conn
+                    .execute_batch(&format!("PRAGMA encrypted.user_version = {version}"))
+            });
+        self.conn.execute_batch("DETACH DATABASE encrypted")?;
+        Ok(result?)
+    }
+
+    /// Changes the key of this encrypted database (SQLCipher's `rekey`: every page is
+    /// written again under the new key).
+    pub fn rekey(&self, key: &[u8; 32]) -> Result<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA rekey = \"x'{}'\"", hex(key)))?;
+        Ok(())
     }
 
     /// An in-memory database (tests, simulations).
@@ -1492,5 +1561,68 @@ mod tests {
         let tx = store.transaction(1).unwrap();
         tx.begin_seen().unwrap();
         assert_eq!(tx.seen_at("v1", 7).unwrap(), None);
+    }
+}
+
+#[cfg(test)]
+mod encryption_tests {
+    use super::*;
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn an_encrypted_store_opens_only_with_its_key_and_holds_nothing_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let key = [7u8; 32];
+        {
+            let mut store = Store::open_encrypted(&path, &key).unwrap();
+            let tx = store.transaction(0).unwrap();
+            tx.set_meta("identity", b"patient-Zyxwvut-4711").unwrap();
+            tx.commit().unwrap();
+        }
+        assert!(matches!(
+            Store::open_encrypted(&path, &[8u8; 32]),
+            Err(StoreError::WrongKey)
+        ));
+        assert!(Store::open(&path).is_err(), "not readable without a key");
+        let mut store = Store::open_encrypted(&path, &key).unwrap();
+        assert_eq!(
+            store.read().unwrap().meta("identity").unwrap().as_deref(),
+            Some(&b"patient-Zyxwvut-4711"[..])
+        );
+        drop(store);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!contains(&bytes, b"Zyxwvut"));
+        }
+    }
+
+    #[test]
+    fn a_plain_store_is_exported_encrypted_and_rekeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.db");
+        let enc = dir.path().join("enc.db");
+        let mut store = Store::open(&plain).unwrap();
+        let tx = store.transaction(0).unwrap();
+        tx.set_meta("identity", b"patient-Zyxwvut-4711").unwrap();
+        tx.commit().unwrap();
+        store.export_encrypted(&enc, &[1; 32]).unwrap();
+        drop(store);
+        let mut copy = Store::open_encrypted(&enc, &[1; 32]).unwrap();
+        assert_eq!(
+            copy.read().unwrap().meta("identity").unwrap().as_deref(),
+            Some(&b"patient-Zyxwvut-4711"[..])
+        );
+        copy.rekey(&[2; 32]).unwrap();
+        drop(copy);
+        assert!(matches!(
+            Store::open_encrypted(&enc, &[1; 32]),
+            Err(StoreError::WrongKey)
+        ));
+        assert!(Store::open_encrypted(&enc, &[2; 32]).is_ok());
+        assert!(!contains(&std::fs::read(&enc).unwrap(), b"Zyxwvut"));
     }
 }

@@ -26,6 +26,11 @@ pub(crate) struct InitArgs {
         hide_env_values = true
     )]
     code: Option<String>,
+    /// Protect this laptop's store with a passphrase: it is encrypted on disk, and every
+    /// command asks for the passphrase (or reads it from the file FERRY_PASSPHRASE_FILE
+    /// names)
+    #[arg(long)]
+    passphrase: bool,
 }
 
 #[derive(Args)]
@@ -261,7 +266,11 @@ Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
 
 /// `ferry rejoin`.
 pub(crate) fn rejoin(home: Option<PathBuf>, a: RejoinArgs) -> Result<()> {
-    let home = Home::resolve(home)?;
+    let mut home = Home::resolve(home)?;
+    if home.is_locked() {
+        let p = super::passphrase(&home)?;
+        home = home.with_passphrase(p);
+    }
     let invite = InvitationFile::read(&a.join)?;
     let code = code_for(&invite, a.code)?;
     let (node, r) = Node::rejoin(&home, a.name.as_deref(), &invite, code.as_deref(), a.force)?;
@@ -294,7 +303,13 @@ pub(crate) fn rejoin(home: Option<PathBuf>, a: RejoinArgs) -> Result<()> {
 
 /// `ferry init`.
 pub(crate) fn init(home: Option<PathBuf>, a: InitArgs) -> Result<()> {
-    let home = Home::resolve(home)?;
+    let mut home = Home::resolve(home)?;
+    if a.passphrase {
+        if home.exists() {
+            return Err(NodeError::AlreadyInitialized(home.root().to_path_buf()).into());
+        }
+        home = home.with_passphrase(super::new_passphrase()?);
+    }
     let node = match (&a.mode.create, &a.mode.join) {
         (Some(dataset), None) => {
             let Some(name) = a.name.as_deref() else {
@@ -634,6 +649,42 @@ fn ask_code() -> Result<String> {
         .read_line(&mut line)
         .context("cannot read the invitation code from the terminal")?;
     Ok(line)
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PassphraseAction {
+    /// Protect this laptop's store with a passphrase, or change the one it has
+    #[command(after_help = "\
+Examples:
+  ferry passphrase set                    (asks for the current one, then the new one twice)
+  FERRY_NEW_PASSPHRASE_FILE=new.txt ferry passphrase set   (reads the new one from a file)
+
+The first time, the store (records, history, the dataset's keys) is encrypted on disk
+(SQLCipher); from then on every command asks for the passphrase, or reads it from the file
+FERRY_PASSPHRASE_FILE names. Changing it later seals the store's key again: nothing else is
+rewritten. There is no way back in without it: write it down somewhere safe. Stop a
+listener using this home first.
+
+Exit status: 0 set; 1 failed (the current passphrase is wrong, or the line says why);
+2 usage mistake (a passphrase shorter than 8 characters, or the two differ).")]
+    Set,
+}
+
+/// `ferry passphrase set`.
+pub(crate) fn passphrase(home: Option<PathBuf>, action: PassphraseAction) -> Result<()> {
+    let PassphraseAction::Set = action;
+    let mut node = open(home)?;
+    let new = super::new_passphrase()?;
+    let encrypted = node.set_passphrase(&new)?;
+    if encrypted {
+        out(format_args!(
+            "This laptop's store is now encrypted; every command asks for the passphrase (or reads it from the file FERRY_PASSPHRASE_FILE names). Write it down somewhere safe: there is no way in without it"
+        ))
+    } else {
+        out(format_args!(
+            "The passphrase is changed; the old one no longer opens this laptop's store"
+        ))
+    }
 }
 
 /// `ferry rekey`.

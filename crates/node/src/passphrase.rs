@@ -1,0 +1,89 @@
+//! `ferry passphrase set`: protect a home with a passphrase, or change it.
+
+use crate::home::{Passphrase, write_private};
+use crate::lock::{PASSPHRASE_KDF, seal};
+use crate::node::random;
+use crate::{Home, Node, NodeError};
+use ferry_store::Store;
+
+impl Node {
+    /// Protects this home with `new` (encrypting its store), or, when it has a passphrase
+    /// already, changes it (the store key is sealed again; nothing else is rewritten).
+    /// Returns whether the store was encrypted now.
+    pub fn set_passphrase(&mut self, new: &Passphrase) -> Result<bool, NodeError> {
+        let others = self.home.others();
+        if let Some((pid, what, _)) = others.first() {
+            return Err(NodeError::BadArgument(format!(
+                "another ferry process uses this home (process {pid}: {what}); stop it first, then set the passphrase"
+            )));
+        }
+        let path = self.home.store_key_file();
+        if let Some(key) = self.store_key {
+            let sealed = seal(&key, new.as_str(), random(), PASSPHRASE_KDF);
+            replace_file(&path, &sealed)?;
+            return Ok(false);
+        }
+        // Encrypt: seal a new store key first (a stop after this finishes the work at the
+        // next open), then put the encrypted copy in place of the plain store.
+        let key: [u8; 32] = random();
+        let sealed = seal(&key, new.as_str(), random(), PASSPHRASE_KDF);
+        replace_file(&path, &sealed)?;
+        let plain = std::mem::replace(&mut self.store, Store::open_in_memory()?);
+        replace_with_encrypted(&self.home, plain, &key)?;
+        self.store = Store::open_encrypted(&self.home.db(), &key)?;
+        self.store_key = Some(key);
+        Ok(true)
+    }
+}
+
+/// Replaces the plain store of `home` (open as `plain`) with a copy encrypted under `key`:
+/// the copy is written beside it, the plain one closed (its log folded in), then the copy
+/// renamed over it.
+pub(crate) fn replace_with_encrypted(
+    home: &Home,
+    plain: Store,
+    key: &[u8; 32],
+) -> Result<(), NodeError> {
+    let db = home.db();
+    let tmp = db.with_file_name("ferry.db.encrypting");
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+    }
+    plain.export_encrypted(&tmp, key)?;
+    drop(plain);
+    // The plain store's write-ahead log must not be read as the encrypted one's.
+    for suffix in ["-wal", "-shm"] {
+        let p = format!("{}{suffix}", db.display());
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(NodeError::io("cannot remove", p, e)),
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+    }
+    std::fs::rename(&tmp, &db).map_err(|e| NodeError::io("cannot replace", &db, e))?;
+    if let Some(dir) = db.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` (mode 0600) through a temporary file renamed over it.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), NodeError> {
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| NodeError::io("cannot replace", path, e))?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
