@@ -101,8 +101,15 @@ Removing a member (ferry member remove) changes the key by itself.
 Exit status: 0 changed; 1 failed (not the admin, or the line says why); 2 usage mistake.")]
     Rekey,
     /// Protect this laptop's store with a passphrase (encrypted on disk), or change it
-    #[command(subcommand)]
-    Passphrase(members::PassphraseAction),
+    #[command(after_help = "\
+Examples:
+  ferry passphrase set
+
+Exit status: 0; 1 failed (the line says why); 2 usage mistake.")]
+    Passphrase {
+        #[command(subcommand)]
+        action: members::PassphraseAction,
+    },
     /// Set fields of a record: VALUE is an integer, a float, true, false, null, else text
     #[command(after_help = "\
 Examples:
@@ -468,7 +475,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rejoin(a) => members::rejoin(home, a),
         Command::Invite(a) => members::invite(home, a),
         Command::Rekey => members::rekey(home),
-        Command::Passphrase(a) => members::passphrase(home, a),
+        Command::Passphrase { action } => members::passphrase(home, action),
         Command::Contact { action } => members::contact(home, action),
         Command::Rule { action } => members::rule(home, action),
         Command::Member { action } => members::member(home, action),
