@@ -5,6 +5,9 @@
 //! cargo run --release -p ferry-bench -- quick      # < 1 minute; prints tables (CI runs it)
 //! cargo run --release -p ferry-bench -- all        # 1 … 1 000 000 records; writes
 //!                                                  # crates/bench/BENCHMARKS.md and the SVG chart
+//! cargo run --release -p ferry-bench -- at-rest [N] # load, export, import and an idle open of
+//!                                                  # N records (100 000), with and without a
+//!                                                  # passphrase
 //! ```
 //!
 //! Every measurement goes through the same library calls as the `ferry` commands (load,
@@ -82,7 +85,14 @@ fn main() -> Result<()> {
             println!("\nwrote {}", dir.join("BENCHMARKS.md").display());
             Ok(())
         }
-        _ => bail!("usage: ferry-bench quick | all"),
+        Some("at-rest") => {
+            let n = match args.get(1) {
+                Some(n) => n.parse().context("N: a number of records")?,
+                None => 100_000,
+            };
+            at_rest(n)
+        }
+        _ => bail!("usage: ferry-bench quick | all | at-rest [N]"),
     }
 }
 
@@ -518,5 +528,72 @@ fn child(args: &[String]) -> Result<()> {
         .and_then(|v| v.parse::<u64>().ok())
         .context("VmHWM in /proc/self/status")?;
     println!("peak_kb {kb}");
+    Ok(())
+}
+
+/// Encryption at rest (issue 13): the same load, export and import of `n` records between two
+/// homes without and with a passphrase, and what opening a home costs (the passphrase's key
+/// derivation runs once per command).
+fn at_rest(n: u64) -> Result<()> {
+    let mut jsonl = Vec::new();
+    for i in 0..n {
+        let (id, fields) = workload::visit(SEED, i);
+        jsonl.extend_from_slice(workload::json_line(&id, &fields).as_bytes());
+        jsonl.push(b'\n');
+    }
+    println!("| {n} records | load s | export s | import s | open s | store bytes |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for locked in [false, true] {
+        let tmp = tempfile::tempdir()?;
+        let base = tmp.path();
+        let home = |name: &str| {
+            let h = Home::at(base.join(name));
+            match locked {
+                true => h.with_passphrase(
+                    ferry_node::Passphrase::new("mango tree by the well".into())
+                        .expect("long enough"),
+                ),
+                false => h,
+            }
+        };
+        let (hq_home, a_home) = (home("hq"), home("a"));
+        let mut hq = Node::create(&hq_home, "hq", "bench")?;
+        let inv = base.join("a.invite");
+        let code = hq.invite(&inv, Some("clinic-a"))?.code;
+        let mut a = Node::join(
+            &a_home,
+            Some("clinic-a"),
+            &InvitationFile::read(&inv)?,
+            Some(&code),
+        )?;
+        let join = base.join("join");
+        std::fs::create_dir(&join)?;
+        a.export(&join, &NoProgress)?;
+        hq.import(&[join], &NoProgress)?;
+        let start = Instant::now();
+        hq.load("visits", FileFormat::JsonLines, &mut &jsonl[..], None, &NoProgress)?;
+        let load = start.elapsed().as_secs_f64();
+        let full = base.join("full");
+        std::fs::create_dir(&full)?;
+        let start = Instant::now();
+        hq.export(&full, &NoProgress)?;
+        let export = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        a.import(std::slice::from_ref(&full), &NoProgress)?;
+        let import = start.elapsed().as_secs_f64();
+        if a.status()?.records != n {
+            bail!("clinic A has {} records, not {n}", a.status()?.records);
+        }
+        drop(a);
+        let start = Instant::now();
+        let a = Node::open(&a_home)?;
+        let open = start.elapsed().as_secs_f64();
+        drop(a);
+        println!(
+            "| {} | {load:.2} | {export:.2} | {import:.2} | {open:.3} | {} |",
+            if locked { "with a passphrase" } else { "without" },
+            store_bytes(&base.join("a"))
+        );
+    }
     Ok(())
 }
