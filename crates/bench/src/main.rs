@@ -5,9 +5,11 @@
 //! cargo run --release -p ferry-bench -- quick      # < 1 minute; prints tables (CI runs it)
 //! cargo run --release -p ferry-bench -- all        # 1 … 1 000 000 records; writes
 //!                                                  # crates/bench/BENCHMARKS.md and the SVG chart
-//! cargo run --release -p ferry-bench -- at-rest [N] # load, export, import and an idle open of
+//! cargo run --release -p ferry-bench -- at-rest [N] [--write]
+//!                                                  # load, export, import and an idle open of
 //!                                                  # N records (100 000), with and without a
-//!                                                  # passphrase
+//!                                                  # passphrase; --write keeps the table in
+//!                                                  # at-rest.md, which BENCHMARKS.md includes
 //! ```
 //!
 //! Every measurement goes through the same library calls as the `ferry` commands (load,
@@ -86,13 +88,23 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("at-rest") => {
-            let n = match args.get(1) {
+            let n = match args.get(1).filter(|a| *a != "--write") {
                 Some(n) => n.parse().context("N: a number of records")?,
                 None => 100_000,
             };
-            at_rest(n)
+            let table = at_rest(n)?;
+            print!("{table}");
+            if args.iter().any(|a| a == "--write") {
+                let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+                let text = format!(
+                    "`cargo run --release -p ferry-bench -- at-rest {n} --write`: two homes, the same load, export and import; \"open\" is opening the home once, which a passphrase makes derive its key (Argon2id, 64 MiB, 3 passes) in every command.\n\n{table}"
+                );
+                std::fs::write(dir.join("at-rest.md"), text)?;
+                println!("\nwrote {}", dir.join("at-rest.md").display());
+            }
+            Ok(())
         }
-        _ => bail!("usage: ferry-bench quick | all | at-rest [N]"),
+        _ => bail!("usage: ferry-bench quick | all | at-rest [N] [--write]"),
     }
 }
 
@@ -534,15 +546,20 @@ fn child(args: &[String]) -> Result<()> {
 /// Encryption at rest (issue 13): the same load, export and import of `n` records between two
 /// homes without and with a passphrase, and what opening a home costs (the passphrase's key
 /// derivation runs once per command).
-fn at_rest(n: u64) -> Result<()> {
+fn at_rest(n: u64) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let mut jsonl = Vec::new();
     for i in 0..n {
         let (id, fields) = workload::visit(SEED, i);
         jsonl.extend_from_slice(workload::json_line(&id, &fields).as_bytes());
         jsonl.push(b'\n');
     }
-    println!("| {n} records | load s | export s | import s | open s | store bytes |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| {n} records | load s | export s | import s | open s | store bytes |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     for locked in [false, true] {
         let tmp = tempfile::tempdir()?;
         let base = tmp.path();
@@ -571,7 +588,13 @@ fn at_rest(n: u64) -> Result<()> {
         a.export(&join, &NoProgress)?;
         hq.import(&[join], &NoProgress)?;
         let start = Instant::now();
-        hq.load("visits", FileFormat::JsonLines, &mut &jsonl[..], None, &NoProgress)?;
+        hq.load(
+            "visits",
+            FileFormat::JsonLines,
+            &mut &jsonl[..],
+            None,
+            &NoProgress,
+        )?;
         let load = start.elapsed().as_secs_f64();
         let full = base.join("full");
         std::fs::create_dir(&full)?;
@@ -589,11 +612,16 @@ fn at_rest(n: u64) -> Result<()> {
         let a = Node::open(&a_home)?;
         let open = start.elapsed().as_secs_f64();
         drop(a);
-        println!(
+        let _ = writeln!(
+            out,
             "| {} | {load:.2} | {export:.2} | {import:.2} | {open:.3} | {} |",
-            if locked { "with a passphrase" } else { "without" },
+            if locked {
+                "with a passphrase"
+            } else {
+                "without"
+            },
             store_bytes(&base.join("a"))
         );
     }
-    Ok(())
+    Ok(out)
 }

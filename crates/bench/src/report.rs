@@ -364,8 +364,18 @@ pub fn write(dir: &Path, results: &[SizeResult], fixed: &Fixed) -> Result<()> {
     let _ = writeln!(md, "![bytes per record](bytes-per-record.svg)\n");
     md.push_str(&tables(results, fixed));
     md.push_str(&absent_member(dir));
+    md.push_str(&at_rest(dir));
     std::fs::write(dir.join("BENCHMARKS.md"), md)?;
     Ok(())
+}
+
+/// The section on encryption at rest, from `at-rest.md` (written by
+/// `cargo run --release -p ferry-bench -- at-rest 100000 --write`).
+pub fn at_rest(dir: &Path) -> String {
+    match std::fs::read_to_string(dir.join("at-rest.md")) {
+        Ok(text) => format!("\n### Encryption at rest (a passphrase)\n\n{text}"),
+        Err(_) => String::new(),
+    }
 }
 
 /// The section on a member that stays away, from `absent-member.md` (written by
