@@ -901,3 +901,56 @@ fn removing_is_the_admins_and_mistakes_are_one_line() {
     assert!(out.contains("now uses key number 2"), "{out}");
     assert!(out.contains("each of the 2 members"), "{out}");
 }
+
+/// The bytes `ferry send sms --to PHONE --dry-run` says it would send.
+fn sms_bytes(hq: &Laptop, phone: &str) -> u64 {
+    let out = hq
+        .cmd(&["send", "sms", "--to", phone, "--dry-run"])
+        .env("FERRY_TEST_SMS_PASSWORD", "x")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("would send"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let (_, rest) = line.split_once("): ").unwrap();
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// Issue 13: an SMS to a member known to hold the current key epoch does not pay for the
+/// key grant (about 200 bytes and more per member); one to a member that may lack it does,
+/// and so does a bundle on a stick while any member lacks it.
+#[test]
+fn the_key_grant_rides_in_an_sms_only_to_a_member_that_lacks_it() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let stick = base.join("stick");
+    let (hq, a, b) = converged(base, &stick);
+    let sms = "[sms]\ngateway = \"kannel\"\nfrom = \"+15550001\"\nsendsms_url = \"http://127.0.0.1:9/cgi-bin/sendsms\"\nusername = \"ferry\"\npassword_env = \"FERRY_TEST_SMS_PASSWORD\"\n";
+    std::fs::write(hq.home.join("ferry.toml"), sms).unwrap();
+    a.ok(&["contact", "set", "--phone", "+15550002"]);
+    b.ok(&["contact", "set", "--phone", "+15550003"]);
+    exchange(&[&a, &b, &hq], &stick);
+    hq.ok(&["rekey"]);
+    hq.ok(&["put", "visits", "h1", "age=1"]);
+    hq.ok(&["sync", s(&stick)]);
+    // clinic-a reads the new key and says so with its receipt; clinic-b stays away.
+    a.ok(&["sync", s(&stick)]);
+    hq.ok(&["sync", s(&stick)]);
+    hq.ok(&["put", "visits", "h2", "age=2"]);
+    let to_a = sms_bytes(&hq, "+15550002");
+    let to_b = sms_bytes(&hq, "+15550003");
+    assert!(
+        to_b >= to_a + 150,
+        "the grant rides only to clinic-b: {to_a} B to clinic-a, {to_b} B to clinic-b"
+    );
+    // On the stick, which clinic-b will read, the grant still rides.
+    let (_, written) = sync_writing(&hq, &stick);
+    assert!(head(&written).grant > 0, "{:?}", head(&written));
+}

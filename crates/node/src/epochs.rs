@@ -264,12 +264,16 @@ impl Node {
     }
 
     /// Whether bundles should carry the current grant: some member this laptop writes for
-    /// is not known to hold the admin's change that began the epoch.
-    pub(crate) fn grant_needed(&mut self) -> Result<bool, NodeError> {
+    /// (`to`, or every member for a shared medium) is not known to hold the admin's change
+    /// that began the epoch.
+    pub(crate) fn grant_needed(&mut self, to: Option<MemberId>) -> Result<bool, NodeError> {
         let Some((seq, _)) = self.keys.grant() else {
             return Ok(false);
         };
-        let peers = self.known_peers()?;
+        let peers = match to {
+            Some(m) => vec![m],
+            None => self.known_peers()?,
+        };
         let tx = self.store.read()?;
         for p in peers {
             if p != MemberId::ADMIN && tx.peer(p)?.get(MemberId::ADMIN) < seq {

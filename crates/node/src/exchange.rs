@@ -1572,6 +1572,20 @@ impl Node {
         self.write_bundle_as(runs, false, progress)
     }
 
+    /// [`Node::write_bundle`] for one member only (an SMS to its number): the key grant rides
+    /// along only if that member is not known to hold the current key epoch.
+    pub(crate) fn write_bundle_to(
+        &mut self,
+        runs: Option<&[Coverage]>,
+        to: Option<MemberId>,
+        progress: &dyn Progress,
+    ) -> Result<(String, u64, Staged, Option<VersionVector>), NodeError> {
+        self.bundle_for = to;
+        let written = self.write_bundle_as(runs, false, progress);
+        self.bundle_for = None;
+        written
+    }
+
     /// [`Node::write_bundle`], sealed or (`plaintext`) signed but not encrypted.
     pub(crate) fn write_bundle_as(
         &mut self,
@@ -1612,7 +1626,7 @@ impl Node {
         self.refresh_grant()?;
         let options = WriteOptions {
             plaintext,
-            grant: self.grant_needed()?,
+            grant: self.grant_needed(self.bundle_for)?,
             ..WriteOptions::default()
         };
         let out = Hashing {

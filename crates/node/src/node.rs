@@ -60,6 +60,9 @@ pub struct Node {
     pub(crate) keys: Keyring,
     /// The key the store is encrypted under, when the home has a passphrase.
     pub(crate) store_key: Option<[u8; 32]>,
+    /// The one member the bundle being written is for, when it is for one only (an SMS):
+    /// the key grant rides along only if that member lacks it.
+    pub(crate) bundle_for: Option<MemberId>,
     /// This process's note in the home's `running/` (whom another command waits for).
     _presence: Option<Presence>,
 }
@@ -581,6 +584,7 @@ impl Node {
                 engine,
                 keys,
                 store_key,
+                bundle_for: None,
                 _presence: None,
             })
         })();
@@ -649,6 +653,7 @@ impl Node {
             engine,
             keys,
             store_key,
+            bundle_for: None,
             _presence: home.announce(&what),
         })
     }

@@ -270,7 +270,7 @@ impl Node {
                 continue;
             }
             progress.begin(&format!("SMS for {}", entry.label), None, Unit::Bytes);
-            let (name, len, staged, _) = self.write_bundle(Some(&runs), progress)?;
+            let (name, len, staged, _) = self.write_bundle_to(Some(&runs), member, progress)?;
             let bytes =
                 std::fs::read(&staged).map_err(|e| NodeError::io("cannot read", &staged, e));
             let _ = std::fs::remove_file(&staged);
