@@ -245,3 +245,96 @@ fn a_home_protected_later_is_encrypted_in_place_and_a_short_passphrase_is_refuse
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("FERRY_PASSPHRASE_FILE"), "{err}");
 }
+
+/// Copies a home folder (as a backup or a second disk would hold it).
+fn copy_home(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// A passphrase change gives the store a new key too, so an old `store.key` with the old
+/// passphrase opens nothing written after; and a change that stopped midway (the power
+/// failed) is finished or undone at the next command, with one line saying which
+/// passphrase to type when the one typed is not it.
+#[test]
+fn a_passphrase_change_rotates_the_store_key_and_survives_a_stop_at_any_step() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let old = phrase_file(base, "old", "mango tree by the well");
+    let new = phrase_file(base, "new", "three goats and a radio");
+    let hq = Laptop::new(base, "hq");
+    ok(
+        &hq,
+        &old,
+        &[
+            "init",
+            "--name",
+            "hq",
+            "--create",
+            "clinic visits",
+            "--passphrase",
+        ],
+    );
+    ok(&hq, &old, &["put", "visits", "v1", "who=Zyxwvut-one"]);
+    // Before the change: a copy of the home with the old key file (a thief's copy).
+    let before = base.join("before");
+    copy_home(&hq.home, &before);
+
+    // The change, on a copy: a home whose change completed.
+    let after = base.join("after");
+    copy_home(&hq.home, &after);
+    let changed = Laptop::new(base, "after");
+    let out = run(&changed, &old, Some(&new), &["passphrase", "set"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&changed, &new, &["put", "visits", "v2", "who=Zyxwvut-two"]);
+    // The old key file with the old passphrase does not open the store written since.
+    std::fs::copy(before.join("store.key"), base.join("thief.key")).unwrap();
+    let thief = base.join("thief");
+    copy_home(&after, &thief);
+    std::fs::copy(base.join("thief.key"), thief.join("store.key")).unwrap();
+    let out = run(&Laptop::new(base, "thief"), &old, None, &["list", "visits"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the old key no longer opens the store"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Zyxwvut"));
+
+    // A stop after the new key was sealed, before the store was touched: the old
+    // passphrase opens it (and the half-made change is dropped); the new one is told so.
+    let early = base.join("early");
+    copy_home(&hq.home, &early);
+    std::fs::copy(after.join("store.key"), early.join("store.key.next")).unwrap();
+    let early = Laptop::new(base, "early");
+    let out = run(&early, &new, None, &["list", "visits"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("opens with the one it had before"), "{err}");
+    assert!(ok(&early, &old, &["list", "visits"]).contains("Zyxwvut-one"));
+    assert!(!early.home.join("store.key.next").exists());
+
+    // A stop after the store was re-encrypted, before the new key file was put in place:
+    // the new passphrase opens it and finishes the change; the old one is told so.
+    let late = base.join("late");
+    copy_home(&after, &late);
+    std::fs::rename(late.join("store.key"), late.join("store.key.next")).unwrap();
+    std::fs::copy(before.join("store.key"), late.join("store.key")).unwrap();
+    let late = Laptop::new(base, "late");
+    let out = run(&late, &old, None, &["list", "visits"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("opens with the new one"), "{err}");
+    assert!(ok(&late, &new, &["list", "visits"]).contains("Zyxwvut-two"));
+    assert!(!late.home.join("store.key.next").exists());
+    assert!(ok(&late, &new, &["status"]).contains("records"));
+}

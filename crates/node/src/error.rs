@@ -279,6 +279,17 @@ pub enum NodeError {
         .0.display()
     )]
     WrongPassphrase(PathBuf),
+    /// A passphrase change stopped midway (the power failed); `which` passphrase opens it.
+    #[error(
+        "a passphrase change on {} stopped before it finished: it opens with {which}; type that one",
+        home.display()
+    )]
+    PassphraseChangeUnfinished {
+        /// The home.
+        home: PathBuf,
+        /// Which passphrase opens it now.
+        which: &'static str,
+    },
     /// `store.key` is damaged.
     #[error(
         "{} is damaged: the store cannot be opened without it; restore it from a backup of the home folder",
@@ -317,7 +328,7 @@ impl NodeError {
             | E::BadCsv(_)
             | E::NotCsv { .. } => ErrorKind::Input,
             E::Settings(_) | E::NoDataFolder | E::PassphraseNeeded(_) => ErrorKind::Settings,
-            E::WrongPassphrase(_) => ErrorKind::Input,
+            E::WrongPassphrase(_) | E::PassphraseChangeUnfinished { .. } => ErrorKind::Input,
             E::DamagedStoreKey(_) => ErrorKind::Store,
             E::NotAFolder(_) | E::Medium(_) | E::NothingToImport(_) => ErrorKind::Medium,
             E::NoNode(_)

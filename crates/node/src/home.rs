@@ -99,6 +99,11 @@ impl Home {
         self.root.join("store.key")
     }
 
+    /// A new store key being put in place by a passphrase change (crate::passphrase).
+    pub(crate) fn store_key_next_file(&self) -> PathBuf {
+        self.root.join("store.key.next")
+    }
+
     /// Whether the home's store is encrypted under a passphrase.
     pub fn is_locked(&self) -> bool {
         self.store_key_file().exists()

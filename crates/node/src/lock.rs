@@ -11,9 +11,9 @@
 //!             ‖ BLAKE3(everything before)                                  (32 bytes)
 //! ```
 //!
-//! Changing the passphrase seals the same store key again (nothing else is rewritten); a
-//! wrong passphrase fails the AEAD before the store is touched. The checksum tells damage
-//! from a wrong passphrase.
+//! Changing the passphrase draws a new store key too (crate::passphrase); a wrong
+//! passphrase fails the AEAD before the store is touched. The checksum tells damage from a
+//! wrong passphrase.
 
 use crate::invite::{KdfParams, argon2id};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};

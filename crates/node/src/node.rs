@@ -14,23 +14,62 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The store key of a home with a passphrase (`None` for a home without one).
-fn unlock(home: &Home) -> Result<Option<[u8; 32]>, NodeError> {
+/// Opens the store of `home`, and its key when the home has a passphrase.
+///
+/// A passphrase change seals the new store key in `store.key.next`, re-encrypts the store
+/// under it, then renames `store.key.next` over `store.key`; an open finds where a change
+/// that stopped midway got to and finishes it, or undoes what it had begun (see
+/// `Node::set_passphrase`).
+fn open_store(home: &Home) -> Result<(Store, Option<[u8; 32]>), NodeError> {
     let path = home.store_key_file();
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(NodeError::io("cannot read", &path, e)),
+    let next = home.store_key_next_file();
+    let Some(sealed) = read_if_there(&path)? else {
+        return Ok((Store::open(&home.db())?, None));
     };
     let Some(passphrase) = home.passphrase() else {
         return Err(NodeError::PassphraseNeeded(home.root().to_path_buf()));
     };
-    match crate::lock::open(&bytes, passphrase.as_str()) {
-        Ok(key) => Ok(Some(key)),
-        Err(crate::lock::LockError::WrongPassphrase) => {
-            Err(NodeError::WrongPassphrase(home.root().to_path_buf()))
+    let current = crate::lock::open(&sealed, passphrase.as_str());
+    let pending = read_if_there(&next)?.map(|b| crate::lock::open(&b, passphrase.as_str()));
+    if let Some(Ok(key)) = pending {
+        // The store was re-encrypted under the new key: finish the change.
+        if let Ok(store) = Store::open_encrypted(&home.db(), &key) {
+            std::fs::rename(&next, &path).map_err(|e| NodeError::io("cannot replace", &path, e))?;
+            return Ok((store, Some(key)));
         }
+    }
+    match current {
+        Ok(key) => match open_encrypted(home, &key) {
+            Ok(store) => {
+                if pending.is_some() {
+                    // A change that stopped before the store was touched: it did not happen.
+                    let _ = std::fs::remove_file(&next);
+                }
+                Ok((store, Some(key)))
+            }
+            Err(_) if pending.is_some() => Err(NodeError::PassphraseChangeUnfinished {
+                home: home.root().to_path_buf(),
+                which: "the new one",
+            }),
+            Err(e) => Err(e),
+        },
+        Err(crate::lock::LockError::WrongPassphrase) => match pending {
+            Some(Ok(_)) => Err(NodeError::PassphraseChangeUnfinished {
+                home: home.root().to_path_buf(),
+                which: "the one it had before",
+            }),
+            _ => Err(NodeError::WrongPassphrase(home.root().to_path_buf())),
+        },
         Err(crate::lock::LockError::Damaged) => Err(NodeError::DamagedStoreKey(path)),
+    }
+}
+
+/// A file's bytes, or `None` when it is not there.
+fn read_if_there(path: &Path) -> Result<Option<Vec<u8>>, NodeError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::io("cannot read", path, e)),
     }
 }
 
@@ -603,11 +642,7 @@ impl Node {
         if !home.exists() {
             return Err(NodeError::NoNode(home.root().to_path_buf()));
         }
-        let store_key = unlock(home)?;
-        let mut store = match &store_key {
-            Some(key) => open_encrypted(home, key)?,
-            None => Store::open(&home.db())?,
-        };
+        let (mut store, store_key) = open_store(home)?;
         let id = {
             let tx = store.read()?;
             let bytes = tx

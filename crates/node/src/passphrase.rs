@@ -8,7 +8,7 @@ use ferry_store::Store;
 
 impl Node {
     /// Protects this home with `new` (encrypting its store), or, when it has a passphrase
-    /// already, changes it (the store key is sealed again; nothing else is rewritten).
+    /// already, changes it (with a new store key: the store is encrypted again under it).
     /// Returns whether the store was encrypted now.
     pub fn set_passphrase(&mut self, new: &Passphrase) -> Result<bool, NodeError> {
         let others = self.home.others();
@@ -18,9 +18,21 @@ impl Node {
             )));
         }
         let path = self.home.store_key_file();
-        if let Some(key) = self.store_key {
+        if self.store_key.is_some() {
+            // A new store key too, so that an old copy of `store.key` and the old
+            // passphrase do not open the store from now on: sealed beside the current one,
+            // the store re-encrypted under it (all or nothing), then put in place.
+            let key: [u8; 32] = random();
+            let next = self.home.store_key_next_file();
             let sealed = seal(&key, new.as_str(), random(), PASSPHRASE_KDF);
-            replace_file(&path, &sealed)?;
+            replace_file(&next, &sealed)?;
+            if let Err(e) = self.store.rekey(&key) {
+                let _ = std::fs::remove_file(&next);
+                return Err(e.into());
+            }
+            std::fs::rename(&next, &path).map_err(|e| NodeError::io("cannot replace", &path, e))?;
+            sync_dir(&path);
+            self.store_key = Some(key);
             return Ok(false);
         }
         // Encrypt: seal a new store key first (a stop after this finishes the work at the
@@ -80,10 +92,15 @@ fn replace_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), NodeError> {
     let _ = std::fs::remove_file(&tmp);
     write_private(&tmp, bytes)?;
     std::fs::rename(&tmp, path).map_err(|e| NodeError::io("cannot replace", path, e))?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Makes a rename in `path`'s folder durable.
+fn sync_dir(path: &std::path::Path) {
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
     }
-    Ok(())
 }

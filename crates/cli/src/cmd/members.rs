@@ -661,9 +661,9 @@ Examples:
 
 The first time, the store (records, history, the dataset's keys) is encrypted on disk
 (SQLCipher); from then on every command asks for the passphrase, or reads it from the file
-FERRY_PASSPHRASE_FILE names. Changing it later seals the store's key again: nothing else is
-rewritten. There is no way back in without it: write it down somewhere safe. Stop a
-listener using this home first.
+FERRY_PASSPHRASE_FILE names. Changing it later also gives the store a new key (the store is
+encrypted again), so an old copy of the key file opens nothing written after. There is no
+way back in without it: write it down somewhere safe. Stop a listener using this home first.
 
 Exit status: 0 set; 1 failed (the current passphrase is wrong, or the line says why);
 2 usage mistake (a passphrase shorter than 8 characters, or the two differ).")]
