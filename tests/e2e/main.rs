@@ -7,6 +7,7 @@ mod util;
 
 mod absent;
 mod attacks;
+mod backup;
 mod cli;
 mod conflicts;
 mod crash;

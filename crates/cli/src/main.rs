@@ -100,6 +100,23 @@ Removing a member (ferry member remove) changes the key by itself.
 
 Exit status: 0 changed; 1 failed (not the admin, or the line says why); 2 usage mistake.")]
     Rekey,
+    /// Write a sealed copy of this laptop's store to FILE (restore it with
+    /// `ferry init --join NEW_INVITE --restore FILE`)
+    #[command(after_help = "\
+Examples:
+  ferry backup /media/usb/clinic-a-2026-12-02.backup
+
+It prints a one-time code: the file opens only with it. Keep the code apart from the file.
+A restored laptop joins again under a new member number from a new invitation (so it never
+writes a second version of what it wrote after the backup): ask the admin for one, then run
+ferry init --join NEW_INVITE --restore FILE in an empty home.
+
+Exit status: 0 written; 1 failed (FILE already exists, or the line says why); 2 usage
+mistake.")]
+    Backup {
+        /// Where to write the backup (a file that does not exist yet)
+        file: PathBuf,
+    },
     /// Protect this laptop's store with a passphrase (encrypted on disk), or change it
     #[command(after_help = "\
 Examples:
@@ -475,6 +492,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rejoin(a) => members::rejoin(home, a),
         Command::Invite(a) => members::invite(home, a),
         Command::Rekey => members::rekey(home),
+        Command::Backup { file } => members::backup(home, file),
         Command::Passphrase { action } => members::passphrase(home, action),
         Command::Contact { action } => members::contact(home, action),
         Command::Rule { action } => members::rule(home, action),

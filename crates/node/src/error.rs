@@ -67,6 +67,14 @@ pub enum NodeError {
         /// What is wrong.
         reason: String,
     },
+    /// A backup file cannot be used: not one, damaged, or the code does not open it.
+    #[error("{}: {reason}", path.display())]
+    BadBackup {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The invitation is sealed with a one-time code and none was given.
     #[error(
         "{0} is locked with a one-time code: give it with --code XXXX-XXXX-XXXX or in the environment variable FERRY_INVITE_CODE (the admin was shown it by `ferry invite`)"
@@ -322,6 +330,7 @@ impl NodeError {
         match self {
             E::BadArgument(_) | E::WrongRule { .. } => ErrorKind::Usage,
             E::BadInvite { .. }
+            | E::BadBackup { .. }
             | E::InviteCodeNeeded(_)
             | E::WrongInviteCode { .. }
             | E::LoadRefused { .. }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod backup;
 mod contacts;
 mod doctor;
 mod email;
@@ -34,6 +35,7 @@ mod serial;
 mod sms;
 pub mod time;
 
+pub use backup::BackupReport;
 pub use contacts::Contact;
 pub use doctor::{DoctorReport, Finding, Severity};
 pub use email::{EmailReceiveReport, EmailSendReport, EmailSent, EmailWaiting};

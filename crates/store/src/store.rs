@@ -242,6 +242,30 @@ impl Store {
         Ok(result?)
     }
 
+    /// Writes a plain (unencrypted) copy of this encrypted database to `dest`, schema version
+    /// included. `dest` must not exist.
+    pub fn export_plain(&self, dest: &Path) -> Result<()> {
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| StoreError::Corrupt("the home folder's path is not UTF-8".into()))?;
+        let version: u32 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        self.conn.execute(
+            "ATTACH DATABASE ?1 AS plaintext KEY ''",
+            rusqlite::params![dest],
+        )?;
+        let result = self
+            .conn
+            .query_row("SELECT sqlcipher_export('plaintext')", [], |_| Ok(()))
+            .and_then(|()| {
+                self.conn
+                    .execute_batch(&format!("PRAGMA plaintext.user_version = {version}"))
+            });
+        self.conn.execute_batch("DETACH DATABASE plaintext")?;
+        Ok(result?)
+    }
+
     /// Changes the key of this encrypted database (SQLCipher's `rekey`: every page is
     /// written again under the new key).
     pub fn rekey(&self, key: &[u8; 32]) -> Result<()> {

@@ -31,6 +31,19 @@ pub(crate) struct InitArgs {
     /// names)
     #[arg(long)]
     passphrase: bool,
+    /// With --join: restore this laptop from a file `ferry backup` wrote, joining again
+    /// under the new invitation's member number (so it never forks its old history)
+    #[arg(long, value_name = "BACKUP")]
+    restore: Option<PathBuf>,
+    /// With --restore: the backup's one-time code, XXXX-XXXX-XXXX [asked for when not given
+    /// and a terminal is attached]
+    #[arg(
+        long,
+        value_name = "CODE",
+        env = "FERRY_BACKUP_CODE",
+        hide_env_values = true
+    )]
+    backup_code: Option<String>,
 }
 
 #[derive(Args)]
@@ -301,9 +314,31 @@ pub(crate) fn rejoin(home: Option<PathBuf>, a: RejoinArgs) -> Result<()> {
     ))
 }
 
+/// `ferry backup`.
+pub(crate) fn backup(home: Option<PathBuf>, out_file: PathBuf) -> Result<()> {
+    let mut node = open(home)?;
+    let r = node.backup(&out_file)?;
+    out(format_args!(
+        "Wrote a backup of this laptop to {} ({} bytes)",
+        r.path.display(),
+        r.bytes
+    ))?;
+    out(format_args!("code: {}", r.code))?;
+    out(format_args!(
+        "The file opens only with this code: keep the code apart from the file (on paper). To restore, ask the admin for a new invitation and run: ferry init --join NEW_INVITE --restore {}",
+        r.path.display()
+    ))
+}
+
 /// `ferry init`.
 pub(crate) fn init(home: Option<PathBuf>, a: InitArgs) -> Result<()> {
     let mut home = Home::resolve(home)?;
+    if a.restore.is_some() && a.mode.join.is_none() {
+        return Err(NodeError::BadArgument(
+            "--restore needs --join NEW_INVITE: a restored laptop joins again under a new member number, so it never writes a second version of its old history; ask the admin for a new invitation".into(),
+        )
+        .into());
+    }
     if a.passphrase {
         if home.exists() {
             return Err(NodeError::AlreadyInitialized(home.root().to_path_buf()).into());
@@ -320,6 +355,40 @@ pub(crate) fn init(home: Option<PathBuf>, a: InitArgs) -> Result<()> {
                 .into());
             };
             Node::create(&home, name, dataset)?
+        }
+        (None, Some(path)) if a.restore.is_some() => {
+            let backup = a.restore.as_deref().expect("checked");
+            let invite = InvitationFile::read(path)?;
+            let backup_code = match a.backup_code {
+                Some(c) => c,
+                None if std::io::stdin().is_terminal() => {
+                    use std::io::Write as _;
+                    eprint!("Backup code (XXXX-XXXX-XXXX, printed by `ferry backup`): ");
+                    std::io::stderr().flush()?;
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the backup code from the terminal")?;
+                    line
+                }
+                None => {
+                    return Err(NodeError::BadArgument(
+                        "--restore needs the backup's code: --backup-code XXXX-XXXX-XXXX (or FERRY_BACKUP_CODE)".into(),
+                    )
+                    .into());
+                }
+            };
+            let code = code_for(&invite, a.code)?;
+            let (node, r) =
+                Node::restore_backup(&home, backup, &backup_code, &invite, code.as_deref())?;
+            out(format_args!(
+                "Restored {} and joined again as member #{} (the backup was of member #{}): {} records it had written are written again as the new member; the others' records and what it wrote after the backup come with the next sync",
+                backup.display(),
+                r.new_member,
+                r.old_member,
+                r.records
+            ))?;
+            node
         }
         (None, Some(path)) => {
             let invite = InvitationFile::read(path)?;
