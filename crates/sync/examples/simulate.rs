@@ -33,6 +33,8 @@ fn main() {
     let restores = AtomicU64::new(0);
     let unnoticed = AtomicU64::new(0);
     let stalled = AtomicU64::new(0);
+    let refused_removed = AtomicU64::new(0);
+    let past_cutoff = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -55,6 +57,8 @@ fn main() {
                             ghosts.fetch_add(o.ghosts as u64, Ordering::Relaxed);
                             revivals.fetch_add(o.revivals, Ordering::Relaxed);
                             restores.fetch_add(o.restores, Ordering::Relaxed);
+                            refused_removed.fetch_add(o.refused_removed, Ordering::Relaxed);
+                            past_cutoff.fetch_add(o.applied_past_cutoff as u64, Ordering::Relaxed);
                             match o.fork {
                                 Some(ferry_sync::simulation::ForkOutcome::Travelled) => {
                                     travelled.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +86,7 @@ fn main() {
     });
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{n} seeds ({first}..{}) on {threads} threads in {secs:.1} s: {} failed; {} writes, {} bundle deliveries, {} commits stashed and {} pending on arrival, {} snapshots installed, {} conflicts at the end; {} ghosts shown at the end, {} writes that revived a record, {} restores; {} forged bundles delivered ({} refused outright, the rest without effect); forks: evidence reached every member in {} runs, went unnoticed or without evidence in {}, and left an honest member waiting on the other version in {}",
+        "{n} seeds ({first}..{}) on {threads} threads in {secs:.1} s: {} failed; {} writes, {} bundle deliveries, {} commits stashed and {} pending on arrival, {} snapshots installed, {} conflicts at the end; {} ghosts shown at the end, {} writes that revived a record, {} restores; {} forged bundles delivered ({} refused outright, the rest without effect); forks: evidence reached every member in {} runs, went unnoticed or without evidence in {}, and left an honest member waiting on the other version in {}; removals: {} bundles of removed members refused, {} members had applied a removed member's changes past its cutoff before the removal reached them",
         first + n,
         failed.load(Ordering::Relaxed),
         writes.load(Ordering::Relaxed),
@@ -98,7 +102,9 @@ fn main() {
         refused.load(Ordering::Relaxed),
         travelled.load(Ordering::Relaxed),
         unnoticed.load(Ordering::Relaxed),
-        stalled.load(Ordering::Relaxed)
+        stalled.load(Ordering::Relaxed),
+        refused_removed.load(Ordering::Relaxed),
+        past_cutoff.load(Ordering::Relaxed)
     );
     if failed.load(Ordering::Relaxed) > 0 {
         std::process::exit(1);

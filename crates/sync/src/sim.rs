@@ -239,6 +239,37 @@ impl SimNode {
 
     /// Moves to a new key epoch (the admin), sealed to every joined member not removed.
     pub fn rekey(&mut self, now_ms: u64) {
+        let key = DatasetKey(self.rng.bytes());
+        self.grant(key, true, now_ms);
+    }
+
+    /// The admin keeps its grant covering every joined member (one that joined after the
+    /// epoch began gets a wider grant of the same epoch), as the node does before it writes.
+    fn refresh_grant(&mut self) {
+        if self.me() != MemberId::ADMIN {
+            return;
+        }
+        let Some(grant) = self.key.current_grant() else {
+            return;
+        };
+        let (members, _) = self.grant_members();
+        if members
+            .iter()
+            .all(|(m, _)| grant.body.wraps.iter().any(|w| w.member == *m))
+        {
+            return;
+        }
+        let key = self.key.current().1.clone();
+        self.grant(key, false, grant.body.at_ms);
+    }
+
+    /// The joined members a grant is for, and the removals to announce.
+    fn grant_members(
+        &self,
+    ) -> (
+        Vec<(MemberId, ferry_model::crypto::PublicKey)>,
+        Vec<ferry_bundle::Removal>,
+    ) {
         let mut removed = Vec::new();
         let mut members = Vec::new();
         for m in self.store.members().expect("mem") {
@@ -257,8 +288,17 @@ impl SimNode {
                 None => {}
             }
         }
-        let history = self.key.history().expect("every epoch held");
-        let key = DatasetKey(self.rng.bytes());
+        (members, removed)
+    }
+
+    /// Seals `key` to the members in a grant: of a new epoch (`next`), or again of the
+    /// current one.
+    fn grant(&mut self, key: DatasetKey, next: bool, at_ms: u64) {
+        let (members, removed) = self.grant_members();
+        let mut history = self.key.history().expect("every epoch held");
+        if !next {
+            history.pop();
+        }
         let admin_seq = self.store.stored().expect("mem").get(self.me());
         let grant = ferry_bundle::EpochGrant::issue(
             &self.secret,
@@ -266,7 +306,7 @@ impl SimNode {
             &key,
             &history,
             admin_seq,
-            now_ms,
+            at_ms,
             removed,
             &members,
             self.rng.bytes(),
@@ -328,6 +368,7 @@ impl SimNode {
         if self.me() != MemberId::ADMIN {
             return None;
         }
+        self.refresh_grant();
         let peers: Vec<_> = self
             .known_peers()
             .into_iter()
@@ -365,6 +406,7 @@ impl SimNode {
 
     /// A bundle carrying exactly `runs`.
     pub fn bundle_with(&mut self, runs: &[Coverage]) -> Vec<u8> {
+        self.refresh_grant();
         let salt = self.rng.bytes();
         let (bytes, _) = self
             .engine

@@ -12,7 +12,7 @@
 //! - **idempotence and causality**: [`crate::mem::MemStorage`] asserts on every apply that a
 //!   commit is applied once, in its author's order, after everything it depends on.
 //!
-//! Every seed also runs twice more with an adversary ([`Attack`]), on the same honest
+//! Every seed also runs three more times with an adversary ([`Attack`]), on the same honest
 //! actions (the adversary draws from its own generator):
 //!
 //! - **forgeries**: an outsider who knows only the dataset id and a member gone rogue
@@ -25,6 +25,12 @@
 //!   versions of its history, both validly signed, travel. Every honest replica must end
 //!   with that member frozen (the evidence travelled to all) and the same data, apart from
 //!   the record the forked versions wrote.
+//! - **removal**: the admin removes a member (a stolen laptop), which goes on writing and
+//!   sending as before, and may change the key again later. The removed member must end
+//!   without any later key; every other member holds the admin's newest key and has the
+//!   removed member frozen after its cutoff, and those that never applied anything of it
+//!   past the cutoff hold exactly the same data. (Members that applied some of it before
+//!   the removal reached them keep it — nothing applied is retracted — and are counted.)
 //!
 //! No processes, no sleeps, no I/O: the same seed always replays the same run.
 
@@ -76,6 +82,11 @@ pub struct Outcome {
     pub refused: u64,
     /// What became of the fork in the forked run.
     pub fork: Option<ForkOutcome>,
+    /// Removal runs: members that had applied some of the removed member's changes past its
+    /// cutoff before the removal reached them (they keep them: nothing applied is retracted).
+    pub applied_past_cutoff: usize,
+    /// Removal runs: bundles of the removed member refused as written after its removal.
+    pub refused_removed: u64,
 }
 
 /// The adversary of a run.
@@ -87,6 +98,9 @@ pub enum Attack {
     Forgeries,
     /// A member's history forks (a laptop restored from a backup writes again).
     Fork,
+    /// The admin removes a member (a stolen laptop), which goes on writing and sending, and
+    /// later changes the key again.
+    Removal,
 }
 
 /// What became of a fork in a run.
@@ -154,6 +168,12 @@ struct World {
     fork_outcome: Option<ForkOutcome>,
     /// Bundles each member applied (forgery runs): replayed to the same member.
     applied_log: Vec<(usize, Rc<Vec<u8>>)>,
+    /// Removal runs: the removed member and its cutoff, once removed.
+    removed: Option<(usize, u64)>,
+    /// Removal runs: its bundles refused for being written after its cutoff.
+    refused_removed: u64,
+    /// Removal runs: members that applied some of it past its cutoff.
+    applied_past_cutoff: usize,
 }
 
 const COLL: &str = "c";
@@ -384,6 +404,11 @@ impl World {
             level: 0,
             ..Default::default()
         };
+        // An invitation made after a key change carries every epoch's key (as
+        // `ferry invite` writes them into the file).
+        if let Some(keys) = self.node(0).key.history() {
+            node.key.install(&keys, None);
+        }
         self.nodes[m] = Some(node);
     }
 
@@ -405,12 +430,15 @@ impl World {
             ) if forked => {
                 return Ok(());
             }
-            Err(e) => {
-                return Err(format!(
-                    "seed {seed}: a genuine bundle was refused by member {}: {e}",
-                    f.to + 1
-                ));
-            }
+            Err(e) => match self.removal_refusal(f.to, &f.bytes, &e) {
+                Ok(()) => return Ok(()),
+                Err(()) => {
+                    return Err(format!(
+                        "seed {seed}: a genuine bundle was refused by member {}: {e}",
+                        f.to + 1
+                    ));
+                }
+            },
         };
         self.deliveries += 1;
         match r {
@@ -426,6 +454,35 @@ impl World {
             Received::Obsolete { .. } => {}
         }
         Ok(())
+    }
+
+    /// Whether a refusal is what a removal makes expected (removal runs): the removed
+    /// member's bundle written after its cutoff, or a bundle of the new key epoch at the
+    /// removed member or at one that has not received the key yet.
+    fn removal_refusal(
+        &mut self,
+        to: usize,
+        bytes: &[u8],
+        e: &IngestError<crate::mem::MemError>,
+    ) -> Result<(), ()> {
+        let Some((r, cutoff)) = self.removed else {
+            return Err(());
+        };
+        let sender = BundleReader::open(bytes).map(|o| o.header().sender).ok();
+        match e {
+            IngestError::Removed {
+                member, cutoff: c, ..
+            } if *member == MemberId(r as u32 + 1) && *c == cutoff => {
+                self.refused_removed += 1;
+                Ok(())
+            }
+            IngestError::RemovedHere { .. } if to == r => Ok(()),
+            // The removed laptop cannot read the new epoch; an honest one waits for the key.
+            IngestError::NoEpochKey { .. } => Ok(()),
+            // A bundle of the removed member, or one of the epoch at it.
+            _ if to == r || sender == Some(MemberId(r as u32 + 1)) => Ok(()),
+            _ => Err(()),
+        }
     }
 
     /// Whether `bytes` is a bundle of the member whose history forked (fork runs).
@@ -446,6 +503,10 @@ impl World {
         match self.attack {
             Attack::None => Ok(()),
             Attack::Forgeries => self.forge(&joined),
+            Attack::Removal => {
+                self.remove();
+                Ok(())
+            }
             Attack::Fork => {
                 self.fork();
                 Ok(())
@@ -503,6 +564,88 @@ impl World {
 
     /// The rogue's laptop is restored from a backup taken now, and both copies write: two
     /// versions of its history. The restored copy's bundles then travel like any other.
+    /// Removal runs: the admin removes the member gone rogue (which goes on writing and
+    /// sending as before); later moves are the admin changing the key again.
+    fn remove(&mut self) {
+        let now = self.clock(0);
+        if self.removed.is_some() {
+            if self.adv.below(4) == 0 {
+                self.node(0).rekey(now);
+            }
+            return;
+        }
+        let Some(r) = self.rogue else {
+            return;
+        };
+        let cutoff = self.node(0).remove(MemberId(r as u32 + 1), "stolen", now);
+        self.removed = Some((r, cutoff));
+    }
+
+    /// After a removal: the removed laptop holds no later key; every other holds the
+    /// admin's newest and has the removed member frozen after its cutoff; those that never
+    /// applied anything of it past the cutoff hold exactly the same data; the others differ
+    /// only by what they applied before the removal reached them (counted).
+    fn check_removal(&mut self) -> Result<(), String> {
+        let seed = self.seed;
+        let Some((r, cutoff)) = self.removed else {
+            return Err(format!("seed {seed}: the admin removed nobody"));
+        };
+        let removed = MemberId(r as u32 + 1);
+        let admin_epoch = self.node(0).key.current().0;
+        if self.node(r).key.current().0 != 0 {
+            return Err(format!(
+                "seed {seed}: the removed member {} holds a key of a later epoch",
+                r + 1
+            ));
+        }
+        let honest: Vec<usize> = self.joined().into_iter().filter(|&i| i != r).collect();
+        let mut clean = Vec::new();
+        for &i in &honest {
+            let n = self.nodes[i].as_ref().expect("joined");
+            if n.key.current().0 != admin_epoch {
+                return Err(format!(
+                    "seed {seed}: member {} holds key epoch {}, the admin {admin_epoch}",
+                    i + 1,
+                    n.key.current().0
+                ));
+            }
+            if i != 0 {
+                let frozen = n.store.frozen(removed).map_err(|e| e.to_string())?;
+                if frozen.is_none_or(|f| f > cutoff + 1) {
+                    return Err(format!(
+                        "seed {seed}: member {} has the removed member {} frozen from {frozen:?}, not after its cutoff {cutoff}",
+                        i + 1,
+                        r + 1
+                    ));
+                }
+            }
+            let applied = n.store.applied().map_err(|e| e.to_string())?.get(removed);
+            if applied <= cutoff {
+                clean.push(i);
+            } else {
+                self.applied_past_cutoff += 1;
+            }
+        }
+        let first = self.nodes[clean[0]].as_ref().expect("joined");
+        let (records, conflicts) = (first.store.records.clone(), first.conflicts());
+        for &i in &clean[1..] {
+            let n = self.nodes[i].as_ref().expect("joined");
+            if n.store.records != records || n.conflicts() != conflicts {
+                let diff = records
+                    .iter()
+                    .find(|(k, v)| n.store.records.get(*k) != Some(*v))
+                    .map(|(k, _)| k.clone());
+                return Err(format!(
+                    "seed {seed}: after the removal of {}, member {} diverges from member {} (first differing record: {diff:?})",
+                    r + 1,
+                    i + 1,
+                    clean[0] + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn fork(&mut self) {
         let Some(r) = self.rogue else { return };
         let now = self.clock(r);
@@ -655,7 +798,11 @@ impl World {
                 | IngestError::Frozen { .. }
                 | IngestError::BadSignature { .. },
             ) if forked => {}
-            Err(e) => return Err(format!("seed {seed}: final exchange refused: {e}")),
+            Err(e) => {
+                if self.removal_refusal(to, bytes, &e).is_err() {
+                    return Err(format!("seed {seed}: final exchange refused: {e}"));
+                }
+            }
         }
         Ok(())
     }
@@ -944,6 +1091,8 @@ impl World {
             forgeries: 0,
             refused: 0,
             fork: None,
+            applied_past_cutoff: 0,
+            refused_removed: 0,
         })
     }
 }
@@ -1032,6 +1181,13 @@ fn run_three(seed: u64) -> Result<Outcome, String> {
     let mut forked = simulate(seed, Attack::Fork).map_err(|e| with(e, "a fork"))?;
     forked.check_fork().map_err(|e| with(e, "a fork"))?;
     outcome.fork = forked.fork_outcome;
+    // A member is removed and goes on as before: nothing new reaches it, the rest agrees.
+    let mut removal = simulate(seed, Attack::Removal).map_err(|e| with(e, "a removal"))?;
+    if removal.removed.is_some() {
+        removal.check_removal().map_err(|e| with(e, "a removal"))?;
+    }
+    outcome.applied_past_cutoff = removal.applied_past_cutoff;
+    outcome.refused_removed = removal.refused_removed;
     Ok(outcome)
 }
 
@@ -1079,6 +1235,9 @@ fn simulate(seed: u64, attack: Attack) -> Result<World, String> {
         refused: 0,
         fork_outcome: None,
         applied_log: Vec::new(),
+        removed: None,
+        refused_removed: 0,
+        applied_past_cutoff: 0,
     };
     world.nodes[0] = Some(admin);
     // Some members join at the start; the others during the run.
@@ -1089,6 +1248,10 @@ fn simulate(seed: u64, attack: Attack) -> Result<World, String> {
     let steps = 20 + world.rng.below(40);
     for _ in 0..steps {
         world.step()?;
+    }
+    if attack == Attack::Removal && world.removed.is_none() {
+        // The removal happens at the latest just before the end.
+        world.adversary()?;
     }
     if attack == Attack::Fork && world.backup.is_none() {
         // The fork happens at the latest just before the end.

@@ -39,6 +39,7 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     let (mut forgeries, mut refused, mut equal_values) = (0, 0, 0);
     let (mut ghosts, mut revivals, mut restores, mut snapshots) = (0, 0, 0, 0);
     let mut forks = std::collections::BTreeMap::new();
+    let (mut refused_removed, mut past_cutoff) = (0, 0);
     for seed in REGRESSION_SEEDS.iter().copied().chain(0..2_000) {
         match run_caught(seed) {
             Ok(o) => {
@@ -51,6 +52,8 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
                 restores += o.restores;
                 snapshots += o.snapshots;
                 *forks.entry(format!("{:?}", o.fork)).or_insert(0u32) += 1;
+                refused_removed += o.refused_removed;
+                past_cutoff += o.applied_past_cutoff;
             }
             Err(e) => failures.push(e),
         }
@@ -58,6 +61,9 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     println!("forgeries delivered {forgeries}, refused outright {refused}; forks: {forks:?}");
     println!(
         "ghosts shown at the end {ghosts}, revivals {revivals}, restores {restores}, snapshots installed {snapshots}"
+    );
+    println!(
+        "removals: bundles of removed members refused {refused_removed}; members that applied a removed member's changes past its cutoff before the removal reached them {past_cutoff}"
     );
     assert!(
         failures.is_empty(),
@@ -80,6 +86,11 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     assert!(
         forgeries > 10_000,
         "only {forgeries} forgeries were delivered"
+    );
+    // Removed members went on sending, and their later bundles were refused.
+    assert!(
+        refused_removed > 1_000,
+        "only {refused_removed} bundles of removed members were refused"
     );
     let travelled = forks.get("Some(Travelled)").copied().unwrap_or(0);
     assert!(
