@@ -19,18 +19,15 @@
 //! the others hold, stay as they are.
 
 use crate::home::write_private;
-use crate::invite::{InviteCode, KdfParams, argon2id};
+use crate::invite::{InviteCode, KdfParams};
+use crate::lock::{LockError, SEALED_KEY_LEN, open_key, seal_key};
 use crate::node::random;
 use crate::{Home, InvitationFile, Node, NodeError, RejoinReport};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use ferry_store::Store;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"ferrybk1";
-const HEADER_LEN: usize = 8 + 16 + 12;
-const SEALED_LEN: usize = 32 + 16;
 
 /// What `ferry backup` wrote.
 #[derive(Clone, Debug, Serialize)]
@@ -60,25 +57,7 @@ impl Node {
         let _ = std::fs::remove_file(&tmp);
         let db = db?;
         let code = InviteCode::from_random(random());
-        let salt: [u8; 16] = random();
-        let kdf = KdfParams::DEFAULT;
-        let mut file = Vec::with_capacity(HEADER_LEN + SEALED_LEN + db.len() + 32);
-        file.extend_from_slice(MAGIC);
-        file.extend_from_slice(&salt);
-        for n in [kdf.m_kib, kdf.t, kdf.p] {
-            file.extend_from_slice(&n.to_le_bytes());
-        }
-        let kek = argon2id(code.as_bytes(), &salt, kdf).expect("settings within limits");
-        let sealed = ChaCha20Poly1305::new(Key::from_slice(&kek))
-            .encrypt(
-                &Nonce::default(),
-                Payload {
-                    msg: &key,
-                    aad: &file,
-                },
-            )
-            .expect("32 bytes seal");
-        file.extend_from_slice(&sealed);
+        let mut file = seal_key(MAGIC, &key, code.as_bytes(), random(), KdfParams::DEFAULT);
         file.extend_from_slice(&db);
         let sum = blake3::hash(&file);
         file.extend_from_slice(sum.as_bytes());
@@ -111,7 +90,7 @@ impl Node {
         if !bytes.starts_with(MAGIC) {
             return Err(bad("not a ferry backup (written by `ferry backup`)"));
         }
-        if bytes.len() < HEADER_LEN + SEALED_LEN + 32 {
+        if bytes.len() < SEALED_KEY_LEN + 32 {
             return Err(bad("the file is cut short: it is damaged"));
         }
         let (body, sum) = bytes.split_at(bytes.len() - 32);
@@ -120,30 +99,15 @@ impl Node {
                 "the file is damaged (its checksum does not match); use another copy",
             ));
         }
-        let (header, rest) = body.split_at(HEADER_LEN);
-        let (sealed, db) = rest.split_at(SEALED_LEN);
-        let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
-        let kdf = KdfParams {
-            m_kib: u32_at(24),
-            t: u32_at(28),
-            p: u32_at(32),
-        };
-        let salt: [u8; 16] = header[8..24].try_into().expect("16 bytes");
         let code = InviteCode::parse(code)
             .map_err(|_| bad("the code is not one `ferry backup` prints (XXXX-XXXX-XXXX)"))?;
-        let kek = argon2id(code.as_bytes(), &salt, kdf)
-            .ok_or_else(|| bad("the file is damaged (its settings are out of range)"))?;
-        let key: [u8; 32] = ChaCha20Poly1305::new(Key::from_slice(&kek))
-            .decrypt(
-                &Nonce::default(),
-                Payload {
-                    msg: sealed,
-                    aad: header,
-                },
-            )
-            .map_err(|_| bad("the code does not open this backup; check it against what `ferry backup` printed"))?
-            .try_into()
-            .map_err(|_| bad("the file is damaged"))?;
+        let key = open_key(MAGIC, body, code.as_bytes()).map_err(|e| match e {
+            LockError::WrongPassphrase => bad(
+                "the code does not open this backup; check it against what `ferry backup` printed",
+            ),
+            LockError::Damaged => bad("the file is damaged (its settings are out of range)"),
+        })?;
+        let db = &body[SEALED_KEY_LEN..];
         home.create()?;
         let result = (|| {
             // The backup's store, as it is (encrypted under its key), then as this home keeps

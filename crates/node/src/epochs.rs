@@ -10,7 +10,7 @@
 //! told so in one line.
 
 use crate::identity::Identity;
-use crate::node::{KEYRING, find_member, no_such_member};
+use crate::node::KEYRING;
 use crate::time::now_ms;
 use crate::{Node, NodeError};
 use ferry_bundle::{DatasetKey, EpochGrant, Header, Keyring, Removal};
@@ -41,12 +41,7 @@ impl Node {
         who: &str,
         reason: Option<&str>,
     ) -> Result<RekeyReport, NodeError> {
-        self.require_admin("remove members")?;
-        let labels = self.labels()?;
-        let Some(member) = find_member(&labels, who) else {
-            return Err(no_such_member(&labels, who));
-        };
-        let label = labels.get(&member).cloned().unwrap_or_default();
+        let (member, label) = self.admin_names("remove members", who)?;
         if member == self.id.me {
             return Err(NodeError::BadArgument(format!(
                 "{label} is this laptop, the admin: it cannot remove itself"
@@ -203,20 +198,17 @@ impl Node {
             return Ok(());
         };
         // The removals it announces count at once (the admin signed them).
-        let frozen = |tx: &StoreTx<'_>, m: MemberId| tx.frozen(m);
-        let mut tx = self.store.transaction(now_ms())?;
-        let mut changed = false;
-        for r in &grant.body.removed {
-            if r.member != self.id.me && frozen(&tx, r.member)?.is_none_or(|f| f > r.cutoff + 1) {
-                self.engine.honour_grant(&mut tx, &grant)?;
-                changed = true;
-                break;
+        {
+            let mut tx = self.store.transaction(now_ms())?;
+            let mut news = false;
+            for r in &grant.body.removed {
+                news |=
+                    r.member != self.id.me && tx.frozen(r.member)?.is_none_or(|f| f > r.cutoff + 1);
             }
-        }
-        if changed {
-            tx.commit()?;
-        } else {
-            drop(tx);
+            if news {
+                self.engine.honour_grant(&mut tx, &grant)?;
+                tx.commit()?;
+            }
         }
         let mut ring = self.keys.clone();
         let learned = ring.learn(

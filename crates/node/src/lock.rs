@@ -49,23 +49,7 @@ pub(crate) fn seal(
     salt: [u8; 16],
     kdf: KdfParams,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FILE_LEN);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&salt);
-    for n in [kdf.m_kib, kdf.t, kdf.p] {
-        out.extend_from_slice(&n.to_le_bytes());
-    }
-    let kek = argon2id(passphrase.as_bytes(), &salt, kdf).expect("settings within limits");
-    let sealed = ChaCha20Poly1305::new(Key::from_slice(&kek))
-        .encrypt(
-            &Nonce::default(),
-            Payload {
-                msg: store_key,
-                aad: &out,
-            },
-        )
-        .expect("32 bytes seal");
-    out.extend_from_slice(&sealed);
+    let mut out = seal_key(MAGIC, store_key, passphrase.as_bytes(), salt, kdf);
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
     out
@@ -73,14 +57,60 @@ pub(crate) fn seal(
 
 /// The store key `bytes` (a `store.key` file) seal under `passphrase`.
 pub(crate) fn open(bytes: &[u8], passphrase: &str) -> Result<[u8; 32], LockError> {
-    if bytes.len() != FILE_LEN || !bytes.starts_with(MAGIC) {
+    if bytes.len() != FILE_LEN {
         return Err(LockError::Damaged);
     }
     let (body, sum) = bytes.split_at(FILE_LEN - 32);
     if blake3::hash(body).as_bytes() != sum {
         return Err(LockError::Damaged);
     }
-    let (header, sealed) = body.split_at(HEADER_LEN);
+    open_key(MAGIC, body, passphrase.as_bytes())
+}
+
+/// Bytes that start a file sealed by a secret a person holds (a passphrase here, a
+/// one-time code for a backup): `magic` ‖ salt ‖ the Argon2id settings, then `key` sealed
+/// under Argon2id of `secret` with that header as associated data (`SEALED_KEY_LEN` bytes).
+pub(crate) fn seal_key(
+    magic: &[u8; 8],
+    key: &[u8; 32],
+    secret: &[u8],
+    salt: [u8; 16],
+    kdf: KdfParams,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FILE_LEN);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&salt);
+    for n in [kdf.m_kib, kdf.t, kdf.p] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    let kek = argon2id(secret, &salt, kdf).expect("settings within limits");
+    let sealed = ChaCha20Poly1305::new(Key::from_slice(&kek))
+        .encrypt(
+            &Nonce::default(),
+            Payload {
+                msg: key,
+                aad: &out,
+            },
+        )
+        .expect("32 bytes seal");
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// How many bytes [`seal_key`] writes.
+pub(crate) const SEALED_KEY_LEN: usize = HEADER_LEN + SEALED_LEN;
+
+/// The key [`seal_key`] sealed at the start of `bytes` (checked for damage by the caller),
+/// opened with `secret`.
+pub(crate) fn open_key(
+    magic: &[u8; 8],
+    bytes: &[u8],
+    secret: &[u8],
+) -> Result<[u8; 32], LockError> {
+    if bytes.len() < SEALED_KEY_LEN || !bytes.starts_with(magic) {
+        return Err(LockError::Damaged);
+    }
+    let (header, rest) = bytes.split_at(HEADER_LEN);
     let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
     let kdf = KdfParams {
         m_kib: u32_at(24),
@@ -88,12 +118,12 @@ pub(crate) fn open(bytes: &[u8], passphrase: &str) -> Result<[u8; 32], LockError
         p: u32_at(32),
     };
     let salt: [u8; 16] = header[8..24].try_into().expect("16 bytes");
-    let kek = argon2id(passphrase.as_bytes(), &salt, kdf).ok_or(LockError::Damaged)?;
+    let kek = argon2id(secret, &salt, kdf).ok_or(LockError::Damaged)?;
     let key = ChaCha20Poly1305::new(Key::from_slice(&kek))
         .decrypt(
             &Nonce::default(),
             Payload {
-                msg: sealed,
+                msg: &rest[..SEALED_LEN],
                 aad: header,
             },
         )

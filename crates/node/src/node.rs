@@ -944,12 +944,7 @@ impl Node {
         who: &str,
         reason: Option<&str>,
     ) -> Result<(u32, String), NodeError> {
-        self.require_admin("cancel invitations")?;
-        let labels = self.labels()?;
-        let Some(member) = find_member(&labels, who) else {
-            return Err(no_such_member(&labels, who));
-        };
-        let label = labels.get(&member).cloned().unwrap_or_default();
+        let (member, label) = self.admin_names("cancel invitations", who)?;
         if member == self.id.me {
             return Err(NodeError::BadArgument(format!(
                 "{label} is this laptop, the admin: it has no invitation to cancel"
@@ -1117,6 +1112,21 @@ impl Node {
 
     /// `Ok` on the admin's laptop; else the error that names the admin and what only it can
     /// do (`to`, e.g. "invite new members").
+    /// The member `who` (`#N` or its label) an admin-only action `to` names: its number and
+    /// label; refused on a laptop that is not the admin, or for no such member.
+    pub(crate) fn admin_names(
+        &mut self,
+        to: &'static str,
+        who: &str,
+    ) -> Result<(MemberId, String), NodeError> {
+        self.require_admin(to)?;
+        let labels = self.labels()?;
+        let Some(member) = find_member(&labels, who) else {
+            return Err(no_such_member(&labels, who));
+        };
+        Ok((member, labels.get(&member).cloned().unwrap_or_default()))
+    }
+
     pub(crate) fn require_admin(&mut self, to: &'static str) -> Result<(), NodeError> {
         if self.id.is_admin() {
             return Ok(());

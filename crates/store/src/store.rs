@@ -218,33 +218,20 @@ impl Store {
         Self::init(conn)
     }
 
-    /// Writes an encrypted copy of this (unencrypted) database to `dest` under `key`
-    /// (SQLCipher's `sqlcipher_export`), schema version included. `dest` must not exist.
+    /// Writes an encrypted copy of this database to `dest` under `key` (SQLCipher's
+    /// `sqlcipher_export`), schema version included. `dest` must not exist.
     pub fn export_encrypted(&self, dest: &Path, key: &[u8; 32]) -> Result<()> {
-        let dest = dest
-            .to_str()
-            .ok_or_else(|| StoreError::Corrupt("the home folder's path is not UTF-8".into()))?;
-        let version: u32 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        self.conn.execute(
-            "ATTACH DATABASE ?1 AS encrypted KEY ?2",
-            rusqlite::params![dest, format!("x'{}'", hex(key))],
-        )?;
-        let result = self
-            .conn
-            .query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))
-            .and_then(|()| {
-                self.conn
-                    .execute_batch(&format!("PRAGMA encrypted.user_version = {version}"))
-            });
-        self.conn.execute_batch("DETACH DATABASE encrypted")?;
-        Ok(result?)
+        self.export_to(dest, &format!("x'{}'", hex(key)))
     }
 
     /// Writes a plain (unencrypted) copy of this encrypted database to `dest`, schema version
     /// included. `dest` must not exist.
     pub fn export_plain(&self, dest: &Path) -> Result<()> {
+        self.export_to(dest, "")
+    }
+
+    /// `sqlcipher_export` into `dest` attached with `key` (`""`: no encryption).
+    fn export_to(&self, dest: &Path, key: &str) -> Result<()> {
         let dest = dest
             .to_str()
             .ok_or_else(|| StoreError::Corrupt("the home folder's path is not UTF-8".into()))?;
@@ -252,17 +239,17 @@ impl Store {
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
         self.conn.execute(
-            "ATTACH DATABASE ?1 AS plaintext KEY ''",
-            rusqlite::params![dest],
+            "ATTACH DATABASE ?1 AS exported KEY ?2",
+            rusqlite::params![dest, key],
         )?;
         let result = self
             .conn
-            .query_row("SELECT sqlcipher_export('plaintext')", [], |_| Ok(()))
+            .query_row("SELECT sqlcipher_export('exported')", [], |_| Ok(()))
             .and_then(|()| {
                 self.conn
-                    .execute_batch(&format!("PRAGMA plaintext.user_version = {version}"))
+                    .execute_batch(&format!("PRAGMA exported.user_version = {version}"))
             });
-        self.conn.execute_batch("DETACH DATABASE plaintext")?;
+        self.conn.execute_batch("DETACH DATABASE exported")?;
         Ok(result?)
     }
 
