@@ -143,7 +143,7 @@ fn init_invite_and_home_selection_behave_as_documented() {
     );
     let out = run_a(&["invite", "--out", s(&base.path().join("b.invite"))]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only the dataset's admin (hq)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only the dataset's admins (hq)"));
     let st: serde_json::Value =
         serde_json::from_slice(&run_a(&["status", "--json"]).stdout).unwrap();
     assert_eq!(st["label"], "clinic-a");

@@ -716,7 +716,7 @@ fn labels_are_the_admins_and_member_list_shows_who_lacks_what() {
 
     // Renaming is the admin's: `#N` names the member; a taken label is refused.
     let (_, err) = a.fails(&["member", "rename", "#2", "clinic-kisumu"]);
-    assert!(err.contains("only the dataset's admin (hq)"), "{err}");
+    assert!(err.contains("only the dataset's admins (hq)"), "{err}");
     let err = hq.misuse(&["member", "rename", "#2", "Clinic-B"]);
     assert!(err.contains("already the label of member #3"), "{err}");
     let err = hq.misuse(&["member", "rename", "#9", "x"]);

@@ -6,6 +6,7 @@ mod forge;
 mod util;
 
 mod absent;
+mod admins;
 mod attacks;
 mod backup;
 mod cli;

@@ -26,7 +26,7 @@ fn refused_line(cutoff: u64) -> String {
 }
 
 /// Exit status and everything printed (stdout, then stderr).
-fn text(out: &Output) -> (i32, String) {
+pub(crate) fn text(out: &Output) -> (i32, String) {
     (
         out.status.code().expect("exit status"),
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
@@ -34,13 +34,13 @@ fn text(out: &Output) -> (i32, String) {
 }
 
 /// `ferry sync STICK`, whatever its exit status.
-fn sync(l: &Laptop, stick: &Path) -> (i32, String) {
+pub(crate) fn sync(l: &Laptop, stick: &Path) -> (i32, String) {
     std::fs::create_dir_all(stick).unwrap();
     text(&l.run(&["sync", s(stick)]))
 }
 
 /// The bundle files on a stick.
-fn bundles(stick: &Path) -> Vec<PathBuf> {
+pub(crate) fn bundles(stick: &Path) -> Vec<PathBuf> {
     files(stick)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "ferry"))
@@ -48,7 +48,7 @@ fn bundles(stick: &Path) -> Vec<PathBuf> {
 }
 
 /// `ferry sync STICK` that must succeed and write one bundle: its output and the bundle.
-fn sync_writing(l: &Laptop, stick: &Path) -> (String, PathBuf) {
+pub(crate) fn sync_writing(l: &Laptop, stick: &Path) -> (String, PathBuf) {
     std::fs::create_dir_all(stick).unwrap();
     let before = bundles(stick);
     let out = l.ok(&["sync", s(stick)]);
@@ -61,7 +61,7 @@ fn sync_writing(l: &Laptop, stick: &Path) -> (String, PathBuf) {
 }
 
 /// A copy of a bundle kept aside (sticks are tidied).
-fn keep(bundle: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn keep(bundle: &Path, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let to = dir.join(bundle.file_name().unwrap());
     std::fs::copy(bundle, &to).unwrap();
@@ -70,13 +70,13 @@ fn keep(bundle: &Path, dir: &Path) -> PathBuf {
 
 /// What a bundle's plaintext header says (bundles/SPEC.md §3, §14).
 #[derive(Debug)]
-struct Head {
-    version: u8,
-    sender: u64,
+pub(crate) struct Head {
+    pub version: u8,
+    pub sender: u64,
     /// 0 below version 5.
-    epoch: u64,
+    pub epoch: u64,
     /// The length of the grant it carries.
-    grant: u64,
+    pub grant: u64,
 }
 
 fn leb(b: &[u8], i: &mut usize) -> u64 {
@@ -92,14 +92,14 @@ fn leb(b: &[u8], i: &mut usize) -> u64 {
     n
 }
 
-fn head(bundle: &Path) -> Head {
+pub(crate) fn head(bundle: &Path) -> Head {
     let b = std::fs::read(bundle).unwrap();
     assert_eq!(b[0], b'F', "a sealed bundle: {}", bundle.display());
     let version = b[1];
     let mut i = 10; // magic, version, dataset id
     let sender = leb(&b, &mut i);
     i += 16; // salt
-    let (epoch, grant) = if version == 5 {
+    let (epoch, grant) = if version == 5 || version == 7 {
         let e = leb(&b, &mut i);
         (e, leb(&b, &mut i))
     } else {
@@ -114,7 +114,7 @@ fn head(bundle: &Path) -> Head {
 }
 
 /// The key of `epoch` a laptop's home holds, if any (no ferry may run on it).
-fn epoch_key(l: &Laptop, epoch: u32) -> Option<DatasetKey> {
+pub(crate) fn epoch_key(l: &Laptop, epoch: u32) -> Option<DatasetKey> {
     let key0 = DatasetKey(dataset_key(l));
     let mut store = ferry_store::Store::open(&l.home.join("ferry.db")).expect("open store");
     let tx = store.read().expect("read store");
@@ -126,7 +126,7 @@ fn epoch_key(l: &Laptop, epoch: u32) -> Option<DatasetKey> {
 }
 
 /// Whether `key` opens a bundle: it decrypts and its first item is the receipt.
-fn opens_with(bundle: &Path, key: &DatasetKey) -> bool {
+pub(crate) fn opens_with(bundle: &Path, key: &DatasetKey) -> bool {
     let bytes = std::fs::read(bundle).unwrap();
     let Ok(opener) = BundleReader::open(&bytes[..]) else {
         return false;
@@ -138,7 +138,7 @@ fn opens_with(bundle: &Path, key: &DatasetKey) -> bool {
 }
 
 /// The ids of a collection's records, sorted.
-fn ids(l: &Laptop, collection: &str) -> Vec<String> {
+pub(crate) fn ids(l: &Laptop, collection: &str) -> Vec<String> {
     let list: serde_json::Value = serde_json::from_str(&l.list(collection)).unwrap();
     let mut ids: Vec<String> = list
         .as_array()
@@ -150,12 +150,12 @@ fn ids(l: &Laptop, collection: &str) -> Vec<String> {
     ids
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
+pub(crate) fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
 /// A member's entry in `ferry status --json`.
-fn member(l: &Laptop, n: u64) -> serde_json::Value {
+pub(crate) fn member(l: &Laptop, n: u64) -> serde_json::Value {
     let st = l.status();
     st["members"]
         .as_array()
@@ -869,9 +869,9 @@ fn removing_is_the_admins_and_mistakes_are_one_line() {
     assert!(err.contains("--reason must be"), "{err}");
     for l in [&a, &b] {
         let (_, err) = l.fails(&["member", "remove", "clinic-b"]);
-        assert!(err.contains("only the dataset's admin (hq)"), "{err}");
+        assert!(err.contains("only the dataset's admins (hq)"), "{err}");
         let (_, err) = l.fails(&["rekey"]);
-        assert!(err.contains("only the dataset's admin (hq)"), "{err}");
+        assert!(err.contains("only the dataset's admins (hq)"), "{err}");
     }
     for n in [1, 2, 3, 4] {
         assert!(member(&hq, n)["removed"].is_null(), "nothing was removed");

@@ -136,7 +136,7 @@ impl Node {
             std::fs::rename(home.db().with_extension("db.new"), home.db())
                 .map_err(|e| NodeError::io("cannot replace", home.db(), e))?;
             let old = Node::open(home)?;
-            if old.identity().is_admin() {
+            if old.identity().is_founder() {
                 return Err(NodeError::BadArgument(
                     "this is a backup of the admin's laptop: it cannot join again under a new number (there is one admin); restore the admin's whole home folder instead".into(),
                 ));

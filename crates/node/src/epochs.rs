@@ -31,6 +31,9 @@ pub struct RekeyReport {
     pub epoch: u32,
     /// How many members the new key was sealed to (this laptop included).
     pub members: usize,
+    /// The key changes later: a removal by an admin other than the founder, whose laptop
+    /// moves the dataset to a new key when it learns of it (bundles/SPEC.md §15).
+    pub key_pending: bool,
 }
 
 impl Node {
@@ -44,7 +47,12 @@ impl Node {
         let (member, label) = self.admin_names("remove members", who)?;
         if member == self.id.me {
             return Err(NodeError::BadArgument(format!(
-                "{label} is this laptop, the admin: it cannot remove itself"
+                "{label} is this laptop, an admin: it cannot remove itself"
+            )));
+        }
+        if member == MemberId::ADMIN {
+            return Err(NodeError::BadArgument(format!(
+                "{label} (#1) founded the dataset and signs its key changes: it cannot be removed; demote it with `ferry member demote` if it should no longer act as an admin"
             )));
         }
         let why = reason.map_or_else(
@@ -93,6 +101,19 @@ impl Node {
             }],
             now,
         )?;
+        // Key grants are the founder's to sign (bundles/SPEC.md §14–15): another admin's
+        // removal counts at once, and the founder's laptop changes the key when it learns
+        // of it ([`Node::refresh_grant`]).
+        if !self.id.is_founder() {
+            tx.commit()?;
+            return Ok(RekeyReport {
+                removed: Some((member.0, label)),
+                cutoff: Some(cutoff),
+                epoch: self.keys.current().0,
+                members: 0,
+                key_pending: true,
+            });
+        }
         removed.retain(|r| r.member != member);
         removed.push(Removal { member, cutoff });
         let (ring, members) = new_epoch(&self.keys, &self.id, &mut tx, removed, now)?;
@@ -103,6 +124,7 @@ impl Node {
             cutoff: Some(cutoff),
             epoch: self.keys.current().0,
             members,
+            key_pending: false,
         })
     }
 
@@ -111,6 +133,16 @@ impl Node {
     /// readable by members.
     pub fn rekey(&mut self) -> Result<RekeyReport, NodeError> {
         self.require_admin("change the dataset key")?;
+        if !self.id.is_founder() {
+            let founder = self
+                .labels()?
+                .get(&MemberId::ADMIN)
+                .cloned()
+                .unwrap_or_else(|| "#1".into());
+            return Err(NodeError::BadArgument(format!(
+                "only the laptop that founded the dataset ({founder}, #1) signs key changes; a removal made here takes effect in the key when that laptop next syncs"
+            )));
+        }
         let removed = self.removed_in_grants();
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
@@ -134,6 +166,7 @@ impl Node {
             cutoff: None,
             epoch: self.keys.current().0,
             members,
+            key_pending: false,
         })
     }
 
@@ -150,13 +183,48 @@ impl Node {
     /// changed (with an invitation made before) gets the key in a new grant of the same
     /// epoch. Run before the admin writes a bundle.
     pub(crate) fn refresh_grant(&mut self) -> Result<(), NodeError> {
-        if !self.id.is_admin() {
+        if !self.id.is_founder() {
             return Ok(());
+        }
+        let now = now_ms();
+        // Removals another admin made, that no grant announces yet: a new epoch without them.
+        {
+            let announced: BTreeSet<MemberId> =
+                self.removed_in_grants().iter().map(|r| r.member).collect();
+            let mut tx = self.store.transaction(now)?;
+            let mut news = Vec::new();
+            tx.for_each_record(ferry_sync::MEMBERS, false, |id, r| {
+                if let (Ok(n), Some(rm)) = (id.parse::<u32>(), ferry_sync::removal(Some(r))) {
+                    news.push(Removal {
+                        member: MemberId(n),
+                        cutoff: rm.cutoff,
+                    });
+                }
+                Ok(())
+            })?;
+            let joined: BTreeSet<MemberId> = tx.members()?.iter().map(|m| m.member).collect();
+            news.retain(|r| joined.contains(&r.member));
+            if news.iter().any(|r| !announced.contains(&r.member)) {
+                // A change of its own begins the epoch, as for `ferry rekey` (§14.3).
+                let next = self.keys.current().0 + 1;
+                self.engine.commit_local(
+                    &mut tx,
+                    vec![Change::Record {
+                        collection: ferry_sync::MEMBERS.into(),
+                        id: self.id.me.0.to_string(),
+                        ops: vec![Op::Set(EPOCH_FIELD.into(), Value::Int(i64::from(next)))],
+                    }],
+                    now,
+                )?;
+                let (ring, _) = new_epoch(&self.keys, &self.id, &mut tx, news, now)?;
+                tx.commit()?;
+                self.keys = ring;
+                return Ok(());
+            }
         }
         let Some(grant) = self.keys.current_grant() else {
             return Ok(());
         };
-        let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         let members = grant_members(&mut tx)?;
         let covered: BTreeSet<MemberId> = grant.body.wraps.iter().map(|w| w.member).collect();
@@ -349,4 +417,102 @@ fn new_epoch(
     ring.install(&all, Some(&grant));
     tx.set_meta(KEYRING, &ring.to_bytes())?;
     Ok((ring, members.len()))
+}
+
+impl Node {
+    /// Makes member `who` (`#N` or its label) an admin too (admin only): from its next
+    /// change on it may invite (from its own range of member numbers), remove, cancel
+    /// invitations, set rules and promote or demote others (bundles/SPEC.md §15).
+    pub fn promote(&mut self, who: &str) -> Result<(u32, String), NodeError> {
+        let (member, label) = self.admin_names("promote members", who)?;
+        if self.admins()?.contains(&member) {
+            return Err(NodeError::BadArgument(format!(
+                "{label} (#{}) is already an admin",
+                member.0
+            )));
+        }
+        let tx = self.store.read()?;
+        let rec = tx.record(ferry_sync::MEMBERS, &member.0.to_string())?;
+        let gone = ferry_sync::removal(rec.as_ref()).is_some()
+            || ferry_sync::cancellation(rec.as_ref()).is_some();
+        let joined = tx.member(member)?.is_some();
+        drop(tx);
+        if gone {
+            return Err(NodeError::BadArgument(format!(
+                "{label} (#{}) was removed or its invitation cancelled: it cannot be an admin",
+                member.0
+            )));
+        }
+        if !joined {
+            return Err(NodeError::BadArgument(format!(
+                "{label} (#{}) has not joined yet (its first bundle has not reached this laptop): promote it once it has",
+                member.0
+            )));
+        }
+        self.commit(vec![Change::Record {
+            collection: ferry_sync::MEMBERS.into(),
+            id: member.0.to_string(),
+            ops: vec![Op::Set(
+                ferry_sync::roles::MEMBER_ADMIN_FIELD.into(),
+                Value::Bool(true),
+            )],
+        }])?;
+        Ok((member.0, label))
+    }
+
+    /// Withdraws member `who`'s admin role (admin only; an admin may step down itself):
+    /// from the changes that have seen this on, its admin actions count no more, and joins
+    /// numbered in its range above the highest number this laptop knows it used are
+    /// refused. Refused when it would leave the dataset without an admin.
+    pub fn demote(&mut self, who: &str) -> Result<(u32, String), NodeError> {
+        let (member, label) = self.admin_names("demote admins", who)?;
+        let admins = self.admins()?;
+        if !admins.contains(&member) {
+            return Err(NodeError::BadArgument(format!(
+                "{label} (#{}) is not an admin",
+                member.0
+            )));
+        }
+        if admins.len() == 1 {
+            return Err(NodeError::BadArgument(format!(
+                "{label} (#{}) is the dataset's only admin: promote another member first",
+                member.0
+            )));
+        }
+        // The highest number of its range in use as far as this laptop knows: invitations
+        // it made before up to there still join.
+        let mut upto = 0u32;
+        if let Some((lo, hi)) = ferry_sync::roles::range(member) {
+            let mut tx = self.store.read()?;
+            let mut used = |n: u32| {
+                if (lo..=hi).contains(&n) {
+                    upto = upto.max(n);
+                }
+            };
+            for m in tx.members()? {
+                used(m.member.0);
+            }
+            tx.for_each_record(ferry_sync::MEMBERS, false, |id, _| {
+                if let Ok(n) = id.parse::<u32>() {
+                    used(n);
+                }
+                Ok(())
+            })?;
+        }
+        self.commit(vec![Change::Record {
+            collection: ferry_sync::MEMBERS.into(),
+            id: member.0.to_string(),
+            ops: vec![
+                Op::Set(
+                    ferry_sync::roles::MEMBER_ADMIN_FIELD.into(),
+                    Value::Bool(false),
+                ),
+                Op::Set(
+                    ferry_sync::roles::MEMBER_INVITES_UPTO_FIELD.into(),
+                    Value::Int(i64::from(upto)),
+                ),
+            ],
+        }])?;
+        Ok((member.0, label))
+    }
 }

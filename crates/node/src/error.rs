@@ -51,10 +51,12 @@ pub enum NodeError {
     /// `init` on a home that already holds a node.
     #[error("{0} already holds a ferry node; use another --home for a second node")]
     AlreadyInitialized(PathBuf),
-    /// Something only the admin can do was asked of another member.
-    #[error("only the dataset's admin ({admin}) can {to}")]
+    /// Something only an admin can do was asked of another member.
+    #[error(
+        "only the dataset's admins ({admin}) can {to}; an admin can make this laptop one with `ferry member promote`"
+    )]
     NotAdmin {
-        /// The admin's label.
+        /// The admins' labels.
         admin: String,
         /// What only the admin can do ("invite new members", "set merge rules").
         to: &'static str,

@@ -1031,7 +1031,7 @@ impl Node {
             Pass::Verdict(Verdict::NotYet { sender, missing }) => {
                 drop(tx);
                 let order = match &missing {
-                    Missing::Membership(_) => (sender.0, 0),
+                    Missing::Membership(_) | Missing::Inviter { .. } => (sender.0, 0),
                     Missing::Commits { to, .. } => (sender.0, *to),
                 };
                 let reason = match missing {
@@ -1042,6 +1042,11 @@ impl Node {
                     Missing::Commits { author, from, to } => format!(
                         "this laptop lacks changes {from}–{to} of {} that its signature covers",
                         label(author)
+                    ),
+                    Missing::Inviter { member, inviter } => format!(
+                        "{} was invited by {}, an admin whose promotion has not reached this laptop yet",
+                        label(member),
+                        label(inviter)
                     ),
                 };
                 Ok(done(FileResult::Waiting {
@@ -1062,6 +1067,15 @@ impl Node {
             Pass::Verdict(Verdict::Authentic(_)) => unreachable!("authentic bundles are applied"),
             // Sealed with a key this laptop will get from the admin: read once it has it;
             // unless this laptop was removed, which it remembers.
+            // Its author was invited by an admin this laptop does not know of yet.
+            Pass::Refused(e @ IngestError::InviterUnknown { .. }) => {
+                drop(tx);
+                Ok(done(FileResult::Waiting {
+                    reason: e.to_string(),
+                    kept: None,
+                    order: (u32::MAX, 0),
+                }))
+            }
             Pass::Refused(e @ IngestError::NoEpochKey { .. }) => {
                 drop(tx);
                 if let Some(line) = self.removed_here()? {
@@ -1760,6 +1774,9 @@ impl Node {
                     Missing::Membership(m) => format!("the membership (join) of {}", label(m)),
                     Missing::Commits { author, from, to } => {
                         format!("changes {from}–{to} of {}", label(author))
+                    }
+                    Missing::Inviter { inviter, .. } => {
+                        format!("the promotion of {} to admin", label(inviter))
                     }
                 });
                 return Ok(report);

@@ -63,7 +63,7 @@ impl Identity {
     }
 
     /// Whether this node is the dataset's admin.
-    pub fn is_admin(&self) -> bool {
+    pub fn is_founder(&self) -> bool {
         self.me == MemberId::ADMIN
     }
 }

@@ -230,6 +230,26 @@ pub struct InviteExtras {
     /// The keys of key epochs 1, 2, … (bundles/SPEC.md §14) when the dataset moved past
     /// epoch 0 before the invitation was made (the invitation's dataset key is epoch 0).
     pub epoch_keys: Vec<[u8; 32]>,
+    /// When an admin other than the founder made the invitation (bundles/SPEC.md §15): the
+    /// founding admin's key and label. The invitation's own admin key and label are then
+    /// the inviting admin's.
+    pub founder: Option<Founder>,
+}
+
+/// The founding admin, as an invitation by another admin names it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Founder {
+    /// Its public key (the dataset's admin key of §6).
+    pub key: [u8; 32],
+    /// Its label.
+    pub label: String,
+}
+
+/// Extras as ferry wrote them before more than one admin (an expiry and epoch keys).
+#[derive(serde::Deserialize)]
+struct ExtrasEpochs {
+    expires_ms: Option<u64>,
+    epoch_keys: Vec<[u8; 32]>,
 }
 
 /// Extras as the first ferry that wrote them did (an expiry only).
@@ -351,12 +371,20 @@ impl Sealed<'_> {
         // file from the ferry that wrote only an expiry holds just that.)
         let extras = match postcard::take_from_bytes::<InviteExtras>(rest) {
             Ok((extras, [])) => extras,
-            _ => match postcard::take_from_bytes::<ExtrasExpiry>(rest) {
+            _ => match postcard::take_from_bytes::<ExtrasEpochs>(rest) {
                 Ok((old, [])) => InviteExtras {
                     expires_ms: old.expires_ms,
-                    epoch_keys: Vec::new(),
+                    epoch_keys: old.epoch_keys,
+                    founder: None,
                 },
-                _ => return Err(OpenError::Damaged),
+                _ => match postcard::take_from_bytes::<ExtrasExpiry>(rest) {
+                    Ok((old, [])) => InviteExtras {
+                        expires_ms: old.expires_ms,
+                        epoch_keys: Vec::new(),
+                        founder: None,
+                    },
+                    _ => return Err(OpenError::Damaged),
+                },
             },
         };
         if extras == InviteExtras::default() {

@@ -504,7 +504,7 @@ impl Node {
             admin_key: id.admin_key,
         };
         let keys = Keyring::new(id.dataset_key.clone());
-        Self::init(home, id, None, genesis, keys)
+        Self::init(home, id, Vec::new(), genesis, keys)
     }
 
     /// Creates a node in `home` that joins a dataset with the invitation `invite`, opened
@@ -551,27 +551,56 @@ impl Node {
             ),
             other => invite.bad(&other.to_string()),
         })?;
+        // The invitation is signed by the admin whose range holds the member's number; the
+        // founder (the dataset's admin key) is named in its extras when that is another.
+        let inviter = ferry_sync::roles::inviter(inv.member());
+        let (admin_key, mut admins) = match (&extras.founder, inviter) {
+            (Some(f), by) if by != MemberId::ADMIN => (
+                PublicKey(f.key),
+                vec![
+                    MemberInfo {
+                        member: MemberId::ADMIN,
+                        key: PublicKey(f.key),
+                        label: f.label.clone(),
+                    },
+                    MemberInfo {
+                        member: by,
+                        key: inv.admin_key,
+                        label: inv.admin_label.clone(),
+                    },
+                ],
+            ),
+            (None, MemberId::ADMIN) => (
+                inv.admin_key,
+                vec![MemberInfo {
+                    member: MemberId::ADMIN,
+                    key: inv.admin_key,
+                    label: inv.admin_label.clone(),
+                }],
+            ),
+            _ => {
+                return Err(invite.bad(
+                    "the file is damaged: its member number and the admin that signed it do not match",
+                ));
+            }
+        };
         let id = Identity {
             dataset: inv.dataset,
             dataset_name: inv.dataset_name.clone(),
             dataset_key: DatasetKey(inv.dataset_key),
-            admin_key: inv.admin_key,
+            admin_key,
             me: inv.member(),
             label: label.to_string(),
             secret,
         };
-        let admin = MemberInfo {
-            member: MemberId::ADMIN,
-            key: inv.admin_key,
-            label: inv.admin_label.clone(),
-        };
+        admins.sort_by_key(|m| m.member);
         // The keys of the epochs the dataset went through before the invitation was made.
         let mut keys = Keyring::new(id.dataset_key.clone());
         let epochs: Vec<DatasetKey> = std::iter::once(id.dataset_key.clone())
             .chain(extras.epoch_keys.iter().map(|k| DatasetKey(*k)))
             .collect();
         keys.install(&epochs, None);
-        Self::init(home, id, Some(admin), Change::Join(proof), keys)
+        Self::init(home, id, admins, Change::Join(proof), keys)
     }
 
     /// Makes the home, stores the identity (and the admin, known from an invitation), and
@@ -579,7 +608,7 @@ impl Node {
     fn init(
         home: &Home,
         id: Identity,
-        admin: Option<MemberInfo>,
+        admins: Vec<MemberInfo>,
         first: Change,
         keys: Keyring,
     ) -> Result<Node, NodeError> {
@@ -611,7 +640,7 @@ impl Node {
             if keys.current().0 > 0 {
                 tx.set_meta(KEYRING, &keys.to_bytes())?;
             }
-            if let Some(admin) = &admin {
+            for admin in &admins {
                 tx.put_member(admin)?;
             }
             engine.commit_local(&mut tx, vec![first], now)?;
@@ -804,11 +833,40 @@ impl Node {
         if out.symlink_metadata().is_ok() {
             return Err(already_exists(out));
         }
+        // Each admin draws numbers from its own range, so admins inviting offline never
+        // collide (bundles/SPEC.md §15).
+        let Some((lo, hi)) = ferry_sync::roles::range(self.id.me) else {
+            return Err(NodeError::BadArgument(format!(
+                "this laptop is member #{}: only admins numbered below {} have member numbers to give; ask another admin to invite",
+                self.id.me.0,
+                ferry_sync::roles::RANGE
+            )));
+        };
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
-        let mut top = tx.members()?.iter().map(|m| m.member.0).max().unwrap_or(1);
+        let mut top = lo - 1;
+        let mut used = |n: u32| {
+            if (lo..=hi).contains(&n) {
+                top = top.max(n);
+            }
+        };
+        for m in tx.members()? {
+            used(m.member.0);
+        }
+        tx.for_each_record("_members", false, |id, _| {
+            if let Ok(n) = id.parse::<u32>() {
+                used(n);
+            }
+            Ok(())
+        })?;
         if let Some(n) = tx.meta("last_invited")? {
-            top = top.max(u32::from_le_bytes(n.try_into().unwrap_or_default()));
+            used(u32::from_le_bytes(n.try_into().unwrap_or_default()));
+        }
+        if top >= hi {
+            return Err(NodeError::BadArgument(format!(
+                "this admin has given all {} of its member numbers; ask another admin to invite",
+                hi - lo + 1
+            )));
         }
         let member = MemberId(top + 1);
         let label = label.map_or_else(
@@ -858,9 +916,18 @@ impl Node {
             .filter(|&(e, _)| e > 0)
             .map(|(_, k)| k.0)
             .collect();
+        // An invitation by another admin than the founder names the founder too.
+        let founder = match self.id.me {
+            MemberId::ADMIN => None,
+            _ => Some(invite::Founder {
+                key: self.id.admin_key.0,
+                label: labels.get(&MemberId::ADMIN).cloned().unwrap_or_default(),
+            }),
+        };
         let extras = invite::InviteExtras {
             expires_ms,
             epoch_keys,
+            founder,
         };
         let bytes = invite::seal_with(&inv, extras, &code, random(), KdfParams::DEFAULT);
         if let Err(e) = write_private(out, &bytes) {
@@ -908,7 +975,7 @@ impl Node {
                 .get("label")
                 .into_iter()
                 .flatten()
-                .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
+                .filter(|sib| sib.stamp.dot.author != m)
                 .map(|sib| sib.stamp.hlc.ms())
                 .min();
             let expires = ferry_sync::invitation_expiry(Some(r));
@@ -1128,15 +1195,29 @@ impl Node {
     }
 
     pub(crate) fn require_admin(&mut self, to: &'static str) -> Result<(), NodeError> {
-        if self.id.is_admin() {
+        let admins = self.admins()?;
+        if admins.contains(&self.id.me) {
             return Ok(());
         }
-        let admin = self
-            .labels()?
-            .get(&MemberId::ADMIN)
-            .cloned()
-            .unwrap_or_default();
+        let labels = self.labels()?;
+        let admin = admins
+            .iter()
+            .map(|m| labels.get(m).cloned().unwrap_or_else(|| m.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
         Err(NodeError::NotAdmin { admin, to })
+    }
+
+    /// The dataset's admins as this laptop knows them now (bundles/SPEC.md §15).
+    pub fn admins(&mut self) -> Result<Vec<MemberId>, NodeError> {
+        let tx = self.store.read()?;
+        Ok(ferry_sync::roles::admins(&tx)?)
+    }
+
+    /// Whether this laptop is one of the dataset's admins now.
+    pub fn is_admin(&mut self) -> Result<bool, NodeError> {
+        let me = self.id.me;
+        Ok(self.admins()?.contains(&me))
     }
 
     /// Member number → label: the label the admin wrote in `_members/N` (its invitation, or
@@ -1151,7 +1232,10 @@ impl Node {
             .map(|m| (m.member, m.label))
             .collect();
         tx.for_each_record("_members", false, |id, r| {
-            if let (Ok(n), Some(l)) = (id.parse::<u32>(), admin_label(r)) {
+            let Ok(n) = id.parse::<u32>() else {
+                return Ok(());
+            };
+            if let Some(l) = admin_label(MemberId(n), r) {
                 out.insert(MemberId(n), l);
             }
             Ok(())
@@ -1414,6 +1498,7 @@ impl Node {
         let conflicts = self.conflicts()?.len() as u64;
         let email_outbox = self.email_outbox()?;
         let sms = self.sms_counters()?;
+        let admins = self.admins()?;
         let tx = self.store.read()?;
         let stored = tx.stored()?;
         let applied = tx.applied()?;
@@ -1450,7 +1535,6 @@ impl Node {
                     r.fields
                         .get(ferry_sync::MEMBER_KEY_FIELD)?
                         .iter()
-                        .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
                         .map(|sib| sib.stamp.hlc.ms())
                         .min()
                 }),
@@ -1460,7 +1544,7 @@ impl Node {
                 member: m.0,
                 label: label.clone(),
                 you,
-                admin: m == MemberId::ADMIN,
+                admin: admins.contains(&m),
                 joined,
                 fingerprint: keys.get(&m).map(|k| k.fingerprint()),
                 joined_at: joined_ms.map(crate::time::format_utc),
@@ -1550,13 +1634,14 @@ impl Node {
     }
 }
 
-/// The label the admin wrote in a `_members/N` record: its latest (by the same order that
-/// picks a shown value), ignoring what the member wrote there itself.
-fn admin_label(r: &RecordState) -> Option<String> {
+/// The label an admin wrote in member `m`'s `_members/N` record: its latest (by the same
+/// order that picks a shown value), ignoring what the member wrote there itself (only
+/// admins write other members' records; the founder's own label is its own).
+fn admin_label(m: MemberId, r: &RecordState) -> Option<String> {
     r.fields
         .get("label")?
         .iter()
-        .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
+        .filter(|sib| sib.stamp.dot.author != m || m == MemberId::ADMIN)
         .filter_map(|sib| match &sib.entry {
             ferry_model::record::Entry::Value(Value::Str(l)) => Some((sib.stamp, l)),
             _ => None,

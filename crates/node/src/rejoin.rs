@@ -96,7 +96,7 @@ impl Node {
     /// `Some` when `_members/ME` holds an accepted key written by the admin and none is
     /// this laptop's.
     pub fn membership_refused(&mut self) -> Result<Option<RefusedMembership>, NodeError> {
-        if self.id.is_admin() {
+        if self.id.is_founder() {
             return Ok(None);
         }
         let me = self.id.me;
@@ -301,7 +301,7 @@ impl Node {
         force: bool,
     ) -> Result<(Node, RejoinReport), NodeError> {
         let mut old = Node::open(home)?;
-        if old.id.is_admin() {
+        if old.id.is_founder() {
             return Err(NodeError::BadArgument(
                 "this laptop is the dataset's admin: it cannot join its own dataset again".into(),
             ));

@@ -1249,6 +1249,13 @@ impl Storage for StoreTx<'_> {
         Ok(n.map(u))
     }
 
+    fn refreeze(&mut self, m: MemberId, seq: u64) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO frozen (member, seq) VALUES (?1, ?2)")?
+            .execute(params![m.0, i(seq.min(i64::MAX as u64))])?;
+        Ok(())
+    }
+
     fn freeze(&mut self, m: MemberId, seq: u64) -> Result<()> {
         if seq > i64::MAX as u64 {
             // Commit numbers fit a signed 64-bit integer; nothing past them exists to freeze.

@@ -129,6 +129,14 @@ impl Authenticated {
 pub enum Missing {
     /// The sender's membership (its join) has not reached this node.
     Membership(MemberId),
+    /// The promotion of the admin that invited the sender (its number is in that admin's
+    /// range, crate `roles`).
+    Inviter {
+        /// The sender.
+        member: MemberId,
+        /// The admin whose promotion has not arrived.
+        inviter: MemberId,
+    },
     /// The sender's commits `from..=to`: the signature covers its chain up to `to`.
     Commits {
         /// The sender.
@@ -223,6 +231,27 @@ pub enum IngestError<E: std::error::Error + 'static> {
         /// The member number.
         member: MemberId,
     },
+    /// The member's invitation was signed by another admin whose promotion has not reached
+    /// this node yet: its bundle waits.
+    #[error(
+        "member {member} was invited by member {inviter}, an admin this laptop does not know of yet; it is read once that admin's promotion arrives"
+    )]
+    InviterUnknown {
+        /// The member.
+        member: MemberId,
+        /// The admin whose range holds its number.
+        inviter: MemberId,
+    },
+    /// The member's invitation was signed by an admin after its admin role was withdrawn.
+    #[error(
+        "member {member} was invited by member {inviter}, whose admin role was withdrawn by an admin that did not know of that invitation: nothing it sends is accepted; that laptop needs a new invitation from an admin"
+    )]
+    InviterDemoted {
+        /// The member.
+        member: MemberId,
+        /// The admin whose range holds its number.
+        inviter: MemberId,
+    },
     /// The dataset genesis does not match the admin key this node trusts.
     #[error("the dataset's founding commit names a different admin key")]
     WrongGenesis,
@@ -266,12 +295,15 @@ pub enum IngestError<E: std::error::Error + 'static> {
     /// The sender was removed from the dataset by the admin, and the bundle carries its
     /// commits after the cutoff (what it wrote once removed): refused whole.
     #[error(
-        "member {member} was removed from the dataset by the admin{}: what it wrote after its commit {cutoff} is refused",
+        "member {member} was removed from the dataset by {}{}: what it wrote after its commit {cutoff} is refused",
+        by_whom(*by),
         removed_when_why(*at_ms, reason)
     )]
     Removed {
         /// The member.
         member: MemberId,
+        /// The admin that removed it (the founder when only a key grant said so).
+        by: MemberId,
         /// Its last commit that counts.
         cutoff: u64,
         /// Why (as the admin wrote it).
@@ -404,21 +436,38 @@ pub struct ExportReport {
 
 type Res<T, S> = Result<T, IngestError<<S as Storage>::Error>>;
 
-fn st<S: Storage, T>(r: Result<T, S::Error>) -> Res<T, S> {
+pub(crate) fn st<S: Storage, T>(r: Result<T, S::Error>) -> Res<T, S> {
     r.map_err(IngestError::Storage)
 }
 
-/// Whether `author` may write to `collection`/`id`. Reserved collections (names starting
-/// with `_`) hold dataset metadata: `_members/N` may be written by the admin and by member
-/// N; `_forks` by any member (fork evidence, honoured only when it verifies); every other
-/// reserved collection only by the admin. Ops that break this are skipped, the same way on
-/// every node.
-pub fn may_write(author: MemberId, collection: &str, id: &str) -> bool {
-    if !collection.starts_with('_') || author == MemberId::ADMIN || collection == FORKS {
+/// Whether `author` may write to `collection`/`id`, `admin` saying whether it is an admin
+/// in the commit's causal context (crate `roles`). Reserved collections (names starting
+/// with `_`) hold dataset metadata: `_members/N` may be written by an admin and (except the
+/// fields only admins set) by member N; `_forks` by any member (fork evidence, honoured only
+/// when it verifies); `_roles` by nobody (the engine derives it); every other reserved
+/// collection only by an admin. Ops that break this are skipped, the same way on every node.
+pub fn may_write(author: MemberId, admin: bool, collection: &str, id: &str) -> bool {
+    if !collection.starts_with('_') || collection == FORKS {
         return true;
     }
-    collection == MEMBERS && id == author.0.to_string()
+    if collection == crate::roles::ROLES {
+        return false;
+    }
+    admin || (collection == MEMBERS && id == author.0.to_string())
 }
+
+/// The fields of `_members/N` only an admin sets (member N may write the others: its
+/// addresses).
+pub const ADMIN_FIELDS: [&str; 8] = [
+    MEMBER_KEY_FIELD,
+    MEMBER_CANCELLED_FIELD,
+    MEMBER_REMOVED_FIELD,
+    MEMBER_CUTOFF_FIELD,
+    MEMBER_EXPIRES_FIELD,
+    crate::roles::MEMBER_ADMIN_FIELD,
+    crate::roles::MEMBER_INVITES_UPTO_FIELD,
+    "epoch",
+];
 
 /// Reads the next item, which the reader guarantees is a commit of the current run.
 fn next_commit<R: Read>(reader: &mut BundleReader<R>) -> Result<Vec<u8>, BundleError> {
@@ -474,6 +523,7 @@ impl Engine {
                     cutoff,
                     reason: String::new(),
                     at_ms,
+                    by: MemberId::ADMIN,
                 })
             };
             match removal(rec.as_ref()).or_else(announced) {
@@ -494,6 +544,7 @@ impl Engine {
         if let Some(r) = removed.filter(|r| head > r.cutoff) {
             return Err(IngestError::Removed {
                 member: sender,
+                by: r.by,
                 cutoff: r.cutoff,
                 reason: r.reason,
                 at_ms: r.at_ms,
@@ -535,7 +586,7 @@ impl Engine {
                             let mut ctx = ChainContext::new(self.dataset, author);
                             ctx.decode(&first)
                                 .ok()
-                                .and_then(|c| self.first_commit_key::<S::Error>(&c).ok())
+                                .and_then(|c| self.first_commit_key(store, &c).ok())
                         }
                     };
                     if let Some(k) = key {
@@ -551,7 +602,7 @@ impl Engine {
                             seq: 1,
                             source,
                         })?;
-                        signer = Some(self.first_commit_key(&commit)?);
+                        signer = Some(self.first_commit_key(store, &commit)?);
                     }
                     if seq == head && head_hash.is_none() {
                         head_hash = Some(hash);
@@ -613,10 +664,16 @@ impl Engine {
                         continue;
                     }
                     if trace.gap {
-                        missing = Some(Missing::Commits {
-                            author,
-                            from: have + 1,
-                            to: first - 1,
+                        missing = Some(match first {
+                            1 => Missing::Inviter {
+                                member: author,
+                                inviter: crate::roles::inviter(author),
+                            },
+                            _ => Missing::Commits {
+                                author,
+                                from: have + 1,
+                                to: first - 1,
+                            },
                         });
                         continue;
                     }
@@ -634,7 +691,7 @@ impl Engine {
                                     seq: 1,
                                     source,
                                 })?;
-                        self.first_commit_key::<S::Error>(&commit)?;
+                        self.first_commit_key(store, &commit)?;
                         return Err(IngestError::InvitationReused { member: sender });
                     }
                     if last == head && (trace.fork_at.is_some() || head > have) {
@@ -653,7 +710,10 @@ impl Engine {
         let Some(signer) = signer else {
             return Ok(Verdict::NotYet {
                 sender,
-                missing: Missing::Membership(sender),
+                missing: match missing {
+                    Some(m @ Missing::Inviter { .. }) => m,
+                    _ => Missing::Membership(sender),
+                },
             });
         };
         let Some(hash) = head_hash else {
@@ -724,7 +784,10 @@ impl Engine {
             key: st::<S, _>(store.member(author))?.map(|m| m.key),
             ..Trace::default()
         };
-        if first > have + 1 || (first > 1 && trace.key.is_none()) {
+        if first > have + 1
+            || (first > 1 && trace.key.is_none())
+            || (first == 1 && trace.key.is_none() && !self.inviter_ready(store, author)?)
+        {
             for _ in first..=last {
                 next_commit(reader)?;
             }
@@ -774,7 +837,7 @@ impl Engine {
                     seq: 1,
                     source,
                 })?;
-                trace.key = Some(self.first_commit_key(&commit)?);
+                trace.key = Some(self.first_commit_key(store, &commit)?);
             }
             h = Some(chain_next(&prev, seq, &bytes));
         }
@@ -1104,8 +1167,11 @@ impl Engine {
                 sig: *sig,
             }),
         };
-        if first > have + 1 || (first > 1 && known.is_none()) {
-            // Earlier commits (or the author's membership) have not arrived. The sender's own
+        if first > have + 1
+            || (first > 1 && known.is_none())
+            || (first == 1 && known.is_none() && !self.inviter_ready(store, author)?)
+        {
+            // Earlier commits (or the author's membership, or its inviter's) have not arrived. The sender's own
             // run never gets here (authenticate checked it links to what is held); a relayed
             // run is kept aside, as a unit, until they do — within the stash budget, and never
             // from a plaintext bundle (SPEC §10.2).
@@ -1361,7 +1427,10 @@ impl Engine {
         grant: &ferry_bundle::EpochGrant,
     ) -> Res<(), S> {
         for r in &grant.body.removed {
-            self.freeze(store, r.member, r.cutoff.saturating_add(1))?;
+            // A removal record with a higher cutoff (a concurrent removal) counts over it.
+            let rec = st::<S, _>(store.record(MEMBERS, &r.member.0.to_string()))?;
+            let cutoff = removal(rec.as_ref()).map_or(r.cutoff, |x| x.cutoff.max(r.cutoff));
+            self.freeze(store, r.member, cutoff.saturating_add(1))?;
         }
         Ok(())
     }
@@ -1602,9 +1671,27 @@ impl Engine {
         Ok(true)
     }
 
+    /// Whether member `m`'s join can be checked here (its inviter's promotion has arrived,
+    /// or it was invited by the founder); `true` too when it never can (the check says why).
+    fn inviter_ready<S: Storage>(&self, store: &S, m: MemberId) -> Res<bool, S> {
+        Ok(!matches!(crate::roles::join_allowed(store, m)?, Ok(false)))
+    }
+
+    /// Whether this laptop judges member `m`'s join (records its key, or refuses it when its
+    /// invitation expired): the admin that invited it, or every admin once that one is not
+    /// an admin any more.
+    fn judges<S: Storage>(&self, store: &S, m: MemberId) -> Res<bool, S> {
+        let applied = st::<S, _>(store.applied())?;
+        if !crate::roles::is_admin_in(store, self.me, &applied)? {
+            return Ok(false);
+        }
+        let by = crate::roles::inviter(m);
+        Ok(by == self.me || !crate::roles::is_admin_in(store, by, &applied)?)
+    }
+
     /// Checks an author's first commit (genesis or join) and records the member's key.
     fn admit<S: Storage>(&self, store: &mut S, commit: &Commit, now_ms: u64) -> Res<PublicKey, S> {
-        let key = self.first_commit_key(commit)?;
+        let key = self.first_commit_key(store, commit)?;
         let label = match commit.changes.first() {
             Some(Change::Genesis { label, .. }) => label.clone(),
             Some(Change::Join(proof)) => proof.invite.label.clone(),
@@ -1629,7 +1716,7 @@ impl Engine {
                 // cancellation, so every laptop follows).
                 if commit.author != MemberId::ADMIN {
                     let rec = st::<S, _>(store.record(MEMBERS, &commit.author.0.to_string()))?;
-                    let expired = self.me == MemberId::ADMIN
+                    let expired = self.judges(store, commit.author)?
                         && accepted_keys(rec.as_ref()).is_empty()
                         && invitation_expiry(rec.as_ref()).is_some_and(|e| now_ms > e);
                     if expired || cancellation(rec.as_ref()).is_some() {
@@ -1647,10 +1734,7 @@ impl Engine {
 
     /// The member key an author's first commit establishes, after checking its genesis or
     /// join against the admin key.
-    fn first_commit_key<E: std::error::Error + 'static>(
-        &self,
-        commit: &Commit,
-    ) -> Result<PublicKey, IngestError<E>> {
+    fn first_commit_key<S: Storage>(&self, store: &S, commit: &Commit) -> Res<PublicKey, S> {
         match commit.changes.first() {
             Some(Change::Genesis { admin_key, .. }) => {
                 if *admin_key != self.admin_key {
@@ -1659,8 +1743,39 @@ impl Engine {
                 Ok(*admin_key)
             }
             Some(Change::Join(proof)) => {
+                // Signed by the admin whose range holds the member's number (crate `roles`).
+                let member = commit.author;
+                let by = crate::roles::inviter(member);
+                // A laptop's own join was checked against its invitation when it joined.
+                let allowed = match member == self.me {
+                    true => Ok(true),
+                    false => crate::roles::join_allowed(store, member)?,
+                };
+                let key = match by {
+                    MemberId::ADMIN => self.admin_key,
+                    by => match allowed {
+                        Ok(true) => st::<S, _>(store.member(by))?.map(|m| m.key).ok_or(
+                            IngestError::InviterUnknown {
+                                member,
+                                inviter: by,
+                            },
+                        )?,
+                        Ok(false) => {
+                            return Err(IngestError::InviterUnknown {
+                                member,
+                                inviter: by,
+                            });
+                        }
+                        Err(_) => {
+                            return Err(IngestError::InviterDemoted {
+                                member,
+                                inviter: by,
+                            });
+                        }
+                    },
+                };
                 proof
-                    .verify(self.dataset, commit.author, &self.admin_key)
+                    .verify(self.dataset, commit.author, &key)
                     .map_err(|source| IngestError::NotMember {
                         member: commit.author,
                         source,
@@ -1678,6 +1793,9 @@ impl Engine {
         let stamp = commit.stamp();
         let ctx = commit.context();
         let mut records = 0;
+        // Whether the author is an admin in the commit's context (asked once, when it
+        // writes a reserved collection).
+        let mut admin: Option<bool> = None;
         for change in commit.changes {
             if let Change::Record {
                 collection,
@@ -1685,9 +1803,22 @@ impl Engine {
                 ops,
             } = change
             {
-                if !may_write(commit.author, &collection, &id) {
+                let is_admin = match (collection.starts_with('_'), admin) {
+                    (false, _) => false,
+                    (true, Some(a)) => a,
+                    (true, None) => {
+                        let a = crate::roles::is_admin_in(store, commit.author, &ctx)?;
+                        admin = Some(a);
+                        a
+                    }
+                };
+                if !may_write(commit.author, is_admin, &collection, &id) {
                     continue;
                 }
+                let role = match collection == MEMBERS && is_admin {
+                    true => crate::roles::role_event(&ops, &ctx),
+                    false => None,
+                };
                 let mut rec = st::<S, _>(store.record(&collection, &id))?.unwrap_or_default();
                 if collection == FORKS {
                     // Evidence only accumulates: each write of the evidence field is kept
@@ -1699,14 +1830,14 @@ impl Engine {
                             rec.apply_owned(stamp, &none, op);
                         }
                     }
-                } else if collection == MEMBERS && commit.author != MemberId::ADMIN {
-                    // A member may label itself and publish its addresses, but not touch the
-                    // key the admin recorded as accepted (nor delete the record holding it):
-                    // only the admin says which device is member N.
+                } else if collection == MEMBERS && !is_admin {
+                    // A member may publish its addresses, but not set what only admins set
+                    // (the key recorded as accepted, its removal, its role…) nor delete the
+                    // record holding them: only an admin says which device is member N.
                     for op in ops {
                         let keeps = match &op {
                             Op::Delete => false,
-                            op => op.field() != Some(MEMBER_KEY_FIELD),
+                            op => op.field().is_none_or(|f| !ADMIN_FIELDS.contains(&f)),
                         };
                         if keeps {
                             rec.apply_owned(stamp, &ctx, op);
@@ -1717,14 +1848,29 @@ impl Engine {
                         rec.apply_owned(stamp, &ctx, op);
                     }
                 }
-                let freezes = match collection == MEMBERS && commit.author == MemberId::ADMIN {
+                let freezes = match collection == MEMBERS && is_admin {
                     true => frozen_from(&rec),
                     false => None,
                 };
+                let cutoffs = removal_cutoffs(&rec);
                 st::<S, _>(store.put_record(&collection, &id, &rec))?;
                 drop(rec);
+                if let (Some(event), Ok(n)) = (role, id.parse::<u32>()) {
+                    crate::roles::record_event(store, MemberId(n), stamp, &event)?;
+                }
                 if let (Some(from), Ok(n)) = (freezes, id.parse::<u32>()) {
-                    self.freeze(store, MemberId(n), from)?;
+                    let m = MemberId(n);
+                    self.freeze(store, m, from)?;
+                    // Concurrent removals take the highest cutoff: a freeze a lower one set
+                    // moves up (unless a fork froze the member earlier still).
+                    let now = st::<S, _>(store.frozen(m))?;
+                    if let Some(f) = now.filter(|&f| f < from && m != self.me) {
+                        let by_removal = cutoffs.contains(&(f - 1));
+                        let by_fork = self.recorded_fork(store, m)?.is_some_and(|k| k <= f);
+                        if by_removal && !by_fork {
+                            st::<S, _>(store.refreeze(m, from))?;
+                        }
+                    }
                 }
                 if !collection.starts_with('_') {
                     records += 1;
@@ -1813,12 +1959,13 @@ impl Engine {
     /// learns from it, by name, that the admin took the other one (its own key differs),
     /// instead of waiting for ever on changes it believes it holds.
     fn record_member_keys<S: Storage>(&self, store: &mut S, now_ms: u64) -> Res<(), S> {
-        if self.me != MemberId::ADMIN {
+        let applied = st::<S, _>(store.applied())?;
+        if !crate::roles::is_admin_in(store, self.me, &applied)? {
             return Ok(());
         }
         let mut changes = Vec::new();
         for m in st::<S, _>(store.members())? {
-            if m.member == MemberId::ADMIN {
+            if m.member == MemberId::ADMIN || !self.judges(store, m.member)? {
                 continue;
             }
             let id = m.member.0.to_string();
@@ -1878,7 +2025,10 @@ impl Engine {
             for run in st::<S, _>(store.stashed_runs(author))? {
                 if run.last <= have {
                     st::<S, _>(store.drop_stashed(run.id))?;
-                } else if run.first <= have + 1 && run.proof.is_some() {
+                } else if run.first <= have + 1
+                    && run.proof.is_some()
+                    && (have > 0 || self.inviter_ready(store, author)?)
+                {
                     candidates.push(run);
                 }
             }
@@ -1940,7 +2090,7 @@ impl Engine {
                 Err(e) => return Ok(Err(format!("commit {seq} is invalid: {e}"))),
             };
             if seq == 1 {
-                match self.first_commit_key::<S::Error>(&commit) {
+                match self.first_commit_key(store, &commit) {
                     Ok(k) if key.is_none_or(|held| held == k) => key = Some(k),
                     Ok(_) => return Ok(Err("another device already joined as this member".into())),
                     Err(e) => return Ok(Err(e.to_string())),
@@ -2603,12 +2753,28 @@ pub struct Removal {
     pub reason: String,
     /// When, by the admin's clock (ms).
     pub at_ms: u64,
+    /// The admin that removed it (of concurrent removals, the one whose reason is shown).
+    pub by: MemberId,
+}
+
+/// "the admin" for the founder, else "admin #N".
+fn by_whom(by: MemberId) -> String {
+    match by {
+        MemberId::ADMIN => "the admin".into(),
+        by => format!("admin {by}"),
+    }
 }
 
 /// The admin's removal of a member in its `_members/N` record, if any. Concurrent cutoffs
 /// (kept side by side) count as the highest.
 pub fn removal(rec: Option<&RecordState>) -> Option<Removal> {
     let (reason, hlc) = admin_values(rec, MEMBER_REMOVED_FIELD).into_iter().next()?;
+    let by = rec
+        .and_then(|r| r.fields.get(MEMBER_REMOVED_FIELD))
+        .into_iter()
+        .flatten()
+        .find(|sib| sib.stamp.hlc == hlc)
+        .map_or(MemberId::ADMIN, |sib| sib.stamp.dot.author);
     let cutoff = admin_values(rec, MEMBER_CUTOFF_FIELD)
         .into_iter()
         .filter_map(|(v, _)| match v {
@@ -2623,7 +2789,20 @@ pub fn removal(rec: Option<&RecordState>) -> Option<Removal> {
             _ => String::new(),
         },
         at_ms: hlc.ms(),
+        by,
     })
+}
+
+/// Every cutoff the admins wrote in a `_members/N` record (concurrent removals keep theirs
+/// side by side).
+fn removal_cutoffs(rec: &RecordState) -> Vec<u64> {
+    admin_values(Some(rec), MEMBER_CUTOFF_FIELD)
+        .into_iter()
+        .filter_map(|(v, _)| match v {
+            Value::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// From which commit a `_members/N` record freezes member N: 1 when its invitation was
@@ -2639,14 +2818,13 @@ pub fn frozen_from(rec: &RecordState) -> Option<u64> {
 /// the Unix epoch, by the admin's clock).
 pub const MEMBER_EXPIRES_FIELD: &str = "expires";
 
-/// The admin's writes of `field` in a `_members/N` record, newest first (only the admin's
-/// writes count: a member may write its own `_members` record).
+/// The admins' writes of `field` (one of [`ADMIN_FIELDS`]) in a `_members/N` record,
+/// newest first (only admins write these fields: the engine skips anyone else's writes).
 fn admin_values<'a>(rec: Option<&'a RecordState>, field: &str) -> Vec<(&'a Value, Hlc)> {
     let mut out: Vec<_> = rec
         .and_then(|r| r.fields.get(field))
         .into_iter()
         .flatten()
-        .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
         .filter_map(|sib| match &sib.entry {
             ferry_model::record::Entry::Value(v) => Some((v, sib.stamp.hlc)),
             _ => None,
@@ -2679,8 +2857,8 @@ pub fn invitation_expiry(rec: Option<&RecordState>) -> Option<u64> {
         })
 }
 
-/// The device keys the admin recorded as accepted in a `_members/N` record (only the
-/// admin's writes count: a member may write its own `_members` record).
+/// The device keys admins recorded as accepted in a `_members/N` record (only admins
+/// write this field).
 pub fn accepted_keys(rec: Option<&RecordState>) -> Vec<PublicKey> {
     let Some(rec) = rec else {
         return Vec::new();
@@ -2689,7 +2867,6 @@ pub fn accepted_keys(rec: Option<&RecordState>) -> Vec<PublicKey> {
         .get(MEMBER_KEY_FIELD)
         .into_iter()
         .flatten()
-        .filter(|sib| sib.stamp.dot.author == MemberId::ADMIN)
         .filter_map(|sib| match &sib.entry {
             ferry_model::record::Entry::Value(Value::Bytes(b)) => {
                 <[u8; 32]>::try_from(b.as_slice()).ok().map(PublicKey)
@@ -2800,8 +2977,9 @@ pub fn decode_snapshot_record(
 // wire-format: end
 
 /// Checks one record of an admin snapshot against the state it reflects: it may only state
-/// writes that history holds (every stamp within `state`) and that their authors were
-/// allowed to make ([`may_write`]).
+/// writes that history holds (every stamp within `state`). (Who was an admin when a
+/// reserved record was written — `_roles`, crate `roles` — is the snapshot's author's word,
+/// like the rest of the state it vouches for.)
 fn check_snapshot_record<E: std::error::Error + 'static>(
     collection: &str,
     id: &str,
@@ -2830,9 +3008,6 @@ fn check_snapshot_record<E: std::error::Error + 'static>(
     for dot in stamps.map(|s| s.dot).chain(dots) {
         if !state.covers(dot) {
             return bad("a write from after the state the snapshot reflects");
-        }
-        if !may_write(dot.author, collection, id) {
-            return bad("a write its author was not allowed to make");
         }
     }
     Ok(())

@@ -23,13 +23,14 @@ pub mod fork;
 pub mod mem;
 mod membership;
 pub mod plan;
+pub mod roles;
 pub mod sim;
 pub mod simulation;
 mod storage;
 
 pub use engine::{
-    Accept, Authenticated, Blocked, Engine, ExportReport, FORK_FIELD, FORKS, IngestError,
-    IngestReport, MEMBER_CANCELLED_FIELD, MEMBER_CUTOFF_FIELD, MEMBER_EXPIRES_FIELD,
+    ADMIN_FIELDS, Accept, Authenticated, Blocked, Engine, ExportReport, FORK_FIELD, FORKS,
+    IngestError, IngestReport, MEMBER_CANCELLED_FIELD, MEMBER_CUTOFF_FIELD, MEMBER_EXPIRES_FIELD,
     MEMBER_KEY_FIELD, MEMBER_REMOVED_FIELD, MEMBERS, Missing, Needed, Received, Removal,
     RunSummary, STASH_MAX_AGE_MS, STASH_PER_SENDER, STASH_TOTAL, SettleReport, Verdict,
     accepted_keys, cancellation, decode_snapshot_record, frozen_from, invitation_expiry, may_write,

@@ -285,6 +285,11 @@ impl Storage for MemStorage {
         Ok(())
     }
 
+    fn refreeze(&mut self, m: MemberId, seq: u64) -> Result<(), MemError> {
+        self.frozen.insert(m, seq);
+        Ok(())
+    }
+
     fn peer(&self, m: MemberId) -> Result<VersionVector, MemError> {
         Ok(self.peers.get(&m).cloned().unwrap_or_default())
     }

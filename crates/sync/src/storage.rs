@@ -180,6 +180,10 @@ pub trait Storage {
     /// Freezes `m`: its history forked at commit `seq` (checked evidence). Frozen again at
     /// an earlier commit, the earlier one counts.
     fn freeze(&mut self, m: MemberId, seq: u64) -> Result<(), Self::Error>;
+    /// Moves `m`'s freeze to `seq`, later than it was: a removal whose cutoff rose when a
+    /// concurrent removal with a higher one arrived (the engine checks that nothing else
+    /// froze it earlier).
+    fn refreeze(&mut self, m: MemberId, seq: u64) -> Result<(), Self::Error>;
 
     /// What `m` is known to hold.
     fn peer(&self, m: MemberId) -> Result<VersionVector, Self::Error>;

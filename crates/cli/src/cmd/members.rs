@@ -243,6 +243,40 @@ such member, already removed, or not joined yet: cancel its invitation instead).
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Make a member an admin too (admin only), so losing one admin's laptop loses nothing
+    #[command(after_help = "\
+Examples:
+  ferry member promote clinic-b
+  ferry member promote '#3'
+
+An admin can invite (each admin gives member numbers from its own range, so two admins
+inviting offline never give the same number), remove members, cancel invitations, rename
+members, set merge rules, and promote or demote others. Its admin actions count from the
+changes that have seen the promotion, on every laptop alike. Key changes stay the founding
+laptop's (#1) to sign: a removal by another admin takes effect in the key when #1 syncs.
+
+Exit status: 0 promoted (the others learn it with the next sync); 1 failed (not an admin,
+or the line says why); 2 usage mistake (no such member, already an admin, not joined yet).")]
+    Promote {
+        /// The member: its label, or #N
+        member: String,
+    },
+    /// Withdraw a member's admin role (admin only; an admin may step down itself)
+    #[command(after_help = "\
+Examples:
+  ferry member demote clinic-b
+  ferry member demote '#3'
+
+Its admin actions made after it learned of this count no more. Its invitations numbered up
+to the highest number this laptop knows it used still join; later ones are refused. Two
+admins demoting each other at the same time both lose the role: keep a third.
+
+Exit status: 0 demoted; 1 failed (not an admin, or the line says why); 2 usage mistake (no
+such member, not an admin, or the only admin).")]
+    Demote {
+        /// The member: its label, or #N
+        member: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -412,7 +446,7 @@ pub(crate) fn init(home: Option<PathBuf>, a: InitArgs) -> Result<()> {
         id.me.0,
         home.root().display()
     ))?;
-    if id.is_admin() {
+    if id.is_founder() {
         out(format_args!(
             "New dataset {:?} ({}). You are its admin: add laptops with `ferry invite --out FILE --label NAME`.",
             id.dataset_name, id.dataset
@@ -482,7 +516,7 @@ fn invite_list(home: Option<PathBuf>, as_json: bool) -> Result<()> {
         ));
     }
     out(format_args!(
-        "{:<5} {:<16} {:<10} {:<20} expires",
+        "{:<8} {:<16} {:<10} {:<20} expires",
         "#", "label", "state", "issued"
     ))?;
     for v in &list {
@@ -491,7 +525,7 @@ fn invite_list(home: Option<PathBuf>, as_json: bool) -> Result<()> {
             None => v.state.to_string(),
         };
         out(format_args!(
-            "{:<5} {:<16} {:<10} {:<20} {}",
+            "{:<8} {:<16} {:<10} {:<20} {}",
             format!("#{}", v.member),
             output::shown(&v.label),
             v.state,
@@ -516,7 +550,7 @@ pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> 
                 return out(format_args!("{}", serde_json::to_string(&members)?));
             }
             out(format_args!(
-                "{:<5} {:<16} {:<7} {:<20} {:<20} lacks",
+                "{:<8} {:<16} {:<7} {:<20} {:<20} lacks",
                 "#", "label", "role", "joined", "last bundle"
             ))?;
             for m in &members {
@@ -563,16 +597,37 @@ pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> 
                     )
                 };
                 out(format_args!(
-                    "{:<5} {:<16} {role:<7} {joined:<20} {heard:<20} {lacks}",
+                    "{:<8} {:<16} {role:<7} {joined:<20} {heard:<20} {lacks}",
                     format!("#{}", m.member),
                     output::shown(&m.label),
                 ))?;
             }
             Ok(())
         }
+        MemberAction::Promote { member } => {
+            let (n, label) = node.promote(&member)?;
+            out(format_args!(
+                "{} (member #{n}) is now an admin; the others learn it with the next sync",
+                output::shown(&label)
+            ))
+        }
+        MemberAction::Demote { member } => {
+            let (n, label) = node.demote(&member)?;
+            out(format_args!(
+                "{} (member #{n}) is no longer an admin; the others learn it with the next sync",
+                output::shown(&label)
+            ))
+        }
         MemberAction::Remove { member, reason } => {
             let r = node.remove_member(&member, reason.as_deref())?;
             let (n, label) = r.removed.unwrap_or_default();
+            if r.key_pending {
+                return out(format_args!(
+                    "Removed {} (member #{n}): what it wrote up to its change {} counts, nothing after; the dataset moves to a new key that it cannot read when the founding laptop (#1) next syncs",
+                    output::shown(&label),
+                    r.cutoff.unwrap_or(0),
+                ));
+            }
             let others = match r.members.saturating_sub(1) {
                 1 => "the other member".to_string(),
                 n => format!("each of the {n} other members"),
