@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A second, independent decoder of ferry bundles (format versions 1, 3 and 5), written from
+"""A second, independent decoder of ferry bundles (format versions 1, 3, 5 and 7), written from
 bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
 as JSON, in the form SPEC §12 defines; `crates/sync/tests/vectors.rs` checks that this is
 exactly what each vector pins.
@@ -516,7 +516,7 @@ def record_state(collection, rid, data, version):
         for _ in range(r.count(MAX_NAMES)):
             f = r.string()
             firsts[f] = sibling(r)
-        gs = ghosts(r) if version in (3, 5) else None
+        gs = ghosts(r) if version in (3, 5, 7) else None
     except (End, Bad, BadValue):
         raise Refused("payload failure", "malformed-item")
     except Limit:
@@ -546,16 +546,17 @@ def read_header(b):
         version = r.byte()
         if version >= 0x20:
             raise Refused("header failure", "not-a-bundle")
-        if version not in (1, 3, 5):
+        if version not in (1, 3, 5, 7):
             raise Refused("version failure", "unsupported-version")
         dataset = r.take(8)
         sender = header_varint(r)
         salt = r.take(16)
         epoch, grant = 0, b""
-        if version == 5:  # §14 1.
+        if version in (5, 7):  # §14 1., §15 1.
             epoch = header_varint(r)
             n = header_varint(r)
-            if epoch == 0 or epoch > MAX_EPOCH or n > MAX_GRANT:
+            zero = epoch == 0 and (version == 5 or n > 0)
+            if zero or epoch > MAX_EPOCH or n > MAX_GRANT:
                 raise Refused("header failure", "bad-header")
             grant = r.take(n)
     except End:
@@ -813,7 +814,7 @@ def decode(bundle, dataset, key, admin, member=None, secret=None):
     if sender == 0:
         raise Refused("payload failure", "malformed-item")
     grant = None
-    if version == 5 and grant_bytes:
+    if version in (5, 7) and grant_bytes:
         grant = read_grant(grant_bytes, dataset, admin)
     if epoch > 0 and magic == 0x46:  # §14.2: the reader holds only epoch 0's key
         if grant is None or member is None:
@@ -910,7 +911,7 @@ def decode(bundle, dataset, key, admin, member=None, secret=None):
     if pending:
         raise pending[0]
     if snapshot is not None and sender == ADMIN:
-        check_snapshot(snapshot)
+        check_snapshot(snapshot, version)
     for run in runs:
         end = run["first"] + run["count"] - 1
         p = run["proof"]
@@ -940,7 +941,7 @@ def may_write(author, collection, rid):
     return collection == "_members" and rid == str(author)
 
 
-def check_snapshot(snap):
+def check_snapshot(snap, version):
     """§4.1: the checks on an admin snapshot. A reader that holds nothing installs one
     whenever it names compacted commits, so it checks all of them."""
 
@@ -967,14 +968,16 @@ def check_snapshot(snap):
         for g in rec.get("ghosts", []):  # version 3 (§13 2.)
             dots += [[g["sibling"]["author"], g["sibling"]["seq"]]] + g["under"] + g["buried"]
         for author, seq in dots:
-            if seq > state.get(author, 0) or not may_write(author, rec["collection"], rec["id"]):
+            # Version 7 (§15): who was an admin is the snapshot author's word.
+            allowed = version == 7 or may_write(author, rec["collection"], rec["id"])
+            if seq > state.get(author, 0) or not allowed:
                 bad()
 
 
 def header_json(magic, version, ds, sender, salt, epoch, grant):
     h = {"magic": chr(magic), "version": version, "dataset": hx(ds), "sender": sender,
          "salt": hx(salt)}
-    if version == 5:
+    if version in (5, 7):
         h["epoch"] = epoch
         h["grant"] = None if grant is None else {
             "epoch": grant["epoch"], "admin_seq": grant["admin_seq"], "at_ms": grant["at_ms"],

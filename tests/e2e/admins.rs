@@ -149,9 +149,8 @@ fn a_second_admin_invites_offline_and_runs_the_dataset_while_the_founder_is_away
             l.home.display()
         );
         assert!(!ids(l, "visits").contains(&"b1".to_string()));
-        assert_eq!(
+        assert!(
             l.ok(&["rule", "list", "--json"]).contains("lww"),
-            true,
             "the second admin's rule counts"
         );
         assert!(member(l, e_no)["joined"] == true);

@@ -16,12 +16,32 @@ pub const VERSION: u8 = 1;
 /// never used: it is the published example of a version readers do not know, vector
 /// `unknown-version`.)
 pub const VERSION_GHOSTS: u8 = 3;
-/// The versions this crate reads.
-pub const READ_VERSIONS: [u8; 3] = [VERSION, VERSION_GHOSTS, crate::VERSION_EPOCHS];
+/// Version 7: version 5's header (the key epoch, which may be 0 here, and a grant) for a
+/// dataset with more than one admin, whose readers apply the rules of bundles/SPEC.md §15
+/// (admin actions judged in their causal context, member-number ranges). Written for every
+/// bundle once the writer knows of a promotion. (Version 6 is never used: vector
+/// `unknown-version-6`.)
+pub const VERSION_ADMINS: u8 = 7;
 
-/// Whether a snapshot record state of format `version` carries ghosts (versions 3 and 5).
+/// The versions this crate reads.
+pub const READ_VERSIONS: [u8; 4] = [
+    VERSION,
+    VERSION_GHOSTS,
+    crate::VERSION_EPOCHS,
+    VERSION_ADMINS,
+];
+
+/// Whether a snapshot record state of format `version` carries ghosts (versions 3, 5, 7).
 pub fn carries_ghosts(version: u8) -> bool {
-    version == VERSION_GHOSTS || version == crate::VERSION_EPOCHS
+    matches!(
+        version,
+        VERSION_GHOSTS | crate::VERSION_EPOCHS | VERSION_ADMINS
+    )
+}
+
+/// Whether a header of format `version` holds the key epoch and a grant (versions 5, 7).
+fn has_epoch(version: u8) -> bool {
+    version == crate::VERSION_EPOCHS || version == VERSION_ADMINS
 }
 
 /// The plaintext start of a bundle: what a reader needs before it can decrypt (27–31 bytes).
@@ -53,10 +73,12 @@ impl Header {
     }
 
     /// The version a bundle with this header is written in, for a payload of
-    /// `payload_version` (1, or 3 for a snapshot with ghosts): a sealed bundle of an epoch
-    /// after 0 is version 5.
+    /// `payload_version` (1, or 3 for a snapshot with ghosts, or 7 in a dataset with more
+    /// than one admin): otherwise a sealed bundle of an epoch after 0 is version 5.
     pub fn version_for(&self, plaintext: bool, payload_version: u8) -> u8 {
-        if !plaintext && self.epoch > 0 {
+        if payload_version == VERSION_ADMINS {
+            VERSION_ADMINS
+        } else if !plaintext && self.epoch > 0 {
             crate::VERSION_EPOCHS
         } else {
             payload_version
@@ -73,8 +95,8 @@ impl Header {
         self.encode_version(plaintext, VERSION)
     }
 
-    /// The header's bytes for a bundle of format `version` (version 5 adds the epoch and
-    /// the grant).
+    /// The header's bytes for a bundle of format `version` (versions 5 and 7 add the epoch
+    /// and the grant).
     pub fn encode_version(&self, plaintext: bool, version: u8) -> Vec<u8> {
         let mut out = Vec::with_capacity(31 + self.grant.len());
         out.push(if plaintext { MAGIC_PLAIN } else { MAGIC });
@@ -82,7 +104,7 @@ impl Header {
         out.extend_from_slice(&self.dataset.0);
         varint(&mut out, self.sender.0 as u64);
         out.extend_from_slice(&self.salt);
-        if version == crate::VERSION_EPOCHS {
+        if has_epoch(version) {
             varint(&mut out, self.epoch as u64);
             varint(&mut out, self.grant.len() as u64);
             out.extend_from_slice(&self.grant);
@@ -139,10 +161,13 @@ impl Header {
             *b = byte()?;
         }
         let (mut epoch, mut len) = (0, 0);
-        if v == crate::VERSION_EPOCHS {
+        if has_epoch(v) {
             epoch = varint32(&mut byte)?;
             len = varint32(&mut byte)? as usize;
-            if epoch == 0 || epoch > crate::MAX_EPOCH || len > crate::MAX_GRANT {
+            // Version 5 is only for epochs after 0; version 7 may name epoch 0 (the
+            // dataset key), without a grant.
+            let zero = epoch == 0 && (v == crate::VERSION_EPOCHS || len > 0);
+            if zero || epoch > crate::MAX_EPOCH || len > crate::MAX_GRANT {
                 return Err(BundleError::BadHeader);
             }
         }

@@ -47,7 +47,8 @@ pub use grant::{
     VERSION_EPOCHS, Wrap, grant_message,
 };
 pub use header::{
-    DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_GHOSTS, carries_ghosts,
+    DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_ADMINS, VERSION_GHOSTS,
+    carries_ghosts,
 };
 pub use item::{Item, RunProof};
 pub use reader::{BundleReader, Opener, Trailer};

@@ -37,7 +37,8 @@ pub struct WriteOptions {
     /// sees it can read it; only for links where encryption is not allowed.
     pub plaintext: bool,
     /// The format version written in the header: [`crate::VERSION`], or
-    /// [`crate::VERSION_GHOSTS`] for a snapshot whose record states carry ghosts. (A sealed
+    /// [`crate::VERSION_GHOSTS`] for a snapshot whose record states carry ghosts, or
+    /// [`crate::VERSION_ADMINS`] in a dataset with more than one admin. (Otherwise a sealed
     /// bundle of a key epoch after 0 is written as version 5 whatever this says.)
     pub version: u8,
     /// Carry the current epoch's grant in the header (bundles/SPEC.md §14) when the

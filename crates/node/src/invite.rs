@@ -526,6 +526,10 @@ mod tests {
         let extras = InviteExtras {
             expires_ms: Some(1_780_000_000_000),
             epoch_keys: vec![[4; 32]],
+            founder: Some(Founder {
+                key: [6; 32],
+                label: "hq".into(),
+            }),
         };
         let with = seal_with(&inv, extras.clone(), &code(), [1; 16], FAST);
         let without = seal(&inv, &code(), [1; 16], FAST);
@@ -546,7 +550,7 @@ mod tests {
             (inv.clone(), InviteExtras::default())
         );
         // Extras that say nothing, or bytes after them, are not what ferry writes.
-        for tail in [vec![0u8], vec![1, 5, 0, 0], vec![1, 5, 1], vec![0, 0]] {
+        for tail in [vec![0u8], vec![1, 5, 0, 0, 0], vec![1, 5, 1], vec![0, 0]] {
             let key = derive_key(&code(), &[1; 16], FAST).unwrap();
             let mut out = header(&[1; 16], FAST);
             let mut body = postcard::to_allocvec(&inv).unwrap();
@@ -566,27 +570,33 @@ mod tests {
                 "{tail:?}"
             );
         }
-        // A file from the ferry whose extras held only an expiry still opens.
-        let key = derive_key(&code(), &[1; 16], FAST).unwrap();
-        let mut out = header(&[1; 16], FAST);
-        let mut body = postcard::to_allocvec(&inv).unwrap();
-        body.extend([1, 5]);
-        ChaCha20Poly1305::new(Key::from_slice(&key))
-            .encrypt_in_place(&Nonce::default(), &out, &mut body)
-            .unwrap();
-        out.extend_from_slice(&body);
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
-        let Parsed::Sealed(s) = parse(&out).unwrap() else {
-            panic!("sealed")
-        };
-        assert_eq!(
-            s.open_with_extras(&code()).unwrap().1,
-            InviteExtras {
-                expires_ms: Some(5),
-                epoch_keys: vec![]
-            }
-        );
+        // Files from the ferry whose extras held only an expiry, or an expiry and epoch
+        // keys (before more than one admin), still open.
+        let mut with_epochs = vec![1, 5, 1];
+        with_epochs.extend([4u8; 32]);
+        for (extras, epoch_keys) in [(vec![1u8, 5], vec![]), (with_epochs, vec![[4u8; 32]])] {
+            let key = derive_key(&code(), &[1; 16], FAST).unwrap();
+            let mut out = header(&[1; 16], FAST);
+            let mut body = postcard::to_allocvec(&inv).unwrap();
+            body.extend(extras);
+            ChaCha20Poly1305::new(Key::from_slice(&key))
+                .encrypt_in_place(&Nonce::default(), &out, &mut body)
+                .unwrap();
+            out.extend_from_slice(&body);
+            let sum = blake3::hash(&out);
+            out.extend_from_slice(sum.as_bytes());
+            let Parsed::Sealed(s) = parse(&out).unwrap() else {
+                panic!("sealed")
+            };
+            assert_eq!(
+                s.open_with_extras(&code()).unwrap().1,
+                InviteExtras {
+                    expires_ms: Some(5),
+                    epoch_keys,
+                    founder: None,
+                }
+            );
+        }
     }
 
     #[test]

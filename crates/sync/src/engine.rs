@@ -970,7 +970,7 @@ impl Engine {
                         let state: RecordState =
                             decode_snapshot_record(&collection, &id, &state, version)?;
                         // wire-format: end
-                        check_snapshot_record(&collection, &id, &state, &s.state)?;
+                        check_snapshot_record(&collection, &id, &state, &s.state, version)?;
                         st::<S, _>(store.put_record(&collection, &id, &state))?;
                         if collection == FORKS {
                             if let Ok(n) = id.parse::<u32>() {
@@ -2340,8 +2340,13 @@ impl Engine {
         out: W,
         salt: [u8; 16],
         keys: &Keyring,
-        options: WriteOptions,
+        mut options: WriteOptions,
     ) -> Res<(BundleWriter<W>, VersionVector), S> {
+        // A dataset with more than one admin writes version 7 (SPEC §15): a reader that does
+        // not know its rules refuses the bundle instead of dropping the admins' changes.
+        if crate::roles::any(store)? {
+            options.version = ferry_bundle::VERSION_ADMINS;
+        }
         let mut header = Header::new(self.dataset, self.me, salt);
         let (epoch, key) = keys.current();
         if !options.plaintext && epoch > 0 {
@@ -2467,6 +2472,9 @@ impl Engine {
         let mut version = options.version;
         if !options.plaintext && keys.current().0 > 0 {
             version = ferry_bundle::VERSION_EPOCHS;
+        }
+        if crate::roles::any(store)? {
+            version = ferry_bundle::VERSION_ADMINS;
         }
         let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options)?;
         let state = st::<S, _>(store.applied())?;
@@ -2977,14 +2985,16 @@ pub fn decode_snapshot_record(
 // wire-format: end
 
 /// Checks one record of an admin snapshot against the state it reflects: it may only state
-/// writes that history holds (every stamp within `state`). (Who was an admin when a
-/// reserved record was written — `_roles`, crate `roles` — is the snapshot's author's word,
-/// like the rest of the state it vouches for.)
+/// writes that history holds (every stamp within `state`) and, below version 7, that their
+/// authors were allowed to make ([`may_write`], the founder the only admin). (In version 7
+/// who was an admin when a reserved record was written — `_roles`, SPEC §15 — is the
+/// snapshot's author's word, like the rest of the state it vouches for.)
 fn check_snapshot_record<E: std::error::Error + 'static>(
     collection: &str,
     id: &str,
     rec: &RecordState,
     state: &VersionVector,
+    version: u8,
 ) -> Result<(), IngestError<E>> {
     let bad = |what: &str| {
         Err(IngestError::BadSnapshot(format!(
@@ -3008,6 +3018,11 @@ fn check_snapshot_record<E: std::error::Error + 'static>(
     for dot in stamps.map(|s| s.dot).chain(dots) {
         if !state.covers(dot) {
             return bad("a write from after the state the snapshot reflects");
+        }
+        let founder = dot.author == MemberId::ADMIN;
+        if version < ferry_bundle::VERSION_ADMINS && !may_write(dot.author, founder, collection, id)
+        {
+            return bad("a write its author was not allowed to make");
         }
     }
     Ok(())

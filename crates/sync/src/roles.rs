@@ -58,7 +58,7 @@ pub fn inviter(member: MemberId) -> MemberId {
 pub fn range(admin: MemberId) -> Option<(u32, u32)> {
     match admin {
         MemberId::ADMIN => Some((2, RANGE - 1)),
-        MemberId(m) if m >= 2 && m < RANGE => Some((m * RANGE, m * RANGE + (RANGE - 1))),
+        MemberId(m) if (2..RANGE).contains(&m) => Some((m * RANGE, m * RANGE + (RANGE - 1))),
         _ => None,
     }
 }
@@ -148,6 +148,17 @@ pub(crate) fn is_admin_in<S: Storage>(
     Ok(admin_in(m, &role_events(rec.as_ref()), ctx))
 }
 
+/// Whether the dataset has had more than one admin, as far as this store knows: a role
+/// event for a member whose join is known (its bundles are then version 7, SPEC §15).
+pub fn any<S: Storage>(store: &S) -> Result<bool, IngestError<S::Error>> {
+    for m in st::<S, _>(store.members())? {
+        if st::<S, _>(store.record(ROLES, &m.member.0.to_string()))?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Whether a join numbered `member` may be admitted, as far as its inviter's role events
 /// here say: `Ok(true)` yes, `Ok(false)` not yet (the inviter's promotion has not reached
 /// this laptop), `Err(reason)` never (the inviter has no range, or was demoted with a
@@ -184,19 +195,15 @@ pub(crate) fn join_allowed<S: Storage>(
 }
 
 /// Every member that is an admin now, as far as this store knows (in the context of
-/// everything applied here).
+/// everything applied here). Only a member whose join is known can act.
 pub fn admins<S: Storage>(store: &S) -> Result<Vec<MemberId>, IngestError<S::Error>> {
     let applied = st::<S, _>(store.applied())?;
     let mut out = Vec::new();
-    let mut candidates = vec![MemberId::ADMIN];
-    st::<S, _>(store.visit_records(&mut |collection, id, _| {
-        if collection == ROLES {
-            if let Ok(n) = id.parse::<u32>() {
-                candidates.push(MemberId(n));
-            }
-        }
-        Ok(())
-    }))?;
+    let mut candidates: Vec<MemberId> = st::<S, _>(store.members())?
+        .into_iter()
+        .map(|m| m.member)
+        .collect();
+    candidates.push(MemberId::ADMIN);
     candidates.sort();
     candidates.dedup();
     for m in candidates {

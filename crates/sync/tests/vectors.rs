@@ -451,6 +451,59 @@ fn generate() -> Vec<Vector> {
         &[("reason", "unsupported-version".to_string())],
         six,
     );
+    // Version 7 (SPEC §15): the founder promotes member 2; a dataset with more than one admin
+    // writes version 7, whose header names epoch 0 here (the dataset key) without a grant.
+    let mut promoted = admin_with(1);
+    engine()
+        .commit_local(
+            &mut promoted,
+            vec![Change::Record {
+                collection: "_members".into(),
+                id: "2".into(),
+                ops: vec![Op::Set("admin".into(), Value::Bool(true))],
+            }],
+            T0 + 5000,
+        )
+        .unwrap();
+    let v7_options = WriteOptions {
+        version: ferry_bundle::VERSION_ADMINS,
+        ..WriteOptions::default()
+    };
+    with(
+        "v7-admins",
+        common(
+            "success",
+            "version 7: the admin's genesis, one visit, and its promotion of member 2 (_members/2 admin = true); epoch 0, no grant",
+        ),
+        &[("commits", "1:1-3".into())],
+        export_with(&promoted, 7, KEY, ADMIN, v7_options),
+    );
+    let with_grant = Header {
+        grant: vec![0],
+        ..Header::new(DATASET, MemberId::ADMIN, [9; 16])
+    };
+    let mut zero_grant = with_grant.encode_version(false, ferry_bundle::VERSION_ADMINS);
+    zero_grant.extend([0u8; 80]);
+    with(
+        "v7-epoch-zero-grant",
+        common(
+            "header failure",
+            "version 7 names key epoch 0 and carries a grant, which only a later epoch may",
+        ),
+        &[("reason", "bad-header".to_string())],
+        zero_grant,
+    );
+    let mut eight = export(&admin_with(1), 8, KEY, ADMIN);
+    eight[1] = 8;
+    with(
+        "unknown-version-8",
+        common(
+            "version failure",
+            "the bundle of valid-one-record with the version byte 8",
+        ),
+        &[("reason", "unsupported-version".to_string())],
+        eight,
+    );
     out
 }
 
@@ -1847,7 +1900,10 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
         "sender": sender.0,
         "salt": hex(&header.salt),
     });
-    if version == ferry_bundle::VERSION_EPOCHS {
+    if version == ferry_bundle::VERSION_ADMINS && header.grant.is_empty() {
+        header_json["epoch"] = json!(header.epoch);
+        header_json["grant"] = Json::Null;
+    } else if version == ferry_bundle::VERSION_EPOCHS || version == ferry_bundle::VERSION_ADMINS {
         let g = ferry_bundle::EpochGrant::from_bytes(&header.grant, dataset, &admin)
             .expect("a success vector's grant");
         header_json["epoch"] = json!(header.epoch);

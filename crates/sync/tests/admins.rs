@@ -1,0 +1,233 @@
+//! More than one admin (bundles/SPEC.md §15), in memory, against members that craft their
+//! own commits: who counts as an admin is decided by each commit's causal context, the same
+//! way on every laptop whatever the order bundles arrive in.
+
+use ferry_model::{Change, MemberId, Op, Value};
+use ferry_sync::plan::Coverage;
+use ferry_sync::roles::{self, MEMBER_ADMIN_FIELD};
+use ferry_sync::sim::SimNode;
+
+const T0: u64 = 1_763_000_000_000;
+
+/// HQ plus two clinics that have exchanged their joins, so every node knows every member.
+fn three() -> (SimNode, SimNode, SimNode) {
+    let mut hq = SimNode::create("clinics", "hq", 1, T0);
+    let inv_a = hq.invite(MemberId(2), "clinic-a", T0 + 1);
+    let inv_b = hq.invite(MemberId(3), "clinic-b", T0 + 2);
+    let mut a = SimNode::join(&inv_a, 2, T0 + 10);
+    let mut b = SimNode::join(&inv_b, 3, T0 + 20);
+    let joins = |n: &mut SimNode, m: u32| {
+        n.bundle_with(&[Coverage {
+            author: MemberId(m),
+            first: 1,
+            last: 1,
+        }])
+    };
+    let (from_a, from_b) = (joins(&mut a, 2), joins(&mut b, 3));
+    hq.ingest(&from_a).unwrap();
+    hq.ingest(&from_b).unwrap();
+    let from_hq = hq.bundle(&[]);
+    a.ingest(&from_hq).unwrap();
+    b.ingest(&from_hq).unwrap();
+    (hq, a, b)
+}
+
+fn record(collection: &str, id: &str, field: &str, v: Value) -> Change {
+    Change::Record {
+        collection: collection.into(),
+        id: id.into(),
+        ops: vec![Op::Set(field.into(), v)],
+    }
+}
+
+fn commit(n: &mut SimNode, changes: Vec<Change>, at: u64) {
+    n.engine.commit_local(&mut n.store, changes, at).unwrap();
+}
+
+fn admins(n: &SimNode) -> Vec<u32> {
+    roles::admins(&n.store)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.0)
+        .collect()
+}
+
+/// The merge rule a node holds for `visits.field`, if any.
+fn rule(n: &SimNode, field: &str) -> Option<Value> {
+    n.store
+        .records
+        .get(&("_rules".to_string(), "visits".to_string()))
+        .and_then(|r| r.winner(field).cloned())
+}
+
+#[test]
+fn a_member_cannot_make_itself_an_admin_nor_write_the_role_record() {
+    let (mut hq, mut a, mut b) = three();
+    // Clinic B promotes itself, writes a role event straight into `_roles`, sets a rule and
+    // removes clinic A: every one of these is skipped on every node.
+    commit(
+        &mut b,
+        vec![
+            record("_members", "3", MEMBER_ADMIN_FIELD, Value::Bool(true)),
+            record(
+                "_roles",
+                "3",
+                roles::ROLE_FIELD,
+                Value::Bytes(vec![1, 0, 0]),
+            ),
+            record("_rules", "visits", "village", Value::Str("lww".into())),
+            record("_members", "2", "removed", Value::Str("mine".into())),
+        ],
+        T0 + 100,
+    );
+    // And then, as if it were one, its own removal field and a key for itself.
+    commit(
+        &mut b,
+        vec![record(
+            "_members",
+            "3",
+            "cancelled",
+            Value::Str("self".into()),
+        )],
+        T0 + 200,
+    );
+    let from_b = b.bundle(&[]);
+    hq.ingest(&from_b).unwrap();
+    a.ingest(&from_b).unwrap();
+    for n in [&hq, &a, &b] {
+        assert_eq!(admins(n), vec![1], "only the founder is an admin");
+        assert!(rule(n, "village").is_none(), "the rule was skipped");
+        assert!(
+            !n.store
+                .records
+                .contains_key(&("_roles".to_string(), "3".to_string())),
+            "nobody writes _roles"
+        );
+        let two = n
+            .store
+            .records
+            .get(&("_members".to_string(), "2".to_string()));
+        assert!(ferry_sync::removal(two).is_none());
+        let three = n
+            .store
+            .records
+            .get(&("_members".to_string(), "3".to_string()));
+        assert!(ferry_sync::cancellation(three).is_none());
+    }
+    // Only the founder's promotion counts; after it, clinic B's rule does.
+    commit(
+        &mut hq,
+        vec![record(
+            "_members",
+            "3",
+            MEMBER_ADMIN_FIELD,
+            Value::Bool(true),
+        )],
+        T0 + 300,
+    );
+    b.ingest(&hq.bundle(&[])).unwrap();
+    commit(
+        &mut b,
+        vec![record(
+            "_rules",
+            "visits",
+            "village",
+            Value::Str("lww".into()),
+        )],
+        T0 + 400,
+    );
+    let from_b = b.bundle(&[]);
+    hq.ingest(&from_b).unwrap();
+    a.ingest(&from_b).unwrap();
+    for n in [&hq, &a, &b] {
+        assert_eq!(admins(n), vec![1, 3]);
+        assert_eq!(rule(n, "village"), Some(Value::Str("lww".into())));
+    }
+}
+
+/// HQ promotes clinic A, then demotes it. Clinic A sets one rule before it learns of the
+/// demotion (concurrent with it: it counts) and one after (it does not). Clinic B receives
+/// the bundles in one order, HQ in the other; both end the same.
+#[test]
+fn an_admin_action_counts_by_its_causal_context_in_any_arrival_order() {
+    let (mut hq, mut a, mut b) = three();
+    commit(
+        &mut hq,
+        vec![record(
+            "_members",
+            "2",
+            MEMBER_ADMIN_FIELD,
+            Value::Bool(true),
+        )],
+        T0 + 100,
+    );
+    let promotion = hq.bundle(&[]);
+    a.ingest(&promotion).unwrap();
+    // Concurrently: HQ demotes A; A (not knowing) sets a rule.
+    commit(
+        &mut hq,
+        vec![Change::Record {
+            collection: "_members".into(),
+            id: "2".into(),
+            ops: vec![
+                Op::Set(MEMBER_ADMIN_FIELD.into(), Value::Bool(false)),
+                Op::Set(roles::MEMBER_INVITES_UPTO_FIELD.into(), Value::Int(0)),
+            ],
+        }],
+        T0 + 200,
+    );
+    commit(
+        &mut a,
+        vec![record(
+            "_rules",
+            "visits",
+            "before",
+            Value::Str("lww".into()),
+        )],
+        T0 + 210,
+    );
+    let a_before = a.bundle(&[]);
+    let demotion = hq.bundle(&[]);
+    // A learns of the demotion, then sets another rule: it no longer counts.
+    a.ingest(&demotion).unwrap();
+    commit(
+        &mut a,
+        vec![record(
+            "_rules",
+            "visits",
+            "after",
+            Value::Str("lww".into()),
+        )],
+        T0 + 300,
+    );
+    let a_after = a.bundle(&[]);
+    // B: A's first bundle, then the demotion, then A's second. HQ: A's second bundle
+    // (holding both of A's changes) with the demotion already applied.
+    b.ingest(&a_before).unwrap();
+    assert_eq!(rule(&b, "before"), Some(Value::Str("lww".into())));
+    b.ingest(&demotion).unwrap();
+    b.ingest(&a_after).unwrap();
+    hq.ingest(&a_after).unwrap();
+    for n in [&hq, &a, &b] {
+        assert_eq!(admins(n), vec![1]);
+        assert_eq!(
+            rule(n, "before"),
+            Some(Value::Str("lww".into())),
+            "made with the promotion and not the demotion in its context"
+        );
+        assert_eq!(rule(n, "after"), None, "made after the demotion");
+    }
+}
+
+#[test]
+fn ranges_give_every_admin_its_own_member_numbers() {
+    let mut seen = std::collections::BTreeSet::new();
+    for m in [1u32, 2, 3, 17, 65_535] {
+        let (lo, hi) = roles::range(MemberId(m)).unwrap();
+        for n in [lo, lo + 1, hi] {
+            assert!(seen.insert(n), "number {n} given twice");
+            assert_eq!(roles::inviter(MemberId(n)), MemberId(m));
+        }
+    }
+    assert!(roles::range(MemberId(65_536)).is_none());
+}
