@@ -523,10 +523,12 @@ impl Node {
                 ),
             })));
         }
-        // The admin's bundles first: a removal or a new key it carries then counts before
-        // the bundles of others on the same stick are read (a removed laptop's later
-        // bundles are refused rather than applied first).
-        files.sort_by_key(|f| !sent_by_admin(&f.path));
+        // The admins' bundles first, the founder's before the others': a removal,
+        // promotion or new key they carry then counts before the bundles of others on the
+        // same stick are read (a removed laptop's later bundles are refused rather than
+        // applied first).
+        let admins = self.admins()?;
+        files.sort_by_key(|f| admin_rank(&f.path, &admins));
         // And the key grants in any file's header before anything applies: a removal they
         // announce counts before the removed laptop's later bundles on the same medium.
         for f in &files {
@@ -1849,9 +1851,14 @@ fn fill_verify(
     Ok(())
 }
 
-/// Whether a file's bundle header (grant included) names the admin as its sender.
-fn sent_by_admin(path: &Path) -> bool {
-    header_of(path).is_some_and(|h| h.sender == MemberId::ADMIN)
+/// Where a file goes in the order of reading: 0 when its header names the founding admin as
+/// its sender, 1 another admin, 2 anyone else (or not a bundle).
+fn admin_rank(path: &Path, admins: &[MemberId]) -> u8 {
+    match header_of(path).map(|h| h.sender) {
+        Some(MemberId::ADMIN) => 0,
+        Some(m) if admins.contains(&m) => 1,
+        _ => 2,
+    }
 }
 
 /// A file's bundle header, grant included, if it reads as one.

@@ -12,7 +12,7 @@
 //! - **idempotence and causality**: [`crate::mem::MemStorage`] asserts on every apply that a
 //!   commit is applied once, in its author's order, after everything it depends on.
 //!
-//! Every seed also runs three more times with an adversary ([`Attack`]), on the same honest
+//! Every seed also runs four more times with an adversary ([`Attack`]), on the same honest
 //! actions (the adversary draws from its own generator):
 //!
 //! - **forgeries**: an outsider who knows only the dataset id and a member gone rogue
@@ -31,6 +31,10 @@
 //!   removed member frozen after its cutoff, and those that never applied anything of it
 //!   past the cutoff hold exactly the same data. (Members that applied some of it before
 //!   the removal reached them keep it — nothing applied is retracted — and are counted.)
+//! - **admins**: members that believe they are admins (as far as they have applied) promote
+//!   and demote others and set merge rules, and members that are none try the same and to
+//!   promote themselves (bundles/SPEC.md §15). Every replica must end with the same records
+//!   (`_rules` and the derived `_roles` among them) and see the same admins.
 //!
 //! No processes, no sleeps, no I/O: the same seed always replays the same run.
 
@@ -87,6 +91,11 @@ pub struct Outcome {
     pub applied_past_cutoff: usize,
     /// Removal runs: bundles of the removed member refused as written after its removal.
     pub refused_removed: u64,
+    /// Admins runs: promotions and demotions made, admin actions tried (rules set by
+    /// members that believed they were admins, and by members that were not).
+    pub role_moves: u64,
+    /// Admins runs: how many members were admins at the end.
+    pub admins: usize,
 }
 
 /// The adversary of a run.
@@ -101,6 +110,10 @@ pub enum Attack {
     /// The admin removes a member (a stolen laptop), which goes on writing and sending, and
     /// later changes the key again.
     Removal,
+    /// Admins promote and demote members (bundles/SPEC.md §15), admins and members that
+    /// are none set merge rules and try to promote themselves, while bundles are lost,
+    /// reordered and relayed: every replica must judge every change alike.
+    Admins,
 }
 
 /// What became of a fork in a run.
@@ -174,6 +187,8 @@ struct World {
     refused_removed: u64,
     /// Removal runs: members that applied some of it past its cutoff.
     applied_past_cutoff: usize,
+    /// Admins runs: role moves and admin actions tried.
+    role_moves: u64,
 }
 
 const COLL: &str = "c";
@@ -507,6 +522,10 @@ impl World {
                 self.remove();
                 Ok(())
             }
+            Attack::Admins => {
+                self.role_move(&joined);
+                Ok(())
+            }
             Attack::Fork => {
                 self.fork();
                 Ok(())
@@ -579,6 +598,66 @@ impl World {
         };
         let cutoff = self.node(0).remove(MemberId(r as u32 + 1), "stolen", now);
         self.removed = Some((r, cutoff));
+    }
+
+    /// Admins runs: a member that believes it is an admin (as far as it has applied)
+    /// promotes or demotes another, or sets a merge rule; one that is none tries the same.
+    fn role_move(&mut self, joined: &[usize]) {
+        let i = joined[self.adv.below(joined.len() as u64) as usize];
+        let now = self.clock(i);
+        let pick = self.adv.below(joined.len() as u64) as usize;
+        let kind = self.adv.below(5);
+        let value = self.adv.below(4);
+        let node = self.node(i);
+        let me = node.me();
+        let admins = crate::roles::admins(&node.store).expect("mem");
+        let known: Vec<MemberId> = node
+            .store
+            .members()
+            .expect("mem")
+            .into_iter()
+            .map(|m| m.member)
+            .collect();
+        let target = MemberId(joined[pick] as u32 + 1);
+        let set = |f: &str, v: Value| Op::Set(f.into(), v);
+        let (collection, id, ops) = match kind {
+            // Promote a member this laptop knows (itself, when it is not an admin: skipped
+            // everywhere).
+            0 | 1 => {
+                let who = if admins.contains(&me) { target } else { me };
+                if !known.contains(&who) {
+                    return;
+                }
+                let f = crate::roles::MEMBER_ADMIN_FIELD;
+                (
+                    "_members",
+                    who.0.to_string(),
+                    vec![set(f, Value::Bool(true))],
+                )
+            }
+            // Demote an admin, never the last one this laptop knows of.
+            2 => {
+                let Some(&who) = admins.get(pick % admins.len().max(1)) else {
+                    return;
+                };
+                if admins.len() < 2 {
+                    return;
+                }
+                let f = crate::roles::MEMBER_ADMIN_FIELD;
+                let upto = crate::roles::MEMBER_INVITES_UPTO_FIELD;
+                let ops = vec![set(f, Value::Bool(false)), set(upto, Value::Int(0))];
+                ("_members", who.0.to_string(), ops)
+            }
+            // Set a merge rule (counts only when made by an admin).
+            _ => {
+                let rule = ["lww", "max", "min", "conflict"][value as usize];
+                let field = format!("f{}", value % 3);
+                let ops = vec![set(&field, Value::Str(rule.into()))];
+                ("_rules", COLL.to_string(), ops)
+            }
+        };
+        node.write(collection, &id, ops, now);
+        self.role_moves += 1;
     }
 
     /// After a removal: the removed laptop holds no later key; every other holds the
@@ -781,6 +860,32 @@ impl World {
                 self.ingest_final(j, snap)?;
             }
             self.ingest_final(j, &bytes)?;
+        }
+        // With more than one admin, a member other than the hub may write on receiving the
+        // hub's bundle (the key of a join it judges, SPEC §15): those changes travel with the
+        // next exchange, as in the field.
+        if self.attack == Attack::Admins {
+            for _ in 0..3 {
+                let before: Vec<VersionVector> = joined
+                    .iter()
+                    .map(|&i| self.node(i).store.stored().expect("mem"))
+                    .collect();
+                for &i in &joined[1..] {
+                    let bytes = self.node(i).bundle(&[]);
+                    self.ingest_final(hub, &bytes)?;
+                }
+                let bytes = self.node(hub).bundle(&[]);
+                for &j in &joined[1..] {
+                    self.ingest_final(j, &bytes)?;
+                }
+                let after: Vec<VersionVector> = joined
+                    .iter()
+                    .map(|&i| self.node(i).store.stored().expect("mem"))
+                    .collect();
+                if after == before {
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -1093,6 +1198,8 @@ impl World {
             fork: None,
             applied_past_cutoff: 0,
             refused_removed: 0,
+            role_moves: 0,
+            admins: 0,
         })
     }
 }
@@ -1188,6 +1295,25 @@ fn run_three(seed: u64) -> Result<Outcome, String> {
     }
     outcome.applied_past_cutoff = removal.applied_past_cutoff;
     outcome.refused_removed = removal.refused_removed;
+    // Admins come and go while members set rules: every replica ends the same (the checks
+    // of an honest run: same records — `_rules` and `_roles` among them — and conflicts).
+    let mut admins = simulate(seed, Attack::Admins).map_err(|e| with(e, "admins"))?;
+    admins.check().map_err(|e| with(e, "admins"))?;
+    let first = admins.joined()[0];
+    let set = crate::roles::admins(&admins.nodes[first].as_ref().expect("joined").store)
+        .map_err(|e| e.to_string())?;
+    for i in admins.joined() {
+        let n = admins.nodes[i].as_ref().expect("joined");
+        if crate::roles::admins(&n.store).map_err(|e| e.to_string())? != set {
+            return Err(format!(
+                "seed {seed}: member {} sees other admins than member {} [with admins]",
+                i + 1,
+                first + 1
+            ));
+        }
+    }
+    outcome.role_moves = admins.role_moves;
+    outcome.admins = set.len();
     Ok(outcome)
 }
 
@@ -1238,6 +1364,7 @@ fn simulate(seed: u64, attack: Attack) -> Result<World, String> {
         removed: None,
         refused_removed: 0,
         applied_past_cutoff: 0,
+        role_moves: 0,
     };
     world.nodes[0] = Some(admin);
     // Some members join at the start; the others during the run.
