@@ -93,6 +93,20 @@ fn main() {
         ("invitation", "sealed-default".into()),
         invite::seal(&inv, &code, [5; 16], KdfParams::DEFAULT),
     );
+    // As another admin than the founder writes it (bundles/SPEC.md §15): with an expiry,
+    // epoch keys and the founder named in its extras.
+    let extras = invite::InviteExtras {
+        expires_ms: Some(T0 + 86_400_000),
+        epoch_keys: vec![[7; 32]],
+        founder: Some(invite::Founder {
+            key: [8; 32],
+            label: "hq".into(),
+        }),
+    };
+    seeds.insert(
+        ("invitation", "sealed-by-second-admin".into()),
+        invite::seal_with(&inv, extras, &code, [6; 16], cheap),
+    );
 
     // SMS: a bundle cut into text SMS (first, middle, last part), a one-part message, a
     // repair request and a "gone" notice; binary frames alike.
