@@ -265,8 +265,10 @@ impl Node {
         else {
             return Ok(());
         };
-        // The removals it announces count at once (the admin signed them).
-        {
+        // The removals it announces count at once (the admin signed them) — unless the
+        // founding laptop was demoted (lost or stolen, say): then only the removal records
+        // of the admins count, when they apply.
+        if self.admins()?.contains(&MemberId::ADMIN) {
             let mut tx = self.store.transaction(now_ms())?;
             let mut news = false;
             for r in &grant.body.removed {
