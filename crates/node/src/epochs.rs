@@ -226,7 +226,9 @@ impl Node {
             return Ok(());
         };
         let mut tx = self.store.transaction(now)?;
-        let members = grant_members(&mut tx)?;
+        let mut members = grant_members(&mut tx)?;
+        // Never a member the grant itself removes.
+        members.retain(|(m, _)| !grant.body.removed.iter().any(|r| r.member == *m));
         let covered: BTreeSet<MemberId> = grant.body.wraps.iter().map(|w| w.member).collect();
         if members.iter().all(|(m, _)| covered.contains(m)) {
             return Ok(());
@@ -400,7 +402,8 @@ fn new_epoch(
         )));
     }
     let key = DatasetKey(crate::node::random());
-    let members = grant_members(tx)?;
+    let mut members = grant_members(tx)?;
+    members.retain(|(m, _)| !removed.iter().any(|r| r.member == *m));
     let admin_seq = tx.chain(id.me)?.map_or(0, |c| c.seq);
     let grant = EpochGrant::issue(
         &id.secret,
@@ -516,5 +519,87 @@ impl Node {
             ],
         }])?;
         Ok((member.0, label))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Home, InvitationFile, NoProgress};
+    use std::path::Path;
+
+    fn join(hq: &mut Node, base: &Path, label: &str) -> Node {
+        let inv = base.join(format!("{label}.invite"));
+        let code = hq.invite(&inv, Some(label)).unwrap().code;
+        let file = InvitationFile::read(&inv).unwrap();
+        Node::join(&Home::at(base.join(label)), None, &file, Some(&code)).unwrap()
+    }
+
+    fn sync_all(nodes: &mut [&mut Node], stick: &Path) {
+        for _ in 0..2 {
+            for n in nodes.iter_mut() {
+                n.sync(stick, &NoProgress).unwrap();
+            }
+        }
+    }
+
+    /// The founding laptop is lost and demoted; whoever holds it signs a key change that
+    /// announces a removal of an honest member. The others learn nothing from that removal:
+    /// only the admins' removal records count. (Before the demotion the same grant would
+    /// freeze the member at once.)
+    #[test]
+    fn a_demoted_founders_key_change_removes_nobody() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let stick = base.join("stick");
+        std::fs::create_dir_all(&stick).unwrap();
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
+        hq.promote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
+        a.demote("hq").unwrap();
+        sync_all(&mut [&mut a, &mut hq, &mut b], &stick);
+        assert_eq!(hq.admins().unwrap(), vec![MemberId(2)]);
+        // The thief: a new change, then a grant removing clinic-b, signed with the founding
+        // key (which every laptop checks grants against).
+        hq.put(
+            "visits",
+            "v1",
+            &[("village".into(), Value::Str("x".into()))],
+        )
+        .unwrap();
+        let now = now_ms();
+        let mut tx = hq.store.transaction(now).unwrap();
+        let bogus = vec![Removal {
+            member: MemberId(3),
+            cutoff: 0,
+        }];
+        let (ring, _) = new_epoch(&hq.keys, &hq.id, &mut tx, bogus, now).unwrap();
+        tx.commit().unwrap();
+        hq.keys = ring;
+        let other = base.join("thief");
+        std::fs::create_dir_all(&other).unwrap();
+        let wrote = hq.sync(&other, &NoProgress).unwrap();
+        let read = a.sync(&other, &NoProgress).unwrap();
+        assert_eq!(
+            a.keys.current().0,
+            1,
+            "the grant was read: {wrote:?} {read:?}"
+        );
+        assert_eq!(a.store.read().unwrap().frozen(MemberId(3)).unwrap(), None);
+        // clinic-b's new changes still count at clinic-a.
+        b.put(
+            "visits",
+            "b1",
+            &[("village".into(), Value::Str("y".into()))],
+        )
+        .unwrap();
+        let last = base.join("last");
+        std::fs::create_dir_all(&last).unwrap();
+        b.sync(&last, &NoProgress).unwrap();
+        a.sync(&last, &NoProgress).unwrap();
+        assert!(a.get("visits", "b1").unwrap().is_some());
     }
 }
