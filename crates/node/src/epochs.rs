@@ -179,15 +179,14 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// The admin keeps its grant covering every member: a laptop that joined after the key
-    /// changed (with an invitation made before) gets the key in a new grant of the same
-    /// epoch. Run before the admin writes a bundle.
-    pub(crate) fn refresh_grant(&mut self) -> Result<(), NodeError> {
+    /// On the founding laptop: moves the dataset to a new key epoch when it holds a removal
+    /// (another admin's, SPEC §15) that no grant announces yet. It writes a change of its
+    /// own, so it runs after bundles are applied (never while a bundle is being planned).
+    pub(crate) fn rekey_for_removals(&mut self) -> Result<(), NodeError> {
         if !self.id.is_founder() {
             return Ok(());
         }
         let now = now_ms();
-        // Removals another admin made, that no grant announces yet: a new epoch without them.
         {
             let announced: BTreeSet<MemberId> =
                 self.removed_in_grants().iter().map(|r| r.member).collect();
@@ -219,9 +218,19 @@ impl Node {
                 let (ring, _) = new_epoch(&self.keys, &self.id, &mut tx, news, now)?;
                 tx.commit()?;
                 self.keys = ring;
-                return Ok(());
             }
         }
+        Ok(())
+    }
+
+    /// The admin keeps its grant covering every member: a laptop that joined after the key
+    /// changed (with an invitation made before) gets the key in a new grant of the same
+    /// epoch. Run before the admin writes a bundle.
+    pub(crate) fn refresh_grant(&mut self) -> Result<(), NodeError> {
+        if !self.id.is_founder() {
+            return Ok(());
+        }
+        let now = now_ms();
         let Some(grant) = self.keys.current_grant() else {
             return Ok(());
         };

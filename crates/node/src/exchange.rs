@@ -875,6 +875,23 @@ impl Node {
         progress: &dyn Progress,
         accept: Accept,
     ) -> Result<FileOutcome, NodeError> {
+        let outcome = self.import_one(path, origin, progress, accept)?;
+        // A removal another admin made, just applied here: the founding laptop moves the
+        // dataset to a new key before anything it writes next is planned (SPEC §15).
+        if matches!(outcome.result, FileResult::Applied { .. }) {
+            self.rekey_for_removals()?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Node::import_file_as`], without what follows an applied bundle.
+    fn import_one(
+        &mut self,
+        path: &Path,
+        origin: &Path,
+        progress: &dyn Progress,
+        accept: Accept,
+    ) -> Result<FileOutcome, NodeError> {
         let (name, bytes) = match content_name(path) {
             Ok(x) => x,
             Err(e) => {
