@@ -260,6 +260,22 @@ mod tests {
     }
 
     #[test]
+    fn two_admins_demoting_each_other_at_once_both_lose_the_role() {
+        // Member 2 was promoted (1:3); then 1 demotes 2 and 2 demotes 1, concurrently.
+        let p = (Dot::new(MemberId(1), 3), ev(true, vv(&[(1, 2)])));
+        let d1 = (Dot::new(MemberId(1), 5), ev(false, vv(&[(1, 4), (2, 1)])));
+        let d2 = (Dot::new(MemberId(2), 2), ev(false, vv(&[(1, 3), (2, 1)])));
+        let of_2 = vec![p, d1];
+        let of_1 = vec![d2];
+        let both = vv(&[(1, 5), (2, 2)]);
+        assert!(!admin_in(MemberId(2), &of_2, &both));
+        assert!(!admin_in(MemberId(1), &of_1, &both));
+        // Each still was an admin when it made its own demotion of the other.
+        assert!(admin_in(MemberId(1), &of_1, &vv(&[(1, 4), (2, 1)])));
+        assert!(admin_in(MemberId(2), &of_2, &vv(&[(1, 3), (2, 1)])));
+    }
+
+    #[test]
     fn ranges_never_overlap_and_name_their_inviter() {
         assert_eq!(range(MemberId(1)), Some((2, 65_535)));
         assert_eq!(range(MemberId(2)), Some((131_072, 196_607)));

@@ -182,9 +182,12 @@ impl SimNode {
             waiting: Vec::new(),
         };
         let proof = inv.join_proof(&node.secret.public());
+        // The admin that signed it: the founder, or the admin whose range holds the number
+        // (then `admin_key` stands for the founder's too: a simulated laptop invited by
+        // another admin only sends, it never checks the genesis).
         node.store
             .put_member(&crate::MemberInfo {
-                member: MemberId::ADMIN,
+                member: crate::roles::inviter(inv.member()),
                 key: inv.admin_key,
                 label: inv.admin_label.clone(),
             })

@@ -3,6 +3,7 @@
 //! way on every laptop whatever the order bundles arrive in.
 
 use ferry_model::{Change, MemberId, Op, Value};
+use ferry_sync::Storage;
 use ferry_sync::plan::Coverage;
 use ferry_sync::roles::{self, MEMBER_ADMIN_FIELD};
 use ferry_sync::sim::SimNode;
@@ -230,4 +231,74 @@ fn ranges_give_every_admin_its_own_member_numbers() {
         }
     }
     assert!(roles::range(MemberId(65_536)).is_none());
+}
+
+/// A join counts only when the admin whose range holds its number signed the invitation: a
+/// promoted admin's own invitation is taken; the founder's forged one for a number of that
+/// range is refused; a member that is no admin signing for "its" range is never admitted
+/// (it waits for a promotion that never comes).
+#[test]
+fn a_join_counts_only_when_the_owner_of_its_number_signed_it() {
+    use ferry_sync::{IngestError, Missing, Received};
+    let (mut hq, mut a, mut b) = three();
+    commit(
+        &mut hq,
+        vec![record(
+            "_members",
+            "2",
+            MEMBER_ADMIN_FIELD,
+            Value::Bool(true),
+        )],
+        T0 + 100,
+    );
+    a.ingest(&hq.bundle(&[])).unwrap();
+    let first = |n: &mut SimNode, m: u32| {
+        n.bundle_with(&[Coverage {
+            author: MemberId(m),
+            first: 1,
+            last: 1,
+        }])
+    };
+    // clinic-a invites #131072 (its own range): taken.
+    let own = a.invite(MemberId(131_072), "clinic-d", T0 + 200);
+    let mut d = SimNode::join(&own, 40, T0 + 210);
+    let from_d = first(&mut d, 131_072);
+    assert!(matches!(hq.ingest(&from_d), Ok(Received::Applied(..))));
+    assert!(
+        hq.store
+            .members()
+            .unwrap()
+            .iter()
+            .any(|m| m.member.0 == 131_072)
+    );
+    // The founder signs an invitation numbered in clinic-a's range: refused.
+    let forged = hq.invite(MemberId(131_073), "clinic-x", T0 + 300);
+    let mut x = SimNode::join(&forged, 41, T0 + 310);
+    let from_x = first(&mut x, 131_073);
+    for n in [&mut hq, &mut a] {
+        match n.ingest(&from_x) {
+            Err(IngestError::NotMember { member, .. }) => assert_eq!(member.0, 131_073),
+            other => panic!("expected a refusal: {other:?}"),
+        }
+    }
+    // clinic-b, no admin, invites #196608 (what would be its range): never admitted.
+    let rogue = b.invite(MemberId(196_608), "clinic-y", T0 + 400);
+    let mut y = SimNode::join(&rogue, 42, T0 + 410);
+    let from_y = first(&mut y, 196_608);
+    match hq.ingest(&from_y) {
+        Ok(Received::NotYet {
+            missing: Missing::Inviter { inviter, .. },
+            ..
+        }) => assert_eq!(inviter, MemberId(3)),
+        other => panic!("expected a wait for #3's promotion: {other:?}"),
+    }
+    for n in [&hq, &a] {
+        assert!(
+            !n.store
+                .members()
+                .unwrap()
+                .iter()
+                .any(|m| m.member.0 == 196_608 || m.member.0 == 131_073)
+        );
+    }
 }
