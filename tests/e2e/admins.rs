@@ -327,3 +327,52 @@ fn a_demoted_admins_later_actions_count_nowhere() {
         assert!(!ids(l, "visits").contains(&"d0".to_string()));
     }
 }
+
+/// The founding laptop is stolen: a demotion would not stop it (it never learns of it), so
+/// clinic-a removes it. What the thief writes afterwards — a record, a rule, an invitation
+/// — counts nowhere; the others go on.
+#[test]
+fn a_stolen_founding_laptop_is_removed_by_another_admin() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let stick = base.join("stick");
+    let (hq, a, b) = with_second_admin(base, &stick);
+    let out = a.ok(&[
+        "member",
+        "remove",
+        "hq",
+        "--reason",
+        "stolen from the office",
+    ]);
+    assert!(
+        out.contains("Removed hq (member #1, the founding laptop)"),
+        "{out}"
+    );
+    // The thief, not knowing: a record, a rule and an invitation.
+    hq.ok(&["put", "visits", "thief", "village=Nowhere"]);
+    hq.ok(&["rule", "set", "visits", "village", "max"]);
+    let (_, code) = invite(&hq, base, "clinic-t");
+    let t = join(base, "clinic-t", code);
+    t.ok(&["put", "visits", "t0", "village=Nowhere"]);
+    let other = base.join("other");
+    for l in [&a, &b] {
+        sync(l, &other);
+    }
+    for l in [&hq, &t, &a, &b, &a, &b] {
+        sync(l, &other);
+    }
+    for l in [&a, &b] {
+        assert_eq!(member(l, 1)["removed"]["reason"], "stolen from the office");
+        assert_eq!(admins(l), vec![2], "{}", l.home.display());
+        let visits = ids(l, "visits");
+        assert!(!visits.contains(&"thief".to_string()), "{visits:?}");
+        assert!(!visits.contains(&"t0".to_string()), "{visits:?}");
+        assert!(!l.ok(&["rule", "list"]).contains("max"));
+    }
+    // The others still work together.
+    b.ok(&["put", "visits", "b1", "village=Later"]);
+    for l in [&b, &a] {
+        sync(l, &other);
+    }
+    assert!(ids(&a, "visits").contains(&"b1".to_string()));
+}

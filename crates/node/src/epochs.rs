@@ -50,11 +50,7 @@ impl Node {
                 "{label} is this laptop, an admin: it cannot remove itself"
             )));
         }
-        if member == MemberId::ADMIN {
-            return Err(NodeError::BadArgument(format!(
-                "{label} (#1) founded the dataset and signs its key changes: it cannot be removed; demote it with `ferry member demote` if it should no longer act as an admin"
-            )));
-        }
+
         let why = reason.map_or_else(
             || "removed with `ferry member remove`".to_string(),
             str::to_string,
@@ -86,18 +82,33 @@ impl Node {
             )));
         }
         let cutoff = tx.applied()?.get(member);
+        let mut ops = vec![
+            Op::Set(ferry_sync::MEMBER_REMOVED_FIELD.into(), Value::Str(why)),
+            Op::Set(
+                ferry_sync::MEMBER_CUTOFF_FIELD.into(),
+                Value::Int(i64::try_from(cutoff).unwrap_or(i64::MAX)),
+            ),
+        ];
+        // A removed admin is no admin any more, and invitations of its range that this
+        // laptop does not know of count nowhere (SPEC §15).
+        let applied = tx.applied()?;
+        if ferry_sync::roles::is_admin_now(&tx, member, &applied)? {
+            let upto = used_in_range(&mut tx, member)?;
+            ops.push(Op::Set(
+                ferry_sync::roles::MEMBER_ADMIN_FIELD.into(),
+                Value::Bool(false),
+            ));
+            ops.push(Op::Set(
+                ferry_sync::roles::MEMBER_INVITES_UPTO_FIELD.into(),
+                Value::Int(i64::from(upto)),
+            ));
+        }
         self.engine.commit_local(
             &mut tx,
             vec![Change::Record {
                 collection: ferry_sync::MEMBERS.into(),
                 id: member.0.to_string(),
-                ops: vec![
-                    Op::Set(ferry_sync::MEMBER_REMOVED_FIELD.into(), Value::Str(why)),
-                    Op::Set(
-                        ferry_sync::MEMBER_CUTOFF_FIELD.into(),
-                        Value::Int(i64::try_from(cutoff).unwrap_or(i64::MAX)),
-                    ),
-                ],
+                ops,
             }],
             now,
         )?;
@@ -276,6 +287,11 @@ impl Node {
         else {
             return Ok(());
         };
+        // The founding laptop was removed (lost or stolen): its key changes count for nothing.
+        let founder = self.store.read()?.record(ferry_sync::MEMBERS, "1")?;
+        if ferry_sync::removal(founder.as_ref()).is_some() && !self.id.is_founder() {
+            return Ok(());
+        }
         // The removals it announces count at once (the admin signed them) — unless the
         // founding laptop was demoted (lost or stolen, say): then only the removal records
         // of the admins count, when they apply.
@@ -355,6 +371,30 @@ impl Node {
         }
         Ok(false)
     }
+}
+
+/// The highest member number of `admin`'s range (SPEC §15) this laptop knows is used (0:
+/// none, or no range).
+fn used_in_range(tx: &mut StoreTx<'_>, admin: MemberId) -> Result<u32, NodeError> {
+    let Some((lo, hi)) = ferry_sync::roles::range(admin) else {
+        return Ok(0);
+    };
+    let mut upto = 0u32;
+    let mut used = |n: u32| {
+        if (lo..=hi).contains(&n) {
+            upto = upto.max(n);
+        }
+    };
+    for m in tx.members()? {
+        used(m.member.0);
+    }
+    tx.for_each_record(ferry_sync::MEMBERS, false, |id, _| {
+        if let Ok(n) = id.parse::<u32>() {
+            used(n);
+        }
+        Ok(())
+    })?;
+    Ok(upto)
 }
 
 /// The field of the admin's own `_members` record where `ferry rekey` writes the new epoch
@@ -495,24 +535,7 @@ impl Node {
         }
         // The highest number of its range in use as far as this laptop knows: invitations
         // it made before up to there still join.
-        let mut upto = 0u32;
-        if let Some((lo, hi)) = ferry_sync::roles::range(member) {
-            let mut tx = self.store.read()?;
-            let mut used = |n: u32| {
-                if (lo..=hi).contains(&n) {
-                    upto = upto.max(n);
-                }
-            };
-            for m in tx.members()? {
-                used(m.member.0);
-            }
-            tx.for_each_record(ferry_sync::MEMBERS, false, |id, _| {
-                if let Ok(n) = id.parse::<u32>() {
-                    used(n);
-                }
-                Ok(())
-            })?;
-        }
+        let upto = used_in_range(&mut self.store.read()?, member)?;
         self.commit(vec![Change::Record {
             collection: ferry_sync::MEMBERS.into(),
             id: member.0.to_string(),

@@ -586,7 +586,7 @@ impl Engine {
                             let mut ctx = ChainContext::new(self.dataset, author);
                             ctx.decode(&first)
                                 .ok()
-                                .and_then(|c| self.first_commit_key(store, &c).ok())
+                                .and_then(|c| self.first_commit_key(store, &c, true).ok())
                         }
                     };
                     if let Some(k) = key {
@@ -602,7 +602,7 @@ impl Engine {
                             seq: 1,
                             source,
                         })?;
-                        signer = Some(self.first_commit_key(store, &commit)?);
+                        signer = Some(self.first_commit_key(store, &commit, false)?);
                     }
                     if seq == head && head_hash.is_none() {
                         head_hash = Some(hash);
@@ -691,7 +691,7 @@ impl Engine {
                                     seq: 1,
                                     source,
                                 })?;
-                        self.first_commit_key(store, &commit)?;
+                        self.first_commit_key(store, &commit, false)?;
                         return Err(IngestError::InvitationReused { member: sender });
                     }
                     if last == head && (trace.fork_at.is_some() || head > have) {
@@ -784,9 +784,20 @@ impl Engine {
             key: st::<S, _>(store.member(author))?.map(|m| m.key),
             ..Trace::default()
         };
+        let refused = first == 1
+            && trace.key.is_none()
+            && crate::roles::join_allowed(store, author)?.is_err();
+        if refused && collect {
+            // The sender itself: its join is refused for ever.
+            return Err(IngestError::InviterDemoted {
+                member: author,
+                inviter: crate::roles::inviter(author),
+            });
+        }
         if first > have + 1
             || (first > 1 && trace.key.is_none())
             || (first == 1 && trace.key.is_none() && !self.inviter_ready(store, author)?)
+            || refused
         {
             for _ in first..=last {
                 next_commit(reader)?;
@@ -837,7 +848,7 @@ impl Engine {
                     seq: 1,
                     source,
                 })?;
-                trace.key = Some(self.first_commit_key(store, &commit)?);
+                trace.key = Some(self.first_commit_key(store, &commit, false)?);
             }
             h = Some(chain_next(&prev, seq, &bytes));
         }
@@ -1167,6 +1178,16 @@ impl Engine {
                 sig: *sig,
             }),
         };
+        if first == 1 && known.is_none() {
+            if let Err(why) = crate::roles::join_allowed(store, author)? {
+                // Its inviter's role was withdrawn before the join counted here (SPEC §15):
+                // the run is left out and the member frozen from its first commit, so what
+                // depends on it does not wait for ever.
+                skip(reader, last - first + 1)?;
+                self.freeze(store, author, 1)?;
+                return Ok(RunOutcome::Skipped(why));
+            }
+        }
         if first > have + 1
             || (first > 1 && known.is_none())
             || (first == 1 && known.is_none() && !self.inviter_ready(store, author)?)
@@ -1236,7 +1257,7 @@ impl Engine {
                 source,
             })?;
             if seq == 1 {
-                key = Some(self.admit(store, &commit, now_ms)?);
+                key = Some(self.admit(store, &commit, now_ms, false)?);
             }
             st::<S, _>(store.insert_commit(&StoredCommit {
                 author,
@@ -1690,8 +1711,14 @@ impl Engine {
     }
 
     /// Checks an author's first commit (genesis or join) and records the member's key.
-    fn admit<S: Storage>(&self, store: &mut S, commit: &Commit, now_ms: u64) -> Res<PublicKey, S> {
-        let key = self.first_commit_key(store, commit)?;
+    fn admit<S: Storage>(
+        &self,
+        store: &mut S,
+        commit: &Commit,
+        now_ms: u64,
+        vouched: bool,
+    ) -> Res<PublicKey, S> {
+        let key = self.first_commit_key(store, commit, vouched)?;
         let label = match commit.changes.first() {
             Some(Change::Genesis { label, .. }) => label.clone(),
             Some(Change::Join(proof)) => proof.invite.label.clone(),
@@ -1734,7 +1761,15 @@ impl Engine {
 
     /// The member key an author's first commit establishes, after checking its genesis or
     /// join against the admin key.
-    fn first_commit_key<S: Storage>(&self, store: &S, commit: &Commit) -> Res<PublicKey, S> {
+    /// `vouched`: the commit comes in the founder's snapshot, whose `_roles` records arrive
+    /// only after its chains: its word stands for the inviter's role (as for the rest of the
+    /// state it vouches for), and the inviter's chain, installed first, gives its key.
+    fn first_commit_key<S: Storage>(
+        &self,
+        store: &S,
+        commit: &Commit,
+        vouched: bool,
+    ) -> Res<PublicKey, S> {
         match commit.changes.first() {
             Some(Change::Genesis { admin_key, .. }) => {
                 if *admin_key != self.admin_key {
@@ -1747,32 +1782,33 @@ impl Engine {
                 let member = commit.author;
                 let by = crate::roles::inviter(member);
                 // A laptop's own join was checked against its invitation when it joined.
-                let allowed = match member == self.me {
+                let allowed = match member == self.me || vouched {
                     true => Ok(true),
                     false => crate::roles::join_allowed(store, member)?,
                 };
+                match allowed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(IngestError::InviterUnknown {
+                            member,
+                            inviter: by,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(IngestError::InviterDemoted {
+                            member,
+                            inviter: by,
+                        });
+                    }
+                }
                 let key = match by {
                     MemberId::ADMIN => self.admin_key,
-                    by => match allowed {
-                        Ok(true) => st::<S, _>(store.member(by))?.map(|m| m.key).ok_or(
-                            IngestError::InviterUnknown {
-                                member,
-                                inviter: by,
-                            },
-                        )?,
-                        Ok(false) => {
-                            return Err(IngestError::InviterUnknown {
-                                member,
-                                inviter: by,
-                            });
-                        }
-                        Err(_) => {
-                            return Err(IngestError::InviterDemoted {
-                                member,
-                                inviter: by,
-                            });
-                        }
-                    },
+                    by => st::<S, _>(store.member(by))?.map(|m| m.key).ok_or(
+                        IngestError::InviterUnknown {
+                            member,
+                            inviter: by,
+                        },
+                    )?,
                 };
                 proof
                     .verify(self.dataset, commit.author, &key)
@@ -1867,6 +1903,11 @@ impl Engine {
                     if let Some(f) = now.filter(|&f| f < from && m != self.me) {
                         let by_removal = cutoffs.contains(&(f - 1));
                         let by_fork = self.recorded_fork(store, m)?.is_some_and(|k| k <= f);
+                        // (What was applied here meanwhile of other members that had seen
+                        // the held-back changes stays as applied: those changes now apply
+                        // after it — the removing commit first of all. Later commits that
+                        // depend on them wait for them again, as `deps_met` asks the
+                        // freeze as it is now.)
                         if by_removal && !by_fork {
                             st::<S, _>(store.refreeze(m, from))?;
                         }
@@ -2090,7 +2131,7 @@ impl Engine {
                 Err(e) => return Ok(Err(format!("commit {seq} is invalid: {e}"))),
             };
             if seq == 1 {
-                match self.first_commit_key(store, &commit) {
+                match self.first_commit_key(store, &commit, false) {
                     Ok(k) if key.is_none_or(|held| held == k) => key = Some(k),
                     Ok(_) => return Ok(Err("another device already joined as this member".into())),
                     Err(e) => return Ok(Err(e.to_string())),
@@ -2135,7 +2176,7 @@ impl Engine {
                 source,
             })?;
             if seq == 1 {
-                self.admit(store, &commit, now_ms)?;
+                self.admit(store, &commit, now_ms, false)?;
             }
             self.note_evidence(store, &commit)?;
             st::<S, _>(store.insert_commit(&StoredCommit {
@@ -2215,14 +2256,15 @@ impl Engine {
             return Ok(());
         }
         if held == 0 {
-            // The author's membership comes with its commit 1, checked like any other.
+            // The author's membership comes with its commit 1, checked like any other (its
+            // inviter's role as the snapshot states it).
             let mut ctx = ChainContext::new(self.dataset, author);
             let commit = ctx.decode(first).map_err(|source| IngestError::Commit {
                 author,
                 seq: 1,
                 source,
             })?;
-            self.admit(store, &commit, now_ms)?;
+            self.admit(store, &commit, now_ms, true)?;
             st::<S, _>(store.insert_commit(&StoredCommit {
                 author,
                 seq: 1,
@@ -2591,7 +2633,7 @@ impl Engine {
             source,
         })?;
         if commit.seq == 1 {
-            self.admit(store, &commit, now_ms)?;
+            self.admit(store, &commit, now_ms, false)?;
         }
         st::<S, _>(store.insert_commit(&StoredCommit {
             author: self.me,
@@ -3023,6 +3065,19 @@ fn check_snapshot_record<E: std::error::Error + 'static>(
         if version < ferry_bundle::VERSION_ADMINS && !may_write(dot.author, founder, collection, id)
         {
             return bad("a write its author was not allowed to make");
+        }
+        // Nobody but an admin sets what only admins set, not even in its own record.
+        let own = collection == MEMBERS && id == dot.author.0.to_string() && !founder;
+        if own && version < ferry_bundle::VERSION_ADMINS {
+            let admin_only = rec
+                .fields
+                .iter()
+                .filter(|(f, _)| ADMIN_FIELDS.contains(&f.as_str()))
+                .flat_map(|(_, sibs)| sibs)
+                .any(|sib| sib.stamp.dot == dot);
+            if admin_only {
+                return bad("a field only the admin sets, written by the member itself");
+            }
         }
     }
     Ok(())

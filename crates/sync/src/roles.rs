@@ -145,7 +145,26 @@ pub(crate) fn is_admin_in<S: Storage>(
     ctx: &VersionVector,
 ) -> Result<bool, IngestError<S::Error>> {
     let rec = st::<S, _>(store.record(ROLES, &m.0.to_string()))?;
-    Ok(admin_in(m, &role_events(rec.as_ref()), ctx))
+    let mut events = role_events(rec.as_ref());
+    // An event made by a commit its author's freeze excludes (a removed admin's changes
+    // after its cutoff, a forked history) counts for nothing, also where it was applied
+    // before the freeze became known.
+    let mut kept = Vec::with_capacity(events.len());
+    for (d, e) in events.drain(..) {
+        if st::<S, _>(store.frozen(d.author))?.is_none_or(|k| d.seq < k) {
+            kept.push((d, e));
+        }
+    }
+    Ok(admin_in(m, &kept, ctx))
+}
+
+/// Whether `m` is an admin in the context `applied` (what a laptop has applied: now).
+pub fn is_admin_now<S: Storage>(
+    store: &S,
+    m: MemberId,
+    applied: &VersionVector,
+) -> Result<bool, IngestError<S::Error>> {
+    is_admin_in(store, m, applied)
 }
 
 /// Whether the dataset has had more than one admin, as far as this store knows: a role
@@ -168,15 +187,13 @@ pub(crate) fn join_allowed<S: Storage>(
     member: MemberId,
 ) -> Result<Result<bool, String>, IngestError<S::Error>> {
     let by = inviter(member);
-    if by == MemberId::ADMIN {
-        return Ok(Ok(true));
-    }
     let rec = st::<S, _>(store.record(ROLES, &by.0.to_string()))?;
     let events = role_events(rec.as_ref());
     if admin_in(by, &events, &st::<S, _>(store.applied())?) {
         return Ok(Ok(true));
     }
-    if !events.iter().any(|(_, e)| e.admin) {
+    // (The founder is an admin from the genesis; another only once promoted.)
+    if by != MemberId::ADMIN && !events.iter().any(|(_, e)| e.admin) {
         return Ok(Ok(false));
     }
     // Demoted: the demotion's limit counts once it is known (nothing already admitted is

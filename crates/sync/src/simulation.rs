@@ -635,12 +635,13 @@ impl World {
                     vec![set(f, Value::Bool(true))],
                 )
             }
-            // Demote an admin, never the last one this laptop knows of.
+            // Demote an admin, never the last one this laptop knows of, nor the founder (which
+            // invites every member of the run: a demotion would cap its range).
             2 => {
                 let Some(&who) = admins.get(pick % admins.len().max(1)) else {
                     return;
                 };
-                if admins.len() < 2 {
+                if admins.len() < 2 || who == MemberId(1) {
                     return;
                 }
                 let f = crate::roles::MEMBER_ADMIN_FIELD;

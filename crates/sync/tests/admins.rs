@@ -302,3 +302,76 @@ fn a_join_counts_only_when_the_owner_of_its_number_signed_it() {
         );
     }
 }
+
+/// A laptop that admitted a join before the inviting admin's demotion reached it relays
+/// that member's changes to one that refuses the join: the relayed run is left out and the
+/// member frozen there, and the rest of the bundle (the relaying laptop's own changes)
+/// applies — one refused join does not block everything else.
+#[test]
+fn a_relayed_join_refused_after_a_demotion_does_not_block_the_bundle() {
+    let (mut hq, mut a, mut b) = three();
+    commit(
+        &mut hq,
+        vec![record(
+            "_members",
+            "2",
+            MEMBER_ADMIN_FIELD,
+            Value::Bool(true),
+        )],
+        T0 + 100,
+    );
+    let promotion = hq.bundle(&[]);
+    a.ingest(&promotion).unwrap();
+    b.ingest(&promotion).unwrap();
+    // clinic-a invites #131072, which joins and writes; clinic-b admits it.
+    let inv = a.invite(MemberId(131_072), "clinic-d", T0 + 200);
+    let mut d = SimNode::join(&inv, 43, T0 + 210);
+    d.write(
+        "visits",
+        "d0",
+        vec![Op::Set("v".into(), Value::Int(1))],
+        T0 + 220,
+    );
+    b.ingest(&a.bundle(&[])).unwrap();
+    b.ingest(&d.bundle(&[])).unwrap();
+    assert!(b.store.stored().unwrap().get(MemberId(131_072)) >= 2);
+    // Meanwhile HQ demotes clinic-a knowing of no number of its range.
+    commit(
+        &mut hq,
+        vec![Change::Record {
+            collection: "_members".into(),
+            id: "2".into(),
+            ops: vec![
+                Op::Set(MEMBER_ADMIN_FIELD.into(), Value::Bool(false)),
+                Op::Set(roles::MEMBER_INVITES_UPTO_FIELD.into(), Value::Int(0)),
+            ],
+        }],
+        T0 + 300,
+    );
+    hq.ingest(&a.bundle(&[])).unwrap();
+    // clinic-b writes and sends everything it holds, #131072's run included.
+    b.write(
+        "visits",
+        "b1",
+        vec![Op::Set("v".into(), Value::Int(2))],
+        T0 + 400,
+    );
+    let from_b = b.bundle(&[]);
+    match hq.ingest(&from_b) {
+        Ok(ferry_sync::Received::Applied(report, _)) => {
+            assert!(!report.skipped_runs.is_empty(), "{report:?}")
+        }
+        other => panic!("the bundle applies: {other:?}"),
+    }
+    assert!(
+        hq.store
+            .records
+            .contains_key(&("visits".to_string(), "b1".to_string()))
+    );
+    assert!(
+        !hq.store
+            .records
+            .contains_key(&("visits".to_string(), "d0".to_string()))
+    );
+    assert_eq!(hq.store.frozen(MemberId(131_072)).unwrap(), Some(1));
+}

@@ -621,6 +621,12 @@ pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> 
         MemberAction::Remove { member, reason } => {
             let r = node.remove_member(&member, reason.as_deref())?;
             let (n, label) = r.removed.unwrap_or_default();
+            if r.key_pending && n == 1 {
+                return out(format_args!(
+                    "Removed {} (member #1, the founding laptop): nothing it writes from now on counts, and its key changes are ignored; the dataset key cannot change any more (only that laptop signs key changes), so it can still read what it gets hold of",
+                    output::shown(&label),
+                ));
+            }
             if r.key_pending {
                 return out(format_args!(
                     "Removed {} (member #{n}): what it wrote up to its change {} counts, nothing after; the dataset moves to a new key that it cannot read when the founding laptop (#1) next syncs",
