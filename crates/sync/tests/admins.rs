@@ -375,3 +375,62 @@ fn a_relayed_join_refused_after_a_demotion_does_not_block_the_bundle() {
     );
     assert_eq!(hq.store.frozen(MemberId(131_072)).unwrap(), Some(1));
 }
+
+/// A laptop that joins after the history was compacted installs the founder's snapshot,
+/// which holds a member invited by another admin: its `_roles` records come after the
+/// chains, and the snapshot's word stands for the inviter's role.
+#[test]
+fn a_snapshot_holding_a_member_invited_by_another_admin_installs() {
+    let (mut hq, mut a, mut b) = three();
+    commit(
+        &mut hq,
+        vec![record(
+            "_members",
+            "2",
+            MEMBER_ADMIN_FIELD,
+            Value::Bool(true),
+        )],
+        T0 + 100,
+    );
+    let inv = a.invite(MemberId(131_072), "clinic-d", T0 + 200);
+    let promotion = hq.bundle(&[]);
+    a.ingest(&promotion).unwrap();
+    let mut d = SimNode::join(&inv, 44, T0 + 210);
+    d.write(
+        "visits",
+        "d0",
+        vec![Op::Set("v".into(), Value::Int(1))],
+        T0 + 220,
+    );
+    // Everyone sends everyone everything, until each holds it all and knows the others do.
+    for _ in 0..3 {
+        let bundles: Vec<Vec<u8>> = [&mut hq, &mut a, &mut b, &mut d]
+            .into_iter()
+            .map(|n| n.bundle(&[]))
+            .collect();
+        for (i, bytes) in bundles.iter().enumerate() {
+            for (j, n) in [&mut hq, &mut a, &mut b, &mut d].into_iter().enumerate() {
+                if i != j {
+                    let _ = n.ingest(bytes);
+                }
+            }
+        }
+    }
+    assert!(hq.compact() > 0, "the founder compacted its history");
+    // A laptop invited now joins from the snapshot.
+    let inv = hq.invite(MemberId(5), "clinic-e", T0 + 500);
+    let mut e = SimNode::join(&inv, 45, T0 + 510);
+    let from_e = e.bundle(&[]);
+    hq.ingest(&from_e).unwrap();
+    let snapshot = hq.snapshot_if_needed().expect("a snapshot is needed");
+    match e.ingest(&snapshot) {
+        Ok(ferry_sync::Received::Applied(..)) => {}
+        other => panic!("the snapshot installs: {other:?}"),
+    }
+    assert!(
+        e.store
+            .records
+            .contains_key(&("visits".to_string(), "d0".to_string()))
+    );
+    assert_eq!(admins(&e), vec![1, 2]);
+}
