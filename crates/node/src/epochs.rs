@@ -634,4 +634,35 @@ mod tests {
         a.sync(&last, &NoProgress).unwrap();
         assert!(a.get("visits", "b1").unwrap().is_some());
     }
+
+    /// Once the founding laptop is removed, a key change it signs afterwards gives nobody
+    /// anything: the others do not move to a key its holder chose.
+    #[test]
+    fn a_removed_founders_key_change_is_ignored() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let stick = base.join("stick");
+        std::fs::create_dir_all(&stick).unwrap();
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
+        hq.promote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
+        let r = a.remove_member("hq", Some("stolen")).unwrap();
+        assert!(r.key_pending);
+        // The thief, not knowing, changes the key.
+        let thief = hq.rekey().unwrap();
+        assert_eq!(thief.epoch, 1);
+        let other = base.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        a.sync(&other, &NoProgress).unwrap();
+        b.sync(&other, &NoProgress).unwrap();
+        hq.sync(&other, &NoProgress).unwrap();
+        a.sync(&other, &NoProgress).unwrap();
+        b.sync(&other, &NoProgress).unwrap();
+        for n in [&a, &b] {
+            assert_eq!(n.keys.current().0, 0, "no key of the thief's");
+        }
+    }
 }
