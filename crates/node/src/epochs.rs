@@ -157,19 +157,8 @@ impl Node {
         let removed = self.removed_in_grants();
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
-        // A change of the admin's own that begins the epoch: members that hold it hold the
-        // key, and until then bundles carry the grant (§14.3).
-        let next = self.keys.current().0 + 1;
-        self.engine.commit_local(
-            &mut tx,
-            vec![Change::Record {
-                collection: ferry_sync::MEMBERS.into(),
-                id: self.id.me.0.to_string(),
-                ops: vec![Op::Set(EPOCH_FIELD.into(), Value::Int(i64::from(next)))],
-            }],
-            now,
-        )?;
-        let (ring, members) = new_epoch(&self.keys, &self.id, &mut tx, removed, now)?;
+        let (ring, members) =
+            begin_epoch(&self.engine, &self.keys, &self.id, &mut tx, removed, now)?;
         tx.commit()?;
         self.keys = ring;
         Ok(RekeyReport {
@@ -198,38 +187,26 @@ impl Node {
             return Ok(());
         }
         let now = now_ms();
-        {
-            let announced: BTreeSet<MemberId> =
-                self.removed_in_grants().iter().map(|r| r.member).collect();
-            let mut tx = self.store.transaction(now)?;
-            let mut news = Vec::new();
-            tx.for_each_record(ferry_sync::MEMBERS, false, |id, r| {
-                if let (Ok(n), Some(rm)) = (id.parse::<u32>(), ferry_sync::removal(Some(r))) {
+        let announced: BTreeSet<MemberId> =
+            self.removed_in_grants().iter().map(|r| r.member).collect();
+        let mut tx = self.store.transaction(now)?;
+        let joined: BTreeSet<MemberId> = tx.members()?.iter().map(|m| m.member).collect();
+        let mut news = Vec::new();
+        tx.for_each_record(ferry_sync::MEMBERS, false, |id, r| {
+            if let (Ok(n), Some(rm)) = (id.parse::<u32>(), ferry_sync::removal(Some(r))) {
+                if joined.contains(&MemberId(n)) {
                     news.push(Removal {
                         member: MemberId(n),
                         cutoff: rm.cutoff,
                     });
                 }
-                Ok(())
-            })?;
-            let joined: BTreeSet<MemberId> = tx.members()?.iter().map(|m| m.member).collect();
-            news.retain(|r| joined.contains(&r.member));
-            if news.iter().any(|r| !announced.contains(&r.member)) {
-                // A change of its own begins the epoch, as for `ferry rekey` (§14.3).
-                let next = self.keys.current().0 + 1;
-                self.engine.commit_local(
-                    &mut tx,
-                    vec![Change::Record {
-                        collection: ferry_sync::MEMBERS.into(),
-                        id: self.id.me.0.to_string(),
-                        ops: vec![Op::Set(EPOCH_FIELD.into(), Value::Int(i64::from(next)))],
-                    }],
-                    now,
-                )?;
-                let (ring, _) = new_epoch(&self.keys, &self.id, &mut tx, news, now)?;
-                tx.commit()?;
-                self.keys = ring;
             }
+            Ok(())
+        })?;
+        if news.iter().any(|r| !announced.contains(&r.member)) {
+            let (ring, _) = begin_epoch(&self.engine, &self.keys, &self.id, &mut tx, news, now)?;
+            tx.commit()?;
+            self.keys = ring;
         }
         Ok(())
     }
@@ -430,6 +407,30 @@ fn grant_members(
         .filter(|m| !gone.contains(&m.member))
         .map(|m| (m.member, m.key))
         .collect())
+}
+
+/// A change of this laptop's own that begins the next epoch (members that hold it hold
+/// the key; until then bundles carry the grant, §14.3), then the epoch's key and grant
+/// (`new_epoch`), in `tx`.
+fn begin_epoch(
+    engine: &ferry_sync::Engine,
+    keys: &Keyring,
+    id: &Identity,
+    tx: &mut StoreTx<'_>,
+    removed: Vec<Removal>,
+    now: u64,
+) -> Result<(Keyring, usize), NodeError> {
+    let next = keys.current().0 + 1;
+    engine.commit_local(
+        tx,
+        vec![Change::Record {
+            collection: ferry_sync::MEMBERS.into(),
+            id: id.me.0.to_string(),
+            ops: vec![Op::Set(EPOCH_FIELD.into(), Value::Int(i64::from(next)))],
+        }],
+        now,
+    )?;
+    new_epoch(keys, id, tx, removed, now)
 }
 
 /// Draws the next epoch's key and seals it to the members in a grant, kept (in `tx`) with

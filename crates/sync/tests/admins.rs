@@ -45,6 +45,30 @@ fn commit(n: &mut SimNode, changes: Vec<Change>, at: u64) {
     n.engine.commit_local(&mut n.store, changes, at).unwrap();
 }
 
+/// `by` promotes member `m`.
+fn promote(by: &mut SimNode, m: u32, at: u64) {
+    let f = MEMBER_ADMIN_FIELD;
+    commit(
+        by,
+        vec![record("_members", &m.to_string(), f, Value::Bool(true))],
+        at,
+    );
+}
+
+/// `by` demotes member `m`, knowing of no number of its range in use.
+fn demote(by: &mut SimNode, m: u32, at: u64) {
+    let ops = vec![
+        Op::Set(MEMBER_ADMIN_FIELD.into(), Value::Bool(false)),
+        Op::Set(roles::MEMBER_INVITES_UPTO_FIELD.into(), Value::Int(0)),
+    ];
+    let change = Change::Record {
+        collection: "_members".into(),
+        id: m.to_string(),
+        ops,
+    };
+    commit(by, vec![change], at);
+}
+
 fn admins(n: &SimNode) -> Vec<u32> {
     roles::admins(&n.store)
         .unwrap()
@@ -116,16 +140,7 @@ fn a_member_cannot_make_itself_an_admin_nor_write_the_role_record() {
         assert!(ferry_sync::cancellation(three).is_none());
     }
     // Only the founder's promotion counts; after it, clinic B's rule does.
-    commit(
-        &mut hq,
-        vec![record(
-            "_members",
-            "3",
-            MEMBER_ADMIN_FIELD,
-            Value::Bool(true),
-        )],
-        T0 + 300,
-    );
+    promote(&mut hq, 3, T0 + 300);
     b.ingest(&hq.bundle(&[])).unwrap();
     commit(
         &mut b,
@@ -152,31 +167,11 @@ fn a_member_cannot_make_itself_an_admin_nor_write_the_role_record() {
 #[test]
 fn an_admin_action_counts_by_its_causal_context_in_any_arrival_order() {
     let (mut hq, mut a, mut b) = three();
-    commit(
-        &mut hq,
-        vec![record(
-            "_members",
-            "2",
-            MEMBER_ADMIN_FIELD,
-            Value::Bool(true),
-        )],
-        T0 + 100,
-    );
+    promote(&mut hq, 2, T0 + 100);
     let promotion = hq.bundle(&[]);
     a.ingest(&promotion).unwrap();
     // Concurrently: HQ demotes A; A (not knowing) sets a rule.
-    commit(
-        &mut hq,
-        vec![Change::Record {
-            collection: "_members".into(),
-            id: "2".into(),
-            ops: vec![
-                Op::Set(MEMBER_ADMIN_FIELD.into(), Value::Bool(false)),
-                Op::Set(roles::MEMBER_INVITES_UPTO_FIELD.into(), Value::Int(0)),
-            ],
-        }],
-        T0 + 200,
-    );
+    demote(&mut hq, 2, T0 + 200);
     commit(
         &mut a,
         vec![record(
@@ -241,16 +236,7 @@ fn ranges_give_every_admin_its_own_member_numbers() {
 fn a_join_counts_only_when_the_owner_of_its_number_signed_it() {
     use ferry_sync::{IngestError, Missing, Received};
     let (mut hq, mut a, mut b) = three();
-    commit(
-        &mut hq,
-        vec![record(
-            "_members",
-            "2",
-            MEMBER_ADMIN_FIELD,
-            Value::Bool(true),
-        )],
-        T0 + 100,
-    );
+    promote(&mut hq, 2, T0 + 100);
     a.ingest(&hq.bundle(&[])).unwrap();
     let first = |n: &mut SimNode, m: u32| {
         n.bundle_with(&[Coverage {
@@ -310,16 +296,7 @@ fn a_join_counts_only_when_the_owner_of_its_number_signed_it() {
 #[test]
 fn a_relayed_join_refused_after_a_demotion_does_not_block_the_bundle() {
     let (mut hq, mut a, mut b) = three();
-    commit(
-        &mut hq,
-        vec![record(
-            "_members",
-            "2",
-            MEMBER_ADMIN_FIELD,
-            Value::Bool(true),
-        )],
-        T0 + 100,
-    );
+    promote(&mut hq, 2, T0 + 100);
     let promotion = hq.bundle(&[]);
     a.ingest(&promotion).unwrap();
     b.ingest(&promotion).unwrap();
@@ -336,18 +313,7 @@ fn a_relayed_join_refused_after_a_demotion_does_not_block_the_bundle() {
     b.ingest(&d.bundle(&[])).unwrap();
     assert!(b.store.stored().unwrap().get(MemberId(131_072)) >= 2);
     // Meanwhile HQ demotes clinic-a knowing of no number of its range.
-    commit(
-        &mut hq,
-        vec![Change::Record {
-            collection: "_members".into(),
-            id: "2".into(),
-            ops: vec![
-                Op::Set(MEMBER_ADMIN_FIELD.into(), Value::Bool(false)),
-                Op::Set(roles::MEMBER_INVITES_UPTO_FIELD.into(), Value::Int(0)),
-            ],
-        }],
-        T0 + 300,
-    );
+    demote(&mut hq, 2, T0 + 300);
     hq.ingest(&a.bundle(&[])).unwrap();
     // clinic-b writes and sends everything it holds, #131072's run included.
     b.write(
@@ -382,16 +348,7 @@ fn a_relayed_join_refused_after_a_demotion_does_not_block_the_bundle() {
 #[test]
 fn a_snapshot_holding_a_member_invited_by_another_admin_installs() {
     let (mut hq, mut a, mut b) = three();
-    commit(
-        &mut hq,
-        vec![record(
-            "_members",
-            "2",
-            MEMBER_ADMIN_FIELD,
-            Value::Bool(true),
-        )],
-        T0 + 100,
-    );
+    promote(&mut hq, 2, T0 + 100);
     let inv = a.invite(MemberId(131_072), "clinic-d", T0 + 200);
     let promotion = hq.bundle(&[]);
     a.ingest(&promotion).unwrap();
