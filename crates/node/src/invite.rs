@@ -520,6 +520,22 @@ mod tests {
         }
     }
 
+    /// An invitation file sealed as `seal_with` does, with `tail` after the invitation in
+    /// place of the extras it would write.
+    fn sealed_with_tail(inv: &Invitation, tail: &[u8]) -> Vec<u8> {
+        let key = derive_key(&code(), &[1; 16], FAST).unwrap();
+        let mut out = header(&[1; 16], FAST);
+        let mut body = postcard::to_allocvec(inv).unwrap();
+        body.extend_from_slice(tail);
+        ChaCha20Poly1305::new(Key::from_slice(&key))
+            .encrypt_in_place(&Nonce::default(), &out, &mut body)
+            .unwrap();
+        out.extend_from_slice(&body);
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
     #[test]
     fn an_expiry_travels_inside_the_seal_and_a_file_without_one_is_as_before() {
         let inv = invitation();
@@ -551,16 +567,7 @@ mod tests {
         );
         // Extras that say nothing, or bytes after them, are not what ferry writes.
         for tail in [vec![0u8], vec![1, 5, 0, 0, 0], vec![1, 5, 1], vec![0, 0]] {
-            let key = derive_key(&code(), &[1; 16], FAST).unwrap();
-            let mut out = header(&[1; 16], FAST);
-            let mut body = postcard::to_allocvec(&inv).unwrap();
-            body.extend(&tail);
-            ChaCha20Poly1305::new(Key::from_slice(&key))
-                .encrypt_in_place(&Nonce::default(), &out, &mut body)
-                .unwrap();
-            out.extend_from_slice(&body);
-            let sum = blake3::hash(&out);
-            out.extend_from_slice(sum.as_bytes());
+            let out = sealed_with_tail(&inv, &tail);
             let Parsed::Sealed(s) = parse(&out).unwrap() else {
                 panic!("sealed")
             };
@@ -575,16 +582,7 @@ mod tests {
         let mut with_epochs = vec![1, 5, 1];
         with_epochs.extend([4u8; 32]);
         for (extras, epoch_keys) in [(vec![1u8, 5], vec![]), (with_epochs, vec![[4u8; 32]])] {
-            let key = derive_key(&code(), &[1; 16], FAST).unwrap();
-            let mut out = header(&[1; 16], FAST);
-            let mut body = postcard::to_allocvec(&inv).unwrap();
-            body.extend(extras);
-            ChaCha20Poly1305::new(Key::from_slice(&key))
-                .encrypt_in_place(&Nonce::default(), &out, &mut body)
-                .unwrap();
-            out.extend_from_slice(&body);
-            let sum = blake3::hash(&out);
-            out.extend_from_slice(sum.as_bytes());
+            let out = sealed_with_tail(&inv, &extras);
             let Parsed::Sealed(s) = parse(&out).unwrap() else {
                 panic!("sealed")
             };
