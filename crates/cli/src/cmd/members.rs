@@ -231,8 +231,11 @@ Examples:
 What it wrote up to now (as far as this laptop has it) stays; nothing it writes from now on
 counts, and every laptop refuses its new bundles, saying it was removed, when and by whom.
 The dataset moves to a new key that every other member receives, sealed to it alone, with
-the next bundles: the removed laptop cannot read anything written after this. Sync as
-usual; the others learn of it with the next sync.
+the next bundles: the removed laptop cannot read anything written after this (when another
+admin than the founding laptop removes, the key moves when that laptop next syncs).
+Removing an admin also withdraws its role: for a lost or stolen admin laptop, remove it —
+a demotion counts only once that laptop learns of it. Sync as usual; the others learn of
+it with the next sync.
 
 Exit status: 0 removed; 1 failed (not the admin, or the line says why); 2 usage mistake (no
 such member, already removed, or not joined yet: cancel its invitation instead).")]
