@@ -1,15 +1,17 @@
 #!/usr/bin/python3
-"""A second, independent decoder of ferry bundles (format versions 1, 3, 5 and 7), written from
-bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
+"""A second, independent decoder of ferry bundles (format versions 1, 3, 5, 7 and 9), written
+from bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
 as JSON, in the form SPEC §12 defines; `crates/sync/tests/vectors.rs` checks that this is
 exactly what each vector pins.
 
     /usr/bin/python3 bundles/decoder/ferry_decode.py bundles/vectors/valid-one-record
 
-It reads sealed bundles with the dataset key the vector names (for version 5, with the key
-the header's grant seals to the member the vector names), checks every signature it can
-(strict Ed25519, §7) and every chain hash, and does not merge anything. Needs the Debian
-packages python3-cryptography and python3-zstandard; BLAKE3 is blake3.py beside it.
+It reads sealed bundles with the dataset key the vector names (under a later key epoch, in
+versions 5, 7 and 9, with the key the header's grant seals to the member the vector names; a
+version 9 grant is checked under the `signer-key` the vector names, or under the admin key
+when member 1 signed it), checks every signature it can (strict Ed25519, §7) and every chain
+hash, and does not merge anything. Needs the Debian packages python3-cryptography and
+python3-zstandard; BLAKE3 is blake3.py beside it.
 """
 
 import hashlib
@@ -516,7 +518,7 @@ def record_state(collection, rid, data, version):
         for _ in range(r.count(MAX_NAMES)):
             f = r.string()
             firsts[f] = sibling(r)
-        gs = ghosts(r) if version in (3, 5, 7) else None
+        gs = ghosts(r) if version in (3, 5, 7, 9) else None
     except (End, Bad, BadValue):
         raise Refused("payload failure", "malformed-item")
     except Limit:
@@ -546,22 +548,24 @@ def read_header(b):
         version = r.byte()
         if version >= 0x20:
             raise Refused("header failure", "not-a-bundle")
-        if version not in (1, 3, 5, 7):
+        if version not in (1, 3, 5, 7, 9):
             raise Refused("version failure", "unsupported-version")
         dataset = r.take(8)
         sender = header_varint(r)
         salt = r.take(16)
-        epoch, grant = 0, b""
-        if version in (5, 7):  # §14 1., §15 1.
+        epoch, signer, grant = 0, ADMIN, b""
+        if version in (5, 7, 9):  # §14 1., §15 1., §16 2.
             epoch = header_varint(r)
+            if version == 9:
+                signer = header_varint(r)
             n = header_varint(r)
-            zero = epoch == 0 and (version == 5 or n > 0)
-            if zero or epoch > MAX_EPOCH or n > MAX_GRANT:
+            zero = epoch == 0 and (version == 5 or n > 0 or signer != ADMIN)
+            if zero or signer == 0 or epoch > MAX_EPOCH or n > MAX_GRANT:
                 raise Refused("header failure", "bad-header")
             grant = r.take(n)
     except End:
         raise Refused("header failure", "bad-header")
-    return magic, version, dataset, sender, salt, b[:r.pos], epoch, grant
+    return magic, version, dataset, sender, salt, b[:r.pos], epoch, signer, grant
 
 
 def header_varint(r):
@@ -583,13 +587,19 @@ MAX_EPOCH = 4096
 MAX_GRANT = 262144
 
 
-def read_grant(g, dataset, admin):
-    """An epoch grant (§14.1), checked; raises Refused("key failure", "bad-grant")."""
+def read_grant(g, dataset, version, named, key_of):
+    """An epoch grant, checked: in a version 5 or 7 header a version 5 grant (§14.1), in a
+    version 9 header a version 9 grant (§16 3.), which must name the header's `named`
+    (epoch, signer). `key_of(signer)` is the key the reader holds for the signer, or None.
+    Raises Refused("key failure", "bad-grant"), or "no-key" when the reader cannot check
+    the signature yet (§16 3.: the bundle waits, as one under an epoch it lacks does)."""
     def bad():
         raise Refused("key failure", "bad-grant")
     r = Reader(g)
     try:
-        epoch, admin_seq, at_ms = r.u32(), r.u64(), r.u64()
+        epoch = r.u32()
+        signer = r.u32() if version == 9 else ADMIN
+        admin_seq, at_ms = r.u64(), r.u64()
         removed = [[r.u32(), r.u64()] for _ in range(r.length())]
         ephemeral = r.take(32)
         wraps = [(r.u32(), r.take(32), r.take(16)) for _ in range(r.length())]
@@ -601,14 +611,25 @@ def read_grant(g, dataset, admin):
     members = [w[0] for w in wraps]
     gone = [m for m, _ in removed]
     ascending = lambda v: all(a < b for a, b in zip(v, v[1:]))  # noqa: E731
-    if (r.pos != len(g) or not 1 <= epoch <= MAX_EPOCH or len(history) != 32 * epoch + 16
+    if version == 9:
+        history_ok = len(history) >= 16 and signer >= 1
+    else:
+        history_ok = len(history) == 32 * epoch + 16
+    if (r.pos != len(g) or not 1 <= epoch <= MAX_EPOCH or not history_ok
             or not ascending(members) or not ascending(gone) or set(members) & set(gone)):
         bad()
-    if not verify(admin, b"ferry v5 epoch grant\0" + dataset + g[:body_end], signature):
+    if version == 9 and (epoch, signer) != named:
+        bad()  # §16 3.: a grant of another epoch than the header's
+    key = key_of(signer)
+    if key is None:
+        raise Refused("key failure", "no-key")
+    context = b"ferry v9 epoch grant\0" if version == 9 else b"ferry v5 epoch grant\0"
+    if not verify(key, context + dataset + g[:body_end], signature):
         bad()
-    return {"epoch": epoch, "admin_seq": admin_seq, "at_ms": at_ms, "removed": removed,
+    return {"version": 9 if version == 9 else 5, "epoch": epoch, "signer": signer,
+            "admin_seq": admin_seq, "at_ms": at_ms, "removed": removed,
             "ephemeral": ephemeral, "wraps": wraps, "history": history,
-            "signature": signature}
+            "signature": signature, "opened": None}
 
 
 def montgomery_u(a):
@@ -622,9 +643,11 @@ def seal_nonce():
 
 
 def open_grant(grant, dataset, member, secret):
-    """The key of the grant's epoch for `member` with device secret `secret` (§14.1),
-    or the key failure."""
-    epoch = grant["epoch"]
+    """The key of the grant's epoch for `member` with device secret `secret` (§14.1,
+    §16 3.) and the earlier keys its history holds: for a version 5 grant `key(0)` …
+    `key(epoch − 1)`, for a version 9 grant `(number, signer, key)` triples; or the key
+    failure."""
+    epoch, signer, v9 = grant["epoch"], grant["signer"], grant["version"] == 9
     wrap = [w for w in grant["wraps"] if w[0] == member]
     if not wrap:
         if member in [m for m, _ in grant["removed"]]:
@@ -635,19 +658,47 @@ def open_grant(grant, dataset, member, secret):
     theirs = montgomery_u(secret_public(secret))
     shared = X25519PrivateKey.from_private_bytes(scalar).exchange(
         X25519PublicKey.from_public_bytes(bytes(grant["ephemeral"])))
+    if v9:
+        wrap_ctx, numbers = "ferry v9 epoch key wrap", struct.pack("<III", epoch, signer, member)
+    else:
+        wrap_ctx, numbers = "ferry v5 epoch key wrap", struct.pack("<II", epoch, member)
     wrap_key = blake3.derive_key(
-        "ferry v5 epoch key wrap",
-        shared + bytes(grant["ephemeral"]) + theirs + dataset + struct.pack("<II", epoch, member))
+        wrap_ctx, shared + bytes(grant["ephemeral"]) + theirs + dataset + numbers)
     try:
         key = ChaCha20Poly1305(wrap_key).decrypt(seal_nonce(), bytes(sealed) + bytes(tag), b"")
     except InvalidTag:
         raise Refused("key failure", "no-key")
-    hkey = blake3.derive_key("ferry v5 epoch history", key + dataset + struct.pack("<I", epoch))
+    if v9:
+        hkey = blake3.derive_key("ferry v9 epoch history",
+                                 key + dataset + struct.pack("<II", epoch, signer))
+    else:
+        hkey = blake3.derive_key("ferry v5 epoch history", key + dataset + struct.pack("<I", epoch))
     try:
         earlier = ChaCha20Poly1305(hkey).decrypt(seal_nonce(), bytes(grant["history"]), b"")
     except InvalidTag:
         raise Refused("key failure", "bad-grant")
+    if v9:
+        return key, history_keys(earlier, epoch)
     return key, [earlier[i:i + 32] for i in range(0, len(earlier), 32)]
+
+
+def history_keys(h, epoch):
+    """A version 9 grant's opened history `H` (§16 3.): `(number, signer, key)` triples,
+    strictly ascending by (number, signer), starting with (0, 1), every number below the
+    grant's epoch, nothing after them; else Refused("key failure", "bad-grant")."""
+    def bad():
+        raise Refused("key failure", "bad-grant")
+    r = Reader(h)
+    try:
+        out = [(r.u32(), r.u32(), r.take(32)) for _ in range(r.length())]
+    except (End, Bad):
+        bad()
+    pairs = [(n, s) for n, s, _ in out]
+    if (r.pos != len(h) or not pairs or pairs[0] != (0, ADMIN)
+            or any(not a < b for a, b in zip(pairs, pairs[1:]))
+            or any(n >= epoch for n, _ in pairs)):
+        bad()
+    return out
 
 
 def secret_public(secret):
@@ -807,21 +858,31 @@ def items(payload):
 
 # --- the whole bundle ---------------------------------------------------------------------
 
-def decode(bundle, dataset, key, admin, member=None, secret=None):
-    magic, version, ds, sender, salt, header, epoch, grant_bytes = read_header(bundle)
+def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=None):
+    magic, version, ds, sender, salt, header, epoch, signer, grant_bytes = read_header(bundle)
     if ds != dataset:
         raise Refused("dataset failure", "another-dataset")
     if sender == 0:
         raise Refused("payload failure", "malformed-item")
+
+    def key_of(m):
+        """The key the reader holds for a grant's signer (§16: the vector's `signer-key`,
+        else the admin key for member 1, the only signer of version 5 grants)."""
+        if version == 9 and signer_key is not None:
+            return signer_key
+        return admin if m == ADMIN else None
+
     grant = None
-    if version in (5, 7) and grant_bytes:
-        grant = read_grant(grant_bytes, dataset, admin)
-    if epoch > 0 and magic == 0x46:  # §14.2: the reader holds only epoch 0's key
+    if version in (5, 7, 9) and grant_bytes:
+        grant = read_grant(grant_bytes, dataset, version, (epoch, signer), key_of)
+    if epoch > 0 and magic == 0x46:  # §14.2, §16 4.: the reader holds only epoch 0's key
         if grant is None or member is None:
             raise Refused("key failure", "no-key")
         if grant["epoch"] != epoch:
             raise Refused("key failure", "no-key")
-        key, _ = open_grant(grant, dataset, member, secret)
+        key, earlier = open_grant(grant, dataset, member, secret)
+        if grant["version"] == 9:
+            grant["opened"] = [[n, s] for n, s, _ in earlier]
     rest = bundle[len(header):]
     plain = rest if magic == 0x50 else open_stream(rest, blake3.derive_key(
         "ferry v1 bundle key", key + header))
@@ -922,7 +983,7 @@ def decode(bundle, dataset, key, admin, member=None, secret=None):
             run["verified"] = check(run["author"], end, dig, bytes.fromhex(p["sig"]))
     return {
         "expect": "success",
-        "header": header_json(magic, version, ds, sender, salt, epoch, grant),
+        "header": header_json(magic, version, ds, sender, salt, epoch, signer, grant),
         "compressed": flag == 1,
         "receipt": receipt,
         "peer_receipts": peers,
@@ -968,21 +1029,26 @@ def check_snapshot(snap, version):
         for g in rec.get("ghosts", []):  # version 3 (§13 2.)
             dots += [[g["sibling"]["author"], g["sibling"]["seq"]]] + g["under"] + g["buried"]
         for author, seq in dots:
-            # Version 7 (§15): who was an admin is the snapshot author's word.
-            allowed = version == 7 or may_write(author, rec["collection"], rec["id"])
+            # Versions 7 and 9 (§15, §16 2.): who was an admin is the snapshot author's word.
+            allowed = version in (7, 9) or may_write(author, rec["collection"], rec["id"])
             if seq > state.get(author, 0) or not allowed:
                 bad()
 
 
-def header_json(magic, version, ds, sender, salt, epoch, grant):
+def header_json(magic, version, ds, sender, salt, epoch, signer, grant):
     h = {"magic": chr(magic), "version": version, "dataset": hx(ds), "sender": sender,
          "salt": hx(salt)}
-    if version in (5, 7):
+    if version in (5, 7, 9):
         h["epoch"] = epoch
         h["grant"] = None if grant is None else {
             "epoch": grant["epoch"], "admin_seq": grant["admin_seq"], "at_ms": grant["at_ms"],
             "removed": grant["removed"], "ephemeral": hx(grant["ephemeral"]),
             "members": [w[0] for w in grant["wraps"]], "signature": hx(grant["signature"])}
+    if version == 9:  # §16 2., §12.2: the epochs the opened history lists, if opened
+        h["signer"] = signer
+        if grant is not None:
+            h["grant"]["signer"] = grant["signer"]
+            h["grant"]["history"] = grant["opened"]
     return h
 
 
@@ -1006,8 +1072,9 @@ def main(argv):
     try:
         member = int(fields["member"]) if "member" in fields else None
         secret = bytes.fromhex(fields["member-secret"]) if "member-secret" in fields else None
+        signer_key = bytes.fromhex(fields["signer-key"]) if "signer-key" in fields else None
         out = decode(bundle, bytes.fromhex(fields["dataset"]), bytes.fromhex(fields["dataset-key"]),
-                     bytes.fromhex(fields["admin-key"]), member, secret)
+                     bytes.fromhex(fields["admin-key"]), member, secret, signer_key)
     except Refused as e:
         out = {"expect": e.cls, "reason": e.reason}
     sys.stdout.write(json.dumps(out, indent=1, sort_keys=True, ensure_ascii=False) + "\n")

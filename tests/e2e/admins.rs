@@ -3,7 +3,7 @@
 //! numbers, remove members concurrently, and carry on when the founding laptop is gone; a
 //! demoted admin's later actions count nowhere.
 
-use crate::removal::{epoch_key, head, ids, member, strings, sync, sync_writing};
+use crate::removal::{epoch_key, epoch_key_of, head, ids, member, strings, sync, sync_writing};
 use crate::util::{Laptop, exchange, invite_code, s, three};
 use std::path::Path;
 
@@ -72,8 +72,9 @@ fn with_second_admin(base: &Path, stick: &Path) -> (Laptop, Laptop, Laptop) {
 
 /// Two admins invite on the same day without meeting: their invitations get numbers from
 /// their own ranges, both laptops join and everyone converges. Then the founding laptop is
-/// lost: the second admin still invites, sets rules and removes a member; when the founding
-/// laptop comes back it moves the dataset to a key the removed member does not get.
+/// lost: the second admin still invites, sets rules and removes a member, moving the dataset
+/// to a key the removed member does not get; when the founding laptop comes back it seals
+/// with that key too.
 #[test]
 fn a_second_admin_invites_offline_and_runs_the_dataset_while_the_founder_is_away() {
     let base = tempfile::tempdir().unwrap();
@@ -131,10 +132,8 @@ fn a_second_admin_invites_offline_and_runs_the_dataset_while_the_founder_is_away
         "--reason",
         "left the project",
     ]);
-    assert!(
-        out.contains("the dataset moves to a new key that it cannot read when the founding laptop (#1) next syncs"),
-        "{out}"
-    );
+    // clinic-a changes the key itself (bundles/SPEC.md §16): epoch 1 of admin #2.
+    assert!(out.contains("the dataset now uses key number 1"), "{out}");
     // clinic-b writes after its removal; the others refuse it once they know.
     b.ok(&["put", "visits", "b1", "village=Late"]);
     let stick2 = base.join("stick2");
@@ -156,30 +155,39 @@ fn a_second_admin_invites_offline_and_runs_the_dataset_while_the_founder_is_away
         assert!(member(l, e_no)["joined"] == true);
     }
 
+    for l in [&c, &d, &e] {
+        assert!(epoch_key_of(l, 1, 2).is_some(), "{}", l.home.display());
+    }
+    // What clinic-c writes now is sealed under clinic-a's key, in version 9.
+    c.ok(&["put", "visits", "c1", "village=Migori"]);
+    let (_, bundle) = sync_writing(&c, &base.join("stick3"));
+    let h = head(&bundle);
+    assert_eq!((h.version, h.epoch, h.signer), (9, 1, 2), "{h:?}");
+
     // The founding laptop comes back: it learns of the removal (and refuses clinic-b's late
-    // bundle, naming who removed it), and changes the key.
+    // bundle, naming who removed it) and clinic-a's key, which it seals with from then on:
+    // no second key change is needed.
     let (code, out) = sync(&hq, &stick2);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("member #3 was removed from the dataset by admin #2 on "),
         "{out}"
     );
-    // The bundle it wrote in that same sync carries the key change whole: the others read
-    // it at once (the change that begins the epoch is made before the bundle is planned).
-    let (code, out) = sync(&a, &stick2);
-    assert_eq!(code, 0, "{out}");
-    assert!(!out.contains("waiting"), "{out}");
-    assert!(epoch_key(&a, 1).is_some(), "{out}");
+    assert!(epoch_key_of(&hq, 1, 2).is_some(), "{out}");
+    assert!(epoch_key(&hq, 1).is_none(), "hq changed no key: {out}");
     hq.ok(&["put", "visits", "h1", "village=Kisumu"]);
     let (_, bundle) = sync_writing(&hq, &base.join("stick3"));
     let h = head(&bundle);
-    assert_eq!(h.epoch, 1, "the founder moved to a new key: {h:?}");
-    assert!(h.grant > 0, "its bundles carry the grant");
+    assert_eq!(
+        (h.epoch, h.signer),
+        (1, 2),
+        "hq seals with clinic-a's key: {h:?}"
+    );
     for l in [&a, &c, &d, &e] {
         let (code, out) = sync(l, &base.join("stick3"));
         assert_eq!(code, 0, "{out}");
         assert!(ids(l, "visits").contains(&"h1".to_string()));
-        assert!(epoch_key(l, 1).is_some());
+        assert!(ids(l, "visits").contains(&"c1".to_string()));
     }
     let (_, out) = sync(&b, &base.join("stick3"));
     assert!(
@@ -187,10 +195,12 @@ fn a_second_admin_invites_offline_and_runs_the_dataset_while_the_founder_is_away
         "{out}"
     );
     assert!(
-        epoch_key(&b, 1).is_none(),
+        epoch_key_of(&b, 1, 2).is_none(),
         "the removed laptop gets no new key"
     );
-    assert!(!ids(&b, "visits").contains(&"h1".to_string()));
+    for id in ["h1", "c1"] {
+        assert!(!ids(&b, "visits").contains(&id.to_string()), "{id}");
+    }
 }
 
 /// Issue 13, "done means": two admins remove members at the same time, offline — one
@@ -254,7 +264,10 @@ fn two_admins_removing_concurrently() {
     hq.ok(&["put", "visits", "h1", "village=After"]);
     let last = base.join("last");
     let (_, bundle) = sync_writing(&hq, &last);
-    assert_eq!(head(&bundle).epoch, 3, "a key after all three removals");
+    // A key after all three removals: each admin changed it for what it knew, and again
+    // once it learned of the other's removals (bundles/SPEC.md §16).
+    let h = head(&bundle);
+    assert_eq!(h.epoch, 3, "a key after all three removals: {h:?}");
     let (code, out) = sync(&a, &last);
     assert_eq!(code, 0, "{out}");
     assert!(ids(&a, "visits").contains(&"h1".to_string()));
@@ -268,7 +281,9 @@ fn two_admins_removing_concurrently() {
             "{}: {out}",
             l.home.display()
         );
-        assert!(epoch_key(l, 3).is_none(), "{}", l.home.display());
+        for signer in [1, 2] {
+            assert!(epoch_key_of(l, 3, signer).is_none(), "{}", l.home.display());
+        }
         assert!(!ids(l, "visits").contains(&"h1".to_string()));
     }
 }
@@ -369,10 +384,107 @@ fn a_stolen_founding_laptop_is_removed_by_another_admin() {
         assert!(!visits.contains(&"t0".to_string()), "{visits:?}");
         assert!(!l.ok(&["rule", "list"]).contains("max"));
     }
-    // The others still work together.
+    // The others still work together, under clinic-a's key, which the thief never gets.
     b.ok(&["put", "visits", "b1", "village=Later"]);
-    for l in [&b, &a] {
+    for l in [&b, &a, &hq] {
         sync(l, &other);
     }
     assert!(ids(&a, "visits").contains(&"b1".to_string()));
+    assert!(!ids(&hq, "visits").contains(&"b1".to_string()));
+    assert!(epoch_key_of(&b, 1, 2).is_some());
+    assert!(
+        epoch_key_of(&hq, 1, 2).is_none(),
+        "the thief gets no new key"
+    );
+}
+
+/// The founding laptop's disk dies; a backup of it is restored through another admin: it
+/// joins again under a number from that admin's range (never writing as member 1 again, so
+/// nothing forks), keeps what it had written, receives what its old self wrote after the
+/// backup, and can be made an admin again. The dead founding laptop is removed, and the key
+/// changes without it. An invitation the founding laptop made itself does not do.
+#[test]
+fn the_founding_laptop_restored_from_a_backup_joins_again_through_another_admin() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let stick = base.join("stick");
+    let (hq, a, b) = with_second_admin(base, &stick);
+    let file = base.join("hq.backup");
+    let out = hq.ok(&["backup", s(&file)]);
+    let backup_code = invite_code(&out).unwrap_or_else(|| panic!("no code in {out}"));
+    // An invitation hq makes itself before its disk dies.
+    let own = base.join("own.invite");
+    let own_code = hq.invite(&own, "hq-own").unwrap();
+    hq.ok(&["put", "visits", "h1", "village=After-backup"]);
+    exchange(&[&hq, &a, &b], &stick);
+    std::fs::remove_dir_all(&hq.home).unwrap();
+
+    let hq2 = Laptop::new(base, "hq2");
+    let err = hq2.misuse(&[
+        "init",
+        "--join",
+        s(&own),
+        "--code",
+        &own_code,
+        "--restore",
+        s(&file),
+        "--backup-code",
+        &backup_code,
+    ]);
+    assert!(
+        err.contains(
+            "a backup of the founding laptop joins again with an invitation from another admin"
+        ),
+        "{err}"
+    );
+    assert!(!hq2.home.join("ferry.db").exists());
+
+    let (n, code) = invite(&a, base, "hq-2");
+    assert_eq!(n, 2 * 65_536, "a number from clinic-a's range");
+    let inv = base.join("hq-2.invite");
+    let out = hq2.ok(&[
+        "init",
+        "--join",
+        s(&inv),
+        "--code",
+        code.as_deref().unwrap(),
+        "--restore",
+        s(&file),
+        "--backup-code",
+        &backup_code,
+    ]);
+    assert!(
+        out.contains(&format!("joined again as member #{n}")),
+        "{out}"
+    );
+    assert!(out.contains("the backup was of member #1"), "{out}");
+    assert!(ids(&hq2, "visits").contains(&"h0".to_string()));
+    exchange(&[&hq2, &a, &b], &stick);
+    for l in [&hq2, &a, &b] {
+        assert_eq!(
+            ids(l, "visits"),
+            strings(&["a0", "b0", "h0", "h1"]),
+            "{}",
+            l.home.display()
+        );
+    }
+    // clinic-a makes it an admin again and removes the dead founding laptop; the key moves
+    // on without it, and the restored laptop can change it too.
+    a.ok(&["member", "promote", "hq-2"]);
+    let out = a.ok(&["member", "remove", "hq", "--reason", "disk died"]);
+    assert!(out.contains("the dataset now uses key number 1"), "{out}");
+    exchange(&[&a, &hq2, &b], &stick);
+    assert_eq!(admins(&hq2), vec![2, n]);
+    let out = hq2.ok(&["rekey"]);
+    assert!(out.contains("key number 2"), "{out}");
+    hq2.ok(&["put", "visits", "h2", "village=Restored"]);
+    exchange(&[&hq2, &a, &b], &stick);
+    for l in [&a, &b] {
+        assert!(ids(l, "visits").contains(&"h2".to_string()));
+        assert!(
+            epoch_key_of(l, 2, n as u32).is_some(),
+            "{}",
+            l.home.display()
+        );
+    }
 }

@@ -75,6 +75,8 @@ pub(crate) struct Head {
     pub sender: u64,
     /// 0 below version 5.
     pub epoch: u64,
+    /// The admin that began the epoch (1 but in version 9).
+    pub signer: u64,
     /// The length of the grant it carries.
     pub grant: u64,
 }
@@ -99,22 +101,35 @@ pub(crate) fn head(bundle: &Path) -> Head {
     let mut i = 10; // magic, version, dataset id
     let sender = leb(&b, &mut i);
     i += 16; // salt
-    let (epoch, grant) = if version == 5 || version == 7 {
-        let e = leb(&b, &mut i);
-        (e, leb(&b, &mut i))
-    } else {
-        (0, 0)
+    let (epoch, signer, grant) = match version {
+        5 | 7 => {
+            let e = leb(&b, &mut i);
+            (e, 1, leb(&b, &mut i))
+        }
+        9 => {
+            let e = leb(&b, &mut i);
+            let s = leb(&b, &mut i);
+            (e, s, leb(&b, &mut i))
+        }
+        _ => (0, 1, 0),
     };
     Head {
         version,
         sender,
         epoch,
+        signer,
         grant,
     }
 }
 
-/// The key of `epoch` a laptop's home holds, if any (no ferry may run on it).
+/// The key of the founder's epoch `epoch` a laptop's home holds, if any (no ferry may run
+/// on it).
 pub(crate) fn epoch_key(l: &Laptop, epoch: u32) -> Option<DatasetKey> {
+    epoch_key_of(l, epoch, 1)
+}
+
+/// The key of epoch `number` begun by admin `signer` a laptop's home holds, if any.
+pub(crate) fn epoch_key_of(l: &Laptop, number: u32, signer: u32) -> Option<DatasetKey> {
     let key0 = DatasetKey(dataset_key(l));
     let mut store = ferry_store::Store::open(&l.home.join("ferry.db")).expect("open store");
     let tx = store.read().expect("read store");
@@ -122,7 +137,11 @@ pub(crate) fn epoch_key(l: &Laptop, epoch: u32) -> Option<DatasetKey> {
         None => Keyring::new(key0),
         Some(b) => Keyring::from_bytes(key0, &b).expect("keyring"),
     };
-    ring.key(epoch).cloned()
+    ring.key(ferry_bundle::EpochId {
+        number,
+        signer: ferry_model::MemberId(signer),
+    })
+    .cloned()
 }
 
 /// Whether `key` opens a bundle: it decrypts and its first item is the receipt.

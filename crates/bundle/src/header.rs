@@ -24,24 +24,28 @@ pub const VERSION_GHOSTS: u8 = 3;
 pub const VERSION_ADMINS: u8 = 7;
 
 /// The versions this crate reads.
-pub const READ_VERSIONS: [u8; 4] = [
+pub const READ_VERSIONS: [u8; 5] = [
     VERSION,
     VERSION_GHOSTS,
     crate::VERSION_EPOCHS,
     VERSION_ADMINS,
+    crate::VERSION_KEYS,
 ];
 
-/// Whether a snapshot record state of format `version` carries ghosts (versions 3, 5, 7).
+/// Whether a snapshot record state of format `version` carries ghosts (versions 3, 5, 7, 8).
 pub fn carries_ghosts(version: u8) -> bool {
     matches!(
         version,
-        VERSION_GHOSTS | crate::VERSION_EPOCHS | VERSION_ADMINS
+        VERSION_GHOSTS | crate::VERSION_EPOCHS | VERSION_ADMINS | crate::VERSION_KEYS
     )
 }
 
-/// Whether a header of format `version` holds the key epoch and a grant (versions 5, 7).
+/// Whether a header of format `version` holds the key epoch and a grant (versions 5, 7, 8).
 fn has_epoch(version: u8) -> bool {
-    version == crate::VERSION_EPOCHS || version == VERSION_ADMINS
+    matches!(
+        version,
+        crate::VERSION_EPOCHS | VERSION_ADMINS | crate::VERSION_KEYS
+    )
 }
 
 /// The plaintext start of a bundle: what a reader needs before it can decrypt (27–31 bytes).
@@ -56,7 +60,9 @@ pub struct Header {
     pub salt: [u8; 16],
     /// The key epoch that sealed it (0: the dataset key; version 5 only for 1 and more).
     pub epoch: u32,
-    /// An epoch grant (bundles/SPEC.md §14), or empty; only in version 5.
+    /// The admin that began that epoch: member 1 but in version 9 (bundles/SPEC.md §16).
+    pub signer: MemberId,
+    /// An epoch grant (bundles/SPEC.md §14), or empty; only in versions 5, 7 and 8.
     pub grant: Vec<u8>,
 }
 
@@ -68,7 +74,16 @@ impl Header {
             sender,
             salt,
             epoch: 0,
+            signer: MemberId(1),
             grant: Vec::new(),
+        }
+    }
+
+    /// The key epoch that sealed the bundle.
+    pub fn epoch_id(&self) -> crate::EpochId {
+        crate::EpochId {
+            number: self.epoch,
+            signer: self.signer,
         }
     }
 
@@ -76,7 +91,9 @@ impl Header {
     /// `payload_version` (1, or 3 for a snapshot with ghosts, or 7 in a dataset with more
     /// than one admin): otherwise a sealed bundle of an epoch after 0 is version 5.
     pub fn version_for(&self, plaintext: bool, payload_version: u8) -> u8 {
-        if payload_version == VERSION_ADMINS {
+        if payload_version == crate::VERSION_KEYS && !plaintext {
+            crate::VERSION_KEYS
+        } else if payload_version >= VERSION_ADMINS {
             VERSION_ADMINS
         } else if !plaintext && self.epoch > 0 {
             crate::VERSION_EPOCHS
@@ -106,6 +123,9 @@ impl Header {
         out.extend_from_slice(&self.salt);
         if has_epoch(version) {
             varint(&mut out, self.epoch as u64);
+            if version == crate::VERSION_KEYS {
+                varint(&mut out, self.signer.0 as u64);
+            }
             varint(&mut out, self.grant.len() as u64);
             out.extend_from_slice(&self.grant);
         }
@@ -160,14 +180,17 @@ impl Header {
         for b in &mut salt {
             *b = byte()?;
         }
-        let (mut epoch, mut len) = (0, 0);
+        let (mut epoch, mut signer, mut len) = (0, 1, 0);
         if has_epoch(v) {
             epoch = varint32(&mut byte)?;
+            if v == crate::VERSION_KEYS {
+                signer = varint32(&mut byte)?;
+            }
             len = varint32(&mut byte)? as usize;
-            // Version 5 is only for epochs after 0; version 7 may name epoch 0 (the
-            // dataset key), without a grant.
-            let zero = epoch == 0 && (v == crate::VERSION_EPOCHS || len > 0);
-            if zero || epoch > crate::MAX_EPOCH || len > crate::MAX_GRANT {
+            // Version 5 is only for epochs after 0; versions 7 and 8 may name epoch 0 (the
+            // dataset key, member 1's), without a grant.
+            let zero = epoch == 0 && (v == crate::VERSION_EPOCHS || len > 0 || signer != 1);
+            if zero || signer == 0 || epoch > crate::MAX_EPOCH || len > crate::MAX_GRANT {
                 return Err(BundleError::BadHeader);
             }
         }
@@ -183,6 +206,7 @@ impl Header {
                 sender: MemberId(sender),
                 salt,
                 epoch,
+                signer: MemberId(signer),
                 grant,
             },
             raw,

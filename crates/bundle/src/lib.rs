@@ -43,8 +43,8 @@ pub mod stream;
 mod writer;
 
 pub use grant::{
-    EpochGrant, GrantBody, GrantError, Keyring, Learned, MAX_EPOCH, MAX_GRANT, Removal,
-    VERSION_EPOCHS, Wrap, grant_message,
+    EpochGrant, EpochId, GrantBody, GrantError, Keyring, Learned, MAX_EPOCH, MAX_GRANT, Removal,
+    Standing, VERSION_EPOCHS, VERSION_KEYS, Wrap, grant_message,
 };
 pub use header::{
     DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_ADMINS, VERSION_GHOSTS,

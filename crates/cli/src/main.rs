@@ -88,20 +88,19 @@ member and cancels the invitation for every laptop.
 Exit status: 0 written; 1 failed (not the admin, or FILE already exists); 2 usage mistake
 (no --out, a label another member has, a duration that is not one).")]
     Invite(members::InviteArgs),
-    /// Change the dataset key (the founding laptop only): bundles from now on use a new key
-    /// every member receives, sealed to it alone
+    /// Change the dataset key (admins only): bundles from now on use a new key every member
+    /// receives, sealed to it alone
     #[command(after_help = "\
 Examples:
   ferry rekey
 
 For when an invitation file or a laptop's disk may have been copied. Every member receives
 the new key with the next bundles; bundles written before stay readable by members.
-Removing a member (ferry member remove) changes the key by itself. Only the laptop that
-created the dataset signs key changes; another admin's removal changes the key when that
-laptop next syncs.
+Removing a member (ferry member remove) changes the key by itself, on whichever admin's
+laptop removes it. Two admins changing the key at the same moment is harmless: every
+laptop seals with the same one of the two.
 
-Exit status: 0 changed; 1 failed (not an admin, or the line says why); 2 usage mistake (an
-admin other than the founding laptop).")]
+Exit status: 0 changed; 1 failed (not an admin, or the line says why).")]
     Rekey,
     /// Write a sealed copy of this laptop's store to FILE (restore it with
     /// `ferry init --join NEW_INVITE --restore FILE`)

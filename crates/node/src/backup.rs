@@ -135,13 +135,6 @@ impl Node {
             let _ = std::fs::remove_file(&copy);
             std::fs::rename(home.db().with_extension("db.new"), home.db())
                 .map_err(|e| NodeError::io("cannot replace", home.db(), e))?;
-            let old = Node::open(home)?;
-            if old.identity().is_founder() {
-                return Err(NodeError::BadArgument(
-                    "this is a backup of the admin's laptop: it cannot join again under a new number (there is one admin); restore the admin's whole home folder instead".into(),
-                ));
-            }
-            drop(old);
             Node::rejoin(home, None, invite, invite_code, true)
         })();
         if result.is_err() {

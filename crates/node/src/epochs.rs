@@ -13,12 +13,12 @@ use crate::identity::Identity;
 use crate::node::KEYRING;
 use crate::time::now_ms;
 use crate::{Node, NodeError};
-use ferry_bundle::{DatasetKey, EpochGrant, Header, Keyring, Removal};
+use ferry_bundle::{DatasetKey, EpochGrant, EpochId, Header, Keyring, Removal, Standing};
 use ferry_model::{Change, MemberId, Op, Value};
 use ferry_store::StoreTx;
 use ferry_sync::Storage;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What `ferry member remove` or `ferry rekey` did.
 #[derive(Clone, Debug, Serialize)]
@@ -31,9 +31,6 @@ pub struct RekeyReport {
     pub epoch: u32,
     /// How many members the new key was sealed to (this laptop included).
     pub members: usize,
-    /// The key changes later: a removal by an admin other than the founder, whose laptop
-    /// moves the dataset to a new key when it learns of it (bundles/SPEC.md §15).
-    pub key_pending: bool,
 }
 
 impl Node {
@@ -112,19 +109,6 @@ impl Node {
             }],
             now,
         )?;
-        // Key grants are the founder's to sign (bundles/SPEC.md §14–15): another admin's
-        // removal counts at once, and the founder's laptop changes the key when it learns
-        // of it ([`Node::refresh_grant`]).
-        if !self.id.is_founder() {
-            tx.commit()?;
-            return Ok(RekeyReport {
-                removed: Some((member.0, label)),
-                cutoff: Some(cutoff),
-                epoch: self.keys.current().0,
-                members: 0,
-                key_pending: true,
-            });
-        }
         removed.retain(|r| r.member != member);
         removed.push(Removal { member, cutoff });
         let (ring, members) = new_epoch(&self.keys, &self.id, &mut tx, removed, now)?;
@@ -133,9 +117,8 @@ impl Node {
         Ok(RekeyReport {
             removed: Some((member.0, label)),
             cutoff: Some(cutoff),
-            epoch: self.keys.current().0,
+            epoch: self.keys.current().0.number,
             members,
-            key_pending: false,
         })
     }
 
@@ -144,16 +127,6 @@ impl Node {
     /// readable by members.
     pub fn rekey(&mut self) -> Result<RekeyReport, NodeError> {
         self.require_admin("change the dataset key")?;
-        if !self.id.is_founder() {
-            let founder = self
-                .labels()?
-                .get(&MemberId::ADMIN)
-                .cloned()
-                .unwrap_or_else(|| "#1".into());
-            return Err(NodeError::BadArgument(format!(
-                "only the laptop that founded the dataset ({founder}, #1) signs key changes; a removal made here takes effect in the key when that laptop next syncs"
-            )));
-        }
         let removed = self.removed_in_grants();
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
@@ -164,9 +137,8 @@ impl Node {
         Ok(RekeyReport {
             removed: None,
             cutoff: None,
-            epoch: self.keys.current().0,
+            epoch: self.keys.current().0.number,
             members,
-            key_pending: false,
         })
     }
 
@@ -179,16 +151,67 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// On the founding laptop: moves the dataset to a new key epoch when it holds a removal
-    /// (another admin's, SPEC §15) that no grant announces yet. It writes a change of its
-    /// own, so it runs after bundles are applied (never while a bundle is being planned).
-    pub(crate) fn rekey_for_removals(&mut self) -> Result<(), NodeError> {
-        if !self.id.is_founder() {
+    /// How this laptop judges each key epoch it holds (bundles/SPEC.md §16): an epoch is
+    /// *trusted* unless its signer was removed (a stolen laptop's key is never sealed
+    /// with), and *safe* when, besides, its signer was an admin when it signed (in the
+    /// causal context of its commit `admin_seq`) and no removed member holds its key (the
+    /// grant seals it to none; epoch 0, and an epoch known only from a later grant's
+    /// history, are safe only while nobody was removed).
+    fn standings(&mut self) -> Result<BTreeMap<EpochId, Standing>, NodeError> {
+        let mut tx = self.store.read()?;
+        let mut removed: BTreeSet<MemberId> = BTreeSet::new();
+        tx.for_each_record(ferry_sync::MEMBERS, false, |id, r| {
+            if let (Ok(n), Some(_)) = (id.parse::<u32>(), ferry_sync::removal(Some(r))) {
+                removed.insert(MemberId(n));
+            }
+            Ok(())
+        })?;
+        removed.extend(self.keys.removals());
+        let mut out = BTreeMap::new();
+        for (id, _) in self.keys.keys() {
+            let grant = self.keys.grant_of(id);
+            let trusted = id == EpochId::ZERO || !removed.contains(&id.signer);
+            let safe = trusted
+                && match &grant {
+                    None => removed.is_empty(),
+                    Some(g) => {
+                        !g.body.wraps.iter().any(|w| removed.contains(&w.member))
+                            && ferry_sync::roles::admin_at(&tx, id.signer, g.body.admin_seq)?
+                    }
+                };
+            out.insert(id, Standing { trusted, safe });
+        }
+        Ok(out)
+    }
+
+    /// Chooses the key epoch this laptop seals with ([`Keyring::choose`]) and keeps the
+    /// choice; returns how it judges the one chosen.
+    pub(crate) fn choose_epoch(&mut self) -> Result<Standing, NodeError> {
+        let standings = self.standings()?;
+        let mut ring = self.keys.clone();
+        ring.choose(|id, _| standings.get(&id).copied().unwrap_or_default());
+        if ring != self.keys {
+            let tx = self.store.transaction(now_ms())?;
+            tx.set_meta(KEYRING, &ring.to_bytes())?;
+            tx.commit()?;
+            self.keys = ring;
+        }
+        Ok(standings
+            .get(&self.keys.current().0)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    /// After bundles are applied: chooses the epoch to seal with, and on an admin's laptop
+    /// begins a new one when none it holds is safe — a removal (its own or another
+    /// admin's) that no epoch excludes yet, or a key whose signer was removed or was no
+    /// admin (bundles/SPEC.md §16). It writes a change of its own, so it runs after
+    /// bundles are applied (never while a bundle is being planned).
+    pub(crate) fn rekey_if_unsafe(&mut self) -> Result<(), NodeError> {
+        if self.choose_epoch()?.safe || !self.is_admin()? {
             return Ok(());
         }
         let now = now_ms();
-        let announced: BTreeSet<MemberId> =
-            self.removed_in_grants().iter().map(|r| r.member).collect();
         let mut tx = self.store.transaction(now)?;
         let joined: BTreeSet<MemberId> = tx.members()?.iter().map(|m| m.member).collect();
         let mut news = Vec::new();
@@ -203,25 +226,23 @@ impl Node {
             }
             Ok(())
         })?;
-        if news.iter().any(|r| !announced.contains(&r.member)) {
-            let (ring, _) = begin_epoch(&self.engine, &self.keys, &self.id, &mut tx, news, now)?;
-            tx.commit()?;
-            self.keys = ring;
-        }
+        let (ring, _) = begin_epoch(&self.engine, &self.keys, &self.id, &mut tx, news, now)?;
+        tx.commit()?;
+        self.keys = ring;
         Ok(())
     }
 
-    /// The admin keeps its grant covering every member: a laptop that joined after the key
-    /// changed (with an invitation made before) gets the key in a new grant of the same
-    /// epoch. Run before the admin writes a bundle.
+    /// The admin that began the epoch this laptop seals with keeps its grant covering every
+    /// member: a laptop that joined after the key changed (with an invitation made before)
+    /// gets the key in a new grant of the same epoch. Run before a bundle is written.
     pub(crate) fn refresh_grant(&mut self) -> Result<(), NodeError> {
-        if !self.id.is_founder() {
-            return Ok(());
-        }
-        let now = now_ms();
         let Some(grant) = self.keys.current_grant() else {
             return Ok(());
         };
+        if grant.body.signer != self.id.me || !self.is_admin()? {
+            return Ok(());
+        }
+        let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         let mut members = grant_members(&mut tx)?;
         // Never a member the grant itself removes.
@@ -230,22 +251,23 @@ impl Node {
         if members.iter().all(|(m, _)| covered.contains(m)) {
             return Ok(());
         }
-        let history = self.keys.history().ok_or_else(|| {
-            NodeError::BadArgument("this laptop lacks an earlier key epoch".into())
-        })?;
-        let (key, earlier) = history.split_last().expect("epoch 0 at least");
-        let admin_seq = tx.chain(self.id.me)?.map_or(0, |c| c.seq);
-        let wider = EpochGrant::issue(
-            &self.id.secret,
-            self.id.dataset,
-            key,
-            earlier,
-            admin_seq.max(grant.body.admin_seq),
+        let (id, key) = self.keys.current();
+        let key = key.clone();
+        let admin_seq = tx
+            .chain(self.id.me)?
+            .map_or(0, |c| c.seq)
+            .max(grant.body.admin_seq);
+        let wider = issue(
+            &self.keys,
+            &self.id,
+            id,
+            &key,
+            admin_seq,
             grant.body.at_ms,
             grant.body.removed.clone(),
             &members,
-            crate::node::random(),
-        );
+            grant.body.version,
+        )?;
         let mut ring = self.keys.clone();
         ring.install(&[], Some(&wider));
         tx.set_meta(KEYRING, &ring.to_bytes())?;
@@ -254,25 +276,42 @@ impl Node {
         Ok(())
     }
 
-    /// Learns the keys a bundle's header grants this laptop (kept at once: a grant the
-    /// admin signed is good whatever the rest of the bundle turns out to be).
-    pub(crate) fn learn_keys(&mut self, header: &Header) -> Result<(), NodeError> {
+    /// Learns the keys a bundle's header (of format `version`) grants this laptop, kept at
+    /// once: a grant a member signed gives keys to read with whatever the rest of the
+    /// bundle turns out to be (what is read is checked by its own signatures). Whether it
+    /// is sealed with, and whether the removals it announces count, depends on whether its
+    /// signer is an admin that was not removed ([`Node::choose_epoch`]).
+    pub(crate) fn learn_keys(&mut self, header: &Header, version: u8) -> Result<(), NodeError> {
         if header.grant.is_empty() {
             return Ok(());
         }
-        let Ok(grant) = EpochGrant::from_bytes(&header.grant, self.id.dataset, &self.id.admin_key)
-        else {
+        let grant = {
+            let tx = self.store.read()?;
+            let admin = self.id.admin_key;
+            let key_of = |m: MemberId| match m {
+                MemberId::ADMIN => Some(admin),
+                m => tx.member(m).ok().flatten().map(|i| i.key),
+            };
+            EpochGrant::from_bytes(&header.grant, self.id.dataset, version, key_of)
+        };
+        let Ok(grant) = grant else {
             return Ok(());
         };
-        // The founding laptop was removed (lost or stolen): its key changes count for nothing.
-        let founder = self.store.read()?.record(ferry_sync::MEMBERS, "1")?;
-        if ferry_sync::removal(founder.as_ref()).is_some() && !self.id.is_founder() {
+        if grant.body.id() != header.epoch_id() {
             return Ok(());
         }
-        // The removals it announces count at once (the admin signed them) — unless the
-        // founding laptop was demoted (lost or stolen, say): then only the removal records
-        // of the admins count, when they apply.
-        if self.admins()?.contains(&MemberId::ADMIN) {
+        let signer = grant.body.signer;
+        // The removals it announces count at once when its signer is an admin that was not
+        // removed (a stolen or demoted admin's laptop removes nobody): else only the
+        // admins' removal records count, when they apply.
+        let trusted = {
+            let tx = self.store.read()?;
+            let rec = tx.record(ferry_sync::MEMBERS, &signer.0.to_string())?;
+            ferry_sync::removal(rec.as_ref()).is_none()
+                && ferry_sync::roles::admin_at(&tx, signer, grant.body.admin_seq)?
+        };
+        let mut ring = self.keys.clone();
+        if trusted {
             let mut tx = self.store.transaction(now_ms())?;
             let mut news = false;
             for r in &grant.body.removed {
@@ -282,24 +321,24 @@ impl Node {
             if news {
                 self.engine.honour_grant(&mut tx, &grant)?;
                 tx.commit()?;
+            } else {
+                drop(tx);
+            }
+            ring.note_removals(&grant);
+            if let Some(r) = grant.body.removed.iter().find(|r| r.member == self.id.me) {
+                if self.keys.key(grant.body.id()).is_none() {
+                    self.remember_removed(r.cutoff, grant.body.at_ms)?;
+                }
             }
         }
-        let mut ring = self.keys.clone();
-        let learned = ring.learn(
-            &header.grant,
-            self.id.dataset,
-            &self.id.admin_key,
-            self.id.me,
-            &self.id.secret,
-        );
-        // Whatever it gave (keys, a grant to carry, removals it announced), even if it does
-        // not open here.
-        let _ = learned;
+        // Whatever it gave (keys, a grant to carry), even if it does not open here.
+        let _ = ring.learn(&grant, self.id.dataset, self.id.me, &self.id.secret);
         if ring != self.keys {
             let tx = self.store.transaction(now_ms())?;
             tx.set_meta(KEYRING, &ring.to_bytes())?;
             tx.commit()?;
             self.keys = ring;
+            self.choose_epoch()?;
         }
         Ok(())
     }
@@ -330,19 +369,20 @@ impl Node {
     }
 
     /// Whether bundles should carry the current grant: some member this laptop writes for
-    /// (`to`, or every member for a shared medium) is not known to hold the admin's change
+    /// (`to`, or every member for a shared medium) is not known to hold the signer's change
     /// that began the epoch.
     pub(crate) fn grant_needed(&mut self, to: Option<MemberId>) -> Result<bool, NodeError> {
-        let Some((seq, _)) = self.keys.grant() else {
+        let Some((seq, _, _)) = self.keys.grant() else {
             return Ok(false);
         };
+        let signer = self.keys.current().0.signer;
         let peers = match to {
             Some(m) => vec![m],
             None => self.known_peers()?,
         };
         let tx = self.store.read()?;
         for p in peers {
-            if p != MemberId::ADMIN && tx.peer(p)?.get(MemberId::ADMIN) < seq {
+            if p != signer && tx.peer(p)?.get(signer) < seq {
                 return Ok(true);
             }
         }
@@ -420,7 +460,7 @@ fn begin_epoch(
     removed: Vec<Removal>,
     now: u64,
 ) -> Result<(Keyring, usize), NodeError> {
-    let next = keys.current().0 + 1;
+    let next = keys.newest().number + 1;
     engine.commit_local(
         tx,
         vec![Change::Record {
@@ -433,8 +473,9 @@ fn begin_epoch(
     new_epoch(keys, id, tx, removed, now)
 }
 
-/// Draws the next epoch's key and seals it to the members in a grant, kept (in `tx`) with
-/// the keyring it returns. Also returns how many members the grant is for.
+/// Draws the next epoch's key (numbered one past the newest held) and seals it to the
+/// members in a grant signed by this laptop, kept (in `tx`) with the keyring it returns,
+/// which seals with it. Also returns how many members the grant is for.
 fn new_epoch(
     keys: &Keyring,
     id: &Identity,
@@ -442,10 +483,8 @@ fn new_epoch(
     removed: Vec<Removal>,
     now: u64,
 ) -> Result<(Keyring, usize), NodeError> {
-    let history = keys
-        .history()
-        .ok_or_else(|| NodeError::BadArgument("this laptop lacks an earlier key epoch".into()))?;
-    if history.len() > ferry_bundle::MAX_EPOCH as usize {
+    let number = keys.newest().number + 1;
+    if number > ferry_bundle::MAX_EPOCH {
         return Err(NodeError::BadArgument(format!(
             "the dataset has changed its key {} times, the most the format allows",
             ferry_bundle::MAX_EPOCH
@@ -455,23 +494,87 @@ fn new_epoch(
     let mut members = grant_members(tx)?;
     members.retain(|(m, _)| !removed.iter().any(|r| r.member == *m));
     let admin_seq = tx.chain(id.me)?.map_or(0, |c| c.seq);
-    let grant = EpochGrant::issue(
-        &id.secret,
-        id.dataset,
-        &key,
-        &history,
-        admin_seq,
-        now,
-        removed,
-        &members,
-        crate::node::random(),
-    );
-    let mut all = history;
-    all.push(key);
+    let epoch = EpochId {
+        number,
+        signer: id.me,
+    };
+    // Member 1's grants stay version 5 while every epoch is its own (older readers read
+    // them); any other admin's, or one whose history names another admin's epoch, is
+    // version 9 (SPEC §16).
+    let version = if id.me == MemberId::ADMIN && !keys.has_other_signers() {
+        ferry_bundle::VERSION_EPOCHS
+    } else {
+        ferry_bundle::VERSION_KEYS
+    };
+    let grant = issue(
+        keys, id, epoch, &key, admin_seq, now, removed, &members, version,
+    )?;
     let mut ring = keys.clone();
-    ring.install(&all, Some(&grant));
+    ring.install(&[(epoch, key)], Some(&grant));
     tx.set_meta(KEYRING, &ring.to_bytes())?;
     Ok((ring, members.len()))
+}
+
+/// Signs a grant of `epoch` with `key` in format `version`, carrying every other key
+/// `keys` holds.
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    keys: &Keyring,
+    id: &Identity,
+    epoch: EpochId,
+    key: &DatasetKey,
+    admin_seq: u64,
+    at_ms: u64,
+    removed: Vec<Removal>,
+    members: &[(MemberId, ferry_model::crypto::PublicKey)],
+    version: u8,
+) -> Result<EpochGrant, NodeError> {
+    if version == ferry_bundle::VERSION_EPOCHS {
+        let mut history = keys.founder_history().ok_or_else(|| {
+            NodeError::BadArgument("this laptop lacks an earlier key epoch".into())
+        })?;
+        history.truncate(epoch.number as usize);
+        if history.len() != epoch.number as usize {
+            return Err(NodeError::BadArgument(
+                "this laptop lacks an earlier key epoch".into(),
+            ));
+        }
+        return Ok(EpochGrant::issue(
+            &id.secret,
+            id.dataset,
+            key,
+            &history,
+            admin_seq,
+            at_ms,
+            removed,
+            members,
+            crate::node::random(),
+        ));
+    }
+    let history: Vec<_> = keys
+        .history()
+        .into_iter()
+        .filter(|(e, _)| e.number < epoch.number)
+        .collect();
+    Ok(EpochGrant::issue_v8(
+        &id.secret,
+        id.dataset,
+        key,
+        &history,
+        ferry_bundle::GrantBody {
+            version,
+            epoch: epoch.number,
+            signer: epoch.signer,
+            admin_seq,
+            at_ms,
+            removed,
+            ephemeral: [0; 32],
+            wraps: Vec::new(),
+            history: Vec::new(),
+        },
+        members,
+        crate::node::random(),
+    ))
 }
 
 impl Node {
@@ -616,10 +719,14 @@ mod tests {
         std::fs::create_dir_all(&other).unwrap();
         let wrote = hq.sync(&other, &NoProgress).unwrap();
         let read = a.sync(&other, &NoProgress).unwrap();
+        assert!(
+            a.keys.key(EpochId::founder(1)).is_some(),
+            "the grant was read: {wrote:?} {read:?}"
+        );
         assert_eq!(
             a.keys.current().0,
-            1,
-            "the grant was read: {wrote:?} {read:?}"
+            EpochId::ZERO,
+            "but its key is not sealed with"
         );
         assert_eq!(a.store.read().unwrap().frozen(MemberId(3)).unwrap(), None);
         // clinic-b's new changes still count at clinic-a.
@@ -651,7 +758,7 @@ mod tests {
         hq.promote("clinic-a").unwrap();
         sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
         let r = a.remove_member("hq", Some("stolen")).unwrap();
-        assert!(r.key_pending);
+        assert_eq!(r.epoch, 1, "clinic-a changed the key itself");
         // The thief, not knowing, changes the key.
         let thief = hq.rekey().unwrap();
         assert_eq!(thief.epoch, 1);
@@ -662,8 +769,205 @@ mod tests {
         hq.sync(&other, &NoProgress).unwrap();
         a.sync(&other, &NoProgress).unwrap();
         b.sync(&other, &NoProgress).unwrap();
+        let by_a = EpochId {
+            number: 1,
+            signer: MemberId(2),
+        };
         for n in [&a, &b] {
-            assert_eq!(n.keys.current().0, 0, "no key of the thief's");
+            assert_eq!(n.keys.current().0, by_a, "no key of the thief's");
         }
+        assert!(
+            hq.keys.key(by_a).is_none(),
+            "the thief never got clinic-a's key"
+        );
+    }
+
+    fn put(n: &mut Node, id: &str) {
+        n.put("visits", id, &[("village".into(), Value::Str(id.into()))])
+            .unwrap();
+    }
+
+    fn stick(base: &Path, name: &str) -> std::path::PathBuf {
+        let p = base.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// The founding laptop is away for good; another admin removes a member: the key
+    /// changes at once, the others seal with the new key (version 9), and the removed
+    /// laptop reads nothing written after.
+    #[test]
+    fn another_admin_changes_the_key_when_it_removes_with_the_founder_away() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let first = stick(base, "first");
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        let mut c = join(&mut hq, base, "clinic-c");
+        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        hq.promote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        // From here on the founding laptop never syncs again.
+        let r = a.remove_member("clinic-b", Some("left")).unwrap();
+        let by_a = EpochId {
+            number: 1,
+            signer: MemberId(2),
+        };
+        assert_eq!((r.epoch, a.keys.current().0), (1, by_a));
+        put(&mut a, "after-removal-a");
+        let field = stick(base, "field");
+        for _ in 0..2 {
+            for n in [&mut a, &mut c, &mut b] {
+                n.sync(&field, &NoProgress).unwrap();
+            }
+        }
+        assert_eq!(
+            c.keys.current().0,
+            by_a,
+            "clinic-c seals with clinic-a's key"
+        );
+        put(&mut c, "after-removal-c");
+        c.sync(&field, &NoProgress).unwrap();
+        a.sync(&field, &NoProgress).unwrap();
+        b.sync(&field, &NoProgress).unwrap();
+        assert!(a.get("visits", "after-removal-c").unwrap().is_some());
+        assert!(c.get("visits", "after-removal-a").unwrap().is_some());
+        for id in ["after-removal-a", "after-removal-c"] {
+            assert!(
+                b.get("visits", id).unwrap().is_none(),
+                "{id} reached the removed laptop"
+            );
+        }
+        assert!(b.keys.key(by_a).is_none());
+        assert!(
+            b.removed_here().unwrap().is_some(),
+            "clinic-b is told it was removed"
+        );
+        // What clinic-c writes is version 9, sealed under clinic-a's epoch.
+        let mut nine = 0;
+        let mut dirs = vec![field.clone()];
+        while let Some(d) = dirs.pop() {
+            for f in std::fs::read_dir(&d).unwrap().flatten() {
+                if f.path().is_dir() {
+                    dirs.push(f.path());
+                } else if let Some((h, v)) = crate::exchange::header_of_for_tests(&f.path()) {
+                    if h.sender == MemberId(4) && h.epoch_id() == by_a {
+                        assert_eq!(v, ferry_bundle::VERSION_KEYS);
+                        nine += 1;
+                    }
+                }
+            }
+        }
+        assert!(nine > 0, "clinic-c wrote under clinic-a's key");
+    }
+
+    /// Two admins remove the same member at once, each changing the key: every laptop ends
+    /// up sealing with the same epoch (the lower signer's), and the removed one reads none.
+    #[test]
+    fn two_admins_removing_at_once_agree_on_one_key() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let first = stick(base, "first");
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        let mut c = join(&mut hq, base, "clinic-c");
+        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        hq.promote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        hq.remove_member("clinic-b", None).unwrap();
+        a.remove_member("clinic-b", None).unwrap();
+        let (e1, e2) = (
+            EpochId::founder(1),
+            EpochId {
+                number: 1,
+                signer: MemberId(2),
+            },
+        );
+        assert_eq!((hq.keys.current().0, a.keys.current().0), (e1, e2));
+        let later = stick(base, "later");
+        for _ in 0..3 {
+            for n in [&mut hq, &mut a, &mut c, &mut b] {
+                n.sync(&later, &NoProgress).unwrap();
+            }
+        }
+        for n in [&hq, &a, &c] {
+            assert_eq!(n.keys.current().0, e1, "{}", n.id.label);
+        }
+        assert!(b.keys.key(e1).is_none() && b.keys.key(e2).is_none());
+        put(&mut c, "c-after");
+        c.sync(&later, &NoProgress).unwrap();
+        hq.sync(&later, &NoProgress).unwrap();
+        a.sync(&later, &NoProgress).unwrap();
+        b.sync(&later, &NoProgress).unwrap();
+        assert!(hq.get("visits", "c-after").unwrap().is_some());
+        assert!(a.get("visits", "c-after").unwrap().is_some());
+        assert!(b.get("visits", "c-after").unwrap().is_none());
+    }
+
+    /// A member (no admin) signs a grant of a key it chose that leaves another member out:
+    /// the others read its bundles with that key, but never seal with it, so nobody is cut
+    /// off and the member does not choose the dataset's key.
+    #[test]
+    fn a_members_own_key_change_is_read_with_but_never_sealed_with() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let first = stick(base, "first");
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        // clinic-b, a member, begins "epoch 1" itself and seals it to clinic-a only.
+        put(&mut b, "from-b");
+        let now = now_ms();
+        let mut tx = b.store.transaction(now).unwrap();
+        let mut members = grant_members(&mut tx).unwrap();
+        members.retain(|(m, _)| *m != MemberId::ADMIN);
+        let mine = EpochId {
+            number: 1,
+            signer: MemberId(3),
+        };
+        let key = DatasetKey(crate::node::random());
+        let head = tx.chain(b.id.me).unwrap().map_or(0, |c| c.seq);
+        let g = issue(
+            &b.keys,
+            &b.id,
+            mine,
+            &key,
+            head,
+            now,
+            vec![],
+            &members,
+            ferry_bundle::VERSION_KEYS,
+        )
+        .unwrap();
+        let mut ring = b.keys.clone();
+        ring.install(&[(mine, key)], Some(&g));
+        tx.set_meta(KEYRING, &ring.to_bytes()).unwrap();
+        tx.commit().unwrap();
+        b.keys = ring;
+        let other = stick(base, "other");
+        b.sync(&other, &NoProgress).unwrap();
+        a.sync(&other, &NoProgress).unwrap();
+        assert!(
+            a.get("visits", "from-b").unwrap().is_some(),
+            "read with b's key"
+        );
+        assert!(a.keys.key(mine).is_some());
+        assert_eq!(a.keys.current().0, EpochId::ZERO, "but not sealed with it");
+        // What clinic-a writes and relays (clinic-b's visit too) is sealed with the dataset's
+        // key, which hq holds.
+        put(&mut a, "from-a");
+        let to_hq = stick(base, "to-hq");
+        a.sync(&to_hq, &NoProgress).unwrap();
+        hq.sync(&to_hq, &NoProgress).unwrap();
+        for id in ["from-a", "from-b"] {
+            assert!(
+                hq.get("visits", id).unwrap().is_some(),
+                "hq is not cut off: {id}"
+            );
+        }
+        assert!(hq.keys.key(mine).is_none());
     }
 }

@@ -532,8 +532,8 @@ impl Node {
         // And the key grants in any file's header before anything applies: a removal they
         // announce counts before the removed laptop's later bundles on the same medium.
         for f in &files {
-            if let Some(header) = header_of(&f.path) {
-                self.learn_keys(&header)?;
+            if let Some((header, version)) = header_of(&f.path) {
+                self.learn_keys(&header, version)?;
             }
         }
         let mut waiting: Vec<(usize, Found)> = Vec::new();
@@ -879,7 +879,7 @@ impl Node {
         // A removal another admin made, just applied here: the founding laptop moves the
         // dataset to a new key before anything it writes next is planned (SPEC §15).
         if matches!(outcome.result, FileResult::Applied { .. }) {
-            self.rekey_for_removals()?;
+            self.rekey_if_unsafe()?;
         }
         Ok(outcome)
     }
@@ -951,7 +951,8 @@ impl Node {
         };
         // A grant in the header gives this laptop a new key epoch before it reads on.
         if let Ok(Ok((opener, _))) = open(&crate::NoProgress) {
-            self.learn_keys(opener.header())?;
+            let version = opener.version();
+            self.learn_keys(opener.header(), version)?;
         }
         let now = now_ms();
         let labels = self.labels()?;
@@ -1775,13 +1776,23 @@ impl Node {
         // Read-only: what the header grants is used for this look, not kept.
         let engine = self.engine.clone();
         let mut key = self.keys.clone();
-        let _ = key.learn(
-            &header.grant,
-            self.id.dataset,
-            &self.id.admin_key,
-            self.id.me,
-            &self.id.secret,
-        );
+        {
+            let tx = self.store.read()?;
+            let admin = self.id.admin_key;
+            let key_of = |m: MemberId| match m {
+                MemberId::ADMIN => Some(admin),
+                m => tx.member(m).ok().flatten().map(|i| i.key),
+            };
+            let version = opener.version();
+            if let Ok(g) = ferry_bundle::EpochGrant::from_bytes(
+                &header.grant,
+                self.id.dataset,
+                version,
+                key_of,
+            ) {
+                let _ = key.learn(&g, self.id.dataset, self.id.me, &self.id.secret);
+            }
+        }
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         // Plaintext bundles are inspected too; the report says that import refuses them.
@@ -1871,18 +1882,24 @@ fn fill_verify(
 /// Where a file goes in the order of reading: 0 when its header names the founding admin as
 /// its sender, 1 another admin, 2 anyone else (or not a bundle).
 fn admin_rank(path: &Path, admins: &[MemberId]) -> u8 {
-    match header_of(path).map(|h| h.sender) {
+    match header_of(path).map(|(h, _)| h.sender) {
         Some(MemberId::ADMIN) => 0,
         Some(m) if admins.contains(&m) => 1,
         _ => 2,
     }
 }
 
-/// A file's bundle header, grant included, if it reads as one.
-fn header_of(path: &Path) -> Option<ferry_bundle::Header> {
+/// [`header_of`], for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn header_of_for_tests(path: &Path) -> Option<(ferry_bundle::Header, u8)> {
+    header_of(path)
+}
+
+/// A file's bundle header, grant included, and its version, if it reads as one.
+fn header_of(path: &Path) -> Option<(ferry_bundle::Header, u8)> {
     let f = std::fs::File::open(path).ok()?;
     let limit = 64 + ferry_bundle::MAX_GRANT as u64;
     ferry_bundle::Header::read(&mut io::BufReader::new(f).take(limit))
         .ok()
-        .map(|(h, _)| h)
+        .map(|(h, raw)| (h, raw[1]))
 }

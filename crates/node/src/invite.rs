@@ -234,6 +234,11 @@ pub struct InviteExtras {
     /// founding admin's key and label. The invitation's own admin key and label are then
     /// the inviting admin's.
     pub founder: Option<Founder>,
+    /// The keys of key epochs begun by other admins than the founder, or not numbered
+    /// densely (bundles/SPEC.md §16): (number, signer, key). Written after the fields above
+    /// only when there are any, so a file without them is what earlier ferry wrote.
+    #[serde(skip)]
+    pub other_epochs: Vec<(u32, u32, [u8; 32])>,
 }
 
 /// The founding admin, as an invitation by another admin names it.
@@ -282,6 +287,9 @@ pub fn seal_with(
     let mut body = postcard::to_allocvec(inv).expect("an invitation encodes");
     if extras != InviteExtras::default() {
         body.extend(postcard::to_allocvec(&extras).expect("extras encode"));
+        if !extras.other_epochs.is_empty() {
+            body.extend(postcard::to_allocvec(&extras.other_epochs).expect("keys encode"));
+        }
     }
     ChaCha20Poly1305::new(Key::from_slice(&key))
         .encrypt_in_place(&Nonce::default(), &out, &mut body)
@@ -371,17 +379,26 @@ impl Sealed<'_> {
         // file from the ferry that wrote only an expiry holds just that.)
         let extras = match postcard::take_from_bytes::<InviteExtras>(rest) {
             Ok((extras, [])) => extras,
+            Ok((extras, more)) => match postcard::from_bytes::<Vec<(u32, u32, [u8; 32])>>(more) {
+                Ok(other_epochs) if !other_epochs.is_empty() => InviteExtras {
+                    other_epochs,
+                    ..extras
+                },
+                _ => return Err(OpenError::Damaged),
+            },
             _ => match postcard::take_from_bytes::<ExtrasEpochs>(rest) {
                 Ok((old, [])) => InviteExtras {
                     expires_ms: old.expires_ms,
                     epoch_keys: old.epoch_keys,
                     founder: None,
+                    other_epochs: Vec::new(),
                 },
                 _ => match postcard::take_from_bytes::<ExtrasExpiry>(rest) {
                     Ok((old, [])) => InviteExtras {
                         expires_ms: old.expires_ms,
                         epoch_keys: Vec::new(),
                         founder: None,
+                        other_epochs: Vec::new(),
                     },
                     _ => return Err(OpenError::Damaged),
                 },
@@ -546,8 +563,20 @@ mod tests {
                 key: [6; 32],
                 label: "hq".into(),
             }),
+            other_epochs: Vec::new(),
         };
         let with = seal_with(&inv, extras.clone(), &code(), [1; 16], FAST);
+        // Keys of epochs other admins began travel after the rest, only when there are any.
+        let others = InviteExtras {
+            other_epochs: vec![(1, 2, [7; 32]), (2, 1, [8; 32])],
+            ..extras.clone()
+        };
+        let file = seal_with(&inv, others.clone(), &code(), [1; 16], FAST);
+        assert_eq!(file.len(), with.len() + 1 + 2 * 34);
+        let Parsed::Sealed(s) = parse(&file).unwrap() else {
+            panic!("sealed")
+        };
+        assert_eq!(s.open_with_extras(&code()).unwrap(), (inv.clone(), others));
         let without = seal(&inv, &code(), [1; 16], FAST);
         assert_eq!(
             seal_with(&inv, InviteExtras::default(), &code(), [1; 16], FAST),
@@ -592,6 +621,7 @@ mod tests {
                     expires_ms: Some(5),
                     epoch_keys,
                     founder: None,
+                    other_epochs: Vec::new(),
                 }
             );
         }

@@ -5,7 +5,7 @@ use crate::identity::Identity;
 use crate::invite::{self, InviteCode, KdfParams, Parsed};
 use crate::time::now_ms;
 use crate::{NodeError, json};
-use ferry_bundle::{DatasetKey, Keyring};
+use ferry_bundle::{DatasetKey, EpochId, Keyring};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey};
 use ferry_model::{Change, DatasetId, MemberId, Op, RecordState, Rule, Value, limits};
 use ferry_store::{Store, StoreTx};
@@ -596,8 +596,12 @@ impl Node {
         admins.sort_by_key(|m| m.member);
         // The keys of the epochs the dataset went through before the invitation was made.
         let mut keys = Keyring::new(id.dataset_key.clone());
-        let epochs: Vec<DatasetKey> = std::iter::once(id.dataset_key.clone())
-            .chain(extras.epoch_keys.iter().map(|k| DatasetKey(*k)))
+        let epochs: Vec<(EpochId, DatasetKey)> = (extras.epoch_keys.iter().enumerate())
+            .map(|(e, k)| (EpochId::founder(e as u32 + 1), DatasetKey(*k)))
+            .chain(extras.other_epochs.iter().map(|&(number, signer, k)| {
+                let signer = MemberId(signer);
+                (EpochId { number, signer }, DatasetKey(k))
+            }))
             .collect();
         keys.install(&epochs, None);
         Self::init(home, id, admins, Change::Join(proof), keys)
@@ -637,7 +641,7 @@ impl Node {
             let now = now_ms();
             let mut tx = store.transaction(now)?;
             tx.set_meta("identity", &id.to_bytes())?;
-            if keys.current().0 > 0 {
+            if keys.current().0.number > 0 {
                 tx.set_meta(KEYRING, &keys.to_bytes())?;
             }
             for admin in &admins {
@@ -910,12 +914,19 @@ impl Node {
         );
         let code = InviteCode::from_random(random());
         // A laptop invited after a key change reads with the keys of every epoch so far.
-        let epoch_keys = self
-            .keys
-            .keys()
-            .filter(|&(e, _)| e > 0)
-            .map(|(_, k)| k.0)
-            .collect();
+        // Numbered 1, 2, … while every epoch is the founder's (as earlier ferry reads them),
+        // else each with its number and signer.
+        let (epoch_keys, other_epochs) = match self.keys.founder_history() {
+            Some(keys) => (keys.iter().skip(1).map(|k| k.0).collect(), Vec::new()),
+            None => (
+                Vec::new(),
+                self.keys
+                    .keys()
+                    .filter(|&(e, _)| e != EpochId::ZERO)
+                    .map(|(e, k)| (e.number, e.signer.0, k.0))
+                    .collect(),
+            ),
+        };
         // An invitation by another admin than the founder names the founder too.
         let founder = match self.id.me {
             MemberId::ADMIN => None,
@@ -928,6 +939,7 @@ impl Node {
             expires_ms,
             epoch_keys,
             founder,
+            other_epochs,
         };
         let bytes = invite::seal_with(&inv, extras, &code, random(), KdfParams::DEFAULT);
         if let Err(e) = write_private(out, &bytes) {

@@ -301,7 +301,9 @@ impl Node {
         force: bool,
     ) -> Result<(Node, RejoinReport), NodeError> {
         let mut old = Node::open(home)?;
-        if old.id.is_founder() {
+        // The founding laptop joins again only from a backup (`force`), with an invitation
+        // from another admin: a restored founder writing on as member 1 would fork.
+        if old.id.is_founder() && !force {
             return Err(NodeError::BadArgument(
                 "this laptop is the dataset's admin: it cannot join its own dataset again".into(),
             ));
@@ -329,6 +331,12 @@ impl Node {
                 old.id.dataset.to_hex(),
                 inv.admin_label,
                 old.id.dataset_name
+            )));
+        }
+        if old.id.is_founder() && ferry_sync::roles::inviter(inv.member()) == MemberId::ADMIN {
+            return Err(NodeError::BadArgument(format!(
+                "{} was made by the founding laptop itself; a backup of the founding laptop joins again with an invitation from another admin (see `ferry member list`)",
+                invite.path().display()
             )));
         }
         if inv.member() == old.id.me {

@@ -885,7 +885,7 @@ impl Node {
                 // Sealed: whoever wrote it holds the dataset key. Read it to the end.
                 let key = self
                     .keys
-                    .key(opener.header().epoch)
+                    .key(opener.header().epoch_id())
                     .cloned()
                     .unwrap_or_else(|| self.keys.current().1.clone());
                 let whole = opener.decrypt(&key).and_then(|mut r| {
@@ -1021,7 +1021,7 @@ impl Node {
     /// The receipt in a hello (its first item), if it reads.
     fn hello_receipt(&self, data: &[u8]) -> Option<VersionVector> {
         let opener = BundleReader::open(data).ok()?;
-        let key = self.keys.key(opener.header().epoch)?.clone();
+        let key = self.keys.key(opener.header().epoch_id())?.clone();
         let mut r = opener.decrypt(&key).ok()?;
         match r.next_item() {
             Ok(Some(ferry_bundle::Item::Receipt(vv))) => Some(vv),

@@ -313,11 +313,11 @@ pub enum IngestError<E: std::error::Error + 'static> {
     },
     /// The bundle is sealed under a key epoch this node does not hold.
     #[error(
-        "the bundle is sealed with the dataset's key number {epoch}, which this laptop has not received yet; it reads once a bundle from the admin (or one carrying the admin's key grant) arrives"
+        "the bundle is sealed with the dataset's key number {epoch}, which this laptop has not received yet; it reads once a bundle from an admin (or one carrying that key's grant) arrives"
     )]
     NoEpochKey {
         /// The epoch.
-        epoch: u32,
+        epoch: ferry_bundle::EpochId,
     },
     /// The bundle is sealed under a key epoch whose grant removed this laptop.
     #[error(
@@ -2351,17 +2351,22 @@ impl Engine {
         opener: Opener<R>,
         keys: &Keyring,
     ) -> Result<BundleReader<R>, IngestError<E>> {
-        let epoch = opener.header().epoch;
+        let epoch = opener.header().epoch_id();
         let key = match keys.key(epoch) {
             Some(k) => k,
             None if opener.is_plaintext() => keys.current().1,
             None => {
-                // A grant that removes this laptop says so (the reason stays among the
-                // members: only the cutoff and the date travel in clear).
-                let grant = &opener.header().grant;
-                if let Ok(g) =
-                    ferry_bundle::EpochGrant::from_bytes(grant, self.dataset, &self.admin_key)
-                {
+                // A grant of member 1's that removes this laptop says so (the reason stays
+                // among the members: only the cutoff and the date travel in clear). Other
+                // admins' grants are judged by the node, which knows who is an admin.
+                let header = opener.header();
+                let admin = |m: MemberId| (m == MemberId::ADMIN).then_some(self.admin_key);
+                if let Ok(g) = ferry_bundle::EpochGrant::from_bytes(
+                    &header.grant,
+                    self.dataset,
+                    opener.version(),
+                    admin,
+                ) {
                     if let Some(r) = g.body.removed.iter().find(|r| r.member == self.me) {
                         return Err(IngestError::RemovedHere {
                             cutoff: r.cutoff,
@@ -2391,10 +2396,18 @@ impl Engine {
         }
         let mut header = Header::new(self.dataset, self.me, salt);
         let (epoch, key) = keys.current();
-        if !options.plaintext && epoch > 0 {
-            header.epoch = epoch;
+        if !options.plaintext && epoch.number > 0 {
+            header.epoch = epoch.number;
+            header.signer = epoch.signer;
+            let grant = keys.grant();
+            // An epoch another admin began, or a grant that names one (SPEC §16).
+            if epoch.signer != MemberId::ADMIN
+                || grant.is_some_and(|(_, v, _)| v == ferry_bundle::VERSION_KEYS)
+            {
+                options.version = ferry_bundle::VERSION_KEYS;
+            }
             if options.grant {
-                if let Some((_, grant)) = keys.grant() {
+                if let Some((_, _, grant)) = grant {
                     header.grant = grant.to_vec();
                 }
             }
@@ -2512,7 +2525,7 @@ impl Engine {
         // A sealed bundle of a later key epoch is version 5, whose snapshots always carry
         // ghosts (SPEC §14).
         let mut version = options.version;
-        if !options.plaintext && keys.current().0 > 0 {
+        if !options.plaintext && keys.current().0.number > 0 {
             version = ferry_bundle::VERSION_EPOCHS;
         }
         if crate::roles::any(store)? {

@@ -167,6 +167,31 @@ pub fn is_admin_now<S: Storage>(
     is_admin_in(store, m, applied)
 }
 
+/// Whether `m` was an admin when it wrote its commit `seq` (in that commit's causal
+/// context, SPEC §15), for a statement it signed there, such as a key epoch's grant
+/// (SPEC §16). A commit not applied here yet (or compacted away) is judged by what this
+/// laptop has applied; one its author's freeze excludes never makes an admin.
+pub fn admin_at<S: Storage>(
+    store: &S,
+    m: MemberId,
+    seq: u64,
+) -> Result<bool, IngestError<S::Error>> {
+    if st::<S, _>(store.frozen(m))?.is_some_and(|k| seq >= k) {
+        return Ok(false);
+    }
+    match st::<S, _>(store.commit(m, seq))? {
+        Some(c) => {
+            let mut ctx = c.deps.clone();
+            ctx.set(m, seq.saturating_sub(1));
+            is_admin_in(store, m, &ctx)
+        }
+        None => {
+            let applied = st::<S, _>(store.applied())?;
+            is_admin_in(store, m, &applied)
+        }
+    }
+}
+
 /// Whether the dataset has had more than one admin, as far as this store knows: a role
 /// event for a member whose join is known (its bundles are then version 7, SPEC §15).
 pub fn any<S: Storage>(store: &S) -> Result<bool, IngestError<S::Error>> {

@@ -298,7 +298,7 @@ impl SimNode {
     /// current one.
     fn grant(&mut self, key: DatasetKey, next: bool, at_ms: u64) {
         let (members, removed) = self.grant_members();
-        let mut history = self.key.history().expect("every epoch held");
+        let mut history = self.key.founder_history().expect("every epoch held");
         if !next {
             history.pop();
         }
@@ -316,6 +316,11 @@ impl SimNode {
         );
         let mut all = history;
         all.push(key);
+        let all: Vec<_> = all
+            .into_iter()
+            .enumerate()
+            .map(|(e, k)| (ferry_bundle::EpochId::founder(e as u32), k))
+            .collect();
         self.key.install(&all, Some(&grant));
     }
 
@@ -480,19 +485,23 @@ impl SimNode {
         // bundle turns out to be), as the node does.
         if let Ok(opener) = BundleReader::open(bytes) {
             let grant = &opener.header().grant;
+            let admin = |m: MemberId| (m == MemberId::ADMIN).then_some(self.engine.admin_key);
             if let Ok(g) = ferry_bundle::EpochGrant::from_bytes(
                 grant,
                 self.engine.dataset,
-                &self.engine.admin_key,
+                opener.version(),
+                admin,
             ) {
                 let _ = self.engine.honour_grant(&mut self.store, &g);
-                let _ = self.key.learn(
-                    grant,
-                    self.engine.dataset,
-                    &self.engine.admin_key,
-                    self.engine.me,
-                    &self.secret,
-                );
+                self.key.note_removals(&g);
+                let _ = self
+                    .key
+                    .learn(&g, self.engine.dataset, self.engine.me, &self.secret);
+                // Every grant here is the founder's, whom every node trusts.
+                self.key.choose(|_, _| ferry_bundle::Standing {
+                    trusted: true,
+                    safe: true,
+                });
             }
         }
         let before = self.store.clone();

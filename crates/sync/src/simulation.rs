@@ -421,9 +421,7 @@ impl World {
         };
         // An invitation made after a key change carries every epoch's key (as
         // `ferry invite` writes them into the file).
-        if let Some(keys) = self.node(0).key.history() {
-            node.key.install(&keys, None);
-        }
+        node.key.install(&self.node(0).key.history(), None);
         self.nodes[m] = Some(node);
     }
 
@@ -672,7 +670,7 @@ impl World {
         };
         let removed = MemberId(r as u32 + 1);
         let admin_epoch = self.node(0).key.current().0;
-        if self.node(r).key.current().0 != 0 {
+        if self.node(r).key.current().0.number != 0 {
             return Err(format!(
                 "seed {seed}: the removed member {} holds a key of a later epoch",
                 r + 1

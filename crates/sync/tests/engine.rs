@@ -739,7 +739,7 @@ fn a_removed_member_is_refused_after_its_cutoff_and_cannot_read_the_new_key_epoc
 
     // a learns the new key from the grant in h's header, and the removal from h's commits.
     applied(a.ingest(&h).unwrap());
-    assert_eq!(a.key.current().0, 1);
+    assert_eq!(a.key.current().0.number, 1);
     assert_eq!(a.key.current().1, hq.key.current().1);
     // b's bundle made after its cutoff is refused everywhere, with who and why.
     for node in [&mut hq, &mut a] {
@@ -770,12 +770,16 @@ fn a_removed_member_is_refused_after_its_cutoff_and_cannot_read_the_new_key_epoc
         Err(IngestError::RemovedHere { cutoff, .. }) => assert_eq!(cutoff, 2),
         other => panic!("expected the removed laptop to be told: {other:?}"),
     }
-    assert_eq!(b.key.current().0, 0);
+    assert_eq!(b.key.current().0.number, 0);
     assert_eq!(b.listing(), b_before);
     // Nor with the key of epoch 0 it holds: the bundle's stream does not open under it.
     let opener = BundleReader::open(&h[..]).unwrap();
     assert_eq!(opener.header().epoch, 1);
-    assert!(opener.decrypt(b.key.key(0).unwrap()).is_err());
+    assert!(
+        opener
+            .decrypt(b.key.key(ferry_bundle::EpochId::ZERO).unwrap())
+            .is_err()
+    );
 
     // a writes in the new epoch, without the grant once hq's receipt shows it holds it.
     a.write(
@@ -790,7 +794,13 @@ fn a_removed_member_is_refused_after_its_cutoff_and_cannot_read_the_new_key_epoc
     assert_eq!(a.listing(), hq.listing());
     assert!(matches!(
         b.ingest(&from_a),
-        Err(IngestError::RemovedHere { .. } | IngestError::NoEpochKey { epoch: 1 })
+        Err(IngestError::RemovedHere { .. }
+            | IngestError::NoEpochKey {
+                epoch: ferry_bundle::EpochId {
+                    number: 1,
+                    signer: MemberId(1)
+                }
+            })
     ));
 }
 
@@ -804,11 +814,14 @@ fn a_member_that_missed_two_key_changes_reads_both_epochs_from_the_newest_grant(
     hq.rekey(T0 + 210);
     hq.write("visits", "v3", vec![set("n", Value::Int(3))], T0 + 300);
     let epoch2 = hq.bundle(&[]);
-    assert_eq!(hq.key.current().0, 2);
+    assert_eq!(hq.key.current().0.number, 2);
     // a gets the newest bundle first: its grant gives epoch 2 and, from its history, 1 and
     // 0; then the older bundle of epoch 1 reads too.
     applied(a.ingest(&epoch2).unwrap());
-    assert_eq!(a.key.key(1), hq.key.key(1));
+    assert_eq!(
+        a.key.key(ferry_bundle::EpochId::founder(1)),
+        hq.key.key(ferry_bundle::EpochId::founder(1))
+    );
     assert!(matches!(a.ingest(&epoch1), Ok(Received::Applied(..))));
     assert_eq!(a.listing(), hq.listing());
     // A member that has not heard of the change yet still writes under epoch 0: accepted.
@@ -827,7 +840,7 @@ fn a_grant_made_by_a_member_or_an_outsider_gives_nobody_a_key() {
     // b makes a grant of epoch 2 for a with a key b chose, signed by b, and a bundle sealed
     // under that key that carries it.
     let key = DatasetKey([0x66; 32]);
-    let history = hq.key.history().unwrap(); // as if b knew every earlier key
+    let history = hq.key.founder_history().unwrap(); // as if b knew every earlier key
     let grant = ferry_bundle::EpochGrant::issue(
         &b.secret,
         b.engine.dataset,
@@ -839,18 +852,27 @@ fn a_grant_made_by_a_member_or_an_outsider_gives_nobody_a_key() {
         &[(MemberId(2), a.secret.public())],
         [4; 32],
     );
-    b.key.install(
-        &history.iter().cloned().chain([key]).collect::<Vec<_>>(),
-        Some(&grant),
-    );
+    let ids: Vec<_> = (history.iter().cloned().chain([key]).enumerate())
+        .map(|(e, k)| (ferry_bundle::EpochId::founder(e as u32), k))
+        .collect();
+    b.key.install(&ids, Some(&grant));
     b.write("visits", "x", vec![set("n", Value::Int(1))], T0 + 20);
     let forged = b.bundle(&[]);
     assert_eq!(BundleReader::open(&forged[..]).unwrap().header().epoch, 2);
     let before = a.listing();
     assert!(matches!(
         a.ingest(&forged),
-        Err(IngestError::NoEpochKey { epoch: 2 })
+        Err(IngestError::NoEpochKey {
+            epoch: ferry_bundle::EpochId {
+                number: 2,
+                signer: MemberId(1)
+            }
+        })
     ));
-    assert_eq!(a.key.current().0, 0, "a learned no key from b's grant");
+    assert_eq!(
+        a.key.current().0.number,
+        0,
+        "a learned no key from b's grant"
+    );
     assert_eq!(a.listing(), before);
 }

@@ -504,6 +504,120 @@ fn generate() -> Vec<Vector> {
         &[("reason", "unsupported-version".to_string())],
         eight,
     );
+    // Version 9 (SPEC §16): key epochs begun by another admin than member 1.
+    let signer_key = |m: u32| hex(&SecretKey::from_bytes(member_secret(m)).public().0);
+    let v9_reader = |expect: &str, comment: &str, m: u32, signer: u32| {
+        let mut h = common(expect, comment);
+        h.extend(reader(m));
+        h.push(("signer-key", signer_key(signer)));
+        h
+    };
+    let v9 = v9_bundle(
+        2,
+        1,
+        &[(ferry_bundle::EpochId::ZERO, DatasetKey(KEY))],
+        None,
+    );
+    with(
+        "v9-grant-by-admin",
+        v9_reader(
+            "success",
+            "version 9: sealed under key epoch 1 of admin 2, whose grant seals it to members 1, 2 and 4 and removes member 3 after its commit 5; read by member 4, which holds member 2's key",
+            4,
+            2,
+        ),
+        &[("commits", "1:1-2".to_string())],
+        v9.clone(),
+    );
+    with(
+        "v9-grant-removes-reader",
+        v9_reader(
+            "key failure",
+            "the bundle of v9-grant-by-admin read by member 3, which its grant removes",
+            3,
+            2,
+        ),
+        &[("reason", "removed".to_string())],
+        v9.clone(),
+    );
+    with(
+        "v9-grant-not-by-signer",
+        v9_reader(
+            "key failure",
+            "the bundle of v9-grant-by-admin read by member 4 holding member 3's key as the signer's: the signature does not verify",
+            4,
+            3,
+        ),
+        &[("reason", "bad-grant".to_string())],
+        v9.clone(),
+    );
+    // The same grant in a header that names admin 3's epoch 1.
+    let other = v9_bundle(
+        2,
+        1,
+        &[(ferry_bundle::EpochId::ZERO, DatasetKey(KEY))],
+        Some(3),
+    );
+    with(
+        "v9-grant-other-epoch",
+        v9_reader(
+            "key failure",
+            "a header naming epoch 1 of admin 3 carrying admin 2's grant of its own epoch 1",
+            4,
+            2,
+        ),
+        &[("reason", "bad-grant".to_string())],
+        other,
+    );
+    // Member 1's epoch 2 after two admins began epoch 1 at once: its history names both.
+    let e = |number, signer| ferry_bundle::EpochId {
+        number,
+        signer: MemberId(signer),
+    };
+    let history = [
+        (ferry_bundle::EpochId::ZERO, DatasetKey(KEY)),
+        (e(1, 2), DatasetKey([0x82; 32])),
+        (e(1, 3), DatasetKey([0x83; 32])),
+    ];
+    let mut h = v9_reader(
+        "success",
+        "version 9: sealed under member 1's key epoch 2, whose grant (version 9, since its history names epochs 1 of admins 2 and 3) seals it to members 1, 2 and 4; read by member 2",
+        2,
+        1,
+    );
+    h.retain(|(k, _)| *k != "signer-key");
+    with(
+        "v9-founder-history",
+        h,
+        &[("commits", "1:1-2".to_string())],
+        v9_bundle(1, 2, &history, None),
+    );
+    let mut zero = Header {
+        signer: MemberId(2),
+        ..Header::new(DATASET, MemberId::ADMIN, [9; 16])
+    }
+    .encode_version(false, ferry_bundle::VERSION_KEYS);
+    zero.extend([0u8; 80]);
+    with(
+        "v9-epoch-zero-signer",
+        common(
+            "header failure",
+            "version 9 names key epoch 0 with signer 2: epoch 0 is member 1's",
+        ),
+        &[("reason", "bad-header".to_string())],
+        zero,
+    );
+    let mut ten = export(&admin_with(1), 10, KEY, ADMIN);
+    ten[1] = 10;
+    with(
+        "unknown-version-10",
+        common(
+            "version failure",
+            "the bundle of valid-one-record with the version byte 10",
+        ),
+        &[("reason", "unsupported-version".to_string())],
+        ten,
+    );
     out
 }
 
@@ -540,7 +654,113 @@ fn v5_bundle(granter: [u8; 32]) -> Vec<u8> {
         [0x77; 32],
     );
     let mut ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
-    ring.install(&[DatasetKey(KEY), DatasetKey(EPOCH_1)], Some(&grant));
+    ring.install(
+        &[
+            (ferry_bundle::EpochId::ZERO, DatasetKey(KEY)),
+            (ferry_bundle::EpochId::founder(1), DatasetKey(EPOCH_1)),
+        ],
+        Some(&grant),
+    );
+    let st = admin_with(1);
+    let runs = [Coverage {
+        author: MemberId::ADMIN,
+        first: 1,
+        last: 2,
+    }];
+    engine()
+        .export(
+            &st,
+            &runs,
+            &[],
+            Vec::new(),
+            [5; 16],
+            &ring,
+            &SecretKey::from_bytes(ADMIN),
+            WriteOptions::default(),
+        )
+        .unwrap()
+        .0
+}
+
+/// The admin's genesis and one visit, sealed under key epoch `number` of member `signer`
+/// with its version 9 grant (SPEC §16), carrying `history`, that seals the key to members 1,
+/// 2 and 4 and removes member 3 after commit 5. With `header_signer`, the header names that
+/// signer instead (the grant then belongs to another epoch).
+fn v9_bundle(
+    signer: u32,
+    number: u32,
+    history: &[(ferry_bundle::EpochId, DatasetKey)],
+    header_signer: Option<u32>,
+) -> Vec<u8> {
+    let secret = |m: u32| SecretKey::from_bytes(if m == 1 { ADMIN } else { member_secret(m) });
+    let members: Vec<_> = [1u32, 2, 4]
+        .iter()
+        .map(|&m| (MemberId(m), secret(m).public()))
+        .collect();
+    let key = DatasetKey([0x80 + signer as u8 + number as u8; 32]);
+    let grant = ferry_bundle::EpochGrant::issue_v8(
+        &secret(signer),
+        DATASET,
+        &key,
+        history,
+        ferry_bundle::GrantBody {
+            version: ferry_bundle::VERSION_KEYS,
+            epoch: number,
+            signer: MemberId(signer),
+            admin_seq: 3,
+            at_ms: T0 + 5,
+            removed: vec![ferry_bundle::Removal {
+                member: MemberId(3),
+                cutoff: 5,
+            }],
+            ephemeral: [0; 32],
+            wraps: vec![],
+            history: vec![],
+        },
+        &members,
+        [0x78; 32],
+    );
+    let id = ferry_bundle::EpochId {
+        number,
+        signer: MemberId(header_signer.unwrap_or(signer)),
+    };
+    let mut ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
+    ring.install(history, None);
+    ring.install(&[(id, key.clone())], Some(&grant));
+    if header_signer.is_some() {
+        // A grant held for one epoch, carried in the header of another.
+        ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
+        ring.install(&[(id, key)], None);
+        let st = admin_with(1);
+        let runs = [Coverage {
+            author: MemberId::ADMIN,
+            first: 1,
+            last: 2,
+        }];
+        let bundle = engine()
+            .export(
+                &st,
+                &runs,
+                &[],
+                Vec::new(),
+                [5; 16],
+                &ring,
+                &SecretKey::from_bytes(ADMIN),
+                WriteOptions::default(),
+            )
+            .unwrap()
+            .0;
+        // Rewrite the header with the grant: the stream then no longer authenticates under
+        // any key the reader has, but the grant is refused before that.
+        let (h, raw) = Header::read(&mut &bundle[..]).unwrap();
+        let with_grant = Header {
+            grant: grant.to_bytes(),
+            ..h
+        };
+        let mut out = with_grant.encode_version(false, ferry_bundle::VERSION_KEYS);
+        out.extend_from_slice(&bundle[raw.len()..]);
+        return out;
+    }
     let st = admin_with(1);
     let runs = [Coverage {
         author: MemberId::ADMIN,
@@ -574,16 +794,32 @@ fn reader_keys(
         return Ok(ring);
     };
     let header = opener.header();
-    if header.grant.is_empty() || ring.key(header.epoch).is_some() {
+    if header.grant.is_empty() || ring.key(header.epoch_id()).is_some() {
         return Ok(ring);
     }
     let (Some(m), Some(secret)) = (h.get("member"), h.get("member-secret")) else {
         return Ok(ring);
     };
+    // The key the reader holds for the grant's signer: `signer-key` (version 9, §16), else
+    // the admin key for member 1.
+    let admin = PublicKey(unhex(&h["admin-key"]).try_into().unwrap());
+    let signer = h
+        .get("signer-key")
+        .map(|k| PublicKey(unhex(k).try_into().unwrap()));
+    let key_of = |s: MemberId| match signer {
+        Some(k) => Some(k),
+        None => (s == MemberId::ADMIN).then_some(admin),
+    };
+    let dataset = DatasetId(unhex(&h["dataset"]).try_into().unwrap());
+    let grant =
+        ferry_bundle::EpochGrant::from_bytes(&header.grant, dataset, opener.version(), key_of)
+            .map_err(|_| ("key failure", "bad-grant"))?;
+    if grant.body.id() != header.epoch_id() {
+        return Err(("key failure", "bad-grant"));
+    }
     let learned = ring.learn(
-        &header.grant,
-        DatasetId(unhex(&h["dataset"]).try_into().unwrap()),
-        &PublicKey(unhex(&h["admin-key"]).try_into().unwrap()),
+        &grant,
+        dataset,
         MemberId(m.parse().unwrap()),
         &SecretKey::from_bytes(unhex(secret).try_into().unwrap()),
     );
@@ -1718,7 +1954,7 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
     let ring = reader_keys(bytes, h).expect("a success vector's reader holds its key");
     let opener = BundleReader::open(bytes).unwrap();
     let key = ring
-        .key(opener.header().epoch)
+        .key(opener.header().epoch_id())
         .expect("a success vector's key")
         .clone();
     let plaintext = opener.is_plaintext();
@@ -1900,13 +2136,29 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
         "sender": sender.0,
         "salt": hex(&header.salt),
     });
-    if version == ferry_bundle::VERSION_ADMINS && header.grant.is_empty() {
+    let has_epoch = [
+        ferry_bundle::VERSION_EPOCHS,
+        ferry_bundle::VERSION_ADMINS,
+        ferry_bundle::VERSION_KEYS,
+    ]
+    .contains(&version);
+    if has_epoch {
         header_json["epoch"] = json!(header.epoch);
         header_json["grant"] = Json::Null;
-    } else if version == ferry_bundle::VERSION_EPOCHS || version == ferry_bundle::VERSION_ADMINS {
-        let g = ferry_bundle::EpochGrant::from_bytes(&header.grant, dataset, &admin)
+    }
+    if version == ferry_bundle::VERSION_KEYS {
+        header_json["signer"] = json!(header.signer.0);
+    }
+    if has_epoch && !header.grant.is_empty() {
+        let signer = h
+            .get("signer-key")
+            .map(|k| PublicKey(unhex(k).try_into().unwrap()));
+        let key_of = |s: MemberId| match signer {
+            Some(k) => Some(k),
+            None => (s == MemberId::ADMIN).then_some(admin),
+        };
+        let g = ferry_bundle::EpochGrant::from_bytes(&header.grant, dataset, version, key_of)
             .expect("a success vector's grant");
-        header_json["epoch"] = json!(header.epoch);
         header_json["grant"] = json!({
             "epoch": g.body.epoch,
             "admin_seq": g.body.admin_seq,
@@ -1916,6 +2168,22 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
             "members": g.body.wraps.iter().map(|w| w.member.0).collect::<Vec<_>>(),
             "signature": hex(&g.signature.0),
         });
+        if version == ferry_bundle::VERSION_KEYS {
+            // The epochs whose keys it carries, as the reader opened them.
+            let member = MemberId(h["member"].parse().unwrap());
+            let secret = SecretKey::from_bytes(unhex(&h["member-secret"]).try_into().unwrap());
+            let opened = g
+                .open(dataset, member, &secret)
+                .expect("the reader opens it");
+            header_json["grant"]["signer"] = json!(g.body.signer.0);
+            header_json["grant"]["history"] = json!(
+                opened
+                    .iter()
+                    .filter(|(e, _)| *e != g.body.id())
+                    .map(|(e, _)| json!([e.number, e.signer.0]))
+                    .collect::<Vec<_>>()
+            );
+        }
     }
     json!({
         "expect": "success",

@@ -102,10 +102,22 @@ fn main() {
             key: [8; 32],
             label: "hq".into(),
         }),
+        other_epochs: Vec::new(),
     };
     seeds.insert(
         ("invitation", "sealed-by-second-admin".into()),
-        invite::seal_with(&inv, extras, &code, [6; 16], cheap),
+        invite::seal_with(&inv, extras.clone(), &code, [6; 16], cheap),
+    );
+    // After key changes by admins other than the founder (bundles/SPEC.md §16): epochs
+    // named by number and signer after the extras.
+    let extras = invite::InviteExtras {
+        epoch_keys: Vec::new(),
+        other_epochs: vec![(1, 2, [9; 32]), (2, 1, [10; 32])],
+        ..extras
+    };
+    seeds.insert(
+        ("invitation", "sealed-other-epochs".into()),
+        invite::seal_with(&inv, extras, &code, [7; 16], cheap),
     );
 
     // SMS: a bundle cut into text SMS (first, middle, last part), a one-part message, a

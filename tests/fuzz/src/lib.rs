@@ -318,36 +318,39 @@ pub fn snapshot_record(data: &[u8]) {
     assert_eq!(encode_snapshot_record(&again, version), once);
 }
 
-/// An epoch grant as a bundle header carries it (SPEC §14.1): checked against the vectors'
-/// admin key, and offered to a keyring of members 1 to 4 (the vectors' v5 grants seal to
-/// 1, 2 and 4 and remove 3). A grant that opens gives a key that is stored and a keyring
-/// that encodes and reads back the same.
+/// An epoch grant as a bundle header carries it (SPEC §14.1, §16), read in both formats
+/// (version 5, member 1's; version 8, any member's): checked against the vectors' member
+/// keys (1 the admin, 2 to 4), and offered to a keyring of each of members 1 to 4 (the
+/// vectors' v5 grants seal to 1, 2 and 4 and remove 3). A grant that opens gives keys that
+/// are stored, and a keyring that encodes and reads back the same.
 pub fn epoch_grant(data: &[u8]) {
-    let admin = SecretKey::from_bytes(ADMIN).public();
-    let grant = ferry_bundle::EpochGrant::from_bytes(data, DATASET, &admin);
-    if let Ok(g) = &grant {
+    let secret = |m: u32| {
+        if m == 1 {
+            SecretKey::from_bytes(ADMIN)
+        } else {
+            SecretKey::from_bytes([0x10 + m as u8; 32])
+        }
+    };
+    let key_of = |m: MemberId| (1..=4).contains(&m.0).then(|| secret(m.0).public());
+    for version in [ferry_bundle::VERSION_EPOCHS, ferry_bundle::VERSION_KEYS] {
+        let Ok(g) = ferry_bundle::EpochGrant::from_bytes(data, DATASET, version, key_of) else {
+            continue;
+        };
         assert_eq!(
             g.to_bytes(),
             data,
             "a valid grant is its own canonical encoding"
         );
-    }
-    for m in 1..=4u32 {
-        let secret = if m == 1 {
-            SecretKey::from_bytes(ADMIN)
-        } else {
-            SecretKey::from_bytes([0x10 + m as u8; 32])
-        };
-        let mut ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
-        let learned = ring.learn(data, DATASET, &admin, MemberId(m), &secret);
-        if let Ok(l) = learned {
-            assert!(grant.is_ok(), "only a valid grant teaches a key");
-            for e in l.epochs {
-                assert!(ring.key(e).is_some());
+        for m in 1..=4u32 {
+            let mut ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
+            if let Ok(l) = ring.learn(&g, DATASET, MemberId(m), &secret(m)) {
+                for e in l.epochs {
+                    assert!(ring.key(e).is_some());
+                }
+                let back = ferry_bundle::Keyring::from_bytes(DatasetKey(KEY), &ring.to_bytes())
+                    .expect("a keyring reads back");
+                assert_eq!(back, ring);
             }
-            let back = ferry_bundle::Keyring::from_bytes(DatasetKey(KEY), &ring.to_bytes())
-                .expect("a keyring reads back");
-            assert_eq!(back, ring);
         }
     }
 }

@@ -231,8 +231,7 @@ Examples:
 What it wrote up to now (as far as this laptop has it) stays; nothing it writes from now on
 counts, and every laptop refuses its new bundles, saying it was removed, when and by whom.
 The dataset moves to a new key that every other member receives, sealed to it alone, with
-the next bundles: the removed laptop cannot read anything written after this (when another
-admin than the founding laptop removes, the key moves when that laptop next syncs).
+the next bundles: the removed laptop cannot read anything written after this.
 Removing an admin also withdraws its role: for a lost or stolen admin laptop, remove it —
 a demotion counts only once that laptop learns of it. Sync as usual; the others learn of
 it with the next sync.
@@ -255,8 +254,8 @@ Examples:
 An admin can invite (each admin gives member numbers from its own range, so two admins
 inviting offline never give the same number), remove members, cancel invitations, rename
 members, set merge rules, and promote or demote others. Its admin actions count from the
-changes that have seen the promotion, on every laptop alike. Key changes stay the founding
-laptop's (#1) to sign: a removal by another admin takes effect in the key when #1 syncs.
+changes that have seen the promotion, on every laptop alike. It can change the dataset key
+too (ferry rekey, and with each removal).
 
 Exit status: 0 promoted (the others learn it with the next sync); 1 failed (not an admin,
 or the line says why); 2 usage mistake (no such member, already an admin, not joined yet).")]
@@ -624,25 +623,16 @@ pub(crate) fn member(home: Option<PathBuf>, action: MemberAction) -> Result<()> 
         MemberAction::Remove { member, reason } => {
             let r = node.remove_member(&member, reason.as_deref())?;
             let (n, label) = r.removed.unwrap_or_default();
-            if r.key_pending && n == 1 {
-                return out(format_args!(
-                    "Removed {} (member #1, the founding laptop): nothing it writes from now on counts, and its key changes are ignored; the dataset key cannot change any more (only that laptop signs key changes), so it can still read what it gets hold of",
-                    output::shown(&label),
-                ));
-            }
-            if r.key_pending {
-                return out(format_args!(
-                    "Removed {} (member #{n}): what it wrote up to its change {} counts, nothing after; the dataset moves to a new key that it cannot read when the founding laptop (#1) next syncs",
-                    output::shown(&label),
-                    r.cutoff.unwrap_or(0),
-                ));
-            }
             let others = match r.members.saturating_sub(1) {
                 1 => "the other member".to_string(),
                 n => format!("each of the {n} other members"),
             };
+            let who = match n {
+                1 => "member #1, the founding laptop".to_string(),
+                n => format!("member #{n}"),
+            };
             out(format_args!(
-                "Removed {} (member #{n}): what it wrote up to its change {} counts, nothing after; the dataset now uses key number {}, sealed to {others} with the next bundles",
+                "Removed {} ({who}): what it wrote up to its change {} counts, nothing after; the dataset now uses key number {}, sealed to {others} with the next bundles",
                 output::shown(&label),
                 r.cutoff.unwrap_or(0),
                 r.epoch,
