@@ -2,7 +2,8 @@
 # More than one admin in a messy field deployment (issue 13): 100,000 records loaded from a
 # spreadsheet, seven laptops, two admins that invite on the same day without meeting, one
 # laptop away for weeks, the second admin removing a stolen laptop while the founding
-# laptop is away, and the founding laptop coming back. Prints each sync's time and outcome,
+# laptop is away (it changes the key itself: bundle version 9), and the founding laptop
+# coming back and sealing with that key. Prints each sync's time and outcome,
 # then compares every laptop's records.
 #   cargo build --release -p ferry-cli && tests/field/admins-100k.sh
 set -u
@@ -32,12 +33,12 @@ $F --home c1 rule set dist nets max
 $F --home c5 put dist stolen-write nets=9 >/dev/null
 for i in 2 3 4; do $F --home c$i put dist after-c$i nets=1 >/dev/null; done
 round c1 c2 c3 c4 c5 n1 n2 c1 c2 c3 c4 n1 n2
-echo "== the founding laptop returns: it changes the key"
+echo "== the founding laptop returns: it learns clinic-1's key and seals with it"
 $F --home hq put dist hq-back nets=2 >/dev/null
 round hq c1 c2 c3 c4 n1 n2 c5 hq c1 c2 c3 c4 n1 n2
 echo "== c6 returns weeks later"
 $F --home c6 put dist c6-late nets=3 >/dev/null
 round c6 hq c1 c6 c2 c3 c4 n1 n2 hq c6
 echo "== compare (c5 was removed)"
-for h in hq c1 c2 c3 c4 c6 n1 n2 c5; do echo "$h $($F --home $h list dist | md5sum | cut -c1-8) records=$($F --home $h list dist | wc -l) stolen-write=$($F --home $h list dist | grep -c stolen-write) rule=$($F --home $h rule list | grep -c max)"; done
+for h in hq c1 c2 c3 c4 c6 n1 n2 c5; do echo "$h $($F --home $h list dist | md5sum | cut -c1-8) records=$($F --home $h list dist | wc -l) stolen-write=$($F --home $h list dist | grep -c stolen-write) after-removal=$($F --home $h list dist | grep -c after-c) rule=$($F --home $h rule list | grep -c max)"; done
 $F --home c6 member list

@@ -485,6 +485,38 @@ impl EpochGrant {
         Ok(EpochGrant { body, signature })
     }
 
+    /// Reads the grant a header of format `version` naming epoch `epoch` carries, checking
+    /// in the order of bundles/SPEC.md §16 3.: its structure, that it is that epoch's grant
+    /// ([`GrantError::Malformed`] otherwise), that its signer's key is known, then the
+    /// signature.
+    pub fn read_for_header(
+        bytes: &[u8],
+        dataset: DatasetId,
+        version: u8,
+        epoch: EpochId,
+        key_of: impl Fn(MemberId) -> Option<PublicKey>,
+    ) -> Result<EpochGrant, GrantError> {
+        match EpochGrant::from_bytes(bytes, dataset, version, key_of) {
+            Ok(g) if g.body.id() != epoch => Err(GrantError::Malformed),
+            Err(GrantError::UnknownSigner { .. } | GrantError::BadSignature)
+                if Self::peek_id(bytes, version).is_some_and(|id| id != epoch) =>
+            {
+                Err(GrantError::Malformed)
+            }
+            r => r,
+        }
+    }
+
+    /// The epoch a grant's bytes name, if its body decodes.
+    fn peek_id(bytes: &[u8], version: u8) -> Option<EpochId> {
+        let version = if version == VERSION_KEYS {
+            VERSION_KEYS
+        } else {
+            VERSION_EPOCHS
+        };
+        GrantBody::take(version, bytes).map(|(b, _)| b.id())
+    }
+
     /// Opens the grant with this node's key: the epoch's key and the keys of the earlier
     /// epochs it carries, by epoch.
     pub fn open(
@@ -588,6 +620,9 @@ pub struct Keyring {
     removed: BTreeMap<MemberId, (u64, u64)>,
     /// The epoch this node seals with ([`Keyring::choose`]).
     seal: EpochId,
+    /// Epochs whose key came from their own signer's grant (or this node made): never
+    /// replaced; a key learned from another grant's history is, by its signer's word.
+    direct: std::collections::BTreeSet<EpochId>,
 }
 
 /// What a node kept of its keyring before version 9 (every epoch member 1's).
@@ -605,6 +640,7 @@ struct StoredKeyring {
     grants: Vec<(EpochId, HeldGrant)>,
     removed: Vec<(MemberId, u64, u64)>,
     seal: EpochId,
+    direct: Vec<EpochId>,
 }
 
 /// The first bytes of a keyring stored since epochs have signers.
@@ -620,14 +656,18 @@ pub struct Learned {
 }
 
 /// How a node judges an epoch when it chooses the one it seals with
-/// ([`Keyring::choose`]).
+/// ([`Keyring::choose`]); epochs compare by these, in this order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Standing {
-    /// Its signer is trusted (not removed, not a thief's): the key is one it chose.
-    pub trusted: bool,
-    /// Sealing with it is safe: trusted, its signer an admin, and no member removed since
+    /// Sealing with it is safe: its signer counts (below), and no member removed since
     /// holds its key.
     pub safe: bool,
+    /// Its signer counts: not removed, an admin when it signed and now, and this node
+    /// holds its grant (epoch 0 always counts). Only such epochs are numbered past, handed
+    /// on in invitations, or named in new grants' histories.
+    pub counts: bool,
+    /// Its signer was not removed (a stolen laptop's key is never preferred).
+    pub trusted: bool,
 }
 
 impl Keyring {
@@ -638,6 +678,7 @@ impl Keyring {
             grants: BTreeMap::new(),
             removed: BTreeMap::new(),
             seal: EpochId::ZERO,
+            direct: std::collections::BTreeSet::from([EpochId::ZERO]),
         }
     }
 
@@ -760,18 +801,31 @@ impl Keyring {
             .collect()
     }
 
+    /// The keys of member 1's epochs 0 … `n` − 1, in order (what a version 5 grant of
+    /// epoch `n` carries); `None` if one is missing.
+    pub fn founder_keys_below(&self, n: u32) -> Option<Vec<DatasetKey>> {
+        (0..n)
+            .map(|i| self.keys.get(&EpochId::founder(i)).cloned())
+            .collect()
+    }
+
     /// Adds keys this node made or was given (an invitation's, or its own new epoch) and,
     /// if given, the grant of one of them, which it then seals with.
     pub fn install(&mut self, keys: &[(EpochId, DatasetKey)], grant: Option<&EpochGrant>) {
         for (e, k) in keys {
             self.keys.insert(*e, k.clone());
+            self.direct.insert(*e);
         }
         if let Some(g) = grant {
             self.grants.insert(g.body.id(), HeldGrant::of(g));
             self.note_removals(g);
             self.seal = g.body.id();
-        } else if let Some(newest) = keys.iter().map(|(e, _)| *e).max() {
-            if newest > self.seal {
+        } else if let Some(newest) = keys
+            .iter()
+            .map(|(e, _)| *e)
+            .max_by_key(|e| (e.number, std::cmp::Reverse(e.signer)))
+        {
+            if newest.number > self.seal.number {
                 self.seal = newest;
             }
         }
@@ -801,12 +855,20 @@ impl Keyring {
             Err(e) if !self.keys.contains_key(&id) => return Err(e),
             Err(_) => return Ok(learned),
         };
+        // The epoch's own key is its signer's word, which no other grant's history
+        // replaces; a second grant of the same epoch with another key is ignored whole.
+        if let Some((_, k)) = keys.iter().find(|(e, _)| *e == id) {
+            if self.direct.contains(&id) && self.keys.get(&id) != Some(k) {
+                return Ok(learned);
+            }
+        }
         for (e, k) in keys {
             if e == id {
                 if self.keys.get(&e) != Some(&k) {
                     self.keys.insert(e, k);
                     learned.epochs.push(e);
                 }
+                self.direct.insert(e);
             } else if let std::collections::btree_map::Entry::Vacant(slot) = self.keys.entry(e) {
                 slot.insert(k);
                 learned.epochs.push(e);
@@ -830,6 +892,7 @@ impl Keyring {
                     .map(|(m, (c, t))| (*m, *c, *t))
                     .collect(),
                 seal: self.seal,
+                direct: self.direct.iter().copied().collect(),
             },
             out,
         )
@@ -848,11 +911,13 @@ impl Keyring {
             ring.grants = s.grants.into_iter().collect();
             ring.removed = s.removed.into_iter().map(|(m, c, t)| (m, (c, t))).collect();
             ring.seal = s.seal;
+            ring.direct.extend(s.direct);
             return Ok(ring);
         }
         let s: StoredKeyringV5 = postcard::from_bytes(b)?;
         for (e, k) in s.keys {
             ring.keys.insert(EpochId::founder(e), DatasetKey(k));
+            ring.direct.insert(EpochId::founder(e));
         }
         if let Some((e, admin_seq, bytes)) = s.grant {
             ring.grants.insert(
@@ -1131,6 +1196,7 @@ mod tests {
         assert_eq!((ring.key(e2), ring.key(e3)), (Some(&ka), Some(&kb)));
         let ok = Standing {
             trusted: true,
+            counts: true,
             safe: true,
         };
         ring.choose(|_, _| ok);
@@ -1215,5 +1281,27 @@ mod tests {
         assert_eq!(ring.current(), (EpochId::founder(1), &keys[1]));
         assert_eq!(ring.current_grant(), Some(g));
         assert_eq!(ring.removal(MemberId(3)), Some((4, 1_700_000_000_000)));
+    }
+
+    #[test]
+    fn a_second_grant_of_an_epoch_with_another_key_changes_nothing() {
+        let k0 = DatasetKey([0; 32]);
+        let zero = [(EpochId::ZERO, k0.clone())];
+        let real = grant8(2, 1, &DatasetKey([0xa; 32]), &zero, &[2, 4], vec![]);
+        let mut ring = Keyring::new(k0);
+        ring.learn(&real, DS, MemberId(4), &member(4)).unwrap();
+        // The same signer (stolen since, say) grants "its" epoch 1 again, wider on paper
+        // (a later commit), with a key of its choosing.
+        let mut junk = grant8(2, 1, &DatasetKey([0xee; 32]), &zero, &[2, 4], vec![]);
+        junk.body.admin_seq = u64::MAX;
+        junk.signature = member(2).sign(&grant_message(DS, &junk.body));
+        let learned = ring.learn(&junk, DS, MemberId(4), &member(4)).unwrap();
+        assert_eq!(learned, Learned::default());
+        let e = EpochId {
+            number: 1,
+            signer: MemberId(2),
+        };
+        assert_eq!(ring.key(e), Some(&DatasetKey([0xa; 32])));
+        assert_eq!(ring.grant_of(e), Some(real));
     }
 }

@@ -53,7 +53,7 @@ impl Node {
             str::to_string,
         );
         crate::node::check_label("--reason", &why)?;
-        let mut removed = self.removed_in_grants();
+        let mut judged = self.judge_epochs()?;
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         let rec = tx.record(ferry_sync::MEMBERS, &member.0.to_string())?;
@@ -109,9 +109,9 @@ impl Node {
             }],
             now,
         )?;
-        removed.retain(|r| r.member != member);
-        removed.push(Removal { member, cutoff });
-        let (ring, members) = new_epoch(&self.keys, &self.id, &mut tx, removed, now)?;
+        judged.removals.retain(|r| r.member != member);
+        judged.removals.push(Removal { member, cutoff });
+        let (ring, members) = new_epoch(&self.keys, &judged, &self.id, &mut tx, now)?;
         tx.commit()?;
         self.keys = ring;
         Ok(RekeyReport {
@@ -127,11 +127,11 @@ impl Node {
     /// readable by members.
     pub fn rekey(&mut self) -> Result<RekeyReport, NodeError> {
         self.require_admin("change the dataset key")?;
-        let removed = self.removed_in_grants();
+        let judged = self.judge_epochs()?;
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         let (ring, members) =
-            begin_epoch(&self.engine, &self.keys, &self.id, &mut tx, removed, now)?;
+            begin_epoch(&self.engine, &self.keys, &judged, &self.id, &mut tx, now)?;
         tx.commit()?;
         self.keys = ring;
         Ok(RekeyReport {
@@ -142,91 +142,97 @@ impl Node {
         })
     }
 
-    /// The removals the current grant announces (so that a later grant keeps telling a
-    /// removed laptop why it cannot read).
-    fn removed_in_grants(&self) -> Vec<Removal> {
-        self.keys
-            .current_grant()
-            .map(|g| g.body.removed)
-            .unwrap_or_default()
-    }
-
-    /// How this laptop judges each key epoch it holds (bundles/SPEC.md §16): an epoch is
-    /// *trusted* unless its signer was removed (a stolen laptop's key is never sealed
-    /// with), and *safe* when, besides, its signer was an admin when it signed (in the
-    /// causal context of its commit `admin_seq`) and no removed member holds its key (the
-    /// grant seals it to none; epoch 0, and an epoch known only from a later grant's
-    /// history, are safe only while nobody was removed).
-    fn standings(&mut self) -> Result<BTreeMap<EpochId, Standing>, NodeError> {
+    /// How this laptop judges each key epoch it holds (bundles/SPEC.md §16 6.), and the
+    /// removals it holds (records, and what counted grants announced), to announce in a new
+    /// grant. An epoch is *trusted* unless its signer was removed; it *counts* when, too,
+    /// this laptop holds its grant and the signer is an admin now and was one when it
+    /// signed (in the causal context of its commit `admin_seq`, or now while that commit is
+    /// not applied here); it is *safe* when it counts and no removed member holds its key
+    /// (the grant seals it to none). Epoch 0 counts, and is safe while nobody was removed.
+    fn judge_epochs(&mut self) -> Result<Judged, NodeError> {
+        let admins: BTreeSet<MemberId> = self.admins()?.into_iter().collect();
         let mut tx = self.store.read()?;
-        let mut removed: BTreeSet<MemberId> = BTreeSet::new();
+        let mut removals: BTreeMap<MemberId, u64> = BTreeMap::new();
         tx.for_each_record(ferry_sync::MEMBERS, false, |id, r| {
-            if let (Ok(n), Some(_)) = (id.parse::<u32>(), ferry_sync::removal(Some(r))) {
-                removed.insert(MemberId(n));
+            if let (Ok(n), Some(rm)) = (id.parse::<u32>(), ferry_sync::removal(Some(r))) {
+                removals.insert(MemberId(n), rm.cutoff);
             }
             Ok(())
         })?;
-        removed.extend(self.keys.removals());
-        let mut out = BTreeMap::new();
-        for (id, _) in self.keys.keys() {
-            let grant = self.keys.grant_of(id);
-            let trusted = id == EpochId::ZERO || !removed.contains(&id.signer);
-            let safe = trusted
-                && match &grant {
-                    None => removed.is_empty(),
-                    Some(g) => {
-                        !g.body.wraps.iter().any(|w| removed.contains(&w.member))
-                            && ferry_sync::roles::admin_at(&tx, id.signer, g.body.admin_seq)?
-                    }
-                };
-            out.insert(id, Standing { trusted, safe });
+        for m in self.keys.removals() {
+            let (cutoff, _) = self.keys.removal(m).unwrap_or_default();
+            let c = removals.entry(m).or_insert(cutoff);
+            *c = (*c).max(cutoff);
         }
-        Ok(out)
+        let mut standings = BTreeMap::new();
+        for (id, _) in self.keys.keys() {
+            let standing = if id == EpochId::ZERO {
+                Standing {
+                    safe: removals.is_empty(),
+                    counts: true,
+                    trusted: true,
+                }
+            } else {
+                let trusted = !removals.contains_key(&id.signer);
+                let counts = match self.keys.grant_of(id) {
+                    Some(g) if trusted && admins.contains(&id.signer) => {
+                        ferry_sync::roles::admin_at(&tx, id.signer, g.body.admin_seq)?
+                            .unwrap_or(true)
+                    }
+                    _ => false,
+                };
+                let safe = counts
+                    && self.keys.grant_of(id).is_some_and(|g| {
+                        !g.body
+                            .wraps
+                            .iter()
+                            .any(|w| removals.contains_key(&w.member))
+                    });
+                Standing {
+                    safe,
+                    counts,
+                    trusted,
+                }
+            };
+            standings.insert(id, standing);
+        }
+        Ok(Judged {
+            standings,
+            removals: removals
+                .into_iter()
+                .map(|(member, cutoff)| Removal { member, cutoff })
+                .collect(),
+        })
     }
 
     /// Chooses the key epoch this laptop seals with ([`Keyring::choose`]) and keeps the
-    /// choice; returns how it judges the one chosen.
-    pub(crate) fn choose_epoch(&mut self) -> Result<Standing, NodeError> {
-        let standings = self.standings()?;
+    /// choice; returns the judgement it chose by.
+    pub(crate) fn choose_epoch(&mut self) -> Result<Judged, NodeError> {
+        let judged = self.judge_epochs()?;
         let mut ring = self.keys.clone();
-        ring.choose(|id, _| standings.get(&id).copied().unwrap_or_default());
+        ring.choose(|id, _| judged.standings.get(&id).copied().unwrap_or_default());
         if ring != self.keys {
             let tx = self.store.transaction(now_ms())?;
             tx.set_meta(KEYRING, &ring.to_bytes())?;
             tx.commit()?;
             self.keys = ring;
         }
-        Ok(standings
-            .get(&self.keys.current().0)
-            .copied()
-            .unwrap_or_default())
+        Ok(judged)
     }
 
     /// After bundles are applied: chooses the epoch to seal with, and on an admin's laptop
     /// begins a new one when none it holds is safe — a removal (its own or another
-    /// admin's) that no epoch excludes yet, or a key whose signer was removed or was no
-    /// admin (bundles/SPEC.md §16). It writes a change of its own, so it runs after
-    /// bundles are applied (never while a bundle is being planned).
+    /// admin's) that no epoch excludes yet, or a key whose signer was removed or is no
+    /// admin any more (bundles/SPEC.md §16 6.). It writes a change of its own, so it runs
+    /// after bundles are applied (never while a bundle is being planned).
     pub(crate) fn rekey_if_unsafe(&mut self) -> Result<(), NodeError> {
-        if self.choose_epoch()?.safe || !self.is_admin()? {
+        let judged = self.choose_epoch()?;
+        if judged.seal(&self.keys).safe || !self.is_admin()? {
             return Ok(());
         }
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
-        let joined: BTreeSet<MemberId> = tx.members()?.iter().map(|m| m.member).collect();
-        let mut news = Vec::new();
-        tx.for_each_record(ferry_sync::MEMBERS, false, |id, r| {
-            if let (Ok(n), Some(rm)) = (id.parse::<u32>(), ferry_sync::removal(Some(r))) {
-                if joined.contains(&MemberId(n)) {
-                    news.push(Removal {
-                        member: MemberId(n),
-                        cutoff: rm.cutoff,
-                    });
-                }
-            }
-            Ok(())
-        })?;
-        let (ring, _) = begin_epoch(&self.engine, &self.keys, &self.id, &mut tx, news, now)?;
+        let (ring, _) = begin_epoch(&self.engine, &self.keys, &judged, &self.id, &mut tx, now)?;
         tx.commit()?;
         self.keys = ring;
         Ok(())
@@ -292,23 +298,33 @@ impl Node {
                 MemberId::ADMIN => Some(admin),
                 m => tx.member(m).ok().flatten().map(|i| i.key),
             };
-            EpochGrant::from_bytes(&header.grant, self.id.dataset, version, key_of)
+            EpochGrant::read_for_header(
+                &header.grant,
+                self.id.dataset,
+                version,
+                header.epoch_id(),
+                key_of,
+            )
         };
         let Ok(grant) = grant else {
             return Ok(());
         };
-        if grant.body.id() != header.epoch_id() {
-            return Ok(());
-        }
         let signer = grant.body.signer;
-        // The removals it announces count at once when its signer is an admin that was not
-        // removed (a stolen or demoted admin's laptop removes nobody): else only the
-        // admins' removal records count, when they apply.
-        let trusted = {
+        // The removals it announces count at once when its signer is an admin now that was
+        // not removed and was an admin when it signed: member 1's as in version 5 (judged
+        // by what this laptop has applied while the grant's commit is not here), another
+        // admin's only once that commit is applied (until then its removal records count,
+        // as they apply). A stolen, demoted or removed admin's laptop removes nobody.
+        let (trusted, told) = {
+            let admins = self.admins()?;
             let tx = self.store.read()?;
             let rec = tx.record(ferry_sync::MEMBERS, &signer.0.to_string())?;
-            ferry_sync::removal(rec.as_ref()).is_none()
-                && ferry_sync::roles::admin_at(&tx, signer, grant.body.admin_seq)?
+            let at = ferry_sync::roles::admin_at(&tx, signer, grant.body.admin_seq)?;
+            let admin = ferry_sync::removal(rec.as_ref()).is_none() && admins.contains(&signer);
+            (
+                admin && at.unwrap_or(signer == MemberId::ADMIN),
+                admin && at != Some(false),
+            )
         };
         let mut ring = self.keys.clone();
         if trusted {
@@ -325,6 +341,10 @@ impl Node {
                 drop(tx);
             }
             ring.note_removals(&grant);
+        }
+        // A grant of an admin's that removes this laptop, whose key it lacks, says so: the
+        // removal record itself is sealed under that key.
+        if told {
             if let Some(r) = grant.body.removed.iter().find(|r| r.member == self.id.me) {
                 if self.keys.key(grant.body.id()).is_none() {
                     self.remember_removed(r.cutoff, grant.body.at_ms)?;
@@ -449,18 +469,56 @@ fn grant_members(
         .collect())
 }
 
+/// How a laptop judges the key epochs it holds, and the removals it holds
+/// ([`Node::judge_epochs`]).
+pub(crate) struct Judged {
+    standings: BTreeMap<EpochId, Standing>,
+    removals: Vec<Removal>,
+}
+
+impl Judged {
+    /// How the epoch `keys` seals with is judged.
+    fn seal(&self, keys: &Keyring) -> Standing {
+        self.standings
+            .get(&keys.current().0)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The number of the next epoch this laptop begins: one past the highest of the
+    /// epochs that count here (a key a member, a demoted or a removed laptop chose is not
+    /// numbered past, so it cannot use up the numbers) and of this laptop's own.
+    fn next_number(&self, me: MemberId) -> u32 {
+        self.standings
+            .iter()
+            .filter(|(id, st)| st.counts || id.signer == me)
+            .map(|(id, _)| id.number)
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// Whether member 1 may still write a version 5 grant: every epoch that counts is its
+    /// own.
+    fn founder_only(&self) -> bool {
+        self.standings
+            .iter()
+            .all(|(id, st)| !st.counts || id.signer == MemberId::ADMIN)
+    }
+}
+
 /// A change of this laptop's own that begins the next epoch (members that hold it hold
 /// the key; until then bundles carry the grant, §14.3), then the epoch's key and grant
 /// (`new_epoch`), in `tx`.
 fn begin_epoch(
     engine: &ferry_sync::Engine,
     keys: &Keyring,
+    judged: &Judged,
     id: &Identity,
     tx: &mut StoreTx<'_>,
-    removed: Vec<Removal>,
     now: u64,
 ) -> Result<(Keyring, usize), NodeError> {
-    let next = keys.newest().number + 1;
+    let next = judged.next_number(id.me);
     engine.commit_local(
         tx,
         vec![Change::Record {
@@ -470,20 +528,21 @@ fn begin_epoch(
         }],
         now,
     )?;
-    new_epoch(keys, id, tx, removed, now)
+    new_epoch(keys, judged, id, tx, now)
 }
 
-/// Draws the next epoch's key (numbered one past the newest held) and seals it to the
-/// members in a grant signed by this laptop, kept (in `tx`) with the keyring it returns,
-/// which seals with it. Also returns how many members the grant is for.
+/// Draws the next epoch's key ([`Judged::next_number`]) and seals it to the members in a
+/// grant signed by this laptop that announces the removals `judged` holds, kept (in `tx`)
+/// with the keyring it returns, which seals with it. Also returns how many members the
+/// grant is for.
 fn new_epoch(
     keys: &Keyring,
+    judged: &Judged,
     id: &Identity,
     tx: &mut StoreTx<'_>,
-    removed: Vec<Removal>,
     now: u64,
 ) -> Result<(Keyring, usize), NodeError> {
-    let number = keys.newest().number + 1;
+    let number = judged.next_number(id.me);
     if number > ferry_bundle::MAX_EPOCH {
         return Err(NodeError::BadArgument(format!(
             "the dataset has changed its key {} times, the most the format allows",
@@ -491,6 +550,7 @@ fn new_epoch(
         )));
     }
     let key = DatasetKey(crate::node::random());
+    let removed = judged.removals.clone();
     let mut members = grant_members(tx)?;
     members.retain(|(m, _)| !removed.iter().any(|r| r.member == *m));
     let admin_seq = tx.chain(id.me)?.map_or(0, |c| c.seq);
@@ -498,10 +558,13 @@ fn new_epoch(
         number,
         signer: id.me,
     };
-    // Member 1's grants stay version 5 while every epoch is its own (older readers read
-    // them); any other admin's, or one whose history names another admin's epoch, is
-    // version 9 (SPEC §16).
-    let version = if id.me == MemberId::ADMIN && !keys.has_other_signers() {
+    // Member 1's grants stay version 5 while every epoch that counts is its own and
+    // numbered without a gap (older readers read them); any other admin's, or one whose
+    // history names another admin's epoch, is version 9 (SPEC §16).
+    let version = if id.me == MemberId::ADMIN
+        && judged.founder_only()
+        && keys.founder_keys_below(number).is_some()
+    {
         ferry_bundle::VERSION_EPOCHS
     } else {
         ferry_bundle::VERSION_KEYS
@@ -530,15 +593,9 @@ fn issue(
     version: u8,
 ) -> Result<EpochGrant, NodeError> {
     if version == ferry_bundle::VERSION_EPOCHS {
-        let mut history = keys.founder_history().ok_or_else(|| {
+        let history = keys.founder_keys_below(epoch.number).ok_or_else(|| {
             NodeError::BadArgument("this laptop lacks an earlier key epoch".into())
         })?;
-        history.truncate(epoch.number as usize);
-        if history.len() != epoch.number as usize {
-            return Err(NodeError::BadArgument(
-                "this laptop lacks an earlier key epoch".into(),
-            ));
-        }
         return Ok(EpochGrant::issue(
             &id.secret,
             id.dataset,
@@ -707,12 +764,14 @@ mod tests {
         )
         .unwrap();
         let now = now_ms();
-        let mut tx = hq.store.transaction(now).unwrap();
         let bogus = vec![Removal {
             member: MemberId(3),
             cutoff: 0,
         }];
-        let (ring, _) = new_epoch(&hq.keys, &hq.id, &mut tx, bogus, now).unwrap();
+        let mut judged = hq.judge_epochs().unwrap();
+        judged.removals = bogus;
+        let mut tx = hq.store.transaction(now).unwrap();
+        let (ring, _) = new_epoch(&hq.keys, &judged, &hq.id, &mut tx, now).unwrap();
         tx.commit().unwrap();
         hq.keys = ring;
         let other = base.join("thief");
@@ -969,5 +1028,235 @@ mod tests {
             );
         }
         assert!(hq.keys.key(mine).is_none());
+    }
+
+    /// Seeded field runs: three admins (the founder among them) and three members on two
+    /// sticks, in random order; admins remove members (an admin too) and change the key
+    /// concurrently, removed laptops go on writing, syncing, removing and changing the key. At the end every remaining laptop seals
+    /// with the same key, which no removed laptop holds, and every record a remaining
+    /// laptop wrote reached every other.
+    #[test]
+    fn admins_changing_the_key_concurrently_converge_in_random_runs() {
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: u64) -> u64 {
+                self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (z ^ (z >> 31)) % n
+            }
+        }
+        let (mut removals, mut rekeys, mut epochs_seen) = (0, 0, BTreeSet::new());
+        for seed in 0..8u64 {
+            let mut rng = Rng(seed);
+            let base = tempfile::tempdir().unwrap();
+            let base = base.path();
+            let sticks = [stick(base, "s0"), stick(base, "s1")];
+            let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+            let mut nodes = vec![];
+            for l in ["a", "b", "c", "d", "e"] {
+                nodes.push(join(&mut hq, base, l));
+            }
+            nodes.insert(0, hq);
+            {
+                let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+                sync_all(&mut all, &sticks[0]);
+            }
+            nodes[0].promote("a").unwrap();
+            nodes[0].promote("b").unwrap();
+            {
+                let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+                sync_all(&mut all, &sticks[0]);
+            }
+            let mut removed: BTreeSet<usize> = BTreeSet::new();
+            let mut written: Vec<(usize, String)> = vec![];
+            for step in 0..40 {
+                let i = rng.below(6) as usize;
+                match rng.below(10) {
+                    0 if i < 3 => {
+                        // An admin removes a member (admin b among them, 2 to 5) it has
+                        // not removed yet; a removed admin goes on trying.
+                        let victim = 2 + rng.below(4) as usize;
+                        if victim == i {
+                            continue;
+                        }
+                        let label = ["hq", "a", "b", "c", "d", "e"][victim];
+                        if !removed.contains(&i) && nodes[i].remove_member(label, None).is_ok() {
+                            removed.insert(victim);
+                            removals += 1;
+                        } else if removed.contains(&i) {
+                            let _ = nodes[i].remove_member(label, None);
+                        }
+                    }
+                    1 if i < 3 => {
+                        if nodes[i].rekey().is_ok() {
+                            rekeys += 1;
+                        }
+                    }
+                    2..=5 => {
+                        let id = format!("s{seed}-{step}-{i}");
+                        put(&mut nodes[i], &id);
+                        written.push((i, id));
+                    }
+                    _ => {
+                        let k = rng.below(2) as usize;
+                        nodes[i].sync(&sticks[k], &NoProgress).unwrap();
+                    }
+                }
+            }
+            // Everyone meets on one stick, a few times.
+            for _ in 0..4 {
+                for n in nodes.iter_mut() {
+                    n.sync(&sticks[0], &NoProgress).unwrap();
+                }
+            }
+            let live: Vec<usize> = (0..6).filter(|i| !removed.contains(i)).collect();
+            // (What a removed laptop wrote after its cutoff stays where it was applied
+            // before the removal arrived, and nowhere else: only the others' records are
+            // compared.)
+            let seal = nodes[live[0]].keys.current().0;
+            epochs_seen.insert(seal);
+            for &i in &live {
+                assert_eq!(nodes[i].keys.current().0, seal, "seed {seed}: laptop {i}");
+                for (w, id) in &written {
+                    if live.contains(w) && nodes[i].get("visits", id).unwrap().is_none() {
+                        // What the laptop waits for, for the failure message.
+                        let r = nodes[i].sync(&sticks[0], &NoProgress).unwrap();
+                        let files: Vec<String> = (r.import.files.iter())
+                            .map(|f| format!("{:?}", f.result))
+                            .filter(|f| !f.contains("AlreadyHad"))
+                            .collect();
+                        panic!(
+                            "seed {seed}: {id} (by {w}) missing at {i}; removed {removed:?}; waiting {:?}; files {files:?}",
+                            r.import.waiting
+                        );
+                    }
+                }
+            }
+            for &r in &removed {
+                assert!(
+                    nodes[r].keys.key(seal).is_none(),
+                    "seed {seed}: removed laptop {r} holds the key sealed with ({seal})"
+                );
+            }
+        }
+        // (8 seeds: 12 removals, 13 key changes; the runs end on 7 different epochs, of
+        // three signers.)
+        assert!(
+            removals > 0 && rekeys > 0 && epochs_seen.iter().any(|e| e.signer != MemberId::ADMIN),
+            "the runs exercised nothing: {removals} removals, {rekeys} rekeys, {epochs_seen:?}"
+        );
+    }
+
+    /// Signs a version 9 grant as `n` would (whatever its role): epoch `number`, naming its
+    /// commit `admin_seq`, announcing `removed`, sealed to `to`; installs it so that `n`
+    /// seals with it.
+    fn forge(n: &mut Node, number: u32, admin_seq: u64, removed: Vec<Removal>, to: &[u32]) {
+        let now = now_ms();
+        let mut tx = n.store.transaction(now).unwrap();
+        let mut members = grant_members(&mut tx).unwrap();
+        members.retain(|(m, _)| to.contains(&m.0));
+        let epoch = EpochId {
+            number,
+            signer: n.id.me,
+        };
+        let key = DatasetKey(crate::node::random());
+        let g = issue(
+            &n.keys,
+            &n.id,
+            epoch,
+            &key,
+            admin_seq,
+            now,
+            removed,
+            &members,
+            ferry_bundle::VERSION_KEYS,
+        )
+        .unwrap();
+        let mut ring = n.keys.clone();
+        ring.install(&[(epoch, key)], Some(&g));
+        tx.set_meta(KEYRING, &ring.to_bytes()).unwrap();
+        tx.commit().unwrap();
+        n.keys = ring;
+    }
+
+    /// A demoted admin signs a grant naming one of its commits from before its demotion,
+    /// announcing the removal of the admin that demoted it and of a member, and leaving
+    /// that member out; a plain member signs one of the last epoch number the format
+    /// allows. Nobody is frozen or told it was removed, nobody seals with either key, and
+    /// the admins still remove members and change the key.
+    #[test]
+    fn grants_of_a_demoted_admin_or_a_member_steer_nobody() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let first = stick(base, "first");
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        let mut c = join(&mut hq, base, "clinic-c");
+        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        hq.promote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        let before_demotion = a.store.read().unwrap().chain(a.id.me).unwrap().unwrap().seq;
+        hq.demote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        assert_eq!(hq.admins().unwrap(), vec![MemberId::ADMIN]);
+        // clinic-a, demoted: "removes" hq and clinic-c, sealing to clinic-b only.
+        let removals = vec![
+            Removal {
+                member: MemberId::ADMIN,
+                cutoff: 1,
+            },
+            Removal {
+                member: MemberId(4),
+                cutoff: 1,
+            },
+        ];
+        forge(&mut a, 7, before_demotion, removals, &[2, 3]);
+        put(&mut a, "from-a");
+        // clinic-b, a member: the last epoch number, sealed to everyone.
+        forge(&mut b, ferry_bundle::MAX_EPOCH, 2, vec![], &[1, 2, 3, 4]);
+        put(&mut b, "from-b");
+        let second = stick(base, "second");
+        for _ in 0..2 {
+            for n in [&mut a, &mut b, &mut c, &mut hq] {
+                n.sync(&second, &NoProgress).unwrap();
+            }
+        }
+        for n in [&mut hq, &mut c] {
+            for m in [1, 4] {
+                assert_eq!(
+                    n.store.read().unwrap().frozen(MemberId(m)).unwrap(),
+                    None,
+                    "{}: member {m}",
+                    n.id.label
+                );
+            }
+        }
+        assert!(c.removed_here().unwrap().is_none(), "clinic-c told nothing");
+        assert!(
+            c.get("visits", "from-b").unwrap().is_some(),
+            "read with b's key"
+        );
+        for n in [&hq, &c] {
+            let seal = n.keys.current().0;
+            assert!(
+                seal.signer == MemberId::ADMIN,
+                "{} seals with {seal}",
+                n.id.label
+            );
+        }
+        // The founder still removes and changes the key: numbers are not used up.
+        let r = hq.remove_member("clinic-b", None).unwrap();
+        assert_eq!(r.epoch, 1, "numbered past hq's own epochs only");
+        hq.rekey().unwrap();
+        assert_eq!(hq.keys.current().0, EpochId::founder(2));
+        put(&mut hq, "after");
+        let third = stick(base, "third");
+        hq.sync(&third, &NoProgress).unwrap();
+        c.sync(&third, &NoProgress).unwrap();
+        assert!(c.get("visits", "after").unwrap().is_some());
+        assert_eq!(c.keys.current().0, EpochId::founder(2));
     }
 }

@@ -1333,9 +1333,13 @@ impl Node {
                 .collect::<Result<Vec<_>, _>>()?;
             (tx.stored()?, vvs)
         };
+        // A removed (or cancelled) member's bundles carry nothing for the others: they
+        // refuse them whole, also the other members' changes they relay.
+        let gone = crate::epochs::gone_members(&mut self.read()?)?;
         let carried: Vec<Coverage> = on_medium
             .iter()
             .filter_map(|(_, s)| s.as_ref())
+            .filter(|s| !gone.contains(&s.sender))
             .flat_map(|s| s.coverage.iter().copied())
             .collect();
         let compacted = self.compacted()?;
@@ -1784,10 +1788,11 @@ impl Node {
                 m => tx.member(m).ok().flatten().map(|i| i.key),
             };
             let version = opener.version();
-            if let Ok(g) = ferry_bundle::EpochGrant::from_bytes(
+            if let Ok(g) = ferry_bundle::EpochGrant::read_for_header(
                 &header.grant,
                 self.id.dataset,
                 version,
+                header.epoch_id(),
                 key_of,
             ) {
                 let _ = key.learn(&g, self.id.dataset, self.id.me, &self.id.secret);

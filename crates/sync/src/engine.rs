@@ -2361,10 +2361,11 @@ impl Engine {
                 // admins' grants are judged by the node, which knows who is an admin.
                 let header = opener.header();
                 let admin = |m: MemberId| (m == MemberId::ADMIN).then_some(self.admin_key);
-                if let Ok(g) = ferry_bundle::EpochGrant::from_bytes(
+                if let Ok(g) = ferry_bundle::EpochGrant::read_for_header(
                     &header.grant,
                     self.dataset,
                     opener.version(),
+                    header.epoch_id(),
                     admin,
                 ) {
                     if let Some(r) = g.body.removed.iter().find(|r| r.member == self.me) {

@@ -169,26 +169,26 @@ pub fn is_admin_now<S: Storage>(
 
 /// Whether `m` was an admin when it wrote its commit `seq` (in that commit's causal
 /// context, SPEC §15), for a statement it signed there, such as a key epoch's grant
-/// (SPEC §16). A commit not applied here yet (or compacted away) is judged by what this
-/// laptop has applied; one its author's freeze excludes never makes an admin.
+/// (SPEC §16): `None` while that commit is not applied here (or was compacted away). A
+/// commit its author's freeze excludes never makes an admin.
 pub fn admin_at<S: Storage>(
     store: &S,
     m: MemberId,
     seq: u64,
-) -> Result<bool, IngestError<S::Error>> {
+) -> Result<Option<bool>, IngestError<S::Error>> {
     if st::<S, _>(store.frozen(m))?.is_some_and(|k| seq >= k) {
-        return Ok(false);
+        return Ok(Some(false));
+    }
+    if seq == 0 || seq > st::<S, _>(store.applied())?.get(m) {
+        return Ok(None);
     }
     match st::<S, _>(store.commit(m, seq))? {
         Some(c) => {
             let mut ctx = c.deps.clone();
-            ctx.set(m, seq.saturating_sub(1));
-            is_admin_in(store, m, &ctx)
+            ctx.set(m, seq - 1);
+            is_admin_in(store, m, &ctx).map(Some)
         }
-        None => {
-            let applied = st::<S, _>(store.applied())?;
-            is_admin_in(store, m, &applied)
-        }
+        None => Ok(None),
     }
 }
 

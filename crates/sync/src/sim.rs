@@ -500,6 +500,7 @@ impl SimNode {
                 // Every grant here is the founder's, whom every node trusts.
                 self.key.choose(|_, _| ferry_bundle::Standing {
                     trusted: true,
+                    counts: true,
                     safe: true,
                 });
             }

@@ -811,12 +811,18 @@ fn reader_keys(
         None => (s == MemberId::ADMIN).then_some(admin),
     };
     let dataset = DatasetId(unhex(&h["dataset"]).try_into().unwrap());
-    let grant =
-        ferry_bundle::EpochGrant::from_bytes(&header.grant, dataset, opener.version(), key_of)
-            .map_err(|_| ("key failure", "bad-grant"))?;
-    if grant.body.id() != header.epoch_id() {
-        return Err(("key failure", "bad-grant"));
-    }
+    let grant = ferry_bundle::EpochGrant::read_for_header(
+        &header.grant,
+        dataset,
+        opener.version(),
+        header.epoch_id(),
+        key_of,
+    )
+    .map_err(|e| match e {
+        // The signer's join has not reached the reader: the bundle waits (SPEC §16 3.).
+        ferry_bundle::GrantError::UnknownSigner { .. } => ("key failure", "no-key"),
+        _ => ("key failure", "bad-grant"),
+    })?;
     let learned = ring.learn(
         &grant,
         dataset,

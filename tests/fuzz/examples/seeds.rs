@@ -236,6 +236,13 @@ mtu = 200
             .filter(|(name, b)| name.starts_with("vector-v5") && b.get(1) == Some(&5))
             .cloned(),
     );
+    // Version 9 (SPEC §16): grants signed by other admins, histories naming their epochs.
+    epoch.extend(
+        bundles
+            .iter()
+            .filter(|(name, b)| name.starts_with("vector-v9") && b.get(1) == Some(&9))
+            .cloned(),
+    );
     for (name, bytes) in epoch {
         if let Ok(opener) = BundleReader::open(&bytes[..]) {
             if !opener.header().grant.is_empty() {
