@@ -149,7 +149,7 @@ impl Node {
     /// signed (in the causal context of its commit `admin_seq`, or now while that commit is
     /// not applied here); it is *safe* when it counts and no removed member holds its key
     /// (the grant seals it to none). Epoch 0 counts, and is safe while nobody was removed.
-    fn judge_epochs(&mut self) -> Result<Judged, NodeError> {
+    pub(crate) fn judge_epochs(&mut self) -> Result<Judged, NodeError> {
         let admins: BTreeSet<MemberId> = self.admins()?.into_iter().collect();
         let mut tx = self.store.read()?;
         let mut removals: BTreeMap<MemberId, u64> = BTreeMap::new();
@@ -363,6 +363,12 @@ impl Node {
         Ok(())
     }
 
+    /// Whether the founding laptop (member 1) was removed, as far as this laptop knows.
+    pub(crate) fn founder_removed(&mut self) -> Result<bool, NodeError> {
+        let rec = self.store.read()?.record(ferry_sync::MEMBERS, "1")?;
+        Ok(ferry_sync::removal(rec.as_ref()).is_some())
+    }
+
     /// Keeps that a grant removed this laptop (after its change `cutoff`, at `at_ms` by the
     /// admin's clock), so that it says so for every bundle it cannot read from then on.
     pub(crate) fn remember_removed(&mut self, cutoff: u64, at_ms: u64) -> Result<(), NodeError> {
@@ -496,6 +502,18 @@ impl Judged {
             .max()
             .unwrap_or(0)
             + 1
+    }
+
+    /// The keys an invitation made now hands on (epoch 0 aside): those of the epochs whose
+    /// signer was not removed, up to the one sealed with (a number a member chose past it
+    /// is not handed on).
+    pub(crate) fn invitable(&self, keys: &Keyring) -> Vec<(EpochId, DatasetKey)> {
+        let top = keys.current().0.number;
+        keys.keys()
+            .filter(|(e, _)| *e != EpochId::ZERO && e.number <= top)
+            .filter(|(e, _)| self.standings.get(e).is_some_and(|s| s.trusted))
+            .map(|(e, k)| (e, k.clone()))
+            .collect()
     }
 
     /// Whether member 1 may still write a version 5 grant: every epoch that counts is its
@@ -821,6 +839,8 @@ mod tests {
         // The thief, not knowing, changes the key.
         let thief = hq.rekey().unwrap();
         assert_eq!(thief.epoch, 1);
+        // And "removes" clinic-b, whose laptop must not believe it.
+        hq.remove_member("clinic-b", Some("thief")).unwrap();
         let other = base.join("other");
         std::fs::create_dir_all(&other).unwrap();
         a.sync(&other, &NoProgress).unwrap();
@@ -839,6 +859,15 @@ mod tests {
             hq.keys.key(by_a).is_none(),
             "the thief never got clinic-a's key"
         );
+        assert!(
+            b.removed_here().unwrap().is_none(),
+            "clinic-b is not told it was removed"
+        );
+        assert_eq!(a.store.read().unwrap().frozen(MemberId(3)).unwrap(), None);
+        put(&mut b, "b-after");
+        b.sync(&other, &NoProgress).unwrap();
+        a.sync(&other, &NoProgress).unwrap();
+        assert!(a.get("visits", "b-after").unwrap().is_some());
     }
 
     fn put(n: &mut Node, id: &str) {

@@ -10,7 +10,7 @@ use crate::medium::{
 use crate::node::{Node, random};
 use crate::progress::{Progress, Unit};
 use crate::time::{file_stamp, now_ms};
-use ferry_bundle::{BundleReader, Opener, WriteOptions};
+use ferry_bundle::{BundleReader, EpochId, Opener, WriteOptions};
 use ferry_model::{DatasetId, MemberId, VersionVector};
 use ferry_store::{BundleSeen, QuarantineRow};
 use ferry_sync::plan::{
@@ -1110,6 +1110,16 @@ impl Node {
             // This laptop was removed: the bundle is for the others, and stays where it is.
             Pass::Refused(e @ IngestError::RemovedHere { cutoff, at_ms }) => {
                 drop(tx);
+                // (A grant of member 1's says so; a removed or demoted founding laptop's
+                // word removes nobody: the bundle waits for a key like any other.)
+                if !self.admins()?.contains(&MemberId::ADMIN) || self.founder_removed()? {
+                    let epoch = header_of(path).map_or(EpochId::ZERO, |(h, _)| h.epoch_id());
+                    return Ok(done(FileResult::Waiting {
+                        reason: IngestError::<NodeError>::NoEpochKey { epoch }.to_string(),
+                        kept: None,
+                        order: (u32::MAX, 0),
+                    }));
+                }
                 self.remember_removed(cutoff, at_ms)?;
                 Ok(done(FileResult::Skipped {
                     reason: e.to_string(),

@@ -913,19 +913,23 @@ impl Node {
             random(),
         );
         let code = InviteCode::from_random(random());
-        // A laptop invited after a key change reads with the keys of every epoch so far.
-        // Numbered 1, 2, … while every epoch is the founder's (as earlier ferry reads them),
-        // else each with its number and signer.
-        let (epoch_keys, other_epochs) = match self.keys.founder_history() {
-            Some(keys) => (keys.iter().skip(1).map(|k| k.0).collect(), Vec::new()),
-            None => (
+        // A laptop invited after a key change reads with the keys of the epochs so far.
+        // Numbered 1, 2, … while they are the founder's without a gap (as earlier ferry
+        // reads them), else each with its number and signer.
+        let keys = self.judge_epochs()?.invitable(&self.keys);
+        let dense = keys
+            .iter()
+            .enumerate()
+            .all(|(i, (e, _))| *e == EpochId::founder(i as u32 + 1));
+        let (epoch_keys, other_epochs) = if dense {
+            (keys.iter().map(|(_, k)| k.0).collect(), Vec::new())
+        } else {
+            (
                 Vec::new(),
-                self.keys
-                    .keys()
-                    .filter(|&(e, _)| e != EpochId::ZERO)
+                keys.iter()
                     .map(|(e, k)| (e.number, e.signer.0, k.0))
                     .collect(),
-            ),
+            )
         };
         // An invitation by another admin than the founder names the founder too.
         let founder = match self.id.me {
