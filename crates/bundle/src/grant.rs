@@ -656,18 +656,23 @@ pub struct Learned {
 }
 
 /// How a node judges an epoch when it chooses the one it seals with
-/// ([`Keyring::choose`]); epochs compare by these, in this order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+/// ([`Keyring::choose`]): epochs compare by `safe`, `clean` and `trusted`, in this order,
+/// then by number (highest first) and signer (lowest first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Standing {
-    /// Sealing with it is safe: its signer counts (below), and no member removed since
-    /// holds its key.
+    /// Sealing with it is safe: clean, and its signer is an admin now whose grant this
+    /// node holds (epoch 0: nobody was removed and no later trusted epoch is held).
     pub safe: bool,
-    /// Its signer counts: not removed, an admin when it signed and now, and this node
-    /// holds its grant (epoch 0 always counts). Only such epochs are numbered past, handed
-    /// on in invitations, or named in new grants' histories.
-    pub counts: bool,
-    /// Its signer was not removed (a stolen laptop's key is never preferred).
+    /// Trusted, and no member removed since holds its key as far as this node can tell
+    /// (its grant seals it to none; without a grant, nobody was removed).
+    pub clean: bool,
+    /// Vouched for by an admin — its grant signed by one that was an admin when it signed,
+    /// or its key handed on by an invitation or a vouched grant's history — whose laptop
+    /// was not removed since (epoch 0 always).
     pub trusted: bool,
+    /// Trusted, its grant held and its signer an admin now: new epochs are numbered past
+    /// it.
+    pub counts: bool,
 }
 
 impl Keyring {
@@ -736,25 +741,19 @@ impl Keyring {
     }
 
     /// Chooses the epoch to seal with: among the epochs held, the safe ones first, then the
-    /// trusted, then the highest number, then the lowest signer (so that every node that
+    /// clean, then the trusted, then the highest number, then the lowest signer (so that every node that
     /// holds two epochs two admins began at once picks the same). `judge` gets each epoch
     /// and its grant (none for epoch 0, or for an epoch known only from a later grant's
-    /// history). Returns whether the choice changed. Grants of epochs numbered below the
-    /// chosen safe one are dropped: nothing will carry them again.
+    /// history). Returns whether the choice changed.
     pub fn choose(&mut self, judge: impl Fn(EpochId, Option<&EpochGrant>) -> Standing) -> bool {
         let rank = |id: &EpochId| {
             let g = self.grant_of(*id);
-            (
-                judge(*id, g.as_ref()),
-                id.number,
-                std::cmp::Reverse(id.signer),
-            )
+            let st = judge(*id, g.as_ref());
+            let signer = std::cmp::Reverse(id.signer);
+            (st.safe, st.clean, st.trusted, id.number, signer)
         };
         let best = self.keys.keys().map(|id| (rank(id), *id)).max();
-        let ((standing, ..), id) = best.expect("epoch 0 is always held");
-        if standing.safe {
-            self.grants.retain(|e, _| e.number >= id.number);
-        }
+        let (_, id) = best.expect("epoch 0 is always held");
         let changed = id != self.seal;
         self.seal = id;
         changed
@@ -832,7 +831,8 @@ impl Keyring {
     }
 
     /// Learns from a checked grant a bundle's header carries: the keys it seals to `me`
-    /// (its own epoch's key from its signer's word; earlier ones only where none is held),
+    /// (its own epoch's key from its signer's word; earlier ones, with `history` — when an
+    /// admin vouches for the grant — only where none is held),
     /// and the grant itself when it opens here and is wider than the one held of its epoch.
     /// A grant this node cannot open is an error only when it lacks the epoch's key. It
     /// does not change the epoch this node seals with: [`Keyring::choose`] does.
@@ -842,6 +842,7 @@ impl Keyring {
         dataset: DatasetId,
         me: MemberId,
         secret: &SecretKey,
+        history: bool,
     ) -> Result<Learned, GrantError> {
         let mut learned = Learned::default();
         let id = g.body.id();
@@ -869,7 +870,9 @@ impl Keyring {
                     learned.epochs.push(e);
                 }
                 self.direct.insert(e);
-            } else if let std::collections::btree_map::Entry::Vacant(slot) = self.keys.entry(e) {
+            } else if let (true, std::collections::btree_map::Entry::Vacant(slot)) =
+                (history, self.keys.entry(e))
+            {
                 slot.insert(k);
                 learned.epochs.push(e);
             }
@@ -1149,7 +1152,9 @@ mod tests {
         ];
         let mut ring = Keyring::new(keys[0].clone());
         let narrow = grant(&keys, &[1, 2], vec![]);
-        let learned = ring.learn(&narrow, DS, MemberId(2), &member(2)).unwrap();
+        let learned = ring
+            .learn(&narrow, DS, MemberId(2), &member(2), true)
+            .unwrap();
         assert_eq!(
             learned.epochs,
             vec![EpochId::founder(1), EpochId::founder(2)]
@@ -1158,13 +1163,17 @@ mod tests {
         assert_eq!(ring.current(), (EpochId::founder(2), &keys[2]));
         assert_eq!(ring.key(EpochId::founder(1)), Some(&keys[1]));
         // The same grant again changes nothing.
-        let again = ring.learn(&narrow, DS, MemberId(2), &member(2)).unwrap();
+        let again = ring
+            .learn(&narrow, DS, MemberId(2), &member(2), true)
+            .unwrap();
         assert_eq!(again, Learned::default());
         // A later grant of the same epoch for more members replaces the one carried.
         let mut wider = grant(&keys, &[1, 2, 5], vec![]);
         wider.body.admin_seq = 10;
         wider.signature = member(1).sign(&grant_message(DS, &wider.body));
-        let learned = ring.learn(&wider, DS, MemberId(2), &member(2)).unwrap();
+        let learned = ring
+            .learn(&wider, DS, MemberId(2), &member(2), true)
+            .unwrap();
         assert!(learned.grant && learned.epochs.is_empty());
         assert_eq!(ring.grant().unwrap().0, 10);
         // It survives being stored.
@@ -1183,7 +1192,7 @@ mod tests {
         let mut ring = Keyring::new(k0.clone());
         for g in [&by3, &by2] {
             let g = EpochGrant::from_bytes(&g.to_bytes(), DS, VERSION_KEYS, key_of).unwrap();
-            ring.learn(&g, DS, MemberId(4), &member(4)).unwrap();
+            ring.learn(&g, DS, MemberId(4), &member(4), true).unwrap();
         }
         let e2 = EpochId {
             number: 1,
@@ -1195,9 +1204,10 @@ mod tests {
         };
         assert_eq!((ring.key(e2), ring.key(e3)), (Some(&ka), Some(&kb)));
         let ok = Standing {
+            safe: true,
+            clean: true,
             trusted: true,
             counts: true,
-            safe: true,
         };
         ring.choose(|_, _| ok);
         assert_eq!(ring.current(), (e2, &ka));
@@ -1220,7 +1230,7 @@ mod tests {
         let by1 = grant8(1, 2, &DatasetKey([0xc; 32]), &hist, &[1, 4, 5], vec![]);
         let mut fresh = Keyring::new(k0.clone());
         let g = EpochGrant::from_bytes(&by1.to_bytes(), DS, VERSION_KEYS, key_of).unwrap();
-        let learned = fresh.learn(&g, DS, MemberId(5), &member(5)).unwrap();
+        let learned = fresh.learn(&g, DS, MemberId(5), &member(5), true).unwrap();
         assert_eq!(learned.epochs.len(), 3);
         assert_eq!(fresh.key(e3), Some(&kb));
         // A member's grant cannot replace a key of another signer's epoch that this node
@@ -1233,7 +1243,9 @@ mod tests {
             &[4, 5],
             vec![],
         );
-        fresh.learn(&liar, DS, MemberId(5), &member(5)).unwrap();
+        fresh
+            .learn(&liar, DS, MemberId(5), &member(5), true)
+            .unwrap();
         assert_eq!(fresh.key(e2), Some(&ka));
         let back = Keyring::from_bytes(k0, &fresh.to_bytes()).unwrap();
         assert_eq!(back, fresh);
@@ -1289,13 +1301,16 @@ mod tests {
         let zero = [(EpochId::ZERO, k0.clone())];
         let real = grant8(2, 1, &DatasetKey([0xa; 32]), &zero, &[2, 4], vec![]);
         let mut ring = Keyring::new(k0);
-        ring.learn(&real, DS, MemberId(4), &member(4)).unwrap();
+        ring.learn(&real, DS, MemberId(4), &member(4), true)
+            .unwrap();
         // The same signer (stolen since, say) grants "its" epoch 1 again, wider on paper
         // (a later commit), with a key of its choosing.
         let mut junk = grant8(2, 1, &DatasetKey([0xee; 32]), &zero, &[2, 4], vec![]);
         junk.body.admin_seq = u64::MAX;
         junk.signature = member(2).sign(&grant_message(DS, &junk.body));
-        let learned = ring.learn(&junk, DS, MemberId(4), &member(4)).unwrap();
+        let learned = ring
+            .learn(&junk, DS, MemberId(4), &member(4), true)
+            .unwrap();
         assert_eq!(learned, Learned::default());
         let e = EpochId {
             number: 1,

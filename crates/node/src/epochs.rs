@@ -53,7 +53,7 @@ impl Node {
             str::to_string,
         );
         crate::node::check_label("--reason", &why)?;
-        let mut judged = self.judge_epochs()?;
+        let mut judged = self.judge_epochs(Some(member))?;
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         let rec = tx.record(ferry_sync::MEMBERS, &member.0.to_string())?;
@@ -127,7 +127,7 @@ impl Node {
     /// readable by members.
     pub fn rekey(&mut self) -> Result<RekeyReport, NodeError> {
         self.require_admin("change the dataset key")?;
-        let judged = self.judge_epochs()?;
+        let judged = self.judge_epochs(None)?;
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
         let (ring, members) =
@@ -142,14 +142,11 @@ impl Node {
         })
     }
 
-    /// How this laptop judges each key epoch it holds (bundles/SPEC.md §16 6.), and the
-    /// removals it holds (records, and what counted grants announced), to announce in a new
-    /// grant. An epoch is *trusted* unless its signer was removed; it *counts* when, too,
-    /// this laptop holds its grant and the signer is an admin now and was one when it
-    /// signed (in the causal context of its commit `admin_seq`, or now while that commit is
-    /// not applied here); it is *safe* when it counts and no removed member holds its key
-    /// (the grant seals it to none). Epoch 0 counts, and is safe while nobody was removed.
-    pub(crate) fn judge_epochs(&mut self) -> Result<Judged, NodeError> {
+    /// How this laptop judges each key epoch it holds (bundles/SPEC.md §16 6., see
+    /// [`Standing`]), and the removals it holds (records, and what counting grants
+    /// announced), to announce in a new grant. `removing` is judged as removed already (a
+    /// removal being made).
+    pub(crate) fn judge_epochs(&mut self, removing: Option<MemberId>) -> Result<Judged, NodeError> {
         let admins: BTreeSet<MemberId> = self.admins()?.into_iter().collect();
         let mut tx = self.store.read()?;
         let mut removals: BTreeMap<MemberId, u64> = BTreeMap::new();
@@ -164,38 +161,52 @@ impl Node {
             let c = removals.entry(m).or_insert(cutoff);
             *c = (*c).max(cutoff);
         }
+        let gone = |m: &MemberId| removals.contains_key(m) || removing == Some(*m);
         let mut standings = BTreeMap::new();
         for (id, _) in self.keys.keys() {
-            let standing = if id == EpochId::ZERO {
-                Standing {
-                    safe: removals.is_empty(),
-                    counts: true,
-                    trusted: true,
-                }
-            } else {
-                let trusted = !removals.contains_key(&id.signer);
-                let counts = match self.keys.grant_of(id) {
-                    Some(g) if trusted && admins.contains(&id.signer) => {
-                        ferry_sync::roles::admin_at(&tx, id.signer, g.body.admin_seq)?
-                            .unwrap_or(true)
-                    }
-                    _ => false,
-                };
-                let safe = counts
-                    && self.keys.grant_of(id).is_some_and(|g| {
-                        !g.body
-                            .wraps
-                            .iter()
-                            .any(|w| removals.contains_key(&w.member))
-                    });
-                Standing {
-                    safe,
-                    counts,
-                    trusted,
-                }
+            if id == EpochId::ZERO {
+                continue;
+            }
+            let grant = self.keys.grant_of(id);
+            // Vouched for: its grant signed by an admin (then), or its key handed on by an
+            // invitation or a vouched grant's history (no grant held).
+            let vouched = match &grant {
+                Some(g) => match ferry_sync::roles::admin_at(&tx, id.signer, g.body.admin_seq)? {
+                    Some(at) => at,
+                    None => admins.contains(&id.signer),
+                },
+                None => true,
             };
-            standings.insert(id, standing);
+            let trusted = vouched && !gone(&id.signer);
+            let clean = trusted
+                && match &grant {
+                    Some(g) => !g.body.wraps.iter().any(|w| gone(&w.member)),
+                    None => removals.is_empty() && removing.is_none(),
+                };
+            let counts = trusted && grant.is_some() && admins.contains(&id.signer);
+            standings.insert(
+                id,
+                Standing {
+                    safe: clean && counts,
+                    clean,
+                    trusted,
+                    counts,
+                },
+            );
         }
+        // Epoch 0, the dataset key every member ever had: safe only until a key changes or
+        // a member is removed.
+        let later = standings.values().any(|s| s.trusted);
+        let zero_clean = removals.is_empty() && removing.is_none();
+        standings.insert(
+            EpochId::ZERO,
+            Standing {
+                safe: zero_clean && !later,
+                clean: zero_clean,
+                trusted: true,
+                counts: true,
+            },
+        );
         Ok(Judged {
             standings,
             removals: removals
@@ -208,7 +219,7 @@ impl Node {
     /// Chooses the key epoch this laptop seals with ([`Keyring::choose`]) and keeps the
     /// choice; returns the judgement it chose by.
     pub(crate) fn choose_epoch(&mut self) -> Result<Judged, NodeError> {
-        let judged = self.judge_epochs()?;
+        let judged = self.judge_epochs(None)?;
         let mut ring = self.keys.clone();
         ring.choose(|id, _| judged.standings.get(&id).copied().unwrap_or_default());
         if ring != self.keys {
@@ -232,9 +243,15 @@ impl Node {
         }
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
-        let (ring, _) = begin_epoch(&self.engine, &self.keys, &judged, &self.id, &mut tx, now)?;
-        tx.commit()?;
-        self.keys = ring;
+        match begin_epoch(&self.engine, &self.keys, &judged, &self.id, &mut tx, now) {
+            Ok((ring, _)) => {
+                tx.commit()?;
+                self.keys = ring;
+            }
+            // (No epoch number left: the sync goes on; `ferry rekey` says so.)
+            Err(NodeError::BadArgument(_)) => drop(tx),
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 
@@ -315,15 +332,17 @@ impl Node {
         // by what this laptop has applied while the grant's commit is not here), another
         // admin's only once that commit is applied (until then its removal records count,
         // as they apply). A stolen, demoted or removed admin's laptop removes nobody.
-        let (trusted, told) = {
+        let (trusted, told, vouched) = {
             let admins = self.admins()?;
             let tx = self.store.read()?;
             let rec = tx.record(ferry_sync::MEMBERS, &signer.0.to_string())?;
             let at = ferry_sync::roles::admin_at(&tx, signer, grant.body.admin_seq)?;
-            let admin = ferry_sync::removal(rec.as_ref()).is_none() && admins.contains(&signer);
+            let kept = ferry_sync::removal(rec.as_ref()).is_none();
+            let admin = kept && admins.contains(&signer);
             (
                 admin && at.unwrap_or(signer == MemberId::ADMIN),
                 admin && at != Some(false),
+                kept && at.unwrap_or(admins.contains(&signer)),
             )
         };
         let mut ring = self.keys.clone();
@@ -352,7 +371,19 @@ impl Node {
             }
         }
         // Whatever it gave (keys, a grant to carry), even if it does not open here.
-        let _ = ring.learn(&grant, self.id.dataset, self.id.me, &self.id.secret);
+        // Its history only when an admin vouches for it: a member's grant could name a
+        // wrong key for an epoch this laptop lacks.
+        let learned = ring.learn(
+            &grant,
+            self.id.dataset,
+            self.id.me,
+            &self.id.secret,
+            vouched,
+        );
+        if learned.is_ok_and(|l| l.epochs.contains(&grant.body.id())) {
+            // It reads again: whatever said it was removed is past.
+            self.forget_removed()?;
+        }
         if ring != self.keys {
             let tx = self.store.transaction(now_ms())?;
             tx.set_meta(KEYRING, &ring.to_bytes())?;
@@ -377,6 +408,22 @@ impl Node {
             REMOVED_HERE,
             &postcard::to_allocvec(&(cutoff, at_ms)).expect("encodes"),
         )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets that a grant said this laptop was removed (a later key reached it).
+    fn forget_removed(&mut self) -> Result<(), NodeError> {
+        if self
+            .store
+            .read()?
+            .meta(REMOVED_HERE)?
+            .is_none_or(|b| b.is_empty())
+        {
+            return Ok(());
+        }
+        let tx = self.store.transaction(now_ms())?;
+        tx.set_meta(REMOVED_HERE, &[])?;
         tx.commit()?;
         Ok(())
     }
@@ -504,9 +551,9 @@ impl Judged {
             + 1
     }
 
-    /// The keys an invitation made now hands on (epoch 0 aside): those of the epochs whose
-    /// signer was not removed, up to the one sealed with (a number a member chose past it
-    /// is not handed on).
+    /// The keys an invitation made now hands on (epoch 0 aside): those of the trusted
+    /// epochs, up to the one sealed with (a number a member chose past it is not handed
+    /// on).
     pub(crate) fn invitable(&self, keys: &Keyring) -> Vec<(EpochId, DatasetKey)> {
         let top = keys.current().0.number;
         keys.keys()
@@ -786,7 +833,7 @@ mod tests {
             member: MemberId(3),
             cutoff: 0,
         }];
-        let mut judged = hq.judge_epochs().unwrap();
+        let mut judged = hq.judge_epochs(None).unwrap();
         judged.removals = bogus;
         let mut tx = hq.store.transaction(now).unwrap();
         let (ring, _) = new_epoch(&hq.keys, &judged, &hq.id, &mut tx, now).unwrap();
@@ -1276,16 +1323,112 @@ mod tests {
                 n.id.label
             );
         }
+        // clinic-a's laptop is stolen: promoted again by mistake, it signs the last epoch
+        // number before anyone knows; its removal still changes the key.
+        hq.promote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a], &second);
+        forge(
+            &mut a,
+            ferry_bundle::MAX_EPOCH,
+            before_demotion + 100,
+            vec![],
+            &[1, 2, 3, 4],
+        );
+        put(&mut a, "a-stolen");
+        a.sync(&second, &NoProgress).unwrap();
+        hq.sync(&second, &NoProgress).unwrap();
+        assert!(hq.remove_member("clinic-a", Some("stolen")).is_ok());
         // The founder still removes and changes the key: numbers are not used up.
         let r = hq.remove_member("clinic-b", None).unwrap();
-        assert_eq!(r.epoch, 1, "numbered past hq's own epochs only");
+        assert_eq!(r.epoch, 2, "numbered past hq's own epochs only");
         hq.rekey().unwrap();
-        assert_eq!(hq.keys.current().0, EpochId::founder(2));
+        assert_eq!(hq.keys.current().0, EpochId::founder(3));
         put(&mut hq, "after");
         let third = stick(base, "third");
         hq.sync(&third, &NoProgress).unwrap();
         c.sync(&third, &NoProgress).unwrap();
         assert!(c.get("visits", "after").unwrap().is_some());
-        assert_eq!(c.keys.current().0, EpochId::founder(2));
+        assert_eq!(c.keys.current().0, EpochId::founder(3));
+    }
+
+    /// A laptop invited after a removal changed the key seals with that key from its first
+    /// bundle on (not with the dataset key the removed laptop holds), and one that joined
+    /// with an older invitation is given the key by the admin's wider grant.
+    #[test]
+    fn laptops_joining_after_a_key_change_seal_with_the_new_key() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let first = stick(base, "first");
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        // clinic-c's invitation is made before the key changes; clinic-d's after.
+        let inv_c = base.join("clinic-c.invite");
+        let code_c = hq.invite(&inv_c, Some("clinic-c")).unwrap().code;
+        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        hq.remove_member("clinic-b", None).unwrap();
+        let mut d = join(&mut hq, base, "clinic-d");
+        let file = InvitationFile::read(&inv_c).unwrap();
+        let mut c =
+            Node::join(&Home::at(base.join("clinic-c")), None, &file, Some(&code_c)).unwrap();
+        let second = stick(base, "second");
+        for _ in 0..3 {
+            for n in [&mut hq, &mut a, &mut d, &mut c, &mut b] {
+                n.sync(&second, &NoProgress).unwrap();
+            }
+        }
+        let one = EpochId::founder(1);
+        for n in [&hq, &a, &c, &d] {
+            assert_eq!(n.keys.current().0, one, "{}", n.id.label);
+        }
+        put(&mut d, "from-d");
+        put(&mut c, "from-c");
+        for n in [&mut d, &mut c, &mut hq, &mut a, &mut b] {
+            n.sync(&second, &NoProgress).unwrap();
+        }
+        for id in ["from-d", "from-c"] {
+            assert!(hq.get("visits", id).unwrap().is_some(), "{id}");
+            assert!(a.get("visits", id).unwrap().is_some(), "{id}");
+            assert!(
+                b.get("visits", id).unwrap().is_none(),
+                "{id} reached the removed laptop"
+            );
+        }
+    }
+
+    /// An admin changes the key, then steps down: the others go on sealing with its key
+    /// (never back to the dataset key), and the founding laptop, seeing a key whose signer
+    /// is no admin, changes it.
+    #[test]
+    fn a_key_whose_signer_stepped_down_is_replaced_not_undone() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let first = stick(base, "first");
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        hq.promote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        a.rekey().unwrap();
+        let by_a = EpochId {
+            number: 1,
+            signer: MemberId(2),
+        };
+        sync_all(&mut [&mut a, &mut b], &first);
+        assert_eq!(b.keys.current().0, by_a);
+        a.demote("clinic-a").unwrap();
+        sync_all(&mut [&mut a, &mut b], &first);
+        assert_eq!(b.admins().unwrap(), vec![MemberId::ADMIN]);
+        assert_eq!(b.keys.current().0, by_a, "not back to the dataset key");
+        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        // (Numbered past the epochs that count: clinic-a's no longer does, so hq's new one
+        // is number 1 too, told apart by its signer.)
+        let by_hq = hq.keys.current().0;
+        assert_eq!(by_hq.signer, MemberId::ADMIN);
+        assert_ne!(by_hq, EpochId::ZERO);
+        for n in [&a, &b] {
+            assert_eq!(n.keys.current().0, by_hq, "{}", n.id.label);
+        }
     }
 }

@@ -1805,7 +1805,7 @@ impl Node {
                 header.epoch_id(),
                 key_of,
             ) {
-                let _ = key.learn(&g, self.id.dataset, self.id.me, &self.id.secret);
+                let _ = key.learn(&g, self.id.dataset, self.id.me, &self.id.secret, true);
             }
         }
         let now = now_ms();

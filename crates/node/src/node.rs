@@ -916,7 +916,7 @@ impl Node {
         // A laptop invited after a key change reads with the keys of the epochs so far.
         // Numbered 1, 2, … while they are the founder's without a gap (as earlier ferry
         // reads them), else each with its number and signer.
-        let keys = self.judge_epochs()?.invitable(&self.keys);
+        let keys = self.judge_epochs(None)?.invitable(&self.keys);
         let dense = keys
             .iter()
             .enumerate()

@@ -496,12 +496,13 @@ impl SimNode {
                 self.key.note_removals(&g);
                 let _ = self
                     .key
-                    .learn(&g, self.engine.dataset, self.engine.me, &self.secret);
+                    .learn(&g, self.engine.dataset, self.engine.me, &self.secret, true);
                 // Every grant here is the founder's, whom every node trusts.
                 self.key.choose(|_, _| ferry_bundle::Standing {
+                    safe: true,
+                    clean: true,
                     trusted: true,
                     counts: true,
-                    safe: true,
                 });
             }
         }

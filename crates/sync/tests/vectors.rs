@@ -828,6 +828,7 @@ fn reader_keys(
         dataset,
         MemberId(m.parse().unwrap()),
         &SecretKey::from_bytes(unhex(secret).try_into().unwrap()),
+        true,
     );
     match learned {
         Ok(_) => Ok(ring),

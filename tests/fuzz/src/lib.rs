@@ -343,7 +343,7 @@ pub fn epoch_grant(data: &[u8]) {
         );
         for m in 1..=4u32 {
             let mut ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
-            if let Ok(l) = ring.learn(&g, DATASET, MemberId(m), &secret(m)) {
+            if let Ok(l) = ring.learn(&g, DATASET, MemberId(m), &secret(m), true) {
                 for e in l.epochs {
                     assert!(ring.key(e).is_some());
                 }
