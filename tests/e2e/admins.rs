@@ -147,7 +147,11 @@ fn a_second_admin_invites_offline_and_runs_the_dataset_while_the_founder_is_away
             "{}",
             l.home.display()
         );
-        assert!(!ids(l, "visits").contains(&"b1".to_string()));
+        assert!(
+            !ids(l, "visits").contains(&"b1".to_string()),
+            "{}",
+            l.home.display()
+        );
         assert!(
             l.ok(&["rule", "list", "--json"]).contains("lww"),
             "the second admin's rule counts"

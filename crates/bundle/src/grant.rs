@@ -618,6 +618,9 @@ pub struct Keyring {
     grants: BTreeMap<EpochId, HeldGrant>,
     /// The removals grants announced (member → cutoff, when), as the node chose to note.
     removed: BTreeMap<MemberId, (u64, u64)>,
+    /// For each, the grant that announced it last: its signer and commit (a node lifts a
+    /// freeze whose grant turns out not to count).
+    removed_by: BTreeMap<MemberId, (MemberId, u64)>,
     /// The epoch this node seals with ([`Keyring::choose`]).
     seal: EpochId,
     /// Epochs whose key came from their own signer's grant (or this node made): never
@@ -641,6 +644,7 @@ struct StoredKeyring {
     removed: Vec<(MemberId, u64, u64)>,
     seal: EpochId,
     direct: Vec<EpochId>,
+    removed_by: Vec<(MemberId, MemberId, u64)>,
 }
 
 /// The first bytes of a keyring stored since epochs have signers.
@@ -682,6 +686,7 @@ impl Keyring {
             keys: BTreeMap::from([(EpochId::ZERO, dataset_key)]),
             grants: BTreeMap::new(),
             removed: BTreeMap::new(),
+            removed_by: BTreeMap::new(),
             seal: EpochId::ZERO,
             direct: std::collections::BTreeSet::from([EpochId::ZERO]),
         }
@@ -767,10 +772,23 @@ impl Keyring {
             let e = self.removed.entry(r.member).or_insert((0, 0));
             if r.cutoff > e.0 || e.1 == 0 {
                 *e = (r.cutoff.max(e.0), grant.body.at_ms);
+                self.removed_by
+                    .insert(r.member, (grant.body.signer, grant.body.admin_seq));
                 new = true;
             }
         }
         new
+    }
+
+    /// The grant that announced `member`'s removal last: its signer and commit.
+    pub fn removal_by(&self, member: MemberId) -> Option<(MemberId, u64)> {
+        self.removed_by.get(&member).copied()
+    }
+
+    /// Forgets a removal a grant announced (it turned out not to count).
+    pub fn forget_removal(&mut self, member: MemberId) {
+        self.removed.remove(&member);
+        self.removed_by.remove(&member);
     }
 
     /// A removal some grant announced: the member's cutoff and when (admin's clock, ms).
@@ -896,6 +914,11 @@ impl Keyring {
                     .collect(),
                 seal: self.seal,
                 direct: self.direct.iter().copied().collect(),
+                removed_by: self
+                    .removed_by
+                    .iter()
+                    .map(|(m, (s, q))| (*m, *s, *q))
+                    .collect(),
             },
             out,
         )
@@ -915,6 +938,11 @@ impl Keyring {
             ring.removed = s.removed.into_iter().map(|(m, c, t)| (m, (c, t))).collect();
             ring.seal = s.seal;
             ring.direct.extend(s.direct);
+            ring.removed_by = s
+                .removed_by
+                .into_iter()
+                .map(|(m, g, q)| (m, (g, q)))
+                .collect();
             return Ok(ring);
         }
         let s: StoredKeyringV5 = postcard::from_bytes(b)?;

@@ -147,7 +147,7 @@ impl Node {
     /// announced), to announce in a new grant. `removing` is judged as removed already (a
     /// removal being made).
     pub(crate) fn judge_epochs(&mut self, removing: Option<MemberId>) -> Result<Judged, NodeError> {
-        let admins: BTreeSet<MemberId> = self.admins()?.into_iter().collect();
+        let admins = self.grant_admins()?;
         let mut tx = self.store.read()?;
         let mut removals: BTreeMap<MemberId, u64> = BTreeMap::new();
         tx.for_each_record(ferry_sync::MEMBERS, false, |id, r| {
@@ -216,9 +216,54 @@ impl Node {
         })
     }
 
+    /// Lifts the freezes of removals that grants announced and that turned out not to
+    /// count: the grant's signer was removed before it signed it (its commit past the
+    /// signer's cutoff), or was no admin in that commit's causal context. A member frozen
+    /// by its own removal record, or by fork evidence, stays frozen.
+    fn lift_void_freezes(&mut self, ring: &mut Keyring) -> Result<(), NodeError> {
+        let noted: Vec<MemberId> = ring.removals().collect();
+        if noted.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.transaction(now_ms())?;
+        let mut lifted = false;
+        for m in noted {
+            let Some((signer, seq)) = ring.removal_by(m) else {
+                continue;
+            };
+            let id = m.0.to_string();
+            if ferry_sync::removal(tx.record(ferry_sync::MEMBERS, &id)?.as_ref()).is_some() {
+                continue;
+            }
+            let by = tx.record(ferry_sync::MEMBERS, &signer.0.to_string())?;
+            let signer_gone = ferry_sync::removal(by.as_ref()).is_some_and(|r| seq > r.cutoff);
+            let no_admin = ferry_sync::roles::admin_at(&tx, signer, seq)? == Some(false);
+            if !(signer_gone || no_admin) {
+                continue;
+            }
+            ring.forget_removal(m);
+            if tx.record(ferry_sync::FORKS, &id)?.is_none() {
+                ferry_sync::Storage::unfreeze(&mut tx, m)?;
+            }
+            lifted = true;
+        }
+        if lifted {
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
     /// Chooses the key epoch this laptop seals with ([`Keyring::choose`]) and keeps the
-    /// choice; returns the judgement it chose by.
+    /// choice; returns the judgement it chose by. Lifts void freezes first.
     pub(crate) fn choose_epoch(&mut self) -> Result<Judged, NodeError> {
+        let mut ring = self.keys.clone();
+        self.lift_void_freezes(&mut ring)?;
+        if ring != self.keys {
+            let tx = self.store.transaction(now_ms())?;
+            tx.set_meta(KEYRING, &ring.to_bytes())?;
+            tx.commit()?;
+            self.keys = ring;
+        }
         let judged = self.judge_epochs(None)?;
         let mut ring = self.keys.clone();
         ring.choose(|id, _| judged.standings.get(&id).copied().unwrap_or_default());
@@ -327,39 +372,45 @@ impl Node {
             return Ok(());
         };
         let signer = grant.body.signer;
-        // The removals it announces count at once when its signer is an admin now that was
-        // not removed and was an admin when it signed: member 1's as in version 5 (judged
-        // by what this laptop has applied while the grant's commit is not here), another
-        // admin's only once that commit is applied (until then its removal records count,
-        // as they apply). A stolen, demoted or removed admin's laptop removes nobody.
-        let (trusted, told, vouched) = {
-            let admins = self.admins()?;
+        // The removals it announces count at once when its signer is an admin now (as far
+        // as this laptop knows) that was not removed and was not shown to be no admin when
+        // it signed. A removed, or known demoted, admin's laptop removes nobody.
+        let admins = self.grant_admins()?;
+        let (trusted, vouched) = {
             let tx = self.store.read()?;
             let rec = tx.record(ferry_sync::MEMBERS, &signer.0.to_string())?;
             let at = ferry_sync::roles::admin_at(&tx, signer, grant.body.admin_seq)?;
             let kept = ferry_sync::removal(rec.as_ref()).is_none();
-            let admin = kept && admins.contains(&signer);
             (
-                admin && at.unwrap_or(signer == MemberId::ADMIN),
-                admin && at != Some(false),
+                kept && admins.contains(&signer) && at != Some(false),
                 kept && at.unwrap_or(admins.contains(&signer)),
             )
         };
+        let told = trusted;
         let mut ring = self.keys.clone();
         if trusted {
+            // Its removals of members count at once (so that what they wrote after their
+            // cutoff, on the same stick, is never applied here); its removals of admins
+            // only when their records apply, judged in their causal context — a demoted
+            // admin whose demotion has not reached this laptop must not freeze the admin
+            // that demoted it, nor anyone once the demotion is known.
+            let mut members_only = grant.clone();
+            members_only
+                .body
+                .removed
+                .retain(|r| !admins.contains(&r.member) && r.member != self.id.me);
             let mut tx = self.store.transaction(now_ms())?;
             let mut news = false;
-            for r in &grant.body.removed {
-                news |=
-                    r.member != self.id.me && tx.frozen(r.member)?.is_none_or(|f| f > r.cutoff + 1);
+            for r in &members_only.body.removed {
+                news |= tx.frozen(r.member)?.is_none_or(|f| f > r.cutoff + 1);
             }
             if news {
-                self.engine.honour_grant(&mut tx, &grant)?;
+                self.engine.honour_grant(&mut tx, &members_only)?;
                 tx.commit()?;
             } else {
                 drop(tx);
             }
-            ring.note_removals(&grant);
+            ring.note_removals(&members_only);
         }
         // A grant of an admin's that removes this laptop, whose key it lacks, says so: the
         // removal record itself is sealed under that key.
@@ -392,6 +443,25 @@ impl Node {
             self.choose_epoch()?;
         }
         Ok(())
+    }
+
+    /// The admins as far as key grants go: [`Node::admins`], and the admin that invited
+    /// this laptop while no promotion or demotion of it has reached here (its invitation,
+    /// which it signed as an admin, is this laptop's word for it: a laptop that has just
+    /// joined reads its inviter's grant, and the removals it announces, before the
+    /// promotion arrives inside the bundles that grant seals).
+    pub(crate) fn grant_admins(&mut self) -> Result<BTreeSet<MemberId>, NodeError> {
+        let mut admins: BTreeSet<MemberId> = self.admins()?.into_iter().collect();
+        let inviter = ferry_sync::roles::inviter(self.id.me);
+        let unknown = self
+            .store
+            .read()?
+            .record(ferry_sync::roles::ROLES, &inviter.0.to_string())?
+            .is_none();
+        if inviter != self.id.me && unknown {
+            admins.insert(inviter);
+        }
+        Ok(admins)
     }
 
     /// Whether the founding laptop (member 1) was removed, as far as this laptop knows.

@@ -527,7 +527,7 @@ impl Node {
         // promotion or new key they carry then counts before the bundles of others on the
         // same stick are read (a removed laptop's later bundles are refused rather than
         // applied first).
-        let admins = self.admins()?;
+        let admins: Vec<MemberId> = self.grant_admins()?.into_iter().collect();
         files.sort_by_key(|f| admin_rank(&f.path, &admins));
         // And the key grants in any file's header before anything applies: a removal they
         // announce counts before the removed laptop's later bundles on the same medium.
@@ -1089,6 +1089,18 @@ impl Node {
             // unless this laptop was removed, which it remembers.
             // Its author was invited by an admin this laptop does not know of yet.
             Pass::Refused(e @ IngestError::InviterUnknown { .. }) => {
+                drop(tx);
+                Ok(done(FileResult::Waiting {
+                    reason: e.to_string(),
+                    kept: None,
+                    order: (u32::MAX, 0),
+                }))
+            }
+            // Refused on a key grant's word alone (the removal record has not arrived): kept
+            // aside, not quarantined, in case the grant turns out not to count (its signer
+            // removed before it signed it); the record, when it comes, refuses it for good.
+            Pass::Refused(e @ IngestError::Removed { .. }) if matches!(&e, IngestError::Removed { reason, .. } if reason.is_empty()) =>
+            {
                 drop(tx);
                 Ok(done(FileResult::Waiting {
                     reason: e.to_string(),

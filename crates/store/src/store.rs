@@ -1256,6 +1256,13 @@ impl Storage for StoreTx<'_> {
         Ok(())
     }
 
+    fn unfreeze(&mut self, m: MemberId) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM frozen WHERE member = ?1")?
+            .execute(params![m.0])?;
+        Ok(())
+    }
+
     fn freeze(&mut self, m: MemberId, seq: u64) -> Result<()> {
         if seq > i64::MAX as u64 {
             // Commit numbers fit a signed 64-bit integer; nothing past them exists to freeze.

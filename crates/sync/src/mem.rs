@@ -290,6 +290,11 @@ impl Storage for MemStorage {
         Ok(())
     }
 
+    fn unfreeze(&mut self, m: MemberId) -> Result<(), MemError> {
+        self.frozen.remove(&m);
+        Ok(())
+    }
+
     fn peer(&self, m: MemberId) -> Result<VersionVector, MemError> {
         Ok(self.peers.get(&m).cloned().unwrap_or_default())
     }

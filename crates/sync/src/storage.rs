@@ -184,6 +184,10 @@ pub trait Storage {
     /// concurrent removal with a higher one arrived (the engine checks that nothing else
     /// froze it earlier).
     fn refreeze(&mut self, m: MemberId, seq: u64) -> Result<(), Self::Error>;
+    /// Lifts `m`'s freeze: it was set by a key grant that turned out not to count (its
+    /// signer removed before it signed, or no admin then); the engine checks that nothing
+    /// else froze `m`.
+    fn unfreeze(&mut self, m: MemberId) -> Result<(), Self::Error>;
 
     /// What `m` is known to hold.
     fn peer(&self, m: MemberId) -> Result<VersionVector, Self::Error>;
