@@ -1501,4 +1501,34 @@ mod tests {
             assert_eq!(n.keys.current().0, by_hq, "{}", n.id.label);
         }
     }
+
+    /// Once the founding laptop (the only one that writes snapshots) is removed, the others
+    /// stop compacting, so that a laptop another admin invites later replays the whole
+    /// history instead of waiting for a snapshot nobody can write.
+    #[test]
+    fn without_the_founding_laptop_history_stays_whole_for_later_laptops() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let first = stick(base, "first");
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut a = join(&mut hq, base, "clinic-a");
+        let mut b = join(&mut hq, base, "clinic-b");
+        put(&mut hq, "h0");
+        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        hq.promote("clinic-a").unwrap();
+        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        a.remove_member("hq", Some("lost")).unwrap();
+        put(&mut b, "b1");
+        sync_all(&mut [&mut a, &mut b], &first);
+        for n in [&mut a, &mut b] {
+            let r = n.compact(false, &NoProgress).unwrap();
+            assert_eq!(r.dropped, 0, "{}", n.id.label);
+        }
+        let mut c = join(&mut a, base, "clinic-c");
+        let later = stick(base, "later");
+        sync_all(&mut [&mut a, &mut b, &mut c], &later);
+        for id in ["h0", "b1"] {
+            assert!(c.get("visits", id).unwrap().is_some(), "{id}");
+        }
+    }
 }

@@ -134,6 +134,12 @@ impl Node {
     /// What every member this node knows of (joined or invited) is known to hold, and this
     /// node holds too: the history nobody needs from it any more.
     pub fn horizon(&mut self) -> Result<VersionVector, NodeError> {
+        // Only the founding laptop writes the snapshots that laptops invited after a
+        // compaction start from (bundles/SPEC.md §4.1): once it is removed, history is kept
+        // whole, so that they can replay it instead.
+        if self.founder_removed()? {
+            return self.compacted();
+        }
         let peers = self.known_peers()?;
         let tx = self.read()?;
         // What this node has *applied*, not merely stored: a pending commit's body is still
