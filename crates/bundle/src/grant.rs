@@ -131,24 +131,10 @@ impl GrantBody {
     }
 }
 
-/// A version 5 grant's body on the wire.
+/// What follows the epoch (version 5) or the epoch and the signer (version 9) in a grant's
+/// body on the wire: `postcard` of `(epoch, Rest)` or `(epoch, signer, Rest)`.
 #[derive(Serialize, Deserialize)]
-struct WireV5 {
-    epoch: u32,
-    admin_seq: u64,
-    at_ms: u64,
-    removed: Vec<Removal>,
-    ephemeral: [u8; 32],
-    wraps: Vec<Wrap>,
-    #[serde(with = "serde_bytes")]
-    history: Vec<u8>,
-}
-
-/// A version 9 grant's body on the wire: version 5's with the signer after the epoch.
-#[derive(Serialize, Deserialize)]
-struct WireV9 {
-    epoch: u32,
-    signer: MemberId,
+struct Rest {
     admin_seq: u64,
     at_ms: u64,
     removed: Vec<Removal>,
@@ -161,66 +147,44 @@ struct WireV9 {
 impl GrantBody {
     fn wire(&self) -> Vec<u8> {
         let b = self.clone();
+        let rest = Rest {
+            admin_seq: b.admin_seq,
+            at_ms: b.at_ms,
+            removed: b.removed,
+            ephemeral: b.ephemeral,
+            wraps: b.wraps,
+            history: b.history,
+        };
         if b.version == VERSION_KEYS {
-            postcard::to_allocvec(&WireV9 {
-                epoch: b.epoch,
-                signer: b.signer,
-                admin_seq: b.admin_seq,
-                at_ms: b.at_ms,
-                removed: b.removed,
-                ephemeral: b.ephemeral,
-                wraps: b.wraps,
-                history: b.history,
-            })
+            postcard::to_allocvec(&(b.epoch, b.signer, rest))
         } else {
-            postcard::to_allocvec(&WireV5 {
-                epoch: b.epoch,
-                admin_seq: b.admin_seq,
-                at_ms: b.at_ms,
-                removed: b.removed,
-                ephemeral: b.ephemeral,
-                wraps: b.wraps,
-                history: b.history,
-            })
+            postcard::to_allocvec(&(b.epoch, rest))
         }
         .expect("a grant body encodes")
     }
 
     /// Reads a body of format `version` from the start of `bytes`.
     fn take(version: u8, bytes: &[u8]) -> Option<(GrantBody, &[u8])> {
-        if version == VERSION_KEYS {
-            let (w, rest): (WireV9, _) = postcard::take_from_bytes(bytes).ok()?;
-            Some((
-                GrantBody {
-                    version,
-                    epoch: w.epoch,
-                    signer: w.signer,
-                    admin_seq: w.admin_seq,
-                    at_ms: w.at_ms,
-                    removed: w.removed,
-                    ephemeral: w.ephemeral,
-                    wraps: w.wraps,
-                    history: w.history,
-                },
-                rest,
-            ))
+        let (version, epoch, signer, r, left) = if version == VERSION_KEYS {
+            let ((epoch, signer, r), left): ((u32, MemberId, Rest), _) =
+                postcard::take_from_bytes(bytes).ok()?;
+            (VERSION_KEYS, epoch, signer, r, left)
         } else {
-            let (w, rest): (WireV5, _) = postcard::take_from_bytes(bytes).ok()?;
-            Some((
-                GrantBody {
-                    version: VERSION_EPOCHS,
-                    epoch: w.epoch,
-                    signer: MemberId(1),
-                    admin_seq: w.admin_seq,
-                    at_ms: w.at_ms,
-                    removed: w.removed,
-                    ephemeral: w.ephemeral,
-                    wraps: w.wraps,
-                    history: w.history,
-                },
-                rest,
-            ))
-        }
+            let ((epoch, r), left): ((u32, Rest), _) = postcard::take_from_bytes(bytes).ok()?;
+            (VERSION_EPOCHS, epoch, MemberId(1), r, left)
+        };
+        let body = GrantBody {
+            version,
+            epoch,
+            signer,
+            admin_seq: r.admin_seq,
+            at_ms: r.at_ms,
+            removed: r.removed,
+            ephemeral: r.ephemeral,
+            wraps: r.wraps,
+            history: r.history,
+        };
+        Some((body, left))
     }
 }
 

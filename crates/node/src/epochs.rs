@@ -871,6 +871,39 @@ mod tests {
         }
     }
 
+    /// hq and a laptop per label in `base`, all synced on a stick `first`, with clinic-a
+    /// made an admin when `promote`: the stick and the laptops, hq first.
+    fn founded(base: &Path, labels: &[&str], promote: bool) -> (std::path::PathBuf, Vec<Node>) {
+        let first = stick(base, "first");
+        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
+        let mut nodes: Vec<Node> = labels.iter().map(|l| join(&mut hq, base, l)).collect();
+        nodes.insert(0, hq);
+        let rounds = if promote { 2 } else { 1 };
+        for round in 0..rounds {
+            if round == 1 {
+                nodes[0].promote("clinic-a").unwrap();
+            }
+            let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+            sync_all(&mut all, &first);
+        }
+        (first, nodes)
+    }
+
+    /// [`founded`] with clinic-a and clinic-b: (stick, hq, clinic-a, clinic-b).
+    fn three(base: &Path, promote: bool) -> (std::path::PathBuf, Node, Node, Node) {
+        let (first, mut n) = founded(base, &["clinic-a", "clinic-b"], promote);
+        let (b, a, hq) = (n.pop().unwrap(), n.pop().unwrap(), n.pop().unwrap());
+        (first, hq, a, b)
+    }
+
+    /// [`founded`] with clinic-a (an admin), clinic-b and clinic-c.
+    fn four(base: &Path) -> (std::path::PathBuf, Node, Node, Node, Node) {
+        let (first, mut n) = founded(base, &["clinic-a", "clinic-b", "clinic-c"], true);
+        let c = n.pop().unwrap();
+        let (b, a, hq) = (n.pop().unwrap(), n.pop().unwrap(), n.pop().unwrap());
+        (first, hq, a, b, c)
+    }
+
     /// The founding laptop is lost and demoted; whoever holds it signs a key change that
     /// announces a removal of an honest member. The others learn nothing from that removal:
     /// only the admins' removal records count. (Before the demotion the same grant would
@@ -879,14 +912,7 @@ mod tests {
     fn a_demoted_founders_key_change_removes_nobody() {
         let base = tempfile::tempdir().unwrap();
         let base = base.path();
-        let stick = base.join("stick");
-        std::fs::create_dir_all(&stick).unwrap();
-        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
-        let mut a = join(&mut hq, base, "clinic-a");
-        let mut b = join(&mut hq, base, "clinic-b");
-        sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
-        hq.promote("clinic-a").unwrap();
-        sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
+        let (stick, mut hq, mut a, mut b) = three(base, true);
         a.demote("hq").unwrap();
         sync_all(&mut [&mut a, &mut hq, &mut b], &stick);
         assert_eq!(hq.admins().unwrap(), vec![MemberId(2)]);
@@ -943,14 +969,7 @@ mod tests {
     fn a_removed_founders_key_change_is_ignored() {
         let base = tempfile::tempdir().unwrap();
         let base = base.path();
-        let stick = base.join("stick");
-        std::fs::create_dir_all(&stick).unwrap();
-        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
-        let mut a = join(&mut hq, base, "clinic-a");
-        let mut b = join(&mut hq, base, "clinic-b");
-        sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
-        hq.promote("clinic-a").unwrap();
-        sync_all(&mut [&mut hq, &mut a, &mut b], &stick);
+        let (_stick, mut hq, mut a, mut b) = three(base, true);
         let r = a.remove_member("hq", Some("stolen")).unwrap();
         assert_eq!(r.epoch, 1, "clinic-a changed the key itself");
         // The thief, not knowing, changes the key.
@@ -1005,14 +1024,7 @@ mod tests {
     fn another_admin_changes_the_key_when_it_removes_with_the_founder_away() {
         let base = tempfile::tempdir().unwrap();
         let base = base.path();
-        let first = stick(base, "first");
-        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
-        let mut a = join(&mut hq, base, "clinic-a");
-        let mut b = join(&mut hq, base, "clinic-b");
-        let mut c = join(&mut hq, base, "clinic-c");
-        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
-        hq.promote("clinic-a").unwrap();
-        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        let (_first, _hq, mut a, mut b, mut c) = four(base);
         // From here on the founding laptop never syncs again.
         let r = a.remove_member("clinic-b", Some("left")).unwrap();
         let by_a = EpochId {
@@ -1073,14 +1085,7 @@ mod tests {
     fn two_admins_removing_at_once_agree_on_one_key() {
         let base = tempfile::tempdir().unwrap();
         let base = base.path();
-        let first = stick(base, "first");
-        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
-        let mut a = join(&mut hq, base, "clinic-a");
-        let mut b = join(&mut hq, base, "clinic-b");
-        let mut c = join(&mut hq, base, "clinic-c");
-        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
-        hq.promote("clinic-a").unwrap();
-        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        let (_first, mut hq, mut a, mut b, mut c) = four(base);
         hq.remove_member("clinic-b", None).unwrap();
         a.remove_member("clinic-b", None).unwrap();
         let (e1, e2) = (
@@ -1118,11 +1123,7 @@ mod tests {
     fn a_members_own_key_change_is_read_with_but_never_sealed_with() {
         let base = tempfile::tempdir().unwrap();
         let base = base.path();
-        let first = stick(base, "first");
-        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
-        let mut a = join(&mut hq, base, "clinic-a");
-        let mut b = join(&mut hq, base, "clinic-b");
-        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        let (_first, mut hq, mut a, mut b) = three(base, false);
         // clinic-b, a member, begins "epoch 1" itself and seals it to clinic-a only.
         put(&mut b, "from-b");
         let now = now_ms();
@@ -1336,14 +1337,7 @@ mod tests {
     fn grants_of_a_demoted_admin_or_a_member_steer_nobody() {
         let base = tempfile::tempdir().unwrap();
         let base = base.path();
-        let first = stick(base, "first");
-        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
-        let mut a = join(&mut hq, base, "clinic-a");
-        let mut b = join(&mut hq, base, "clinic-b");
-        let mut c = join(&mut hq, base, "clinic-c");
-        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
-        hq.promote("clinic-a").unwrap();
-        sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
+        let (first, mut hq, mut a, mut b, mut c) = four(base);
         let before_demotion = a.store.read().unwrap().chain(a.id.me).unwrap().unwrap().seq;
         hq.demote("clinic-a").unwrap();
         sync_all(&mut [&mut hq, &mut a, &mut b, &mut c], &first);
@@ -1473,13 +1467,7 @@ mod tests {
     fn a_key_whose_signer_stepped_down_is_replaced_not_undone() {
         let base = tempfile::tempdir().unwrap();
         let base = base.path();
-        let first = stick(base, "first");
-        let mut hq = Node::create(&Home::at(base.join("hq")), "hq", "visits").unwrap();
-        let mut a = join(&mut hq, base, "clinic-a");
-        let mut b = join(&mut hq, base, "clinic-b");
-        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
-        hq.promote("clinic-a").unwrap();
-        sync_all(&mut [&mut hq, &mut a, &mut b], &first);
+        let (first, mut hq, mut a, mut b) = three(base, true);
         a.rekey().unwrap();
         let by_a = EpochId {
             number: 1,

@@ -661,25 +661,7 @@ fn v5_bundle(granter: [u8; 32]) -> Vec<u8> {
         ],
         Some(&grant),
     );
-    let st = admin_with(1);
-    let runs = [Coverage {
-        author: MemberId::ADMIN,
-        first: 1,
-        last: 2,
-    }];
-    engine()
-        .export(
-            &st,
-            &runs,
-            &[],
-            Vec::new(),
-            [5; 16],
-            &ring,
-            &SecretKey::from_bytes(ADMIN),
-            WriteOptions::default(),
-        )
-        .unwrap()
-        .0
+    admin_visit_sealed(&ring)
 }
 
 /// The admin's genesis and one visit, sealed under key epoch `number` of member `signer`
@@ -731,25 +713,7 @@ fn v9_bundle(
         // A grant held for one epoch, carried in the header of another.
         ring = ferry_bundle::Keyring::new(DatasetKey(KEY));
         ring.install(&[(id, key)], None);
-        let st = admin_with(1);
-        let runs = [Coverage {
-            author: MemberId::ADMIN,
-            first: 1,
-            last: 2,
-        }];
-        let bundle = engine()
-            .export(
-                &st,
-                &runs,
-                &[],
-                Vec::new(),
-                [5; 16],
-                &ring,
-                &SecretKey::from_bytes(ADMIN),
-                WriteOptions::default(),
-            )
-            .unwrap()
-            .0;
+        let bundle = admin_visit_sealed(&ring);
         // Rewrite the header with the grant: the stream then no longer authenticates under
         // any key the reader has, but the grant is refused before that.
         let (h, raw) = Header::read(&mut &bundle[..]).unwrap();
@@ -761,7 +725,12 @@ fn v9_bundle(
         out.extend_from_slice(&bundle[raw.len()..]);
         return out;
     }
-    let st = admin_with(1);
+    admin_visit_sealed(&ring)
+}
+
+/// The admin's genesis and one visit (its commits 1–2), exported with salt 5 and sealed as
+/// `ring` says (the bundle of the version 5 and 9 vectors).
+fn admin_visit_sealed(ring: &ferry_bundle::Keyring) -> Vec<u8> {
     let runs = [Coverage {
         author: MemberId::ADMIN,
         first: 1,
@@ -769,12 +738,12 @@ fn v9_bundle(
     }];
     engine()
         .export(
-            &st,
+            &admin_with(1),
             &runs,
             &[],
             Vec::new(),
             [5; 16],
-            &ring,
+            ring,
             &SecretKey::from_bytes(ADMIN),
             WriteOptions::default(),
         )
