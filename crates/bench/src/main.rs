@@ -10,6 +10,13 @@
 //!                                                  # N records (100 000), with and without a
 //!                                                  # passphrase; --write keeps the table in
 //!                                                  # at-rest.md, which BENCHMARKS.md includes
+//! cargo run --release -p ferry-bench -- prepare N DIR
+//!                                                  # HQ loads N records and exports them to
+//!                                                  # DIR/full; DIR/a is an empty clinic
+//! cargo run --release -p ferry-bench -- apply DIR  # imports DIR/full into a copy of DIR/a
+//!                                                  # and plain SQLite inserts of the same rows:
+//!                                                  # times and their ratio (run `child import`
+//!                                                  # on a copy under callgrind for counts)
 //! ```
 //!
 //! Every measurement goes through the same library calls as the `ferry` commands (load,
@@ -104,7 +111,21 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: ferry-bench quick | all | at-rest [N] [--write]"),
+        Some("prepare") => {
+            let [_, n, dir] = &args[..] else {
+                bail!("usage: ferry-bench prepare N DIR");
+            };
+            prepare(n.parse().context("N: a number of records")?, Path::new(dir))
+        }
+        Some("apply") => {
+            let [_, dir] = &args[..] else {
+                bail!("usage: ferry-bench apply DIR");
+            };
+            apply(Path::new(dir))
+        }
+        _ => bail!(
+            "usage: ferry-bench quick | all | at-rest [N] [--write] | prepare N DIR | apply DIR"
+        ),
     }
 }
 
@@ -367,32 +388,7 @@ fn measure(n: u64, memory: bool) -> Result<SizeResult> {
 
     // Plain SQLite, the same rows in one transaction.
     let sqlite_path = base.join("plain.db");
-    let start = Instant::now();
-    {
-        let mut conn = rusqlite::Connection::open(&sqlite_path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-             CREATE TABLE visits (id TEXT PRIMARY KEY, patient_id TEXT, visit_date TEXT,
-               village TEXT, chw TEXT, age_years INTEGER, sex TEXT, weight_kg REAL,
-               muac_mm INTEGER, diagnosis TEXT, treatment TEXT, followup INTEGER, note TEXT);",
-        )?;
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
-            )?;
-            for i in 0..n {
-                let (id, f) = workload::visit(SEED, i);
-                let p: Vec<rusqlite::types::Value> = std::iter::once(id.into())
-                    .chain(f.iter().map(sql_value))
-                    .collect();
-                stmt.execute(rusqlite::params_from_iter(p))?;
-            }
-        }
-        tx.commit()?;
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-    }
-    r.sqlite_s = start.elapsed().as_secs_f64();
+    r.sqlite_s = plain_sqlite(&sqlite_path, n)?;
     r.sqlite_bytes = store_bytes_of(&sqlite_path);
 
     // The edit mix: clinic A edits 20 % of the records; HQ edits some at the same time.
@@ -453,6 +449,37 @@ fn measure(n: u64, memory: bool) -> Result<SizeResult> {
     Ok(r)
 }
 
+/// Plain SQLite: the same `n` rows inserted in one transaction with a prepared statement;
+/// returns the seconds taken.
+fn plain_sqlite(sqlite_path: &Path, n: u64) -> Result<f64> {
+    let start = Instant::now();
+    {
+        let mut conn = rusqlite::Connection::open(sqlite_path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE visits (id TEXT PRIMARY KEY, patient_id TEXT, visit_date TEXT,
+               village TEXT, chw TEXT, age_years INTEGER, sex TEXT, weight_kg REAL,
+               muac_mm INTEGER, diagnosis TEXT, treatment TEXT, followup INTEGER, note TEXT);",
+        )?;
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+            )?;
+            for i in 0..n {
+                let (id, f) = workload::visit(SEED, i);
+                let p: Vec<rusqlite::types::Value> = std::iter::once(id.into())
+                    .chain(f.iter().map(sql_value))
+                    .collect();
+                stmt.execute(rusqlite::params_from_iter(p))?;
+            }
+        }
+        tx.commit()?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
 fn a_home_root(home: &Home) -> PathBuf {
     home.root().to_path_buf()
 }
@@ -490,6 +517,82 @@ fn sql_value(v: &ferry_model::Value) -> rusqlite::types::Value {
         Value::Str(s) => rusqlite::types::Value::Text(s.clone()),
         Value::Bytes(b) => rusqlite::types::Value::Blob(b.clone()),
     }
+}
+
+/// Prepares a profiling run: HQ with `n` records exported to `dir/full`, and clinic A
+/// (`dir/a`) that has joined and holds none of them.
+fn prepare(n: u64, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        bail!("{} exists", dir.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut jsonl = Vec::new();
+    for i in 0..n {
+        let (id, fields) = workload::visit(SEED, i);
+        jsonl.extend_from_slice(workload::json_line(&id, &fields).as_bytes());
+        jsonl.push(b'\n');
+    }
+    let (hq_home, a_home) = (Home::at(dir.join("hq")), Home::at(dir.join("a")));
+    let mut hq = Node::create(&hq_home, "hq", "bench")?;
+    let inv = dir.join("a.invite");
+    let code = hq.invite(&inv, Some("clinic-a"))?.code;
+    let mut a = Node::join(
+        &a_home,
+        Some("clinic-a"),
+        &InvitationFile::read(&inv)?,
+        Some(&code),
+    )?;
+    let join = dir.join("join");
+    std::fs::create_dir(&join)?;
+    a.export(&join, &NoProgress)?;
+    hq.import(&[join], &NoProgress)?;
+    let start = Instant::now();
+    hq.load(
+        "visits",
+        FileFormat::JsonLines,
+        &mut &jsonl[..],
+        None,
+        &NoProgress,
+    )?;
+    println!("load {n}: {:.3} s", start.elapsed().as_secs_f64());
+    let full = dir.join("full");
+    std::fs::create_dir(&full)?;
+    let start = Instant::now();
+    hq.export(&full, &NoProgress)?;
+    println!(
+        "export: {:.3} s, {} bytes",
+        start.elapsed().as_secs_f64(),
+        files_bytes(&full)
+    );
+    Ok(())
+}
+
+/// Imports `dir/full` into a fresh copy of `dir/a`, and inserts the same rows into a plain
+/// SQLite table, printing both times and the ratio.
+fn apply(dir: &Path) -> Result<()> {
+    let copy = dir.join("a-run");
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy)?;
+    }
+    copy_dir(&dir.join("a"), &copy)?;
+    let mut a = Node::open(&Home::at(&copy))?;
+    let start = Instant::now();
+    let imported = a.import(&[dir.join("full")], &NoProgress)?;
+    let import_s = start.elapsed().as_secs_f64();
+    if imported.rejected() > 0 {
+        bail!("the full bundle was refused");
+    }
+    let n = a.status()?.records;
+    drop(a);
+    let sqlite_path = dir.join("plain.db");
+    let _ = std::fs::remove_file(&sqlite_path);
+    let _ = std::fs::remove_file(dir.join("plain.db-wal"));
+    let sqlite_s = plain_sqlite(&sqlite_path, n)?;
+    println!(
+        "import {n}: {import_s:.3} s; plain SQLite: {sqlite_s:.3} s; apply ÷ SQLite: {:.2}",
+        sqlite_s / import_s
+    );
+    Ok(())
 }
 
 /// Runs this program as a child doing one export or import, and returns its peak resident

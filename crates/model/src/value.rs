@@ -206,7 +206,15 @@ pub(crate) fn to_decimal(x: f64) -> Option<(i64, u8)> {
     if !x.is_finite() || (x == 0.0 && x.is_sign_negative()) {
         return None;
     }
-    // Display prints the shortest text that reads back to the same float, without exponent.
+    match decimal_exact(x) {
+        Some(found) => found,
+        None => decimal_by_text(x),
+    }
+}
+
+/// [`to_decimal`] through the shortest text that reads back to the same float (what
+/// `Display` prints, without exponent): the definition.
+fn decimal_by_text(x: f64) -> Option<(i64, u8)> {
     let text = format!("{x}");
     let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
     if frac.len() > 22 || int.len() + frac.len() > 17 {
@@ -219,7 +227,65 @@ pub(crate) fn to_decimal(x: f64) -> Option<(i64, u8)> {
     let exp = frac.len() as u8;
     (from_decimal(mantissa, exp)? == x).then_some((mantissa, exp))
 }
+// wire-format: end
 
+/// [`decimal_by_text`] without text, for a finite `x` other than −0: the shortest decimal
+/// that reads back to `x` has the fewest fraction digits `e` for which a multiple of 10^−e
+/// reads back to it, and among two such multiples `Display` prints the nearer. `x · 10^e`
+/// is computed exactly (x = M · 2^E with M < 2^53, and 10^e ≤ 10^22 < 2^74, so the product
+/// fits 128 bits); reading back is `from_decimal`, the correctly rounded quotient, as
+/// parsing is. `None` when it cannot tell (two candidates equally near): ask the text.
+fn decimal_exact(x: f64) -> Option<Option<(i64, u8)>> {
+    let a = x.abs();
+    let bits = a.to_bits();
+    let (exp_bits, frac_bits) = ((bits >> 52) as i32, bits & ((1 << 52) - 1));
+    let (m, e2) = match exp_bits {
+        0 => (frac_bits, -1074),
+        _ => (frac_bits | (1 << 52), exp_bits - 1075),
+    };
+    let sign = i64::from(x < 0.0);
+    if e2 >= 0 || m == 0 {
+        // An integer: printed in full; a mantissa of 2^53 or more is refused either way.
+        return Some((a < (1u64 << 53) as f64).then(|| {
+            let v = a as i64;
+            (if x < 0.0 { -v } else { v }, 0)
+        }));
+    }
+    let k = (-e2) as u32;
+    for e in 0..=22u8 {
+        let num = u128::from(m) * 10u128.pow(u32::from(e));
+        let (q, r, half) = match k {
+            k if k < 128 => (num >> k, num & ((1u128 << k) - 1), 1u128 << (k - 1)),
+            // Below 2^−127 of a unit: the quotient is 0 and the remainder all of it.
+            _ => (0, num, u128::MAX),
+        };
+        let reads_back = |c: u128| c < (1 << 53) && from_decimal(c as i64, e) == Some(a);
+        let (lo, hi) = (reads_back(q), r != 0 && reads_back(q + 1));
+        let c = match (lo, hi) {
+            (false, false) => continue,
+            (true, false) => q,
+            (false, true) => q + 1,
+            (true, true) if r < half => q,
+            (true, true) if r > half => q + 1,
+            (true, true) => return None,
+        };
+        // What `Display` prints: the integer part (at least "0", with the sign) and `e`
+        // fraction digits.
+        let int_digits = match c / 10u128.pow(u32::from(e)) {
+            0 => 1,
+            n => n.ilog10() as i64 + 1,
+        };
+        if int_digits + sign + i64::from(e) > 17 {
+            return Some(None);
+        }
+        let v = c as i64;
+        return Some(Some((if x < 0.0 { -v } else { v }, e)));
+    }
+    // More than 22 fraction digits.
+    Some(None)
+}
+
+// wire-format: begin
 /// The inverse of [`to_decimal`]: exact and platform-independent, because both operands are
 /// exactly representable and IEEE division rounds correctly.
 pub(crate) fn from_decimal(mantissa: i64, exp: u8) -> Option<f64> {
@@ -313,6 +379,84 @@ impl TryFrom<CompactValue> for Value {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The exact computation of a float's short decimal agrees with the text definition
+    /// (`Display` then parse), on every kind of float.
+    fn decimal_agrees(x: f64) {
+        if !x.is_finite() || (x == 0.0 && x.is_sign_negative()) {
+            return;
+        }
+        let exact = decimal_exact(x).unwrap_or_else(|| decimal_by_text(x));
+        assert_eq!(exact, decimal_by_text(x), "{x:e} ({:#x})", x.to_bits());
+    }
+
+    #[test]
+    fn short_decimals_of_edge_floats_agree_with_their_text() {
+        let edges = [
+            0.0,
+            1.0,
+            -1.0,
+            0.1,
+            0.2,
+            0.3,
+            61.5,
+            -61.5,
+            1e-7,
+            1.5e-7,
+            1e-17,
+            1e-16,
+            1e-22,
+            1e-23,
+            123456789012345.6,
+            1234567890123456.7,
+            9007199254740991.0,
+            9007199254740992.0,
+            -9007199254740991.0,
+            0.1234567890123456,
+            -0.1234567890123456,
+            0.30000000000000004,
+            5e-324,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            2.5,
+            0.125,
+            1e15,
+            1e16,
+            4.35,
+            2.675,
+            1.005,
+            100.0,
+            1e21,
+            1e22,
+            1e23,
+        ];
+        for x in edges {
+            decimal_agrees(x);
+        }
+        for m in -2000i64..2000 {
+            for e in 0..=22u8 {
+                let x = m as f64 / POW10[e as usize];
+                decimal_agrees(x);
+                // (The exact way answers by itself, without the text.)
+                assert!(decimal_exact(x).is_some(), "{x:e}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn short_decimals_agree_with_their_text(
+            bits in any::<u64>(),
+            m in -(1i64 << 53)..(1i64 << 53),
+            e in 0..=22u8,
+            small in -10_000_000i64..10_000_000,
+        ) {
+            decimal_agrees(f64::from_bits(bits));
+            decimal_agrees(m as f64 / POW10[e as usize]);
+            decimal_agrees(small as f64 / POW10[e as usize]);
+            decimal_agrees(small as f64 / 1000.0 + 0.1);
+        }
+    }
 
     #[test]
     fn parse_follows_the_cli_contract() {

@@ -5,7 +5,7 @@
 //! written by one commit costs one stamp, not one per field.
 
 use ferry_model::record::{Entry, Ghost, Sibling};
-use ferry_model::{Dot, Hlc, MemberId, RecordState, Stamp};
+use ferry_model::{Dot, Hlc, MemberId, RecordState, Stamp, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -36,9 +36,24 @@ pub struct CodecError(pub(crate) String);
 /// Encodes `state`, numbering field names with `name_id`.
 pub fn encode(
     state: &RecordState,
-    mut name_id: impl FnMut(&str) -> Result<u32, CodecError>,
+    name_id: impl FnMut(&str) -> Result<u32, CodecError>,
 ) -> Result<Vec<u8>, CodecError> {
-    let mut stamps: Vec<Stamp> = Vec::new();
+    let mut out = Vec::new();
+    encode_into(state, name_id, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode`] into `out` (cleared first), which the caller reuses from record to record: the
+/// blob is written straight from the state, the same bytes as [`Blob`] with its stamp
+/// table, without building the blob first.
+pub fn encode_into(
+    state: &RecordState,
+    mut name_id: impl FnMut(&str) -> Result<u32, CodecError>,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    out.clear();
+    // Distinct stamps in order of first use (a record written by one commit has one).
+    let mut stamps: Vec<Stamp> = Vec::with_capacity(4);
     let mut index = |s: &Stamp| -> u32 {
         match stamps.iter().position(|x| x == s) {
             Some(i) => i as u32,
@@ -48,15 +63,16 @@ pub fn encode(
             }
         }
     };
-    let mut fields = Vec::with_capacity(state.fields.len());
+    let mut field_ids = Vec::with_capacity(state.fields.len() + state.firsts.len());
+    let mut sibling_stamps = Vec::with_capacity(state.fields.len());
     for (name, sibs) in &state.fields {
-        let entries = sibs.iter().map(|s| (index(&s.stamp), &s.entry)).collect();
-        fields.push((name_id(name)?, entries));
+        field_ids.push(name_id(name)?);
+        sibling_stamps.extend(sibs.iter().map(|s| index(&s.stamp)));
     }
-    let tombstones = state.tombstones.iter().map(&mut index).collect();
-    let mut firsts = Vec::with_capacity(state.firsts.len());
+    let tombstones: Vec<u32> = state.tombstones.iter().map(&mut index).collect();
     for (name, sib) in &state.firsts {
-        firsts.push((name_id(name)?, index(&sib.stamp), &sib.entry));
+        field_ids.push(name_id(name)?);
+        sibling_stamps.push(index(&sib.stamp));
     }
     let mut ghosts: Vec<GhostRow<&Entry>> = Vec::with_capacity(state.ghosts.len());
     for g in &state.ghosts {
@@ -68,32 +84,142 @@ pub fn encode(
             g.buried.iter().map(|&(m, s)| (m.0, s)).collect(),
         ));
     }
-    let blob = Blob {
-        stamps: stamps
-            .iter()
-            .map(|s| {
-                (
-                    s.dot.author.0,
-                    s.dot.seq,
-                    s.hlc.0,
-                    s.rank.wrapping_sub(s.hlc.ms()) as i64,
-                )
-            })
-            .collect(),
-        fields,
-        tombstones,
-        firsts,
+    let view = BlobView {
+        state,
+        stamps: &stamps,
+        field_ids: &field_ids,
+        sibling_stamps: &sibling_stamps,
+        tombstones: &tombstones,
     };
-    // Sized first, so a record holding a large value takes its size once, not twice (a
-    // growing vector doubles).
-    let size = postcard::serialize_with_flavor(&blob, postcard::ser_flavors::Size::default())
-        .map_err(|e| CodecError(e.to_string()))?;
-    let out = postcard::to_extend(&blob, Vec::with_capacity(size))
-        .map_err(|e| CodecError(e.to_string()))?;
-    if ghosts.is_empty() {
-        return Ok(out);
+    let taken = std::mem::take(out);
+    *out = postcard::to_extend(&view, taken).map_err(|e| CodecError(e.to_string()))?;
+    if !ghosts.is_empty() {
+        let taken = std::mem::take(out);
+        *out = postcard::to_extend(&ghosts, taken).map_err(|e| CodecError(e.to_string()))?;
     }
-    postcard::to_extend(&ghosts, out).map_err(|e| CodecError(e.to_string()))
+    Ok(())
+}
+
+/// A [`Blob`] read from the state it encodes: `field_ids` are the local numbers of the
+/// state's fields then of its retired first values, `sibling_stamps` the stamp index of each
+/// of their writes in the same order.
+struct BlobView<'a> {
+    state: &'a RecordState,
+    stamps: &'a [Stamp],
+    field_ids: &'a [u32],
+    sibling_stamps: &'a [u32],
+    tombstones: &'a [u32],
+}
+
+impl Serialize for BlobView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        /// The stamp table.
+        struct Stamps<'a>(&'a [Stamp]);
+        impl Serialize for Stamps<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|s| {
+                    (
+                        s.dot.author.0,
+                        s.dot.seq,
+                        s.hlc.0,
+                        s.rank.wrapping_sub(s.hlc.ms()) as i64,
+                    )
+                }))
+            }
+        }
+        /// One field's writes: (stamp index, entry).
+        struct Writes<'a>(&'a [Sibling], &'a [u32]);
+        impl Serialize for Writes<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.1.iter().zip(self.0).map(|(i, sib)| (*i, &sib.entry)))
+            }
+        }
+        /// (field number, writes) of every field.
+        struct Fields<'a>(&'a BlobView<'a>);
+        impl Serialize for Fields<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let v = self.0;
+                let mut seq = s.serialize_seq(Some(v.state.fields.len()))?;
+                let mut at = 0;
+                for (id, sibs) in v.field_ids.iter().zip(v.state.fields.values()) {
+                    let idx = &v.sibling_stamps[at..at + sibs.len()];
+                    at += sibs.len();
+                    seq.serialize_element(&(*id, Writes(sibs, idx)))?;
+                }
+                seq.end()
+            }
+        }
+        /// (field number, stamp index, entry) of every retired first value.
+        struct Firsts<'a>(&'a BlobView<'a>);
+        impl Serialize for Firsts<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let v = self.0;
+                let n = v.state.fields.len();
+                let writes: usize = v.state.fields.values().map(Vec::len).sum();
+                s.collect_seq(
+                    v.field_ids[n..]
+                        .iter()
+                        .zip(&v.sibling_stamps[writes..])
+                        .zip(v.state.firsts.values())
+                        .map(|((id, i), sib)| (*id, *i, &sib.entry)),
+                )
+            }
+        }
+        let mut st = s.serialize_struct("Blob", 4)?;
+        st.serialize_field("stamps", &Stamps(self.stamps))?;
+        st.serialize_field("fields", &Fields(self))?;
+        st.serialize_field("tombstones", self.tombstones)?;
+        st.serialize_field("firsts", &Firsts(self))?;
+        st.end()
+    }
+}
+
+/// [`encode_into`] of the state a new record takes when one commit (`stamp`) sets each of
+/// its fields once (`sets`, sorted by name and numbered: (local name, value)), written
+/// without building the state.
+pub fn encode_new_into(
+    stamp: Stamp,
+    sets: &[(u32, &Value)],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    /// The entry of a set value, encoded as [`Entry::Value`].
+    #[derive(Serialize)]
+    enum EntryRef<'a> {
+        Value(&'a Value),
+    }
+    /// One write with stamp 0.
+    struct One<'a>(&'a Value);
+    impl Serialize for One<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(std::iter::once((0u32, EntryRef::Value(self.0))))
+        }
+    }
+    /// (field number, its one write) of every field.
+    struct Fields<'a>(&'a [(u32, &'a Value)]);
+    impl Serialize for Fields<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(|(id, v)| (*id, One(v))))
+        }
+    }
+    let stamps = [(
+        stamp.dot.author.0,
+        stamp.dot.seq,
+        stamp.hlc.0,
+        stamp.rank.wrapping_sub(stamp.hlc.ms()) as i64,
+    )];
+    let stamps: &[(u32, u64, u64, i64)] = match sets.is_empty() {
+        // (A record without writes refers to no stamp.)
+        true => &[],
+        false => &stamps,
+    };
+    let none: &[u32] = &[];
+    let firsts: &[(u32, u32, u32)] = &[];
+    out.clear();
+    let taken = std::mem::take(out);
+    *out = postcard::to_extend(&(stamps, Fields(sets), none, firsts), taken)
+        .map_err(|e| CodecError(e.to_string()))?;
+    Ok(())
 }
 
 /// Decodes a blob, turning local field numbers back into names with `name`.
@@ -176,6 +302,150 @@ pub fn decode(
 mod tests {
     use super::*;
     use ferry_model::{Op, Value, VersionVector};
+
+    /// The blob built whole, as the codec first wrote it: [`encode_into`] must write the
+    /// same bytes.
+    fn encode_reference(state: &RecordState, name_id: impl Fn(&str) -> u32) -> Vec<u8> {
+        let mut stamps: Vec<Stamp> = Vec::new();
+        let mut index = |s: &Stamp| -> u32 {
+            match stamps.iter().position(|x| x == s) {
+                Some(i) => i as u32,
+                None => {
+                    stamps.push(*s);
+                    (stamps.len() - 1) as u32
+                }
+            }
+        };
+        let mut fields = Vec::new();
+        for (name, sibs) in &state.fields {
+            let entries: Vec<(u32, &Entry)> =
+                sibs.iter().map(|s| (index(&s.stamp), &s.entry)).collect();
+            fields.push((name_id(name), entries));
+        }
+        let tombstones = state.tombstones.iter().map(&mut index).collect();
+        let mut firsts = Vec::new();
+        for (name, sib) in &state.firsts {
+            firsts.push((name_id(name), index(&sib.stamp), &sib.entry));
+        }
+        let mut ghosts: Vec<GhostRow<&Entry>> = Vec::new();
+        for g in &state.ghosts {
+            ghosts.push((
+                name_id(&g.field),
+                index(&g.sibling.stamp),
+                &g.sibling.entry,
+                g.under.iter().map(|d| (d.author.0, d.seq)).collect(),
+                g.buried.iter().map(|&(m, s)| (m.0, s)).collect(),
+            ));
+        }
+        let blob = Blob {
+            stamps: stamps
+                .iter()
+                .map(|s| {
+                    (
+                        s.dot.author.0,
+                        s.dot.seq,
+                        s.hlc.0,
+                        s.rank.wrapping_sub(s.hlc.ms()) as i64,
+                    )
+                })
+                .collect(),
+            fields,
+            tombstones,
+            firsts,
+        };
+        let mut out = postcard::to_allocvec(&blob).unwrap();
+        if !ghosts.is_empty() {
+            out.extend(postcard::to_allocvec(&ghosts).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn blobs_written_from_the_state_are_the_blobs_built_whole() {
+        let names = ["a", "b", "c", "tags", "n"];
+        let id = |n: &str| names.iter().position(|x| *x == n).unwrap() as u32;
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |k: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % k
+        };
+        let mut buf = Vec::new();
+        let mut kinds = [0usize; 4];
+        for _ in 0..300 {
+            let mut r = RecordState::default();
+            let mut seqs = [0u64; 3];
+            for _ in 0..next(12) + 1 {
+                let a = next(3) as usize;
+                seqs[a] += 1;
+                let mut ctx = VersionVector::new();
+                for (o, &n) in seqs.iter().enumerate() {
+                    let seen = if o == a { n - 1 } else { next(n + 1) };
+                    ctx.set(MemberId(o as u32 + 1), seen);
+                }
+                let stamp = Stamp::new(
+                    Dot::new(MemberId(a as u32 + 1), seqs[a]),
+                    Hlc::from_parts(1_763_000_000_000 + next(100_000), 0),
+                );
+                let f = names[next(3) as usize].to_string();
+                let op = match next(7) {
+                    0 => Op::Delete,
+                    1 => Op::Incr("n".into(), next(9) as i64 - 4),
+                    2 => Op::Add("tags".into(), format!("t{}", next(3))),
+                    3 => Op::Remove("tags".into(), format!("t{}", next(3))),
+                    4 => Op::Set(f, Value::Float(next(1000) as f64 / 10.0)),
+                    5 => Op::Set(f, Value::Str("x".repeat(next(4) as usize))),
+                    _ => Op::Set(f, Value::Int(next(100) as i64)),
+                };
+                r.apply_owned(stamp, &ctx, op);
+            }
+            kinds[0] += usize::from(!r.ghosts.is_empty());
+            kinds[1] += usize::from(!r.firsts.is_empty());
+            kinds[2] += usize::from(!r.tombstones.is_empty());
+            kinds[3] += usize::from(r.fields.values().any(|s| s.len() > 1));
+            encode_into(&r, |n| Ok(id(n)), &mut buf).unwrap();
+            assert_eq!(buf, encode_reference(&r, id), "{r:?}");
+            assert_eq!(decode(&buf, |i| Ok(names[i as usize].into())).unwrap(), r);
+        }
+        // Every part of the blob was exercised.
+        assert!(kinds.iter().all(|&k| k > 10), "{kinds:?}");
+    }
+
+    #[test]
+    fn new_records_written_from_their_sets_are_the_states_they_make() {
+        let names = ["age", "note", "village", "weight"];
+        let stamp = Stamp::ranked(
+            Dot::new(MemberId(4), 12),
+            Hlc::from_parts(1_763_000_000_500, 3),
+            Some(Hlc::from_parts(1_762_000_000_000, 0)),
+        );
+        let values = [
+            Value::Int(34),
+            Value::Str("a long note ".repeat(30)),
+            Value::Str("Kisumu".into()),
+            Value::Float(61.5),
+        ];
+        let mut buf = Vec::new();
+        // Every subset of the fields, including none.
+        for mask in 0..16u32 {
+            let mut state = RecordState::default();
+            let mut sets: Vec<(u32, &Value)> = Vec::new();
+            for (i, (name, v)) in names.iter().zip(&values).enumerate() {
+                if mask & (1 << i) != 0 {
+                    state.apply_owned(
+                        stamp,
+                        &VersionVector::new(),
+                        Op::Set((*name).into(), v.clone()),
+                    );
+                    sets.push((i as u32, v));
+                }
+            }
+            encode_new_into(stamp, &sets, &mut buf).unwrap();
+            let id = |n: &str| Ok(names.iter().position(|x| *x == n).unwrap() as u32);
+            assert_eq!(buf, encode(&state, id).unwrap(), "fields {mask:#b}");
+        }
+    }
 
     #[test]
     fn record_state_round_trips_and_shares_stamps() {

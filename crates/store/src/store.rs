@@ -4,7 +4,7 @@ use crate::codec::{self, CodecError};
 use crate::migrations::MIGRATIONS;
 use ferry_model::commit::ChainContext;
 use ferry_model::crypto::{PublicKey, Signature};
-use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
+use ferry_model::{Hash, Hlc, MemberId, Op, RecordState, Stamp, Value, VersionVector};
 use ferry_sync::plan::Coverage;
 use ferry_sync::{MemberInfo, Proof, StashedRun, Storage, StoredCommit};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -379,6 +379,8 @@ impl Store {
             tx,
             names: &mut self.names,
             now_ms,
+            blob: Vec::new(),
+            new_order: FieldOrder::default(),
         })
     }
 
@@ -393,6 +395,8 @@ impl Store {
             tx,
             names: &mut self.names,
             now_ms: 0,
+            blob: Vec::new(),
+            new_order: FieldOrder::default(),
         })
     }
 }
@@ -416,6 +420,32 @@ pub struct StoreTx<'a> {
     tx: rusqlite::Transaction<'a>,
     names: &'a mut NameCache,
     now_ms: u64,
+    /// The buffer record states are encoded into, reused from record to record.
+    blob: Vec<u8>,
+    /// The fields of the last new record inserted, in name order.
+    new_order: FieldOrder,
+}
+
+/// The fields a new record's ops set, as they came (`fields`), and in the state's order:
+/// `by_name` (positions in `fields`), each one's local number (`numbers`).
+#[derive(Default)]
+struct FieldOrder {
+    fields: Vec<String>,
+    by_name: Vec<usize>,
+    numbers: Vec<u32>,
+    /// A field is set twice.
+    twice: bool,
+}
+
+/// How a record's state is saved.
+#[derive(Clone, Copy)]
+enum Save {
+    /// Whether or not it was stored.
+    Replace,
+    /// A record not stored before.
+    Insert,
+    /// A record stored before.
+    Update,
 }
 
 fn i(n: u64) -> i64 {
@@ -1130,46 +1160,127 @@ impl Storage for StoreTx<'_> {
     }
 
     fn put_record(&mut self, collection: &str, id: &str, state: &RecordState) -> Result<()> {
-        let coll = self.name_id(collection)?;
-        let mut missing = Vec::new();
-        // Every field name the blob refers to: surviving writes, retired first values and
-        // ghosts (a snapshot's record may name a field no live value uses).
-        let names = state
-            .fields
-            .keys()
-            .chain(state.firsts.keys())
-            .chain(state.ghosts.iter().map(|g| &g.field));
-        for name in names {
-            if !self.names.by_name.contains_key(name) {
-                missing.push(name.clone());
+        self.save_record(collection, id, state, Save::Replace)
+    }
+
+    fn records_of(&self, collection: &str, ids: &[&str]) -> Result<Vec<Option<RecordState>>> {
+        let coll = match self.names.by_name.get(collection) {
+            Some(&coll) => Some(coll),
+            None if self.names.loaded => None,
+            None => self
+                .tx
+                .prepare_cached("SELECT id FROM local_names WHERE name = ?1")?
+                .query_row(params![collection], |r| r.get(0))
+                .optional()?,
+        };
+        let none = || ids.iter().map(|_| None).collect();
+        let Some(coll) = coll else {
+            return Ok(none());
+        };
+        // One probe for the whole batch: no record between the lowest id and the highest
+        // (byte order, as SQLite's BINARY collation compares) means all of them are new —
+        // the common case of records loaded or imported in order.
+        if let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) {
+            if ids.len() > 1 {
+                let any: bool = self
+                    .tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM records
+                         WHERE coll = ?1 AND id BETWEEN ?2 AND ?3)",
+                    )?
+                    .query_row(params![coll, lo, hi], |r| r.get(0))?;
+                if !any {
+                    return Ok(none());
+                }
             }
         }
-        missing.sort_unstable();
-        missing.dedup();
-        for name in missing {
-            self.name_id(&name)?;
+        ids.iter().map(|id| self.record_by_id(coll, id)).collect()
+    }
+
+    fn insert_new_record(
+        &mut self,
+        collection: &str,
+        id: &str,
+        stamp: Stamp,
+        ctx: &VersionVector,
+        ops: Vec<Op>,
+    ) -> Result<()> {
+        if !ops.iter().all(|op| matches!(op, Op::Set(..))) {
+            return self.insert_built(collection, id, stamp, ctx, ops);
         }
-        let by_name = &self.names.by_name;
-        let bytes = codec::encode(state, |n| {
-            by_name
-                .get(n)
-                .copied()
-                .ok_or_else(|| codec_err(format!("no local name for {n}")))
-        })?;
-        let conflicted = state.has_conflict();
-        self.tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO records (coll, id, state, live, conflicted)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                coll,
-                id,
-                bytes,
-                state.is_live() as i64,
-                conflicted as i64
-            ])?;
-        Ok(())
+        // The state lists fields in name order, by local number. A load or an import
+        // writes every record's fields in the same order: the last record's order and
+        // numbers serve again when its fields came alike.
+        let order = &self.new_order;
+        let alike = order.fields.len() == ops.len()
+            && ops
+                .iter()
+                .zip(&order.fields)
+                .all(|(op, f)| op.field() == Some(f.as_str()));
+        if !alike {
+            let fields: Vec<String> = ops
+                .iter()
+                .filter_map(|op| op.field())
+                .map(String::from)
+                .collect();
+            let mut by_name: Vec<usize> = (0..fields.len()).collect();
+            by_name.sort_unstable_by(|&a, &b| fields[a].cmp(&fields[b]));
+            let twice = by_name.windows(2).any(|w| fields[w[0]] == fields[w[1]]);
+            let mut numbers = Vec::with_capacity(by_name.len());
+            for &i in &by_name {
+                numbers.push(self.name_id(&fields[i])?);
+            }
+            self.new_order = FieldOrder {
+                fields,
+                by_name,
+                numbers,
+                twice,
+            };
+        }
+        if self.new_order.twice {
+            // A field set twice: the state says which write stands.
+            return self.insert_built(collection, id, stamp, ctx, ops);
+        }
+        let coll = self.name_id(collection)?;
+        let order = &self.new_order;
+        let value = |i: usize| match &ops[i] {
+            Op::Set(_, v) => v,
+            _ => unreachable!("only sets here"),
+        };
+        let numbered: Vec<(u32, &Value)> = order
+            .by_name
+            .iter()
+            .zip(&order.numbers)
+            .map(|(&i, &n)| (n, value(i)))
+            .collect();
+        let mut bytes = std::mem::take(&mut self.blob);
+        let saved = codec::encode_new_into(stamp, &numbered, &mut bytes)
+            .map_err(StoreError::from)
+            .and_then(|()| {
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO records (coll, id, state, live, conflicted)
+                         VALUES (?1, ?2, ?3, ?4, 0)",
+                    )?
+                    .execute(params![coll, id, bytes, !numbered.is_empty() as i64])?;
+                Ok(())
+            });
+        self.blob = bytes;
+        saved
+    }
+
+    fn write_record(
+        &mut self,
+        collection: &str,
+        id: &str,
+        state: &RecordState,
+        stored: bool,
+    ) -> Result<()> {
+        let how = match stored {
+            true => Save::Update,
+            false => Save::Insert,
+        };
+        self.save_record(collection, id, state, how)
     }
 
     fn stash_run(
@@ -1510,6 +1621,94 @@ impl StoreTx<'_> {
 }
 
 impl StoreTx<'_> {
+    /// A new record's state built by applying its ops, then inserted.
+    fn insert_built(
+        &mut self,
+        collection: &str,
+        id: &str,
+        stamp: Stamp,
+        ctx: &VersionVector,
+        ops: Vec<Op>,
+    ) -> Result<()> {
+        let mut rec = RecordState::default();
+        for op in ops {
+            rec.apply_owned(stamp, ctx, op);
+        }
+        self.save_record(collection, id, &rec, Save::Insert)
+    }
+
+    /// Encodes and saves a record's state (see [`Save`]).
+    fn save_record(
+        &mut self,
+        collection: &str,
+        id: &str,
+        state: &RecordState,
+        how: Save,
+    ) -> Result<()> {
+        let coll = self.name_id(collection)?;
+        // Every field name the blob refers to: surviving writes, retired first values and
+        // ghosts (a snapshot's record may name a field no live value uses).
+        let names = state
+            .fields
+            .keys()
+            .chain(state.firsts.keys())
+            .chain(state.ghosts.iter().map(|g| &g.field));
+        let mut missing = Vec::new();
+        for name in names {
+            if !self.names.by_name.contains_key(name) {
+                missing.push(name.clone());
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        for name in missing {
+            self.name_id(&name)?;
+        }
+        let by_name = &self.names.by_name;
+        let mut bytes = std::mem::take(&mut self.blob);
+        let encoded = codec::encode_into(
+            state,
+            |n| {
+                by_name
+                    .get(n)
+                    .copied()
+                    .ok_or_else(|| codec_err(format!("no local name for {n}")))
+            },
+            &mut bytes,
+        );
+        let saved = encoded.map_err(StoreError::from).and_then(|()| {
+            let sql = match how {
+                Save::Replace => {
+                    "INSERT OR REPLACE INTO records (coll, id, state, live, conflicted)
+                     VALUES (?1, ?2, ?3, ?4, ?5)"
+                }
+                Save::Insert => {
+                    "INSERT INTO records (coll, id, state, live, conflicted)
+                     VALUES (?1, ?2, ?3, ?4, ?5)"
+                }
+                Save::Update => {
+                    "UPDATE records SET state = ?3, live = ?4, conflicted = ?5
+                     WHERE coll = ?1 AND id = ?2"
+                }
+            };
+            let changed = self.tx.prepare_cached(sql)?.execute(params![
+                coll,
+                id,
+                bytes,
+                state.is_live() as i64,
+                state.has_conflict() as i64
+            ])?;
+            match changed {
+                1 => Ok(()),
+                _ => Err(StoreError::Corrupt(format!(
+                    "record {id} of {collection} was to be updated but is not stored"
+                ))),
+            }
+        });
+        self.blob = bytes;
+        saved
+    }
+
     fn record_by_id(&self, coll: u32, id: &str) -> Result<Option<RecordState>> {
         let row: Option<Vec<u8>> = self
             .tx

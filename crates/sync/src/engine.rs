@@ -20,6 +20,7 @@ use ferry_model::record::{Ghost, Ghosts};
 use ferry_model::{
     Change, Commit, DatasetId, Dot, Hash, Hlc, MemberId, Op, RecordState, Value, VersionVector,
 };
+use std::collections::HashMap;
 use std::io::{Read, Write};
 
 /// How long a stashed run is kept waiting for the commits before it (30 days).
@@ -468,6 +469,9 @@ pub const ADMIN_FIELDS: [&str; 8] = [
     crate::roles::MEMBER_INVITES_UPTO_FIELD,
     "epoch",
 ];
+
+/// A record's id and the ops one commit applies to it.
+type RecordOps = (String, Vec<Op>);
 
 /// Reads the next item, which the reader guarantees is a commit of the current run.
 fn next_commit<R: Read>(reader: &mut BundleReader<R>) -> Result<Vec<u8>, BundleError> {
@@ -1832,6 +1836,10 @@ impl Engine {
         // Whether the author is an admin in the commit's context (asked once, when it
         // writes a reserved collection).
         let mut admin: Option<bool> = None;
+        // Writes to user collections are gathered and applied together (one probe of the
+        // store per collection, see `apply_user_records`); they are applied before any
+        // write to ferry's own collections, whose effects may read the store.
+        let mut batch: Vec<(String, String, Vec<Op>)> = Vec::new();
         for change in commit.changes {
             if let Change::Record {
                 collection,
@@ -1839,6 +1847,12 @@ impl Engine {
                 ops,
             } = change
             {
+                if !collection.starts_with('_') {
+                    batch.push((collection, id, ops));
+                    records += 1;
+                    continue;
+                }
+                Self::apply_user_records(store, std::mem::take(&mut batch), stamp, &ctx)?;
                 let is_admin = match (collection.starts_with('_'), admin) {
                     (false, _) => false,
                     (true, Some(a)) => a,
@@ -1913,9 +1927,6 @@ impl Engine {
                         }
                     }
                 }
-                if !collection.starts_with('_') {
-                    records += 1;
-                }
                 if collection == FORKS {
                     if let Ok(n) = id.parse::<u32>() {
                         self.honour_fork_record(store, MemberId(n))?;
@@ -1923,6 +1934,7 @@ impl Engine {
                 }
             }
         }
+        Self::apply_user_records(store, batch, stamp, &ctx)?;
         st::<S, _>(store.set_applied(commit.author, commit.seq))?;
         let clock = st::<S, _>(store.clock())?;
         let seen = clock.observe(commit.hlc, now_ms);
@@ -1930,6 +1942,79 @@ impl Engine {
             st::<S, _>(store.set_clock(seen))?;
         }
         Ok(records)
+    }
+
+    /// Applies one commit's writes to user collections, in order: the records of each
+    /// collection are read in one call (`Storage::records_of`, which can tell new records
+    /// without reading each), each record's ops applied (a record written twice takes both
+    /// in order), and each record written once.
+    fn apply_user_records<S: Storage>(
+        store: &mut S,
+        batch: Vec<(String, String, Vec<Op>)>,
+        stamp: ferry_model::Stamp,
+        ctx: &VersionVector,
+    ) -> Res<(), S> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Collections in order of first write, each with its records in order of first
+        // write and every op of each.
+        let mut groups: Vec<(String, Vec<RecordOps>)> = Vec::new();
+        let mut group_of: HashMap<String, usize> = HashMap::new();
+        for (collection, id, ops) in batch {
+            match group_of.get(collection.as_str()) {
+                Some(&g) => groups[g].1.push((id, ops)),
+                None => {
+                    group_of.insert(collection.clone(), groups.len());
+                    groups.push((collection, vec![(id, ops)]));
+                }
+            }
+        }
+        for (_, records) in &mut groups {
+            let mut first: HashMap<&str, usize> = HashMap::with_capacity(records.len());
+            let twice = records
+                .iter()
+                .enumerate()
+                .any(|(i, (id, _))| first.insert(id.as_str(), i).is_some());
+            drop(first);
+            if twice {
+                let mut merged: Vec<RecordOps> = Vec::with_capacity(records.len());
+                let mut at: HashMap<String, usize> = HashMap::new();
+                for (id, ops) in records.drain(..) {
+                    match at.get(&id) {
+                        Some(&i) => merged[i].1.extend(ops),
+                        None => {
+                            at.insert(id.clone(), merged.len());
+                            merged.push((id, ops));
+                        }
+                    }
+                }
+                *records = merged;
+            }
+        }
+        for (collection, records) in groups {
+            let ids: Vec<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
+            let states = st::<S, _>(store.records_of(&collection, &ids))?;
+            drop(ids);
+            if states.len() != records.len() {
+                return Err(IngestError::Storage(missing::<S>(format!(
+                    "{} of {} records of {collection}",
+                    states.len(),
+                    records.len()
+                ))));
+            }
+            for ((id, ops), state) in records.into_iter().zip(states) {
+                let Some(mut rec) = state else {
+                    st::<S, _>(store.insert_new_record(&collection, &id, stamp, ctx, ops))?;
+                    continue;
+                };
+                for op in ops {
+                    rec.apply_owned(stamp, ctx, op);
+                }
+                st::<S, _>(store.write_record(&collection, &id, &rec, true))?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies every pending commit whose dependencies are now present and checks every

@@ -2,7 +2,7 @@
 
 use ferry_model::commit::ChainContext;
 use ferry_model::crypto::{PublicKey, Signature};
-use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
+use ferry_model::{Hash, Hlc, MemberId, Op, RecordState, Stamp, VersionVector};
 
 /// What a stashed run costs the stash quota beyond its commits.
 pub const STASH_RUN_COST: u64 = 256;
@@ -130,6 +130,49 @@ pub trait Storage {
         id: &str,
         state: &RecordState,
     ) -> Result<(), Self::Error>;
+
+    /// The states of the records `ids` of `collection` (in that order; `None` for a record
+    /// never stored): the reads a whole commit's writes to one collection need, at once, so
+    /// a store can tell in one probe that records are new. The default reads each one.
+    fn records_of(
+        &self,
+        collection: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<RecordState>>, Self::Error> {
+        ids.iter().map(|id| self.record(collection, id)).collect()
+    }
+    /// Saves a record's merge state; `stored` says whether the record was stored before (as
+    /// [`Storage::records_of`] found it), so a store may insert new rows without looking
+    /// and update the others in place. The default is [`Storage::put_record`].
+    fn write_record(
+        &mut self,
+        collection: &str,
+        id: &str,
+        state: &RecordState,
+        stored: bool,
+    ) -> Result<(), Self::Error> {
+        let _ = stored;
+        self.put_record(collection, id, state)
+    }
+
+    /// Saves a record never stored before, made by one commit (`stamp`, causal context
+    /// `ctx`) applying `ops` to it: the state [`RecordState::apply_owned`] makes of them. A
+    /// store may encode the common case — each field set once — without building the state
+    /// (an import's new records). The default builds it.
+    fn insert_new_record(
+        &mut self,
+        collection: &str,
+        id: &str,
+        stamp: Stamp,
+        ctx: &VersionVector,
+        ops: Vec<Op>,
+    ) -> Result<(), Self::Error> {
+        let mut rec = RecordState::default();
+        for op in ops {
+            rec.apply_owned(stamp, ctx, op);
+        }
+        self.write_record(collection, id, &rec, false)
+    }
 
     /// Starts keeping a run that cannot be checked yet (its author's earlier commits or
     /// membership are missing), carried by an authenticated bundle of `sender`, at wall time
