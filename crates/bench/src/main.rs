@@ -10,8 +10,9 @@
 //!                                                  # N records (100 000), with and without a
 //!                                                  # passphrase; --write keeps the table in
 //!                                                  # at-rest.md, which BENCHMARKS.md includes
-//! cargo run --release -p ferry-bench -- prepare N DIR
-//!                                                  # HQ loads N records and exports them to
+//! cargo run --release -p ferry-bench -- prepare [--one-per-commit] N DIR
+//!                                                  # HQ loads N records (or puts them one
+//!                                                  # commit each) and exports them to
 //!                                                  # DIR/full; DIR/a is an empty clinic
 //! cargo run --release -p ferry-bench -- apply DIR  # imports DIR/full into a copy of DIR/a
 //!                                                  # and plain SQLite inserts of the same rows:
@@ -36,6 +37,10 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const SEED: u64 = 20261122;
+
+/// The allocator the `ferry` binary uses too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// What one workload size measured.
 #[derive(Clone, Debug, Default)]
@@ -112,10 +117,16 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("prepare") => {
-            let [_, n, dir] = &args[..] else {
-                bail!("usage: ferry-bench prepare N DIR");
+            let (n, dir, one_each) = match &args[..] {
+                [_, n, dir] => (n, dir, false),
+                [_, flag, n, dir] if flag == "--one-per-commit" => (n, dir, true),
+                _ => bail!("usage: ferry-bench prepare [--one-per-commit] N DIR"),
             };
-            prepare(n.parse().context("N: a number of records")?, Path::new(dir))
+            prepare(
+                n.parse().context("N: a number of records")?,
+                Path::new(dir),
+                one_each,
+            )
         }
         Some("apply") => {
             let [_, dir] = &args[..] else {
@@ -521,7 +532,7 @@ fn sql_value(v: &ferry_model::Value) -> rusqlite::types::Value {
 
 /// Prepares a profiling run: HQ with `n` records exported to `dir/full`, and clinic A
 /// (`dir/a`) that has joined and holds none of them.
-fn prepare(n: u64, dir: &Path) -> Result<()> {
+fn prepare(n: u64, dir: &Path, one_per_commit: bool) -> Result<()> {
     if dir.exists() {
         bail!("{} exists", dir.display());
     }
@@ -547,14 +558,30 @@ fn prepare(n: u64, dir: &Path) -> Result<()> {
     a.export(&join, &NoProgress)?;
     hq.import(&[join], &NoProgress)?;
     let start = Instant::now();
-    hq.load(
-        "visits",
-        FileFormat::JsonLines,
-        &mut &jsonl[..],
-        None,
-        &NoProgress,
-    )?;
-    println!("load {n}: {:.3} s", start.elapsed().as_secs_f64());
+    if one_per_commit {
+        for i in 0..n {
+            let (id, fields) = workload::visit(SEED, i);
+            let fields: Vec<(String, ferry_model::Value)> = workload::FIELDS
+                .iter()
+                .map(|f| f.to_string())
+                .zip(fields)
+                .collect();
+            hq.put("visits", &id, &fields)?;
+        }
+        println!(
+            "put {n}, one commit each: {:.3} s",
+            start.elapsed().as_secs_f64()
+        );
+    } else {
+        hq.load(
+            "visits",
+            FileFormat::JsonLines,
+            &mut &jsonl[..],
+            None,
+            &NoProgress,
+        )?;
+        println!("load {n}: {:.3} s", start.elapsed().as_secs_f64());
+    }
     let full = dir.join("full");
     std::fs::create_dir(&full)?;
     let start = Instant::now();

@@ -3,6 +3,11 @@
 //! Each record is one row. Its blob lists the distinct commit stamps once and refers to
 //! them by position, and names fields by local numbers (table `local_names`), so a record
 //! written by one commit costs one stamp, not one per field.
+//!
+//! A record as most records are — every field holding one value, all written by one
+//! commit, nothing deleted or retired — is written in a shorter *plain* form: [`PLAIN`],
+//! the stamp, then (local field name, value) of each field. Blobs written before it
+//! existed still read.
 
 use ferry_model::record::{Entry, Ghost, Sibling};
 use ferry_model::{Dot, Hlc, MemberId, RecordState, Stamp, Value};
@@ -14,7 +19,7 @@ use std::collections::BTreeMap;
 #[derive(Serialize, Deserialize)]
 struct Blob<E> {
     /// (author, seq, hlc, rank − clock ms as a signed number) of every stamp used below.
-    stamps: Vec<(u32, u64, u64, i64)>,
+    stamps: Vec<StampRow>,
     /// (local field name, [(stamp index, entry)]).
     fields: Vec<(u32, Vec<(u32, E)>)>,
     /// Stamp indices of surviving deletes.
@@ -27,6 +32,73 @@ struct Blob<E> {
 /// has any, so records without them keep the bytes they had before ghosts existed:
 /// (local field name, stamp index, entry, deletes that count it, burying writes).
 type GhostRow<E> = (u32, u32, E, Vec<(u32, u64)>, Vec<(u32, u64)>);
+
+/// The first bytes of a plain blob. (A blob of the general form that starts with 0 has no
+/// stamps, so no fields either: it is exactly `[0, 0, 0, 0]`.)
+pub const PLAIN: [u8; 2] = [0, 1];
+
+/// A stamp as the blob writes it: (author, seq, hlc, rank − clock ms as a signed number).
+type StampRow = (u32, u64, u64, i64);
+
+/// A plain blob after [`PLAIN`]: the stamp, then (local field name, value) of each field.
+type PlainBlob = (StampRow, Vec<(u32, Value)>);
+
+fn stamp_row(s: &Stamp) -> StampRow {
+    (
+        s.dot.author.0,
+        s.dot.seq,
+        s.hlc.0,
+        s.rank.wrapping_sub(s.hlc.ms()) as i64,
+    )
+}
+
+fn row_stamp(&(a, s, h, r): &StampRow) -> Stamp {
+    Stamp {
+        dot: Dot::new(MemberId(a), s),
+        hlc: Hlc(h),
+        rank: Hlc(h).ms().wrapping_add(r as u64),
+    }
+}
+
+/// The one stamp of a record that can be written plain: at least one field, each holding
+/// one value, all of the same stamp; no delete, retired first value or ghost.
+fn plain_stamp(state: &RecordState) -> Option<Stamp> {
+    if !state.tombstones.is_empty() || !state.firsts.is_empty() || !state.ghosts.is_empty() {
+        return None;
+    }
+    let mut stamp = None;
+    for sibs in state.fields.values() {
+        let [sib] = sibs.as_slice() else {
+            return None;
+        };
+        if !matches!(sib.entry, Entry::Value(_)) || stamp.is_some_and(|s| s != sib.stamp) {
+            return None;
+        }
+        stamp = Some(sib.stamp);
+    }
+    stamp
+}
+
+/// Writes the plain form: [`PLAIN`], the stamp, (field number, value) of each field.
+fn write_plain<'a>(
+    stamp: &Stamp,
+    fields: impl ExactSizeIterator<Item = (u32, &'a Value)>,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    struct Fields<I>(std::cell::Cell<Option<I>>);
+    impl<'a, I: ExactSizeIterator<Item = (u32, &'a Value)>> Serialize for Fields<I> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.take().expect("written once"))
+        }
+    }
+    out.clear();
+    out.extend_from_slice(&PLAIN);
+    let taken = std::mem::take(out);
+    let fields = Fields(std::cell::Cell::new(Some(fields)));
+    *out = postcard::to_extend(&(stamp_row(stamp), fields), taken)
+        .map_err(|e| CodecError(e.to_string()))?;
+    Ok(())
+}
 
 /// Why a stored record could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +124,16 @@ pub fn encode_into(
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     out.clear();
+    if let Some(stamp) = plain_stamp(state) {
+        let mut numbered = Vec::with_capacity(state.fields.len());
+        for (name, sibs) in &state.fields {
+            let Entry::Value(v) = &sibs[0].entry else {
+                unreachable!("plain_stamp checked")
+            };
+            numbered.push((name_id(name)?, v));
+        }
+        return write_plain(&stamp, numbered.into_iter(), out);
+    }
     // Distinct stamps in order of first use (a record written by one commit has one).
     let mut stamps: Vec<Stamp> = Vec::with_capacity(4);
     let mut index = |s: &Stamp| -> u32 {
@@ -118,14 +200,7 @@ impl Serialize for BlobView<'_> {
         struct Stamps<'a>(&'a [Stamp]);
         impl Serialize for Stamps<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.iter().map(|s| {
-                    (
-                        s.dot.author.0,
-                        s.dot.seq,
-                        s.hlc.0,
-                        s.rank.wrapping_sub(s.hlc.ms()) as i64,
-                    )
-                }))
+                s.collect_seq(self.0.iter().map(stamp_row))
             }
         }
         /// One field's writes: (stamp index, entry).
@@ -183,43 +258,13 @@ pub fn encode_new_into(
     sets: &[(u32, &Value)],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    /// The entry of a set value, encoded as [`Entry::Value`].
-    #[derive(Serialize)]
-    enum EntryRef<'a> {
-        Value(&'a Value),
+    if sets.is_empty() {
+        // No field: the general form's empty state.
+        out.clear();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        return Ok(());
     }
-    /// One write with stamp 0.
-    struct One<'a>(&'a Value);
-    impl Serialize for One<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(std::iter::once((0u32, EntryRef::Value(self.0))))
-        }
-    }
-    /// (field number, its one write) of every field.
-    struct Fields<'a>(&'a [(u32, &'a Value)]);
-    impl Serialize for Fields<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(self.0.iter().map(|(id, v)| (*id, One(v))))
-        }
-    }
-    let stamps = [(
-        stamp.dot.author.0,
-        stamp.dot.seq,
-        stamp.hlc.0,
-        stamp.rank.wrapping_sub(stamp.hlc.ms()) as i64,
-    )];
-    let stamps: &[(u32, u64, u64, i64)] = match sets.is_empty() {
-        // (A record without writes refers to no stamp.)
-        true => &[],
-        false => &stamps,
-    };
-    let none: &[u32] = &[];
-    let firsts: &[(u32, u32, u32)] = &[];
-    out.clear();
-    let taken = std::mem::take(out);
-    *out = postcard::to_extend(&(stamps, Fields(sets), none, firsts), taken)
-        .map_err(|e| CodecError(e.to_string()))?;
-    Ok(())
+    write_plain(&stamp, sets.iter().map(|(n, v)| (*n, *v)), out)
 }
 
 /// Decodes a blob, turning local field numbers back into names with `name`.
@@ -227,6 +272,27 @@ pub fn decode(
     bytes: &[u8],
     mut name: impl FnMut(u32) -> Result<String, CodecError>,
 ) -> Result<RecordState, CodecError> {
+    if let Some(plain) = bytes.strip_prefix(&PLAIN) {
+        let ((row, fields), rest): (PlainBlob, &[u8]) =
+            postcard::take_from_bytes(plain).map_err(|e| CodecError(e.to_string()))?;
+        if !rest.is_empty() || fields.is_empty() {
+            return Err(CodecError(
+                "a plain record with trailing bytes or no field".into(),
+            ));
+        }
+        let stamp = row_stamp(&row);
+        let mut state = RecordState::default();
+        for (id, v) in fields {
+            let sib = Sibling {
+                stamp,
+                entry: Entry::Value(v),
+            };
+            if state.fields.insert(name(id)?, vec![sib]).is_some() {
+                return Err(CodecError(format!("field {id} twice in a plain record")));
+            }
+        }
+        return Ok(state);
+    }
     let (blob, rest): (Blob<Entry>, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(|e| CodecError(e.to_string()))?;
     let ghost_rows: Vec<GhostRow<Entry>> = if rest.is_empty() {
@@ -234,15 +300,7 @@ pub fn decode(
     } else {
         postcard::from_bytes(rest).map_err(|e| CodecError(e.to_string()))?
     };
-    let stamps: Vec<Stamp> = blob
-        .stamps
-        .iter()
-        .map(|&(a, s, h, r)| Stamp {
-            dot: Dot::new(MemberId(a), s),
-            hlc: Hlc(h),
-            rank: Hlc(h).ms().wrapping_add(r as u64),
-        })
-        .collect();
+    let stamps: Vec<Stamp> = blob.stamps.iter().map(row_stamp).collect();
     let stamp = |i: u32| {
         stamps
             .get(i as usize)
@@ -373,6 +431,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         let mut kinds = [0usize; 4];
+        let mut plain = 0;
         for _ in 0..300 {
             let mut r = RecordState::default();
             let mut seqs = [0u64; 3];
@@ -405,11 +464,23 @@ mod tests {
             kinds[2] += usize::from(!r.tombstones.is_empty());
             kinds[3] += usize::from(r.fields.values().any(|s| s.len() > 1));
             encode_into(&r, |n| Ok(id(n)), &mut buf).unwrap();
-            assert_eq!(buf, encode_reference(&r, id), "{r:?}");
+            let whole = encode_reference(&r, id);
+            match plain_stamp(&r) {
+                // Plain records take the short form, and less room.
+                Some(_) => {
+                    plain += 1;
+                    assert!(buf.starts_with(&PLAIN) && buf.len() < whole.len(), "{r:?}");
+                }
+                None => assert_eq!(buf, whole, "{r:?}"),
+            }
             assert_eq!(decode(&buf, |i| Ok(names[i as usize].into())).unwrap(), r);
+            // Blobs of the general form, as stores wrote them before the plain one,
+            // still read.
+            assert_eq!(decode(&whole, |i| Ok(names[i as usize].into())).unwrap(), r);
         }
         // Every part of the blob was exercised.
         assert!(kinds.iter().all(|&k| k > 10), "{kinds:?}");
+        assert!(plain > 10, "{plain} plain records");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ferry_model::{Hash, Hlc, MemberId, Op, RecordState, Stamp, Value, VersionVec
 use ferry_sync::plan::Coverage;
 use ferry_sync::{MemberInfo, Proof, StashedRun, Storage, StoredCommit};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// The SQLCipher statement that sets a raw key on schema `schema`.
@@ -272,6 +272,9 @@ impl Store {
         // FULL: a commit that returned is on disk, even if the power fails right after.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // A large import grows the write-ahead log to its size; once checkpointed, the log
+        // is cut back to this instead of keeping that room on disk.
+        conn.pragma_update(None, "journal_size_limit", 8 << 20)?;
         let mut store = Store {
             conn,
             names: NameCache::default(),
@@ -381,6 +384,8 @@ impl Store {
             now_ms,
             blob: Vec::new(),
             new_order: FieldOrder::default(),
+            pending: Pending::default(),
+            frozen_seen: Default::default(),
         })
     }
 
@@ -397,6 +402,8 @@ impl Store {
             now_ms: 0,
             blob: Vec::new(),
             new_order: FieldOrder::default(),
+            pending: Pending::default(),
+            frozen_seen: Default::default(),
         })
     }
 }
@@ -424,6 +431,22 @@ pub struct StoreTx<'a> {
     blob: Vec<u8>,
     /// The fields of the last new record inserted, in name order.
     new_order: FieldOrder,
+    /// What this transaction has applied and its clock, kept here and written once when it
+    /// commits (an import of thousands of one-record commits would otherwise write both
+    /// for each).
+    pending: Pending,
+    /// Freezes read in this transaction (`None`: not frozen), forgotten when one is written.
+    frozen_seen: std::cell::RefCell<HashMap<u32, Option<u64>>>,
+}
+
+/// Bookkeeping a transaction writes when it commits.
+#[derive(Default)]
+struct Pending {
+    /// The clock, once read or set; `clock_set`: set since.
+    clock: std::cell::Cell<Option<Hlc>>,
+    clock_set: bool,
+    /// Commits applied, per author (the latest), not yet written.
+    applied: BTreeMap<u32, u64>,
 }
 
 /// The fields a new record's ops set, as they came (`fields`), and in the state's order:
@@ -470,10 +493,26 @@ fn sig(b: Vec<u8>) -> Result<Signature> {
 impl StoreTx<'_> {
     /// Makes the transaction's changes durable. Dropping a transaction instead rolls it
     /// back.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
+        self.write_pending()?;
         let StoreTx { tx, names, .. } = self;
         tx.commit()?;
         names.uncommitted = false;
+        Ok(())
+    }
+
+    /// Writes what [`Pending`] holds.
+    fn write_pending(&mut self) -> Result<()> {
+        for (m, seq) in std::mem::take(&mut self.pending.applied) {
+            self.tx
+                .prepare_cached("INSERT OR REPLACE INTO applied (author, seq) VALUES (?1, ?2)")?
+                .execute(params![m, i(seq)])?;
+        }
+        if std::mem::take(&mut self.pending.clock_set) {
+            if let Some(hlc) = self.pending.clock.get() {
+                self.set_meta("clock", &hlc.0.to_le_bytes())?;
+            }
+        }
         Ok(())
     }
 
@@ -1132,13 +1171,15 @@ impl Storage for StoreTx<'_> {
     fn applied(&self) -> Result<VersionVector> {
         let mut stmt = self.tx.prepare_cached("SELECT author, seq FROM applied")?;
         let rows = stmt.query_map([], |r| Ok((MemberId(r.get(0)?), u(r.get(1)?))))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        let mut vv: VersionVector = rows.collect::<std::result::Result<_, _>>()?;
+        for (&m, &seq) in &self.pending.applied {
+            vv.set(MemberId(m), seq);
+        }
+        Ok(vv)
     }
 
     fn set_applied(&mut self, m: MemberId, seq: u64) -> Result<()> {
-        self.tx
-            .prepare_cached("INSERT OR REPLACE INTO applied (author, seq) VALUES (?1, ?2)")?
-            .execute(params![m.0, i(seq)])?;
+        self.pending.applied.insert(m.0, seq);
         Ok(())
     }
 
@@ -1352,15 +1393,20 @@ impl Storage for StoreTx<'_> {
     }
 
     fn frozen(&self, m: MemberId) -> Result<Option<u64>> {
+        if let Some(&known) = self.frozen_seen.borrow().get(&m.0) {
+            return Ok(known);
+        }
         let n: Option<i64> = self
             .tx
             .prepare_cached("SELECT seq FROM frozen WHERE member = ?1")?
             .query_row(params![m.0], |r| r.get(0))
             .optional()?;
+        self.frozen_seen.borrow_mut().insert(m.0, n.map(u));
         Ok(n.map(u))
     }
 
     fn refreeze(&mut self, m: MemberId, seq: u64) -> Result<()> {
+        self.frozen_seen.get_mut().remove(&m.0);
         self.tx
             .prepare_cached("INSERT OR REPLACE INTO frozen (member, seq) VALUES (?1, ?2)")?
             .execute(params![m.0, i(seq.min(i64::MAX as u64))])?;
@@ -1368,6 +1414,7 @@ impl Storage for StoreTx<'_> {
     }
 
     fn unfreeze(&mut self, m: MemberId) -> Result<()> {
+        self.frozen_seen.get_mut().remove(&m.0);
         self.tx
             .prepare_cached("DELETE FROM frozen WHERE member = ?1")?
             .execute(params![m.0])?;
@@ -1379,6 +1426,7 @@ impl Storage for StoreTx<'_> {
             // Commit numbers fit a signed 64-bit integer; nothing past them exists to freeze.
             return Ok(());
         }
+        self.frozen_seen.get_mut().remove(&m.0);
         self.tx
             .prepare_cached(
                 "INSERT INTO frozen (member, seq) VALUES (?1, ?2)
@@ -1530,6 +1578,7 @@ impl Storage for StoreTx<'_> {
     }
 
     fn reset_applied(&mut self, vv: &VersionVector) -> Result<()> {
+        self.pending.applied.clear();
         self.tx.execute("DELETE FROM applied", [])?;
         for (m, n) in vv.iter() {
             self.set_applied(m, n)?;
@@ -1564,17 +1613,24 @@ impl Storage for StoreTx<'_> {
     }
 
     fn clock(&self) -> Result<Hlc> {
-        Ok(match self.meta("clock")? {
+        if let Some(hlc) = self.pending.clock.get() {
+            return Ok(hlc);
+        }
+        let hlc = match self.meta("clock")? {
             Some(b) => Hlc(u64::from_le_bytes(
                 b.try_into()
                     .map_err(|_| StoreError::Corrupt("clock".into()))?,
             )),
             None => Hlc::default(),
-        })
+        };
+        self.pending.clock.set(Some(hlc));
+        Ok(hlc)
     }
 
     fn set_clock(&mut self, hlc: Hlc) -> Result<()> {
-        self.set_meta("clock", &hlc.0.to_le_bytes())
+        self.pending.clock.set(Some(hlc));
+        self.pending.clock_set = true;
+        Ok(())
     }
 }
 
@@ -1758,6 +1814,44 @@ fn read_proof(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn applied_clock_and_freezes_kept_until_commit_are_what_the_transaction_reads() {
+        use ferry_sync::Storage;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (a, b) = (MemberId(2), MemberId(3));
+        {
+            let mut store = Store::open(&path).unwrap();
+            let mut tx = store.transaction(1).unwrap();
+            tx.set_applied(a, 1).unwrap();
+            tx.set_applied(a, 2).unwrap();
+            tx.set_clock(Hlc(77)).unwrap();
+            assert_eq!(tx.frozen(b).unwrap(), None);
+            tx.freeze(b, 5).unwrap();
+            // Read back inside the transaction before anything is written.
+            assert_eq!(tx.applied().unwrap().get(a), 2);
+            assert_eq!(tx.clock().unwrap(), Hlc(77));
+            assert_eq!(tx.frozen(b).unwrap(), Some(5));
+            tx.freeze(b, 3).unwrap();
+            assert_eq!(tx.frozen(b).unwrap(), Some(3), "an earlier freeze counts");
+            tx.unfreeze(b).unwrap();
+            assert_eq!(tx.frozen(b).unwrap(), None);
+            tx.commit().unwrap();
+            // A transaction rolled back leaves what the last one committed.
+            let mut tx = store.transaction(2).unwrap();
+            tx.set_applied(a, 3).unwrap();
+            tx.set_clock(Hlc(99)).unwrap();
+            tx.reset_applied(&VersionVector::new()).unwrap();
+            assert_eq!(tx.applied().unwrap().get(a), 0);
+            drop(tx);
+        }
+        let mut store = Store::open(&path).unwrap();
+        let tx = store.read().unwrap();
+        assert_eq!(tx.applied().unwrap().get(a), 2);
+        assert_eq!(tx.clock().unwrap(), Hlc(77));
+        assert_eq!(tx.frozen(b).unwrap(), None);
+    }
 
     #[test]
     fn seen_keys_name_the_first_line_and_start_empty_again() {

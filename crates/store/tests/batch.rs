@@ -102,7 +102,11 @@ fn batches_of_new_and_stored_records_keep_the_states_ops_make() {
     assert!(new > 200 && updated > 200, "{new} new, {updated} updated");
     let tx = store.read().unwrap();
     for (id, want) in &expected {
-        assert_eq!(tx.record("visits", id).unwrap().as_ref(), Some(want), "{id}");
+        assert_eq!(
+            tx.record("visits", id).unwrap().as_ref(),
+            Some(want),
+            "{id}"
+        );
     }
     // A record the batch claims is stored but is not, or the other way round, is an error
     // (never a silent overwrite).
