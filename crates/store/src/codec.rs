@@ -80,24 +80,40 @@ fn plain_stamp(state: &RecordState) -> Option<Stamp> {
 }
 
 /// Writes the plain form: [`PLAIN`], the stamp, (field number, value) of each field.
-fn write_plain<'a>(
+fn write_plain(
     stamp: &Stamp,
-    fields: impl ExactSizeIterator<Item = (u32, &'a Value)>,
+    fields: &[(u32, &Value)],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    struct Fields<I>(std::cell::Cell<Option<I>>);
-    impl<'a, I: ExactSizeIterator<Item = (u32, &'a Value)>> Serialize for Fields<I> {
+    struct Fields<'a>(&'a [(u32, &'a Value)]);
+    impl Serialize for Fields<'_> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(self.0.take().expect("written once"))
+            s.collect_seq(self.0.iter())
         }
     }
-    out.clear();
-    out.extend_from_slice(&PLAIN);
-    let taken = std::mem::take(out);
-    let fields = Fields(std::cell::Cell::new(Some(fields)));
-    *out = postcard::to_extend(&(stamp_row(stamp), fields), taken)
-        .map_err(|e| CodecError(e.to_string()))?;
-    Ok(())
+    let blob = (stamp_row(stamp), Fields(fields));
+    // Written into a slice (several times faster than growing a vector byte by byte); a
+    // record larger than the room there is measured first.
+    let mut room = out.capacity().max(512);
+    loop {
+        out.clear();
+        out.resize(room, 0);
+        out[..PLAIN.len()].copy_from_slice(&PLAIN);
+        match postcard::to_slice(&blob, &mut out[PLAIN.len()..]) {
+            Ok(used) => {
+                let n = PLAIN.len() + used.len();
+                out.truncate(n);
+                return Ok(());
+            }
+            Err(postcard::Error::SerializeBufferFull) => {
+                let size =
+                    postcard::serialize_with_flavor(&blob, postcard::ser_flavors::Size::default())
+                        .map_err(|e| CodecError(e.to_string()))?;
+                room = PLAIN.len() + size;
+            }
+            Err(e) => return Err(CodecError(e.to_string())),
+        }
+    }
 }
 
 /// Why a stored record could not be read.
@@ -132,7 +148,7 @@ pub fn encode_into(
             };
             numbered.push((name_id(name)?, v));
         }
-        return write_plain(&stamp, numbered.into_iter(), out);
+        return write_plain(&stamp, &numbered, out);
     }
     // Distinct stamps in order of first use (a record written by one commit has one).
     let mut stamps: Vec<Stamp> = Vec::with_capacity(4);
@@ -264,7 +280,7 @@ pub fn encode_new_into(
         out.extend_from_slice(&[0, 0, 0, 0]);
         return Ok(());
     }
-    write_plain(&stamp, sets.iter().map(|(n, v)| (*n, *v)), out)
+    write_plain(&stamp, sets, out)
 }
 
 /// Decodes a blob, turning local field numbers back into names with `name`.
@@ -493,7 +509,8 @@ mod tests {
         );
         let values = [
             Value::Int(34),
-            Value::Str("a long note ".repeat(30)),
+            // (Longer than the room a blob is first written into.)
+            Value::Str("a long note ".repeat(500)),
             Value::Str("Kisumu".into()),
             Value::Float(61.5),
         ];

@@ -449,6 +449,44 @@ struct Pending {
     applied: BTreeMap<u32, u64>,
 }
 
+/// Makes `order` the order of `ops`' fields (as [`FieldOrder`] says) and tells whether a
+/// new record made of `ops` can be written from them directly: `Some(true)` when they only
+/// set fields, each once; `Some(false)` when the state must be built (a field set twice,
+/// another op); `None` when a field has no local number yet. A load or an import writes
+/// every record's fields in the same order, so the last record's order usually serves.
+fn field_order(order: &mut FieldOrder, names: &NameCache, ops: &[Op]) -> Option<bool> {
+    let alike = order.fields.len() == ops.len()
+        && ops
+            .iter()
+            .zip(&order.fields)
+            .all(|(op, f)| matches!(op, Op::Set(name, _) if name == f));
+    if alike {
+        return Some(!order.twice);
+    }
+    if !ops.iter().all(|op| matches!(op, Op::Set(..))) {
+        return Some(false);
+    }
+    let fields: Vec<String> = ops
+        .iter()
+        .filter_map(|op| op.field())
+        .map(String::from)
+        .collect();
+    let mut by_name: Vec<usize> = (0..fields.len()).collect();
+    by_name.sort_unstable_by(|&a, &b| fields[a].cmp(&fields[b]));
+    let twice = by_name.windows(2).any(|w| fields[w[0]] == fields[w[1]]);
+    let mut numbers = Vec::with_capacity(by_name.len());
+    for &k in &by_name {
+        numbers.push(*names.by_name.get(fields[k].as_str())?);
+    }
+    *order = FieldOrder {
+        fields,
+        by_name,
+        numbers,
+        twice,
+    };
+    Some(!twice)
+}
+
 /// The fields a new record's ops set, as they came (`fields`), and in the state's order:
 /// `by_name` (positions in `fields`), each one's local number (`numbers`).
 #[derive(Default)]
@@ -1238,6 +1276,52 @@ impl Storage for StoreTx<'_> {
         ids.iter().map(|id| self.record_by_id(coll, id)).collect()
     }
 
+    fn insert_new_records(
+        &mut self,
+        collection: &str,
+        stamp: Stamp,
+        ctx: &VersionVector,
+        mut records: Vec<(String, Vec<Op>)>,
+    ) -> Result<()> {
+        let coll = self.name_id(collection)?;
+        let mut i = 0;
+        while i < records.len() {
+            {
+                // One prepared statement for the run of records whose fields are all known
+                // and each set once (all of them, in a load or an import).
+                let mut insert = self.tx.prepare_cached(
+                    "INSERT INTO records (coll, id, state, live, conflicted)
+                     VALUES (?1, ?2, ?3, ?4, 0)",
+                )?;
+                while let Some((id, ops)) = records.get(i) {
+                    if field_order(&mut self.new_order, self.names, ops) != Some(true) {
+                        break;
+                    }
+                    let order = &self.new_order;
+                    let numbered: Vec<(u32, &Value)> = order
+                        .by_name
+                        .iter()
+                        .zip(&order.numbers)
+                        .map(|(&k, &n)| match &ops[k] {
+                            Op::Set(_, v) => (n, v),
+                            _ => unreachable!("field_order checked: only sets"),
+                        })
+                        .collect();
+                    codec::encode_new_into(stamp, &numbered, &mut self.blob)?;
+                    insert.execute(params![coll, id, self.blob, !numbered.is_empty() as i64])?;
+                    i += 1;
+                }
+            }
+            if let Some((id, ops)) = records.get_mut(i) {
+                // A field not numbered yet, or ops the state must decide: one at a time.
+                let (id, ops) = (std::mem::take(id), std::mem::take(ops));
+                self.insert_new_record(collection, &id, stamp, ctx, ops)?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn insert_new_record(
         &mut self,
         collection: &str,
@@ -1249,65 +1333,18 @@ impl Storage for StoreTx<'_> {
         if !ops.iter().all(|op| matches!(op, Op::Set(..))) {
             return self.insert_built(collection, id, stamp, ctx, ops);
         }
-        // The state lists fields in name order, by local number. A load or an import
-        // writes every record's fields in the same order: the last record's order and
-        // numbers serve again when its fields came alike.
-        let order = &self.new_order;
-        let alike = order.fields.len() == ops.len()
-            && ops
-                .iter()
-                .zip(&order.fields)
-                .all(|(op, f)| op.field() == Some(f.as_str()));
-        if !alike {
-            let fields: Vec<String> = ops
-                .iter()
-                .filter_map(|op| op.field())
-                .map(String::from)
-                .collect();
-            let mut by_name: Vec<usize> = (0..fields.len()).collect();
-            by_name.sort_unstable_by(|&a, &b| fields[a].cmp(&fields[b]));
-            let twice = by_name.windows(2).any(|w| fields[w[0]] == fields[w[1]]);
-            let mut numbers = Vec::with_capacity(by_name.len());
-            for &i in &by_name {
-                numbers.push(self.name_id(&fields[i])?);
+        // Number the fields not numbered yet, then write it as a batch of one.
+        for op in &ops {
+            if let Some(f) = op.field() {
+                if !self.names.by_name.contains_key(f) {
+                    self.name_id(f)?;
+                }
             }
-            self.new_order = FieldOrder {
-                fields,
-                by_name,
-                numbers,
-                twice,
-            };
         }
-        if self.new_order.twice {
-            // A field set twice: the state says which write stands.
-            return self.insert_built(collection, id, stamp, ctx, ops);
+        match field_order(&mut self.new_order, self.names, &ops) {
+            Some(true) => self.insert_new_records(collection, stamp, ctx, vec![(id.into(), ops)]),
+            _ => self.insert_built(collection, id, stamp, ctx, ops),
         }
-        let coll = self.name_id(collection)?;
-        let order = &self.new_order;
-        let value = |i: usize| match &ops[i] {
-            Op::Set(_, v) => v,
-            _ => unreachable!("only sets here"),
-        };
-        let numbered: Vec<(u32, &Value)> = order
-            .by_name
-            .iter()
-            .zip(&order.numbers)
-            .map(|(&i, &n)| (n, value(i)))
-            .collect();
-        let mut bytes = std::mem::take(&mut self.blob);
-        let saved = codec::encode_new_into(stamp, &numbered, &mut bytes)
-            .map_err(StoreError::from)
-            .and_then(|()| {
-                self.tx
-                    .prepare_cached(
-                        "INSERT INTO records (coll, id, state, live, conflicted)
-                         VALUES (?1, ?2, ?3, ?4, 0)",
-                    )?
-                    .execute(params![coll, id, bytes, !numbered.is_empty() as i64])?;
-                Ok(())
-            });
-        self.blob = bytes;
-        saved
     }
 
     fn write_record(

@@ -2003,15 +2003,19 @@ impl Engine {
                     records.len()
                 ))));
             }
+            let mut new = Vec::new();
             for ((id, ops), state) in records.into_iter().zip(states) {
                 let Some(mut rec) = state else {
-                    st::<S, _>(store.insert_new_record(&collection, &id, stamp, ctx, ops))?;
+                    new.push((id, ops));
                     continue;
                 };
                 for op in ops {
                     rec.apply_owned(stamp, ctx, op);
                 }
                 st::<S, _>(store.write_record(&collection, &id, &rec, true))?;
+            }
+            if !new.is_empty() {
+                st::<S, _>(store.insert_new_records(&collection, stamp, ctx, new))?;
             }
         }
         Ok(())

@@ -174,6 +174,22 @@ pub trait Storage {
         self.write_record(collection, id, &rec, false)
     }
 
+    /// [`Storage::insert_new_record`] of each of `records` (id, ops), all of `collection`
+    /// and made by one commit: a store may prepare its write once for all of them. The
+    /// default inserts each.
+    fn insert_new_records(
+        &mut self,
+        collection: &str,
+        stamp: Stamp,
+        ctx: &VersionVector,
+        records: Vec<(String, Vec<Op>)>,
+    ) -> Result<(), Self::Error> {
+        for (id, ops) in records {
+            self.insert_new_record(collection, &id, stamp, ctx, ops)?;
+        }
+        Ok(())
+    }
+
     /// Starts keeping a run that cannot be checked yet (its author's earlier commits or
     /// membership are missing), carried by an authenticated bundle of `sender`, at wall time
     /// `at_ms`. Returns the run's id. Each run is kept, checked and dropped as a unit, so a
