@@ -73,8 +73,161 @@ fn goals(results: &[SizeResult], fixed: &Fixed) -> Vec<(String, String, bool)> {
     g
 }
 
+/// Where a figure stands against the issue's "must" and "goal".
+fn standing(must: bool, goal: bool) -> &'static str {
+    match (must, goal) {
+        (_, true) => "goal met",
+        (true, false) => "must met, goal missed",
+        (false, _) => "**missed**",
+    }
+}
+
+/// Issue 14's table: (metric, now, must, goal, standing). Rows whose figures this run did
+/// not measure say so.
+fn issue_goals(results: &[SizeResult], fixed: &Fixed) -> Vec<[String; 5]> {
+    let mut rows = Vec::new();
+    let at = |n: u64| results.iter().find(|r| r.n == n);
+    let pair = |a: Option<f64>, b: Option<f64>, digits: usize| match (a, b) {
+        (Some(a), Some(b)) => format!("{a:.digits$} / {b:.digits$}"),
+        (Some(a), None) => format!("{a:.digits$}"),
+        _ => "not measured".into(),
+    };
+    let big = [at(100_000), at(1_000_000)];
+    let apply: Vec<f64> = big
+        .iter()
+        .flatten()
+        .map(|r| r.sqlite_s / r.import_s)
+        .collect();
+    let (must, goal) = (
+        !apply.is_empty() && apply.iter().all(|&x| x >= 0.5),
+        !apply.is_empty() && apply.iter().all(|&x| x >= 1.0),
+    );
+    rows.push([
+        "apply ÷ plain SQLite inserts of the same rows, 100k / 1M".into(),
+        pair(apply.first().copied(), apply.get(1).copied(), 2),
+        "≥ 0.5×".into(),
+        "≥ 1.0×".into(),
+        if apply.is_empty() {
+            "not measured"
+        } else {
+            standing(must, goal)
+        }
+        .into(),
+    ]);
+    match big[1].or(big[0]) {
+        Some(r) => {
+            let (export, import) = (rate(r.n, r.export_s), rate(r.n, r.import_s));
+            rows.push([
+                format!("export, records/s at {}", r.n),
+                fmt_rate(export),
+                "≥ 100k/s".into(),
+                format!("≥ import speed ({})", fmt_rate(import)),
+                standing(export >= 100_000.0, export >= import).into(),
+            ]);
+        }
+        None => rows.push([
+            "export, records/s at 1M".into(),
+            "not measured".into(),
+            "≥ 100k/s".into(),
+            "≥ import speed".into(),
+            "not measured".into(),
+        ]),
+    }
+    let bulk: Vec<f64> = big
+        .iter()
+        .flatten()
+        .map(|r| r.full as f64 / r.csv_xz as f64)
+        .collect();
+    rows.push([
+        "bulk bytes ÷ values CSV + xz -9, 100k / 1M".into(),
+        pair(bulk.first().copied(), bulk.get(1).copied(), 2),
+        "≤ 1.0×".into(),
+        "≤ 0.85×".into(),
+        if bulk.is_empty() {
+            "not measured"
+        } else {
+            standing(
+                bulk.iter().all(|&x| x <= 1.0),
+                bulk.iter().all(|&x| x <= 0.85),
+            )
+        }
+        .into(),
+    ]);
+    match big[1].or(big[0]) {
+        Some(r) => {
+            let plain = r.sqlite_bytes as f64;
+            let (after, before) = (r.store_compacted as f64 / plain, r.store as f64 / plain);
+            rows.push([
+                format!(
+                    "disk per record ÷ plain table, after compaction / before ({})",
+                    r.n
+                ),
+                format!("{after:.2} / {before:.2}"),
+                "1.2 / 2.5".into(),
+                "1.1 / 1.5".into(),
+                standing(after <= 1.2 && before <= 2.5, after <= 1.1 && before <= 1.5).into(),
+            ]);
+        }
+        None => rows.push([
+            "disk per record ÷ plain table".into(),
+            "not measured".into(),
+            "1.2 / 2.5".into(),
+            "1.1 / 1.5".into(),
+            "not measured".into(),
+        ]),
+    }
+    let sms = |what: &str| {
+        fixed
+            .transports
+            .iter()
+            .find(|t| t.what == what)
+            .map(|t| t.sms_text)
+    };
+    match (
+        sms("one new reference record"),
+        sms("ten new visits in one bundle"),
+    ) {
+        (Some(one), Some(ten)) => rows.push([
+            "text SMS for one new reference record / ten together".into(),
+            format!("{one} / {ten}"),
+            "2 / 6".into(),
+            "2 / 5".into(),
+            standing(one <= 2 && ten <= 6, one <= 2 && ten <= 5).into(),
+        ]),
+        _ => rows.push([
+            "text SMS for one new reference record / ten together".into(),
+            "not measured".into(),
+            "2 / 6".into(),
+            "2 / 5".into(),
+            "not measured".into(),
+        ]),
+    }
+    rows.push([
+        "peak RSS import and export at 10,000,000 records".into(),
+        "not measured (scale run)".into(),
+        "≤ 100 MB".into(),
+        "≤ 64 MB".into(),
+        "not measured".into(),
+    ]);
+    rows.push([
+        "time per record at 10M ÷ at 100k (import, export)".into(),
+        "not measured (scale run)".into(),
+        "≤ 1.3×".into(),
+        "≤ 1.1×".into(),
+        "not measured".into(),
+    ]);
+    rows
+}
+
 fn tables(results: &[SizeResult], fixed: &Fixed) -> String {
     let mut s = String::new();
+    let _ = writeln!(s, "### Issue 14's goals (same run, same machine)\n");
+    let _ = writeln!(s, "| metric | now | must | goal | |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---|");
+    for [metric, now, must, goal, standing] in issue_goals(results, fixed) {
+        let _ = writeln!(s, "| {metric} | {now} | {must} | {goal} | {standing} |");
+    }
+    let _ = writeln!(s);
     let _ = writeln!(s, "### Goals\n");
     let _ = writeln!(s, "| goal | measured | |");
     let _ = writeln!(s, "|---|---:|---|");

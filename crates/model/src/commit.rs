@@ -17,6 +17,8 @@ use crate::{DatasetId, Dot, Hash, MemberId, Value, limits};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+mod columnar;
+
 /// One change to one field (or to the whole record, for [`Op::Delete`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -140,6 +142,9 @@ pub enum CommitError {
     /// A value is not valid (non-finite float or out-of-range decimal).
     #[error("invalid value")]
     BadValue,
+    /// A commit in the columnar form does not decode (bundles/DRAFT-v2.md §4).
+    #[error("malformed columnar commit: {0}")]
+    Columnar(&'static str),
     /// The commit to encode is not the author's next one.
     #[error("commit {got} of member {author} does not follow {have}")]
     OutOfOrder {
@@ -192,6 +197,38 @@ pub fn chain_next(prev: &Hash, seq: u64, bytes: &[u8]) -> Hash {
 }
 // wire-format: end
 
+/// How a commit's changes are laid out in its bytes: the row form (bundles/SPEC.md §5.2)
+/// or the columnar form (bundles/DRAFT-v2.md §4, not yet written in bundles). Chosen by
+/// the author when it writes the commit; the bytes never change form afterwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Form {
+    /// One change after another, each record's ops with their values.
+    #[default]
+    Row,
+    /// The record changes grouped by collection, their values column by column.
+    Columnar,
+}
+
+// wire-format: begin
+/// The chain hash after a commit in the columnar form: its own context, so that no byte
+/// string counts as a commit of both forms.
+pub fn chain_next_columnar(prev: &Hash, seq: u64, bytes: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new_derive_key("ferry v11 commit chain");
+    h.update(&prev.0);
+    h.update(&seq.to_le_bytes());
+    h.update(bytes);
+    Hash(*h.finalize().as_bytes())
+}
+// wire-format: end
+
+/// The chain hash after a commit of `form`.
+pub fn chain_next_as(form: Form, prev: &Hash, seq: u64, bytes: &[u8]) -> Hash {
+    match form {
+        Form::Row => chain_next(prev, seq, bytes),
+        Form::Columnar => chain_next_columnar(prev, seq, bytes),
+    }
+}
+
 impl ChainContext {
     /// The context before `author`'s first commit.
     pub fn new(dataset: DatasetId, author: MemberId) -> ChainContext {
@@ -233,6 +270,11 @@ impl ChainContext {
 
     /// Encodes `commit`, which must be this author's next commit, and advances the context.
     pub fn encode(&mut self, commit: &Commit) -> Result<Vec<u8>, CommitError> {
+        self.encode_as(commit, Form::Row)
+    }
+
+    /// [`ChainContext::encode`] in `form`.
+    pub fn encode_as(&mut self, commit: &Commit, form: Form) -> Result<Vec<u8>, CommitError> {
         if commit.author != self.author || commit.seq != self.seq + 1 {
             return Err(CommitError::OutOfOrder {
                 author: commit.author,
@@ -322,10 +364,13 @@ impl ChainContext {
                 .map(|h| h.ms().wrapping_sub(commit.hlc.ms()) as i64),
             changes,
         };
-        let bytes = postcard::to_allocvec(&wire)?;
+        let bytes = match form {
+            Form::Row => postcard::to_allocvec(&wire)?,
+            Form::Columnar => columnar::encode(&wire)?,
+        };
         // Decoding our own output validates it exactly as a receiver will.
         self.rollback_names(saved_names);
-        let decoded = self.decode(&bytes)?;
+        let decoded = self.decode_as(&bytes, form)?;
         debug_assert_eq!(decoded.seq, commit.seq);
         Ok(bytes)
     }
@@ -339,13 +384,15 @@ impl ChainContext {
     /// Decodes the author's next commit from `bytes`, checks it, and advances the context
     /// (including the chain hash).
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Commit, CommitError> {
+        self.decode_as(bytes, Form::Row)
+    }
+
+    /// [`ChainContext::decode`] of a commit in `form`.
+    pub fn decode_as(&mut self, bytes: &[u8], form: Form) -> Result<Commit, CommitError> {
         if bytes.len() > limits::MAX_COMMIT {
             return Err(CommitError::TooLarge(bytes.len()));
         }
-        let (wire, rest) = read_wire(bytes)?;
-        if !rest.is_empty() {
-            return Err(CommitError::TrailingBytes(rest.len()));
-        }
+        let wire = read_form(bytes, form)?;
         let seq = self.seq + 1;
         let hlc = if self.seq == 0 {
             Hlc::from_parts(wire.ms, wire.lc)
@@ -415,7 +462,7 @@ impl ChainContext {
             }
         };
         self.seq = seq;
-        self.hash = chain_next(&self.hash, seq, bytes);
+        self.hash = chain_next_as(form, &self.hash, seq, bytes);
         self.hlc = hlc;
         self.deps = deps.clone();
         Ok(Commit {
@@ -439,7 +486,22 @@ impl ChainContext {
         deps: VersionVector,
         bytes: &[u8],
     ) -> Result<Commit, CommitError> {
-        let (wire, _) = read_wire(bytes)?;
+        self.decode_stored_as(seq, hlc, deps, bytes, Form::Row)
+    }
+
+    /// [`ChainContext::decode_stored`] of a commit in `form`.
+    pub fn decode_stored_as(
+        &self,
+        seq: u64,
+        hlc: Hlc,
+        deps: VersionVector,
+        bytes: &[u8],
+        form: Form,
+    ) -> Result<Commit, CommitError> {
+        let wire = match form {
+            Form::Row => read_wire(bytes)?.0,
+            Form::Columnar => columnar::decode(bytes)?,
+        };
         let seen = wire
             .seen
             .map(|d| Hlc::from_parts(hlc.ms().wrapping_add(d as u64), 0));
@@ -517,6 +579,20 @@ impl ChainContext {
             ));
         }
         Ok(out)
+    }
+}
+
+/// Decodes a whole commit of `form` into the row form's fields.
+fn read_form(bytes: &[u8], form: Form) -> Result<WireCommit, CommitError> {
+    match form {
+        Form::Row => {
+            let (wire, rest) = read_wire(bytes)?;
+            if !rest.is_empty() {
+                return Err(CommitError::TrailingBytes(rest.len()));
+            }
+            Ok(wire)
+        }
+        Form::Columnar => columnar::decode(bytes),
     }
 }
 

@@ -30,6 +30,7 @@
 
 pub mod bounded;
 pub mod clock;
+pub mod columns;
 pub mod commit;
 pub mod crypto;
 mod id;
