@@ -11,7 +11,7 @@
 use ferry_bundle::stream::DecryptReader;
 use ferry_bundle::{BundleReader, DatasetKey, Header, Item, VERSION_GHOSTS};
 use ferry_fuzz::{CODE, KEY, T0, fixture_nodes};
-use ferry_model::MemberId;
+use ferry_model::{Change, MemberId, Op, Value};
 use ferry_node::invite::{self, InviteCode, KdfParams};
 use ferry_transport_email::{DatasetTag, render_emails};
 use ferry_transport_sms::{frame, text};
@@ -254,6 +254,74 @@ mtu = 200
     }
 
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    // Columnar commits (bundles/DRAFT-v2.md §4): a load's visits and every kind of op.
+    {
+        use ferry_model::commit::Form;
+        let rec = |id: String, ops: Vec<Op>| Change::Record {
+            collection: "visits".into(),
+            id,
+            ops,
+        };
+        let visits: Vec<Change> = (0..40)
+            .map(|i| {
+                rec(
+                    format!("v-{i:04}"),
+                    vec![
+                        Op::Set(
+                            "village".into(),
+                            Value::Str(["Kisumu", "Obunga"][i % 2].into()),
+                        ),
+                        Op::Set(
+                            "date".into(),
+                            Value::Str(format!("2026-03-{:02}", 1 + i % 28)),
+                        ),
+                        Op::Set("age".into(), Value::Int(i as i64)),
+                        Op::Set("weight".into(), Value::Float(i as f64 / 10.0)),
+                        Op::Set("followup".into(), Value::Bool(i % 3 == 0)),
+                        Op::Set(
+                            "note".into(),
+                            if i % 4 == 0 {
+                                Value::Null
+                            } else {
+                                Value::Str(format!("n{i}"))
+                            },
+                        ),
+                    ],
+                )
+            })
+            .collect();
+        let mixed = vec![
+            rec(
+                "a".into(),
+                vec![Op::Set("x".into(), Value::Int(1)), Op::Delete],
+            ),
+            rec(
+                "b".into(),
+                vec![
+                    Op::Incr("n".into(), -4),
+                    Op::Add("tags".into(), "tb".into()),
+                    Op::Remove("tags".into(), "hiv".into()),
+                    Op::Set("raw".into(), Value::Bytes(vec![0, 255])),
+                    Op::Set("big".into(), Value::Float(1e300)),
+                ],
+            ),
+        ];
+        for (name, changes) in [("visits", visits), ("every-op", mixed)] {
+            let commit = ferry_model::Commit {
+                author: MemberId::ADMIN,
+                seq: 2,
+                hlc: ferry_model::Hlc::from_parts(T0 + 1000, 0),
+                deps: [(MemberId(2), 3)].into_iter().collect(),
+                seen: Some(ferry_model::Hlc::from_parts(T0 - 5000, 0)),
+                changes,
+            };
+            let bytes = ferry_fuzz::columnar_context()
+                .encode_as(&commit, Form::Columnar)
+                .expect("encodes");
+            seeds.insert(("columnar_commit", name.into()), bytes);
+        }
+    }
+
     for ((target, name), bytes) in seeds {
         let dir = root.join("corpus").join(target);
         std::fs::create_dir_all(&dir).expect("corpus folder");

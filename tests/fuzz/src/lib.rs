@@ -56,6 +56,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("serial_link", serial_link),
     ("email", email),
     ("ferry_toml", ferry_toml),
+    ("columnar_commit", columnar_commit),
 ];
 
 /// The secret key of member `m` in the fixture dataset: the vectors' admin for member 1,
@@ -538,5 +539,43 @@ pub fn ferry_toml(data: &[u8]) {
         if let Ok(c) = t.clone().try_into::<ferry_transport_serial::SerialConfig>() {
             let _ = c.validate();
         }
+    }
+}
+
+/// The author's chain after its genesis, for [`columnar_commit`].
+pub fn columnar_context() -> ferry_model::commit::ChainContext {
+    let mut ctx = ferry_model::commit::ChainContext::new(DATASET, MemberId::ADMIN);
+    let genesis = ferry_model::Commit {
+        author: MemberId::ADMIN,
+        seq: 1,
+        hlc: ferry_model::Hlc::from_parts(T0, 0),
+        deps: ferry_model::VersionVector::new(),
+        seen: None,
+        changes: vec![Change::Genesis {
+            name: "clinics".into(),
+            label: "hq".into(),
+            admin_key: SecretKey::from_bytes(ADMIN).public(),
+        }],
+    };
+    ctx.encode(&genesis).expect("the genesis encodes");
+    ctx
+}
+
+/// A commit in the columnar form (bundles/DRAFT-v2.md §4), the author's second: one that
+/// decodes encodes again, in both forms, to bytes that decode to the same commit.
+pub fn columnar_commit(data: &[u8]) {
+    use ferry_model::commit::Form;
+    let before = columnar_context();
+    let mut ctx = before.clone();
+    let Ok(commit) = ctx.decode_as(data, Form::Columnar) else {
+        return;
+    };
+    for form in [Form::Columnar, Form::Row] {
+        let mut w = before.clone();
+        let again = w
+            .encode_as(&commit, form)
+            .expect("a decoded commit encodes");
+        let back = before.clone().decode_as(&again, form).expect("and decodes");
+        assert_eq!(back, commit, "{form:?}");
     }
 }
