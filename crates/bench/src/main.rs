@@ -10,6 +10,12 @@
 //!                                                  # N records (100 000), with and without a
 //!                                                  # passphrase; --write keeps the table in
 //!                                                  # at-rest.md, which BENCHMARKS.md includes
+//! cargo run --release -p ferry-bench -- scale [N…] [--write]
+//!                                                  # load, export, import, disk and peak
+//!                                                  # memory at 100 000, 1 000 000 and
+//!                                                  # 10 000 000 records (or N…), each step
+//!                                                  # a child process; the cost growth;
+//!                                                  # --write keeps the table in scale.md
 //! cargo run --release -p ferry-bench -- prepare [--one-per-commit] N DIR
 //!                                                  # HQ loads N records (or puts them one
 //!                                                  # commit each) and exports them to
@@ -128,6 +134,26 @@ fn main() -> Result<()> {
                 one_each,
             )
         }
+        Some("scale") => {
+            let write = args.iter().any(|a| a == "--write");
+            let sizes: Vec<u64> = args[1..]
+                .iter()
+                .filter(|a| *a != "--write")
+                .map(|a| a.parse().context("N: a number of records"))
+                .collect::<Result<_>>()?;
+            let sizes = match sizes.is_empty() {
+                true => vec![100_000, 1_000_000, 10_000_000],
+                false => sizes,
+            };
+            let table = scale(&sizes)?;
+            print!("{table}");
+            if write {
+                let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+                std::fs::write(dir.join("scale.md"), &table)?;
+                println!("\nwrote {}", dir.join("scale.md").display());
+            }
+            Ok(())
+        }
         Some("apply") => {
             let [_, dir] = &args[..] else {
                 bail!("usage: ferry-bench apply DIR");
@@ -135,7 +161,7 @@ fn main() -> Result<()> {
             apply(Path::new(dir))
         }
         _ => bail!(
-            "usage: ferry-bench quick | all | at-rest [N] [--write] | prepare N DIR | apply DIR"
+            "usage: ferry-bench quick | all | at-rest [N] [--write] | scale [N…] [--write] | prepare [--one-per-commit] N DIR | apply DIR"
         ),
     }
 }
@@ -530,19 +556,8 @@ fn sql_value(v: &ferry_model::Value) -> rusqlite::types::Value {
     }
 }
 
-/// Prepares a profiling run: HQ with `n` records exported to `dir/full`, and clinic A
-/// (`dir/a`) that has joined and holds none of them.
-fn prepare(n: u64, dir: &Path, one_per_commit: bool) -> Result<()> {
-    if dir.exists() {
-        bail!("{} exists", dir.display());
-    }
-    std::fs::create_dir_all(dir)?;
-    let mut jsonl = Vec::new();
-    for i in 0..n {
-        let (id, fields) = workload::visit(SEED, i);
-        jsonl.extend_from_slice(workload::json_line(&id, &fields).as_bytes());
-        jsonl.push(b'\n');
-    }
+/// HQ (`dir/hq`) and clinic A (`dir/a`), which has joined and whose join HQ holds.
+fn two_laptops(dir: &Path) -> Result<(Node, Node)> {
     let (hq_home, a_home) = (Home::at(dir.join("hq")), Home::at(dir.join("a")));
     let mut hq = Node::create(&hq_home, "hq", "bench")?;
     let inv = dir.join("a.invite");
@@ -557,6 +572,23 @@ fn prepare(n: u64, dir: &Path, one_per_commit: bool) -> Result<()> {
     std::fs::create_dir(&join)?;
     a.export(&join, &NoProgress)?;
     hq.import(&[join], &NoProgress)?;
+    Ok((hq, a))
+}
+
+/// Prepares a profiling run: HQ with `n` records exported to `dir/full`, and clinic A
+/// (`dir/a`) that has joined and holds none of them.
+fn prepare(n: u64, dir: &Path, one_per_commit: bool) -> Result<()> {
+    if dir.exists() {
+        bail!("{} exists", dir.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut jsonl = Vec::new();
+    for i in 0..n {
+        let (id, fields) = workload::visit(SEED, i);
+        jsonl.extend_from_slice(workload::json_line(&id, &fields).as_bytes());
+        jsonl.push(b'\n');
+    }
+    let (mut hq, _) = two_laptops(dir)?;
     let start = Instant::now();
     if one_per_commit {
         for i in 0..n {
@@ -592,6 +624,124 @@ fn prepare(n: u64, dir: &Path, one_per_commit: bool) -> Result<()> {
         files_bytes(&full)
     );
     Ok(())
+}
+
+/// One size of the scale run.
+struct ScaleRow {
+    n: u64,
+    /// Seconds and peak resident kB of each child: load, export, import.
+    steps: [(f64, u64); 3],
+    bundle: u64,
+    /// Store bytes (database and log) of HQ after the load and of the clinic after the
+    /// import.
+    hq_store: u64,
+    a_store: u64,
+}
+
+/// Runs `ferry-bench child WHAT HOME ARG`, returning its seconds and peak resident kB.
+fn timed_child(what: &str, home: &Path, arg: &Path) -> Result<(f64, u64)> {
+    let start = Instant::now();
+    let kb = child_run(what, &Home::at(home), arg)?;
+    Ok((start.elapsed().as_secs_f64(), kb))
+}
+
+/// The scale run (issue 14, item 3): for each size, a fresh HQ loads the records from a
+/// file, exports them, and a fresh clinic imports them, each step in a child process; the
+/// table gives time, speed, peak memory and disk, and how the time per record grows from
+/// the smallest size.
+fn scale(sizes: &[u64]) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut rows = Vec::new();
+    for &n in sizes {
+        eprintln!("scale: {n} records …");
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("run");
+        std::fs::create_dir(&dir)?;
+        drop(two_laptops(&dir)?);
+        let file = tmp.path().join("visits.jsonl");
+        {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+            for i in 0..n {
+                let (id, fields) = workload::visit(SEED, i);
+                writeln!(out, "{}", workload::json_line(&id, &fields))?;
+            }
+            out.flush()?;
+        }
+        let load = timed_child("load", &dir.join("hq"), &file)?;
+        std::fs::remove_file(&file)?;
+        let hq_store = store_bytes(&dir.join("hq"));
+        let out = dir.join("bulk");
+        std::fs::create_dir(&out)?;
+        let export = timed_child("export", &dir.join("hq"), &out)?;
+        let bundle = files_bytes(&out);
+        let import = timed_child("import", &dir.join("a"), &out)?;
+        let a_store = store_bytes(&dir.join("a"));
+        rows.push(ScaleRow {
+            n,
+            steps: [load, export, import],
+            bundle,
+            hq_store,
+            a_store,
+        });
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "`cargo run --release -p ferry-bench -- scale`: a fresh HQ loads N visits from a JSON-lines file, exports them, and a fresh clinic imports them; each step is a child process (its time includes starting and opening the home; memory is its peak resident size).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| records | load | export | import | peak memory load / export / import | bundle B/record | HQ store B/record | clinic store B/record |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let step = |(secs, _): (f64, u64), n: u64| format!("{secs:.2} s ({})", report_rate(n, secs));
+    for r in &rows {
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.1} / {:.1} / {:.1} MB | {:.1} | {:.0} | {:.0} |",
+            r.n,
+            step(r.steps[0], r.n),
+            step(r.steps[1], r.n),
+            step(r.steps[2], r.n),
+            mb(r.steps[0].1),
+            mb(r.steps[1].1),
+            mb(r.steps[2].1),
+            r.bundle as f64 / r.n as f64,
+            r.hq_store as f64 / r.n as f64,
+            r.a_store as f64 / r.n as f64,
+        );
+    }
+    if let Some(base) = rows.first() {
+        let _ = writeln!(
+            s,
+            "\nTime per record ÷ at {} records (issue 14: must ≤ 1.3 ×, goal ≤ 1.1 × at 10 000 000):\n",
+            base.n
+        );
+        let _ = writeln!(s, "| records | load | export | import |");
+        let _ = writeln!(s, "|---:|---:|---:|---:|");
+        for r in &rows {
+            let g = |i: usize| (r.steps[i].0 / r.n as f64) / (base.steps[i].0 / base.n as f64);
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} × | {:.2} × | {:.2} × |",
+                r.n,
+                g(0),
+                g(1),
+                g(2)
+            );
+        }
+    }
+    Ok(s)
+}
+
+fn report_rate(n: u64, secs: f64) -> String {
+    let r = n as f64 / secs.max(1e-9);
+    if r >= 10_000.0 {
+        format!("{:.0}k/s", r / 1000.0)
+    } else {
+        format!("{r:.0}/s")
+    }
 }
 
 /// Imports `dir/full` into a fresh copy of `dir/a`, and inserts the same rows into a plain
@@ -647,10 +797,20 @@ fn child_run(what: &str, home: &Home, dir: &Path) -> Result<u64> {
 /// The child: one export or import, then its peak resident memory (VmHWM) on stdout.
 fn child(args: &[String]) -> Result<()> {
     let [what, home, dir] = args else {
-        bail!("usage: ferry-bench child export|import HOME DIR");
+        bail!("usage: ferry-bench child export|import|load HOME DIR|FILE");
     };
     let mut node = Node::open(&Home::at(home))?;
     match what.as_str() {
+        "load" => {
+            let file = std::fs::File::open(dir)?;
+            node.load(
+                "visits",
+                FileFormat::JsonLines,
+                &mut std::io::BufReader::new(file),
+                None,
+                &NoProgress,
+            )?;
+        }
         "export" => {
             node.export(Path::new(dir), &NoProgress)?;
         }
