@@ -259,7 +259,12 @@ fn decimal_exact(x: f64) -> Option<Option<(i64, u8)>> {
             // Below 2^−127 of a unit: the quotient is 0 and the remainder all of it.
             _ => (0, num, u128::MAX),
         };
-        let reads_back = |c: u128| c < (1 << 53) && from_decimal(c as i64, e) == Some(a);
+        if q + 1 >= 1 << 53 {
+            // A candidate past the mantissa bound: which one the text would print decides
+            // whether it refuses, so let the text decide.
+            return None;
+        }
+        let reads_back = |c: u128| from_decimal(c as i64, e) == Some(a);
         let (lo, hi) = (reads_back(q), r != 0 && reads_back(q + 1));
         let c = match (lo, hi) {
             (false, false) => continue,
@@ -429,6 +434,12 @@ mod tests {
             1e21,
             1e22,
             1e23,
+            // Both 9007199254740991 and …992 × 10^−e read back, and the nearer is past the
+            // mantissa bound.
+            9007199254.740992,
+            900719925.4740992,
+            9007.199254740992,
+            -9007.199254740992,
         ];
         for x in edges {
             decimal_agrees(x);

@@ -120,8 +120,9 @@ fn write_plain(
     }
     let blob = (plain_stamp_row(stamp), Fields(fields));
     // Written into a slice (several times faster than growing a vector byte by byte); a
-    // record larger than the room there is measured first.
-    let mut room = out.capacity().max(512);
+    // record larger than the room there is measured first. (Not the buffer's whole
+    // capacity: after one large record, every later one would clear all of it.)
+    let mut room = 512;
     loop {
         out.clear();
         out.resize(room, 0);
@@ -316,6 +317,25 @@ pub fn decode(
     mut name: impl FnMut(u32) -> Result<String, CodecError>,
 ) -> Result<RecordState, CodecError> {
     if let Some(plain) = bytes.strip_prefix(&PLAIN) {
+        match decode_plain(plain, &mut name) {
+            Ok(state) => return Ok(state),
+            // The only blobs of the general form that start like a plain one hold one field
+            // with no writes and nothing else (4 to 8 bytes, as a malformed snapshot may
+            // bring): they never read as plain, and read here as what they are.
+            Err(plain_error) => {
+                return decode_general(bytes, name).map_err(|_| plain_error);
+            }
+        }
+    }
+    decode_general(bytes, name)
+}
+
+/// Reads a plain blob after its [`PLAIN`] prefix.
+fn decode_plain(
+    plain: &[u8],
+    name: &mut impl FnMut(u32) -> Result<String, CodecError>,
+) -> Result<RecordState, CodecError> {
+    {
         let ((row, fields), rest): (PlainBlob, &[u8]) =
             postcard::take_from_bytes(plain).map_err(|e| CodecError(e.to_string()))?;
         if !rest.is_empty() || fields.is_empty() {
@@ -334,8 +354,15 @@ pub fn decode(
                 return Err(CodecError(format!("field {id} twice in a plain record")));
             }
         }
-        return Ok(state);
+        Ok(state)
     }
+}
+
+/// Reads a blob of the general form.
+fn decode_general(
+    bytes: &[u8],
+    mut name: impl FnMut(u32) -> Result<String, CodecError>,
+) -> Result<RecordState, CodecError> {
     let (blob, rest): (Blob<Entry>, &[u8]) =
         postcard::take_from_bytes(bytes).map_err(|e| CodecError(e.to_string()))?;
     let ghost_rows: Vec<GhostRow<Entry>> = if rest.is_empty() {
@@ -559,6 +586,25 @@ mod tests {
             encode_new_into(stamp, &sets, &mut buf).unwrap();
             let id = |n: &str| Ok(names.iter().position(|x| *x == n).unwrap() as u32);
             assert_eq!(buf, encode(&state, id).unwrap(), "fields {mask:#b}");
+        }
+    }
+
+    #[test]
+    fn a_general_blob_that_starts_like_a_plain_one_reads_as_what_it_is() {
+        // One field with no writes (a malformed snapshot may bring it): the general form
+        // writes [0, 1, field, 0, 0, 0].
+        let mut r = RecordState::default();
+        r.fields.insert("age".into(), Vec::new());
+        let bytes = encode(&r, |_| Ok(3)).unwrap();
+        assert_eq!(bytes, [0, 1, 3, 0, 0, 0]);
+        assert_eq!(decode(&bytes, |_| Ok("age".into())).unwrap(), r);
+        for id in [0u32, 127, 128, 1 << 20, u32::MAX] {
+            let mut bytes = encode_reference(&r, |_| id);
+            assert!(bytes.starts_with(&PLAIN));
+            assert_eq!(decode(&bytes, |_| Ok("age".into())).unwrap(), r, "{id}");
+            // A plain blob cut short is refused, never read as something else.
+            bytes.truncate(3);
+            assert!(decode(&bytes, |_| Ok("age".into())).is_err());
         }
     }
 

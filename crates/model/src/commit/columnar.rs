@@ -189,13 +189,20 @@ pub(super) fn encode(wire: &WireCommit) -> Result<Vec<u8>, CommitError> {
             }
         }
         put_bits(&which, width(shapes.len()), &mut out);
-        for s in slots(&shapes) {
-            let values: Vec<Value> = records
-                .iter()
-                .flat_map(|(_, ops)| ops.iter().filter(move |op| slot(op) == s))
-                .map(|op| value(op).ok_or(CommitError::BadValue))
-                .collect::<Result<_, _>>()?;
-            put_column(&values, &mut out);
+        // Each slot's values, in one pass over the records.
+        let order = slots(&shapes);
+        let index: HashMap<(u8, u32), usize> =
+            order.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        let mut values: Vec<Vec<Value>> = vec![Vec::new(); order.len()];
+        for (_, ops) in records {
+            for op in *ops {
+                if let Some(&i) = index.get(&slot(op)) {
+                    values[i].push(value(op).ok_or(CommitError::BadValue)?);
+                }
+            }
+        }
+        for column in &values {
+            put_column(column, &mut out);
         }
     }
     Ok(out)
@@ -309,8 +316,11 @@ pub(super) fn decode(bytes: &[u8]) -> Result<WireCommit, CommitError> {
     let mut changes = head.membership;
     // What the blocks may decode to: the limits of the row form (SPEC.md §8), and as many
     // bytes of ids and values as a commit may hold.
-    let (mut records, mut ops_left, mut shape_ops_left) =
-        (limits::MAX_CHANGES, limits::MAX_OPS, limits::MAX_OPS);
+    let (mut records, mut ops_left, mut shape_ops_left) = (
+        limits::MAX_CHANGES - changes.len(),
+        limits::MAX_OPS,
+        limits::MAX_OPS,
+    );
     let mut budget = limits::MAX_COMMIT;
     let blocks = take_count(&mut input, records)?;
     for _ in 0..blocks {
@@ -344,21 +354,30 @@ pub(super) fn decode(bytes: &[u8]) -> Result<WireCommit, CommitError> {
             shapes.push(shape);
         }
         let which = take_bits(&mut input, n, width(count), count)?;
-        let ops: usize = which.iter().map(|&w| shapes[w].len()).sum();
-        if ops > ops_left {
-            return Err(CommitError::Limit(bounded::Exceeded {
+        // How many records use each shape, then how many values each slot holds: one pass
+        // over the records and one over the shapes (never records × slots).
+        let mut users = vec![0usize; count];
+        for &w in &which {
+            users[w] += 1;
+        }
+        let over = || {
+            CommitError::Limit(bounded::Exceeded {
                 what: what::OPS,
                 max: limits::MAX_OPS,
-            }));
+            })
+        };
+        let mut uses: HashMap<(u8, u32), usize> = HashMap::new();
+        for (shape, &k) in shapes.iter().zip(&users) {
+            let ops = shape.len().checked_mul(k).ok_or_else(over)?;
+            ops_left = ops_left.checked_sub(ops).ok_or_else(over)?;
+            for &s in shape {
+                *uses.entry(s).or_default() += k;
+            }
         }
-        ops_left -= ops;
         let mut columns: HashMap<(u8, u32), std::vec::IntoIter<Value>> = HashMap::new();
         for s in slots(&shapes) {
-            let uses = which
-                .iter()
-                .map(|&w| shapes[w].iter().filter(|&&x| x == s).count())
-                .sum();
-            columns.insert(s, take_column(&mut input, uses, &mut budget)?.into_iter());
+            let n = uses[&s];
+            columns.insert(s, take_column(&mut input, n, &mut budget)?.into_iter());
         }
         for (id, w) in ids.into_iter().zip(which) {
             let mut record_ops = Vec::with_capacity(shapes[w].len());
