@@ -650,7 +650,6 @@ fn timed_child(what: &str, home: &Path, arg: &Path) -> Result<(f64, u64)> {
 /// table gives time, speed, peak memory and disk, and how the time per record grows from
 /// the smallest size.
 fn scale(sizes: &[u64]) -> Result<String> {
-    use std::fmt::Write as _;
     let mut rows = Vec::new();
     for &n in sizes {
         eprintln!("scale: {n} records …");
@@ -684,6 +683,12 @@ fn scale(sizes: &[u64]) -> Result<String> {
             a_store,
         });
     }
+    Ok(scale_table(&rows))
+}
+
+/// The scale run's tables (what `scale.md` holds, and `report::scale_figures` reads).
+fn scale_table(rows: &[ScaleRow]) -> String {
+    use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -695,7 +700,7 @@ fn scale(sizes: &[u64]) -> Result<String> {
     );
     let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
     let step = |(secs, _): (f64, u64), n: u64| format!("{secs:.2} s ({})", report_rate(n, secs));
-    for r in &rows {
+    for r in rows {
         let mb = |kb: u64| kb as f64 / 1024.0;
         let _ = writeln!(
             s,
@@ -720,7 +725,7 @@ fn scale(sizes: &[u64]) -> Result<String> {
         );
         let _ = writeln!(s, "| records | load | export | import |");
         let _ = writeln!(s, "|---:|---:|---:|---:|");
-        for r in &rows {
+        for r in rows {
             let g = |i: usize| (r.steps[i].0 / r.n as f64) / (base.steps[i].0 / base.n as f64);
             let _ = writeln!(
                 s,
@@ -732,7 +737,7 @@ fn scale(sizes: &[u64]) -> Result<String> {
             );
         }
     }
-    Ok(s)
+    s
 }
 
 fn report_rate(n: u64, secs: f64) -> String {
@@ -914,4 +919,37 @@ fn at_rest(n: u64) -> Result<String> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_reads_back_the_scale_tables_it_writes() {
+        let row = |n: u64, secs: f64, kb: u64| ScaleRow {
+            n,
+            steps: [(secs, kb), (secs * 2.0, kb + 100), (secs / 2.0, kb + 200)],
+            bundle: n * 19,
+            hq_store: n * 258,
+            a_store: n * 258,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let table = scale_table(&[row(100_000, 1.0, 30_000), row(10_000_000, 130.0, 40_000)]);
+        std::fs::write(dir.path().join("scale.md"), table).unwrap();
+        let f = report::scale_figures(dir.path()).expect("figures");
+        assert_eq!((f.n, f.base), (10_000_000, 100_000));
+        assert!(
+            (f.export_mb - 40_100.0 / 1024.0).abs() < 0.1,
+            "{}",
+            f.export_mb
+        );
+        assert!(
+            (f.import_mb - 40_200.0 / 1024.0).abs() < 0.1,
+            "{}",
+            f.import_mb
+        );
+        assert!((f.growth_import - 1.3).abs() < 0.01 && (f.growth_export - 1.3).abs() < 0.01);
+        assert!(report::scale_figures(&dir.path().join("none")).is_none());
+    }
 }

@@ -84,7 +84,11 @@ fn standing(must: bool, goal: bool) -> &'static str {
 
 /// Issue 14's table: (metric, now, must, goal, standing). Rows whose figures this run did
 /// not measure say so.
-fn issue_goals(results: &[SizeResult], fixed: &Fixed) -> Vec<[String; 5]> {
+fn issue_goals(
+    results: &[SizeResult],
+    fixed: &Fixed,
+    scale: Option<&ScaleFigures>,
+) -> Vec<[String; 5]> {
     let mut rows = Vec::new();
     let at = |n: u64| results.iter().find(|r| r.n == n);
     let pair = |a: Option<f64>, b: Option<f64>, digits: usize| match (a, b) {
@@ -202,21 +206,97 @@ fn issue_goals(results: &[SizeResult], fixed: &Fixed) -> Vec<[String; 5]> {
             "not measured".into(),
         ]),
     }
-    rows.push([
-        "peak RSS import and export at 10,000,000 records".into(),
-        "not measured (scale run)".into(),
-        "≤ 100 MB".into(),
-        "≤ 64 MB".into(),
-        "not measured".into(),
-    ]);
-    rows.push([
-        "time per record at 10M ÷ at 100k (import, export)".into(),
-        "not measured (scale run)".into(),
-        "≤ 1.3×".into(),
-        "≤ 1.1×".into(),
-        "not measured".into(),
-    ]);
+    match scale {
+        Some(sc) => {
+            rows.push([
+                format!("peak RSS import and export at {} records (scale run)", sc.n),
+                format!("{:.1} MB / {:.1} MB", sc.import_mb, sc.export_mb),
+                "≤ 100 MB".into(),
+                "≤ 64 MB".into(),
+                standing(
+                    sc.import_mb <= 100.0 && sc.export_mb <= 100.0,
+                    sc.import_mb <= 64.0 && sc.export_mb <= 64.0,
+                )
+                .into(),
+            ]);
+            rows.push([
+                format!(
+                    "time per record at {} ÷ at {} (import, export; scale run)",
+                    sc.n, sc.base
+                ),
+                format!("{:.2}× / {:.2}×", sc.growth_import, sc.growth_export),
+                "≤ 1.3×".into(),
+                "≤ 1.1×".into(),
+                standing(
+                    sc.growth_import <= 1.3 && sc.growth_export <= 1.3,
+                    sc.growth_import <= 1.1 && sc.growth_export <= 1.1,
+                )
+                .into(),
+            ]);
+        }
+        None => {
+            rows.push([
+                "peak RSS import and export at 10,000,000 records".into(),
+                "not measured (scale run)".into(),
+                "≤ 100 MB".into(),
+                "≤ 64 MB".into(),
+                "not measured".into(),
+            ]);
+            rows.push([
+                "time per record at 10M ÷ at 100k (import, export)".into(),
+                "not measured (scale run)".into(),
+                "≤ 1.3×".into(),
+                "≤ 1.1×".into(),
+                "not measured".into(),
+            ]);
+        }
+    }
     rows
+}
+
+/// The largest size of the scale run, read back from the tables `scale.md` holds (written
+/// by `ferry-bench scale --write`).
+pub struct ScaleFigures {
+    /// The largest size and the smallest (the growth's base).
+    pub n: u64,
+    /// See `n`.
+    pub base: u64,
+    /// Peak resident memory of the export and the import at `n`, MB.
+    pub export_mb: f64,
+    /// See `export_mb`.
+    pub import_mb: f64,
+    /// Time per record at `n` ÷ at `base`.
+    pub growth_export: f64,
+    /// See `growth_export`.
+    pub growth_import: f64,
+}
+
+/// Reads [`ScaleFigures`] from `dir/scale.md`, if the scale run wrote it.
+pub fn scale_figures(dir: &Path) -> Option<ScaleFigures> {
+    let text = std::fs::read_to_string(dir.join("scale.md")).ok()?;
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.as_bytes().get(2).is_some_and(u8::is_ascii_digit))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    // The first table has eight columns, the growth table four.
+    let sizes: Vec<&Vec<&str>> = rows.iter().filter(|r| r.len() == 8).collect();
+    let growth: Vec<&Vec<&str>> = rows.iter().filter(|r| r.len() == 4).collect();
+    let (last, grown) = (sizes.last()?, growth.last()?);
+    let memory: Vec<f64> = last[4]
+        .trim_end_matches(" MB")
+        .split(" / ")
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let times = |i: usize| grown[i].trim_end_matches(" ×").parse::<f64>().ok();
+    Some(ScaleFigures {
+        n: last[0].parse().ok()?,
+        base: sizes.first()?[0].parse().ok()?,
+        export_mb: *memory.get(1)?,
+        import_mb: *memory.get(2)?,
+        growth_export: times(2)?,
+        growth_import: times(3)?,
+    })
 }
 
 fn tables(results: &[SizeResult], fixed: &Fixed) -> String {
@@ -224,7 +304,9 @@ fn tables(results: &[SizeResult], fixed: &Fixed) -> String {
     let _ = writeln!(s, "### Issue 14's goals (same run, same machine)\n");
     let _ = writeln!(s, "| metric | now | must | goal | |");
     let _ = writeln!(s, "|---|---:|---:|---:|---|");
-    for [metric, now, must, goal, standing] in issue_goals(results, fixed) {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let scale = scale_figures(&dir);
+    for [metric, now, must, goal, standing] in issue_goals(results, fixed, scale.as_ref()) {
         let _ = writeln!(s, "| {metric} | {now} | {must} | {goal} | {standing} |");
     }
     let _ = writeln!(s);
@@ -518,6 +600,9 @@ pub fn write(dir: &Path, results: &[SizeResult], fixed: &Fixed) -> Result<()> {
     md.push_str(&tables(results, fixed));
     md.push_str(&absent_member(dir));
     md.push_str(&at_rest(dir));
+    if let Ok(text) = std::fs::read_to_string(dir.join("scale.md")) {
+        md.push_str(&format!("\n### Scale: up to 10,000,000 records\n\n{text}"));
+    }
     std::fs::write(dir.join("BENCHMARKS.md"), md)?;
     Ok(())
 }
