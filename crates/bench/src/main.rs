@@ -44,10 +44,6 @@ use std::time::Instant;
 
 const SEED: u64 = 20261122;
 
-/// The allocator the `ferry` binary uses too.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// What one workload size measured.
 #[derive(Clone, Debug, Default)]
 pub struct SizeResult {

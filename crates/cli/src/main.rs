@@ -21,12 +21,6 @@ use ferry_node::{ErrorKind, NodeError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc: an import allocates and frees millions of small values (names, texts, ids);
-/// glibc's allocator took a tenth of an import's time, mimalloc a fraction of that
-/// (crates/bench `apply`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Store-and-forward sync for records edited where the network does not reach.
 ///
 /// Records are packed into signed, encrypted bundles that travel on a USB stick (or any
