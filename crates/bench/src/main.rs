@@ -358,21 +358,8 @@ fn measure(n: u64, memory: bool) -> Result<SizeResult> {
     r.csv_xz = xz9(csv.as_bytes())?;
 
     // Two laptops: HQ has the records, clinic A joins and receives them.
-    let hq_home = Home::at(base.join("hq"));
-    let a_home = Home::at(base.join("a"));
-    let mut hq = Node::create(&hq_home, "hq", "bench")?;
-    let inv = base.join("a.invite");
-    let code = hq.invite(&inv, Some("clinic-a"))?.code;
-    let mut a = Node::join(
-        &a_home,
-        Some("clinic-a"),
-        &InvitationFile::read(&inv)?,
-        Some(&code),
-    )?;
-    let join = base.join("join");
-    std::fs::create_dir(&join)?;
-    a.export(&join, &NoProgress)?;
-    hq.import(&[join], &NoProgress)?;
+    let (hq_home, a_home) = (Home::at(base.join("hq")), Home::at(base.join("a")));
+    let (mut hq, mut a) = two_laptops(base)?;
     let start = Instant::now();
     hq.load(
         "visits",

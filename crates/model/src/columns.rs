@@ -196,15 +196,7 @@ fn civil_from_days(z: i64) -> Option<String> {
     if !(-719_528..=2_932_896).contains(&z) {
         return None;
     }
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::clock::civil_from_days(z);
     (0..=9999)
         .contains(&y)
         .then(|| format!("{y:04}-{m:02}-{d:02}"))

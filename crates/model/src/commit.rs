@@ -728,7 +728,8 @@ mod tests {
 
     const DS: DatasetId = DatasetId([3; 8]);
 
-    fn genesis() -> Commit {
+    /// The admin's first commit (also the columnar form's tests start from it).
+    pub(super) fn genesis() -> Commit {
         Commit {
             author: MemberId::ADMIN,
             seq: 1,

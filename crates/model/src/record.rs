@@ -454,6 +454,16 @@ impl RecordState {
         self.tombstones.sort_by_key(|t| t.dot);
     }
 
+    /// The state of a record no commit wrote before, once one commit (`stamp`, causal
+    /// context `ctx`) applied `ops` to it.
+    pub fn made_by(stamp: Stamp, ctx: &VersionVector, ops: Vec<Op>) -> RecordState {
+        let mut rec = RecordState::default();
+        for op in ops {
+            rec.apply_owned(stamp, ctx, op);
+        }
+        rec
+    }
+
     /// [`RecordState::apply`], taking the op by value: a value that is set is moved into the
     /// state, not copied (a 16 MiB text costs its size once).
     pub fn apply_owned(&mut self, stamp: Stamp, ctx: &VersionVector, op: Op) {

@@ -1723,10 +1723,7 @@ impl StoreTx<'_> {
         ctx: &VersionVector,
         ops: Vec<Op>,
     ) -> Result<()> {
-        let mut rec = RecordState::default();
-        for op in ops {
-            rec.apply_owned(stamp, ctx, op);
-        }
+        let rec = RecordState::made_by(stamp, ctx, ops);
         self.save_record(collection, id, &rec, Save::Insert)
     }
 

@@ -167,11 +167,12 @@ pub trait Storage {
         ctx: &VersionVector,
         ops: Vec<Op>,
     ) -> Result<(), Self::Error> {
-        let mut rec = RecordState::default();
-        for op in ops {
-            rec.apply_owned(stamp, ctx, op);
-        }
-        self.write_record(collection, id, &rec, false)
+        self.write_record(
+            collection,
+            id,
+            &RecordState::made_by(stamp, ctx, ops),
+            false,
+        )
     }
 
     /// [`Storage::insert_new_record`] of each of `records` (id, ops), all of `collection`

@@ -415,26 +415,11 @@ pub(super) fn decode(bytes: &[u8]) -> Result<WireCommit, CommitError> {
 
 #[cfg(test)]
 mod tests {
+    use crate::commit::tests::genesis;
     use crate::commit::{ChainContext, Change, Commit, Form, Op};
-    use crate::crypto::SecretKey;
     use crate::{DatasetId, Hlc, MemberId, Value, VersionVector};
 
     const DS: DatasetId = DatasetId([5; 8]);
-
-    fn genesis() -> Commit {
-        Commit {
-            author: MemberId::ADMIN,
-            seq: 1,
-            hlc: Hlc::from_parts(1_763_000_000_000, 0),
-            deps: VersionVector::new(),
-            seen: None,
-            changes: vec![Change::Genesis {
-                name: "clinics".into(),
-                label: "hq".into(),
-                admin_key: SecretKey::from_bytes([1; 32]).public(),
-            }],
-        }
-    }
 
     /// Reference visits, as a load writes them.
     fn visits(seq: u64, n: usize) -> Commit {
