@@ -22,30 +22,45 @@ pub const VERSION_GHOSTS: u8 = 3;
 /// bundle once the writer knows of a promotion. (Version 6 is never used: vector
 /// `unknown-version-6`.)
 pub const VERSION_ADMINS: u8 = 7;
+/// Version 11: version 9 whose runs may carry commits in the columnar form (item kind 7,
+/// bundles/SPEC.md §17), and whose header names its grant's own format. Written for a
+/// bundle that carries a columnar commit. (Version 10 is never used: vector
+/// `unknown-version-10`.)
+pub const VERSION_COLUMNS: u8 = 11;
 
 /// The versions this crate reads.
-pub const READ_VERSIONS: [u8; 5] = [
+pub const READ_VERSIONS: [u8; 6] = [
     VERSION,
     VERSION_GHOSTS,
     crate::VERSION_EPOCHS,
     VERSION_ADMINS,
     crate::VERSION_KEYS,
+    VERSION_COLUMNS,
 ];
 
-/// Whether a snapshot record state of format `version` carries ghosts (versions 3, 5, 7, 8).
+/// Whether a snapshot record state of format `version` carries ghosts (versions 3 and up).
 pub fn carries_ghosts(version: u8) -> bool {
     matches!(
         version,
-        VERSION_GHOSTS | crate::VERSION_EPOCHS | VERSION_ADMINS | crate::VERSION_KEYS
+        VERSION_GHOSTS
+            | crate::VERSION_EPOCHS
+            | VERSION_ADMINS
+            | crate::VERSION_KEYS
+            | VERSION_COLUMNS
     )
 }
 
-/// Whether a header of format `version` holds the key epoch and a grant (versions 5, 7, 8).
+/// Whether a header of format `version` holds the key epoch and a grant (versions 5 and up).
 fn has_epoch(version: u8) -> bool {
     matches!(
         version,
-        crate::VERSION_EPOCHS | VERSION_ADMINS | crate::VERSION_KEYS
+        crate::VERSION_EPOCHS | VERSION_ADMINS | crate::VERSION_KEYS | VERSION_COLUMNS
     )
+}
+
+/// Whether a header of format `version` names the signer of its epoch (versions 9 and 11).
+fn has_signer(version: u8) -> bool {
+    matches!(version, crate::VERSION_KEYS | VERSION_COLUMNS)
 }
 
 /// The plaintext start of a bundle: what a reader needs before it can decrypt (27–31 bytes).
@@ -62,8 +77,12 @@ pub struct Header {
     pub epoch: u32,
     /// The admin that began that epoch: member 1 but in version 9 (bundles/SPEC.md §16).
     pub signer: MemberId,
-    /// An epoch grant (bundles/SPEC.md §14), or empty; only in versions 5, 7 and 8.
+    /// An epoch grant (bundles/SPEC.md §14), or empty; only in versions 5 and up.
     pub grant: Vec<u8>,
+    /// The format of `grant`: [`crate::VERSION_EPOCHS`] (a version 5 grant, in headers of
+    /// versions 5 and 7) or [`crate::VERSION_KEYS`] (version 9); a version 11 header names
+    /// it (bundles/SPEC.md §17).
+    pub grant_format: u8,
 }
 
 impl Header {
@@ -76,6 +95,7 @@ impl Header {
             epoch: 0,
             signer: MemberId(1),
             grant: Vec::new(),
+            grant_format: crate::VERSION_EPOCHS,
         }
     }
 
@@ -91,7 +111,9 @@ impl Header {
     /// `payload_version` (1, or 3 for a snapshot with ghosts, or 7 in a dataset with more
     /// than one admin): otherwise a sealed bundle of an epoch after 0 is version 5.
     pub fn version_for(&self, plaintext: bool, payload_version: u8) -> u8 {
-        if payload_version == crate::VERSION_KEYS && !plaintext {
+        if payload_version == VERSION_COLUMNS {
+            VERSION_COLUMNS
+        } else if payload_version == crate::VERSION_KEYS && !plaintext {
             crate::VERSION_KEYS
         } else if payload_version >= VERSION_ADMINS {
             VERSION_ADMINS
@@ -123,10 +145,15 @@ impl Header {
         out.extend_from_slice(&self.salt);
         if has_epoch(version) {
             varint(&mut out, self.epoch as u64);
-            if version == crate::VERSION_KEYS {
+            if has_signer(version) {
                 varint(&mut out, self.signer.0 as u64);
             }
-            varint(&mut out, self.grant.len() as u64);
+            if version == VERSION_COLUMNS && !self.grant.is_empty() {
+                varint(&mut out, self.grant.len() as u64 + 1);
+                out.push(self.grant_format);
+            } else {
+                varint(&mut out, self.grant.len() as u64);
+            }
             out.extend_from_slice(&self.grant);
         }
         out
@@ -183,14 +210,15 @@ impl Header {
         let (mut epoch, mut signer, mut len) = (0, 1, 0);
         if has_epoch(v) {
             epoch = varint32(&mut byte)?;
-            if v == crate::VERSION_KEYS {
+            if has_signer(v) {
                 signer = varint32(&mut byte)?;
             }
             len = varint32(&mut byte)? as usize;
             // Version 5 is only for epochs after 0; versions 7 and 8 may name epoch 0 (the
             // dataset key, member 1's), without a grant.
             let zero = epoch == 0 && (v == crate::VERSION_EPOCHS || len > 0 || signer != 1);
-            if zero || signer == 0 || epoch > crate::MAX_EPOCH || len > crate::MAX_GRANT {
+            let max = crate::MAX_GRANT + usize::from(v == VERSION_COLUMNS);
+            if zero || signer == 0 || epoch > crate::MAX_EPOCH || len > max {
                 return Err(BundleError::BadHeader);
             }
         }
@@ -200,6 +228,18 @@ impl Header {
             _ => BundleError::Io(e),
         })?;
         raw.extend_from_slice(&grant);
+        // Version 11 names the grant's own format in its first byte (SPEC §17).
+        let grant_format = match v {
+            crate::VERSION_KEYS => crate::VERSION_KEYS,
+            VERSION_COLUMNS if !grant.is_empty() => {
+                let f = grant.remove(0);
+                if f != crate::VERSION_EPOCHS && f != crate::VERSION_KEYS {
+                    return Err(BundleError::BadHeader);
+                }
+                f
+            }
+            _ => crate::VERSION_EPOCHS,
+        };
         Ok((
             Header {
                 dataset: DatasetId(dataset),
@@ -208,6 +248,7 @@ impl Header {
                 epoch,
                 signer: MemberId(signer),
                 grant,
+                grant_format,
             },
             raw,
         ))

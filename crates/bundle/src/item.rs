@@ -87,4 +87,17 @@ pub enum Item {
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
+    /// One commit's canonical encoding in the columnar form (bundles/SPEC.md §17; only in
+    /// version 11 and later), where a [`Item::Commit`] may stand.
+    ColumnarCommit(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl Item {
+    /// A commit item for `c`, of the kind its form needs.
+    pub fn commit(c: ferry_model::commit::CommitBytes) -> Item {
+        match c.form {
+            ferry_model::commit::Form::Row => Item::Commit(c.bytes),
+            ferry_model::commit::Form::Columnar => Item::ColumnarCommit(c.bytes),
+        }
+    }
 }

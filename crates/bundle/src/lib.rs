@@ -47,8 +47,8 @@ pub use grant::{
     Standing, VERSION_EPOCHS, VERSION_KEYS, Wrap, grant_message,
 };
 pub use header::{
-    DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_ADMINS, VERSION_GHOSTS,
-    carries_ghosts,
+    DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_ADMINS,
+    VERSION_COLUMNS, VERSION_GHOSTS, carries_ghosts,
 };
 pub use item::{Item, RunProof};
 pub use reader::{BundleReader, Opener, Trailer};

@@ -364,8 +364,15 @@ impl<R: Read> BundleReader<R> {
                 return bad("a run past the largest commit number");
             }
             (_, Item::Run { count, .. }) => State::InRun(*count),
-            (State::InRun(n), Item::Commit(_)) if n > 0 => State::InRun(n - 1),
-            (_, Item::Commit(_)) => return bad("a commit outside a run"),
+            (_, Item::ColumnarCommit(_)) if self.version < crate::VERSION_COLUMNS => {
+                return bad("item kind 7 (a columnar commit) before version 11");
+            }
+            (State::InRun(n), Item::Commit(_) | Item::ColumnarCommit(_)) if n > 0 => {
+                State::InRun(n - 1)
+            }
+            (_, Item::Commit(_) | Item::ColumnarCommit(_)) => {
+                return bad("a commit outside a run");
+            }
         };
         Ok(())
     }

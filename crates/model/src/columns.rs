@@ -1,10 +1,10 @@
-//! Column codecs for the columnar commit form (bundles/DRAFT-v2.md §4, not yet a bundle
-//! format): the values one slot of a block of records holds, written with the codec that
-//! suits them, and front-coded texts (record ids).
+//! Column codecs for the columnar commit form (bundles/SPEC.md §17.1): the values one
+//! slot of a block of records holds, written with the codec that suits them, and
+//! front-coded texts (record ids).
 //!
 //! ```text
 //! column  = codec(1 byte) ‖ [null bitmap when codec & 0x80] ‖ the non-null values
-//! codec   = 0 plain: each value as SPEC.md §5.3
+//! codec   = 0 plain: each value as a snapshot record state holds it (SPEC.md §4.1)
 //!         | 1 bits: booleans, 8 to a byte, first value in the lowest bit, padding 0
 //!         | 2 integers: zig-zag varints of each value minus the one before (0 first)
 //!         | 3 decimals: exponent e (1 byte), then as 2 the mantissas m of m / 10^e

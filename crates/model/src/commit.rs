@@ -142,7 +142,7 @@ pub enum CommitError {
     /// A value is not valid (non-finite float or out-of-range decimal).
     #[error("invalid value")]
     BadValue,
-    /// A commit in the columnar form does not decode (bundles/DRAFT-v2.md §4).
+    /// A commit in the columnar form does not decode (bundles/SPEC.md §17).
     #[error("malformed columnar commit: {0}")]
     Columnar(&'static str),
     /// The commit to encode is not the author's next one.
@@ -198,7 +198,7 @@ pub fn chain_next(prev: &Hash, seq: u64, bytes: &[u8]) -> Hash {
 // wire-format: end
 
 /// How a commit's changes are laid out in its bytes: the row form (bundles/SPEC.md §5.2)
-/// or the columnar form (bundles/DRAFT-v2.md §4, not yet written in bundles). Chosen by
+/// or the columnar form (bundles/SPEC.md §17, bundles of version 11). Chosen by
 /// the author when it writes the commit; the bytes never change form afterwards.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Form {
@@ -226,6 +226,41 @@ pub fn chain_next_as(form: Form, prev: &Hash, seq: u64, bytes: &[u8]) -> Hash {
     match form {
         Form::Row => chain_next(prev, seq, bytes),
         Form::Columnar => chain_next_columnar(prev, seq, bytes),
+    }
+}
+
+/// A commit's canonical bytes and the form they are in: what is hashed, signed, stored and
+/// relayed, never re-encoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitBytes {
+    /// The form of `bytes`.
+    pub form: Form,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl CommitBytes {
+    /// Bytes in the row form.
+    pub fn row(bytes: Vec<u8>) -> CommitBytes {
+        CommitBytes {
+            form: Form::Row,
+            bytes,
+        }
+    }
+
+    /// The chain hash after this commit, numbered `seq`, given the hash before it.
+    pub fn chain(&self, prev: &Hash, seq: u64) -> Hash {
+        chain_next_as(self.form, prev, seq, &self.bytes)
+    }
+
+    /// How many bytes it holds.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it holds none (a compacted commit).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 }
 
@@ -281,6 +316,9 @@ impl ChainContext {
                 got: commit.seq,
                 have: self.seq,
             });
+        }
+        if form == Form::Columnar && commit.seq == 1 {
+            return Err(CommitError::Columnar("a commit 1 in the columnar form"));
         }
         if self.seq > 0 && commit.hlc <= self.hlc {
             return Err(CommitError::ClockNotMonotonic);
@@ -387,10 +425,18 @@ impl ChainContext {
         self.decode_as(bytes, Form::Row)
     }
 
+    /// [`ChainContext::decode`] of a commit in the form it says.
+    pub fn decode_bytes(&mut self, c: &CommitBytes) -> Result<Commit, CommitError> {
+        self.decode_as(&c.bytes, c.form)
+    }
+
     /// [`ChainContext::decode`] of a commit in `form`.
     pub fn decode_as(&mut self, bytes: &[u8], form: Form) -> Result<Commit, CommitError> {
         if bytes.len() > limits::MAX_COMMIT {
             return Err(CommitError::TooLarge(bytes.len()));
+        }
+        if form == Form::Columnar && self.seq == 0 {
+            return Err(CommitError::Columnar("a commit 1 in the columnar form"));
         }
         let wire = read_form(bytes, form)?;
         let seq = self.seq + 1;

@@ -344,12 +344,12 @@ impl Node {
         Ok(())
     }
 
-    /// Learns the keys a bundle's header (of format `version`) grants this laptop, kept at
+    /// Learns the keys a bundle's header grants this laptop, kept at
     /// once: a grant a member signed gives keys to read with whatever the rest of the
     /// bundle turns out to be (what is read is checked by its own signatures). Whether it
     /// is sealed with, and whether the removals it announces count, depends on whether its
     /// signer is an admin that was not removed ([`Node::choose_epoch`]).
-    pub(crate) fn learn_keys(&mut self, header: &Header, version: u8) -> Result<(), NodeError> {
+    pub(crate) fn learn_keys(&mut self, header: &Header) -> Result<(), NodeError> {
         if header.grant.is_empty() {
             return Ok(());
         }
@@ -363,7 +363,7 @@ impl Node {
             EpochGrant::read_for_header(
                 &header.grant,
                 self.id.dataset,
-                version,
+                header.grant_format,
                 header.epoch_id(),
                 key_of,
             )

@@ -532,8 +532,8 @@ impl Node {
         // And the key grants in any file's header before anything applies: a removal they
         // announce counts before the removed laptop's later bundles on the same medium.
         for f in &files {
-            if let Some((header, version)) = header_of(&f.path) {
-                self.learn_keys(&header, version)?;
+            if let Some((header, _)) = header_of(&f.path) {
+                self.learn_keys(&header)?;
             }
         }
         let mut waiting: Vec<(usize, Found)> = Vec::new();
@@ -951,8 +951,7 @@ impl Node {
         };
         // A grant in the header gives this laptop a new key epoch before it reads on.
         if let Ok(Ok((opener, _))) = open(&crate::NoProgress) {
-            let version = opener.version();
-            self.learn_keys(opener.header(), version)?;
+            self.learn_keys(opener.header())?;
         }
         let now = now_ms();
         let labels = self.labels()?;
@@ -1809,11 +1808,10 @@ impl Node {
                 MemberId::ADMIN => Some(admin),
                 m => tx.member(m).ok().flatten().map(|i| i.key),
             };
-            let version = opener.version();
             if let Ok(g) = ferry_bundle::EpochGrant::read_for_header(
                 &header.grant,
                 self.id.dataset,
-                version,
+                header.grant_format,
                 header.epoch_id(),
                 key_of,
             ) {

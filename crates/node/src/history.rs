@@ -422,7 +422,9 @@ pub(crate) fn held_commit(
     if c.bytes.is_empty() {
         return Ok(None);
     }
-    Ok(chain.decode_stored(seq, c.hlc, c.deps, &c.bytes).ok())
+    Ok(chain
+        .decode_stored_as(seq, c.hlc, c.deps, &c.bytes, c.form)
+        .ok())
 }
 
 fn label_of(labels: &BTreeMap<MemberId, String>, m: MemberId) -> String {

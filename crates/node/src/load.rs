@@ -83,6 +83,12 @@ impl Node {
         let now = now_ms();
         let mut report = LoadReport::default();
         let mut tx = self.store.transaction(now)?;
+        // A laptop set up before this ferry says first that it reads columnar bundles.
+        if !crate::node::reads_announced(&tx, self.id.me)? {
+            let me = self.id.me;
+            self.engine
+                .commit_local(&mut tx, vec![crate::node::reads_change(me)], now)?;
+        }
         // Into a collection with no record yet (the usual first load), no line can repeat
         // a value already shown: nothing to look up.
         let fresh = !tx.has_collection(collection)?;

@@ -647,7 +647,8 @@ impl Node {
             for admin in &admins {
                 tx.put_member(admin)?;
             }
-            engine.commit_local(&mut tx, vec![first], now)?;
+            // The first commit also says which bundle versions this ferry reads.
+            engine.commit_local(&mut tx, vec![first, reads_change(id.me)], now)?;
             tx.commit()?;
             Ok(Node {
                 home: home.clone(),
@@ -782,6 +783,9 @@ impl Node {
     pub(crate) fn commit(&mut self, mut changes: Vec<Change>) -> Result<(), NodeError> {
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
+        if !reads_announced(&tx, self.id.me)? {
+            changes.push(reads_change(self.id.me));
+        }
         // Read in the write transaction, so a bundle applied meanwhile (a listener) is seen.
         for change in &mut changes {
             if let Change::Record {
@@ -1754,6 +1758,26 @@ pub(crate) fn for_each_live(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The change by which a laptop says, in its own `_members/N`, that its ferry reads bundle
+/// version 11 (bundles/SPEC.md §17.2): once every member has, commits of many records are
+/// written in the columnar form.
+pub(crate) fn reads_change(me: MemberId) -> Change {
+    Change::Record {
+        collection: ferry_sync::MEMBERS.to_string(),
+        id: me.0.to_string(),
+        ops: vec![Op::Set(
+            ferry_sync::MEMBER_READS_FIELD.to_string(),
+            Value::Int(i64::from(ferry_bundle::VERSION_COLUMNS)),
+        )],
+    }
+}
+
+/// Whether this laptop's own `_members/N` already says it reads version 11.
+pub(crate) fn reads_announced(tx: &StoreTx<'_>, me: MemberId) -> Result<bool, NodeError> {
+    let rec = tx.record(ferry_sync::MEMBERS, &me.0.to_string())?;
+    Ok(ferry_sync::member_reads(rec.as_ref()) >= i64::from(ferry_bundle::VERSION_COLUMNS))
 }
 
 #[cfg(test)]

@@ -116,4 +116,10 @@ pub const MIGRATIONS: &[&str] = &[
         why TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 3: commits in the columnar form (bundles/SPEC.md §17): each stored or stashed
+    // commit's bytes say their form (0 row, 1 columnar); every commit before is a row one.
+    r#"
+    ALTER TABLE commits ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stash_commits ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

@@ -2,7 +2,7 @@
 
 use crate::codec::{self, CodecError};
 use crate::migrations::MIGRATIONS;
-use ferry_model::commit::ChainContext;
+use ferry_model::commit::{ChainContext, CommitBytes, Form};
 use ferry_model::crypto::{PublicKey, Signature};
 use ferry_model::{Hash, Hlc, MemberId, Op, RecordState, Stamp, Value, VersionVector};
 use ferry_sync::plan::Coverage;
@@ -84,7 +84,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 type SeenRow = (u32, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, i64);
 
 /// hash, hlc, deps, names, body of a stored commit.
-type CommitRow = (Vec<u8>, i64, Vec<u8>, u32, Vec<u8>);
+type CommitRow = (Vec<u8>, i64, Vec<u8>, u32, Vec<u8>, i64);
 
 /// Maps keyed by short local names: a fast, non-cryptographic hasher is enough here.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -520,6 +520,22 @@ fn u(n: i64) -> u64 {
 fn blob32(b: Vec<u8>) -> Result<[u8; 32]> {
     b.try_into()
         .map_err(|_| StoreError::Corrupt("expected 32 bytes".into()))
+}
+
+/// How a commit's form is stored (migration 3).
+fn form_number(f: Form) -> i64 {
+    match f {
+        Form::Row => 0,
+        Form::Columnar => 1,
+    }
+}
+
+fn form_of(n: i64) -> Result<Form> {
+    match n {
+        0 => Ok(Form::Row),
+        1 => Ok(Form::Columnar),
+        _ => Err(StoreError::Corrupt(format!("unknown commit form {n}"))),
+    }
 }
 
 fn sig(b: Vec<u8>) -> Result<Signature> {
@@ -1131,8 +1147,8 @@ impl Storage for StoreTx<'_> {
     fn insert_commit(&mut self, c: &StoredCommit) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT OR REPLACE INTO commits (author, seq, hash, hlc, deps, names, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO commits (author, seq, hash, hlc, deps, names, body, form)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 c.author.0,
@@ -1141,7 +1157,8 @@ impl Storage for StoreTx<'_> {
                 i(c.hlc.0),
                 postcard::to_allocvec(&c.deps)?,
                 c.names,
-                c.bytes
+                c.bytes,
+                form_number(c.form)
             ])?;
         Ok(())
     }
@@ -1150,13 +1167,21 @@ impl Storage for StoreTx<'_> {
         let row: Option<CommitRow> = self
             .tx
             .prepare_cached(
-                "SELECT hash, hlc, deps, names, body FROM commits WHERE author = ?1 AND seq = ?2",
+                "SELECT hash, hlc, deps, names, body, form FROM commits
+                 WHERE author = ?1 AND seq = ?2",
             )?
             .query_row(params![m.0, i(seq)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .optional()?;
-        row.map(|(hash, hlc, deps, names, bytes)| {
+        row.map(|(hash, hlc, deps, names, bytes, form)| {
             Ok(StoredCommit {
                 author: m,
                 seq,
@@ -1165,9 +1190,20 @@ impl Storage for StoreTx<'_> {
                 deps: postcard::from_bytes(&deps)?,
                 names,
                 bytes,
+                form: form_of(form)?,
             })
         })
         .transpose()
+    }
+
+    fn columnar_in(&self, m: MemberId, first: u64, last: u64) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM commits
+                 WHERE author = ?1 AND seq BETWEEN ?2 AND ?3 AND form != 0)",
+            )?
+            .query_row(params![m.0, i(first), i(last)], |r| r.get(0))?)
     }
 
     fn commit_hash(&self, m: MemberId, seq: u64) -> Result<Option<Hash>> {
@@ -1378,13 +1414,14 @@ impl Storage for StoreTx<'_> {
         Ok(self.tx.last_insert_rowid() as u64)
     }
 
-    fn stash_commit(&mut self, run: u64, seq: u64, bytes: &[u8]) -> Result<()> {
+    fn stash_commit(&mut self, run: u64, seq: u64, c: &CommitBytes) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT OR REPLACE INTO stash_commits (run, seq, body) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO stash_commits (run, seq, body, form)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![i(run), i(seq), bytes])?;
-        let cost = (bytes.len() as u64).max(ferry_sync::STASH_COMMIT_COST);
+            .execute(params![i(run), i(seq), c.bytes, form_number(c.form)])?;
+        let cost = (c.bytes.len() as u64).max(ferry_sync::STASH_COMMIT_COST);
         self.tx
             .prepare_cached("UPDATE stash_runs SET bytes = bytes + ?2 WHERE id = ?1")?
             .execute(params![i(run), i(cost)])?;
@@ -1525,12 +1562,19 @@ impl Storage for StoreTx<'_> {
         Ok(out)
     }
 
-    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self
+    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<CommitBytes>> {
+        let row: Option<(Vec<u8>, i64)> = self
             .tx
-            .prepare_cached("SELECT body FROM stash_commits WHERE run = ?1 AND seq = ?2")?
-            .query_row(params![i(run), i(seq)], |r| r.get(0))
-            .optional()?)
+            .prepare_cached("SELECT body, form FROM stash_commits WHERE run = ?1 AND seq = ?2")?
+            .query_row(params![i(run), i(seq)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(bytes, form)| {
+            Ok(CommitBytes {
+                form: form_of(form)?,
+                bytes,
+            })
+        })
+        .transpose()
     }
 
     fn drop_stashed(&mut self, run: u64) -> Result<()> {

@@ -14,7 +14,7 @@ use crate::storage::{MemberInfo, Proof, Storage, StoredCommit};
 use ferry_bundle::{
     BundleError, BundleReader, BundleWriter, Header, Item, Keyring, Opener, RunProof, WriteOptions,
 };
-use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
+use ferry_model::commit::{ChainContext, CommitBytes, CommitError, Form, chain_root};
 use ferry_model::crypto::{JoinError, PublicKey, SecretKey, head_message};
 use ferry_model::record::{Ghost, Ghosts};
 use ferry_model::{
@@ -87,7 +87,7 @@ enum RunCheck {
 
 /// Where the sender's own history differs from the one held here: the commit, the chain
 /// hash before it, and its commits from there (when they fit the evidence limit).
-type SenderFork = (u64, Hash, Option<Vec<Vec<u8>>>);
+type SenderFork = (u64, Hash, Option<Vec<CommitBytes>>);
 
 /// What following a run along the chain held here found (pass 1).
 #[derive(Debug, Default)]
@@ -101,7 +101,7 @@ struct Trace {
     /// The chain hash before that point.
     fork_base: Option<Hash>,
     /// Its commits from that point on, when collected (for evidence).
-    branch: Vec<Vec<u8>>,
+    branch: Vec<CommitBytes>,
     /// Whether `branch` stopped at the evidence limit.
     truncated: bool,
     /// The author's key: known here, or from the join in its commit 1.
@@ -474,9 +474,13 @@ pub const ADMIN_FIELDS: [&str; 8] = [
 type RecordOps = (String, Vec<Op>);
 
 /// Reads the next item, which the reader guarantees is a commit of the current run.
-fn next_commit<R: Read>(reader: &mut BundleReader<R>) -> Result<Vec<u8>, BundleError> {
+fn next_commit<R: Read>(reader: &mut BundleReader<R>) -> Result<CommitBytes, BundleError> {
     match reader.next_item()? {
-        Some(Item::Commit(bytes)) => Ok(bytes),
+        Some(Item::Commit(bytes)) => Ok(CommitBytes::row(bytes)),
+        Some(Item::ColumnarCommit(bytes)) => Ok(CommitBytes {
+            form: Form::Columnar,
+            bytes,
+        }),
         _ => unreachable!("the reader checks that a run holds `count` commits"),
     }
 }
@@ -688,13 +692,13 @@ impl Engine {
                         // A second device that joined with the same invitation (its own key,
                         // a valid join): say so.
                         let mut ctx = ChainContext::new(self.dataset, sender);
-                        let commit =
-                            ctx.decode(&trace.branch[0])
-                                .map_err(|source| IngestError::Commit {
-                                    author: sender,
-                                    seq: 1,
-                                    source,
-                                })?;
+                        let commit = ctx.decode_bytes(&trace.branch[0]).map_err(|source| {
+                            IngestError::Commit {
+                                author: sender,
+                                seq: 1,
+                                source,
+                            }
+                        })?;
                         self.first_commit_key(store, &commit, false)?;
                         return Err(IngestError::InvitationReused { member: sender });
                     }
@@ -740,14 +744,7 @@ impl Engine {
         if let Some((seq, base_hash, commits)) = fork {
             let evidence = match commits {
                 Some(commits) => {
-                    let theirs = Branch {
-                        commits: commits
-                            .into_iter()
-                            .map(serde_bytes::ByteBuf::from)
-                            .collect(),
-                        digest: Some(trailer.digest),
-                        sig: trailer.signature,
-                    };
+                    let theirs = Branch::new(commits, Some(trailer.digest), trailer.signature);
                     self.fork_evidence(store, sender, seq - 1, base_hash, theirs)?
                 }
                 None => None,
@@ -814,7 +811,7 @@ impl Engine {
         for seq in first..=last {
             let bytes = next_commit(reader)?;
             if trace.fork_at.is_some() {
-                h = h.map(|h| chain_next(&h, seq, &bytes));
+                h = h.map(|h| bytes.chain(&h, seq));
                 kept += bytes.len();
                 if collect && kept <= crate::fork::MAX_EVIDENCE {
                     trace.branch.push(bytes);
@@ -828,7 +825,7 @@ impl Engine {
                     h = self.known_hash(store, author, seq)?;
                 } else {
                     let base = self.hash_at(store, author, seq - 1)?;
-                    h = Some(chain_next(&base, seq, &bytes));
+                    h = Some(bytes.chain(&base, seq));
                     trace.fork_at = Some(seq);
                     trace.fork_base = Some(base);
                     kept = bytes.len();
@@ -847,14 +844,16 @@ impl Engine {
             };
             if seq == 1 && trace.key.is_none() {
                 let mut ctx = ChainContext::new(self.dataset, author);
-                let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
-                    author,
-                    seq: 1,
-                    source,
-                })?;
+                let commit = ctx
+                    .decode_bytes(&bytes)
+                    .map_err(|source| IngestError::Commit {
+                        author,
+                        seq: 1,
+                        source,
+                    })?;
                 trace.key = Some(self.first_commit_key(store, &commit, false)?);
             }
-            h = Some(chain_next(&prev, seq, &bytes));
+            h = Some(bytes.chain(&prev, seq));
         }
         trace.hash = h;
         Ok(trace)
@@ -1128,13 +1127,13 @@ impl Engine {
         store: &S,
         author: MemberId,
         seq: u64,
-        bytes: &[u8],
+        bytes: &CommitBytes,
     ) -> Res<bool, S> {
         match (
             self.known_hash(store, author, seq - 1)?,
             self.known_hash(store, author, seq)?,
         ) {
-            (Some(prev), Some(this)) => Ok(chain_next(&prev, seq, bytes) == this),
+            (Some(prev), Some(this)) => Ok(bytes.chain(&prev, seq) == this),
             _ => Ok(true),
         }
     }
@@ -1255,11 +1254,13 @@ impl Engine {
                 last_hash = self.known_hash(store, author, seq)?;
                 continue;
             }
-            let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
-                author,
-                seq,
-                source,
-            })?;
+            let commit = ctx
+                .decode_bytes(&bytes)
+                .map_err(|source| IngestError::Commit {
+                    author,
+                    seq,
+                    source,
+                })?;
             if seq == 1 {
                 key = Some(self.admit(store, &commit, now_ms, false)?);
             }
@@ -1270,7 +1271,8 @@ impl Engine {
                 hlc: commit.hlc,
                 deps: commit.deps.clone(),
                 names: ctx.names.len() as u32,
-                bytes,
+                bytes: bytes.bytes,
+                form: bytes.form,
             }))?;
             report.new += 1;
             last_hash = Some(ctx.hash);
@@ -1328,7 +1330,7 @@ impl Engine {
             let bytes = next_commit(reader)?;
             if s >= seq {
                 size += bytes.len();
-                commits.push(serde_bytes::ByteBuf::from(bytes));
+                commits.push(bytes);
             }
         }
         let (digest, sig) = match proof {
@@ -1338,11 +1340,7 @@ impl Engine {
         };
         let evidence = if size <= crate::fork::MAX_EVIDENCE {
             let base = self.hash_at(store, run.author, seq - 1)?;
-            let theirs = Branch {
-                commits,
-                digest,
-                sig,
-            };
+            let theirs = Branch::new(commits, digest, sig);
             self.fork_evidence(store, run.author, seq - 1, base, theirs)?
         } else {
             None
@@ -1383,7 +1381,7 @@ impl Engine {
                             && size + c.bytes.len() <= crate::fork::MAX_EVIDENCE =>
                     {
                         size += c.bytes.len();
-                        commits.push(serde_bytes::ByteBuf::from(c.bytes));
+                        commits.push(c.body());
                     }
                     _ => {
                         complete = false;
@@ -1396,11 +1394,7 @@ impl Engine {
                     author,
                     base,
                     base_hash,
-                    a: Branch {
-                        commits,
-                        digest: proof.digest,
-                        sig: proof.sig,
-                    },
+                    a: Branch::new(commits, proof.digest, proof.sig),
                     b: crate::fork::Other::Branch(theirs),
                 }));
             }
@@ -1580,7 +1574,7 @@ impl Engine {
                 if c.bytes.is_empty() {
                     continue;
                 }
-                if let Ok(commit) = chain.decode_stored(seq, c.hlc, c.deps, &c.bytes) {
+                if let Ok(commit) = chain.decode_stored_as(seq, c.hlc, c.deps, &c.bytes, c.form) {
                     self.note_evidence(store, &commit)?;
                 }
             }
@@ -2063,13 +2057,13 @@ impl Engine {
                         chain = st::<S, _>(store.chain(author))?;
                     }
                     let ctx = chain.as_ref().expect("stored implies a chain");
-                    let commit =
-                        ctx.decode_stored(seq, c.hlc, c.deps, &c.bytes)
-                            .map_err(|source| IngestError::Commit {
-                                author,
-                                seq,
-                                source,
-                            })?;
+                    let commit = ctx
+                        .decode_stored_as(seq, c.hlc, c.deps, &c.bytes, c.form)
+                        .map_err(|source| IngestError::Commit {
+                            author,
+                            seq,
+                            source,
+                        })?;
                     drop(c.bytes);
                     self.apply(store, commit, now_ms)?;
                     applied.set(author, seq);
@@ -2196,8 +2190,9 @@ impl Engine {
         have: u64,
     ) -> Res<Result<(), String>, S> {
         let author = run.author;
-        let fetch =
-            |seq: u64| -> Res<Option<Vec<u8>>, S> { st::<S, _>(store.stashed_commit(run.id, seq)) };
+        let fetch = |seq: u64| -> Res<Option<CommitBytes>, S> {
+            st::<S, _>(store.stashed_commit(run.id, seq))
+        };
         for seq in run.first..=have {
             let Some(bytes) = fetch(seq)? else {
                 return Ok(Err(format!("commit {seq} is missing from the run")));
@@ -2215,7 +2210,7 @@ impl Engine {
             let Some(bytes) = fetch(seq)? else {
                 return Ok(Err(format!("commit {seq} is missing from the run")));
             };
-            let commit = match ctx.decode(&bytes) {
+            let commit = match ctx.decode_bytes(&bytes) {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(format!("commit {seq} is invalid: {e}"))),
             };
@@ -2259,11 +2254,13 @@ impl Engine {
             let bytes = st::<S, _>(store.stashed_commit(run.id, seq))?.ok_or_else(|| {
                 IngestError::Storage(missing::<S>(format!("stashed commit {seq}")))
             })?;
-            let commit = ctx.decode(&bytes).map_err(|source| IngestError::Commit {
-                author,
-                seq,
-                source,
-            })?;
+            let commit = ctx
+                .decode_bytes(&bytes)
+                .map_err(|source| IngestError::Commit {
+                    author,
+                    seq,
+                    source,
+                })?;
             if seq == 1 {
                 self.admit(store, &commit, now_ms, false)?;
             }
@@ -2275,7 +2272,8 @@ impl Engine {
                 hlc: commit.hlc,
                 deps: commit.deps,
                 names: ctx.names.len() as u32,
-                bytes,
+                bytes: bytes.bytes,
+                form: bytes.form,
             }))?;
         }
         let proof = run.proof.clone().expect("checked");
@@ -2362,6 +2360,7 @@ impl Engine {
                 deps: commit.deps,
                 names: ctx.names.len() as u32,
                 bytes: first.to_vec(),
+                form: Form::Row,
             }))?;
             if seq == 1 {
                 st::<S, _>(store.put_chain(&ctx))?;
@@ -2392,6 +2391,7 @@ impl Engine {
             deps: deps.clone(),
             names: names.len() as u32,
             bytes: Vec::new(),
+            form: Form::Row,
         }))?;
         let ctx = ChainContext::from_parts(author, seq, hash, hlc, deps, names);
         st::<S, _>(store.put_chain(&ctx))?;
@@ -2419,14 +2419,13 @@ impl Engine {
                 let c = st::<S, _>(store.commit(self.me, seq))?.ok_or_else(|| {
                     IngestError::Storage(missing::<S>(format!("own commit {seq}")))
                 })?;
-                let commit =
-                    chain
-                        .decode_stored(seq, c.hlc, c.deps, &c.bytes)
-                        .map_err(|source| IngestError::Commit {
-                            author: self.me,
-                            seq,
-                            source,
-                        })?;
+                let commit = chain
+                    .decode_stored_as(seq, c.hlc, c.deps, &c.bytes, c.form)
+                    .map_err(|source| IngestError::Commit {
+                        author: self.me,
+                        seq,
+                        source,
+                    })?;
                 self.apply(store, commit, now_ms)?;
             }
             applied.set(self.me, top);
@@ -2453,7 +2452,7 @@ impl Engine {
                 if let Ok(g) = ferry_bundle::EpochGrant::read_for_header(
                     &header.grant,
                     self.dataset,
-                    opener.version(),
+                    header.grant_format,
                     header.epoch_id(),
                     admin,
                 ) {
@@ -2482,7 +2481,7 @@ impl Engine {
         // A dataset with more than one admin writes version 7 (SPEC §15): a reader that does
         // not know its rules refuses the bundle instead of dropping the admins' changes.
         if crate::roles::any(store)? {
-            options.version = ferry_bundle::VERSION_ADMINS;
+            options.version = options.version.max(ferry_bundle::VERSION_ADMINS);
         }
         let mut header = Header::new(self.dataset, self.me, salt);
         let (epoch, key) = keys.current();
@@ -2494,11 +2493,12 @@ impl Engine {
             if epoch.signer != MemberId::ADMIN
                 || grant.is_some_and(|(_, v, _)| v == ferry_bundle::VERSION_KEYS)
             {
-                options.version = ferry_bundle::VERSION_KEYS;
+                options.version = options.version.max(ferry_bundle::VERSION_KEYS);
             }
             if options.grant {
-                if let Some((_, _, grant)) = grant {
+                if let Some((_, format, grant)) = grant {
                     header.grant = grant.to_vec();
+                    header.grant_format = format;
                 }
             }
         }
@@ -2564,7 +2564,7 @@ impl Engine {
                             run.author
                         )))
                     })?;
-                w.push(&Item::Commit(c.bytes))?;
+                w.push(&Item::commit(c.body()))?;
                 report.commits += 1;
             }
             report.runs.push(*run);
@@ -2621,6 +2621,24 @@ impl Engine {
         if crate::roles::any(store)? {
             version = ferry_bundle::VERSION_ADMINS;
         }
+        // Then what is held but not applied (pending), as ordinary runs: version 11 when
+        // they hold a columnar commit.
+        let pending: Vec<ExportRun> = {
+            let (stored, applied) = (st::<S, _>(store.stored())?, st::<S, _>(store.applied())?);
+            stored
+                .iter()
+                .filter(|&(a, top)| applied.get(a) < top)
+                .map(|(author, last)| Coverage {
+                    author,
+                    first: applied.get(author) + 1,
+                    last,
+                })
+                .collect()
+        };
+        if self.version_for_runs(store, &pending, version)? == ferry_bundle::VERSION_COLUMNS {
+            version = ferry_bundle::VERSION_COLUMNS;
+            options.version = version;
+        }
         let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options)?;
         let state = st::<S, _>(store.applied())?;
         let mut compacted = VersionVector::new();
@@ -2671,16 +2689,6 @@ impl Engine {
         if let Some(e) = failed {
             return Err(e.into());
         }
-        // Then what is held but not applied (pending), as ordinary runs.
-        let pending: Vec<ExportRun> = receipt
-            .iter()
-            .filter(|&(a, top)| state.get(a) < top)
-            .map(|(author, last)| Coverage {
-                author,
-                first: state.get(author) + 1,
-                last,
-            })
-            .collect();
         let mut report = ExportReport::default();
         self.push_runs(store, &mut w, &pending, &receipt, signer, &mut report)?;
         self.seal(store, w, &receipt, signer, report)
@@ -2722,7 +2730,7 @@ impl Engine {
                 seen = seen.max(Some(Hlc::from_parts(h.ms(), 0)));
             }
         }
-        let commit = Commit {
+        let mut commit = Commit {
             author: self.me,
             seq: ctx.seq + 1,
             hlc,
@@ -2730,11 +2738,25 @@ impl Engine {
             seen,
             changes,
         };
-        let bytes = ctx.encode(&commit).map_err(|source| IngestError::Commit {
-            author: self.me,
-            seq: commit.seq,
-            source,
-        })?;
+        // The columnar form for a commit of many records once every member reads it (SPEC
+        // §17.2); its changes are applied here in the order readers decode them (grouped by
+        // collection), so every laptop applies the same sequence.
+        let form = if commit.seq > 1
+            && worth_columns(&commit.changes)
+            && self.everyone_reads_columns(store)?
+        {
+            commit.changes = grouped_by_collection(std::mem::take(&mut commit.changes));
+            Form::Columnar
+        } else {
+            Form::Row
+        };
+        let bytes = ctx
+            .encode_as(&commit, form)
+            .map_err(|source| IngestError::Commit {
+                author: self.me,
+                seq: commit.seq,
+                source,
+            })?;
         if commit.seq == 1 {
             self.admit(store, &commit, now_ms, false)?;
         }
@@ -2746,10 +2768,26 @@ impl Engine {
             deps: commit.deps.clone(),
             names: ctx.names.len() as u32,
             bytes,
+            form,
         }))?;
         st::<S, _>(store.put_chain(&ctx))?;
         self.apply(store, commit.clone(), now_ms)?;
         Ok(commit)
+    }
+
+    /// Whether every member this node knows, but those removed or whose invitation was
+    /// cancelled, has said it reads version 11 (its `_members/N` field `reads`, SPEC §17.2).
+    pub fn everyone_reads_columns<S: Storage>(&self, store: &S) -> Res<bool, S> {
+        for m in st::<S, _>(store.members())? {
+            let rec = st::<S, _>(store.record(MEMBERS, &m.member.0.to_string()))?;
+            if rec.as_ref().is_some_and(|r| frozen_from(r).is_some()) {
+                continue;
+            }
+            if member_reads(rec.as_ref()) < i64::from(ferry_bundle::VERSION_COLUMNS) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Writes a bundle carrying `runs` (see [`crate::plan::plan_export`]) and, as gossip,
@@ -2764,8 +2802,15 @@ impl Engine {
         salt: [u8; 16],
         keys: &Keyring,
         signer: &SecretKey,
-        options: WriteOptions,
+        mut options: WriteOptions,
     ) -> Res<(W, ExportReport), S> {
+        options.version = self.version_for_runs(store, runs, options.version)?;
+        if options.version == ferry_bundle::VERSION_COLUMNS {
+            // Columnar commits are laid out for compression already: a fast level keeps them
+            // smaller than row commits at level 17, at many times the speed (SPEC §17).
+            options.level = options.level.min(COLUMNAR_LEVEL);
+            options.workers = COLUMNAR_WORKERS;
+        }
         let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options)?;
         for (m, vv) in peer_receipts {
             w.push(&Item::PeerReceipt(*m, vv.clone()))?;
@@ -2773,6 +2818,21 @@ impl Engine {
         let mut report = ExportReport::default();
         self.push_runs(store, &mut w, runs, &receipt, signer, &mut report)?;
         self.seal(store, w, &receipt, signer, report)
+    }
+
+    /// Version 11 when one of `runs` holds a columnar commit (SPEC §17.2), else `version`.
+    fn version_for_runs<S: Storage>(
+        &self,
+        store: &S,
+        runs: &[ExportRun],
+        version: u8,
+    ) -> Res<u8, S> {
+        for run in runs {
+            if st::<S, _>(store.columnar_in(run.author, run.first, run.last))? {
+                return Ok(version.max(ferry_bundle::VERSION_COLUMNS));
+            }
+        }
+        Ok(version)
     }
 
     /// The beginnings of chains a bundle carrying `runs` depends on that this node can
@@ -2876,6 +2936,69 @@ fn removed_when_why(at_ms: u64, reason: &str) -> String {
 /// The reserved collection of members: `_members/N` holds member N's label and, written by
 /// the admin, the key of the device whose join it accepted.
 pub const MEMBERS: &str = "_members";
+
+/// The field of `_members/N` where member N says the highest bundle version its ferry
+/// reads (SPEC §17.2): 11 once it reads columnar commits.
+pub const MEMBER_READS_FIELD: &str = "reads";
+
+/// Records of one collection in one commit from which the commit is written columnar.
+pub const COLUMNAR_FROM: usize = 16;
+
+/// The zstd level of a bundle that carries columnar commits (at most).
+pub const COLUMNAR_LEVEL: i32 = 3;
+
+/// zstd worker threads for such a bundle's payload.
+pub const COLUMNAR_WORKERS: u32 = 2;
+
+/// The highest bundle version a `_members/N` record says its member reads (1 when it does
+/// not say).
+pub fn member_reads(rec: Option<&RecordState>) -> i64 {
+    rec.and_then(|r| r.fields.get(MEMBER_READS_FIELD))
+        .into_iter()
+        .flatten()
+        .filter_map(|sib| match &sib.entry {
+            ferry_model::record::Entry::Value(Value::Int(n)) => Some(*n),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1)
+}
+
+/// Whether `changes` write at least [`COLUMNAR_FROM`] records of one collection.
+fn worth_columns(changes: &[Change]) -> bool {
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for c in changes {
+        if let Change::Record { collection, .. } = c {
+            let n = per.entry(collection).or_default();
+            *n += 1;
+            if *n >= COLUMNAR_FROM {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// `changes` grouped by collection, collections in order of first write, each keeping its
+/// order: the order a columnar commit's changes decode in (SPEC §17.1).
+fn grouped_by_collection(changes: Vec<Change>) -> Vec<Change> {
+    let mut order: HashMap<String, usize> = HashMap::new();
+    let mut keyed: Vec<(usize, Change)> = changes
+        .into_iter()
+        .map(|c| {
+            let k = match &c {
+                Change::Record { collection, .. } => {
+                    let next = order.len();
+                    *order.entry(collection.clone()).or_insert(next)
+                }
+                _ => 0,
+            };
+            (k, c)
+        })
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, c)| c).collect()
+}
 
 /// The field of `_members/N` where the admin records the accepted device key (32 bytes).
 pub const MEMBER_KEY_FIELD: &str = "key";

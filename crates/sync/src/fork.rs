@@ -14,7 +14,7 @@
 //! two histories. Nothing else needs trusting: not the node that wrote the evidence, not the
 //! hash at `base`.
 
-use ferry_model::commit::chain_next;
+use ferry_model::commit::{CommitBytes, Form, chain_next_as};
 use ferry_model::crypto::{PublicKey, Signature, head_message};
 use ferry_model::{DatasetId, Hash, MemberId};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,10 @@ pub struct Branch {
     pub digest: Option<[u8; 32]>,
     /// The author's signature over its head at this branch's last commit.
     pub sig: Signature,
+    /// Which of `commits` are in the columnar form (indices, ascending); the others are row
+    /// commits. Encoded after the evidence (bundles/SPEC.md §17 4.), not inside the branch.
+    #[serde(skip)]
+    pub columnar: Vec<u32>,
 }
 
 // wire-format: begin
@@ -81,6 +85,30 @@ pub enum Other {
 // wire-format: end
 
 impl Branch {
+    /// A branch of `commits` (each in its own form) signed by `sig` at its end.
+    pub fn new(commits: Vec<CommitBytes>, digest: Option<[u8; 32]>, sig: Signature) -> Branch {
+        let columnar = (0..commits.len() as u32)
+            .filter(|&i| commits[i as usize].form == Form::Columnar)
+            .collect();
+        Branch {
+            commits: commits
+                .into_iter()
+                .map(|c| serde_bytes::ByteBuf::from(c.bytes))
+                .collect(),
+            digest,
+            sig,
+            columnar,
+        }
+    }
+
+    /// The form of commit `i` of the branch.
+    fn form(&self, i: usize) -> Form {
+        match self.columnar.binary_search(&(i as u32)) {
+            Ok(_) => Form::Columnar,
+            Err(_) => Form::Row,
+        }
+    }
+
     /// Walks the branch from `base_hash` after commit `base`: the chain hash after each of its
     /// commits, and whether the author's signature at its end verifies.
     fn walk(
@@ -94,9 +122,9 @@ impl Branch {
         let mut h = base_hash;
         let mut seq = base;
         let mut hashes = Vec::with_capacity(self.commits.len());
-        for c in &self.commits {
+        for (i, c) in self.commits.iter().enumerate() {
             seq = seq.checked_add(1).ok_or("commit numbers overflow")?;
-            h = chain_next(&h, seq, c);
+            h = chain_next_as(self.form(i), &h, seq, c);
             hashes.push(h);
         }
         let msg = head_message(dataset, author, seq, &h, self.digest.as_ref());
@@ -149,7 +177,10 @@ impl ForkEvidence {
             .walk(dataset, self.author, key, self.base, self.base_hash)?;
         match &self.b {
             Other::Branch(b) => {
-                if b.commits.first().is_none_or(|b0| *b0 == self.a.commits[0]) {
+                if b.commits
+                    .first()
+                    .is_none_or(|b0| *b0 == self.a.commits[0] && b.form(0) == self.a.form(0))
+                {
                     return Err("the versions do not differ at their first commit");
                 }
                 b.walk(dataset, self.author, key, self.base, self.base_hash)?;
@@ -178,9 +209,22 @@ impl ForkEvidence {
         Ok(self.seq())
     }
 
+    // wire-format: begin
     /// The evidence's bytes, as stored in `_forks` (postcard).
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("evidence encodes")
+        let mut out = postcard::to_allocvec(self).expect("evidence encodes");
+        // Which commits are columnar, after the evidence (SPEC §17 4.): nothing when none.
+        let b = match &self.b {
+            Other::Branch(b) => &b.columnar[..],
+            Other::Head { .. } => &[],
+        };
+        let forms: Vec<(u8, u32)> = (self.a.columnar.iter().map(|&i| (0u8, i)))
+            .chain(b.iter().map(|&i| (1u8, i)))
+            .collect();
+        if !forms.is_empty() {
+            out = postcard::to_extend(&forms, out).expect("forms encode");
+        }
+        out
     }
 
     /// Reads evidence from its bytes (refusing, before decoding, more than the evidence
@@ -189,31 +233,118 @@ impl ForkEvidence {
         if bytes.len() > MAX_EVIDENCE + 4096 {
             return None;
         }
-        postcard::from_bytes(bytes).ok()
+        let (mut ev, rest): (ForkEvidence, _) = postcard::take_from_bytes(bytes).ok()?;
+        if rest.is_empty() {
+            return Some(ev);
+        }
+        let forms: Vec<(u8, u32)> = postcard::from_bytes(rest).ok()?;
+        if forms.is_empty()
+            || postcard::to_allocvec(&forms).ok()?.len() != rest.len()
+            || forms.windows(2).any(|w| w[0] >= w[1])
+        {
+            return None;
+        }
+        for (branch, i) in forms {
+            let b = match (branch, &mut ev.b) {
+                (0, _) => &mut ev.a,
+                (1, Other::Branch(b)) => b,
+                _ => return None,
+            };
+            if i as usize >= b.commits.len() {
+                return None;
+            }
+            b.columnar.push(i);
+        }
+        Some(ev)
     }
+    // wire-format: end
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_model::commit::chain_root;
+    use ferry_model::commit::{chain_next, chain_root};
     use ferry_model::crypto::SecretKey;
     use serde_bytes::ByteBuf;
 
     const DS: DatasetId = DatasetId([7; 8]);
 
     fn branch(key: &SecretKey, base: u64, base_hash: Hash, commits: &[&[u8]]) -> Branch {
+        let row: Vec<CommitBytes> = commits
+            .iter()
+            .map(|c| CommitBytes::row(c.to_vec()))
+            .collect();
+        branch_of(key, base, base_hash, row)
+    }
+
+    fn branch_of(key: &SecretKey, base: u64, base_hash: Hash, commits: Vec<CommitBytes>) -> Branch {
         let mut h = base_hash;
         let mut seq = base;
-        for c in commits {
+        for c in &commits {
             seq += 1;
-            h = chain_next(&h, seq, c);
+            h = c.chain(&h, seq);
         }
-        Branch {
-            commits: commits.iter().map(|c| ByteBuf::from(c.to_vec())).collect(),
-            digest: None,
-            sig: key.sign(&head_message(DS, MemberId(3), seq, &h, None)),
+        let sig = key.sign(&head_message(DS, MemberId(3), seq, &h, None));
+        Branch::new(commits, None, sig)
+    }
+
+    /// Evidence with columnar commits says which they are after the evidence; read without
+    /// that (as a version 1 reader does), or with the forms moved, it proves nothing. The
+    /// same bytes in the two forms are two different commits.
+    #[test]
+    fn evidence_names_its_columnar_commits_and_their_form_counts() {
+        let key = SecretKey::from_bytes([4; 32]);
+        let base_hash = chain_next(&chain_root(DS, MemberId(3)), 1, b"join");
+        let col = |b: &[u8]| CommitBytes {
+            form: Form::Columnar,
+            bytes: b.to_vec(),
+        };
+        let ev = ForkEvidence {
+            author: MemberId(3),
+            base: 1,
+            base_hash,
+            a: branch_of(
+                &key,
+                1,
+                base_hash,
+                vec![CommitBytes::row(b"x".to_vec()), col(b"y")],
+            ),
+            b: Other::Branch(branch_of(&key, 1, base_hash, vec![col(b"x")])),
+        };
+        assert_eq!(
+            (ev.a.columnar.clone(), ev.a.form(1)),
+            (vec![1], Form::Columnar)
+        );
+        assert_eq!(ev.verify(DS, &key.public()), Ok(2));
+        let bytes = ev.to_bytes();
+        let read = ForkEvidence::from_bytes(&bytes).unwrap();
+        assert_eq!(read, ev);
+        assert_eq!(
+            (read.a.columnar.clone(), read.b.clone()),
+            (vec![1], ev.b.clone())
+        );
+        let Other::Branch(b) = &read.b else { panic!() };
+        assert_eq!(b.columnar, vec![0]);
+        assert_eq!(read.verify(DS, &key.public()), Ok(2));
+        // Without the forms (a version 1 reader's view): the signatures do not verify.
+        let plain = postcard::to_allocvec(&ev).unwrap();
+        let old = ForkEvidence::from_bytes(&plain).unwrap();
+        assert!(old.a.columnar.is_empty());
+        assert!(old.verify(DS, &key.public()).is_err());
+        // Forms that name no commit, repeat, or go backwards: not evidence.
+        for forms in [
+            vec![(0u8, 2u32)],
+            vec![(1, 1)],
+            vec![(0, 1), (0, 1)],
+            vec![(1, 0), (0, 1)],
+        ] {
+            let bad = postcard::to_extend(&forms, plain.clone()).unwrap();
+            assert_eq!(ForkEvidence::from_bytes(&bad), None, "{forms:?}");
         }
+        // Trailing garbage after the forms: not evidence.
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(ForkEvidence::from_bytes(&trailing), None);
     }
 
     #[test]

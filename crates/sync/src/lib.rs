@@ -31,10 +31,10 @@ mod storage;
 pub use engine::{
     ADMIN_FIELDS, Accept, Authenticated, Blocked, Engine, ExportReport, FORK_FIELD, FORKS,
     IngestError, IngestReport, MEMBER_CANCELLED_FIELD, MEMBER_CUTOFF_FIELD, MEMBER_EXPIRES_FIELD,
-    MEMBER_KEY_FIELD, MEMBER_REMOVED_FIELD, MEMBERS, Missing, Needed, Received, Removal,
-    RunSummary, STASH_MAX_AGE_MS, STASH_PER_SENDER, STASH_TOTAL, SettleReport, Verdict,
+    MEMBER_KEY_FIELD, MEMBER_READS_FIELD, MEMBER_REMOVED_FIELD, MEMBERS, Missing, Needed, Received,
+    Removal, RunSummary, STASH_MAX_AGE_MS, STASH_PER_SENDER, STASH_TOTAL, SettleReport, Verdict,
     accepted_keys, cancellation, decode_snapshot_record, frozen_from, invitation_expiry, may_write,
-    removal,
+    member_reads, removal,
 };
 pub use fork::ForkEvidence;
 pub use membership::Invitation;

@@ -4,7 +4,7 @@
 //! if the ingest fails.
 
 use crate::storage::{MemberInfo, Proof, StashedRun, Storage, StoredCommit};
-use ferry_model::commit::ChainContext;
+use ferry_model::commit::{ChainContext, CommitBytes};
 use ferry_model::{Hash, Hlc, MemberId, RecordState, VersionVector};
 use std::collections::BTreeMap;
 
@@ -24,7 +24,7 @@ pub struct MemStorage {
     /// Records by (collection, id).
     pub records: BTreeMap<(String, String), RecordState>,
     stash_runs: BTreeMap<u64, StashedRun>,
-    stash_commits: BTreeMap<(u64, u64), Vec<u8>>,
+    stash_commits: BTreeMap<(u64, u64), CommitBytes>,
     next_stash: u64,
     peers: BTreeMap<MemberId, VersionVector>,
     clock: Hlc,
@@ -192,8 +192,8 @@ impl Storage for MemStorage {
         Ok(old)
     }
 
-    fn stash_commit(&mut self, run: u64, seq: u64, bytes: &[u8]) -> Result<(), MemError> {
-        self.stash_commits.insert((run, seq), bytes.to_vec());
+    fn stash_commit(&mut self, run: u64, seq: u64, c: &CommitBytes) -> Result<(), MemError> {
+        self.stash_commits.insert((run, seq), c.clone());
         Ok(())
     }
 
@@ -213,7 +213,7 @@ impl Storage for MemStorage {
             .collect())
     }
 
-    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<Vec<u8>>, MemError> {
+    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<CommitBytes>, MemError> {
         Ok(self.stash_commits.get(&(run, seq)).cloned())
     }
 

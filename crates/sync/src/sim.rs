@@ -203,6 +203,42 @@ impl SimNode {
         self.engine.me
     }
 
+    /// Writes many records in one local commit (a spreadsheet load): columnar once every
+    /// member this node knows reads version 11 and a collection has 16 records or more.
+    pub fn write_many(
+        &mut self,
+        collection: &str,
+        records: Vec<(String, Vec<Op>)>,
+        now_ms: u64,
+    ) -> Commit {
+        self.now_ms = self.now_ms.max(now_ms);
+        let changes = records
+            .into_iter()
+            .map(|(id, ops)| Change::Record {
+                collection: collection.into(),
+                id,
+                ops,
+            })
+            .collect();
+        self.engine
+            .commit_local(&mut self.store, changes, now_ms)
+            .expect("local commit")
+    }
+
+    /// Says, in this node's own `_members/N`, that it reads bundle version 11 (SPEC §17.2).
+    pub fn announce_reads(&mut self, now_ms: u64) -> Commit {
+        let me = self.me().0.to_string();
+        self.write(
+            crate::MEMBERS,
+            &me,
+            vec![Op::Set(
+                crate::MEMBER_READS_FIELD.into(),
+                Value::Int(i64::from(ferry_bundle::VERSION_COLUMNS)),
+            )],
+            now_ms,
+        )
+    }
+
     /// Writes ops to one record in a local commit.
     pub fn write(&mut self, collection: &str, id: &str, ops: Vec<Op>, now_ms: u64) -> Commit {
         self.now_ms = self.now_ms.max(now_ms);

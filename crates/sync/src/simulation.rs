@@ -76,6 +76,8 @@ pub struct Outcome {
     pub ghosts: usize,
     /// Writes to such a record that wrote its ghosts again (as ferry's node does).
     pub revivals: u64,
+    /// Commits written in the columnar form (SPEC §17).
+    pub columnar: u64,
     /// Deleted records written again as their deletes removed them (`ferry restore`).
     pub restores: u64,
     /// Deliveries that could not be checked yet and waited for an earlier bundle.
@@ -172,6 +174,13 @@ struct World {
     attack: Attack,
     /// The adversary's own generator, so honest actions are the same with or without it.
     adv: SplitMix,
+    /// The generator of bulk writes and version announcements (SPEC §17), drawn after the
+    /// other writes so the rest of a seed's story keeps its draws.
+    bulk: SplitMix,
+    /// Nodes that said they read version 11.
+    announced: Vec<bool>,
+    /// Columnar commits written.
+    columnar: u64,
     /// The member gone rogue (or forked), once chosen.
     rogue: Option<usize>,
     /// The restored copy of the forked member's laptop.
@@ -215,6 +224,105 @@ impl World {
     fn write(&mut self) {
         let joined = self.joined();
         let i = self.pick(&joined);
+        self.write_one(i);
+        self.bulk_or_announce(i);
+    }
+
+    /// Sometimes, after a write by node `i`: it says it reads version 11, or it writes 16 to
+    /// 24 records in one commit (columnar once every member it knows has said so).
+    fn bulk_or_announce(&mut self, i: usize) {
+        if self.backup.is_some() && Some(i) == self.rogue {
+            return;
+        }
+        if self.announced.len() <= i {
+            self.announced.resize(i + 1, false);
+        }
+        match self.bulk.below(12) {
+            0..=5 if !self.announced[i] => {
+                let now = self.clock(i);
+                self.node(i).announce_reads(now);
+                self.announced[i] = true;
+            }
+            6 => {
+                let n = 16 + self.bulk.below(9) as usize;
+                let mut records = Vec::with_capacity(n);
+                for k in 0..n {
+                    // Records the other writes use, and ones only bulk writes make.
+                    // (Each record once per commit.)
+                    let id = match k < 4 && self.bulk.below(2) == 0 {
+                        true => format!("r{k}"),
+                        false => format!("b{k}"),
+                    };
+                    let op = match self.bulk.below(8) {
+                        0 => Op::Delete,
+                        1 => Op::Incr("n".into(), self.bulk.below(7) as i64 - 3),
+                        2 => Op::Add("tags".into(), format!("t{}", self.bulk.below(3))),
+                        3 => Op::Set("f0".into(), Value::Null),
+                        4 => Op::Set(
+                            "f1".into(),
+                            Value::Float(self.bulk.below(1000) as f64 / 8.0),
+                        ),
+                        5 => Op::Set(
+                            "f2".into(),
+                            Value::Str(format!("2026-11-{:02}", 1 + self.bulk.below(28))),
+                        ),
+                        _ => Op::Set(
+                            format!("f{}", self.bulk.below(3)),
+                            Value::Int(self.bulk.below(1000) as i64),
+                        ),
+                    };
+                    records.push((id, vec![op]));
+                }
+                self.log_many(i, records);
+            }
+            _ => {}
+        }
+    }
+
+    /// One commit of many records' ops, logged as [`World::log_writes`] logs one.
+    fn log_many(&mut self, i: usize, records: Vec<(String, Vec<Op>)>) {
+        let now = self.clock(i);
+        let mut done: Vec<(String, Vec<Op>)> = Vec::with_capacity(records.len());
+        for (id, ops) in records {
+            let mut all = self
+                .node(i)
+                .store
+                .records
+                .get(&(COLL.to_string(), id.clone()))
+                .map(|r| r.revival_ops(&ops))
+                .unwrap_or_default();
+            if !all.is_empty() {
+                self.revivals += 1;
+            }
+            all.extend(ops);
+            done.push((id, all));
+        }
+        let before = self
+            .node(i)
+            .store
+            .stored()
+            .expect("mem")
+            .get(self.node(i).me());
+        let commit = self.node(i).write_many(COLL, done.clone(), now);
+        let me = self.node(i).me();
+        let stored = self.node(i).store.commit(me, before + 1).expect("mem");
+        if stored.is_some_and(|c| c.form == ferry_model::commit::Form::Columnar) {
+            self.columnar += 1;
+        }
+        for (id, ops) in done {
+            for op in ops {
+                self.log.push(Write {
+                    dot: commit.dot(),
+                    ctx: commit.context(),
+                    id: id.clone(),
+                    op,
+                });
+            }
+        }
+    }
+
+    fn write_one(&mut self, i: usize) {
+        let joined = self.joined();
         let mut id = format!("r{}", self.rng.below(4));
         if self.backup.is_some() && Some(i) == self.rogue {
             // After its fork the forked member writes only its own record (both versions of
@@ -1190,6 +1298,7 @@ impl World {
             snapshots: self.snapshots,
             ghosts: records.values().map(|r| r.shown_ghosts().count()).sum(),
             revivals: self.revivals,
+            columnar: self.columnar,
             restores: self.restores,
             waited: self.waited,
             forgeries: 0,
@@ -1354,6 +1463,9 @@ fn simulate(seed: u64, attack: Attack) -> Result<World, String> {
         seed,
         attack,
         adv: SplitMix(seed ^ 0xad5e_55a2_1e5b_0b5e),
+        bulk: SplitMix(seed ^ 0xb01c_c01a_3a11_0011),
+        announced: Vec::new(),
+        columnar: 0,
         rogue: None,
         backup: None,
         forgeries: 0,

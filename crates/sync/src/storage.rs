@@ -1,6 +1,6 @@
 //! The storage a replica needs, as a trait.
 
-use ferry_model::commit::ChainContext;
+use ferry_model::commit::{ChainContext, CommitBytes, Form};
 use ferry_model::crypto::{PublicKey, Signature};
 use ferry_model::{Hash, Hlc, MemberId, Op, RecordState, Stamp, VersionVector};
 
@@ -38,6 +38,18 @@ pub struct StoredCommit {
     pub names: u32,
     /// Its canonical encoding; empty once compacted away.
     pub bytes: Vec<u8>,
+    /// The form of `bytes` (bundles/SPEC.md §17).
+    pub form: Form,
+}
+
+impl StoredCommit {
+    /// Its bytes with their form.
+    pub fn body(self) -> CommitBytes {
+        CommitBytes {
+            form: self.form,
+            bytes: self.bytes,
+        }
+    }
 }
 
 /// A callback over records: (collection, id, state).
@@ -107,6 +119,19 @@ pub trait Storage {
     fn insert_commit(&mut self, c: &StoredCommit) -> Result<(), Self::Error>;
     /// One stored commit.
     fn commit(&self, m: MemberId, seq: u64) -> Result<Option<StoredCommit>, Self::Error>;
+    /// Whether any of commits `first..=last` of `m` is in the columnar form (a bundle that
+    /// carries one is version 11).
+    fn columnar_in(&self, m: MemberId, first: u64, last: u64) -> Result<bool, Self::Error> {
+        for seq in first..=last {
+            if self
+                .commit(m, seq)?
+                .is_some_and(|c| c.form == Form::Columnar)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
     /// The chain hash after one stored commit.
     fn commit_hash(&self, m: MemberId, seq: u64) -> Result<Option<Hash>, Self::Error>;
     /// The clock of one stored commit.
@@ -210,13 +235,13 @@ pub trait Storage {
     /// Forgets the stashed runs kept before `before_ms`, and returns them.
     fn expire_stash(&mut self, before_ms: u64) -> Result<Vec<StashedRun>, Self::Error>;
     /// Keeps one commit of a stashed run.
-    fn stash_commit(&mut self, run: u64, seq: u64, bytes: &[u8]) -> Result<(), Self::Error>;
+    fn stash_commit(&mut self, run: u64, seq: u64, c: &CommitBytes) -> Result<(), Self::Error>;
     /// Sets the proof of a stashed run (at its last commit).
     fn set_stash_proof(&mut self, run: u64, proof: &Proof) -> Result<(), Self::Error>;
     /// The stashed runs of `author`.
     fn stashed_runs(&self, author: MemberId) -> Result<Vec<StashedRun>, Self::Error>;
     /// One commit of a stashed run.
-    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn stashed_commit(&self, run: u64, seq: u64) -> Result<Option<CommitBytes>, Self::Error>;
     /// Forgets a stashed run and its commits.
     fn drop_stashed(&mut self, run: u64) -> Result<(), Self::Error>;
     /// Authors with stashed runs, and how many commits those hold.

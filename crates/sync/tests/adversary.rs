@@ -109,6 +109,7 @@ fn self_evidence(node: &SimNode, base: u64) -> ForkEvidence {
             commits: vec![ByteBuf::from(c.to_vec())],
             digest: None,
             sig: node.secret.sign(&head_message(ds, me, base + 1, &h, None)),
+            columnar: Vec::new(),
         }
     };
     ForkEvidence {
@@ -252,13 +253,13 @@ fn head_form_evidence_cannot_move_the_fork_point_before_the_signed_head() {
         author: A,
         base: 0,
         base_hash: chain_root(hq.engine.dataset, A),
-        a: Branch {
-            commits: (1..=3)
-                .map(|s| ByteBuf::from(hq.store.commit(A, s).unwrap().unwrap().bytes))
+        a: Branch::new(
+            (1..=3)
+                .map(|s| hq.store.commit(A, s).unwrap().unwrap().body())
                 .collect(),
-            digest: p1.digest,
-            sig: p1.sig,
-        },
+            p1.digest,
+            p1.sig,
+        ),
         b: Other::Head {
             seq: 3,
             hash: hash_of(&b, A, 3),

@@ -876,3 +876,201 @@ fn a_grant_made_by_a_member_or_an_outsider_gives_nobody_a_key() {
     );
     assert_eq!(a.listing(), before);
 }
+
+/// `n` visits for one commit.
+fn visits(from: usize, n: usize) -> Vec<(String, Vec<Op>)> {
+    (from..from + n)
+        .map(|i| {
+            (
+                format!("v-{i:05}"),
+                vec![
+                    set("village", Value::Str(["Obunga", "Nyalenda"][i % 2].into())),
+                    set("age_years", Value::Int(20 + i as i64 % 50)),
+                    set(
+                        "visit_date",
+                        Value::Str(format!("2026-11-{:02}", 1 + i % 28)),
+                    ),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// The version byte of a bundle and the item kinds of its commits (true: columnar).
+fn version_and_forms(bytes: &[u8], key: &DatasetKey) -> (u8, Vec<bool>) {
+    let mut r = BundleReader::open(bytes).unwrap().decrypt(key).unwrap();
+    let mut forms = Vec::new();
+    while let Some(item) = r.next_item().unwrap() {
+        match item {
+            Item::Commit(_) => forms.push(false),
+            Item::ColumnarCommit(_) => forms.push(true),
+            _ => {}
+        }
+    }
+    (r.version(), forms)
+}
+
+/// Mixed fleets (SPEC §17.2): HQ writes a commit of many records in the row form while a
+/// member has not said it reads version 11, and in the columnar form once every member
+/// has; a bundle carries columnar commits only as version 11; a relay passes them on in
+/// their form, and every laptop ends with the same records.
+#[test]
+fn columnar_commits_wait_for_every_member_and_travel_unchanged_through_relays() {
+    let (mut hq, mut a, mut b) = three();
+    let key = hq.key.current().1.clone();
+    // Only HQ and clinic-a say they read version 11: HQ's bulk commit stays a row commit.
+    hq.announce_reads(T0 + 100);
+    a.announce_reads(T0 + 101);
+    hq.ingest(&a.bundle(&[])).unwrap();
+    hq.write_many("visits", visits(0, 40), T0 + 200);
+    let row = hq.bundle(&[]);
+    let (version, forms) = version_and_forms(&row, &key);
+    assert!(version < ferry_bundle::VERSION_COLUMNS, "version {version}");
+    assert!(forms.iter().all(|c| !c), "{forms:?}");
+    // Clinic-b says so too; once HQ has applied that, its next bulk commit is columnar.
+    b.announce_reads(T0 + 300);
+    hq.ingest(&b.bundle(&[])).unwrap();
+    let before = hq.store.stored().unwrap().get(MemberId::ADMIN);
+    hq.write_many("visits", visits(40, 40), T0 + 400);
+    // A one-record commit stays a row commit.
+    hq.write(
+        "visits",
+        "v-00001",
+        vec![set("age_years", Value::Int(7))],
+        T0 + 500,
+    );
+    let forms_at =
+        |n: &SimNode, m: MemberId, seq: u64| n.store.commit(m, seq).unwrap().unwrap().form;
+    use ferry_model::commit::Form;
+    assert_eq!(forms_at(&hq, MemberId::ADMIN, before + 1), Form::Columnar);
+    assert_eq!(forms_at(&hq, MemberId::ADMIN, before + 2), Form::Row);
+    let bulk = hq.bundle(&[]);
+    let (version, forms) = version_and_forms(&bulk, &key);
+    assert_eq!(version, ferry_bundle::VERSION_COLUMNS);
+    assert_eq!(forms.iter().filter(|c| **c).count(), 1, "{forms:?}");
+    // Clinic-a gets it from HQ and relays HQ's commits to clinic-b, which has nothing of
+    // HQ's since the joins: the relayed run keeps the columnar commit as HQ wrote it.
+    a.ingest(&bulk).unwrap();
+    assert_eq!(forms_at(&a, MemberId::ADMIN, before + 1), Form::Columnar);
+    let head = hq.store.stored().unwrap().get(MemberId::ADMIN);
+    let relayed = a.bundle_with(&[
+        Coverage {
+            author: MemberId::ADMIN,
+            first: b.store.stored().unwrap().get(MemberId::ADMIN) + 1,
+            last: head,
+        },
+        Coverage {
+            author: a.me(),
+            first: b.store.stored().unwrap().get(a.me()) + 1,
+            last: a.store.stored().unwrap().get(a.me()),
+        },
+    ]);
+    assert_eq!(
+        version_and_forms(&relayed, &key).0,
+        ferry_bundle::VERSION_COLUMNS
+    );
+    b.ingest(&relayed).unwrap();
+    assert_eq!(forms_at(&b, MemberId::ADMIN, before + 1), Form::Columnar);
+    assert_eq!(
+        b.store
+            .commit(MemberId::ADMIN, before + 1)
+            .unwrap()
+            .unwrap()
+            .bytes,
+        hq.store
+            .commit(MemberId::ADMIN, before + 1)
+            .unwrap()
+            .unwrap()
+            .bytes
+    );
+    assert_eq!(a.listing(), hq.listing());
+    assert_eq!(b.listing(), hq.listing());
+    assert_eq!(b.listing().len(), 80);
+}
+
+/// A relay (or anyone on the way) that re-encodes a columnar commit in the row form, or
+/// passes its bytes off as a row commit, breaks the author's signature: the bundle is
+/// refused, and the honest copy still applies afterwards.
+#[test]
+fn a_columnar_commit_passed_off_in_the_other_form_is_refused() {
+    let (mut hq, mut a, mut b) = three();
+    for n in [&mut hq, &mut a, &mut b] {
+        n.announce_reads(T0 + 100);
+    }
+    hq.ingest(&a.bundle(&[])).unwrap();
+    hq.ingest(&b.bundle(&[])).unwrap();
+    hq.write_many("visits", visits(0, 20), T0 + 200);
+    let honest = hq.bundle(&[]);
+    let key = hq.key.current().1.clone();
+    // Clinic-a relays to clinic-b, but rewrites the columnar item as a row item of the same
+    // bytes, and (as a member) signs its own bundle validly.
+    a.ingest(&honest).unwrap();
+    let head = hq.store.stored().unwrap().get(MemberId::ADMIN);
+    let have = b.store.stored().unwrap().get(MemberId::ADMIN);
+    let relayed = a.bundle_with(&[
+        Coverage {
+            author: MemberId::ADMIN,
+            first: have + 1,
+            last: head,
+        },
+        Coverage {
+            author: a.me(),
+            first: b.store.stored().unwrap().get(a.me()) + 1,
+            last: a.store.stored().unwrap().get(a.me()),
+        },
+    ]);
+    // Untouched, the relay is taken (so what follows is refused for the rewrite alone).
+    let mut check = b.clone();
+    check.ingest(&relayed).unwrap();
+    assert_eq!(check.store.stored().unwrap().get(MemberId::ADMIN), head);
+    let mut r = BundleReader::open(&relayed[..])
+        .unwrap()
+        .decrypt(&key)
+        .unwrap();
+    let mut items = Vec::new();
+    while let Some(i) = r.next_item().unwrap() {
+        items.push(match i {
+            Item::ColumnarCommit(b) => Item::Commit(b),
+            other => other,
+        });
+    }
+    // Sealed and signed by clinic-a over its own head: only HQ's proof can catch it.
+    let header = ferry_bundle::Header::new(hq.engine.dataset, a.me(), [7; 16]);
+    let options = ferry_bundle::WriteOptions {
+        version: r.version(),
+        ..Default::default()
+    };
+    let mut w = ferry_bundle::BundleWriter::new(Vec::new(), &header, &key, options).unwrap();
+    for i in &items {
+        w.push(i).unwrap();
+    }
+    let own = a.store.stored().unwrap().get(a.me());
+    let hash = a.store.commit_hash(a.me(), own).unwrap().unwrap();
+    let (forged, _) = w
+        .finish(|d| {
+            a.secret.sign(&ferry_model::crypto::head_message(
+                hq.engine.dataset,
+                a.me(),
+                own,
+                &hash,
+                Some(d),
+            ))
+        })
+        .unwrap();
+    let before = b.listing();
+    let report = applied(b.ingest_or_fail(&forged).unwrap());
+    assert!(
+        report
+            .skipped_runs
+            .iter()
+            .any(|(c, _)| c.author == MemberId::ADMIN),
+        "{report:?}"
+    );
+    assert_eq!(b.listing(), before, "nothing of the rewritten run applies");
+    assert_eq!(b.store.stored().unwrap().get(MemberId::ADMIN), have);
+    // The honest bundle still applies.
+    b.ingest(&honest).unwrap();
+    assert_eq!(b.listing(), hq.listing());
+    assert_eq!(b.listing().len(), 20);
+    let _ = RunProof::Sender;
+}

@@ -38,6 +38,7 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     let mut writes = 0;
     let (mut forgeries, mut refused, mut equal_values) = (0, 0, 0);
     let (mut ghosts, mut revivals, mut restores, mut snapshots) = (0, 0, 0, 0);
+    let mut columnar = 0;
     let mut forks = std::collections::BTreeMap::new();
     let (mut refused_removed, mut past_cutoff) = (0, 0);
     let (mut role_moves, mut several_admins) = (0, 0);
@@ -50,6 +51,7 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
                 refused += o.refused;
                 ghosts += o.ghosts;
                 revivals += o.revivals;
+                columnar += o.columnar;
                 restores += o.restores;
                 snapshots += o.snapshots;
                 *forks.entry(format!("{:?}", o.fork)).or_insert(0u32) += 1;
@@ -63,7 +65,7 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     }
     println!("forgeries delivered {forgeries}, refused outright {refused}; forks: {forks:?}");
     println!(
-        "ghosts shown at the end {ghosts}, revivals {revivals}, restores {restores}, snapshots installed {snapshots}"
+        "ghosts shown at the end {ghosts}, revivals {revivals}, restores {restores}, snapshots installed {snapshots}, columnar commits {columnar}"
     );
     println!(
         "removals: bundles of removed members refused {refused_removed}; members that applied a removed member's changes past its cutoff before the removal reached them {past_cutoff}"
@@ -85,6 +87,9 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     // The delete-vs-edit rules were exercised, not only present.
     assert!(ghosts > 100, "only {ghosts} ghosts showed at the end");
     assert!(revivals > 5, "only {revivals} writes revived a record");
+    // Mixed fleets: columnar commits were written once every member had said it reads them,
+    // and crossed relays, stashes, snapshots and forks with the rest.
+    assert!(columnar > 250, "only {columnar} commits were columnar");
     assert!(
         restores > 20,
         "only {restores} deleted records were restored"

@@ -12,7 +12,7 @@
 use ferry_bundle::{
     BundleError, BundleReader, BundleWriter, DatasetKey, Header, Item, RunProof, WriteOptions,
 };
-use ferry_model::commit::{ChainContext, CommitError, chain_next, chain_root};
+use ferry_model::commit::{ChainContext, CommitBytes, CommitError, Form, chain_next, chain_root};
 use ferry_model::crypto::{PublicKey, SecretKey, head_message};
 use ferry_model::record::{Entry, Ghost, Sibling};
 use ferry_model::{
@@ -618,7 +618,220 @@ fn generate() -> Vec<Vector> {
         &[("reason", "unsupported-version".to_string())],
         ten,
     );
+    // Version 11 (SPEC §17): commits of many records in the columnar form.
+    let columnar = columnar_admin();
+    let v11 = export(&columnar, 11, KEY, ADMIN);
+    assert_eq!(v11[1], ferry_bundle::VERSION_COLUMNS);
+    with(
+        "v11-columnar",
+        common(
+            "success",
+            "version 11: the admin's genesis (row form) and two columnar commits: 20 visits with texts, dates, integers, decimals, booleans, nulls and bytes in two shapes, then 16 visits changed by incr, add, remove and delete interleaved with 16 households (two blocks)",
+        ),
+        &[("commits", "1:1-3".into())],
+        v11.clone(),
+    );
+    let mut twelve = v11.clone();
+    twelve[1] = 12;
+    with(
+        "unknown-version-12",
+        common(
+            "version failure",
+            "the bundle of v11-columnar with the version byte 12",
+        ),
+        &[("reason", "unsupported-version".to_string())],
+        twelve,
+    );
+    // Plaintext version 11 bundles of the admin's commits, validly signed over what they
+    // carry: (commit bytes, item kind) for commits 1.. .
+    let signed_run = |salt: u8, commits: &[(Vec<u8>, bool)]| {
+        let mut ctx = ChainContext::new(DATASET, MemberId::ADMIN);
+        let mut hash = ctx.hash;
+        let mut items = vec![
+            Item::Receipt(
+                [(MemberId::ADMIN, commits.len() as u64)]
+                    .into_iter()
+                    .collect(),
+            ),
+            Item::Run {
+                author: MemberId::ADMIN,
+                first: 1,
+                count: commits.len() as u64,
+                proof: RunProof::Sender,
+            },
+        ];
+        for (seq, (bytes, columnar)) in commits.iter().enumerate() {
+            let form = if *columnar { Form::Columnar } else { Form::Row };
+            hash = ferry_model::commit::chain_next_as(form, &hash, seq as u64 + 1, bytes);
+            items.push(match columnar {
+                true => Item::ColumnarCommit(bytes.clone()),
+                false => Item::Commit(bytes.clone()),
+            });
+        }
+        ctx.hash = hash;
+        plain_bundle_version(
+            ferry_bundle::VERSION_COLUMNS,
+            1,
+            salt,
+            0,
+            &encode(&items),
+            commits.len() as u64,
+            &ctx.hash,
+            ADMIN,
+        )
+    };
+    let c = |seq| {
+        columnar
+            .commit(MemberId::ADMIN, seq)
+            .unwrap()
+            .unwrap()
+            .bytes
+    };
+    with(
+        "v11-columnar-commit-1",
+        common(
+            "commit failure",
+            "a plaintext version 11 bundle whose commit 1 (the admin's genesis) is carried as a columnar commit (item kind 7)",
+        ),
+        &[("reason", "columnar".to_string())],
+        signed_run(0x61, &[(c(1), true)]),
+    );
+    with(
+        "v11-columnar-as-row",
+        common(
+            "commit failure",
+            "a plaintext version 11 bundle carrying v11-columnar's columnar commit 2 as a row commit (item kind 3), signed over the row chain: read as a row commit, its bytes end long before the columnar blocks do",
+        ),
+        &[("reason", "trailing-bytes".to_string())],
+        signed_run(0x62, &[(c(1), false), (c(2), false)]),
+    );
+    let mut trailing = c(2);
+    trailing.push(0);
+    with(
+        "v11-columnar-trailing-byte",
+        common(
+            "commit failure",
+            "a plaintext version 11 bundle whose columnar commit 2 has a byte after its last block, validly signed",
+        ),
+        &[("reason", "trailing-bytes".to_string())],
+        signed_run(0x63, &[(c(1), false), (trailing, true)]),
+    );
+    let bad_format = Header {
+        epoch: 1,
+        grant: vec![0; 100],
+        grant_format: 7,
+        ..Header::new(DATASET, MemberId::ADMIN, [9; 16])
+    };
+    let mut bad_format = bad_format.encode_version(false, ferry_bundle::VERSION_COLUMNS);
+    bad_format.extend([0u8; 80]);
+    with(
+        "v11-grant-format",
+        common(
+            "header failure",
+            "version 11 names key epoch 1 and a grant whose format byte is 7 (only 5 and 9 exist)",
+        ),
+        &[("reason", "bad-header".to_string())],
+        bad_format,
+    );
     out
+}
+
+/// The admin's replica whose commits 2 and 3 are columnar: its `_members/1` says it reads
+/// version 11 (it is the only member), and each writes at least 16 records of a collection.
+fn columnar_admin() -> MemStorage {
+    let e = engine();
+    let mut st = MemStorage::default();
+    e.commit_local(
+        &mut st,
+        vec![
+            Change::Genesis {
+                name: "vector dataset".into(),
+                label: "hq".into(),
+                admin_key: SecretKey::from_bytes(ADMIN).public(),
+            },
+            Change::Record {
+                collection: "_members".into(),
+                id: "1".into(),
+                ops: vec![Op::Set("reads".into(), Value::Int(11))],
+            },
+        ],
+        T0,
+    )
+    .unwrap();
+    let visits: Vec<Change> = (0..20)
+        .map(|i| {
+            let mut ops = vec![
+                Op::Set(
+                    "patient_id".into(),
+                    Value::Str(format!("p-{:06}", 4512 + i * 7)),
+                ),
+                Op::Set(
+                    "visit_date".into(),
+                    Value::Str(format!("2026-11-{:02}", 1 + i % 28)),
+                ),
+                Op::Set(
+                    "village".into(),
+                    Value::Str(["Kisumu Ndogo", "Obunga", "Nyalenda"][i % 3].into()),
+                ),
+                Op::Set("age_years".into(), Value::Int(20 + (i as i64 * 13 % 50))),
+                Op::Set(
+                    "weight_kg".into(),
+                    Value::Float(61.5 + (i % 7) as f64 * 0.25),
+                ),
+                Op::Set("followup".into(), Value::Bool(i % 3 == 0)),
+                Op::Set(
+                    "note".into(),
+                    match i % 4 {
+                        0 => Value::Null,
+                        _ => Value::Str(format!("seen by nurse {}", i % 5)),
+                    },
+                ),
+            ];
+            if i % 5 == 0 {
+                ops.push(Op::Set(
+                    "photo_hash".into(),
+                    Value::Bytes(ferry_sync::sim::SplitMix(i as u64).bytes::<8>().to_vec()),
+                ));
+            }
+            Change::Record {
+                collection: "visits".into(),
+                id: format!("v-2026-{:06}", 123 + i),
+                ops,
+            }
+        })
+        .collect();
+    e.commit_local(&mut st, visits, T0 + 1000).unwrap();
+    let mut mixed = Vec::new();
+    for i in 0..16 {
+        let ops = match i % 4 {
+            0 => vec![Op::Incr("doses".into(), 1 + i as i64)],
+            1 => vec![Op::Add("tags".into(), format!("t{}", i % 3))],
+            2 => vec![
+                Op::Remove("tags".into(), "t0".into()),
+                Op::Incr("doses".into(), -2),
+            ],
+            _ => vec![Op::Delete],
+        };
+        mixed.push(Change::Record {
+            collection: "visits".into(),
+            id: format!("v-2026-{:06}", 123 + i),
+            ops,
+        });
+        mixed.push(Change::Record {
+            collection: "households".into(),
+            id: format!("h-{:03}", i),
+            ops: vec![
+                Op::Set("size".into(), Value::Int(2 + i as i64 % 6)),
+                Op::Set("head".into(), Value::Str(format!("head {i}"))),
+            ],
+        });
+    }
+    e.commit_local(&mut st, mixed, T0 + 2000).unwrap();
+    for seq in [2, 3] {
+        let c = st.commit(MemberId::ADMIN, seq).unwrap().unwrap();
+        assert_eq!(c.form, Form::Columnar, "commit {seq}");
+    }
+    st
 }
 
 /// The device secret of vector member `m` (test keys, published on purpose).
@@ -1743,6 +1956,7 @@ fn failure(e: &IngestError<MemError>) -> (&'static str, &'static str) {
                 CommitError::BadRecordId => "record-id",
                 CommitError::BadMembership(_) => "membership",
                 CommitError::BadValue => "value",
+                CommitError::Columnar(_) => "columnar",
                 _ => "other",
             },
         ),
@@ -1967,11 +2181,11 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
     let mut runs: Vec<(MemberId, u64, u64, RunProof, Vec<Json>)> = Vec::new();
     let decode = |author: MemberId,
                   ctx: &mut ChainContext,
-                  bytes: &[u8],
+                  bytes: &CommitBytes,
                   keys: &mut HashMap<MemberId, PublicKey>,
                   hashes: &mut HashMap<(MemberId, u64), Hash>| {
         let c = ctx
-            .decode(bytes)
+            .decode_bytes(bytes)
             .expect("a success vector's commits decode");
         if c.seq == 1 {
             if let Some(k) = first_key(&c, dataset, &admin) {
@@ -2005,6 +2219,7 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
                 first,
             } => {
                 let mut ctx = ChainContext::new(dataset, author);
+                let first = CommitBytes::row(first);
                 let first_json = decode(author, &mut ctx, &first, &mut keys, &mut hashes);
                 hashes.insert((author, seq), hash);
                 contexts.insert(
@@ -2048,12 +2263,20 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
                 }
                 runs.push((author, first, count, proof, Vec::new()));
             }
-            Item::Commit(bytes) => {
+            item @ (Item::Commit(_) | Item::ColumnarCommit(_)) => {
+                let bytes = match item {
+                    Item::Commit(b) => CommitBytes::row(b),
+                    Item::ColumnarCommit(b) => CommitBytes {
+                        form: Form::Columnar,
+                        bytes: b,
+                    },
+                    _ => unreachable!(),
+                };
                 let (author, first, _, _, commits) = runs.last_mut().unwrap();
                 let seq = *first + commits.len() as u64;
                 let j = match contexts.get_mut(author) {
                     Some(ctx) => decode(*author, ctx, &bytes, &mut keys, &mut hashes),
-                    None => json!({"author": author.0, "seq": seq, "bytes": hex(&bytes)}),
+                    None => json!({"author": author.0, "seq": seq, "bytes": hex(&bytes.bytes)}),
                 };
                 commits.push(j);
             }
@@ -2461,6 +2684,9 @@ fn wire_format_source() -> String {
         "crates/model/src/commit.rs",
         // The limits of SPEC §8 as decoding enforces them.
         "crates/model/src/bounded.rs",
+        // The columnar form and its column codecs (SPEC §17).
+        "crates/model/src/commit/columnar.rs",
+        "crates/model/src/columns.rs",
     ];
     let marked = [
         "crates/bundle/src/lib.rs",

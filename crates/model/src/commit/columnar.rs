@@ -1,6 +1,6 @@
-//! The columnar form of a commit (bundles/DRAFT-v2.md §4; not yet written in bundles): the
-//! same fields as the row form up to the name table, the membership change of a commit 1,
-//! then the record changes one *block* per collection, column by column.
+//! The columnar form of a commit (bundles/SPEC.md §17): the same fields as the row form up
+//! to the name table, an empty membership change (a commit 1 is never columnar), then the
+//! record changes one *block* per collection, column by column.
 //!
 //! ```text
 //! columnar = postcard(Head) ‖ varint(blocks) ‖ block…
@@ -553,6 +553,15 @@ mod tests {
         let (mut row_r, mut col_r) = (row_w.clone(), col_w.clone());
         for c in &commits {
             let row = row_w.encode_as(c, Form::Row).unwrap();
+            if c.seq == 1 {
+                // A commit 1 (genesis or join) is never columnar, either way.
+                assert!(col_w.clone().encode_as(c, Form::Columnar).is_err());
+                assert!(col_r.clone().decode_as(&row, Form::Columnar).is_err());
+                col_w.encode_as(c, Form::Row).unwrap();
+                row_r.decode_as(&row, Form::Row).unwrap();
+                col_r.decode_as(&row, Form::Row).unwrap();
+                continue;
+            }
             let col = col_w.encode_as(c, Form::Columnar).unwrap();
             let from_row = row_r.decode_as(&row, Form::Row).unwrap();
             let from_col = col_r.decode_as(&col, Form::Columnar).unwrap();
