@@ -162,11 +162,13 @@ fn a_second_admin_invites_offline_and_runs_the_dataset_while_the_founder_is_away
     for l in [&c, &d, &e] {
         assert!(epoch_key_of(l, 1, 2).is_some(), "{}", l.home.display());
     }
-    // What clinic-c writes now is sealed under clinic-a's key, in version 9.
+    // What clinic-c writes now is sealed under clinic-a's key: version 11 (every laptop here
+    // reads it), whose grant, if any, is a version 9 grant.
     c.ok(&["put", "visits", "c1", "village=Migori"]);
     let (_, bundle) = sync_writing(&c, &base.join("stick3"));
     let h = head(&bundle);
-    assert_eq!((h.version, h.epoch, h.signer), (9, 1, 2), "{h:?}");
+    assert_eq!((h.version, h.epoch, h.signer), (11, 1, 2), "{h:?}");
+    assert!(h.grant == 0 || h.grant_format == 9, "{h:?}");
 
     // The founding laptop comes back: it learns of the removal (and refuses clinic-b's late
     // bundle, naming who removed it) and clinic-a's key, which it seals with from then on:

@@ -79,6 +79,8 @@ pub(crate) struct Head {
     pub signer: u64,
     /// The length of the grant it carries.
     pub grant: u64,
+    /// The grant's format: 5 or 9 (version 11 names it; 0 without a grant).
+    pub grant_format: u8,
 }
 
 fn leb(b: &[u8], i: &mut usize) -> u64 {
@@ -100,7 +102,7 @@ pub(crate) fn head(bundle: &Path) -> Head {
     let version = b[1];
     let mut i = 10; // magic, version, dataset id
     let sender = leb(&b, &mut i);
-    i += 16; // salt
+    i += if version >= 11 { 12 } else { 16 }; // salt
     let (epoch, signer, grant) = match version {
         5 | 7 => {
             let e = leb(&b, &mut i);
@@ -111,7 +113,22 @@ pub(crate) fn head(bundle: &Path) -> Head {
             let s = leb(&b, &mut i);
             (e, s, leb(&b, &mut i))
         }
+        // Version 11: nothing after epoch 0; a grant names its format first.
+        11 => match leb(&b, &mut i) {
+            0 => (0, 1, 0),
+            e => {
+                let s = leb(&b, &mut i);
+                let len = leb(&b, &mut i);
+                (e, s, len.saturating_sub(1))
+            }
+        },
         _ => (0, 1, 0),
+    };
+    let grant_format = match (version, grant) {
+        (_, 0) => 0,
+        (11, _) => b[i],
+        (9, _) => 9,
+        _ => 5,
     };
     Head {
         version,
@@ -119,6 +136,7 @@ pub(crate) fn head(bundle: &Path) -> Head {
         epoch,
         signer,
         grant,
+        grant_format,
     }
 }
 
@@ -395,7 +413,7 @@ fn the_removed_laptop_cannot_read_new_bundles_even_with_the_old_key() {
     let h = head(&bundle);
     assert_eq!(
         (h.version, h.sender, h.epoch),
-        (5, 1, 1),
+        (11, 1, 1),
         "version 5, from hq, key number 1: {h:?}"
     );
     assert!(h.grant > 0, "it carries the grant for clinic-a: {h:?}");
@@ -500,10 +518,7 @@ fn a_bundle_replayed_after_its_authors_removal() {
     b.ok(&["put", "visits", "b2", "village=Nyalenda"]);
     let (_, y) = sync_writing(&b, &base.join("b-stick"));
     let h = head(&y);
-    assert!(
-        h.version != 5 && h.epoch == 0,
-        "clinic-b still seals with the old key: {h:?}"
-    );
+    assert!(h.epoch == 0, "clinic-b still seals with the old key: {h:?}");
     for l in [&hq, &a] {
         let (out, err) = l.fails(&["import", s(&y)]);
         assert!(
@@ -537,7 +552,7 @@ fn a_removed_member_relaying_other_members_genuine_bundles_is_accepted() {
     a.ok(&["put", "visits", "a-relayed", "village=Obunga"]);
     let (_, from_a) = sync_writing(&a, &stick);
     let h = head(&from_a);
-    assert_eq!((h.version, h.sender, h.epoch), (5, 2, 1), "{h:?}");
+    assert_eq!((h.version, h.sender, h.epoch), (11, 2, 1), "{h:?}");
     // clinic-b writes its own bundle to a second stick and copies clinic-a's beside it.
     b.ok(&["put", "visits", "b-after", "age=1"]);
     let second = base.join("second-stick");
@@ -602,8 +617,7 @@ fn rekey_round(lagging: bool) {
     a.ok(&["put", "visits", "a-old", "age=1"]);
     let (_, a_old) = sync_writing(&a, &stick);
     let h = head(&a_old);
-    assert_ne!(h.version, 5, "{h:?}");
-    assert_eq!(h.epoch, 0);
+    assert_eq!(h.epoch, 0, "{h:?}");
 
     if lagging {
         hq.ok(&["put", "visits", "h-pre", "age=0"]);
@@ -621,7 +635,7 @@ fn rekey_round(lagging: bool) {
     b.ok(&["put", "visits", "b-unaware", "age=2"]);
     let (out, b_old) = sync_writing(&b, &stick);
     assert!(out.contains("from clinic-a"), "{out}");
-    assert_ne!(head(&b_old).version, 5);
+    assert_eq!(head(&b_old).epoch, 0);
 
     hq.ok(&["put", "visits", "h-new", "age=3"]);
     let (out, h_new) = sync_writing(&hq, &stick);
@@ -634,9 +648,13 @@ fn rekey_round(lagging: bool) {
         );
     }
     let h = head(&h_new);
-    assert_eq!((h.version, h.sender, h.epoch), (5, 1, 1), "{h:?}");
+    assert_eq!((h.version, h.sender, h.epoch), (11, 1, 1), "{h:?}");
     assert!(!opens_with(&h_new, &DatasetKey(dataset_key(&hq))));
     assert!(h.grant > 0, "the grant travels with hq's bundle: {h:?}");
+    assert_eq!(
+        h.grant_format, 5,
+        "member 1's grant of its own epoch is a version 5 grant"
+    );
 
     // One round.
     for l in [&a, &b, &hq, &a, &b] {
@@ -662,7 +680,7 @@ fn rekey_round(lagging: bool) {
         l.ok(&["put", "visits", &format!("new-{n}"), "age=4"]);
         let (_, f) = sync_writing(l, &stick);
         let h = head(&f);
-        assert_eq!((h.version, h.sender, h.epoch), (5, n, 1), "{h:?}");
+        assert_eq!((h.version, h.sender, h.epoch), (11, n, 1), "{h:?}");
     }
     exchange(&[&hq, &a, &b], &stick);
     for l in [&a, &b] {
@@ -745,7 +763,7 @@ fn a_laptop_invited_after_a_removal_reads_old_and_new_bundles() {
     d.ok(&["put", "visits", "d0", "age=5"]);
     let (_, f) = sync_writing(&d, &stick);
     let h = head(&f);
-    assert_eq!((h.version, h.sender, h.epoch), (5, 4, 1), "{h:?}");
+    assert_eq!((h.version, h.sender, h.epoch), (11, 4, 1), "{h:?}");
     exchange(&[&hq, &a], &stick);
     assert!(a.list("visits").contains("d0"));
     assert_eq!(a.list("visits"), hq.list("visits"));
@@ -786,8 +804,8 @@ fn a_laptop_invited_before_a_removal_and_joining_after_gets_the_new_key() {
     let (out, wider) = sync_writing(&hq, &stick);
     assert!(out.contains("from clinic-c"), "{out}");
     let h = head(&wider);
-    assert_eq!((h.version, h.epoch), (5, 1), "{h:?}");
-    assert!(h.grant > 0, "{h:?}");
+    assert_eq!((h.version, h.epoch), (11, 1), "{h:?}");
+    assert!(h.grant > 0 && h.grant_format == 5, "{h:?}");
     let (code, out) = sync(&c, &stick);
     assert_eq!(code, 0, "{out}");
     assert_eq!(
@@ -825,7 +843,7 @@ fn the_admins_bundle_is_read_first_even_when_it_carries_a_grant() {
     hq.ok(&["put", "visits", "h1", "age=1"]);
     let (_, from_hq) = sync_writing(&hq, &stick);
     let h = head(&from_hq);
-    assert_eq!((h.version, h.sender, h.epoch), (5, 1, 1), "{h:?}");
+    assert_eq!((h.version, h.sender, h.epoch), (11, 1, 1), "{h:?}");
     assert!(
         h.grant > 64,
         "the header with its grant is longer than 64 bytes: {h:?}"

@@ -63,7 +63,15 @@ fn has_signer(version: u8) -> bool {
     matches!(version, crate::VERSION_KEYS | VERSION_COLUMNS)
 }
 
-/// The plaintext start of a bundle: what a reader needs before it can decrypt (27–31 bytes).
+/// How many salt bytes a header of format `version` holds: 16, and 12 from version 11
+/// (2⁴⁸ bundles before two are likely to share one; bundles/SPEC.md §17). The bytes a
+/// shorter salt leaves out are zero in [`Header::salt`] once read.
+pub fn salt_len(version: u8) -> usize {
+    if version >= VERSION_COLUMNS { 12 } else { 16 }
+}
+
+/// The plaintext start of a bundle: what a reader needs before it can decrypt (24–31 bytes,
+/// and a grant).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     /// The dataset the bundle belongs to.
@@ -142,9 +150,13 @@ impl Header {
         out.push(version);
         out.extend_from_slice(&self.dataset.0);
         varint(&mut out, self.sender.0 as u64);
-        out.extend_from_slice(&self.salt);
+        out.extend_from_slice(&self.salt[..salt_len(version)]);
         if has_epoch(version) {
             varint(&mut out, self.epoch as u64);
+            // Version 11 says nothing more of epoch 0: member 1's, without a grant.
+            if version == VERSION_COLUMNS && self.epoch == 0 {
+                return out;
+            }
             if has_signer(version) {
                 varint(&mut out, self.signer.0 as u64);
             }
@@ -204,12 +216,14 @@ impl Header {
         };
         let sender = varint32(&mut byte)?;
         let mut salt = [0u8; 16];
-        for b in &mut salt {
+        for b in &mut salt[..salt_len(v)] {
             *b = byte()?;
         }
         let (mut epoch, mut signer, mut len) = (0, 1, 0);
         if has_epoch(v) {
             epoch = varint32(&mut byte)?;
+        }
+        if has_epoch(v) && !(v == VERSION_COLUMNS && epoch == 0) {
             if has_signer(v) {
                 signer = varint32(&mut byte)?;
             }
@@ -303,6 +317,66 @@ mod tests {
             let (back, raw) = Header::read(&mut &bytes[..]).unwrap();
             assert_eq!((back, raw), (h, bytes));
         }
+    }
+
+    /// Version 11 names its grant's own format, so a bundle that must carry columnar
+    /// commits can carry member 1's version 5 grant as well as a version 9 one; versions
+    /// 5, 7 and 9 keep theirs implied.
+    #[test]
+    fn a_version_11_header_names_its_grants_format() {
+        // (Version 11 keeps 12 salt bytes.)
+        let mut salt = [7u8; 16];
+        salt[12..].fill(0);
+        for format in [crate::VERSION_EPOCHS, crate::VERSION_KEYS] {
+            let h = Header {
+                epoch: 2,
+                signer: MemberId(if format == crate::VERSION_KEYS { 3 } else { 1 }),
+                grant: vec![0x5a; 40],
+                grant_format: format,
+                ..Header::new(DatasetId([1; 8]), MemberId(4), salt)
+            };
+            let bytes = h.encode_version(false, VERSION_COLUMNS);
+            let (back, raw) = Header::read(&mut &bytes[..]).unwrap();
+            assert_eq!((back, raw), (h.clone(), bytes.clone()));
+            // The format byte sits first in the grant field; any other value is refused.
+            let at = bytes.len() - h.grant.len() - 1;
+            assert_eq!(bytes[at], format);
+            for other in [0u8, 1, 7, 11, 255] {
+                let mut bad = bytes.clone();
+                bad[at] = other;
+                assert!(matches!(
+                    Header::read(&mut &bad[..]),
+                    Err(BundleError::BadHeader)
+                ));
+            }
+        }
+        // Epoch 0 is one byte: no signer, no grant, no format.
+        let h = Header::new(DatasetId([1; 8]), MemberId(4), salt);
+        let bytes = h.encode_version(true, VERSION_COLUMNS);
+        assert_eq!(bytes.len(), 2 + 8 + 1 + 12 + 1);
+        assert_eq!(h.encode_version(true, VERSION).len(), 27);
+        assert_eq!(Header::read(&mut &bytes[..]).unwrap().0, h);
+        // A 16-byte salt is written as its first 12 bytes.
+        let long = Header::new(DatasetId([1; 8]), MemberId(4), [7; 16]);
+        assert_eq!(long.encode_version(true, VERSION_COLUMNS), bytes);
+        // Epoch 1 of member 1 without a grant names its signer and an empty grant.
+        let e1 = Header {
+            epoch: 1,
+            ..h.clone()
+        };
+        let b1 = e1.encode_version(false, VERSION_COLUMNS);
+        assert_eq!(b1.len(), 24 + 2);
+        assert_eq!(Header::read(&mut &b1[..]).unwrap().0, e1);
+        // A version 9 header's grant is a version 9 grant, read as such.
+        let h9 = Header {
+            epoch: 1,
+            signer: MemberId(2),
+            grant: vec![1; 10],
+            grant_format: crate::VERSION_KEYS,
+            ..Header::new(DatasetId([1; 8]), MemberId(4), [7; 16])
+        };
+        let b9 = h9.encode_version(false, crate::VERSION_KEYS);
+        assert_eq!(Header::read(&mut &b9[..]).unwrap().0, h9);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub enum BundleError {
     NotABundle,
     /// The bundle uses a format version this build does not know.
     #[error(
-        "bundle format version {0} is not supported by this ferry (it reads versions 1, 3 and 5); upgrade ferry"
+        "bundle format version {0} is not supported by this ferry (it reads versions 1, 3, 5, 7, 9 and 11): it was made by a newer ferry; update ferry on this laptop"
     )]
     UnsupportedVersion(u8),
     /// The header ended early or is malformed.

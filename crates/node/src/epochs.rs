@@ -1061,7 +1061,8 @@ mod tests {
             b.removed_here().unwrap().is_some(),
             "clinic-b is told it was removed"
         );
-        // What clinic-c writes is version 9, sealed under clinic-a's epoch.
+        // What clinic-c writes is sealed under clinic-a's epoch: version 11 (every laptop
+        // here reads it), carrying clinic-a's grant as a version 9 grant.
         let mut nine = 0;
         let mut dirs = vec![field.clone()];
         while let Some(d) = dirs.pop() {
@@ -1070,7 +1071,8 @@ mod tests {
                     dirs.push(f.path());
                 } else if let Some((h, v)) = crate::exchange::header_of_for_tests(&f.path()) {
                     if h.sender == MemberId(4) && h.epoch_id() == by_a {
-                        assert_eq!(v, ferry_bundle::VERSION_KEYS);
+                        assert_eq!(v, ferry_bundle::VERSION_COLUMNS);
+                        assert!(h.grant.is_empty() || h.grant_format == ferry_bundle::VERSION_KEYS);
                         nine += 1;
                     }
                 }

@@ -2621,8 +2621,8 @@ impl Engine {
         if crate::roles::any(store)? {
             version = ferry_bundle::VERSION_ADMINS;
         }
-        // Then what is held but not applied (pending), as ordinary runs: version 11 when
-        // they hold a columnar commit.
+        // Then what is held but not applied (pending), as ordinary runs. Version 11 when
+        // they hold a columnar commit, or once every member reads it (SPEC §17.2).
         let pending: Vec<ExportRun> = {
             let (stored, applied) = (st::<S, _>(store.stored())?, st::<S, _>(store.applied())?);
             stored
@@ -2635,7 +2635,7 @@ impl Engine {
                 })
                 .collect()
         };
-        if self.version_for_runs(store, &pending, version)? == ferry_bundle::VERSION_COLUMNS {
+        if self.columnar_in(store, &pending)? || self.everyone_reads_columns(store)? {
             version = ferry_bundle::VERSION_COLUMNS;
             options.version = version;
         }
@@ -2804,8 +2804,11 @@ impl Engine {
         signer: &SecretKey,
         mut options: WriteOptions,
     ) -> Res<(W, ExportReport), S> {
-        options.version = self.version_for_runs(store, runs, options.version)?;
-        if options.version == ferry_bundle::VERSION_COLUMNS {
+        let columnar = self.columnar_in(store, runs)?;
+        if columnar || self.everyone_reads_columns(store)? {
+            options.version = ferry_bundle::VERSION_COLUMNS;
+        }
+        if columnar {
             // Columnar commits are laid out for compression already: a fast level keeps them
             // smaller than row commits at level 17, at many times the speed (SPEC §17).
             options.level = options.level.min(COLUMNAR_LEVEL);
@@ -2820,19 +2823,14 @@ impl Engine {
         self.seal(store, w, &receipt, signer, report)
     }
 
-    /// Version 11 when one of `runs` holds a columnar commit (SPEC §17.2), else `version`.
-    fn version_for_runs<S: Storage>(
-        &self,
-        store: &S,
-        runs: &[ExportRun],
-        version: u8,
-    ) -> Res<u8, S> {
+    /// Whether one of `runs` holds a columnar commit (its bundle is version 11, SPEC §17.2).
+    fn columnar_in<S: Storage>(&self, store: &S, runs: &[ExportRun]) -> Res<bool, S> {
         for run in runs {
             if st::<S, _>(store.columnar_in(run.author, run.first, run.last))? {
-                return Ok(version.max(ferry_bundle::VERSION_COLUMNS));
+                return Ok(true);
             }
         }
-        Ok(version)
+        Ok(false)
     }
 
     /// The beginnings of chains a bundle carrying `runs` depends on that this node can
