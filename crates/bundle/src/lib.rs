@@ -48,7 +48,7 @@ pub use grant::{
 };
 pub use header::{
     DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_ADMINS,
-    VERSION_COLUMNS, VERSION_GHOSTS, carries_ghosts,
+    VERSION_COLUMNS, VERSION_GHOSTS, carries_ghosts, salt_len,
 };
 pub use item::{Item, RunProof};
 pub use reader::{BundleReader, Opener, Trailer};

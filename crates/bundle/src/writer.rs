@@ -20,6 +20,9 @@ const SMALL: usize = 16 * 1024;
 /// The largest zstd window (and match table) a streaming writer uses: 2^22 = 4 MiB.
 const STREAM_WINDOW_LOG: u32 = 22;
 
+/// The input each zstd worker compresses at a time, when there are workers.
+const STREAM_JOB: u32 = 2 << 20;
+
 // wire-format: begin
 /// The postcard variant index of `Item::Commit` (bundles/SPEC.md §4), for writing a large
 /// commit without copying it; a test checks it against postcard's own encoding.
@@ -230,6 +233,9 @@ impl<W: Write> BundleWriter<W> {
             enc.include_checksum(false)?;
             if self.options.workers > 0 {
                 enc.multithread(self.options.workers)?;
+                // Jobs of 2 MiB: the workers hold a few jobs each, not the 8 MiB jobs zstd
+                // picks at level 3, so a writer stays well under 64 MB.
+                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(STREAM_JOB))?;
             }
             // Levels 17 and up search a 8 MiB window through a 32 MiB match table; a 4 MiB
             // window and 16 MiB table keep a writer's memory under 100 MB even next to a

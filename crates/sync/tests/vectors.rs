@@ -2333,19 +2333,20 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
         "version": version,
         "dataset": hex(&header.dataset.0),
         "sender": sender.0,
-        "salt": hex(&header.salt),
+        "salt": hex(&header.salt[..ferry_bundle::salt_len(bytes[1])]),
     });
     let has_epoch = [
         ferry_bundle::VERSION_EPOCHS,
         ferry_bundle::VERSION_ADMINS,
         ferry_bundle::VERSION_KEYS,
+        ferry_bundle::VERSION_COLUMNS,
     ]
     .contains(&version);
     if has_epoch {
         header_json["epoch"] = json!(header.epoch);
         header_json["grant"] = Json::Null;
     }
-    if version == ferry_bundle::VERSION_KEYS {
+    if version >= ferry_bundle::VERSION_KEYS {
         header_json["signer"] = json!(header.signer.0);
     }
     if has_epoch && !header.grant.is_empty() {
@@ -2356,8 +2357,13 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
             Some(k) => Some(k),
             None => (s == MemberId::ADMIN).then_some(admin),
         };
-        let g = ferry_bundle::EpochGrant::from_bytes(&header.grant, dataset, version, key_of)
-            .expect("a success vector's grant");
+        let g = ferry_bundle::EpochGrant::from_bytes(
+            &header.grant,
+            dataset,
+            header.grant_format,
+            key_of,
+        )
+        .expect("a success vector's grant");
         header_json["grant"] = json!({
             "epoch": g.body.epoch,
             "admin_seq": g.body.admin_seq,
@@ -2367,7 +2373,10 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
             "members": g.body.wraps.iter().map(|w| w.member.0).collect::<Vec<_>>(),
             "signature": hex(&g.signature.0),
         });
-        if version == ferry_bundle::VERSION_KEYS {
+        if version == ferry_bundle::VERSION_COLUMNS {
+            header_json["grant"]["format"] = json!(header.grant_format);
+        }
+        if header.grant_format == ferry_bundle::VERSION_KEYS {
             // The epochs whose keys it carries, as the reader opened them.
             let member = MemberId(h["member"].parse().unwrap());
             let secret = SecretKey::from_bytes(unhex(&h["member-secret"]).try_into().unwrap());
