@@ -1,13 +1,13 @@
 #!/usr/bin/python3
-"""A second, independent decoder of ferry bundles (format versions 1, 3, 5, 7 and 9), written
-from bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
+"""A second, independent decoder of ferry bundles (format versions 1, 3, 5, 7, 9 and 11, whose
+columnar commits it decodes too), written from bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
 as JSON, in the form SPEC §12 defines; `crates/sync/tests/vectors.rs` checks that this is
 exactly what each vector pins.
 
     /usr/bin/python3 bundles/decoder/ferry_decode.py bundles/vectors/valid-one-record
 
 It reads sealed bundles with the dataset key the vector names (under a later key epoch, in
-versions 5, 7 and 9, with the key the header's grant seals to the member the vector names; a
+versions 5 and up, with the key the header's grant seals to the member the vector names; a
 version 9 grant is checked under the `signer-key` the vector names, or under the admin key
 when member 1 signed it), checks every signature it can (strict Ed25519, §7) and every chain
 hash, and does not merge anything. Needs the Debian packages python3-cryptography and
@@ -237,8 +237,10 @@ def chain_root(dataset, author):
     return blake3.derive_key("ferry v1 chain root", dataset + struct.pack("<I", author))
 
 
-def chain_next(prev, seq, data):
-    return blake3.derive_key("ferry v1 commit chain", prev + struct.pack("<Q", seq) + data)
+def chain_next(prev, seq, data, columnar=False):
+    """§5.4; a columnar commit chains under its own context (§17 1.)."""
+    context = "ferry v11 commit chain" if columnar else "ferry v1 commit chain"
+    return blake3.derive_key(context, prev + struct.pack("<Q", seq) + data)
 
 
 # --- §5 commits ---------------------------------------------------------------------------
@@ -299,15 +301,18 @@ def float_value(v):
     return v
 
 
-def decode_commit(ctx, data, dataset, admin):
-    """Decodes the author's next commit (§5.2) and advances `ctx`; returns its JSON and,
-    for commit 1, the key it proves (§6). Raises Refused("commit failure", …)."""
+def decode_commit(ctx, data, dataset, admin, columnar=False):
+    """Decodes the author's next commit (§5.2, or the columnar form of §17.1) and advances
+    `ctx`; returns its JSON and, for commit 1, the key it proves (§6). Raises
+    Refused("commit failure", …)."""
 
     def fail(reason):
         raise Refused("commit failure", reason)
 
     if len(data) > MAX_COMMIT:
         fail("limit")
+    if columnar and ctx.seq == 0:
+        fail("columnar")  # §17 1.: a commit 1 is always a row commit
     r = Reader(data)
     r.ops_left = MAX_OPS
     try:
@@ -316,7 +321,9 @@ def decode_commit(ctx, data, dataset, admin):
         seen = r.zigzag() if r.option() else None
         names = [r.string() for _ in range(r.count(MAX_NAMES))]
         changes = []
-        for _ in range(r.count(MAX_CHANGES)):
+        # The columnar form: its membership changes (at most one), then its blocks.
+        count = r.count(1) if columnar else r.count(MAX_CHANGES)
+        for _ in range(count):
             tag = r.u32()
             if tag == 0:
                 coll, rid = r.u32(), r.string()
@@ -341,10 +348,16 @@ def decode_commit(ctx, data, dataset, admin):
                 changes.append(("join", member, label, invite_key, cert, r.take(32), r.take(64)))
             else:
                 raise Bad("change tag")
+        if columnar:
+            if any(ch[0] == "record" for ch in changes):
+                fail("columnar")
+            changes += blocks(r, MAX_CHANGES - len(changes))
     except (End, Bad):
         fail("malformed")
     except Limit:
         fail("limit")
+    except Columnar:
+        fail("columnar")
     if r.pos != len(data):
         fail("trailing-bytes")
     seq = ctx.seq + 1
@@ -438,12 +451,245 @@ def decode_commit(ctx, data, dataset, admin):
         if seen_ms > MAX_MS:
             fail("clock")
     ctx.seq, ctx.hlc, ctx.deps, ctx.names = seq, hlc, full, table
-    ctx.hash = chain_next(ctx.hash, seq, data)
+    ctx.hash = chain_next(ctx.hash, seq, data, columnar)
     return {
         "author": ctx.author, "seq": seq, "hlc": clock(hlc),
         "deps": [[m, full[m]] for m in sorted(full)], "seen": seen_ms,
         "changes": out, "hash": hx(ctx.hash),
     }, key
+
+
+# --- §17.1 the columnar form --------------------------------------------------------------
+
+class Columnar(Exception):
+    """A columnar commit breaks §17.1 (commit failure `columnar`)."""
+
+
+def cvarint(r):
+    """An unsigned LEB128 varint of at most 64 bits, in its shortest form (§17.1)."""
+    out = 0
+    for i in range(10):
+        if r.pos >= len(r.data):
+            raise Columnar("ends inside a number")
+        b = r.data[r.pos]
+        r.pos += 1
+        if i == 9 and b > 1:
+            raise Columnar("number too large")
+        out |= (b & 0x7F) << (7 * i)
+        if b & 0x80 == 0:
+            if b == 0 and i > 0:
+                raise Columnar("number not in its shortest form")
+            return out
+    raise Columnar("number too long")
+
+
+def ccount(r, most):
+    n = cvarint(r)
+    if n > most:
+        raise Columnar("a count past the limits")
+    return n
+
+
+def ctake(r, n):
+    if n > len(r.data) - r.pos:
+        raise Columnar("cut short")
+    out = r.data[r.pos:r.pos + n]
+    r.pos += n
+    return out
+
+
+def ctext(r):
+    try:
+        return ctake(r, cvarint(r)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Columnar("text not UTF-8")
+
+
+def front(r, n):
+    """`n` front-coded texts (§17.1 `ids`)."""
+    out, prev = [], b""
+    for _ in range(n):
+        shared = cvarint(r)
+        if shared > len(prev):
+            raise Columnar("shares more than the text before holds")
+        t = prev[:shared] + ctake(r, cvarint(r))
+        try:
+            out.append(t.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise Columnar("text not UTF-8")
+        prev = t
+    return out
+
+
+def deltas(r, n):
+    """Zigzag varints of each value minus the one before, wrapping at 64 bits."""
+    out, prev = [], 0
+    for _ in range(n):
+        d = cvarint(r)
+        prev = (prev + ((d >> 1) ^ -(d & 1))) % 2**64
+        out.append(prev - 2**64 if prev >= 2**63 else prev)
+    return out
+
+
+def civil(z):
+    """The date `YYYY-MM-DD` of day number `z` from 1970-01-01 (proleptic Gregorian), for
+    years 0000–9999 (Howard Hinnant's civil_from_days)."""
+    if not -719528 <= z <= 2932896:
+        raise Columnar("a date outside years 0000-9999")
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return "%04d-%02d-%02d" % (y + (m <= 2), m, d)
+
+
+def bits(r, n, width):
+    """`n` numbers of `width` bits, lowest bit first, padding bits 0."""
+    if width == 0:
+        return [0] * n
+    raw = ctake(r, (n * width + 7) // 8)
+    acc = int.from_bytes(raw, "little")
+    if acc >> (n * width):
+        raise Columnar("padding bits set")
+    return [(acc >> (i * width)) & ((1 << width) - 1) for i in range(n)]
+
+
+def column(r, n):
+    """One column of `n` values (§17.1): each a value as `value()` gives it (None for null,
+    True/False, {"int"}, ("dec", m, e) / ("f64", bytes), {"str"}, {"bytes"})."""
+    codec = ctake(r, 1)[0]
+    null = [False] * n
+    if codec & 0x80:
+        null = [bool(b) for b in bits(r, n, 1)]
+        if all(null) or not any(null):
+            raise Columnar("a null bitmap with all or no values null")
+    m = null.count(False)
+    base = codec & 0x7F
+    if base == 0:
+        vals = []
+        for _ in range(m):
+            try:
+                v = value(r, r.u32())
+                if isinstance(v, tuple):
+                    float_value(v)
+            except (End, Bad, BadValue):
+                raise Columnar("a malformed value")
+            vals.append(v)
+    elif base == 1:
+        vals = [b == 1 for b in bits(r, m, 1)]
+    elif base == 2:
+        vals = [{"int": i} for i in deltas(r, m)]
+    elif base == 3:
+        e = ctake(r, 1)[0]
+        vals = []
+        for mant in deltas(r, m):
+            if abs(mant) >= 2**53 or e > 22:
+                raise Columnar("a decimal past exactness")
+            vals.append(("dec", mant, e))
+    elif base == 4:
+        k = cvarint(r)
+        if k > m:
+            raise Columnar("more texts than values")
+        texts = [ctext(r) for _ in range(k)]
+        vals = []
+        for _ in range(m):
+            i = cvarint(r)
+            if i >= k:
+                raise Columnar("an index past the dictionary")
+            vals.append({"str": texts[i]})
+    elif base == 5:
+        vals = [{"str": t} for t in front(r, m)]
+    elif base == 6:
+        vals = [{"str": civil(d)} for d in deltas(r, m)]
+    else:
+        raise Columnar("unknown codec")
+    it = iter(vals)
+    return [None if x else next(it) for x in null]
+
+
+def as_op(kind, field, v):
+    """The op of slot (kind, field) carrying `v`, as decode_commit's op tuples."""
+    if kind == 0:
+        if v is None:
+            return ("set", field, 0, None)
+        if v is True or v is False:
+            return ("set", field, 2 if v else 1, v)
+        if isinstance(v, tuple):
+            return ("set", field, 4 if v[0] == "dec" else 5, v)
+        if "int" in v:
+            return ("set", field, 3, v)
+        if "str" in v:
+            return ("set", field, 6, v)
+        return ("set", field, 7, v)
+    if kind == 1 and isinstance(v, dict) and "int" in v:
+        return ("incr", field, v["int"])
+    if kind in (2, 3) and isinstance(v, dict) and "str" in v:
+        return ("add" if kind == 2 else "remove", field, v["str"])
+    raise Columnar("a value of the wrong kind for its op")
+
+
+def blocks(r, records):
+    """The blocks of a columnar commit (§17.1) as decode_commit's ("record", …) changes, in
+    block order."""
+    out, ops_left = [], MAX_OPS
+    for _ in range(ccount(r, records)):
+        coll = cvarint(r)
+        if coll > 2**32 - 1:
+            raise Columnar("a number past 2^32")
+        n = ccount(r, records)
+        records -= n
+        ids = front(r, n)
+        if any(len(i.encode()) > MAX_ID for i in ids):
+            raise Columnar("a text longer than allowed")
+        s = ccount(r, n)
+        if n == 0 or s == 0:
+            raise Columnar("a block without records or shapes")
+        shapes, shape_ops = [], MAX_OPS
+        for _ in range(s):
+            o = ccount(r, shape_ops)
+            shape_ops -= o
+            shape = []
+            for _ in range(o):
+                kind = ctake(r, 1)[0]
+                if kind > 4:
+                    raise Columnar("an unknown op kind")
+                field = cvarint(r)
+                if field > 2**32 - 1:
+                    raise Columnar("a number past 2^32")
+                if kind == 4 and field != 0:
+                    raise Columnar("a delete names a field")
+                shape.append((kind, field))
+            shapes.append(shape)
+        width = 0 if s == 1 else (s - 1).bit_length()
+        which = bits(r, n, width)
+        if any(w >= s for w in which):
+            raise Columnar("a shape index out of range")
+        uses = {}
+        for w in which:
+            ops_left -= len(shapes[w])
+            if ops_left < 0:
+                raise Limit()
+            for slot in shapes[w]:
+                uses[slot] = uses.get(slot, 0) + 1
+        columns = {}
+        for shape in shapes:
+            for slot in shape:
+                if slot[0] != 4 and slot not in columns:
+                    columns[slot] = iter(column(r, uses.get(slot, 0)))
+        for rid, w in zip(ids, which):
+            ops = []
+            for kind, field in shapes[w]:
+                if kind == 4:
+                    ops.append(("delete",))
+                else:
+                    ops.append(as_op(kind, field, next(columns[(kind, field)])))
+            out.append(("record", coll, rid, ops))
+    return out
 
 
 # --- §4.1 record states -------------------------------------------------------------------
@@ -518,7 +764,7 @@ def record_state(collection, rid, data, version):
         for _ in range(r.count(MAX_NAMES)):
             f = r.string()
             firsts[f] = sibling(r)
-        gs = ghosts(r) if version in (3, 5, 7, 9) else None
+        gs = ghosts(r) if version in (3, 5, 7, 9, 11) else None
     except (End, Bad, BadValue):
         raise Refused("payload failure", "malformed-item")
     except Limit:
@@ -548,24 +794,30 @@ def read_header(b):
         version = r.byte()
         if version >= 0x20:
             raise Refused("header failure", "not-a-bundle")
-        if version not in (1, 3, 5, 7, 9):
+        if version not in (1, 3, 5, 7, 9, 11):
             raise Refused("version failure", "unsupported-version")
         dataset = r.take(8)
         sender = header_varint(r)
-        salt = r.take(16)
-        epoch, signer, grant = 0, ADMIN, b""
-        if version in (5, 7, 9):  # §14 1., §15 1., §16 2.
+        salt = r.take(12 if version == 11 else 16)  # §17 3.
+        epoch, signer, grant, form = 0, ADMIN, b"", {5: 5, 7: 5, 9: 9}.get(version, 0)
+        if version in (5, 7, 9, 11):  # §14 1., §15 1., §16 2., §17 3.
             epoch = header_varint(r)
-            if version == 9:
+        if version in (5, 7, 9) or (version == 11 and epoch > 0):
+            if version in (9, 11):
                 signer = header_varint(r)
             n = header_varint(r)
             zero = epoch == 0 and (version == 5 or n > 0 or signer != ADMIN)
-            if zero or signer == 0 or epoch > MAX_EPOCH or n > MAX_GRANT:
+            most = MAX_GRANT + (1 if version == 11 else 0)
+            if zero or signer == 0 or epoch > MAX_EPOCH or n > most:
                 raise Refused("header failure", "bad-header")
             grant = r.take(n)
+            if version == 11 and grant:  # the grant names its own format
+                form, grant = grant[0], grant[1:]
+                if form not in (5, 9):
+                    raise Refused("header failure", "bad-header")
     except End:
         raise Refused("header failure", "bad-header")
-    return magic, version, dataset, sender, salt, b[:r.pos], epoch, signer, grant
+    return magic, version, dataset, sender, salt, b[:r.pos], epoch, signer, (form, grant)
 
 
 def header_varint(r):
@@ -782,16 +1034,24 @@ def read_item(r):
         return ("chain", author, seq, h, hlc, deps, names, r.bytes_())
     if tag == 6:
         return ("record", r.string(), r.string(), r.bytes_())
+    if tag == 7 and r.version >= 11:  # §17 2.
+        n = r.length()
+        if n > MAX_ITEM:
+            raise Refused("payload failure", "item-too-large")
+        if n > len(r.data) - r.pos:
+            raise End()
+        return ("columnar", r.take(n))
     raise Bad("item tag")
 
 
-def items(payload):
+def items(payload, version):
     """The items in order, with the order rules of §4 checked."""
 
     def bad(reason):
         raise Refused("payload failure", reason)
 
     r = Reader(payload)
+    r.version = version
     state, in_run, authors, peers = "start", 0, set(), 0
     out = []
     while r.pos < len(payload):
@@ -844,7 +1104,7 @@ def items(payload):
             if first == 0 or first + count - 1 > MAX_SEQ:
                 bad("bad-run")
             state, in_run = "runs", count
-        elif kind == "commit":
+        elif kind in ("commit", "columnar"):
             if in_run == 0:
                 bad("commit-outside-run")
             in_run -= 1
@@ -860,6 +1120,7 @@ def items(payload):
 
 def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=None):
     magic, version, ds, sender, salt, header, epoch, signer, grant_bytes = read_header(bundle)
+    grant_format, grant_bytes = grant_bytes
     if ds != dataset:
         raise Refused("dataset failure", "another-dataset")
     if sender == 0:
@@ -868,13 +1129,13 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
     def key_of(m):
         """The key the reader holds for a grant's signer (§16: the vector's `signer-key`,
         else the admin key for member 1, the only signer of version 5 grants)."""
-        if version == 9 and signer_key is not None:
+        if version in (9, 11) and signer_key is not None:
             return signer_key
         return admin if m == ADMIN else None
 
     grant = None
-    if version in (5, 7, 9) and grant_bytes:
-        grant = read_grant(grant_bytes, dataset, version, (epoch, signer), key_of)
+    if version in (5, 7, 9, 11) and grant_bytes:
+        grant = read_grant(grant_bytes, dataset, grant_format, (epoch, signer), key_of)
     if epoch > 0 and magic == 0x46:  # §14.2, §16 4.: the reader holds only epoch 0's key
         if grant is None or member is None:
             raise Refused("key failure", "no-key")
@@ -896,7 +1157,7 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
     else:
         raise Refused("payload failure", "unknown-flag")
     digest = blake3.derive_key("ferry v1 bundle digest", header + bytes([flag]) + body)
-    its = items(payload)
+    its = items(payload, version)
 
     receipt = its[0][1]
     head = dict(receipt).get(sender, 0)
@@ -905,9 +1166,9 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
 
     pending = []  # commit failures: reported only once the signature is checked (§12.1)
 
-    def decode_into(ctx, data):
+    def decode_into(ctx, data, columnar=False):
         try:
-            j, k = decode_commit(ctx, data, dataset, admin)
+            j, k = decode_commit(ctx, data, dataset, admin, columnar)
         except Refused as e:
             pending.append(e)
             contexts.pop(ctx.author, None)
@@ -951,14 +1212,14 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
                 del contexts[author]
             runs.append({"author": author, "first": first, "count": count, "proof": proof,
                          "commits": []})
-        elif kind == "commit":
+        elif kind in ("commit", "columnar"):
             run = runs[-1]
             seq = run["first"] + len(run["commits"])
             ctx = contexts.get(run["author"])
             if ctx is None:
                 run["commits"].append({"author": run["author"], "seq": seq, "bytes": hx(item[1])})
             else:
-                run["commits"].append(decode_into(ctx, item[1]))
+                run["commits"].append(decode_into(ctx, item[1], kind == "columnar"))
 
     def check(author, seq, dig, sig):
         h = chain_root(dataset, author) if seq == 0 else hashes.get((author, seq))
@@ -983,7 +1244,8 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
             run["verified"] = check(run["author"], end, dig, bytes.fromhex(p["sig"]))
     return {
         "expect": "success",
-        "header": header_json(magic, version, ds, sender, salt, epoch, signer, grant),
+        "header": header_json(magic, version, ds, sender, salt, epoch, signer, grant,
+                              grant_format),
         "compressed": flag == 1,
         "receipt": receipt,
         "peer_receipts": peers,
@@ -1030,25 +1292,27 @@ def check_snapshot(snap, version):
             dots += [[g["sibling"]["author"], g["sibling"]["seq"]]] + g["under"] + g["buried"]
         for author, seq in dots:
             # Versions 7 and 9 (§15, §16 2.): who was an admin is the snapshot author's word.
-            allowed = version in (7, 9) or may_write(author, rec["collection"], rec["id"])
+            allowed = version in (7, 9, 11) or may_write(author, rec["collection"], rec["id"])
             if seq > state.get(author, 0) or not allowed:
                 bad()
 
 
-def header_json(magic, version, ds, sender, salt, epoch, signer, grant):
+def header_json(magic, version, ds, sender, salt, epoch, signer, grant, grant_format):
     h = {"magic": chr(magic), "version": version, "dataset": hx(ds), "sender": sender,
          "salt": hx(salt)}
-    if version in (5, 7, 9):
+    if version in (5, 7, 9, 11):
         h["epoch"] = epoch
         h["grant"] = None if grant is None else {
             "epoch": grant["epoch"], "admin_seq": grant["admin_seq"], "at_ms": grant["at_ms"],
             "removed": grant["removed"], "ephemeral": hx(grant["ephemeral"]),
             "members": [w[0] for w in grant["wraps"]], "signature": hx(grant["signature"])}
-    if version == 9:  # §16 2., §12.2: the epochs the opened history lists, if opened
+    if version in (9, 11):  # §16 2., §12.2: the epochs the opened history lists, if opened
         h["signer"] = signer
-        if grant is not None:
-            h["grant"]["signer"] = grant["signer"]
-            h["grant"]["history"] = grant["opened"]
+    if grant is not None and grant_format == 9:
+        h["grant"]["signer"] = grant["signer"]
+        h["grant"]["history"] = grant["opened"]
+    if grant is not None and version == 11:
+        h["grant"]["format"] = grant_format
     return h
 
 
