@@ -189,13 +189,15 @@ pub fn bundle_plain(data: &[u8]) {
 /// The decrypted payload of a sealed bundle (compression flag, items), sealed properly with
 /// the vectors' dataset key and signed with the sender's key, so the fuzzer gets past the
 /// AEAD and the signature. The first byte chooses the header: the sender is its low four
-/// bits, bit 4 asks for format version 3 (ghosts).
+/// bits, bit 4 asks for format version 3 (ghosts), bit 5 for version 11 (columnar commits).
 pub fn bundle_sealed_payload(data: &[u8]) {
     let Some((&b0, payload)) = data.split_first() else {
         return;
     };
     let sender = MemberId(u32::from(b0 & 0x0f));
-    let version = if b0 & 0x10 != 0 {
+    let version = if b0 & 0x20 != 0 {
+        ferry_bundle::VERSION_COLUMNS
+    } else if b0 & 0x10 != 0 {
         VERSION_GHOSTS
     } else {
         VERSION
