@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""A second, independent decoder of ferry bundles (format versions 1, 3, 5, 7, 9 and 11, whose
-columnar commits it decodes too), written from bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
+"""A second, independent decoder of ferry bundles (format versions 1, 3, 5, 7, 9, 11 and 13, whose
+columnar commits and dictionaries it decodes too), written from bundles/SPEC.md alone. It decodes a frozen vector (SPEC §12) and prints its decoded content
 as JSON, in the form SPEC §12 defines; `crates/sync/tests/vectors.rs` checks that this is
 exactly what each vector pins.
 
@@ -764,7 +764,7 @@ def record_state(collection, rid, data, version):
         for _ in range(r.count(MAX_NAMES)):
             f = r.string()
             firsts[f] = sibling(r)
-        gs = ghosts(r) if version in (3, 5, 7, 9, 11) else None
+        gs = ghosts(r) if version in (3, 5, 7, 9, 11, 13) else None
     except (End, Bad, BadValue):
         raise Refused("payload failure", "malformed-item")
     except Limit:
@@ -794,24 +794,24 @@ def read_header(b):
         version = r.byte()
         if version >= 0x20:
             raise Refused("header failure", "not-a-bundle")
-        if version not in (1, 3, 5, 7, 9, 11):
+        if version not in (1, 3, 5, 7, 9, 11, 13):
             raise Refused("version failure", "unsupported-version")
         dataset = r.take(8)
         sender = header_varint(r)
-        salt = r.take(12 if version == 11 else 16)  # §17 3.
+        salt = r.take(12 if version in (11, 13) else 16)  # §17 3.
         epoch, signer, grant, form = 0, ADMIN, b"", {5: 5, 7: 5, 9: 9}.get(version, 0)
-        if version in (5, 7, 9, 11):  # §14 1., §15 1., §16 2., §17 3.
+        if version in (5, 7, 9, 11, 13):  # §14 1., §15 1., §16 2., §17 3.
             epoch = header_varint(r)
-        if version in (5, 7, 9) or (version == 11 and epoch > 0):
-            if version in (9, 11):
+        if version in (5, 7, 9) or (version in (11, 13) and epoch > 0):
+            if version in (9, 11, 13):
                 signer = header_varint(r)
             n = header_varint(r)
             zero = epoch == 0 and (version == 5 or n > 0 or signer != ADMIN)
-            most = MAX_GRANT + (1 if version == 11 else 0)
+            most = MAX_GRANT + (1 if version in (11, 13) else 0)
             if zero or signer == 0 or epoch > MAX_EPOCH or n > most:
                 raise Refused("header failure", "bad-header")
             grant = r.take(n)
-            if version == 11 and grant:  # the grant names its own format
+            if version in (11, 13) and grant:  # the grant names its own format
                 form, grant = grant[0], grant[1:]
                 if form not in (5, 9):
                     raise Refused("header failure", "bad-header")
@@ -978,9 +978,13 @@ def open_stream(sealed, key):
         i += 1
 
 
-def inflate(body):
-    """One zstd frame (§3.2), window at most 2^24, within the expansion limit (§8)."""
-    d = zstandard.ZstdDecompressor(max_window_size=1 << 24).decompressobj()
+def inflate(body, dictionary=None):
+    """One zstd frame (§3.2), window at most 2^24, within the expansion limit (§8); with a
+    dataset dictionary's bytes for flag 2 (§18)."""
+    d = zstandard.ZstdDecompressor(
+        max_window_size=1 << 24,
+        dict_data=None if dictionary is None else zstandard.ZstdCompressionDict(dictionary),
+    ).decompressobj()
     out, size, used = [], 0, 0
     try:
         while used < len(body) and not d.eof:
@@ -1118,7 +1122,8 @@ def items(payload, version):
 
 # --- the whole bundle ---------------------------------------------------------------------
 
-def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=None):
+def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=None,
+           dictionary=None):
     magic, version, ds, sender, salt, header, epoch, signer, grant_bytes = read_header(bundle)
     grant_format, grant_bytes = grant_bytes
     if ds != dataset:
@@ -1129,12 +1134,12 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
     def key_of(m):
         """The key the reader holds for a grant's signer (§16: the vector's `signer-key`,
         else the admin key for member 1, the only signer of version 5 grants)."""
-        if version in (9, 11) and signer_key is not None:
+        if version in (9, 11, 13) and signer_key is not None:
             return signer_key
         return admin if m == ADMIN else None
 
     grant = None
-    if version in (5, 7, 9, 11) and grant_bytes:
+    if version in (5, 7, 9, 11, 13) and grant_bytes:
         grant = read_grant(grant_bytes, dataset, grant_format, (epoch, signer), key_of)
     if epoch > 0 and magic == 0x46:  # §14.2, §16 4.: the reader holds only epoch 0's key
         if grant is None or member is None:
@@ -1150,13 +1155,29 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
     if len(plain) <= 64:
         raise Refused("payload failure", "no-signature")
     flag, body, signature = plain[0], plain[1:-64], plain[-64:]
+    signed = body
+    number = None
     if flag == 0:
         payload = body
     elif flag == 1:
         payload = inflate(body)
+    elif flag == 2 and version >= 13:  # §18: K, then a frame compressed with dictionary K
+        r = Reader(body)
+        try:
+            number = header_varint(r)
+        except (Refused, End):
+            raise Refused("payload failure", "malformed-item")
+        if number == 0:
+            raise Refused("payload failure", "malformed-item")
+        if dictionary is None or dictionary[0] != number:
+            raise Refused("dictionary failure", "no-dictionary")
+        payload = inflate(body[r.pos:], dictionary[1])
+        # The dictionary's hash is in the digest, not in the bundle.
+        signed = body[:r.pos] + blake3.derive_key("ferry v13 dictionary", dictionary[1]) + \
+            body[r.pos:]
     else:
         raise Refused("payload failure", "unknown-flag")
-    digest = blake3.derive_key("ferry v1 bundle digest", header + bytes([flag]) + body)
+    digest = blake3.derive_key("ferry v1 bundle digest", header + bytes([flag]) + signed)
     its = items(payload, version)
 
     receipt = its[0][1]
@@ -1242,11 +1263,11 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
         else:
             dig = bytes.fromhex(p["digest"]) if p["kind"] == "bundle" else None
             run["verified"] = check(run["author"], end, dig, bytes.fromhex(p["sig"]))
-    return {
+    out = {
         "expect": "success",
         "header": header_json(magic, version, ds, sender, salt, epoch, signer, grant,
                               grant_format),
-        "compressed": flag == 1,
+        "compressed": flag != 0,
         "receipt": receipt,
         "peer_receipts": peers,
         "snapshot": snapshot,
@@ -1255,6 +1276,9 @@ def decode(bundle, dataset, key, admin, member=None, secret=None, signer_key=Non
         "signature": hx(signature),
         "authenticated": bool(authenticated),
     }
+    if number is not None:
+        out["dictionary"] = number
+    return out
 
 
 def may_write(author, collection, rid):
@@ -1292,7 +1316,7 @@ def check_snapshot(snap, version):
             dots += [[g["sibling"]["author"], g["sibling"]["seq"]]] + g["under"] + g["buried"]
         for author, seq in dots:
             # Versions 7 and 9 (§15, §16 2.): who was an admin is the snapshot author's word.
-            allowed = version in (7, 9, 11) or may_write(author, rec["collection"], rec["id"])
+            allowed = version in (7, 9, 11, 13) or may_write(author, rec["collection"], rec["id"])
             if seq > state.get(author, 0) or not allowed:
                 bad()
 
@@ -1300,18 +1324,18 @@ def check_snapshot(snap, version):
 def header_json(magic, version, ds, sender, salt, epoch, signer, grant, grant_format):
     h = {"magic": chr(magic), "version": version, "dataset": hx(ds), "sender": sender,
          "salt": hx(salt)}
-    if version in (5, 7, 9, 11):
+    if version in (5, 7, 9, 11, 13):
         h["epoch"] = epoch
         h["grant"] = None if grant is None else {
             "epoch": grant["epoch"], "admin_seq": grant["admin_seq"], "at_ms": grant["at_ms"],
             "removed": grant["removed"], "ephemeral": hx(grant["ephemeral"]),
             "members": [w[0] for w in grant["wraps"]], "signature": hx(grant["signature"])}
-    if version in (9, 11):  # §16 2., §12.2: the epochs the opened history lists, if opened
+    if version in (9, 11, 13):  # §16 2., §12.2: the epochs the opened history lists, if opened
         h["signer"] = signer
     if grant is not None and grant_format == 9:
         h["grant"]["signer"] = grant["signer"]
         h["grant"]["history"] = grant["opened"]
-    if grant is not None and version == 11:
+    if grant is not None and version in (11, 13):
         h["grant"]["format"] = grant_format
     return h
 
@@ -1337,8 +1361,12 @@ def main(argv):
         member = int(fields["member"]) if "member" in fields else None
         secret = bytes.fromhex(fields["member-secret"]) if "member-secret" in fields else None
         signer_key = bytes.fromhex(fields["signer-key"]) if "signer-key" in fields else None
+        dictionary = None
+        if "dictionary" in fields:  # §18: the dictionary the reader holds, `K HEX`
+            k, _, hexed = fields["dictionary"].partition(" ")
+            dictionary = (int(k), bytes.fromhex(hexed))
         out = decode(bundle, bytes.fromhex(fields["dataset"]), bytes.fromhex(fields["dataset-key"]),
-                     bytes.fromhex(fields["admin-key"]), member, secret, signer_key)
+                     bytes.fromhex(fields["admin-key"]), member, secret, signer_key, dictionary)
     except Refused as e:
         out = {"expect": e.cls, "reason": e.reason}
     sys.stdout.write(json.dumps(out, indent=1, sort_keys=True, ensure_ascii=False) + "\n")

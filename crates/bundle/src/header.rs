@@ -27,16 +27,30 @@ pub const VERSION_ADMINS: u8 = 7;
 /// bundle that carries a columnar commit. (Version 10 is never used: vector
 /// `unknown-version-10`.)
 pub const VERSION_COLUMNS: u8 = 11;
+/// Version 13: version 11 whose payload may be compressed with one of the dataset's zstd
+/// dictionaries (flag 2, bundles/SPEC.md §18). Written for a bundle that uses one. (Version
+/// 12 is never used: vector `unknown-version-12`.)
+pub const VERSION_DICTS: u8 = 13;
 
 /// The versions this crate reads.
-pub const READ_VERSIONS: [u8; 6] = [
+pub const READ_VERSIONS: [u8; 7] = [
     VERSION,
     VERSION_GHOSTS,
     crate::VERSION_EPOCHS,
     VERSION_ADMINS,
     crate::VERSION_KEYS,
     VERSION_COLUMNS,
+    VERSION_DICTS,
 ];
+
+/// The highest version this crate reads, which a laptop announces in its `_members/N`
+/// field `reads` (bundles/SPEC.md §17.2).
+pub const READS: u8 = VERSION_DICTS;
+
+/// Whether a header of format `version` is laid out as version 11's (versions 11 and 13).
+fn v11_layout(version: u8) -> bool {
+    matches!(version, VERSION_COLUMNS | VERSION_DICTS)
+}
 
 /// Whether a snapshot record state of format `version` carries ghosts (versions 3 and up).
 pub fn carries_ghosts(version: u8) -> bool {
@@ -47,6 +61,7 @@ pub fn carries_ghosts(version: u8) -> bool {
             | VERSION_ADMINS
             | crate::VERSION_KEYS
             | VERSION_COLUMNS
+            | VERSION_DICTS
     )
 }
 
@@ -54,13 +69,18 @@ pub fn carries_ghosts(version: u8) -> bool {
 fn has_epoch(version: u8) -> bool {
     matches!(
         version,
-        crate::VERSION_EPOCHS | VERSION_ADMINS | crate::VERSION_KEYS | VERSION_COLUMNS
+        crate::VERSION_EPOCHS
+            | VERSION_ADMINS
+            | crate::VERSION_KEYS
+            | VERSION_COLUMNS
+            | VERSION_DICTS
     )
 }
 
-/// Whether a header of format `version` names the signer of its epoch (versions 9 and 11).
+/// Whether a header of format `version` names the signer of its epoch (versions 9, 11 and
+/// 13).
 fn has_signer(version: u8) -> bool {
-    matches!(version, crate::VERSION_KEYS | VERSION_COLUMNS)
+    version == crate::VERSION_KEYS || v11_layout(version)
 }
 
 /// How many salt bytes a header of format `version` holds: 16, and 12 from version 11
@@ -119,8 +139,8 @@ impl Header {
     /// `payload_version` (1, or 3 for a snapshot with ghosts, or 7 in a dataset with more
     /// than one admin): otherwise a sealed bundle of an epoch after 0 is version 5.
     pub fn version_for(&self, plaintext: bool, payload_version: u8) -> u8 {
-        if payload_version == VERSION_COLUMNS {
-            VERSION_COLUMNS
+        if v11_layout(payload_version) {
+            payload_version
         } else if payload_version == crate::VERSION_KEYS && !plaintext {
             crate::VERSION_KEYS
         } else if payload_version >= VERSION_ADMINS {
@@ -154,13 +174,13 @@ impl Header {
         if has_epoch(version) {
             varint(&mut out, self.epoch as u64);
             // Version 11 says nothing more of epoch 0: member 1's, without a grant.
-            if version == VERSION_COLUMNS && self.epoch == 0 {
+            if v11_layout(version) && self.epoch == 0 {
                 return out;
             }
             if has_signer(version) {
                 varint(&mut out, self.signer.0 as u64);
             }
-            if version == VERSION_COLUMNS && !self.grant.is_empty() {
+            if v11_layout(version) && !self.grant.is_empty() {
                 varint(&mut out, self.grant.len() as u64 + 1);
                 out.push(self.grant_format);
             } else {
@@ -223,7 +243,7 @@ impl Header {
         if has_epoch(v) {
             epoch = varint32(&mut byte)?;
         }
-        if has_epoch(v) && !(v == VERSION_COLUMNS && epoch == 0) {
+        if has_epoch(v) && !(v11_layout(v) && epoch == 0) {
             if has_signer(v) {
                 signer = varint32(&mut byte)?;
             }
@@ -231,7 +251,7 @@ impl Header {
             // Version 5 is only for epochs after 0; versions 7 and 8 may name epoch 0 (the
             // dataset key, member 1's), without a grant.
             let zero = epoch == 0 && (v == crate::VERSION_EPOCHS || len > 0 || signer != 1);
-            let max = crate::MAX_GRANT + usize::from(v == VERSION_COLUMNS);
+            let max = crate::MAX_GRANT + usize::from(v11_layout(v));
             if zero || signer == 0 || epoch > crate::MAX_EPOCH || len > max {
                 return Err(BundleError::BadHeader);
             }
@@ -245,7 +265,7 @@ impl Header {
         // Version 11 names the grant's own format in its first byte (SPEC §17).
         let grant_format = match v {
             crate::VERSION_KEYS => crate::VERSION_KEYS,
-            VERSION_COLUMNS if !grant.is_empty() => {
+            VERSION_COLUMNS | VERSION_DICTS if !grant.is_empty() => {
                 let f = grant.remove(0);
                 if f != crate::VERSION_EPOCHS && f != crate::VERSION_KEYS {
                     return Err(BundleError::BadHeader);

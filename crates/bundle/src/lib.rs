@@ -47,8 +47,8 @@ pub use grant::{
     Standing, VERSION_EPOCHS, VERSION_KEYS, Wrap, grant_message,
 };
 pub use header::{
-    DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, VERSION, VERSION_ADMINS,
-    VERSION_COLUMNS, VERSION_GHOSTS, carries_ghosts, salt_len,
+    DatasetKey, Header, MAGIC, MAGIC_PLAIN, READ_VERSIONS, READS, VERSION, VERSION_ADMINS,
+    VERSION_COLUMNS, VERSION_DICTS, VERSION_GHOSTS, carries_ghosts, salt_len,
 };
 pub use item::{Item, RunProof};
 pub use reader::{BundleReader, Opener, Trailer};
@@ -91,7 +91,7 @@ pub enum BundleError {
     NotABundle,
     /// The bundle uses a format version this build does not know.
     #[error(
-        "bundle format version {0} is not supported by this ferry (it reads versions 1, 3, 5, 7, 9 and 11): it was made by a newer ferry; update ferry on this laptop"
+        "bundle format version {0} is not supported by this ferry (it reads versions 1, 3, 5, 7, 9, 11 and 13): it was made by a newer ferry; update ferry on this laptop"
     )]
     UnsupportedVersion(u8),
     /// The header ended early or is malformed.
@@ -119,7 +119,35 @@ pub enum BundleError {
     /// refused before the work.
     #[error("bundle exceeds a limit of the format: {0}")]
     Limit(String),
+    /// The payload is compressed with a dataset dictionary (bundles/SPEC.md §18) the reader
+    /// did not supply.
+    #[error(
+        "the bundle is compressed with the dataset's dictionary number {0}, which this laptop has not received yet; it reads once a bundle from an admin brings it"
+    )]
+    NoDictionary(u32),
 }
+
+/// One of the dataset's zstd dictionaries (bundles/SPEC.md §18): its number and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dictionary {
+    /// Its number `K` (the record `_dicts/K`), 1 or more.
+    pub number: u32,
+    /// The dictionary, as zstd takes it.
+    pub bytes: Vec<u8>,
+}
+
+// wire-format: begin
+/// The largest dictionary a reader uses (bundles/SPEC.md §18).
+pub const MAX_DICTIONARY: usize = 64 * 1024;
+
+/// What a bundle's digest takes in for its dictionary, after the dictionary's number.
+pub fn dictionary_hash(bytes: &[u8]) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("ferry v13 dictionary")
+        .update(bytes)
+        .finalize()
+        .as_bytes()
+}
+// wire-format: end
 
 impl From<postcard::Error> for BundleError {
     fn from(e: postcard::Error) -> Self {

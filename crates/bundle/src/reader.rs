@@ -2,7 +2,7 @@
 
 use crate::header::{DatasetKey, Header, MAGIC_PLAIN};
 use crate::stream::DecryptReader;
-use crate::writer::{FLAG_STORED, FLAG_ZSTD, digest_hasher};
+use crate::writer::{FLAG_DICT, FLAG_STORED, FLAG_ZSTD, digest_hasher};
 use crate::{
     BundleError, EXPANSION_FLOOR, EXPANSION_RATIO, Item, MAX_ITEM, MAX_PEER_RECEIPTS, MAX_RUNS,
     MAX_SEQ, SIGNATURE_LEN,
@@ -50,8 +50,21 @@ impl<R: Read> Opener<R> {
     }
 
     /// Starts decrypting with the dataset key. A wrong key fails here. A plaintext bundle
-    /// needs no key: its signature, checked at the end, is what authenticates it.
+    /// needs no key: its signature, checked at the end, is what authenticates it. A payload
+    /// compressed with a dictionary fails with [`BundleError::NoDictionary`]: see
+    /// [`Opener::decrypt_with`].
     pub fn decrypt(self, key: &DatasetKey) -> Result<BundleReader<R>, BundleError> {
+        self.decrypt_with(key, |_| None)
+    }
+
+    /// [`Opener::decrypt`], with `dictionary` giving the dataset's dictionary `K` (the bytes
+    /// of `_dicts/K`, bundles/SPEC.md §18) when the payload names one; `None` when this
+    /// reader does not hold it ([`BundleError::NoDictionary`]).
+    pub fn decrypt_with(
+        self,
+        key: &DatasetKey,
+        dictionary: impl FnOnce(u32) -> Option<Vec<u8>>,
+    ) -> Result<BundleReader<R>, BundleError> {
         let stream = if self.is_plaintext() {
             Source::Plain(self.inner)
         } else {
@@ -77,6 +90,42 @@ impl<R: Read> Opener<R> {
                 d.window_log_max(MAX_WINDOW_LOG)?;
                 Body::Zstd(d)
             }
+            // wire-format: begin
+            FLAG_DICT if self.raw[1] >= crate::VERSION_DICTS => {
+                let mut number: u64 = 0;
+                for i in 0..5 {
+                    let mut b = [0u8];
+                    if hold.read(&mut b).map_err(unwrap_io)? == 0 {
+                        return Err(BundleError::NoSignature);
+                    }
+                    number |= u64::from(b[0] & 0x7f) << (7 * i);
+                    if b[0] & 0x80 == 0 {
+                        if (i > 0 && b[0] == 0) || number == 0 || number > u64::from(u32::MAX) {
+                            return Err(BundleError::Malformed(
+                                "a dictionary number that is 0, too large or not minimal".into(),
+                            ));
+                        }
+                        break;
+                    }
+                    if i == 4 {
+                        return Err(BundleError::Malformed(
+                            "a dictionary number that is too large".into(),
+                        ));
+                    }
+                }
+                let number = number as u32;
+                let bytes = dictionary(number)
+                    .filter(|b| !b.is_empty() && b.len() <= crate::MAX_DICTIONARY)
+                    .ok_or(BundleError::NoDictionary(number))?;
+                hold.hasher.update(&crate::dictionary_hash(&bytes));
+                let mut d =
+                    zstd::stream::read::Decoder::with_dictionary(BufReader::new(hold), &bytes)
+                        .map_err(BundleError::Decompress)?
+                        .single_frame();
+                d.window_log_max(MAX_WINDOW_LOG)?;
+                Body::Zstd(d)
+            }
+            // wire-format: end
             other => {
                 return Err(BundleError::Malformed(format!(
                     "unknown compression flag {other}"

@@ -11,6 +11,9 @@ use std::io::Write;
 pub(crate) const FLAG_STORED: u8 = 0;
 /// Payload compression flag: the items are one zstd frame.
 pub(crate) const FLAG_ZSTD: u8 = 1;
+/// Payload compression flag (version 13): the dictionary's number, then the items as one
+/// zstd frame compressed with that dictionary (bundles/SPEC.md §18).
+pub(crate) const FLAG_DICT: u8 = 2;
 // wire-format: end
 
 /// Payloads up to this size are compressed in memory and stored uncompressed when that is
@@ -53,6 +56,10 @@ pub struct WriteOptions {
     /// zstd worker threads for a payload that streams (over 16 KiB); 0 compresses on the
     /// calling thread.
     pub workers: u32,
+    /// The one member the bundle is for, when the writer knows (an SMS to its number):
+    /// the writer may then use what that member is known to hold (a dictionary, §18)
+    /// rather than what every member holds. Not written anywhere.
+    pub recipient: Option<ferry_model::MemberId>,
 }
 
 impl Default for WriteOptions {
@@ -63,6 +70,7 @@ impl Default for WriteOptions {
             version: crate::VERSION,
             grant: true,
             workers: 0,
+            recipient: None,
         }
     }
 }
@@ -126,6 +134,25 @@ impl<W: Write> Write for Digesting<W> {
     }
 }
 
+impl<W: Write> Digesting<W> {
+    // wire-format: begin
+    /// Writes flag 2 and the dictionary's number, and takes the dictionary's hash into the
+    /// digest (not into the bundle): the signature covers which dictionary decodes it.
+    fn dictionary_flag(&mut self, d: &crate::Dictionary) -> std::io::Result<()> {
+        let mut head = vec![FLAG_DICT];
+        let mut n = d.number;
+        while n >= 0x80 {
+            head.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        head.push(n as u8);
+        self.write_all(&head)?;
+        self.hasher.update(&crate::dictionary_hash(&d.bytes));
+        Ok(())
+    }
+    // wire-format: end
+}
+
 // wire-format: begin
 /// The digest hasher: BLAKE3 in key-derivation mode, seeded with the header bytes.
 pub(crate) fn digest_hasher(header: &[u8]) -> blake3::Hasher {
@@ -141,9 +168,27 @@ pub struct BundleWriter<W: Write> {
     digesting: Option<Digesting<W>>,
     options: WriteOptions,
     scratch: Vec<u8>,
+    dictionary: Option<crate::Dictionary>,
 }
 
 impl<W: Write> BundleWriter<W> {
+    /// As [`BundleWriter::new`], compressing the payload with one of the dataset's
+    /// dictionaries (bundles/SPEC.md §18): the bundle is then version 13, which only a
+    /// reader that holds the dictionary reads. Only for a reader known to hold it.
+    pub fn with_dictionary(
+        out: W,
+        header: &Header,
+        key: &DatasetKey,
+        mut options: WriteOptions,
+        dictionary: crate::Dictionary,
+    ) -> Result<Self, BundleError> {
+        options.version = crate::VERSION_DICTS;
+        options.level = options.level.max(1);
+        let mut w = Self::new(out, header, key, options)?;
+        w.dictionary = Some(dictionary);
+        Ok(w)
+    }
+
     /// Writes the header to `out` and prepares the encrypted stream (or, for a plaintext
     /// bundle, the plain one; `key` is then not used).
     pub fn new(
@@ -175,6 +220,7 @@ impl<W: Write> BundleWriter<W> {
             digesting: Some(digesting),
             options,
             scratch: Vec::new(),
+            dictionary: None,
         })
     }
 
@@ -228,8 +274,20 @@ impl<W: Write> BundleWriter<W> {
         if let Some(Sink::Small(buf)) = self.sink.as_mut() {
             let buf = std::mem::take(buf);
             let mut digesting = self.digesting.take().expect("not yet streaming");
-            digesting.write_all(&[FLAG_ZSTD])?;
-            let mut enc = zstd::stream::write::Encoder::new(digesting, self.level())?;
+            let level = self.level();
+            let mut enc = match &self.dictionary {
+                Some(d) => {
+                    digesting.dictionary_flag(d)?;
+                    let mut enc =
+                        zstd::stream::write::Encoder::with_dictionary(digesting, level, &d.bytes)?;
+                    enc.include_dictid(false)?;
+                    enc
+                }
+                None => {
+                    digesting.write_all(&[FLAG_ZSTD])?;
+                    zstd::stream::write::Encoder::new(digesting, level)?
+                }
+            };
             enc.include_checksum(false)?;
             if self.options.workers > 0 {
                 enc.multithread(self.options.workers)?;
@@ -276,13 +334,22 @@ impl<W: Write> BundleWriter<W> {
                     .digesting
                     .take()
                     .expect("small payloads are not streaming");
-                let packed = zstd::bulk::Compressor::new(19).and_then(|mut c| {
+                let dictionary = self.dictionary.as_ref();
+                let packed = match dictionary {
+                    Some(dict) => zstd::bulk::Compressor::with_dictionary(19, &dict.bytes),
+                    None => zstd::bulk::Compressor::new(19),
+                }
+                .and_then(|mut c| {
                     c.include_checksum(false)?;
                     c.include_contentsize(false)?;
+                    c.include_dictid(false)?;
                     c.compress(&buf)
                 })?;
                 if packed.len() < buf.len() {
-                    d.write_all(&[FLAG_ZSTD])?;
+                    match dictionary {
+                        Some(dict) => d.dictionary_flag(dict)?,
+                        None => d.write_all(&[FLAG_ZSTD])?,
+                    }
                     d.write_all(&packed)?;
                 } else {
                     d.write_all(&[FLAG_STORED])?;
@@ -312,6 +379,84 @@ mod tests {
 
     /// A large commit written straight into the stream reads back exactly as postcard would
     /// have encoded it, and its bundle is byte for byte the one the general path writes.
+    /// A payload compressed with a dictionary (version 13, SPEC §18) reads back only with
+    /// the same dictionary: without one it waits (`NoDictionary`), and with other bytes
+    /// under the same number the digest differs, so the signature cannot verify.
+    #[test]
+    fn a_dictionary_payload_reads_back_only_with_that_dictionary() {
+        use crate::Dictionary;
+        let key = DatasetKey([4; 32]);
+        let header = Header::new(DatasetId([2; 8]), MemberId(3), [6; 16]);
+        let dict: Vec<u8> = b"village=Obunga diagnosis=malaria village=Nyalenda ".repeat(20);
+        let mut items = vec![
+            Item::Receipt([(MemberId(3), 10)].into_iter().collect()),
+            Item::Run {
+                author: MemberId(3),
+                first: 1,
+                count: 10,
+                proof: RunProof::Sender,
+            },
+        ];
+        items.extend(
+            (0..10).map(|i| {
+                Item::Commit(format!("village=Obunga diagnosis=malaria {i}").into_bytes())
+            }),
+        );
+        let write = |d: Option<Dictionary>| {
+            let mut w = match d {
+                Some(d) => BundleWriter::with_dictionary(
+                    Vec::new(),
+                    &header,
+                    &key,
+                    WriteOptions::default(),
+                    d,
+                )
+                .unwrap(),
+                None => {
+                    BundleWriter::new(Vec::new(), &header, &key, WriteOptions::default()).unwrap()
+                }
+            };
+            for i in &items {
+                w.push(i).unwrap();
+            }
+            w.finish(|_| ferry_model::crypto::Signature([0; 64]))
+                .unwrap()
+        };
+        let d = Dictionary {
+            number: 300,
+            bytes: dict.clone(),
+        };
+        let (with, digest) = write(Some(d));
+        let (without, _) = write(None);
+        assert_eq!(with[1], crate::VERSION_DICTS);
+        assert!(
+            with.len() < without.len(),
+            "{} vs {}",
+            with.len(),
+            without.len()
+        );
+        let read = |lookup: Option<Vec<u8>>| -> Result<(Vec<Item>, [u8; 32]), BundleError> {
+            let mut r = BundleReader::open(&with[..])?.decrypt_with(&key, |k| {
+                assert_eq!(k, 300);
+                lookup
+            })?;
+            let mut got = Vec::new();
+            while let Some(i) = r.next_item()? {
+                got.push(i);
+            }
+            Ok((got, r.finish()?.digest))
+        };
+        let (got, read_digest) = read(Some(dict.clone())).unwrap();
+        assert_eq!(got, items);
+        assert_eq!(read_digest, digest);
+        assert!(matches!(read(None), Err(BundleError::NoDictionary(300))));
+        let mut other = dict.clone();
+        other[0] ^= 1;
+        if let Ok((_, d)) = read(Some(other)) {
+            assert_ne!(d, digest, "another dictionary must give another digest");
+        }
+    }
+
     #[test]
     fn a_large_commit_streams_with_the_same_bytes_as_the_general_encoding() {
         type Make = fn(Vec<u8>) -> Item;

@@ -224,6 +224,7 @@ impl Node {
         progress: &dyn Progress,
     ) -> Result<EmailSendReport, NodeError> {
         let mut transport = self.email_transport(flags)?;
+        self.train_dictionary()?;
         let mut report = EmailSendReport::default();
         // Recipients: the given addresses, else every other member with one.
         let me = self.identity().me;

@@ -1107,6 +1107,16 @@ impl Node {
                     order: (u32::MAX, 0),
                 }))
             }
+            // Compressed with a dictionary of the dataset's that has not arrived here: read
+            // once it has (bundles/SPEC.md §18).
+            Pass::Refused(e @ IngestError::Bundle(ferry_bundle::BundleError::NoDictionary(_))) => {
+                drop(tx);
+                Ok(done(FileResult::Waiting {
+                    reason: e.to_string(),
+                    kept: None,
+                    order: (u32::MAX, 0),
+                }))
+            }
             Pass::Refused(e @ IngestError::NoEpochKey { .. }) => {
                 drop(tx);
                 if let Some(line) = self.removed_here()? {
@@ -1332,6 +1342,7 @@ impl Node {
     fn plan_medium(&mut self, root: &Path) -> Result<MediumPlan, NodeError> {
         let folder = self.bundle_folder(root);
         check_bundle_folder(root, &folder)?;
+        self.train_dictionary()?;
         let mut transport = DirTransport::new(&folder);
         let me = self.id.me;
         // What the medium already carries (only bundles this node has read or written
@@ -1686,6 +1697,7 @@ impl Node {
         let options = WriteOptions {
             plaintext,
             grant: self.grant_needed(self.bundle_for)?,
+            recipient: self.bundle_for,
             ..WriteOptions::default()
         };
         let out = Hashing {

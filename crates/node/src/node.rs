@@ -803,6 +803,19 @@ impl Node {
         Ok(())
     }
 
+    /// On an admin's laptop, trains the dataset's compression dictionary when one is due
+    /// (bundles/SPEC.md §18: the first at 1,000 records) and commits it as `_dicts/K`, so
+    /// that once every member holds it, small bundles (SMS, radio) shrink. Called before
+    /// planning what to send; does nothing on other laptops.
+    pub(crate) fn train_dictionary(&mut self) -> Result<(), NodeError> {
+        let engine = self.engine.clone();
+        let change = engine.train_dictionary(&self.read()?)?;
+        if let Some(change) = change {
+            self.commit(vec![change])?;
+        }
+        Ok(())
+    }
+
     /// Writes an invitation for a new member to `out` (admin only), sealed with a fresh
     /// one-time code that the report carries.
     ///
@@ -1769,7 +1782,7 @@ pub(crate) fn reads_change(me: MemberId) -> Change {
         id: me.0.to_string(),
         ops: vec![Op::Set(
             ferry_sync::MEMBER_READS_FIELD.to_string(),
-            Value::Int(i64::from(ferry_bundle::VERSION_COLUMNS)),
+            Value::Int(i64::from(ferry_bundle::READS)),
         )],
     }
 }
@@ -1777,7 +1790,7 @@ pub(crate) fn reads_change(me: MemberId) -> Change {
 /// Whether this laptop's own `_members/N` already says it reads version 11.
 pub(crate) fn reads_announced(tx: &StoreTx<'_>, me: MemberId) -> Result<bool, NodeError> {
     let rec = tx.record(ferry_sync::MEMBERS, &me.0.to_string())?;
-    Ok(ferry_sync::member_reads(rec.as_ref()) >= i64::from(ferry_bundle::VERSION_COLUMNS))
+    Ok(ferry_sync::member_reads(rec.as_ref()) >= i64::from(ferry_bundle::READS))
 }
 
 #[cfg(test)]

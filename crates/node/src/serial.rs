@@ -888,10 +888,12 @@ impl Node {
                     .key(opener.header().epoch_id())
                     .cloned()
                     .unwrap_or_else(|| self.keys.current().1.clone());
-                let whole = opener.decrypt(&key).and_then(|mut r| {
-                    while r.next_item()?.is_some() {}
-                    r.finish()
-                });
+                let whole = opener
+                    .decrypt_with(&key, |k| self.dictionary(k))
+                    .and_then(|mut r| {
+                        while r.next_item()?.is_some() {}
+                        r.finish()
+                    });
                 match whole {
                     Ok(_) => Ok(Peer::Unchecked(m)),
                     Err(_) => Err(Refusal::unchecked(
@@ -919,6 +921,7 @@ impl Node {
         told: Option<VersionVector>,
         plaintext: bool,
     ) -> Result<(Vec<Outgoing>, u64), NodeError> {
+        self.train_dictionary()?;
         let (stored, mut holds) = {
             let tx = self.read()?;
             (tx.stored()?, tx.peer(peer)?)
@@ -1018,11 +1021,20 @@ impl Node {
         Ok(())
     }
 
+    /// The dataset's dictionary `k` (bundles/SPEC.md §18), if this station holds it.
+    fn dictionary(&mut self, k: u32) -> Option<Vec<u8>> {
+        let tx = self.read().ok()?;
+        ferry_sync::dicts::dictionary(&tx, k)
+            .ok()
+            .flatten()
+            .map(|(b, _)| b)
+    }
+
     /// The receipt in a hello (its first item), if it reads.
-    fn hello_receipt(&self, data: &[u8]) -> Option<VersionVector> {
+    fn hello_receipt(&mut self, data: &[u8]) -> Option<VersionVector> {
         let opener = BundleReader::open(data).ok()?;
         let key = self.keys.key(opener.header().epoch_id())?.clone();
-        let mut r = opener.decrypt(&key).ok()?;
+        let mut r = opener.decrypt_with(&key, |k| self.dictionary(k)).ok()?;
         match r.next_item() {
             Ok(Some(ferry_bundle::Item::Receipt(vv))) => Some(vv),
             _ => None,

@@ -192,6 +192,7 @@ impl Node {
         };
         if !dry_run {
             report.flushed = transport.flush_queue()?.sent;
+            self.train_dictionary()?;
         }
         let known = self.sms_peers()?;
         let targets: Vec<(Option<MemberId>, String, Phone)> = if to.is_empty() {

@@ -1625,6 +1625,13 @@ impl Storage for StoreTx<'_> {
         Ok(dropped)
     }
 
+    fn record_count(&self) -> Result<u64> {
+        Ok(self
+            .tx
+            .query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
     fn visit_records(&self, f: &mut ferry_sync::RecordVisitor<'_, StoreError>) -> Result<()> {
         let names: FastMap<u32, String> = {
             let mut stmt = self.tx.prepare_cached("SELECT id, name FROM local_names")?;

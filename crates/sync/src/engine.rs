@@ -544,7 +544,7 @@ impl Engine {
                 }
             }
         }
-        let mut reader = self.open_sealed(opener, keys)?;
+        let mut reader = self.open_sealed(store, opener, keys)?;
         let Some(Item::Receipt(receipt)) = reader.next_item()? else {
             unreachable!("the reader checks that a payload starts with a receipt");
         };
@@ -901,7 +901,7 @@ impl Engine {
             return Err(IngestError::Changed);
         }
         let sender = auth.header.sender;
-        let mut reader = self.open_sealed(opener, keys)?;
+        let mut reader = self.open_sealed(store, opener, keys)?;
         let version = reader.version();
         let Some(Item::Receipt(receipt)) = reader.next_item()? else {
             unreachable!("the reader checks that a payload starts with a receipt");
@@ -2434,11 +2434,12 @@ impl Engine {
     }
 
     /// Starts reading a bundle with the key of the epoch its header names.
-    fn open_sealed<R: Read, E: std::error::Error + 'static>(
+    fn open_sealed<S: Storage, R: Read>(
         &self,
+        store: &S,
         opener: Opener<R>,
         keys: &Keyring,
-    ) -> Result<BundleReader<R>, IngestError<E>> {
+    ) -> Res<BundleReader<R>, S> {
         let epoch = opener.header().epoch_id();
         let key = match keys.key(epoch) {
             Some(k) => k,
@@ -2466,7 +2467,7 @@ impl Engine {
                 return Err(IngestError::NoEpochKey { epoch });
             }
         };
-        Ok(opener.decrypt(key)?)
+        Ok(opener.decrypt_with(key, |k| Self::dictionary_bytes(store, k))?)
     }
 
     /// Starts a bundle from this node: the header and its receipt.
@@ -2477,6 +2478,7 @@ impl Engine {
         salt: [u8; 16],
         keys: &Keyring,
         mut options: WriteOptions,
+        dictionary: Option<ferry_bundle::Dictionary>,
     ) -> Res<(BundleWriter<W>, VersionVector), S> {
         // A dataset with more than one admin writes version 7 (SPEC §15): a reader that does
         // not know its rules refuses the bundle instead of dropping the admins' changes.
@@ -2503,7 +2505,10 @@ impl Engine {
             }
         }
         let receipt = st::<S, _>(store.stored())?;
-        let mut w = BundleWriter::new(out, &header, key, options)?;
+        let mut w = match dictionary {
+            Some(d) => BundleWriter::with_dictionary(out, &header, key, options, d)?,
+            _ => BundleWriter::new(out, &header, key, options)?,
+        };
         w.push(&Item::Receipt(receipt.clone()))?;
         Ok((w, receipt))
     }
@@ -2639,7 +2644,7 @@ impl Engine {
             version = ferry_bundle::VERSION_COLUMNS;
             options.version = version;
         }
-        let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options)?;
+        let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options, None)?;
         let state = st::<S, _>(store.applied())?;
         let mut compacted = VersionVector::new();
         for (a, _) in receipt.iter() {
@@ -2814,7 +2819,14 @@ impl Engine {
             options.level = options.level.min(COLUMNAR_LEVEL);
             options.workers = COLUMNAR_WORKERS;
         }
-        let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options)?;
+        // Small bundles with the dataset's dictionary once every member holds it (SPEC
+        // §18); columnar runs are large and laid out for compression already.
+        let dictionary = if columnar {
+            None
+        } else {
+            self.shared_dictionary(store, options.recipient)?
+        };
+        let (mut w, receipt) = self.start_bundle(store, out, salt, keys, options, dictionary)?;
         for (m, vv) in peer_receipts {
             w.push(&Item::PeerReceipt(*m, vv.clone()))?;
         }

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dicts;
 mod engine;
 pub mod forge;
 pub mod fork;

@@ -225,7 +225,23 @@ impl SimNode {
             .expect("local commit")
     }
 
-    /// Says, in this node's own `_members/N`, that it reads bundle version 11 (SPEC §17.2).
+    /// What a ferry admin laptop does before it sends: trains the dataset's dictionary when
+    /// one is due and commits it (SPEC §18). Whether it did.
+    pub fn train_dictionary(&mut self, now_ms: u64) -> bool {
+        self.now_ms = self.now_ms.max(now_ms);
+        match self.engine.train_dictionary(&self.store).expect("mem") {
+            Some(change) => {
+                self.engine
+                    .commit_local(&mut self.store, vec![change], now_ms)
+                    .expect("local commit");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Says, in this node's own `_members/N`, the highest bundle version it reads (SPEC
+    /// §17.2).
     pub fn announce_reads(&mut self, now_ms: u64) -> Commit {
         let me = self.me().0.to_string();
         self.write(
@@ -233,7 +249,7 @@ impl SimNode {
             &me,
             vec![Op::Set(
                 crate::MEMBER_READS_FIELD.into(),
-                Value::Int(i64::from(ferry_bundle::VERSION_COLUMNS)),
+                Value::Int(i64::from(ferry_bundle::READS)),
             )],
             now_ms,
         )

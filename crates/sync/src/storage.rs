@@ -253,6 +253,15 @@ pub trait Storage {
     /// Drops the bodies of commits 2 up to `upto[m]` of each member; their hash, clock and
     /// causal context stay. Returns how many bodies were dropped.
     fn compact(&mut self, upto: &VersionVector) -> Result<u64, Self::Error>;
+    /// How many records are stored, in every collection. The default visits them all.
+    fn record_count(&self) -> Result<u64, Self::Error> {
+        let mut n = 0u64;
+        self.visit_records(&mut |_, _, _| {
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
     /// Calls `f` with every record of every collection: (collection, id, state).
     fn visit_records(&self, f: &mut RecordVisitor<'_, Self::Error>) -> Result<(), Self::Error>;
     /// Removes every record (before installing a snapshot).

@@ -1074,3 +1074,156 @@ fn a_columnar_commit_passed_off_in_the_other_form_is_refused() {
     assert_eq!(b.listing().len(), 20);
     let _ = RunProof::Sender;
 }
+
+/// The version byte of a bundle and whether its payload names a dictionary (flag 2).
+fn version_and_dictionary(bytes: &[u8], node: &SimNode) -> (u8, Option<u32>) {
+    let key = node.key.current().1.clone();
+    let opener = BundleReader::open(bytes).unwrap();
+    let version = opener.version();
+    let mut named = None;
+    let mut r = opener
+        .decrypt_with(&key, |k| {
+            named = Some(k);
+            ferry_sync::dicts::dictionary(&node.store, k)
+                .unwrap()
+                .map(|(b, _)| b)
+        })
+        .unwrap();
+    while r.next_item().unwrap().is_some() {}
+    (version, named)
+}
+
+/// SPEC §18: the admin trains a dictionary once it holds 1,000 records; small bundles use
+/// it only once every member (or the one member a bundle is for) is known to hold it; a
+/// member that lacks it keeps the bundle waiting and reads it once the dictionary came.
+#[test]
+fn small_bundles_use_the_dataset_dictionary_once_their_readers_hold_it() {
+    let (mut hq, mut a, mut b) = three();
+    for n in [&mut hq, &mut a, &mut b] {
+        n.announce_reads(T0 + 100);
+    }
+    hq.ingest(&a.bundle(&[])).unwrap();
+    hq.ingest(&b.bundle(&[])).unwrap();
+    hq.write_many("visits", visits(0, 600), T0 + 150);
+    assert!(!hq.train_dictionary(T0 + 160), "600 records: not due yet");
+    hq.write_many("visits", visits(600, 600), T0 + 200);
+    assert!(hq.train_dictionary(T0 + 300));
+    assert!(
+        !hq.train_dictionary(T0 + 301),
+        "due again only at 8 times the records"
+    );
+    // A member cannot train one: only admins write `_dicts`.
+    assert!(!a.train_dictionary(T0 + 302));
+    let (dict, _) = ferry_sync::dicts::dictionary(&hq.store, 1)
+        .unwrap()
+        .unwrap();
+    assert!(!dict.is_empty() && dict.len() <= ferry_sync::dicts::DICT_SIZE);
+    // Nobody else holds it: HQ's bundle brings it, compressed without it.
+    let first = hq.bundle(&[]);
+    assert_eq!(version_and_dictionary(&first, &hq).1, None);
+    a.ingest(&first).unwrap();
+    hq.ingest(&a.bundle(&[])).unwrap();
+    // Clinic-a holds it, clinic-b does not: a bundle for everyone does without…
+    let one = |n: &mut SimNode, id: &str, t: u64| {
+        n.write(
+            "visits",
+            id,
+            vec![set("village", Value::Str("Obunga".into()))],
+            t,
+        )
+    };
+    one(&mut hq, "v-new-1", T0 + 400);
+    let for_all = hq.bundle(&[]);
+    assert_eq!(
+        version_and_dictionary(&for_all, &hq),
+        (ferry_bundle::VERSION_COLUMNS, None)
+    );
+    // …and one for clinic-a alone (an SMS to its number) uses it.
+    one(&mut hq, "v-new-2", T0 + 500);
+    hq.options.recipient = Some(MemberId(2));
+    let for_a = hq.bundle_for(&[MemberId(2)], &[]);
+    hq.options.recipient = None;
+    assert_eq!(
+        version_and_dictionary(&for_a, &hq),
+        (ferry_bundle::VERSION_DICTS, Some(1))
+    );
+    a.ingest(&for_all).unwrap();
+    a.ingest(&for_a).unwrap();
+    // Clinic-b, handed that SMS bundle by mistake, cannot read it yet: it waits, nothing
+    // is kept…
+    let before = b.listing();
+    match b.ingest(&for_a) {
+        Err(IngestError::Bundle(ferry_bundle::BundleError::NoDictionary(1))) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.listing(), before);
+    // …and reads it once HQ's bundle brought the dictionary.
+    b.ingest(&first).unwrap();
+    b.ingest(&for_all).unwrap();
+    b.ingest(&for_a).unwrap();
+    hq.ingest(&b.bundle(&[])).unwrap();
+    // Now every member holds it: HQ's small bundles use it, and everyone converges.
+    one(&mut hq, "v-new-3", T0 + 600);
+    let small = hq.bundle(&[]);
+    assert_eq!(
+        version_and_dictionary(&small, &hq),
+        (ferry_bundle::VERSION_DICTS, Some(1))
+    );
+    a.ingest(&small).unwrap();
+    b.ingest(&small).unwrap();
+    assert_eq!(a.listing(), hq.listing());
+    assert_eq!(b.listing(), hq.listing());
+    assert_eq!(hq.listing().len(), 1203);
+}
+
+/// An adversary among the members publishes a dictionary of its own (`_dicts/1`): its
+/// write is skipped everywhere (only admins write reserved collections), so no reader
+/// ever uses it, and the admin's own dictionary 1 is the one everyone holds.
+#[test]
+fn a_member_cannot_publish_a_dictionary() {
+    let (mut hq, mut a, mut b) = three();
+    for n in [&mut hq, &mut a, &mut b] {
+        n.announce_reads(T0 + 100);
+    }
+    a.write(
+        "_dicts",
+        "1",
+        vec![set("zstd", Value::Bytes(vec![0x5a; 512]))],
+        T0 + 150,
+    );
+    assert!(
+        ferry_sync::dicts::dictionary(&a.store, 1)
+            .unwrap()
+            .is_none()
+    );
+    let from_a = a.bundle(&[]);
+    hq.ingest(&from_a).unwrap();
+    b.ingest(&from_a).unwrap();
+    hq.ingest(&b.bundle(&[])).unwrap();
+    for n in [&hq, &b] {
+        assert!(
+            ferry_sync::dicts::dictionary(&n.store, 1)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(n.engine.shared_dictionary(&n.store, None).unwrap(), None);
+    }
+    hq.write_many("visits", visits(0, 1100), T0 + 200);
+    assert!(hq.train_dictionary(T0 + 300));
+    let first = hq.bundle(&[]);
+    a.ingest(&first).unwrap();
+    b.ingest(&first).unwrap();
+    let (admin_dict, dot) = ferry_sync::dicts::dictionary(&hq.store, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(dot.author, MemberId::ADMIN);
+    for n in [&a, &b] {
+        assert_eq!(
+            ferry_sync::dicts::dictionary(&n.store, 1)
+                .unwrap()
+                .unwrap()
+                .0,
+            admin_dict
+        );
+    }
+}

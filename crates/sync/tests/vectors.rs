@@ -733,7 +733,202 @@ fn generate() -> Vec<Vector> {
         &[("reason", "bad-header".to_string())],
         bad_format,
     );
+    // Version 13 (SPEC §18): a payload compressed with the dataset's dictionary.
+    let (dict_admin, dict) = dictionary_admin();
+    let v13 = export(&dict_admin, 13, KEY, ADMIN);
+    assert_eq!(v13[1], ferry_bundle::VERSION_DICTS);
+    let held = format!("1 {}", hex(&dict));
+    with(
+        "v13-dictionary",
+        common(
+            "success",
+            "version 13: the admin's genesis, its dictionary _dicts/1 (trained on 300 visits) and twelve visits, the payload compressed with dictionary 1 (flag 2), which the reader holds",
+        ),
+        &[("commits", "1:1-3".into()), ("dictionary", held.clone())],
+        v13.clone(),
+    );
+    with(
+        "v13-no-dictionary",
+        common(
+            "dictionary failure",
+            "the bundle of v13-dictionary, read without dictionary 1: it waits for it",
+        ),
+        &[("reason", "no-dictionary".to_string())],
+        v13.clone(),
+    );
+    let mut other = dict.clone();
+    let last = other.len() - 1;
+    other[last] ^= 0x01;
+    with(
+        "v13-other-dictionary",
+        common(
+            "signature failure",
+            "the bundle of v13-dictionary, read with another dictionary numbered 1 (its last byte differs): the dictionary's hash is in the digest",
+        ),
+        &[
+            ("reason", "bad-signature".to_string()),
+            ("dictionary", format!("1 {}", hex(&other))),
+        ],
+        v13.clone(),
+    );
+    let genesis = c(1);
+    let body = [
+        vec![1u8],
+        zstd::bulk::Compressor::with_dictionary(19, &dict)
+            .unwrap()
+            .compress(&encode(&[
+                Item::Receipt([(MemberId::ADMIN, 1)].into_iter().collect()),
+                Item::Run {
+                    author: MemberId::ADMIN,
+                    first: 1,
+                    count: 1,
+                    proof: RunProof::Sender,
+                },
+                Item::Commit(genesis.clone()),
+            ]))
+            .unwrap(),
+    ]
+    .concat();
+    let hash = ferry_model::commit::chain_next(
+        &ChainContext::new(DATASET, MemberId::ADMIN).hash,
+        1,
+        &genesis,
+    );
+    with(
+        "v13-flag-in-v11",
+        common(
+            "payload failure",
+            "a plaintext version 11 bundle whose flag is 2 (a dictionary, which only version 13 has), validly signed",
+        ),
+        &[("reason", "unknown-flag".to_string()), ("dictionary", held)],
+        plain_bundle_version(
+            ferry_bundle::VERSION_COLUMNS,
+            1,
+            0x64,
+            2,
+            &body,
+            1,
+            &hash,
+            ADMIN,
+        ),
+    );
+    let mut fourteen = v13;
+    fourteen[1] = 14;
+    with(
+        "unknown-version-14",
+        common(
+            "version failure",
+            "the bundle of v13-dictionary with the version byte 14",
+        ),
+        &[("reason", "unsupported-version".to_string())],
+        fourteen,
+    );
     out
+}
+
+/// The admin's replica with a dictionary (SPEC §18): commit 1 its genesis (it reads
+/// version 13), commit 2 `_dicts/1` trained on 300 visits, commit 3 twelve visits. Returns it and
+/// the dictionary.
+fn dictionary_admin() -> (MemStorage, Vec<u8>) {
+    let e = engine();
+    let mut st = MemStorage::default();
+    e.commit_local(
+        &mut st,
+        vec![
+            Change::Genesis {
+                name: "vector dataset".into(),
+                label: "hq".into(),
+                admin_key: SecretKey::from_bytes(ADMIN).public(),
+            },
+            Change::Record {
+                collection: "_members".into(),
+                id: "1".into(),
+                ops: vec![Op::Set("reads".into(), Value::Int(13))],
+            },
+        ],
+        T0,
+    )
+    .unwrap();
+    let visit = |i: usize| -> Vec<Op> {
+        vec![
+            Op::Set(
+                "patient_id".into(),
+                Value::Str(format!("p-{:06}", 4512 + i * 7919 % 100_000)),
+            ),
+            Op::Set(
+                "visit_date".into(),
+                Value::Str(format!("2026-{:02}-{:02}", 1 + i % 12, 1 + i % 28)),
+            ),
+            Op::Set(
+                "village".into(),
+                Value::Str(["Kisumu Ndogo", "Obunga", "Nyalenda", "Manyatta"][i % 4].into()),
+            ),
+            Op::Set("age_years".into(), Value::Int((i as i64 * 13) % 90)),
+            Op::Set(
+                "weight_kg".into(),
+                Value::Float(3.0 + (i * 37 % 970) as f64 / 10.0),
+            ),
+            Op::Set(
+                "diagnosis".into(),
+                Value::Str(["malaria", "pneumonia", "diarrhoea", "none"][i % 4].into()),
+            ),
+            Op::Set("followup".into(), Value::Bool(i % 3 == 0)),
+        ]
+    };
+    // Commits 2, 3, … of a member 7 (its join is not needed to encode them).
+    let root = ChainContext::new(DATASET, MemberId(7)).hash;
+    let mut ctx = ChainContext::from_parts(
+        MemberId(7),
+        1,
+        root,
+        Hlc::from_parts(T0, 0),
+        VersionVector::new(),
+        Vec::new(),
+    );
+    let samples: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            let commit = ferry_model::commit::Commit {
+                author: MemberId(7),
+                seq: ctx.seq + 1,
+                hlc: Hlc::from_parts(T0 + 60_000 * (i as u64 + 1), 0),
+                deps: VersionVector::new(),
+                seen: None,
+                changes: vec![Change::Record {
+                    collection: "visits".into(),
+                    id: format!("v-2026-{:06}", i),
+                    ops: visit(i),
+                }],
+            };
+            ctx.encode(&commit).unwrap()
+        })
+        .collect();
+    let dict = zstd::dict::from_samples(&samples, 1024).unwrap();
+    e.commit_local(
+        &mut st,
+        vec![Change::Record {
+            collection: "_dicts".into(),
+            id: "1".into(),
+            ops: vec![
+                Op::Set("zstd".into(), Value::Bytes(dict.clone())),
+                Op::Set("records".into(), Value::Int(300)),
+            ],
+        }],
+        T0 + 1_000,
+    )
+    .unwrap();
+    e.commit_local(
+        &mut st,
+        (301..313)
+            .map(|i| Change::Record {
+                collection: "visits".into(),
+                id: format!("v-2026-{i:06}"),
+                ops: visit(i),
+            })
+            .collect(),
+        T0 + 2_000,
+    )
+    .unwrap();
+    (st, dict)
 }
 
 /// The admin's replica whose commits 2 and 3 are columnar: its `_members/1` says it reads
@@ -1336,7 +1531,7 @@ type Refusal = (
 /// malformed ones are plaintext bundles with the same items, one record state changed,
 /// signed by the admin as the snapshot was.
 fn ghost_vectors(snapshot: &[u8]) -> (Vec<Refusal>, Vec<Refusal>) {
-    let items = items(snapshot, &DatasetKey(KEY)).unwrap();
+    let items = items(snapshot, &DatasetKey(KEY), &BTreeMap::new()).unwrap();
     let Item::Receipt(receipt) = &items[0] else {
         panic!("a receipt first")
     };
@@ -1844,10 +2039,21 @@ fn malformed() -> Vec<(
     out
 }
 
+/// The dictionary a vector's reader holds (header `dictionary: K HEX`, SPEC §18).
+fn vector_dictionary(h: &BTreeMap<String, String>) -> Option<(u32, Vec<u8>)> {
+    let (k, bytes) = h.get("dictionary")?.split_once(' ')?;
+    Some((k.parse().unwrap(), unhex(bytes)))
+}
+
 /// The decrypted items of a bundle, or the error text.
-fn items(bytes: &[u8], key: &DatasetKey) -> Result<Vec<Item>, String> {
+fn items(
+    bytes: &[u8],
+    key: &DatasetKey,
+    h: &BTreeMap<String, String>,
+) -> Result<Vec<Item>, String> {
+    let dict = vector_dictionary(h);
     let mut r = BundleReader::open(bytes)
-        .and_then(|o| o.decrypt(key))
+        .and_then(|o| o.decrypt_with(key, |k| dict.filter(|(n, _)| *n == k).map(|(_, b)| b)))
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     while let Some(i) = r.next_item().map_err(|e| e.to_string())? {
@@ -1888,6 +2094,20 @@ fn classify(
     };
     let keys = reader_keys(bytes, h)?;
     let mut st = MemStorage::default();
+    // The dictionary the reader holds (SPEC §18), as an admin's `_dicts/K` record.
+    if let Some((k, dict)) = vector_dictionary(h) {
+        let stamp = ferry_model::Stamp::ranked(
+            ferry_model::Dot::new(MemberId::ADMIN, 1),
+            Hlc::from_parts(T0, 0),
+            None,
+        );
+        let state = ferry_model::RecordState::made_by(
+            stamp,
+            &VersionVector::new(),
+            vec![Op::Set("zstd".into(), Value::Bytes(dict))],
+        );
+        st.put_record("_dicts", &k.to_string(), &state).unwrap();
+    }
     // Plaintext vectors are read as a `--plaintext` link would.
     let accept = ferry_sync::Accept { plaintext: true };
     let r = e.receive(&mut st, || BundleReader::open(bytes), &keys, accept, T0);
@@ -1942,6 +2162,7 @@ fn failure(e: &IngestError<MemError>) -> (&'static str, &'static str) {
             }
             BundleError::Limit(m) if m.contains("inflates") => ("limit failure", "expansion"),
             BundleError::Limit(_) => ("limit failure", "count"),
+            BundleError::NoDictionary(_) => ("dictionary failure", "no-dictionary"),
             _ => ("other failure", "other"),
         },
         IngestError::Commit { source, .. } => (
@@ -2152,8 +2373,8 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
     let sender = header.sender;
     // The header's bytes as they are: the version byte is the second (SPEC §3).
     let raw = header.encode_version(plaintext, bytes[1]);
-    let flag = if plaintext {
-        bytes[raw.len()]
+    let (flag, dict_number) = if plaintext {
+        (bytes[raw.len()], bytes[raw.len() + 1])
     } else {
         let sealed = &bytes[raw.len()..];
         let n = sealed
@@ -2167,9 +2388,12 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
             last,
             &mut chunk
         ));
-        chunk[0]
+        (chunk[0], chunk[1])
     };
-    let mut r = opener.decrypt(&key).unwrap();
+    let dict = vector_dictionary(h);
+    let mut r = opener
+        .decrypt_with(&key, |k| dict.filter(|(n, _)| *n == k).map(|(_, b)| b))
+        .unwrap();
     let version = r.version();
     let mut receipt = VersionVector::new();
     let mut peer_receipts = Vec::new();
@@ -2340,6 +2564,7 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
         ferry_bundle::VERSION_ADMINS,
         ferry_bundle::VERSION_KEYS,
         ferry_bundle::VERSION_COLUMNS,
+        ferry_bundle::VERSION_DICTS,
     ]
     .contains(&version);
     if has_epoch {
@@ -2373,7 +2598,7 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
             "members": g.body.wraps.iter().map(|w| w.member.0).collect::<Vec<_>>(),
             "signature": hex(&g.signature.0),
         });
-        if version == ferry_bundle::VERSION_COLUMNS {
+        if version >= ferry_bundle::VERSION_COLUMNS {
             header_json["grant"]["format"] = json!(header.grant_format);
         }
         if header.grant_format == ferry_bundle::VERSION_KEYS {
@@ -2393,10 +2618,12 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
             );
         }
     }
-    json!({
+    // Flag 2 names its dictionary (SPEC §18; the vectors' dictionaries are numbered below 128).
+    let dictionary = (flag == 2).then_some(dict_number);
+    let mut out = json!({
         "expect": "success",
         "header": header_json,
-        "compressed": flag == 1,
+        "compressed": flag != 0,
         "receipt": pairs(&receipt),
         "peer_receipts": peer_receipts,
         "snapshot": snapshot,
@@ -2404,7 +2631,11 @@ fn decoded(bytes: &[u8], h: &BTreeMap<String, String>) -> Json {
         "digest": hex(&trailer.digest),
         "signature": hex(&trailer.signature.0),
         "authenticated": authenticated.as_bool().unwrap_or(false),
-    })
+    });
+    if let Some(k) = dictionary {
+        out["dictionary"] = json!(k);
+    }
+    out
 }
 
 /// JSON for people: what fits on a line (up to 100 columns) stays on one line, the rest is
@@ -2526,8 +2757,8 @@ fn the_writer_still_produces_the_frozen_vectors() {
         // not change is the header and the decrypted items.
         let key = DatasetKey(unhex(&h["dataset-key"]).try_into().unwrap());
         assert_eq!(
-            items(&frozen, &key),
-            items(&bytes, &key),
+            items(&frozen, &key, &h),
+            items(&bytes, &key, &h),
             "{name}: this build writes different content than the frozen vector. If the format \
              changed on purpose, it needs a new version number (bundles/SPEC.md §9), not an edit."
         );
@@ -2701,6 +2932,8 @@ fn wire_format_source() -> String {
         "crates/bundle/src/lib.rs",
         "crates/model/src/lib.rs",
         "crates/sync/src/fork.rs",
+        // The dataset's dictionaries (SPEC §18).
+        "crates/sync/src/dicts.rs",
         "crates/bundle/src/writer.rs",
         "crates/bundle/src/reader.rs",
         // Key epochs and grants (SPEC §14).
