@@ -235,11 +235,28 @@ fn fixed() -> Result<Fixed> {
     let inv = hq.invite(MemberId(2), "clinic-a", t0 + 1);
     let _ = hq.invite(MemberId(3), "clinic-b", t0 + 2);
     let mut a = SimNode::join(&inv, 2, t0 + 10);
-    // Both say they read version 11, as ferry's laptops do in their first commit.
+    // Both say they read version 13, as ferry's laptops do in their first commit.
     hq.announce_reads(t0 + 3);
     a.announce_reads(t0 + 11);
     hq.ingest(&a.bundle(&[]))?;
+    // HQ holds the visits collected so far (2,000 of the workload's), so it trains the
+    // dataset's dictionary before it sends (SPEC §18), as `ferry sync` on an admin laptop
+    // does; clinic-a receives it and says so.
+    let collected: Vec<(String, Vec<ferry_model::Op>)> = (0..2_000u64)
+        .map(|i| {
+            let (id, fields) = workload::visit(SEED, 500_000 + i);
+            let ops = workload::FIELDS
+                .iter()
+                .zip(fields)
+                .map(|(name, v)| ferry_model::Op::Set((*name).into(), v))
+                .collect();
+            (id, ops)
+        })
+        .collect();
+    hq.write_many("visits", collected, t0 + 20);
+    anyhow::ensure!(hq.train_dictionary(t0 + 30), "HQ trains no dictionary");
     a.ingest(&hq.bundle(&[]))?;
+    hq.ingest(&a.bundle(&[]))?;
     a.write(
         "visits",
         "v-2026-000122",
@@ -278,13 +295,18 @@ fn fixed() -> Result<Fixed> {
         transport_cost("ten new visits in one bundle", &tag, &ten_bundle)?,
         transport_cost("a receipt only", &tag, &receipt_bundle)?,
     ];
-    // The header the one-record bundle has: version 11, once every member reads it.
+    // The header the one-record bundle has: version 13, once every member holds the
+    // dataset's dictionary.
     let header = ferry_bundle::Header::new(a.engine.dataset, MemberId(2), [0; 16])
-        .encode_version(false, ferry_bundle::VERSION_COLUMNS)
+        .encode_version(false, ferry_bundle::VERSION_DICTS)
         .len() as u64;
-    assert_eq!(one_bundle[1], ferry_bundle::VERSION_COLUMNS);
+    anyhow::ensure!(
+        one_bundle[1] == ferry_bundle::VERSION_DICTS && ten_bundle[1] == ferry_bundle::VERSION_DICTS,
+        "the small bundles do not use the dataset's dictionary"
+    );
     Ok(Fixed {
-        overhead: header + 1 + 16 + 64,
+        // Header, flag, dictionary number, tag, signature.
+        overhead: header + 1 + 1 + 16 + 64,
         one_record: one,
         receipt,
         transports,
