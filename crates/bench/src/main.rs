@@ -301,7 +301,8 @@ fn fixed() -> Result<Fixed> {
         .encode_version(false, ferry_bundle::VERSION_DICTS)
         .len() as u64;
     anyhow::ensure!(
-        one_bundle[1] == ferry_bundle::VERSION_DICTS && ten_bundle[1] == ferry_bundle::VERSION_DICTS,
+        one_bundle[1] == ferry_bundle::VERSION_DICTS
+            && ten_bundle[1] == ferry_bundle::VERSION_DICTS,
         "the small bundles do not use the dataset's dictionary"
     );
     Ok(Fixed {

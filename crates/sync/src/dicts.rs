@@ -60,6 +60,22 @@ pub fn dictionary<S: Storage>(store: &S, k: u32) -> Result<Option<(Vec<u8>, Dot)
     })
 }
 
+/// When zstd cannot train a dictionary (too few samples, under ten times the dictionary's
+/// size, or too uniform ones), the samples themselves serve as one (zstd's raw-content dictionary, SPEC §18): the last
+/// [`DICT_SIZE`] bytes of them, or `None` under 256 bytes.
+fn raw_dictionary(samples: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let all = samples.concat();
+    if all.len() < 256 {
+        return None;
+    }
+    let mut raw = all[all.len().saturating_sub(DICT_SIZE)..].to_vec();
+    // Bytes that start with a trained dictionary's magic number would be read as one.
+    if raw.starts_with(&[0x37, 0xA4, 0x30, 0xEC]) {
+        raw[0] = 0;
+    }
+    Some(raw)
+}
+
 /// The dictionaries `_dicts/1`, `_dicts/2`, … this store holds a record of, in order (ferry
 /// numbers them without gaps).
 fn numbered<S: Storage>(store: &S) -> Result<Vec<(u32, ferry_model::RecordState)>, S::Error> {
@@ -123,6 +139,16 @@ impl Engine {
     /// the change that publishes it as `_dicts/K`, for the caller to commit. `None` when
     /// none is due, or when zstd could not train one (too few distinct records).
     pub fn train_dictionary<S: Storage>(&self, store: &S) -> Res<Option<Change>, S> {
+        self.train_dictionary_from(store, DICT_FIRST_AT)
+    }
+
+    /// [`Engine::train_dictionary`] with the first dictionary due at `first_at` records (a
+    /// seeded simulation's datasets are small).
+    pub fn train_dictionary_from<S: Storage>(
+        &self,
+        store: &S,
+        first_at: u64,
+    ) -> Res<Option<Change>, S> {
         let applied = st::<S, _>(store.applied())?;
         if !crate::roles::is_admin_now(store, self.me, &applied)? {
             return Ok(None);
@@ -148,7 +174,7 @@ impl Engine {
         }
         let count = st::<S, _>(store.record_count())?;
         let due = if all.is_empty() {
-            count >= DICT_FIRST_AT
+            count >= first_at
         } else {
             count >= trained_on.saturating_mul(DICT_GROWTH)
         };
@@ -156,7 +182,15 @@ impl Engine {
             return Ok(None);
         }
         let samples = self.samples(store, count)?;
-        let Ok(dict) = zstd::dict::from_samples(&samples, DICT_SIZE) else {
+        // zstd trains well on samples of many times the dictionary's size; on fewer, the
+        // samples themselves do as well, at once.
+        let bytes: usize = samples.iter().map(Vec::len).sum();
+        let trained = if bytes >= 10 * DICT_SIZE {
+            zstd::dict::from_samples(&samples, DICT_SIZE).ok()
+        } else {
+            None
+        };
+        let Some(dict) = trained.or_else(|| raw_dictionary(&samples)) else {
             return Ok(None);
         };
         let k = all.len() as u32 + 1;

@@ -228,8 +228,17 @@ impl SimNode {
     /// What a ferry admin laptop does before it sends: trains the dataset's dictionary when
     /// one is due and commits it (SPEC §18). Whether it did.
     pub fn train_dictionary(&mut self, now_ms: u64) -> bool {
+        self.train_dictionary_from(now_ms, crate::dicts::DICT_FIRST_AT)
+    }
+
+    /// [`SimNode::train_dictionary`], the first one due at `first_at` records.
+    pub fn train_dictionary_from(&mut self, now_ms: u64, first_at: u64) -> bool {
         self.now_ms = self.now_ms.max(now_ms);
-        match self.engine.train_dictionary(&self.store).expect("mem") {
+        match self
+            .engine
+            .train_dictionary_from(&self.store, first_at)
+            .expect("mem")
+        {
             Some(change) => {
                 self.engine
                     .commit_local(&mut self.store, vec![change], now_ms)
@@ -404,13 +413,23 @@ impl SimNode {
 
     /// A bundle with everything one of `peers` lacks (minus what `carried` already holds).
     pub fn bundle_for(&mut self, peers: &[MemberId], carried: &[Coverage]) -> Vec<u8> {
+        // A bundle for one member may use what that member holds (its dictionary, SPEC
+        // §18), as an SMS to its number does.
+        let recipient = match peers {
+            [one] => Some(*one),
+            _ => None,
+        };
         let peers: Vec<_> = peers
             .iter()
             .map(|&p| self.store.peer(p).expect("mem"))
             .collect();
         let stored = self.store.stored().expect("mem");
         let runs = plan_export(&stored, &peers, carried, &self.compacted());
-        self.bundle_with(&runs)
+        let before = self.options.recipient;
+        self.options.recipient = recipient;
+        let bytes = self.bundle_with(&runs);
+        self.options.recipient = before;
+        bytes
     }
 
     /// For each author, the last commit compacted away here.
@@ -503,7 +522,10 @@ impl SimNode {
     pub fn ingest(&mut self, bytes: &[u8]) -> SimResult {
         let result = self.try_once(bytes);
         match &result {
-            Ok(Received::NotYet { .. }) if !self.waiting.iter().any(|w| w == bytes) => {
+            Ok(Received::NotYet { .. })
+            | Err(IngestError::Bundle(ferry_bundle::BundleError::NoDictionary(_)))
+                if !self.waiting.iter().any(|w| w == bytes) =>
+            {
                 if self.waiting.len() == SIM_WAITING {
                     self.waiting.remove(0);
                 }
@@ -521,7 +543,10 @@ impl SimNode {
             let mut progress = false;
             for bytes in std::mem::take(&mut self.waiting) {
                 match self.try_once(&bytes) {
-                    Ok(Received::NotYet { .. }) => self.waiting.push(bytes),
+                    Ok(Received::NotYet { .. })
+                    | Err(IngestError::Bundle(ferry_bundle::BundleError::NoDictionary(_))) => {
+                        self.waiting.push(bytes)
+                    }
                     Ok(Received::Applied(..)) => progress = true,
                     _ => {}
                 }

@@ -78,6 +78,12 @@ pub struct Outcome {
     pub revivals: u64,
     /// Commits written in the columnar form (SPEC §17).
     pub columnar: u64,
+    /// Dictionaries the admins trained (SPEC §18).
+    pub dictionaries: u64,
+    /// Bundles applied that were compressed with the dataset's dictionary (SPEC §18).
+    pub dictionary_bundles: u64,
+    /// Deliveries that waited for the dictionary they were compressed with.
+    pub dictionary_waits: u64,
     /// Deleted records written again as their deletes removed them (`ferry restore`).
     pub restores: u64,
     /// Deliveries that could not be checked yet and waited for an earlier bundle.
@@ -181,6 +187,12 @@ struct World {
     announced: Vec<bool>,
     /// Columnar commits written.
     columnar: u64,
+    /// Dictionaries trained.
+    dictionaries: u64,
+    /// Bundles applied that were compressed with the dataset's dictionary (SPEC §18).
+    dictionary_bundles: u64,
+    /// Deliveries that waited for the dictionary they were compressed with.
+    dictionary_waits: u64,
     /// The member gone rogue (or forked), once chosen.
     rogue: Option<usize>,
     /// The restored copy of the forked member's laptop.
@@ -201,6 +213,9 @@ struct World {
 }
 
 const COLL: &str = "c";
+
+/// Records from which an admin of the simulation trains the first dictionary.
+const DICT_FIRST_AT: u64 = 20;
 
 impl World {
     fn joined(&self) -> Vec<usize> {
@@ -226,6 +241,14 @@ impl World {
         let i = self.pick(&joined);
         self.write_one(i);
         self.bulk_or_announce(i);
+        // An admin trains the dataset's dictionary when one is due, as before it sends
+        // (SPEC §18); here from a few records on (no draw, so the stories keep theirs).
+        if !(self.backup.is_some() && Some(i) == self.rogue) {
+            let now = self.clock(i);
+            if self.node(i).train_dictionary_from(now, DICT_FIRST_AT) {
+                self.dictionaries += 1;
+            }
+        }
     }
 
     /// Sometimes, after a write by node `i`: it says it reads version 11, or it writes 16 to
@@ -542,6 +565,16 @@ impl World {
         node.now_ms = now;
         let r = match node.ingest(&f.bytes) {
             Ok(r) => r,
+            // Compressed with a dictionary this member does not hold yet (a bundle made for
+            // another member that reached it too): it waits for the dictionary.
+            Err(IngestError::Bundle(ferry_bundle::BundleError::NoDictionary(k)))
+                if crate::dicts::dictionary(&node.store, k)
+                    .expect("mem")
+                    .is_none() =>
+            {
+                self.dictionary_waits += 1;
+                return Ok(());
+            }
             // The forked member's bundles are refused once its fork is known: expected.
             // (A version that does not overlap the one held here fails its signature.)
             Err(
@@ -564,6 +597,9 @@ impl World {
         self.deliveries += 1;
         match r {
             Received::Applied(r, _) => {
+                if f.bytes.get(1) == Some(&ferry_bundle::VERSION_DICTS) {
+                    self.dictionary_bundles += 1;
+                }
                 if self.attack == Attack::Forgeries {
                     self.applied_log.push((f.to, f.bytes.clone()));
                 }
@@ -1299,6 +1335,9 @@ impl World {
             ghosts: records.values().map(|r| r.shown_ghosts().count()).sum(),
             revivals: self.revivals,
             columnar: self.columnar,
+            dictionaries: self.dictionaries,
+            dictionary_bundles: self.dictionary_bundles,
+            dictionary_waits: self.dictionary_waits,
             restores: self.restores,
             waited: self.waited,
             forgeries: 0,
@@ -1466,6 +1505,9 @@ fn simulate(seed: u64, attack: Attack) -> Result<World, String> {
         bulk: SplitMix(seed ^ 0xb01c_c01a_3a11_0011),
         announced: Vec::new(),
         columnar: 0,
+        dictionaries: 0,
+        dictionary_bundles: 0,
+        dictionary_waits: 0,
         rogue: None,
         backup: None,
         forgeries: 0,

@@ -39,6 +39,7 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     let (mut forgeries, mut refused, mut equal_values) = (0, 0, 0);
     let (mut ghosts, mut revivals, mut restores, mut snapshots) = (0, 0, 0, 0);
     let mut columnar = 0;
+    let (mut dictionaries, mut dictionary_bundles, mut dictionary_waits) = (0, 0, 0);
     let mut forks = std::collections::BTreeMap::new();
     let (mut refused_removed, mut past_cutoff) = (0, 0);
     let (mut role_moves, mut several_admins) = (0, 0);
@@ -52,6 +53,9 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
                 ghosts += o.ghosts;
                 revivals += o.revivals;
                 columnar += o.columnar;
+                dictionaries += o.dictionaries;
+                dictionary_bundles += o.dictionary_bundles;
+                dictionary_waits += o.dictionary_waits;
                 restores += o.restores;
                 snapshots += o.snapshots;
                 *forks.entry(format!("{:?}", o.fork)).or_insert(0u32) += 1;
@@ -66,6 +70,9 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     println!("forgeries delivered {forgeries}, refused outright {refused}; forks: {forks:?}");
     println!(
         "ghosts shown at the end {ghosts}, revivals {revivals}, restores {restores}, snapshots installed {snapshots}, columnar commits {columnar}"
+    );
+    println!(
+        "dictionaries: {dictionaries} trained, {dictionary_bundles} bundles applied compressed with one, {dictionary_waits} deliveries waited for one"
     );
     println!(
         "removals: bundles of removed members refused {refused_removed}; members that applied a removed member's changes past its cutoff before the removal reached them {past_cutoff}"
@@ -90,6 +97,12 @@ fn two_thousand_seeded_runs_converge_without_losing_a_write() {
     // Mixed fleets: columnar commits were written once every member had said it reads them,
     // and crossed relays, stashes, snapshots and forks with the rest.
     assert!(columnar > 250, "only {columnar} commits were columnar");
+    // The dataset's dictionary was trained and used once every reader held it, and bundles
+    // that reached a member before it waited and were read later (SPEC §18).
+    assert!(
+        dictionary_bundles > 50,
+        "only {dictionary_bundles} bundles used the dataset's dictionary"
+    );
     assert!(
         restores > 20,
         "only {restores} deleted records were restored"
