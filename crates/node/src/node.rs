@@ -1796,7 +1796,7 @@ pub(crate) fn reads_announced(tx: &StoreTx<'_>, me: MemberId) -> Result<bool, No
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{InvitationFile, NoProgress};
+    use crate::{FileResult, InvitationFile, NoProgress};
 
     /// An admin and one member that joined, with a stick folder between them.
     fn pair(base: &Path) -> (Node, Node, std::path::PathBuf) {
@@ -1808,6 +1808,107 @@ mod tests {
         let stick = base.join("stick");
         std::fs::create_dir_all(&stick).unwrap();
         (hq, a, stick)
+    }
+
+    /// bundles/SPEC.md §18 at the node: the admin trains the dataset's dictionary before it
+    /// sends; a laptop that meets a bundle compressed with it before the dictionary keeps it
+    /// waiting (nothing applied, nothing quarantined) and reads it once the admin's bundle
+    /// has brought the dictionary.
+    #[test]
+    fn a_bundle_met_before_its_dictionary_waits_and_is_read_once_it_came() {
+        let base = tempfile::tempdir().unwrap();
+        let (mut hq, mut a, stick) = pair(base.path());
+        let visits: Vec<Change> = (0..1_200)
+            .map(|i| Change::Record {
+                collection: "visits".into(),
+                id: format!("v-{i:05}"),
+                ops: vec![
+                    Op::Set(
+                        "village".into(),
+                        Value::Str(["Obunga", "Nyalenda", "Manyatta"][i % 3].into()),
+                    ),
+                    Op::Set("age".into(), Value::Int((i * 7 % 90) as i64)),
+                ],
+            })
+            .collect();
+        hq.commit(visits).unwrap();
+        for _ in 0..2 {
+            hq.sync(&stick, &NoProgress).unwrap();
+            a.sync(&stick, &NoProgress).unwrap();
+        }
+        let dictionary = |n: &mut Node| {
+            let tx = n.read().unwrap();
+            ferry_sync::dicts::dictionary(&tx, 1)
+                .unwrap()
+                .map(|(b, _)| b)
+        };
+        let trained = dictionary(&mut hq).expect("HQ trained the dictionary when it synced");
+        assert_eq!(dictionary(&mut a), Some(trained));
+        // A third laptop joins; an SMS-style bundle HQ writes for clinic-a alone uses the
+        // dictionary, and reaches the new laptop first.
+        let inv = base.path().join("b.invite");
+        let code = hq.invite(&inv, Some("clinic-b")).unwrap().code;
+        let file = InvitationFile::read(&inv).unwrap();
+        let mut b = Node::join(&Home::at(base.path().join("b")), None, &file, Some(&code)).unwrap();
+        hq.commit(vec![Change::Record {
+            collection: "visits".into(),
+            id: "v-new".into(),
+            ops: vec![
+                Op::Set("village".into(), Value::Str("Obunga".into())),
+                Op::Set("age".into(), Value::Int(7)),
+                Op::Set(
+                    "note".into(),
+                    Value::Str("fever for 3 days; fever again; fever".repeat(3)),
+                ),
+            ],
+        }])
+        .unwrap();
+        let head = hq.read().unwrap().stored().unwrap().get(MemberId::ADMIN);
+        let runs = [ferry_sync::Coverage {
+            author: MemberId::ADMIN,
+            first: head,
+            last: head,
+        }];
+        let (_, _, staged, _) = hq
+            .write_bundle_to(Some(&runs), Some(MemberId(2)), &NoProgress)
+            .unwrap();
+        let sms = base.path().join("sms.ferry");
+        std::fs::copy(staged.path(), &sms).unwrap();
+        drop(staged);
+        let bytes = std::fs::read(&sms).unwrap();
+        assert_eq!(bytes[1], ferry_bundle::VERSION_DICTS);
+        // (Its payload is compressed with the dictionary: reading it needs it.)
+        let key = hq.keys.current().1.clone();
+        let opener = ferry_bundle::BundleReader::open(&bytes[..]).unwrap();
+        assert!(matches!(
+            opener.decrypt(&key),
+            Err(ferry_bundle::BundleError::NoDictionary(1))
+        ));
+        let report = b.import(std::slice::from_ref(&sms), &NoProgress).unwrap();
+        match &report.files[0].result {
+            FileResult::Waiting { reason, .. } => {
+                assert!(reason.contains("dictionary number 1"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(b.get("visits", "v-new").unwrap().is_none());
+        assert_eq!(
+            std::fs::read_dir(b.home().quarantine()).map_or(0, |d| d.count()),
+            0
+        );
+        // Clinic-b's join reaches HQ, HQ's full bundle (which does without the dictionary,
+        // clinic-b not holding it) reaches clinic-b; then the waiting bundle reads.
+        b.sync(&stick, &NoProgress).unwrap();
+        hq.sync(&stick, &NoProgress).unwrap();
+        b.sync(&stick, &NoProgress).unwrap();
+        assert!(dictionary(&mut b).is_some());
+        let report = b.import(std::slice::from_ref(&sms), &NoProgress).unwrap();
+        assert!(
+            matches!(report.files[0].result, FileResult::Applied { .. }),
+            "{:?}",
+            report.files[0].result
+        );
+        assert!(b.get("visits", "v-new").unwrap().is_some());
     }
 
     #[test]
