@@ -62,6 +62,26 @@ fn main() {
         bundles.push((name.into(), bytes));
     }
 
+    // HQ's bundle again as a version 13 payload compressed with the fuzzing dictionary
+    // (flag 2, number 1), which one of the fuzzing receivers holds.
+    if let Some(p) = payload(&hq.bundle(&[])) {
+        let items = match p.get(1) {
+            Some(0) => p[2..].to_vec(),
+            Some(1) => zstd::stream::decode_all(&p[2..]).expect("a zstd payload"),
+            _ => panic!("an unknown flag"),
+        };
+        let mut c = zstd::bulk::Compressor::with_dictionary(19, &ferry_fuzz::fuzz_dictionary())
+            .expect("a dictionary");
+        c.include_dictid(false).expect("zstd");
+        let frame = c.compress(&items).expect("zstd");
+        let mut seed = vec![p[0] | 0x40, 2, 1];
+        seed.extend(frame);
+        seeds.insert(
+            ("bundle_sealed_payload", "hq-to-all-dictionary".into()),
+            seed,
+        );
+    }
+
     for (name, bytes) in &bundles {
         seeds.insert(("bundle_sealed", name.clone()), bytes.clone());
         seeds.insert(("bundle_plain", name.clone()), bytes.clone());
@@ -349,7 +369,13 @@ fn payload(bundle: &[u8]) -> Option<Vec<u8>> {
             .ok()?;
     }
     stream.truncate(stream.len().checked_sub(64)?);
-    let b0 = (header.sender.0 & 0x0f) as u8 | if version == VERSION_GHOSTS { 0x10 } else { 0 };
+    let b0 = (header.sender.0 & 0x0f) as u8
+        | match version {
+            VERSION_GHOSTS => 0x10,
+            ferry_bundle::VERSION_COLUMNS => 0x20,
+            ferry_bundle::VERSION_DICTS => 0x40,
+            _ => 0,
+        };
     let mut out = vec![b0];
     out.extend(stream);
     Some(out)

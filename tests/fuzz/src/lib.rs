@@ -155,10 +155,36 @@ fn fixture() -> &'static Fixture {
 /// The two receivers every bundle target feeds: one that holds nothing (as the vectors are
 /// checked) and member 3 of [`fixture_nodes`].
 fn receivers() -> [(Engine, MemStorage); 2] {
+    let mut with_dictionary = fixture().joined.clone();
+    hold_dictionary(&mut with_dictionary);
     [
         (engine(MemberId(99)), MemStorage::default()),
-        (engine(MemberId(3)), fixture().joined.clone()),
+        (engine(MemberId(3)), with_dictionary),
     ]
+}
+
+/// The dataset dictionary number 1 the fuzzing receivers hold (bundles/SPEC.md §18): raw
+/// content shaped like commits of visits. A payload with flag 2 and number 1 decodes with it.
+pub fn fuzz_dictionary() -> Vec<u8> {
+    b"\x06village\x06Obunga\x03age\x0a\x09diagnosis\x07malaria v-2026-000123 p-004512 ".repeat(24)
+}
+
+/// Puts [`fuzz_dictionary`] into `store` as the admin's `_dicts/1`.
+fn hold_dictionary(store: &mut MemStorage) {
+    let stamp = ferry_model::Stamp::ranked(
+        ferry_model::Dot::new(MemberId::ADMIN, 1),
+        ferry_model::Hlc::from_parts(NOW, 0),
+        None,
+    );
+    let state = ferry_model::RecordState::made_by(
+        stamp,
+        &ferry_model::VersionVector::new(),
+        vec![ferry_model::Op::Set(
+            "zstd".into(),
+            ferry_model::Value::Bytes(fuzz_dictionary()),
+        )],
+    );
+    let _ = store.put_record("_dicts", "1", &state);
 }
 
 fn receive(engine: &Engine, store: &mut MemStorage, bytes: &[u8], plaintext: bool) {
@@ -189,13 +215,16 @@ pub fn bundle_plain(data: &[u8]) {
 /// The decrypted payload of a sealed bundle (compression flag, items), sealed properly with
 /// the vectors' dataset key and signed with the sender's key, so the fuzzer gets past the
 /// AEAD and the signature. The first byte chooses the header: the sender is its low four
-/// bits, bit 4 asks for format version 3 (ghosts), bit 5 for version 11 (columnar commits).
+/// bits, bit 4 asks for format version 3 (ghosts), bit 5 for version 11 (columnar commits),
+/// bit 6 for version 13 (a payload with flag 2 decodes with [`fuzz_dictionary`]).
 pub fn bundle_sealed_payload(data: &[u8]) {
     let Some((&b0, payload)) = data.split_first() else {
         return;
     };
     let sender = MemberId(u32::from(b0 & 0x0f));
-    let version = if b0 & 0x20 != 0 {
+    let version = if b0 & 0x40 != 0 {
+        ferry_bundle::VERSION_DICTS
+    } else if b0 & 0x20 != 0 {
         ferry_bundle::VERSION_COLUMNS
     } else if b0 & 0x10 != 0 {
         VERSION_GHOSTS
@@ -249,7 +278,7 @@ fn head_to_sign(
 ) -> Option<(u64, Hash, [u8; 32])> {
     let mut r = BundleReader::open(bundle)
         .ok()?
-        .decrypt(&DatasetKey(KEY))
+        .decrypt_with(&DatasetKey(KEY), |k| (k == 1).then(fuzz_dictionary))
         .ok()?;
     let Some(Item::Receipt(receipt)) = r.next_item().ok()? else {
         return None;
