@@ -1773,9 +1773,10 @@ pub(crate) fn for_each_live(
     }
 }
 
-/// The change by which a laptop says, in its own `_members/N`, that its ferry reads bundle
-/// version 11 (bundles/SPEC.md §17.2): once every member has, commits of many records are
-/// written in the columnar form.
+/// The change by which a laptop says, in its own `_members/N`, the highest bundle version
+/// its ferry reads (13; bundles/SPEC.md §17.2, §18): once every member reads 11, commits of
+/// many records are written in the columnar form, and once every member reads 13 and holds
+/// the dataset's dictionary, small bundles are compressed with it.
 pub(crate) fn reads_change(me: MemberId) -> Change {
     Change::Record {
         collection: ferry_sync::MEMBERS.to_string(),
@@ -1787,7 +1788,7 @@ pub(crate) fn reads_change(me: MemberId) -> Change {
     }
 }
 
-/// Whether this laptop's own `_members/N` already says it reads version 11.
+/// Whether this laptop's own `_members/N` already says it reads this ferry's versions (13).
 pub(crate) fn reads_announced(tx: &StoreTx<'_>, me: MemberId) -> Result<bool, NodeError> {
     let rec = tx.record(ferry_sync::MEMBERS, &me.0.to_string())?;
     Ok(ferry_sync::member_reads(rec.as_ref()) >= i64::from(ferry_bundle::READS))
