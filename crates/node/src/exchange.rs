@@ -1342,7 +1342,6 @@ impl Node {
     fn plan_medium(&mut self, root: &Path) -> Result<MediumPlan, NodeError> {
         let folder = self.bundle_folder(root);
         check_bundle_folder(root, &folder)?;
-        self.train_dictionary()?;
         let mut transport = DirTransport::new(&folder);
         let me = self.id.me;
         // What the medium already carries (only bundles this node has read or written
@@ -1436,6 +1435,9 @@ impl Node {
         root: &Path,
         progress: &dyn Progress,
     ) -> Result<ExportOutcome, NodeError> {
+        // (Not in the plan: a dry run trains nothing; the dictionary, when one is due, is
+        // one more change in the bundle written.)
+        self.train_dictionary()?;
         let MediumPlan {
             folder,
             mut on_medium,
