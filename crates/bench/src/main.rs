@@ -243,15 +243,7 @@ fn fixed() -> Result<Fixed> {
     // dataset's dictionary before it sends (SPEC §18), as `ferry sync` on an admin laptop
     // does; clinic-a receives it and says so.
     let collected: Vec<(String, Vec<ferry_model::Op>)> = (0..2_000u64)
-        .map(|i| {
-            let (id, fields) = workload::visit(SEED, 500_000 + i);
-            let ops = workload::FIELDS
-                .iter()
-                .zip(fields)
-                .map(|(name, v)| ferry_model::Op::Set((*name).into(), v))
-                .collect();
-            (id, ops)
-        })
+        .map(|i| workload::visit_ops(SEED, 500_000 + i))
         .collect();
     hq.write_many("visits", collected, t0 + 20);
     anyhow::ensure!(hq.train_dictionary(t0 + 30), "HQ trains no dictionary");
@@ -279,12 +271,7 @@ fn fixed() -> Result<Fixed> {
     hq.ingest(&one_bundle)?;
     a.ingest(&hq.bundle(&[]))?;
     for i in 0..10 {
-        let (id, fields) = workload::visit(SEED, 1_000 + i);
-        let ops = workload::FIELDS
-            .iter()
-            .zip(fields)
-            .map(|(name, v)| ferry_model::Op::Set((*name).into(), v))
-            .collect();
+        let (id, ops) = workload::visit_ops(SEED, 1_000 + i);
         a.write("visits", &id, ops, t0 + 1_000_000 + i * 60_000);
     }
     let ten_bundle = a.bundle_for(&[MemberId::ADMIN], &[]);

@@ -114,6 +114,17 @@ pub fn visit(seed: u64, i: u64) -> (String, Vec<Value>) {
     (format!("v-2026-{i:06}"), fields)
 }
 
+/// The `i`-th visit of the workload of `seed` as a record id and the ops that write it.
+pub fn visit_ops(seed: u64, i: u64) -> (String, Vec<ferry_model::Op>) {
+    let (id, fields) = visit(seed, i);
+    let ops = FIELDS
+        .iter()
+        .zip(fields)
+        .map(|(name, v)| ferry_model::Op::Set((*name).into(), v))
+        .collect();
+    (id, ops)
+}
+
 /// One edited record: its index, the (field index, new value) pairs, and whether the origin
 /// edits it concurrently.
 pub type Edit = (u64, Vec<(usize, Value)>, bool);

@@ -379,6 +379,28 @@ mod tests {
 
     /// A large commit written straight into the stream reads back exactly as postcard would
     /// have encoded it, and its bundle is byte for byte the one the general path writes.
+    /// A flag-2 payload whose dictionary number is 0 or not minimal is refused with a reason
+    /// that names the dictionary number, before any dictionary is asked for.
+    #[test]
+    fn a_bad_dictionary_number_is_refused_by_name() {
+        let header = Header::new(DatasetId([2; 8]), MemberId(3), [6; 16])
+            .encode_version(true, crate::VERSION_DICTS);
+        for number in [vec![0u8], vec![0x81, 0x00]] {
+            let mut bytes = header.clone();
+            bytes.push(FLAG_DICT);
+            bytes.extend(&number);
+            bytes.extend([0u8; 80]);
+            let got = BundleReader::open(&bytes[..])
+                .unwrap()
+                .decrypt_with(&DatasetKey([4; 32]), |_| panic!("no dictionary is needed"));
+            match got {
+                Err(BundleError::Malformed(m)) => assert!(m.contains("dictionary number"), "{m}"),
+                Err(e) => panic!("{number:?}: {e}"),
+                Ok(_) => panic!("{number:?}: accepted"),
+            }
+        }
+    }
+
     /// A payload compressed with a dictionary (version 13, SPEC §18) reads back only with
     /// the same dictionary: without one it waits (`NoDictionary`), and with other bytes
     /// under the same number the digest differs, so the signature cannot verify.

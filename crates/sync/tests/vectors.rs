@@ -831,24 +831,7 @@ fn generate() -> Vec<Vector> {
 /// the dictionary.
 fn dictionary_admin() -> (MemStorage, Vec<u8>) {
     let e = engine();
-    let mut st = MemStorage::default();
-    e.commit_local(
-        &mut st,
-        vec![
-            Change::Genesis {
-                name: "vector dataset".into(),
-                label: "hq".into(),
-                admin_key: SecretKey::from_bytes(ADMIN).public(),
-            },
-            Change::Record {
-                collection: "_members".into(),
-                id: "1".into(),
-                ops: vec![Op::Set("reads".into(), Value::Int(13))],
-            },
-        ],
-        T0,
-    )
-    .unwrap();
+    let mut st = admin_that_reads(13);
     let visit = |i: usize| -> Vec<Op> {
         vec![
             Op::Set(
@@ -931,28 +914,36 @@ fn dictionary_admin() -> (MemStorage, Vec<u8>) {
     (st, dict)
 }
 
+/// The admin's replica after its genesis, whose `_members/1` says it reads bundle version
+/// `reads` (it is the only member).
+fn admin_that_reads(reads: i64) -> MemStorage {
+    let mut st = MemStorage::default();
+    engine()
+        .commit_local(
+            &mut st,
+            vec![
+                Change::Genesis {
+                    name: "vector dataset".into(),
+                    label: "hq".into(),
+                    admin_key: SecretKey::from_bytes(ADMIN).public(),
+                },
+                Change::Record {
+                    collection: "_members".into(),
+                    id: "1".into(),
+                    ops: vec![Op::Set("reads".into(), Value::Int(reads))],
+                },
+            ],
+            T0,
+        )
+        .unwrap();
+    st
+}
+
 /// The admin's replica whose commits 2 and 3 are columnar: its `_members/1` says it reads
 /// version 11 (it is the only member), and each writes at least 16 records of a collection.
 fn columnar_admin() -> MemStorage {
     let e = engine();
-    let mut st = MemStorage::default();
-    e.commit_local(
-        &mut st,
-        vec![
-            Change::Genesis {
-                name: "vector dataset".into(),
-                label: "hq".into(),
-                admin_key: SecretKey::from_bytes(ADMIN).public(),
-            },
-            Change::Record {
-                collection: "_members".into(),
-                id: "1".into(),
-                ops: vec![Op::Set("reads".into(), Value::Int(11))],
-            },
-        ],
-        T0,
-    )
-    .unwrap();
+    let mut st = admin_that_reads(11);
     let visits: Vec<Change> = (0..20)
         .map(|i| {
             let mut ops = vec![
