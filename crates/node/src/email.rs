@@ -258,12 +258,13 @@ impl Node {
             readers = self.known_peers()?;
         }
         let (stored, peer_vvs) = {
+            let me = self.id.me;
             let tx = self.read()?;
             let vvs = readers
                 .iter()
                 .map(|&p| tx.peer(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            (tx.stored()?, vvs)
+            (ferry_sync::sendable(&tx, me)?, vvs)
         };
         let compacted = self.compacted()?;
         let now = now_ms();

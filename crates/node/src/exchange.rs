@@ -875,7 +875,17 @@ impl Node {
         progress: &dyn Progress,
         accept: Accept,
     ) -> Result<FileOutcome, NodeError> {
-        let outcome = self.import_one(path, origin, progress, accept)?;
+        // A large bundle is applied in steps; another ferry writing to this home between
+        // two of them stops the import (what was applied stays): it goes on from there.
+        let mut tries = 0;
+        let outcome = loop {
+            match self.import_one(path, origin, progress, accept) {
+                Err(NodeError::Store(ferry_store::StoreError::Interleaved)) if tries < 3 => {
+                    tries += 1
+                }
+                other => break other?,
+            }
+        };
         // A removal another admin made, just applied here: the founding laptop moves the
         // dataset to a new key before anything it writes next is planned (SPEC §15).
         if matches!(outcome.result, FileResult::Applied { .. }) {
@@ -1004,6 +1014,7 @@ impl Node {
                     snapshot: r.snapshot_state.clone(),
                     bytes,
                 })?;
+                tx.delete_meta(ferry_store::UNSETTLED)?;
                 tx.commit()?;
                 let labels = self.labels()?;
                 let label = |m: MemberId| labels.get(&m).cloned().unwrap_or_else(|| m.to_string());
@@ -1362,7 +1373,7 @@ impl Node {
                 .iter()
                 .map(|&p| tx.peer(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            (tx.stored()?, vvs)
+            (ferry_sync::sendable(&tx, me)?, vvs)
         };
         // A removed (or cancelled) member's bundles carry nothing for the others: they
         // refuse them whole, also the other members' changes they relay.
@@ -1834,6 +1845,8 @@ impl Node {
         }
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
+        // Never committed: nothing of it may become durable in a step.
+        tx.set_step_bytes(None);
         // Plaintext bundles are inspected too; the report says that import refuses them.
         let accept = Accept { plaintext: true };
         let auth = match engine.authenticate(&tx, opener, &key, accept) {

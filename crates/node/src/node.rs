@@ -715,7 +715,7 @@ impl Node {
             })
             .collect::<Vec<_>>()
             .join(" ");
-        Ok(Node {
+        let mut node = Node {
             home: home.clone(),
             store,
             id,
@@ -724,7 +724,29 @@ impl Node {
             store_key,
             bundle_for: None,
             _presence: home.announce(&what),
-        })
+        };
+        node.finish_interrupted_import()?;
+        Ok(node)
+    }
+
+    /// After an import killed between two steps of a large bundle (ferry_store::UNSETTLED),
+    /// does what that import would have done at its end: applies what the steps made ready
+    /// (others' changes that waited for them, kept-aside runs), on an admin's laptop records
+    /// new members' keys, and tries the bundles that wait here again. Left to the import
+    /// itself while another ferry uses the home (it may be that import).
+    fn finish_interrupted_import(&mut self) -> Result<(), NodeError> {
+        if self.store.read()?.meta(ferry_store::UNSETTLED)?.is_none()
+            || !self.home.others().is_empty()
+        {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.store.transaction(now)?;
+        self.engine.settle(&mut tx, now)?;
+        tx.delete_meta(ferry_store::UNSETTLED)?;
+        tx.commit()?;
+        self.retry_waiting(&crate::NoProgress)?;
+        Ok(())
     }
 
     /// Calls `notice` with one line whenever a change to the store has waited a second for

@@ -923,8 +923,9 @@ impl Node {
     ) -> Result<(Vec<Outgoing>, u64), NodeError> {
         self.train_dictionary()?;
         let (stored, mut holds) = {
+            let me = self.id.me;
             let tx = self.read()?;
-            (tx.stored()?, tx.peer(peer)?)
+            (ferry_sync::sendable(&tx, me)?, tx.peer(peer)?)
         };
         if let Some(told) = told {
             holds.merge(&told);

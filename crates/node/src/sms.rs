@@ -221,12 +221,13 @@ impl Node {
         let compacted = self.compacted()?;
         for (member, label, phone) in targets {
             let (stored, vv) = {
+                let me = self.id.me;
                 let tx = self.read()?;
                 let vv = match member {
                     Some(m) => tx.peer(m)?,
                     None => VersionVector::new(),
                 };
-                (tx.stored()?, vv)
+                (ferry_sync::sendable(&tx, me)?, vv)
             };
             let mut entry = SmsPeerSend {
                 label,

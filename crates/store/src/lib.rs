@@ -16,5 +16,6 @@ mod migrations;
 mod store;
 
 pub use store::{
-    BundleSeen, ConflictRow, PeerRow, QuarantineRow, Store, StoreError, StoreTx, WaitingRow,
+    BundleSeen, ConflictRow, PeerRow, QuarantineRow, STEP_BYTES, Store, StoreError, StoreTx,
+    UNSETTLED, WaitingRow,
 };

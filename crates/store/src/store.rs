@@ -43,6 +43,12 @@ pub enum StoreError {
         BUSY_TIMEOUT.as_secs()
     )]
     Busy,
+    /// Another program wrote to the store between two steps of a large apply
+    /// ([`ferry_sync::Storage::step`]); what was applied before stays.
+    #[error(
+        "another ferry wrote to this home while a large bundle was being applied; what was applied so far is kept: import the bundle again to finish it"
+    )]
+    Interleaved,
     /// The database was written by a newer ferry.
     #[error(
         "this home was written by a newer ferry (schema {found}, this ferry knows up to {known}); upgrade ferry"
@@ -65,6 +71,15 @@ impl From<postcard::Error> for StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// How many bytes of new commits a write transaction applies before it takes a step
+/// ([`Store::set_step_bytes`]): about 40,000 records of a typical form, a write-ahead log of
+/// a few megabytes.
+pub const STEP_BYTES: u64 = 1 << 20;
+
+/// The metadata key a step sets ([`ferry_sync::Storage::step`]): an apply made part of a
+/// bundle durable and has not finished (settled) it yet. Whoever finishes it removes it.
+pub const UNSETTLED: &str = "unsettled";
 
 /// How long a write waits for another connection's write to end.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -109,6 +124,7 @@ pub struct Store {
     conn: Connection,
     names: NameCache,
     on_wait: Option<OnWait>,
+    step_bytes: Option<u64>,
 }
 
 /// A conflicted record.
@@ -279,6 +295,7 @@ impl Store {
             conn,
             names: NameCache::default(),
             on_wait: None,
+            step_bytes: Some(STEP_BYTES),
         };
         store.migrate()?;
         Ok(store)
@@ -340,6 +357,15 @@ impl Store {
         }
     }
 
+    /// Sets how many bytes of new commits an apply takes between two steps (each its own
+    /// SQLite transaction; [`ferry_sync::Storage::step`]); `None`: every bundle in one
+    /// transaction. [`STEP_BYTES`] unless set. A large bundle applied in one transaction
+    /// grows the write-ahead log to the size of what it writes, and SQLite copies all of it
+    /// again when it commits.
+    pub fn set_step_bytes(&mut self, bytes: Option<u64>) {
+        self.step_bytes = bytes;
+    }
+
     /// Calls `f` (once per write) when a write transaction has waited a second for another
     /// connection's write to end, and goes on waiting: the caller can say for whom.
     pub fn set_on_wait(&mut self, f: Option<OnWait>) {
@@ -381,6 +407,7 @@ impl Store {
         Ok(StoreTx {
             tx,
             names: &mut self.names,
+            step_bytes: self.step_bytes,
             now_ms,
             blob: Vec::new(),
             new_order: FieldOrder::default(),
@@ -399,6 +426,7 @@ impl Store {
         Ok(StoreTx {
             tx,
             names: &mut self.names,
+            step_bytes: None,
             now_ms: 0,
             blob: Vec::new(),
             new_order: FieldOrder::default(),
@@ -426,6 +454,8 @@ fn check_data_version(tx: &rusqlite::Transaction<'_>, names: &mut NameCache) -> 
 pub struct StoreTx<'a> {
     tx: rusqlite::Transaction<'a>,
     names: &'a mut NameCache,
+    /// [`Store::set_step_bytes`] (`None` in a read transaction).
+    step_bytes: Option<u64>,
     now_ms: u64,
     /// The buffer record states are encoded into, reused from record to record.
     blob: Vec<u8>,
@@ -555,6 +585,13 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Sets how many bytes of new commits an apply takes between two steps in this
+    /// transaction ([`Store::set_step_bytes`]); `None` for one that must stay whole (a
+    /// transaction rolled back on purpose).
+    pub fn set_step_bytes(&mut self, bytes: Option<u64>) {
+        self.step_bytes = bytes;
+    }
+
     /// Writes what [`Pending`] holds.
     fn write_pending(&mut self) -> Result<()> {
         for (m, seq) in std::mem::take(&mut self.pending.applied) {
@@ -657,6 +694,14 @@ impl StoreTx<'_> {
             .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
             .query_row(params![key], |r| r.get(0))
             .optional()?)
+    }
+
+    /// Removes a metadata value.
+    pub fn delete_meta(&self, key: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM meta WHERE key = ?1")?
+            .execute(params![key])?;
+        Ok(())
     }
 
     /// Sets a metadata value.
@@ -1028,6 +1073,43 @@ impl Storage for StoreTx<'_> {
 
     fn missing(what: String) -> StoreError {
         StoreError::Missing(what)
+    }
+
+    fn step_bytes(&self) -> Option<u64> {
+        self.step_bytes
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.write_pending()?;
+        // Cleared by the import that finishes; found by the next command after a crash.
+        self.set_meta(UNSETTLED, &[1])?;
+        let version = |tx: &rusqlite::Transaction<'_>| -> Result<i64> {
+            tx.query_row("SELECT count(*) FROM applied WHERE 0", [], |_| Ok(()))?;
+            Ok(tx.pragma_query_value(None, "data_version", |r| r.get(0))?)
+        };
+        let before = version(&self.tx)?;
+        self.tx.execute_batch("COMMIT")?;
+        self.names.uncommitted = false;
+        // (The rusqlite transaction goes on as the new one: it commits or rolls back
+        // whatever is open when it ends.)
+        self.tx
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| match is_busy(&e) {
+                true => StoreError::Interleaved,
+                false => e.into(),
+            })?;
+        if version(&self.tx)? != before {
+            return Err(StoreError::Interleaved);
+        }
+        Ok(())
+    }
+
+    fn latest_proofs(&self) -> Result<VersionVector> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT author, max(seq) FROM proofs GROUP BY author")?;
+        let rows = stmt.query_map([], |r| Ok((MemberId(r.get(0)?), u(r.get(1)?))))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     fn members(&self) -> Result<Vec<MemberInfo>> {

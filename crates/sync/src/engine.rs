@@ -69,6 +69,11 @@ pub struct Authenticated {
     runs: Vec<(MemberId, RunCheck)>,
     /// The forks that evidence in an admin snapshot proves: (member, frozen from).
     snapshot_forks: Vec<(MemberId, u64)>,
+    /// Where the apply may take a step ([`Storage::step`]): (author, commit, chain hash
+    /// after it), at about every [`Storage::step_bytes`] of new commits of runs the
+    /// signatures cover. Pass 2 takes a step only where its chain hash is the same, so what
+    /// it makes durable is exactly what pass 1 authenticated.
+    marks: Vec<(MemberId, u64, Hash)>,
 }
 
 /// What checking a relayed run's proof found (pass 1).
@@ -106,6 +111,8 @@ struct Trace {
     truncated: bool,
     /// The author's key: known here, or from the join in its commit 1.
     key: Option<PublicKey>,
+    /// Where an apply may take a step: (commit, chain hash after it).
+    marks: Vec<(u64, Hash)>,
 }
 
 impl Authenticated {
@@ -571,6 +578,7 @@ impl Engine {
         let mut admin_snapshot = false;
         // What each relayed run's author's own signature says of it.
         let mut runs = Vec::new();
+        let mut marks = Vec::new();
         // In an admin snapshot: the members' keys, and the forks its evidence proves.
         let mut snapshot_keys: Vec<(MemberId, PublicKey)> = Vec::new();
         let mut snapshot_forks: Vec<(MemberId, u64)> = Vec::new();
@@ -668,8 +676,16 @@ impl Engine {
                     let own = author == sender;
                     let trace = self.follow_run(store, &mut reader, author, first, last, own)?;
                     if !own {
-                        runs.push((author, self.check_relayed(author, last, &proof, &trace)));
+                        let check = self.check_relayed(author, last, &proof, &trace);
+                        if check == RunCheck::Valid {
+                            marks.extend(trace.marks.iter().map(|&(seq, h)| (author, seq, h)));
+                        }
+                        runs.push((author, check));
                         continue;
+                    }
+                    if trace.fork_at.is_none() {
+                        // (Used only once the bundle's signature verifies below.)
+                        marks.extend(trace.marks.iter().map(|&(seq, h)| (author, seq, h)));
                     }
                     if trace.gap {
                         missing = Some(match first {
@@ -762,6 +778,7 @@ impl Engine {
             head,
             runs,
             snapshot_forks,
+            marks,
         }))
     }
 
@@ -808,6 +825,8 @@ impl Engine {
         }
         let mut h: Option<Hash> = None;
         let mut kept = 0usize;
+        let step = store.step_bytes();
+        let mut since_mark = 0u64;
         for seq in first..=last {
             let bytes = next_commit(reader)?;
             if trace.fork_at.is_some() {
@@ -854,6 +873,13 @@ impl Engine {
                 trace.key = Some(self.first_commit_key(store, &commit, false)?);
             }
             h = Some(bytes.chain(&prev, seq));
+            since_mark += bytes.len() as u64;
+            if let (Some(step), Some(hash)) = (step, h) {
+                if since_mark >= step && seq < last {
+                    trace.marks.push((seq, hash));
+                    since_mark = 0;
+                }
+            }
         }
         trace.hash = h;
         Ok(trace)
@@ -1040,6 +1066,7 @@ impl Engine {
                     run,
                     &proof,
                     &mut stash_budget,
+                    &auth.marks,
                 )?,
             };
             match outcome {
@@ -1153,6 +1180,7 @@ impl Engine {
         run: Coverage,
         proof: &RunProof,
         budget: &mut StashBudget,
+        marks: &[(MemberId, u64, Hash)],
     ) -> Res<RunOutcome, S> {
         let Coverage {
             author,
@@ -1239,6 +1267,11 @@ impl Engine {
         let mut ctx = chain.unwrap_or_else(|| ChainContext::new(self.dataset, author));
         let mut key = known.map(|m| m.key);
         let mut last_hash = None;
+        let mut steps = marks
+            .iter()
+            .filter(|m| m.0 == author && (first..=last).contains(&m.1))
+            .map(|&(_, seq, hash)| (seq, hash))
+            .peekable();
         for seq in first..=last {
             let bytes = next_commit(reader)?;
             if seq <= ctx.seq {
@@ -1288,6 +1321,15 @@ impl Engine {
                 report.records += self.apply(store, commit, now_ms)?;
                 applied.set(author, seq);
                 report.applied += 1;
+            }
+            if let Some((_, hash)) = steps.next_if(|&(at, _)| at == seq) {
+                // A step: only where the commits read so far are those pass 1 followed to
+                // the signature (the file did not change in between).
+                if ctx.hash != hash {
+                    return Err(IngestError::Changed);
+                }
+                st::<S, _>(store.put_chain(&ctx))?;
+                st::<S, _>(store.step())?;
             }
         }
         let Some(key) = key else {

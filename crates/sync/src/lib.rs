@@ -42,5 +42,5 @@ pub use membership::Invitation;
 pub use plan::{Coverage, ExportRun};
 pub use storage::{
     MemberInfo, Proof, RecordVisitor, STASH_COMMIT_COST, STASH_RUN_COST, StashedRun, Storage,
-    StoredCommit,
+    StoredCommit, sendable,
 };

@@ -30,6 +30,13 @@ pub struct MemStorage {
     clock: Hlc,
     compacted: VersionVector,
     frozen: BTreeMap<MemberId, u64>,
+    /// When set, an apply takes a step every so many bytes of new commits
+    /// ([`Storage::step_bytes`]); unset, a bundle is applied at once.
+    pub step_bytes: Option<u64>,
+    /// The state at the latest step, as a crash after it would leave the store (tests).
+    pub last_step: Option<Box<MemStorage>>,
+    /// How many steps were taken.
+    pub steps: u64,
 }
 
 impl Storage for MemStorage {
@@ -37,6 +44,22 @@ impl Storage for MemStorage {
 
     fn missing(what: String) -> MemError {
         MemError(what)
+    }
+
+    fn step_bytes(&self) -> Option<u64> {
+        self.step_bytes
+    }
+
+    fn step(&mut self) -> Result<(), MemError> {
+        let mut durable = self.clone();
+        durable.last_step = None;
+        self.last_step = Some(Box::new(durable));
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn latest_proofs(&self) -> Result<VersionVector, MemError> {
+        Ok(self.proofs.keys().copied().collect())
     }
 
     fn members(&self) -> Result<Vec<MemberInfo>, MemError> {

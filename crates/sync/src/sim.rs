@@ -423,7 +423,7 @@ impl SimNode {
             .iter()
             .map(|&p| self.store.peer(p).expect("mem"))
             .collect();
-        let stored = self.store.stored().expect("mem");
+        let stored = crate::storage::sendable(&self.store, self.me()).expect("mem");
         let runs = plan_export(&stored, &peers, carried, &self.compacted());
         let before = self.options.recipient;
         self.options.recipient = recipient;

@@ -84,6 +84,8 @@ pub struct Outcome {
     pub dictionary_bundles: u64,
     /// Deliveries that waited for the dictionary they were compressed with.
     pub dictionary_waits: u64,
+    /// Crashes in the middle of an import that kept the steps it had finished.
+    pub crash_steps: u64,
     /// Deleted records written again as their deletes removed them (`ferry restore`).
     pub restores: u64,
     /// Deliveries that could not be checked yet and waited for an earlier bundle.
@@ -193,6 +195,8 @@ struct World {
     dictionary_bundles: u64,
     /// Deliveries that waited for the dictionary they were compressed with.
     dictionary_waits: u64,
+    /// Crashes in the middle of an import that kept the steps it had finished.
+    crash_steps: u64,
     /// The member gone rogue (or forked), once chosen.
     rogue: Option<usize>,
     /// The restored copy of the forked member's laptop.
@@ -213,6 +217,9 @@ struct World {
 }
 
 const COLL: &str = "c";
+
+/// How many bytes of new commits an import takes between steps in a simulated crash.
+const CRASH_STEP_BYTES: u64 = 300;
 
 /// Records from which an admin of the simulation trains the first dictionary.
 const DICT_FIRST_AT: u64 = 20;
@@ -949,17 +956,35 @@ impl World {
                 };
             }
             93..=95 => {
-                // A crash in the middle of an import: nothing of it is kept (the transaction
-                // rolls back), and the bundle is still there to be imported again.
+                // A crash in the middle of an import: what its last step made durable is
+                // kept (steps every few hundred bytes of new commits here, so that bundles
+                // of a few commits take some), the rest rolls back, and the bundle is still
+                // there to be imported again.
                 if self.flight.is_empty() {
                     return Ok(());
                 }
                 let k = self.rng.below(self.flight.len() as u64) as usize;
                 let to = self.flight[k].to;
                 let bytes = self.flight[k].bytes.clone();
+                let now = self.clock(to);
                 let mut doomed = self.node(to).clone();
+                doomed.now_ms = now;
+                doomed.store.step_bytes = Some(CRASH_STEP_BYTES);
                 let _ = doomed.ingest(&bytes);
-                drop(doomed);
+                if let Some(mut durable) = doomed.store.last_step.take() {
+                    durable.step_bytes = None;
+                    // The next ferry command on that laptop finishes what the import left
+                    // (ferry-node's `finish_interrupted_import`).
+                    let seed = self.seed;
+                    let node = self.node(to);
+                    node.store = *durable;
+                    node.now_ms = now;
+                    node.engine
+                        .settle(&mut node.store, now)
+                        .map_err(|e| format!("seed {seed}: settling after a crash: {e}"))?;
+                    node.retry_waiting();
+                    self.crash_steps += 1;
+                }
             }
             _ => {
                 // The admin sets a merge rule (replicated metadata).
@@ -1338,6 +1363,7 @@ impl World {
             dictionaries: self.dictionaries,
             dictionary_bundles: self.dictionary_bundles,
             dictionary_waits: self.dictionary_waits,
+            crash_steps: self.crash_steps,
             restores: self.restores,
             waited: self.waited,
             forgeries: 0,
@@ -1508,6 +1534,7 @@ fn simulate(seed: u64, attack: Attack) -> Result<World, String> {
         dictionaries: 0,
         dictionary_bundles: 0,
         dictionary_waits: 0,
+        crash_steps: 0,
         rogue: None,
         backup: None,
         forgeries: 0,

@@ -52,6 +52,18 @@ impl StoredCommit {
     }
 }
 
+/// What node `me` can send of each member's commits: its own up to its head, every other
+/// member's up to the latest commit it holds that member's proof for (the stored head, but
+/// after an apply that stopped between two steps, [`Storage::step`]).
+pub fn sendable<S: Storage>(store: &S, me: MemberId) -> Result<VersionVector, S::Error> {
+    let stored = store.stored()?;
+    let proven = store.latest_proofs()?;
+    Ok(stored
+        .iter()
+        .map(|(a, n)| (a, if a == me { n } else { n.min(proven.get(a)) }))
+        .collect())
+}
+
 /// A callback over records: (collection, id, state).
 pub type RecordVisitor<'a, E> = dyn FnMut(&str, &str, &RecordState) -> Result<(), E> + 'a;
 
@@ -92,7 +104,9 @@ pub struct Proof {
 /// - a member's commits are inserted in order 1, 2, 3, … with no gaps;
 /// - `set_applied(m, n)` is called with `n` = the previous value + 1;
 /// - for every member other than the local node with commits, a proof is stored at its
-///   latest commit.
+///   latest commit — except after an apply that stopped between two of its steps
+///   ([`Storage::step`]): then at an earlier commit, and what a node sends of that member
+///   ends at its latest proof ([`Storage::latest_proofs`]) until the rest arrives.
 pub trait Storage {
     /// The storage's error.
     type Error: std::error::Error + Send + Sync + 'static;
@@ -100,6 +114,25 @@ pub trait Storage {
     /// The error for data the engine stored earlier and cannot find again (the storage is
     /// corrupt or was changed behind the engine's back).
     fn missing(what: String) -> Self::Error;
+
+    /// How many bytes of new commits a bundle's apply takes between two steps
+    /// ([`Storage::step`]); `None` (the default): a bundle is applied in one transaction.
+    fn step_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// Makes what the apply wrote so far durable and goes on in a new transaction. The
+    /// engine calls it only between two whole commits of a run the bundle's signature
+    /// covers, once those commits are stored, applied as far as they can be and the
+    /// author's chain saved: a state a smaller bundle could have left. A crash later leaves
+    /// that state; importing the bundle again finishes it. A storage that finds another
+    /// writer slipped in between fails (the engine's view of the store is stale): the
+    /// caller imports the bundle again. The default does nothing.
+    fn step(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// For each member with a stored proof, the latest commit its proof covers. A node sends
+    /// another member's commits up to that commit only ([`crate::Engine::sendable`]).
+    fn latest_proofs(&self) -> Result<VersionVector, Self::Error>;
 
     /// Every member whose key is known.
     fn members(&self) -> Result<Vec<MemberInfo>, Self::Error>;
