@@ -638,6 +638,8 @@ struct ScaleRow {
 
 /// Runs `ferry-bench child WHAT HOME ARG`, returning its seconds and peak resident kB.
 fn timed_child(what: &str, home: &Path, arg: &Path) -> Result<(f64, u64)> {
+    // What the step before wrote goes to the disk first, so that no step pays for it.
+    Command::new("sync").status()?;
     let start = Instant::now();
     let kb = child_run(what, &Home::at(home), arg)?;
     Ok((start.elapsed().as_secs_f64(), kb))
@@ -690,7 +692,7 @@ fn scale_table(rows: &[ScaleRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "`cargo run --release -p ferry-bench -- scale`: a fresh HQ loads N visits from a JSON-lines file, exports them, and a fresh clinic imports them; each step is a child process (its time includes starting and opening the home; memory is its peak resident size).\n"
+        "`cargo run --release -p ferry-bench -- scale`: a fresh HQ loads N visits from a JSON-lines file, exports them, and a fresh clinic imports them; each step is a child process (its time includes starting and opening the home; memory is its peak resident size), started after `sync` has written what the step before left to the disk.\n"
     );
     let _ = writeln!(
         s,
