@@ -117,6 +117,11 @@ fn killing_a_large_import_leaves_whole_changes_that_sync_and_a_reimport_complete
         }
         if records > 0 {
             partial += 1;
+            // `status` says why HQ's changes are not passed on yet.
+            let unfinished = a.status()["unfinished"].clone();
+            assert_eq!(unfinished[0][0], "hq", "{unfinished}");
+            assert!(unfinished[0][1].as_u64().unwrap() > 0, "{unfinished}");
+            assert!(a.ok(&["status"]).contains("import stopped halfway"));
             // What it holds is usable: it writes a bundle for the others, and clinic-b
             // takes it (HQ's changes travel once HQ's signature covers them).
             let out = base.join(format!("out-{partial}"));
@@ -130,6 +135,7 @@ fn killing_a_large_import_leaves_whole_changes_that_sync_and_a_reimport_complete
     assert!(partial > 0, "no kill landed between two steps");
     a.ok(&["import", s(&bundle)]);
     assert_eq!(a.status()["records"].as_u64(), Some(n));
+    assert_eq!(a.status()["unfinished"], serde_json::json!([]));
     assert_eq!(a.list("visits"), hq.list("visits"));
     let out = base.join("out-last");
     std::fs::create_dir(&out).unwrap();

@@ -1086,6 +1086,13 @@ pub fn print_status(s: &Status) -> Result<()> {
         out(format_args!("REMOVED  {}", shown(line)))?;
     }
     print_waiting(&s.waiting)?;
+    for (label, n) in &s.unfinished {
+        out(format_args!(
+            "stopped  {n} change{} of {} came in a bundle whose import stopped halfway: applied here, passed on to others once the rest is imported (import that bundle again, or sync)",
+            if *n == 1 { "" } else { "s" },
+            shown(label)
+        ))?;
+    }
     if s.waiting_bundles > 0 {
         out(format_args!(
             "waiting  {} bundle{} that came by email, SMS or radio cannot be checked yet; they are tried again after every import",

@@ -328,6 +328,10 @@ pub struct Status {
     pub refused_membership: Option<crate::rejoin::RefusedMembership>,
     /// The members that hold back compaction and purge here, the longest silent first.
     pub held_back_by: Vec<crate::HoldBack>,
+    /// Changes of other members applied here from a bundle whose import stopped between two
+    /// of its steps (their author's signature is in the part not read yet), per member:
+    /// (label, how many). They are passed on once the rest of the bundle is imported.
+    pub unfinished: Vec<(String, u64)>,
 }
 
 /// The merge rules of the dataset: (collection, field) → rule; `conflict` when unset.
@@ -1636,6 +1640,16 @@ impl Node {
                     .min()
             });
         let waiting_bundles = tx.waiting()?.len() as u64;
+        let sendable = ferry_sync::sendable(&tx, self.id.me)?;
+        let mut unfinished = Vec::new();
+        for (a, n) in stored.iter() {
+            // (History received as a snapshot carries no proof, and is never sent anyway.)
+            let sent_up_to = sendable.get(a).max(ferry_sync::Storage::compacted(&tx, a)?);
+            if n > sent_up_to {
+                let label = labels.get(&a).cloned().unwrap_or_else(|| a.to_string());
+                unfinished.push((label, n - sent_up_to));
+            }
+        }
         let pending = stored.total() - applied.total().min(stored.total());
         let stashed = tx.stashed()?.iter().map(|(_, n)| n).sum();
         let (quarantined, quarantine) = tx.quarantine_recent(5)?;
@@ -1675,6 +1689,7 @@ impl Node {
             waiting_bundles,
             refused_membership: None,
             held_back_by: Vec::new(),
+            unfinished,
         };
         drop(tx);
         status.held_back_by = self.holding_back()?;
