@@ -579,6 +579,12 @@ fn prepare(n: u64, dir: &Path, one_per_commit: bool) -> Result<()> {
     if dir.exists() {
         bail!("{} exists", dir.display());
     }
+    if n > workload::MAX_VISITS {
+        bail!(
+            "{n} records: the workload's ids keep their order up to {}",
+            workload::MAX_VISITS
+        );
+    }
     std::fs::create_dir_all(dir)?;
     let mut jsonl = Vec::new();
     for i in 0..n {
@@ -650,6 +656,12 @@ fn timed_child(what: &str, home: &Path, arg: &Path) -> Result<(f64, u64)> {
 /// table gives time, speed, peak memory and disk, and how the time per record grows from
 /// the smallest size.
 fn scale(sizes: &[u64]) -> Result<String> {
+    if let Some(n) = sizes.iter().find(|&&n| n > workload::MAX_VISITS) {
+        bail!(
+            "{n} records: the workload's ids keep their order up to {}",
+            workload::MAX_VISITS
+        );
+    }
     let mut rows = Vec::new();
     for &n in sizes {
         eprintln!("scale: {n} records …");

@@ -86,6 +86,12 @@ pub fn village(i: u64) -> String {
     name
 }
 
+/// Visits up to this many keep their ids in order: `v-2026-` and seven digits. (With six,
+/// ids from 1,000,000 on sorted in among the earlier ones — `v-2026-1000000` right after
+/// `v-2026-100000` — so the 10M point of the scale run measured another insertion pattern
+/// from the smaller sizes.)
+pub const MAX_VISITS: u64 = 10_000_000;
+
 /// The `i`-th visit of the workload of `seed`: (id, fields in [`FIELDS`] order).
 pub fn visit(seed: u64, i: u64) -> (String, Vec<Value>) {
     let mut r = SplitMix(seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -111,7 +117,7 @@ pub fn visit(seed: u64, i: u64) -> (String, Vec<Value>) {
         Value::Bool(r.below(10) < 3),
         s(note),
     ];
-    (format!("v-2026-{i:06}"), fields)
+    (format!("v-2026-{i:07}"), fields)
 }
 
 /// The `i`-th visit of the workload of `seed` as a record id and the ops that write it.
