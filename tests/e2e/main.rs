@@ -25,6 +25,7 @@ mod removal;
 mod revival;
 mod security;
 mod serial;
+mod serve;
 mod sms;
 mod spreadsheets;
 mod three_laptops;

@@ -16,7 +16,7 @@ mod output;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use cmd::{care, exchange, members, records};
+use cmd::{care, exchange, members, records, serve};
 use ferry_node::{ErrorKind, NodeError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -458,6 +458,28 @@ Exit status: 0 no problem found (a bundle that waits for earlier changes cannot 
 yet: it says so); 1 damaged, forged, of another dataset, or cannot be checked here (the line
 says why); 2 usage mistake.")]
     Verify(care::VerifyArgs),
+    /// Serve the local API apps use (records, batches, a feed of changes) on this computer
+    #[command(after_help = "\
+Examples:
+  ferry serve                          (http://127.0.0.1:7040; runs until Ctrl-C)
+  ferry serve --bind 127.0.0.1:8080
+  curl -H \"Authorization: Bearer $(ferry token)\" http://127.0.0.1:7040/v1/collections
+
+Every request needs the token `ferry token` prints. Other ferry commands keep working on the
+same home while it runs.
+
+Exit status: 0 stopped by Ctrl-C or SIGTERM; 1 could not start (the line says why: no node,
+the port is taken, an address not on this computer); 2 usage mistake.")]
+    Serve(serve::ServeArgs),
+    /// Print the token apps give `ferry serve` (alone on one line), or replace it
+    #[command(after_help = "\
+Examples:
+  ferry token
+  ferry token --rotate      (apps holding the old token are refused from now on)
+
+Exit status: 0 printed; 1 no node in the home folder, or the token file cannot be written;
+2 usage mistake.")]
+    Token(serve::TokenArgs),
     /// Watch three laptops sync through a folder, in a temporary folder
     #[command(after_help = "\
 Examples:
@@ -525,6 +547,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => care::status(home, a),
         Command::Doctor(a) => care::doctor(home, a),
         Command::Verify(a) => care::verify(home, a),
+        Command::Serve(a) => serve::serve(home, a),
+        Command::Token(a) => serve::token(home, a),
         Command::Demo { keep } => demo::run(keep),
     }
 }

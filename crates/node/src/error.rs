@@ -320,6 +320,17 @@ pub enum NodeError {
     /// Storage failures arrive as [`NodeError::Store`] instead.
     #[error(transparent)]
     Engine(Box<IngestError<StoreError>>),
+    /// A reader of the changes feed asked from a cursor older than the history this laptop
+    /// still holds (compaction dropped the changes in between).
+    #[error(
+        "changes of member {author} from number {seq} on are no longer held here (compacted): list the records again, then follow the feed from the cursor the list gives"
+    )]
+    FeedGone {
+        /// The author whose changes are gone.
+        author: u32,
+        /// The first change number the reader lacks.
+        seq: u64,
+    },
     /// ferry contradicted itself (a bug); the message says where.
     #[error("{0}")]
     Internal(String),
@@ -353,7 +364,8 @@ impl NodeError {
             | E::NoRecord { .. }
             | E::NotDeleted { .. }
             | E::HistoryGone { .. }
-            | E::AlreadyExists(_) => ErrorKind::State,
+            | E::AlreadyExists(_)
+            | E::FeedGone { .. } => ErrorKind::State,
             E::Io { .. } | E::ReadInput { .. } => ErrorKind::Io,
             E::Peer(_) | E::Queued(..) => ErrorKind::Transport,
             E::Transport(e) => transport_kind(e),

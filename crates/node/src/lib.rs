@@ -17,6 +17,7 @@ mod email;
 mod epochs;
 mod error;
 mod exchange;
+mod feed;
 mod history;
 mod home;
 mod housekeeping;
@@ -34,6 +35,7 @@ mod resolve;
 mod serial;
 mod sms;
 pub mod time;
+mod token;
 
 pub use backup::BackupReport;
 pub use contacts::Contact;
@@ -44,6 +46,9 @@ pub use error::{ErrorKind, NodeError, NothingToImport};
 pub use exchange::{
     DryImport, DryMember, DryRun, DryWrite, ExportOutcome, FileOutcome, FileResult, ImportReport,
     SyncReport, VerifyReport,
+};
+pub use feed::{
+    BadCursor, Cursor, FeedChange, FeedPage, FieldInput, RecordWrite, RecordsPage, WriteRefused,
 };
 pub use ferry_sync::Accept;
 pub use ferry_transport::plain_io;

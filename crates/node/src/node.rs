@@ -1793,10 +1793,20 @@ fn already_exists(path: &Path) -> NodeError {
 pub(crate) fn for_each_live(
     tx: &mut StoreTx<'_>,
     collection: &str,
+    f: impl FnMut(&str, &RecordState) -> Result<(), NodeError>,
+) -> Result<(), NodeError> {
+    for_each_live_after(tx, collection, "", f)
+}
+
+/// [`for_each_live`] from the first id after `after` on.
+pub(crate) fn for_each_live_after(
+    tx: &mut StoreTx<'_>,
+    collection: &str,
+    after: &str,
     mut f: impl FnMut(&str, &RecordState) -> Result<(), NodeError>,
 ) -> Result<(), NodeError> {
     let mut inner_err = None;
-    tx.for_each_record(collection, true, |id, r| {
+    tx.for_each_record_after(collection, true, after, |id, r| {
         if let Err(e) = f(id, r) {
             inner_err = Some(e);
             return Err(ferry_store::StoreError::Missing("(stopped)".into()));

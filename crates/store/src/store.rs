@@ -728,6 +728,18 @@ impl StoreTx<'_> {
         &mut self,
         collection: &str,
         live_only: bool,
+        f: impl FnMut(&str, &RecordState) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_record_after(collection, live_only, "", f)
+    }
+
+    /// [`StoreTx::for_each_record`] from the first id after `after` on (a page of a list:
+    /// the B-tree is entered there, not read from the start).
+    pub fn for_each_record_after(
+        &mut self,
+        collection: &str,
+        live_only: bool,
+        after: &str,
         mut f: impl FnMut(&str, &RecordState) -> Result<()>,
     ) -> Result<()> {
         let Some(coll) = self.existing_name_id(collection)? else {
@@ -736,9 +748,9 @@ impl StoreTx<'_> {
         self.load_names()?;
         let names = &self.names.by_id;
         let mut stmt = self.tx.prepare_cached(
-            "SELECT id, state FROM records WHERE coll = ?1 AND (live = 1 OR ?2 = 0) ORDER BY id",
+            "SELECT id, state FROM records WHERE coll = ?1 AND (live = 1 OR ?2 = 0) AND id > ?3 ORDER BY id",
         )?;
-        let mut rows = stmt.query(params![coll, live_only as i64])?;
+        let mut rows = stmt.query(params![coll, live_only as i64, after])?;
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
             let bytes: Vec<u8> = row.get(1)?;

@@ -6,6 +6,7 @@ pub(crate) mod care;
 pub(crate) mod exchange;
 pub(crate) mod members;
 pub(crate) mod records;
+pub(crate) mod serve;
 
 use crate::output;
 use anyhow::{Context, Result};

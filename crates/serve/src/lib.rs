@@ -1,0 +1,179 @@
+//! `ferry serve`: one long-running process per home that holds the node open and offers the
+//! apps built on it a local HTTP/JSON API (`/v1/…`, described by `GET /v1/openapi.json`):
+//! records (list, get, replace, patch, delete), batches that apply all or nothing, a feed
+//! of changes — local writes and changes that came from other laptops — by long-poll or
+//! Server-Sent Events, conflicts, status, members, and a sync with a folder.
+//!
+//! The node is synchronous (SQLite); the server runs each call on tokio's blocking pool
+//! under one lock, so requests are served in turn while the runtime keeps connections,
+//! feeds and time-outs moving. A watcher notices changes other processes make to the same
+//! home (a `ferry import` in a terminal) and wakes the feeds.
+//!
+//! Access: the server listens on loopback only; every request carries
+//! `Authorization: Bearer TOKEN` with the home's token ([`ferry_node::Home::api_token`]),
+//! read again for each request so a rotation takes effect at once; a `Host` header that
+//! does not name the loopback address is refused (a web page elsewhere cannot reach the API
+//! through a name it controls).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod api;
+mod error;
+mod openapi;
+
+pub use error::ServeError;
+
+use ferry_node::{Cursor, Home, Node};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The largest request body (a batch of writes), in bytes.
+pub const MAX_BODY: usize = 32 << 20;
+
+/// How often the watcher looks for changes made by other processes on the same home.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// How `ferry serve` runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where to listen (loopback only).
+    pub bind: SocketAddr,
+}
+
+/// What a started server tells its caller.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    /// The address it listens on (the port chosen when the options gave 0).
+    pub addr: SocketAddr,
+}
+
+/// The state every request shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) node: Arc<Mutex<Node>>,
+    pub(crate) home: Home,
+    pub(crate) addr: SocketAddr,
+    /// The feed's cursor as last seen; changes when anything was applied.
+    pub(crate) cursor: watch::Receiver<Cursor>,
+    pub(crate) cursor_tx: Arc<watch::Sender<Cursor>>,
+    /// Becomes `true` when the server stops: long-polls and streams end.
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Runs `f` on the node, on the blocking pool.
+    pub(crate) async fn with_node<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node) -> T + Send + 'static,
+    ) -> Result<T, error::ApiError> {
+        let node = self.node.clone();
+        let tx = self.cursor_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = node.lock().unwrap_or_else(|p| p.into_inner());
+            let out = f(&mut guard);
+            // Whatever it did, the feed's readers see it now rather than at the next look.
+            if let Ok(c) = guard.feed_cursor() {
+                tx.send_if_modified(|old| replace_if_new(old, c));
+            }
+            out
+        })
+        .await
+        .map_err(|e| error::ApiError::internal(format!("a request's work failed: {e}")))
+    }
+}
+
+fn replace_if_new(old: &mut Cursor, new: Cursor) -> bool {
+    if *old == new {
+        return false;
+    }
+    *old = new;
+    true
+}
+
+/// Serves the API for `node` until Ctrl-C or SIGTERM; `on_ready` is called once the
+/// listener is bound.
+pub fn run(node: Node, opts: Options, on_ready: impl FnOnce(&Ready)) -> Result<(), ServeError> {
+    if !opts.bind.ip().is_loopback() {
+        return Err(ServeError::NotLoopback(opts.bind));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(serve(node, opts, on_ready))
+}
+
+async fn serve(
+    mut node: Node,
+    opts: Options,
+    on_ready: impl FnOnce(&Ready),
+) -> Result<(), ServeError> {
+    let home = node.home().clone();
+    home.ensure_api_token()?;
+    let cursor = node.feed_cursor()?;
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .map_err(|e| ServeError::Bind(opts.bind, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(opts.bind, e))?;
+    let (cursor_tx, cursor_rx) = watch::channel(cursor);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Shared {
+        node: Arc::new(Mutex::new(node)),
+        home,
+        addr,
+        cursor: cursor_rx,
+        cursor_tx: Arc::new(cursor_tx),
+        stopping: stop_rx,
+    };
+    tokio::spawn(watch_store(shared.clone()));
+    on_ready(&Ready { addr });
+    let app = api::router(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await
+        .map_err(ServeError::Serve)
+}
+
+/// Wakes the feeds when another process (a command in a terminal, a listener) applied
+/// something to the same home.
+async fn watch_store(shared: Shared) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+            _ = stopping.changed() => return,
+        }
+        // `with_node` publishes the cursor it reads.
+        let _ = shared.with_node(|_| ()).await;
+    }
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,617 @@
+//! `ferry serve` (issue 15): the local API on the real binary, spoken to over raw HTTP/1.1
+//! (so a test can also send what a hostile page would: no token, another's token, another
+//! Host).
+
+use crate::util::{Laptop, s, three};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `ferry serve`, stopped (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    api: Api,
+}
+
+/// Where a server listens and the token to give it.
+#[derive(Clone)]
+struct Api {
+    addr: SocketAddr,
+    token: String,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(l: &Laptop) -> Server {
+    let mut child = l
+        .cmd(&["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ferry serve");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("ferry serve: listening on http://")
+        .unwrap_or_else(|| panic!("first line {first:?}"))
+        .parse()
+        .unwrap();
+    let token = l.ok(&["token"]).trim().to_string();
+    Server {
+        child,
+        api: Api { addr, token },
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+}
+
+impl Api {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let host = self.addr.to_string();
+        self.raw(
+            method,
+            path,
+            body.map(|b| b.to_string()),
+            Some(&self.token),
+            &host,
+        )
+    }
+
+    fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        token: Option<&str>,
+        host: &str,
+    ) -> Reply {
+        let mut conn = TcpStream::connect(self.addr).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = body.unwrap_or_default();
+        if !body.is_empty() || method == "PUT" || method == "POST" || method == "PATCH" {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        conn.write_all(req.as_bytes()).unwrap();
+        // A refused request may close before the whole body is read: that is fine.
+        let _ = conn.write_all(body.as_bytes());
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, rest) = text.split_once("\r\n\r\n").expect("a response head");
+        let status = head[9..12].parse().unwrap();
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(rest)
+        } else {
+            rest.to_string()
+        };
+        Reply { status, body }
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+}
+
+fn error_code(r: &Reply) -> String {
+    r.json()["error"]["code"].as_str().unwrap_or("").to_string()
+}
+
+const REC: &str = "/v1/collections/visits/records";
+
+#[test]
+fn records_round_trip_batches_are_all_or_nothing_and_bad_requests_are_refused_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hq = Laptop::new(tmp.path(), "hq");
+    hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
+    let srv = start(&hq);
+
+    // A record as JSON goes in and comes out the same, and the CLI (another process on the
+    // same home, while the server runs) reads it alike.
+    let visit = json!({"village": "Kisumu Ndogo", "age": 34, "weight_kg": 61.5,
+        "photo": {"$base64": "AAEC"}, "pregnant": false});
+    let r = srv.call("PUT", &format!("{REC}/v-1"), Some(&visit));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["changed"], 5);
+    let got = srv.call("GET", &format!("{REC}/v-1"), None);
+    assert_eq!((got.status, got.json()), (200, visit.clone()));
+    let cli: Value = serde_json::from_str(&hq.ok(&["get", "visits", "v-1", "--json"])).unwrap();
+    assert_eq!(cli, visit);
+
+    // PATCH sets only what it names (null clears); PUT leaves only what it names.
+    let r = srv.call(
+        "PATCH",
+        &format!("{REC}/v-1"),
+        Some(&json!({"age": 35, "village": null})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        srv.call("GET", &format!("{REC}/v-1"), None).json(),
+        json!({"age": 35, "weight_kg": 61.5, "photo": {"$base64": "AAEC"}, "pregnant": false})
+    );
+    let r = srv.call("PUT", &format!("{REC}/v-1"), Some(&json!({"age": 36})));
+    assert_eq!(r.json()["fields"], json!({"age": 36}));
+    assert_eq!(
+        srv.call("GET", &format!("{REC}/v-1"), None).json(),
+        json!({"age": 36})
+    );
+    // The same PUT again changes nothing (and makes no change to send).
+    assert_eq!(
+        srv.call("PUT", &format!("{REC}/v-1"), Some(&json!({"age": 36})))
+            .json()["changed"],
+        0
+    );
+
+    // Bad input: a 4xx with a sentence, and nothing written.
+    for (method, path, body, code) in [
+        (
+            "PUT",
+            format!("{REC}/v-2"),
+            "{\"age\": ".to_string(),
+            "bad_request",
+        ),
+        (
+            "PUT",
+            format!("{REC}/v-2"),
+            "[1, 2]".to_string(),
+            "bad_request",
+        ),
+        (
+            "PUT",
+            format!("{REC}/v-2"),
+            r#"{"a": {"b": 1}}"#.to_string(),
+            "bad_request",
+        ),
+        (
+            "PUT",
+            format!("{REC}/v-2"),
+            r#"{"id": 1}"#.to_string(),
+            "bad_request",
+        ),
+        (
+            "PUT",
+            format!("{REC}/v-2"),
+            r#"{"tags": [1]}"#.to_string(),
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/v1/collections/_members/records/1".to_string(),
+            r#"{"a": 1}"#.to_string(),
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            format!("{REC}/v-2"),
+            "\"text\"".to_string(),
+            "bad_request",
+        ),
+    ] {
+        let r = srv.raw(
+            method,
+            &path,
+            Some(body.clone()),
+            Some(&srv.token),
+            &srv.addr.to_string(),
+        );
+        assert_eq!(
+            (r.status, error_code(&r).as_str()),
+            (400, code),
+            "{method} {path} {body}: {}",
+            r.body
+        );
+        assert!(r.json()["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    let r = srv.call("GET", &format!("{REC}/v-2"), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "not_found"));
+    let r = srv.call("GET", "/v1/collections/nothing/records/x", None);
+    assert_eq!(r.status, 404);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("visits"),
+        "names the collections there are: {}",
+        r.body
+    );
+    let r = srv.call("DELETE", &format!("{REC}/v-2"), None);
+    assert_eq!(r.status, 404);
+    let too_big = format!("{{\"note\": \"{}\"}}", "x".repeat(33 << 20));
+    let r = srv.raw(
+        "PUT",
+        &format!("{REC}/v-2"),
+        Some(too_big),
+        Some(&srv.token),
+        &srv.addr.to_string(),
+    );
+    assert_eq!(r.status, 413, "{}", &r.body[..r.body.len().min(200)]);
+
+    // A batch whose last write is refused writes nothing; a good one writes all, in one
+    // change.
+    let changes_before = hq.status()["members"][0].clone();
+    let bad = json!({"writes": [
+        {"op": "put", "collection": "visits", "id": "v-10", "fields": {"village": "Kibera"}},
+        {"op": "patch", "collection": "visits", "id": "v-1", "fields": {"age": 40}},
+        {"op": "delete", "collection": "visits", "id": "v-missing"}]});
+    let r = srv.call("POST", "/v1/batch", Some(&bad));
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("write 2:"),
+        "{}",
+        r.body
+    );
+    assert_eq!(srv.call("GET", &format!("{REC}/v-10"), None).status, 404);
+    assert_eq!(
+        srv.call("GET", &format!("{REC}/v-1"), None).json(),
+        json!({"age": 36})
+    );
+    assert_eq!(
+        hq.status()["members"][0],
+        changes_before,
+        "nothing was committed"
+    );
+    let good = json!({"writes": [
+        {"op": "put", "collection": "visits", "id": "v-10", "fields": {"village": "Kibera", "age": 20}},
+        {"op": "put", "collection": "visits", "id": "v-11", "fields": {"village": "Kisumu", "age": 30}},
+        {"op": "put", "collection": "visits", "id": "v-12", "fields": {"village": "Kibera", "age": 40}},
+        {"op": "delete", "collection": "visits", "id": "v-1"}]});
+    let r = srv.call("POST", "/v1/batch", Some(&good));
+    assert_eq!(
+        (r.status, r.json()["written"].clone()),
+        (200, json!(4)),
+        "{}",
+        r.body
+    );
+    assert_eq!(srv.call("GET", &format!("{REC}/v-1"), None).status, 404);
+
+    // Lists: filtered by a field's value (typed as on the command line), paged by id.
+    let r = srv
+        .call("GET", &format!("{REC}?where.village=Kibera"), None)
+        .json();
+    let ids: Vec<&str> = r["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["v-10", "v-12"]);
+    let r = srv.call("GET", &format!("{REC}?where.age=30"), None).json();
+    assert_eq!(
+        r["records"][0]["fields"],
+        json!({"village": "Kisumu", "age": 30})
+    );
+    let mut after = String::new();
+    let mut paged = Vec::new();
+    loop {
+        let r = srv
+            .call("GET", &format!("{REC}?limit=2&after={after}"), None)
+            .json();
+        paged.extend(
+            r["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["id"].as_str().unwrap().to_string()),
+        );
+        match r["next"].as_str() {
+            Some(n) => after = n.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ["v-10", "v-11", "v-12"]);
+    let r = srv.call("GET", &format!("{REC}?limit=0"), None);
+    assert_eq!(r.status, 400);
+
+    // Every operation the description names answers (none falls through to "no such path").
+    let doc = srv.call("GET", "/v1/openapi.json", None).json();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 10);
+    for (path, ops) in paths {
+        let path = path
+            .replace("{collection}", "visits")
+            .replace("{id}", "v-10");
+        for method in ops.as_object().unwrap().keys() {
+            let r = srv.call(&method.to_uppercase(), &path, Some(&json!({})));
+            let fell_through = r.body.contains("no such path");
+            assert!(!fell_through, "{method} {path}: {}", r.body);
+        }
+    }
+    let r = srv.call("GET", "/v2/whatever", None);
+    assert!(
+        r.status == 404 && r.body.contains("no such path"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn only_requests_with_this_homes_token_and_host_get_in_and_a_rotation_shuts_the_old_token_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hq = Laptop::new(tmp.path(), "hq");
+    hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
+    hq.ok(&["put", "visits", "v-1", "age=3"]);
+    let other = Laptop::new(tmp.path(), "other");
+    other.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
+    let srv = start(&hq);
+    let host = srv.addr.to_string();
+    let path = format!("{REC}/v-1");
+    let r = srv.raw("GET", &path, None, None, &host);
+    assert_eq!((r.status, error_code(&r).as_str()), (401, "unauthorized"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ferry token")
+    );
+    // Another home's token, a truncated token, and the token as a query are all refused.
+    let foreign = other.ok(&["token"]).trim().to_string();
+    assert_ne!(foreign, srv.token);
+    for t in [foreign.as_str(), &srv.token[..63], ""] {
+        assert_eq!(
+            srv.raw("GET", &path, None, Some(t), &host).status,
+            401,
+            "token {t:?}"
+        );
+    }
+    let r = srv.raw(
+        "GET",
+        &format!("{path}?token={}", srv.token),
+        None,
+        None,
+        &host,
+    );
+    assert_eq!(r.status, 401);
+    // A page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) sends its Host.
+    for h in [
+        "evil.example:80",
+        &format!("evil.example:{}", srv.addr.port()),
+        "127.0.0.1",
+    ] {
+        let r = srv.raw("GET", &path, None, Some(&srv.token), h);
+        assert_eq!(
+            (r.status, error_code(&r).as_str()),
+            (421, "wrong_host"),
+            "Host {h}"
+        );
+    }
+    let port = srv.addr.port();
+    assert_eq!(
+        srv.raw(
+            "GET",
+            &path,
+            None,
+            Some(&srv.token),
+            &format!("localhost:{port}")
+        )
+        .status,
+        200
+    );
+
+    // The token file is the owner's alone; a rotation takes effect on the running server.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(hq.home.join("api.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let new = hq.ok(&["token", "--rotate"]).trim().to_string();
+    assert_ne!(new, srv.token);
+    assert_eq!(
+        hq.ok(&["token"]).trim(),
+        new,
+        "`ferry token` prints the current one"
+    );
+    assert_eq!(
+        srv.raw("GET", &path, None, Some(&srv.token), &host).status,
+        401
+    );
+    assert_eq!(srv.raw("GET", &path, None, Some(&new), &host).status, 200);
+
+    // Beyond loopback: refused at start, with what to do.
+    let (_, err) = hq.fails(&["serve", "--bind", "0.0.0.0:0"]);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--bind 127.0.0.1"),
+        "{err}"
+    );
+    // A port in use: said plainly.
+    let (_, err) = hq.fails(&["serve", "--bind", &host]);
+    assert!(err.contains("cannot listen on"), "{err}");
+}
+
+/// Reads Server-Sent Events from `conn` until `want` change events came (or the time is up).
+fn read_events(conn: &mut BufReader<TcpStream>, want: usize) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let (mut id, mut data) = (String::new(), String::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events.len() < want && Instant::now() < deadline {
+        let mut line = String::new();
+        if conn.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if let Some(v) = line
+            .strip_prefix("id: ")
+            .or_else(|| line.strip_prefix("id:"))
+        {
+            id = v.to_string();
+        } else if let Some(v) = line
+            .strip_prefix("data: ")
+            .or_else(|| line.strip_prefix("data:"))
+        {
+            data = v.to_string();
+        } else if line.is_empty() && !data.is_empty() {
+            events.push((
+                std::mem::take(&mut id),
+                serde_json::from_str(&data).unwrap(),
+            ));
+            data.clear();
+        }
+    }
+    events
+}
+
+#[test]
+fn the_feed_carries_local_writes_and_changes_from_other_laptops_by_long_poll_and_sse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hq, a, _b) = three(tmp.path());
+    let stick = tmp.path().join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    let srv = start(&a);
+    let now = srv.call("GET", "/v1/changes?since=now", None).json();
+    assert_eq!(now["changes"], json!([]));
+    let c0 = now["next"].as_str().unwrap().to_string();
+
+    // Long-poll: waits, and returns when a change from HQ arrives by a stick that a
+    // command in a terminal imports on the same home.
+    let poll = {
+        let (api, c0) = (srv.api.clone(), c0.clone());
+        std::thread::spawn(move || {
+            let r = api.call("GET", &format!("/v1/changes?since={c0}&wait=30"), None);
+            (r.status, r.json())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    hq.ok(&["put", "visits", "v-7", "village=Kibera", "age=7"]);
+    hq.ok(&["sync", s(&stick)]);
+    a.ok(&["sync", s(&stick)]);
+    let (status, page) = poll.join().unwrap();
+    assert_eq!(status, 200);
+    let got: Vec<_> = page["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["collection"] == "visits")
+        .collect();
+    assert_eq!(got.len(), 1, "{page}");
+    assert_eq!(got[0]["id"], "v-7");
+    assert_eq!(got[0]["author"], "hq");
+    assert_eq!(got[0]["record"], json!({"village": "Kibera", "age": 7}));
+    let c1 = page["next"].as_str().unwrap().to_string();
+    // Nothing new after it: an immediate poll is empty, and its cursor is the same.
+    let again = srv
+        .call("GET", &format!("/v1/changes?since={c1}"), None)
+        .json();
+    assert_eq!(again["changes"], json!([]), "no change told twice");
+
+    // SSE from c1: a local write through the API, then HQ's edit and delete by stick (the
+    // server's own sync route this time).
+    let mut conn = TcpStream::connect(srv.addr).unwrap();
+    write!(conn, "GET /v1/changes?since={c1} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n", srv.addr, srv.token).unwrap();
+    let mut conn = BufReader::new(conn);
+    let r = srv.call(
+        "PUT",
+        &format!("{REC}/v-8"),
+        Some(&json!({"village": "Kisumu"})),
+    );
+    assert_eq!(r.status, 200);
+    let first = read_events(&mut conn, 1);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].1["id"].clone(), first[0].1["author"].clone()),
+        (json!("v-8"), json!("clinic-a"))
+    );
+    hq.ok(&["put", "visits", "v-7", "age=8"]);
+    hq.ok(&["delete", "visits", "v-7"]);
+    hq.ok(&["sync", s(&stick)]);
+    let r = srv.call("POST", "/v1/sync", Some(&json!({"folder": s(&stick)})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let more = read_events(&mut conn, 2);
+    let seen: Vec<(String, bool)> = more
+        .iter()
+        .filter(|(_, e)| e["collection"] == "visits")
+        .map(|(_, e)| {
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["deleted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("v-7".to_string(), false), ("v-7".to_string(), true)],
+        "{more:?}"
+    );
+    assert_eq!(
+        more[1].1["record"],
+        Value::Null,
+        "a deleted record shows null"
+    );
+    // Each event's id is a cursor: resuming from the last one misses nothing and repeats
+    // nothing.
+    let last = &more.last().unwrap().0;
+    assert_eq!(more.last().unwrap().1["cursor"], json!(last));
+    let resumed = srv
+        .call("GET", &format!("/v1/changes?since={last}"), None)
+        .json();
+    assert_eq!(resumed["changes"], json!([]));
+    let from_first = srv
+        .call("GET", &format!("/v1/changes?since={}", first[0].0), None)
+        .json();
+    let ids: Vec<_> = from_first["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["collection"] == "visits")
+        .map(|c| (c["id"].clone(), c["deleted"].clone()))
+        .collect();
+    assert_eq!(
+        ids,
+        [(json!("v-7"), json!(false)), (json!("v-7"), json!(true))]
+    );
+
+    // A cursor that is not one is refused, saying what to give.
+    for bad in ["abc", "1.0", "1.2-1.3", "-", "1.2.3"] {
+        let r = srv.call("GET", &format!("/v1/changes?since={bad}"), None);
+        assert_eq!(r.status, 400, "since={bad}: {}", r.body);
+    }
+}
