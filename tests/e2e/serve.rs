@@ -6,13 +6,15 @@ use crate::util::{Laptop, s, three};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `ferry serve`, stopped (SIGKILL) when dropped.
 struct Server {
     child: Child,
     api: Api,
+    /// What it prints after its first line.
+    out: BufReader<ChildStdout>,
 }
 
 /// Where a server listens and the token to give it.
@@ -37,16 +39,21 @@ impl Drop for Server {
 }
 
 fn start(l: &Laptop) -> Server {
+    start_with(l, &[])
+}
+
+fn start_with(l: &Laptop, extra: &[&str]) -> Server {
+    let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+    args.extend(extra);
     let mut child = l
-        .cmd(&["serve", "--bind", "127.0.0.1:0"])
+        .cmd(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start ferry serve");
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
     let addr = first
         .trim()
         .strip_prefix("ferry serve: listening on http://")
@@ -57,6 +64,7 @@ fn start(l: &Laptop) -> Server {
     Server {
         child,
         api: Api { addr, token },
+        out,
     }
 }
 
@@ -614,4 +622,341 @@ fn the_feed_carries_local_writes_and_changes_from_other_laptops_by_long_poll_and
         let r = srv.call("GET", &format!("/v1/changes?since={bad}"), None);
         assert_eq!(r.status, 400, "since={bad}: {}", r.body);
     }
+}
+
+#[test]
+fn a_stick_that_appears_in_a_watched_folder_is_synced_at_once_and_said_safe_to_remove() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hq, a, _b) = three(tmp.path());
+    let media = tmp.path().join("media");
+    std::fs::create_dir_all(media.join("not-a-stick")).unwrap();
+    let mut srv = start_with(&a, &["--watch", s(&media)]);
+    // HQ writes on a stick elsewhere; then the stick "is mounted" under the watched folder.
+    let stick = tmp.path().join("usb");
+    std::fs::create_dir_all(&stick).unwrap();
+    hq.ok(&["put", "visits", "v-1", "village=Kibera"]);
+    hq.ok(&["sync", s(&stick)]);
+    a.ok(&["put", "visits", "v-2", "village=Kisumu"]);
+    std::fs::rename(&stick, media.join("usb")).unwrap();
+    let mut said = Vec::new();
+    while !said.iter().any(|l: &String| l.contains("safe to remove")) {
+        let mut line = String::new();
+        assert!(
+            srv.out.read_line(&mut line).unwrap() > 0,
+            "server ended: {said:?}"
+        );
+        said.push(line.trim().to_string());
+    }
+    let appeared = said
+        .iter()
+        .position(|l| l.contains("appeared: syncing, do not remove it yet"));
+    assert!(
+        appeared.is_some_and(|i| i + 1 < said.len()),
+        "said before the sync ended: {said:?}"
+    );
+    assert!(
+        said.last()
+            .unwrap()
+            .contains(&format!("synced {}", s(&media.join("usb")))),
+        "{said:?}"
+    );
+    // HQ's record arrived, and clinic-a's was written on the stick for the others.
+    let got = srv.call("GET", &format!("{REC}/v-1"), None);
+    assert_eq!(got.json(), json!({"village": "Kibera"}));
+    let runs = srv.call("GET", "/v1/runs", None).json();
+    let run = &runs["runs"][0];
+    assert_eq!(
+        (
+            run["by"].clone(),
+            run["ok"].clone(),
+            run["safe_to_remove"].clone()
+        ),
+        (json!("watch"), json!(true), json!(true)),
+        "{runs}"
+    );
+    assert!(
+        run["records_in"].as_u64().unwrap() >= 1 && run["wrote_changes"].as_u64().unwrap() >= 1,
+        "{run}"
+    );
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        1,
+        "the folder without ferry/ is left alone"
+    );
+    hq.ok(&["sync", s(&media.join("usb"))]);
+    assert!(hq.list("visits").contains("Kisumu"));
+    // Still there a second later: not synced again. Taken out and back: synced again.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        srv.call("GET", "/v1/runs", None).json()["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    std::fs::rename(media.join("usb"), tmp.path().join("usb")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::rename(tmp.path().join("usb"), media.join("usb")).unwrap();
+    let mut line = String::new();
+    while !line.contains("safe to remove") {
+        line.clear();
+        assert!(srv.out.read_line(&mut line).unwrap() > 0);
+    }
+    assert_eq!(
+        srv.call("GET", "/v1/runs", None).json()["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // A watched folder that is not one: refused at start.
+    let (_, err) = a.fails(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--watch",
+        s(&tmp.path().join("nowhere")),
+    ]);
+    assert!(err.contains("nowhere"), "{err}");
+}
+
+/// A minimal W3C WebDriver client over chromedriver (raw HTTP/1.1 with JSON).
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.call("DELETE", &format!("/session/{}", self.session), None);
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    fn start(profile: &std::path::Path) -> Browser {
+        for prog in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(
+                std::path::Path::new(prog).exists(),
+                "{prog} is missing: run tests/run as root (it installs chromium and chromium-driver)"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = std::process::Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut b = Browser {
+            driver,
+            port,
+            session: String::new(),
+        };
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         format!("--user-data-dir={}", profile.display()), "--window-size=412,915"]}}}});
+        let r = b.call("POST", "/session", Some(&caps));
+        b.session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_string();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        // One write: chromedriver resets a connection whose request arrives in pieces.
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.port,
+            body.len()
+        );
+        conn.write_all(request.as_bytes()).unwrap();
+        // chromedriver keeps the connection open despite `Connection: close`: read the
+        // head, then exactly the body its length announces.
+        let mut reader = BufReader::new(conn);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let lower = head.to_ascii_lowercase();
+        let rest = if let Some(len) = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+        {
+            let mut body = vec![0; len.trim().parse().unwrap()];
+            reader.read_exact(&mut body).unwrap();
+            String::from_utf8(body).unwrap()
+        } else {
+            let mut raw = String::new();
+            reader.read_to_string(&mut raw).unwrap();
+            if lower.contains("transfer-encoding: chunked") {
+                dechunk(&raw)
+            } else {
+                raw
+            }
+        };
+        serde_json::from_str(&rest).unwrap_or(Value::Null)
+    }
+
+    fn s(&self, rest: &str) -> String {
+        format!("/session/{}{rest}", self.session)
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", &self.s("/url"), Some(&json!({"url": url})));
+    }
+
+    /// Runs a script in the page and returns its value.
+    fn eval(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            &self.s("/execute/sync"),
+            Some(&json!({"script": script, "args": []})),
+        )["value"]
+            .clone()
+    }
+
+    /// Waits until `script` returns something truthy (a page that refreshes on its own).
+    fn wait_for(&self, script: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.eval(script);
+            if !(v.is_null() || v == json!(false) || v == json!("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "the page never showed: {script}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn click(&self, css: &str) {
+        let found = self.call(
+            "POST",
+            &self.s("/element"),
+            Some(&json!({"using": "css selector", "value": css})),
+        );
+        let id = found["value"]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_string();
+        let r = self.call(
+            "POST",
+            &self.s(&format!("/element/{id}/click")),
+            Some(&json!({})),
+        );
+        assert!(r["value"].is_null(), "click {css}: {r}");
+    }
+}
+
+#[test]
+#[ignore = "needs chromium and chromium-driver — run tests/run"]
+fn staff_resolve_a_conflict_on_the_status_page_in_a_real_browser_and_it_reaches_another_laptop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hq, a, b) = three(tmp.path());
+    let stick = tmp.path().join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    // The same visit edited on two clinics at once: a conflict on clinic-a.
+    a.ok(&["put", "visits", "v-9", "weight_kg=61.5"]);
+    crate::util::exchange(&[&a, &b], &stick);
+    a.ok(&["put", "visits", "v-9", "weight_kg=61.8"]);
+    b.ok(&["put", "visits", "v-9", "weight_kg=62.0"]);
+    // A value written to look like markup, from another laptop: shown as text, never run.
+    b.ok(&[
+        "put",
+        "visits",
+        "v-10",
+        "note=<img src=x onerror=\"document.title='pwned'\">",
+    ]);
+    b.ok(&["sync", s(&stick)]);
+    a.ok(&["sync", s(&stick)]);
+    assert_eq!(crate::util::conflicts(&a).as_array().unwrap().len(), 1);
+
+    let srv = start(&a);
+    let browser = Browser::start(&tmp.path().join("profile"));
+    // Without the link: the page says how to open it, and the API refuses the browser.
+    browser.go(&format!("http://{}/", srv.addr));
+    let text = browser.wait_for("return document.body && document.body.innerText");
+    assert!(text.as_str().unwrap().contains("ferry page"), "{text}");
+    let link = a.ok(&["page"]).trim().to_string();
+    assert!(
+        link.starts_with(&format!("http://{}/login?key=", srv.addr)),
+        "{link}"
+    );
+    browser.go(&link);
+    let summary = browser
+        .wait_for("const e = document.getElementById('summary-line'); return e && e.innerText");
+    assert!(
+        summary
+            .as_str()
+            .unwrap()
+            .contains("not received everything")
+            || summary.as_str().unwrap().contains("up to date"),
+        "{summary}"
+    );
+    // The conflict shows with a button per value; staff click the one to keep.
+    browser.wait_for("return document.querySelectorAll('.conflict button.choose').length === 2");
+    browser.click(".conflict button.choose[data-value='62']");
+    browser.wait_for("return document.querySelectorAll('.conflict').length === 0");
+    assert_eq!(crate::util::conflicts(&a), json!([]));
+    let got: Value = serde_json::from_str(&a.ok(&["get", "visits", "v-9", "--json"])).unwrap();
+    assert_eq!(got["weight_kg"], json!(62.0));
+    // The markup stayed text.
+    browser.wait_for("return document.getElementById('records').innerText.includes('onerror')");
+    assert_ne!(browser.eval("return document.title"), json!("pwned"));
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('#records img').length"),
+        json!(0)
+    );
+    // The same link does not open the page twice.
+    let r = srv.raw(
+        "GET",
+        &link.replace(&format!("http://{}", srv.addr), ""),
+        None,
+        None,
+        &srv.addr.to_string(),
+    );
+    assert_eq!(r.status, 403);
+    // The page's own session cannot write without its CSRF header (another tab's form).
+    let cookie = browser.call("GET", &browser.s("/cookie/ferry_session"), None)["value"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = TcpStream::connect(srv.addr).unwrap();
+    let body =
+        json!({"collection": "visits", "id": "v-9", "field": "weight_kg", "value": 1}).to_string();
+    write!(conn, "POST /v1/conflicts/resolve HTTP/1.1\r\nHost: {}\r\nCookie: ferry_session={cookie}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", srv.addr, body.len()).unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    // The choice reaches the other clinic by the stick.
+    a.ok(&["sync", s(&stick)]);
+    b.ok(&["sync", s(&stick)]);
+    let on_b: Value = serde_json::from_str(&b.ok(&["get", "visits", "v-9", "--json"])).unwrap();
+    assert_eq!(on_b["weight_kg"], json!(62.0));
+    assert_eq!(crate::util::conflicts(&b), json!([]));
+    drop(hq);
 }

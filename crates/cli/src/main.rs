@@ -463,6 +463,7 @@ says why); 2 usage mistake.")]
 Examples:
   ferry serve                          (http://127.0.0.1:7040; runs until Ctrl-C)
   ferry serve --bind 127.0.0.1:8080
+  ferry serve --watch /media/clinic    (syncs each stick mounted there as it appears)
   curl -H \"Authorization: Bearer $(ferry token)\" http://127.0.0.1:7040/v1/collections
 
 Every request needs the token `ferry token` prints. Other ferry commands keep working on the
@@ -480,6 +481,15 @@ Examples:
 Exit status: 0 printed; 1 no node in the home folder, or the token file cannot be written;
 2 usage mistake.")]
     Token(serve::TokenArgs),
+    /// Print a link that opens the status page of `ferry serve` in a browser (once, for 10
+    /// minutes)
+    #[command(after_help = "\
+Examples:
+  ferry page      (open the link it prints in a browser on this computer)
+
+Exit status: 0 printed; 1 no node in the home folder, or ferry serve never ran on it;
+2 usage mistake.")]
+    Page,
     /// Watch three laptops sync through a folder, in a temporary folder
     #[command(after_help = "\
 Examples:
@@ -549,6 +559,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => care::verify(home, a),
         Command::Serve(a) => serve::serve(home, a),
         Command::Token(a) => serve::token(home, a),
+        Command::Page => serve::page(home),
         Command::Demo { keep } => demo::run(keep),
     }
 }

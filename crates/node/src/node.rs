@@ -386,6 +386,14 @@ pub struct ConflictView {
     pub values: Vec<ConflictValue>,
 }
 
+/// Whether `a` and `b` are the same number written as an integer and as a float.
+fn same_number(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(f), Value::Int(i)) | (Value::Int(i), Value::Float(f)) => *i as f64 == *f,
+        _ => false,
+    }
+}
+
 pub(crate) fn ser_value<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
     json::to_json(v).serialize(s)
 }
@@ -1534,20 +1542,28 @@ impl Node {
         field: &str,
         value: Value,
     ) -> Result<(), NodeError> {
-        let conflicted = self
+        let Some(conflict) = self
             .conflicts()?
             .into_iter()
-            .any(|c| c.collection == collection && c.id == id && c.field == field);
-        if !conflicted {
+            .find(|c| c.collection == collection && c.id == id && c.field == field)
+        else {
             return Err(NodeError::NoConflict {
                 collection: collection.into(),
                 id: id.into(),
                 field: field.into(),
             });
-        }
+        };
         if field == "(record)" {
             return Err(NodeError::ResolveDeleted);
         }
+        // A number equal to one of the conflicting values keeps that value's kind: a
+        // browser (JavaScript) sends the float 62.0 back as 62.
+        let value = conflict
+            .values
+            .into_iter()
+            .map(|v| v.value)
+            .find(|v| same_number(v, &value))
+            .unwrap_or(value);
         self.edit(collection, id, field, vec![Op::Set(field.into(), value)])
     }
 

@@ -49,23 +49,34 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/changes", get(changes))
         .route("/conflicts", get(conflicts))
         .route("/conflicts/resolve", post(resolve))
-        .route("/sync", post(sync));
+        .route("/sync", post(sync))
+        .route("/runs", get(runs));
     Router::new()
         .nest("/v1", v1)
+        .route("/", get(crate::page::page))
+        .route("/login", get(crate::page::login))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
 
-/// Every request: the `Host` names this loopback listener, and the token is the home's.
+/// Every request: the `Host` names this loopback listener, and the token is the home's —
+/// or, from the status page, the session cookie (with its CSRF token on every write).
+/// The page itself and its login link check their own way.
 async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    if let Err(e) = check_access(&s, req.headers()) {
+    let path = req.uri().path();
+    let check = if path == "/" || path == "/login" {
+        check_host(&s, req.headers())
+    } else {
+        check_access(&s, req.method(), req.headers())
+    };
+    if let Err(e) = check {
         return e.into_response();
     }
     next.run(req).await
 }
 
-fn check_access(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_host(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -83,6 +94,34 @@ fn check_access(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
             format!(
                 "this server answers only requests addressed to 127.0.0.1:{port} or localhost:{port} (Host was {host:?})"
             ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_access(
+    s: &Shared,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    check_host(s, headers)?;
+    if headers.get(header::AUTHORIZATION).is_none()
+        && let Some(csrf) = crate::page::session_of(s, headers)
+    {
+        if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+            return Ok(());
+        }
+        let given = headers
+            .get("x-ferry-csrf")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if same(given.as_bytes(), csrf.as_bytes()) {
+            return Ok(());
+        }
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "a change from the status page must carry its X-Ferry-CSRF header: reload the page",
         ));
     }
     let token =
@@ -110,7 +149,7 @@ fn check_access(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Compares without stopping at the first difference (the time says nothing of where).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -593,8 +632,15 @@ async fn sync(State(s): State<Shared>, body: Body) -> ApiResult {
             "give {\"folder\": \"/media/usb\"}: the folder (a stick) to sync with",
         ));
     };
-    let report = s
-        .with_node(move |n| n.sync(&folder, &ferry_node::NoProgress))
-        .await??;
-    Ok(axum::Json(report).into_response())
+    let run = crate::runs::sync_folder(&s, folder, "api").await;
+    let status = match run.ok {
+        true => StatusCode::OK,
+        false => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    Ok((status, axum::Json(run)).into_response())
+}
+
+async fn runs(State(s): State<Shared>) -> ApiResult {
+    let list = s.runs.lock().unwrap_or_else(|p| p.into_inner()).list();
+    Ok(axum::Json(json!({ "runs": list })).into_response())
 }

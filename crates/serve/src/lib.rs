@@ -20,11 +20,15 @@
 mod api;
 mod error;
 mod openapi;
+mod page;
+mod runs;
 
 pub use error::ServeError;
+pub use runs::{KEEP_RUNS, Run};
 
 use ferry_node::{Cursor, Home, Node};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -40,13 +44,21 @@ const WATCH_EVERY: Duration = Duration::from_millis(50);
 pub struct Options {
     /// Where to listen (loopback only).
     pub bind: SocketAddr,
+    /// Folders to watch for sticks (see [`runs`](crate::Run)): each, and each folder
+    /// directly in it, is synced when it appears holding a `ferry/` folder.
+    pub watch: Vec<PathBuf>,
 }
+
+/// Where the server tells what it did by itself (a stick synced, safe to remove).
+pub type OnEvent = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// What a started server tells its caller.
 #[derive(Clone, Debug)]
 pub struct Ready {
     /// The address it listens on (the port chosen when the options gave 0).
     pub addr: SocketAddr,
+    /// A one-time link that opens the status page in a browser.
+    pub page_link: String,
 }
 
 /// The state every request shares.
@@ -60,6 +72,11 @@ pub(crate) struct Shared {
     pub(crate) cursor_tx: Arc<watch::Sender<Cursor>>,
     /// Becomes `true` when the server stops: long-polls and streams end.
     pub(crate) stopping: watch::Receiver<bool>,
+    /// The sync runs, latest last.
+    pub(crate) runs: Arc<Mutex<runs::Runs>>,
+    pub(crate) on_event: OnEvent,
+    /// The status page's sessions: session id → its CSRF token.
+    pub(crate) sessions: Arc<Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl Shared {
@@ -93,8 +110,13 @@ fn replace_if_new(old: &mut Cursor, new: Cursor) -> bool {
 }
 
 /// Serves the API for `node` until Ctrl-C or SIGTERM; `on_ready` is called once the
-/// listener is bound.
-pub fn run(node: Node, opts: Options, on_ready: impl FnOnce(&Ready)) -> Result<(), ServeError> {
+/// listener is bound, `on_event` with each thing done by itself (a watched folder synced).
+pub fn run(
+    node: Node,
+    opts: Options,
+    on_ready: impl FnOnce(&Ready),
+    on_event: OnEvent,
+) -> Result<(), ServeError> {
     if !opts.bind.ip().is_loopback() {
         return Err(ServeError::NotLoopback(opts.bind));
     }
@@ -103,13 +125,14 @@ pub fn run(node: Node, opts: Options, on_ready: impl FnOnce(&Ready)) -> Result<(
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(serve(node, opts, on_ready))
+    runtime.block_on(serve(node, opts, on_ready, on_event))
 }
 
 async fn serve(
     mut node: Node,
     opts: Options,
     on_ready: impl FnOnce(&Ready),
+    on_event: OnEvent,
 ) -> Result<(), ServeError> {
     let home = node.home().clone();
     home.ensure_api_token()?;
@@ -129,9 +152,15 @@ async fn serve(
         cursor: cursor_rx,
         cursor_tx: Arc::new(cursor_tx),
         stopping: stop_rx,
+        runs: Arc::default(),
+        on_event,
+        sessions: Arc::default(),
     };
+    shared.home.set_serve_addr(&addr.to_string())?;
     tokio::spawn(watch_store(shared.clone()));
-    on_ready(&Ready { addr });
+    tokio::spawn(runs::watch_folders(shared.clone(), opts.watch.clone()));
+    let page_link = page::link(&shared.home, addr)?;
+    on_ready(&Ready { addr, page_link });
     let app = api::router(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -20,6 +20,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/conflicts"),
     ("post", "/v1/conflicts/resolve"),
     ("post", "/v1/sync"),
+    ("get", "/v1/runs"),
 ];
 
 fn error_responses() -> Value {
@@ -111,9 +112,10 @@ pub(crate) fn document() -> Value {
             "/v1/conflicts/resolve": { "post": op("Chooses the value a conflicted field shows", json!({
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["collection", "id", "field", "value"], "properties": { "collection": { "type": "string" }, "id": { "type": "string" }, "field": { "type": "string" }, "value": {} } } } } },
                 "responses": { "204": { "description": "Resolved" } } })) },
-            "/v1/sync": { "post": op("Syncs with a folder now (a stick): imports its bundles, writes this laptop's", json!({
+            "/v1/sync": { "post": op("Syncs with a folder now (a stick): imports its bundles, writes this laptop's; answers the run (422 when it failed)", json!({
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["folder"], "properties": { "folder": { "type": "string" } } } } } },
-                "responses": { "200": { "description": "What the sync did", "content": { "application/json": { "schema": { "type": "object" } } } } } })) }
+                "responses": { "200": { "description": "The run", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Run" } } } } } })) },
+            "/v1/runs": { "get": op("The latest sync runs, newest first: by a watched folder (a stick plugged in) or by this API", ok(json!({ "type": "object", "properties": { "runs": { "type": "array", "items": { "$ref": "#/components/schemas/Run" } } } }))) }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -124,6 +126,11 @@ pub(crate) fn document() -> Value {
                     "author": { "type": "string", "description": "the label of the laptop that made it" }, "member": { "type": "integer" }, "seq": { "type": "integer" },
                     "at": { "type": "string" }, "record": { "description": "the record as it shows now; null once deleted" },
                     "cursor": { "type": "string", "description": "the feed's cursor right after this change" } } },
+                "Run": { "type": "object", "properties": {
+                    "at": { "type": "string" }, "took_ms": { "type": "integer" }, "transport": { "type": "string" }, "target": { "type": "string" },
+                    "by": { "enum": ["watch", "api"] }, "ok": { "type": "boolean" }, "applied": { "type": "integer" }, "records_in": { "type": "integer" },
+                    "refused": { "type": "integer" }, "wrote_bytes": { "type": ["integer", "null"] }, "wrote_changes": { "type": ["integer", "null"] },
+                    "error": { "type": ["string", "null"] }, "safe_to_remove": { "type": "boolean" }, "summary": { "type": "string" } } },
                 "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } }
             },
             "responses": { "Error": { "description": "What went wrong and what to do", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } }

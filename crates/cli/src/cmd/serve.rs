@@ -14,6 +14,10 @@ pub(crate) struct ServeArgs {
     /// free port, printed at start)
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7040")]
     bind: SocketAddr,
+    /// A folder where sticks appear (for example /media/clinic): it, and every folder
+    /// directly in it, is synced as soon as it appears holding a ferry/ folder (repeatable)
+    #[arg(long, value_name = "DIR")]
+    watch: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -27,19 +31,39 @@ pub(crate) struct TokenArgs {
 pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
     let node = open(home)?;
     let token_file = node.home().api_token_file();
-    let opts = ferry_serve::Options { bind: a.bind };
-    let ran = ferry_serve::run(node, opts, |ready| {
-        // Tests and scripts read the first line for the address.
-        let _ = out(format_args!(
-            "ferry serve: listening on http://{}",
-            ready.addr
-        ));
-        let _ = out(format_args!(
-            "apps send the token in {} (`ferry token` prints it) as Authorization: Bearer TOKEN; API description: http://{}/v1/openapi.json; stop with Ctrl-C",
-            token_file.display(),
-            ready.addr
-        ));
+    for w in &a.watch {
+        if !w.is_dir() {
+            return Err(ferry_node::NodeError::NotAFolder(w.clone()).into());
+        }
+    }
+    let opts = ferry_serve::Options {
+        bind: a.bind,
+        watch: a.watch,
+    };
+    let on_event: ferry_serve::OnEvent = std::sync::Arc::new(|line: &str| {
+        let _ = out(format_args!("ferry serve: {line}"));
     });
+    let ran = ferry_serve::run(
+        node,
+        opts,
+        |ready| {
+            // Tests and scripts read the first line for the address.
+            let _ = out(format_args!(
+                "ferry serve: listening on http://{}",
+                ready.addr
+            ));
+            let _ = out(format_args!(
+                "apps send the token in {} (`ferry token` prints it) as Authorization: Bearer TOKEN; API description: http://{}/v1/openapi.json; stop with Ctrl-C",
+                token_file.display(),
+                ready.addr
+            ));
+            let _ = out(format_args!(
+                "status page (open this link in a browser on this computer; it works once, for 10 minutes; `ferry page` prints another): {}",
+                ready.page_link
+            ));
+        },
+        on_event,
+    );
     match ran {
         Ok(()) => Ok(()),
         Err(ferry_serve::ServeError::Node(e)) => Err(e.into()),
@@ -58,4 +82,20 @@ pub(crate) fn token(home: Option<PathBuf>, a: TokenArgs) -> Result<()> {
         false => home.ensure_api_token()?,
     };
     out(format_args!("{token}"))
+}
+
+/// `ferry page`: prints a one-time link that opens the status page of the running
+/// `ferry serve`.
+pub(crate) fn page(home: Option<PathBuf>) -> Result<()> {
+    let home = Home::resolve(home)?;
+    if !home.exists() {
+        return Err(ferry_node::NodeError::NoNode(home.root().to_path_buf()).into());
+    }
+    let Some(addr) = home.serve_addr() else {
+        anyhow::bail!(
+            "ferry serve has not run on this home yet: start it (ferry serve), then run ferry page again"
+        );
+    };
+    let key = home.new_page_key()?;
+    out(format_args!("http://{addr}/login?key={key}"))
 }

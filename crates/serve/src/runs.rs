@@ -1,0 +1,215 @@
+//! Sync that runs by itself, and the record of every run.
+//!
+//! Watched folders: a folder given with `--watch` is looked at every second, itself and the
+//! folders directly in it (where sticks are mounted: `/media/USER/…`). One that holds a
+//! `ferry/` folder and was not there at the last look is synced at once (import what it
+//! carries, write what the others lack); when the sync ends, the run says it is safe to
+//! remove. A stick that stays is not synced again until it is taken out and comes back (or
+//! `POST /v1/sync` asks). Every run — by a watched folder or by the API — is kept (the
+//! latest [`KEEP_RUNS`]) and listed by `GET /v1/runs`.
+
+use crate::Shared;
+use ferry_node::{FileResult, NoProgress, SyncReport};
+use serde::Serialize;
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How many runs are kept to be listed.
+pub const KEEP_RUNS: usize = 200;
+
+/// How often watched folders are looked at.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// One sync run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    /// When it started (UTC).
+    pub at: String,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+    /// What carried it: `folder`.
+    pub transport: &'static str,
+    /// Where: the folder.
+    pub target: String,
+    /// What started it: `watch` (the folder appeared) or `api`.
+    pub by: &'static str,
+    /// Whether it finished without an error.
+    pub ok: bool,
+    /// Bundle files applied.
+    pub applied: u64,
+    /// Record changes those brought.
+    pub records_in: u64,
+    /// Bundle files refused (quarantined).
+    pub refused: u64,
+    /// The size of the bundle written for the others, if one was needed.
+    pub wrote_bytes: Option<u64>,
+    /// Changes in it.
+    pub wrote_changes: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// For a folder: whether it can be taken out now (everything written is on it).
+    pub safe_to_remove: bool,
+    /// The run in one sentence, as `ferry serve` prints it.
+    pub summary: String,
+}
+
+impl Run {
+    fn of(
+        target: &Path,
+        by: &'static str,
+        started: (String, Instant),
+        result: &Result<SyncReport, String>,
+    ) -> Run {
+        let took_ms = started.1.elapsed().as_millis() as u64;
+        let target_s = target.display().to_string();
+        let mut run = Run {
+            at: started.0,
+            took_ms,
+            transport: "folder",
+            target: target_s.clone(),
+            by,
+            ok: result.is_ok(),
+            applied: 0,
+            records_in: 0,
+            refused: 0,
+            wrote_bytes: None,
+            wrote_changes: None,
+            error: result.as_ref().err().cloned(),
+            safe_to_remove: result.is_ok(),
+            summary: String::new(),
+        };
+        match result {
+            Ok(report) => {
+                for f in &report.import.files {
+                    match &f.result {
+                        FileResult::Applied { records, .. } => {
+                            run.applied += 1;
+                            run.records_in += records;
+                        }
+                        FileResult::Rejected { .. } => run.refused += 1,
+                        _ => {}
+                    }
+                }
+                if let Some((_, bytes, changes)) = &report.export.written {
+                    run.wrote_bytes = Some(*bytes);
+                    run.wrote_changes = Some(*changes);
+                }
+                let wrote = match run.wrote_changes {
+                    Some(n) => format!("{n} changes written for the others"),
+                    None => "nothing new to write".into(),
+                };
+                let refused = match run.refused {
+                    0 => String::new(),
+                    n => format!(", {n} files refused (see ferry status)"),
+                };
+                run.summary = format!(
+                    "synced {target_s}: {} bundles applied ({} record changes){refused}, {wrote} in {:.1} s — safe to remove",
+                    run.applied,
+                    run.records_in,
+                    took_ms as f64 / 1000.0
+                );
+            }
+            Err(e) => {
+                run.summary = format!(
+                    "sync with {target_s} failed: {e} — it can be removed; nothing half-written is left on it"
+                )
+            }
+        }
+        run
+    }
+}
+
+/// The kept runs, newest last.
+#[derive(Default)]
+pub(crate) struct Runs {
+    runs: VecDeque<Run>,
+}
+
+impl Runs {
+    pub(crate) fn push(&mut self, run: Run) {
+        if self.runs.len() == KEEP_RUNS {
+            self.runs.pop_front();
+        }
+        self.runs.push_back(run);
+    }
+
+    /// Newest first.
+    pub(crate) fn list(&self) -> Vec<Run> {
+        self.runs.iter().rev().cloned().collect()
+    }
+}
+
+/// Syncs with `folder` now, records the run and tells it.
+pub(crate) async fn sync_folder(s: &Shared, folder: PathBuf, by: &'static str) -> Run {
+    let started = (
+        ferry_node::time::format_utc(ferry_node::time::now_ms()),
+        Instant::now(),
+    );
+    let f2 = folder.clone();
+    let result = match s.with_node(move |n| n.sync(&f2, &NoProgress)).await {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.message),
+    };
+    let run = Run::of(&folder, by, started, &result);
+    (s.on_event)(&run.summary);
+    s.runs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(run.clone());
+    run
+}
+
+/// The folders under the watched ones that hold a `ferry/` folder now.
+fn present(watched: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for w in watched {
+        let mut candidates = vec![w.clone()];
+        if let Ok(entries) = std::fs::read_dir(w) {
+            candidates.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        for c in candidates {
+            // symlink_metadata: a link named ferry is not followed off the stick.
+            if std::fs::symlink_metadata(c.join("ferry")).is_ok_and(|m| m.is_dir()) {
+                out.insert(c);
+            }
+        }
+    }
+    out
+}
+
+/// Looks at the watched folders every second and syncs each one that appeared.
+pub(crate) async fn watch_folders(s: Shared, watched: Vec<PathBuf>) {
+    if watched.is_empty() {
+        return;
+    }
+    let mut stopping = s.stopping.clone();
+    let mut known: BTreeSet<PathBuf> = BTreeSet::new();
+    loop {
+        let w = watched.clone();
+        let now = tokio::task::spawn_blocking(move || present(&w))
+            .await
+            .unwrap_or_default();
+        for folder in now.difference(&known) {
+            if *stopping.borrow() {
+                return;
+            }
+            (s.on_event)(&format!(
+                "{} appeared: syncing, do not remove it yet",
+                folder.display()
+            ));
+            sync_folder(&s, folder.clone(), "watch").await;
+        }
+        known = now;
+        tokio::select! {
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = stopping.changed() => return,
+        }
+    }
+}
