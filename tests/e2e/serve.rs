@@ -960,3 +960,103 @@ fn staff_resolve_a_conflict_on_the_status_page_in_a_real_browser_and_it_reaches_
     assert_eq!(crate::util::conflicts(&b), json!([]));
     drop(hq);
 }
+
+#[test]
+fn the_python_example_app_writes_through_the_api_and_prints_another_laptops_changes() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../serve/examples/clinic_app.py");
+    let tmp = tempfile::tempdir().unwrap();
+    let (_hq, a, b) = three(tmp.path());
+    let stick = tmp.path().join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    b.ok(&["put", "visits", "v-60", "village=Obunga"]);
+    crate::util::exchange(&[&a, &b], &stick);
+    let srv = start(&a);
+    let mut app = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--url", &format!("http://{}", srv.addr), "--changes", "2"])
+        .args([
+            "--visit",
+            "v-50",
+            "village=Kibera",
+            "age=34",
+            "weight_kg=61.5",
+        ])
+        .env("FERRY_TOKEN", &srv.token)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 is installed by tests/run");
+    let mut out = BufReader::new(app.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "saved visit v-50");
+    // The app's record is in ferry, with its kinds: an integer, a float, a text.
+    assert_eq!(
+        srv.call("GET", &format!("{REC}/v-50"), None).json(),
+        json!({"age": 34, "village": "Kibera", "weight_kg": 61.5})
+    );
+    // clinic-b edits and deletes; the stick reaches clinic-a, imported by the CLI.
+    b.ok(&["put", "visits", "v-61", "village=Kisumu", "age=41"]);
+    b.ok(&["delete", "visits", "v-60"]);
+    b.ok(&["sync", s(&stick)]);
+    a.ok(&["sync", s(&stick)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = app.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = app.kill();
+            panic!("the example app never printed two changes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(
+        rest.lines().collect::<Vec<_>>(),
+        [
+            "from clinic-b: visits/v-61 {\"age\": 41, \"village\": \"Kisumu\"}",
+            "from clinic-b: visits/v-60 deleted",
+        ]
+    );
+}
+
+#[test]
+fn ferry_page_gives_a_one_time_link_only_while_the_server_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hq = Laptop::new(tmp.path(), "hq");
+    hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
+    let (_, err) = hq.fails(&["page"]);
+    assert!(err.contains("has not run on this home yet"), "{err}");
+    let srv = start(&hq);
+    let links: Vec<String> = (0..2)
+        .map(|_| hq.ok(&["page"]).trim().to_string())
+        .collect();
+    assert_ne!(links[0], links[1]);
+    let host = srv.addr.to_string();
+    let path = |l: &str| l.replace(&format!("http://{host}"), "");
+    // A made-up key opens nothing; each real one opens the page once.
+    let forged = path(&links[0]).replace("key=", "key=00");
+    assert_eq!(srv.raw("GET", &forged, None, None, &host).status, 403);
+    assert_eq!(
+        srv.raw("GET", &path(&links[1]), None, None, &host).status,
+        303
+    );
+    assert_eq!(
+        srv.raw("GET", &path(&links[1]), None, None, &host).status,
+        403
+    );
+    assert_eq!(
+        srv.raw("GET", &path(&links[0]), None, None, &host).status,
+        303
+    );
+    // Without a session, the page itself says how to open it.
+    let r = srv.raw("GET", "/", None, None, &host);
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("ferry page"), "{}", r.body);
+    drop(srv);
+    let (_, err) = hq.fails(&["page"]);
+    assert!(err.contains("ferry serve is not running"), "{err}");
+}

@@ -96,6 +96,14 @@ pub(crate) fn page(home: Option<PathBuf>) -> Result<()> {
             "ferry serve has not run on this home yet: start it (ferry serve), then run ferry page again"
         );
     };
+    let listening = addr.parse::<SocketAddr>().is_ok_and(|a| {
+        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+    });
+    if !listening {
+        anyhow::bail!(
+            "ferry serve is not running on this home (it last listened on {addr}): start it (ferry serve), then run ferry page again"
+        );
+    }
     let key = home.new_page_key()?;
     out(format_args!("http://{addr}/login?key={key}"))
 }
