@@ -630,7 +630,35 @@ fn a_stick_that_appears_in_a_watched_folder_is_synced_at_once_and_said_safe_to_r
     let (hq, a, _b) = three(tmp.path());
     let media = tmp.path().join("media");
     std::fs::create_dir_all(media.join("not-a-stick")).unwrap();
+    // A watched folder that is not there is refused at start, by name.
+    let (_, err) = a.fails(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--watch",
+        s(&media.join("nope")),
+    ]);
+    assert!(err.contains("--watch") && err.contains("nope"), "{err}");
     let mut srv = start_with(&a, &["--watch", s(&media)]);
+    // So is a folder to sync with that is not there: named, and no run is made of it.
+    let r = srv.call(
+        "POST",
+        "/v1/sync",
+        Some(&json!({"folder": s(&media.join("nope"))})),
+    );
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (400, "bad_request".to_string()),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
+    assert_eq!(srv.call("GET", "/v1/runs", None).json()["runs"], json!([]));
     // HQ writes on a stick elsewhere; then the stick "is mounted" under the watched folder.
     let stick = tmp.path().join("usb");
     std::fs::create_dir_all(&stick).unwrap();

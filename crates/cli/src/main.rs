@@ -487,7 +487,7 @@ Exit status: 0 printed; 1 no node in the home folder, or the token file cannot b
 Examples:
   ferry page      (open the link it prints in a browser on this computer)
 
-Exit status: 0 printed; 1 no node in the home folder, or ferry serve never ran on it;
+Exit status: 0 printed; 1 no node in the home folder, or ferry serve is not running on it;
 2 usage mistake.")]
     Page,
     /// Watch three laptops sync through a folder, in a temporary folder

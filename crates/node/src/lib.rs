@@ -74,7 +74,7 @@ pub use serial::{
 /// A flag value that overrides a key of `[sms]` or `[serial]` in `ferry.toml`.
 pub use sms::SmsSetting as Setting;
 pub use sms::{SmsCounters, SmsFlags, SmsPeerSend, SmsReceiveReport, SmsSendReport, SmsSetting};
-pub use token::PAGE_LINK_TTL_MS;
+pub use token::{PAGE_LINK_TTL_MS, new_secret};
 
 /// A size for people: "512 B", "3.2 kB", "4.5 MB".
 pub(crate) fn human_bytes(n: u64) -> String {

@@ -63,8 +63,11 @@ impl Home {
 pub const PAGE_LINK_TTL_MS: u64 = 10 * 60 * 1000;
 
 impl Home {
-    /// The file of one-time keys that open the status page (`key expiry_ms` per line).
-    fn page_keys_file(&self) -> PathBuf {
+    /// Where the one-time keys that open the status page wait: one file per key, named by
+    /// the key's BLAKE3 hash (the key itself is written nowhere) and holding its expiry.
+    /// Taking a key removes its file, which succeeds once, whichever process (the server,
+    /// a `ferry page` at the same moment) gets there first.
+    fn page_keys_dir(&self) -> PathBuf {
         self.root().join("page-links")
     }
 
@@ -81,41 +84,48 @@ impl Home {
 
     /// A new one-time key that opens the status page, usable for [`PAGE_LINK_TTL_MS`].
     pub fn new_page_key(&self) -> Result<String, NodeError> {
+        let dir = self.page_keys_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| NodeError::io("cannot create", &dir, e))?;
         let now = crate::time::now_ms();
-        let key = new_token().trim().to_string();
-        let mut keep = self.page_keys(now);
-        keep.push((key.clone(), now + PAGE_LINK_TTL_MS));
-        self.write_page_keys(&keep)?;
+        self.forget_expired_page_keys(now);
+        let key = new_secret();
+        let expiry = format!("{}\n", now + PAGE_LINK_TTL_MS);
+        write_private(&dir.join(page_key_file(&key)), expiry.as_bytes())?;
         Ok(key)
     }
 
     /// Whether `key` is an unused, unexpired page key; if so it is used up now.
     pub fn take_page_key(&self, key: &str) -> Result<bool, NodeError> {
-        let now = crate::time::now_ms();
-        let mut keys = self.page_keys(now);
-        let before = keys.len();
-        keys.retain(|(k, _)| k.len() != key.len() || !constant_eq(k.as_bytes(), key.as_bytes()));
-        if keys.len() == before {
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(false);
         }
-        self.write_page_keys(&keys)?;
-        Ok(true)
+        let path = self.page_keys_dir().join(page_key_file(key));
+        let expiry = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(NodeError::io("cannot read", &path, e)),
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(expiry > crate::time::now_ms()),
+            // Taken by another request in between.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(NodeError::io("cannot remove", &path, e)),
+        }
     }
 
-    fn page_keys(&self, now: u64) -> Vec<(String, u64)> {
-        let text = std::fs::read_to_string(self.page_keys_file()).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| {
-                let (k, t) = l.split_once(' ')?;
-                Some((k.to_string(), t.parse().ok()?))
-            })
-            .filter(|(_, t)| *t > now)
-            .collect()
-    }
-
-    fn write_page_keys(&self, keys: &[(String, u64)]) -> Result<(), NodeError> {
-        let text: String = keys.iter().map(|(k, t)| format!("{k} {t}\n")).collect();
-        self.replace_private("page-links", &text)
+    /// Removes the keys whose time is over (best effort: an expired key opens nothing
+    /// anyway).
+    fn forget_expired_page_keys(&self, now: u64) {
+        let Ok(entries) = std::fs::read_dir(self.page_keys_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let expired = std::fs::read_to_string(e.path())
+                .is_ok_and(|t| t.trim().parse::<u64>().is_ok_and(|t| t <= now));
+            if expired {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Replaces a file of the home whole (mode 0600): readers see the old or the new.
@@ -133,18 +143,19 @@ impl Home {
     }
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The name of a page key's file: its hash, so the folder does not hold the keys.
+fn page_key_file(key: &str) -> String {
+    blake3::hash(key.as_bytes()).to_hex().to_string()
+}
+
+/// A fresh secret: 32 random bytes as 64 hex digits (API tokens, page keys, sessions).
+pub fn new_secret() -> String {
+    let bytes: [u8; 32] = crate::node::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn new_token() -> String {
-    let bytes: [u8; 32] = crate::node::random();
-    let mut s = String::with_capacity(65);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s.push('\n');
-    s
+    new_secret() + "\n"
 }
 
 #[cfg(test)]
@@ -169,8 +180,46 @@ mod tests {
         assert!(!home.take_page_key(&k1).unwrap(), "used up");
         assert!(home.take_page_key(&k2).unwrap());
         // An expired key does not open.
-        std::fs::write(dir.path().join("page-links"), format!("{k1} 1\n")).unwrap();
-        assert!(!home.take_page_key(&k1).unwrap());
+        let k3 = home.new_page_key().unwrap();
+        let file = dir.path().join("page-links").join(page_key_file(&k3));
+        std::fs::write(&file, "1\n").unwrap();
+        assert!(!home.take_page_key(&k3).unwrap());
+        // The folder holds no key itself, and a name that is not a key reaches no file.
+        let k4 = home.new_page_key().unwrap();
+        for e in std::fs::read_dir(dir.path().join("page-links")).unwrap() {
+            let e = e.unwrap();
+            assert!(!std::fs::read_to_string(e.path()).unwrap().contains(&k4));
+            assert_ne!(e.file_name().to_string_lossy(), k4);
+        }
+        assert!(!home.take_page_key("../api.token").unwrap());
+        assert!(home.api_token_file().exists());
+    }
+
+    #[test]
+    fn page_keys_made_and_taken_at_the_same_moment_are_neither_lost_nor_taken_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let made: Vec<_> = (0..8).map(|_| s.spawn(|| home.new_page_key())).collect();
+            made.into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect()
+        });
+        for k in &keys {
+            assert!(
+                home.take_page_key(k).unwrap(),
+                "a key made alongside others was lost"
+            );
+        }
+        let k = home.new_page_key().unwrap();
+        let opened: usize = std::thread::scope(|s| {
+            let tries: Vec<_> = (0..8).map(|_| s.spawn(|| home.take_page_key(&k))).collect();
+            tries
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap().unwrap()))
+                .sum()
+        });
+        assert_eq!(opened, 1);
     }
 
     #[test]

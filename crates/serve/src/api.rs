@@ -150,7 +150,7 @@ fn check_access(
 
 /// Compares without stopping at the first difference (the time says nothing of where).
 pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 async fn not_found() -> ApiError {
@@ -632,6 +632,12 @@ async fn sync(State(s): State<Shared>, body: Body) -> ApiResult {
             "give {\"folder\": \"/media/usb\"}: the folder (a stick) to sync with",
         ));
     };
+    if !folder.is_dir() {
+        return Err(ApiError::bad_request(format!(
+            "{} is not a folder here: give the folder of the stick or shared drive, as this computer mounts it",
+            folder.display()
+        )));
+    }
     let run = crate::runs::sync_folder(&s, folder, "api").await;
     let status = match run.ok {
         true => StatusCode::OK,

@@ -20,12 +20,6 @@ pub(crate) fn link(home: &Home, addr: SocketAddr) -> Result<String, NodeError> {
     Ok(format!("http://{addr}/login?key={}", home.new_page_key()?))
 }
 
-fn random_hex() -> String {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the operating system provides randomness");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// The CSRF token of the session the request's cookie names, if it names one.
 pub(crate) fn session_of(s: &Shared, headers: &HeaderMap) -> Option<String> {
     let id = headers
@@ -71,11 +65,11 @@ pub(crate) async fn login(State(s): State<Shared>, Query(q): Query<LoginQuery>) 
             "It was used already, or it is more than 10 minutes old. On this computer, run <code>ferry page</code> and open the link it prints.",
         );
     }
-    let id = random_hex();
+    let id = ferry_node::new_secret();
     s.sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), random_hex());
+        .insert(id.clone(), ferry_node::new_secret());
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     if let Ok(v) =
         HeaderValue::from_str(&format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/"))
@@ -91,7 +85,7 @@ pub(crate) async fn page(State(s): State<Shared>, headers: HeaderMap) -> Respons
         Some(csrf) => {
             // Only the page's own script runs: a nonce fresh for each response, so markup
             // that ever reached the page (an `onerror=` in a record) could not run.
-            let nonce = random_hex();
+            let nonce = ferry_node::new_secret();
             let html = PAGE
                 .replace("{{CSRF}}", &csrf)
                 .replace("<script>", &format!("<script nonce=\"{nonce}\">"));

@@ -96,6 +96,7 @@ impl Run {
                     run.wrote_changes = Some(*changes);
                 }
                 let wrote = match run.wrote_changes {
+                    Some(0) => "a receipt written for the others".into(),
                     Some(n) => format!("{n} changes written for the others"),
                     None => "nothing new to write".into(),
                 };

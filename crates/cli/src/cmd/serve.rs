@@ -33,7 +33,10 @@ pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
     let token_file = node.home().api_token_file();
     for w in &a.watch {
         if !w.is_dir() {
-            return Err(ferry_node::NodeError::NotAFolder(w.clone()).into());
+            anyhow::bail!(
+                "--watch {}: no such folder; give the folder where this computer mounts USB sticks (for example /media/$USER), once it exists",
+                w.display()
+            );
         }
     }
     let opts = ferry_serve::Options {
