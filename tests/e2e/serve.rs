@@ -379,6 +379,124 @@ fn records_round_trip_batches_are_all_or_nothing_and_bad_requests_are_refused_wh
     );
 }
 
+/// Single writes sent at the same moment are saved together (group commit), yet each is
+/// answered as if written alone: refused ones get their reason and take nothing with them,
+/// two writes of one record both land in the order they were saved, and a feed reader who
+/// stops in the middle of a change that holds several records misses none of them.
+#[test]
+fn writes_sent_together_are_saved_together_but_answered_and_refused_one_by_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_hq, a, _b) = three(tmp.path());
+    let srv = start(&a);
+    let c0 = srv.call("GET", "/v1/changes?since=now", None).json()["next"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut threads = Vec::new();
+    for t in 0..16 {
+        let api = srv.api.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut refused = Vec::new();
+            for i in 0..20 {
+                let (method, path, body) = match i % 5 {
+                    // A delete of a record that is not there: refused alone.
+                    3 => ("DELETE", format!("{REC}/none-{t}-{i}"), None),
+                    // ferry's own collection: refused alone.
+                    4 => (
+                        "PUT",
+                        format!("/v1/collections/_members/records/{t}{i}"),
+                        Some(json!({"a": 1})),
+                    ),
+                    _ => (
+                        "PUT",
+                        format!("{REC}/g-{t}-{i}"),
+                        Some(json!({"n": i, "t": t})),
+                    ),
+                };
+                let r = api.call(method, &path, body.as_ref());
+                match i % 5 {
+                    3 | 4 => {
+                        assert!(r.status == 404 || r.status == 400, "{path}: {}", r.body);
+                        refused.push(path);
+                    }
+                    _ => assert_eq!(r.status, 200, "{path}: {}", r.body),
+                }
+                // Everyone also patches one shared record, each a field of its own.
+                let r = api.call(
+                    "PATCH",
+                    &format!("{REC}/shared"),
+                    Some(&json!({ format!("f{t}"): i })),
+                );
+                assert_eq!(r.status, 200, "{}", r.body);
+                assert_eq!(r.json()["fields"][format!("f{t}")], json!(i), "{}", r.body);
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for t in threads {
+        refused += t.join().unwrap().len();
+    }
+    assert_eq!(refused, 16 * 8);
+    for t in 0..16 {
+        for i in (0..20).filter(|i| i % 5 < 3) {
+            assert_eq!(
+                srv.call("GET", &format!("{REC}/g-{t}-{i}"), None).json(),
+                json!({"n": i, "t": t})
+            );
+        }
+    }
+    let shared = srv.call("GET", &format!("{REC}/shared"), None).json();
+    for t in 0..16 {
+        assert_eq!(shared[format!("f{t}")], json!(19), "{shared}");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut since = c0.clone();
+    loop {
+        let page = srv
+            .call("GET", &format!("/v1/changes?since={since}"), None)
+            .json();
+        for c in page["changes"].as_array().unwrap() {
+            seen.insert(c["id"].as_str().unwrap().to_string());
+        }
+        if page["more"] != json!(true) {
+            break;
+        }
+        since = page["next"].as_str().unwrap().to_string();
+    }
+    assert_eq!(seen.len(), 16 * 12 + 1, "every saved record is on the feed");
+    assert!(!seen.iter().any(|id| id.starts_with("none")));
+
+    // A batch is one change: a reader who kept the cursor of its first record and comes
+    // back reads the whole change again, never only its tail.
+    let now = srv.call("GET", "/v1/changes?since=now", None).json()["next"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let batch = json!({"writes": [
+        {"op": "put", "collection": "visits", "id": "m-1", "fields": {"k": 1}},
+        {"op": "put", "collection": "visits", "id": "m-2", "fields": {"k": 2}},
+        {"op": "put", "collection": "visits", "id": "m-3", "fields": {"k": 3}}]});
+    assert_eq!(srv.call("POST", "/v1/batch", Some(&batch)).status, 200);
+    let page = srv
+        .call("GET", &format!("/v1/changes?since={now}"), None)
+        .json();
+    let changes = page["changes"].as_array().unwrap();
+    let ids: Vec<&str> = changes.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["m-1", "m-2", "m-3"]);
+    assert_eq!(changes[0]["cursor"], json!(now), "mid-change: the cursor before it");
+    assert_eq!(changes[1]["cursor"], json!(now));
+    assert_eq!(changes[2]["cursor"], page["next"], "its last: the cursor after it");
+    let again = srv
+        .call(
+            "GET",
+            &format!("/v1/changes?since={}", changes[0]["cursor"].as_str().unwrap()),
+            None,
+        )
+        .json();
+    assert_eq!(again["changes"].as_array().unwrap().len(), 3, "{again}");
+}
+
 #[test]
 fn only_requests_with_this_homes_token_and_host_get_in_and_a_rotation_shuts_the_old_token_out() {
     let tmp = tempfile::tempdir().unwrap();

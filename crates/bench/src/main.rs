@@ -16,6 +16,13 @@
 //!                                                  # 10 000 000 records (or N…), each step
 //!                                                  # a child process; the cost growth;
 //!                                                  # --write keeps the table in scale.md
+//! cargo build --release -p ferry-cli -p ferry-bench && target/release/ferry-bench serve [WRITES] [STICK] [--write]
+//!                                                  # the real `ferry serve` under load:
+//!                                                  # single writes/s (WRITES: 8 000), batched
+//!                                                  # records/s, write → feed latency, memory
+//!                                                  # with 100 feeds, a stick of STICK (10 000)
+//!                                                  # records in a watched folder; --write
+//!                                                  # keeps the table in serve.md
 //! cargo run --release -p ferry-bench -- prepare [--one-per-commit] N DIR
 //!                                                  # HQ loads N records (or puts them one
 //!                                                  # commit each) and exports them to
@@ -33,6 +40,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod report;
+mod serve;
 mod workload;
 
 use anyhow::{Context, Result, bail};
@@ -150,6 +158,22 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Some("serve") => {
+            let num = |i: usize, default: u64| -> Result<u64> {
+                match args.get(i).filter(|a| *a != "--write") {
+                    Some(n) => n.parse().context("a number of records"),
+                    None => Ok(default),
+                }
+            };
+            let table = serve::run(num(1, 8_000)?, num(2, 10_000)?)?;
+            print!("\n{table}");
+            if args.iter().any(|a| a == "--write") {
+                let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+                std::fs::write(dir.join("serve.md"), &table)?;
+                println!("\nwrote {}", dir.join("serve.md").display());
+            }
+            Ok(())
+        }
         Some("apply") => {
             let [_, dir] = &args[..] else {
                 bail!("usage: ferry-bench apply DIR");
@@ -157,7 +181,7 @@ fn main() -> Result<()> {
             apply(Path::new(dir))
         }
         _ => bail!(
-            "usage: ferry-bench quick | all | at-rest [N] [--write] | scale [N…] [--write] | prepare [--one-per-commit] N DIR | apply DIR"
+            "usage: ferry-bench quick | all | at-rest [N] [--write] | scale [N…] [--write] | serve [WRITES] [STICK] [--write] | prepare [--one-per-commit] N DIR | apply DIR"
         ),
     }
 }

@@ -13,7 +13,7 @@ use crate::history::held_commit;
 use crate::node::{changing_ops, check_collection, check_field, check_id};
 use crate::{Node, NodeError};
 use ferry_model::{Change, MemberId, Op, RecordState, Rule, Value, VersionVector};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -175,6 +175,10 @@ pub struct WriteRefused {
     /// Why.
     #[source]
     pub source: Box<NodeError>,
+    /// `true` when the writes were all accepted but the store failed to save them (a full
+    /// disk, another process holding the home): no single write is to blame, and `index`
+    /// is the last one's.
+    pub saving: bool,
 }
 
 /// A page of a collection's live records ([`Node::records_page`]).
@@ -315,19 +319,31 @@ impl Node {
         let rules = self.rules().map_err(|e| refused(0, writes, e))?;
         let mut changes = Vec::new();
         let mut counts = Vec::with_capacity(writes.len());
-        // A record written twice in one batch: the second sees the first's result.
-        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for (i, w) in writes.iter().enumerate() {
+        // Every record as it is now, read in one transaction.
+        let mut states = Vec::with_capacity(writes.len());
+        {
+            let tx = self
+                .store
+                .read()
+                .map_err(|e| refused(0, writes, e.into()))?;
+            use ferry_sync::Storage as _;
+            let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+            for (i, w) in writes.iter().enumerate() {
+                let (collection, id) = w.target();
+                let fail = |e| refused(i, writes, e);
+                check_collection(collection).map_err(fail)?;
+                check_id(id).map_err(fail)?;
+                if !seen.insert((collection, id)) {
+                    return Err(fail(NodeError::BadArgument(
+                        "the same record is written twice in one batch; write it once".into(),
+                    )));
+                }
+                states.push(tx.record(collection, id).map_err(|e| fail(e.into()))?);
+            }
+        }
+        for ((i, w), state) in writes.iter().enumerate().zip(states) {
             let (collection, id) = w.target();
             let fail = |e| refused(i, writes, e);
-            check_collection(collection).map_err(fail)?;
-            check_id(id).map_err(fail)?;
-            if seen.insert((collection.into(), id.into()), i).is_some() {
-                return Err(fail(NodeError::BadArgument(
-                    "the same record is written twice in one batch; write it once".into(),
-                )));
-            }
-            let state = self.get(collection, id).map_err(fail)?;
             let live = state.as_ref().filter(|s| s.is_live());
             let ops = match w {
                 RecordWrite::Delete { .. } => {
@@ -380,8 +396,10 @@ impl Node {
             }
         }
         if !changes.is_empty() {
-            self.commit(changes)
-                .map_err(|e| refused(writes.len().saturating_sub(1), writes, e))?;
+            self.commit(changes).map_err(|e| WriteRefused {
+                saving: true,
+                ..refused(writes.len().saturating_sub(1), writes, e)
+            })?;
         }
         Ok(counts)
     }
@@ -394,6 +412,7 @@ fn refused(index: usize, writes: &[RecordWrite], source: NodeError) -> WriteRefu
         collection: collection.into(),
         id: id.into(),
         source: Box::new(source),
+        saving: false,
     }
 }
 

@@ -2,7 +2,7 @@
 //! and changes.
 
 use crate::error::ApiError;
-use crate::{MAX_BODY, Shared, openapi};
+use crate::{MAX_BODY, Shared, openapi, writes};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -15,7 +15,7 @@ use ferry_model::{RecordState, Value};
 use ferry_node::{
     Cursor, FeedChange, FieldInput, Node, NodeError, RecordWrite, Status, json as fjson,
 };
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -162,17 +162,17 @@ async fn openapi_doc() -> Response {
 }
 
 async fn status(State(s): State<Shared>) -> ApiResult {
-    let st: Status = s.with_node(|n| n.status()).await??;
+    let st: Status = s.read_node(|n| n.status()).await??;
     Ok(axum::Json(st).into_response())
 }
 
 async fn members(State(s): State<Shared>) -> ApiResult {
-    let st: Status = s.with_node(|n| n.status()).await??;
+    let st: Status = s.read_node(|n| n.status()).await??;
     Ok(axum::Json(json!({ "members": st.members })).into_response())
 }
 
 async fn collections(State(s): State<Shared>) -> ApiResult {
-    let all = s.with_node(|n| n.collections()).await??;
+    let all = s.read_node(|n| n.collections()).await??;
     let list: Vec<Json> = all
         .into_iter()
         .map(|(name, records)| json!({ "name": name, "records": records }))
@@ -182,7 +182,11 @@ async fn collections(State(s): State<Shared>) -> ApiResult {
 
 /// A record as the API shows it: field → shown value; a field showing `null` is left out
 /// (PUT `{"a": 1}` then GET gives `{"a": 1}`).
-fn record_json(node: &mut Node, collection: &str, state: &RecordState) -> Result<Json, NodeError> {
+pub(crate) fn record_json(
+    node: &mut Node,
+    collection: &str,
+    state: &RecordState,
+) -> Result<Json, NodeError> {
     let rules = node.rules()?;
     let mut obj = fjson::record_to_json(state, |f| rules.of(collection, f));
     obj.retain(|_, v| !v.is_null());
@@ -220,7 +224,7 @@ async fn list(
         }
     }
     let body = s
-        .with_node(move |n| -> Result<Json, NodeError> {
+        .read_node(move |n| -> Result<Json, NodeError> {
             let cursor = n.feed_cursor()?;
             let page = n.records_page(&c, &after, limit, &filter)?;
             let next = page.next;
@@ -236,7 +240,7 @@ async fn list(
 
 async fn get_record(State(s): State<Shared>, Path((c, id)): Path<(String, String)>) -> ApiResult {
     let body = s
-        .with_node(move |n| -> Result<Json, NodeError> {
+        .read_node(move |n| -> Result<Json, NodeError> {
             ferry_node::check_collection(&c)?;
             match n.get(&c, &id)?.filter(|r| r.is_live()) {
                 Some(state) => record_json(n, &c, &state),
@@ -288,32 +292,13 @@ async fn delete_record(
     State(s): State<Shared>,
     Path((c, id)): Path<(String, String)>,
 ) -> ApiResult {
-    s.with_node(move |n| n.write_records(&[RecordWrite::Delete { collection: c, id }]))
-        .await?
-        .map_err(|e| ApiError::from(*e.source))?;
+    writes::write(&s, RecordWrite::Delete { collection: c, id }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// A put or patch: answers with the record as it now shows and how many fields changed.
 async fn write_one(s: Shared, w: RecordWrite) -> ApiResult {
-    let body = s
-        .with_node(move |n| -> Result<Json, ApiError> {
-            let counts = n
-                .write_records(std::slice::from_ref(&w))
-                .map_err(|e| ApiError::from(*e.source))?;
-            let (c, id) = match &w {
-                RecordWrite::Replace { collection, id, .. }
-                | RecordWrite::Merge { collection, id, .. }
-                | RecordWrite::Delete { collection, id } => (collection, id),
-            };
-            let fields = match n.get(c, id)?.filter(|r| r.is_live()) {
-                Some(state) => record_json(n, c, &state)?,
-                None => Json::Object(Map::new()),
-            };
-            Ok(json!({ "id": id, "fields": fields, "changed": counts[0] }))
-        })
-        .await??;
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(writes::write(&s, w).await?).into_response())
 }
 
 async fn batch(State(s): State<Shared>, body: Body) -> ApiResult {
@@ -334,7 +319,13 @@ async fn batch(State(s): State<Shared>, body: Body) -> ApiResult {
         .await?
         .map_err(|e| {
             let mut api = ApiError::from(*e.source);
-            api.message = format!("write {}: {} (nothing was written)", e.index, api.message);
+            api.message = match e.saving {
+                true => format!(
+                    "the batch could not be saved: {} (nothing was written)",
+                    api.message
+                ),
+                false => format!("write {}: {} (nothing was written)", e.index, api.message),
+            };
             api
         })?;
     Ok(axum::Json(json!({ "written": n, "changed": counts })).into_response())
@@ -428,7 +419,7 @@ async fn changes(
     headers: HeaderMap,
 ) -> ApiResult {
     let since = match q.since.as_deref() {
-        Some("now") => s.with_node(|n| n.feed_cursor()).await??,
+        Some("now") => s.read_node(|n| n.feed_cursor()).await??,
         Some(text) => text
             .parse::<Cursor>()
             .map_err(|e| ApiError::bad_request(e.to_string()))?,
@@ -449,7 +440,7 @@ async fn changes(
     loop {
         seen.borrow_and_update();
         let since2 = since.clone();
-        let page = s.with_node(move |n| feed_page(n, &since2, limit)).await??;
+        let page = s.read_node(move |n| feed_page(n, &since2, limit)).await??;
         if !page.0.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
             let (changes, next, more) = page;
             return Ok(axum::Json(
@@ -477,7 +468,7 @@ fn feed_page(
     let mut states: HashMap<(String, String), Json> = HashMap::new();
     let mut running = since.clone();
     let mut out = Vec::with_capacity(page.changes.len());
-    for ch in &page.changes {
+    for (i, ch) in page.changes.iter().enumerate() {
         let key = (ch.collection.clone(), ch.id.clone());
         if !states.contains_key(&key) {
             let shown = match n.get(&ch.collection, &ch.id)?.filter(|r| r.is_live()) {
@@ -486,7 +477,17 @@ fn feed_page(
             };
             states.insert(key.clone(), shown);
         }
-        running.advance(ch.author, ch.seq);
+        // A change's cursor is the one after its whole commit, told on the commit's last
+        // change; the others carry the cursor before the commit, so a reader that stops in
+        // the middle of a commit (a batch) and resumes from the cursor it kept reads that
+        // commit again rather than missing its rest.
+        let last_of_commit = page
+            .changes
+            .get(i + 1)
+            .is_none_or(|next| (next.author, next.seq) != (ch.author, ch.seq));
+        if last_of_commit {
+            running.advance(ch.author, ch.seq);
+        }
         out.push(change_json(
             ch,
             &labels,
@@ -554,7 +555,7 @@ fn event_stream(
             let mut stopping = st.s.stopping.clone();
             seen.borrow_and_update();
             let (since, limit) = (st.since.clone(), st.limit);
-            match st.s.with_node(move |n| feed_page(n, &since, limit)).await {
+            match st.s.read_node(move |n| feed_page(n, &since, limit)).await {
                 Ok(Ok((changes, next, _))) => {
                     st.since = next;
                     if changes.is_empty() {
@@ -594,7 +595,7 @@ fn event_stream(
 }
 
 async fn conflicts(State(s): State<Shared>) -> ApiResult {
-    let all = s.with_node(|n| n.conflicts()).await??;
+    let all = s.read_node(|n| n.conflicts()).await??;
     Ok(axum::Json(json!({ "conflicts": all })).into_response())
 }
 

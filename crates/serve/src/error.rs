@@ -32,7 +32,7 @@ pub enum ServeError {
 }
 
 /// A request's failure: its HTTP status, a stable code and a sentence for people.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,

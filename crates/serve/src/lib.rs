@@ -22,6 +22,7 @@ mod error;
 mod openapi;
 mod page;
 mod runs;
+mod writes;
 
 pub use error::ServeError;
 pub use runs::{KEEP_RUNS, Run};
@@ -77,24 +78,38 @@ pub(crate) struct Shared {
     pub(crate) on_event: OnEvent,
     /// The status page's sessions: session id → its CSRF token.
     pub(crate) sessions: Arc<Mutex<std::collections::HashMap<String, String>>>,
+    /// Single-record writes waiting for their group ([`writes`]).
+    pub(crate) writes: tokio::sync::mpsc::Sender<writes::Job>,
 }
 
 impl Shared {
-    /// Runs `f` on the node, on the blocking pool.
+    /// Runs `f` on the node, on the blocking pool, then publishes the feed's cursor: for
+    /// whatever may change what the node holds.
     pub(crate) async fn with_node<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Node) -> T + Send + 'static,
     ) -> Result<T, error::ApiError> {
-        let node = self.node.clone();
         let tx = self.cursor_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = node.lock().unwrap_or_else(|p| p.into_inner());
-            let out = f(&mut guard);
+        self.read_node(move |n| {
+            let out = f(n);
             // Whatever it did, the feed's readers see it now rather than at the next look.
-            if let Ok(c) = guard.feed_cursor() {
+            if let Ok(c) = n.feed_cursor() {
                 tx.send_if_modified(|old| replace_if_new(old, c));
             }
             out
+        })
+        .await
+    }
+
+    /// Runs `f` on the node, on the blocking pool: for reading only.
+    pub(crate) async fn read_node<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node) -> T + Send + 'static,
+    ) -> Result<T, error::ApiError> {
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = node.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
         })
         .await
         .map_err(|e| error::ApiError::internal(format!("a request's work failed: {e}")))
@@ -122,6 +137,9 @@ pub fn run(
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // The node is used by one thread at a time: more threads would only wait for it
+        // (and each keeps its own memory arena).
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
@@ -145,6 +163,7 @@ async fn serve(
         .map_err(|e| ServeError::Bind(opts.bind, e))?;
     let (cursor_tx, cursor_rx) = watch::channel(cursor);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (writes_tx, writes_rx) = tokio::sync::mpsc::channel(writes::MAX_WAITING);
     let shared = Shared {
         node: Arc::new(Mutex::new(node)),
         home,
@@ -155,9 +174,11 @@ async fn serve(
         runs: Arc::default(),
         on_event,
         sessions: Arc::default(),
+        writes: writes_tx,
     };
     shared.home.set_serve_addr(&addr.to_string())?;
     tokio::spawn(watch_store(shared.clone()));
+    tokio::spawn(writes::group_writer(shared.clone(), writes_rx));
     tokio::spawn(runs::watch_folders(shared.clone(), opts.watch.clone()));
     let page_link = page::link(&shared.home, addr)?;
     on_ready(&Ready { addr, page_link });

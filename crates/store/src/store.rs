@@ -439,8 +439,11 @@ impl Store {
 /// Drops the name cache if another connection committed since it was checked. Runs inside
 /// the transaction after a read, so the version belongs to the transaction's snapshot.
 fn check_data_version(tx: &rusqlite::Transaction<'_>, names: &mut NameCache) -> Result<()> {
-    tx.query_row("SELECT count(*) FROM applied WHERE 0", [], |_| Ok(()))?;
-    let version: i64 = tx.pragma_query_value(None, "data_version", |r| r.get(0))?;
+    tx.prepare_cached("SELECT count(*) FROM applied WHERE 0")?
+        .query_row([], |_| Ok(()))?;
+    let version: i64 = tx
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))?;
     if names.data_version != Some(version) {
         *names = NameCache {
             data_version: Some(version),
@@ -1096,8 +1099,11 @@ impl Storage for StoreTx<'_> {
         // Cleared by the import that finishes; found by the next command after a crash.
         self.set_meta(UNSETTLED, &[1])?;
         let version = |tx: &rusqlite::Transaction<'_>| -> Result<i64> {
-            tx.query_row("SELECT count(*) FROM applied WHERE 0", [], |_| Ok(()))?;
-            Ok(tx.pragma_query_value(None, "data_version", |r| r.get(0))?)
+            tx.prepare_cached("SELECT count(*) FROM applied WHERE 0")?
+                .query_row([], |_| Ok(()))?;
+            Ok(tx
+                .prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))?)
         };
         let before = version(&self.tx)?;
         self.tx.execute_batch("COMMIT")?;
