@@ -189,6 +189,130 @@ fn a_send_while_the_mail_server_is_down_is_queued_reported_and_sent_later() {
     servers.wait_for_mail(&servers.account("a"), 1);
 }
 
+/// `ferry serve --email-every` (issue 15): with nobody running a command, the clinic's
+/// server receives HQ's email and answers it, sends what an app wrote through the API, and
+/// while the mail server is down tries again after 2 s, then 4 s (recorded in its runs),
+/// and delivers once the server is back.
+#[test]
+#[ignore = "needs Postfix and Dovecot, started as root — run tests/run"]
+fn ferry_serve_exchanges_email_by_itself_and_backs_off_while_the_mail_server_is_down() {
+    use crate::serve::start_with_env;
+    use serde_json::{Value, json};
+    let servers = mail::MailServers::start(&["hq", "a"]);
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a) = (Laptop::new(base, "hq"), Laptop::new(base, "a"));
+    configure(&hq, &servers, "hq");
+    configure(&a, &servers, "a");
+    hq.ok(&["init", "--name", "hq", "--create", "clinic visits"]);
+    hq.ok(&["contact", "set", "--email", "hq@example.test"]);
+    let inv = base.join("a.invite");
+    let code = hq.invite(&inv, "clinic-a");
+    a.join("clinic-a", &inv, code.as_deref());
+    a.ok(&["contact", "set", "--email", "a@example.test"]);
+    let password = servers.account("a").password;
+    let srv = start_with_env(
+        &a,
+        &["--email-every", "2s"],
+        &[("FERRY_TEST_IMAP_PASSWORD", password.as_str())],
+    );
+
+    // HQ writes and mails the clinic; the clinic's server takes it in by itself.
+    hq.ok(&["put", "visits", "v-1", "village=Kisumu"]);
+    run(
+        &hq,
+        &servers,
+        "hq",
+        &["send", "email", "--to", "a@example.test"],
+    );
+    let start = Instant::now();
+    loop {
+        let r = srv.call("GET", "/v1/collections/visits/records/v-1", None);
+        if r.status == 200 {
+            assert_eq!(r.json(), json!({"village": "Kisumu"}));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "v-1 never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // An app writes; the next scheduled run mails it to HQ (whose address came with v-1).
+    let r = srv.call(
+        "PUT",
+        "/v1/collections/visits/records/v-2",
+        Some(&json!({"village": "Obunga"})),
+    );
+    assert_eq!(r.status, 200);
+    receive_until(&hq, &servers, "hq", || records(&hq) == 2);
+
+    // The mail server goes down: failed runs, retried after 2 s, then 4 s.
+    servers.stop_smtp();
+    let r = srv.call(
+        "PUT",
+        "/v1/collections/visits/records/v-3",
+        Some(&json!({"village": "Nyalenda"})),
+    );
+    assert_eq!(r.status, 200);
+    let email_runs = || -> Vec<Value> {
+        let mut runs: Vec<Value> = srv.call("GET", "/v1/runs", None).json()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["transport"] == "email" && r["by"] == "schedule")
+            .cloned()
+            .collect();
+        runs.reverse();
+        runs
+    };
+    let start = Instant::now();
+    let failed = loop {
+        let failed: Vec<Value> = email_runs()
+            .into_iter()
+            .filter(|r| r["ok"] == json!(false))
+            .collect();
+        if failed.len() >= 2 {
+            break failed;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            email_runs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (
+            failed[0]["next_in_s"].clone(),
+            failed[1]["next_in_s"].clone()
+        ),
+        (json!(2), json!(4)),
+        "{failed:?}"
+    );
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("outbox"),
+        "{}",
+        failed[0]["error"]
+    );
+    assert!(
+        failed[1]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("2 failed in a row")
+    );
+    // Back up: the next run delivers, and the schedule is regular again.
+    servers.start_smtp();
+    receive_until(&hq, &servers, "hq", || records(&hq) == 3);
+    let runs = email_runs();
+    let after = runs
+        .iter()
+        .skip_while(|r| r["ok"] == json!(true))
+        .find(|r| r["ok"] == json!(true))
+        .unwrap_or_else(|| panic!("no run worked after the failures: {runs:#?}"));
+    assert_eq!(after["next_in_s"], json!(2), "{runs:#?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Issue 18: strangers on the email path
 // ---------------------------------------------------------------------------------------

@@ -381,6 +381,59 @@ fn two_homes_sync_over_two_direwolf_tncs_at_afsk_1200() {
 }
 
 /// One station sends `--plaintext` and the other does not.
+/// `ferry serve` (issue 15) with a `[serial]` device: nothing happens while the radio is
+/// unplugged; when the device appears, one exchange runs by itself with the station at the
+/// other end, and the run is recorded.
+#[test]
+#[ignore = "needs socat — run tests/run"]
+fn ferry_serve_exchanges_over_the_radio_when_its_device_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let (hq, clinic) = pair(base, 0);
+    let device_b = base.join("radio-b");
+    std::fs::write(
+        clinic.home.join("ferry.toml"),
+        format!(
+            "[serial]\ndevice = \"{}\"\nbaud = 9600\ntimeout = 20\n",
+            device_b.display()
+        ),
+    )
+    .unwrap();
+    let srv = crate::serve::start_with_env(&clinic, &[], &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let runs = srv.call("GET", "/v1/runs", None).json();
+    assert_eq!(runs["runs"], serde_json::json!([]), "no device, no run");
+    // The radio is plugged in (the pseudo-terminal pair appears) and HQ's station answers.
+    let link = Socat::pair(base, "radio");
+    assert_eq!(link.b, device_b);
+    let hq_side = start(&hq, &link.a, &["--baud", "9600", "--timeout", "20"]);
+    finish(hq_side, "HQ");
+    let start_t = Instant::now();
+    let run = loop {
+        let runs = srv.call("GET", "/v1/runs", None).json();
+        if let Some(r) = runs["runs"].as_array().unwrap().first() {
+            break r.clone();
+        }
+        assert!(start_t.elapsed() < Duration::from_secs(30), "no run");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (
+            run["transport"].as_str(),
+            run["by"].as_str(),
+            run["ok"].as_bool()
+        ),
+        (Some("serial"), Some("device"), Some(true)),
+        "{run}"
+    );
+    assert!(run["records_in"].as_u64().unwrap() >= 1, "{run}");
+    assert_converged(&hq, &clinic);
+    // Still plugged in: no second run by itself.
+    std::thread::sleep(Duration::from_millis(1500));
+    let runs = srv.call("GET", "/v1/runs", None).json();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+}
+
 #[test]
 #[ignore = "needs socat — run tests/run"]
 fn an_encrypting_station_refuses_a_plaintext_one_and_says_how_to_fix_it() {

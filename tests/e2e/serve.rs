@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `ferry serve`, stopped (SIGKILL) when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     api: Api,
     /// What it prints after its first line.
@@ -19,7 +19,7 @@ struct Server {
 
 /// Where a server listens and the token to give it.
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     addr: SocketAddr,
     token: String,
 }
@@ -43,10 +43,16 @@ fn start(l: &Laptop) -> Server {
 }
 
 fn start_with(l: &Laptop, extra: &[&str]) -> Server {
+    start_with_env(l, extra, &[])
+}
+
+/// `ferry serve` with more arguments and environment variables (a mailbox password).
+pub(crate) fn start_with_env(l: &Laptop, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
     args.extend(extra);
     let mut child = l
         .cmd(&args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -68,19 +74,19 @@ fn start_with(l: &Laptop, extra: &[&str]) -> Server {
     }
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
     }
 }
 
 impl Api {
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
         let host = self.addr.to_string();
         self.raw(
             method,
@@ -484,13 +490,23 @@ fn writes_sent_together_are_saved_together_but_answered_and_refused_one_by_one()
     let changes = page["changes"].as_array().unwrap();
     let ids: Vec<&str> = changes.iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["m-1", "m-2", "m-3"]);
-    assert_eq!(changes[0]["cursor"], json!(now), "mid-change: the cursor before it");
+    assert_eq!(
+        changes[0]["cursor"],
+        json!(now),
+        "mid-change: the cursor before it"
+    );
     assert_eq!(changes[1]["cursor"], json!(now));
-    assert_eq!(changes[2]["cursor"], page["next"], "its last: the cursor after it");
+    assert_eq!(
+        changes[2]["cursor"], page["next"],
+        "its last: the cursor after it"
+    );
     let again = srv
         .call(
             "GET",
-            &format!("/v1/changes?since={}", changes[0]["cursor"].as_str().unwrap()),
+            &format!(
+                "/v1/changes?since={}",
+                changes[0]["cursor"].as_str().unwrap()
+            ),
             None,
         )
         .json();

@@ -624,22 +624,40 @@ async fn resolve(State(s): State<Shared>, body: Body) -> ApiResult {
 
 async fn sync(State(s): State<Shared>, body: Body) -> ApiResult {
     let doc = read_json(body).await?;
-    let Some(folder) = doc
-        .get("folder")
-        .and_then(Json::as_str)
-        .map(std::path::PathBuf::from)
-    else {
-        return Err(ApiError::bad_request(
-            "give {\"folder\": \"/media/usb\"}: the folder (a stick) to sync with",
-        ));
+    let run = match (
+        doc.get("folder").and_then(Json::as_str),
+        doc.get("transport").and_then(Json::as_str),
+    ) {
+        (Some(folder), None) => {
+            let folder = std::path::PathBuf::from(folder);
+            if !folder.is_dir() {
+                return Err(ApiError::bad_request(format!(
+                    "{} is not a folder here: give the folder of the stick or shared drive, as this computer mounts it",
+                    folder.display()
+                )));
+            }
+            crate::runs::sync_folder(&s, folder, "api").await
+        }
+        (None, Some(t)) => {
+            let run = match t {
+                "email" => crate::schedule::carrier_run(&s, crate::Carrier::Email, "api").await,
+                "sms" => crate::schedule::carrier_run(&s, crate::Carrier::Sms, "api").await,
+                "serial" => crate::schedule::serial_run(&s, "api").await,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "no transport {other:?}: give \"email\", \"sms\" or \"serial\" (or {{\"folder\": …}} for a stick)"
+                    )));
+                }
+            };
+            s.record(run.clone());
+            run
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give {\"folder\": \"/media/usb\"} (a stick to sync with) or {\"transport\": \"email\" | \"sms\" | \"serial\"}",
+            ));
+        }
     };
-    if !folder.is_dir() {
-        return Err(ApiError::bad_request(format!(
-            "{} is not a folder here: give the folder of the stick or shared drive, as this computer mounts it",
-            folder.display()
-        )));
-    }
-    let run = crate::runs::sync_folder(&s, folder, "api").await;
     let status = match run.ok {
         true => StatusCode::OK,
         false => StatusCode::UNPROCESSABLE_ENTITY,

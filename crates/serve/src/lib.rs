@@ -22,10 +22,12 @@ mod error;
 mod openapi;
 mod page;
 mod runs;
+mod schedule;
 mod writes;
 
 pub use error::ServeError;
 pub use runs::{KEEP_RUNS, Run};
+pub use schedule::{Carrier, Every, RETRY_FIRST, RETRY_MOST, next_delay, serial_device};
 
 use ferry_node::{Cursor, Home, Node};
 use std::net::SocketAddr;
@@ -48,6 +50,10 @@ pub struct Options {
     /// Folders to watch for sticks (see [`runs`](crate::Run)): each, and each folder
     /// directly in it, is synced when it appears holding a `ferry/` folder.
     pub watch: Vec<PathBuf>,
+    /// Carriers to run on a schedule, with back-off after failures ([`next_delay`]).
+    pub every: Vec<Every>,
+    /// A serial device to exchange over each time it appears.
+    pub serial: Option<PathBuf>,
 }
 
 /// Where the server tells what it did by itself (a stick synced, safe to remove).
@@ -83,6 +89,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Keeps a run for `GET /v1/runs` and tells it.
+    pub(crate) fn record(&self, run: runs::Run) {
+        (self.on_event)(&run.summary);
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(run);
+    }
+
     /// Runs `f` on the node, on the blocking pool, then publishes the feed's cursor: for
     /// whatever may change what the node holds.
     pub(crate) async fn with_node<T: Send + 'static>(
@@ -180,6 +195,12 @@ async fn serve(
     tokio::spawn(watch_store(shared.clone()));
     tokio::spawn(writes::group_writer(shared.clone(), writes_rx));
     tokio::spawn(runs::watch_folders(shared.clone(), opts.watch.clone()));
+    for every in &opts.every {
+        tokio::spawn(schedule::run_every(shared.clone(), *every));
+    }
+    if let Some(device) = opts.serial.clone() {
+        tokio::spawn(schedule::watch_serial(shared.clone(), device));
+    }
     let page_link = page::link(&shared.home, addr)?;
     on_ready(&Ready { addr, page_link });
     let app = api::router(shared);

@@ -112,10 +112,10 @@ pub(crate) fn document() -> Value {
             "/v1/conflicts/resolve": { "post": op("Chooses the value a conflicted field shows", json!({
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["collection", "id", "field", "value"], "properties": { "collection": { "type": "string" }, "id": { "type": "string" }, "field": { "type": "string" }, "value": {} } } } } },
                 "responses": { "204": { "description": "Resolved" } } })) },
-            "/v1/sync": { "post": op("Syncs with a folder now (a stick): imports its bundles, writes this laptop's; answers the run (422 when it failed)", json!({
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["folder"], "properties": { "folder": { "type": "string" } } } } } },
+            "/v1/sync": { "post": op("Syncs now with a folder (a stick: imports its bundles, writes this laptop's) or by a transport (email: receive then send; sms: the same; serial: one exchange with the station at the other end); answers the run (422 when it failed)", json!({
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "folder": { "type": "string" }, "transport": { "enum": ["email", "sms", "serial"] } } } } } },
                 "responses": { "200": { "description": "The run", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Run" } } } } } })) },
-            "/v1/runs": { "get": op("The latest sync runs, newest first: by a watched folder (a stick plugged in) or by this API", ok(json!({ "type": "object", "properties": { "runs": { "type": "array", "items": { "$ref": "#/components/schemas/Run" } } } }))) }
+            "/v1/runs": { "get": op("The latest sync runs, newest first: by a watched folder (a stick plugged in), by the schedule (email, SMS), by a serial device that appeared, or by this API", ok(json!({ "type": "object", "properties": { "runs": { "type": "array", "items": { "$ref": "#/components/schemas/Run" } } } }))) }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -128,9 +128,11 @@ pub(crate) fn document() -> Value {
                     "cursor": { "type": "string", "description": "the feed's cursor right after this change" } } },
                 "Run": { "type": "object", "properties": {
                     "at": { "type": "string" }, "took_ms": { "type": "integer" }, "transport": { "type": "string" }, "target": { "type": "string" },
-                    "by": { "enum": ["watch", "api"] }, "ok": { "type": "boolean" }, "applied": { "type": "integer" }, "records_in": { "type": "integer" },
+                    "by": { "enum": ["watch", "schedule", "device", "api"] }, "ok": { "type": "boolean" }, "applied": { "type": "integer" }, "records_in": { "type": "integer" },
                     "refused": { "type": "integer" }, "wrote_bytes": { "type": ["integer", "null"] }, "wrote_changes": { "type": ["integer", "null"] },
-                    "error": { "type": ["string", "null"] }, "safe_to_remove": { "type": "boolean" }, "summary": { "type": "string" } } },
+                    "error": { "type": ["string", "null"] }, "safe_to_remove": { "type": "boolean" },
+                    "next_in_s": { "type": ["integer", "null"], "description": "on a schedule: seconds to the next run (longer after failures)" },
+                    "sent": { "type": ["string", "null"], "description": "email, SMS, radio: what was sent" }, "summary": { "type": "string" } } },
                 "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } }
             },
             "responses": { "Error": { "description": "What went wrong and what to do", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } }

@@ -50,6 +50,10 @@ pub struct Run {
     pub error: Option<String>,
     /// For a folder: whether it can be taken out now (everything written is on it).
     pub safe_to_remove: bool,
+    /// For a carrier on a schedule: seconds until its next run (longer after failures).
+    pub next_in_s: Option<u64>,
+    /// For email, SMS and radio: what was sent, in a few words.
+    pub sent: Option<String>,
     /// The run in one sentence, as `ferry serve` prints it.
     pub summary: String,
 }
@@ -77,6 +81,8 @@ impl Run {
             wrote_changes: None,
             error: result.as_ref().err().cloned(),
             safe_to_remove: result.is_ok(),
+            next_in_s: None,
+            sent: None,
             summary: String::new(),
         };
         match result {
@@ -121,6 +127,62 @@ impl Run {
     }
 }
 
+impl Run {
+    /// A run of email, SMS or radio.
+    pub(crate) fn of_carrier(
+        transport: &'static str,
+        by: &'static str,
+        started: (String, Instant),
+        result: Result<crate::schedule::Moved, String>,
+    ) -> Run {
+        let took_ms = started.1.elapsed().as_millis() as u64;
+        let mut run = Run {
+            at: started.0,
+            took_ms,
+            transport,
+            target: String::new(),
+            by,
+            ok: result.is_ok(),
+            applied: 0,
+            records_in: 0,
+            refused: 0,
+            wrote_bytes: None,
+            wrote_changes: None,
+            error: None,
+            safe_to_remove: false,
+            next_in_s: None,
+            sent: None,
+            summary: String::new(),
+        };
+        match result {
+            Ok(m) => {
+                let refused = match m.refused {
+                    0 => String::new(),
+                    n => format!(", {n} refused (see ferry status)"),
+                };
+                run.summary = format!(
+                    "{transport} with {}: {} bundles applied ({} record changes){refused}, {} in {:.1} s",
+                    m.target,
+                    m.applied,
+                    m.records_in,
+                    m.sent,
+                    took_ms as f64 / 1000.0
+                );
+                run.target = m.target;
+                run.applied = m.applied;
+                run.records_in = m.records_in;
+                run.refused = m.refused;
+                run.sent = Some(m.sent);
+            }
+            Err(e) => {
+                run.summary = format!("{transport} failed: {e}");
+                run.error = Some(e);
+            }
+        }
+        run
+    }
+}
+
 /// The kept runs, newest last.
 #[derive(Default)]
 pub(crate) struct Runs {
@@ -154,11 +216,7 @@ pub(crate) async fn sync_folder(s: &Shared, folder: PathBuf, by: &'static str) -
         Err(e) => Err(e.message),
     };
     let run = Run::of(&folder, by, started, &result);
-    (s.on_event)(&run.summary);
-    s.runs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(run.clone());
+    s.record(run.clone());
     run
 }
 
