@@ -1222,3 +1222,100 @@ fn ferry_page_gives_a_one_time_link_only_while_the_server_runs() {
     let (_, err) = hq.fails(&["page"]);
     assert!(err.contains("ferry serve is not running"), "{err}");
 }
+
+/// `ferry serve --install` writes a systemd user unit for this home and these options, and
+/// the command the unit runs really serves this home (systemd itself is not run here).
+#[test]
+fn ferry_serve_install_writes_a_unit_whose_command_serves_this_home() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_hq, a, _b) = three(tmp.path());
+    let media = tmp.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    let config = tmp.path().join("config");
+    let out = a
+        .cmd(&[
+            "serve",
+            "--install",
+            "--bind",
+            "127.0.0.1:0",
+            "--watch",
+            s(&media),
+            "--email-every",
+            "off",
+        ])
+        .env("XDG_CONFIG_HOME", &config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit = config.join("systemd/user/ferry-a.service");
+    assert!(text.contains(&unit.display().to_string()), "{text}");
+    assert!(
+        text.contains("systemctl --user"),
+        "says how to enable it: {text}"
+    );
+    let body = std::fs::read_to_string(&unit).unwrap();
+    let exec = body
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let words: Vec<&str> = exec.split(' ').collect();
+    assert_eq!(words[0], crate::util::ferry_bin());
+    assert!(
+        exec.contains(&format!("--home {}", a.home.display())),
+        "{exec}"
+    );
+    assert!(
+        exec.contains(&format!("--watch {}", media.display())),
+        "{exec}"
+    );
+    assert!(
+        exec.contains("--email-every off") && !exec.contains("--install"),
+        "{exec}"
+    );
+    // Installing again with the same options changes nothing, and says so.
+    let again = a
+        .cmd(&[
+            "serve",
+            "--install",
+            "--bind",
+            "127.0.0.1:0",
+            "--watch",
+            s(&media),
+            "--email-every",
+            "off",
+        ])
+        .env("XDG_CONFIG_HOME", &config)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("unchanged:"));
+    // What systemd would start: the server for this home.
+    let mut child = std::process::Command::new(words[0])
+        .args(&words[1..])
+        .env_remove("FERRY_HOME")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.starts_with("ferry serve: listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    // No node, no unit.
+    let out = crate::util::Laptop::new(tmp.path(), "nobody")
+        .cmd(&["serve", "--install"])
+        .env("XDG_CONFIG_HOME", &config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ferry init"));
+}

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use ferry_node::Home;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -31,6 +31,11 @@ pub(crate) struct ServeArgs {
     /// [serial] device, one exchange runs each time that device appears)
     #[arg(long)]
     no_serial: bool,
+    /// Do not serve now: write a systemd user unit that starts `ferry serve` with these
+    /// options at boot (~/.config/systemd/user/ferry.service), and enable it when systemd
+    /// is there (otherwise print the commands)
+    #[arg(long)]
+    install: bool,
 }
 
 /// An interval given on the command line, or off.
@@ -79,6 +84,9 @@ pub(crate) struct TokenArgs {
 
 /// `ferry serve`: runs until Ctrl-C or SIGTERM.
 pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
+    if a.install {
+        return install(home, &a);
+    }
     let node = open(home)?;
     let token_file = node.home().api_token_file();
     for w in &a.watch {
@@ -161,6 +169,181 @@ pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
     }
 }
 
+/// The interval as `--email-every` takes it back.
+fn every_arg(e: Every) -> String {
+    match e {
+        Every::Off => "off".into(),
+        Every::Each(d) => format!("{}s", d.as_secs()),
+    }
+}
+
+/// The `ferry serve` command line a unit runs: this program, the home and the options.
+fn unit_args(exe: &Path, home: &Path, a: &ServeArgs) -> Vec<String> {
+    let mut args = vec![
+        exe.display().to_string(),
+        "--home".into(),
+        home.display().to_string(),
+        "serve".into(),
+        "--bind".into(),
+        a.bind.to_string(),
+    ];
+    for w in &a.watch {
+        args.push("--watch".into());
+        args.push(w.display().to_string());
+    }
+    if let Some(e) = a.email_every {
+        args.extend(["--email-every".into(), every_arg(e)]);
+    }
+    if let Some(e) = a.sms_every {
+        args.extend(["--sms-every".into(), every_arg(e)]);
+    }
+    if a.no_serial {
+        args.push("--no-serial".into());
+    }
+    args
+}
+
+/// One word of a systemd command line: quoted when it holds a space or a quote, with `%`
+/// (systemd's specifiers), `\` and `"` escaped.
+fn unit_word(w: &str) -> String {
+    let escaped = w
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%");
+    match w.is_empty()
+        || w.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c == '\'')
+    {
+        true => format!("\"{escaped}\""),
+        false => escaped,
+    }
+}
+
+/// The text of the systemd user unit.
+fn unit_text(args: &[String], home: &Path) -> String {
+    let line: Vec<String> = args.iter().map(|w| unit_word(w)).collect();
+    format!(
+        "# Written by `ferry serve --install`; run it again to change the options.\n\
+         [Unit]\n\
+         Description=ferry for {home}: local API, status page, sync by itself\n\
+         \n\
+         [Service]\n\
+         ExecStart={}\n\
+         Restart=on-failure\n\
+         RestartSec=10\n\
+         # The mail passwords named by smtp_password_env / imap_password_env in ferry.toml:\n\
+         # EnvironmentFile=%h/.config/ferry/mail.env\n\
+         \n\
+         [Install]\n\
+         WantedBy=default.target\n",
+        line.join(" "),
+        home = home.display().to_string().replace('%', "%%"),
+    )
+}
+
+/// `ferry serve --install`: writes the unit and enables it (or says how).
+fn install(home: Option<PathBuf>, a: &ServeArgs) -> Result<()> {
+    let explicit = home.is_some();
+    let home = Home::resolve(home)?;
+    if !home.exists() {
+        anyhow::bail!(
+            "no ferry node in {}: run `ferry init` first, then `ferry serve --install`",
+            home.root().display()
+        );
+    }
+    for w in &a.watch {
+        if !w.is_dir() {
+            anyhow::bail!(
+                "--watch {}: no such folder; give the folder where this computer mounts USB sticks (for example /media/$USER), once it exists",
+                w.display()
+            );
+        }
+    }
+    let root = std::path::absolute(home.root())?;
+    let exe = std::env::current_exe()?;
+    let mut opts = ServeArgs {
+        bind: a.bind,
+        watch: a
+            .watch
+            .iter()
+            .map(std::path::absolute)
+            .collect::<std::io::Result<_>>()?,
+        email_every: a.email_every,
+        sms_every: a.sms_every,
+        no_serial: a.no_serial,
+        install: false,
+    };
+    opts.watch.dedup();
+    let config = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(c) => PathBuf::from(c),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(h) => PathBuf::from(h).join(".config"),
+            None => anyhow::bail!(
+                "neither XDG_CONFIG_HOME nor HOME is set: cannot tell where systemd looks for user units"
+            ),
+        },
+    };
+    // One unit per home: the default home is `ferry`, another `ferry-FOLDER`.
+    let name = match explicit {
+        false => "ferry".to_string(),
+        true => {
+            let folder: String = root
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            format!("ferry-{folder}")
+        }
+    };
+    let dir = config.join("systemd").join("user");
+    std::fs::create_dir_all(&dir)?;
+    let unit = dir.join(format!("{name}.service"));
+    let text = unit_text(&unit_args(&exe, &root, &opts), &root);
+    let before = std::fs::read_to_string(&unit).ok();
+    {
+        use std::io::Write as _;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        tmp.write_all(text.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&unit)?;
+    }
+    out(format_args!(
+        "{} {}",
+        match before {
+            Some(b) if b == text => "unchanged:",
+            Some(_) => "replaced:",
+            None => "wrote",
+        },
+        unit.display()
+    ))?;
+    let systemctl = |args: &[&str]| {
+        std::process::Command::new("systemctl")
+            .arg("--user")
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let enable = format!("systemctl --user daemon-reload && systemctl --user enable --now {name}");
+    if systemctl(&["daemon-reload"]) && systemctl(&["enable", "--now", &name]) {
+        out(format_args!(
+            "enabled and started {name}: it starts again whenever you log in; `sudo loginctl enable-linger $USER` starts it at boot, before anyone logs in; `journalctl --user -u {name}` shows what it prints; `ferry page` prints a link to the status page"
+        ))?;
+    } else {
+        out(format_args!(
+            "systemd did not answer here; where it runs, enable it with: {enable} (and `sudo loginctl enable-linger $USER` to start it at boot)"
+        ))?;
+    }
+    Ok(())
+}
+
 fn human(d: std::time::Duration) -> String {
     let s = d.as_secs();
     match s {
@@ -234,5 +417,43 @@ mod tests {
         assert_eq!(human(Duration::from_secs(900)), "15 min");
         assert_eq!(human(Duration::from_secs(7200)), "2 h");
         assert_eq!(human(Duration::from_secs(45)), "45 s");
+    }
+
+    #[test]
+    fn the_unit_runs_this_program_on_this_home_with_the_options_given_quoted_for_systemd() {
+        let a = ServeArgs {
+            bind: "127.0.0.1:7040".parse().unwrap(),
+            watch: vec![
+                PathBuf::from("/media/clinic staff"),
+                PathBuf::from("/mnt/100%"),
+            ],
+            email_every: Some(Every::Each(Duration::from_secs(300))),
+            sms_every: Some(Every::Off),
+            no_serial: true,
+            install: true,
+        };
+        let args = unit_args(
+            Path::new("/opt/ferry/bin/ferry"),
+            Path::new("/home/amina/ferry"),
+            &a,
+        );
+        let text = unit_text(&args, Path::new("/home/amina/ferry"));
+        let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert_eq!(
+            exec,
+            "ExecStart=/opt/ferry/bin/ferry --home /home/amina/ferry serve --bind 127.0.0.1:7040 --watch \"/media/clinic staff\" --watch /mnt/100%% --email-every 300s --sms-every off --no-serial"
+        );
+        assert!(text.contains("[Install]\nWantedBy=default.target"));
+        assert!(
+            !args.contains(&"--install".to_string()),
+            "the unit serves; it does not install"
+        );
+        // What the unit gives back parses to the same options.
+        assert_eq!(
+            parse_every(&args[args.len() - 4]),
+            Ok(Every::Each(Duration::from_secs(300)))
+        );
+        assert_eq!(unit_word("a\"b"), "\"a\\\"b\"");
+        assert_eq!(unit_word("c:\\x"), "\"c:\\\\x\"");
     }
 }
