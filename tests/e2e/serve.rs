@@ -871,6 +871,12 @@ fn a_stick_that_appears_in_a_watched_folder_is_synced_at_once_and_said_safe_to_r
             .len(),
         2
     );
+    // Stopped and started again: the runs are still listed, newest first.
+    let before = srv.call("GET", "/v1/runs", None).json();
+    drop(srv);
+    let srv = start(&a);
+    assert_eq!(srv.call("GET", "/v1/runs", None).json(), before);
+    drop(srv);
     // A watched folder that is not one: refused at start.
     let (_, err) = a.fails(&[
         "serve",

@@ -168,6 +168,7 @@ async fn serve(
     on_event: OnEvent,
 ) -> Result<(), ServeError> {
     let home = node.home().clone();
+    let runs = runs::Runs::load(home.root().join("runs.jsonl"));
     home.ensure_api_token()?;
     let cursor = node.feed_cursor()?;
     let listener = tokio::net::TcpListener::bind(opts.bind)
@@ -186,7 +187,7 @@ async fn serve(
         cursor: cursor_rx,
         cursor_tx: Arc::new(cursor_tx),
         stopping: stop_rx,
-        runs: Arc::default(),
+        runs: Arc::new(Mutex::new(runs)),
         on_event,
         sessions: Arc::default(),
         writes: writes_tx,

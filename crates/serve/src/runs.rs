@@ -5,12 +5,12 @@
 //! `ferry/` folder and was not there at the last look is synced at once (import what it
 //! carries, write what the others lack); when the sync ends, the run says it is safe to
 //! remove. A stick that stays is not synced again until it is taken out and comes back (or
-//! `POST /v1/sync` asks). Every run — by a watched folder or by the API — is kept (the
-//! latest [`KEEP_RUNS`]) and listed by `GET /v1/runs`.
+//! `POST /v1/sync` asks). Every run — by a watched folder, a schedule or the API — is kept
+//! (the latest [`KEEP_RUNS`], also across restarts) and listed by `GET /v1/runs`.
 
 use crate::Shared;
 use ferry_node::{FileResult, NoProgress, SyncReport};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,18 +22,18 @@ pub const KEEP_RUNS: usize = 200;
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// One sync run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     /// When it started (UTC).
     pub at: String,
     /// How long it took, in milliseconds.
     pub took_ms: u64,
     /// What carried it: `folder`.
-    pub transport: &'static str,
+    pub transport: String,
     /// Where: the folder.
     pub target: String,
     /// What started it: `watch` (the folder appeared) or `api`.
-    pub by: &'static str,
+    pub by: String,
     /// Whether it finished without an error.
     pub ok: bool,
     /// Bundle files applied.
@@ -51,8 +51,10 @@ pub struct Run {
     /// For a folder: whether it can be taken out now (everything written is on it).
     pub safe_to_remove: bool,
     /// For a carrier on a schedule: seconds until its next run (longer after failures).
+    #[serde(default)]
     pub next_in_s: Option<u64>,
     /// For email, SMS and radio: what was sent, in a few words.
+    #[serde(default)]
     pub sent: Option<String>,
     /// The run in one sentence, as `ferry serve` prints it.
     pub summary: String,
@@ -70,9 +72,9 @@ impl Run {
         let mut run = Run {
             at: started.0,
             took_ms,
-            transport: "folder",
+            transport: "folder".into(),
             target: target_s.clone(),
-            by,
+            by: by.into(),
             ok: result.is_ok(),
             applied: 0,
             records_in: 0,
@@ -139,9 +141,9 @@ impl Run {
         let mut run = Run {
             at: started.0,
             took_ms,
-            transport,
+            transport: transport.into(),
             target: String::new(),
-            by,
+            by: by.into(),
             ok: result.is_ok(),
             applied: 0,
             records_in: 0,
@@ -183,18 +185,73 @@ impl Run {
     }
 }
 
-/// The kept runs, newest last.
+/// The kept runs, newest last; also in `HOME/runs.jsonl` (one JSON object a line), so a
+/// restarted server still lists what ran before it stopped.
 #[derive(Default)]
 pub(crate) struct Runs {
     runs: VecDeque<Run>,
+    file: Option<PathBuf>,
+    /// Lines in the file: it is rewritten with the kept runs when it holds twice as many.
+    lines: usize,
 }
 
 impl Runs {
+    /// The runs kept in `file` (none when it is missing; a damaged line is skipped).
+    pub(crate) fn load(file: PathBuf) -> Runs {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines = text.lines().count();
+        let mut runs: VecDeque<Run> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        while runs.len() > KEEP_RUNS {
+            runs.pop_front();
+        }
+        Runs {
+            runs,
+            file: Some(file),
+            lines,
+        }
+    }
+
     pub(crate) fn push(&mut self, run: Run) {
         if self.runs.len() == KEEP_RUNS {
             self.runs.pop_front();
         }
         self.runs.push_back(run);
+        // Kept on a best-effort basis: a run that cannot be written is still listed now.
+        let _ = self.save();
+    }
+
+    fn save(&mut self) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if self.lines + 1 > 2 * KEEP_RUNS {
+            let mut text = String::new();
+            for r in &self.runs {
+                text.push_str(&serde_json::to_string(r).map_err(std::io::Error::other)?);
+                text.push('\n');
+            }
+            let tmp = file.with_extension("jsonl.new");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, file)?;
+            self.lines = self.runs.len();
+            return Ok(());
+        }
+        let Some(last) = self.runs.back() else {
+            return Ok(());
+        };
+        let mut line = serde_json::to_string(last).map_err(std::io::Error::other)?;
+        line.push('\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)?
+            .write_all(line.as_bytes())?;
+        self.lines += 1;
+        Ok(())
     }
 
     /// Newest first.
@@ -270,5 +327,48 @@ pub(crate) async fn watch_folders(s: Shared, watched: Vec<PathBuf>) {
             _ = tokio::time::sleep(LOOK_EVERY) => {}
             _ = stopping.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(n: usize) -> Run {
+        Run::of_carrier(
+            "email",
+            "schedule",
+            (format!("run {n}"), Instant::now()),
+            Err(format!("failure {n}")),
+        )
+    }
+
+    #[test]
+    fn runs_outlive_the_server_and_the_file_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runs.jsonl");
+        let mut runs = Runs::load(file.clone());
+        assert!(runs.list().is_empty(), "no file: no runs");
+        for n in 0..(2 * KEEP_RUNS + 7) {
+            runs.push(run(n));
+        }
+        let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+        assert!(lines <= 2 * KEEP_RUNS, "{lines} lines");
+        // A damaged last line (a crash while writing) is skipped, the rest read back.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"at\": \"cut sho"))
+            .unwrap();
+        let again = Runs::load(file);
+        let list = again.list();
+        assert_eq!(list.len(), KEEP_RUNS);
+        assert_eq!(
+            list[0].at,
+            format!("run {}", 2 * KEEP_RUNS + 6),
+            "newest first"
+        );
+        assert_eq!(list[0].error.as_deref(), Some("failure 406"));
+        assert_eq!(list[KEEP_RUNS - 1].at, format!("run {}", KEEP_RUNS + 7));
     }
 }
