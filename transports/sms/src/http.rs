@@ -755,7 +755,7 @@ mod tests {
         let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         std::fs::write(&c, cert.cert.pem()).unwrap();
         std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
-        let policy = ListenPolicy::decide("127.0.0.1:0", None, Some(&c), Some(&k)).unwrap();
+        let policy = crate::policy::decide("127.0.0.1:0", None, Some(&c), Some(&k)).unwrap();
         let (addr, flag, server) = echo_server(policy);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

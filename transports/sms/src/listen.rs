@@ -267,7 +267,7 @@ impl Listener {
     /// policy (no token, no TLS; refused for an address beyond loopback). Connections wait
     /// until [`Listener::run`] serves them.
     pub fn bind(addr: &str) -> Result<Listener, SmsError> {
-        let policy = ListenPolicy::decide(addr, None, None, None)?;
+        let policy = crate::policy::decide(addr, None, None, None)?;
         Listener::bind_with(policy)
     }
 
@@ -487,7 +487,7 @@ pub fn listen(
             problem: "no address to listen on: set listen = \"127.0.0.1:18080\" or pass --bind"
                 .into(),
         })?;
-    let policy = ListenPolicy::decide(
+    let policy = crate::policy::decide(
         &addr,
         config.listen_token_env.as_deref(),
         config.tls_cert.as_deref(),
