@@ -1325,3 +1325,154 @@ fn ferry_serve_install_writes_a_unit_whose_command_serves_this_home() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ferry init"));
 }
+
+/// One HTTPS request to `port` on 127.0.0.1, trusting only `ca` (PEM): the status line and
+/// headers, and the body.
+fn https(port: u16, ca: &str, req: &str) -> (String, String) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    // A server that closes without close_notify is an error for rustls; what came is kept.
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_string(), body.to_string())
+}
+
+/// Beyond loopback only with the explicit flag and HTTPS (ferry's one listener policy);
+/// then the API answers over TLS to the token alone, the page's cookie is `Secure`, and
+/// plain HTTP gets nothing.
+#[test]
+fn ferry_serve_beyond_loopback_only_with_allow_remote_and_https_and_then_only_with_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_hq, a, _b) = three(tmp.path());
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+
+    // Refused: no TLS; TLS without the explicit yes; a broken certificate.
+    let (_, err) = a.fails(&["serve", "--bind", "0.0.0.0:0", "--allow-remote"]);
+    assert!(
+        err.contains("--tls-cert") && err.contains("0.0.0.0:0"),
+        "{err}"
+    );
+    let (_, err) = a.fails(&[
+        "serve",
+        "--bind",
+        "0.0.0.0:0",
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+    ]);
+    assert!(err.contains("--allow-remote"), "{err}");
+    let (_, err) = a.fails(&[
+        "serve",
+        "--bind",
+        "0.0.0.0:0",
+        "--allow-remote",
+        "--tls-cert",
+        s(&key),
+        "--tls-key",
+        s(&key),
+    ]);
+    assert!(
+        err.contains("--tls-cert") && err.contains("key.pem"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let mut child = a
+        .cmd(&[
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--allow-remote",
+            "--tls-cert",
+            s(&cert),
+            "--tls-key",
+            s(&key),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .trim()
+        .strip_prefix("ferry serve: listening on https://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{first}"))
+        .parse()
+        .unwrap();
+    let token = a.ok(&["token"]).trim().to_string();
+    let ca = ck.cert.pem();
+    let get = |path: &str, auth: Option<&str>, host: &str| {
+        let auth = auth
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        https(
+            port,
+            &ca,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"),
+        )
+    };
+    let (head, body) = get("/v1/status", Some(&token), "clinic-a.lan:443");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("records"), "{body}");
+    let (head, _) = get("/v1/status", None, "localhost");
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (head, _) = get("/v1/status", Some("not-the-token-0123456789"), "localhost");
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    // The page's one-time link is https and its cookie Secure.
+    let link = a.ok(&["page"]);
+    let path = link
+        .trim()
+        .strip_prefix(&format!("https://127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("{link}"));
+    let (head, _) = get(path, None, "localhost");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    // Plain HTTP to the same port: no answer.
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(12)))
+        .unwrap();
+    write!(
+        plain,
+        "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("records"),
+        "{got:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The address is not on this computer.
+    /// The address reaches beyond this computer without the explicit flag and TLS.
     #[error(
-        "{0} is not a loopback address: ferry serve listens only on this computer (127.0.0.1 or [::1]); give --bind 127.0.0.1:PORT"
+        "{0} is reachable from other computers: ferry serve listens there only with --allow-remote and HTTPS (--tls-cert and --tls-key, PEM files); or give --bind 127.0.0.1:PORT"
     )]
     NotLoopback(SocketAddr),
     /// The address could not be listened on.

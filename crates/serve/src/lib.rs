@@ -23,6 +23,7 @@ mod openapi;
 mod page;
 mod runs;
 mod schedule;
+mod tls;
 mod writes;
 
 pub use error::ServeError;
@@ -45,8 +46,12 @@ const WATCH_EVERY: Duration = Duration::from_millis(50);
 /// How `ferry serve` runs.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Where to listen (loopback only).
+    /// Where to listen: loopback, or beyond it with `tls` and `remote`.
     pub bind: SocketAddr,
+    /// HTTPS (required beyond loopback; see [`ferry_listen`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The user's explicit yes to an address other computers reach.
+    pub remote: bool,
     /// Folders to watch for sticks (see [`runs`](crate::Run)): each, and each folder
     /// directly in it, is synced when it appears holding a `ferry/` folder.
     pub watch: Vec<PathBuf>,
@@ -64,6 +69,8 @@ pub type OnEvent = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct Ready {
     /// The address it listens on (the port chosen when the options gave 0).
     pub addr: SocketAddr,
+    /// Where this computer reaches it: `http://127.0.0.1:PORT`, or `https://…` with TLS.
+    pub url: String,
     /// A one-time link that opens the status page in a browser.
     pub page_link: String,
 }
@@ -74,6 +81,9 @@ pub(crate) struct Shared {
     pub(crate) node: Arc<Mutex<Node>>,
     pub(crate) home: Home,
     pub(crate) addr: SocketAddr,
+    /// Whether it speaks HTTPS (then reachable beyond loopback: the certificate vouches for
+    /// the name, so no `Host` check, and cookies are `Secure`).
+    pub(crate) tls: bool,
     /// The feed's cursor as last seen; changes when anything was applied.
     pub(crate) cursor: watch::Receiver<Cursor>,
     pub(crate) cursor_tx: Arc<watch::Sender<Cursor>>,
@@ -147,7 +157,7 @@ pub fn run(
     on_ready: impl FnOnce(&Ready),
     on_event: OnEvent,
 ) -> Result<(), ServeError> {
-    if !opts.bind.ip().is_loopback() {
+    if !ferry_listen::is_loopback(&opts.bind) && !(opts.remote && opts.tls.is_some()) {
         return Err(ServeError::NotLoopback(opts.bind));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -184,6 +194,7 @@ async fn serve(
         node: Arc::new(Mutex::new(node)),
         home,
         addr,
+        tls: opts.tls.is_some(),
         cursor: cursor_rx,
         cursor_tx: Arc::new(cursor_tx),
         stopping: stop_rx,
@@ -192,7 +203,21 @@ async fn serve(
         sessions: Arc::default(),
         writes: writes_tx,
     };
-    shared.home.set_serve_addr(&addr.to_string())?;
+    // Where this computer reaches it (an unspecified address answers on loopback).
+    let local = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    let url = match opts.tls.is_some() {
+        true => format!("https://{local}"),
+        false => format!("http://{local}"),
+    };
+    shared.home.set_serve_addr(&url)?;
     tokio::spawn(watch_store(shared.clone()));
     tokio::spawn(writes::group_writer(shared.clone(), writes_rx));
     tokio::spawn(runs::watch_folders(shared.clone(), opts.watch.clone()));
@@ -202,16 +227,31 @@ async fn serve(
     if let Some(device) = opts.serial.clone() {
         tokio::spawn(schedule::watch_serial(shared.clone(), device));
     }
-    let page_link = page::link(&shared.home, addr)?;
-    on_ready(&Ready { addr, page_link });
+    let page_link = page::link(&shared.home, &url)?;
+    on_ready(&Ready {
+        addr,
+        url,
+        page_link,
+    });
     let app = api::router(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            stop_signal().await;
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .map_err(ServeError::Serve)
+    let stop = async move {
+        stop_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    match opts.tls {
+        Some(config) => {
+            let tls = tls::TlsListener::new(listener, config)
+                .map_err(|e| ServeError::Bind(opts.bind, e))?;
+            axum::serve(tls, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(ServeError::Serve)
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(ServeError::Serve),
+    }
 }
 
 /// Wakes the feeds when another process (a command in a terminal, a listener) applied

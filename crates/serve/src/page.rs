@@ -10,14 +10,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use ferry_node::{Home, NodeError};
-use std::net::SocketAddr;
 
 const COOKIE: &str = "ferry_session";
 const PAGE: &str = include_str!("page.html");
 
 /// A one-time link that opens the page.
-pub(crate) fn link(home: &Home, addr: SocketAddr) -> Result<String, NodeError> {
-    Ok(format!("http://{addr}/login?key={}", home.new_page_key()?))
+pub(crate) fn link(home: &Home, url: &str) -> Result<String, NodeError> {
+    Ok(format!("{url}/login?key={}", home.new_page_key()?))
 }
 
 /// The CSRF token of the session the request's cookie names, if it names one.
@@ -71,9 +70,10 @@ pub(crate) async fn login(State(s): State<Shared>, Query(q): Query<LoginQuery>) 
         .unwrap_or_else(|p| p.into_inner())
         .insert(id.clone(), ferry_node::new_secret());
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    if let Ok(v) =
-        HeaderValue::from_str(&format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/"))
-    {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/{}",
+        if s.tls { "; Secure" } else { "" }
+    )) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp

@@ -14,6 +14,17 @@ pub(crate) struct ServeArgs {
     /// free port, printed at start)
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7040")]
     bind: SocketAddr,
+    /// Listen on an address other computers reach (with --bind 0.0.0.0:PORT or a LAN
+    /// address): only over HTTPS, so --tls-cert and --tls-key are needed too; every request
+    /// still needs the token
+    #[arg(long)]
+    allow_remote: bool,
+    /// The HTTPS certificate (a PEM file, with its chain) for --allow-remote
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The HTTPS private key (a PEM file) for --allow-remote
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// A folder where sticks appear (for example /media/clinic): it, and every folder
     /// directly in it, is synced as soon as it appears holding a ferry/ folder (repeatable)
     #[arg(long, value_name = "DIR")]
@@ -129,8 +140,25 @@ pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
     if let Some(d) = &serial {
         told.push(format!("serial radio each time {} appears", d.display()));
     }
+    // Who may connect: ferry's one listener policy, then the explicit yes beyond loopback.
+    let token = node.home().ensure_api_token()?;
+    let policy = ferry_listen::ListenPolicy::decide(
+        &a.bind.to_string(),
+        Some(token),
+        a.tls_cert.as_deref(),
+        a.tls_key.as_deref(),
+        &LISTEN_HINTS,
+    )?;
+    if !ferry_listen::is_loopback(&a.bind) && !a.allow_remote {
+        anyhow::bail!(
+            "--bind {}: other computers can reach that address; say so with --allow-remote (HTTPS with --tls-cert and --tls-key is needed too), or give --bind 127.0.0.1:PORT",
+            a.bind
+        );
+    }
     let opts = ferry_serve::Options {
         bind: a.bind,
+        tls: policy.tls,
+        remote: a.allow_remote,
         watch: a.watch,
         every,
         serial,
@@ -143,14 +171,11 @@ pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
         opts,
         |ready| {
             // Tests and scripts read the first line for the address.
+            let _ = out(format_args!("ferry serve: listening on {}", ready.url));
             let _ = out(format_args!(
-                "ferry serve: listening on http://{}",
-                ready.addr
-            ));
-            let _ = out(format_args!(
-                "apps send the token in {} (`ferry token` prints it) as Authorization: Bearer TOKEN; API description: http://{}/v1/openapi.json; stop with Ctrl-C",
+                "apps send the token in {} (`ferry token` prints it) as Authorization: Bearer TOKEN; API description: {}/v1/openapi.json; stop with Ctrl-C",
                 token_file.display(),
-                ready.addr
+                ready.url
             ));
             if !told.is_empty() {
                 let _ = out(format_args!("syncs by itself: {}", told.join("; ")));
@@ -168,6 +193,15 @@ pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// How `ferry serve`'s options are named when the listener policy refuses.
+const LISTEN_HINTS: ferry_listen::Hints = ferry_listen::Hints {
+    bind: "--bind",
+    token: "a token (ferry token)",
+    tls: "HTTPS (--tls-cert and --tls-key, PEM files)",
+    cert: "--tls-cert",
+    key: "--tls-key",
+};
 
 /// The interval as `--email-every` takes it back.
 fn every_arg(e: Every) -> String {
@@ -187,6 +221,14 @@ fn unit_args(exe: &Path, home: &Path, a: &ServeArgs) -> Vec<String> {
         "--bind".into(),
         a.bind.to_string(),
     ];
+    if a.allow_remote {
+        args.push("--allow-remote".into());
+    }
+    for (flag, file) in [("--tls-cert", &a.tls_cert), ("--tls-key", &a.tls_key)] {
+        if let Some(f) = file {
+            args.extend([flag.into(), f.display().to_string()]);
+        }
+    }
     for w in &a.watch {
         args.push("--watch".into());
         args.push(w.display().to_string());
@@ -262,6 +304,9 @@ fn install(home: Option<PathBuf>, a: &ServeArgs) -> Result<()> {
     let exe = std::env::current_exe()?;
     let mut opts = ServeArgs {
         bind: a.bind,
+        allow_remote: a.allow_remote,
+        tls_cert: a.tls_cert.as_ref().map(std::path::absolute).transpose()?,
+        tls_key: a.tls_key.as_ref().map(std::path::absolute).transpose()?,
         watch: a
             .watch
             .iter()
@@ -378,7 +423,13 @@ pub(crate) fn page(home: Option<PathBuf>) -> Result<()> {
             "ferry serve has not run on this home yet: start it (ferry serve), then run ferry page again"
         );
     };
-    let listening = addr.parse::<SocketAddr>().is_ok_and(|a| {
+    // serve.addr holds the server's URL (`http://…`, `https://…`; an older one the address).
+    let url = match addr.contains("://") {
+        true => addr.clone(),
+        false => format!("http://{addr}"),
+    };
+    let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
+    let listening = host.parse::<SocketAddr>().is_ok_and(|a| {
         std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
     });
     if !listening {
@@ -387,7 +438,7 @@ pub(crate) fn page(home: Option<PathBuf>) -> Result<()> {
         );
     }
     let key = home.new_page_key()?;
-    out(format_args!("http://{addr}/login?key={key}"))
+    out(format_args!("{url}/login?key={key}"))
 }
 
 #[cfg(test)]
@@ -423,6 +474,9 @@ mod tests {
     fn the_unit_runs_this_program_on_this_home_with_the_options_given_quoted_for_systemd() {
         let a = ServeArgs {
             bind: "127.0.0.1:7040".parse().unwrap(),
+            allow_remote: false,
+            tls_cert: None,
+            tls_key: None,
             watch: vec![
                 PathBuf::from("/media/clinic staff"),
                 PathBuf::from("/mnt/100%"),
