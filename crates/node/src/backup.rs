@@ -133,6 +133,8 @@ impl Node {
             }
             drop(store);
             let _ = std::fs::remove_file(&copy);
+            // A SQLite database file swapped in (written by the store's export), not fsutil's
+            // write of bytes held here.
             std::fs::rename(home.db().with_extension("db.new"), home.db())
                 .map_err(|e| NodeError::io("cannot replace", home.db(), e))?;
             Node::rejoin(home, None, invite, invite_code, true)

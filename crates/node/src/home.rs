@@ -16,6 +16,7 @@
 //! ```
 
 use crate::NodeError;
+use ferry_transport::fsutil::{AtomicWrite, Step};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -188,6 +189,8 @@ impl Home {
             what.replace(['\t', '\n'], " ")
         );
         let path = dir.join(name);
+        // Not a content replacement (fsutil's case): the open, locked file itself gets its
+        // name, and a note lost in a power cut is one whose process is gone anyway.
         let ready = fs4::FileExt::lock(&file)
             .and_then(|_| std::io::Write::write_all(&mut file, note.as_bytes()))
             .and_then(|_| std::fs::rename(&hidden, &path));
@@ -289,6 +292,28 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> 
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| NodeError::io("cannot write", path, e))
+}
+
+/// Replaces a file whole with `bytes`, created with mode 0600: readers see the old content
+/// or the new, never a mix, and the new one is on disk before this returns (the rule of
+/// [`ferry_transport::fsutil`]).
+pub(crate) fn replace_private_file(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+    use std::io::Write;
+    AtomicWrite::new().mode(0o600).write_with(
+        path,
+        |f| {
+            f.write_all(bytes)
+                .map_err(|e| NodeError::io("cannot write", path, e))
+        },
+        |step, e| {
+            let what = match step {
+                Step::Create => "cannot create",
+                Step::Sync => "cannot write",
+                _ => "cannot replace",
+            };
+            NodeError::io(what, path, e)
+        },
+    )
 }
 
 /// This process's note in the home's `running/`, locked for as long as it exists; dropping

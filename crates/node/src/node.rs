@@ -34,6 +34,7 @@ fn open_store(home: &Home) -> Result<(Store, Option<[u8; 32]>), NodeError> {
     if let Some(Ok(key)) = pending {
         // The store was re-encrypted under the new key: finish the change.
         if let Ok(store) = Store::open_encrypted(&home.db(), &key) {
+            // The sealed key already on disk is moved into place (not fsutil's write).
             std::fs::rename(&next, &path).map_err(|e| NodeError::io("cannot replace", &path, e))?;
             return Ok((store, Some(key)));
         }

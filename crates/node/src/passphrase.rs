@@ -1,6 +1,6 @@
 //! `ferry passphrase set`: protect a home with a passphrase, or change it.
 
-use crate::home::{Passphrase, write_private};
+use crate::home::{Passphrase, replace_private_file};
 use crate::lock::{PASSPHRASE_KDF, seal};
 use crate::node::random;
 use crate::{Home, Node, NodeError};
@@ -25,11 +25,13 @@ impl Node {
             let key: [u8; 32] = random();
             let next = self.home.store_key_next_file();
             let sealed = seal(&key, new.as_str(), random(), PASSPHRASE_KDF);
-            replace_file(&next, &sealed)?;
+            replace_private_file(&next, &sealed)?;
             if let Err(e) = self.store.rekey(&key) {
                 let _ = std::fs::remove_file(&next);
                 return Err(e.into());
             }
+            // The sealed key already on disk under its own name is moved into place: the
+            // second step of the change that `open_store` finishes, not fsutil's write.
             std::fs::rename(&next, &path).map_err(|e| NodeError::io("cannot replace", &path, e))?;
             sync_dir(&path);
             self.store_key = Some(key);
@@ -39,7 +41,7 @@ impl Node {
         // next open), then put the encrypted copy in place of the plain store.
         let key: [u8; 32] = random();
         let sealed = seal(&key, new.as_str(), random(), PASSPHRASE_KDF);
-        replace_file(&path, &sealed)?;
+        replace_private_file(&path, &sealed)?;
         let plain = std::mem::replace(&mut self.store, Store::open_in_memory()?);
         replace_with_encrypted(&self.home, plain, &key)?;
         self.store = Store::open_encrypted(&self.home.db(), &key)?;
@@ -77,22 +79,14 @@ pub(crate) fn replace_with_encrypted(
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
     }
+    // A SQLite database written by SQLCipher's export swapped in (not bytes held here), so
+    // not fsutil's write; the folder is synced below all the same.
     std::fs::rename(&tmp, &db).map_err(|e| NodeError::io("cannot replace", &db, e))?;
     if let Some(dir) = db.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
     }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` (mode 0600) through a temporary file renamed over it.
-fn replace_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), NodeError> {
-    let tmp = path.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| NodeError::io("cannot replace", path, e))?;
-    sync_dir(path);
     Ok(())
 }
 

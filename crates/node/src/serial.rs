@@ -1112,22 +1112,15 @@ fn read_kept(dir: &Path, peer: MemberId) -> Option<(Vec<u8>, Pending)> {
     Some((bytes, pending))
 }
 
-/// Keeps a bundle for `peer` until it is delivered (written to a temporary name, then
-/// renamed, bundle before its description).
+/// Keeps a bundle for `peer` until it is delivered (each file written atomically, bundle
+/// before its description).
 fn keep(dir: &Path, peer: MemberId, bytes: &[u8], pending: &Pending) -> Result<(), NodeError> {
     std::fs::create_dir_all(dir).map_err(|e| NodeError::io("cannot create", dir, e))?;
     let meta = postcard::to_allocvec(pending).expect("encodes");
     for (ext, data) in [("ferry", bytes), ("meta", &meta[..])] {
         let path = kept_path(dir, peer, ext);
-        let tmp = path.with_extension(format!("{ext}.tmp"));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| NodeError::io("cannot write", &path, e))?;
+        ferry_transport::fsutil::write_atomic(&path, data)
+            .map_err(|e| NodeError::io("cannot write", &path, e))?;
     }
     Ok(())
 }

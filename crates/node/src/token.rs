@@ -3,7 +3,7 @@
 //! first start, `ferry token` prints it and `ferry token --rotate` replaces it; a running
 //! server reads the file for each request, so a rotation takes effect at once.
 
-use crate::home::write_private;
+use crate::home::{replace_private_file, write_private};
 use crate::{Home, NodeError};
 use std::path::PathBuf;
 
@@ -52,9 +52,6 @@ impl Home {
     pub fn rotate_api_token(&self) -> Result<String, NodeError> {
         let token = new_token();
         self.replace_private("api.token", &token)?;
-        if let Ok(dir) = std::fs::File::open(self.root()) {
-            let _ = dir.sync_all();
-        }
         Ok(token.trim().to_string())
     }
 }
@@ -130,16 +127,7 @@ impl Home {
 
     /// Replaces a file of the home whole (mode 0600): readers see the old or the new.
     fn replace_private(&self, name: &str, text: &str) -> Result<(), NodeError> {
-        let path = self.root().join(name);
-        let tmp = self.root().join(format!(
-            ".{name}.{}.tmp",
-            u64::from_le_bytes(crate::node::random())
-        ));
-        write_private(&tmp, text.as_bytes())?;
-        std::fs::rename(&tmp, &path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            NodeError::io("cannot replace", &path, e)
-        })
+        replace_private_file(&self.root().join(name), text.as_bytes())
     }
 }
 

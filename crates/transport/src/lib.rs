@@ -11,11 +11,13 @@
 //! carrier what became of it. Duplex links (serial radio) additionally run interactive
 //! sessions; they still expose this mailbox view for store-and-forward use.
 //!
-//! Every transport must pass the shared [`conformance`] suite.
+//! Every transport must pass the shared [`conformance`] suite. Files that must be replaced
+//! whole (state, spools, bundles) are written through [`fsutil`], by transports and the node.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod fsutil;
 
 use std::io::Read;
 use std::time::Duration;

@@ -1,8 +1,9 @@
 //! The directory transport: bundles as files in a folder on a USB stick, an SD card or a
 //! shared folder.
 //!
-//! - Writes are atomic: a file is written under a hidden temporary name, flushed to the
-//!   device (`fsync`), renamed to its final name, and the folder is flushed too. A stick
+//! - Writes are atomic (`ferry_transport::fsutil`): a file is written under a hidden
+//!   temporary name, flushed to the device (`fsync`), renamed to its final name, and the
+//!   folder is flushed too. A stick
 //!   pulled out mid-write never shows a half file under a final name; leftover temporary
 //!   files are ignored by [`DirTransport::list`] and cleaned up by later writes.
 //! - Free space is checked before writing; a full or read-only medium gives a clear error
@@ -12,11 +13,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use ferry_transport::fsutil::{AtomicWrite, Step};
 use ferry_transport::{
     Capabilities, Direction, Disposition, MessageId, MessageInfo, Transport, TransportError,
 };
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -164,47 +166,32 @@ impl Transport for DirTransport {
             });
         }
         self.sweep_stale();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let tmp = self
-            .folder
-            .join(format!(".{final_name}.{}-{nanos}.tmp", std::process::id()));
-        let result = (|| -> Result<(), TransportError> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| self.classify(&tmp, "cannot create", e, len))?;
-            let copied =
-                io::copy(body, &mut f).map_err(|e| self.classify(&tmp, "cannot write", e, len))?;
-            if copied != len {
-                return Err(io_err(
-                    "short message for",
-                    &tmp,
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{copied} of {len} bytes"),
-                    ),
-                ));
-            }
-            f.flush()
-                .map_err(|e| self.classify(&tmp, "cannot write", e, len))?;
-            f.sync_all()
-                .map_err(|e| self.classify(&tmp, "cannot flush to the device", e, len))?;
-            drop(f);
-            fs::rename(&tmp, &target)
-                .map_err(|e| self.classify(&target, "cannot rename", e, len))?;
-            if let Ok(dir) = File::open(&self.folder) {
-                // Persist the rename itself; some file systems cannot sync a directory.
-                let _ = dir.sync_all();
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        AtomicWrite::new().write_with(
+            &target,
+            |f| {
+                let copied = io::copy(body, f)
+                    .map_err(|e| self.classify(&target, "cannot write", e, len))?;
+                if copied != len {
+                    return Err(io_err(
+                        "short message for",
+                        &target,
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{copied} of {len} bytes"),
+                        ),
+                    ));
+                }
+                Ok(())
+            },
+            |step, e| {
+                let what = match step {
+                    Step::Create => "cannot create",
+                    Step::Sync => "cannot flush to the device",
+                    _ => "cannot rename",
+                };
+                self.classify(&target, what, e, len)
+            },
+        )?;
         Ok(MessageInfo {
             id,
             len: Some(len),

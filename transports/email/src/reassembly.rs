@@ -34,6 +34,7 @@
 use crate::error::EmailError;
 use crate::mime::{Claim, Piece, digest_hex};
 use crate::store::{Source, read_json, sync_dir, write_atomic, write_json, write_quick};
+use ferry_transport::fsutil::{AtomicWrite, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -980,25 +981,27 @@ impl Inbox {
             return Ok(false);
         };
         // Write the bundle from the combination that matched.
-        let tmp = gdir.join(".bundle.tmp");
-        let written = (|| -> io::Result<()> {
-            let mut out = File::create(&tmp)?;
-            let mut end = 0u64;
-            for &i in &chosen {
-                let c = &g.cands[i];
-                let data = fs::read(gdir.join(format!("{}.cand", c.file)))?;
-                let skip = (end - c.offset) as usize;
-                out.write_all(&data[skip..])?;
-                end = c.end();
-            }
-            if durable(g) {
-                out.sync_all()?;
-            }
-            Ok(())
-        })();
-        written.map_err(|e| EmailError::io("cannot put together", &tmp, e))?;
-        fs::rename(&tmp, gdir.join("bundle"))
-            .map_err(|e| EmailError::io("cannot rename", &tmp, e))?;
+        let bundle = gdir.join("bundle");
+        AtomicWrite::new().durable(durable(g)).write_with(
+            &bundle,
+            |out| {
+                let mut end = 0u64;
+                for &i in &chosen {
+                    let c = &g.cands[i];
+                    let data = fs::read(gdir.join(format!("{}.cand", c.file)))
+                        .map_err(|e| EmailError::io("cannot put together", &bundle, e))?;
+                    let skip = (end - c.offset) as usize;
+                    out.write_all(&data[skip..])
+                        .map_err(|e| EmailError::io("cannot put together", &bundle, e))?;
+                    end = c.end();
+                }
+                Ok(())
+            },
+            |step, e| match step {
+                Step::Rename => EmailError::io("cannot rename", &bundle, e),
+                _ => EmailError::io("cannot put together", &bundle, e),
+            },
+        )?;
         self.finish(gid)?;
         Ok(true)
     }

@@ -15,6 +15,7 @@
 
 use crate::error::EmailError;
 use crate::mime::{Damaged, quoted};
+use ferry_transport::fsutil::{self, AtomicWrite};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -123,51 +124,24 @@ fn unique() -> String {
     format!("{nanos:024}-{}", std::process::id())
 }
 
-/// Writes `data` to `path` atomically and durably.
+/// Writes `data` to `path` atomically and durably ([`ferry_transport::fsutil`]'s rule).
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), EmailError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        unique()
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        sync_dir(dir);
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        EmailError::io("cannot write", path, e)
-    })
+    fsutil::write_atomic(path, data).map_err(|e| EmailError::io("cannot write", path, e))
 }
 
 /// Writes `data` to `path` atomically (a reader sees the old or the new file whole while
 /// the machine runs) without waiting for the disk: after a power cut the file may be
 /// missing or short. For what can be lost.
 pub(crate) fn write_quick(path: &Path, data: &[u8]) -> Result<(), EmailError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        unique()
-    ));
-    fs::write(&tmp, data)
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            EmailError::io("cannot write", path, e)
-        })
+    AtomicWrite::new()
+        .volatile()
+        .write(path, data)
+        .map_err(|e| EmailError::io("cannot write", path, e))
 }
 
+/// Makes a rename in `dir` durable (best effort).
 pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    fsutil::sync_folder(dir);
 }
 
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, EmailError> {
@@ -408,6 +382,7 @@ impl State {
         };
         write_json(&incoming.join("entry.json"), &entry)?;
         let dir = self.entry_dir(&entry.id);
+        // A whole folder moved into place (not a file replaced): fsutil's rule does not apply.
         fs::rename(&incoming, &dir).map_err(|e| EmailError::io("cannot rename", &incoming, e))?;
         sync_dir(&outbox);
         Ok(entry)

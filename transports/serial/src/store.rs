@@ -28,6 +28,7 @@
 use crate::MessageHash;
 use crate::crc::crc32;
 use crate::ranges::RangeSet;
+use ferry_transport::fsutil;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -395,6 +396,8 @@ impl Partial {
             return Ok(false);
         }
         File::open(&self.data_path)?.sync_data()?;
+        // The checked file itself is moved into place (no copy of a message's bytes), so
+        // this is not fsutil's temporary-file write; the folder is synced below all the same.
         fs::rename(&self.data_path, store.msg_path(&self.hash))?;
         let _ = fs::remove_file(&self.log_path);
         self.on_disk = false;
@@ -451,9 +454,7 @@ impl AirtimeLog {
         for (t, a) in &entries {
             text.push_str(&format!("{} {}\n", ms_since_epoch(*t), a.as_micros()));
         }
-        let tmp = state.join(".airtime.log.tmp");
-        fs::write(&tmp, text)?;
-        fs::rename(&tmp, &path)?;
+        fsutil::write_atomic(&path, text.as_bytes())?;
         Ok(AirtimeLog {
             path: Some(path),
             entries,

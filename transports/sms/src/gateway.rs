@@ -4,8 +4,8 @@
 use crate::config::{GatewayKind, HttpMethod, HttpTemplate, SmsConfig};
 use crate::error::SmsError;
 use crate::phone::Phone;
+use ferry_transport::fsutil;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -337,29 +337,15 @@ fn check(
     }
 }
 
-/// Writes a file into a spool folder atomically: a hidden temporary name (which Gammu
-/// ignores: it only takes `OUT…` files), flushed, then renamed.
+/// Writes a file into a spool folder atomically and durably ([`ferry_transport::fsutil`]):
+/// under a hidden temporary name (which Gammu ignores: it only takes `OUT…` files), then
+/// renamed.
 fn write_spool_file(dir: &Path, name: &str, content: &[u8]) -> Result<(), SmsError> {
-    let spool = |what, path: &Path, source| SmsError::Spool {
-        what,
-        path: path.to_path_buf(),
+    fsutil::write_atomic(&dir.join(name), content).map_err(|source| SmsError::Spool {
+        what: "write to",
+        path: dir.to_path_buf(),
         source,
-    };
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let target = dir.join(name);
-    let mut f = fs::File::create(&tmp).map_err(|e| spool("write to", dir, e))?;
-    f.write_all(content)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| spool("write to", dir, e))?;
-    drop(f);
-    fs::rename(&tmp, &target).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        spool("write to", dir, e)
-    })?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    })
 }
 
 /// One SMS found in Gammu's inbox folder.

@@ -1,5 +1,6 @@
 //! The state folder: what the SMS transport must remember across days and restarts, as
-//! small files written atomically (temporary name, `fsync`, rename, `fsync` of the folder).
+//! small files written atomically (`ferry_transport::fsutil`: temporary name, `fsync`,
+//! rename, `fsync` of the folder).
 //!
 //! ```text
 //! STATE/
@@ -21,6 +22,7 @@
 
 use crate::error::SmsError;
 use crate::phone::Phone;
+use ferry_transport::fsutil::AtomicWrite;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fs::{self, File, OpenOptions};
@@ -139,7 +141,7 @@ impl Store {
         self.lock_file("flush.lock")
     }
 
-    /// Writes a file atomically and durably.
+    /// Writes a file atomically and durably ([`ferry_transport::fsutil`]'s rule).
     pub(crate) fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), SmsError> {
         self.write_as(path, bytes, true)
     }
@@ -155,27 +157,10 @@ impl Store {
     ) -> Result<(), SmsError> {
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(|e| SmsError::state("create", dir, e))?;
-        let name = path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let tmp = dir.join(format!(".{name}.{}.tmp", unique_stamp()));
-        let result = (|| -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            if durable {
-                f.sync_all()?;
-            }
-            drop(f);
-            fs::rename(&tmp, path)?;
-            if durable {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        })();
-        result.map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            SmsError::state("write", path, e)
-        })
+        AtomicWrite::new()
+            .durable(durable)
+            .write(path, bytes)
+            .map_err(|e| SmsError::state("write", path, e))
     }
 
     pub(crate) fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), SmsError> {
