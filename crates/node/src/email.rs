@@ -11,6 +11,7 @@
 
 use crate::NodeError;
 use crate::exchange::{FileOutcome, FileResult, ImportReport};
+use crate::ledger;
 use crate::node::Node;
 use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
@@ -141,6 +142,9 @@ fn sent(s: ferry_transport_email::Sent) -> EmailSent {
         to: s.to,
     }
 }
+
+/// This transport's name in the ledger of sends ([`crate::ledger`]).
+const LEDGER: &str = "email";
 
 impl Node {
     /// The secret by which this dataset's emails are recognised: BLAKE3 keyed with the
@@ -274,25 +278,19 @@ impl Node {
         // without its receipt, it is sent again.
         let mut planned_for = peer_vvs.clone();
         for (vv, &m) in planned_for.iter_mut().zip(&readers) {
-            let last: Option<(VersionVector, u64)> = self
-                .read()?
-                .meta(&format!("email_sent:{m}"))?
-                .and_then(|b| postcard::from_bytes(&b).ok());
-            if let Some((sent, since)) = last {
-                if now.saturating_sub(since) < EMAIL_ASSUME_DELIVERED_MS {
-                    vv.merge(&sent);
-                }
+            let last = self.read()?.sent(LEDGER, &m.to_string())?;
+            if let Some((sent, _)) =
+                ledger::on_its_way(last.as_ref(), vv, now, EMAIL_ASSUME_DELIVERED_MS)
+            {
+                vv.merge(sent);
             }
         }
         // A snapshot only from the admin (readers ignore anyone else's), and only when none
         // sent in the last week still holds everything compacted here.
         let last_snapshot: Option<(VersionVector, u64)> = self
             .read()?
-            .meta("email_snapshot")?
-            .and_then(|b| postcard::from_bytes(&b).ok())
-            .filter(|(_, since): &(VersionVector, u64)| {
-                now.saturating_sub(*since) < EMAIL_ASSUME_DELIVERED_MS
-            });
+            .sent(LEDGER, "*snapshot")?
+            .filter(|(_, since)| now.saturating_sub(*since) < EMAIL_ASSUME_DELIVERED_MS);
         let applied = self.read()?.applied()?;
         let SnapshotPlan {
             write: write_snapshot,
@@ -309,10 +307,8 @@ impl Node {
         );
         let planned_for = after_snapshot(&planned_for, &compacted, on_its_way.as_ref());
         let runs = plan_export(&stored, &planned_for, &[], &compacted);
-        let last_receipt: Option<VersionVector> = self
-            .read()?
-            .meta("email_receipt")?
-            .and_then(|b| postcard::from_bytes(&b).ok());
+        let last_receipt: Option<VersionVector> =
+            self.read()?.sent(LEDGER, "*")?.map(|(held, _)| held);
         let mut to_send: Vec<Option<Vec<ferry_sync::Coverage>>> = Vec::new();
         if write_snapshot {
             to_send.push(None);
@@ -340,33 +336,19 @@ impl Node {
             }
         }
         let tx = self.store.transaction(now_ms())?;
-        tx.set_meta(
-            "email_receipt",
-            &postcard::to_allocvec(&stored).expect("encodes"),
-        )?;
+        tx.set_sent(LEDGER, "*", &stored, 0)?;
         if !report.nothing_new {
             for (vv, &m) in peer_vvs.iter().zip(&readers) {
-                let key = format!("email_sent:{m}");
+                let peer = m.to_string();
                 // Since when sends to it have gone unconfirmed (kept across sends, so a
                 // member that never confirms gets everything again once a week).
-                let since = tx
-                    .meta(&key)?
-                    .and_then(|b| postcard::from_bytes::<(VersionVector, u64)>(&b).ok())
-                    .filter(|(sent, since)| {
-                        !vv.dominates(sent)
-                            && now.saturating_sub(*since) < EMAIL_ASSUME_DELIVERED_MS
-                    })
-                    .map_or(now, |(_, since)| since);
-                tx.set_meta(
-                    &key,
-                    &postcard::to_allocvec(&(&stored, since)).expect("encodes"),
-                )?;
+                let last = tx.sent(LEDGER, &peer)?;
+                let since =
+                    ledger::since_after_send(last.as_ref(), vv, now, EMAIL_ASSUME_DELIVERED_MS);
+                tx.set_sent(LEDGER, &peer, &stored, since)?;
             }
             if let (true, Some(state)) = (write_snapshot, &on_its_way) {
-                tx.set_meta(
-                    "email_snapshot",
-                    &postcard::to_allocvec(&(state, now)).expect("encodes"),
-                )?;
+                tx.set_sent(LEDGER, "*snapshot", state, now)?;
             }
         }
         tx.commit()?;

@@ -24,6 +24,7 @@ mod housekeeping;
 mod identity;
 pub mod invite;
 pub mod json;
+mod ledger;
 mod load;
 mod lock;
 mod medium;

@@ -6,6 +6,7 @@
 
 use crate::NodeError;
 use crate::exchange::{FileOutcome, FileResult, ImportReport};
+use crate::ledger;
 use crate::node::Node;
 use crate::progress::{Progress, Unit};
 use crate::time::now_ms;
@@ -106,6 +107,9 @@ pub type SmsFlags = BTreeMap<&'static str, SmsSetting>;
 /// How long what was sent by SMS is taken as on its way to the member before it is sent
 /// again, unless the member's receipt shows it arrived: one day.
 const SMS_ASSUME_DELIVERED_MS: u64 = 24 * 3_600_000;
+
+/// This transport's name in the ledger of sends ([`crate::ledger`]).
+const LEDGER: &str = "sms";
 
 impl Node {
     /// The SMS transport from `[sms]` in `ferry.toml` with `flags` applied, knowing every
@@ -250,16 +254,12 @@ impl Node {
             // way (the receiver asks for lost parts by itself), so sending twice does not
             // pay twice. Once a day has passed without the member's receipt covering it, it
             // is sent again: a bundle whose every SMS was lost is not repaired by the receiver.
-            let sent_key = format!("sms_sent:{phone}");
+            let peer = phone.to_string();
             let now = now_ms();
-            let last: Option<(VersionVector, u64)> = self
-                .read()?
-                .meta(&sent_key)?
-                .and_then(|b| postcard::from_bytes(&b).ok());
-            let unconfirmed_since = last.as_ref().and_then(|(v, since)| {
-                (now.saturating_sub(*since) < SMS_ASSUME_DELIVERED_MS && !vv.dominates(v))
-                    .then_some(*since)
-            });
+            let last = self.read()?.sent(LEDGER, &peer)?;
+            let unconfirmed_since =
+                ledger::on_its_way(last.as_ref(), &vv, now, SMS_ASSUME_DELIVERED_MS)
+                    .map(|(_, since)| *since);
             let mut base = vv.clone();
             if let (Some((v, _)), Some(_)) = (&last, unconfirmed_since) {
                 base.merge(v);
@@ -299,10 +299,7 @@ impl Node {
                 let tx = self.store.transaction(now_ms())?;
                 // The day counts from the oldest send not yet confirmed.
                 let since = unconfirmed_since.unwrap_or(now);
-                tx.set_meta(
-                    &sent_key,
-                    &postcard::to_allocvec(&(&stored, since)).expect("encodes"),
-                )?;
+                tx.set_sent(LEDGER, &peer, &stored, since)?;
                 tx.commit()?;
             }
             report.peers.push(entry);

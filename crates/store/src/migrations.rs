@@ -122,4 +122,28 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE commits ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE stash_commits ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 4: one ledger of what was sent and not yet confirmed, for every transport (issue 15),
+    // instead of a meta key per transport and peer. `entry` is postcard (VersionVector held
+    // when sent, ms since the oldest unconfirmed send). Email's last send to all its readers
+    // (a bare VersionVector) and its last snapshot become peers `*` and `*snapshot`; a
+    // bare vector gains a since of 0 (postcard's varint 0 is the byte 00, appended exactly
+    // through hex: SQLite's || would turn the blob into text).
+    r#"
+    CREATE TABLE sent (
+        transport TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        entry BLOB NOT NULL,
+        PRIMARY KEY (transport, peer)
+    ) WITHOUT ROWID;
+    INSERT INTO sent (transport, peer, entry)
+        SELECT 'email', substr(key, 12), value FROM meta WHERE substr(key, 1, 11) = 'email_sent:';
+    INSERT INTO sent (transport, peer, entry)
+        SELECT 'sms', substr(key, 10), value FROM meta WHERE substr(key, 1, 9) = 'sms_sent:';
+    INSERT INTO sent (transport, peer, entry)
+        SELECT 'email', '*', unhex(hex(value) || '00') FROM meta WHERE key = 'email_receipt';
+    INSERT INTO sent (transport, peer, entry)
+        SELECT 'email', '*snapshot', value FROM meta WHERE key = 'email_snapshot';
+    DELETE FROM meta WHERE substr(key, 1, 11) = 'email_sent:' OR substr(key, 1, 9) = 'sms_sent:'
+        OR key IN ('email_receipt', 'email_snapshot');
+    "#,
 ];

@@ -715,6 +715,37 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// The ledger entry of what was last sent to `peer` by `transport`: what this node held
+    /// then, and since when sends to it have gone unconfirmed (see `ferry_node`'s ledger).
+    pub fn sent(&self, transport: &str, peer: &str) -> Result<Option<(VersionVector, u64)>> {
+        let blob: Option<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT entry FROM sent WHERE transport = ?1 AND peer = ?2")?
+            .query_row(params![transport, peer], |r| r.get(0))
+            .optional()?;
+        Ok(blob.and_then(|b| postcard::from_bytes(&b).ok()))
+    }
+
+    /// Records what was sent to `peer` by `transport`.
+    pub fn set_sent(
+        &self,
+        transport: &str,
+        peer: &str,
+        held: &VersionVector,
+        since_ms: u64,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO sent (transport, peer, entry) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                transport,
+                peer,
+                postcard::to_allocvec(&(held, since_ms))?
+            ])?;
+        Ok(())
+    }
+
     /// Whether `collection` has any record (live, or deleted and not purged yet).
     pub fn has_collection(&mut self, collection: &str) -> Result<bool> {
         let Some(coll) = self.existing_name_id(collection)? else {
@@ -2127,5 +2158,86 @@ mod encryption_tests {
         ));
         assert!(Store::open_encrypted(&enc, &[2; 32]).is_ok());
         assert!(!contains(&std::fs::read(&enc).unwrap(), b"Zyxwvut"));
+    }
+}
+
+#[cfg(test)]
+mod ledger_tests {
+    use super::*;
+
+    fn vv(pairs: &[(u32, u64)]) -> VersionVector {
+        let mut v = VersionVector::default();
+        for &(m, s) in pairs {
+            v.set(MemberId(m), s);
+        }
+        v
+    }
+
+    /// A store written before the ledger table (schema 3) keeps what it had sent: the
+    /// per-transport meta keys become ledger rows, and the keys go.
+    #[test]
+    fn the_sends_recorded_under_meta_keys_move_into_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (a, b) = (vv(&[(1, 5), (2, 3)]), vv(&[(1, 7)]));
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            let put = |k: &str, v: Vec<u8>| {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )
+                .unwrap();
+            };
+            put(
+                "email_sent:#2",
+                postcard::to_allocvec(&(&a, 111u64)).unwrap(),
+            );
+            put(
+                "sms_sent:+254700000001",
+                postcard::to_allocvec(&(&b, 222u64)).unwrap(),
+            );
+            put("email_receipt", postcard::to_allocvec(&b).unwrap());
+            put(
+                "email_snapshot",
+                postcard::to_allocvec(&(&a, 333u64)).unwrap(),
+            );
+            put("identity", b"kept".to_vec());
+        }
+        let mut store = Store::open(&path).unwrap();
+        let tx = store.read().unwrap();
+        assert_eq!(tx.sent("email", "#2").unwrap(), Some((a.clone(), 111)));
+        assert_eq!(
+            tx.sent("sms", "+254700000001").unwrap(),
+            Some((b.clone(), 222))
+        );
+        assert_eq!(tx.sent("email", "*").unwrap(), Some((b.clone(), 0)));
+        assert_eq!(
+            tx.sent("email", "*snapshot").unwrap(),
+            Some((a.clone(), 333))
+        );
+        assert_eq!(tx.sent("sms", "#2").unwrap(), None);
+        for gone in [
+            "email_sent:#2",
+            "sms_sent:+254700000001",
+            "email_receipt",
+            "email_snapshot",
+        ] {
+            assert_eq!(tx.meta(gone).unwrap(), None, "{gone}");
+        }
+        assert_eq!(tx.meta("identity").unwrap(), Some(b"kept".to_vec()));
+        drop(tx);
+        // And the ledger is written and read back like any table.
+        let tx = store.transaction(0).unwrap();
+        tx.set_sent("serial", "#3", &a, 444).unwrap();
+        tx.set_sent("email", "#2", &b, 555).unwrap();
+        tx.commit().unwrap();
+        let tx = store.read().unwrap();
+        assert_eq!(tx.sent("serial", "#3").unwrap(), Some((a, 444)));
+        assert_eq!(tx.sent("email", "#2").unwrap(), Some((b, 555)));
     }
 }
