@@ -464,13 +464,18 @@ Examples:
   ferry serve                          (http://127.0.0.1:7040; runs until Ctrl-C)
   ferry serve --bind 127.0.0.1:8080
   ferry serve --watch /media/clinic    (syncs each stick mounted there as it appears)
+  ferry serve --email-every 5m         (email every 5 minutes; 15 by default with [email])
+  ferry serve --install --watch /media/$USER   (start it at boot: a systemd user unit)
+  ferry serve --bind 0.0.0.0:7443 --allow-remote --tls-cert cert.pem --tls-key key.pem
   curl -H \"Authorization: Bearer $(ferry token)\" http://127.0.0.1:7040/v1/collections
 
 Every request needs the token `ferry token` prints. Other ferry commands keep working on the
-same home while it runs.
+same home while it runs. Email and SMS set up in ferry.toml run by themselves, and a
+[serial] device each time it appears; a run that fails is tried again soon, then less often.
 
 Exit status: 0 stopped by Ctrl-C or SIGTERM; 1 could not start (the line says why: no node,
-the port is taken, an address not on this computer); 2 usage mistake.")]
+the port is taken, an address other computers reach without --allow-remote and HTTPS);
+2 usage mistake.")]
     Serve(serve::ServeArgs),
     /// Print the token apps give `ferry serve` (alone on one line), or replace it
     #[command(after_help = "\

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Where to listen: an address of this computer (127.0.0.1 or [::1]) and a port (0: any
-    /// free port, printed at start)
+    /// free port, printed at start); another address only with --allow-remote
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7040")]
     bind: SocketAddr,
     /// Listen on an address other computers reach (with --bind 0.0.0.0:PORT or a LAN
@@ -141,6 +141,12 @@ pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
         told.push(format!("serial radio each time {} appears", d.display()));
     }
     // Who may connect: ferry's one listener policy, then the explicit yes beyond loopback.
+    if !ferry_listen::is_loopback(&a.bind) && !a.allow_remote {
+        anyhow::bail!(
+            "--bind {}: other computers can reach that address; say so with --allow-remote (HTTPS with --tls-cert and --tls-key is needed too), or give --bind 127.0.0.1:PORT",
+            a.bind
+        );
+    }
     let token = node.home().ensure_api_token()?;
     let policy = ferry_listen::ListenPolicy::decide(
         &a.bind.to_string(),
@@ -149,12 +155,6 @@ pub(crate) fn serve(home: Option<PathBuf>, a: ServeArgs) -> Result<()> {
         a.tls_key.as_deref(),
         &LISTEN_HINTS,
     )?;
-    if !ferry_listen::is_loopback(&a.bind) && !a.allow_remote {
-        anyhow::bail!(
-            "--bind {}: other computers can reach that address; say so with --allow-remote (HTTPS with --tls-cert and --tls-key is needed too), or give --bind 127.0.0.1:PORT",
-            a.bind
-        );
-    }
     let opts = ferry_serve::Options {
         bind: a.bind,
         tls: policy.tls,
