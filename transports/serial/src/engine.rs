@@ -39,7 +39,7 @@
 //!   at most [`MAX_RX_PARTIALS`] partly received messages and [`RX_SESSION_BYTES`] bytes per
 //!   session (further offers wait), within the folder's own quota (else REFUSE).
 
-use crate::error::Fault;
+use crate::fault::Fault;
 use crate::progress::Flow;
 use crate::ranges::RangeSet;
 use crate::store::{Lookup, Partial, RxStore};

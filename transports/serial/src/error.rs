@@ -1,6 +1,9 @@
 //! Errors of the serial transport: each says what went wrong and what to do, in one line.
+//! The engine's and the session thread's [`Fault`]s become these here (the dependency points
+//! from errors to the engine, never back).
 
 use crate::MessageHash;
+use crate::fault::Fault;
 use std::io;
 use std::time::Duration;
 
@@ -152,21 +155,10 @@ fn state_hint(e: &io::Error) -> &'static str {
     }
 }
 
-/// A failure recorded by the session's background thread, reported by every later call.
-#[derive(Clone, Debug)]
-pub(crate) enum Fault {
-    Device(io::ErrorKind, String),
-    State(String, io::ErrorKind, String),
-    PeerRestarted,
-    Version(u8),
-    TooManyTries(u64),
-    /// Frames answered before the application admitted the peer.
-    Budget(u32),
-}
-
-impl Fault {
-    pub(crate) fn to_error(&self, device: &str) -> SerialError {
-        match self {
+impl SerialError {
+    /// The error a session reports for a failure its protocol thread recorded.
+    pub(crate) fn from_fault(fault: &Fault, device: &str) -> SerialError {
+        match fault {
             Fault::Device(kind, msg) => SerialError::Device {
                 device: device.to_string(),
                 source: io::Error::new(*kind, msg.clone()),
@@ -186,9 +178,5 @@ impl Fault {
             },
             Fault::Budget(frames) => SerialError::Budget { frames: *frames },
         }
-    }
-
-    pub(crate) fn state(path: &std::path::Path, e: &io::Error) -> Fault {
-        Fault::State(path.display().to_string(), e.kind(), e.to_string())
     }
 }

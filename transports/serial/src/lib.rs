@@ -73,6 +73,7 @@ mod config;
 mod crc;
 mod engine;
 mod error;
+mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 mod link;

@@ -3,7 +3,8 @@
 
 use crate::config::SerialConfig;
 use crate::engine::{Engine, Event, Params, SessionStats};
-use crate::error::{Fault, SerialError};
+use crate::error::SerialError;
+use crate::fault::Fault;
 use crate::link::{AX25_HEADER, Callsign, Deframer, Encap, Unwrapped};
 use crate::politeness::{DutyCycle, Pacer};
 use crate::progress::{Flow, NoProgress, Progress, ProgressReport};
@@ -323,7 +324,7 @@ impl Session {
         {
             let mut st = self.shared.lock();
             if let Some(f) = &st.fault {
-                return Err(f.to_error(&self.device));
+                return Err(SerialError::from_fault(f, &self.device));
             }
             if st.ended {
                 return Err(SerialError::Closed);
@@ -501,7 +502,7 @@ impl Session {
                 return r;
             }
             if let Some(f) = &st.fault {
-                return Err(f.to_error(&self.device));
+                return Err(SerialError::from_fault(f, &self.device));
             }
             if st.ended {
                 return Err(SerialError::Closed);

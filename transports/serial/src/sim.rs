@@ -14,7 +14,7 @@
 use crate::MessageHash;
 use crate::config::{MAX_MTU, SerialConfig};
 use crate::engine::{Engine, Event, Params, SessionStats};
-use crate::error::Fault;
+use crate::fault::Fault;
 use crate::link::{AX25_HEADER, Deframer, Encap, Unwrapped};
 use crate::politeness::Pacer;
 use crate::store::RxStore;
