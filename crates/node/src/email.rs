@@ -18,7 +18,6 @@ use crate::time::now_ms;
 use ferry_model::{MemberId, VersionVector};
 use ferry_sync::Storage;
 use ferry_sync::plan::{SnapshotPlan, after_snapshot, plan_export, plan_snapshot};
-use ferry_transport::{Disposition, Transport};
 use ferry_transport_email::{
     DatasetMarks, DatasetTag, EmailConfig, EmailError, EmailTransport, FlushMode,
 };
@@ -411,34 +410,9 @@ impl Node {
         progress: &dyn Progress,
     ) -> Result<(), NodeError> {
         for info in complete {
-            let outcome = {
-                let mut body = transport.open(&info.id)?;
-                self.import_message(&mut body, &info.location, progress)?
-            };
-            match &outcome.result {
-                FileResult::Applied { .. }
-                | FileResult::AlreadyApplied
-                | FileResult::Skipped { .. }
-                | FileResult::Waiting { kept: Some(_), .. } => {
-                    transport.settle(&info.id, &Disposition::Processed)?;
-                }
-                // Not kept in waiting/ (too large): it stays listed and is tried again.
-                FileResult::Waiting {
-                    kept: None, reason, ..
-                } => {
-                    transport.settle(
-                        &info.id,
-                        &Disposition::Rejected {
-                            reason: reason.clone(),
-                        },
-                    )?;
-                }
-                // Refused by the gate: filed in the refused folder, never offered again.
-                FileResult::Rejected { .. } | FileResult::RefusedBefore { .. } => {
-                    transport.refuse(&info.id)?;
-                }
+            if let Some(outcome) = self.take_message(transport, &info, &info.location, progress)? {
+                report.import.files.push(outcome);
             }
-            report.import.files.push(outcome);
         }
         for p in transport.problems()? {
             // Named by content; a problem without bytes (an email refused unread) by where

@@ -27,6 +27,30 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+/// What a transport is told of a message the node took, the same for every transport:
+/// applied, known already, or kept to check later → `Processed` (the transport may file it
+/// away); not kept (it cannot be checked yet and there is no room to keep it) → `Retry` (the
+/// transport keeps it and offers it again); refused → `Rejected` (the node quarantined its
+/// own copy; the transport files it away and never offers it again).
+pub fn disposition_of(result: &FileResult) -> Disposition {
+    match result {
+        FileResult::Applied { .. }
+        | FileResult::AlreadyApplied
+        | FileResult::Skipped { .. }
+        | FileResult::Waiting { kept: Some(_), .. } => Disposition::Processed,
+        FileResult::Waiting {
+            kept: None, reason, ..
+        } => Disposition::Retry {
+            reason: reason.clone(),
+        },
+        FileResult::Rejected { reason, .. } | FileResult::RefusedBefore { reason, .. } => {
+            Disposition::Rejected {
+                reason: reason.clone(),
+            }
+        }
+    }
+}
+
 /// What became of one file given to `import`.
 #[derive(Clone, Debug, Serialize)]
 pub struct FileOutcome {
@@ -712,6 +736,30 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Takes one message a mailbox transport offers (an email's bundle, an SMS's): imports
+    /// it like a file from a stick ([`Node::import_message`]) and tells the transport what
+    /// became of it by the one rule every transport is held to ([`disposition_of`], checked
+    /// by the transport conformance suite). `None` when another process settled it
+    /// meanwhile.
+    pub fn take_message(
+        &mut self,
+        transport: &mut dyn Transport,
+        info: &ferry_transport::MessageInfo,
+        origin: &str,
+        progress: &dyn Progress,
+    ) -> Result<Option<FileOutcome>, NodeError> {
+        let outcome = {
+            let mut body = match transport.open(&info.id) {
+                Ok(b) => b,
+                Err(ferry_transport::TransportError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            self.import_message(&mut body, origin, progress)?
+        };
+        transport.settle(&info.id, &disposition_of(&outcome.result))?;
+        Ok(Some(outcome))
     }
 
     /// Imports one bundle arriving by a transport (an email, a radio session, …): it is
@@ -1954,4 +2002,66 @@ fn header_of(path: &Path) -> Option<(ferry_bundle::Header, u8)> {
     ferry_bundle::Header::read(&mut io::BufReader::new(f).take(limit))
         .ok()
         .map(|(h, raw)| (h, raw[1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transport_is_told_the_same_of_what_the_node_took() {
+        let applied = FileResult::Applied {
+            sender: "hq".into(),
+            new: 1,
+            records: 1,
+            duplicates: 0,
+            waiting: 0,
+            snapshot: false,
+            warnings: vec![],
+        };
+        let waiting = |kept: Option<&str>| FileResult::Waiting {
+            reason: "needs hq's change 4 first".into(),
+            kept: kept.map(PathBuf::from),
+            order: (1, 4),
+        };
+        let refused = Disposition::Rejected {
+            reason: "forged".into(),
+        };
+        let cases = [
+            (applied, Disposition::Processed),
+            (FileResult::AlreadyApplied, Disposition::Processed),
+            (
+                FileResult::Skipped {
+                    reason: "old".into(),
+                },
+                Disposition::Processed,
+            ),
+            // Kept in waiting/: the node holds it, the transport may file it away.
+            (waiting(Some("waiting/x")), Disposition::Processed),
+            // Not kept: the transport must keep it and offer it again.
+            (
+                waiting(None),
+                Disposition::Retry {
+                    reason: "needs hq's change 4 first".into(),
+                },
+            ),
+            (
+                FileResult::Rejected {
+                    reason: "forged".into(),
+                    quarantined: None,
+                },
+                refused.clone(),
+            ),
+            (
+                FileResult::RefusedBefore {
+                    reason: "forged".into(),
+                    quarantined: PathBuf::from("q/x"),
+                },
+                refused,
+            ),
+        ];
+        for (result, want) in cases {
+            assert_eq!(disposition_of(&result), want, "{result:?}");
+        }
+    }
 }

@@ -46,7 +46,7 @@ pub use epochs::RekeyReport;
 pub use error::{ErrorKind, NodeError, NothingToImport};
 pub use exchange::{
     DryImport, DryMember, DryRun, DryWrite, ExportOutcome, FileOutcome, FileResult, ImportReport,
-    SyncReport, VerifyReport,
+    SyncReport, VerifyReport, disposition_of,
 };
 pub use feed::{
     BadCursor, Cursor, FeedChange, FeedPage, FieldInput, RecordWrite, RecordsPage, WriteRefused,

@@ -5,7 +5,7 @@
 //! Settings come from `[sms]` in `ferry.toml`; each flag overrides the key of the same name.
 
 use crate::NodeError;
-use crate::exchange::{FileOutcome, FileResult, ImportReport};
+use crate::exchange::{FileOutcome, FileResult, ImportReport, disposition_of};
 use crate::ledger;
 use crate::node::Node;
 use crate::progress::{Progress, Unit};
@@ -320,8 +320,14 @@ impl Node {
     ) -> Result<(), NodeError> {
         // Each round settles what was listed; a refusal may offer another assembly, at most
         // 16 per message, so this ends.
+        // What the node left for later (Retry) is not taken again in this run.
+        let mut later = std::collections::BTreeSet::new();
         for _ in 0..64 {
-            let listed = transport.list()?;
+            let listed: Vec<_> = transport
+                .list()?
+                .into_iter()
+                .filter(|i| !later.contains(&i.id))
+                .collect();
             if listed.is_empty() {
                 break;
             }
@@ -334,27 +340,14 @@ impl Node {
                     Some(p) => format!("SMS from {p} (not a member's number)"),
                     None => "SMS".to_string(),
                 };
-                let outcome: FileOutcome = {
-                    let mut body = match transport.open(&info.id) {
-                        Ok(b) => b,
-                        // Settled meanwhile by another process.
-                        Err(ferry_transport::TransportError::NotFound(_)) => continue,
-                        Err(e) => return Err(e.into()),
-                    };
-                    self.import_message(&mut body, &origin, progress)?
+                let Some(outcome) = self.take_message(transport, &info, &origin, progress)? else {
+                    // Settled meanwhile by another process.
+                    continue;
                 };
-                let disposition = match &outcome.result {
-                    FileResult::Applied { .. }
-                    | FileResult::AlreadyApplied
-                    | FileResult::Waiting { .. }
-                    | FileResult::Skipped { .. } => Disposition::Processed,
-                    FileResult::Rejected { reason, .. }
-                    | FileResult::RefusedBefore { reason, .. } => Disposition::Rejected {
-                        reason: reason.clone(),
-                    },
-                };
+                if matches!(disposition_of(&outcome.result), Disposition::Retry { .. }) {
+                    later.insert(info.id.clone());
+                }
                 learned |= matches!(outcome.result, FileResult::Applied { .. });
-                transport.settle(&info.id, &disposition)?;
                 report.import.files.push(outcome);
             }
             if learned {

@@ -157,7 +157,8 @@ pub fn run(
     on_ready: impl FnOnce(&Ready),
     on_event: OnEvent,
 ) -> Result<(), ServeError> {
-    if !ferry_listen::is_loopback(&opts.bind) && !(opts.remote && opts.tls.is_some()) {
+    let allowed = ferry_listen::is_loopback(&opts.bind) || (opts.remote && opts.tls.is_some());
+    if !allowed {
         return Err(ServeError::NotLoopback(opts.bind));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -17,6 +17,8 @@ pub fn run<T: Transport>(mut pair: impl FnMut() -> (T, T)) {
     refuses_oversized_messages(&mut a, &mut b);
     let (mut a, mut b) = pair();
     settling_is_safe(&mut a, &mut b);
+    let (mut a, mut b) = pair();
+    retry_keeps_and_rejected_is_not_offered_again(&mut a, &mut b);
 }
 
 fn read_all<T: Transport>(t: &mut T, id: &crate::MessageId) -> Vec<u8> {
@@ -122,4 +124,68 @@ pub fn settling_is_safe<T: Transport>(a: &mut T, b: &mut T) {
         received(b).is_empty(),
         "an obsolete message on a shared medium is removed"
     );
+}
+
+/// What the node's one receive rule relies on: a message settled `Retry` stays listed with
+/// the same bytes (the node kept no copy); one settled `Rejected` is not offered again unless
+/// the medium is shared (where it stays for the other readers); one settled `Processed` is
+/// not offered again unless the medium is shared.
+pub fn retry_keeps_and_rejected_is_not_offered_again<T: Transport>(a: &mut T, b: &mut T) {
+    let shared = a.capabilities().shared_medium;
+    for (name, body) in [
+        ("later", &b"try me later"[..]),
+        ("bad", b"refuse me"),
+        ("good", b"take me"),
+    ] {
+        a.send(name, &mut &body[..], body.len() as u64)
+            .expect("send");
+    }
+    let id_of = |b: &mut T, want: &[u8]| {
+        let ids: Vec<_> = b.list().expect("list").into_iter().map(|m| m.id).collect();
+        ids.into_iter()
+            .find(|id| read_all(b, id) == want)
+            .unwrap_or_else(|| panic!("{:?} is not listed", String::from_utf8_lossy(want)))
+    };
+    let later = id_of(b, b"try me later");
+    b.settle(
+        &later,
+        &Disposition::Retry {
+            reason: "test".into(),
+        },
+    )
+    .expect("settle retry");
+    let bad = id_of(b, b"refuse me");
+    b.settle(
+        &bad,
+        &Disposition::Rejected {
+            reason: "test".into(),
+        },
+    )
+    .expect("settle rejected");
+    let good = id_of(b, b"take me");
+    b.settle(&good, &Disposition::Processed)
+        .expect("settle processed");
+    let left = received(b);
+    assert!(
+        left.contains(&b"try me later".to_vec()),
+        "a message settled Retry must stay listed, unchanged: {left:?}"
+    );
+    // Retry again and again: still there, still the same bytes.
+    let later = id_of(b, b"try me later");
+    b.settle(
+        &later,
+        &Disposition::Retry {
+            reason: "test".into(),
+        },
+    )
+    .expect("settle retry twice");
+    let later = id_of(b, b"try me later");
+    assert_eq!(read_all(b, &later), b"try me later");
+    if !shared {
+        assert_eq!(
+            received(b),
+            vec![b"try me later".to_vec()],
+            "rejected and processed messages must not be offered again"
+        );
+    }
 }

@@ -113,11 +113,17 @@ pub struct MessageInfo {
 pub enum Disposition {
     /// Applied; the transport may file it away (never delete unless told to).
     Processed,
-    /// Refused for `reason`. The node has kept its own copy (quarantine). On a shared
-    /// medium the transport leaves the message where it is; elsewhere it may drop its
-    /// copy, and then must not offer it again (so refused input is not read again and
-    /// again).
+    /// Refused for good, for `reason`. The node has kept its own copy (quarantine). On a
+    /// shared medium the transport leaves the message where it is; elsewhere it files it
+    /// away or drops its copy, and must not offer it again (so refused input is not read
+    /// again and again).
     Rejected {
+        /// Why, in one line.
+        reason: String,
+    },
+    /// Not taken now, and kept nowhere else (the node cannot check it yet and has no room
+    /// to keep it): the transport leaves it exactly as it is and offers it again later.
+    Retry {
         /// Why, in one line.
         reason: String,
     },

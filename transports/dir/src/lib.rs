@@ -241,7 +241,9 @@ impl Transport for DirTransport {
 
     fn settle(&mut self, id: &MessageId, disposition: &Disposition) -> Result<(), TransportError> {
         match disposition {
-            Disposition::Processed | Disposition::Rejected { .. } => Ok(()),
+            Disposition::Processed | Disposition::Rejected { .. } | Disposition::Retry { .. } => {
+                Ok(())
+            }
             Disposition::Obsolete => {
                 let path = self.path_of(id)?;
                 match fs::remove_file(&path) {

@@ -1090,17 +1090,21 @@ impl EmailTransport {
     /// inbox means the same) every email that carried a part of it is moved to the
     /// processed folder (emails whose pieces claimed it but do not match it, to the refused
     /// folder), and the bundle is forgotten (late copies are filed on arrival). For
-    /// [`Disposition::Rejected`] nothing moves and it stays listed, as the transport
-    /// contract says; a node that will not try it again calls [`EmailTransport::refuse`].
+    /// [`Disposition::Retry`] nothing moves and it stays listed; [`Disposition::Rejected`]
+    /// is [`EmailTransport::refuse`].
     pub fn settle_bundle(
         &mut self,
         id: &MessageId,
         disposition: &Disposition,
     ) -> Result<(), EmailError> {
-        let g = self.group(id)?;
         match disposition {
-            Disposition::Rejected { .. } => Ok(()),
+            Disposition::Retry { .. } => {
+                self.group(id)?;
+                Ok(())
+            }
+            Disposition::Rejected { .. } => self.refuse(id),
             Disposition::Processed | Disposition::Obsolete => {
+                let g = self.group(id)?;
                 let mut filing: Filing = g.sources.iter().map(|s| (s.clone(), false)).collect();
                 filing.extend(g.refused.iter().map(|r| (r.source.clone(), true)));
                 self.file(&filing)?;

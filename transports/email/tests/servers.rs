@@ -316,8 +316,8 @@ Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
     assert_ne!(p.data, body);
     assert!(p.location.contains("UID"), "{p:?}");
 
-    // The hand-attached file is offered to the node, which finds it is no bundle. Rejected
-    // through the transport contract, it stays listed and in the mailbox.
+    // The hand-attached file is offered to the node. Left for later through the transport
+    // contract (Retry), it stays listed and in the mailbox.
     assert_eq!(r.complete.len(), 1, "{r:?}");
     let id = r.complete[0].id.clone();
     assert_eq!(id.0, "notes.ferry");
@@ -325,8 +325,8 @@ Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
     receiver
         .settle(
             &id,
-            &Disposition::Rejected {
-                reason: "not a ferry bundle".into(),
+            &Disposition::Retry {
+                reason: "cannot be checked yet".into(),
             },
         )
         .unwrap();
@@ -337,9 +337,16 @@ Content-Transfer-Encoding: base64\r\n\r\nbm90IGEgYnVuZGxl\r\n--XX--\r\n";
     assert_eq!(count_messages(&bob.maildir), 4);
     assert!(!bob.maildir.join(".Ferry.Processed").exists());
 
-    // Refused for good (what the node does with what its gate refuses): the email goes to
-    // Ferry/Refused over IMAP, is no longer listed, and is not offered again.
-    receiver.refuse(&id).unwrap();
+    // Refused for good (what the node does with what its gate refuses: Rejected): the email
+    // goes to Ferry/Refused over IMAP, is no longer listed, and is not offered again.
+    receiver
+        .settle(
+            &id,
+            &Disposition::Rejected {
+                reason: "not a ferry bundle".into(),
+            },
+        )
+        .unwrap();
     assert!(receiver.list().unwrap().is_empty());
     assert_eq!(files_in(&bob.maildir.join(".Ferry.Refused")).len(), 1);
     assert_eq!(files_in(&bob.maildir).len(), 3);

@@ -105,7 +105,7 @@ impl RxStore {
         for e in fs::read_dir(&dir)?.flatten() {
             let p = e.path();
             let keep = match p.extension().and_then(|x| x.to_str()) {
-                Some("msg") | Some("done") => KEEP_COMPLETE,
+                Some("msg") | Some("done") | Some("refused") => KEEP_COMPLETE,
                 Some("part") | Some("log") => KEEP_PARTIAL,
                 _ => continue,
             };
@@ -232,7 +232,7 @@ impl RxStore {
             let Ok(hash) = hex.parse::<MessageHash>() else {
                 continue;
             };
-            if !matches!(ext, "part" | "log" | "msg" | "done") {
+            if !matches!(ext, "part" | "log" | "msg" | "done" | "refused") {
                 continue;
             }
             let meta = match e.metadata() {

@@ -177,9 +177,11 @@ impl Transport for SerialTransport {
     fn settle(&mut self, id: &MessageId, disposition: &Disposition) -> Result<(), TransportError> {
         let path = self.path_of(id)?;
         let result = match disposition {
-            Disposition::Rejected { .. } => return Ok(()),
+            Disposition::Retry { .. } => return Ok(()),
             // Applied: filed away as `.done` (swept after 14 days), no longer listed.
             Disposition::Processed => fs::rename(&path, path.with_extension("done")),
+            // Refused (the node kept its own copy): filed as `.refused`, never offered again.
+            Disposition::Rejected { .. } => fs::rename(&path, path.with_extension("refused")),
             Disposition::Obsolete => fs::remove_file(&path),
         };
         match result {

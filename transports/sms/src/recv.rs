@@ -663,6 +663,8 @@ impl SmsTransport {
                     }
                 }
             }
+            // Left as it is by the mailbox; nothing to change here.
+            Disposition::Retry { .. } => return Ok(()),
             Disposition::Rejected { .. } => {
                 self.spend_allowance(&mut index, &meta.from, now);
                 if let Some(i) = at {

@@ -148,7 +148,8 @@ impl Transport for SmsTransport {
     }
 
     /// Processed: the message is filed in `inbox/processed/` (kept for `keep_sent_hours`,
-    /// at most 256) and its parts are dropped. Obsolete: removed. Rejected: the node keeps
+    /// at most 256) and its parts are dropped. Retry: left as it is. Obsolete: removed.
+    /// Rejected: the node keeps
     /// its own copy (quarantine), so this one is dropped and never offered again; the next
     /// untried assembly of its parts, if any, is offered instead (another version of a
     /// part may be the real one).
@@ -169,6 +170,10 @@ impl Transport for SmsTransport {
             // Settled before (by another process, or twice): nothing left to do.
             return Ok(());
         }
+        if matches!(disposition, Disposition::Retry { .. }) {
+            // Not taken now: left as it is, offered again.
+            return Ok(());
+        }
         match disposition {
             Disposition::Processed => {
                 let done = self.store.path("inbox/processed");
@@ -179,7 +184,7 @@ impl Transport for SmsTransport {
                         .rename(&meta_path, &done.join(format!("{}.json", id.0)))?;
                 }
             }
-            Disposition::Obsolete | Disposition::Rejected { .. } => {
+            Disposition::Obsolete | Disposition::Rejected { .. } | Disposition::Retry { .. } => {
                 self.store.remove(&msg)?;
                 self.store.remove(&meta_path)?;
             }
