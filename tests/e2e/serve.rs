@@ -602,7 +602,7 @@ fn only_requests_with_this_homes_token_and_host_get_in_and_a_rotation_shuts_the_
     // Beyond loopback: refused at start, with what to do.
     let (_, err) = hq.fails(&["serve", "--bind", "0.0.0.0:0"]);
     assert!(
-        err.contains("not a loopback address") && err.contains("--bind 127.0.0.1"),
+        err.contains("--allow-remote") && err.contains("--bind 127.0.0.1"),
         "{err}"
     );
     // A port in use: said plainly.

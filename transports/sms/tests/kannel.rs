@@ -580,13 +580,17 @@ fn passes_the_transport_conformance_suite_over_kannel() {
         "+15550016",
         "+15550017",
         "+15550018",
+        "+15550019",
+        "+15550020",
     ];
     let mut w = World::new(&numbers, |_| {});
     let mut pairs = 0;
     let (net, answered) = (w.net.clone(), w.answered.clone());
     let mut endpoints: HashMap<usize, Endpoint> = w.endpoints.drain(..).enumerate().collect();
     ferry_transport::conformance::run(|| {
-        let mut a = endpoints.remove(&(2 * pairs)).expect("four pairs");
+        let mut a = endpoints
+            .remove(&(2 * pairs))
+            .expect("a pair for each check of the suite");
         let b = endpoints.remove(&(2 * pairs + 1)).unwrap();
         pairs += 1;
         a.sms.set_recipient(Some(b.phone.clone()));
@@ -603,7 +607,7 @@ fn passes_the_transport_conformance_suite_over_kannel() {
             },
         )
     });
-    assert_eq!(pairs, 4);
+    assert_eq!(pairs, 5);
     // The suite's large message was as large as 256 text SMS carry.
     let c = SmsConfig::new(ferry_transport_sms::GatewayKind::Kannel, phone(C));
     assert_eq!(frame::max_message(c.frame_bytes()), 256 * 117);
