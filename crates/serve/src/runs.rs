@@ -9,7 +9,7 @@
 //! (the latest [`KEEP_RUNS`], also across restarts) and listed by `GET /v1/runs`.
 
 use crate::Shared;
-use ferry_node::{FileResult, NoProgress, SyncReport};
+use ferry_node::{FileOutcome, FileResult, NoProgress, SyncReport};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -61,44 +61,68 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run of `transport` started at `started`, that took until now; nothing counted yet.
+    fn started(
+        transport: &str,
+        target: String,
+        by: &str,
+        started: (String, Instant),
+        error: Option<String>,
+    ) -> Run {
+        Run {
+            at: started.0,
+            took_ms: started.1.elapsed().as_millis() as u64,
+            transport: transport.into(),
+            target,
+            by: by.into(),
+            ok: error.is_none(),
+            applied: 0,
+            records_in: 0,
+            refused: 0,
+            wrote_bytes: None,
+            wrote_changes: None,
+            error,
+            safe_to_remove: false,
+            next_in_s: None,
+            sent: None,
+            summary: String::new(),
+        }
+    }
+
+    /// Counts what the files of a run became: bundles applied (and their record changes)
+    /// and refused.
+    pub(crate) fn count(&mut self, files: &[FileOutcome]) {
+        for f in files {
+            match &f.result {
+                FileResult::Applied { records, .. } => {
+                    self.applied += 1;
+                    self.records_in += records;
+                }
+                FileResult::Rejected { .. } => self.refused += 1,
+                _ => {}
+            }
+        }
+    }
+
     fn of(
         target: &Path,
         by: &'static str,
         started: (String, Instant),
         result: &Result<SyncReport, String>,
     ) -> Run {
-        let took_ms = started.1.elapsed().as_millis() as u64;
         let target_s = target.display().to_string();
-        let mut run = Run {
-            at: started.0,
-            took_ms,
-            transport: "folder".into(),
-            target: target_s.clone(),
-            by: by.into(),
-            ok: result.is_ok(),
-            applied: 0,
-            records_in: 0,
-            refused: 0,
-            wrote_bytes: None,
-            wrote_changes: None,
-            error: result.as_ref().err().cloned(),
-            safe_to_remove: result.is_ok(),
-            next_in_s: None,
-            sent: None,
-            summary: String::new(),
-        };
+        let mut run = Run::started(
+            "folder",
+            target_s.clone(),
+            by,
+            started,
+            result.as_ref().err().cloned(),
+        );
+        run.safe_to_remove = result.is_ok();
+        let took_ms = run.took_ms;
         match result {
             Ok(report) => {
-                for f in &report.import.files {
-                    match &f.result {
-                        FileResult::Applied { records, .. } => {
-                            run.applied += 1;
-                            run.records_in += records;
-                        }
-                        FileResult::Rejected { .. } => run.refused += 1,
-                        _ => {}
-                    }
-                }
+                run.count(&report.import.files);
                 if let Some((_, bytes, changes)) = &report.export.written {
                     run.wrote_bytes = Some(*bytes);
                     run.wrote_changes = Some(*changes);
@@ -137,46 +161,28 @@ impl Run {
         started: (String, Instant),
         result: Result<crate::schedule::Moved, String>,
     ) -> Run {
-        let took_ms = started.1.elapsed().as_millis() as u64;
-        let mut run = Run {
-            at: started.0,
-            took_ms,
-            transport: transport.into(),
-            target: String::new(),
-            by: by.into(),
-            ok: result.is_ok(),
-            applied: 0,
-            records_in: 0,
-            refused: 0,
-            wrote_bytes: None,
-            wrote_changes: None,
-            error: None,
-            safe_to_remove: false,
-            next_in_s: None,
-            sent: None,
-            summary: String::new(),
-        };
+        let mut run = Run::started(transport, String::new(), by, started, None);
         match result {
             Ok(m) => {
-                let refused = match m.refused {
+                run.count(&m.files);
+                let refused = match run.refused + m.damaged {
                     0 => String::new(),
                     n => format!(", {n} refused (see ferry status)"),
                 };
+                run.refused += m.damaged;
                 run.summary = format!(
                     "{transport} with {}: {} bundles applied ({} record changes){refused}, {} in {:.1} s",
                     m.target,
-                    m.applied,
-                    m.records_in,
+                    run.applied,
+                    run.records_in,
                     m.sent,
-                    took_ms as f64 / 1000.0
+                    run.took_ms as f64 / 1000.0
                 );
                 run.target = m.target;
-                run.applied = m.applied;
-                run.records_in = m.records_in;
-                run.refused = m.refused;
                 run.sent = Some(m.sent);
             }
             Err(e) => {
+                run.ok = false;
                 run.summary = format!("{transport} failed: {e}");
                 run.error = Some(e);
             }

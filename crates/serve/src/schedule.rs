@@ -126,11 +126,10 @@ pub(crate) async fn carrier_run(s: &Shared, carrier: Carrier, by: &'static str) 
 pub(crate) struct Moved {
     /// Where (the mailbox address, the gateway, the device).
     pub(crate) target: String,
-    /// Bundles applied and the record changes they brought.
-    pub(crate) applied: u64,
-    pub(crate) records_in: u64,
-    /// Bundles refused.
-    pub(crate) refused: u64,
+    /// What became of each bundle that arrived.
+    pub(crate) files: Vec<ferry_node::FileOutcome>,
+    /// Pieces refused before they made a bundle (damaged or forged email parts).
+    pub(crate) damaged: u64,
     /// What was sent, in a few words ("2 emails to a@…", "3 SMS").
     pub(crate) sent: String,
 }
@@ -150,9 +149,8 @@ fn email(node: &mut Node) -> Result<Moved, NodeError> {
             .config_section("email")?
             .and_then(|t| t.get("from").and_then(|v| v.as_str()).map(str::to_string))
             .unwrap_or_else(|| "this laptop's mailbox".into()),
-        applied: 0,
-        records_in: 0,
-        refused: 0,
+        files: Vec::new(),
+        damaged: 0,
         sent: String::new(),
     };
     if node
@@ -160,8 +158,8 @@ fn email(node: &mut Node) -> Result<Moved, NodeError> {
         .is_none()
     {
         let r = node.receive_email(EmailConfig::default(), &NoProgress)?;
-        count(&r.import, &mut moved);
-        moved.refused += (r.damaged.len() + r.refused_parts.len()) as u64;
+        moved.damaged = (r.damaged.len() + r.refused_parts.len()) as u64;
+        moved.files = r.import.files;
     }
     let sent = node.send_email(EmailConfig::default(), &[], &NoProgress)?;
     let emails: u32 = sent
@@ -185,14 +183,12 @@ fn sms(node: &mut Node) -> Result<Moved, NodeError> {
     let flags = SmsFlags::new();
     let mut moved = Moved {
         target: "the SMS gateway".into(),
-        applied: 0,
-        records_in: 0,
-        refused: 0,
+        files: Vec::new(),
+        damaged: 0,
         sent: String::new(),
     };
     if node.sms_receive_impossible(&flags)?.is_none() {
-        let r = node.receive_sms(&flags, &NoProgress)?;
-        count(&r.import, &mut moved);
+        moved.files = node.receive_sms(&flags, &NoProgress)?.import.files;
     }
     let sent = node.send_sms(&flags, &[], false, &NoProgress)?;
     let now: usize = sent.peers.iter().map(|p| p.sent_now).sum::<usize>() + sent.flushed;
@@ -203,19 +199,6 @@ fn sms(node: &mut Node) -> Result<Moved, NodeError> {
         (n, q) => format!("{n} SMS sent, {q} waiting for the daily budget or the gateway"),
     };
     Ok(moved)
-}
-
-fn count(import: &ferry_node::ImportReport, moved: &mut Moved) {
-    for f in &import.files {
-        match &f.result {
-            ferry_node::FileResult::Applied { records, .. } => {
-                moved.applied += 1;
-                moved.records_in += records;
-            }
-            ferry_node::FileResult::Rejected { .. } => moved.refused += 1,
-            _ => {}
-        }
-    }
 }
 
 /// The serial device from `[serial]` in ferry.toml, when there is one.
@@ -269,27 +252,15 @@ pub(crate) async fn serial_run(s: &Shared, by: &'static str) -> Run {
         let r = node
             .sync_serial(&SerialFlags::new(), false, Arc::new(Quiet))
             .map_err(|e| e.to_string())?;
-        let mut moved = Moved {
+        Ok(Moved {
             target: r.device.clone(),
-            applied: 0,
-            records_in: 0,
-            refused: 0,
+            files: r.received,
+            damaged: 0,
             sent: match r.sent_commits {
                 0 => "nothing new to send".into(),
                 n => format!("{n} changes sent ({} bytes)", r.sent_bytes),
             },
-        };
-        for f in &r.received {
-            match &f.result {
-                ferry_node::FileResult::Applied { records, .. } => {
-                    moved.applied += 1;
-                    moved.records_in += records;
-                }
-                ferry_node::FileResult::Rejected { .. } => moved.refused += 1,
-                _ => {}
-            }
-        }
-        Ok(moved)
+        })
     })
     .await
     .unwrap_or_else(|e| Err(format!("the run stopped: {e}")));
