@@ -115,6 +115,10 @@ const REFUSE_GRACE: Duration = Duration::from_secs(15);
 /// How long a bundle waits in `serial-out/` for its member to come back.
 const KEEP_OUTGOING: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// How old a temporary file in serial-out/ must be before a sweep takes it for a crash's
+/// leftover rather than a write in progress.
+const TEMP_LEFTOVER: Duration = Duration::from_secs(3600);
+
 /// What one serial exchange did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SerialReport {
@@ -1007,14 +1011,20 @@ impl Node {
                 .strip_prefix("member-")
                 .and_then(|r| r.split('.').next())
                 .and_then(|n| n.parse::<u32>().ok());
-            let old = e
+            let age = e
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|a| a > KEEP_OUTGOING);
-            let stale =
-                name.ends_with(".tmp") || old || member.is_none_or(|m| !members.contains(&m));
+                .and_then(|t| t.elapsed().ok());
+            // A temporary file (fsutil's hidden `.NAME….tmp`) may be another process's write
+            // in progress: only one left for an hour is a crash's leftover.
+            let stale = match name.ends_with(".tmp") {
+                true => age.is_some_and(|a| a > TEMP_LEFTOVER),
+                false => {
+                    age.is_some_and(|a| a > KEEP_OUTGOING)
+                        || member.is_none_or(|m| !members.contains(&m))
+                }
+            };
             if stale {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -1158,6 +1168,35 @@ mod tests {
         let b = hello_message(d, MemberId(2), &[2; 16], &[1; 16], b"bundle");
         assert_ne!(a, b, "a reflected hello does not verify");
         assert!(a.starts_with(b"ferry v1 serial hello\0"));
+    }
+
+    /// Regression: a sweep at the start of one exchange removed every `.tmp` in
+    /// serial-out/, also the one another process (ferry serve's radio run, a terminal's
+    /// `ferry sync serial`) was writing at that moment.
+    #[test]
+    fn a_sweep_leaves_a_write_in_progress_and_takes_an_hour_old_leftover() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node =
+            Node::create(&crate::Home::at(dir.path().join("hq")), "hq", "visits").unwrap();
+        let out = node.home().transport_state("serial-out");
+        std::fs::create_dir_all(&out).unwrap();
+        let fresh = out.join(".member-2.msg.4242-1-0.tmp");
+        let leftover = out.join(".member-2.msg.4241-1-0.tmp");
+        let stranger = out.join("member-99.msg");
+        for f in [&fresh, &leftover, &stranger] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&leftover)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        node.sweep_serial_out().unwrap();
+        assert!(fresh.exists(), "a write in progress is left alone");
+        assert!(!leftover.exists(), "an hour-old leftover goes");
+        assert!(!stranger.exists(), "a bundle for no member goes");
     }
 
     #[test]
