@@ -863,13 +863,7 @@ fn child(args: &[String]) -> Result<()> {
         }
         _ => bail!("unknown child {what}"),
     }
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .context("VmHWM in /proc/self/status")?;
+    let (_, kb) = serve::rss_kb(std::process::id())?;
     println!("peak_kb {kb}");
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 use crate::workload;
 use anyhow::{Context, Result, bail};
-use ferry_node::{FileFormat, Home, InvitationFile, NoProgress, Node};
+use ferry_node::{FileFormat, Home, NoProgress, Node};
 use serde_json::{Value as Json, json};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -100,11 +100,7 @@ impl Server {
                 .header("Authorization", &auth)
                 .content_type("application/json")
                 .send(&text),
-            "POST" => agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .content_type("application/json")
-                .send(&text),
+            "POST" => return self.send_text(agent, path, &text),
             "GET" => agent.get(&url).header("Authorization", &auth).call(),
             _ => bail!("no {method} here"),
         };
@@ -185,7 +181,7 @@ fn visit(i: u64) -> (String, Json) {
 }
 
 /// Resident memory of a process now and at its peak, kB.
-fn rss_kb(pid: u32) -> Result<(u64, u64)> {
+pub(crate) fn rss_kb(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| {
         status
@@ -447,22 +443,8 @@ fn measure_feed(
 /// HQ puts `n` new visits on a stick; clinic A's server watches a folder; the stick is moved
 /// in. Returns the seconds from the move to "safe to remove" and the server's peak memory.
 fn stick_run(ferry: &Path, base: &Path, n: u64) -> Result<(f64, u64)> {
-    let (hq_home, a_home) = (Home::at(base.join("hq")), Home::at(base.join("a")));
-    let mut hq = Node::create(&hq_home, "hq", "bench")?;
-    let inv = base.join("a.invite");
-    let code = hq.invite(&inv, Some("clinic-a"))?.code;
-    let mut a = Node::join(
-        &a_home,
-        Some("clinic-a"),
-        &InvitationFile::read(&inv)?,
-        Some(&code),
-    )?;
-    // The join travels first, then the stick carries only the new records.
-    let join = base.join("join");
-    std::fs::create_dir(&join)?;
-    a.sync(&join, &NoProgress)?;
-    hq.sync(&join, &NoProgress)?;
-    a.sync(&join, &NoProgress)?;
+    let (mut hq, a) = crate::two_laptops(base)?;
+    let a_home = a.home().clone();
     drop(a);
     let mut jsonl = Vec::new();
     for i in 0..n {
