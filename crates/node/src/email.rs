@@ -11,18 +11,16 @@
 
 use crate::NodeError;
 use crate::exchange::{FileOutcome, FileResult, ImportReport};
-use crate::ledger;
+use crate::forward::{Forwarded, Listing, Reader, Route};
 use crate::node::Node;
-use crate::progress::{Progress, Unit};
-use crate::time::now_ms;
-use ferry_model::{MemberId, VersionVector};
+use crate::progress::Progress;
+use ferry_model::MemberId;
 use ferry_sync::Storage;
-use ferry_sync::plan::{SnapshotPlan, after_snapshot, plan_export, plan_snapshot};
+use ferry_transport::TransportError;
 use ferry_transport_email::{
     DatasetMarks, DatasetTag, EmailConfig, EmailError, EmailTransport, FlushMode,
 };
 use serde::Serialize;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// How long what was emailed to a member counts as on its way without its receipt: mail
@@ -130,6 +128,29 @@ pub(crate) struct SavedFile {
     pub(crate) seen_before: usize,
     /// Pieces of other datasets, ignored.
     pub(crate) other_dataset: usize,
+}
+
+/// The email transport's own error back from the [`TransportError`] its `send` returns
+/// (it keeps it inside), so a queued send and the transport's words reach the user as
+/// before.
+fn email_error(e: TransportError) -> NodeError {
+    match e {
+        TransportError::Io { what, path, source } => {
+            if !source
+                .get_ref()
+                .is_some_and(|inner| inner.is::<EmailError>())
+            {
+                return NodeError::Transport(TransportError::Io { what, path, source });
+            }
+            let source = match source.into_inner().map(|b| b.downcast::<EmailError>()) {
+                Some(Ok(inner)) => return NodeError::Email(*inner),
+                Some(Err(other)) => std::io::Error::other(other),
+                None => std::io::Error::other("email transport"),
+            };
+            NodeError::Transport(TransportError::Io { what, path, source })
+        }
+        other => NodeError::Transport(other),
+    }
 }
 
 fn sent(s: ferry_transport_email::Sent) -> EmailSent {
@@ -260,97 +281,49 @@ impl Node {
         if readers.is_empty() {
             readers = self.known_peers()?;
         }
-        let (stored, peer_vvs) = {
-            let me = self.id.me;
-            let tx = self.read()?;
-            let vvs = readers
-                .iter()
-                .map(|&p| tx.peer(p))
-                .collect::<Result<Vec<_>, _>>()?;
-            (ferry_sync::sendable(&tx, me)?, vvs)
-        };
-        let compacted = self.compacted()?;
-        let now = now_ms();
         // What was sent to each reader in the last week and is not confirmed yet is taken
         // as on its way (mail waits in the mailbox of a laptop that is away): a member away
         // for weeks does not make every send carry the same changes again. After a week
-        // without its receipt, it is sent again.
-        let mut planned_for = peer_vvs.clone();
-        for (vv, &m) in planned_for.iter_mut().zip(&readers) {
-            let last = self.read()?.sent(LEDGER, &m.to_string())?;
-            if let Some((sent, _)) =
-                ledger::on_its_way(last.as_ref(), vv, now, EMAIL_ASSUME_DELIVERED_MS)
-            {
-                vv.merge(sent);
-            }
-        }
-        // A snapshot only from the admin (readers ignore anyone else's), and only when none
-        // sent in the last week still holds everything compacted here.
-        let last_snapshot: Option<(VersionVector, u64)> = self
-            .read()?
-            .sent(LEDGER, "*snapshot")?
-            .filter(|(_, since)| now.saturating_sub(*since) < EMAIL_ASSUME_DELIVERED_MS);
-        let applied = self.read()?.applied()?;
-        let SnapshotPlan {
-            write: write_snapshot,
-            on_its_way,
-        } = plan_snapshot(
-            me == MemberId::ADMIN,
-            &planned_for,
-            &compacted,
-            &last_snapshot
-                .iter()
-                .map(|(state, _)| state)
-                .collect::<Vec<_>>(),
-            &applied,
-        );
-        let planned_for = after_snapshot(&planned_for, &compacted, on_its_way.as_ref());
-        let runs = plan_export(&stored, &planned_for, &[], &compacted);
-        let last_receipt: Option<VersionVector> =
-            self.read()?.sent(LEDGER, "*")?.map(|(held, _)| held);
-        let mut to_send: Vec<Option<Vec<ferry_sync::Coverage>>> = Vec::new();
-        if write_snapshot {
-            to_send.push(None);
-        }
-        if !runs.is_empty() || last_receipt.as_ref() != Some(&stored) {
-            to_send.push(Some(runs));
-        }
-        report.nothing_new = to_send.is_empty();
-        for kind in to_send {
-            progress.begin("writing the bundle to email", None, Unit::Bytes);
-            let (name, len, staged, _) = self.write_bundle(kind.as_deref(), progress)?;
-            let mut f =
-                File::open(&staged).map_err(|e| NodeError::io("cannot open", &staged, e))?;
-            let result = transport.send_bundle(&name, &mut f, len);
-            let _ = std::fs::remove_file(&staged);
-            progress.end();
-            match result {
-                Ok(s) => report.sent.push(sent(s)),
-                // Kept in the outbox: the caller reports it and exits non-zero.
-                Err(e @ EmailError::Queued { .. }) => {
-                    report.queued = queued(&transport)?;
-                    return Err(NodeError::Queued(e.to_string(), report.queued.len()));
+        // without its receipt, it is sent again. A snapshot goes only from the admin.
+        let route = Route {
+            ledger: LEDGER,
+            key: "*".into(),
+            readers: readers
+                .into_iter()
+                .map(|m| Reader {
+                    member: Some(m),
+                    key: m.to_string(),
+                })
+                .collect(),
+            window_ms: EMAIL_ASSUME_DELIVERED_MS,
+            snapshots: true,
+            dry_run: false,
+        };
+        let forwarded = self.forward(&mut transport, &route, progress);
+        report.sent = transport.take_sent().into_iter().map(sent).collect();
+        match forwarded {
+            Ok(Forwarded::NothingNew) => report.nothing_new = true,
+            Ok(Forwarded::Sent(_) | Forwarded::Planned { .. } | Forwarded::NeedsSnapshot) => {}
+            Ok(Forwarded::TooLarge { len, max }) => {
+                return Err(EmailError::TooLarge {
+                    size: len,
+                    max,
+                    parts: ferry_transport_email::MAX_PARTS,
                 }
-                Err(e) => return Err(e.into()),
+                .into());
             }
+            Err(NodeError::Transport(e)) => {
+                return Err(match email_error(e) {
+                    // Kept in the outbox: the caller reports it and exits non-zero.
+                    NodeError::Email(e @ EmailError::Queued { .. }) => {
+                        report.queued = queued(&transport)?;
+                        NodeError::Queued(e.to_string(), report.queued.len())
+                    }
+                    e => e,
+                });
+            }
+            Err(e) => return Err(e),
         }
-        let tx = self.store.transaction(now_ms())?;
-        tx.set_sent(LEDGER, "*", &stored, 0)?;
-        if !report.nothing_new {
-            for (vv, &m) in peer_vvs.iter().zip(&readers) {
-                let peer = m.to_string();
-                // Since when sends to it have gone unconfirmed (kept across sends, so a
-                // member that never confirms gets everything again once a week).
-                let last = tx.sent(LEDGER, &peer)?;
-                let since =
-                    ledger::since_after_send(last.as_ref(), vv, now, EMAIL_ASSUME_DELIVERED_MS);
-                tx.set_sent(LEDGER, &peer, &stored, since)?;
-            }
-            if let (true, Some(state)) = (write_snapshot, &on_its_way) {
-                tx.set_sent(LEDGER, "*snapshot", state, now)?;
-            }
-        }
-        tx.commit()?;
         report.queued = queued(&transport)?;
         Ok(report)
     }
@@ -409,11 +382,16 @@ impl Node {
         report: &mut EmailReceiveReport,
         progress: &dyn Progress,
     ) -> Result<(), NodeError> {
-        for info in complete {
-            if let Some(outcome) = self.take_message(transport, &info, &info.location, progress)? {
-                report.import.files.push(outcome);
-            }
-        }
+        // Listed once: listing again would fetch the mailbox again. The transport checks each
+        // bundle against its digest before offering it, so a refusal offers no other.
+        let files = self.take_from(
+            transport,
+            Listing::Once(complete),
+            &mut |_, info| Ok(info.location.clone()),
+            &mut |_, _| Ok(()),
+            progress,
+        )?;
+        report.import.files.extend(files);
         for p in transport.problems()? {
             // Named by content; a problem without bytes (an email refused unread) by where
             // it is and why, so each is recorded.

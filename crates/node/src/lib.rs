@@ -18,6 +18,7 @@ mod epochs;
 mod error;
 mod exchange;
 mod feed;
+mod forward;
 mod history;
 mod home;
 mod housekeeping;

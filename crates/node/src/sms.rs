@@ -5,16 +5,14 @@
 //! Settings come from `[sms]` in `ferry.toml`; each flag overrides the key of the same name.
 
 use crate::NodeError;
-use crate::exchange::{FileOutcome, FileResult, ImportReport, disposition_of};
-use crate::ledger;
+use crate::exchange::{FileOutcome, FileResult, ImportReport};
+use crate::forward::{Forwarded, Listing, Reader, Route};
 use crate::node::Node;
-use crate::progress::{Progress, Unit};
+use crate::progress::Progress;
 use crate::time::now_ms;
-use ferry_model::{MemberId, VersionVector};
+use ferry_model::MemberId;
 use ferry_store::QuarantineRow;
 use ferry_sync::Storage;
-use ferry_sync::plan::{needs_snapshot, plan_export};
-use ferry_transport::{Disposition, Transport};
 use ferry_transport_sms::{
     Accepted, Event, Listening, Peer, Phone, ReportKind, SmsConfig, SmsTransport,
 };
@@ -222,17 +220,7 @@ impl Node {
                 "no member has published a phone number yet (`ferry contact set --phone` on their laptops); give --to +NUMBER".into(),
             ));
         }
-        let compacted = self.compacted()?;
         for (member, label, phone) in targets {
-            let (stored, vv) = {
-                let me = self.id.me;
-                let tx = self.read()?;
-                let vv = match member {
-                    Some(m) => tx.peer(m)?,
-                    None => VersionVector::new(),
-                };
-                (ferry_sync::sendable(&tx, me)?, vv)
-            };
             let mut entry = SmsPeerSend {
                 label,
                 phone: phone.to_string(),
@@ -242,68 +230,54 @@ impl Node {
                 queued: 0,
                 note: None,
             };
-            if needs_snapshot(std::slice::from_ref(&vv), &compacted) {
-                entry.note = Some(
-                    "it joined after history was compacted and needs a snapshot: sync it by USB stick or email once".into(),
-                );
-                report.peers.push(entry);
-                continue;
-            }
-            // The last send to this number: what this node held then, and since when sends
-            // to it have gone unconfirmed. What was sent in the last day is taken as on its
-            // way (the receiver asks for lost parts by itself), so sending twice does not
-            // pay twice. Once a day has passed without the member's receipt covering it, it
-            // is sent again: a bundle whose every SMS was lost is not repaired by the receiver.
-            let peer = phone.to_string();
-            let now = now_ms();
-            let last = self.read()?.sent(LEDGER, &peer)?;
-            let unconfirmed_since =
-                ledger::on_its_way(last.as_ref(), &vv, now, SMS_ASSUME_DELIVERED_MS)
-                    .map(|(_, since)| *since);
-            let mut base = vv.clone();
-            if let (Some((v, _)), Some(_)) = (&last, unconfirmed_since) {
-                base.merge(v);
-            }
-            let runs = plan_export(&stored, std::slice::from_ref(&base), &[], &compacted);
-            // Nothing new since the last send, not even a receipt.
-            if runs.is_empty() && last.as_ref().is_some_and(|(v, _)| *v == stored) {
-                entry.note = Some("nothing new for it".into());
-                report.peers.push(entry);
-                continue;
-            }
-            progress.begin(&format!("SMS for {}", entry.label), None, Unit::Bytes);
-            let (name, len, staged, _) = self.write_bundle_to(Some(&runs), member, progress)?;
-            let bytes =
-                std::fs::read(&staged).map_err(|e| NodeError::io("cannot read", &staged, e));
-            let _ = std::fs::remove_file(&staged);
-            let bytes = bytes?;
-            progress.end();
-            entry.bytes = len;
-            if len > transport.max_message_bytes() {
-                entry.note = Some(format!(
-                    "{len} bytes to send is more than SMS can carry ({} bytes); sync it by USB stick or email",
-                    transport.max_message_bytes()
-                ));
-                report.peers.push(entry);
-                continue;
-            }
-            entry.messages = transport.messages_for(len)?;
-            if dry_run {
-                let d = transport.dry_run(&phone, len)?;
-                entry.sent_now = d.send_today;
-                entry.queued = d.queued;
-            } else {
-                let sent = transport.send_to(&phone, &name, &bytes)?;
-                entry.sent_now = sent.sent_now;
-                entry.queued = sent.queued;
-                let tx = self.store.transaction(now_ms())?;
-                // The day counts from the oldest send not yet confirmed.
-                let since = unconfirmed_since.unwrap_or(now);
-                tx.set_sent(LEDGER, &peer, &stored, since)?;
-                tx.commit()?;
+            // What was sent to this number in the last day is taken as on its way (the
+            // receiver asks for lost parts by itself), so sending twice does not pay twice.
+            // Once a day has passed without the member's receipt covering it, it is sent
+            // again: a bundle whose every SMS was lost is not repaired by the receiver.
+            let route = Route {
+                ledger: LEDGER,
+                key: phone.to_string(),
+                readers: vec![Reader {
+                    member,
+                    key: phone.to_string(),
+                }],
+                window_ms: SMS_ASSUME_DELIVERED_MS,
+                snapshots: false,
+                dry_run,
+            };
+            transport.set_recipient(Some(phone.clone()));
+            match self.forward(&mut transport, &route, progress)? {
+                Forwarded::NeedsSnapshot => {
+                    entry.note = Some(
+                        "it joined after history was compacted and needs a snapshot: sync it by USB stick or email once".into(),
+                    );
+                }
+                Forwarded::NothingNew => entry.note = Some("nothing new for it".into()),
+                Forwarded::TooLarge { len, max } => {
+                    entry.bytes = len;
+                    entry.note = Some(format!(
+                        "{len} bytes to send is more than SMS can carry ({max} bytes); sync it by USB stick or email"
+                    ));
+                }
+                Forwarded::Planned { len } => {
+                    entry.bytes = len;
+                    entry.messages = transport.messages_for(len)?;
+                    let d = transport.dry_run(&phone, len)?;
+                    entry.sent_now = d.send_today;
+                    entry.queued = d.queued;
+                }
+                Forwarded::Sent(sent) => {
+                    entry.bytes = sent.iter().filter_map(|i| i.len).sum();
+                    for r in transport.take_sent() {
+                        entry.messages += r.parts;
+                        entry.sent_now += r.sent_now;
+                        entry.queued += r.queued;
+                    }
+                }
             }
             report.peers.push(entry);
         }
+        transport.set_recipient(None);
         Ok(report)
     }
 
@@ -318,42 +292,23 @@ impl Node {
         report: &mut SmsReceiveReport,
         progress: &dyn Progress,
     ) -> Result<(), NodeError> {
-        // Each round settles what was listed; a refusal may offer another assembly, at most
-        // 16 per message, so this ends.
-        // What the node left for later (Retry) is not taken again in this run.
-        let mut later = std::collections::BTreeSet::new();
-        for _ in 0..64 {
-            let listed: Vec<_> = transport
-                .list()?
-                .into_iter()
-                .filter(|i| !later.contains(&i.id))
-                .collect();
-            if listed.is_empty() {
-                break;
-            }
-            let mut learned = false;
-            for info in listed {
-                let phone = transport.sender_of(&info.id)?;
-                let member = transport.from_member(&info.id)?;
-                let origin = match &phone {
-                    Some(p) if member => format!("SMS from {p}"),
-                    Some(p) => format!("SMS from {p} (not a member's number)"),
-                    None => "SMS".to_string(),
-                };
-                let Some(outcome) = self.take_message(transport, &info, &origin, progress)? else {
-                    // Settled meanwhile by another process.
-                    continue;
-                };
-                if matches!(disposition_of(&outcome.result), Disposition::Retry { .. }) {
-                    later.insert(info.id.clone());
-                }
-                learned |= matches!(outcome.result, FileResult::Applied { .. });
-                report.import.files.push(outcome);
-            }
-            if learned {
-                self.refresh_sms_peers(transport)?;
-            }
-        }
+        let mut origin = |t: &mut SmsTransport, info: &ferry_transport::MessageInfo| {
+            let phone = t.sender_of(&info.id)?;
+            let member = t.from_member(&info.id)?;
+            Ok(match &phone {
+                Some(p) if member => format!("SMS from {p}"),
+                Some(p) => format!("SMS from {p} (not a member's number)"),
+                None => "SMS".to_string(),
+            })
+        };
+        let files = self.take_from(
+            transport,
+            Listing::Rounds,
+            &mut origin,
+            &mut |node: &mut Node, t: &mut SmsTransport| node.refresh_sms_peers(t),
+            progress,
+        )?;
+        report.import.files.extend(files);
         let tx = self.read()?;
         report.import.pending = tx.stored()?.total().saturating_sub(tx.applied()?.total());
         Ok(())

@@ -126,10 +126,11 @@ pub fn settling_is_safe<T: Transport>(a: &mut T, b: &mut T) {
     );
 }
 
-/// What the node's one receive rule relies on: a message settled `Retry` stays listed with
-/// the same bytes (the node kept no copy); one settled `Rejected` is not offered again unless
+/// What the node's one exchange relies on: a message settled `Retry` stays listed with the
+/// same bytes (the node kept no copy); one settled `Rejected` is not offered again unless
 /// the medium is shared (where it stays for the other readers); one settled `Processed` is
-/// not offered again unless the medium is shared.
+/// not offered again unless the medium is shared, opens as `NotFound` (another process
+/// settled it) and settles again harmlessly; `send` reports the message's length.
 pub fn retry_keeps_and_rejected_is_not_offered_again<T: Transport>(a: &mut T, b: &mut T) {
     let shared = a.capabilities().shared_medium;
     for (name, body) in [
@@ -137,8 +138,16 @@ pub fn retry_keeps_and_rejected_is_not_offered_again<T: Transport>(a: &mut T, b:
         ("bad", b"refuse me"),
         ("good", b"take me"),
     ] {
-        a.send(name, &mut &body[..], body.len() as u64)
+        let sent = a
+            .send(name, &mut &body[..], body.len() as u64)
             .expect("send");
+        // The exchange reports what it sent by what `send` returns.
+        assert!(
+            sent.len.is_none_or(|l| l == body.len() as u64),
+            "send must report the message's own length, got {:?} for {}",
+            sent.len,
+            body.len()
+        );
     }
     let id_of = |b: &mut T, want: &[u8]| {
         let ids: Vec<_> = b.list().expect("list").into_iter().map(|m| m.id).collect();
@@ -187,5 +196,172 @@ pub fn retry_keeps_and_rejected_is_not_offered_again<T: Transport>(a: &mut T, b:
             vec![b"try me later".to_vec()],
             "rejected and processed messages must not be offered again"
         );
+        // Two processes may take from one mailbox (`ferry serve`'s scheduled run and a
+        // terminal's): the one that comes second opens a message the first settled, and
+        // must learn that it is gone — `NotFound`, which the exchange skips — not get its
+        // bytes again or an error that stops the run. Settling it again changes nothing.
+        match b.open(&good) {
+            Err(TransportError::NotFound(_)) => {}
+            Err(e) => panic!("opening a settled message must say NotFound, got {e}"),
+            Ok(_) => panic!("a processed message must not open again"),
+        }
+        match b.settle(&good, &Disposition::Processed) {
+            Ok(()) | Err(TransportError::NotFound(_)) => {}
+            Err(e) => panic!("settling a settled message again must be harmless, got {e}"),
+        }
+        assert_eq!(
+            received(b),
+            vec![b"try me later".to_vec()],
+            "settling twice must not bring a message back or lose another"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The suite itself: a correct in-memory mailbox passes it, and each way of breaking a
+    //! rule the exchange relies on makes it fail.
+    use super::*;
+    use crate::{Capabilities, Direction, MessageId, MessageInfo};
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    /// What a broken mailbox gets wrong.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Flaw {
+        None,
+        /// A processed message still opens.
+        OpensSettled,
+        /// Retry drops the message.
+        RetryDrops,
+        /// A rejected message is offered again.
+        RejectedStays,
+        /// `send` reports another length.
+        WrongLength,
+    }
+
+    /// The last number given, the messages listed, the messages settled away.
+    type Medium = (u64, BTreeMap<u64, Vec<u8>>, BTreeMap<u64, Vec<u8>>);
+
+    #[derive(Clone)]
+    struct Mailbox {
+        shared: Rc<RefCell<Medium>>,
+        flaw: Flaw,
+    }
+
+    impl Transport for Mailbox {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                name: "memory",
+                max_message_bytes: Some(64 << 10),
+                direction: Direction::OneWay,
+                typical_latency: Duration::ZERO,
+                trusted_carrier: false,
+                shared_medium: false,
+            }
+        }
+
+        fn send(
+            &mut self,
+            _name: &str,
+            body: &mut dyn Read,
+            len: u64,
+        ) -> Result<MessageInfo, TransportError> {
+            if len > 64 << 10 {
+                return Err(TransportError::TooLarge {
+                    size: len,
+                    max: 64 << 10,
+                });
+            }
+            let mut bytes = Vec::new();
+            body.read_to_end(&mut bytes).expect("read from memory");
+            let mut s = self.shared.borrow_mut();
+            s.0 += 1;
+            let n = s.0;
+            s.1.insert(n, bytes);
+            Ok(MessageInfo {
+                id: MessageId(n.to_string()),
+                len: Some(if self.flaw == Flaw::WrongLength {
+                    len + 1
+                } else {
+                    len
+                }),
+                location: format!("message {n}"),
+            })
+        }
+
+        fn list(&mut self) -> Result<Vec<MessageInfo>, TransportError> {
+            Ok(self
+                .shared
+                .borrow()
+                .1
+                .iter()
+                .map(|(n, b)| MessageInfo {
+                    id: MessageId(n.to_string()),
+                    len: Some(b.len() as u64),
+                    location: format!("message {n}"),
+                })
+                .collect())
+        }
+
+        fn open(&mut self, id: &MessageId) -> Result<Box<dyn Read + '_>, TransportError> {
+            let n: u64 =
+                id.0.parse()
+                    .map_err(|_| TransportError::NotFound(id.clone()))?;
+            let s = self.shared.borrow();
+            let found = s.1.get(&n).or(match self.flaw {
+                Flaw::OpensSettled => s.2.get(&n),
+                _ => None,
+            });
+            match found {
+                Some(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
+                None => Err(TransportError::NotFound(id.clone())),
+            }
+        }
+
+        fn settle(&mut self, id: &MessageId, d: &Disposition) -> Result<(), TransportError> {
+            let n: u64 =
+                id.0.parse()
+                    .map_err(|_| TransportError::NotFound(id.clone()))?;
+            let mut s = self.shared.borrow_mut();
+            let take = match d {
+                Disposition::Retry { .. } => self.flaw == Flaw::RetryDrops,
+                Disposition::Rejected { .. } => self.flaw != Flaw::RejectedStays,
+                Disposition::Processed | Disposition::Obsolete => true,
+            };
+            if take && let Some(b) = s.1.remove(&n) {
+                s.2.insert(n, b);
+            }
+            Ok(())
+        }
+    }
+
+    fn suite_passes(flaw: Flaw) -> bool {
+        std::panic::catch_unwind(|| {
+            run(|| {
+                let shared = Rc::new(RefCell::new(Default::default()));
+                let a = Mailbox {
+                    shared: shared.clone(),
+                    flaw,
+                };
+                (a.clone(), a)
+            })
+        })
+        .is_ok()
+    }
+
+    #[test]
+    fn a_correct_mailbox_passes_and_each_broken_rule_fails_the_suite() {
+        assert!(suite_passes(Flaw::None), "a correct mailbox must pass");
+        for (flaw, what) in [
+            (Flaw::OpensSettled, "a settled message that still opens"),
+            (Flaw::RetryDrops, "Retry that drops the message"),
+            (Flaw::RejectedStays, "a rejected message offered again"),
+            (Flaw::WrongLength, "send reporting another length"),
+        ] {
+            assert!(!suite_passes(flaw), "the suite let {what} pass");
+        }
     }
 }

@@ -356,6 +356,8 @@ pub struct EmailTransport {
     inbox: Option<Inbox>,
     rt: tokio::runtime::Runtime,
     max_bundle: u64,
+    /// Bundles [`Transport::send`] handed over since [`EmailTransport::take_sent`].
+    sent: Vec<Sent>,
 }
 
 impl std::fmt::Debug for EmailTransport {
@@ -472,6 +474,7 @@ impl EmailTransport {
             inbox: None,
             rt,
             max_bundle: 0,
+            sent: Vec::new(),
         };
         t.max_bundle = t.per_email(&"x".repeat(mime::MAX_NAME), &t.to)? * u64::from(MAX_PARTS);
         Ok(t)
@@ -1368,6 +1371,14 @@ fn problem(state: &State, source: &Source, d: &Damaged) -> Result<Problem, Email
     })
 }
 
+impl EmailTransport {
+    /// What [`Transport::send`] handed to the server since the last call (emails, bytes,
+    /// recipients of each bundle), oldest first.
+    pub fn take_sent(&mut self) -> Vec<Sent> {
+        std::mem::take(&mut self.sent)
+    }
+}
+
 impl Transport for EmailTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -1389,11 +1400,13 @@ impl Transport for EmailTransport {
         len: u64,
     ) -> Result<MessageInfo, TransportError> {
         let sent = self.send_bundle(name, body, len)?;
-        Ok(MessageInfo {
+        let info = MessageInfo {
             id: MessageId(format!("{}{}", sent.name, mime::BUNDLE_SUFFIX)),
             len: Some(len),
             location: format!("{} email(s) to {}", sent.emails, sent.to.join(", ")),
-        })
+        };
+        self.sent.push(sent);
+        Ok(info)
     }
 
     /// [`EmailTransport::receive`], then the whole bundles.

@@ -68,6 +68,8 @@ pub struct SmsTransport {
     gateway: Gateway,
     pub(crate) peers: Vec<Peer>,
     recipient: Option<Phone>,
+    /// What [`Transport::send`] did since [`SmsTransport::take_sent`].
+    sent: Vec<SendReport>,
     clock: Clock,
 }
 
@@ -111,6 +113,7 @@ impl SmsTransport {
             gateway,
             peers: Vec::new(),
             recipient: None,
+            sent: Vec::new(),
             clock: Arc::new(SystemTime::now),
         })
     }
@@ -142,6 +145,14 @@ impl SmsTransport {
     /// [`Transport::send`]: ferry_transport::Transport::send
     pub fn set_recipient(&mut self, to: Option<Phone>) {
         self.recipient = to;
+    }
+
+    /// What [`Transport::send`] did since the last call (SMS sent now and queued for each
+    /// message), oldest first.
+    ///
+    /// [`Transport::send`]: ferry_transport::Transport::send
+    pub fn take_sent(&mut self) -> Vec<SendReport> {
+        std::mem::take(&mut self.sent)
     }
 
     /// Replaces the clock (tests, simulations).

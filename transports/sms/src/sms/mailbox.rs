@@ -102,14 +102,16 @@ impl Transport for SmsTransport {
             });
         }
         let r = self.send_to(&to, name, &message)?;
-        Ok(MessageInfo {
+        let info = MessageInfo {
             id: MessageId(format!("{}-{:05}", to.digits(), r.tag)),
             len: Some(len),
             location: format!(
                 "SMS to {to}: {} message(s), {} sent, {} queued",
                 r.parts, r.sent_now, r.queued
             ),
-        })
+        };
+        self.sent.push(r);
+        Ok(info)
     }
 
     fn list(&mut self) -> Result<Vec<MessageInfo>, TransportError> {
