@@ -13,11 +13,14 @@
 //!
 //! Every transport must pass the shared [`conformance`] suite. Files that must be replaced
 //! whole (state, spools, bundles) are written through [`fsutil`], by transports and the node.
+//! Pieces of messages being received are kept, by every transport that reassembles, in one
+//! [`parts`] store.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod conformance;
 pub mod fsutil;
+pub mod parts;
 
 use std::io::Read;
 use std::time::Duration;
