@@ -220,26 +220,31 @@ fn two_homes_converge_over_a_1200_baud_link_losing_0_and_10_percent_of_frames() 
 }
 
 /// Waits until the clinic's serial state folder holds at least `bytes` of a partly
-/// received message (the sum of the part records in its `.log`; the `.part` file is
-/// sparse, as long as the whole message from the start).
+/// received message (the sum of the part records in its group's `log`, in the layout of
+/// `ferry_transport::parts`; the group's `data` is sparse, so its length says nothing).
 fn wait_for_part(clinic: &Laptop, bytes: u64) {
-    let rx = clinic.home.join("transports/serial/rx");
+    let parts = clinic.home.join("transports/serial/rx/parts");
     let held_in = |log: &Path| -> u64 {
         let raw = std::fs::read(log).unwrap_or_default();
-        raw.get(16..)
-            .unwrap_or_default()
-            .chunks_exact(16)
-            .map(|r| u64::from(u32::from_le_bytes(r[8..12].try_into().unwrap())))
-            .sum()
+        // Header: magic 8, total 8, units 1, created 8. Records: body length u16, body,
+        // CRC-32; the body's range length is at 12..20.
+        let (mut at, mut held) = (25, 0);
+        while let Some(n) = raw.get(at..at + 2) {
+            let n = usize::from(u16::from_le_bytes(n.try_into().unwrap()));
+            let Some(body) = raw.get(at + 2..at + 2 + n).filter(|b| b.len() >= 20) else {
+                break;
+            };
+            held += u64::from_le_bytes(body[12..20].try_into().unwrap());
+            at += 6 + n;
+        }
+        held
     };
     let start = Instant::now();
     loop {
-        let held: u64 = std::fs::read_dir(&rx)
+        let held: u64 = std::fs::read_dir(&parts)
             .map(|d| {
                 d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                    .map(|p| held_in(&p))
+                    .map(|e| held_in(&e.path().join("log")))
                     .max()
                     .unwrap_or(0)
             })

@@ -64,7 +64,7 @@
 //! ```
 
 use crate::fsutil::{self, AtomicWrite, Step};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -258,7 +258,7 @@ impl PartStore {
             total,
             units,
             created: 0,
-            cands: Vec::new(),
+            cands: Cands::default(),
             next_id: 1,
             on_disk: false,
             log_stale: false,
@@ -295,7 +295,7 @@ impl PartStore {
                 continue;
             };
             let fits = c.len > 0 && c.end() <= total;
-            let fresh = !g.cands.iter().any(|o| o.id == c.id);
+            let fresh = g.cands.get(c.id).is_none();
             let sound = fits
                 && fresh
                 && (units == Units::Pieces || c.size == c.len)
@@ -308,7 +308,7 @@ impl PartStore {
                 };
             g.next_id = g.next_id.max(c.id.saturating_add(1));
             if sound {
-                g.cands.push(c);
+                g.cands.insert(c);
             } else {
                 g.log_stale = true;
             }
@@ -532,6 +532,69 @@ fn cut(sender: &str) -> &str {
     &sender[..end]
 }
 
+/// A group's candidates, by range start (so finding a range's versions, or what overlaps a
+/// range, costs a lookup, not a scan: a serial message has hundreds of thousands).
+#[derive(Debug, Default)]
+struct Cands {
+    by_start: BTreeMap<(u64, u32), Candidate>,
+    offset_of: HashMap<u32, u64>,
+    /// No candidate's range is longer (an upper bound: removals do not lower it).
+    max_len: u64,
+    /// Where `data` ends: the next piece's position in pieces units.
+    data_end: u64,
+}
+
+impl Cands {
+    fn insert(&mut self, c: Candidate) {
+        self.max_len = self.max_len.max(c.len);
+        if let Place::Data(pos) = c.place {
+            self.data_end = self.data_end.max(pos + c.size);
+        }
+        self.offset_of.insert(c.id, c.offset);
+        self.by_start.insert((c.offset, c.id), c);
+    }
+
+    fn get(&self, id: u32) -> Option<&Candidate> {
+        self.by_start.get(&(*self.offset_of.get(&id)?, id))
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut Candidate> {
+        self.by_start.get_mut(&(*self.offset_of.get(&id)?, id))
+    }
+
+    fn remove(&mut self, id: u32) -> Option<Candidate> {
+        let off = self.offset_of.remove(&id)?;
+        self.by_start.remove(&(off, id))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Candidate> {
+        self.by_start.values()
+    }
+
+    fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    fn clear(&mut self) {
+        *self = Cands::default();
+    }
+
+    /// Candidates whose range starts at `offset`.
+    fn starting_at(&self, offset: u64) -> impl Iterator<Item = &Candidate> {
+        self.by_start
+            .range((offset, 0)..=(offset, u32::MAX))
+            .map(|(_, c)| c)
+    }
+
+    /// Candidates whose range overlaps `[start, end)`.
+    fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Candidate> {
+        self.by_start
+            .range((start.saturating_sub(self.max_len), 0)..(end, 0))
+            .map(|(_, c)| c)
+            .filter(move |c| c.end() > start)
+    }
+}
+
 /// One message being received: its candidates, as checked on opening. Holds no file open.
 #[derive(Debug)]
 pub struct Group {
@@ -540,7 +603,7 @@ pub struct Group {
     total: u64,
     units: Units,
     created: u64,
-    cands: Vec<Candidate>,
+    cands: Cands,
     next_id: u32,
     /// Whether the log exists with this group's header.
     on_disk: bool,
@@ -589,22 +652,30 @@ impl Group {
         self.on_disk
     }
 
-    /// Its candidates, in order of arrival.
-    pub fn candidates(&self) -> &[Candidate] {
-        &self.cands
+    /// Its candidates, by range (start, then id).
+    pub fn candidates(&self) -> impl Iterator<Item = &Candidate> {
+        self.cands.iter()
+    }
+
+    /// How many candidates it holds.
+    pub fn count(&self) -> usize {
+        self.cands.len()
     }
 
     /// The candidate `id`.
     pub fn candidate(&self, id: u32) -> Option<&Candidate> {
-        self.cands.iter().find(|c| c.id == id)
+        self.cands.get(id)
+    }
+
+    /// The versions held of the range `[offset, offset+len)`.
+    pub fn versions(&self, offset: u64, len: u64) -> impl Iterator<Item = &Candidate> {
+        self.cands.starting_at(offset).filter(move |c| c.len == len)
     }
 
     /// The ranges its candidates cover, merged and sorted.
     pub fn coverage(&self) -> Vec<(u64, u64)> {
-        let mut r: Vec<(u64, u64)> = self.cands.iter().map(|c| (c.offset, c.end())).collect();
-        r.sort_unstable();
         let mut out: Vec<(u64, u64)> = Vec::new();
-        for (s, e) in r {
+        for (s, e) in self.cands.iter().map(|c| (c.offset, c.end())) {
             match out.last_mut() {
                 Some(last) if s <= last.1 => last.1 = last.1.max(e),
                 _ => out.push((s, e)),
@@ -626,7 +697,7 @@ impl Group {
     /// What each (sender, trust) holds here.
     pub fn usage(&self) -> BTreeMap<(String, u8), Usage> {
         let mut out: BTreeMap<(String, u8), Usage> = BTreeMap::new();
-        for c in &self.cands {
+        for c in self.cands.iter() {
             let u = out.entry((c.sender.clone(), c.trust)).or_default();
             u.candidates += 1;
             u.bytes += c.size;
@@ -689,7 +760,7 @@ impl Group {
     /// Rewrites the log from the candidates held (atomically).
     fn rewrite_log(&mut self, durable: bool) -> io::Result<()> {
         let mut raw = header(self.total, self.units, self.created);
-        for c in &self.cands {
+        for c in self.cands.iter() {
             raw.extend(record(c));
         }
         AtomicWrite::new()
@@ -722,12 +793,7 @@ impl Group {
             )));
         }
         let crc = crc32(new.bytes);
-        let same: Vec<Candidate> = self
-            .cands
-            .iter()
-            .filter(|c| c.offset == new.offset && c.len == new.len)
-            .cloned()
-            .collect();
+        let same: Vec<Candidate> = self.versions(new.offset, new.len).cloned().collect();
         for c in &same {
             if c.size == new.bytes.len() as u64 && c.crc == crc && self.read(c.id)? == new.bytes {
                 return Ok(Added::Duplicate(c.id));
@@ -763,30 +829,18 @@ impl Group {
         let id = self.next_id;
         self.next_id += 1;
         let size = new.bytes.len() as u64;
-        let in_data = |c: &Candidate| match c.place {
-            Place::Data(pos) => Some((pos, pos + c.size)),
-            Place::Own => None,
-        };
         let pos = match self.units {
             Units::Bytes => new.offset,
-            Units::Pieces => self
-                .cands
-                .iter()
-                .filter_map(in_data)
-                .map(|r| r.1)
-                .max()
-                .unwrap_or(0),
+            Units::Pieces => self.cands.data_end,
         };
-        let data_taken = match self.units {
-            Units::Bytes => self
-                .cands
-                .iter()
-                .filter_map(in_data)
-                .any(|(s, e)| s < end && new.offset < e),
-            Units::Pieces => self.cands.iter().any(|c| {
-                matches!(c.place, Place::Data(_)) && c.offset < end && new.offset < c.end()
-            }),
-        };
+        // In bytes units a range's position in `data` is its offset, so a range overlapping
+        // one held there would overwrite it; in pieces units each has its own position, and
+        // only a second version of the same pieces goes elsewhere (so the first stays the
+        // one `data` holds).
+        let data_taken = self
+            .cands
+            .overlapping(new.offset, end)
+            .any(|c| matches!(c.place, Place::Data(_)));
         let place = if data_taken {
             let path = self.dir.join(format!("{id}.cand"));
             let mut f = OpenOptions::new()
@@ -822,7 +876,7 @@ impl Group {
             .append(true)
             .open(self.dir.join("log"))?
             .write_all(&record(&c))?;
-        self.cands.push(c);
+        self.cands.insert(c);
         self.unsynced = true;
         Ok(Added::New { id, evicted })
     }
@@ -836,7 +890,7 @@ impl Group {
         sender: &str,
         durable: bool,
     ) -> io::Result<()> {
-        let Some(c) = self.cands.iter_mut().find(|c| c.id == id) else {
+        let Some(c) = self.cands.get_mut(id) else {
             return Ok(());
         };
         if trust <= c.trust {
@@ -874,16 +928,10 @@ impl Group {
     /// Removes candidates: the log is rewritten without them (atomically, flushed when
     /// `durable`) and their own files go; bytes in `data` stay until the group finishes.
     pub fn remove(&mut self, ids: &[u32], durable: bool) -> io::Result<()> {
-        let gone: Vec<Candidate> = self
-            .cands
-            .iter()
-            .filter(|c| ids.contains(&c.id))
-            .cloned()
-            .collect();
+        let gone: Vec<Candidate> = ids.iter().filter_map(|&id| self.cands.remove(id)).collect();
         if gone.is_empty() {
             return Ok(());
         }
-        self.cands.retain(|c| !ids.contains(&c.id));
         self.rewrite_log(durable)?;
         for c in gone {
             if c.place == Place::Own {
@@ -903,8 +951,6 @@ impl Group {
         max_steps: usize,
         mut skip: impl FnMut(&[u32]) -> bool,
     ) -> Vec<Vec<u32>> {
-        let mut order: Vec<&Candidate> = self.cands.iter().collect();
-        order.sort_by_key(|c| (std::cmp::Reverse(c.trust), c.at, c.id));
         let mut out = Vec::new();
         if self.total == 0 {
             if max > 0 && !skip(&[]) {
@@ -915,40 +961,40 @@ impl Group {
         if !self.is_covered() {
             return out;
         }
-        // An explicit depth-first search: per depth, the index into `order` to try next.
-        let mut stack: Vec<(u64, usize)> = vec![(0, 0)];
+        let mut steps = 0usize;
+        // The candidates that can come next at `pos`, best first.
+        let options = |pos: u64, steps: &mut usize| -> Vec<&Candidate> {
+            let mut v: Vec<&Candidate> = match self.units {
+                Units::Bytes => self.cands.overlapping(pos, pos + 1).collect(),
+                Units::Pieces => self.cands.starting_at(pos).collect(),
+            };
+            *steps += v.len().max(1);
+            v.sort_by_key(|c| (std::cmp::Reverse(c.trust), c.at, c.id));
+            v
+        };
+        // An explicit depth-first search (a serial message is one long chain): per depth,
+        // the options at its position and the next one to try.
+        let mut stack: Vec<(Vec<&Candidate>, usize)> = vec![(options(0, &mut steps), 0)];
         let mut chosen: Vec<u32> = Vec::new();
-        let mut steps = 0;
-        while let Some(&mut (pos, ref mut next)) = stack.last_mut() {
+        while let Some((opts, next)) = stack.last_mut() {
             if out.len() >= max || steps >= max_steps {
                 break;
             }
-            let found = order[*next..].iter().position(|c| {
-                let covers = match self.units {
-                    Units::Bytes => c.offset <= pos && pos < c.end(),
-                    Units::Pieces => c.offset == pos,
-                };
-                steps += 1;
-                covers
-            });
-            match found {
-                None => {
-                    stack.pop();
-                    chosen.pop();
+            let Some(c) = opts.get(*next).copied() else {
+                stack.pop();
+                chosen.pop();
+                continue;
+            };
+            *next += 1;
+            chosen.push(c.id);
+            if c.end() >= self.total {
+                if !skip(&chosen) {
+                    out.push(chosen.clone());
                 }
-                Some(k) => {
-                    let c = order[*next + k];
-                    *next += k + 1;
-                    chosen.push(c.id);
-                    if c.end() >= self.total {
-                        if !skip(&chosen) {
-                            out.push(chosen.clone());
-                        }
-                        chosen.pop();
-                    } else {
-                        stack.push((c.end(), 0));
-                    }
-                }
+                chosen.pop();
+            } else {
+                let o = options(c.end(), &mut steps);
+                stack.push((o, 0));
             }
         }
         out
@@ -960,11 +1006,33 @@ impl Group {
     pub fn assemble(&self, combo: &[u32], out: &mut impl Write) -> io::Result<u64> {
         let mut written = 0u64;
         let mut end = 0u64;
+        let mut data: Option<File> = None;
+        let mut bytes = Vec::new();
         for &id in combo {
             let c = self
                 .candidate(id)
                 .ok_or_else(|| invalid(format!("no candidate {id} in {}", self.key)))?;
-            let bytes = self.read(id)?;
+            let path = self.path_of(c);
+            match c.place {
+                Place::Data(pos) => {
+                    if data.is_none() {
+                        data = Some(File::open(&path)?);
+                    }
+                    read_at(
+                        data.as_mut().expect("opened above"),
+                        pos,
+                        c.size,
+                        &mut bytes,
+                    )?;
+                }
+                Place::Own => bytes = fs::read(&path)?,
+            }
+            if bytes.len() as u64 != c.size || crc32(&bytes) != c.crc {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} changed on disk", path.display()),
+                ));
+            }
             let skip = match self.units {
                 Units::Bytes => end.saturating_sub(c.offset).min(c.size) as usize,
                 Units::Pieces => 0,
@@ -993,7 +1061,7 @@ impl Group {
 
     /// Finishes the group with the whole message: the assembly of `combo` is written to
     /// `dest` (atomically; flushed when `durable`), then the candidates go (log, `data`,
-    /// candidate files; the caller's blob and the folder stay until [`PartStore::remove`]).
+    /// candidate files; the caller's blob, and so the folder, stay until [`PartStore::remove`]).
     /// When `data` is the message already (bytes units, first versions only), it is renamed
     /// into place instead of copied.
     pub fn finish(&mut self, combo: &[u32], dest: &Path, durable: bool) -> io::Result<()> {
@@ -1027,7 +1095,8 @@ impl Group {
         self.drop_candidates()
     }
 
-    /// Removes every candidate and its files, and the log (the caller's blob stays).
+    /// Removes every candidate and its files, and the log (the caller's blob stays); the
+    /// folder too if that leaves it empty.
     pub fn drop_candidates(&mut self) -> io::Result<()> {
         if self.dir.is_dir() {
             for e in fs::read_dir(&self.dir)?.flatten() {
@@ -1038,6 +1107,8 @@ impl Group {
                 }
             }
         }
+        // The folder goes too when nothing else is in it (the caller's blob, a whole message).
+        let _ = fs::remove_dir(&self.dir);
         self.cands.clear();
         self.on_disk = false;
         self.log_stale = false;
@@ -1103,27 +1174,15 @@ mod tests {
         }
         drop(g); // no sync: a killed process keeps what reached the OS
         let g = store.group("m", 10, Units::Bytes).unwrap();
-        assert_eq!(g.candidates().len(), 5);
+        assert_eq!(g.count(), 5);
         assert_eq!(names(&dir.path().join("m")), ["data", "log"]);
         assert_eq!(g.coverage(), vec![(0, 10)]);
         let combos = g.combinations(4, 4096, |_| false);
         assert_eq!(combos.len(), 1);
         assert_eq!(whole(&g, &combos[0]), [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
         // Another length, or other units: what is there is not this message.
-        assert!(
-            store
-                .group("m", 11, Units::Bytes)
-                .unwrap()
-                .candidates()
-                .is_empty()
-        );
-        assert!(
-            store
-                .group("m", 10, Units::Pieces)
-                .unwrap()
-                .candidates()
-                .is_empty()
-        );
+        assert!(store.group("m", 11, Units::Bytes).unwrap().count() == 0);
+        assert!(store.group("m", 10, Units::Pieces).unwrap().count() == 0);
     }
 
     #[test]
@@ -1147,7 +1206,7 @@ mod tests {
             Added::New { .. }
         ));
         let g = store.group("m", 100, Units::Bytes).unwrap();
-        assert_eq!(g.candidates().len(), 2);
+        assert_eq!(g.count(), 2);
         assert_eq!(
             whole(&g, &g.combinations(1, 100, |_| false)[0])[50..],
             [6; 50]
@@ -1332,7 +1391,7 @@ mod tests {
             }
         );
         assert_eq!(g.have(), 40);
-        let b = g.candidates().iter().find(|c| c.sender == "b").unwrap().id;
+        let b = g.candidates().find(|c| c.sender == "b").unwrap().id;
         g.remove(&[b], true).unwrap();
         let g = store.group("m", 100, Units::Bytes).unwrap();
         assert_eq!(g.usage().len(), 1);
@@ -1383,8 +1442,10 @@ mod tests {
         let dest = dir.path().join("a.msg");
         g.finish(&combo, &dest, true).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"abcdef");
-        assert!(names(&dir.path().join("parts/a")).is_empty());
-        store.remove("a").unwrap();
+        assert!(
+            !dir.path().join("parts/a").exists(),
+            "an empty group folder goes"
+        );
         assert!(store.keys().unwrap().is_empty());
         // A second version chosen: the assembly is written out.
         let mut g = store.group("b", 4, Units::Bytes).unwrap();
@@ -1397,6 +1458,28 @@ mod tests {
         g.finish(&[id], &dest, true).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"good");
         assert_eq!(names(&dir.path().join("parts/b")), ["meta", "whole"]);
+    }
+
+    #[test]
+    fn a_long_chain_of_small_parts_is_one_data_file_and_one_combination() {
+        // Serial's case: many small frames (here 20 000) of one message, no second version.
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartStore::new(dir.path());
+        let n = 20_000u64;
+        let msg: Vec<u8> = (0..n * 3).map(|i| (i * 31 % 251) as u8).collect();
+        let mut g = store.group("long", n * 3, Units::Bytes).unwrap();
+        for i in (0..n).rev() {
+            let at = (i * 3) as usize;
+            let added = g.add(&new(i * 3, &msg[at..at + 3], "", 0), 1).unwrap();
+            assert!(matches!(added, Added::New { evicted: None, .. }));
+        }
+        g.sync().unwrap();
+        let g = store.group("long", n * 3, Units::Bytes).unwrap();
+        assert_eq!(g.count(), n as usize);
+        assert_eq!(names(&dir.path().join("long")), ["data", "log"]);
+        let combos = g.combinations(2, usize::MAX, |_| false);
+        assert_eq!(combos.len(), 1);
+        assert_eq!(whole(&g, &combos[0]), msg);
     }
 
     #[test]

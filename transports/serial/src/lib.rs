@@ -35,8 +35,8 @@
 //! restarts or another radio is used, the next session OFFERs the same message (the node
 //! keeps the same bytes until they are delivered), the receiver answers with the ranges it
 //! still lacks, and only those are sent. The layout of the state folder is documented in
-//! the `store` module: `rx/<hash>.part` + `rx/<hash>.log` for parts, `rx/<hash>.msg` for
-//! whole messages, `airtime.log` for the duty cycle.
+//! the `store` module: `rx/parts/<hash>/` (a group of `ferry_transport::parts`) for parts,
+//! `rx/<hash>.msg` for whole messages, `airtime.log` for the duty cycle.
 //!
 //! # Strangers
 //!

@@ -2,19 +2,27 @@
 //! airtime log behind the duty-cycle limit.
 //!
 //! ```text
-//! STATE/rx/<hash>.part   the message's bytes so far, each at its offset (may be sparse)
-//! STATE/rx/<hash>.log    "FRYP", 1, 0, 0, 0, length u64; then one 16-byte record per part
-//!                        received: offset u64, length u32, CRC-32 of those bytes u32
-//! STATE/rx/<hash>.msg    a whole message whose hash was checked (the .part, renamed)
-//! STATE/rx/<hash>.done   a whole message the mailbox view filed as processed
-//! STATE/airtime.log      one line per frame sent: unix milliseconds, airtime microseconds
+//! STATE/rx/parts/<hash>/  a message being received: a group of ferry_transport's part
+//!                         store (`log` of parts received: offset, length, CRC-32; `data`
+//!                         holding each part at its offset, sparse)
+//! STATE/rx/<hash>.msg     a whole message whose hash was checked (the group's data, renamed)
+//! STATE/rx/<hash>.done    a whole message the mailbox view filed as processed
+//! STATE/airtime.log       one line per frame sent: unix milliseconds, airtime microseconds
 //! ```
 //!
-//! A part is written to `.part` before its record is appended to `.log`, and both are
-//! flushed to the device before an acknowledgement leaves, so what the other end was told
-//! is held survives a crash. On reopening, every record is checked against the bytes
-//! (CRC-32): a record whose bytes did not reach the disk (power cut) is dropped and its range
-//! asked for again. The whole message is checked against its hash before it is delivered.
+//! The part store ([`ferry_transport::parts`]) does the durable work: a part is written to
+//! `data` before its record is appended to `log`, and both are flushed to the device
+//! ([`Partial::sync`]) before an acknowledgement leaves, so what the other end was told is
+//! held survives a crash. On reopening, every record is checked against the bytes (CRC-32):
+//! a record whose bytes did not reach the disk (power cut) is dropped and its range asked
+//! for again. A link is point to point and its other end already admitted, so one version
+//! of each byte is kept: only the bytes not held yet are stored, and the whole message is
+//! checked against its hash before it is delivered (a mismatch forgets every part).
+//!
+//! **Upgrading.** Parts kept by an earlier version (`rx/<hash>.part` + `rx/<hash>.log`)
+//! are removed when a session opens: a message that was partly received before the upgrade
+//! is received again from the start when it is next offered. Whole messages (`.msg`) are
+//! kept as they were.
 //!
 //! **Bounded.** Nothing is created when a message is only announced: its files appear with
 //! its first bytes. No file stays open between two writes (a session holds no file handle
@@ -26,18 +34,15 @@
 //! removed when a session opens.
 
 use crate::MessageHash;
-use crate::crc::crc32;
 use crate::ranges::RangeSet;
 use ferry_transport::fsutil;
+use ferry_transport::parts::{Group, NewCandidate, PartStore, Units};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const LOG_MAGIC: &[u8; 8] = b"FRYP\x01\x00\x00\x00";
-const LOG_HEADER: usize = 16;
-const RECORD: usize = 16;
 const KEEP_PARTIAL: Duration = Duration::from_secs(30 * 24 * 3600);
 const KEEP_COMPLETE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Most messages (whole or partial) the state folder keeps.
@@ -45,11 +50,14 @@ pub const RX_MAX_MESSAGES: usize = 64;
 /// Most bytes the state folder keeps, by apparent size (a partial message counts its whole
 /// announced length).
 pub const RX_MAX_BYTES: u64 = 64 << 20;
+/// Versions kept of one range: one (the link is point to point; the hash decides).
+const ONE_VERSION: usize = 1;
 
 /// Received messages, whole and in part.
 #[derive(Debug)]
 pub(crate) struct RxStore {
     dir: PathBuf,
+    parts: PartStore,
 }
 
 /// What the store holds of a message.
@@ -60,19 +68,15 @@ pub(crate) enum Lookup {
     Partial(Partial),
 }
 
-/// A message being received. Its files are opened for each write and closed again; they
-/// are created with the first bytes.
+/// A message being received: its group in the part store, and the bytes held. Its files
+/// are opened for each write and closed again; they are created with the first bytes.
 #[derive(Debug)]
 pub(crate) struct Partial {
     hash: MessageHash,
     len: u64,
-    data_path: PathBuf,
-    log_path: PathBuf,
-    /// Whether the files hold this message's parts (else they are made, or remade, at the
-    /// first write).
-    on_disk: bool,
+    /// Boxed: a group's index is large beside the engine's other states.
+    group: Box<Group>,
     held: RangeSet,
-    unsynced: bool,
 }
 
 /// One message in the folder, for the quota.
@@ -80,7 +84,25 @@ struct Entry {
     hash: MessageHash,
     bytes: u64,
     modified: SystemTime,
-    paths: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    group: bool,
+}
+
+/// The entry of `hash`, made if new, touched at `modified`.
+fn entry(
+    by_hash: &mut HashMap<MessageHash, Entry>,
+    hash: MessageHash,
+    modified: SystemTime,
+) -> &mut Entry {
+    let e = by_hash.entry(hash).or_insert(Entry {
+        hash,
+        bytes: 0,
+        modified,
+        files: Vec::new(),
+        group: false,
+    });
+    e.modified = e.modified.max(modified);
+    e
 }
 
 fn age(path: &Path) -> Option<Duration> {
@@ -90,36 +112,43 @@ fn age(path: &Path) -> Option<Duration> {
         .and_then(|t| t.elapsed().ok())
 }
 
-/// The length a `.log` announces, if it has a valid header.
-fn log_len(path: &Path) -> Option<u64> {
-    let mut head = [0u8; LOG_HEADER];
-    File::open(path).ok()?.read_exact(&mut head).ok()?;
-    (&head[..8] == LOG_MAGIC).then(|| u64::from_le_bytes(head[8..16].try_into().expect("8 bytes")))
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl RxStore {
-    /// Opens (creating) `state/rx` and removes stale leftovers.
+    /// Opens (creating) `state/rx` and removes stale leftovers (and parts in the layout of
+    /// an earlier version).
     pub(crate) fn open(state: &Path) -> io::Result<RxStore> {
-        let dir = state.join("rx");
-        fs::create_dir_all(&dir)?;
-        for e in fs::read_dir(&dir)?.flatten() {
+        let store = RxStore::at(state);
+        fs::create_dir_all(&store.dir)?;
+        for e in fs::read_dir(&store.dir)?.flatten() {
             let p = e.path();
-            let keep = match p.extension().and_then(|x| x.to_str()) {
-                Some("msg") | Some("done") | Some("refused") => KEEP_COMPLETE,
-                Some("part") | Some("log") => KEEP_PARTIAL,
-                _ => continue,
-            };
-            if age(&p).is_some_and(|a| a > keep) {
-                let _ = fs::remove_file(&p);
+            match p.extension().and_then(|x| x.to_str()) {
+                Some("msg") | Some("done") | Some("refused")
+                    if age(&p).is_some_and(|a| a > KEEP_COMPLETE) =>
+                {
+                    let _ = fs::remove_file(&p);
+                }
+                // An earlier version's parts: received again from the start.
+                Some("part") | Some("log") => {
+                    let _ = fs::remove_file(&p);
+                }
+                _ => {}
             }
         }
-        Ok(RxStore { dir })
+        store.parts.expire(SystemTime::now(), KEEP_PARTIAL)?;
+        Ok(store)
     }
 
     /// The store of `state`, without touching the disk.
     pub(crate) fn at(state: &Path) -> RxStore {
+        let dir = state.join("rx");
         RxStore {
-            dir: state.join("rx"),
+            parts: PartStore::new(dir.join("parts")),
+            dir,
         }
     }
 
@@ -142,49 +171,19 @@ impl RxStore {
             }
             fs::remove_file(&msg)?;
         }
-        let data_path = self.dir.join(format!("{hash}.part"));
-        let log_path = self.dir.join(format!("{hash}.log"));
-        let mut p = Partial {
+        // Parts of another length are not this message's: the group starts over at the
+        // first write.
+        let group = self.parts.group(&hash.to_string(), len, Units::Bytes)?;
+        let mut held = RangeSet::new();
+        for (s, e) in group.coverage() {
+            held.insert(s, e);
+        }
+        Ok(Lookup::Partial(Partial {
             hash: *hash,
             len,
-            data_path,
-            log_path,
-            on_disk: false,
-            held: RangeSet::new(),
-            unsynced: false,
-        };
-        let raw = match fs::read(&p.log_path) {
-            Ok(raw) => raw,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Partial(p)),
-            Err(e) => return Err(e),
-        };
-        let header_ok = raw.len() >= LOG_HEADER
-            && &raw[..8] == LOG_MAGIC
-            && u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes")) == len;
-        let mut data = match File::open(&p.data_path) {
-            Ok(f) if header_ok => f,
-            // Parts of another length, or a log without its data: start over at the first
-            // write.
-            _ => return Ok(Lookup::Partial(p)),
-        };
-        let mut held = RangeSet::new();
-        let mut buf = Vec::new();
-        for rec in raw[LOG_HEADER..].chunks_exact(RECORD) {
-            let off = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
-            let n = u32::from_le_bytes(rec[8..12].try_into().expect("4 bytes")) as u64;
-            let crc = u32::from_le_bytes(rec[12..16].try_into().expect("4 bytes"));
-            if n == 0 || off + n > len || held.contains(off, off + n) {
-                continue;
-            }
-            buf.resize(n as usize, 0);
-            data.seek(SeekFrom::Start(off))?;
-            if data.read_exact(&mut buf).is_ok() && crc32(&buf) == crc {
-                held.insert(off, off + n);
-            }
-        }
-        p.held = held;
-        p.on_disk = true;
-        Ok(Lookup::Partial(p))
+            group: Box::new(group),
+            held,
+        }))
     }
 
     /// Reads a whole message.
@@ -219,9 +218,17 @@ impl RxStore {
     }
 
     /// Every message in the folder with its apparent size: a whole one its length, a
-    /// partial one the larger of its announced length and its files' lengths.
+    /// partial one its announced length.
     fn entries(&self) -> io::Result<Vec<Entry>> {
         let mut by_hash: HashMap<MessageHash, Entry> = HashMap::new();
+        for g in self.parts.list()? {
+            let Ok(hash) = g.key.parse::<MessageHash>() else {
+                continue;
+            };
+            let e = entry(&mut by_hash, hash, g.modified);
+            e.bytes += g.total;
+            e.group = true;
+        }
         for e in fs::read_dir(&self.dir)? {
             let e = e?;
             let path = e.path();
@@ -232,7 +239,7 @@ impl RxStore {
             let Ok(hash) = hex.parse::<MessageHash>() else {
                 continue;
             };
-            if !matches!(ext, "part" | "log" | "msg" | "done" | "refused") {
+            if !matches!(ext, "msg" | "done" | "refused") {
                 continue;
             }
             let meta = match e.metadata() {
@@ -240,25 +247,10 @@ impl RxStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            let mut bytes = meta.len();
-            if ext == "log" {
-                bytes = bytes.max(log_len(&path).unwrap_or(0));
-            }
-            let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-            let entry = by_hash.entry(hash).or_insert(Entry {
-                hash,
-                bytes: 0,
-                modified,
-                paths: Vec::new(),
-            });
-            // A partial message's `.part` and `.log` describe the same bytes: count the
-            // larger, once; a whole message and a partial one of the same hash both count.
-            entry.bytes = match ext {
-                "part" | "log" => entry.bytes.max(bytes),
-                _ => entry.bytes + bytes,
-            };
-            entry.modified = entry.modified.max(modified);
-            entry.paths.push(path);
+            // A whole message and a partial one of the same hash both count.
+            let en = entry(&mut by_hash, hash, meta.modified().unwrap_or(UNIX_EPOCH));
+            en.bytes += meta.len();
+            en.files.push(path);
         }
         Ok(by_hash.into_values().collect())
     }
@@ -285,11 +277,14 @@ impl RxStore {
             if count <= RX_MAX_MESSAGES && bytes <= RX_MAX_BYTES {
                 break;
             }
-            for p in &e.paths {
+            for p in &e.files {
                 match fs::remove_file(p) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
+            }
+            if e.group {
+                self.parts.remove(&e.hash.to_string())?;
             }
             count -= 1;
             bytes -= e.bytes;
@@ -310,100 +305,96 @@ impl Partial {
 
     /// Whether its files exist (it holds bytes, or held some once).
     pub(crate) fn on_disk(&self) -> bool {
-        self.on_disk
+        self.group.on_disk()
     }
 
     /// Where the parts are kept (for error messages).
     pub(crate) fn path(&self) -> &Path {
-        &self.data_path
+        self.group.dir()
     }
 
-    /// Makes (or remakes) the files: an empty `.part` and a `.log` with only its header.
-    fn create(&mut self) -> io::Result<()> {
-        File::create(&self.data_path)?;
-        let mut log = File::create(&self.log_path)?;
-        log.write_all(LOG_MAGIC)?;
-        log.write_all(&self.len.to_le_bytes())?;
-        self.on_disk = true;
-        self.held = RangeSet::new();
-        self.unsynced = true;
-        Ok(())
-    }
-
-    /// Stores bytes received at `offset`.
+    /// Stores bytes received at `offset`: those not held yet (one version of each byte).
     pub(crate) fn write(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let end = offset + bytes.len() as u64;
         if bytes.is_empty() || end > self.len || self.held.contains(offset, end) {
             return Ok(());
         }
-        if !self.on_disk {
-            self.create()?;
+        let mut gaps = Vec::new();
+        let mut at = offset;
+        for (s, e) in self.held.iter() {
+            if e <= at {
+                continue;
+            }
+            if s >= end {
+                break;
+            }
+            if s > at {
+                gaps.push((at, s));
+            }
+            at = at.max(e);
         }
-        let mut data = OpenOptions::new().write(true).open(&self.data_path)?;
-        data.seek(SeekFrom::Start(offset))?;
-        data.write_all(bytes)?;
-        let mut rec = [0u8; RECORD];
-        rec[..8].copy_from_slice(&offset.to_le_bytes());
-        rec[8..12].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-        rec[12..16].copy_from_slice(&crc32(bytes).to_le_bytes());
-        OpenOptions::new()
-            .append(true)
-            .open(&self.log_path)?
-            .write_all(&rec)?;
-        self.held.insert(offset, end);
-        self.unsynced = true;
+        if at < end {
+            gaps.push((at, end));
+        }
+        let now = unix_now();
+        for (s, e) in gaps {
+            let part = &bytes[(s - offset) as usize..(e - offset) as usize];
+            self.group.add(
+                &NewCandidate {
+                    offset: s,
+                    len: e - s,
+                    bytes: part,
+                    sender: "",
+                    trust: 0,
+                    at: now,
+                },
+                ONE_VERSION,
+            )?;
+            self.held.insert(s, e);
+        }
         Ok(())
     }
 
-    /// Flushes what was written to the device (a new handle flushes the file's data, as
-    /// `fsync` works on the file, not on the handle).
+    /// Flushes what was written to the device.
     pub(crate) fn sync(&mut self) -> io::Result<()> {
-        if self.unsynced && self.on_disk {
-            File::open(&self.data_path)?.sync_data()?;
-            File::open(&self.log_path)?.sync_data()?;
-            self.unsynced = false;
-        }
-        Ok(())
+        self.group.sync()
     }
 
     /// Forgets every part (after a hash mismatch).
     pub(crate) fn reset(&mut self) -> io::Result<()> {
-        for p in [&self.data_path, &self.log_path] {
-            match fs::remove_file(p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        self.on_disk = false;
+        self.group.drop_candidates()?;
         self.held = RangeSet::new();
-        self.unsynced = false;
         Ok(())
     }
 
     /// Checks a complete message against its hash and keeps it as `.msg`. Returns false, with
     /// every part forgotten, if the bytes do not match the hash.
     pub(crate) fn finish(&mut self, store: &RxStore) -> io::Result<bool> {
-        if !self.on_disk {
-            // Nothing was ever written: only an empty message is complete without bytes.
-            self.create()?;
-        }
+        // One version of each byte: one combination covers the message, if any does.
+        let Some(combo) = self
+            .group
+            .combinations(1, usize::MAX, |_| false)
+            .into_iter()
+            .next()
+        else {
+            self.reset()?;
+            return Ok(false);
+        };
         let mut bytes = Vec::with_capacity(self.len as usize);
-        File::open(&self.data_path)?
-            .take(self.len)
-            .read_to_end(&mut bytes)?;
-        if bytes.len() as u64 != self.len || MessageHash::of(&bytes) != self.hash {
+        let whole = match self.group.assemble(&combo, &mut bytes) {
+            Ok(n) => n == self.len && MessageHash::of(&bytes) == self.hash,
+            // A part changed on disk since it was checked: not this message.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => false,
+            Err(e) => return Err(e),
+        };
+        if !whole {
             self.reset()?;
             return Ok(false);
         }
-        File::open(&self.data_path)?.sync_data()?;
-        // The checked file itself is moved into place (no copy of a message's bytes), so
-        // this is not fsutil's temporary-file write; the folder is synced below all the same.
-        fs::rename(&self.data_path, store.msg_path(&self.hash))?;
-        let _ = fs::remove_file(&self.log_path);
-        self.on_disk = false;
-        if let Ok(d) = File::open(&store.dir) {
-            let _ = d.sync_all();
-        }
+        self.group
+            .finish(&combo, &store.msg_path(&self.hash), true)?;
+        store.parts.remove(self.group.key())?;
+        self.held = RangeSet::full(self.len);
         Ok(true)
     }
 }
@@ -528,7 +519,11 @@ mod tests {
         p.write(50, &msg[50..]).unwrap();
         drop(p);
         // Simulate a power cut that kept the log but not the second part's bytes.
-        let part = dir.path().join("rx").join(format!("{hash}.part"));
+        let part = dir
+            .path()
+            .join("rx/parts")
+            .join(hash.to_string())
+            .join("data");
         let mut bytes = fs::read(&part).unwrap();
         bytes[70] = 0;
         fs::write(&part, bytes).unwrap();
@@ -545,6 +540,65 @@ mod tests {
         p.write(0, b"a forged one").unwrap();
         assert!(!p.finish(&store).unwrap());
         assert!(p.held().is_empty());
+    }
+
+    #[test]
+    fn overlapping_frames_keep_one_version_of_each_byte_in_one_data_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg: Vec<u8> = (0..100u8).collect();
+        let hash = MessageHash::of(&msg);
+        let store = RxStore::open(dir.path()).unwrap();
+        let mut p = partial(&store, &hash, 100);
+        p.write(10, &msg[10..40]).unwrap();
+        // A frame over a held range and beyond (frame sizes changed between sessions): only
+        // the bytes not held are stored, and nothing already held is written over.
+        let mut forged = msg[0..60].to_vec();
+        forged[20] ^= 0xff;
+        p.write(0, &forged).unwrap();
+        p.write(60, &msg[60..]).unwrap();
+        let group = dir.path().join("rx/parts").join(hash.to_string());
+        let mut names: Vec<String> = fs::read_dir(&group)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["data", "log"]);
+        assert!(p.is_complete());
+        assert!(p.finish(&store).unwrap());
+        assert_eq!(store.read(&hash).unwrap(), msg);
+        assert!(!group.exists(), "a finished message leaves no parts behind");
+    }
+
+    #[test]
+    fn parts_in_an_earlier_versions_layout_are_dropped_and_received_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = vec![9u8; 64];
+        let hash = MessageHash::of(&msg);
+        let rx = dir.path().join("rx");
+        fs::create_dir_all(&rx).unwrap();
+        fs::write(rx.join(format!("{hash}.part")), &msg[..32]).unwrap();
+        fs::write(rx.join(format!("{hash}.log")), b"FRYP\x01\0\0\0").unwrap();
+        let store = RxStore::open(dir.path()).unwrap();
+        assert!(!rx.join(format!("{hash}.part")).exists());
+        assert!(!rx.join(format!("{hash}.log")).exists());
+        let p = partial(&store, &hash, 64);
+        assert!(p.held().is_empty() && !p.on_disk());
+        assert_eq!(store.usage().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn make_room_counts_a_partial_message_by_its_announced_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RxStore::open(dir.path()).unwrap();
+        let big = MessageHash::of(b"big");
+        let mut p = partial(&store, &big, RX_MAX_BYTES - 10);
+        p.write(0, b"x").unwrap();
+        assert_eq!(store.usage().unwrap(), (1, RX_MAX_BYTES - 10));
+        // Another message of 20 bytes needs the big one gone, unless it is in use.
+        let keep = HashSet::from([big]);
+        assert!(!store.make_room(20, &keep).unwrap());
+        assert!(store.make_room(20, &HashSet::new()).unwrap());
+        assert_eq!(store.usage().unwrap(), (0, 0));
     }
 
     #[test]
