@@ -7,6 +7,7 @@ mod util;
 
 mod absent;
 mod admins;
+mod attach;
 mod attacks;
 mod backup;
 mod cli;

@@ -458,6 +458,26 @@ Exit status: 0 no problem found (a bundle that waits for earlier changes cannot 
 yet: it says so); 1 damaged, forged, of another dataset, or cannot be checked here (the line
 says why); 2 usage mistake.")]
     Verify(care::VerifyArgs),
+    /// Sync an app's own SQLite table: every change the app commits becomes a change of a
+    /// collection, and what arrives is written into the table
+    #[command(after_help = "\
+Examples:
+  ferry attach clinic.db visits                     (key: the table's primary key)
+  ferry attach register.db patients --key uuid --collection patients
+  ferry attach --list
+
+The app keeps writing to its table as before, with any SQLite client. `ferry sync`, `import`
+and `export` take in what it wrote and write into the table what arrived; `ferry serve` does
+both by itself whenever the app commits. A table without a primary key, or whose key is an
+INTEGER PRIMARY KEY (a counter each laptop fills on its own), needs --key naming a column
+unique across laptops (a UUID, a patient number). `ferry detach` removes every trace.
+
+Exit status: 0 attached; 1 failed (the line says why: no such table, no usable key, …);
+2 usage mistake.")]
+    Attach(cmd::attach::AttachArgs),
+    /// Stop syncing an attached table: its triggers and ferry's tables leave the app's
+    /// database (the rows and the records stay)
+    Detach(cmd::attach::DetachArgs),
     /// Serve the local API apps use (records, batches, a feed of changes) on this computer
     #[command(after_help = "\
 Examples:
@@ -562,6 +582,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => care::status(home, a),
         Command::Doctor(a) => care::doctor(home, a),
         Command::Verify(a) => care::verify(home, a),
+        Command::Attach(a) => cmd::attach::attach(home, a),
+        Command::Detach(a) => cmd::attach::detach(home, a),
         Command::Serve(a) => serve::serve(home, a),
         Command::Token(a) => serve::token(home, a),
         Command::Page => serve::page(home),

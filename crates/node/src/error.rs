@@ -119,6 +119,9 @@ pub enum NodeError {
     /// The email transport failed.
     #[error(transparent)]
     Email(#[from] ferry_transport_email::EmailError),
+    /// An app's attached SQLite table could not be attached, captured or written.
+    #[error(transparent)]
+    Attach(#[from] ferry_attach::AttachError),
     /// A bundle could not be sent now and is kept to be sent later (message, how many are
     /// waiting).
     #[error("{0}")]
@@ -372,6 +375,11 @@ impl NodeError {
             E::Sms(e) => sms_kind(e),
             E::Serial(e) => serial_kind(e),
             E::Email(e) => email_kind(e),
+            E::Attach(e) => match e {
+                ferry_attach::AttachError::Sqlite { .. } => ErrorKind::Io,
+                ferry_attach::AttachError::AppWrote { .. } => ErrorKind::State,
+                _ => ErrorKind::Input,
+            },
             E::Store(_) | E::CorruptIdentity { .. } => ErrorKind::Store,
             E::Engine(e) => engine_kind(e),
             E::Internal(_) => ErrorKind::Internal,

@@ -316,6 +316,16 @@ impl Node {
     /// names which). Returns, per write, how many fields it changed (a delete counts 1);
     /// writes that change nothing make no commit.
     pub fn write_records(&mut self, writes: &[RecordWrite]) -> Result<Vec<usize>, WriteRefused> {
+        self.write_records_noting(writes, None)
+    }
+
+    /// [`Node::write_records`], also setting a metadata value (`key`, `value`) in the same
+    /// transaction (an attached table's capture cursor), even when no write changes anything.
+    pub(crate) fn write_records_noting(
+        &mut self,
+        writes: &[RecordWrite],
+        note: Option<(&str, &[u8])>,
+    ) -> Result<Vec<usize>, WriteRefused> {
         let rules = self.rules().map_err(|e| refused(0, writes, e))?;
         let mut changes = Vec::new();
         let mut counts = Vec::with_capacity(writes.len());
@@ -395,11 +405,12 @@ impl Node {
                 });
             }
         }
-        if !changes.is_empty() {
-            self.commit(changes).map_err(|e| WriteRefused {
-                saving: true,
-                ..refused(writes.len().saturating_sub(1), writes, e)
-            })?;
+        if !changes.is_empty() || note.is_some() {
+            self.commit_noting(changes, note)
+                .map_err(|e| WriteRefused {
+                    saving: true,
+                    ..refused(writes.len().saturating_sub(1), writes, e)
+                })?;
         }
         Ok(counts)
     }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attach;
 mod backup;
 mod contacts;
 mod doctor;
@@ -39,6 +40,7 @@ mod sms;
 pub mod time;
 mod token;
 
+pub use attach::{AttachRun, Attachment};
 pub use backup::BackupReport;
 pub use contacts::Contact;
 pub use doctor::{DoctorReport, Finding, Severity};

@@ -815,9 +815,26 @@ impl Node {
         self.commit(changes)
     }
 
-    pub(crate) fn commit(&mut self, mut changes: Vec<Change>) -> Result<(), NodeError> {
+    pub(crate) fn commit(&mut self, changes: Vec<Change>) -> Result<(), NodeError> {
+        self.commit_noting(changes, None)
+    }
+
+    /// [`Node::commit`] with a metadata value set in the same transaction; with no change,
+    /// only the value is set.
+    pub(crate) fn commit_noting(
+        &mut self,
+        mut changes: Vec<Change>,
+        note: Option<(&str, &[u8])>,
+    ) -> Result<(), NodeError> {
         let now = now_ms();
         let mut tx = self.store.transaction(now)?;
+        if let Some((key, value)) = note {
+            tx.set_meta(key, value)?;
+        }
+        if changes.is_empty() {
+            tx.commit()?;
+            return Ok(());
+        }
         if !reads_announced(&tx, self.id.me)? {
             changes.push(reads_change(self.id.me));
         }

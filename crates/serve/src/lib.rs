@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod apps;
 mod error;
 mod openapi;
 mod page;
@@ -222,6 +223,7 @@ async fn serve(
     tokio::spawn(watch_store(shared.clone()));
     tokio::spawn(writes::group_writer(shared.clone(), writes_rx));
     tokio::spawn(runs::watch_folders(shared.clone(), opts.watch.clone()));
+    tokio::spawn(apps::watch_apps(shared.clone()));
     for every in &opts.every {
         tokio::spawn(schedule::run_every(shared.clone(), *every));
     }

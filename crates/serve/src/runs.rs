@@ -191,6 +191,49 @@ impl Run {
     }
 }
 
+impl Run {
+    /// A run of the apps' attached tables: rows taken in from the apps, rows written into
+    /// their tables.
+    pub(crate) fn of_apps(
+        started: (String, Instant),
+        result: Result<Vec<ferry_node::AttachRun>, String>,
+    ) -> Run {
+        let mut run = Run::started("app", String::new(), "watch", started, None);
+        match result {
+            Ok(runs) => {
+                let tables: Vec<String> = runs
+                    .iter()
+                    .map(|r| format!("{} ({})", r.table, r.db.display()))
+                    .collect();
+                let captured: usize = runs.iter().map(|r| r.captured).sum();
+                let written: usize = runs.iter().map(|r| r.written + r.deleted).sum();
+                let notes: Vec<&str> = runs
+                    .iter()
+                    .flat_map(|r| r.notes.iter().map(String::as_str))
+                    .collect();
+                run.target = tables.join(", ");
+                run.records_in = written as u64;
+                run.wrote_changes = Some(captured as u64);
+                run.summary = format!(
+                    "apps' tables {}: {captured} rows taken in, {written} rows written into them{}",
+                    run.target,
+                    if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", notes.join("; "))
+                    }
+                );
+            }
+            Err(e) => {
+                run.ok = false;
+                run.summary = format!("apps' tables failed: {e}");
+                run.error = Some(e);
+            }
+        }
+        run
+    }
+}
+
 /// The kept runs, newest last; also in `HOME/runs.jsonl` (one JSON object a line), so a
 /// restarted server still lists what ran before it stopped.
 #[derive(Default)]

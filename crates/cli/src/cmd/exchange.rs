@@ -427,6 +427,7 @@ pub(crate) fn export(home: Option<PathBuf>, a: ExportArgs) -> Result<()> {
     if !a.dir.is_dir() {
         return Err(NodeError::NotAFolder(a.dir).into());
     }
+    super::attach::run(&mut node)?;
     let r = node.export(&a.dir, &Bar::new())?;
     output::print_export(&r)
 }
@@ -440,6 +441,7 @@ pub(crate) fn import(home: Option<PathBuf>, a: ImportArgs) -> Result<()> {
     let r = node.import_with(&a.paths, &Bar::new(), accept)?;
     output::print_import(&r)?;
     output::refused_membership(&r)?;
+    super::attach::run(&mut node)?;
     if r.files.is_empty() && r.waiting_parts.is_empty() {
         // The right folder (this dataset's), with nothing in it yet.
         out(format_args!(
@@ -472,13 +474,31 @@ pub(crate) fn sync(home: Option<PathBuf>, a: SyncArgs) -> Result<()> {
         json,
     } = a;
     let mut node = open(home)?;
+    if !dry_run {
+        super::attach::run(&mut node)?;
+    }
+    let result = sync_via(&mut node, dir, via, dry_run, json);
+    if !dry_run {
+        // What arrived reaches the app's tables, also when some input was refused.
+        super::attach::run(&mut node)?;
+    }
+    result
+}
+
+fn sync_via(
+    node: &mut Node,
+    dir: Option<PathBuf>,
+    via: Option<SyncVia>,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
     match (dir, via) {
         (Some(dir), None) if dry_run => {
             let r = node.dry_run(&dir, true, &Bar::new())?;
             output::print_dry_run(&r, json)
         }
         (_, Some(SyncVia::Email(args))) => {
-            warn_email(&node, &args)?;
+            warn_email(node, &args)?;
             let r = match node.email_receive_impossible(args.config())? {
                 Some(why) => {
                     out(format_args!("NOTE     sending only: {why}"))?;
@@ -493,7 +513,7 @@ pub(crate) fn sync(home: Option<PathBuf>, a: SyncArgs) -> Result<()> {
             let s = node.send_email(args.config(), &args.to, &Bar::new())?;
             output::print_email_send(&s)?;
             match &r {
-                Some(r) => refused_email(&node, r),
+                Some(r) => refused_email(node, r),
                 None => Ok(()),
             }
         }
@@ -511,7 +531,7 @@ pub(crate) fn sync(home: Option<PathBuf>, a: SyncArgs) -> Result<()> {
             };
             let s = node.send_sms(&args.flags(), &[], false, &Bar::new())?;
             output::print_sms_send(&s)?;
-            refused(&node, rejected, "by SMS")
+            refused(node, rejected, "by SMS")
         }
         (_, Some(SyncVia::Serial(args))) => {
             args.warn_plaintext();
@@ -525,7 +545,7 @@ pub(crate) fn sync(home: Option<PathBuf>, a: SyncArgs) -> Result<()> {
                 .iter()
                 .filter(|f| matches!(f.result, FileResult::Rejected { .. }))
                 .count();
-            refused(&node, bad, "over the serial link")
+            refused(node, bad, "over the serial link")
         }
         (Some(dir), None) => {
             let r = match node.sync(&dir, &Bar::new()) {
@@ -544,7 +564,7 @@ pub(crate) fn sync(home: Option<PathBuf>, a: SyncArgs) -> Result<()> {
             output::print_import(&r.import)?;
             output::print_export(&r.export)?;
             output::refused_membership(&r.import)?;
-            refused(&node, r.import.rejected(), &format!("on {}", dir.display()))
+            refused(node, r.import.rejected(), &format!("on {}", dir.display()))
         }
         (None, None) => unreachable!("clap requires a folder or a transport"),
     }
@@ -553,6 +573,7 @@ pub(crate) fn sync(home: Option<PathBuf>, a: SyncArgs) -> Result<()> {
 /// `ferry send email|sms`.
 pub(crate) fn send(home: Option<PathBuf>, via: SendVia) -> Result<()> {
     let mut node = open(home)?;
+    super::attach::run(&mut node)?;
     match via {
         SendVia::Email(args) => {
             warn_email(&node, &args)?;
@@ -569,20 +590,26 @@ pub(crate) fn send(home: Option<PathBuf>, via: SendVia) -> Result<()> {
 /// `ferry receive email|sms`.
 pub(crate) fn receive(home: Option<PathBuf>, via: ReceiveVia) -> Result<()> {
     let mut node = open(home)?;
+    let result = receive_via(&mut node, via);
+    super::attach::run(&mut node)?;
+    result
+}
+
+fn receive_via(node: &mut Node, via: ReceiveVia) -> Result<()> {
     match via {
         ReceiveVia::Email(args) => {
             if let Some(why) = node.email_receive_impossible(args.config())? {
                 bail!("nothing was received: {why}");
             }
-            warn_email(&node, &args)?;
+            warn_email(node, &args)?;
             let r = node.receive_email(args.config(), &Bar::new())?;
             output::print_email_receive(&r)?;
-            refused_email(&node, &r)
+            refused_email(node, &r)
         }
         ReceiveVia::Sms(args) => {
             let r = node.receive_sms(&args.flags(), &Bar::new())?;
             output::print_sms_receive(&r)?;
-            refused(&node, r.import.rejected(), "by SMS")
+            refused(node, r.import.rejected(), "by SMS")
         }
     }
 }

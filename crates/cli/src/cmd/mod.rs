@@ -2,6 +2,7 @@
 //! that turns them into `ferry_node` calls and prints the result, and its tests. The
 //! `Command` enum in `main.rs` names them all, in the order `ferry --help` lists them.
 
+pub(crate) mod attach;
 pub(crate) mod care;
 pub(crate) mod exchange;
 pub(crate) mod members;

@@ -1,0 +1,304 @@
+//! `ferry attach`: apps' own SQLite tables, written by real SQLite clients (the `sqlite3`
+//! shell, Python's `sqlite3` module), kept in step across three laptops by sticks.
+
+use crate::util::{Laptop, conflicts, exchange, s, three};
+use std::path::Path;
+use std::process::Command;
+
+const SCHEMA: &str =
+    "CREATE TABLE visits (mrn TEXT PRIMARY KEY, weight REAL, seen TEXT, photo BLOB, note TEXT);";
+
+/// Runs SQL through the `sqlite3` shell, as an app or a person would; returns its output.
+fn sqlite(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 shell (Debian package sqlite3; tests/run installs it)");
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a Python program with the database's path as its argument (standard library only).
+fn python(db: &Path, program: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .arg(db)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The table's rows, as `sqlite3 .dump` writes them, sorted (only the INSERTs: ferry's
+/// tables and triggers differ between laptops by design, and so does the order rows were
+/// inserted in).
+fn dump(db: &Path) -> String {
+    let mut rows: Vec<String> = sqlite(db, ".dump visits")
+        .lines()
+        .filter(|l| l.starts_with("INSERT INTO"))
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows.join("\n")
+}
+
+#[test]
+fn three_apps_tables_converge_through_sticks_in_several_orders_and_a_conflict_stays_shown() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    exchange(&[&hq, &a, &b], &stick);
+    let db = |l: &Laptop| l.home.with_extension("app.db");
+    for l in [&hq, &a, &b] {
+        sqlite(&db(l), SCHEMA);
+    }
+    // HQ's and clinic A's apps already hold rows: attaching brings them in and merges them.
+    sqlite(
+        &db(&hq),
+        "INSERT INTO visits VALUES ('H-1', 61.5, '2026-11-30', x'00ff10', 'first visit');",
+    );
+    python(
+        &db(&a),
+        "import sqlite3, sys\n\
+         c = sqlite3.connect(sys.argv[1])\n\
+         c.execute(\"INSERT INTO visits VALUES ('A-1', 3.25, '2026-12-01', NULL, ?)\", ('ü ' * 3000,))\n\
+         c.commit()\n",
+    );
+    for l in [&hq, &a, &b] {
+        let out = l.ok(&["attach", s(&db(l)), "visits"]);
+        assert!(out.contains("ATTACHED table visits"), "{out}");
+    }
+    // Every app writes through its own client, then sticks go round in one order…
+    sqlite(
+        &db(&b),
+        "INSERT INTO visits VALUES ('B-1', 70, '2026-12-02', NULL, NULL);",
+    );
+    python(
+        &db(&a),
+        "import sqlite3, sys\n\
+         c = sqlite3.connect(sys.argv[1])\n\
+         c.execute(\"UPDATE visits SET note = 'seen again' WHERE mrn = 'A-1'\")\n\
+         c.commit()\n",
+    );
+    exchange(&[&a, &b, &hq], &stick);
+    // …then another: a delete, an update and a concurrent edit of one field.
+    sqlite(&db(&hq), "DELETE FROM visits WHERE mrn = 'B-1';");
+    sqlite(&db(&a), "UPDATE visits SET weight = 62 WHERE mrn = 'H-1';");
+    sqlite(
+        &db(&a),
+        "UPDATE visits SET note = 'from A' WHERE mrn = 'A-1';",
+    );
+    sqlite(
+        &db(&b),
+        "UPDATE visits SET note = 'from B' WHERE mrn = 'A-1';",
+    );
+    exchange(&[&hq, &b, &a], &stick);
+
+    let want = dump(&db(&hq));
+    for l in [&a, &b] {
+        assert_eq!(dump(&db(l)), want, "the tables differ");
+    }
+    assert!(
+        !want.contains("'B-1'"),
+        "the delete reached every table: {want}"
+    );
+    assert!(want.contains("'H-1',62.0"), "{want}");
+    assert!(want.contains("X'00ff10'"), "the blob came through: {want}");
+    assert_eq!(want.lines().count(), 2, "{want}");
+    // The concurrent edit is listed on every laptop, and every row shows the same winner.
+    for l in [&hq, &a, &b] {
+        let c = conflicts(l);
+        assert_eq!(c.as_array().map(Vec::len), Some(1), "{c}");
+        assert_eq!(c[0]["id"], "A-1", "{c}");
+    }
+    let shown = sqlite(&db(&hq), "SELECT note FROM visits WHERE mrn = 'A-1'");
+    assert!(shown == "from A\n" || shown == "from B\n", "{shown}");
+    // Choosing a value on one laptop reaches the rows everywhere.
+    hq.ok(&["resolve", "visits", "A-1", "note", "agreed"]);
+    exchange(&[&hq, &a, &b], &stick);
+    for l in [&hq, &a, &b] {
+        assert_eq!(
+            sqlite(&db(l), "SELECT note FROM visits WHERE mrn = 'A-1'"),
+            "agreed\n"
+        );
+        assert!(conflicts(l).as_array().is_some_and(Vec::is_empty));
+    }
+    // ferry's view agrees with the tables.
+    let listed = hq.ok(&["list", "visits"]);
+    assert!(listed.contains("A-1") && listed.contains("H-1") && !listed.contains("B-1"));
+}
+
+#[test]
+fn tables_without_a_key_fit_for_several_laptops_are_refused_and_detach_leaves_no_trace() {
+    let base = tempfile::tempdir().unwrap();
+    let l = Laptop::new(base.path(), "clinic");
+    l.ok(&["init", "--name", "clinic", "--create", "Clinic"]);
+    let db = base.path().join("register.db");
+    sqlite(
+        &db,
+        "CREATE TABLE loose (name TEXT);
+         CREATE TABLE counted (n INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT UNIQUE, name TEXT);
+         INSERT INTO counted (uuid, name) VALUES ('u-1', 'Amina'), ('u-2', 'Baraka');",
+    );
+    let before = sqlite(&db, ".schema");
+    let (_, e) = l.fails(&["attach", s(&db), "loose"]);
+    assert!(e.contains("no primary key") && e.contains("--key"), "{e}");
+    let (_, e) = l.fails(&["attach", s(&db), "counted"]);
+    assert!(
+        e.contains("INTEGER PRIMARY KEY") && e.contains("--key"),
+        "{e}"
+    );
+    let (_, e) = l.fails(&["attach", s(&db), "counted", "--key", "name"]);
+    assert!(e.contains("no UNIQUE index"), "{e}");
+    let (_, e) = l.fails(&["attach", s(&db), "nosuch"]);
+    assert!(
+        e.contains("no table \"nosuch\"") && e.contains("counted, loose"),
+        "{e}"
+    );
+    // With a key unique across laptops, the counter stays local and is not synced.
+    let out = l.ok(&[
+        "attach",
+        s(&db),
+        "counted",
+        "--key",
+        "uuid",
+        "--collection",
+        "people",
+    ]);
+    assert!(out.contains("2 rows taken in"), "{out}");
+    let listed = l.ok(&["list", "people"]);
+    assert!(listed.contains("u-1") && listed.contains("name=Amina") && !listed.contains("n="));
+    let list = l.ok(&["attach", "--list"]);
+    assert!(
+        list.contains("people") && list.contains("key uuid"),
+        "{list}"
+    );
+    l.ok(&["detach", s(&db), "counted"]);
+    assert_eq!(sqlite(&db, ".schema"), before, "detach left a trace");
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM counted"), "2\n");
+    assert!(l.ok(&["attach", "--list"]).contains("No table is attached"));
+}
+
+#[test]
+fn an_app_that_keeps_writing_while_ferry_applies_loses_nothing_and_never_sees_a_lock_error() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    exchange(&[&hq, &a, &b], &stick);
+    let db = a.home.with_extension("app.db");
+    sqlite(&db, SCHEMA);
+    a.ok(&["attach", s(&db), "visits"]);
+    // HQ has many records for the app's table.
+    let rows: String = (0..400)
+        .map(|i| format!("{{\"id\":\"hq-{i}\",\"weight\":{i},\"note\":\"from hq\"}}\n"))
+        .collect();
+    let file = base.join("hq.jsonl");
+    std::fs::write(&file, rows).unwrap();
+    hq.ok(&["load", "visits", s(&file)]);
+    std::fs::remove_dir_all(&stick).unwrap();
+    std::fs::create_dir_all(&stick).unwrap();
+    hq.ok(&["export", s(&stick)]);
+    // The app writes 300 rows, one transaction each, while ferry takes in HQ's records and
+    // writes them into the same table.
+    let app = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], timeout=10)\n\
+             for i in range(300):\n\
+             \x20   c.execute('INSERT INTO visits (mrn, weight, note) VALUES (?, ?, ?)', ('app-%d' % i, i, 'from the app'))\n\
+             \x20   c.commit()\n\
+             \x20   time.sleep(0.002)\n",
+        )
+        .arg(&db)
+        .spawn()
+        .unwrap();
+    let mut app = app;
+    for _ in 0..3 {
+        a.ok(&["sync", s(&stick)]);
+    }
+    let status = app.wait().unwrap();
+    assert!(
+        status.success(),
+        "the app saw an error (a locked database?)"
+    );
+    a.ok(&["sync", s(&stick)]);
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM visits"), "700\n");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT count(*) FROM visits WHERE note = 'from the app'"
+        ),
+        "300\n"
+    );
+    // Everything the app wrote is in ferry, and reaches HQ.
+    let listed = a.ok(&["list", "visits"]);
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with("app-")).count(),
+        300
+    );
+    hq.ok(&["sync", s(&stick)]);
+    let at_hq = hq.ok(&["list", "visits"]);
+    assert_eq!(at_hq.lines().filter(|l| l.starts_with("app-")).count(), 300);
+}
+
+/// Waits up to 20 s for `done`; says what it waited for if it never came.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < end, "waited 20 s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn under_ferry_serve_the_apps_commits_and_the_apis_writes_meet_in_its_table_by_themselves() {
+    let base = tempfile::tempdir().unwrap();
+    let l = Laptop::new(base.path(), "clinic");
+    l.ok(&["init", "--name", "clinic", "--create", "Clinic"]);
+    let db = base.path().join("clinic.db");
+    sqlite(&db, SCHEMA);
+    l.ok(&["attach", s(&db), "visits"]);
+    let srv = crate::serve::start_with_env(&l, &[], &[]);
+    // The app commits; nobody runs a command; the API has the record within seconds.
+    sqlite(
+        &db,
+        "INSERT INTO visits VALUES ('S-1', 50, '2026-12-04', NULL, 'typed in the app');",
+    );
+    wait_for("the app's row on the API", || {
+        let r = srv.call("GET", "/v1/collections/visits/records/S-1", None);
+        r.status == 200 && r.json()["note"] == "typed in the app"
+    });
+    // Another app writes through the API; the row appears in the table by itself.
+    let r = srv.call(
+        "PUT",
+        "/v1/collections/visits/records/S-2",
+        Some(&serde_json::json!({"weight": 51, "note": "from the API"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
+    wait_for("the API's record in the table", || {
+        sqlite(&db, "SELECT note FROM visits WHERE mrn = 'S-2'") == "from the API\n"
+    });
+    // Both are recorded as runs of the apps' tables.
+    let runs = srv.call("GET", "/v1/runs", None).json();
+    let app_runs: Vec<&serde_json::Value> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["transport"] == "app")
+        .collect();
+    assert!(app_runs.len() >= 2, "{runs}");
+    assert!(app_runs.iter().all(|r| r["ok"] == true), "{runs}");
+}
