@@ -389,15 +389,13 @@ impl SmsTransport {
         {
             return Ok(());
         }
-        let mut parts = Vec::with_capacity(usize::from(meta.count));
+        let mut parts: Vec<Vec<Vec<u8>>> = Vec::with_capacity(usize::from(meta.count));
         let mut have = 0;
         for i in 0..meta.count {
             match self.store.read(&dir.join(format!("{i:03}.part")))? {
                 Some(b) => {
                     have += 1;
-                    parts.push(vec![
-                        b.iter().map(|x| format!("{x:02x}")).collect::<String>(),
-                    ]);
+                    parts.push(vec![b]);
                 }
                 None => parts.push(Vec::new()),
             }
@@ -417,15 +415,7 @@ impl SmsTransport {
             requests: 0,
             state: State::Collecting,
         };
-        self.store.write_json_as(
-            &self.store.path(&format!(
-                "incoming/{}-{tag:05}-{:03}.json",
-                from.digits(),
-                meta.count
-            )),
-            &serde_json::json!({ "parts": parts, "tried": [] }),
-            true,
-        )?;
+        self.import_parts(&entry, &parts)?;
         index.messages.push(entry);
         Ok(())
     }

@@ -5,8 +5,12 @@
 //!
 //! - **One index** (`incoming/index.json`) holds a line per incomplete message, the recently
 //!   finished ones (so late duplicates start nothing), and each sender's allowance of
-//!   refused bundles. Each SMS reads and rewrites it and one message file
-//!   (`incoming/DIGITS-TAG-COUNT.json`); nothing else is listed or read.
+//!   refused bundles. Each SMS reads and rewrites it and one message's group in the part
+//!   store ([`ferry_transport::parts`], `incoming/parts/DIGITS-TAG-COUNT/`: part `i` is the
+//!   range `[i, i+1)`, its first version in the group's `data`, others in their own files;
+//!   the refused assemblies in the group's blob); nothing else is listed or read. Members'
+//!   parts are flushed to disk before they count; strangers' are not (a flood of junk costs
+//!   no flushes, and a part a power cut loses is asked for again or resent).
 //! - **Bounds**: per member number 32 incomplete messages and 2 048 stored parts; numbers
 //!   that are no member's 2 messages each and 64 messages / 1 024 parts together; 512
 //!   messages / 16 384 parts in all. Beyond them the oldest message of that sender (or of
@@ -24,6 +28,10 @@
 //!   more every 3 minutes; numbers that are no member's share one). While it is spent,
 //!   complete messages from that sender wait (`Held`) instead of being offered, so junk
 //!   cannot make the node check thousands of bundles.
+//!
+//! **Upgrading.** A message kept by the previous version as `incoming/DIGITS-TAG-COUNT.json`
+//! (every version of every part in hexadecimal, and the assemblies refused) is moved into
+//! the part store the first time it is touched, versions and refusals included.
 
 use crate::error::SmsError;
 use crate::frame::{Frame, Missing};
@@ -33,6 +41,7 @@ use crate::sms::{
     ReportKind, SmsTransport, encode_body,
 };
 use crate::store::unique_stamp;
+use ferry_transport::parts::{Added, Group, NewCandidate, PartStore, Units};
 use ferry_transport::{Disposition, MessageId, MessageInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -163,14 +172,22 @@ pub(crate) struct Index {
     pub dropped: Dropped,
 }
 
-/// The versions of each part of one message, and the assemblies already refused.
+/// The versions of each part of one message as the previous version kept them
+/// (`incoming/DIGITS-TAG-COUNT.json`), read once to move them into the part store.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Parts {
+struct LegacyParts {
     /// Per part index, its versions in hexadecimal, in order of arrival.
     parts: Vec<Vec<String>>,
     /// Assemblies refused so far: per part index, which version was used.
     #[serde(default)]
     tried: Vec<Vec<u8>>,
+}
+
+/// The assemblies of one message refused so far (its group's blob): each the candidates it
+/// used, one per part.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Tried {
+    tried: Vec<Vec<u32>>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -183,42 +200,50 @@ fn unhex(h: &str) -> Vec<u8> {
         .collect()
 }
 
+/// One incomplete message's parts: its group and the assemblies refused.
+struct Parts {
+    group: Group,
+    tried: Tried,
+}
+
 impl Parts {
-    /// The first assembly (a choice of version per part) not refused yet, if any and if
-    /// fewer than [`ATTEMPTS`] were refused.
-    fn next_choice(&self) -> Option<Vec<u8>> {
-        if self.tried.len() >= ATTEMPTS || self.parts.iter().any(Vec::is_empty) {
+    /// The first assembly (a candidate per part) not refused yet, if any and if fewer than
+    /// [`ATTEMPTS`] were refused. Members' versions come first, then by arrival.
+    fn next_choice(&self) -> Option<Vec<u32>> {
+        if self.tried.tried.len() >= ATTEMPTS {
             return None;
         }
-        let radix: Vec<usize> = self.parts.iter().map(Vec::len).collect();
-        let mut choice = vec![0u8; radix.len()];
-        // Mixed-radix counting over the (few) parts with several versions; bounded.
-        for _ in 0..4096 {
-            if !self.tried.contains(&choice) {
-                return Some(choice);
-            }
-            let mut i = 0;
-            loop {
-                if i == radix.len() {
-                    return None;
-                }
-                choice[i] += 1;
-                if usize::from(choice[i]) < radix[i] {
-                    break;
-                }
-                choice[i] = 0;
-                i += 1;
-            }
-        }
-        None
+        let steps = 4096usize.max(8 * self.group.total() as usize);
+        self.group
+            .combinations(1, steps, |c| self.tried.tried.iter().any(|t| t == c))
+            .pop()
     }
 
-    fn assemble(&self, choice: &[u8]) -> Vec<u8> {
+    fn assemble(&self, choice: &[u32]) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        for (versions, &c) in self.parts.iter().zip(choice) {
-            out.extend(unhex(&versions[usize::from(c)]));
-        }
-        out
+        self.group.assemble(choice, &mut out)?;
+        Ok(out)
+    }
+
+    /// The candidates of an assembly named the previous version's way (which version of
+    /// each part, in order of arrival).
+    fn ids_of_versions(&self, choice: &[u8]) -> Option<Vec<u32>> {
+        choice
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let mut ids: Vec<u32> = self.group.versions(i as u64, 1).map(|c| c.id).collect();
+                ids.sort_unstable();
+                ids.get(usize::from(v)).copied()
+            })
+            .collect()
+    }
+
+    /// Part indexes with no version.
+    fn missing(&self, count: u16) -> Vec<u16> {
+        (0..count)
+            .filter(|&i| self.group.versions(u64::from(i), 1).next().is_none())
+            .collect()
     }
 }
 
@@ -238,13 +263,6 @@ impl SmsTransport {
         self.store.path("incoming/index.json")
     }
 
-    fn parts_path(&self, from: &Phone, tag: u16, count: u16) -> PathBuf {
-        self.store.path(&format!(
-            "incoming/{}-{tag:05}-{count:03}.json",
-            from.digits()
-        ))
-    }
-
     pub(crate) fn load_index(&self) -> Result<Index, SmsError> {
         match self.store.read_json::<Index>(&self.index_path()) {
             Ok(i) => Ok(i.unwrap_or_default()),
@@ -258,21 +276,110 @@ impl SmsTransport {
         self.store.write_json_as(&self.index_path(), index, durable)
     }
 
-    fn load_parts(&self, e: &Entry) -> Result<Parts, SmsError> {
-        let path = self.parts_path(&e.from, e.tag, e.count);
-        Ok(match self.store.read_json::<Parts>(&path) {
-            Ok(Some(p)) if p.parts.len() == usize::from(e.count) => p,
-            Ok(_) | Err(SmsError::CorruptState { .. }) => Parts {
-                parts: vec![Vec::new(); usize::from(e.count)],
-                tried: Vec::new(),
-            },
-            Err(err) => return Err(err),
-        })
+    /// The part store of incomplete messages.
+    fn part_store(&self) -> PartStore {
+        PartStore::new(self.store.path("incoming/parts"))
     }
 
-    fn save_parts(&self, e: &Entry, parts: &Parts, durable: bool) -> Result<(), SmsError> {
-        self.store
-            .write_json_as(&self.parts_path(&e.from, e.tag, e.count), parts, durable)
+    /// The group key of a message: the sender's digits, its tag and its number of parts.
+    fn group_key(e: &Entry) -> String {
+        format!("{}-{:05}-{:03}", e.from.digits(), e.tag, e.count)
+    }
+
+    fn parts_err(&self, what: &'static str, e: &Entry, err: std::io::Error) -> SmsError {
+        SmsError::state(what, self.part_store().dir().join(Self::group_key(e)), err)
+    }
+
+    fn load_parts(&self, e: &Entry) -> Result<Parts, SmsError> {
+        let parts = self.part_store();
+        let key = Self::group_key(e);
+        let legacy = self.store.path(&format!("incoming/{key}.json"));
+        if legacy.exists() {
+            self.convert_parts(e, &legacy)?;
+        }
+        let group = parts
+            .group(&key, u64::from(e.count), Units::Pieces)
+            .map_err(|err| self.parts_err("read", e, err))?;
+        let tried = match parts.meta(&key) {
+            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+            Ok(None) => Tried::default(),
+            Err(err) => return Err(self.parts_err("read", e, err)),
+        };
+        Ok(Parts { group, tried })
+    }
+
+    /// Moves a message kept the previous version's way into the part store.
+    fn convert_parts(&self, e: &Entry, legacy: &std::path::Path) -> Result<(), SmsError> {
+        let old = match self.store.read_json::<LegacyParts>(legacy) {
+            Ok(Some(p)) if p.parts.len() == usize::from(e.count) => p,
+            Ok(_) | Err(SmsError::CorruptState { .. }) => LegacyParts::default(),
+            Err(err) => return Err(err),
+        };
+        let versions: Vec<Vec<Vec<u8>>> = old
+            .parts
+            .iter()
+            .map(|v| v.iter().map(|h| unhex(h)).collect())
+            .collect();
+        let group = self.import_parts(e, &versions)?;
+        let parts = Parts {
+            group,
+            tried: Tried::default(),
+        };
+        let tried = Tried {
+            tried: old
+                .tried
+                .iter()
+                .filter_map(|c| parts.ids_of_versions(c))
+                .collect(),
+        };
+        self.save_tried(e, &tried, true)?;
+        self.store.remove(legacy)
+    }
+
+    /// Makes the group of `e` from parts kept by an earlier version: per part index, its
+    /// versions in order of arrival (durably: only members' messages are converted).
+    pub(crate) fn import_parts(
+        &self,
+        e: &Entry,
+        versions: &[Vec<Vec<u8>>],
+    ) -> Result<Group, SmsError> {
+        let key = Self::group_key(e);
+        let store = self.part_store();
+        store
+            .remove(&key)
+            .map_err(|err| self.parts_err("remove", e, err))?;
+        let mut group = store
+            .group(&key, u64::from(e.count), Units::Pieces)
+            .map_err(|err| self.parts_err("read", e, err))?;
+        let sender = e.from.digits();
+        for (i, part) in versions.iter().enumerate().take(usize::from(e.count)) {
+            for bytes in part {
+                group
+                    .add(
+                        &NewCandidate {
+                            offset: i as u64,
+                            len: 1,
+                            bytes,
+                            sender,
+                            trust: u8::from(self.is_member(&e.from)),
+                            at: e.last_seen,
+                        },
+                        CANDIDATES,
+                    )
+                    .map_err(|err| self.parts_err("write", e, err))?;
+            }
+        }
+        group
+            .sync()
+            .map_err(|err| self.parts_err("write", e, err))?;
+        Ok(group)
+    }
+
+    fn save_tried(&self, e: &Entry, tried: &Tried, durable: bool) -> Result<(), SmsError> {
+        let bytes = serde_json::to_vec(tried).expect("a list of numbers encodes");
+        self.part_store()
+            .set_meta(&Self::group_key(e), &bytes, durable)
+            .map_err(|err| self.parts_err("write", e, err))
     }
 
     /// Whether `from` is a member's published number (a known peer).
@@ -405,28 +512,44 @@ impl SmsTransport {
         };
         let mut entry = index.messages[at].clone();
         let mut parts = self.load_parts(&entry)?;
-        let versions = &mut parts.parts[usize::from(part)];
-        let h = hex(payload);
-        if versions.contains(&h) {
-            return Ok(duplicate);
+        let added = parts
+            .group
+            .add(
+                &NewCandidate {
+                    offset: u64::from(part),
+                    len: 1,
+                    bytes: payload,
+                    sender: from.digits(),
+                    trust: u8::from(member),
+                    at: now,
+                },
+                CANDIDATES,
+            )
+            .map_err(|err| self.parts_err("write", &entry, err))?;
+        match added {
+            Added::New { .. } => {}
+            Added::Duplicate(_) => return Ok(duplicate),
+            // One sender's versions all have the same trust: only "crowded" can happen.
+            Added::Crowded | Added::Conflicts(_) => {
+                index.dropped.extra_versions += 1;
+                self.save_index(&index, durable)?;
+                return Ok(Accepted::Ignored {
+                    from: from.to_string(),
+                    reason: format!(
+                        "another version of part {} of message {tag} ({CANDIDATES} are kept already); dropped",
+                        part + 1
+                    ),
+                });
+            }
         }
-        if versions.len() >= CANDIDATES {
-            index.dropped.extra_versions += 1;
-            self.save_index(&index, durable)?;
-            return Ok(Accepted::Ignored {
-                from: from.to_string(),
-                reason: format!(
-                    "another version of part {} of message {tag} ({CANDIDATES} are kept already); dropped",
-                    part + 1
-                ),
-            });
+        if durable {
+            parts
+                .group
+                .sync()
+                .map_err(|err| self.parts_err("write", &entry, err))?;
         }
-        let first = versions.is_empty();
-        versions.push(h);
-        entry.stored += 1;
-        if first {
-            entry.have += 1;
-        }
+        entry.stored = parts.group.count() as u32;
+        entry.have = parts.group.have() as u16;
         entry.last_seen = now;
         let complete = entry.have == entry.count;
         let mut outcome = Accepted::Part {
@@ -456,7 +579,6 @@ impl SmsTransport {
                 None => entry.state = State::Exhausted,
             }
         }
-        self.save_parts(&entry, &parts, durable)?;
         index.messages[at] = entry.clone();
         let evicted = self.make_room(&mut index, &entry, now)?;
         self.save_index(&index, durable || evicted)?;
@@ -468,12 +590,14 @@ impl SmsTransport {
         &self,
         entry: &mut Entry,
         parts: &Parts,
-        choice: &[u8],
+        choice: &[u32],
         now: u64,
         durable: bool,
     ) -> Result<MessageInfo, SmsError> {
-        let message = parts.assemble(choice);
-        let id = message_id(entry, parts.tried.len());
+        let message = parts
+            .assemble(choice)
+            .map_err(|err| self.parts_err("read", entry, err))?;
+        let id = message_id(entry, parts.tried.tried.len());
         let msg_path = self.store.path(&format!("inbox/{id}.msg"));
         self.store.write_as(&msg_path, &message, durable)?;
         self.store.write_json_as(
@@ -484,7 +608,8 @@ impl SmsTransport {
                 parts: entry.count,
                 len: message.len() as u64,
                 completed_at: now,
-                choice: Some(choice.to_vec()),
+                choice: None,
+                candidates: Some(choice.to_vec()),
             },
             durable,
         )?;
@@ -586,7 +711,12 @@ impl SmsTransport {
     }
 
     fn drop_entry(&self, e: &Entry) -> Result<(), SmsError> {
-        self.store.remove(&self.parts_path(&e.from, e.tag, e.count))
+        let key = Self::group_key(e);
+        self.store
+            .remove(&self.store.path(&format!("incoming/{key}.json")))?;
+        self.part_store()
+            .remove(&key)
+            .map_err(|err| self.parts_err("remove", e, err))
     }
 
     /// Gives a member's incomplete message up: its parts go to `expired/`, with a report.
@@ -602,11 +732,31 @@ impl SmsTransport {
             e.tag,
             unique_stamp()
         ));
-        let src = self.parts_path(&e.from, e.tag, e.count);
-        if src.exists() {
-            self.store.rename(&src, &kept)?;
+        // Kept as one file, every version of every part in hexadecimal (as before the part
+        // store), so what was given up can be looked at.
+        let parts = self.load_parts(e)?;
+        if parts.group.count() > 0 {
+            let mut versions: Vec<Vec<String>> = vec![Vec::new(); usize::from(e.count)];
+            for c in parts.group.candidates() {
+                let bytes = parts
+                    .group
+                    .read(c.id)
+                    .map_err(|err| self.parts_err("read", e, err))?;
+                if let Some(v) = versions.get_mut(c.offset as usize) {
+                    v.push(hex(&bytes));
+                }
+            }
+            self.store.write_json_as(
+                &kept,
+                &LegacyParts {
+                    parts: versions,
+                    tried: Vec::new(),
+                },
+                true,
+            )?;
             self.cap_expired();
         }
+        self.drop_entry(e)?;
         self.report(
             ReportKind::GaveUp {
                 from: e.from.clone(),
@@ -670,9 +820,15 @@ impl SmsTransport {
                 if let Some(i) = at {
                     let mut e = index.messages[i].clone();
                     let mut parts = self.load_parts(&e)?;
-                    if let Some(c) = &meta.choice {
-                        if !parts.tried.contains(c) {
-                            parts.tried.push(c.clone());
+                    let used = match (&meta.candidates, &meta.choice) {
+                        (Some(c), _) => Some(c.clone()),
+                        // Offered by the previous version: which version of each part.
+                        (None, Some(v)) => parts.ids_of_versions(v),
+                        (None, None) => None,
+                    };
+                    if let Some(c) = used {
+                        if !parts.tried.tried.contains(&c) {
+                            parts.tried.tried.push(c);
                         }
                     }
                     e.state = match parts.next_choice() {
@@ -683,7 +839,7 @@ impl SmsTransport {
                         Some(_) => State::Held,
                         None => State::Exhausted,
                     };
-                    self.save_parts(&e, &parts, durable)?;
+                    self.save_tried(&e, &parts.tried, durable)?;
                     index.messages[i] = e;
                 }
             }
@@ -745,10 +901,7 @@ impl SmsTransport {
             let missing: Vec<u16> = if e.state == State::Exhausted {
                 (0..e.count).collect()
             } else {
-                let parts = self.load_parts(e)?;
-                (0..e.count)
-                    .filter(|&i| parts.parts[usize::from(i)].is_empty())
-                    .collect()
+                self.load_parts(e)?.missing(e.count)
             };
             if missing.is_empty() {
                 continue;
@@ -850,42 +1003,68 @@ impl SmsTransport {
 mod tests {
     use super::*;
 
-    fn parts(versions: &[usize]) -> Parts {
+    /// A message of `versions.len()` parts with so many versions of each, in a part store
+    /// in `dir`.
+    fn parts(dir: &std::path::Path, versions: &[usize]) -> Parts {
+        let store = PartStore::new(dir);
+        let mut group = store
+            .group("m", versions.len() as u64, Units::Pieces)
+            .unwrap();
+        for (i, &n) in versions.iter().enumerate() {
+            for v in 0..n {
+                let bytes = [i as u8, v as u8];
+                let new = NewCandidate {
+                    offset: i as u64,
+                    len: 1,
+                    bytes: &bytes,
+                    sender: "15550001",
+                    trust: 1,
+                    at: 0,
+                };
+                assert!(matches!(
+                    group.add(&new, CANDIDATES).unwrap(),
+                    Added::New { .. }
+                ));
+            }
+        }
         Parts {
-            parts: versions
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| (0..n).map(|v| hex(&[i as u8, v as u8])).collect())
-                .collect(),
-            tried: Vec::new(),
+            group,
+            tried: Tried::default(),
         }
     }
 
     #[test]
     fn every_combination_is_tried_once_up_to_the_limit() {
-        let mut p = parts(&[1, 2, 1, 3]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = parts(&dir.path().join("a"), &[1, 2, 1, 3]);
         let mut seen = Vec::new();
         while let Some(c) = p.next_choice() {
             assert!(!seen.contains(&c));
             seen.push(c.clone());
-            p.tried.push(c);
+            p.tried.tried.push(c);
         }
         assert_eq!(seen.len(), 6);
-        assert_eq!(seen[0], vec![0, 0, 0, 0]);
-        let mut many = parts(&[4; 8]);
+        assert_eq!(p.assemble(&seen[0]).unwrap(), vec![0, 0, 1, 0, 2, 0, 3, 0]);
+        let mut many = parts(&dir.path().join("b"), &[4; 8]);
         let mut n = 0;
         while let Some(c) = many.next_choice() {
-            many.tried.push(c);
+            many.tried.tried.push(c);
             n += 1;
         }
         assert_eq!(n, ATTEMPTS);
-        assert_eq!(parts(&[1, 0]).next_choice(), None);
+        assert_eq!(parts(&dir.path().join("c"), &[1, 0]).next_choice(), None);
     }
 
     #[test]
     fn an_assembly_uses_the_chosen_versions() {
-        let p = parts(&[2, 2]);
-        assert_eq!(p.assemble(&[1, 0]), vec![0, 1, 1, 0]);
+        let dir = tempfile::tempdir().unwrap();
+        let p = parts(dir.path(), &[2, 2]);
+        // The previous version named an assembly by version per part: [1, 0] is the second
+        // version of part 0 and the first of part 1.
+        let ids = p.ids_of_versions(&[1, 0]).unwrap();
+        assert_eq!(p.assemble(&ids).unwrap(), vec![0, 1, 1, 0]);
+        assert_eq!(p.ids_of_versions(&[2, 0]), None);
+        assert_eq!(p.missing(2), Vec::<u16>::new());
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //!   queue/PHONE/P-SEQ-TAG-I.txt|.bin   SMS waiting for budget or for the gateway
 //!   budget.json                SMS sent to all numbers today (total_daily_budget)
 //!   incoming/index.json        incomplete messages, recently finished ones, allowances
-//!   incoming/DIGITS-TAG-N.json the versions of each part of one incomplete message
+//!   incoming/parts/DIGITS-TAG-N/  one incomplete message: a group of the part store
+//!                              (ferry_transport::parts: `log`, `data`, `<id>.cand` for
+//!                              further versions of a part, `meta` = assemblies refused)
 //!   inbox/ID.msg, ID.json      assembled messages for the node; inbox/processed/ once
 //!                              applied (at most 256, keep_sent_hours)
-//!   expired/DIGITS-TAG-TIME.json  parts of members' messages given up (64 files, 8 MiB,
-//!                              30 days)
+//!   expired/DIGITS-TAG-TIME.json  parts of members' messages given up, every version in
+//!                              hexadecimal (64 files, 8 MiB, 30 days)
 //!   quarantine/refused.jsonl   SMS that were not ferry's or from unknown numbers, one line
 //!                              each (rotated at 512 KiB, 14 days)
 //!   reports/ID.json            what the node should tell the user (at most 256)

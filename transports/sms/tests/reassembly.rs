@@ -221,3 +221,48 @@ fn sending_needs_a_recipient_and_refuses_what_256_sms_cannot_carry() {
         assert!(text.len() <= 160 && text.bytes().all(|b| text::ALPHABET.contains(&b)));
     }
 }
+
+/// Upgrading: a message the previous version kept as `incoming/DIGITS-TAG-COUNT.json` (every
+/// version of every part in hexadecimal) is taken over by the part store, versions included,
+/// and completes when its last part arrives.
+#[test]
+fn a_message_kept_by_the_previous_version_is_taken_over_with_its_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = message(600);
+    let lay = frame::layout(msg.len(), 123).unwrap();
+    assert!(lay.count >= 3);
+    {
+        let mut t = open(dir.path());
+        for i in 0..lay.count - 1 {
+            t.accept(&sms(A, 9, &msg, lay, i)).unwrap();
+        }
+    }
+    let key = format!("15550001-00009-{:03}", lay.count);
+    let incoming = dir.path().join("incoming");
+    assert!(incoming.join("parts").join(&key).join("log").is_file());
+    std::fs::remove_dir_all(incoming.join("parts").join(&key)).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut parts: Vec<Vec<String>> = (0..lay.count - 1)
+        .map(
+            |i| match frame::decode(&frame::data_frame(9, &msg, lay, i)).unwrap() {
+                frame::Frame::Data { payload, .. } => vec![hex(&payload)],
+                other => panic!("a data frame decodes as data, not {other:?}"),
+            },
+        )
+        .collect();
+    // A forged version of part 1 that arrived after the real one.
+    parts[1].push(hex(b"forged"));
+    parts.push(Vec::new());
+    let legacy = incoming.join(format!("{key}.json"));
+    std::fs::write(
+        &legacy,
+        serde_json::to_vec(&serde_json::json!({ "parts": parts, "tried": [] })).unwrap(),
+    )
+    .unwrap();
+    let mut t = open(dir.path());
+    let last = t.accept(&sms(A, 9, &msg, lay, lay.count - 1)).unwrap();
+    assert!(matches!(last, Accepted::Completed { .. }), "{last:?}");
+    assert!(!legacy.exists());
+    // The real versions, first to arrive, make the first assembly.
+    assert_eq!(inbox(&mut t), vec![msg]);
+}

@@ -20,9 +20,13 @@ pub(crate) struct MessageMeta {
     pub parts: u16,
     pub len: u64,
     pub completed_at: u64,
-    /// Which version of each part this assembly used.
-    #[serde(default)]
+    /// Which version of each part this assembly used (as the previous version wrote it:
+    /// read only, to settle an assembly it offered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choice: Option<Vec<u8>>,
+    /// The part-store candidates this assembly used, one per part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Vec<u32>>,
 }
 
 impl SmsTransport {
