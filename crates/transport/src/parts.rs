@@ -251,6 +251,18 @@ impl PartStore {
     /// (see the crash rule), or an empty group if nothing is held or what is held was for
     /// another length or other units. Creates nothing.
     pub fn group(&self, key: &str, total: u64, units: Units) -> io::Result<Group> {
+        self.open(key, total, units, true)
+    }
+
+    /// Like [`PartStore::group`], but a record's bytes are only checked to be there (file
+    /// lengths), not read: for groups of large candidates opened often (email: a bundle of
+    /// a gigabyte, opened for each piece). Their CRC-32 is still checked whenever they are
+    /// read ([`Group::read`], [`Group::assemble`] fail with `InvalidData`).
+    pub fn group_lazy(&self, key: &str, total: u64, units: Units) -> io::Result<Group> {
+        self.open(key, total, units, false)
+    }
+
+    fn open(&self, key: &str, total: u64, units: Units, read: bool) -> io::Result<Group> {
         let dir = self.gdir(key)?;
         let mut g = Group {
             dir,
@@ -286,6 +298,10 @@ impl PartStore {
         g.created = created;
         g.on_disk = true;
         let mut data = File::open(g.dir.join("data")).ok();
+        let data_len = data
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
         let mut at = HEADER;
         let mut buf = Vec::new();
         while let Some((c, next)) = parse_record(&raw, at) {
@@ -299,12 +315,15 @@ impl PartStore {
             let sound = fits
                 && fresh
                 && (units == Units::Pieces || c.size == c.len)
-                && match c.place {
-                    Place::Data(pos) => data.as_mut().is_some_and(|f| {
+                && match (c.place, read) {
+                    (Place::Data(pos), true) => data.as_mut().is_some_and(|f| {
                         read_at(f, pos, c.size, &mut buf).is_ok() && crc32(&buf) == c.crc
                     }),
-                    Place::Own => fs::read(g.dir.join(format!("{}.cand", c.id)))
+                    (Place::Data(pos), false) => pos + c.size <= data_len,
+                    (Place::Own, true) => fs::read(g.dir.join(format!("{}.cand", c.id)))
                         .is_ok_and(|b| b.len() as u64 == c.size && crc32(&b) == c.crc),
+                    (Place::Own, false) => fs::metadata(g.dir.join(format!("{}.cand", c.id)))
+                        .is_ok_and(|m| m.len() == c.size),
                 };
             g.next_id = g.next_id.max(c.id.saturating_add(1));
             if sound {
@@ -1211,6 +1230,36 @@ mod tests {
             whole(&g, &g.combinations(1, 100, |_| false)[0])[50..],
             [6; 50]
         );
+    }
+
+    #[test]
+    fn a_lazy_group_checks_lengths_on_opening_and_bytes_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartStore::new(dir.path());
+        let mut g = store.group("m", 20, Units::Bytes).unwrap();
+        g.add(&new(0, &[1; 10], "a", 1), 4).unwrap();
+        g.add(&new(10, &[2; 10], "a", 1), 4).unwrap();
+        let Added::New { id: own, .. } = g.add(&new(10, &[3; 10], "b", 1), 4).unwrap() else {
+            panic!("kept");
+        };
+        // A flipped byte in `data` and a cut candidate file.
+        let data = dir.path().join("m/data");
+        let mut raw = fs::read(&data).unwrap();
+        raw[3] ^= 1;
+        fs::write(&data, raw).unwrap();
+        fs::write(dir.path().join(format!("m/{own}.cand")), [3; 9]).unwrap();
+        let g = store.group_lazy("m", 20, Units::Bytes).unwrap();
+        assert_eq!(g.count(), 2, "the cut file is seen by its length");
+        let first = g.candidates().next().unwrap().id;
+        assert_eq!(
+            g.read(first).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let combo = g.combinations(1, 100, |_| false).remove(0);
+        let err = g.assemble(&combo, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // The full check drops the flipped one as well.
+        assert_eq!(store.group("m", 20, Units::Bytes).unwrap().count(), 1);
     }
 
     #[test]

@@ -24,17 +24,31 @@
 //!   folder is `<digest>-<size>`), the ledger is a hash map, and everything kept is bounded
 //!   by the quotas, so loading it is bounded too.
 //!
+//! The bytes are kept by the part store ([`ferry_transport::parts`], the folder `inbox/` is
+//! one, each group a group of it keyed `<digest>-<size>`); what only email knows (the parts
+//! claimed, the emails that carried each candidate, what was refused) is the group's blob.
+//! The store's candidates are opened without reading their bytes (a bundle may be a
+//! gigabyte) and checked when a combination is read; a candidate the blob lists whose bytes
+//! did not reach the disk, or one the store holds that the blob does not list (a crash
+//! between the two writes), is dropped when the group is next opened.
+//!
 //! ```text
-//! inbox/<digest>-<size>/group.json     the group: its candidates and the emails they came in
-//! inbox/<digest>-<size>/<n>.cand        one candidate's bytes (removed once the bundle is whole)
-//! inbox/<digest>-<size>/bundle          the whole bundle, matching its digest
-//! ledger                                bundles settled: `P|R <digest>-<size> <unix time>` lines
+//! inbox/<digest>-<size>/meta        the group: its candidates and the emails they came in
+//! inbox/<digest>-<size>/log, data   the part store's candidates: first versions in `data`
+//! inbox/<digest>-<size>/<id>.cand   a further version of a range (all removed once whole)
+//! inbox/<digest>-<size>/bundle      the whole bundle, matching its digest
+//! ledger                            bundles settled: `P|R <digest>-<size> <unix time>` lines
 //! ```
+//!
+//! **Upgrading.** A group kept by the previous version (`group.json` and one `<n>.cand` per
+//! candidate) is moved into the part store when the inbox is loaded, candidates and emails
+//! included; one kept by an earlier version still (a folder per digest, `.piece` files) is
+//! taken over too, its pieces unverified.
 
 use crate::error::EmailError;
 use crate::mime::{Claim, Piece, digest_hex};
-use crate::store::{Source, read_json, sync_dir, write_atomic, write_json, write_quick};
-use ferry_transport::fsutil::{AtomicWrite, Step};
+use crate::store::{Source, read_json, sync_dir, write_atomic, write_quick};
+use ferry_transport::parts::{self as pstore, NewCandidate, PartStore, Units};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -116,11 +130,17 @@ pub(crate) fn quota(t: Trust) -> &'static Quota {
     }
 }
 
-/// One version of one byte range of a bundle.
+/// A group's candidates in the part store.
+type PartGroup = pstore::Group;
+
+/// One version of one byte range of a bundle: what the email side knows of a candidate of
+/// the part store (which part it claimed, the emails that carried it).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Cand {
-    /// Its file: `<file>.cand`.
-    pub(crate) file: u32,
+    /// Its candidate in the part store (in the previous version's `group.json`: its
+    /// `<file>.cand`).
+    #[serde(alias = "file")]
+    pub(crate) id: u32,
     pub(crate) offset: u64,
     pub(crate) len: u64,
     pub(crate) part: u32,
@@ -173,7 +193,6 @@ pub(crate) struct Group {
     pub(crate) sources: Vec<Source>,
     /// Emails whose pieces claimed it but do not match it.
     pub(crate) refused: Vec<Refusal>,
-    pub(crate) next_file: u32,
 }
 
 impl Group {
@@ -289,6 +308,8 @@ struct Ledger {
 /// The received parts and the ledger, loaded once per run.
 pub(crate) struct Inbox {
     dir: PathBuf,
+    /// The part store in `dir`: one group per bundle, its key the folder name.
+    parts: PartStore,
     ledger_path: PathBuf,
     groups: BTreeMap<String, Group>,
     ids: HashMap<String, String>,
@@ -347,6 +368,7 @@ impl Inbox {
         let dir = state_dir.join("inbox");
         fs::create_dir_all(&dir).map_err(|e| EmailError::io("cannot create folder", &dir, e))?;
         let mut inbox = Inbox {
+            parts: PartStore::new(&dir),
             dir,
             ledger_path: state_dir.join("ledger"),
             groups: BTreeMap::new(),
@@ -365,7 +387,10 @@ impl Inbox {
             if !is_gid(&name) {
                 continue;
             }
-            let g = match read_json::<Group>(&d.join("group.json")) {
+            if !d.join("meta").exists() && d.join("group.json").exists() {
+                inbox.take_over(&d, &name)?;
+            }
+            let g = match read_json::<Group>(&d.join("meta")) {
                 Ok(Some(g)) if !g.complete || file_len(&d.join("bundle")) == Some(g.size) => g,
                 // Created but never described, or written without waiting for the disk and
                 // cut by a crash: nothing in it counts (its sender's next bundle carries
@@ -517,20 +542,35 @@ impl Inbox {
             cands: Vec::new(),
             sources: Vec::new(),
             refused: Vec::new(),
-            next_file: 0,
         };
         if g.complete {
             g.sources = old.sources;
         } else {
+            let mut held = self
+                .parts
+                .group(&gid, g.size, Units::Bytes)
+                .map_err(|e| EmailError::io("cannot read", &nd, e))?;
             for (off, len) in old.pieces {
                 let from = nd.join(format!("{off}-{len}.piece"));
                 let Ok(data) = fs::read(&from) else { continue };
-                let file = g.next_file;
-                g.next_file += 1;
-                fs::rename(&from, nd.join(format!("{file}.cand")))
-                    .map_err(|e| EmailError::io("cannot rename", &from, e))?;
+                let added = held.add(
+                    &NewCandidate {
+                        offset: off,
+                        len,
+                        bytes: &data,
+                        sender: &g.sender,
+                        trust: Trust::Unverified as u8,
+                        at: now,
+                    },
+                    MAX_CANDIDATES,
+                );
+                let _ = fs::remove_file(&from);
+                // A piece whose length is not the one its name says is not kept.
+                let Ok(pstore::Added::New { id, .. }) = added else {
+                    continue;
+                };
                 g.cands.push(Cand {
-                    file,
+                    id,
                     offset: off,
                     len,
                     part: 0,
@@ -541,11 +581,73 @@ impl Inbox {
                     sources: old.sources.clone(),
                 });
             }
+            held.sync()
+                .map_err(|e| EmailError::io("cannot write", &nd, e))?;
         }
         g.id = self.free_id(&g.name, &g.digest, g.size);
         self.save(&g)?;
+        let _ = fs::remove_file(nd.join("group.json"));
         self.ids.insert(g.id.clone(), gid.clone());
         self.groups.insert(gid, g);
+        Ok(())
+    }
+
+    /// Takes over a group kept by the previous version (`group.json` and one `<n>.cand` per
+    /// candidate): its candidates move into the part store, their emails and parts kept.
+    fn take_over(&mut self, d: &Path, gid: &str) -> Result<(), EmailError> {
+        let mut g = match read_json::<Group>(&d.join("group.json")) {
+            Ok(Some(g)) if g.gid == gid => g,
+            Ok(_) | Err(EmailError::State { .. }) => return remove_dir(d),
+            Err(e) => return Err(e),
+        };
+        // Out of the way of the store's own `<id>.cand` names first.
+        for c in &g.cands {
+            let _ = fs::rename(
+                d.join(format!("{}.cand", c.id)),
+                d.join(format!("{}.old", c.id)),
+            );
+        }
+        let mut held = self
+            .parts
+            .group(gid, g.size, Units::Bytes)
+            .map_err(|e| EmailError::io("cannot read", d, e))?;
+        let mut kept: Vec<Cand> = Vec::new();
+        for mut c in std::mem::take(&mut g.cands) {
+            let old = d.join(format!("{}.old", c.id));
+            let data = fs::read(&old).ok();
+            let _ = fs::remove_file(&old);
+            let Some(data) = data.filter(|b| b.len() as u64 == c.len) else {
+                continue;
+            };
+            let added = held.add(
+                &NewCandidate {
+                    offset: c.offset,
+                    len: c.len,
+                    bytes: &data,
+                    sender: &c.sender,
+                    trust: c.trust as u8,
+                    at: c.at,
+                },
+                MAX_CANDIDATES,
+            );
+            match added {
+                Ok(pstore::Added::New { id, .. }) => {
+                    c.id = id;
+                    kept.push(c);
+                }
+                Ok(pstore::Added::Duplicate(id)) => {
+                    if let Some(k) = kept.iter_mut().find(|k| k.id == id) {
+                        k.sources.extend(c.sources);
+                    }
+                }
+                _ => {}
+            }
+        }
+        held.sync()
+            .map_err(|e| EmailError::io("cannot write", d, e))?;
+        g.cands = kept;
+        self.save(&g)?;
+        let _ = fs::remove_file(d.join("group.json"));
         Ok(())
     }
 
@@ -560,12 +662,10 @@ impl Inbox {
     /// Writes the group's description: durably, unless it is a whole bundle nobody marked
     /// (see [`durable`]).
     fn save(&self, g: &Group) -> Result<(), EmailError> {
-        let path = self.gdir(&g.gid).join("group.json");
-        if durable(g) {
-            write_json(&path, g)
-        } else {
-            write_quick(&path, &serde_json::to_vec(g).expect("state serializes"))
-        }
+        let bytes = serde_json::to_vec(g).expect("state serializes");
+        self.parts
+            .set_meta(&g.gid, &bytes, durable(g))
+            .map_err(|e| EmailError::io("cannot write", self.gdir(&g.gid).join("meta"), e))
     }
 
     fn free_id(&self, name: &str, digest: &str, size: u64) -> String {
@@ -606,7 +706,9 @@ impl Inbox {
         };
         self.record(&gid, fate, now)?;
         self.groups.remove(&gid);
-        remove_dir(&self.gdir(&gid))
+        self.parts
+            .remove(&gid)
+            .map_err(|e| EmailError::io("cannot remove", self.gdir(&gid), e))
     }
 
     /// What pieces of `trust` take now: per sender and in all.
@@ -651,13 +753,13 @@ impl Inbox {
             return Ok(false);
         };
         let gdir = self.gdir(&gid);
+        let mut held = self.open_group(&gid)?;
         let g = self.groups.get_mut(&gid).expect("found above");
         let (gone, kept): (Vec<Cand>, Vec<Cand>) = std::mem::take(&mut g.cands)
             .into_iter()
             .partition(|c| c.sender == sender && c.trust == trust);
         g.cands = kept;
         for c in &gone {
-            let _ = fs::remove_file(gdir.join(format!("{}.cand", c.file)));
             self.evicted.push(c.sender.clone());
         }
         if g.cands.is_empty() {
@@ -666,6 +768,9 @@ impl Inbox {
             self.ids.remove(&id);
             remove_dir(&gdir)?;
         } else {
+            let ids: Vec<u32> = gone.iter().map(|c| c.id).collect();
+            held.remove(&ids, false)
+                .map_err(|e| EmailError::io("cannot remove", &gdir, e))?;
             g.trust = g
                 .cands
                 .iter()
@@ -790,8 +895,21 @@ impl Inbox {
         if piece.is_whole() {
             return self.add_whole(piece, claim, trust, &sender, source, now);
         }
+        if claim.length == 0
+            || claim
+                .offset
+                .checked_add(claim.length)
+                .is_none_or(|e| e > claim.size)
+        {
+            return Ok(Added::Dropped(format!(
+                "part {}/{} covers no bytes of a {}-byte bundle",
+                claim.part, claim.parts, claim.size
+            )));
+        }
         let new_group = !self.groups.contains_key(&gid);
-        if let Some(g) = self.groups.get_mut(&gid) {
+        if !new_group {
+            let mut held = self.open_group(&gid)?;
+            let g = self.groups.get_mut(&gid).expect("checked above");
             // The same bytes again (another copy of the email, a saved file).
             if let Some(c) = g.cands.iter_mut().find(|c| {
                 c.offset == claim.offset
@@ -805,37 +923,62 @@ impl Inbox {
                     c.trust = trust;
                     c.sender = sender.clone();
                     g.trust = g.trust.max(trust);
+                    held.raise_trust(c.id, trust as u8, &sender, true)
+                        .map_err(|e| EmailError::io("cannot write", held.dir(), e))?;
                 }
                 g.last_seen = now;
                 let g = g.clone();
                 self.save(&g)?;
                 return Ok(Added::Waiting);
             }
-            let same: Vec<usize> = g
-                .cands
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.offset == claim.offset && c.len == claim.length)
-                .map(|(i, _)| i)
-                .collect();
-            if trust == Trust::Unverified && same.iter().any(|&i| g.cands[i].trust == Trust::Member)
-            {
+            let same = || {
+                g.cands
+                    .iter()
+                    .filter(|c| c.offset == claim.offset && c.len == claim.length)
+            };
+            if trust == Trust::Unverified && same().any(|c| c.trust == Trust::Member) {
                 return Ok(Added::Refused(format!(
                     "part {}/{} of bundle {} differs from a member's copy of the same bytes (forged or altered)",
                     claim.part, claim.parts, g.name
                 )));
             }
-            if same.len() >= MAX_CANDIDATES {
-                let weakest = same
-                    .iter()
-                    .copied()
-                    .filter(|&i| g.cands[i].trust < trust)
-                    .min_by_key(|&i| g.cands[i].at);
-                match weakest {
-                    Some(i) => {
+            if same().count() >= MAX_CANDIDATES && !same().any(|c| c.trust < trust) {
+                return Ok(Added::Dropped(format!(
+                    "{MAX_CANDIDATES} different versions of part {}/{} of bundle {} are already kept",
+                    claim.part, claim.parts, g.name
+                )));
+            }
+        }
+        if let Err(why) = self.make_room(&sender, trust, claim.length + OVERHEAD, new_group)? {
+            return Ok(Added::Dropped(why));
+        }
+        self.group_for(&gid, piece, claim, trust, &sender, now)?;
+        let mut held = self.open_group(&gid)?;
+        let hdir = held.dir().to_path_buf();
+        let failed = |e| EmailError::io("cannot keep", &hdir, e);
+        let added = held
+            .add(
+                &NewCandidate {
+                    offset: claim.offset,
+                    len: claim.length,
+                    bytes: &piece.data,
+                    sender: &sender,
+                    trust: trust as u8,
+                    at: now,
+                },
+                MAX_CANDIDATES,
+            )
+            .map_err(failed)?;
+        // Only members' pieces wait for the disk (see `durable`).
+        if trust == Trust::Member {
+            held.sync().map_err(failed)?;
+        }
+        let g = self.groups.get_mut(&gid).expect("made above");
+        match added {
+            pstore::Added::New { id, evicted } => {
+                if let Some(gone) = evicted {
+                    if let Some(i) = g.cands.iter().position(|c| c.id == gone.id) {
                         let c = g.cands.remove(i);
-                        let _ =
-                            fs::remove_file(self.dir.join(&gid).join(format!("{}.cand", c.file)));
                         for s in c.sources {
                             g.refused.push(Refusal {
                                 source: s,
@@ -845,42 +988,41 @@ impl Inbox {
                                 ),
                             });
                         }
-                        let g = g.clone();
-                        self.save(&g)?;
                     }
-                    None => {
-                        return Ok(Added::Dropped(format!(
-                            "{MAX_CANDIDATES} different versions of part {}/{} of bundle {} are already kept",
-                            claim.part, claim.parts, g.name
-                        )));
+                }
+                g.cands.push(Cand {
+                    id,
+                    offset: claim.offset,
+                    len: claim.length,
+                    part: claim.part,
+                    part_digest: claim.part_digest.clone(),
+                    sender,
+                    trust,
+                    at: now,
+                    sources: vec![source.clone()],
+                });
+            }
+            // These bytes are held already (claimed with another part digest).
+            pstore::Added::Duplicate(id) => {
+                if let Some(c) = g.cands.iter_mut().find(|c| c.id == id) {
+                    if !c.sources.contains(source) {
+                        c.sources.push(source.clone());
                     }
                 }
             }
+            pstore::Added::Conflicts(_) => {
+                return Ok(Added::Refused(format!(
+                    "part {}/{} of bundle {} differs from a member's copy of the same bytes (forged or altered)",
+                    claim.part, claim.parts, g.name
+                )));
+            }
+            pstore::Added::Crowded => {
+                return Ok(Added::Dropped(format!(
+                    "{MAX_CANDIDATES} different versions of part {}/{} of bundle {} are already kept",
+                    claim.part, claim.parts, g.name
+                )));
+            }
         }
-        if let Err(why) = self.make_room(&sender, trust, claim.length + OVERHEAD, new_group)? {
-            return Ok(Added::Dropped(why));
-        }
-        let gdir = self.group_for(&gid, piece, claim, trust, &sender, now)?;
-        let g = self.groups.get_mut(&gid).expect("made above");
-        let file = g.next_file;
-        g.next_file += 1;
-        let path = gdir.join(format!("{file}.cand"));
-        if trust == Trust::Member {
-            write_atomic(&path, &piece.data)?;
-        } else {
-            write_quick(&path, &piece.data)?;
-        }
-        g.cands.push(Cand {
-            file,
-            offset: claim.offset,
-            len: claim.length,
-            part: claim.part,
-            part_digest: claim.part_digest.clone(),
-            sender,
-            trust,
-            at: now,
-            sources: vec![source.clone()],
-        });
         g.trust = g.trust.max(trust);
         g.parts = g.parts.max(claim.parts);
         g.last_seen = now;
@@ -891,6 +1033,38 @@ impl Inbox {
         } else {
             Ok(Added::Waiting)
         }
+    }
+
+    /// The part-store group of `gid`, opened without reading its bytes (they are checked
+    /// when read), and the group's description made to agree with it: a candidate the
+    /// description lists but whose bytes did not reach the disk is forgotten, one the store
+    /// holds but the description does not list (a crash between the two writes) is removed.
+    fn open_group(&mut self, gid: &str) -> Result<PartGroup, EmailError> {
+        let size = self.groups.get(gid).map_or(0, |g| g.size);
+        let gdir = self.gdir(gid);
+        let mut held = self
+            .parts
+            .group_lazy(gid, size, Units::Bytes)
+            .map_err(|e| EmailError::io("cannot read", &gdir, e))?;
+        let Some(g) = self.groups.get_mut(gid) else {
+            return Ok(held);
+        };
+        let before = g.cands.len();
+        g.cands.retain(|c| held.candidate(c.id).is_some());
+        let orphans: Vec<u32> = held
+            .candidates()
+            .filter(|h| !g.cands.iter().any(|c| c.id == h.id))
+            .map(|h| h.id)
+            .collect();
+        if !orphans.is_empty() {
+            held.remove(&orphans, durable(g))
+                .map_err(|e| EmailError::io("cannot write", &gdir, e))?;
+        }
+        if g.cands.len() != before {
+            let g = g.clone();
+            self.save(&g)?;
+        }
+        Ok(held)
     }
 
     /// The folder of group `gid`, made (with its record) when this is its first piece.
@@ -922,7 +1096,6 @@ impl Inbox {
                 cands: Vec::new(),
                 sources: Vec::new(),
                 refused: Vec::new(),
-                next_file: 0,
             };
             self.ids.insert(g.id.clone(), gid.to_string());
             self.groups.insert(gid.to_string(), g);
@@ -962,52 +1135,41 @@ impl Inbox {
         if g.complete || !g.covered() {
             return Ok(g.complete);
         }
-        let mut order: Vec<usize> = (0..g.cands.len()).collect();
-        order.sort_by_key(|&i| {
-            let c = &g.cands[i];
-            (std::cmp::Reverse(c.trust), c.at, c.file)
-        });
-        let gdir = self.gdir(gid);
-        let mut search = Search {
-            g,
-            order: &order,
-            gdir: &gdir,
-            attempts: 0,
-            steps: 0,
-            chosen: Vec::new(),
-        };
-        let found = search.run(0)?;
-        let Some(chosen) = found else {
+        let mut held = self.open_group(gid)?;
+        let g = &self.groups[gid];
+        let mut found = None;
+        for combo in held.combinations(MAX_ATTEMPTS, MAX_STEPS, |_| false) {
+            let mut h = blake3::Hasher::new();
+            match held.assemble(&combo, &mut h) {
+                Ok(n) if n == g.size && h.finalize().to_hex().as_str() == g.digest => {
+                    found = Some(combo);
+                    break;
+                }
+                Ok(_) => {}
+                // A candidate whose bytes changed or went (a crash): not this combination.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::InvalidData
+                            | io::ErrorKind::NotFound
+                            | io::ErrorKind::UnexpectedEof
+                    ) => {}
+                Err(e) => return Err(EmailError::io("cannot read", held.dir(), e)),
+            }
+        }
+        let Some(combo) = found else {
             return Ok(false);
         };
-        // Write the bundle from the combination that matched.
-        let bundle = gdir.join("bundle");
-        AtomicWrite::new().durable(durable(g)).write_with(
-            &bundle,
-            |out| {
-                let mut end = 0u64;
-                for &i in &chosen {
-                    let c = &g.cands[i];
-                    let data = fs::read(gdir.join(format!("{}.cand", c.file)))
-                        .map_err(|e| EmailError::io("cannot put together", &bundle, e))?;
-                    let skip = (end - c.offset) as usize;
-                    out.write_all(&data[skip..])
-                        .map_err(|e| EmailError::io("cannot put together", &bundle, e))?;
-                    end = c.end();
-                }
-                Ok(())
-            },
-            |step, e| match step {
-                Step::Rename => EmailError::io("cannot rename", &bundle, e),
-                _ => EmailError::io("cannot put together", &bundle, e),
-            },
-        )?;
+        // The bundle from the combination that matched.
+        let bundle = self.bundle_path(g);
+        held.finish(&combo, &bundle, durable(g))
+            .map_err(|e| EmailError::io("cannot put together", &bundle, e))?;
         self.finish(gid)?;
         Ok(true)
     }
 
     /// Marks `gid` whole (its `bundle` file written): candidates that match the bundle's
-    /// bytes join its sources, those that do not are refused; candidate files go.
+    /// bytes join its sources, those that do not are refused; the candidates' files go.
     fn finish(&mut self, gid: &str) -> Result<(), EmailError> {
         let gdir = self.gdir(gid);
         if durable(&self.groups[gid]) {
@@ -1033,11 +1195,15 @@ impl Inbox {
                     });
                 }
             }
-            let _ = fs::remove_file(gdir.join(format!("{}.cand", c.file)));
         }
         g.complete = true;
+        let size = g.size;
         let g = g.clone();
-        self.save(&g)
+        self.save(&g)?;
+        self.parts
+            .group_lazy(gid, size, Units::Bytes)
+            .and_then(|mut held| held.drop_candidates())
+            .map_err(|e| EmailError::io("cannot remove", &gdir, e))
     }
 }
 
@@ -1071,66 +1237,6 @@ fn range_digest(path: &Path, offset: u64, len: u64) -> Result<Option<String>, Em
     let mut h = blake3::Hasher::new();
     io::copy(&mut f.take(len), &mut h).map_err(|e| EmailError::io("cannot read", path, e))?;
     Ok(Some(h.finalize().to_hex().to_string()))
-}
-
-/// A bounded depth-first search for a combination of candidates that covers a bundle and
-/// matches its digest.
-struct Search<'a> {
-    g: &'a Group,
-    order: &'a [usize],
-    gdir: &'a Path,
-    attempts: usize,
-    steps: usize,
-    chosen: Vec<usize>,
-}
-
-impl Search<'_> {
-    fn run(&mut self, pos: u64) -> Result<Option<Vec<usize>>, EmailError> {
-        if pos >= self.g.size {
-            self.attempts += 1;
-            return Ok(self.matches()?.then(|| self.chosen.clone()));
-        }
-        for &i in self.order {
-            if self.attempts >= MAX_ATTEMPTS || self.steps >= MAX_STEPS {
-                return Ok(None);
-            }
-            self.steps += 1;
-            let c = &self.g.cands[i];
-            if c.offset > pos || c.end() <= pos {
-                continue;
-            }
-            self.chosen.push(i);
-            let found = self.run(c.end())?;
-            self.chosen.pop();
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        Ok(None)
-    }
-
-    /// Whether the chosen candidates, in order, make up the bundle's digest.
-    fn matches(&self) -> Result<bool, EmailError> {
-        let mut h = blake3::Hasher::new();
-        let mut end = 0u64;
-        for &i in &self.chosen {
-            let c = &self.g.cands[i];
-            let path = self.gdir.join(format!("{}.cand", c.file));
-            let data = match fs::read(&path) {
-                Ok(d) => d,
-                // Gone (a crash between removing it and describing the group): no match.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(EmailError::io("cannot read", &path, e)),
-            };
-            if data.len() as u64 != c.len {
-                return Ok(false);
-            }
-            let skip = (end - c.offset) as usize;
-            h.update(&data[skip..]);
-            end = c.end();
-        }
-        Ok(end >= self.g.size && h.finalize().to_hex().as_str() == self.g.digest)
-    }
 }
 
 #[cfg(test)]
@@ -1329,7 +1435,7 @@ mod tests {
         let mut inbox = Inbox::load(dir.path(), 1000).unwrap();
         inbox.put(&p, Trust::Unverified, &src(1), 1000).unwrap();
         let gdir = inbox.dir.join(&g.gid);
-        fs::write(gdir.join("group.json"), b"{\"gid\": \"ab").unwrap();
+        fs::write(gdir.join("meta"), b"{\"gid\": \"ab").unwrap();
         let inbox = Inbox::load(dir.path(), 1001).unwrap();
         assert_eq!(inbox.groups().count(), 0);
         assert!(!gdir.exists());
@@ -1417,6 +1523,71 @@ mod tests {
         let inbox = Inbox::load(dir.path(), 1000 + MEMBER.expiry_secs + 1).unwrap();
         assert_eq!(inbox.groups().count(), 0);
         assert_eq!(inbox.expired, vec![("b".to_string(), Trust::Member)]);
+    }
+
+    /// A group kept by the previous version (`group.json`, `<n>.cand`) moves into the part
+    /// store with its candidates and their emails, and completes.
+    #[test]
+    fn a_group_kept_by_the_previous_version_moves_into_the_part_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, d, [p1, p2, p3]) = parts();
+        let gid = gid_of(&d, SIZE);
+        let gdir = dir.path().join("inbox").join(&gid);
+        fs::create_dir_all(&gdir).unwrap();
+        let cand = |file: u32, p: &Piece, n: u32| {
+            serde_json::json!({
+                "file": file, "offset": p.offset, "len": p.data.len(), "part": p.part,
+                "part_digest": digest_hex(&p.data), "sender": "hq@x", "trust": "member",
+                "at": 1000, "sources": [src(n)],
+            })
+        };
+        fs::write(gdir.join("0.cand"), &p1.data).unwrap();
+        fs::write(gdir.join("1.cand"), &p3.data).unwrap();
+        let old = serde_json::json!({
+            "gid": gid, "id": "b.ferry", "name": "b", "size": SIZE, "digest": d, "parts": 3,
+            "first_seen": 1000, "last_seen": 1000, "complete": false, "trust": "member",
+            "sender": "hq@x", "cands": [cand(0, &p1, 1), cand(1, &p3, 3)], "sources": [],
+            "refused": [], "next_file": 2,
+        });
+        fs::write(gdir.join("group.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let mut inbox = Inbox::load(dir.path(), 1000).unwrap();
+        assert!(!gdir.join("group.json").exists() && !gdir.join("0.cand").exists());
+        assert_eq!(inbox.groups().next().unwrap().have(), 200);
+        assert!(matches!(
+            inbox.put(&p2, Trust::Member, &src(2), 1000).unwrap(),
+            Added::Complete
+        ));
+        let g = inbox.groups().next().unwrap();
+        assert_eq!(fs::read(inbox.bundle_path(g)).unwrap(), w);
+        assert_eq!(g.sources, vec![src(1), src(3), src(2)]);
+    }
+
+    /// The crash rule: a candidate whose bytes did not reach the disk is forgotten when its
+    /// group is next opened, and the same part is taken again.
+    #[test]
+    fn a_candidate_whose_bytes_were_lost_is_forgotten_and_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, d, [p1, p2, p3]) = parts();
+        let mut inbox = Inbox::load(dir.path(), 1000).unwrap();
+        inbox.put(&p1, Trust::Unverified, &src(1), 1000).unwrap();
+        inbox.put(&p3, Trust::Unverified, &src(3), 1000).unwrap();
+        // A power cut: the pieces were not flushed, `data` lost its end.
+        let data = dir.path().join("inbox").join(gid_of(&d, SIZE)).join("data");
+        let f = OpenOptions::new().write(true).open(&data).unwrap();
+        f.set_len(150).unwrap();
+        drop(f);
+        let mut inbox = Inbox::load(dir.path(), 1001).unwrap();
+        assert!(matches!(
+            inbox.put(&p2, Trust::Unverified, &src(2), 1001).unwrap(),
+            Added::Waiting
+        ));
+        assert_eq!(inbox.groups().next().unwrap().have(), 200);
+        assert!(matches!(
+            inbox.put(&p3, Trust::Unverified, &src(4), 1001).unwrap(),
+            Added::Complete
+        ));
+        let g = inbox.groups().next().unwrap();
+        assert_eq!(fs::read(inbox.bundle_path(g)).unwrap(), w);
     }
 
     #[test]
