@@ -302,3 +302,81 @@ fn under_ferry_serve_the_apps_commits_and_the_apis_writes_meet_in_its_table_by_t
     assert!(app_runs.len() >= 2, "{runs}");
     assert!(app_runs.iter().all(|r| r["ok"] == true), "{runs}");
 }
+
+#[test]
+fn killing_ferry_while_it_captures_or_applies_leaves_the_table_whole_and_a_rerun_converges() {
+    use std::os::unix::process::ExitStatusExt;
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    exchange(&[&hq, &a, &b], &stick);
+    let db = a.home.with_extension("app.db");
+    sqlite(&db, SCHEMA);
+    a.ok(&["attach", s(&db), "visits"]);
+    let n = 20_000;
+    // The app writes n rows in one transaction; HQ has n records of its own for it.
+    sqlite(
+        &db,
+        &format!(
+            "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < {})
+             INSERT INTO visits SELECT 'app-' || i, i, '2026-12-04', NULL, 'from the app' FROM c;",
+            n - 1
+        ),
+    );
+    let rows: String = (0..n)
+        .map(|i| format!("{{\"id\":\"hq-{i}\",\"weight\":{i},\"note\":\"from hq\"}}\n"))
+        .collect();
+    let file = base.join("hq.jsonl");
+    std::fs::write(&file, rows).unwrap();
+    hq.ok(&["load", "visits", s(&file)]);
+    std::fs::remove_dir_all(&stick).unwrap();
+    std::fs::create_dir_all(&stick).unwrap();
+    hq.ok(&["export", s(&stick)]);
+
+    let count = |sql: &str| -> u64 { sqlite(&db, sql).trim().parse().unwrap() };
+    let mut interrupted = 0;
+    for delay_ms in [5, 20, 60, 120, 200, 300, 450, 650, 900, 1300, 1800] {
+        let mut child = a.cmd(&["sync", s(&stick)]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        if child.wait().unwrap().signal() == Some(9) {
+            interrupted += 1;
+        }
+        // The app's database is sound, and the apply is all or nothing.
+        assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok\n");
+        let rows = count("SELECT count(*) FROM visits");
+        assert!(
+            rows == n || rows == 2 * n,
+            "after a kill at {delay_ms} ms the table holds {rows} rows"
+        );
+        // What ferry took in of the app's rows is all or nothing too.
+        let listed = a.run(&["list", "visits"]);
+        let taken = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|l| l.starts_with("app-"))
+            .count() as u64;
+        assert!(
+            taken == 0 || taken == n,
+            "after a kill at {delay_ms} ms ferry holds {taken} of the app's rows"
+        );
+    }
+    assert!(interrupted > 0, "no kill landed while ferry ran");
+    a.ok(&["sync", s(&stick)]);
+    assert_eq!(count("SELECT count(*) FROM visits"), 2 * n);
+    assert_eq!(
+        count("SELECT count(*) FROM visits WHERE note = 'from hq'"),
+        n
+    );
+    // Every row of the app was taken in exactly once: one change each.
+    let log: serde_json::Value =
+        serde_json::from_str(&a.ok(&["log", "visits", "app-7", "--json"])).unwrap();
+    assert_eq!(log["entries"].as_array().map(Vec::len), Some(1), "{log}");
+    hq.ok(&["sync", s(&stick)]);
+    let at_hq = hq
+        .ok(&["list", "visits"])
+        .lines()
+        .filter(|l| l.starts_with("app-"))
+        .count() as u64;
+    assert_eq!(at_hq, n);
+}

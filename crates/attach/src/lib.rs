@@ -2,7 +2,8 @@
 //!
 //! **Capture.** Attaching a table adds three triggers to it and three small tables to the
 //! app's database (`_ferry_attached`, `_ferry_log`, `_ferry_state`). Every INSERT, UPDATE
-//! and DELETE the app commits, through any SQLite client, appends a line to `_ferry_log`
+//! and DELETE the app commits, through any SQLite client, appends a small line (the table's
+//! number and the row's key) to `_ferry_log`
 //! in the app's own transaction: which row (its key). A rolled-back write leaves no line; a
 //! committed one cannot be missed. The node reads the lines after its cursor
 //! ([`AppDb::captured`]), reads the rows as they are now, writes the columns whose value
@@ -13,8 +14,10 @@
 //! lines the cursor already covers: they are skipped, so the hand-over is exactly once.
 //!
 //! **Apply.** What arrives from other laptops is written into the table in one transaction
-//! ([`AppDb::apply`]) with `_ferry_state.applying` set, which the triggers check, so it is
-//! not captured again; the node's feed cursor is saved in the same transaction. Before it,
+//! ([`AppDb::apply`]), which also removes the log lines its own writes made (while it holds
+//! the write lock no other line can appear), so they are not captured again; the triggers
+//! carry no condition, which keeps the app's own writes cheap. The node's feed cursor is
+//! saved in the same transaction. Before it,
 //! the node captures what the app wrote; if the app wrote more meanwhile, `apply` refuses
 //! ([`AttachError::AppWrote`]) and the node captures again — an incoming change never
 //! overwrites an app write ferry has not seen.
@@ -46,6 +49,8 @@ use std::time::Duration;
 
 /// Most key columns a table may have.
 pub const MAX_KEY_COLUMNS: usize = 4;
+/// From how many records an apply takes the triggers off instead of removing their lines.
+const UNTRIGGERED_FROM: usize = 1000;
 /// What separates column names in `_ferry_attached`.
 const SEP: char = '\u{1f}';
 
@@ -121,6 +126,8 @@ pub struct Attached {
     pub local: Option<String>,
     /// This attachment's id (a new one each time the table is attached).
     pub id: String,
+    /// The table's number in `_ferry_log` (small, so the app's writes log little).
+    pub number: i64,
 }
 
 /// A row as captured: its record id and what to write.
@@ -181,11 +188,6 @@ pub struct AppDb {
 /// A name quoted for SQL (`"a""b"`).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Text quoted for SQL (`'a''b'`).
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 fn to_value(v: ValueRef<'_>) -> Value {
@@ -428,6 +430,7 @@ impl AppDb {
             columns,
             local,
             id: String::new(),
+            number: 0,
         })
     }
 
@@ -435,12 +438,11 @@ impl AppDb {
         self.conn
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS _ferry_attached (
-                    tbl TEXT PRIMARY KEY, collection TEXT NOT NULL, key_cols TEXT NOT NULL,
+                    tbl TEXT PRIMARY KEY, n INTEGER NOT NULL UNIQUE, collection TEXT NOT NULL, key_cols TEXT NOT NULL,
                     cols TEXT NOT NULL, local_col TEXT, attach_id TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS _ferry_log (
-                    seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, k0, k1, k2, k3);
-                 CREATE TABLE IF NOT EXISTS _ferry_state (name TEXT PRIMARY KEY, value);
-                 INSERT OR IGNORE INTO _ferry_state (name, value) VALUES ('applying', 0);",
+                    seq INTEGER PRIMARY KEY, t INTEGER NOT NULL, k0, k1, k2, k3);
+                 CREATE TABLE IF NOT EXISTS _ferry_state (name TEXT PRIMARY KEY, value);",
             )
             .map_err(self.err())
     }
@@ -450,8 +452,7 @@ impl AppDb {
     fn triggers(a: &Attached) -> String {
         let t = ident(&a.table);
         let name = |what: &str| ident(&format!("_ferry_{}_{what}", a.table));
-        let lit = literal(&a.table);
-        let guard = "WHEN (SELECT value FROM _ferry_state WHERE name = 'applying') IS NOT 1";
+        let n = a.number;
         let slots: String = (0..a.key.len()).map(|i| format!(", k{i}")).collect();
         let keys = |row: &str| -> String {
             a.key
@@ -466,15 +467,15 @@ impl AppDb {
             .collect::<Vec<_>>()
             .join(" OR ");
         format!(
-            "CREATE TRIGGER {ins} AFTER INSERT ON {t} {guard} BEGIN
-               INSERT INTO _ferry_log (tbl, op{slots}) VALUES ({lit}, 'I'{new});
+            "CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN
+               INSERT INTO _ferry_log (t{slots}) VALUES ({n}{new});
              END;
-             CREATE TRIGGER {upd} AFTER UPDATE ON {t} {guard} BEGIN
-               INSERT INTO _ferry_log (tbl, op{slots}) SELECT {lit}, 'D'{old} WHERE {moved};
-               INSERT INTO _ferry_log (tbl, op{slots}) VALUES ({lit}, 'U'{new});
+             CREATE TRIGGER {upd} AFTER UPDATE ON {t} BEGIN
+               INSERT INTO _ferry_log (t{slots}) SELECT {n}{old} WHERE {moved};
+               INSERT INTO _ferry_log (t{slots}) VALUES ({n}{new});
              END;
-             CREATE TRIGGER {del} AFTER DELETE ON {t} {guard} BEGIN
-               INSERT INTO _ferry_log (tbl, op{slots}) VALUES ({lit}, 'D'{old});
+             CREATE TRIGGER {del} AFTER DELETE ON {t} BEGIN
+               INSERT INTO _ferry_log (t{slots}) VALUES ({n}{old});
              END;",
             ins = name("ins"),
             upd = name("upd"),
@@ -522,15 +523,23 @@ impl AppDb {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
+        a.number = tx
+            .query_row(
+                "SELECT COALESCE(max(n), 0) + 1 FROM _ferry_attached",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
         tx.execute(
-            "INSERT INTO _ferry_attached (tbl, collection, key_cols, cols, local_col, attach_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO _ferry_attached (tbl, n, collection, key_cols, cols, local_col, attach_id) VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6)",
             params![
                 a.table,
                 a.collection,
                 a.key.join(&SEP.to_string()),
                 a.columns.join(&SEP.to_string()),
                 a.local,
-                a.id
+                a.id,
+                a.number
             ],
         )
         .map_err(err)?;
@@ -539,10 +548,10 @@ impl AppDb {
         let keys: String = a.key.iter().map(|k| format!(", {}", ident(k))).collect();
         tx.execute(
             &format!(
-                "INSERT INTO _ferry_log (tbl, op{slots}) SELECT ?1, 'I'{keys} FROM {}",
+                "INSERT INTO _ferry_log (t{slots}) SELECT ?1{keys} FROM {}",
                 ident(table)
             ),
-            [table],
+            [a.number],
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
@@ -574,18 +583,25 @@ impl AppDb {
             ))
             .map_err(err)?;
         }
+        let number: i64 = tx
+            .query_row(
+                "SELECT n FROM _ferry_attached WHERE tbl = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
         tx.execute("DELETE FROM _ferry_attached WHERE tbl = ?1", [table])
             .map_err(err)?;
         let newest: Option<i64> = tx
             .query_row("SELECT max(seq) FROM _ferry_log", [], |r| r.get(0))
             .map_err(err)?;
-        tx.execute("DELETE FROM _ferry_log WHERE tbl = ?1", [table])
+        tx.execute("DELETE FROM _ferry_log WHERE t = ?1", [number])
             .map_err(err)?;
         // Line numbers are rowids: a line (of no table) holds the numbering where it was, so
         // the other tables' next lines are not numbered under their cursors.
         if let Some(n) = newest {
             tx.execute(
-                "INSERT OR IGNORE INTO _ferry_log (seq, tbl, op) VALUES (?1, '', 'K')",
+                "INSERT OR IGNORE INTO _ferry_log (seq, t) VALUES (?1, 0)",
                 [n],
             )
             .map_err(err)?;
@@ -624,7 +640,7 @@ impl AppDb {
         }
         let mut st = self
             .conn
-            .prepare("SELECT tbl, collection, key_cols, cols, local_col, attach_id FROM _ferry_attached ORDER BY tbl")
+            .prepare("SELECT tbl, collection, key_cols, cols, local_col, attach_id, n FROM _ferry_attached ORDER BY tbl")
             .map_err(self.err())?;
         let split = |s: String| -> Vec<String> {
             if s.is_empty() {
@@ -642,6 +658,7 @@ impl AppDb {
                     columns: split(r.get(3)?),
                     local: r.get(4)?,
                     id: r.get(5)?,
+                    number: r.get(6)?,
                 })
             })
             .map_err(self.err())?
@@ -734,10 +751,10 @@ impl AppDb {
             let keys: String = a.key.iter().map(|k| format!(", {}", ident(k))).collect();
             tx.execute(
                 &format!(
-                    "INSERT INTO _ferry_log (tbl, op{slots}) SELECT ?1, 'U'{keys} FROM {}",
+                    "INSERT INTO _ferry_log (t{slots}) SELECT ?1{keys} FROM {}",
                     ident(&a.table)
                 ),
-                params![a.table],
+                params![a.number],
             )
             .map_err(err)?;
         }
@@ -770,10 +787,12 @@ impl AppDb {
         {
             let mut st = tx
                 .prepare(&format!(
-                    "SELECT seq{slots} FROM _ferry_log WHERE tbl = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                    "SELECT seq{slots} FROM _ferry_log WHERE t = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
                 ))
                 .map_err(err)?;
-            let mut rows = st.query(params![table, after, limit as i64]).map_err(err)?;
+            let mut rows = st
+                .query(params![a.number, after, limit as i64])
+                .map_err(err)?;
             while let Some(r) = rows.next().map_err(err)? {
                 upto = r.get(0).map_err(err)?;
                 let key: Vec<Value> = (0..n)
@@ -840,12 +859,13 @@ impl AppDb {
 
     /// Drops `table`'s log lines up to `upto` (they are in ferry now).
     pub fn forget(&mut self, table: &str, upto: i64) -> Result<(), AttachError> {
+        let number = self.attachment(table)?.number;
         self.conn
             .execute(
                 // The newest line stays, whatever it is: line numbers are rowids, and an
                 // empty table would number the next line 1 again, under the cursor.
-                "DELETE FROM _ferry_log WHERE tbl = ?1 AND seq <= ?2 AND seq < (SELECT max(seq) FROM _ferry_log)",
-                params![table, upto],
+                "DELETE FROM _ferry_log WHERE t = ?1 AND seq <= ?2 AND seq < (SELECT max(seq) FROM _ferry_log)",
+                params![number, upto],
             )
             .map(|_| ())
             .map_err(self.err())
@@ -885,8 +905,8 @@ impl AppDb {
             .map_err(err)?;
         let newest: Option<i64> = tx
             .query_row(
-                "SELECT max(seq) FROM _ferry_log WHERE tbl = ?1",
-                [table],
+                "SELECT max(seq) FROM _ferry_log WHERE t = ?1",
+                [a.number],
                 |r| r.get(0),
             )
             .map_err(err)?;
@@ -895,11 +915,23 @@ impl AppDb {
                 table: table.to_string(),
             });
         }
-        tx.execute(
-            "UPDATE _ferry_state SET value = 1 WHERE name = 'applying'",
-            [],
-        )
-        .map_err(err)?;
+        let before: Option<i64> = tx
+            .query_row("SELECT max(seq) FROM _ferry_log", [], |r| r.get(0))
+            .map_err(err)?;
+        // Many rows: the triggers are taken off for this transaction and put back before it
+        // commits (no other connection ever sees the table without them); that changes the
+        // schema, which makes the app's connections prepare their statements again, so it
+        // is kept for large applies. Otherwise the triggers' lines are removed below.
+        let untriggered = records.len() >= UNTRIGGERED_FROM;
+        if untriggered {
+            for what in ["ins", "upd", "del"] {
+                tx.execute_batch(&format!(
+                    "DROP TRIGGER IF EXISTS {}",
+                    ident(&format!("_ferry_{}_{what}", a.table))
+                ))
+                .map_err(err)?;
+            }
+        }
         let mut done = Applied::default();
         let cols: Vec<&String> = a.key.iter().chain(&a.columns).collect();
         let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
@@ -945,6 +977,9 @@ impl AppDb {
                 .collect::<Vec<_>>()
                 .join(" AND ")
         );
+        // Prepared once: preparing compiles the statement and the table's triggers again.
+        let mut upsert = tx.prepare(&upsert).map_err(err)?;
+        let mut delete = tx.prepare(&delete).map_err(err)?;
         for rec in records {
             let Some(key) = key::decode(&rec.id, a.key.len()) else {
                 done.skipped.push(format!(
@@ -956,8 +991,8 @@ impl AppDb {
                 continue;
             };
             let result = match &rec.fields {
-                None => tx
-                    .execute(&delete, params_from_iter(key.iter().map(to_sql)))
+                None => delete
+                    .execute(params_from_iter(key.iter().map(to_sql)))
                     .map(|n| done.deleted += n),
                 Some(fields) => {
                     let values = key.iter().map(to_sql).chain(
@@ -965,7 +1000,8 @@ impl AppDb {
                             .iter()
                             .map(|c| to_sql(fields.get(c).unwrap_or(&Value::Null))),
                     );
-                    tx.execute(&upsert, params_from_iter(values))
+                    upsert
+                        .execute(params_from_iter(values))
                         .map(|n| done.written += n)
                 }
             };
@@ -977,9 +1013,15 @@ impl AppDb {
                 ));
             }
         }
+        drop((upsert, delete));
+        if untriggered {
+            tx.execute_batch(&Self::triggers(&a)).map_err(err)?;
+        }
+        // The triggers logged this transaction's own writes: every line after `before` is
+        // one (the app cannot write while this transaction holds the lock).
         tx.execute(
-            "UPDATE _ferry_state SET value = 0 WHERE name = 'applying'",
-            [],
+            "DELETE FROM _ferry_log WHERE seq > ?1",
+            [before.unwrap_or(0)],
         )
         .map_err(err)?;
         tx.execute(

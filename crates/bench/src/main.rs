@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod attach;
 mod report;
 mod serve;
 mod workload;
@@ -158,6 +159,20 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Some("attach") => {
+            let n = match args.get(1).filter(|a| *a != "--write") {
+                Some(n) => n.parse().context("a number of rows")?,
+                None => 100_000,
+            };
+            let table = attach::run(n)?;
+            print!("\n{table}");
+            if args.iter().any(|a| a == "--write") {
+                let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+                std::fs::write(dir.join("attach.md"), &table)?;
+                println!("\nwrote {}", dir.join("attach.md").display());
+            }
+            Ok(())
+        }
         Some("serve") => {
             let num = |i: usize, default: u64| -> Result<u64> {
                 match args.get(i).filter(|a| *a != "--write") {
@@ -181,7 +196,7 @@ fn main() -> Result<()> {
             apply(Path::new(dir))
         }
         _ => bail!(
-            "usage: ferry-bench quick | all | at-rest [N] [--write] | scale [N…] [--write] | serve [WRITES] [STICK] [--write] | prepare [--one-per-commit] N DIR | apply DIR"
+            "usage: ferry-bench quick | all | at-rest [N] [--write] | scale [N…] [--write] | serve [WRITES] [STICK] [--write] | attach [N] [--write] | prepare [--one-per-commit] N DIR | apply DIR"
         ),
     }
 }
