@@ -10,11 +10,20 @@ const SCHEMA: &str =
 
 /// Runs SQL through the `sqlite3` shell, as an app or a person would; returns its output.
 fn sqlite(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3")
+    use std::io::Write as _;
+    let mut child = Command::new("sqlite3")
         .arg(db)
-        .arg(sql)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("the sqlite3 shell (Debian package sqlite3; tests/run installs it)");
+    // On its input, as a person would type it (a long statement does not fit an argument).
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(sql.as_bytes()).unwrap();
+    input.write_all(b"\n").unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "sqlite3 {sql}: {}",
@@ -337,7 +346,11 @@ fn killing_ferry_while_it_captures_or_applies_leaves_the_table_whole_and_a_rerun
     let count = |sql: &str| -> u64 { sqlite(&db, sql).trim().parse().unwrap() };
     let mut interrupted = 0;
     for delay_ms in [5, 20, 60, 120, 200, 300, 450, 650, 900, 1300, 1800] {
-        let mut child = a.cmd(&["sync", s(&stick)]).spawn().unwrap();
+        let mut child = a
+            .cmd(&["sync", s(&stick)])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         if child.wait().unwrap().signal() == Some(9) {
@@ -379,4 +392,103 @@ fn killing_ferry_while_it_captures_or_applies_leaves_the_table_whole_and_a_rerun
         .filter(|l| l.starts_with("app-"))
         .count() as u64;
     assert_eq!(at_hq, n);
+}
+
+/// The rows of `table`, as `.dump` writes them, sorted.
+fn dump_table(db: &Path, table: &str) -> String {
+    let mut rows: Vec<String> = sqlite(db, &format!(".dump {table}"))
+        .lines()
+        .filter(|l| l.starts_with("INSERT INTO"))
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows.join("\n")
+}
+
+#[test]
+fn every_type_and_key_shape_round_trips_and_a_column_added_later_keeps_the_others_values() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let (hq, a, b) = three(base);
+    let stick = base.join("stick");
+    exchange(&[&hq, &a, &b], &stick);
+    // A table of 30 columns with a composite key (INTEGER, TEXT), one keyed by bytes, one by
+    // a REAL.
+    let mut cols = vec![
+        "site INTEGER".to_string(),
+        "code TEXT".into(),
+        "ratio REAL".into(),
+    ];
+    for i in 4..=30 {
+        let ty = ["TEXT", "INTEGER", "REAL", "BLOB"][i % 4];
+        cols.push(format!("c{i:02} {ty}"));
+    }
+    let schema = format!(
+        "CREATE TABLE wide ({}, PRIMARY KEY (site, code));
+         CREATE TABLE tagged (k BLOB PRIMARY KEY, v TEXT);
+         CREATE TABLE scaled (k REAL PRIMARY KEY, v INTEGER);",
+        cols.join(", ")
+    );
+    let db = |l: &Laptop| l.home.with_extension("app.db");
+    for l in [&hq, &a] {
+        sqlite(&db(l), &schema);
+    }
+    let big = "ä/~x".repeat(50_000);
+    sqlite(
+        &db(&hq),
+        &format!(
+            "INSERT INTO wide (site, code, ratio, c04, c05, c06, c07, c30) VALUES
+               (1, 'a/b~c', 0.1, x'00ff00', -9223372036854775808, 1e300, '{big}', NULL),
+               (-7, '', NULL, NULL, 0, -0.5, '日本', x''),
+               (2, '~i5', 2.5, x'', 42, 3.0, '2026-12-04', 7);
+             INSERT INTO tagged VALUES (x'00', 'zero byte'), (x'ff01', NULL);
+             INSERT INTO scaled VALUES (1.5, 1), (-0.25, 2);"
+        ),
+    );
+    sqlite(&db(&a), "INSERT INTO tagged VALUES (x'0a0b', 'from a');");
+    for l in [&hq, &a] {
+        for t in ["wide", "tagged", "scaled"] {
+            l.ok(&["attach", s(&db(l)), t]);
+        }
+    }
+    exchange(&[&hq, &a], &stick);
+    for t in ["wide", "tagged", "scaled"] {
+        assert_eq!(
+            dump_table(&db(&a), t),
+            dump_table(&db(&hq), t),
+            "{t} differs"
+        );
+    }
+    assert_eq!(dump_table(&db(&a), "wide").lines().count(), 3);
+    assert_eq!(dump_table(&db(&hq), "tagged").lines().count(), 3);
+    assert!(
+        dump_table(&db(&a), "wide").contains(&big),
+        "the large text came through"
+    );
+
+    // HQ's app adds a column and fills it; clinic A's app adds it later, with a default.
+    sqlite(
+        &db(&hq),
+        "ALTER TABLE wide ADD COLUMN extra TEXT DEFAULT 'd'; UPDATE wide SET extra = 'set at hq' WHERE site = 1;",
+    );
+    let out = hq.ok(&["sync", s(&stick)]);
+    assert!(out.contains("new column \"extra\""), "{out}");
+    a.ok(&["sync", s(&stick)]);
+    sqlite(
+        &db(&a),
+        "ALTER TABLE wide ADD COLUMN extra TEXT DEFAULT 'd';",
+    );
+    exchange(&[&a, &hq], &stick);
+    assert_eq!(
+        sqlite(&db(&a), "SELECT extra FROM wide WHERE site = 1"),
+        "set at hq\n",
+        "clinic A's default overwrote HQ's value"
+    );
+    assert_eq!(dump_table(&db(&a), "wide"), dump_table(&db(&hq), "wide"));
+    let log: serde_json::Value =
+        serde_json::from_str(&hq.ok(&["log", "wide", "~i1/a~sb~~c", "--json"])).unwrap();
+    assert!(
+        log["entries"].as_array().unwrap().len() <= 3,
+        "no change went back and forth: {log}"
+    );
 }

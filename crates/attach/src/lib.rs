@@ -29,8 +29,10 @@
 //! left out of the sync: each laptop numbers its own rows.
 //!
 //! **Values.** INTEGER ↔ integer, REAL ↔ float, TEXT ↔ text, BLOB ↔ bytes, NULL ↔ null
-//! (a date stored as text stays text). A column the app adds is picked up at the next run;
-//! a column dropped or renamed is reported and its values stay in ferry.
+//! (a date stored as text stays text). A column the app adds is picked up at the next run
+//! ([`AppDb::unfilled`]: a row's value is taken in only where ferry has none, and the table
+//! then shows ferry's values); a column dropped or renamed is reported and its values stay
+//! in ferry.
 //!
 //! **Architecture Invariant:** this crate only touches the app's database, and there only
 //! its own `_ferry_*` tables and triggers and, when applying, the rows of attached tables.
@@ -607,8 +609,8 @@ impl AppDb {
             .map_err(err)?;
         }
         tx.execute(
-            "DELETE FROM _ferry_state WHERE name = ?1",
-            [format!("cursor:{table}")],
+            "DELETE FROM _ferry_state WHERE name IN (?1, ?2)",
+            params![format!("cursor:{table}"), format!("fill:{table}")],
         )
         .map_err(err)?;
         let left: i64 = tx
@@ -746,20 +748,109 @@ impl AppDb {
         )
         .map_err(err)?;
         if !added.is_empty() {
-            // Every row's value of the new column is looked at once.
-            let slots: String = (0..a.key.len()).map(|i| format!(", k{i}")).collect();
-            let keys: String = a.key.iter().map(|k| format!(", {}", ident(k))).collect();
+            // The new columns are to be filled ([`AppDb::fill_rows`], [`AppDb::filled`]):
+            // noted in the same transaction, so a crash before the node is done leaves it
+            // still to do.
+            let mut pending = Self::pending_fill(&tx, &a.table).map_err(err)?;
+            pending.extend(added.iter().cloned());
             tx.execute(
-                &format!(
-                    "INSERT INTO _ferry_log (t{slots}) SELECT ?1{keys} FROM {}",
-                    ident(&a.table)
-                ),
-                params![a.number],
+                "INSERT INTO _ferry_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![format!("fill:{}", a.table), pending.join(&SEP.to_string())],
             )
             .map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(notes)
+    }
+
+    fn pending_fill(c: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+        let v: Option<String> = c
+            .query_row(
+                "SELECT value FROM _ferry_state WHERE name = ?1",
+                [format!("fill:{table}")],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.map(|v| {
+            v.split(SEP)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
+    }
+
+    /// Columns the app added to `table` that are still to be filled: where ferry holds no
+    /// value for such a field, the row's value (a default, or what the app wrote) is taken
+    /// in; everywhere else the table is to show ferry's value ([`AppDb::filled`]), so a
+    /// laptop that adds a column after another one does not overwrite the other's values
+    /// with its defaults.
+    pub fn unfilled(&self, table: &str) -> Result<Vec<String>, AttachError> {
+        Self::pending_fill(&self.conn, table).map_err(self.err())
+    }
+
+    /// Every row's non-null values of `columns`, by record id.
+    pub fn fill_rows(
+        &self,
+        table: &str,
+        columns: &[String],
+    ) -> Result<Vec<(String, Vec<(String, Value)>)>, AttachError> {
+        let a = self.attachment(table)?;
+        let columns: Vec<&String> = columns.iter().filter(|c| a.columns.contains(c)).collect();
+        if columns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let select: Vec<String> = a
+            .key
+            .iter()
+            .chain(columns.iter().copied())
+            .map(|c| ident(c))
+            .collect();
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {} FROM {}",
+                select.join(", "),
+                ident(&a.table)
+            ))
+            .map_err(self.err())?;
+        let n = a.key.len();
+        let rows = st
+            .query_map([], |r| {
+                let key: Vec<Value> = (0..n)
+                    .map(|i| r.get_ref(i).map(to_value))
+                    .collect::<Result<_, _>>()?;
+                let values: Vec<(String, Value)> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| r.get_ref(n + i).map(|v| ((*c).clone(), to_value(v))))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .filter(|(_, v)| *v != Value::Null)
+                    .collect();
+                Ok((key::encode(&key), values))
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        Ok(rows)
+    }
+
+    /// The added columns are filled on ferry's side: the next [`AppDb::apply`] writes every
+    /// record again (its cursor is forgotten), so the table shows ferry's values in them.
+    pub fn filled(&mut self, table: &str) -> Result<(), AttachError> {
+        let path = self.path.clone();
+        let err = |source| AttachError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "DELETE FROM _ferry_state WHERE name IN (?1, ?2)",
+            params![format!("fill:{table}"), format!("cursor:{table}")],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     /// What the app changed in `table` after log line `after`, as it is now, at most

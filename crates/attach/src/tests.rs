@@ -204,11 +204,23 @@ fn a_column_the_app_adds_is_synced_and_a_dropped_one_is_reported() {
     let (a, c2) = db.captured("t", c.upto, 100).unwrap();
     assert_eq!(a.columns, vec!["a", "b", "c"]);
     assert!(c2.notes[0].contains("new column \"c\""), "{:?}", c2.notes);
-    assert_eq!(
-        c2.rows.len(),
-        1,
-        "every row is looked at once: {:?}",
+    assert!(
+        c2.rows.is_empty(),
+        "an added column is filled, not captured: {:?}",
         c2.rows
+    );
+    assert_eq!(db.unfilled("t").unwrap(), vec!["c"]);
+    assert_eq!(
+        db.fill_rows("t", &["c".into()]).unwrap(),
+        vec![("1".to_string(), vec![("c".to_string(), Value::Int(5))])]
+    );
+    db.apply("t", &[], c2.upto, "1.1").unwrap();
+    db.filled("t").unwrap();
+    assert!(db.unfilled("t").unwrap().is_empty());
+    assert_eq!(
+        db.apply_cursor("t").unwrap(),
+        None,
+        "every record is to be written again"
     );
     // Updates of the new column are captured.
     app.execute("UPDATE t SET c = 6", []).unwrap();

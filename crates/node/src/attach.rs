@@ -343,6 +343,7 @@ impl Node {
             if page.upto == after {
                 // Nothing new; drop what an earlier crash left behind the cursor.
                 app.forget(&e.table, after).map_err(NodeError::Attach)?;
+                self.fill(app, e, run)?;
                 return Ok(after);
             }
             let writes = self.captured_writes(&e.collection, &page.rows, run)?;
@@ -353,6 +354,51 @@ impl Node {
             app.forget(&e.table, page.upto).map_err(NodeError::Attach)?;
             after = page.upto;
         }
+    }
+
+    /// Columns the app added: a row's value is taken in where the record has none; then the
+    /// table is to show every record again (the values other laptops gave those fields).
+    fn fill(&mut self, app: &mut AppDb, e: &Entry, run: &mut AttachRun) -> Result<(), NodeError> {
+        let columns = app.unfilled(&e.table).map_err(NodeError::Attach)?;
+        if columns.is_empty() {
+            return Ok(());
+        }
+        let rows = app
+            .fill_rows(&e.table, &columns)
+            .map_err(NodeError::Attach)?;
+        let rules = self.rules()?;
+        let mut writes = Vec::new();
+        {
+            let tx = self.read()?;
+            for (id, values) in rows {
+                if check_id(&id).is_err() {
+                    continue;
+                }
+                let Some(state) = tx.record(&e.collection, &id)?.filter(|s| s.is_live()) else {
+                    continue;
+                };
+                let shown = state.shown_with(|f| rules.of(&e.collection, f));
+                let fields: Vec<(String, FieldInput)> = values
+                    .into_iter()
+                    .filter(|(c, _)| {
+                        shown
+                            .get(c.as_str())
+                            .is_none_or(|v| column_value(v) == Value::Null)
+                    })
+                    .map(|(c, v)| (c, FieldInput::Value(v)))
+                    .collect();
+                if !fields.is_empty() {
+                    writes.push(RecordWrite::Merge {
+                        collection: e.collection.clone(),
+                        id,
+                        fields,
+                    });
+                }
+            }
+        }
+        self.write_records(&writes).map_err(|w| *w.source)?;
+        run.captured += writes.len();
+        app.filled(&e.table).map_err(NodeError::Attach)
     }
 
     /// The writes that make the records show the rows: for a live record only the columns
