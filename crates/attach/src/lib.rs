@@ -160,6 +160,9 @@ pub struct Captured {
     pub notes: Vec<String>,
 }
 
+/// A row's record id and its non-null values of the columns asked for.
+pub type FilledRow = (String, Vec<(String, Value)>);
+
 /// A record as it should now be in the table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Incoming {
@@ -794,7 +797,7 @@ impl AppDb {
         &self,
         table: &str,
         columns: &[String],
-    ) -> Result<Vec<(String, Vec<(String, Value)>)>, AttachError> {
+    ) -> Result<Vec<FilledRow>, AttachError> {
         let a = self.attachment(table)?;
         let columns: Vec<&String> = columns.iter().filter(|c| a.columns.contains(c)).collect();
         if columns.is_empty() {
