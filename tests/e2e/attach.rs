@@ -492,3 +492,47 @@ fn every_type_and_key_shape_round_trips_and_a_column_added_later_keeps_the_other
         "no change went back and forth: {log}"
     );
 }
+
+#[test]
+fn ferry_serve_and_a_terminal_sync_running_the_same_table_at_once_take_each_row_in_once() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let l = Laptop::new(base, "clinic");
+    l.ok(&["init", "--name", "clinic", "--create", "Clinic"]);
+    let db = base.join("clinic.db");
+    sqlite(&db, SCHEMA);
+    l.ok(&["attach", s(&db), "visits"]);
+    let _srv = crate::serve::start_with_env(&l, &[], &[]);
+    let stick = base.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    // The app writes while the server's watcher and a terminal's syncs both take rows in.
+    let mut app = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], timeout=10)\n\
+             for i in range(200):\n\
+             \x20   c.execute('INSERT INTO visits (mrn, weight) VALUES (?, ?)', ('r-%d' % i, i))\n\
+             \x20   c.commit()\n\
+             \x20   time.sleep(0.003)\n",
+        )
+        .arg(&db)
+        .spawn()
+        .unwrap();
+    for _ in 0..4 {
+        l.ok(&["sync", s(&stick)]);
+    }
+    assert!(app.wait().unwrap().success());
+    l.ok(&["sync", s(&stick)]);
+    let listed = l.ok(&["list", "visits"]);
+    assert_eq!(listed.lines().filter(|r| r.starts_with("r-")).count(), 200);
+    for i in [0, 57, 123, 199] {
+        let log: serde_json::Value =
+            serde_json::from_str(&l.ok(&["log", "visits", &format!("r-{i}"), "--json"])).unwrap();
+        assert_eq!(
+            log["entries"].as_array().map(Vec::len),
+            Some(1),
+            "row r-{i} was taken in more than once: {log}"
+        );
+    }
+}

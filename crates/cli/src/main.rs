@@ -477,6 +477,16 @@ Exit status: 0 attached; 1 failed (the line says why: no such table, no usable k
     Attach(cmd::attach::AttachArgs),
     /// Stop syncing an attached table: its triggers and ferry's tables leave the app's
     /// database (the rows and the records stay)
+    #[command(after_help = "\
+Examples:
+  ferry detach clinic.db visits
+  ferry attach --list                  (what is attached, to detach)
+
+The table keeps its rows and the collection its records; changes the app makes from now on
+are no longer synced. Attaching the table again takes its rows in again as new changes.
+
+Exit status: 0 detached; 1 failed (the database cannot be written: the line says why);
+2 usage mistake (that table is not attached to this home).")]
     Detach(cmd::attach::DetachArgs),
     /// Serve the local API apps use (records, batches, a feed of changes) on this computer
     #[command(after_help = "\

@@ -225,6 +225,11 @@ impl Node {
         let tx = self.store.transaction(crate::time::now_ms())?;
         tx.delete_meta(&cursor_key(&entry.id))?;
         tx.commit()?;
+        let lock = self
+            .home()
+            .transport_state("attach")
+            .join(format!("{}.lock", entry.id));
+        let _ = std::fs::remove_file(lock);
         Ok(())
     }
 
@@ -292,6 +297,21 @@ impl Node {
     }
 
     fn run_entry(&mut self, e: &Entry) -> Result<AttachRun, NodeError> {
+        // One run of a table at a time across processes (`ferry serve` and a `ferry sync`
+        // in a terminal): two captures of the same lines would each write them.
+        let lock_path = self
+            .home()
+            .transport_state("attach")
+            .join(format!("{}.lock", e.id));
+        std::fs::create_dir_all(lock_path.parent().expect("has a parent"))
+            .map_err(|err| NodeError::io("cannot create", &lock_path, err))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|err| NodeError::io("cannot open", &lock_path, err))?;
+        fs4::FileExt::lock(&lock).map_err(|err| NodeError::io("cannot lock", &lock_path, err))?;
         let mut run = AttachRun {
             db: e.db.clone(),
             table: e.table.clone(),
