@@ -48,17 +48,9 @@ fn python(db: &Path, program: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The table's rows, as `sqlite3 .dump` writes them, sorted (only the INSERTs: ferry's
-/// tables and triggers differ between laptops by design, and so does the order rows were
-/// inserted in).
+/// The `visits` table's rows, as `sqlite3 .dump` writes them, sorted ([`dump_table`]).
 fn dump(db: &Path) -> String {
-    let mut rows: Vec<String> = sqlite(db, ".dump visits")
-        .lines()
-        .filter(|l| l.starts_with("INSERT INTO"))
-        .map(str::to_string)
-        .collect();
-    rows.sort();
-    rows.join("\n")
+    dump_table(db, "visits")
 }
 
 #[test]
@@ -394,7 +386,9 @@ fn killing_ferry_while_it_captures_or_applies_leaves_the_table_whole_and_a_rerun
     assert_eq!(at_hq, n);
 }
 
-/// The rows of `table`, as `.dump` writes them, sorted.
+/// The rows of `table`, as `sqlite3 .dump` writes them, sorted (only the INSERTs: ferry's
+/// tables and triggers differ between laptops by design, and so does the order rows were
+/// inserted in).
 fn dump_table(db: &Path, table: &str) -> String {
     let mut rows: Vec<String> = sqlite(db, &format!(".dump {table}"))
         .lines()

@@ -190,6 +190,14 @@ pub struct AppDb {
     path: PathBuf,
 }
 
+/// An SQLite failure on the app's database at `path`, as an [`AttachError`].
+fn sqlite_err(path: PathBuf) -> impl Fn(rusqlite::Error) -> AttachError {
+    move |source| AttachError::Sqlite {
+        path: path.clone(),
+        source,
+    }
+}
+
 /// A name quoted for SQL (`"a""b"`).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -236,8 +244,8 @@ impl AppDb {
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        .map_err(&err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(&err)?;
         Ok(AppDb {
             conn,
             path: path.to_path_buf(),
@@ -249,11 +257,8 @@ impl AppDb {
         &self.path
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> AttachError + '_ {
-        |source| AttachError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+    fn err(&self) -> impl Fn(rusqlite::Error) -> AttachError {
+        sqlite_err(self.path.clone())
     }
 
     fn tables(&self) -> Result<Vec<String>, AttachError> {
@@ -490,6 +495,19 @@ impl AppDb {
         )
     }
 
+    /// The SQL that removes `table`'s triggers.
+    fn untriggers(table: &str) -> String {
+        ["ins", "upd", "del"]
+            .iter()
+            .map(|what| {
+                format!(
+                    "DROP TRIGGER IF EXISTS {};",
+                    ident(&format!("_ferry_{table}_{what}"))
+                )
+            })
+            .collect()
+    }
+
     /// Attaches `table` as `collection`, keyed by `key` (its primary key when empty): adds
     /// the triggers and logs every row already there as new, all in one transaction.
     /// Switches the database to WAL, so the app and ferry wait for each other less.
@@ -518,23 +536,19 @@ impl AppDb {
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(self.err())?;
-        let path = self.path.clone();
-        let err = |source| AttachError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(self.path.clone());
         self.ensure_tables()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+            .map_err(&err)?;
         a.number = tx
             .query_row(
                 "SELECT COALESCE(max(n), 0) + 1 FROM _ferry_attached",
                 [],
                 |r| r.get(0),
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         tx.execute(
             "INSERT INTO _ferry_attached (tbl, n, collection, key_cols, cols, local_col, attach_id) VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -547,8 +561,8 @@ impl AppDb {
                 a.number
             ],
         )
-        .map_err(err)?;
-        tx.execute_batch(&Self::triggers(&a)).map_err(err)?;
+        .map_err(&err)?;
+        tx.execute_batch(&Self::triggers(&a)).map_err(&err)?;
         let slots: String = (0..a.key.len()).map(|i| format!(", k{i}")).collect();
         let keys: String = a.key.iter().map(|k| format!(", {}", ident(k))).collect();
         tx.execute(
@@ -558,8 +572,8 @@ impl AppDb {
             ),
             [a.number],
         )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
         Ok(a)
     }
 
@@ -572,36 +586,26 @@ impl AppDb {
                 table: table.to_string(),
             });
         }
-        let path = self.path.clone();
-        let err = |source| AttachError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        for what in ["ins", "upd", "del"] {
-            tx.execute_batch(&format!(
-                "DROP TRIGGER IF EXISTS {}",
-                ident(&format!("_ferry_{table}_{what}"))
-            ))
-            .map_err(err)?;
-        }
+            .map_err(&err)?;
+        tx.execute_batch(&Self::untriggers(table)).map_err(&err)?;
         let number: i64 = tx
             .query_row(
                 "SELECT n FROM _ferry_attached WHERE tbl = ?1",
                 [table],
                 |r| r.get(0),
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         tx.execute("DELETE FROM _ferry_attached WHERE tbl = ?1", [table])
-            .map_err(err)?;
+            .map_err(&err)?;
         let newest: Option<i64> = tx
             .query_row("SELECT max(seq) FROM _ferry_log", [], |r| r.get(0))
-            .map_err(err)?;
+            .map_err(&err)?;
         tx.execute("DELETE FROM _ferry_log WHERE t = ?1", [number])
-            .map_err(err)?;
+            .map_err(&err)?;
         // Line numbers are rowids: a line (of no table) holds the numbering where it was, so
         // the other tables' next lines are not numbered under their cursors.
         if let Some(n) = newest {
@@ -609,23 +613,23 @@ impl AppDb {
                 "INSERT OR IGNORE INTO _ferry_log (seq, t) VALUES (?1, 0)",
                 [n],
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         }
         tx.execute(
             "DELETE FROM _ferry_state WHERE name IN (?1, ?2)",
             params![format!("cursor:{table}"), format!("fill:{table}")],
         )
-        .map_err(err)?;
+        .map_err(&err)?;
         let left: i64 = tx
             .query_row("SELECT count(*) FROM _ferry_attached", [], |r| r.get(0))
-            .map_err(err)?;
+            .map_err(&err)?;
         if left == 0 {
             tx.execute_batch(
                 "DROP TABLE _ferry_attached; DROP TABLE _ferry_log; DROP TABLE _ferry_state;",
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(&err)
     }
 
     fn has_ferry_tables(&self) -> Result<bool, AttachError> {
@@ -735,34 +739,30 @@ impl AppDb {
                 a.table
             ));
         }
-        let path = self.path.clone();
-        let err = |source| AttachError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(self.path.clone());
         a.columns = now;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+            .map_err(&err)?;
         tx.execute(
             "UPDATE _ferry_attached SET cols = ?2 WHERE tbl = ?1",
             params![a.table, a.columns.join(&SEP.to_string())],
         )
-        .map_err(err)?;
+        .map_err(&err)?;
         if !added.is_empty() {
             // The new columns are to be filled ([`AppDb::fill_rows`], [`AppDb::filled`]):
             // noted in the same transaction, so a crash before the node is done leaves it
             // still to do.
-            let mut pending = Self::pending_fill(&tx, &a.table).map_err(err)?;
+            let mut pending = Self::pending_fill(&tx, &a.table).map_err(&err)?;
             pending.extend(added.iter().cloned());
             tx.execute(
                 "INSERT INTO _ferry_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 params![format!("fill:{}", a.table), pending.join(&SEP.to_string())],
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         }
-        tx.commit().map_err(err)?;
+        tx.commit().map_err(&err)?;
         Ok(notes)
     }
 
@@ -842,18 +842,14 @@ impl AppDb {
     /// The added columns are filled on ferry's side: the next [`AppDb::apply`] writes every
     /// record again (its cursor is forgotten), so the table shows ferry's values in them.
     pub fn filled(&mut self, table: &str) -> Result<(), AttachError> {
-        let path = self.path.clone();
-        let err = |source| AttachError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
+        let err = sqlite_err(self.path.clone());
+        let tx = self.conn.transaction().map_err(&err)?;
         tx.execute(
             "DELETE FROM _ferry_state WHERE name IN (?1, ?2)",
             params![format!("fill:{table}"), format!("cursor:{table}")],
         )
-        .map_err(err)?;
-        tx.commit().map_err(err)
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
     }
 
     /// What the app changed in `table` after log line `after`, as it is now, at most
@@ -866,13 +862,9 @@ impl AppDb {
     ) -> Result<(Attached, Captured), AttachError> {
         let mut a = self.attachment(table)?;
         let notes = self.follow_shape(&mut a)?;
-        let path = self.path.clone();
-        let err = |source| AttachError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(self.path.clone());
         // One read transaction: the log and the rows as of one moment.
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.conn.transaction().map_err(&err)?;
         let n = a.key.len();
         let slots: String = (0..n).map(|i| format!(", k{i}")).collect();
         let mut order: Vec<(String, Vec<Value>)> = Vec::new();
@@ -883,16 +875,16 @@ impl AppDb {
                 .prepare(&format!(
                     "SELECT seq{slots} FROM _ferry_log WHERE t = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
                 ))
-                .map_err(err)?;
+                .map_err(&err)?;
             let mut rows = st
                 .query(params![a.number, after, limit as i64])
-                .map_err(err)?;
-            while let Some(r) = rows.next().map_err(err)? {
-                upto = r.get(0).map_err(err)?;
+                .map_err(&err)?;
+            while let Some(r) = rows.next().map_err(&err)? {
+                upto = r.get(0).map_err(&err)?;
                 let key: Vec<Value> = (0..n)
                     .map(|i| r.get_ref(1 + i).map(to_value))
                     .collect::<Result<_, _>>()
-                    .map_err(err)?;
+                    .map_err(&err)?;
                 let id = key::encode(&key);
                 if seen.insert(id.clone()) {
                     order.push((id, key));
@@ -921,7 +913,7 @@ impl AppDb {
                 "SELECT {select} FROM {} WHERE {where_key}",
                 ident(&a.table)
             ))
-            .map_err(err)?;
+            .map_err(&err)?;
         for (id, key) in order {
             let row: Option<Vec<Value>> = st
                 .query_row(params_from_iter(key.iter().map(to_sql)), |r| {
@@ -930,7 +922,7 @@ impl AppDb {
                         .collect()
                 })
                 .optional()
-                .map_err(err)?;
+                .map_err(&err)?;
             out.push(match row {
                 None => RowChange::Delete { id },
                 Some(values) => RowChange::Upsert {
@@ -940,7 +932,7 @@ impl AppDb {
             });
         }
         drop(st);
-        tx.commit().map_err(err)?;
+        tx.commit().map_err(&err)?;
         Ok((
             a,
             Captured {
@@ -988,22 +980,18 @@ impl AppDb {
         cursor: &str,
     ) -> Result<Applied, AttachError> {
         let a = self.attachment(table)?;
-        let path = self.path.clone();
-        let err = |source| AttachError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+            .map_err(&err)?;
         let newest: Option<i64> = tx
             .query_row(
                 "SELECT max(seq) FROM _ferry_log WHERE t = ?1",
                 [a.number],
                 |r| r.get(0),
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         if newest.is_some_and(|s| s > captured_upto) {
             return Err(AttachError::AppWrote {
                 table: table.to_string(),
@@ -1011,20 +999,15 @@ impl AppDb {
         }
         let before: Option<i64> = tx
             .query_row("SELECT max(seq) FROM _ferry_log", [], |r| r.get(0))
-            .map_err(err)?;
+            .map_err(&err)?;
         // Many rows: the triggers are taken off for this transaction and put back before it
         // commits (no other connection ever sees the table without them); that changes the
         // schema, which makes the app's connections prepare their statements again, so it
         // is kept for large applies. Otherwise the triggers' lines are removed below.
         let untriggered = records.len() >= UNTRIGGERED_FROM;
         if untriggered {
-            for what in ["ins", "upd", "del"] {
-                tx.execute_batch(&format!(
-                    "DROP TRIGGER IF EXISTS {}",
-                    ident(&format!("_ferry_{}_{what}", a.table))
-                ))
-                .map_err(err)?;
-            }
+            tx.execute_batch(&Self::untriggers(&a.table))
+                .map_err(&err)?;
         }
         let mut done = Applied::default();
         let cols: Vec<&String> = a.key.iter().chain(&a.columns).collect();
@@ -1072,8 +1055,8 @@ impl AppDb {
                 .join(" AND ")
         );
         // Prepared once: preparing compiles the statement and the table's triggers again.
-        let mut upsert = tx.prepare(&upsert).map_err(err)?;
-        let mut delete = tx.prepare(&delete).map_err(err)?;
+        let mut upsert = tx.prepare(&upsert).map_err(&err)?;
+        let mut delete = tx.prepare(&delete).map_err(&err)?;
         for rec in records {
             let Some(key) = key::decode(&rec.id, a.key.len()) else {
                 done.skipped.push(format!(
@@ -1109,7 +1092,7 @@ impl AppDb {
         }
         drop((upsert, delete));
         if untriggered {
-            tx.execute_batch(&Self::triggers(&a)).map_err(err)?;
+            tx.execute_batch(&Self::triggers(&a)).map_err(&err)?;
         }
         // The triggers logged this transaction's own writes: every line after `before` is
         // one (the app cannot write while this transaction holds the lock).
@@ -1117,13 +1100,13 @@ impl AppDb {
             "DELETE FROM _ferry_log WHERE seq > ?1",
             [before.unwrap_or(0)],
         )
-        .map_err(err)?;
+        .map_err(&err)?;
         tx.execute(
             "INSERT INTO _ferry_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             params![format!("cursor:{table}"), cursor],
         )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
         Ok(done)
     }
 }
