@@ -639,6 +639,15 @@ fn one_line(e: &anyhow::Error) -> String {
             Some(io) => ferry_node::plain_io(io),
             None => cause.to_string(),
         };
+        // SQLite's own code ("Error code 26: file is not a database") under its message
+        // says the message again.
+        let text = match text
+            .strip_prefix("Error code ")
+            .and_then(|r| r.split_once(": "))
+        {
+            Some((code, words)) if code.bytes().all(|b| b.is_ascii_digit()) => words.to_string(),
+            _ => text,
+        };
         if line.contains(&text) {
             continue;
         }
@@ -818,6 +827,20 @@ mod tests {
             error_line(&NodeError::NotAFolder("/media/usb".into()).into()),
             "/media/usb is not a folder; give the folder of the USB stick or shared drive"
         );
+    }
+
+    #[test]
+    fn an_sqlite_code_under_its_own_message_is_not_said_twice() {
+        #[derive(Debug)]
+        struct Coded;
+        impl std::fmt::Display for Coded {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("Error code 26: file is not a database")
+            }
+        }
+        impl std::error::Error for Coded {}
+        let e = anyhow::Error::new(Coded).context("notes.csv: file is not a database");
+        assert_eq!(one_line(&e), "notes.csv: file is not a database");
     }
 
     #[test]
